@@ -1,0 +1,1 @@
+//! CPU backend (to be written).

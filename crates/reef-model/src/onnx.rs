@@ -1,0 +1,1 @@
+//! ONNX import and export (to be written).

@@ -1,0 +1,408 @@
+//! The kernel set: the contract between the compiler and every backend. Each
+//! [`KernelOp`] says exactly what one launch computes; the CPU backend and
+//! both CUDA variants (RT and BE) must compute the same function, and a
+//! kernel never writes a buffer it reads (kernels are idempotent, so a killed
+//! kernel can simply run again).
+
+use reef_model::{Act, DType};
+use serde::{Deserialize, Serialize};
+
+/// Highest tensor rank the strided kernels handle.
+pub const MAX_RANK: usize = 6;
+
+/// 2-D convolution over NCHW with a fused epilogue:
+/// `out[n,k,y,x] = act(Σ_{c,r,s} in[n, g*C/G + c, y*sh - ph + r*dh, x*sw - pw + s*dw] · w[k,c,r,s]
+///                 + bias[k] + residual[n,k,y,x])`, zero padding.
+/// Inputs: `x`, `w` (`[K, C/groups, R, S]`), then `bias` if `has_bias`, then
+/// `residual` (same shape as the output) if `has_residual`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConvSpec {
+    /// Batch.
+    pub n: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub k: usize,
+    /// Kernel height.
+    pub r: usize,
+    /// Kernel width.
+    pub s: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+    /// Stride (y, x).
+    pub stride: [usize; 2],
+    /// Padding at the top and left (bottom/right padding is implied by oh/ow).
+    pub pad: [usize; 2],
+    /// Dilation (y, x).
+    pub dilation: [usize; 2],
+    /// Groups (depthwise when groups == c == k).
+    pub groups: usize,
+    /// A bias input follows the weight.
+    pub has_bias: bool,
+    /// A residual input follows (added before the activation).
+    pub has_residual: bool,
+    /// Activation.
+    pub act: Act,
+}
+
+/// Batched matrix product with a fused epilogue:
+/// `out[b,i,j] = act(alpha · Σ_k A[b,i,k] · B[b,k,j] + beta · bias[i,j] + residual[b,i,j])`.
+/// A is read at `a_off(b) + i*lda_m + k*lda_k`, B at `b_off(b) + k*ldb_k + j*ldb_n`,
+/// where the batch offset of A is `Σ_d idx_d · a_batch_strides[d]` over the batch
+/// shape (0 strides broadcast), likewise for B. Output is contiguous `[batch.., m, n]`.
+/// Bias is read at `i*bias_stride_m + j*bias_stride_n` (0 strides broadcast).
+/// Inputs: `a`, `b`, then `bias` if `has_bias`, then `residual` if `has_residual`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatMulSpec {
+    /// Batch shape (possibly empty).
+    pub batch: Vec<usize>,
+    /// Batch strides of A in elements (one per batch dim).
+    pub a_batch_strides: Vec<usize>,
+    /// Batch strides of B in elements.
+    pub b_batch_strides: Vec<usize>,
+    /// Rows of the output.
+    pub m: usize,
+    /// Columns of the output.
+    pub n: usize,
+    /// Reduction length.
+    pub k: usize,
+    /// A's stride along m.
+    pub lda_m: usize,
+    /// A's stride along k.
+    pub lda_k: usize,
+    /// B's stride along k.
+    pub ldb_k: usize,
+    /// B's stride along n.
+    pub ldb_n: usize,
+    /// Scale of the product.
+    pub alpha: f32,
+    /// Scale of the bias.
+    pub beta: f32,
+    /// A bias input follows.
+    pub has_bias: bool,
+    /// Bias stride along m (0 broadcasts).
+    pub bias_stride_m: usize,
+    /// Bias stride along n (0 broadcasts).
+    pub bias_stride_n: usize,
+    /// A residual input (contiguous, output-shaped) follows.
+    pub has_residual: bool,
+    /// Activation.
+    pub act: Act,
+}
+
+impl MatMulSpec {
+    /// Number of matrices in the batch.
+    pub fn batch_count(&self) -> usize {
+        self.batch.iter().product()
+    }
+}
+
+/// 2-D max or average pooling over NCHW. Inputs: `x`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolSpec {
+    /// Max or average.
+    pub kind: reef_model::PoolKind,
+    /// Batch.
+    pub n: usize,
+    /// Channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+    /// Window (y, x).
+    pub kernel: [usize; 2],
+    /// Stride (y, x).
+    pub stride: [usize; 2],
+    /// Padding top, left.
+    pub pad: [usize; 2],
+    /// Dilation (y, x).
+    pub dilation: [usize; 2],
+    /// Average divides by the full window (padding counted) instead of the
+    /// number of in-bounds cells. Cells past the bottom/right padding (ceil
+    /// mode) are never counted.
+    pub count_include_pad: bool,
+    /// Padded height (h + top + bottom padding), bounds the counted window.
+    pub padded_h: usize,
+    /// Padded width.
+    pub padded_w: usize,
+}
+
+/// Elementwise binary operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BinOp {
+    /// a + b.
+    Add,
+    /// a - b.
+    Sub,
+    /// a * b.
+    Mul,
+    /// a / b.
+    Div,
+    /// powf(a, b).
+    Pow,
+}
+
+/// Elementwise comparisons (bool output, one byte per element).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CmpOp {
+    /// a == b.
+    Equal,
+    /// a < b.
+    Less,
+    /// a > b.
+    Greater,
+}
+
+/// Elementwise unary operators on f32.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum UnaryOp {
+    /// An activation (Relu, Clip, Gelu, Sigmoid, Tanh; None copies).
+    Act(Act),
+    /// erf(x).
+    Erf,
+    /// sqrt(x).
+    Sqrt,
+    /// exp(x).
+    Exp,
+    /// -x.
+    Neg,
+}
+
+/// Reductions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReduceKind {
+    /// Arithmetic mean.
+    Mean,
+    /// Maximum.
+    Max,
+}
+
+/// A broadcast operand view: element `idx` of the output reads
+/// `Σ_d idx_d · strides[d]` (0 strides broadcast). Shapes and strides are
+/// padded on the left to the output rank.
+pub type Strides = Vec<usize>;
+
+/// What one kernel computes. See each variant for its inputs, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum KernelOp {
+    /// Convolution; inputs `x, w, [bias], [residual]`.
+    Conv(ConvSpec),
+    /// Matrix product; inputs `a, b, [bias], [residual]`.
+    MatMul(MatMulSpec),
+    /// Pooling; inputs `x`.
+    Pool(PoolSpec),
+    /// `out[o, c, i] = act(x[o, c, i] · scale[c] + shift[c])` over `[outer, c, inner]`
+    /// (unfused BatchNorm); inputs `x, scale, shift`.
+    ChannelAffine {
+        /// Product of leading dims.
+        outer: usize,
+        /// Channels.
+        c: usize,
+        /// Product of trailing dims.
+        inner: usize,
+        /// Activation.
+        act: Act,
+    },
+    /// `out = act(a op b)` with broadcasting over `shape`; inputs `a, b`.
+    Binary {
+        /// Operator.
+        op: BinOp,
+        /// Output shape (rank ≤ [`MAX_RANK`]).
+        shape: Vec<usize>,
+        /// A's strides.
+        a_strides: Strides,
+        /// B's strides.
+        b_strides: Strides,
+        /// Activation applied after the operator.
+        act: Act,
+    },
+    /// `out = (a op b) as u8`, f32 or i64 operands (`dtype`); inputs `a, b`.
+    Compare {
+        /// Operator.
+        op: CmpOp,
+        /// Operand type.
+        dtype: DType,
+        /// Output shape.
+        shape: Vec<usize>,
+        /// A's strides.
+        a_strides: Strides,
+        /// B's strides.
+        b_strides: Strides,
+    },
+    /// `out = cond != 0 ? a : b`, cond bool (u8), a/b f32; inputs `cond, a, b`.
+    Where {
+        /// Output shape.
+        shape: Vec<usize>,
+        /// Condition strides.
+        c_strides: Strides,
+        /// A's strides.
+        a_strides: Strides,
+        /// B's strides.
+        b_strides: Strides,
+    },
+    /// `out[i] = f(x[i])` over `n` f32 elements; inputs `x`.
+    Unary {
+        /// Function.
+        op: UnaryOp,
+        /// Elements.
+        n: usize,
+    },
+    /// Logical not over `n` bool bytes; inputs `x`.
+    Not {
+        /// Elements.
+        n: usize,
+    },
+    /// Strided copy of elements of `elem_size` bytes (Transpose, Slice,
+    /// Expand, materialised views): `out[idx] = x[offset + Σ_d idx_d · strides[d]]`
+    /// over `shape`, output contiguous. Strides may be negative or 0. Inputs `x`.
+    Copy {
+        /// Output shape.
+        shape: Vec<usize>,
+        /// Element offset of the first read.
+        offset: i64,
+        /// Input strides per output dim.
+        strides: Vec<i64>,
+        /// Bytes per element (1, 4 or 8).
+        elem_size: usize,
+    },
+    /// Concatenation of inputs viewed as `[outer, len_i, inner]` into
+    /// `[outer, Σ len_i, inner]`; elements of `elem_size` bytes. Inputs: all parts.
+    Concat {
+        /// Product of dims before the axis.
+        outer: usize,
+        /// Product of dims after the axis.
+        inner: usize,
+        /// Axis length of each input.
+        lens: Vec<usize>,
+        /// Bytes per element.
+        elem_size: usize,
+    },
+    /// `out[o, j, i] = x[o, idx[j], i]` with x viewed as `[outer, axis_len, inner]`
+    /// and `count` i64 indices (negative wrap; out-of-range gives 0). Inputs `x, idx`.
+    Gather {
+        /// Product of dims before the axis.
+        outer: usize,
+        /// Length of the gathered axis.
+        axis_len: usize,
+        /// Number of indices.
+        count: usize,
+        /// Product of dims after the axis.
+        inner: usize,
+        /// Bytes per element.
+        elem_size: usize,
+    },
+    /// Constant/reflect/edge padding of f32 `in_shape` to `shape`; `pads_begin`
+    /// per dim (may be negative = crop). Inputs `x`.
+    Pad {
+        /// Output shape.
+        shape: Vec<usize>,
+        /// Input shape.
+        in_shape: Vec<usize>,
+        /// Leading pad per dim.
+        pads_begin: Vec<i64>,
+        /// Mode.
+        mode: reef_model::PadMode,
+        /// Constant value.
+        value: f32,
+    },
+    /// Softmax over the middle axis of `[outer, axis, inner]`; inputs `x`.
+    Softmax {
+        /// Product of leading dims.
+        outer: usize,
+        /// Softmax axis length.
+        axis: usize,
+        /// Product of trailing dims.
+        inner: usize,
+    },
+    /// Layer normalisation of each row of `[rows, cols]`:
+    /// `(x - mean) / sqrt(var + eps) · gamma + beta` (biased variance); inputs
+    /// `x, gamma, beta` (gamma and beta have `cols` elements).
+    LayerNorm {
+        /// Rows.
+        rows: usize,
+        /// Row length.
+        cols: usize,
+        /// Epsilon.
+        eps: f32,
+    },
+    /// Reduction over the middle axis of `[outer, len, inner]`; inputs `x`.
+    Reduce {
+        /// Mean or max.
+        kind: ReduceKind,
+        /// Product of leading dims.
+        outer: usize,
+        /// Reduced length.
+        len: usize,
+        /// Product of trailing dims.
+        inner: usize,
+    },
+    /// Type conversion of `n` elements; inputs `x`.
+    Cast {
+        /// From.
+        from: DType,
+        /// To.
+        to: DType,
+        /// Elements.
+        n: usize,
+    },
+}
+
+impl KernelOp {
+    /// Short kind name (kernel family), e.g. "conv".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            KernelOp::Conv(_) => "conv",
+            KernelOp::MatMul(_) => "matmul",
+            KernelOp::Pool(_) => "pool",
+            KernelOp::ChannelAffine { .. } => "channel_affine",
+            KernelOp::Binary { .. } => "binary",
+            KernelOp::Compare { .. } => "compare",
+            KernelOp::Where { .. } => "where",
+            KernelOp::Unary { .. } => "unary",
+            KernelOp::Not { .. } => "not",
+            KernelOp::Copy { .. } => "copy",
+            KernelOp::Concat { .. } => "concat",
+            KernelOp::Gather { .. } => "gather",
+            KernelOp::Pad { .. } => "pad",
+            KernelOp::Softmax { .. } => "softmax",
+            KernelOp::LayerNorm { .. } => "layernorm",
+            KernelOp::Reduce { .. } => "reduce",
+            KernelOp::Cast { .. } => "cast",
+        }
+    }
+
+    /// Floating-point operations (multiply-add = 2), for reports.
+    pub fn flops(&self) -> u64 {
+        match self {
+            KernelOp::Conv(c) => {
+                2 * (c.n * c.k * c.oh * c.ow) as u64 * (c.c / c.groups * c.r * c.s) as u64
+            }
+            KernelOp::MatMul(m) => 2 * (m.batch_count() * m.m * m.n) as u64 * m.k as u64,
+            _ => 0,
+        }
+    }
+}
+
+/// One launch of the schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Kernel {
+    /// Name (the graph nodes it came from).
+    pub name: String,
+    /// What it computes.
+    pub op: KernelOp,
+    /// Buffers read, in the op's order.
+    pub inputs: Vec<crate::plan::BufferId>,
+    /// Buffer written.
+    pub output: crate::plan::BufferId,
+}
