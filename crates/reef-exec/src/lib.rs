@@ -14,7 +14,7 @@
 //! - RT and BE variants of a kernel compute bit-identical results.
 
 pub mod cpu;
-pub mod cuda;
+
 pub mod error;
 pub mod run;
 

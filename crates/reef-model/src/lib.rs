@@ -5,12 +5,10 @@
 pub mod error;
 pub mod eval;
 pub mod graph;
-pub mod onnx;
 pub mod op;
 pub mod shape;
 pub mod tensor;
 pub mod weights;
-pub mod zoo;
 
 pub use error::{ModelError, Result};
 pub use graph::{Graph, GraphBuilder, Node, NodeId, ValueId, ValueInfo};

@@ -1,1 +1,0 @@
-//! ONNX import and export (to be written).

@@ -1,1 +1,0 @@
-//! The built-in model zoo (to be written).

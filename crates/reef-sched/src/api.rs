@@ -1,0 +1,168 @@
+//! The scheduler's public API: what the server, the benchmark and the CLI use.
+
+use reef_model::{DType, Tensor};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Criticality of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Real-time: runs as if alone, preempts BE work.
+    Rt,
+    /// Best-effort: uses what RT work leaves.
+    Be,
+}
+
+impl std::str::FromStr for Priority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "rt" | "realtime" | "real-time" => Ok(Priority::Rt),
+            "be" | "besteffort" | "best-effort" => Ok(Priority::Be),
+            _ => Err(format!("unknown priority '{s}' (expected 'rt' or 'be')")),
+        }
+    }
+}
+
+impl std::fmt::Display for Priority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Priority::Rt => "rt",
+            Priority::Be => "be",
+        })
+    }
+}
+
+/// Scheduling policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One task at a time, RT first, no preemption.
+    Seq,
+    /// Every queue on its own lane, all at once, no preemption.
+    Stream,
+    /// Preempt queued BE kernels, wait for running ones.
+    Wait,
+    /// Reset-based preemption.
+    Reset,
+    /// Reset-based preemption plus dynamic kernel padding.
+    Reef,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "seq" => Mode::Seq,
+            "stream" => Mode::Stream,
+            "wait" => Mode::Wait,
+            "reset" => Mode::Reset,
+            "reef" => Mode::Reef,
+            _ => return Err(format!("unknown mode '{s}' (expected seq, stream, wait, reset or reef)")),
+        })
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Seq => "seq",
+            Mode::Stream => "stream",
+            Mode::Wait => "wait",
+            Mode::Reset => "reset",
+            Mode::Reef => "reef",
+        })
+    }
+}
+
+/// One tensor a model takes or gives, as clients see it. `shape[0]` is the
+/// batch dimension, reported as -1 (any batch up to the configured maximum).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TensorInfo {
+    /// Name.
+    pub name: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Shape; -1 marks the variable batch dimension.
+    pub shape: Vec<i64>,
+}
+
+/// What the scheduler knows of a loaded model.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ModelInfo {
+    /// Name requests use.
+    pub name: String,
+    /// Priority of requests that do not name one.
+    pub default_priority: Priority,
+    /// Inputs.
+    pub inputs: Vec<TensorInfo>,
+    /// Outputs.
+    pub outputs: Vec<TensorInfo>,
+    /// Ready to serve.
+    pub ready: bool,
+}
+
+/// An inference request.
+#[derive(Debug, Clone)]
+pub struct InferRequest {
+    /// Model name.
+    pub model: String,
+    /// Inputs in the model's input order.
+    pub inputs: Vec<Tensor>,
+    /// Priority; `None` takes the model's default.
+    pub priority: Option<Priority>,
+    /// When the request arrived (latency is measured from here).
+    pub arrival: Instant,
+}
+
+/// Timing and scheduling facts of one finished task.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct TaskStats {
+    /// Arrival to first kernel launch.
+    pub queued: Duration,
+    /// Arrival to result.
+    pub latency: Duration,
+    /// Times the task was preempted.
+    pub preemptions: u32,
+    /// Kernels run more than once because of preemption.
+    pub kernels_rerun: u32,
+}
+
+/// A finished inference.
+#[derive(Debug, Clone)]
+pub struct InferResponse {
+    /// Outputs in the model's output order.
+    pub outputs: Vec<Tensor>,
+    /// Priority it ran at.
+    pub priority: Priority,
+    /// Timing.
+    pub stats: TaskStats,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Error, PartialEq)]
+pub enum SchedError {
+    /// No such model.
+    #[error("unknown model '{0}'")]
+    UnknownModel(String),
+    /// The request does not fit the model (names what is wrong).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// Queue full: try again later.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    /// The task was cancelled (client gone or shutdown).
+    #[error("cancelled: {0}")]
+    Cancelled(String),
+    /// The model is not ready (loading or unloaded).
+    #[error("model '{0}' is not ready")]
+    NotReady(String),
+    /// Device or internal failure.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Receives the result of a submitted request. Dropping it cancels a BE task
+/// that has not finished.
+pub type Ticket = tokio::sync::oneshot::Receiver<Result<InferResponse, SchedError>>;
