@@ -166,3 +166,61 @@ pub enum SchedError {
 /// Receives the result of a submitted request. Dropping it cancels a BE task
 /// that has not finished.
 pub type Ticket = tokio::sync::oneshot::Receiver<Result<InferResponse, SchedError>>;
+
+/// Counters and gauges a scheduler exposes for metrics (a snapshot).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SchedStats {
+    /// Device description.
+    pub device: String,
+    /// Scheduling mode.
+    pub mode: String,
+    /// RT tasks waiting.
+    pub rt_queue_depth: usize,
+    /// BE tasks waiting, summed over BE queues.
+    pub be_queue_depth: usize,
+    /// Tasks finished, by priority (rt, be).
+    pub completed: [u64; 2],
+    /// Preemptions performed.
+    pub preemptions: u64,
+    /// Kernels run again after a preemption.
+    pub kernels_rerun: u64,
+    /// Preemption latency (RT arrival to every BE lane idle), microseconds:
+    /// count, p50, p99, max.
+    pub preempt_latency_us: LatencySummary,
+    /// Padding-selection latency, microseconds.
+    pub padding_latency_us: LatencySummary,
+    /// Fraction of wall time since start the device had a task running.
+    pub busy_fraction: f64,
+}
+
+/// Summary of a latency histogram.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct LatencySummary {
+    /// Samples.
+    pub count: u64,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+/// What a front end (server, benchmark, CLI) needs from a scheduler.
+pub trait Service: Send + Sync {
+    /// Models served, with their I/O.
+    fn models(&self) -> Vec<ModelInfo>;
+    /// Queues a request. Fails at once (unknown model, bad input, queue full);
+    /// otherwise the ticket yields the result.
+    fn submit(&self, req: InferRequest) -> Result<Ticket, SchedError>;
+    /// Loads (or reloads) a model from a graph built for batch 1.
+    fn load_model(&self, name: &str, graph: reef_model::Graph, default_priority: Priority) -> Result<(), SchedError>;
+    /// Unloads a model; queued requests for it are answered with NotReady.
+    fn unload_model(&self, name: &str) -> Result<(), SchedError>;
+    /// A snapshot of counters and histograms.
+    fn stats(&self) -> SchedStats;
+    /// Stops: finishes RT tasks, cancels BE tasks, answers everything queued.
+    fn shutdown(&self);
+}
