@@ -208,6 +208,9 @@ pub struct LatencySummary {
     pub max: f64,
 }
 
+/// Builds a model's graph for a given batch size (zoo builder or ONNX re-import).
+pub type GraphSource = std::sync::Arc<dyn Fn(usize) -> Result<reef_model::Graph, String> + Send + Sync>;
+
 /// What a front end (server, benchmark, CLI) needs from a scheduler.
 pub trait Service: Send + Sync {
     /// Models served, with their I/O.
@@ -215,8 +218,9 @@ pub trait Service: Send + Sync {
     /// Queues a request. Fails at once (unknown model, bad input, queue full);
     /// otherwise the ticket yields the result.
     fn submit(&self, req: InferRequest) -> Result<Ticket, SchedError>;
-    /// Loads (or reloads) a model from a graph built for batch 1.
-    fn load_model(&self, name: &str, graph: reef_model::Graph, default_priority: Priority) -> Result<(), SchedError>;
+    /// Loads (or reloads) a model. `source` builds its graph for a batch size
+    /// (the scheduler compiles one plan per batch size it sees).
+    fn load_model(&self, name: &str, source: GraphSource, default_priority: Priority) -> Result<(), SchedError>;
     /// Unloads a model; queued requests for it are answered with NotReady.
     fn unload_model(&self, name: &str) -> Result<(), SchedError>;
     /// A snapshot of counters and histograms.
