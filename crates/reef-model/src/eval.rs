@@ -15,12 +15,39 @@ pub const FOLD_LIMIT: usize = 1 << 24;
 pub fn foldable(op: &Op) -> bool {
     matches!(
         op,
-        Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::Relu | Op::Sqrt | Op::Exp | Op::Neg
-            | Op::Sigmoid | Op::Tanh | Op::Erf | Op::Equal | Op::Less | Op::Greater | Op::Not | Op::Where
-            | Op::Shape { .. } | Op::Gather { .. } | Op::Unsqueeze { .. } | Op::Squeeze { .. }
-            | Op::Concat { .. } | Op::Cast { .. } | Op::Reshape { .. } | Op::Flatten { .. } | Op::Slice
-            | Op::Constant(_) | Op::ConstantOfShape(_) | Op::Range | Op::Identity | Op::Expand
-            | Op::Transpose { .. } | Op::Clip { .. }
+        Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Pow
+            | Op::Relu
+            | Op::Sqrt
+            | Op::Exp
+            | Op::Neg
+            | Op::Sigmoid
+            | Op::Tanh
+            | Op::Erf
+            | Op::Equal
+            | Op::Less
+            | Op::Greater
+            | Op::Not
+            | Op::Where
+            | Op::Shape { .. }
+            | Op::Gather { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Squeeze { .. }
+            | Op::Concat { .. }
+            | Op::Cast { .. }
+            | Op::Reshape { .. }
+            | Op::Flatten { .. }
+            | Op::Slice
+            | Op::Constant(_)
+            | Op::ConstantOfShape(_)
+            | Op::Range
+            | Op::Identity
+            | Op::Expand
+            | Op::Transpose { .. }
+            | Op::Clip { .. }
     )
 }
 
@@ -79,7 +106,11 @@ pub fn eval_node(g: &Graph, node: &Node) -> Result<Option<Vec<Tensor>>> {
         return Ok(None);
     }
     let inp = |i: usize| -> Option<&Tensor> { node.input(i).and_then(|v| g.constant(v)) };
-    let all_const = node.inputs.iter().flatten().all(|&v| g.constant(v).is_some());
+    let all_const = node
+        .inputs
+        .iter()
+        .flatten()
+        .all(|&v| g.constant(v).is_some());
     if let Op::Shape { start, end } = &node.op {
         let s = &g.values[node.input(0).unwrap()].shape;
         let r = s.len() as i64;
@@ -107,7 +138,11 @@ pub fn eval_node(g: &Graph, node: &Node) -> Result<Option<Vec<Tensor>>> {
         Op::Mul => bin(&|a, b| a * b),
         Op::Div => bin(&|a, b| {
             if int {
-                if b == 0.0 { 0.0 } else { (a / b).trunc() }
+                if b == 0.0 {
+                    0.0
+                } else {
+                    (a / b).trunc()
+                }
             } else {
                 (a as f32 / b as f32) as f64
             }
@@ -125,8 +160,14 @@ pub fn eval_node(g: &Graph, node: &Node) -> Result<Option<Vec<Tensor>>> {
         Op::Tanh => un(&|a| (a as f32).tanh() as f64),
         Op::Erf => un(&|a| crate::op::erf(a as f32) as f64),
         Op::Clip { min, max } => {
-            let lo = inp(1).map(|t| t.to_f64_vec()[0]).or(min.map(|v| v as f64)).unwrap_or(f64::NEG_INFINITY);
-            let hi = inp(2).map(|t| t.to_f64_vec()[0]).or(max.map(|v| v as f64)).unwrap_or(f64::INFINITY);
+            let lo = inp(1)
+                .map(|t| t.to_f64_vec()[0])
+                .or(min.map(|v| v as f64))
+                .unwrap_or(f64::NEG_INFINITY);
+            let hi = inp(2)
+                .map(|t| t.to_f64_vec()[0])
+                .or(max.map(|v| v as f64))
+                .unwrap_or(f64::INFINITY);
             un(&|a| a.max(lo).min(hi))
         }
         Op::Where => {
@@ -134,32 +175,51 @@ pub fn eval_node(g: &Graph, node: &Node) -> Result<Option<Vec<Tensor>>> {
             let ic = bcast_index(&oshape, &sh(0));
             let ia = bcast_index(&oshape, &sh(1));
             let ib = bcast_index(&oshape, &sh(2));
-            (0..ic.len()).map(|k| if c[ic[k]] != 0.0 { a[ia[k]] } else { b[ib[k]] }).collect()
+            (0..ic.len())
+                .map(|k| if c[ic[k]] != 0.0 { a[ia[k]] } else { b[ib[k]] })
+                .collect()
         }
-        Op::Identity | Op::Reshape { .. } | Op::Flatten { .. } | Op::Unsqueeze { .. } | Op::Squeeze { .. } | Op::Cast { .. } => {
+        Op::Identity
+        | Op::Reshape { .. }
+        | Op::Flatten { .. }
+        | Op::Unsqueeze { .. }
+        | Op::Squeeze { .. }
+        | Op::Cast { .. } => {
             let v = x(0);
-            if let (Op::Cast { to: DType::I64 | DType::I32 }, DType::F32) = (&node.op, inp(0).unwrap().dtype()) {
+            if let (
+                Op::Cast {
+                    to: DType::I64 | DType::I32,
+                },
+                DType::F32,
+            ) = (&node.op, inp(0).unwrap().dtype())
+            {
                 v.into_iter().map(|a| a.trunc()).collect()
             } else {
                 v
             }
         }
         Op::Constant(t) => t.to_f64_vec(),
-        Op::ConstantOfShape(t) => vec![t.to_f64_vec().first().copied().unwrap_or(0.0); numel(&oshape)],
+        Op::ConstantOfShape(t) => {
+            vec![t.to_f64_vec().first().copied().unwrap_or(0.0); numel(&oshape)]
+        }
         Op::Range => {
             let (s, d) = (x(0)[0], x(2)[0]);
             (0..numel(&oshape)).map(|i| s + i as f64 * d).collect()
         }
         Op::Expand => {
             let v = x(0);
-            bcast_index(&oshape, &sh(0)).into_iter().map(|i| v[i]).collect()
+            bcast_index(&oshape, &sh(0))
+                .into_iter()
+                .map(|i| v[i])
+                .collect()
         }
         Op::Concat { axis } => {
             let ax = norm_axis(*axis, oshape.len()).unwrap();
             let outer = numel(&oshape[..ax]);
             let inner = numel(&oshape[ax + 1..]);
             let mut out = Vec::with_capacity(numel(&oshape));
-            let parts: Vec<(Vec<f64>, usize)> = (0..node.inputs.len()).map(|i| (x(i), sh(i)[ax])).collect();
+            let parts: Vec<(Vec<f64>, usize)> =
+                (0..node.inputs.len()).map(|i| (x(i), sh(i)[ax])).collect();
             for o in 0..outer {
                 for (p, len) in &parts {
                     out.extend_from_slice(&p[o * len * inner..(o + 1) * len * inner]);
@@ -179,7 +239,11 @@ pub fn eval_node(g: &Graph, node: &Node) -> Result<Option<Vec<Tensor>>> {
                 for &i in &idx {
                     let i = if i < 0 { i + dim } else { i };
                     if i < 0 || i >= dim {
-                        return Err(ModelError::node(&node.name, "Gather", format!("index {i} out of range for axis of size {dim}")));
+                        return Err(ModelError::node(
+                            &node.name,
+                            "Gather",
+                            format!("index {i} out of range for axis of size {dim}"),
+                        ));
                     }
                     let base = (o * s[ax] + i as usize) * inner;
                     out.extend_from_slice(&data[base..base + inner]);
@@ -189,9 +253,14 @@ pub fn eval_node(g: &Graph, node: &Node) -> Result<Option<Vec<Tensor>>> {
         }
         Op::Slice => {
             let s = sh(0);
-            let p = slice_params(&s, &x(1).iter().map(|&v| v as i64).collect::<Vec<_>>(), &x(2).iter().map(|&v| v as i64).collect::<Vec<_>>(),
-                inp(3).map(|t| t.to_i64_vec()).as_deref(), inp(4).map(|t| t.to_i64_vec()).as_deref())
-                .map_err(|r| ModelError::node(&node.name, "Slice", r))?;
+            let p = slice_params(
+                &s,
+                &x(1).iter().map(|&v| v as i64).collect::<Vec<_>>(),
+                &x(2).iter().map(|&v| v as i64).collect::<Vec<_>>(),
+                inp(3).map(|t| t.to_i64_vec()).as_deref(),
+                inp(4).map(|t| t.to_i64_vec()).as_deref(),
+            )
+            .map_err(|r| ModelError::node(&node.name, "Slice", r))?;
             let ist: Vec<i64> = strides(&s).iter().map(|&v| v as i64).collect();
             let mut st = ist.clone();
             let mut off = 0i64;

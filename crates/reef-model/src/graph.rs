@@ -79,7 +79,11 @@ impl Graph {
 
     /// Number of weight parameters (elements of f32 initializers).
     pub fn parameter_count(&self) -> usize {
-        self.initializers.values().filter(|t| t.dtype() == DType::F32).map(|t| t.len()).sum()
+        self.initializers
+            .values()
+            .filter(|t| t.dtype() == DType::F32)
+            .map(|t| t.len())
+            .sum()
     }
 
     /// Checks structure: every node input is defined before use, outputs
@@ -99,7 +103,10 @@ impl Graph {
                     return Err(ModelError::node(
                         &node.name,
                         node.op.name(),
-                        format!("input '{}' is not defined before this node", self.value_name(*inp)),
+                        format!(
+                            "input '{}' is not defined before this node",
+                            self.value_name(*inp)
+                        ),
                     ));
                 }
             }
@@ -132,7 +139,10 @@ impl Graph {
     }
 
     fn value_name(&self, v: ValueId) -> String {
-        self.values.get(v).map(|v| v.name.clone()).unwrap_or_else(|| format!("#{v}"))
+        self.values
+            .get(v)
+            .map(|v| v.name.clone())
+            .unwrap_or_else(|| format!("#{v}"))
     }
 
     /// A copy of the graph with the batch dimension (dim 0) of every graph
@@ -160,15 +170,27 @@ pub struct GraphBuilder {
 impl GraphBuilder {
     /// An empty graph called `name`.
     pub fn new(name: &str) -> Self {
-        GraphBuilder { g: Graph { name: name.to_string(), ..Default::default() }, names: HashMap::new() }
+        GraphBuilder {
+            g: Graph {
+                name: name.to_string(),
+                ..Default::default()
+            },
+            names: HashMap::new(),
+        }
     }
 
     fn new_value(&mut self, name: &str, dtype: DType, shape: Vec<usize>) -> Result<ValueId> {
         if self.names.contains_key(name) {
-            return Err(ModelError::Graph(format!("value '{name}' is defined twice")));
+            return Err(ModelError::Graph(format!(
+                "value '{name}' is defined twice"
+            )));
         }
         let id = self.g.values.len();
-        self.g.values.push(ValueInfo { name: name.to_string(), dtype, shape });
+        self.g.values.push(ValueInfo {
+            name: name.to_string(),
+            dtype,
+            shape,
+        });
         self.names.insert(name.to_string(), id);
         Ok(id)
     }
@@ -215,10 +237,19 @@ impl GraphBuilder {
         inputs: Vec<Option<ValueId>>,
         outputs: &[&str],
     ) -> Result<Vec<ValueId>> {
-        let mut node = Node { name: name.to_string(), op, inputs, outputs: vec![] };
+        let mut node = Node {
+            name: name.to_string(),
+            op,
+            inputs,
+            outputs: vec![],
+        };
         for i in node.inputs.iter().flatten() {
             if *i >= self.g.values.len() {
-                return Err(ModelError::node(name, node.op.name(), format!("input #{i} does not exist")));
+                return Err(ModelError::node(
+                    name,
+                    node.op.name(),
+                    format!("input #{i} does not exist"),
+                ));
             }
         }
         if crate::eval::foldable(&node.op) && outputs.len() == 1 {

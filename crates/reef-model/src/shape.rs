@@ -16,8 +16,16 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
         out[i] = if da == db {
             da
         } else if da == 1 {
@@ -32,7 +40,15 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
 }
 
 /// Output size of one spatial dimension of a conv or pool.
-pub fn out_dim(input: usize, k: usize, stride: usize, pad0: usize, pad1: usize, dil: usize, ceil: bool) -> Option<usize> {
+pub fn out_dim(
+    input: usize,
+    k: usize,
+    stride: usize,
+    pad0: usize,
+    pad1: usize,
+    dil: usize,
+    ceil: bool,
+) -> Option<usize> {
     let eff = dil * (k - 1) + 1;
     let padded = input + pad0 + pad1;
     if padded < eff || stride == 0 {
@@ -40,7 +56,7 @@ pub fn out_dim(input: usize, k: usize, stride: usize, pad0: usize, pad1: usize, 
     }
     let span = padded - eff;
     let mut o = span / stride + 1;
-    if ceil && span % stride != 0 {
+    if ceil && !span.is_multiple_of(stride) {
         o += 1;
         // The last window must start inside the input or left padding.
         if (o - 1) * stride >= input + pad0 {
@@ -53,13 +69,33 @@ pub fn out_dim(input: usize, k: usize, stride: usize, pad0: usize, pad1: usize, 
 /// Output spatial size of a pool.
 pub fn pool_out(p: &PoolAttrs, h: usize, w: usize) -> Option<(usize, usize)> {
     Some((
-        out_dim(h, p.kernel[0], p.stride[0], p.pads[0], p.pads[2], p.dilation[0], p.ceil_mode)?,
-        out_dim(w, p.kernel[1], p.stride[1], p.pads[1], p.pads[3], p.dilation[1], p.ceil_mode)?,
+        out_dim(
+            h,
+            p.kernel[0],
+            p.stride[0],
+            p.pads[0],
+            p.pads[2],
+            p.dilation[0],
+            p.ceil_mode,
+        )?,
+        out_dim(
+            w,
+            p.kernel[1],
+            p.stride[1],
+            p.pads[1],
+            p.pads[3],
+            p.dilation[1],
+            p.ceil_mode,
+        )?,
     ))
 }
 
 /// Resolves an ONNX Reshape target against the input shape.
-pub fn reshape_target(input: &[usize], target: &[i64], allowzero: bool) -> std::result::Result<Vec<usize>, String> {
+pub fn reshape_target(
+    input: &[usize],
+    target: &[i64],
+    allowzero: bool,
+) -> std::result::Result<Vec<usize>, String> {
     let mut out = Vec::with_capacity(target.len());
     let mut infer = None;
     for (i, &d) in target.iter().enumerate() {
@@ -78,14 +114,21 @@ pub fn reshape_target(input: &[usize], target: &[i64], allowzero: bool) -> std::
     }
     let n = numel(input);
     if let Some(i) = infer {
-        let rest: usize = out.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, &d)| d).product();
-        if rest == 0 || n % rest != 0 {
+        let rest: usize = out
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, &d)| d)
+            .product();
+        if rest == 0 || !n.is_multiple_of(rest) {
             return Err(format!("cannot infer -1: {n} elements into {target:?}"));
         }
         out[i] = n / rest;
     }
     if numel(&out) != n {
-        return Err(format!("cannot reshape {input:?} ({n} elements) to {out:?}"));
+        return Err(format!(
+            "cannot reshape {input:?} ({n} elements) to {out:?}"
+        ));
     }
     Ok(out)
 }
@@ -105,7 +148,8 @@ pub fn slice_params(
     let mut res = vec![];
     for i in 0..starts.len() {
         let ax = match axes {
-            Some(a) => norm_axis(*a.get(i).ok_or("axes shorter than starts")?, r).ok_or("axis out of range")?,
+            Some(a) => norm_axis(*a.get(i).ok_or("axes shorter than starts")?, r)
+                .ok_or("axis out of range")?,
             None => i,
         };
         if ax >= r {
@@ -128,11 +172,19 @@ pub fn slice_params(
         let count = if step > 0 {
             s = clampi(s, 0, dim);
             e = clampi(e, 0, dim);
-            if e > s { ((e - s) + step - 1) / step } else { 0 }
+            if e > s {
+                ((e - s) + step - 1) / step
+            } else {
+                0
+            }
         } else {
             s = clampi(s, -1, dim - 1);
             e = clampi(e, -1, dim - 1);
-            if s > e { ((s - e) + (-step) - 1) / (-step) } else { 0 }
+            if s > e {
+                ((s - e) + (-step) - 1) / (-step)
+            } else {
+                0
+            }
         };
         res.push((ax, s, step, count as usize));
     }
@@ -144,18 +196,18 @@ fn err(node: &Node, reason: impl Into<String>) -> ModelError {
 }
 
 fn need(g: &Graph, node: &Node, i: usize) -> Result<ValueId> {
-    node.input(i).filter(|&v| v < g.values.len()).ok_or_else(|| err(node, format!("missing input #{i}")))
+    node.input(i)
+        .filter(|&v| v < g.values.len())
+        .ok_or_else(|| err(node, format!("missing input #{i}")))
 }
 
 /// The constant value of input `i`, required for shape inference.
 pub fn const_input<'a>(g: &'a Graph, node: &Node, i: usize, what: &str) -> Result<&'a Tensor> {
     let v = need(g, node, i)?;
-    g.constant(v).ok_or_else(|| {
-        ModelError::Unsupported {
-            node: node.name.clone(),
-            op: node.op.name().into(),
-            reason: format!("{what} (input '{}') must be a constant", g.values[v].name),
-        }
+    g.constant(v).ok_or_else(|| ModelError::Unsupported {
+        node: node.name.clone(),
+        op: node.op.name().into(),
+        reason: format!("{what} (input '{}') must be a constant", g.values[v].name),
     })
 }
 
@@ -188,35 +240,81 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
             let x = sh(0)?;
             let w = sh(1)?;
             if x.len() != 4 || w.len() != 4 {
-                return Err(err(node, format!("only 2-D convolution (NCHW) is supported; input {x:?}, weight {w:?}")));
+                return Err(err(
+                    node,
+                    format!("only 2-D convolution (NCHW) is supported; input {x:?}, weight {w:?}"),
+                ));
             }
             if a.groups == 0 || x[1] % a.groups != 0 || w[0] % a.groups != 0 {
-                return Err(err(node, format!("groups {} do not divide channels {} / {}", a.groups, x[1], w[0])));
+                return Err(err(
+                    node,
+                    format!(
+                        "groups {} do not divide channels {} / {}",
+                        a.groups, x[1], w[0]
+                    ),
+                ));
             }
             if w[1] * a.groups != x[1] {
-                return Err(err(node, format!("weight {w:?} expects {} input channels, input has {}", w[1] * a.groups, x[1])));
+                return Err(err(
+                    node,
+                    format!(
+                        "weight {w:?} expects {} input channels, input has {}",
+                        w[1] * a.groups,
+                        x[1]
+                    ),
+                ));
             }
             if [w[2], w[3]] != a.kernel {
-                return Err(err(node, format!("kernel_shape {:?} disagrees with weight {w:?}", a.kernel)));
+                return Err(err(
+                    node,
+                    format!("kernel_shape {:?} disagrees with weight {w:?}", a.kernel),
+                ));
             }
             if let Some(b) = node.input(2) {
                 if g.values[b].shape != [w[0]] {
-                    return Err(err(node, format!("bias shape {:?}, expected [{}]", g.values[b].shape, w[0])));
+                    return Err(err(
+                        node,
+                        format!("bias shape {:?}, expected [{}]", g.values[b].shape, w[0]),
+                    ));
                 }
             }
-            let oh = out_dim(x[2], a.kernel[0], a.stride[0], a.pads[0], a.pads[2], a.dilation[0], false);
-            let ow = out_dim(x[3], a.kernel[1], a.stride[1], a.pads[1], a.pads[3], a.dilation[1], false);
+            let oh = out_dim(
+                x[2],
+                a.kernel[0],
+                a.stride[0],
+                a.pads[0],
+                a.pads[2],
+                a.dilation[0],
+                false,
+            );
+            let ow = out_dim(
+                x[3],
+                a.kernel[1],
+                a.stride[1],
+                a.pads[1],
+                a.pads[3],
+                a.dilation[1],
+                false,
+            );
             match (oh, ow) {
                 (Some(oh), Some(ow)) => one(DType::F32, vec![x[0], w[0], oh, ow]),
-                _ => Err(err(node, format!("window {:?} larger than padded input {x:?}", a.kernel))),
+                _ => Err(err(
+                    node,
+                    format!("window {:?} larger than padded input {x:?}", a.kernel),
+                )),
             }
         }
-        Op::Gemm { trans_a, trans_b, .. } => {
+        Op::Gemm {
+            trans_a, trans_b, ..
+        } => {
             f32_only(0)?;
             let a = sh(0)?;
             let b = sh(1)?;
             if a.len() != 2 || b.len() != 2 {
-                return Err(err(node, format!("inputs must be 2-D, got {a:?} and {b:?}")));
+                return Err(err(
+                    node,
+                    format!("inputs must be 2-D, got {a:?} and {b:?}"),
+                ));
             }
             let (m, k) = if *trans_a { (a[1], a[0]) } else { (a[0], a[1]) };
             let (k2, n) = if *trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
@@ -225,7 +323,13 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
             }
             if let Some(c) = node.input(2) {
                 if broadcast(&g.values[c].shape, &[m, n]).as_deref() != Some(&[m, n][..]) {
-                    return Err(err(node, format!("C of shape {:?} does not broadcast to [{m}, {n}]", g.values[c].shape)));
+                    return Err(err(
+                        node,
+                        format!(
+                            "C of shape {:?} does not broadcast to [{m}, {n}]",
+                            g.values[c].shape
+                        ),
+                    ));
                 }
             }
             one(DType::F32, vec![m, n])
@@ -248,10 +352,17 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
             let (m, k) = (a[a.len() - 2], a[a.len() - 1]);
             let (k2, n) = (b[b.len() - 2], b[b.len() - 1]);
             if k != k2 {
-                return Err(err(node, format!("inner dimensions differ: {:?} x {:?}", sh(0)?, sh(1)?)));
+                return Err(err(
+                    node,
+                    format!("inner dimensions differ: {:?} x {:?}", sh(0)?, sh(1)?),
+                ));
             }
-            let batch = broadcast(&a[..a.len() - 2], &b[..b.len() - 2])
-                .ok_or_else(|| err(node, format!("batch dimensions do not broadcast: {a:?} x {b:?}")))?;
+            let batch = broadcast(&a[..a.len() - 2], &b[..b.len() - 2]).ok_or_else(|| {
+                err(
+                    node,
+                    format!("batch dimensions do not broadcast: {a:?} x {b:?}"),
+                )
+            })?;
             let mut out = batch;
             if !a1 {
                 out.push(m);
@@ -263,7 +374,8 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
         }
         Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow => {
             let (a, b) = (sh(0)?, sh(1)?);
-            let out = broadcast(&a, &b).ok_or_else(|| err(node, format!("shapes {a:?} and {b:?} do not broadcast")))?;
+            let out = broadcast(&a, &b)
+                .ok_or_else(|| err(node, format!("shapes {a:?} and {b:?} do not broadcast")))?;
             let (da, db) = (dt(0)?, dt(1)?);
             if da != db && !matches!(node.op, Op::Pow) {
                 return Err(err(node, format!("operand types differ: {da} and {db}")));
@@ -272,17 +384,26 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
         }
         Op::Equal | Op::Less | Op::Greater => {
             let (a, b) = (sh(0)?, sh(1)?);
-            let out = broadcast(&a, &b).ok_or_else(|| err(node, format!("shapes {a:?} and {b:?} do not broadcast")))?;
+            let out = broadcast(&a, &b)
+                .ok_or_else(|| err(node, format!("shapes {a:?} and {b:?} do not broadcast")))?;
             one(DType::Bool, out)
         }
         Op::Not => one(DType::Bool, sh(0)?),
         Op::Where => {
             let (c, a, b) = (sh(0)?, sh(1)?, sh(2)?);
             let ab = broadcast(&a, &b).and_then(|ab| broadcast(&c, &ab));
-            let out = ab.ok_or_else(|| err(node, format!("shapes {c:?}, {a:?}, {b:?} do not broadcast")))?;
+            let out = ab
+                .ok_or_else(|| err(node, format!("shapes {c:?}, {a:?}, {b:?} do not broadcast")))?;
             one(dt(1)?, out)
         }
-        Op::Relu | Op::Sigmoid | Op::Tanh | Op::Erf | Op::Sqrt | Op::Exp | Op::Neg | Op::Identity => one(dt(0)?, sh(0)?),
+        Op::Relu
+        | Op::Sigmoid
+        | Op::Tanh
+        | Op::Erf
+        | Op::Sqrt
+        | Op::Exp
+        | Op::Neg
+        | Op::Identity => one(dt(0)?, sh(0)?),
         Op::Clip { .. } => {
             for i in 1..3 {
                 if node.input(i).is_some() {
@@ -295,11 +416,17 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
             f32_only(0)?;
             let x = sh(0)?;
             if x.len() < 2 {
-                return Err(err(node, format!("input must have a channel dimension, got {x:?}")));
+                return Err(err(
+                    node,
+                    format!("input must have a channel dimension, got {x:?}"),
+                ));
             }
             for i in 1..5 {
                 if sh(i)? != [x[1]] {
-                    return Err(err(node, format!("parameter #{i} has shape {:?}, expected [{}]", sh(i)?, x[1])));
+                    return Err(err(
+                        node,
+                        format!("parameter #{i} has shape {:?}, expected [{}]", sh(i)?, x[1]),
+                    ));
                 }
             }
             one(DType::F32, x)
@@ -308,15 +435,26 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
             f32_only(0)?;
             let x = sh(0)?;
             if x.len() != 4 {
-                return Err(err(node, format!("only 2-D pooling (NCHW) is supported; input {x:?}")));
+                return Err(err(
+                    node,
+                    format!("only 2-D pooling (NCHW) is supported; input {x:?}"),
+                ));
             }
-            let (oh, ow) = pool_out(p, x[2], x[3]).ok_or_else(|| err(node, format!("window {:?} larger than padded input {x:?}", p.kernel)))?;
+            let (oh, ow) = pool_out(p, x[2], x[3]).ok_or_else(|| {
+                err(
+                    node,
+                    format!("window {:?} larger than padded input {x:?}", p.kernel),
+                )
+            })?;
             one(DType::F32, vec![x[0], x[1], oh, ow])
         }
         Op::GlobalAvgPool | Op::GlobalMaxPool => {
             let x = sh(0)?;
             if x.len() < 3 {
-                return Err(err(node, format!("input must be N x C x spatial, got {x:?}")));
+                return Err(err(
+                    node,
+                    format!("input must be N x C x spatial, got {x:?}"),
+                ));
             }
             let mut out = x[..2].to_vec();
             out.extend(std::iter::repeat_n(1, x.len() - 2));
@@ -324,13 +462,19 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
         }
         Op::Concat { axis } => {
             let first = sh(0)?;
-            let ax = norm_axis(*axis, first.len()).ok_or_else(|| err(node, format!("axis {axis} out of range")))?;
+            let ax = norm_axis(*axis, first.len())
+                .ok_or_else(|| err(node, format!("axis {axis} out of range")))?;
             let mut out = first.clone();
             out[ax] = 0;
             for i in 0..node.inputs.len() {
                 let s = sh(i)?;
-                if s.len() != first.len() || s.iter().enumerate().any(|(d, &v)| d != ax && v != first[d]) {
-                    return Err(err(node, format!("input #{i} of shape {s:?} does not match {first:?} off axis {ax}")));
+                if s.len() != first.len()
+                    || s.iter().enumerate().any(|(d, &v)| d != ax && v != first[d])
+                {
+                    return Err(err(
+                        node,
+                        format!("input #{i} of shape {s:?} does not match {first:?} off axis {ax}"),
+                    ));
                 }
                 out[ax] += s[ax];
             }
@@ -338,7 +482,11 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
         }
         Op::Flatten { axis } => {
             let x = sh(0)?;
-            let a = if *axis < 0 { *axis + x.len() as i64 } else { *axis };
+            let a = if *axis < 0 {
+                *axis + x.len() as i64
+            } else {
+                *axis
+            };
             if a < 0 || a as usize > x.len() {
                 return Err(err(node, format!("axis {axis} out of range for {x:?}")));
             }
@@ -348,14 +496,23 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
         Op::Reshape { allowzero } => {
             let x = sh(0)?;
             let t = const_input(g, node, 1, "target shape")?.to_i64_vec();
-            one(dt(0)?, reshape_target(&x, &t, *allowzero).map_err(|r| err(node, r))?)
+            one(
+                dt(0)?,
+                reshape_target(&x, &t, *allowzero).map_err(|r| err(node, r))?,
+            )
         }
         Op::Transpose { perm } => {
             let x = sh(0)?;
             let p: Vec<usize> = perm.clone().unwrap_or_else(|| (0..x.len()).rev().collect());
             let mut seen = vec![false; x.len()];
-            if p.len() != x.len() || p.iter().any(|&i| i >= x.len() || std::mem::replace(&mut seen[i], true)) {
-                return Err(err(node, format!("perm {p:?} is not a permutation of rank {}", x.len())));
+            if p.len() != x.len()
+                || p.iter()
+                    .any(|&i| i >= x.len() || std::mem::replace(&mut seen[i], true))
+            {
+                return Err(err(
+                    node,
+                    format!("perm {p:?} is not a permutation of rank {}", x.len()),
+                ));
             }
             one(dt(0)?, p.iter().map(|&i| x[i]).collect())
         }
@@ -370,13 +527,21 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
                 Some(a) => {
                     let mut drop = vec![false; x.len()];
                     for &ax in &a {
-                        let i = norm_axis(ax, x.len()).ok_or_else(|| err(node, format!("axis {ax} out of range")))?;
+                        let i = norm_axis(ax, x.len())
+                            .ok_or_else(|| err(node, format!("axis {ax} out of range")))?;
                         if x[i] != 1 {
-                            return Err(err(node, format!("cannot squeeze axis {ax} of size {}", x[i])));
+                            return Err(err(
+                                node,
+                                format!("cannot squeeze axis {ax} of size {}", x[i]),
+                            ));
                         }
                         drop[i] = true;
                     }
-                    x.iter().enumerate().filter(|(i, _)| !drop[*i]).map(|(_, &d)| d).collect()
+                    x.iter()
+                        .enumerate()
+                        .filter(|(i, _)| !drop[*i])
+                        .map(|(_, &d)| d)
+                        .collect()
                 }
             };
             one(dt(0)?, out)
@@ -385,23 +550,32 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
             let x = sh(0)?;
             let axes = match axes {
                 Some(a) => a.clone(),
-                None => opt_const_i64(g, node, 1, "axes")?.ok_or_else(|| err(node, "missing axes"))?,
+                None => {
+                    opt_const_i64(g, node, 1, "axes")?.ok_or_else(|| err(node, "missing axes"))?
+                }
             };
             let r = x.len() + axes.len();
             let mut ins = vec![false; r];
             for &ax in &axes {
-                let i = norm_axis(ax, r).ok_or_else(|| err(node, format!("axis {ax} out of range")))?;
+                let i =
+                    norm_axis(ax, r).ok_or_else(|| err(node, format!("axis {ax} out of range")))?;
                 if std::mem::replace(&mut ins[i], true) {
                     return Err(err(node, format!("axis {ax} repeated")));
                 }
             }
             let mut it = x.iter();
-            one(dt(0)?, (0..r).map(|i| if ins[i] { 1 } else { *it.next().unwrap() }).collect())
+            one(
+                dt(0)?,
+                (0..r)
+                    .map(|i| if ins[i] { 1 } else { *it.next().unwrap() })
+                    .collect(),
+            )
         }
         Op::Gather { axis } => {
             let x = sh(0)?;
             let idx = sh(1)?;
-            let ax = norm_axis(*axis, x.len()).ok_or_else(|| err(node, format!("axis {axis} out of range")))?;
+            let ax = norm_axis(*axis, x.len())
+                .ok_or_else(|| err(node, format!("axis {axis} out of range")))?;
             if !matches!(dt(1)?, DType::I64 | DType::I32) {
                 return Err(err(node, "indices must be int64 or int32"));
             }
@@ -416,7 +590,8 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
             let ends = const_input(g, node, 2, "ends")?.to_i64_vec();
             let axes = opt_const_i64(g, node, 3, "axes")?;
             let steps = opt_const_i64(g, node, 4, "steps")?;
-            let p = slice_params(&x, &starts, &ends, axes.as_deref(), steps.as_deref()).map_err(|r| err(node, r))?;
+            let p = slice_params(&x, &starts, &ends, axes.as_deref(), steps.as_deref())
+                .map_err(|r| err(node, r))?;
             let mut out = x.clone();
             for (ax, _, _, c) in p {
                 out[ax] = c;
@@ -439,7 +614,12 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
             one(t.dtype(), s.iter().map(|&d| d as usize).collect())
         }
         Op::Range => {
-            let v: Vec<f64> = (0..3).map(|i| const_input(g, node, i, "range bound").map(|t| t.to_f64_vec().first().copied().unwrap_or(0.0))).collect::<Result<_>>()?;
+            let v: Vec<f64> = (0..3)
+                .map(|i| {
+                    const_input(g, node, i, "range bound")
+                        .map(|t| t.to_f64_vec().first().copied().unwrap_or(0.0))
+                })
+                .collect::<Result<_>>()?;
             if v[2] == 0.0 {
                 return Err(err(node, "delta is 0"));
             }
@@ -450,24 +630,37 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
         Op::Softmax { axis } => {
             f32_only(0)?;
             let x = sh(0)?;
-            norm_axis(*axis, x.len()).ok_or_else(|| err(node, format!("axis {axis} out of range")))?;
+            norm_axis(*axis, x.len())
+                .ok_or_else(|| err(node, format!("axis {axis} out of range")))?;
             one(DType::F32, x)
         }
         Op::LayerNorm { axis, .. } => {
             f32_only(0)?;
             let x = sh(0)?;
-            let ax = norm_axis(*axis, x.len()).ok_or_else(|| err(node, format!("axis {axis} out of range")))?;
+            let ax = norm_axis(*axis, x.len())
+                .ok_or_else(|| err(node, format!("axis {axis} out of range")))?;
             let norm = numel(&x[ax..]);
             for i in 1..3 {
                 if let Some(v) = node.input(i) {
                     if numel(&g.values[v].shape) != norm && numel(&g.values[v].shape) != 1 {
-                        return Err(err(node, format!("parameter #{i} has shape {:?}, expected {:?}", g.values[v].shape, &x[ax..])));
+                        return Err(err(
+                            node,
+                            format!(
+                                "parameter #{i} has shape {:?}, expected {:?}",
+                                g.values[v].shape,
+                                &x[ax..]
+                            ),
+                        ));
                     }
                 }
             }
             one(DType::F32, x)
         }
-        Op::ReduceMean { axes, keepdims, noop_with_empty_axes } => {
+        Op::ReduceMean {
+            axes,
+            keepdims,
+            noop_with_empty_axes,
+        } => {
             let x = sh(0)?;
             let axes = match axes {
                 Some(a) => Some(a.clone()),
@@ -476,7 +669,10 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
             let red: Vec<usize> = match axes {
                 Some(a) if !a.is_empty() => a
                     .iter()
-                    .map(|&ax| norm_axis(ax, x.len()).ok_or_else(|| err(node, format!("axis {ax} out of range"))))
+                    .map(|&ax| {
+                        norm_axis(ax, x.len())
+                            .ok_or_else(|| err(node, format!("axis {ax} out of range")))
+                    })
                     .collect::<Result<_>>()?,
                 _ if *noop_with_empty_axes => vec![],
                 _ => (0..x.len()).collect(),
@@ -495,8 +691,13 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
         }
         Op::Expand => {
             let x = sh(0)?;
-            let t: Vec<usize> = const_input(g, node, 1, "shape")?.to_i64_vec().iter().map(|&d| d.max(0) as usize).collect();
-            let out = broadcast(&x, &t).ok_or_else(|| err(node, format!("{x:?} cannot expand to {t:?}")))?;
+            let t: Vec<usize> = const_input(g, node, 1, "shape")?
+                .to_i64_vec()
+                .iter()
+                .map(|&d| d.max(0) as usize)
+                .collect();
+            let out = broadcast(&x, &t)
+                .ok_or_else(|| err(node, format!("{x:?} cannot expand to {t:?}")))?;
             one(dt(0)?, out)
         }
         Op::Pad { pads, .. } => {
@@ -507,11 +708,20 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
             };
             let axes = opt_const_i64(g, node, 3, "axes")?;
             let axes: Vec<usize> = match axes {
-                Some(a) => a.iter().map(|&v| norm_axis(v, x.len()).ok_or_else(|| err(node, format!("axis {v} out of range")))).collect::<Result<_>>()?,
+                Some(a) => a
+                    .iter()
+                    .map(|&v| {
+                        norm_axis(v, x.len())
+                            .ok_or_else(|| err(node, format!("axis {v} out of range")))
+                    })
+                    .collect::<Result<_>>()?,
                 None => (0..x.len()).collect(),
             };
             if p.len() != 2 * axes.len() {
-                return Err(err(node, format!("pads has {} values, expected {}", p.len(), 2 * axes.len())));
+                return Err(err(
+                    node,
+                    format!("pads has {} values, expected {}", p.len(), 2 * axes.len()),
+                ));
             }
             let mut out = x.clone();
             for (i, &ax) in axes.iter().enumerate() {

@@ -128,35 +128,53 @@ impl Tensor {
     /// An f32 tensor; fails if `data` does not match `shape`.
     pub fn f32(shape: Vec<usize>, data: Vec<f32>) -> Result<Tensor> {
         Self::check(&shape, data.len())?;
-        Ok(Tensor { shape, data: TensorData::F32(Arc::new(data)) })
+        Ok(Tensor {
+            shape,
+            data: TensorData::F32(Arc::new(data)),
+        })
     }
 
     /// An i64 tensor; fails if `data` does not match `shape`.
     pub fn i64(shape: Vec<usize>, data: Vec<i64>) -> Result<Tensor> {
         Self::check(&shape, data.len())?;
-        Ok(Tensor { shape, data: TensorData::I64(Arc::new(data)) })
+        Ok(Tensor {
+            shape,
+            data: TensorData::I64(Arc::new(data)),
+        })
     }
 
     /// An i32 tensor; fails if `data` does not match `shape`.
     pub fn i32(shape: Vec<usize>, data: Vec<i32>) -> Result<Tensor> {
         Self::check(&shape, data.len())?;
-        Ok(Tensor { shape, data: TensorData::I32(Arc::new(data)) })
+        Ok(Tensor {
+            shape,
+            data: TensorData::I32(Arc::new(data)),
+        })
     }
 
     /// A bool tensor; fails if `data` does not match `shape`.
     pub fn bool(shape: Vec<usize>, data: Vec<bool>) -> Result<Tensor> {
         Self::check(&shape, data.len())?;
-        Ok(Tensor { shape, data: TensorData::Bool(Arc::new(data)) })
+        Ok(Tensor {
+            shape,
+            data: TensorData::Bool(Arc::new(data)),
+        })
     }
 
     /// A 1-D i64 tensor (shapes, axes).
     pub fn i64_vec(v: &[i64]) -> Tensor {
-        Tensor { shape: vec![v.len()], data: TensorData::I64(Arc::new(v.to_vec())) }
+        Tensor {
+            shape: vec![v.len()],
+            data: TensorData::I64(Arc::new(v.to_vec())),
+        }
     }
 
     /// A scalar f32.
     pub fn scalar_f32(v: f32) -> Tensor {
-        Tensor { shape: vec![], data: TensorData::F32(Arc::new(vec![v])) }
+        Tensor {
+            shape: vec![],
+            data: TensorData::F32(Arc::new(vec![v])),
+        }
     }
 
     /// A zero-filled tensor of the given type.
@@ -241,7 +259,10 @@ impl Tensor {
     /// Same data, another shape with the same element count.
     pub fn reshaped(&self, shape: Vec<usize>) -> Result<Tensor> {
         Self::check(&shape, self.len())?;
-        Ok(Tensor { shape, data: self.data.clone() })
+        Ok(Tensor {
+            shape,
+            data: self.data.clone(),
+        })
     }
 
     /// Raw little-endian bytes of the elements (bool as one byte each).
@@ -266,17 +287,28 @@ impl Tensor {
         }
         let data = match dtype {
             DType::F32 => TensorData::F32(Arc::new(
-                bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
             )),
             DType::I64 => TensorData::I64(Arc::new(
-                bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
+                bytes
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
             )),
             DType::I32 => TensorData::I32(Arc::new(
-                bytes.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect(),
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
             )),
             DType::Bool => TensorData::Bool(Arc::new(bytes.iter().map(|&b| b != 0).collect())),
             DType::F16 | DType::BF16 => {
-                return Err(ModelError::Graph(format!("{dtype} tensors are not supported yet")))
+                return Err(ModelError::Graph(format!(
+                    "{dtype} tensors are not supported yet"
+                )))
             }
         };
         Ok(Tensor { shape, data })

@@ -1,1 +1,1290 @@
-pub fn compile() {}
+//! Lowering: turns a shaped [`Graph`] into a [`Plan`]. On the way it folds
+//! BatchNorm into the preceding convolution, fuses bias, residual add and
+//! activation into convolution and matrix-product epilogues, turns shape-only
+//! ops (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout) into buffer
+//! aliases, packs constants into the weight blob, and places activations in
+//! one arena (see [`crate::memory`]).
+
+use crate::error::{PlanError, Result};
+use crate::kernel::*;
+use crate::memory::{place, Lifetime};
+use crate::plan::{align_up, Buffer, BufferId, IoBinding, Loc, Plan};
+use reef_model::op::{ConvAttrs, PoolAttrs};
+use reef_model::shape::{broadcast, norm_axis, slice_params};
+use reef_model::tensor::{numel, strides};
+use reef_model::{Act, DType, Graph, Node, NodeId, Op, Tensor, ValueId};
+use std::collections::HashMap;
+
+fn lower_err(node: &Node, reason: impl Into<String>) -> PlanError {
+    PlanError::Lower {
+        node: node.name.clone(),
+        op: node.op.name().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Strides of an operand of shape `s` broadcast to `out` (left-padded, 0 on
+/// broadcast dims).
+pub fn bcast_strides(s: &[usize], out: &[usize]) -> Vec<usize> {
+    let st = strides(s);
+    let mut r = vec![0; out.len()];
+    for i in 0..s.len() {
+        let o = out.len() - s.len() + i;
+        r[o] = if s[i] == 1 && out[o] != 1 { 0 } else { st[i] };
+    }
+    r
+}
+
+/// Element strides of the batch dims of a matrix operand of shape `s`
+/// (`[.., rows, cols]`) broadcast to `batch` (0 on broadcast dims).
+fn batch_strides(s: &[usize], batch: &[usize]) -> Vec<usize> {
+    let st = strides(s);
+    let r = s.len() - 2;
+    (0..batch.len())
+        .map(|d| {
+            let src = d as isize - (batch.len() as isize - r as isize);
+            if src < 0 || s[src as usize] == 1 {
+                0
+            } else {
+                st[src as usize]
+            }
+        })
+        .collect()
+}
+
+/// What an epilogue-fusable head (Conv, Gemm, MatMul) absorbs.
+#[derive(Debug, Default, Clone)]
+struct Fusion {
+    /// BatchNorm folded into a convolution.
+    bn: Option<NodeId>,
+    /// Constant bias from a following Add.
+    bias_add: Option<(NodeId, ValueId)>,
+    /// Residual operand from a following Add.
+    residual: Option<(NodeId, ValueId)>,
+    /// Activation node.
+    act: Option<(NodeId, Act)>,
+}
+
+struct Lowerer<'g> {
+    g: &'g Graph,
+    consumers: Vec<Vec<NodeId>>,
+    is_output: Vec<bool>,
+    plan: Plan,
+    value_buf: HashMap<ValueId, BufferId>,
+    weight_cache: HashMap<ValueId, BufferId>,
+}
+
+/// Compiles a shaped graph into a plan. The batch size recorded is dim 0 of
+/// the first input (1 when there is none).
+pub fn compile(g: &Graph) -> Result<Plan> {
+    let mut consumers = vec![vec![]; g.values.len()];
+    for (i, n) in g.nodes.iter().enumerate() {
+        for v in n.inputs.iter().flatten() {
+            if !consumers[*v].contains(&i) {
+                consumers[*v].push(i);
+            }
+        }
+    }
+    let mut is_output = vec![false; g.values.len()];
+    for &o in &g.outputs {
+        is_output[o] = true;
+    }
+    let batch = g
+        .inputs
+        .first()
+        .and_then(|&i| g.values[i].shape.first().copied())
+        .unwrap_or(1);
+    let mut l = Lowerer {
+        g,
+        consumers,
+        is_output,
+        plan: Plan {
+            name: g.name.clone(),
+            batch,
+            ..Default::default()
+        },
+        value_buf: HashMap::new(),
+        weight_cache: HashMap::new(),
+    };
+    l.run()?;
+    Ok(l.plan)
+}
+
+impl<'g> Lowerer<'g> {
+    fn shape(&self, v: ValueId) -> &'g [usize] {
+        &self.g.values[v].shape
+    }
+
+    fn single_consumer(&self, v: ValueId) -> Option<&'g Node> {
+        if self.is_output[v] || self.consumers[v].len() != 1 {
+            return None;
+        }
+        let n = &self.g.nodes[self.consumers[v][0]];
+        // The value must feed the node exactly once.
+        (n.inputs.iter().flatten().filter(|&&i| i == v).count() == 1).then_some(n)
+    }
+
+    fn new_buffer(&mut self, dtype: DType, len: usize, loc: Loc, name: &str) -> BufferId {
+        self.plan.buffers.push(Buffer {
+            dtype,
+            len,
+            loc,
+            name: name.to_string(),
+        });
+        self.plan.buffers.len() - 1
+    }
+
+    fn add_weight(&mut self, t: &Tensor, name: &str) -> BufferId {
+        let off = align_up(self.plan.weights.len());
+        self.plan.weights.resize(off, 0);
+        self.plan.weights.extend_from_slice(&t.to_bytes());
+        self.new_buffer(t.dtype(), t.len(), Loc::Weight(off), name)
+    }
+
+    fn add_f32_weight(&mut self, v: Vec<f32>, name: &str) -> BufferId {
+        let n = v.len();
+        let t = Tensor::f32(vec![n], v).expect("length matches");
+        self.add_weight(&t, name)
+    }
+
+    /// The buffer holding value `v` (a constant becomes a weight buffer).
+    fn buf(&mut self, node: &Node, v: ValueId) -> Result<BufferId> {
+        if let Some(&b) = self.value_buf.get(&v) {
+            return Ok(b);
+        }
+        if let Some(t) = self.g.constant(v) {
+            if let Some(&b) = self.weight_cache.get(&v) {
+                return Ok(b);
+            }
+            let b = self.add_weight(t, &self.g.values[v].name.clone());
+            self.weight_cache.insert(v, b);
+            return Ok(b);
+        }
+        Err(lower_err(
+            node,
+            format!("value '{}' has no producer", self.g.values[v].name),
+        ))
+    }
+
+    fn out_buf(&mut self, v: ValueId) -> BufferId {
+        let info = &self.g.values[v];
+        let b = self.new_buffer(
+            info.dtype,
+            numel(&info.shape),
+            Loc::Arena(0),
+            &info.name.clone(),
+        );
+        self.value_buf.insert(v, b);
+        b
+    }
+
+    fn emit(&mut self, name: &str, op: KernelOp, inputs: Vec<BufferId>, output: BufferId) {
+        self.plan.kernels.push(Kernel {
+            name: name.to_string(),
+            op,
+            inputs,
+            output,
+        });
+    }
+
+    fn act_of(&self, n: &Node) -> Option<Act> {
+        match &n.op {
+            Op::Relu => Some(Act::Relu),
+            Op::Sigmoid => Some(Act::Sigmoid),
+            Op::Tanh => Some(Act::Tanh),
+            Op::Clip { min, max } => {
+                let get = |i: usize, d: Option<f32>, inf: f32| -> Option<f32> {
+                    match n.input(i) {
+                        None => Some(d.unwrap_or(inf)),
+                        Some(v) => self
+                            .g
+                            .constant(v)
+                            .and_then(|t| t.to_f64_vec().first().map(|&x| x as f32)),
+                    }
+                };
+                Some(Act::Clip(
+                    get(1, *min, f32::NEG_INFINITY)?,
+                    get(2, *max, f32::INFINITY)?,
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// Finds what a Conv / Gemm / MatMul head can absorb.
+    fn plan_fusion(&self, head: &Node) -> (Fusion, ValueId) {
+        let mut f = Fusion::default();
+        let mut out = head.outputs[0];
+        let is_conv = matches!(head.op, Op::Conv(_));
+        let idx = |n: &Node| {
+            self.g
+                .nodes
+                .iter()
+                .position(|m| std::ptr::eq(m, n))
+                .unwrap()
+        };
+        if is_conv {
+            if let Some(bn) = self.single_consumer(out) {
+                let consts = (1..5).all(|i| bn.input(i).and_then(|v| self.g.constant(v)).is_some());
+                if matches!(bn.op, Op::BatchNorm { .. })
+                    && bn.input(0) == Some(out)
+                    && consts
+                    && bn.outputs.len() == 1
+                {
+                    f.bn = Some(idx(bn));
+                    out = bn.outputs[0];
+                }
+            }
+        }
+        let out_shape = self.shape(out).to_vec();
+        if let Some(add) = self.single_consumer(out) {
+            if matches!(add.op, Op::Add) && add.inputs.len() == 2 {
+                let other = if add.input(0) == Some(out) {
+                    add.input(1)
+                } else {
+                    add.input(0)
+                };
+                if let Some(o) = other {
+                    let os = self.shape(o);
+                    if self.shape(add.outputs[0]) == out_shape.as_slice() {
+                        if self.g.constant(o).is_some()
+                            && self.bias_strides(head, os, &out_shape).is_some()
+                        {
+                            f.bias_add = Some((idx(add), o));
+                            out = add.outputs[0];
+                        } else if self.g.constant(o).is_none() && os == out_shape.as_slice() {
+                            f.residual = Some((idx(add), o));
+                            out = add.outputs[0];
+                        }
+                    }
+                }
+            }
+        }
+        if f.bias_add.is_some() && f.residual.is_none() {
+            if let Some(add) = self.single_consumer(out) {
+                if matches!(add.op, Op::Add) && add.inputs.len() == 2 {
+                    let other = if add.input(0) == Some(out) {
+                        add.input(1)
+                    } else {
+                        add.input(0)
+                    };
+                    if let Some(o) = other {
+                        if self.g.constant(o).is_none()
+                            && self.shape(o) == out_shape.as_slice()
+                            && self.shape(add.outputs[0]) == out_shape.as_slice()
+                        {
+                            f.residual = Some((idx(add), o));
+                            out = add.outputs[0];
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(a) = self.single_consumer(out) {
+            if a.input(0) == Some(out) {
+                if let Some(act) = self.act_of(a) {
+                    f.act = Some((idx(a), act));
+                    out = a.outputs[0];
+                }
+            }
+        }
+        (f, out)
+    }
+
+    /// For a bias-like constant of shape `bs` added to the head's output of
+    /// shape `out`: conv -> per-output-channel; matmul -> (stride_m, stride_n).
+    fn bias_strides(&self, head: &Node, bs: &[usize], out: &[usize]) -> Option<(usize, usize)> {
+        if broadcast(bs, out).as_deref() != Some(out) {
+            return None;
+        }
+        let full = bcast_strides(bs, out);
+        let r = out.len();
+        match head.op {
+            Op::Conv(_) => {
+                // Only channel may vary.
+                let ok = (0..r).all(|d| d == 1 || full[d] == 0 || out[d] == 1);
+                (ok && numel(bs) == out[1]).then_some((0, 1))
+            }
+            _ => {
+                if r < 2 {
+                    return (r == 1).then(|| (0, full[0]));
+                }
+                let batch_free = (0..r - 2).all(|d| full[d] == 0 || out[d] == 1);
+                batch_free.then(|| (full[r - 2], full[r - 1]))
+            }
+        }
+    }
+
+    fn run(&mut self) -> Result<()> {
+        let g = self.g;
+        // Graph inputs.
+        for &i in &g.inputs {
+            if g.constant(i).is_some() {
+                continue;
+            }
+            let b = self.out_buf(i);
+            let info = &g.values[i];
+            self.plan.inputs.push(IoBinding {
+                name: info.name.clone(),
+                dtype: info.dtype,
+                shape: info.shape.clone(),
+                buffer: b,
+            });
+        }
+        // Fusion planning.
+        let mut absorbed = vec![false; g.nodes.len()];
+        let mut emit_at: HashMap<NodeId, (NodeId, Fusion, ValueId)> = HashMap::new();
+        for (i, n) in g.nodes.iter().enumerate() {
+            if absorbed[i] || !matches!(n.op, Op::Conv(_) | Op::Gemm { .. } | Op::MatMul) {
+                continue;
+            }
+            if n.op == Op::MatMul
+                && (self.shape(n.input(0).unwrap_or(0)).len() < 2
+                    || self.shape(n.input(1).unwrap_or(0)).len() < 2)
+            {
+                continue;
+            }
+            let (f, out) = self.plan_fusion(n);
+            let members: Vec<NodeId> = [
+                f.bn,
+                f.bias_add.map(|x| x.0),
+                f.residual.map(|x| x.0),
+                f.act.map(|x| x.0),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let last = members.iter().copied().max().unwrap_or(i).max(i);
+            absorbed[i] = true;
+            for &m in &members {
+                absorbed[m] = true;
+            }
+            emit_at.insert(last, (i, f, out));
+        }
+        for (i, n) in g.nodes.iter().enumerate() {
+            if let Some((head, f, out)) = emit_at.remove(&i) {
+                self.lower_fused(&g.nodes[head], &f, out)?;
+            } else if !absorbed[i] {
+                self.lower_node(n)?;
+            }
+        }
+        // Graph outputs: must be distinct arena buffers written by a kernel.
+        let input_bufs: Vec<BufferId> = self.plan.inputs.iter().map(|b| b.buffer).collect();
+        let mut used: Vec<BufferId> = vec![];
+        for &o in &g.outputs {
+            let info = g.values[o].clone();
+            let node = Node {
+                name: format!("output:{}", info.name),
+                op: Op::Identity,
+                inputs: vec![Some(o)],
+                outputs: vec![],
+            };
+            let mut b = self.buf(&node, o)?;
+            let is_weight = matches!(self.plan.buffers[b].loc, Loc::Weight(_));
+            if is_weight || input_bufs.contains(&b) || used.contains(&b) {
+                let src = b;
+                b = self.new_buffer(info.dtype, numel(&info.shape), Loc::Arena(0), &info.name);
+                let op = KernelOp::Copy {
+                    shape: vec![numel(&info.shape)],
+                    offset: 0,
+                    strides: vec![1],
+                    elem_size: info.dtype.size(),
+                };
+                self.emit(&node.name, op, vec![src], b);
+            }
+            used.push(b);
+            self.plan.outputs.push(IoBinding {
+                name: info.name.clone(),
+                dtype: info.dtype,
+                shape: info.shape.clone(),
+                buffer: b,
+            });
+        }
+        self.plan_memory();
+        Ok(())
+    }
+
+    fn plan_memory(&mut self) {
+        let n = self.plan.kernels.len() as i64;
+        let mut life: HashMap<BufferId, Lifetime> = HashMap::new();
+        for io in &self.plan.inputs {
+            life.insert(
+                io.buffer,
+                Lifetime {
+                    first: -1,
+                    last: -1,
+                },
+            );
+        }
+        for (k, kern) in self.plan.kernels.iter().enumerate() {
+            let k = k as i64;
+            let e = life
+                .entry(kern.output)
+                .or_insert(Lifetime { first: k, last: k });
+            e.first = e.first.min(k);
+            e.last = e.last.max(k);
+            for &b in &kern.inputs {
+                if let Some(e) = life.get_mut(&b) {
+                    e.last = e.last.max(k);
+                }
+            }
+        }
+        for io in &self.plan.outputs {
+            if let Some(e) = life.get_mut(&io.buffer) {
+                e.last = n;
+            }
+        }
+        let mut arena: Vec<(BufferId, Lifetime)> = life
+            .into_iter()
+            .filter(|(b, _)| matches!(self.plan.buffers[*b].loc, Loc::Arena(_)))
+            .collect();
+        arena.sort_by_key(|(b, _)| *b);
+        self.plan.arena_bytes = place(&mut self.plan.buffers, &arena);
+    }
+
+    fn lower_fused(&mut self, head: &Node, f: &Fusion, out: ValueId) -> Result<()> {
+        let g = self.g;
+        let mut name = head.name.clone();
+        for m in [
+            f.bn,
+            f.bias_add.map(|x| x.0),
+            f.residual.map(|x| x.0),
+            f.act.map(|x| x.0),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            name.push('+');
+            name.push_str(&g.nodes[m].name);
+        }
+        let act = f.act.map(|a| a.1).unwrap_or(Act::None);
+        let out_shape = self.shape(out).to_vec();
+        match &head.op {
+            Op::Conv(a) => {
+                let x = head
+                    .input(0)
+                    .ok_or_else(|| lower_err(head, "missing input"))?;
+                let wv = head
+                    .input(1)
+                    .ok_or_else(|| lower_err(head, "missing weight"))?;
+                let xs = self.shape(x).to_vec();
+                let ws = self.shape(wv).to_vec();
+                let k = ws[0];
+                let mut bias: Option<Vec<f32>> = match head.input(2) {
+                    Some(b) => Some(
+                        g.constant(b)
+                            .and_then(|t| t.as_f32())
+                            .map(|s| s.to_vec())
+                            .ok_or_else(|| lower_err(head, "bias must be a constant f32 tensor"))?,
+                    ),
+                    None => None,
+                };
+                let w_buf;
+                if let Some(bn) = f.bn {
+                    let bn = &g.nodes[bn];
+                    let eps = match bn.op {
+                        Op::BatchNorm { epsilon } => epsilon as f64,
+                        _ => unreachable!(),
+                    };
+                    let p = |i: usize| g.constant(bn.input(i).unwrap()).unwrap().to_f64_vec();
+                    let (gamma, beta, mean, var) = (p(1), p(2), p(3), p(4));
+                    let w = g.constant(wv).and_then(|t| t.as_f32()).ok_or_else(|| {
+                        lower_err(head, "BatchNorm folding needs a constant f32 weight")
+                    })?;
+                    let per = w.len() / k;
+                    let mut nw = Vec::with_capacity(w.len());
+                    let mut nb = Vec::with_capacity(k);
+                    let b0 = bias.clone().unwrap_or_else(|| vec![0.0; k]);
+                    for o in 0..k {
+                        let s = gamma[o] / (var[o] + eps).sqrt();
+                        nw.extend(
+                            w[o * per..(o + 1) * per]
+                                .iter()
+                                .map(|&v| (v as f64 * s) as f32),
+                        );
+                        nb.push(((b0[o] as f64 - mean[o]) * s + beta[o]) as f32);
+                    }
+                    w_buf = self.add_f32_weight(nw, &format!("{}.folded_weight", head.name));
+                    bias = Some(nb);
+                } else {
+                    w_buf = self.buf(head, wv)?;
+                }
+                if let Some((_, bv)) = f.bias_add {
+                    let add = g.constant(bv).unwrap().to_f64_vec();
+                    let b = bias.get_or_insert_with(|| vec![0.0; k]);
+                    for (o, bo) in b.iter_mut().enumerate() {
+                        *bo = (*bo as f64 + add[o]) as f32;
+                    }
+                }
+                let x_buf = self.buf(head, x)?;
+                let mut inputs = vec![x_buf, w_buf];
+                let has_bias = bias.is_some();
+                if let Some(b) = bias {
+                    inputs.push(self.add_f32_weight(b, &format!("{}.bias", head.name)));
+                }
+                if let Some((_, r)) = f.residual {
+                    inputs.push(self.buf(head, r)?);
+                }
+                let ConvAttrs {
+                    stride,
+                    pads,
+                    dilation,
+                    groups,
+                    ..
+                } = a.clone();
+                let spec = ConvSpec {
+                    n: xs[0],
+                    c: xs[1],
+                    h: xs[2],
+                    w: xs[3],
+                    k,
+                    r: ws[2],
+                    s: ws[3],
+                    oh: out_shape[2],
+                    ow: out_shape[3],
+                    stride,
+                    pad: [pads[0], pads[1]],
+                    dilation,
+                    groups,
+                    has_bias,
+                    has_residual: f.residual.is_some(),
+                    act,
+                };
+                let o = self.out_buf(out);
+                self.emit(&name, KernelOp::Conv(spec), inputs, o);
+            }
+            Op::Gemm {
+                alpha,
+                beta,
+                trans_a,
+                trans_b,
+            } => {
+                let (av, bv) = (head.input(0).unwrap(), head.input(1).unwrap());
+                let (as_, bs) = (self.shape(av).to_vec(), self.shape(bv).to_vec());
+                let (m, k) = if *trans_a {
+                    (as_[1], as_[0])
+                } else {
+                    (as_[0], as_[1])
+                };
+                let n = if *trans_b { bs[0] } else { bs[1] };
+                let (lda_m, lda_k) = if *trans_a { (1, m) } else { (k, 1) };
+                let (ldb_k, ldb_n) = if *trans_b { (1, k) } else { (n, 1) };
+                let mut inputs = vec![self.buf(head, av)?, self.buf(head, bv)?];
+                let mut bias = None;
+                if let Some(c) = head.input(2) {
+                    let cs = self.shape(c).to_vec();
+                    let st = bcast_strides(&cs, &[m, n]);
+                    bias = Some((self.buf(head, c)?, st[0], st[1], *beta));
+                }
+                if let Some((_, bv)) = f.bias_add {
+                    let (sm, sn) = self.bias_strides(head, self.shape(bv), &out_shape).unwrap();
+                    if bias.is_some() {
+                        // Two biases: materialise their sum as one [m, n] constant.
+                        let c = head.input(2).unwrap();
+                        let ct = g.constant(c).ok_or_else(|| {
+                            lower_err(
+                                head,
+                                "C must be constant to merge with a following bias add",
+                            )
+                        })?;
+                        let cv = ct.to_f64_vec();
+                        let cst = bcast_strides(&ct.shape, &[m, n]);
+                        let av = g.constant(bv).unwrap().to_f64_vec();
+                        let mut sum = vec![0f32; m * n];
+                        for i in 0..m {
+                            for j in 0..n {
+                                sum[i * n + j] = (*beta as f64 * cv[i * cst[0] + j * cst[1]]
+                                    + av[i * sm + j * sn])
+                                    as f32;
+                            }
+                        }
+                        let sb = self.add_f32_weight(sum, &format!("{}.bias", head.name));
+                        bias = Some((sb, n, 1, 1.0));
+                    } else {
+                        bias = Some((self.buf(head, bv)?, sm, sn, 1.0));
+                    }
+                }
+                let (has_bias, bias_stride_m, bias_stride_n, beta) = match bias {
+                    Some((b, sm, sn, be)) => {
+                        inputs.push(b);
+                        (true, sm, sn, be)
+                    }
+                    None => (false, 0, 0, 0.0),
+                };
+                if let Some((_, r)) = f.residual {
+                    inputs.push(self.buf(head, r)?);
+                }
+                let spec = MatMulSpec {
+                    batch: vec![],
+                    a_batch_strides: vec![],
+                    b_batch_strides: vec![],
+                    m,
+                    n,
+                    k,
+                    lda_m,
+                    lda_k,
+                    ldb_k,
+                    ldb_n,
+                    alpha: *alpha,
+                    beta,
+                    has_bias,
+                    bias_stride_m,
+                    bias_stride_n,
+                    has_residual: f.residual.is_some(),
+                    act,
+                };
+                let o = self.out_buf(out);
+                self.emit(&name, KernelOp::MatMul(spec), inputs, o);
+            }
+            Op::MatMul => {
+                let (av, bv) = (head.input(0).unwrap(), head.input(1).unwrap());
+                let (as_, bs) = (self.shape(av).to_vec(), self.shape(bv).to_vec());
+                let (m, k) = (as_[as_.len() - 2], as_[as_.len() - 1]);
+                let n = bs[bs.len() - 1];
+                let batch = broadcast(&as_[..as_.len() - 2], &bs[..bs.len() - 2])
+                    .ok_or_else(|| lower_err(head, "batch dims do not broadcast"))?;
+                let a_batch_strides = batch_strides(&as_, &batch);
+                let b_batch_strides = batch_strides(&bs, &batch);
+                let mut inputs = vec![self.buf(head, av)?, self.buf(head, bv)?];
+                let (mut has_bias, mut sm, mut sn) = (false, 0, 0);
+                if let Some((_, bv)) = f.bias_add {
+                    let (a, b) = self.bias_strides(head, self.shape(bv), &out_shape).unwrap();
+                    inputs.push(self.buf(head, bv)?);
+                    has_bias = true;
+                    sm = a;
+                    sn = b;
+                }
+                if let Some((_, r)) = f.residual {
+                    inputs.push(self.buf(head, r)?);
+                }
+                let spec = MatMulSpec {
+                    batch,
+                    a_batch_strides,
+                    b_batch_strides,
+                    m,
+                    n,
+                    k,
+                    lda_m: k,
+                    lda_k: 1,
+                    ldb_k: n,
+                    ldb_n: 1,
+                    alpha: 1.0,
+                    beta: 1.0,
+                    has_bias,
+                    bias_stride_m: sm,
+                    bias_stride_n: sn,
+                    has_residual: f.residual.is_some(),
+                    act,
+                };
+                let o = self.out_buf(out);
+                self.emit(&name, KernelOp::MatMul(spec), inputs, o);
+            }
+            _ => unreachable!("only conv/gemm/matmul heads are fused"),
+        }
+        Ok(())
+    }
+
+    fn alias(&mut self, node: &Node, from: ValueId, to: ValueId) -> Result<()> {
+        let b = self.buf(node, from)?;
+        self.value_buf.insert(to, b);
+        Ok(())
+    }
+
+    fn f32_in(&self, node: &Node, i: usize) -> Result<ValueId> {
+        let v = node
+            .input(i)
+            .ok_or_else(|| lower_err(node, format!("missing input #{i}")))?;
+        if self.g.values[v].dtype != DType::F32 {
+            return Err(PlanError::Lower {
+                node: node.name.clone(),
+                op: node.op.name().into(),
+                reason: format!(
+                    "input '{}' is {}; this op computes in f32 only",
+                    self.g.values[v].name, self.g.values[v].dtype
+                ),
+            });
+        }
+        Ok(v)
+    }
+
+    fn lower_node(&mut self, node: &Node) -> Result<()> {
+        let g = self.g;
+        let out = match node.outputs.first() {
+            Some(&o) => o,
+            None => return Ok(()),
+        };
+        let oshape = self.shape(out).to_vec();
+        let unary = |s: &mut Self, op: UnaryOp| -> Result<()> {
+            let x = s.f32_in(node, 0)?;
+            let xb = s.buf(node, x)?;
+            let o = s.out_buf(out);
+            s.emit(
+                &node.name,
+                KernelOp::Unary {
+                    op,
+                    n: numel(&oshape),
+                },
+                vec![xb],
+                o,
+            );
+            Ok(())
+        };
+        match &node.op {
+            Op::Reshape { .. }
+            | Op::Flatten { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Identity => {
+                let x = node
+                    .input(0)
+                    .ok_or_else(|| lower_err(node, "missing input"))?;
+                self.alias(node, x, out)?;
+            }
+            Op::Cast { to } => {
+                let x = node
+                    .input(0)
+                    .ok_or_else(|| lower_err(node, "missing input"))?;
+                let from = g.values[x].dtype;
+                if from == *to {
+                    self.alias(node, x, out)?;
+                } else {
+                    let xb = self.buf(node, x)?;
+                    let o = self.out_buf(out);
+                    self.emit(
+                        &node.name,
+                        KernelOp::Cast {
+                            from,
+                            to: *to,
+                            n: numel(&oshape),
+                        },
+                        vec![xb],
+                        o,
+                    );
+                }
+            }
+            Op::Conv(_) | Op::Gemm { .. } => unreachable!("fused heads are lowered by lower_fused"),
+            Op::MatMul => self.lower_matvec(node, out)?,
+            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow => {
+                let op = match node.op {
+                    Op::Add => BinOp::Add,
+                    Op::Sub => BinOp::Sub,
+                    Op::Mul => BinOp::Mul,
+                    Op::Div => BinOp::Div,
+                    _ => BinOp::Pow,
+                };
+                let a = self.f32_in(node, 0)?;
+                let b = self.f32_in(node, 1)?;
+                let (sa, sb) = (
+                    bcast_strides(self.shape(a), &oshape),
+                    bcast_strides(self.shape(b), &oshape),
+                );
+                let ins = vec![self.buf(node, a)?, self.buf(node, b)?];
+                let o = self.out_buf(out);
+                let k = KernelOp::Binary {
+                    op,
+                    shape: oshape.clone(),
+                    a_strides: sa,
+                    b_strides: sb,
+                    act: Act::None,
+                };
+                self.emit(&node.name, k, ins, o);
+            }
+            Op::Equal | Op::Less | Op::Greater => {
+                let op = match node.op {
+                    Op::Equal => CmpOp::Equal,
+                    Op::Less => CmpOp::Less,
+                    _ => CmpOp::Greater,
+                };
+                let (a, b) = (node.input(0).unwrap(), node.input(1).unwrap());
+                let dtype = g.values[a].dtype;
+                if !matches!(dtype, DType::F32 | DType::I64) || g.values[b].dtype != dtype {
+                    return Err(lower_err(
+                        node,
+                        format!(
+                            "comparisons support f32 or i64 operands of one type, got {} and {}",
+                            dtype, g.values[b].dtype
+                        ),
+                    ));
+                }
+                let (sa, sb) = (
+                    bcast_strides(self.shape(a), &oshape),
+                    bcast_strides(self.shape(b), &oshape),
+                );
+                let ins = vec![self.buf(node, a)?, self.buf(node, b)?];
+                let o = self.out_buf(out);
+                self.emit(
+                    &node.name,
+                    KernelOp::Compare {
+                        op,
+                        dtype,
+                        shape: oshape.clone(),
+                        a_strides: sa,
+                        b_strides: sb,
+                    },
+                    ins,
+                    o,
+                );
+            }
+            Op::Not => {
+                let x = node.input(0).unwrap();
+                let xb = self.buf(node, x)?;
+                let o = self.out_buf(out);
+                self.emit(&node.name, KernelOp::Not { n: numel(&oshape) }, vec![xb], o);
+            }
+            Op::Where => {
+                let c = node
+                    .input(0)
+                    .ok_or_else(|| lower_err(node, "missing condition"))?;
+                if g.values[c].dtype != DType::Bool {
+                    return Err(lower_err(node, "condition must be bool"));
+                }
+                let a = self.f32_in(node, 1)?;
+                let b = self.f32_in(node, 2)?;
+                let st = [c, a, b].map(|v| bcast_strides(self.shape(v), &oshape));
+                let ins = vec![self.buf(node, c)?, self.buf(node, a)?, self.buf(node, b)?];
+                let o = self.out_buf(out);
+                let [c_strides, a_strides, b_strides] = st;
+                self.emit(
+                    &node.name,
+                    KernelOp::Where {
+                        shape: oshape.clone(),
+                        c_strides,
+                        a_strides,
+                        b_strides,
+                    },
+                    ins,
+                    o,
+                );
+            }
+            Op::Relu | Op::Sigmoid | Op::Tanh | Op::Clip { .. } => {
+                let act = self
+                    .act_of(node)
+                    .ok_or_else(|| lower_err(node, "clip bounds must be constant"))?;
+                unary(self, UnaryOp::Act(act))?;
+            }
+            Op::Erf => unary(self, UnaryOp::Erf)?,
+            Op::Sqrt => unary(self, UnaryOp::Sqrt)?,
+            Op::Exp => unary(self, UnaryOp::Exp)?,
+            Op::Neg => unary(self, UnaryOp::Neg)?,
+            Op::BatchNorm { epsilon } => {
+                let x = self.f32_in(node, 0)?;
+                let xs = self.shape(x).to_vec();
+                let p: Vec<Vec<f64>> = (1..5)
+                    .map(|i| {
+                        node.input(i)
+                            .and_then(|v| g.constant(v))
+                            .map(|t| t.to_f64_vec())
+                            .ok_or_else(|| lower_err(node, "parameters must be constant"))
+                    })
+                    .collect::<Result<_>>()?;
+                let c = xs[1];
+                let scale: Vec<f32> = (0..c)
+                    .map(|i| (p[0][i] / (p[3][i] + *epsilon as f64).sqrt()) as f32)
+                    .collect();
+                let shift: Vec<f32> = (0..c)
+                    .map(|i| {
+                        (p[1][i] - p[2][i] * p[0][i] / (p[3][i] + *epsilon as f64).sqrt()) as f32
+                    })
+                    .collect();
+                let xb = self.buf(node, x)?;
+                let sb = self.add_f32_weight(scale, &format!("{}.scale", node.name));
+                let hb = self.add_f32_weight(shift, &format!("{}.shift", node.name));
+                let o = self.out_buf(out);
+                let k = KernelOp::ChannelAffine {
+                    outer: xs[0],
+                    c,
+                    inner: numel(&xs[2..]),
+                    act: Act::None,
+                };
+                self.emit(&node.name, k, vec![xb, sb, hb], o);
+            }
+            Op::Pool(p) => {
+                let x = self.f32_in(node, 0)?;
+                let xs = self.shape(x).to_vec();
+                let PoolAttrs {
+                    kind,
+                    kernel,
+                    stride,
+                    pads,
+                    dilation,
+                    count_include_pad,
+                    ..
+                } = p.clone();
+                let spec = PoolSpec {
+                    kind,
+                    n: xs[0],
+                    c: xs[1],
+                    h: xs[2],
+                    w: xs[3],
+                    oh: oshape[2],
+                    ow: oshape[3],
+                    kernel,
+                    stride,
+                    pad: [pads[0], pads[1]],
+                    dilation,
+                    count_include_pad,
+                    padded_h: xs[2] + pads[0] + pads[2],
+                    padded_w: xs[3] + pads[1] + pads[3],
+                };
+                let xb = self.buf(node, x)?;
+                let o = self.out_buf(out);
+                self.emit(&node.name, KernelOp::Pool(spec), vec![xb], o);
+            }
+            Op::GlobalAvgPool | Op::GlobalMaxPool => {
+                let x = self.f32_in(node, 0)?;
+                let xs = self.shape(x).to_vec();
+                let kind = if node.op == Op::GlobalAvgPool {
+                    ReduceKind::Mean
+                } else {
+                    ReduceKind::Max
+                };
+                let xb = self.buf(node, x)?;
+                let o = self.out_buf(out);
+                self.emit(
+                    &node.name,
+                    KernelOp::Reduce {
+                        kind,
+                        outer: xs[0] * xs[1],
+                        len: numel(&xs[2..]),
+                        inner: 1,
+                    },
+                    vec![xb],
+                    o,
+                );
+            }
+            Op::ReduceMean { .. } => self.lower_reduce(node, out)?,
+            Op::Concat { axis } => {
+                let ax = norm_axis(*axis, oshape.len())
+                    .ok_or_else(|| lower_err(node, "axis out of range"))?;
+                let mut ins = vec![];
+                let mut lens = vec![];
+                for v in node.inputs.iter().flatten() {
+                    if numel(self.shape(*v)) == 0 {
+                        continue;
+                    }
+                    lens.push(self.shape(*v)[ax]);
+                    ins.push(self.buf(node, *v)?);
+                }
+                let o = self.out_buf(out);
+                let k = KernelOp::Concat {
+                    outer: numel(&oshape[..ax]),
+                    inner: numel(&oshape[ax + 1..]),
+                    lens,
+                    elem_size: g.values[out].dtype.size(),
+                };
+                self.emit(&node.name, k, ins, o);
+            }
+            Op::Transpose { perm } => {
+                let x = node.input(0).unwrap();
+                let xs = self.shape(x).to_vec();
+                let p: Vec<usize> = perm
+                    .clone()
+                    .unwrap_or_else(|| (0..xs.len()).rev().collect());
+                let st = strides(&xs);
+                let s: Vec<i64> = p.iter().map(|&i| st[i] as i64).collect();
+                self.copy(node, x, out, 0, s)?;
+            }
+            Op::Slice => {
+                let x = node.input(0).unwrap();
+                let xs = self.shape(x).to_vec();
+                let c = |i: usize| {
+                    node.input(i)
+                        .and_then(|v| g.constant(v))
+                        .map(|t| t.to_i64_vec())
+                };
+                let (starts, ends) = (
+                    c(1).ok_or_else(|| lower_err(node, "starts must be constant"))?,
+                    c(2).ok_or_else(|| lower_err(node, "ends must be constant"))?,
+                );
+                let p = slice_params(&xs, &starts, &ends, c(3).as_deref(), c(4).as_deref())
+                    .map_err(|r| lower_err(node, r))?;
+                let st: Vec<i64> = strides(&xs).iter().map(|&v| v as i64).collect();
+                let mut s = st.clone();
+                let mut off = 0;
+                for (ax, start, step, _) in p {
+                    off += start * st[ax];
+                    s[ax] = st[ax] * step;
+                }
+                self.copy(node, x, out, off, s)?;
+            }
+            Op::Expand => {
+                let x = node.input(0).unwrap();
+                let s = bcast_strides(self.shape(x), &oshape)
+                    .into_iter()
+                    .map(|v| v as i64)
+                    .collect();
+                self.copy(node, x, out, 0, s)?;
+            }
+            Op::Gather { axis } => {
+                let (x, idx) = (node.input(0).unwrap(), node.input(1).unwrap());
+                let xs = self.shape(x).to_vec();
+                let ax = norm_axis(*axis, xs.len()).unwrap();
+                let ib = match g.constant(idx) {
+                    Some(t) if t.dtype() != DType::I64 => {
+                        let t64 = Tensor::i64(t.shape.clone(), t.to_i64_vec())?;
+                        self.add_weight(&t64, &format!("{}.indices", node.name))
+                    }
+                    _ if g.values[idx].dtype != DType::I64 => {
+                        return Err(lower_err(node, "run-time indices must be int64"))
+                    }
+                    _ => self.buf(node, idx)?,
+                };
+                let xb = self.buf(node, x)?;
+                let o = self.out_buf(out);
+                let k = KernelOp::Gather {
+                    outer: numel(&xs[..ax]),
+                    axis_len: xs[ax],
+                    count: numel(self.shape(idx)),
+                    inner: numel(&xs[ax + 1..]),
+                    elem_size: g.values[x].dtype.size(),
+                };
+                self.emit(&node.name, k, vec![xb, ib], o);
+            }
+            Op::Softmax { axis } => {
+                let x = self.f32_in(node, 0)?;
+                let ax = norm_axis(*axis, oshape.len()).unwrap();
+                let xb = self.buf(node, x)?;
+                let o = self.out_buf(out);
+                let k = KernelOp::Softmax {
+                    outer: numel(&oshape[..ax]),
+                    axis: oshape[ax],
+                    inner: numel(&oshape[ax + 1..]),
+                };
+                self.emit(&node.name, k, vec![xb], o);
+            }
+            Op::LayerNorm { axis, epsilon } => {
+                let x = self.f32_in(node, 0)?;
+                let ax = norm_axis(*axis, oshape.len()).unwrap();
+                let cols = numel(&oshape[ax..]);
+                let param = |s: &mut Self, i: usize, default: f32| -> Result<BufferId> {
+                    match node.input(i) {
+                        Some(v) if numel(s.shape(v)) == cols => s.buf(node, v),
+                        Some(v) => {
+                            let t = g.constant(v).ok_or_else(|| {
+                                lower_err(node, "broadcast scale/bias must be constant")
+                            })?;
+                            let val = t.to_f64_vec()[0] as f32;
+                            Ok(s.add_f32_weight(vec![val; cols], &format!("{}.p{i}", node.name)))
+                        }
+                        None => Ok(
+                            s.add_f32_weight(vec![default; cols], &format!("{}.p{i}", node.name))
+                        ),
+                    }
+                };
+                let gb = param(self, 1, 1.0)?;
+                let bb = param(self, 2, 0.0)?;
+                let xb = self.buf(node, x)?;
+                let o = self.out_buf(out);
+                self.emit(
+                    &node.name,
+                    KernelOp::LayerNorm {
+                        rows: numel(&oshape[..ax]),
+                        cols,
+                        eps: *epsilon,
+                    },
+                    vec![xb, gb, bb],
+                    o,
+                );
+                if node.outputs.len() > 1
+                    && node.outputs[1..]
+                        .iter()
+                        .any(|&v| !self.consumers[v].is_empty() || self.is_output[v])
+                {
+                    return Err(lower_err(
+                        node,
+                        "Mean and InvStdDev outputs are not supported",
+                    ));
+                }
+            }
+            Op::Pad { mode, pads, value } => {
+                let x = self.f32_in(node, 0)?;
+                let xs = self.shape(x).to_vec();
+                let c = |i: usize| node.input(i).and_then(|v| g.constant(v));
+                let p = match pads {
+                    Some(p) => p.clone(),
+                    None => c(1)
+                        .ok_or_else(|| lower_err(node, "pads must be constant"))?
+                        .to_i64_vec(),
+                };
+                let val = match c(2) {
+                    Some(t) => t.to_f64_vec().first().copied().unwrap_or(0.0) as f32,
+                    None => *value,
+                };
+                let axes: Vec<usize> = match c(3) {
+                    Some(t) => t
+                        .to_i64_vec()
+                        .iter()
+                        .map(|&a| norm_axis(a, xs.len()).unwrap_or(0))
+                        .collect(),
+                    None => (0..xs.len()).collect(),
+                };
+                let mut begin = vec![0i64; xs.len()];
+                for (i, &ax) in axes.iter().enumerate() {
+                    begin[ax] = p[i];
+                }
+                let xb = self.buf(node, x)?;
+                let o = self.out_buf(out);
+                self.emit(
+                    &node.name,
+                    KernelOp::Pad {
+                        shape: oshape.clone(),
+                        in_shape: xs,
+                        pads_begin: begin,
+                        mode: *mode,
+                        value: val,
+                    },
+                    vec![xb],
+                    o,
+                );
+            }
+            Op::Constant(_) | Op::ConstantOfShape(_) | Op::Range | Op::Shape { .. } => {
+                return Err(lower_err(
+                    node,
+                    "constant was not folded (too large or inputs unknown)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn copy(
+        &mut self,
+        node: &Node,
+        x: ValueId,
+        out: ValueId,
+        offset: i64,
+        strides: Vec<i64>,
+    ) -> Result<()> {
+        let shape = self.shape(out).to_vec();
+        let elem_size = self.g.values[x].dtype.size();
+        let xb = self.buf(node, x)?;
+        let o = self.out_buf(out);
+        self.emit(
+            &node.name,
+            KernelOp::Copy {
+                shape,
+                offset,
+                strides,
+                elem_size,
+            },
+            vec![xb],
+            o,
+        );
+        Ok(())
+    }
+
+    /// MatMul with a 1-D operand (vector products): reshape to 2-D views.
+    fn lower_matvec(&mut self, node: &Node, out: ValueId) -> Result<()> {
+        let (av, bv) = (self.f32_in(node, 0)?, self.f32_in(node, 1)?);
+        let (mut as_, mut bs) = (self.shape(av).to_vec(), self.shape(bv).to_vec());
+        if as_.len() == 1 {
+            as_.insert(0, 1);
+        }
+        if bs.len() == 1 {
+            bs.push(1);
+        }
+        let (m, k) = (as_[as_.len() - 2], as_[as_.len() - 1]);
+        let n = bs[bs.len() - 1];
+        let batch = broadcast(&as_[..as_.len() - 2], &bs[..bs.len() - 2])
+            .ok_or_else(|| lower_err(node, "batch dims do not broadcast"))?;
+        let spec = MatMulSpec {
+            a_batch_strides: batch_strides(&as_, &batch),
+            b_batch_strides: batch_strides(&bs, &batch),
+            batch,
+            m,
+            n,
+            k,
+            lda_m: k,
+            lda_k: 1,
+            ldb_k: n,
+            ldb_n: 1,
+            alpha: 1.0,
+            beta: 0.0,
+            has_bias: false,
+            bias_stride_m: 0,
+            bias_stride_n: 0,
+            has_residual: false,
+            act: Act::None,
+        };
+        let ins = vec![self.buf(node, av)?, self.buf(node, bv)?];
+        let o = self.out_buf(out);
+        self.emit(&node.name, KernelOp::MatMul(spec), ins, o);
+        Ok(())
+    }
+
+    fn lower_reduce(&mut self, node: &Node, out: ValueId) -> Result<()> {
+        let x = self.f32_in(node, 0)?;
+        let xs = self.shape(x).to_vec();
+        let (axes, keep, noop) = match &node.op {
+            Op::ReduceMean {
+                axes,
+                keepdims,
+                noop_with_empty_axes,
+            } => (axes.clone(), *keepdims, *noop_with_empty_axes),
+            _ => unreachable!(),
+        };
+        let axes = match axes {
+            Some(a) => a,
+            None => node
+                .input(1)
+                .and_then(|v| self.g.constant(v))
+                .map(|t| t.to_i64_vec())
+                .unwrap_or_default(),
+        };
+        let mut red: Vec<usize> = axes
+            .iter()
+            .filter_map(|&a| norm_axis(a, xs.len()))
+            .collect();
+        if red.is_empty() {
+            if noop {
+                return self.alias(node, x, out);
+            }
+            red = (0..xs.len()).collect();
+        }
+        red.sort_unstable();
+        red.dedup();
+        let _ = keep;
+        // Reduce one contiguous run of axes at a time, innermost first; the
+        // output layout (with or without kept dims) is the same bytes.
+        let mut runs: Vec<(usize, usize)> = vec![];
+        for &a in &red {
+            match runs.last_mut() {
+                Some((s, e)) if *e == a => *e = a + 1,
+                _ => runs.push((a, a + 1)),
+            }
+        }
+        let mut cur_shape = xs.clone();
+        let mut cur = self.buf(node, x)?;
+        for (i, &(s, e)) in runs.iter().enumerate().rev() {
+            let outer = numel(&cur_shape[..s]);
+            let len = numel(&cur_shape[s..e]);
+            let inner = numel(&cur_shape[e..]);
+            for d in cur_shape.iter_mut().take(e).skip(s) {
+                *d = 1;
+            }
+            let o = if i == 0 {
+                self.out_buf(out)
+            } else {
+                self.new_buffer(
+                    DType::F32,
+                    outer * inner,
+                    Loc::Arena(0),
+                    &format!("{}.partial{i}", node.name),
+                )
+            };
+            self.emit(
+                &node.name,
+                KernelOp::Reduce {
+                    kind: ReduceKind::Mean,
+                    outer,
+                    len,
+                    inner,
+                },
+                vec![cur],
+                o,
+            );
+            cur = o;
+        }
+        Ok(())
+    }
+}

@@ -59,7 +59,11 @@ impl std::str::FromStr for Mode {
             "wait" => Mode::Wait,
             "reset" => Mode::Reset,
             "reef" => Mode::Reef,
-            _ => return Err(format!("unknown mode '{s}' (expected seq, stream, wait, reset or reef)")),
+            _ => {
+                return Err(format!(
+                    "unknown mode '{s}' (expected seq, stream, wait, reset or reef)"
+                ))
+            }
         })
     }
 }
@@ -209,7 +213,8 @@ pub struct LatencySummary {
 }
 
 /// Builds a model's graph for a given batch size (zoo builder or ONNX re-import).
-pub type GraphSource = std::sync::Arc<dyn Fn(usize) -> Result<reef_model::Graph, String> + Send + Sync>;
+pub type GraphSource =
+    std::sync::Arc<dyn Fn(usize) -> Result<reef_model::Graph, String> + Send + Sync>;
 
 /// What a front end (server, benchmark, CLI) needs from a scheduler.
 pub trait Service: Send + Sync {
@@ -220,7 +225,12 @@ pub trait Service: Send + Sync {
     fn submit(&self, req: InferRequest) -> Result<Ticket, SchedError>;
     /// Loads (or reloads) a model. `source` builds its graph for a batch size
     /// (the scheduler compiles one plan per batch size it sees).
-    fn load_model(&self, name: &str, source: GraphSource, default_priority: Priority) -> Result<(), SchedError>;
+    fn load_model(
+        &self,
+        name: &str,
+        source: GraphSource,
+        default_priority: Priority,
+    ) -> Result<(), SchedError>;
     /// Unloads a model; queued requests for it are answered with NotReady.
     fn unload_model(&self, name: &str) -> Result<(), SchedError>;
     /// A snapshot of counters and histograms.

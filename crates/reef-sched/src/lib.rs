@@ -1,7 +1,198 @@
 //! reef's scheduler: one per device. It owns the models loaded on the device,
 //! an RT queue and up to 32 BE queues, and drives the executor in one of five
-//! modes (seq, stream, wait, reset, reef). See [`api`] for what callers use.
+//! modes (seq, stream, wait, reset, reef). Front ends use it through the
+//! [`Service`] trait; [`Scheduler`] is the implementation.
 
 pub mod api;
+pub mod config;
+mod engine;
+pub mod registry;
+pub mod stats;
+mod task;
 
 pub use api::*;
+pub use config::SchedConfig;
+
+use crate::engine::{Engine, Msg};
+use crate::registry::ModelEntry;
+use crate::stats::Stats;
+use crate::task::Task;
+use crossbeam_channel::Sender;
+use parking_lot::{Mutex, RwLock};
+use reef_exec::Device;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// A scheduler for one device (implements [`Service`]).
+pub struct Scheduler {
+    device: Arc<dyn Device>,
+    cfg: SchedConfig,
+    models: RwLock<HashMap<String, Arc<ModelEntry>>>,
+    next_queue: AtomicUsize,
+    tx: Sender<Msg>,
+    stats: Arc<Stats>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    stopped: AtomicBool,
+}
+
+impl Scheduler {
+    /// Starts a scheduler (and its scheduling thread) on `device`.
+    pub fn new(device: Arc<dyn Device>, cfg: SchedConfig) -> Result<Arc<Scheduler>, SchedError> {
+        cfg.validate().map_err(SchedError::InvalidInput)?;
+        let stats = Arc::new(Stats::new(
+            device.name(),
+            cfg.mode.to_string(),
+            cfg.be_queues,
+        ));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let engine = Engine::new(device.clone(), cfg.clone(), stats.clone(), rx)?;
+        let thread = std::thread::Builder::new()
+            .name("reef-sched".into())
+            .spawn(move || engine.run())
+            .map_err(|e| SchedError::Internal(format!("spawning the scheduling thread: {e}")))?;
+        Ok(Arc::new(Scheduler {
+            device,
+            cfg,
+            models: RwLock::new(HashMap::new()),
+            next_queue: AtomicUsize::new(0),
+            tx,
+            stats,
+            thread: Mutex::new(Some(thread)),
+            stopped: AtomicBool::new(false),
+        }))
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &SchedConfig {
+        &self.cfg
+    }
+
+    /// The device it drives.
+    pub fn device(&self) -> &Arc<dyn Device> {
+        &self.device
+    }
+
+    /// Blocks until a request's result is available (for non-async callers).
+    pub fn infer_blocking(&self, req: InferRequest) -> Result<InferResponse, SchedError> {
+        let ticket = self.submit(req)?;
+        ticket
+            .blocking_recv()
+            .map_err(|_| SchedError::Internal("scheduler dropped the request".into()))?
+    }
+}
+
+impl Service for Scheduler {
+    fn models(&self) -> Vec<ModelInfo> {
+        let mut v: Vec<ModelInfo> = self
+            .models
+            .read()
+            .values()
+            .map(|e| e.info.clone())
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    fn submit(&self, req: InferRequest) -> Result<Ticket, SchedError> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(SchedError::Cancelled("server is shutting down".into()));
+        }
+        let entry = self
+            .models
+            .read()
+            .get(&req.model)
+            .cloned()
+            .ok_or_else(|| SchedError::UnknownModel(req.model.clone()))?;
+        let batch = entry.check_inputs(&req.inputs, self.cfg.max_batch)?;
+        let priority = req.priority.unwrap_or(entry.default_priority);
+        let depth = match priority {
+            Priority::Rt => (&self.stats.rt_depth, self.cfg.rt_capacity),
+            Priority::Be => (&self.stats.be_depth[entry.be_queue], self.cfg.be_capacity),
+        };
+        if depth.0.fetch_add(1, Ordering::AcqRel) >= depth.1 {
+            depth.0.fetch_sub(1, Ordering::AcqRel);
+            return Err(SchedError::Overloaded(format!(
+                "{priority} queue of model '{}' is full ({} waiting)",
+                req.model, depth.1
+            )));
+        }
+        let handle = match entry.handle(&self.device, batch) {
+            Ok(h) => h,
+            Err(e) => {
+                depth.0.fetch_sub(1, Ordering::AcqRel);
+                return Err(e);
+            }
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = Task {
+            entry,
+            handle,
+            batch,
+            priority,
+            inputs: req.inputs,
+            tx,
+            arrival: req.arrival,
+            started: None,
+            ctx: None,
+            next: 0,
+            end_mark: 0,
+            needs_begin: true,
+            preemptions: 0,
+            rerun: 0,
+        };
+        if self.tx.send(Msg::Task(Box::new(task))).is_err() {
+            depth.0.fetch_sub(1, Ordering::AcqRel);
+            return Err(SchedError::Cancelled("scheduler stopped".into()));
+        }
+        Ok(rx)
+    }
+
+    fn load_model(
+        &self,
+        name: &str,
+        source: GraphSource,
+        default_priority: Priority,
+    ) -> Result<(), SchedError> {
+        if name.is_empty() || name.contains('/') {
+            return Err(SchedError::InvalidInput(format!(
+                "invalid model name '{name}'"
+            )));
+        }
+        let q = self.next_queue.fetch_add(1, Ordering::Relaxed) % self.cfg.be_queues;
+        let entry = ModelEntry::load(&self.device, name, source, default_priority, q)?;
+        self.models
+            .write()
+            .insert(name.to_string(), Arc::new(entry));
+        Ok(())
+    }
+
+    fn unload_model(&self, name: &str) -> Result<(), SchedError> {
+        self.models
+            .write()
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| SchedError::UnknownModel(name.to_string()))
+    }
+
+    fn stats(&self) -> SchedStats {
+        self.stats.snapshot()
+    }
+
+    fn shutdown(&self) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = self.tx.send(Msg::Shutdown);
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,450 @@
+//! The scheduling thread: takes tasks from the submit channel and drives the
+//! device's lanes according to the mode.
+//!
+//! - `seq`: one task at a time to completion, RT first.
+//! - `stream`: the RT lane and every BE lane each run their queue's head task,
+//!   all kernels launched at once, nobody preempted.
+//! - `wait`: on RT arrival BE lanes get no more kernels (host-queue drop) and
+//!   the scheduler waits for the BE kernels already launched to finish.
+//! - `reset`: on RT arrival every busy BE lane's preemption flag is raised:
+//!   queued BE kernels exit at entry, running ones at their next tile; BE
+//!   tasks resume from their exact progress once no RT work is left.
+//! - `reef`: reset, plus dynamic kernel padding (see the module docs of
+//!   [`crate::padding`]).
+//!
+//! RT kernels are launched right after the flags are raised, so they overlap
+//! the BE drain instead of waiting for it.
+
+use crate::api::{Mode, Priority, SchedError};
+use crate::config::SchedConfig;
+use crate::stats::Stats;
+use crate::task::Task;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use reef_exec::{Device, Lane, Variant};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Messages to the scheduling thread.
+pub(crate) enum Msg {
+    Task(Box<Task>),
+    Shutdown,
+}
+
+pub(crate) struct Engine {
+    device: Arc<dyn Device>,
+    cfg: SchedConfig,
+    stats: Arc<Stats>,
+    rx: Receiver<Msg>,
+    rt_queue: VecDeque<Task>,
+    be_queues: Vec<VecDeque<Task>>,
+    rt_lane: Box<dyn Lane>,
+    be_lanes: Vec<Option<Box<dyn Lane>>>,
+    rt_running: VecDeque<Task>,
+    be_running: Vec<Option<Task>>,
+    /// Lanes whose flag is raised.
+    flagged: Vec<bool>,
+    shutting_down: bool,
+    last_tick: Instant,
+}
+
+fn internal(e: impl std::fmt::Display) -> SchedError {
+    SchedError::Internal(e.to_string())
+}
+
+impl Engine {
+    pub fn new(
+        device: Arc<dyn Device>,
+        cfg: SchedConfig,
+        stats: Arc<Stats>,
+        rx: Receiver<Msg>,
+    ) -> Result<Engine, SchedError> {
+        let rt_lane = device.lane(reef_exec::Priority::High).map_err(internal)?;
+        let n = cfg.be_queues;
+        Ok(Engine {
+            device,
+            stats,
+            rx,
+            rt_queue: VecDeque::new(),
+            be_queues: (0..n).map(|_| VecDeque::new()).collect(),
+            rt_lane,
+            be_lanes: (0..n).map(|_| None).collect(),
+            rt_running: VecDeque::new(),
+            be_running: (0..n).map(|_| None).collect(),
+            flagged: vec![false; n],
+            shutting_down: false,
+            cfg,
+            last_tick: Instant::now(),
+        })
+    }
+
+    fn be_lane(&mut self, q: usize) -> Result<&mut Box<dyn Lane>, SchedError> {
+        if self.be_lanes[q].is_none() {
+            self.be_lanes[q] = Some(
+                self.device
+                    .lane(reef_exec::Priority::Low)
+                    .map_err(internal)?,
+            );
+        }
+        Ok(self.be_lanes[q].as_mut().expect("lane just created"))
+    }
+
+    fn busy(&self) -> bool {
+        !self.rt_running.is_empty() || self.be_running.iter().any(|t| t.is_some())
+    }
+
+    fn has_work(&self) -> bool {
+        self.busy() || !self.rt_queue.is_empty() || self.be_queues.iter().any(|q| !q.is_empty())
+    }
+
+    fn accept(&mut self, msg: Msg) {
+        match msg {
+            Msg::Task(t) => {
+                let t = *t;
+                if self.shutting_down {
+                    self.dequeued(&t);
+                    t.fail(
+                        SchedError::Cancelled("server is shutting down".into()),
+                        false,
+                    );
+                } else if t.priority == Priority::Rt {
+                    self.rt_queue.push_back(t);
+                } else {
+                    let q = t.entry.be_queue;
+                    self.be_queues[q].push_back(t);
+                }
+            }
+            Msg::Shutdown => {
+                self.shutting_down = true;
+                for q in 0..self.be_queues.len() {
+                    while let Some(t) = self.be_queues[q].pop_front() {
+                        self.dequeued(&t);
+                        t.fail(
+                            SchedError::Cancelled("server is shutting down".into()),
+                            false,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn dequeued(&self, t: &Task) {
+        match t.priority {
+            Priority::Rt => self.stats.rt_depth.fetch_sub(1, Ordering::Relaxed),
+            Priority::Be => self.stats.be_depth[t.entry.be_queue].fetch_sub(1, Ordering::Relaxed),
+        };
+    }
+
+    /// Runs until shut down and drained.
+    pub fn run(mut self) {
+        loop {
+            if !self.has_work() {
+                if self.shutting_down {
+                    break;
+                }
+                match self.rx.recv_timeout(Duration::from_millis(50)) {
+                    Ok(m) => self.accept(m),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            while let Ok(m) = self.rx.try_recv() {
+                self.accept(m);
+            }
+            let now = Instant::now();
+            if self.busy() {
+                let d = now.duration_since(self.last_tick).as_nanos() as u64;
+                self.stats.busy_ns.fetch_add(d, Ordering::Relaxed);
+            }
+            self.last_tick = now;
+            if self.shutting_down {
+                self.cancel_running_be();
+            }
+            let r = match self.cfg.mode {
+                Mode::Seq => self.step_seq(),
+                Mode::Stream => self.step_stream(),
+                Mode::Wait | Mode::Reset | Mode::Reef => self.step_preemptive(),
+            };
+            if let Err(e) = r {
+                tracing::error!("scheduler step failed: {e}");
+                self.fail_all(e);
+            }
+            if self.busy() {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// A device fault: answer everything in flight with the error.
+    fn fail_all(&mut self, e: SchedError) {
+        let _ = self.rt_lane.synchronize();
+        for t in self.rt_running.drain(..) {
+            t.fail(e.clone(), false);
+        }
+        for q in 0..self.be_running.len() {
+            if let Some(t) = self.be_running[q].take() {
+                if let Some(l) = self.be_lanes[q].as_mut() {
+                    let _ = l.synchronize();
+                }
+                t.fail(e.clone(), false);
+            }
+        }
+    }
+
+    fn cancel_running_be(&mut self) {
+        for q in 0..self.be_running.len() {
+            if self.be_running[q].is_some() {
+                let lane = self.be_lanes[q].as_mut().expect("running task has a lane");
+                let _ = lane.set_preempt(true);
+                let _ = lane.synchronize();
+                let _ = lane.set_preempt(false);
+                self.flagged[q] = false;
+                if let Some(t) = self.be_running[q].take() {
+                    t.fail(
+                        SchedError::Cancelled("server is shutting down".into()),
+                        true,
+                    );
+                }
+            }
+        }
+    }
+
+    fn complete(&self, t: Task) {
+        let p = t.finish();
+        let i = if p == Priority::Rt { 0 } else { 1 };
+        self.stats.completed[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Starts a dequeued task (context, inputs); answers and drops it on failure.
+    fn start(&self, mut t: Task) -> Option<Task> {
+        self.dequeued(&t);
+        if t.cancelled() {
+            return None;
+        }
+        match t.start() {
+            Ok(()) => Some(t),
+            Err(e) => {
+                t.fail(e, false);
+                None
+            }
+        }
+    }
+
+    /// Enqueues every remaining kernel of `t` on `lane` as `variant`.
+    fn launch_all(lane: &mut dyn Lane, t: &mut Task, variant: Variant) -> Result<(), SchedError> {
+        let ctx = t.ctx.as_mut().expect("started task has a context");
+        if t.needs_begin {
+            lane.begin(ctx.as_mut(), t.next).map_err(internal)?;
+            t.needs_begin = false;
+        }
+        for i in t.next..t.handle.plan().kernels.len() {
+            lane.enqueue(ctx.as_mut(), i, variant).map_err(internal)?;
+        }
+        t.next = t.kernels();
+        t.end_mark = lane.enqueued();
+        Ok(())
+    }
+
+    fn step_seq(&mut self) -> Result<(), SchedError> {
+        let next = if let Some(t) = self.rt_queue.pop_front() {
+            Some(t)
+        } else {
+            let q = (0..self.be_queues.len()).find(|&q| !self.be_queues[q].is_empty());
+            q.and_then(|q| self.be_queues[q].pop_front())
+        };
+        let Some(t) = next else { return Ok(()) };
+        let Some(mut t) = self.start(t) else {
+            return Ok(());
+        };
+        Self::launch_all(self.rt_lane.as_mut(), &mut t, Variant::Rt)?;
+        self.rt_lane.synchronize().map_err(internal)?;
+        self.complete(t);
+        Ok(())
+    }
+
+    /// Launches every queued RT task on the RT lane (they run back to back).
+    fn launch_rt(&mut self) -> Result<bool, SchedError> {
+        let mut launched = false;
+        while let Some(t) = self.rt_queue.pop_front() {
+            if let Some(mut t) = self.start(t) {
+                Self::launch_all(self.rt_lane.as_mut(), &mut t, Variant::Rt)?;
+                self.rt_running.push_back(t);
+                launched = true;
+            }
+        }
+        Ok(launched)
+    }
+
+    fn poll_rt(&mut self) -> Result<(), SchedError> {
+        if self.rt_running.is_empty() {
+            return Ok(());
+        }
+        let done = self.rt_lane.retired().map_err(internal)?;
+        while self.rt_running.front().is_some_and(|t| t.end_mark <= done) {
+            let t = self.rt_running.pop_front().expect("checked front");
+            self.complete(t);
+        }
+        Ok(())
+    }
+
+    fn step_stream(&mut self) -> Result<(), SchedError> {
+        self.launch_rt()?;
+        self.poll_rt()?;
+        for q in 0..self.be_queues.len() {
+            if self.be_running[q].is_none() {
+                if let Some(t) = self.be_queues[q].pop_front() {
+                    if let Some(mut t) = self.start(t) {
+                        Self::launch_all(self.be_lane(q)?.as_mut(), &mut t, Variant::Rt)?;
+                        self.be_running[q] = Some(t);
+                    }
+                }
+            }
+            if let Some(t) = &self.be_running[q] {
+                let mark = t.end_mark;
+                let lane = self.be_lanes[q].as_mut().expect("running task has a lane");
+                if lane.retired().map_err(internal)? >= mark {
+                    let t = self.be_running[q].take().expect("checked");
+                    self.complete(t);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// BE lanes with kernels in flight.
+    fn busy_be_lanes(&mut self) -> Result<Vec<usize>, SchedError> {
+        let mut v = vec![];
+        for q in 0..self.be_lanes.len() {
+            if self.be_running[q].is_none() {
+                continue;
+            }
+            let lane = self.be_lanes[q].as_mut().expect("running task has a lane");
+            if lane.retired().map_err(internal)? < lane.enqueued() {
+                v.push(q);
+            }
+        }
+        Ok(v)
+    }
+
+    fn step_preemptive(&mut self) -> Result<(), SchedError> {
+        if !self.rt_queue.is_empty() {
+            let arrival = self
+                .rt_queue
+                .iter()
+                .map(|t| t.arrival)
+                .min()
+                .expect("non-empty");
+            let busy = self.busy_be_lanes()?;
+            if self.cfg.mode != Mode::Wait {
+                for &q in &busy {
+                    self.be_lanes[q]
+                        .as_mut()
+                        .expect("busy lane")
+                        .set_preempt(true)
+                        .map_err(internal)?;
+                    self.flagged[q] = true;
+                }
+            }
+            self.launch_rt()?;
+            if !busy.is_empty() {
+                let mut rerun = 0;
+                for &q in &busy {
+                    let lane = self.be_lanes[q].as_mut().expect("busy lane");
+                    lane.synchronize().map_err(internal)?;
+                    let t = self.be_running[q].as_mut().expect("busy lane has a task");
+                    let p = t
+                        .ctx
+                        .as_mut()
+                        .expect("running")
+                        .progress()
+                        .map_err(internal)?;
+                    let lost = t.next.saturating_sub(p);
+                    rerun += lost as u64;
+                    t.rerun += lost as u32;
+                    t.preemptions += 1;
+                    t.next = p;
+                    t.needs_begin = true;
+                }
+                self.stats.record_preemption(arrival.elapsed(), rerun);
+            }
+        }
+        self.poll_rt()?;
+        if self.rt_running.is_empty() && self.rt_queue.is_empty() {
+            for q in 0..self.flagged.len() {
+                if self.flagged[q] {
+                    self.be_lanes[q]
+                        .as_mut()
+                        .expect("flagged lane")
+                        .set_preempt(false)
+                        .map_err(internal)?;
+                    self.flagged[q] = false;
+                }
+            }
+            self.feed_be()?;
+        }
+        Ok(())
+    }
+
+    /// Keeps every BE lane at most `be_depth` kernels deep; finishes tasks.
+    fn feed_be(&mut self) -> Result<(), SchedError> {
+        let depth = self.cfg.be_depth as u64;
+        for q in 0..self.be_queues.len() {
+            if self.be_running[q].is_none() {
+                let Some(t) = self.be_queues[q].pop_front() else {
+                    continue;
+                };
+                self.be_running[q] = self.start(t);
+                if self.be_running[q].is_none() {
+                    continue;
+                }
+            }
+            self.be_lane(q)?;
+            let lane = self.be_lanes[q].as_mut().expect("created above");
+            let t = self.be_running[q].as_mut().expect("checked");
+            let in_flight = lane.enqueued() - lane.retired().map_err(internal)?;
+            if t.cancelled() {
+                if in_flight == 0 {
+                    let t = self.be_running[q].take().expect("checked");
+                    t.fail(SchedError::Cancelled("client went away".into()), true);
+                }
+                continue;
+            }
+            let n = t.kernels();
+            if t.next < n {
+                let ctx = t.ctx.as_mut().expect("running");
+                if t.needs_begin {
+                    lane.begin(ctx.as_mut(), t.next).map_err(internal)?;
+                    t.needs_begin = false;
+                }
+                let mut room = depth.saturating_sub(in_flight);
+                while room > 0 && t.next < n {
+                    lane.enqueue(ctx.as_mut(), t.next, Variant::Be)
+                        .map_err(internal)?;
+                    t.next += 1;
+                    room -= 1;
+                }
+            } else if in_flight == 0 {
+                let p = t
+                    .ctx
+                    .as_mut()
+                    .expect("running")
+                    .progress()
+                    .map_err(internal)?;
+                if p >= n {
+                    let t = self.be_running[q].take().expect("checked");
+                    self.complete(t);
+                } else {
+                    // A kernel exited early without a preemption we know of.
+                    let t = self.be_running[q].as_mut().expect("checked");
+                    tracing::warn!(model = %t.entry.name, progress = p, "BE task incomplete; resuming");
+                    t.rerun += (t.next - p) as u32;
+                    t.next = p;
+                    t.needs_begin = true;
+                }
+            }
+        }
+        Ok(())
+    }
+}

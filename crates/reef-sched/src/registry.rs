@@ -1,0 +1,176 @@
+//! The models a scheduler serves: their graph sources, compiled plans per
+//! batch size, device handles and pools of reusable task contexts.
+
+use crate::api::{GraphSource, ModelInfo, Priority, SchedError, TensorInfo};
+use parking_lot::Mutex;
+use reef_exec::{Context, Device, ModelHandle};
+use reef_model::Tensor;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One model and everything compiled for it.
+pub struct ModelEntry {
+    /// Name.
+    pub name: String,
+    /// Builds the graph for a batch size.
+    pub source: GraphSource,
+    /// Default priority.
+    pub default_priority: Priority,
+    /// Client-facing description.
+    pub info: ModelInfo,
+    /// BE queue its BE requests go to.
+    pub be_queue: usize,
+    handles: Mutex<HashMap<usize, Arc<dyn ModelHandle>>>,
+    contexts: Mutex<HashMap<usize, Vec<Box<dyn Context>>>>,
+}
+
+impl ModelEntry {
+    /// Compiles and loads the model for batch 1 (so that load errors surface
+    /// at load time), describing its I/O.
+    pub fn load(
+        device: &Arc<dyn Device>,
+        name: &str,
+        source: GraphSource,
+        default_priority: Priority,
+        be_queue: usize,
+    ) -> Result<ModelEntry, SchedError> {
+        let handle = compile_load(device, name, &source, 1)?;
+        let plan = handle.plan();
+        let io = |b: &reef_plan::IoBinding| TensorInfo {
+            name: b.name.clone(),
+            dtype: b.dtype,
+            shape: b
+                .shape
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| if i == 0 { -1 } else { d as i64 })
+                .collect(),
+        };
+        let info = ModelInfo {
+            name: name.to_string(),
+            default_priority,
+            inputs: plan.inputs.iter().map(io).collect(),
+            outputs: plan.outputs.iter().map(io).collect(),
+            ready: true,
+        };
+        let mut handles = HashMap::new();
+        handles.insert(1, handle);
+        Ok(ModelEntry {
+            name: name.to_string(),
+            source,
+            default_priority,
+            info,
+            be_queue,
+            handles: Mutex::new(handles),
+            contexts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The device handle for a batch size, compiled on first use.
+    pub fn handle(
+        &self,
+        device: &Arc<dyn Device>,
+        batch: usize,
+    ) -> Result<Arc<dyn ModelHandle>, SchedError> {
+        if let Some(h) = self.handles.lock().get(&batch) {
+            return Ok(h.clone());
+        }
+        let h = compile_load(device, &self.name, &self.source, batch)?;
+        Ok(self.handles.lock().entry(batch).or_insert(h).clone())
+    }
+
+    /// A context for the batch size (from the pool, or new).
+    pub fn take_context(
+        &self,
+        handle: &Arc<dyn ModelHandle>,
+        batch: usize,
+    ) -> Result<Box<dyn Context>, SchedError> {
+        if let Some(c) = self.contexts.lock().get_mut(&batch).and_then(|v| v.pop()) {
+            return Ok(c);
+        }
+        handle
+            .context()
+            .map_err(|e| SchedError::Internal(format!("model '{}': {e}", self.name)))
+    }
+
+    /// Returns a context to the pool.
+    pub fn give_context(&self, batch: usize, ctx: Box<dyn Context>) {
+        let mut pool = self.contexts.lock();
+        let v = pool.entry(batch).or_default();
+        if v.len() < 8 {
+            v.push(ctx);
+        }
+    }
+
+    /// Checks a request's inputs against the model; returns the batch size.
+    pub fn check_inputs(&self, inputs: &[Tensor], max_batch: usize) -> Result<usize, SchedError> {
+        let want = &self.info.inputs;
+        if inputs.len() != want.len() {
+            return Err(SchedError::InvalidInput(format!(
+                "model '{}' takes {} inputs ({}), got {}",
+                self.name,
+                want.len(),
+                want.iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                inputs.len()
+            )));
+        }
+        let mut batch = None;
+        for (t, w) in inputs.iter().zip(want) {
+            if t.dtype() != w.dtype {
+                return Err(SchedError::InvalidInput(format!(
+                    "input '{}' of model '{}' must be {}, got {}",
+                    w.name,
+                    self.name,
+                    w.dtype.kserve_name(),
+                    t.dtype().kserve_name()
+                )));
+            }
+            let ok = t.shape.len() == w.shape.len()
+                && t.shape
+                    .iter()
+                    .zip(&w.shape)
+                    .skip(1)
+                    .all(|(&a, &b)| a as i64 == b)
+                && !t.shape.is_empty();
+            if !ok {
+                return Err(SchedError::InvalidInput(format!(
+                    "input '{}' of model '{}' must have shape {:?} (-1 = batch), got {:?}",
+                    w.name, self.name, w.shape, t.shape
+                )));
+            }
+            let b = t.shape[0];
+            if *batch.get_or_insert(b) != b {
+                return Err(SchedError::InvalidInput(format!(
+                    "inputs of model '{}' disagree on the batch size",
+                    self.name
+                )));
+            }
+        }
+        let b = batch.unwrap_or(1);
+        if b == 0 || b > max_batch {
+            return Err(SchedError::InvalidInput(format!(
+                "batch size {b} is outside 1..={max_batch}"
+            )));
+        }
+        Ok(b)
+    }
+}
+
+fn compile_load(
+    device: &Arc<dyn Device>,
+    name: &str,
+    source: &GraphSource,
+    batch: usize,
+) -> Result<Arc<dyn ModelHandle>, SchedError> {
+    let graph =
+        source(batch).map_err(|e| SchedError::InvalidInput(format!("model '{name}': {e}")))?;
+    let plan = reef_plan::compile(&graph)
+        .map_err(|e| SchedError::InvalidInput(format!("model '{name}': {e}")))?;
+    tracing::info!(model = name, "{}", plan.summary());
+    device
+        .load(Arc::new(plan))
+        .map_err(|e| SchedError::Internal(format!("model '{name}': {e}")))
+}

@@ -1,0 +1,95 @@
+//! Scheduler counters and latency histograms, shared between the scheduling
+//! thread (writer) and front ends (readers of snapshots).
+
+use crate::api::{LatencySummary, SchedStats};
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Live statistics of one scheduler.
+pub struct Stats {
+    pub(crate) device: String,
+    pub(crate) mode: String,
+    pub(crate) rt_depth: AtomicUsize,
+    pub(crate) be_depth: Vec<AtomicUsize>,
+    pub(crate) completed: [AtomicU64; 2],
+    pub(crate) preemptions: AtomicU64,
+    pub(crate) kernels_rerun: AtomicU64,
+    pub(crate) busy_ns: AtomicU64,
+    pub(crate) start: Instant,
+    preempt: Mutex<Histogram<u64>>,
+    padding: Mutex<Histogram<u64>>,
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
+}
+
+fn summary(h: &Histogram<u64>) -> LatencySummary {
+    if h.is_empty() {
+        return LatencySummary::default();
+    }
+    LatencySummary {
+        count: h.len(),
+        mean: h.mean() / 1000.0,
+        p50: h.value_at_quantile(0.5) as f64 / 1000.0,
+        p99: h.value_at_quantile(0.99) as f64 / 1000.0,
+        max: h.max() as f64 / 1000.0,
+    }
+}
+
+impl Stats {
+    pub(crate) fn new(device: String, mode: String, be_queues: usize) -> Stats {
+        Stats {
+            device,
+            mode,
+            rt_depth: AtomicUsize::new(0),
+            be_depth: (0..be_queues).map(|_| AtomicUsize::new(0)).collect(),
+            completed: [AtomicU64::new(0), AtomicU64::new(0)],
+            preemptions: AtomicU64::new(0),
+            kernels_rerun: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
+            start: Instant::now(),
+            preempt: Mutex::new(hist()),
+            padding: Mutex::new(hist()),
+        }
+    }
+
+    /// Records one preemption's latency.
+    pub(crate) fn record_preemption(&self, d: Duration, rerun: u64) {
+        self.preemptions.fetch_add(1, Ordering::Relaxed);
+        self.kernels_rerun.fetch_add(rerun, Ordering::Relaxed);
+        let _ = self.preempt.lock().record((d.as_nanos() as u64).max(1));
+    }
+
+    /// Records one padding selection's latency.
+    #[allow(dead_code)]
+    pub(crate) fn record_padding(&self, d: Duration) {
+        let _ = self.padding.lock().record((d.as_nanos() as u64).max(1));
+    }
+
+    /// A snapshot.
+    pub fn snapshot(&self) -> SchedStats {
+        let wall = self.start.elapsed().as_nanos().max(1) as f64;
+        SchedStats {
+            device: self.device.clone(),
+            mode: self.mode.clone(),
+            rt_queue_depth: self.rt_depth.load(Ordering::Relaxed),
+            be_queue_depth: self
+                .be_depth
+                .iter()
+                .map(|d| d.load(Ordering::Relaxed))
+                .sum(),
+            completed: [
+                self.completed[0].load(Ordering::Relaxed),
+                self.completed[1].load(Ordering::Relaxed),
+            ],
+            preemptions: self.preemptions.load(Ordering::Relaxed),
+            kernels_rerun: self.kernels_rerun.load(Ordering::Relaxed),
+            preempt_latency_us: summary(&self.preempt.lock()),
+            padding_latency_us: summary(&self.padding.lock()),
+            busy_fraction: (self.busy_ns.load(Ordering::Relaxed) as f64 / wall).min(1.0),
+        }
+    }
+}

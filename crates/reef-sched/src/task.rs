@@ -1,0 +1,107 @@
+//! A task: one request on its way through the scheduler.
+
+use crate::api::{InferResponse, Priority, SchedError, TaskStats};
+use crate::registry::ModelEntry;
+use reef_exec::{Context, ModelHandle};
+use reef_model::Tensor;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// One request being scheduled.
+pub(crate) struct Task {
+    pub entry: Arc<ModelEntry>,
+    pub handle: Arc<dyn ModelHandle>,
+    pub batch: usize,
+    pub priority: Priority,
+    pub inputs: Vec<Tensor>,
+    pub tx: oneshot::Sender<Result<InferResponse, SchedError>>,
+    pub arrival: Instant,
+    pub started: Option<Instant>,
+    pub ctx: Option<Box<dyn Context>>,
+    /// Next kernel to enqueue.
+    pub next: usize,
+    /// Lane's enqueued count after this task's last kernel (whole-task launches).
+    pub end_mark: u64,
+    /// The lane must `begin` again before the next enqueue (fresh or resumed).
+    pub needs_begin: bool,
+    pub preemptions: u32,
+    pub rerun: u32,
+}
+
+impl Task {
+    pub fn kernels(&self) -> usize {
+        self.handle.plan().kernels.len()
+    }
+
+    /// The client went away (ticket dropped).
+    pub fn cancelled(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Takes a context and writes the inputs.
+    pub fn start(&mut self) -> Result<(), SchedError> {
+        let mut ctx = self.entry.take_context(&self.handle, self.batch)?;
+        for (i, t) in self.inputs.iter().enumerate() {
+            ctx.write_input(i, &t.to_bytes())
+                .map_err(|e| SchedError::Internal(format!("writing input {i}: {e}")))?;
+        }
+        self.inputs = Vec::new();
+        self.ctx = Some(ctx);
+        self.started = Some(Instant::now());
+        self.next = 0;
+        self.needs_begin = true;
+        Ok(())
+    }
+
+    /// Reads the outputs, returns the context to the pool and answers.
+    pub fn finish(mut self) -> Priority {
+        let prio = self.priority;
+        let result = self.read_outputs();
+        if let Some(ctx) = self.ctx.take() {
+            self.entry.give_context(self.batch, ctx);
+        }
+        let stats = TaskStats {
+            queued: self
+                .started
+                .unwrap_or(self.arrival)
+                .saturating_duration_since(self.arrival),
+            latency: self.arrival.elapsed(),
+            preemptions: self.preemptions,
+            kernels_rerun: self.rerun,
+        };
+        let _ = self.tx.send(result.map(|outputs| InferResponse {
+            outputs,
+            priority: prio,
+            stats,
+        }));
+        prio
+    }
+
+    fn read_outputs(&mut self) -> Result<Vec<Tensor>, SchedError> {
+        let ctx = self
+            .ctx
+            .as_mut()
+            .ok_or_else(|| SchedError::Internal("task finished without a context".into()))?;
+        let plan = self.handle.plan().clone();
+        plan.outputs
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let bytes = ctx.read_output(i).map_err(|e| {
+                    SchedError::Internal(format!("reading output '{}': {e}", o.name))
+                })?;
+                Tensor::from_bytes(o.dtype, o.shape.clone(), &bytes)
+                    .map_err(|e| SchedError::Internal(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// Answers with an error, recycling the context if the device is done with it.
+    pub fn fail(mut self, err: SchedError, recycle: bool) {
+        if let (true, Some(ctx)) = (recycle, self.ctx.take()) {
+            self.entry.give_context(self.batch, ctx);
+        }
+        let _ = self.tx.send(Err(err));
+    }
+}
