@@ -1,1 +1,208 @@
-fn main() {}
+//! The `reef` command line: serve models, run a client, list and export the
+//! zoo, self-test a device, and benchmark.
+
+mod bench_models;
+mod cases;
+mod device;
+mod selftest;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use device::DeviceChoice;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "reef",
+    version,
+    about = "reef: GPU inference for real-time and best-effort DNN requests side by side"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List the built-in zoo models.
+    Models,
+    /// Export a zoo model as ONNX and/or safetensors.
+    Export {
+        /// Zoo model name.
+        name: String,
+        /// Output directory.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// What to write.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Both)]
+        format: ExportFormat,
+        /// Batch size baked into the exported graph's shapes (dim 0 stays symbolic in ONNX).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Weight seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Check a device: every kernel and zoo model against the CPU backend, and
+    /// preemption at random points against unpreempted runs.
+    Selftest {
+        /// Device under test.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+        /// Zoo models to check (comma separated; default all).
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// Random preemptions per model.
+        #[arg(long, default_value_t = 5)]
+        preemptions: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Relative L2 tolerance of whole models on the GPU (TF32) against the CPU.
+        #[arg(long, default_value_t = 1e-3)]
+        model_tol: f64,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Latency of zoo models, RT and BE variants.
+    Models {
+        /// Device.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+        /// Models (comma separated; default the eight full-size zoo models).
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// Batch sizes.
+        #[arg(long, value_delimiter = ',', default_value = "1,8")]
+        batches: Vec<usize>,
+        /// Timed runs per configuration.
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+        /// Write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExportFormat {
+    Onnx,
+    Safetensors,
+    Both,
+}
+
+/// The full-size zoo models.
+pub const FULL_MODELS: [&str; 8] = [
+    "resnet18",
+    "resnet50",
+    "resnet152",
+    "vgg19",
+    "densenet201",
+    "inception_v3",
+    "mobilenet_v2",
+    "bert_base",
+];
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    match cli.cmd {
+        Cmd::Models => {
+            for n in reef_zoo::names() {
+                match reef_zoo::info(n) {
+                    Some(i) => println!("{n:<16} {}", i.description),
+                    None => println!("{n}"),
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Export {
+            name,
+            out,
+            format,
+            batch,
+            seed,
+        } => {
+            let g = reef_zoo::build(&name, batch, seed)?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            if matches!(format, ExportFormat::Onnx | ExportFormat::Both) {
+                let p = out.join(format!("{name}.onnx"));
+                std::fs::write(&p, reef_onnx::export(&g)?)
+                    .with_context(|| format!("writing {}", p.display()))?;
+                println!("wrote {}", p.display());
+            }
+            if matches!(format, ExportFormat::Safetensors | ExportFormat::Both) {
+                let p = out.join(format!("{name}.safetensors"));
+                reef_model::weights::save_safetensors(&reef_model::weights::named_weights(&g), &p)?;
+                println!("wrote {}", p.display());
+            }
+            Ok(0)
+        }
+        Cmd::Selftest {
+            device,
+            models,
+            preemptions,
+            seed,
+            model_tol,
+        } => {
+            let dev = device::open(device, None)?;
+            let ok = selftest::run(
+                dev,
+                &selftest::Options {
+                    models,
+                    preemptions,
+                    seed,
+                    model_tol,
+                },
+            )?;
+            Ok(if ok { 0 } else { 1 })
+        }
+        Cmd::Bench {
+            what:
+                BenchCmd::Models {
+                    device,
+                    models,
+                    batches,
+                    iters,
+                    json,
+                },
+        } => {
+            if iters == 0 || batches.contains(&0) {
+                bail!("--iters and every batch size must be at least 1");
+            }
+            let dev = device::open(device, None)?;
+            let models = if models.is_empty() {
+                FULL_MODELS.iter().map(|s| s.to_string()).collect()
+            } else {
+                models
+            };
+            let res = bench_models::run(dev, &models, &batches, iters)?;
+            if let Some(p) = json {
+                std::fs::write(&p, serde_json::to_string_pretty(&res)?)
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+            Ok(0)
+        }
+    }
+}

@@ -203,7 +203,8 @@ pub fn eval_node(g: &Graph, node: &Node) -> Result<Option<Vec<Tensor>>> {
             vec![t.to_f64_vec().first().copied().unwrap_or(0.0); numel(&oshape)]
         }
         Op::Range => {
-            let (s, d) = (x(0)[0], x(2)[0]);
+            let first = |v: Vec<f64>| v.first().copied().unwrap_or(0.0);
+            let (s, d) = (first(x(0)), first(x(2)));
             (0..numel(&oshape)).map(|i| s + i as f64 * d).collect()
         }
         Op::Expand => {

@@ -49,7 +49,10 @@ pub fn out_dim(
     dil: usize,
     ceil: bool,
 ) -> Option<usize> {
-    let eff = dil * (k - 1) + 1;
+    if k == 0 || dil == 0 {
+        return None;
+    }
+    let eff = dil.checked_mul(k - 1)? + 1;
     let padded = input + pad0 + pad1;
     if padded < eff || stride == 0 {
         return None;

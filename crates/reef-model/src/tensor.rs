@@ -100,9 +100,9 @@ impl fmt::Debug for Tensor {
     }
 }
 
-/// Number of elements of a shape.
+/// Number of elements of a shape (saturating, so absurd shapes cannot overflow).
 pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    shape.iter().fold(1usize, |a, &d| a.saturating_mul(d))
 }
 
 /// Row-major strides of a shape, in elements.

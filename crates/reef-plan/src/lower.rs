@@ -115,8 +115,8 @@ impl<'g> Lowerer<'g> {
         &self.g.values[v].shape
     }
 
-    fn single_consumer(&self, v: ValueId) -> Option<&'g Node> {
-        if self.is_output[v] || self.consumers[v].len() != 1 {
+    fn single_consumer(&self, v: ValueId, absorbed: &[bool]) -> Option<&'g Node> {
+        if self.is_output[v] || self.consumers[v].len() != 1 || absorbed[self.consumers[v][0]] {
             return None;
         }
         let n = &self.g.nodes[self.consumers[v][0]];
@@ -212,7 +212,8 @@ impl<'g> Lowerer<'g> {
     }
 
     /// Finds what a Conv / Gemm / MatMul head can absorb.
-    fn plan_fusion(&self, head: &Node) -> (Fusion, ValueId) {
+    /// Nodes already claimed by an earlier chain (`absorbed`) are not taken.
+    fn plan_fusion(&self, head: &Node, absorbed: &[bool]) -> (Fusion, ValueId) {
         let mut f = Fusion::default();
         let mut out = head.outputs[0];
         let is_conv = matches!(head.op, Op::Conv(_));
@@ -224,7 +225,7 @@ impl<'g> Lowerer<'g> {
                 .unwrap()
         };
         if is_conv {
-            if let Some(bn) = self.single_consumer(out) {
+            if let Some(bn) = self.single_consumer(out, absorbed) {
                 let consts = (1..5).all(|i| bn.input(i).and_then(|v| self.g.constant(v)).is_some());
                 if matches!(bn.op, Op::BatchNorm { .. })
                     && bn.input(0) == Some(out)
@@ -237,7 +238,7 @@ impl<'g> Lowerer<'g> {
             }
         }
         let out_shape = self.shape(out).to_vec();
-        if let Some(add) = self.single_consumer(out) {
+        if let Some(add) = self.single_consumer(out, absorbed) {
             if matches!(add.op, Op::Add) && add.inputs.len() == 2 {
                 let other = if add.input(0) == Some(out) {
                     add.input(1)
@@ -261,7 +262,7 @@ impl<'g> Lowerer<'g> {
             }
         }
         if f.bias_add.is_some() && f.residual.is_none() {
-            if let Some(add) = self.single_consumer(out) {
+            if let Some(add) = self.single_consumer(out, absorbed) {
                 if matches!(add.op, Op::Add) && add.inputs.len() == 2 {
                     let other = if add.input(0) == Some(out) {
                         add.input(1)
@@ -280,7 +281,7 @@ impl<'g> Lowerer<'g> {
                 }
             }
         }
-        if let Some(a) = self.single_consumer(out) {
+        if let Some(a) = self.single_consumer(out, absorbed) {
             if a.input(0) == Some(out) {
                 if let Some(act) = self.act_of(a) {
                     f.act = Some((idx(a), act));
@@ -344,7 +345,7 @@ impl<'g> Lowerer<'g> {
             {
                 continue;
             }
-            let (f, out) = self.plan_fusion(n);
+            let (f, out) = self.plan_fusion(n, &absorbed);
             let members: Vec<NodeId> = [
                 f.bn,
                 f.bias_add.map(|x| x.0),

@@ -1,0 +1,447 @@
+//! Single-op test graphs covering every kernel family and its variants, with
+//! random weights: `reef selftest` runs each on the device under test and on
+//! the CPU backend.
+
+use anyhow::Result;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use reef_model::op::{ConvAttrs, PoolAttrs};
+use reef_model::{Act, DType, Graph, GraphBuilder, Op, PadMode, PoolKind, Tensor};
+
+/// A named single-kernel test graph; `tf32` marks ops that run on tensor cores.
+pub struct Case {
+    /// Name.
+    pub name: String,
+    /// The graph.
+    pub graph: Graph,
+    /// Computed with TF32 tensor cores on the GPU (looser tolerance).
+    pub tf32: bool,
+}
+
+/// Random f32 tensor in [-1, 1).
+pub fn rand_tensor(rng: &mut ChaCha8Rng, shape: &[usize]) -> Tensor {
+    let n: usize = shape.iter().product();
+    Tensor::f32(
+        shape.to_vec(),
+        (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
+    )
+    .expect("sizes match")
+}
+
+/// Random inputs for a graph: f32 in [-1, 1), i64 in [0, 100), bool at random.
+pub fn random_inputs(g: &Graph, rng: &mut ChaCha8Rng) -> Vec<Tensor> {
+    g.inputs
+        .iter()
+        .map(|&i| {
+            let v = &g.values[i];
+            let n: usize = v.shape.iter().product();
+            match v.dtype {
+                // Masks are 0/1 (mostly 1); ids stay below every zoo vocabulary.
+                DType::I64 if v.name.contains("mask") => Tensor::i64(
+                    v.shape.clone(),
+                    (0..n).map(|_| rng.random_bool(0.9) as i64).collect(),
+                ),
+                DType::I64 => Tensor::i64(
+                    v.shape.clone(),
+                    (0..n).map(|_| rng.random_range(0..1000)).collect(),
+                ),
+                DType::Bool => Tensor::bool(
+                    v.shape.clone(),
+                    (0..n).map(|_| rng.random_bool(0.5)).collect(),
+                ),
+                _ => Ok(rand_tensor(rng, &v.shape)),
+            }
+            .expect("sizes match")
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv(
+    rng: &mut ChaCha8Rng,
+    name: &str,
+    x: [usize; 4],
+    k: usize,
+    rs: usize,
+    stride: usize,
+    pad: usize,
+    dil: usize,
+    groups: usize,
+    residual: bool,
+    act: Option<Op>,
+) -> Result<Case> {
+    let mut b = GraphBuilder::new(name);
+    let xi = b.input("x", DType::F32, x.to_vec())?;
+    let scale = 1.0 / ((x[1] / groups * rs * rs) as f32).sqrt();
+    let mut w = rand_tensor(rng, &[k, x[1] / groups, rs, rs]);
+    w = Tensor::f32(
+        w.shape.clone(),
+        w.as_f32().unwrap().iter().map(|v| v * scale).collect(),
+    )?;
+    let wi = b.initializer("w", w)?;
+    let bi = b.initializer("b", rand_tensor(rng, &[k]))?;
+    let attrs = ConvAttrs {
+        kernel: [rs, rs],
+        stride: [stride; 2],
+        pads: [pad; 4],
+        dilation: [dil; 2],
+        groups,
+    };
+    let mut y = b.node_named(
+        "conv",
+        Op::Conv(attrs),
+        vec![Some(xi), Some(wi), Some(bi)],
+        &["y"],
+    )?[0];
+    if residual {
+        let shape = b.shape(y).to_vec();
+        let r = b.input("r", DType::F32, shape)?;
+        y = b.node("add", Op::Add, &[y, r])?;
+    }
+    if let Some(a) = act {
+        y = b.node("act", a, &[y])?;
+    }
+    b.output(y);
+    Ok(Case {
+        name: name.into(),
+        graph: b.finish()?,
+        tf32: groups != x[1] || groups == 1,
+    })
+}
+
+fn unary(name: &str, op: Op, shape: &[usize]) -> Result<Case> {
+    let mut b = GraphBuilder::new(name);
+    let x = b.input("x", DType::F32, shape.to_vec())?;
+    let y = b.node("op", op, &[x])?;
+    b.output(y);
+    Ok(Case {
+        name: name.into(),
+        graph: b.finish()?,
+        tf32: false,
+    })
+}
+
+/// Every test case.
+pub fn all(seed: u64) -> Result<Vec<Case>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let r = &mut rng;
+    let mut v = vec![
+        conv(
+            r,
+            "conv3x3_s1",
+            [2, 32, 28, 28],
+            64,
+            3,
+            1,
+            1,
+            1,
+            1,
+            false,
+            Some(Op::Relu),
+        )?,
+        conv(
+            r,
+            "conv3x3_s2_residual",
+            [1, 64, 30, 30],
+            64,
+            3,
+            2,
+            1,
+            1,
+            1,
+            false,
+            None,
+        )?,
+        conv(
+            r,
+            "conv1x1_residual_relu",
+            [2, 64, 14, 14],
+            64,
+            1,
+            1,
+            0,
+            1,
+            1,
+            true,
+            Some(Op::Relu),
+        )?,
+        conv(
+            r,
+            "conv7x7_s2",
+            [1, 3, 64, 64],
+            32,
+            7,
+            2,
+            3,
+            1,
+            1,
+            false,
+            Some(Op::Relu),
+        )?,
+        conv(
+            r,
+            "conv_dilated_grouped",
+            [1, 32, 17, 19],
+            48,
+            3,
+            1,
+            2,
+            2,
+            4,
+            false,
+            None,
+        )?,
+        conv(
+            r,
+            "conv_depthwise_relu6",
+            [2, 48, 20, 20],
+            48,
+            3,
+            2,
+            1,
+            1,
+            48,
+            false,
+            Some(Op::Clip {
+                min: Some(0.0),
+                max: Some(6.0),
+            }),
+        )?,
+        conv(
+            r,
+            "conv_odd_channels",
+            [1, 13, 9, 11],
+            37,
+            3,
+            1,
+            1,
+            1,
+            1,
+            false,
+            Some(Op::Sigmoid),
+        )?,
+    ];
+    // Gemm with bias (torch Linear) and batched MatMul with broadcasting.
+    {
+        let mut b = GraphBuilder::new("gemm_bias_relu");
+        let x = b.input("x", DType::F32, vec![5, 300])?;
+        let w = b.initializer("w", rand_tensor(r, &[130, 300]))?;
+        let bias = b.initializer("b", rand_tensor(r, &[130]))?;
+        let y = b.node(
+            "gemm",
+            Op::Gemm {
+                alpha: 0.5,
+                beta: 1.0,
+                trans_a: false,
+                trans_b: true,
+            },
+            &[x, w, bias],
+        )?;
+        let y = b.node("relu", Op::Relu, &[y])?;
+        b.output(y);
+        v.push(Case {
+            name: "gemm_bias_relu".into(),
+            graph: b.finish()?,
+            tf32: true,
+        });
+    }
+    {
+        let mut b = GraphBuilder::new("matmul_batched_bias_residual");
+        let x = b.input("x", DType::F32, vec![2, 3, 40, 72])?;
+        let w = b.initializer("w", rand_tensor(r, &[72, 56]))?;
+        let bias = b.initializer("b", rand_tensor(r, &[56]))?;
+        let res = b.input("r", DType::F32, vec![2, 3, 40, 56])?;
+        let y = b.node("mm", Op::MatMul, &[x, w])?;
+        let y = b.node("bias", Op::Add, &[y, bias])?;
+        let y = b.node("res", Op::Add, &[y, res])?;
+        b.output(y);
+        v.push(Case {
+            name: "matmul_batched_bias_residual".into(),
+            graph: b.finish()?,
+            tf32: true,
+        });
+    }
+    {
+        let mut b = GraphBuilder::new("matmul_attention_scores");
+        let q = b.input("q", DType::F32, vec![2, 4, 33, 16])?;
+        let k = b.input("k", DType::F32, vec![2, 4, 16, 33])?;
+        let s = b.node("qk", Op::MatMul, &[q, k])?;
+        let s = b.node("softmax", Op::Softmax { axis: -1 }, &[s])?;
+        b.output(s);
+        v.push(Case {
+            name: "matmul_attention_softmax".into(),
+            graph: b.finish()?,
+            tf32: true,
+        });
+    }
+    for (name, kind, k, s, p, ceil, cip) in [
+        ("maxpool3x3_s2", PoolKind::Max, 3, 2, 1, false, false),
+        ("avgpool3x3_s1_pad", PoolKind::Avg, 3, 1, 1, false, true),
+        ("avgpool2x2_ceil_excl", PoolKind::Avg, 2, 2, 0, true, false),
+    ] {
+        let attrs = PoolAttrs {
+            kind,
+            kernel: [k, k],
+            stride: [s, s],
+            pads: [p; 4],
+            dilation: [1, 1],
+            ceil_mode: ceil,
+            count_include_pad: cip,
+        };
+        v.push(unary(name, Op::Pool(attrs), &[2, 8, 15, 17])?);
+    }
+    v.push(unary("global_avgpool", Op::GlobalAvgPool, &[2, 64, 7, 7])?);
+    v.push(unary("relu", Op::Relu, &[3, 1000])?);
+    v.push(unary("tanh", Op::Tanh, &[3, 1000])?);
+    v.push(unary("erf", Op::Erf, &[3, 1000])?);
+    v.push(unary("exp", Op::Exp, &[3, 1000])?);
+    v.push(unary(
+        "softmax_axis1",
+        Op::Softmax { axis: 1 },
+        &[4, 37, 5],
+    )?);
+    v.push(unary(
+        "transpose",
+        Op::Transpose {
+            perm: Some(vec![0, 2, 3, 1]),
+        },
+        &[2, 5, 6, 7],
+    )?);
+    v.push(unary(
+        "reduce_mean",
+        Op::ReduceMean {
+            axes: Some(vec![-1]),
+            keepdims: true,
+            noop_with_empty_axes: false,
+        },
+        &[4, 9, 130],
+    )?);
+    {
+        let mut b = GraphBuilder::new("layernorm");
+        let x = b.input("x", DType::F32, vec![2, 17, 96])?;
+        let g = b.initializer("g", rand_tensor(r, &[96]))?;
+        let be = b.initializer("b", rand_tensor(r, &[96]))?;
+        let y = b.node(
+            "ln",
+            Op::LayerNorm {
+                axis: -1,
+                epsilon: 1e-5,
+            },
+            &[x, g, be],
+        )?;
+        b.output(y);
+        v.push(Case {
+            name: "layernorm".into(),
+            graph: b.finish()?,
+            tf32: false,
+        });
+    }
+    {
+        let mut b = GraphBuilder::new("binary_broadcast");
+        let x = b.input("x", DType::F32, vec![2, 3, 16, 16])?;
+        let y = b.input("y", DType::F32, vec![3, 1, 16])?;
+        let a = b.node("add", Op::Add, &[x, y])?;
+        let m = b.node("mul", Op::Mul, &[a, y])?;
+        let d = b.node("div", Op::Div, &[m, x])?;
+        let s = b.node("sub", Op::Sub, &[d, x])?;
+        b.output(s);
+        v.push(Case {
+            name: "binary_broadcast".into(),
+            graph: b.finish()?,
+            tf32: false,
+        });
+    }
+    {
+        let mut b = GraphBuilder::new("concat_slice_pad_where");
+        let x = b.input("x", DType::F32, vec![2, 3, 8, 8])?;
+        let y = b.input("y", DType::F32, vec![2, 5, 8, 8])?;
+        let c = b.node("concat", Op::Concat { axis: 1 }, &[x, y])?;
+        let st = b.initializer("starts", Tensor::i64_vec(&[1, 7]))?;
+        let en = b.initializer("ends", Tensor::i64_vec(&[7, 0]))?;
+        let ax = b.initializer("axes", Tensor::i64_vec(&[1, 3]))?;
+        let sp = b.initializer("steps", Tensor::i64_vec(&[2, -2]))?;
+        let s = b.node_named(
+            "slice",
+            Op::Slice,
+            vec![Some(c), Some(st), Some(en), Some(ax), Some(sp)],
+            &["sliced"],
+        )?[0];
+        let pads = b.initializer("pads", Tensor::i64_vec(&[0, 0, 1, 2, 0, 0, 2, 1]))?;
+        let p = b.node_named(
+            "pad",
+            Op::Pad {
+                mode: PadMode::Reflect,
+                pads: None,
+                value: 0.0,
+            },
+            vec![Some(s), Some(pads)],
+            &["padded"],
+        )?[0];
+        let zero = b.initializer("zero", Tensor::scalar_f32(0.0))?;
+        let cond = b.node("gt", Op::Greater, &[p, zero])?;
+        let w = b.node("where", Op::Where, &[cond, p, zero])?;
+        b.output(w);
+        v.push(Case {
+            name: "concat_slice_pad_where".into(),
+            graph: b.finish()?,
+            tf32: false,
+        });
+    }
+    {
+        let mut b = GraphBuilder::new("gather_embedding");
+        let ids = b.input("ids", DType::I64, vec![2, 9])?;
+        let table = b.initializer("table", rand_tensor(r, &[100, 24]))?;
+        let e = b.node("gather", Op::Gather { axis: 0 }, &[table, ids])?;
+        let c = b.node("cast", Op::Cast { to: DType::F32 }, &[ids])?;
+        let c = b.node_named(
+            "unsq",
+            Op::Unsqueeze {
+                axes: Some(vec![-1]),
+            },
+            vec![Some(c)],
+            &["c3"],
+        )?[0];
+        let y = b.node("add", Op::Add, &[e, c])?;
+        let y = b.node("gelu_like", Op::Erf, &[y])?;
+        b.output(y);
+        v.push(Case {
+            name: "gather_cast_erf".into(),
+            graph: b.finish()?,
+            tf32: false,
+        });
+    }
+    {
+        let mut b = GraphBuilder::new("batchnorm_unfused");
+        let x = b.input("x", DType::F32, vec![2, 16, 5, 5])?;
+        let p: Vec<_> = ["g", "b", "m", "v"]
+            .iter()
+            .map(|n| {
+                let t = rand_tensor(r, &[16]);
+                let t = if *n == "v" {
+                    Tensor::f32(
+                        vec![16],
+                        t.as_f32().unwrap().iter().map(|v| v.abs() + 0.5).collect(),
+                    )
+                    .unwrap()
+                } else {
+                    t
+                };
+                b.initializer(n, t)
+            })
+            .collect::<Result<_, _>>()?;
+        let y = b.node(
+            "bn",
+            Op::BatchNorm { epsilon: 1e-5 },
+            &[x, p[0], p[1], p[2], p[3]],
+        )?;
+        let y = b.node("relu", Op::Relu, &[y])?;
+        b.output(y);
+        v.push(Case {
+            name: "batchnorm_relu".into(),
+            graph: b.finish()?,
+            tf32: false,
+        });
+    }
+    let _ = Act::None;
+    Ok(v)
+}

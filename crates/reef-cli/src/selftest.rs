@@ -1,0 +1,249 @@
+//! `reef selftest`: every kernel family and every zoo model on the device
+//! under test against the CPU backend, RT against BE variants bit for bit,
+//! and BE runs killed at random points and resumed, compared bit for bit with
+//! unpreempted runs.
+
+use crate::cases::{self, random_inputs};
+use anyhow::{Context as _, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use reef_exec::{run::run_to_end, Device, DeviceKind, ModelHandle, Priority, Variant};
+use reef_model::tensor::rel_l2;
+use reef_model::{Graph, Tensor};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Options of a self-test run.
+pub struct Options {
+    /// Zoo models to check (empty = all).
+    pub models: Vec<String>,
+    /// Random preemptions per model.
+    pub preemptions: usize,
+    /// Seed for inputs and preemption points.
+    pub seed: u64,
+    /// Tolerance (relative L2) for whole models against the CPU.
+    pub model_tol: f64,
+}
+
+struct Row {
+    what: String,
+    err: f64,
+    ok: bool,
+    note: String,
+}
+
+fn run_plan(
+    h: &Arc<dyn ModelHandle>,
+    dev: &dyn Device,
+    inputs: &[Tensor],
+    variant: Variant,
+) -> Result<(Vec<Vec<u8>>, Duration)> {
+    let mut lane = dev.lane(if variant == Variant::Rt {
+        Priority::High
+    } else {
+        Priority::Low
+    })?;
+    let mut ctx = h.context()?;
+    ctx.poison()?;
+    for (i, t) in inputs.iter().enumerate() {
+        ctx.write_input(i, &t.to_bytes())?;
+    }
+    let t0 = Instant::now();
+    let p = run_to_end(lane.as_mut(), ctx.as_mut(), 0, variant)?;
+    let dt = t0.elapsed();
+    let n = h.plan().kernels.len();
+    if variant == Variant::Be && p != n {
+        anyhow::bail!("BE run finished with progress {p} of {n}");
+    }
+    let outs = (0..h.plan().outputs.len())
+        .map(|i| ctx.read_output(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((outs, dt))
+}
+
+fn compare(plan: &reef_plan::Plan, got: &[Vec<u8>], want: &[Vec<u8>]) -> f64 {
+    let mut worst = 0.0f64;
+    for (o, (g, w)) in plan.outputs.iter().zip(got.iter().zip(want)) {
+        let e = if o.dtype == reef_model::DType::F32 {
+            rel_l2(bytemuck::cast_slice(g), bytemuck::cast_slice(w))
+        } else if g == w {
+            0.0
+        } else {
+            f64::INFINITY
+        };
+        worst = worst.max(e);
+    }
+    worst
+}
+
+fn load_both(
+    g: &Graph,
+    dut: &dyn Device,
+    cpu: &dyn Device,
+) -> Result<(Arc<dyn ModelHandle>, Arc<dyn ModelHandle>)> {
+    let plan = Arc::new(reef_plan::compile(g)?);
+    Ok((dut.load(plan.clone())?, cpu.load(plan)?))
+}
+
+/// Checks one graph: DUT RT vs CPU, DUT BE vs DUT RT (bitwise).
+fn check_graph(
+    name: &str,
+    g: &Graph,
+    dut: &dyn Device,
+    cpu: &dyn Device,
+    tol: f64,
+    rng: &mut ChaCha8Rng,
+) -> Result<Row> {
+    let (hd, hc) = load_both(g, dut, cpu)?;
+    let inputs = random_inputs(g, rng);
+    let (want, _) = run_plan(&hc, cpu, &inputs, Variant::Rt)?;
+    let (rt, t_rt) = run_plan(&hd, dut, &inputs, Variant::Rt)?;
+    let (be, _) = run_plan(&hd, dut, &inputs, Variant::Be)?;
+    let err = compare(hd.plan(), &rt, &want);
+    let same = rt == be;
+    let finite = hd.plan().outputs.iter().zip(&rt).all(|(o, b)| {
+        o.dtype != reef_model::DType::F32
+            || bytemuck::cast_slice::<u8, f32>(b)
+                .iter()
+                .all(|v| v.is_finite())
+    });
+    let ok = err <= tol && same && finite;
+    let mut note = format!(
+        "{} kernels, {:.2} ms",
+        hd.plan().kernels.len(),
+        t_rt.as_secs_f64() * 1e3
+    );
+    if !same {
+        note.push_str(", RT and BE differ");
+    }
+    if !finite {
+        note.push_str(", non-finite output");
+    }
+    Ok(Row {
+        what: name.to_string(),
+        err,
+        ok,
+        note,
+    })
+}
+
+/// Kills a BE run at random points and resumes it; every result must equal
+/// the unpreempted BE run bit for bit.
+fn check_preemption(
+    name: &str,
+    g: &Graph,
+    dut: &dyn Device,
+    trials: usize,
+    rng: &mut ChaCha8Rng,
+) -> Result<Row> {
+    let h = dut.load(Arc::new(reef_plan::compile(g)?))?;
+    let inputs = random_inputs(g, rng);
+    let (golden, full) = run_plan(&h, dut, &inputs, Variant::Be)?;
+    let n = h.plan().kernels.len();
+    let mut lane = dut.lane(Priority::Low)?;
+    let mut ctx = h.context()?;
+    let (mut preempted, mut mismatches) = (0, 0);
+    for _ in 0..trials {
+        ctx.poison()?;
+        for (i, t) in inputs.iter().enumerate() {
+            ctx.write_input(i, &t.to_bytes())?;
+        }
+        lane.begin(ctx.as_mut(), 0)?;
+        for i in 0..n {
+            lane.enqueue(ctx.as_mut(), i, Variant::Be)?;
+        }
+        // Spin (sleep overshoots short waits) to a random point inside the run.
+        let wait = Duration::from_secs_f64(rng.random_range(0.0..0.8) * full.as_secs_f64());
+        let t0 = Instant::now();
+        while t0.elapsed() < wait {
+            std::hint::spin_loop();
+        }
+        lane.set_preempt(true)?;
+        lane.synchronize()?;
+        let p = ctx.progress()?;
+        lane.set_preempt(false)?;
+        if p < n {
+            preempted += 1;
+            run_to_end(lane.as_mut(), ctx.as_mut(), p, Variant::Be)?;
+        }
+        let outs = (0..h.plan().outputs.len())
+            .map(|i| ctx.read_output(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        if outs != golden {
+            mismatches += 1;
+        }
+    }
+    Ok(Row {
+        what: format!("preempt {name}"),
+        err: if mismatches == 0 { 0.0 } else { f64::INFINITY },
+        ok: mismatches == 0 && preempted > 0,
+        note: format!("{trials} trials, {preempted} preempted mid-run, {mismatches} mismatches"),
+    })
+}
+
+/// Runs the self-test; returns true when everything passed.
+pub fn run(dut: Arc<dyn Device>, opts: &Options) -> Result<bool> {
+    let cpu: Arc<dyn Device> = Arc::new(reef_exec::cpu::CpuDevice::new(None)?);
+    let gpu = dut.kind() == DeviceKind::Cuda;
+    println!("device under test: {}", dut.name());
+    if !gpu {
+        println!("no GPU: checking the CPU backend against itself (RT vs BE, preemption); kernel references run in `cargo test`");
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    let mut rows = vec![];
+    let mut push = |r: Result<Row>, what: &str| {
+        let r = r.unwrap_or_else(|e| Row {
+            what: what.to_string(),
+            err: f64::INFINITY,
+            ok: false,
+            note: format!("error: {e:#}"),
+        });
+        println!(
+            "{:<40} {:>10.2e} {:<5} {}",
+            r.what,
+            r.err,
+            if r.ok { "ok" } else { "FAIL" },
+            r.note
+        );
+        rows.push(r);
+    };
+    println!("{:<40} {:>10} {:<5} note", "check", "rel L2", "ok");
+    for c in cases::all(opts.seed)? {
+        let tol = if gpu && c.tf32 { 2e-3 } else { 1e-5 };
+        push(
+            check_graph(&c.name, &c.graph, dut.as_ref(), cpu.as_ref(), tol, &mut rng),
+            &c.name,
+        );
+    }
+    let names: Vec<String> = if opts.models.is_empty() {
+        reef_zoo::names().iter().map(|s| s.to_string()).collect()
+    } else {
+        opts.models.clone()
+    };
+    for m in &names {
+        let g = reef_zoo::build(m, 1, opts.seed).with_context(|| format!("building {m}"));
+        match g {
+            Ok(g) => {
+                let tol = if gpu { opts.model_tol } else { 1e-5 };
+                push(
+                    check_graph(m, &g, dut.as_ref(), cpu.as_ref(), tol, &mut rng),
+                    m,
+                );
+                if opts.preemptions > 0 {
+                    push(
+                        check_preemption(m, &g, dut.as_ref(), opts.preemptions, &mut rng),
+                        m,
+                    );
+                }
+            }
+            Err(e) => push(Err(e), m),
+        }
+    }
+    let failed = rows.iter().filter(|r| !r.ok).count();
+    println!(
+        "selftest: {} passed, {} failed",
+        rows.len() - failed,
+        failed
+    );
+    Ok(failed == 0)
+}
