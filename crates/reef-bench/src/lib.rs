@@ -1,1 +1,26 @@
-//! placeholder
+//! reef's DISB benchmark (the workloads REEF was evaluated with): workload
+//! files ([`workload`]), a load generator that drives any
+//! [`reef_sched::Service`] ([`runner`]), the figures ([`figures`]) in a JSON
+//! schema shared with `scripts/torch_disb.py` ([`schema`]), Markdown and JSON
+//! reports ([`report`]) and SVG plots ([`plot`]). [`sim`] holds a simulated
+//! service for tests and dry runs.
+
+pub mod arrivals;
+pub mod error;
+pub mod figures;
+pub mod inputs;
+pub mod plot;
+pub mod report;
+pub mod runner;
+pub mod schema;
+pub mod sim;
+pub mod trace;
+pub mod workload;
+
+pub use error::{BenchError, Result};
+pub use figures::{compare, latency_figures, percentile_sorted, summarize};
+pub use runner::{assemble, run_mode, run_workload, RunOptions, RT_ALONE};
+pub use schema::{
+    Comparison, LatencyFigures, ModeResult, RequestRecord, TaskResult, WorkloadResult, SCHEMA,
+};
+pub use workload::{Load, TaskSpec, Workload};

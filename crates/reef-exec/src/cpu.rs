@@ -1,1 +1,25 @@
-//! CPU backend (to be written).
+//! CPU backend: runs a [`Plan`](reef_plan::Plan)'s kernels on a rayon thread
+//! pool whose worker threads play the role of a GPU's SMs.
+//!
+//! - [`CpuDevice`] owns the pool; [`CpuModel`] holds a plan's weights in 8-byte
+//!   aligned storage; [`CpuContext`] owns one task's arena and progress record.
+//! - Every kernel is split into independent tiles (pieces of its output) that
+//!   run on the pool. Tiling and arithmetic order depend only on the kernel's
+//!   spec, so RT and BE launches, and a kernel re-run after preemption, give
+//!   bit-identical results.
+//! - [`CpuLane`] is a dedicated OS thread draining a FIFO of launches. A BE
+//!   launch checks the lane's preemption flag before it starts and before each
+//!   tile; RT launches never check it. Rayon has no priorities, so RT work on a
+//!   [`Priority::High`](crate::Priority::High) lane shares the pool fairly with
+//!   BE work; BE tiles are kept small so a raised flag takes effect quickly.
+
+mod device;
+mod kernels;
+mod lane;
+mod memory;
+mod tiles;
+mod validate;
+
+pub use device::{CpuContext, CpuDevice, CpuModel};
+pub use lane::CpuLane;
+pub use memory::{typed, typed_mut};

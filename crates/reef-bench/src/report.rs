@@ -1,0 +1,132 @@
+//! Reports: the Markdown table (one row per mode) and the JSON file.
+
+use crate::error::{BenchError, Result};
+use crate::schema::WorkloadResult;
+use std::fmt::Write as _;
+use std::path::Path;
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".to_string(), |x| format!("{x:.digits$}"))
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |x| format!("{x:+.1}%"))
+}
+
+/// The Markdown report: a header naming the workload and device, then one row
+/// per mode with RT mean/p50/p95/p99/max (ms), the increase of the RT mean and
+/// p99 over RT alone, BE and total throughput (req/s), preemptions and the
+/// preemption latency p50/p99 (us), then any errors.
+pub fn markdown(result: &WorkloadResult) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "### DISB {} ({})",
+        result.workload.name,
+        result.device.as_deref().unwrap_or("unknown device")
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "| mode | RT mean ms | RT p50 | RT p95 | RT p99 | RT max | mean vs alone | p99 vs alone | BE req/s | total req/s | preemptions | preempt p50 us | preempt p99 us |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for m in &result.modes {
+        let cmp = result.comparison.iter().find(|c| c.mode == m.mode);
+        let (pre, p50, p99) = match &m.sched {
+            Some(sf) if sf.preempt_latency_us.count > 0 => (
+                sf.preemptions,
+                format!("{:.1}", sf.preempt_latency_us.p50),
+                format!("{:.1}", sf.preempt_latency_us.p99),
+            ),
+            Some(sf) => (sf.preemptions.max(m.preemptions), "-".into(), "-".into()),
+            None => (m.preemptions, "-".into(), "-".into()),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {:.1} | {:.1} | {} | {} | {} |",
+            m.mode,
+            m.rt.mean_ms,
+            m.rt.p50_ms,
+            m.rt.p95_ms,
+            m.rt.p99_ms,
+            m.rt.max_ms,
+            pct(cmp.and_then(|c| c.rt_mean_increase_pct)),
+            pct(cmp.and_then(|c| c.rt_p99_increase_pct)),
+            m.be_throughput_rps,
+            m.total_throughput_rps,
+            pre,
+            p50,
+            p99,
+        );
+    }
+    let failing: Vec<_> = result
+        .modes
+        .iter()
+        .filter(|m| !m.errors.is_empty())
+        .collect();
+    if !failing.is_empty() {
+        let _ = writeln!(s);
+        for m in failing {
+            let list: Vec<String> = m.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let _ = writeln!(s, "- {} errors: {}", m.mode, list.join(", "));
+        }
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "RT latency from the scheduled arrival, {} s measured after {} s warm-up; {} RT requests in the first mode.",
+        opt(result.modes.first().map(|m| m.measured_s), 1),
+        opt(result.modes.first().map(|m| m.warmup_s), 1),
+        result.modes.first().map_or(0, |m| m.rt.count)
+    );
+    s
+}
+
+fn write(path: &Path, bytes: &[u8], action: &'static str) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| BenchError::Io {
+            action,
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    std::fs::write(path, bytes).map_err(|source| BenchError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes the Markdown report.
+pub fn write_markdown(result: &WorkloadResult, path: &Path) -> Result<()> {
+    write(path, markdown(result).as_bytes(), "writing Markdown report")
+}
+
+/// Writes the JSON result; per-request records only when `with_records`.
+pub fn write_json(result: &WorkloadResult, path: &Path, with_records: bool) -> Result<()> {
+    let text = if with_records {
+        serde_json::to_string_pretty(result)?
+    } else {
+        let mut slim = result.clone();
+        for m in &mut slim.modes {
+            m.records.clear();
+        }
+        serde_json::to_string_pretty(&slim)?
+    };
+    write(path, text.as_bytes(), "writing JSON result")
+}
+
+/// Reads a JSON result (from `reef bench` or `torch_disb.py`).
+pub fn read_json(path: &Path) -> Result<WorkloadResult> {
+    let text = std::fs::read_to_string(path).map_err(|source| BenchError::Io {
+        action: "reading JSON result",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| BenchError::Parse {
+        what: "result",
+        path: path.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,293 @@
+//! The result schema: what `reef bench` and `scripts/torch_disb.py` write as JSON.
+//! Both must stay equal; a change here is a change there.
+//!
+//! ```text
+//! WorkloadResult {
+//!   schema: "reef-disb-result/1", generator: str, device: str|null, started_unix_s: f64,
+//!   workload: Workload (the workload file as run),
+//!   modes: [ModeResult], comparison: [Comparison] }
+//! ModeResult {
+//!   mode: str ("reef", "reset", ..., "rt-alone", "torch-seq-graph", ...),
+//!   scheduler: str|null (the scheduler's own mode name), device: str|null,
+//!   duration_s, warmup_s, measured_s: f64 (measured = duration - warmup),
+//!   submitted: u64, completed_ok: u64, errors: {kind: u64},
+//!   rt: LatencyFigures, be: LatencyFigures,
+//!   rt_throughput_rps, be_throughput_rps, total_throughput_rps: f64,
+//!   preemptions: u64, kernels_rerun: u64   (summed over the requests' own stats),
+//!   sched: SchedFigures|null, dispatch_lag_us: LagFigures,
+//!   tasks: [TaskResult], records?: [RequestRecord] (only when asked for) }
+//! LatencyFigures { count: u64, mean_ms, p50_ms, p95_ms, p99_ms, max_ms: f64 (0 when count = 0),
+//!   hdr_p50_ms, hdr_p95_ms, hdr_p99_ms, hdr_max_ms: f64|null (HdrHistogram, 3 digits) }
+//! TaskResult { task: usize, name: str, model: str, priority: "rt"|"be", load: str,
+//!   batch_size: usize, submitted: u64, completed_ok: u64, errors: {kind: u64},
+//!   throughput_rps: f64, latency: LatencyFigures }
+//! SchedFigures { preemptions: u64, kernels_rerun: u64, completed_rt: u64, completed_be: u64,
+//!   preempt_latency_us: Summary, padding_latency_us: Summary, busy_fraction: f64 }
+//! Summary { count: u64, mean, p50, p99, max: f64 }
+//! LagFigures { count: u64, p50_us, p99_us, max_us: f64 }
+//! RequestRecord { task: usize, priority: "rt"|"be", arrival_ms: f64 (scheduled, from the start),
+//!   latency_ms: f64 (from the scheduled arrival to the answer), ok: bool, error: str|null,
+//!   warmup: bool, queued_ms: f64|null, preemptions: u32, kernels_rerun: u32,
+//!   dispatch_lag_us: f64|null (open loop: submit time minus scheduled arrival) }
+//! Comparison { mode, baseline: str, rt_mean_ms, rt_p99_ms: f64,
+//!   baseline_rt_mean_ms, baseline_rt_p99_ms: f64|null,
+//!   rt_mean_increase_pct, rt_p99_increase_pct: f64|null,
+//!   be_throughput_rps, total_throughput_rps: f64 }
+//! ```
+//! Definitions: percentiles are nearest-rank over the measured requests (sorted
+//! latencies `v`, `p(q) = v[ceil(q * n) - 1]`); latency figures cover requests
+//! that arrived after the warm-up and succeeded, including those answered after
+//! the end (drained); throughputs count successful answers whose completion
+//! (arrival + latency) falls in `[warmup_s, duration_s]`, divided by `measured_s`.
+//! Error kinds: `unknown_model`, `invalid_input`, `overloaded`, `cancelled`,
+//! `not_ready`, `internal`, `dropped` (ticket closed unanswered), `drain_timeout`.
+
+use crate::workload::Workload;
+use reef_sched::Priority;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Identifier of this schema version.
+pub const SCHEMA: &str = "reef-disb-result/1";
+
+/// Everything one benchmark invocation measured: every mode of one workload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkloadResult {
+    /// Always [`SCHEMA`].
+    pub schema: String,
+    /// Who wrote it ("reef-bench 0.1.0", "torch_disb.py ...").
+    pub generator: String,
+    /// Device description.
+    pub device: Option<String>,
+    /// Wall-clock start, seconds since the Unix epoch.
+    pub started_unix_s: f64,
+    /// The workload as run.
+    pub workload: Workload,
+    /// One entry per mode, "rt-alone" included when measured.
+    pub modes: Vec<ModeResult>,
+    /// RT latency of each mode against the "rt-alone" baseline.
+    pub comparison: Vec<Comparison>,
+}
+
+/// Figures of one mode (one run of the workload).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModeResult {
+    /// Label: a scheduler mode, "rt-alone", or a PyTorch mode.
+    pub mode: String,
+    /// The scheduler's own mode name (from its stats).
+    pub scheduler: Option<String>,
+    /// Device description.
+    pub device: Option<String>,
+    /// Run length.
+    pub duration_s: f64,
+    /// Warm-up excluded from the figures.
+    pub warmup_s: f64,
+    /// `duration_s - warmup_s`: the throughput window.
+    pub measured_s: f64,
+    /// Requests submitted (warm-up included).
+    pub submitted: u64,
+    /// Requests answered successfully (warm-up included).
+    pub completed_ok: u64,
+    /// Failed requests by kind (warm-up included).
+    pub errors: BTreeMap<String, u64>,
+    /// RT latency over all RT tasks.
+    pub rt: LatencyFigures,
+    /// BE latency over all BE tasks.
+    pub be: LatencyFigures,
+    /// RT answers per second in the window.
+    pub rt_throughput_rps: f64,
+    /// BE answers per second in the window.
+    pub be_throughput_rps: f64,
+    /// All answers per second in the window.
+    pub total_throughput_rps: f64,
+    /// Preemptions summed over the requests' own stats.
+    pub preemptions: u64,
+    /// Kernels re-run summed over the requests' own stats.
+    pub kernels_rerun: u64,
+    /// The scheduler's counters after the run (none for PyTorch).
+    pub sched: Option<SchedFigures>,
+    /// How late open-loop requests were submitted after their scheduled arrival.
+    pub dispatch_lag_us: LagFigures,
+    /// Per task.
+    pub tasks: Vec<TaskResult>,
+    /// Every request (kept in memory; written only when asked for).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<RequestRecord>,
+}
+
+/// Latency figures of a set of requests, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencyFigures {
+    /// Requests measured.
+    pub count: u64,
+    /// Mean.
+    pub mean_ms: f64,
+    /// Median (nearest rank).
+    pub p50_ms: f64,
+    /// 95th percentile (nearest rank).
+    pub p95_ms: f64,
+    /// 99th percentile (nearest rank).
+    pub p99_ms: f64,
+    /// Maximum.
+    pub max_ms: f64,
+    /// Median from the HdrHistogram.
+    pub hdr_p50_ms: Option<f64>,
+    /// 95th percentile from the HdrHistogram.
+    pub hdr_p95_ms: Option<f64>,
+    /// 99th percentile from the HdrHistogram.
+    pub hdr_p99_ms: Option<f64>,
+    /// Maximum from the HdrHistogram.
+    pub hdr_max_ms: Option<f64>,
+}
+
+/// Figures of one task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskResult {
+    /// Index in the workload.
+    pub task: usize,
+    /// Label.
+    pub name: String,
+    /// Model.
+    pub model: String,
+    /// Priority.
+    pub priority: Priority,
+    /// Load type.
+    pub load: String,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Requests submitted.
+    pub submitted: u64,
+    /// Requests answered successfully.
+    pub completed_ok: u64,
+    /// Failures by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Answers per second in the window.
+    pub throughput_rps: f64,
+    /// Latency of the measured requests.
+    pub latency: LatencyFigures,
+}
+
+/// The scheduler's own counters after a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SchedFigures {
+    /// Preemptions performed.
+    pub preemptions: u64,
+    /// Kernels run again after a preemption.
+    pub kernels_rerun: u64,
+    /// RT tasks completed.
+    pub completed_rt: u64,
+    /// BE tasks completed.
+    pub completed_be: u64,
+    /// Preemption latency, microseconds.
+    pub preempt_latency_us: Summary,
+    /// Padding-selection latency, microseconds.
+    pub padding_latency_us: Summary,
+    /// Fraction of wall time the device was busy.
+    pub busy_fraction: f64,
+}
+
+/// A latency summary (mirrors `reef_sched::LatencySummary`, which is not deserializable).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Samples.
+    pub count: u64,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+impl From<reef_sched::LatencySummary> for Summary {
+    fn from(s: reef_sched::LatencySummary) -> Self {
+        Summary {
+            count: s.count,
+            mean: s.mean,
+            p50: s.p50,
+            p99: s.p99,
+            max: s.max,
+        }
+    }
+}
+
+impl From<&reef_sched::SchedStats> for SchedFigures {
+    fn from(s: &reef_sched::SchedStats) -> Self {
+        SchedFigures {
+            preemptions: s.preemptions,
+            kernels_rerun: s.kernels_rerun,
+            completed_rt: s.completed[0],
+            completed_be: s.completed[1],
+            preempt_latency_us: s.preempt_latency_us.into(),
+            padding_latency_us: s.padding_latency_us.into(),
+            busy_fraction: s.busy_fraction,
+        }
+    }
+}
+
+/// Load-generator accuracy: submit time minus scheduled arrival, microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LagFigures {
+    /// Open-loop requests.
+    pub count: u64,
+    /// Median.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// Maximum.
+    pub max_us: f64,
+}
+
+/// One request as the client saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Task index.
+    pub task: usize,
+    /// Priority.
+    pub priority: Priority,
+    /// Scheduled arrival, ms from the start.
+    pub arrival_ms: f64,
+    /// Scheduled arrival to answer, ms.
+    pub latency_ms: f64,
+    /// Answered successfully.
+    pub ok: bool,
+    /// Error kind when not ok.
+    pub error: Option<String>,
+    /// Arrived during the warm-up.
+    pub warmup: bool,
+    /// Arrival to first kernel, as the scheduler reports it.
+    pub queued_ms: Option<f64>,
+    /// Times this request was preempted.
+    pub preemptions: u32,
+    /// Kernels re-run for this request.
+    pub kernels_rerun: u32,
+    /// Open loop: submit time minus scheduled arrival, microseconds.
+    pub dispatch_lag_us: Option<f64>,
+}
+
+/// RT latency of a mode against the baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// Mode label.
+    pub mode: String,
+    /// Baseline label ("rt-alone").
+    pub baseline: String,
+    /// RT mean of this mode.
+    pub rt_mean_ms: f64,
+    /// RT p99 of this mode.
+    pub rt_p99_ms: f64,
+    /// RT mean of the baseline.
+    pub baseline_rt_mean_ms: Option<f64>,
+    /// RT p99 of the baseline.
+    pub baseline_rt_p99_ms: Option<f64>,
+    /// `100 * (mean / baseline mean - 1)`.
+    pub rt_mean_increase_pct: Option<f64>,
+    /// `100 * (p99 / baseline p99 - 1)`.
+    pub rt_p99_increase_pct: Option<f64>,
+    /// BE throughput of this mode.
+    pub be_throughput_rps: f64,
+    /// Total throughput of this mode.
+    pub total_throughput_rps: f64,
+}

@@ -1,0 +1,132 @@
+// reef CUDA kernels: shared definitions. Self-contained (NVRTC builtins only).
+// Every kernel family is a __device__ tile function `NAME_tile(params, tile)`
+// wrapped twice by REEF_FAMILY: NAME_rt (one block per tile, no flag checks)
+// and NAME_be (persistent blocks that poll the lane's preemption flag before
+// every tile). Both variants run the same tile code, so their results are
+// bit-identical (the module is compiled with --fmad=false: no contraction
+// differences between the two inlining sites).
+
+typedef unsigned int u32;
+typedef int i32;
+typedef unsigned long long u64;
+typedef long long i64;
+typedef unsigned char u8;
+typedef unsigned short u16;
+
+#define REEF_MAX_RANK 6
+#define REEF_EW_THREADS 256
+#define REEF_EW_PER_THREAD 4
+#define REEF_EW_TILE (REEF_EW_THREADS * REEF_EW_PER_THREAD)
+#define REEF_ROW_THREADS 256
+#define REEF_GEMM_THREADS 128
+
+// Mirrors reef_cuda::params::Hdr (32 bytes).
+struct Hdr {
+    u64 flag;      // device i32: the lane's preemption flag (BE only)
+    u64 done;      // device u32: this kernel's done-block counter
+    u64 progress;  // device u32: the context's progress word
+    u32 kernel_index;
+    u32 tiles;
+};
+
+// Activation codes (mirror reef_cuda::params::act_code).
+#define ACT_NONE 0
+#define ACT_RELU 1
+#define ACT_CLIP 2
+#define ACT_GELU 3
+#define ACT_SIGMOID 4
+#define ACT_TANH 5
+
+__device__ __forceinline__ float reef_inf() { return __int_as_float(0x7f800000); }
+
+__device__ __forceinline__ float reef_act(float x, i32 kind, float lo, float hi) {
+    switch (kind) {
+    case ACT_RELU: return fmaxf(x, 0.0f);
+    case ACT_CLIP: return fminf(fmaxf(x, lo), hi);
+    case ACT_GELU: return 0.5f * x * (1.0f + erff(x / 1.41421353816986083984375f));
+    case ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
+    case ACT_TANH: return tanhf(x);
+    default: return x;
+    }
+}
+
+// Called by every thread of a block that completed all its tiles: counts the
+// block done; the last block of the grid publishes progress = index + 1.
+__device__ __forceinline__ void reef_finish(const Hdr& h) {
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        u32 prev = atomicAdd((u32*)h.done, 1u);
+        if (prev + 1u == gridDim.x) {
+            __threadfence();
+            *(volatile u32*)h.progress = h.kernel_index + 1u;
+        }
+    }
+}
+
+#define REEF_FAMILY(NAME, PT, THREADS)                                              \
+    extern "C" __global__ void __launch_bounds__(THREADS) NAME##_rt(const PT p) {   \
+        NAME##_tile(p, blockIdx.x);                                                 \
+        reef_finish(p.hdr);                                                         \
+    }                                                                               \
+    extern "C" __global__ void __launch_bounds__(THREADS) NAME##_be(const PT p) {   \
+        __shared__ int reef_stop;                                                   \
+        for (u32 t = blockIdx.x; t < p.hdr.tiles; t += gridDim.x) {                 \
+            if (threadIdx.x == 0) reef_stop = *(volatile const int*)p.hdr.flag;     \
+            __syncthreads();                                                        \
+            if (reef_stop != 0) return;                                             \
+            NAME##_tile(p, t);                                                      \
+            __syncthreads();                                                        \
+        }                                                                           \
+        reef_finish(p.hdr);                                                         \
+    }
+
+// Deterministic block reductions (every thread gets the same bits: the xor
+// butterfly adds the same pairs in every lane, and IEEE + is commutative).
+__device__ __forceinline__ float reef_warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float reef_warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+// `sm` holds 32 floats; callable repeatedly (guards its own reuse).
+__device__ __forceinline__ float reef_block_sum(float v, float* sm) {
+    v = reef_warp_sum(v);
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
+    __syncthreads();
+    if (l == 0) sm[w] = v;
+    __syncthreads();
+    v = (l < nw) ? sm[l] : 0.0f;
+    return reef_warp_sum(v);
+}
+__device__ __forceinline__ float reef_block_max(float v, float* sm) {
+    v = reef_warp_max(v);
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
+    __syncthreads();
+    if (l == 0) sm[w] = v;
+    __syncthreads();
+    v = (l < nw) ? sm[l] : -reef_inf();
+    return reef_warp_max(v);
+}
+
+// Copies one element of `esz` bytes (1, 2, 4 or 8).
+__device__ __forceinline__ void reef_copy_elem(u64 dst, u64 src, i32 esz) {
+    switch (esz) {
+    case 1: *(u8*)dst = *(const u8*)src; break;
+    case 2: *(u16*)dst = *(const u16*)src; break;
+    case 4: *(u32*)dst = *(const u32*)src; break;
+    default: *(u64*)dst = *(const u64*)src; break;
+    }
+}
+__device__ __forceinline__ void reef_zero_elem(u64 dst, i32 esz) {
+    switch (esz) {
+    case 1: *(u8*)dst = 0; break;
+    case 2: *(u16*)dst = 0; break;
+    case 4: *(u32*)dst = 0; break;
+    default: *(u64*)dst = 0; break;
+    }
+}

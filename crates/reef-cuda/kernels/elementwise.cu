@@ -1,0 +1,345 @@
+// reef CUDA kernels: element-wise and data-movement families. One tile is
+// REEF_EW_TILE consecutive output elements (REEF_EW_PER_THREAD per thread,
+// strided by the block size so each access is coalesced).
+
+#define REEF_EW_FOR(t, total, e)                                                   \
+    for (int j_ = 0; j_ < REEF_EW_PER_THREAD; ++j_)                                \
+        if (const i64 e = (i64)(t) * REEF_EW_TILE + j_ * REEF_EW_THREADS + threadIdx.x; \
+            e < (i64)(total))
+
+// Mirrors reef_cuda::params::PoolParams.
+struct PoolParams {
+    Hdr hdr;
+    u64 x, out;
+    i32 n, c, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw;
+    i32 kind, count_include_pad, padded_h, padded_w;
+    u32 total, pad0;
+};
+
+__device__ __forceinline__ void pool_tile(const PoolParams& p, u32 t) {
+    REEF_EW_FOR(t, p.total, e) {
+        const i32 npix = p.oh * p.ow;
+        const i32 pix = (i32)(e % npix);
+        const i64 nc = e / npix;
+        const i32 y = pix / p.ow, x = pix - (pix / p.ow) * p.ow;
+        const float* xp = (const float*)p.x + nc * p.h * p.w;
+        const i32 y0 = y * p.sh - p.ph, x0 = x * p.sw - p.pw;
+        float v;
+        if (p.kind == 0) {  // max: padding never wins
+            float m = -reef_inf();
+            for (i32 r = 0; r < p.kh; ++r) {
+                const i32 iy = y0 + r * p.dh;
+                if (iy < 0 || iy >= p.h) continue;
+                for (i32 s = 0; s < p.kw; ++s) {
+                    const i32 ix = x0 + s * p.dw;
+                    if (ix < 0 || ix >= p.w) continue;
+                    m = fmaxf(m, xp[iy * p.w + ix]);
+                }
+            }
+            v = m;
+        } else {  // average
+            float sum = 0.0f;
+            i32 inb = 0, padded = 0;
+            for (i32 r = 0; r < p.kh; ++r) {
+                const i32 iy = y0 + r * p.dh;
+                const bool yin = iy >= 0 && iy < p.h;
+                const bool ypad = iy >= -p.ph && iy < p.padded_h - p.ph;
+                for (i32 s = 0; s < p.kw; ++s) {
+                    const i32 ix = x0 + s * p.dw;
+                    const bool xin = ix >= 0 && ix < p.w;
+                    const bool xpad = ix >= -p.pw && ix < p.padded_w - p.pw;
+                    if (ypad && xpad) ++padded;
+                    if (yin && xin) {
+                        ++inb;
+                        sum = sum + xp[iy * p.w + ix];
+                    }
+                }
+            }
+            const i32 cnt = p.count_include_pad ? padded : inb;
+            v = cnt > 0 ? sum / (float)cnt : 0.0f;
+        }
+        ((float*)p.out)[e] = v;
+    }
+}
+REEF_FAMILY(pool, PoolParams, REEF_EW_THREADS)
+
+// Mirrors reef_cuda::params::AffineParams.
+struct AffineParams {
+    Hdr hdr;
+    u64 x, scale, shift, out;
+    i32 outer, c, inner, act;
+    float act_lo, act_hi;
+    u32 total, pad0;
+};
+
+__device__ __forceinline__ void channel_affine_tile(const AffineParams& p, u32 t) {
+    REEF_EW_FOR(t, p.total, e) {
+        const i32 ch = (i32)((e / p.inner) % p.c);
+        const float v = ((const float*)p.x)[e] * ((const float*)p.scale)[ch] +
+                        ((const float*)p.shift)[ch];
+        ((float*)p.out)[e] = reef_act(v, p.act, p.act_lo, p.act_hi);
+    }
+}
+REEF_FAMILY(channel_affine, AffineParams, REEF_EW_THREADS)
+
+// Mirrors reef_cuda::params::BcastParams: shapes right-aligned to
+// REEF_MAX_RANK (leading dims 1, stride 0).
+struct BcastParams {
+    Hdr hdr;
+    u64 a, b, c, out;
+    i32 shape[REEF_MAX_RANK], sa[REEF_MAX_RANK], sb[REEF_MAX_RANK], sc[REEF_MAX_RANK];
+    i32 op, dtype, act;
+    float act_lo, act_hi;
+    u32 total;
+};
+
+struct BcastIdx {
+    i64 a, b, c;
+};
+__device__ __forceinline__ BcastIdx reef_bcast(const BcastParams& p, i64 e) {
+    BcastIdx r = {0, 0, 0};
+#pragma unroll
+    for (int d = REEF_MAX_RANK - 1; d >= 0; --d) {
+        const i64 ix = e % p.shape[d];
+        e /= p.shape[d];
+        r.a += ix * p.sa[d];
+        r.b += ix * p.sb[d];
+        r.c += ix * p.sc[d];
+    }
+    return r;
+}
+
+__device__ __forceinline__ void binary_tile(const BcastParams& p, u32 t) {
+    REEF_EW_FOR(t, p.total, e) {
+        const BcastIdx ix = reef_bcast(p, e);
+        const float a = ((const float*)p.a)[ix.a], b = ((const float*)p.b)[ix.b];
+        float v;
+        switch (p.op) {
+        case 0: v = a + b; break;
+        case 1: v = a - b; break;
+        case 2: v = a * b; break;
+        case 3: v = a / b; break;
+        default: v = powf(a, b); break;
+        }
+        ((float*)p.out)[e] = reef_act(v, p.act, p.act_lo, p.act_hi);
+    }
+}
+REEF_FAMILY(binary, BcastParams, REEF_EW_THREADS)
+
+__device__ __forceinline__ void compare_tile(const BcastParams& p, u32 t) {
+    REEF_EW_FOR(t, p.total, e) {
+        const BcastIdx ix = reef_bcast(p, e);
+        bool v;
+        if (p.dtype == 0) {
+            const float a = ((const float*)p.a)[ix.a], b = ((const float*)p.b)[ix.b];
+            v = p.op == 0 ? a == b : (p.op == 1 ? a < b : a > b);
+        } else {
+            const i64 a = ((const i64*)p.a)[ix.a], b = ((const i64*)p.b)[ix.b];
+            v = p.op == 0 ? a == b : (p.op == 1 ? a < b : a > b);
+        }
+        ((u8*)p.out)[e] = v ? 1 : 0;
+    }
+}
+REEF_FAMILY(compare, BcastParams, REEF_EW_THREADS)
+
+__device__ __forceinline__ void where_tile(const BcastParams& p, u32 t) {
+    REEF_EW_FOR(t, p.total, e) {
+        const BcastIdx ix = reef_bcast(p, e);
+        const bool cond = ((const u8*)p.c)[ix.c] != 0;
+        ((float*)p.out)[e] = cond ? ((const float*)p.a)[ix.a] : ((const float*)p.b)[ix.b];
+    }
+}
+REEF_FAMILY(where, BcastParams, REEF_EW_THREADS)
+
+// Mirrors reef_cuda::params::MapParams (Unary, Not, Cast).
+struct MapParams {
+    Hdr hdr;
+    u64 x, out;
+    i32 op, act, from, to;
+    float act_lo, act_hi;
+    u32 total, pad0;
+};
+
+__device__ __forceinline__ void unary_tile(const MapParams& p, u32 t) {
+    REEF_EW_FOR(t, p.total, e) {
+        const float x = ((const float*)p.x)[e];
+        float v;
+        switch (p.op) {
+        case 0: v = reef_act(x, p.act, p.act_lo, p.act_hi); break;
+        case 1: v = erff(x); break;
+        case 2: v = sqrtf(x); break;
+        case 3: v = expf(x); break;
+        default: v = -x; break;
+        }
+        ((float*)p.out)[e] = v;
+    }
+}
+REEF_FAMILY(unary, MapParams, REEF_EW_THREADS)
+
+__device__ __forceinline__ void lnot_tile(const MapParams& p, u32 t) {
+    REEF_EW_FOR(t, p.total, e) { ((u8*)p.out)[e] = ((const u8*)p.x)[e] == 0 ? 1 : 0; }
+}
+REEF_FAMILY(lnot, MapParams, REEF_EW_THREADS)
+
+// Type codes: 0 f32, 1 i64, 2 i32, 3 bool. Semantics of Rust's `as`:
+// float -> int truncates toward zero and saturates, NaN -> 0; int -> int wraps;
+// anything -> bool is `!= 0`; bool -> number is 0 or 1.
+__device__ __forceinline__ i64 reef_f2i64(float f) {
+    if (f != f) return 0;
+    if (f >= 9.2233720368547758e18f) return 0x7fffffffffffffffll;
+    if (f <= -9.2233720368547758e18f) return (i64)0x8000000000000000ull;
+    return (i64)f;
+}
+__device__ __forceinline__ i32 reef_f2i32(float f) {
+    if (f != f) return 0;
+    if (f >= 2147483648.0f) return 0x7fffffff;
+    if (f <= -2147483648.0f) return (i32)0x80000000u;
+    return (i32)f;
+}
+__device__ __forceinline__ void cast_tile(const MapParams& p, u32 t) {
+    REEF_EW_FOR(t, p.total, e) {
+        float f = 0.0f;
+        i64 iv = 0;
+        bool is_float = false;
+        switch (p.from) {
+        case 0: f = ((const float*)p.x)[e]; is_float = true; break;
+        case 1: iv = ((const i64*)p.x)[e]; break;
+        case 2: iv = ((const i32*)p.x)[e]; break;
+        default: iv = ((const u8*)p.x)[e] != 0 ? 1 : 0; break;
+        }
+        switch (p.to) {
+        case 0: ((float*)p.out)[e] = is_float ? f : (float)iv; break;
+        case 1: ((i64*)p.out)[e] = is_float ? reef_f2i64(f) : iv; break;
+        case 2: ((i32*)p.out)[e] = is_float ? reef_f2i32(f) : (i32)(u32)(u64)iv; break;
+        default: ((u8*)p.out)[e] = (is_float ? f != 0.0f : iv != 0) ? 1 : 0; break;
+        }
+    }
+}
+REEF_FAMILY(cast, MapParams, REEF_EW_THREADS)
+
+// Mirrors reef_cuda::params::CopyParams (shape right-aligned, leading dims 1).
+struct CopyParams {
+    Hdr hdr;
+    u64 x, out;
+    i64 offset;
+    i64 strides[REEF_MAX_RANK];
+    i32 shape[REEF_MAX_RANK];
+    i32 esz;
+    u32 total;
+};
+
+__device__ __forceinline__ void copy_tile(const CopyParams& p, u32 t) {
+    REEF_EW_FOR(t, p.total, e) {
+        i64 rem = e, src = p.offset;
+#pragma unroll
+        for (int d = REEF_MAX_RANK - 1; d >= 0; --d) {
+            const i64 ix = rem % p.shape[d];
+            rem /= p.shape[d];
+            src += ix * p.strides[d];
+        }
+        reef_copy_elem(p.out + (u64)e * p.esz, p.x + (u64)(src * p.esz), p.esz);
+    }
+}
+REEF_FAMILY(copy, CopyParams, REEF_EW_THREADS)
+
+// Mirrors reef_cuda::params::ConcatParams. `table` holds nparts u64 part
+// pointers, then nparts + 1 i64 axis starts (prefix sums of the lengths).
+struct ConcatParams {
+    Hdr hdr;
+    u64 table, out;
+    i32 outer, inner, total_len, nparts, esz;
+    u32 total;
+};
+
+__device__ __forceinline__ void concat_tile(const ConcatParams& p, u32 t) {
+    const u64* ptrs = (const u64*)p.table;
+    const i64* starts = (const i64*)(p.table + 8ull * (u64)p.nparts);
+    REEF_EW_FOR(t, p.total, e) {
+        const i64 row = (i64)p.total_len * p.inner;
+        const i64 o = e / row;
+        const i64 rem = e - o * row;
+        const i64 j = rem / p.inner;
+        const i64 i = rem - j * p.inner;
+        // Largest part q with starts[q] <= j (binary search).
+        i32 lo = 0, hi = p.nparts - 1;
+        while (lo < hi) {
+            const i32 mid = (lo + hi + 1) >> 1;
+            if (starts[mid] <= j) lo = mid; else hi = mid - 1;
+        }
+        const i64 len = starts[lo + 1] - starts[lo];
+        const i64 src = (o * len + (j - starts[lo])) * p.inner + i;
+        reef_copy_elem(p.out + (u64)e * p.esz, ptrs[lo] + (u64)src * p.esz, p.esz);
+    }
+}
+REEF_FAMILY(concat, ConcatParams, REEF_EW_THREADS)
+
+// Mirrors reef_cuda::params::GatherParams.
+struct GatherParams {
+    Hdr hdr;
+    u64 x, idx, out;
+    i32 outer, axis_len, count, inner, esz;
+    u32 total;
+};
+
+__device__ __forceinline__ void gather_tile(const GatherParams& p, u32 t) {
+    REEF_EW_FOR(t, p.total, e) {
+        const i64 row = (i64)p.count * p.inner;
+        const i64 o = e / row;
+        const i64 rem = e - o * row;
+        const i64 j = rem / p.inner;
+        const i64 i = rem - j * p.inner;
+        i64 ix = ((const i64*)p.idx)[j];
+        if (ix < 0) ix += p.axis_len;
+        const u64 dst = p.out + (u64)e * p.esz;
+        if (ix < 0 || ix >= p.axis_len) {
+            reef_zero_elem(dst, p.esz);
+        } else {
+            const i64 src = (o * p.axis_len + ix) * p.inner + i;
+            reef_copy_elem(dst, p.x + (u64)src * p.esz, p.esz);
+        }
+    }
+}
+REEF_FAMILY(gather, GatherParams, REEF_EW_THREADS)
+
+// Mirrors reef_cuda::params::PadParams (shapes right-aligned, leading dims 1).
+struct PadParams {
+    Hdr hdr;
+    u64 x, out;
+    i32 shape[REEF_MAX_RANK], in_shape[REEF_MAX_RANK], pads[REEF_MAX_RANK];
+    i32 mode;
+    float value;
+    u32 total, pad0;
+};
+
+__device__ __forceinline__ void pad_tile(const PadParams& p, u32 t) {
+    REEF_EW_FOR(t, p.total, e) {
+        i64 rem = e, src = 0, stride = 1;
+        bool inside = true;
+#pragma unroll
+        for (int d = REEF_MAX_RANK - 1; d >= 0; --d) {
+            const i32 n = p.in_shape[d];
+            i32 ix = (i32)(rem % p.shape[d]) - p.pads[d];
+            rem /= p.shape[d];
+            if (ix < 0 || ix >= n) {
+                if (p.mode == 0 || n <= 0) {
+                    inside = false;
+                } else if (p.mode == 1) {  // reflect (no edge repeat)
+                    if (n == 1) {
+                        ix = 0;
+                    } else {
+                        const i32 period = 2 * (n - 1);
+                        ix = ix % period;
+                        if (ix < 0) ix += period;
+                        if (ix >= n) ix = period - ix;
+                    }
+                } else {  // edge
+                    ix = ix < 0 ? 0 : n - 1;
+                }
+            }
+            src += (i64)ix * stride;
+            stride *= n;
+        }
+        ((float*)p.out)[e] = inside ? ((const float*)p.x)[src] : p.value;
+    }
+}
+REEF_FAMILY(pad, PadParams, REEF_EW_THREADS)

@@ -1,0 +1,83 @@
+// reef CUDA kernels: row families (softmax, layer norm, reduce). One tile is
+// one row, reduced by a whole block of REEF_ROW_THREADS threads in a fixed
+// order (deterministic, identical in both variants).
+
+// Mirrors reef_cuda::params::SoftmaxParams. Row (o, i) of [outer, axis, inner].
+struct SoftmaxParams {
+    Hdr hdr;
+    u64 x, out;
+    i32 outer, axis, inner;
+    u32 pad0;
+};
+
+__device__ __forceinline__ void softmax_tile(const SoftmaxParams& p, u32 t) {
+    __shared__ float sm[32];
+    const i64 o = t / (u32)p.inner, i = t % (u32)p.inner;
+    const i64 base = o * p.axis * p.inner + i;
+    const float* x = (const float*)p.x + base;
+    float* y = (float*)p.out + base;
+    float m = -reef_inf();
+    for (i32 j = threadIdx.x; j < p.axis; j += blockDim.x) m = fmaxf(m, x[(i64)j * p.inner]);
+    m = reef_block_max(m, sm);
+    float s = 0.0f;
+    for (i32 j = threadIdx.x; j < p.axis; j += blockDim.x) s = s + expf(x[(i64)j * p.inner] - m);
+    s = reef_block_sum(s, sm);
+    for (i32 j = threadIdx.x; j < p.axis; j += blockDim.x)
+        y[(i64)j * p.inner] = expf(x[(i64)j * p.inner] - m) / s;
+}
+REEF_FAMILY(softmax, SoftmaxParams, REEF_ROW_THREADS)
+
+// Mirrors reef_cuda::params::LayerNormParams.
+struct LayerNormParams {
+    Hdr hdr;
+    u64 x, gamma, beta, out;
+    i32 rows, cols;
+    float eps;
+    u32 pad0;
+};
+
+__device__ __forceinline__ void layernorm_tile(const LayerNormParams& p, u32 t) {
+    __shared__ float sm[32];
+    const float* x = (const float*)p.x + (i64)t * p.cols;
+    float* y = (float*)p.out + (i64)t * p.cols;
+    const float* gm = (const float*)p.gamma;
+    const float* bt = (const float*)p.beta;
+    float s = 0.0f;
+    for (i32 j = threadIdx.x; j < p.cols; j += blockDim.x) s = s + x[j];
+    const float mean = reef_block_sum(s, sm) / (float)p.cols;
+    float v = 0.0f;
+    for (i32 j = threadIdx.x; j < p.cols; j += blockDim.x) {
+        const float d = x[j] - mean;
+        v = v + d * d;
+    }
+    const float var = reef_block_sum(v, sm) / (float)p.cols;
+    const float den = sqrtf(var + p.eps);
+    for (i32 j = threadIdx.x; j < p.cols; j += blockDim.x)
+        y[j] = (x[j] - mean) / den * gm[j] + bt[j];
+}
+REEF_FAMILY(layernorm, LayerNormParams, REEF_ROW_THREADS)
+
+// Mirrors reef_cuda::params::ReduceParams. kind 0 mean, 1 max.
+struct ReduceParams {
+    Hdr hdr;
+    u64 x, out;
+    i32 outer, len, inner, kind;
+};
+
+__device__ __forceinline__ void reduce_tile(const ReduceParams& p, u32 t) {
+    __shared__ float sm[32];
+    const i64 o = t / (u32)p.inner, i = t % (u32)p.inner;
+    const float* x = (const float*)p.x + o * p.len * p.inner + i;
+    float r;
+    if (p.kind == 0) {
+        float s = 0.0f;
+        for (i32 j = threadIdx.x; j < p.len; j += blockDim.x) s = s + x[(i64)j * p.inner];
+        r = reef_block_sum(s, sm) / (float)p.len;
+    } else {
+        float m = -reef_inf();
+        for (i32 j = threadIdx.x; j < p.len; j += blockDim.x) m = fmaxf(m, x[(i64)j * p.inner]);
+        r = reef_block_max(m, sm);
+    }
+    if (threadIdx.x == 0) ((float*)p.out)[t] = r;
+}
+REEF_FAMILY(reduce, ReduceParams, REEF_ROW_THREADS)

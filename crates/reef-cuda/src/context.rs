@@ -1,0 +1,187 @@
+//! [`CudaTaskContext`]: one task's arena, progress word, per-kernel done
+//! counters, concat table and precomputed launches, plus a stream for its
+//! input and output copies.
+
+use crate::device::DeviceShared;
+use crate::error::CudaCall;
+use crate::launch::{table_words, Addresses, Builder, Launch};
+use crate::memory::DeviceBuffer;
+use crate::model::CudaModel;
+use cudarc::driver::{result, CudaStream};
+use reef_exec::{Context, ExecError, ModelHandle, Plan};
+use reef_plan::plan::{IoBinding, Loc};
+use std::any::Any;
+use std::sync::Arc;
+
+/// Offset of the done counters in the state buffer (the progress word is at 0).
+const COUNTERS_OFFSET: u64 = 256;
+
+/// A task context on a CUDA device.
+pub struct CudaTaskContext {
+    model: Arc<dyn ModelHandle>,
+    pub(crate) shared: Arc<DeviceShared>,
+    plan: Arc<Plan>,
+    arena: DeviceBuffer,
+    /// Progress word at 0, one u32 done counter per kernel from [`COUNTERS_OFFSET`].
+    state: DeviceBuffer,
+    _table: DeviceBuffer,
+    launches: Vec<Launch>,
+    stream: Arc<CudaStream>,
+}
+
+impl CudaTaskContext {
+    pub(crate) fn new(model: Arc<CudaModel>) -> Result<Self, ExecError> {
+        let shared = model.shared.clone();
+        let plan = model.plan().clone();
+        let ctx = &shared.ctx;
+        ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        let stream = ctx
+            .new_stream_with_priority(shared.priorities.1)
+            .call("cuStreamCreateWithPriority")?;
+        let arena = DeviceBuffer::alloc(ctx, plan.arena_bytes)?;
+        let n = plan.kernels.len();
+        let state = DeviceBuffer::alloc(ctx, COUNTERS_OFFSET as usize + 4 * n)?;
+        let table = DeviceBuffer::alloc(ctx, 8 * table_words(&plan))?;
+        let addr = Addresses {
+            weights: model.weights_ptr(),
+            arena: arena.ptr(),
+            counters: state.ptr() + COUNTERS_OFFSET,
+            progress: state.ptr(),
+            table: table.ptr(),
+        };
+        let (launches, words) = Builder::new(&plan, addr, shared.tf32)?.build_all()?;
+        // SAFETY: the state buffer holds `state.bytes()` bytes; the table holds
+        // at least `words.len()` u64s (sized by table_words); `words` lives
+        // until the stream synchronizes below.
+        unsafe {
+            result::memset_d8_async(state.ptr(), 0, state.bytes(), stream.cu_stream())
+                .call("cuMemsetD8Async(state)")?;
+            if !words.is_empty() {
+                result::memcpy_htod_async(table.ptr(), &words, stream.cu_stream())
+                    .call("cuMemcpyHtoDAsync(concat table)")?;
+            }
+        }
+        stream.synchronize().call("cuStreamSynchronize")?;
+        let model: Arc<dyn ModelHandle> = model;
+        Ok(CudaTaskContext {
+            model,
+            shared,
+            plan,
+            arena,
+            state,
+            _table: table,
+            launches,
+            stream,
+        })
+    }
+
+    /// The launch of kernel `index`.
+    pub(crate) fn launch(&self, index: usize) -> Option<&Launch> {
+        self.launches.get(index)
+    }
+
+    /// Number of kernels.
+    pub(crate) fn kernel_count(&self) -> usize {
+        self.launches.len()
+    }
+
+    /// Device address of the progress word.
+    pub(crate) fn progress_ptr(&self) -> u64 {
+        self.state.ptr()
+    }
+
+    /// Device address of kernel `index`'s done counter.
+    pub(crate) fn counter_ptr(&self, index: usize) -> u64 {
+        self.state.ptr() + COUNTERS_OFFSET + 4 * index as u64
+    }
+
+    /// Device address and byte size of an arena-resident I/O binding.
+    fn io(
+        &self,
+        binding: Option<&IoBinding>,
+        what: &str,
+        index: usize,
+    ) -> Result<(u64, usize), ExecError> {
+        let b = binding.ok_or_else(|| ExecError::Invalid(format!("no {what} {index}")))?;
+        let buf = self.plan.buffers.get(b.buffer).ok_or_else(|| {
+            ExecError::Invalid(format!("{what} {index}: bad buffer {}", b.buffer))
+        })?;
+        match buf.loc {
+            Loc::Arena(off) => Ok((self.arena.ptr() + off as u64, buf.bytes())),
+            Loc::Weight(_) => Err(ExecError::Invalid(format!(
+                "{what} {index} ({}) is not in the arena",
+                b.name
+            ))),
+        }
+    }
+}
+
+impl Context for CudaTaskContext {
+    fn model(&self) -> &Arc<dyn ModelHandle> {
+        &self.model
+    }
+
+    fn write_input(&mut self, index: usize, bytes: &[u8]) -> reef_exec::Result<()> {
+        let (ptr, size) = self.io(self.plan.inputs.get(index), "input", index)?;
+        if bytes.len() != size {
+            return Err(ExecError::Invalid(format!(
+                "input {index}: {} bytes given, {size} expected",
+                bytes.len()
+            )));
+        }
+        self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        if size > 0 {
+            // SAFETY: the destination lies inside the arena (validated at
+            // load); `bytes` stays borrowed until the synchronize below.
+            unsafe { result::memcpy_htod_async(ptr, bytes, self.stream.cu_stream()) }
+                .call("cuMemcpyHtoDAsync(input)")?;
+        }
+        self.stream.synchronize().call("cuStreamSynchronize")
+    }
+
+    fn read_output(&mut self, index: usize) -> reef_exec::Result<Vec<u8>> {
+        let (ptr, size) = self.io(self.plan.outputs.get(index), "output", index)?;
+        self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        let mut out = vec![0u8; size];
+        if size > 0 {
+            // SAFETY: the source lies inside the arena; `out` stays borrowed
+            // until the synchronize below.
+            unsafe { result::memcpy_dtoh_async(&mut out, ptr, self.stream.cu_stream()) }
+                .call("cuMemcpyDtoHAsync(output)")?;
+        }
+        self.stream.synchronize().call("cuStreamSynchronize")?;
+        Ok(out)
+    }
+
+    fn poison(&mut self) -> reef_exec::Result<()> {
+        self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        // SAFETY: fills exactly the arena allocation.
+        unsafe {
+            result::memset_d8_async(
+                self.arena.ptr(),
+                0xFF,
+                self.arena.bytes(),
+                self.stream.cu_stream(),
+            )
+        }
+        .call("cuMemsetD8Async(arena)")?;
+        self.stream.synchronize().call("cuStreamSynchronize")
+    }
+
+    fn progress(&mut self) -> reef_exec::Result<usize> {
+        self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        let mut word = [0u32; 1];
+        // SAFETY: reads the 4-byte progress word; `word` stays borrowed until
+        // the synchronize below.
+        unsafe {
+            result::memcpy_dtoh_async(&mut word, self.progress_ptr(), self.stream.cu_stream())
+        }
+        .call("cuMemcpyDtoHAsync(progress)")?;
+        self.stream.synchronize().call("cuStreamSynchronize")?;
+        Ok(word[0] as usize)
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}

@@ -1,0 +1,261 @@
+//! [`CudaDevice`]: driver and NVRTC discovery, the kernel module (compiled
+//! once per architecture, cached on disk), per-family functions and the
+//! persistent-grid size of every BE kernel.
+
+use crate::compile;
+use crate::error::CudaCall;
+use crate::kernels::Family;
+use crate::lane::CudaLane;
+use crate::model::CudaModel;
+use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule};
+use cudarc::nvrtc::Ptx;
+use reef_exec::{Device, DeviceKind, ExecError, ModelHandle, Plan, Priority, Variant};
+use std::sync::Arc;
+
+/// Options of a [`CudaDevice`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CudaOptions {
+    /// Convolutions and matmuls on TF32 tensor cores (true) or in exact f32
+    /// FFMA (false). TF32 keeps 10 mantissa bits: expect a relative L2
+    /// error around 1e-3 against f32.
+    pub tf32: bool,
+}
+
+impl CudaOptions {
+    /// The defaults, with `REEF_TF32=0` (or `false`/`off`) turning TF32 off.
+    pub fn from_env() -> Self {
+        let tf32 = match std::env::var("REEF_TF32") {
+            Ok(v) => !matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "0" | "false" | "off" | "no"
+            ),
+            Err(_) => true,
+        };
+        CudaOptions { tf32 }
+    }
+}
+
+impl Default for CudaOptions {
+    fn default() -> Self {
+        CudaOptions { tf32: true }
+    }
+}
+
+/// Whether libcuda and libnvrtc load and at least one GPU is visible. Never panics.
+pub fn cuda_available() -> bool {
+    driver_ready().map(|n| n > 0).unwrap_or(false)
+}
+
+/// Loads the driver (if present) and returns the device count.
+fn driver_ready() -> Result<usize, ExecError> {
+    // SAFETY: only tries to dlopen the library by name.
+    if !unsafe { sys::is_culib_present() } {
+        return Err(ExecError::Unavailable("libcuda not found".into()));
+    }
+    if !compile::nvrtc_available() {
+        return Err(ExecError::Unavailable("libnvrtc not found".into()));
+    }
+    result::init().map_err(|e| ExecError::Unavailable(format!("cuInit: {e}")))?;
+    let n = result::device::get_count()
+        .map_err(|e| ExecError::Unavailable(format!("cuDeviceGetCount: {e}")))?;
+    Ok(n.max(0) as usize)
+}
+
+/// State shared by a device, its models, contexts and lanes.
+pub(crate) struct DeviceShared {
+    pub ctx: Arc<CudaContext>,
+    _module: Arc<CudaModule>,
+    /// Per family (by [`Family::index`]): the RT and BE functions.
+    funcs: Vec<[CudaFunction; 2]>,
+    /// Per family: SMs x resident blocks per SM of the BE function.
+    resident: Vec<u32>,
+    pub name: String,
+    pub sms: u32,
+    pub tf32: bool,
+    /// (least, greatest) stream priority.
+    pub priorities: (i32, i32),
+}
+
+impl DeviceShared {
+    /// The function of `family` for `variant`.
+    pub fn func(&self, family: Family, variant: Variant) -> &CudaFunction {
+        &self.funcs[family.index()][variant as usize]
+    }
+
+    /// Persistent grid limit of `family`'s BE kernel.
+    pub fn resident(&self, family: Family) -> u32 {
+        self.resident[family.index()]
+    }
+}
+
+/// An NVIDIA GPU driven through the CUDA driver API.
+pub struct CudaDevice {
+    shared: Arc<DeviceShared>,
+}
+
+impl CudaDevice {
+    /// Opens GPU `ordinal` with options from the environment (`REEF_TF32`).
+    /// Returns [`ExecError::Unavailable`] when libcuda, libnvrtc or the GPU is missing.
+    pub fn new(ordinal: usize) -> Result<Self, ExecError> {
+        Self::with_options(ordinal, CudaOptions::from_env())
+    }
+
+    /// Opens GPU `ordinal` with explicit options.
+    pub fn with_options(ordinal: usize, options: CudaOptions) -> Result<Self, ExecError> {
+        let count = driver_ready()?;
+        if ordinal >= count {
+            return Err(ExecError::Unavailable(format!(
+                "no CUDA device {ordinal} ({count} visible)"
+            )));
+        }
+        let ctx = CudaContext::new(ordinal).call("cuDevicePrimaryCtxRetain")?;
+        // SAFETY: reef orders all its work explicitly (streams, synchronize);
+        // cudarc's per-buffer event tracking is not used by this crate.
+        unsafe { ctx.disable_event_tracking() };
+        let name = ctx.name().call("cuDeviceGetName")?;
+        let (major, minor) = ctx.compute_capability().call("cuDeviceGetAttribute")?;
+        let sms = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .call("cuDeviceGetAttribute(MULTIPROCESSOR_COUNT)")?
+            .max(1) as u32;
+        let priorities =
+            result::stream::get_priority_range().call("cuCtxGetStreamPriorityRange")?;
+
+        let module = match load_module(&ctx, major, minor, false) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cached kernel module failed to load; recompiling");
+                load_module(&ctx, major, minor, true)?
+            }
+        };
+        let mut funcs = Vec::with_capacity(Family::ALL.len());
+        let mut resident = Vec::with_capacity(Family::ALL.len());
+        for family in Family::ALL {
+            let rt = load_function(&module, family, Variant::Rt)?;
+            let be = load_function(&module, family, Variant::Be)?;
+            let threads = family.threads();
+            for (f, v) in [(&rt, Variant::Rt), (&be, Variant::Be)] {
+                check_function(f, family, v, threads)?;
+            }
+            let per_sm = be
+                .occupancy_max_active_blocks_per_multiprocessor(threads, 0, None)
+                .call("cuOccupancyMaxActiveBlocksPerMultiprocessor")?;
+            if per_sm == 0 {
+                return Err(ExecError::Cuda(format!(
+                    "{} cannot be resident with {threads} threads",
+                    family.entry(Variant::Be)
+                )));
+            }
+            resident.push(sms * per_sm);
+            funcs.push([rt, be]);
+        }
+        tracing::info!(
+            device = %name, sms, arch = format!("sm_{major}{minor}"), tf32 = options.tf32,
+            "CUDA device ready"
+        );
+        Ok(CudaDevice {
+            shared: Arc::new(DeviceShared {
+                ctx,
+                _module: module,
+                funcs,
+                resident,
+                name,
+                sms,
+                tf32: options.tf32,
+                priorities,
+            }),
+        })
+    }
+
+    /// Whether convolutions and matmuls use TF32 tensor cores.
+    pub fn tf32(&self) -> bool {
+        self.shared.tf32
+    }
+
+    /// Persistent grid size of a BE kernel of the given family name (e.g. "conv_tc").
+    pub fn be_grid_limit(&self, family_name: &str) -> Option<u32> {
+        Family::ALL
+            .iter()
+            .find(|f| f.base_name() == family_name)
+            .map(|&f| self.shared.resident(f))
+    }
+}
+
+fn load_module(
+    ctx: &Arc<CudaContext>,
+    major: i32,
+    minor: i32,
+    fresh: bool,
+) -> Result<Arc<CudaModule>, ExecError> {
+    let cubin = compile::module_cubin(major, minor, fresh)?;
+    ctx.load_module(Ptx::from_binary(cubin))
+        .call("cuModuleLoadData")
+}
+
+fn load_function(
+    module: &Arc<CudaModule>,
+    family: Family,
+    variant: Variant,
+) -> Result<CudaFunction, ExecError> {
+    let name = family.entry(variant);
+    module
+        .load_function(&name)
+        .call(&format!("cuModuleGetFunction({name})"))
+}
+
+/// Checks the launch limits of a function: block size and static shared memory.
+fn check_function(
+    f: &CudaFunction,
+    family: Family,
+    variant: Variant,
+    threads: u32,
+) -> Result<(), ExecError> {
+    let name = family.entry(variant);
+    let attr = |a: sys::CUfunction_attribute, what: &str| -> Result<i32, ExecError> {
+        // SAFETY: `f` is a live function of a loaded module.
+        unsafe { result::function::get_function_attribute(f.cu_function(), a) }
+            .call(&format!("cuFuncGetAttribute({name}, {what})"))
+    };
+    let max_threads = attr(
+        sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK,
+        "MAX_THREADS_PER_BLOCK",
+    )?;
+    let smem = attr(
+        sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES,
+        "SHARED_SIZE_BYTES",
+    )?;
+    if threads > 1024 || (max_threads as u32) < threads {
+        return Err(ExecError::Cuda(format!(
+            "{name}: {threads} threads per block exceed its limit {max_threads}"
+        )));
+    }
+    if smem > 48 * 1024 {
+        return Err(ExecError::Cuda(format!(
+            "{name}: {smem} bytes of static shared memory exceed 48 KB"
+        )));
+    }
+    Ok(())
+}
+
+impl Device for CudaDevice {
+    fn name(&self) -> String {
+        format!("{}, {} SMs", self.shared.name, self.shared.sms)
+    }
+
+    fn kind(&self) -> DeviceKind {
+        DeviceKind::Cuda
+    }
+
+    fn compute_units(&self) -> usize {
+        self.shared.sms as usize
+    }
+
+    fn load(&self, plan: Arc<Plan>) -> reef_exec::Result<Arc<dyn ModelHandle>> {
+        let model: Arc<dyn ModelHandle> = CudaModel::load(self.shared.clone(), plan)?;
+        Ok(model)
+    }
+
+    fn lane(&self, priority: Priority) -> reef_exec::Result<Box<dyn reef_exec::Lane>> {
+        Ok(Box::new(CudaLane::new(self.shared.clone(), priority)?))
+    }
+}

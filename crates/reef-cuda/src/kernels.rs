@@ -1,0 +1,196 @@
+//! The kernel module: its CUDA C++ sources (`kernels/*.cu`, one NVRTC
+//! program), the NVRTC options, and the list of kernel families with their
+//! entry points and block sizes.
+
+use crate::params::{EW_THREADS, GEMM_THREADS, ROW_THREADS};
+use reef_exec::Variant;
+
+/// The sources, concatenated in this order into one program (no `#include`).
+pub const SOURCES: [(&str, &str); 4] = [
+    ("common.cu", include_str!("../kernels/common.cu")),
+    ("gemm.cu", include_str!("../kernels/gemm.cu")),
+    ("elementwise.cu", include_str!("../kernels/elementwise.cu")),
+    ("rows.cu", include_str!("../kernels/rows.cu")),
+];
+
+/// The whole program text.
+pub fn program_source() -> String {
+    let mut s = String::new();
+    for (name, text) in SOURCES {
+        s.push_str("// ---- ");
+        s.push_str(name);
+        s.push_str(" ----\n");
+        s.push_str(text);
+        s.push('\n');
+    }
+    s
+}
+
+/// NVRTC options for compute capability `major.minor`. `--fmad=false` keeps
+/// every float operation as written (no contraction that could differ
+/// between the RT and BE inlining sites); fast math stays off.
+pub fn nvrtc_options(major: i32, minor: i32) -> Vec<String> {
+    vec![
+        format!("--gpu-architecture=sm_{major}{minor}"),
+        "--std=c++17".into(),
+        "--fmad=false".into(),
+        "--prec-div=true".into(),
+        "--prec-sqrt=true".into(),
+        "--ftz=false".into(),
+    ]
+}
+
+/// A kernel family: one tile function, two entry points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Implicit-GEMM convolution on TF32 tensor cores.
+    ConvTc,
+    /// Implicit-GEMM convolution in exact f32 (FFMA).
+    ConvFfma,
+    /// Direct convolution for c/groups == 1 (depthwise).
+    ConvDw,
+    /// Batched matmul on TF32 tensor cores.
+    MatMulTc,
+    /// Batched matmul in exact f32 (FFMA).
+    MatMulFfma,
+    /// Pooling.
+    Pool,
+    /// Per-channel affine.
+    ChannelAffine,
+    /// Broadcast binary.
+    Binary,
+    /// Broadcast comparison.
+    Compare,
+    /// Broadcast select.
+    Where,
+    /// Unary map.
+    Unary,
+    /// Logical not.
+    Not,
+    /// Type cast.
+    Cast,
+    /// Strided copy.
+    Copy,
+    /// Concatenation.
+    Concat,
+    /// Gather.
+    Gather,
+    /// Padding.
+    Pad,
+    /// Softmax.
+    Softmax,
+    /// Layer normalisation.
+    LayerNorm,
+    /// Reduction.
+    Reduce,
+}
+
+impl Family {
+    /// Every family, in a fixed order ([`Family::index`]).
+    pub const ALL: [Family; 20] = [
+        Family::ConvTc,
+        Family::ConvFfma,
+        Family::ConvDw,
+        Family::MatMulTc,
+        Family::MatMulFfma,
+        Family::Pool,
+        Family::ChannelAffine,
+        Family::Binary,
+        Family::Compare,
+        Family::Where,
+        Family::Unary,
+        Family::Not,
+        Family::Cast,
+        Family::Copy,
+        Family::Concat,
+        Family::Gather,
+        Family::Pad,
+        Family::Softmax,
+        Family::LayerNorm,
+        Family::Reduce,
+    ];
+
+    /// Position in [`Family::ALL`].
+    pub fn index(self) -> usize {
+        Family::ALL.iter().position(|&f| f == self).unwrap_or(0)
+    }
+
+    /// The tile function's base name in the C source.
+    pub fn base_name(self) -> &'static str {
+        match self {
+            Family::ConvTc => "conv_tc",
+            Family::ConvFfma => "conv_ffma",
+            Family::ConvDw => "conv_dw",
+            Family::MatMulTc => "matmul_tc",
+            Family::MatMulFfma => "matmul_ffma",
+            Family::Pool => "pool",
+            Family::ChannelAffine => "channel_affine",
+            Family::Binary => "binary",
+            Family::Compare => "compare",
+            Family::Where => "where",
+            Family::Unary => "unary",
+            Family::Not => "lnot",
+            Family::Cast => "cast",
+            Family::Copy => "copy",
+            Family::Concat => "concat",
+            Family::Gather => "gather",
+            Family::Pad => "pad",
+            Family::Softmax => "softmax",
+            Family::LayerNorm => "layernorm",
+            Family::Reduce => "reduce",
+        }
+    }
+
+    /// The `extern "C"` entry point of a variant.
+    pub fn entry(self, variant: Variant) -> String {
+        match variant {
+            Variant::Rt => format!("{}_rt", self.base_name()),
+            Variant::Be => format!("{}_be", self.base_name()),
+        }
+    }
+
+    /// Threads per block (must match the kernel's `__launch_bounds__`).
+    pub fn threads(self) -> u32 {
+        match self {
+            Family::ConvTc | Family::ConvFfma | Family::MatMulTc | Family::MatMulFfma => {
+                GEMM_THREADS
+            }
+            Family::Softmax | Family::LayerNorm | Family::Reduce => ROW_THREADS,
+            _ => EW_THREADS,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_has_both_entry_points_in_the_source() {
+        let src = program_source();
+        for f in Family::ALL {
+            assert!(
+                src.contains(&format!("REEF_FAMILY({}, ", f.base_name())),
+                "{f:?} missing"
+            );
+            assert_eq!(Family::ALL[f.index()], f);
+            assert!(f.threads() <= 1024 && f.threads() % 32 == 0);
+        }
+        assert_eq!(Family::Not.entry(Variant::Be), "lnot_be");
+    }
+
+    #[test]
+    fn sources_include_no_headers() {
+        assert!(!program_source().contains("#include"));
+    }
+
+    #[test]
+    fn options_name_the_architecture_and_keep_precise_math() {
+        let o = nvrtc_options(9, 0);
+        assert!(o.contains(&"--gpu-architecture=sm_90".to_string()));
+        assert!(o.contains(&"--fmad=false".to_string()));
+        assert!(!o
+            .iter()
+            .any(|s| s.contains("fast_math") || s.contains("fast-math")));
+    }
+}

@@ -1,0 +1,1028 @@
+//! Turning a plan's kernels into launch descriptors: the family to launch,
+//! its tile count and its params struct with every device address resolved.
+//! Pure host logic (no CUDA calls), so it is tested without a GPU. Every
+//! buffer access a kernel can make is validated here against the plan's
+//! buffer sizes, so a malformed plan is an error, never a device fault.
+
+use crate::kernels::Family;
+use crate::params::*;
+use reef_exec::ExecError;
+use reef_model::{DType, PadMode, PoolKind};
+use reef_plan::kernel::{BinOp, CmpOp, KernelOp, ReduceKind, UnaryOp};
+use reef_plan::plan::{BufferId, Loc};
+use reef_plan::Plan;
+
+/// One launch: what to run, on how many tiles, with which parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct Launch {
+    /// Kernel family.
+    pub family: Family,
+    /// Number of tiles (>= 1).
+    pub tiles: u32,
+    /// Parameters (header filled except the lane's flag).
+    pub params: Params,
+}
+
+impl Launch {
+    /// Grid size: one block per tile (RT) or at most `resident` persistent blocks (BE).
+    pub fn grid(&self, variant: reef_exec::Variant, resident: u32) -> u32 {
+        match variant {
+            reef_exec::Variant::Rt => self.tiles,
+            reef_exec::Variant::Be => self.tiles.min(resident.max(1)),
+        }
+    }
+}
+
+/// Device addresses of one context: where weights, arena, counters, progress
+/// and the concat table live.
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    /// Base of the model's weight blob.
+    pub weights: u64,
+    /// Base of the context's arena.
+    pub arena: u64,
+    /// Base of the per-kernel done counters (u32 each).
+    pub counters: u64,
+    /// The progress word (u32).
+    pub progress: u64,
+    /// Base of the context's concat pointer table.
+    pub table: u64,
+}
+
+/// Number of u64 words of concat table a plan needs (per context).
+pub fn table_words(plan: &Plan) -> usize {
+    plan.kernels
+        .iter()
+        .map(|k| match &k.op {
+            KernelOp::Concat { lens, .. } => 2 * lens.len() + 1,
+            _ => 0,
+        })
+        .sum()
+}
+
+fn invalid(kernel: usize, msg: impl std::fmt::Display) -> ExecError {
+    ExecError::Invalid(format!("kernel {kernel}: {msg}"))
+}
+
+fn to_i32(kernel: usize, what: &str, v: impl TryInto<i32>) -> Result<i32, ExecError> {
+    v.try_into()
+        .map_err(|_| invalid(kernel, format!("{what} does not fit in i32")))
+}
+
+fn tiles_for(kernel: usize, n: u64) -> Result<u32, ExecError> {
+    let t = n.max(1);
+    if t > i32::MAX as u64 {
+        return Err(invalid(kernel, format!("{t} tiles exceed the grid limit")));
+    }
+    Ok(t as u32)
+}
+
+fn ew_tiles(kernel: usize, total: u64) -> Result<u32, ExecError> {
+    tiles_for(kernel, total.div_ceil(EW_TILE))
+}
+
+/// Right-aligns `v` to [`MAX_RANK`], filling with `fill`.
+fn right_align<T: Copy>(v: &[T], fill: T) -> [T; MAX_RANK] {
+    let mut out = [fill; MAX_RANK];
+    out[MAX_RANK - v.len()..].copy_from_slice(v);
+    out
+}
+
+/// Builds launch descriptors for a plan's kernels.
+pub struct Builder<'a> {
+    plan: &'a Plan,
+    addr: Addresses,
+    tf32: bool,
+    table: Vec<u64>,
+}
+
+impl<'a> Builder<'a> {
+    /// A builder over `plan` at `addr`. Validates every buffer's size limits.
+    pub fn new(plan: &'a Plan, addr: Addresses, tf32: bool) -> Result<Self, ExecError> {
+        for (i, b) in plan.buffers.iter().enumerate() {
+            if b.len > i32::MAX as usize {
+                return Err(ExecError::Unsupported(format!(
+                    "buffer {i} ({}) has {} elements; the CUDA kernels index with i32",
+                    b.name, b.len
+                )));
+            }
+            let end = match b.loc {
+                Loc::Weight(off) => {
+                    let end = off.checked_add(b.bytes());
+                    if end.is_none_or(|e| e > plan.weights.len()) {
+                        return Err(ExecError::Invalid(format!(
+                            "buffer {i} ({}) lies outside the weight blob",
+                            b.name
+                        )));
+                    }
+                    continue;
+                }
+                Loc::Arena(off) => off.checked_add(b.bytes()),
+            };
+            if end.is_none_or(|e| e > plan.arena_bytes) {
+                return Err(ExecError::Invalid(format!(
+                    "buffer {i} ({}) lies outside the arena",
+                    b.name
+                )));
+            }
+        }
+        Ok(Builder {
+            plan,
+            addr,
+            tf32,
+            table: Vec::with_capacity(table_words(plan)),
+        })
+    }
+
+    /// Builds every kernel's launch; returns them and the concat table words
+    /// to upload at `addr.table`.
+    pub fn build_all(mut self) -> Result<(Vec<Launch>, Vec<u64>), ExecError> {
+        let launches = (0..self.plan.kernels.len())
+            .map(|i| self.build(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((launches, self.table))
+    }
+
+    /// Device address of buffer `id`, checking its type and that it holds `elems`.
+    fn buf(&self, k: usize, id: BufferId, dtype: DType, elems: u64) -> Result<u64, ExecError> {
+        let b = self
+            .plan
+            .buffers
+            .get(id)
+            .ok_or_else(|| invalid(k, format!("buffer {id} does not exist")))?;
+        if b.dtype != dtype {
+            return Err(invalid(
+                k,
+                format!(
+                    "buffer {id} ({}) is {:?}, expected {dtype:?}",
+                    b.name, b.dtype
+                ),
+            ));
+        }
+        if (b.len as u64) < elems {
+            return Err(invalid(
+                k,
+                format!(
+                    "buffer {id} ({}) holds {} elements, needs {elems}",
+                    b.name, b.len
+                ),
+            ));
+        }
+        Ok(match b.loc {
+            Loc::Weight(off) => self.addr.weights + off as u64,
+            Loc::Arena(off) => self.addr.arena + off as u64,
+        })
+    }
+
+    /// Like [`Self::buf`] for untyped element copies of `esz` bytes.
+    fn raw(&self, k: usize, id: BufferId, esz: usize, elems: u64) -> Result<u64, ExecError> {
+        let b = self
+            .plan
+            .buffers
+            .get(id)
+            .ok_or_else(|| invalid(k, format!("buffer {id} does not exist")))?;
+        if b.dtype.size() != esz {
+            return Err(invalid(
+                k,
+                format!(
+                    "buffer {id} has {}-byte elements, expected {esz}",
+                    b.dtype.size()
+                ),
+            ));
+        }
+        self.buf(k, id, b.dtype, elems)
+    }
+
+    fn input(&self, k: usize, i: usize) -> Result<BufferId, ExecError> {
+        self.plan.kernels[k]
+            .inputs
+            .get(i)
+            .copied()
+            .ok_or_else(|| invalid(k, format!("missing input {i}")))
+    }
+
+    fn hdr(&self, k: usize, tiles: u32) -> Hdr {
+        Hdr {
+            flag: 0,
+            done: self.addr.counters + 4 * k as u64,
+            progress: self.addr.progress,
+            kernel_index: k as u32,
+            tiles,
+        }
+    }
+
+    /// A launch that does nothing but complete (for kernels with no work).
+    fn noop(&self, k: usize) -> Launch {
+        let p = CopyParams {
+            hdr: self.hdr(k, 1),
+            shape: [1; MAX_RANK],
+            esz: 4,
+            total: 0,
+            ..Default::default()
+        };
+        Launch {
+            family: Family::Copy,
+            tiles: 1,
+            params: Params::Copy(p),
+        }
+    }
+
+    /// Builds kernel `k`'s launch.
+    pub fn build(&mut self, k: usize) -> Result<Launch, ExecError> {
+        let kernel = &self.plan.kernels[k];
+        let out_id = kernel.output;
+        if kernel.inputs.contains(&out_id) {
+            return Err(invalid(
+                k,
+                "writes a buffer it reads (kernels must be idempotent)",
+            ));
+        }
+        let ninputs = kernel.inputs.len();
+        let expect_inputs = |n: usize| -> Result<(), ExecError> {
+            if ninputs == n {
+                Ok(())
+            } else {
+                Err(invalid(k, format!("expected {n} inputs, got {ninputs}")))
+            }
+        };
+        let f32_ = DType::F32;
+        let u = |v: usize| v as u64;
+        match &kernel.op {
+            KernelOp::Conv(c) => {
+                expect_inputs(2 + c.has_bias as usize + c.has_residual as usize)?;
+                if c.groups == 0 || c.c % c.groups != 0 || c.k % c.groups != 0 {
+                    return Err(invalid(k, "channels not divisible by groups"));
+                }
+                let (kg, cg) = (c.k / c.groups, c.c / c.groups);
+                let npix = c.oh * c.ow;
+                let total = u(c.n) * u(c.k) * u(npix);
+                if total == 0 {
+                    return Ok(self.noop(k));
+                }
+                let x = self.buf(
+                    k,
+                    self.input(k, 0)?,
+                    f32_,
+                    u(c.n) * u(c.c) * u(c.h) * u(c.w),
+                )?;
+                let w = self.buf(k, self.input(k, 1)?, f32_, u(c.k) * u(cg) * u(c.r) * u(c.s))?;
+                let mut next = 2;
+                let bias = if c.has_bias {
+                    next += 1;
+                    self.buf(k, self.input(k, next - 1)?, f32_, u(c.k))?
+                } else {
+                    0
+                };
+                let residual = if c.has_residual {
+                    self.buf(k, self.input(k, next)?, f32_, total)?
+                } else {
+                    0
+                };
+                let out = self.buf(k, out_id, f32_, total)?;
+                let (act, act_lo, act_hi) = act_code(c.act);
+                let crs = u(cg) * u(c.r) * u(c.s);
+                let m_tiles = tiles_for(k, u(kg).div_ceil(GEMM_M))?;
+                let n_tiles = tiles_for(k, (u(c.n) * u(npix)).div_ceil(GEMM_N))?;
+                let (family, tiles) = if cg == 1 {
+                    (Family::ConvDw, ew_tiles(k, total)?)
+                } else {
+                    let t = u(c.groups) * u64::from(m_tiles) * u64::from(n_tiles);
+                    let f = if self.tf32 {
+                        Family::ConvTc
+                    } else {
+                        Family::ConvFfma
+                    };
+                    (f, tiles_for(k, t)?)
+                };
+                let i = |what: &str, v: usize| to_i32(k, what, v);
+                let p = ConvParams {
+                    hdr: self.hdr(k, tiles),
+                    x,
+                    w,
+                    bias,
+                    residual,
+                    out,
+                    n: i("n", c.n)?,
+                    c: i("c", c.c)?,
+                    h: i("h", c.h)?,
+                    w_: i("w", c.w)?,
+                    k: i("k", c.k)?,
+                    r: i("r", c.r)?,
+                    s: i("s", c.s)?,
+                    oh: i("oh", c.oh)?,
+                    ow: i("ow", c.ow)?,
+                    sh: i("stride", c.stride[0])?,
+                    sw: i("stride", c.stride[1])?,
+                    ph: i("pad", c.pad[0])?,
+                    pw: i("pad", c.pad[1])?,
+                    dh: i("dilation", c.dilation[0])?,
+                    dw: i("dilation", c.dilation[1])?,
+                    groups: i("groups", c.groups)?,
+                    kg: i("k/groups", kg)?,
+                    cg: i("c/groups", cg)?,
+                    crs: to_i32(k, "c/groups*r*s", crs)?,
+                    npix: i("oh*ow", npix)?,
+                    has_bias: c.has_bias as i32,
+                    has_residual: c.has_residual as i32,
+                    act,
+                    act_lo,
+                    act_hi,
+                    m_tiles,
+                    n_tiles,
+                    pad0: 0,
+                };
+                Ok(Launch {
+                    family,
+                    tiles,
+                    params: Params::Conv(p),
+                })
+            }
+            KernelOp::MatMul(m) => {
+                expect_inputs(2 + m.has_bias as usize + m.has_residual as usize)?;
+                let nb = m.batch.len();
+                if nb > MAX_RANK || m.a_batch_strides.len() != nb || m.b_batch_strides.len() != nb {
+                    return Err(invalid(k, "bad batch shape or strides"));
+                }
+                let batch = u(m.batch_count());
+                let total = batch * u(m.m) * u(m.n);
+                if total == 0 {
+                    return Ok(self.noop(k));
+                }
+                // Highest element each operand is read at (+1 = elements needed).
+                let last = |dims: &[(usize, usize)]| -> u64 {
+                    dims.iter()
+                        .map(|&(len, st)| u(len.saturating_sub(1)) * u(st))
+                        .sum::<u64>()
+                        + 1
+                };
+                let mut a_dims: Vec<(usize, usize)> = m
+                    .batch
+                    .iter()
+                    .copied()
+                    .zip(m.a_batch_strides.iter().copied())
+                    .collect();
+                let mut b_dims: Vec<(usize, usize)> = m
+                    .batch
+                    .iter()
+                    .copied()
+                    .zip(m.b_batch_strides.iter().copied())
+                    .collect();
+                a_dims.extend([(m.m, m.lda_m), (m.k, m.lda_k)]);
+                b_dims.extend([(m.k, m.ldb_k), (m.n, m.ldb_n)]);
+                let need_a = if m.k == 0 { 0 } else { last(&a_dims) };
+                let need_b = if m.k == 0 { 0 } else { last(&b_dims) };
+                let a = self.buf(k, self.input(k, 0)?, f32_, need_a)?;
+                let b = self.buf(k, self.input(k, 1)?, f32_, need_b)?;
+                let mut next = 2;
+                let bias = if m.has_bias {
+                    next += 1;
+                    let need = last(&[(m.m, m.bias_stride_m), (m.n, m.bias_stride_n)]);
+                    self.buf(k, self.input(k, next - 1)?, f32_, need)?
+                } else {
+                    0
+                };
+                let residual = if m.has_residual {
+                    self.buf(k, self.input(k, next)?, f32_, total)?
+                } else {
+                    0
+                };
+                let out = self.buf(k, out_id, f32_, total)?;
+                let m_tiles = tiles_for(k, u(m.m).div_ceil(GEMM_M))?;
+                let n_tiles = tiles_for(k, u(m.n).div_ceil(GEMM_N))?;
+                let tiles = tiles_for(k, batch * u64::from(m_tiles) * u64::from(n_tiles))?;
+                let i = |what: &str, v: usize| to_i32(k, what, v);
+                let arr = |v: &[usize], what: &str| -> Result<[i32; MAX_RANK], ExecError> {
+                    let mut out = [0i32; MAX_RANK];
+                    for (o, &x) in out.iter_mut().zip(v) {
+                        *o = to_i32(k, what, x)?;
+                    }
+                    Ok(out)
+                };
+                let (act, act_lo, act_hi) = act_code(m.act);
+                let p = MatMulParams {
+                    hdr: self.hdr(k, tiles),
+                    a,
+                    b,
+                    bias,
+                    residual,
+                    out,
+                    batch: arr(&m.batch, "batch")?,
+                    a_bs: arr(&m.a_batch_strides, "batch stride")?,
+                    b_bs: arr(&m.b_batch_strides, "batch stride")?,
+                    nbatch: nb as i32,
+                    m: i("m", m.m)?,
+                    n: i("n", m.n)?,
+                    k: i("k", m.k)?,
+                    lda_m: i("lda_m", m.lda_m)?,
+                    lda_k: i("lda_k", m.lda_k)?,
+                    ldb_k: i("ldb_k", m.ldb_k)?,
+                    ldb_n: i("ldb_n", m.ldb_n)?,
+                    bias_sm: i("bias stride", m.bias_stride_m)?,
+                    bias_sn: i("bias stride", m.bias_stride_n)?,
+                    alpha: m.alpha,
+                    beta: m.beta,
+                    has_bias: m.has_bias as i32,
+                    has_residual: m.has_residual as i32,
+                    act,
+                    act_lo,
+                    act_hi,
+                    m_tiles,
+                    n_tiles,
+                    pad0: 0,
+                };
+                let family = if self.tf32 {
+                    Family::MatMulTc
+                } else {
+                    Family::MatMulFfma
+                };
+                Ok(Launch {
+                    family,
+                    tiles,
+                    params: Params::MatMul(p),
+                })
+            }
+            KernelOp::Pool(s) => {
+                expect_inputs(1)?;
+                let total = u(s.n) * u(s.c) * u(s.oh) * u(s.ow);
+                let x = self.buf(
+                    k,
+                    self.input(k, 0)?,
+                    f32_,
+                    u(s.n) * u(s.c) * u(s.h) * u(s.w),
+                )?;
+                let out = self.buf(k, out_id, f32_, total)?;
+                let tiles = ew_tiles(k, total)?;
+                let i = |what: &str, v: usize| to_i32(k, what, v);
+                let p = PoolParams {
+                    hdr: self.hdr(k, tiles),
+                    x,
+                    out,
+                    n: i("n", s.n)?,
+                    c: i("c", s.c)?,
+                    h: i("h", s.h)?,
+                    w: i("w", s.w)?,
+                    oh: i("oh", s.oh)?,
+                    ow: i("ow", s.ow)?,
+                    kh: i("kernel", s.kernel[0])?,
+                    kw: i("kernel", s.kernel[1])?,
+                    sh: i("stride", s.stride[0])?,
+                    sw: i("stride", s.stride[1])?,
+                    ph: i("pad", s.pad[0])?,
+                    pw: i("pad", s.pad[1])?,
+                    dh: i("dilation", s.dilation[0])?,
+                    dw: i("dilation", s.dilation[1])?,
+                    kind: match s.kind {
+                        PoolKind::Max => 0,
+                        PoolKind::Avg => 1,
+                    },
+                    count_include_pad: s.count_include_pad as i32,
+                    padded_h: i("padded_h", s.padded_h)?,
+                    padded_w: i("padded_w", s.padded_w)?,
+                    total: total as u32,
+                    pad0: 0,
+                };
+                Ok(Launch {
+                    family: Family::Pool,
+                    tiles,
+                    params: Params::Pool(p),
+                })
+            }
+            KernelOp::ChannelAffine {
+                outer,
+                c,
+                inner,
+                act,
+            } => {
+                expect_inputs(3)?;
+                let total = u(*outer) * u(*c) * u(*inner);
+                let x = self.buf(k, self.input(k, 0)?, f32_, total)?;
+                let scale = self.buf(k, self.input(k, 1)?, f32_, u(*c))?;
+                let shift = self.buf(k, self.input(k, 2)?, f32_, u(*c))?;
+                let out = self.buf(k, out_id, f32_, total)?;
+                let tiles = ew_tiles(k, total)?;
+                let (act, act_lo, act_hi) = act_code(*act);
+                let p = AffineParams {
+                    hdr: self.hdr(k, tiles),
+                    x,
+                    scale,
+                    shift,
+                    out,
+                    outer: to_i32(k, "outer", *outer)?,
+                    c: to_i32(k, "c", (*c).max(1))?,
+                    inner: to_i32(k, "inner", (*inner).max(1))?,
+                    act,
+                    act_lo,
+                    act_hi,
+                    total: total as u32,
+                    pad0: 0,
+                };
+                Ok(Launch {
+                    family: Family::ChannelAffine,
+                    tiles,
+                    params: Params::Affine(p),
+                })
+            }
+            KernelOp::Binary {
+                op,
+                shape,
+                a_strides,
+                b_strides,
+                act,
+            } => {
+                expect_inputs(2)?;
+                let op = match op {
+                    BinOp::Add => 0,
+                    BinOp::Sub => 1,
+                    BinOp::Mul => 2,
+                    BinOp::Div => 3,
+                    BinOp::Pow => 4,
+                };
+                let ops = [(0, f32_, a_strides), (1, f32_, b_strides)];
+                let mut p = self.bcast(k, shape, &ops, out_id, f32_)?;
+                let (act, act_lo, act_hi) = act_code(*act);
+                (p.op, p.act, p.act_lo, p.act_hi) = (op, act, act_lo, act_hi);
+                Ok(Launch {
+                    family: Family::Binary,
+                    tiles: p.hdr.tiles,
+                    params: Params::Bcast(p),
+                })
+            }
+            KernelOp::Compare {
+                op,
+                dtype,
+                shape,
+                a_strides,
+                b_strides,
+            } => {
+                expect_inputs(2)?;
+                let dcode = match dtype {
+                    DType::F32 => 0,
+                    DType::I64 => 1,
+                    other => {
+                        return Err(ExecError::Unsupported(format!(
+                            "kernel {k}: Compare on {other:?}"
+                        )))
+                    }
+                };
+                let ops = [(0, *dtype, a_strides), (1, *dtype, b_strides)];
+                let mut p = self.bcast(k, shape, &ops, out_id, DType::Bool)?;
+                p.op = match op {
+                    CmpOp::Equal => 0,
+                    CmpOp::Less => 1,
+                    CmpOp::Greater => 2,
+                };
+                p.dtype = dcode;
+                Ok(Launch {
+                    family: Family::Compare,
+                    tiles: p.hdr.tiles,
+                    params: Params::Bcast(p),
+                })
+            }
+            KernelOp::Where {
+                shape,
+                c_strides,
+                a_strides,
+                b_strides,
+            } => {
+                expect_inputs(3)?;
+                let ops = [
+                    (0, DType::Bool, c_strides),
+                    (1, f32_, a_strides),
+                    (2, f32_, b_strides),
+                ];
+                let p = self.bcast(k, shape, &ops, out_id, f32_)?;
+                Ok(Launch {
+                    family: Family::Where,
+                    tiles: p.hdr.tiles,
+                    params: Params::Bcast(p),
+                })
+            }
+            KernelOp::Unary { op, n } => {
+                expect_inputs(1)?;
+                let (code, a) = match op {
+                    UnaryOp::Act(a) => (0, *a),
+                    UnaryOp::Erf => (1, reef_model::Act::None),
+                    UnaryOp::Sqrt => (2, reef_model::Act::None),
+                    UnaryOp::Exp => (3, reef_model::Act::None),
+                    UnaryOp::Neg => (4, reef_model::Act::None),
+                };
+                let mut p = self.map(k, u(*n), (f32_, f32_))?;
+                let (act, act_lo, act_hi) = act_code(a);
+                (p.op, p.act, p.act_lo, p.act_hi) = (code, act, act_lo, act_hi);
+                Ok(Launch {
+                    family: Family::Unary,
+                    tiles: p.hdr.tiles,
+                    params: Params::Map(p),
+                })
+            }
+            KernelOp::Not { n } => {
+                expect_inputs(1)?;
+                let p = self.map(k, u(*n), (DType::Bool, DType::Bool))?;
+                Ok(Launch {
+                    family: Family::Not,
+                    tiles: p.hdr.tiles,
+                    params: Params::Map(p),
+                })
+            }
+            KernelOp::Cast { from, to, n } => {
+                expect_inputs(1)?;
+                let code = |d: &DType| -> Result<i32, ExecError> {
+                    match d {
+                        DType::F32 => Ok(0),
+                        DType::I64 => Ok(1),
+                        DType::I32 => Ok(2),
+                        DType::Bool => Ok(3),
+                        other => Err(ExecError::Unsupported(format!(
+                            "kernel {k}: Cast involving {other:?}"
+                        ))),
+                    }
+                };
+                let (fc, tc) = (code(from)?, code(to)?);
+                let mut p = self.map(k, u(*n), (*from, *to))?;
+                (p.from, p.to) = (fc, tc);
+                Ok(Launch {
+                    family: Family::Cast,
+                    tiles: p.hdr.tiles,
+                    params: Params::Map(p),
+                })
+            }
+            KernelOp::Copy {
+                shape,
+                offset,
+                strides,
+                elem_size,
+            } => {
+                expect_inputs(1)?;
+                check_esz(k, *elem_size)?;
+                if shape.len() > MAX_RANK || strides.len() != shape.len() {
+                    return Err(invalid(k, "bad Copy rank"));
+                }
+                let total: u64 = shape.iter().map(|&d| u(d)).product();
+                let (mut lo, mut hi) = (*offset as i128, *offset as i128);
+                for (&d, &s) in shape.iter().zip(strides) {
+                    let span = (d.saturating_sub(1) as i128) * s as i128;
+                    if span < 0 {
+                        lo += span;
+                    } else {
+                        hi += span;
+                    }
+                }
+                let x_id = self.input(k, 0)?;
+                let x = if total == 0 {
+                    self.raw(k, x_id, *elem_size, 0)?
+                } else {
+                    if lo < 0 {
+                        return Err(invalid(k, "Copy reads before its input"));
+                    }
+                    let need = u64::try_from(hi + 1).map_err(|_| invalid(k, "Copy span"))?;
+                    self.raw(k, x_id, *elem_size, need)?
+                };
+                let out = self.raw(k, out_id, *elem_size, total)?;
+                let tiles = ew_tiles(k, total)?;
+                let shape32: Vec<i32> = shape
+                    .iter()
+                    .map(|&d| to_i32(k, "shape", d))
+                    .collect::<Result<_, _>>()?;
+                let p = CopyParams {
+                    hdr: self.hdr(k, tiles),
+                    x,
+                    out,
+                    offset: *offset,
+                    strides: right_align(strides, 0),
+                    shape: right_align(&shape32, 1),
+                    esz: *elem_size as i32,
+                    total: to_u32(k, total)?,
+                };
+                Ok(Launch {
+                    family: Family::Copy,
+                    tiles,
+                    params: Params::Copy(p),
+                })
+            }
+            KernelOp::Concat {
+                outer,
+                inner,
+                lens,
+                elem_size,
+            } => {
+                check_esz(k, *elem_size)?;
+                if lens.is_empty() {
+                    return Err(invalid(k, "Concat of nothing"));
+                }
+                expect_inputs(lens.len())?;
+                let total_len: usize = lens.iter().sum();
+                let total = u(*outer) * u(total_len) * u(*inner);
+                let out = self.raw(k, out_id, *elem_size, total)?;
+                let table_off = self.table.len();
+                let mut starts = Vec::with_capacity(lens.len() + 1);
+                let mut acc = 0i64;
+                for (i, &len) in lens.iter().enumerate() {
+                    let ptr = self.raw(
+                        k,
+                        self.input(k, i)?,
+                        *elem_size,
+                        u(*outer) * u(len) * u(*inner),
+                    )?;
+                    self.table.push(ptr);
+                    starts.push(acc);
+                    acc += len as i64;
+                }
+                starts.push(acc);
+                self.table.extend(starts.iter().map(|&s| s as u64));
+                let tiles = ew_tiles(k, total)?;
+                let p = ConcatParams {
+                    hdr: self.hdr(k, tiles),
+                    table: self.addr.table + 8 * table_off as u64,
+                    out,
+                    outer: to_i32(k, "outer", *outer)?,
+                    inner: to_i32(k, "inner", (*inner).max(1))?,
+                    total_len: to_i32(k, "concat length", total_len.max(1))?,
+                    nparts: to_i32(k, "parts", lens.len())?,
+                    esz: *elem_size as i32,
+                    total: to_u32(k, total)?,
+                };
+                Ok(Launch {
+                    family: Family::Concat,
+                    tiles,
+                    params: Params::Concat(p),
+                })
+            }
+            KernelOp::Gather {
+                outer,
+                axis_len,
+                count,
+                inner,
+                elem_size,
+            } => {
+                expect_inputs(2)?;
+                check_esz(k, *elem_size)?;
+                let total = u(*outer) * u(*count) * u(*inner);
+                let x = self.raw(
+                    k,
+                    self.input(k, 0)?,
+                    *elem_size,
+                    u(*outer) * u(*axis_len) * u(*inner),
+                )?;
+                let idx = self.buf(k, self.input(k, 1)?, DType::I64, u(*count))?;
+                let out = self.raw(k, out_id, *elem_size, total)?;
+                let tiles = ew_tiles(k, total)?;
+                let p = GatherParams {
+                    hdr: self.hdr(k, tiles),
+                    x,
+                    idx,
+                    out,
+                    outer: to_i32(k, "outer", *outer)?,
+                    axis_len: to_i32(k, "axis", *axis_len)?,
+                    count: to_i32(k, "count", (*count).max(1))?,
+                    inner: to_i32(k, "inner", (*inner).max(1))?,
+                    esz: *elem_size as i32,
+                    total: to_u32(k, total)?,
+                };
+                Ok(Launch {
+                    family: Family::Gather,
+                    tiles,
+                    params: Params::Gather(p),
+                })
+            }
+            KernelOp::Pad {
+                shape,
+                in_shape,
+                pads_begin,
+                mode,
+                value,
+            } => {
+                expect_inputs(1)?;
+                let r = shape.len();
+                if r > MAX_RANK || in_shape.len() != r || pads_begin.len() != r {
+                    return Err(invalid(k, "bad Pad rank"));
+                }
+                let total: u64 = shape.iter().map(|&d| u(d)).product();
+                let in_total: u64 = in_shape.iter().map(|&d| u(d)).product();
+                let x = self.buf(k, self.input(k, 0)?, f32_, in_total)?;
+                let out = self.buf(k, out_id, f32_, total)?;
+                let tiles = ew_tiles(k, total)?;
+                let conv = |v: &[usize], what: &str| -> Result<Vec<i32>, ExecError> {
+                    v.iter().map(|&d| to_i32(k, what, d)).collect()
+                };
+                let pads: Vec<i32> = pads_begin
+                    .iter()
+                    .map(|&d| to_i32(k, "pad", d))
+                    .collect::<Result<_, _>>()?;
+                let p = PadParams {
+                    hdr: self.hdr(k, tiles),
+                    x,
+                    out,
+                    shape: right_align(&conv(shape, "shape")?, 1),
+                    in_shape: right_align(&conv(in_shape, "shape")?, 1),
+                    pads: right_align(&pads, 0),
+                    mode: match mode {
+                        PadMode::Constant => 0,
+                        PadMode::Reflect => 1,
+                        PadMode::Edge => 2,
+                    },
+                    value: *value,
+                    total: to_u32(k, total)?,
+                    pad0: 0,
+                };
+                Ok(Launch {
+                    family: Family::Pad,
+                    tiles,
+                    params: Params::Pad(p),
+                })
+            }
+            KernelOp::Softmax { outer, axis, inner } => {
+                expect_inputs(1)?;
+                let rows = u(*outer) * u(*inner);
+                let total = rows * u(*axis);
+                if total == 0 {
+                    return Ok(self.noop(k));
+                }
+                let x = self.buf(k, self.input(k, 0)?, f32_, total)?;
+                let out = self.buf(k, out_id, f32_, total)?;
+                let tiles = tiles_for(k, rows)?;
+                let p = SoftmaxParams {
+                    hdr: self.hdr(k, tiles),
+                    x,
+                    out,
+                    outer: to_i32(k, "outer", *outer)?,
+                    axis: to_i32(k, "axis", *axis)?,
+                    inner: to_i32(k, "inner", *inner)?,
+                    pad0: 0,
+                };
+                Ok(Launch {
+                    family: Family::Softmax,
+                    tiles,
+                    params: Params::Softmax(p),
+                })
+            }
+            KernelOp::LayerNorm { rows, cols, eps } => {
+                expect_inputs(3)?;
+                let total = u(*rows) * u(*cols);
+                if total == 0 {
+                    return Ok(self.noop(k));
+                }
+                let x = self.buf(k, self.input(k, 0)?, f32_, total)?;
+                let gamma = self.buf(k, self.input(k, 1)?, f32_, u(*cols))?;
+                let beta = self.buf(k, self.input(k, 2)?, f32_, u(*cols))?;
+                let out = self.buf(k, out_id, f32_, total)?;
+                let tiles = tiles_for(k, u(*rows))?;
+                let p = LayerNormParams {
+                    hdr: self.hdr(k, tiles),
+                    x,
+                    gamma,
+                    beta,
+                    out,
+                    rows: to_i32(k, "rows", *rows)?,
+                    cols: to_i32(k, "cols", *cols)?,
+                    eps: *eps,
+                    pad0: 0,
+                };
+                Ok(Launch {
+                    family: Family::LayerNorm,
+                    tiles,
+                    params: Params::LayerNorm(p),
+                })
+            }
+            KernelOp::Reduce {
+                kind,
+                outer,
+                len,
+                inner,
+            } => {
+                expect_inputs(1)?;
+                let rows = u(*outer) * u(*inner);
+                if rows == 0 {
+                    return Ok(self.noop(k));
+                }
+                let x = self.buf(k, self.input(k, 0)?, f32_, rows * u(*len))?;
+                let out = self.buf(k, out_id, f32_, rows)?;
+                let tiles = tiles_for(k, rows)?;
+                let p = ReduceParams {
+                    hdr: self.hdr(k, tiles),
+                    x,
+                    out,
+                    outer: to_i32(k, "outer", *outer)?,
+                    len: to_i32(k, "len", *len)?,
+                    inner: to_i32(k, "inner", *inner)?,
+                    kind: match kind {
+                        ReduceKind::Mean => 0,
+                        ReduceKind::Max => 1,
+                    },
+                };
+                Ok(Launch {
+                    family: Family::Reduce,
+                    tiles,
+                    params: Params::Reduce(p),
+                })
+            }
+        }
+    }
+
+    /// Shared part of the broadcasting families: operands `(input, dtype, strides)`.
+    fn bcast(
+        &self,
+        k: usize,
+        shape: &[usize],
+        operands: &[(usize, DType, &Vec<usize>)],
+        out_id: BufferId,
+        out_dtype: DType,
+    ) -> Result<BcastParams, ExecError> {
+        let r = shape.len();
+        if r > MAX_RANK {
+            return Err(ExecError::Unsupported(format!(
+                "kernel {k}: rank {r} > {MAX_RANK}"
+            )));
+        }
+        let total: u64 = shape.iter().map(|&d| d as u64).product();
+        let mut ptrs = [0u64; 3];
+        let mut strides = [[0i32; MAX_RANK]; 3];
+        for (slot, &(input, dtype, st)) in operands.iter().enumerate() {
+            if st.len() != r {
+                return Err(invalid(
+                    k,
+                    format!("operand {input} has {} strides for rank {r}", st.len()),
+                ));
+            }
+            let need = if total == 0 {
+                0
+            } else {
+                shape
+                    .iter()
+                    .zip(st.iter())
+                    .map(|(&d, &s)| (d as u64 - 1) * s as u64)
+                    .sum::<u64>()
+                    + 1
+            };
+            ptrs[slot] = self.buf(k, self.input(k, input)?, dtype, need)?;
+            let st32: Vec<i32> = st
+                .iter()
+                .map(|&s| to_i32(k, "stride", s))
+                .collect::<Result<_, _>>()?;
+            strides[slot] = right_align(&st32, 0);
+        }
+        let shape32: Vec<i32> = shape
+            .iter()
+            .map(|&d| to_i32(k, "shape", d))
+            .collect::<Result<_, _>>()?;
+        let out = self.buf(k, out_id, out_dtype, total)?;
+        let tiles = ew_tiles(k, total)?;
+        // Slot order: binary/compare use (a, b); where uses (cond, a, b).
+        let (a, b, c, sa, sb, sc) = if operands.len() == 3 {
+            (
+                ptrs[1], ptrs[2], ptrs[0], strides[1], strides[2], strides[0],
+            )
+        } else {
+            (ptrs[0], ptrs[1], 0, strides[0], strides[1], [0; MAX_RANK])
+        };
+        Ok(BcastParams {
+            hdr: self.hdr(k, tiles),
+            a,
+            b,
+            c,
+            out,
+            shape: right_align(&shape32, 1),
+            sa,
+            sb,
+            sc,
+            op: 0,
+            dtype: 0,
+            act: 0,
+            act_lo: 0.0,
+            act_hi: 0.0,
+            total: to_u32(k, total)?,
+        })
+    }
+
+    /// Shared part of the one-input maps over `n` elements.
+    fn map(&self, k: usize, n: u64, (from, to): (DType, DType)) -> Result<MapParams, ExecError> {
+        let x = self.buf(k, self.input(k, 0)?, from, n)?;
+        let out = self.buf(k, self.plan.kernels[k].output, to, n)?;
+        let tiles = ew_tiles(k, n)?;
+        Ok(MapParams {
+            hdr: self.hdr(k, tiles),
+            x,
+            out,
+            total: to_u32(k, n)?,
+            ..Default::default()
+        })
+    }
+}
+
+fn check_esz(k: usize, esz: usize) -> Result<(), ExecError> {
+    match esz {
+        1 | 2 | 4 | 8 => Ok(()),
+        _ => Err(ExecError::Unsupported(format!(
+            "kernel {k}: element size {esz}"
+        ))),
+    }
+}
+
+fn to_u32(k: usize, v: u64) -> Result<u32, ExecError> {
+    if v > i32::MAX as u64 {
+        return Err(invalid(
+            k,
+            format!("{v} elements exceed the i32 index range"),
+        ));
+    }
+    Ok(v as u32)
+}

@@ -1,0 +1,479 @@
+//! Kernel parameter structs, passed by value to the generic kernels. Each is
+//! `#[repr(C)]` and mirrors the struct of the same name in `kernels/*.cu`
+//! field for field: only u64 pointers, i64/i32/u32/f32 scalars and fixed
+//! arrays, ordered largest alignment first, with explicit padding so the
+//! layouts carry no implicit padding (checked by `bytemuck::Pod`) and their
+//! sizes are multiples of 8 (checked by the tests against values recomputed
+//! from the C declarations).
+
+use bytemuck::{Pod, Zeroable};
+use cudarc::driver::DeviceRepr;
+
+/// Highest rank of the strided kernels (mirrors `REEF_MAX_RANK`).
+pub const MAX_RANK: usize = 6;
+/// Threads per block of the element-wise families (`REEF_EW_THREADS`).
+pub const EW_THREADS: u32 = 256;
+/// Output elements per element-wise tile (`REEF_EW_TILE`).
+pub const EW_TILE: u64 = 1024;
+/// Threads per block of the row families (`REEF_ROW_THREADS`).
+pub const ROW_THREADS: u32 = 256;
+/// Threads per block of the GEMM families (`REEF_GEMM_THREADS`).
+pub const GEMM_THREADS: u32 = 128;
+/// GEMM block tile rows (`GM`).
+pub const GEMM_M: u64 = 64;
+/// GEMM block tile columns (`GN`).
+pub const GEMM_N: u64 = 64;
+
+/// Common header of every params struct (mirrors `Hdr`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub struct Hdr {
+    /// Device address of the lane's preemption flag (i32).
+    pub flag: u64,
+    /// Device address of this kernel's done-block counter (u32).
+    pub done: u64,
+    /// Device address of the context's progress word (u32).
+    pub progress: u64,
+    /// Index of the kernel in the plan.
+    pub kernel_index: u32,
+    /// Number of tiles.
+    pub tiles: u32,
+}
+
+/// Activation encoding shared by the kernels: (code, lo, hi).
+pub fn act_code(act: reef_model::Act) -> (i32, f32, f32) {
+    use reef_model::Act;
+    match act {
+        Act::None => (0, 0.0, 0.0),
+        Act::Relu => (1, 0.0, 0.0),
+        Act::Clip(lo, hi) => (2, lo, hi),
+        Act::Gelu => (3, 0.0, 0.0),
+        Act::Sigmoid => (4, 0.0, 0.0),
+        Act::Tanh => (5, 0.0, 0.0),
+    }
+}
+
+/// Convolution (families conv_tc, conv_ffma, conv_dw).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+#[allow(missing_docs)]
+pub struct ConvParams {
+    pub hdr: Hdr,
+    pub x: u64,
+    pub w: u64,
+    pub bias: u64,
+    pub residual: u64,
+    pub out: u64,
+    pub n: i32,
+    pub c: i32,
+    pub h: i32,
+    pub w_: i32,
+    pub k: i32,
+    pub r: i32,
+    pub s: i32,
+    pub oh: i32,
+    pub ow: i32,
+    pub sh: i32,
+    pub sw: i32,
+    pub ph: i32,
+    pub pw: i32,
+    pub dh: i32,
+    pub dw: i32,
+    pub groups: i32,
+    pub kg: i32,
+    pub cg: i32,
+    pub crs: i32,
+    pub npix: i32,
+    pub has_bias: i32,
+    pub has_residual: i32,
+    pub act: i32,
+    pub act_lo: f32,
+    pub act_hi: f32,
+    pub m_tiles: u32,
+    pub n_tiles: u32,
+    pub pad0: u32,
+}
+
+/// Batched matrix product (families matmul_tc, matmul_ffma).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+#[allow(missing_docs)]
+pub struct MatMulParams {
+    pub hdr: Hdr,
+    pub a: u64,
+    pub b: u64,
+    pub bias: u64,
+    pub residual: u64,
+    pub out: u64,
+    pub batch: [i32; MAX_RANK],
+    pub a_bs: [i32; MAX_RANK],
+    pub b_bs: [i32; MAX_RANK],
+    pub nbatch: i32,
+    pub m: i32,
+    pub n: i32,
+    pub k: i32,
+    pub lda_m: i32,
+    pub lda_k: i32,
+    pub ldb_k: i32,
+    pub ldb_n: i32,
+    pub bias_sm: i32,
+    pub bias_sn: i32,
+    pub alpha: f32,
+    pub beta: f32,
+    pub has_bias: i32,
+    pub has_residual: i32,
+    pub act: i32,
+    pub act_lo: f32,
+    pub act_hi: f32,
+    pub m_tiles: u32,
+    pub n_tiles: u32,
+    pub pad0: u32,
+}
+
+/// Pooling (family pool).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+#[allow(missing_docs)]
+pub struct PoolParams {
+    pub hdr: Hdr,
+    pub x: u64,
+    pub out: u64,
+    pub n: i32,
+    pub c: i32,
+    pub h: i32,
+    pub w: i32,
+    pub oh: i32,
+    pub ow: i32,
+    pub kh: i32,
+    pub kw: i32,
+    pub sh: i32,
+    pub sw: i32,
+    pub ph: i32,
+    pub pw: i32,
+    pub dh: i32,
+    pub dw: i32,
+    pub kind: i32,
+    pub count_include_pad: i32,
+    pub padded_h: i32,
+    pub padded_w: i32,
+    pub total: u32,
+    pub pad0: u32,
+}
+
+/// Per-channel affine (family channel_affine).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+#[allow(missing_docs)]
+pub struct AffineParams {
+    pub hdr: Hdr,
+    pub x: u64,
+    pub scale: u64,
+    pub shift: u64,
+    pub out: u64,
+    pub outer: i32,
+    pub c: i32,
+    pub inner: i32,
+    pub act: i32,
+    pub act_lo: f32,
+    pub act_hi: f32,
+    pub total: u32,
+    pub pad0: u32,
+}
+
+/// Broadcasting element-wise ops (families binary, compare, where); shapes
+/// right-aligned to [`MAX_RANK`] with leading 1s and 0 strides.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+#[allow(missing_docs)]
+pub struct BcastParams {
+    pub hdr: Hdr,
+    pub a: u64,
+    pub b: u64,
+    pub c: u64,
+    pub out: u64,
+    pub shape: [i32; MAX_RANK],
+    pub sa: [i32; MAX_RANK],
+    pub sb: [i32; MAX_RANK],
+    pub sc: [i32; MAX_RANK],
+    pub op: i32,
+    pub dtype: i32,
+    pub act: i32,
+    pub act_lo: f32,
+    pub act_hi: f32,
+    pub total: u32,
+}
+
+/// One-input maps (families unary, lnot, cast).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+#[allow(missing_docs)]
+pub struct MapParams {
+    pub hdr: Hdr,
+    pub x: u64,
+    pub out: u64,
+    pub op: i32,
+    pub act: i32,
+    pub from: i32,
+    pub to: i32,
+    pub act_lo: f32,
+    pub act_hi: f32,
+    pub total: u32,
+    pub pad0: u32,
+}
+
+/// Strided copy (family copy); shape right-aligned with leading 1s.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+#[allow(missing_docs)]
+pub struct CopyParams {
+    pub hdr: Hdr,
+    pub x: u64,
+    pub out: u64,
+    pub offset: i64,
+    pub strides: [i64; MAX_RANK],
+    pub shape: [i32; MAX_RANK],
+    pub esz: i32,
+    pub total: u32,
+}
+
+/// Concatenation (family concat); `table` is a per-context device array of
+/// part pointers followed by the parts' axis starts.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+#[allow(missing_docs)]
+pub struct ConcatParams {
+    pub hdr: Hdr,
+    pub table: u64,
+    pub out: u64,
+    pub outer: i32,
+    pub inner: i32,
+    pub total_len: i32,
+    pub nparts: i32,
+    pub esz: i32,
+    pub total: u32,
+}
+
+/// Gather along an axis (family gather).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+#[allow(missing_docs)]
+pub struct GatherParams {
+    pub hdr: Hdr,
+    pub x: u64,
+    pub idx: u64,
+    pub out: u64,
+    pub outer: i32,
+    pub axis_len: i32,
+    pub count: i32,
+    pub inner: i32,
+    pub esz: i32,
+    pub total: u32,
+}
+
+/// Padding (family pad); shapes right-aligned with leading 1s.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+#[allow(missing_docs)]
+pub struct PadParams {
+    pub hdr: Hdr,
+    pub x: u64,
+    pub out: u64,
+    pub shape: [i32; MAX_RANK],
+    pub in_shape: [i32; MAX_RANK],
+    pub pads: [i32; MAX_RANK],
+    pub mode: i32,
+    pub value: f32,
+    pub total: u32,
+    pub pad0: u32,
+}
+
+/// Softmax over the middle axis (family softmax).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+#[allow(missing_docs)]
+pub struct SoftmaxParams {
+    pub hdr: Hdr,
+    pub x: u64,
+    pub out: u64,
+    pub outer: i32,
+    pub axis: i32,
+    pub inner: i32,
+    pub pad0: u32,
+}
+
+/// Layer normalisation (family layernorm).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+#[allow(missing_docs)]
+pub struct LayerNormParams {
+    pub hdr: Hdr,
+    pub x: u64,
+    pub gamma: u64,
+    pub beta: u64,
+    pub out: u64,
+    pub rows: i32,
+    pub cols: i32,
+    pub eps: f32,
+    pub pad0: u32,
+}
+
+/// Reduction over the middle axis (family reduce).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+#[allow(missing_docs)]
+pub struct ReduceParams {
+    pub hdr: Hdr,
+    pub x: u64,
+    pub out: u64,
+    pub outer: i32,
+    pub len: i32,
+    pub inner: i32,
+    pub kind: i32,
+}
+
+macro_rules! device_repr {
+    ($($t:ty),*) => {$(
+        // SAFETY: `$t` is `#[repr(C)]`, `Pod` (no padding, no pointers Rust
+        // owns: device addresses are plain u64) and mirrors the C struct of
+        // the same name field for field, so its bytes are exactly the kernel
+        // parameter the CUDA code expects.
+        unsafe impl DeviceRepr for $t {}
+    )*};
+}
+device_repr!(
+    ConvParams,
+    MatMulParams,
+    PoolParams,
+    AffineParams,
+    BcastParams,
+    MapParams,
+    CopyParams,
+    ConcatParams,
+    GatherParams,
+    PadParams,
+    SoftmaxParams,
+    LayerNormParams,
+    ReduceParams
+);
+
+/// The parameters of one launch, by family struct.
+#[derive(Debug, Clone, Copy)]
+#[allow(missing_docs)]
+pub enum Params {
+    Conv(ConvParams),
+    MatMul(MatMulParams),
+    Pool(PoolParams),
+    Affine(AffineParams),
+    Bcast(BcastParams),
+    Map(MapParams),
+    Copy(CopyParams),
+    Concat(ConcatParams),
+    Gather(GatherParams),
+    Pad(PadParams),
+    Softmax(SoftmaxParams),
+    LayerNorm(LayerNormParams),
+    Reduce(ReduceParams),
+}
+
+impl Params {
+    /// The common header.
+    pub fn hdr_mut(&mut self) -> &mut Hdr {
+        match self {
+            Params::Conv(p) => &mut p.hdr,
+            Params::MatMul(p) => &mut p.hdr,
+            Params::Pool(p) => &mut p.hdr,
+            Params::Affine(p) => &mut p.hdr,
+            Params::Bcast(p) => &mut p.hdr,
+            Params::Map(p) => &mut p.hdr,
+            Params::Copy(p) => &mut p.hdr,
+            Params::Concat(p) => &mut p.hdr,
+            Params::Gather(p) => &mut p.hdr,
+            Params::Pad(p) => &mut p.hdr,
+            Params::Softmax(p) => &mut p.hdr,
+            Params::LayerNorm(p) => &mut p.hdr,
+            Params::Reduce(p) => &mut p.hdr,
+        }
+    }
+
+    /// The common header.
+    pub fn hdr(&self) -> &Hdr {
+        bytemuck::from_bytes(&self.bytes()[..std::mem::size_of::<Hdr>()])
+    }
+
+    /// The raw bytes passed as the kernel's single argument.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Params::Conv(p) => bytemuck::bytes_of(p),
+            Params::MatMul(p) => bytemuck::bytes_of(p),
+            Params::Pool(p) => bytemuck::bytes_of(p),
+            Params::Affine(p) => bytemuck::bytes_of(p),
+            Params::Bcast(p) => bytemuck::bytes_of(p),
+            Params::Map(p) => bytemuck::bytes_of(p),
+            Params::Copy(p) => bytemuck::bytes_of(p),
+            Params::Concat(p) => bytemuck::bytes_of(p),
+            Params::Gather(p) => bytemuck::bytes_of(p),
+            Params::Pad(p) => bytemuck::bytes_of(p),
+            Params::Softmax(p) => bytemuck::bytes_of(p),
+            Params::LayerNorm(p) => bytemuck::bytes_of(p),
+            Params::Reduce(p) => bytemuck::bytes_of(p),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{align_of, offset_of, size_of};
+
+    // Sizes recomputed by hand from the C declarations (u64 = 8, i32/u32/f32 = 4).
+    #[test]
+    fn sizes_match_the_c_structs() {
+        assert_eq!(size_of::<Hdr>(), 3 * 8 + 2 * 4);
+        assert_eq!(size_of::<ConvParams>(), 32 + 5 * 8 + 28 * 4);
+        assert_eq!(size_of::<MatMulParams>(), 32 + 5 * 8 + 18 * 4 + 20 * 4);
+        assert_eq!(size_of::<PoolParams>(), 32 + 2 * 8 + 18 * 4 + 2 * 4);
+        assert_eq!(size_of::<AffineParams>(), 32 + 4 * 8 + 8 * 4);
+        assert_eq!(size_of::<BcastParams>(), 32 + 4 * 8 + 24 * 4 + 6 * 4);
+        assert_eq!(size_of::<MapParams>(), 32 + 2 * 8 + 8 * 4);
+        assert_eq!(size_of::<CopyParams>(), 32 + 3 * 8 + 6 * 8 + 6 * 4 + 2 * 4);
+        assert_eq!(size_of::<ConcatParams>(), 32 + 2 * 8 + 6 * 4);
+        assert_eq!(size_of::<GatherParams>(), 32 + 3 * 8 + 6 * 4);
+        assert_eq!(size_of::<PadParams>(), 32 + 2 * 8 + 18 * 4 + 4 * 4);
+        assert_eq!(size_of::<SoftmaxParams>(), 32 + 2 * 8 + 4 * 4);
+        assert_eq!(size_of::<LayerNormParams>(), 32 + 4 * 8 + 4 * 4);
+        assert_eq!(size_of::<ReduceParams>(), 32 + 2 * 8 + 4 * 4);
+    }
+
+    #[test]
+    fn layouts_start_with_the_header_and_are_8_aligned() {
+        assert_eq!(offset_of!(ConvParams, x), 32);
+        assert_eq!(offset_of!(ConvParams, n), 72);
+        assert_eq!(offset_of!(MatMulParams, batch), 72);
+        assert_eq!(offset_of!(MatMulParams, nbatch), 72 + 72);
+        assert_eq!(offset_of!(CopyParams, offset), 48);
+        assert_eq!(offset_of!(CopyParams, strides), 56);
+        assert_eq!(offset_of!(CopyParams, shape), 104);
+        assert_eq!(offset_of!(BcastParams, shape), 64);
+        assert_eq!(offset_of!(Hdr, kernel_index), 24);
+        for (size, align) in [
+            (size_of::<ConvParams>(), align_of::<ConvParams>()),
+            (size_of::<MatMulParams>(), align_of::<MatMulParams>()),
+            (size_of::<CopyParams>(), align_of::<CopyParams>()),
+            (size_of::<BcastParams>(), align_of::<BcastParams>()),
+            (size_of::<PadParams>(), align_of::<PadParams>()),
+        ] {
+            assert_eq!(align, 8);
+            assert_eq!(size % 8, 0);
+        }
+    }
+
+    #[test]
+    fn header_is_reachable_through_params() {
+        let mut p = Params::Softmax(SoftmaxParams::default());
+        p.hdr_mut().kernel_index = 7;
+        p.hdr_mut().flag = 0xdead_beef;
+        assert_eq!(p.hdr().kernel_index, 7);
+        assert_eq!(p.hdr().flag, 0xdead_beef);
+        assert_eq!(p.bytes().len(), size_of::<SoftmaxParams>());
+    }
+}

@@ -1,0 +1,394 @@
+//! End-to-end tests on a real GPU (skipped, saying so, without one): kernels
+//! against f64 references computed here, RT/BE bit-identity, preemption and
+//! exact resumption. Run on the H100 with `cargo test -p reef-cuda --test gpu`.
+
+mod common;
+
+use common::P;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use reef_cuda::{cuda_available, CudaDevice, CudaOptions};
+use reef_exec::{Device, Priority, Variant};
+use reef_model::{Act, DType};
+use reef_plan::kernel::{ConvSpec, KernelOp, MatMulSpec, UnaryOp};
+use std::sync::Arc;
+
+fn device(tf32: bool) -> Option<CudaDevice> {
+    if !cuda_available() {
+        println!("SKIP: no CUDA device");
+        return None;
+    }
+    Some(CudaDevice::with_options(0, CudaOptions { tf32 }).expect("device opens"))
+}
+
+fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+fn rel_l2(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let num: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w).powi(2))
+        .sum();
+    let den: f64 = want.iter().map(|w| w * w).sum();
+    (num / den.max(1e-30)).sqrt()
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Runs the plan once with `variant`; returns every output.
+fn run(dev: &CudaDevice, p: &P, inputs: &[Vec<f32>], variant: Variant) -> Vec<Vec<f32>> {
+    let model = dev.load(Arc::new(p.plan.clone())).expect("load");
+    let mut ctx = model.context().expect("context");
+    ctx.poison().unwrap();
+    for (i, x) in inputs.iter().enumerate() {
+        ctx.write_input(i, &bytes(x)).unwrap();
+    }
+    let mut lane = dev.lane(Priority::Low).unwrap();
+    let done = reef_exec::run::run_to_end(lane.as_mut(), ctx.as_mut(), 0, variant).unwrap();
+    assert_eq!(done, p.plan.kernels.len());
+    assert_eq!(lane.retired().unwrap(), lane.enqueued());
+    (0..p.plan.outputs.len())
+        .map(|i| f32s(&ctx.read_output(i).unwrap()))
+        .collect()
+}
+
+/// out = relu(conv(x, w) + bias + residual), direct f64 reference.
+#[allow(clippy::too_many_arguments)]
+fn conv_ref(c: &ConvSpec, x: &[f32], w: &[f32], b: &[f32], res: &[f32]) -> Vec<f64> {
+    let (cg, kg) = (c.c / c.groups, c.k / c.groups);
+    let mut out = vec![0f64; c.n * c.k * c.oh * c.ow];
+    for n in 0..c.n {
+        for k in 0..c.k {
+            let g = k / kg;
+            for y in 0..c.oh {
+                for xx in 0..c.ow {
+                    let mut acc = 0f64;
+                    for ci in 0..cg {
+                        for r in 0..c.r {
+                            for s in 0..c.s {
+                                let iy = (y * c.stride[0] + r * c.dilation[0]) as isize
+                                    - c.pad[0] as isize;
+                                let ix = (xx * c.stride[1] + s * c.dilation[1]) as isize
+                                    - c.pad[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= c.h as isize || ix >= c.w as isize {
+                                    continue;
+                                }
+                                let xv = x[((n * c.c + g * cg + ci) * c.h + iy as usize) * c.w
+                                    + ix as usize];
+                                let wv = w[((k * cg + ci) * c.r + r) * c.s + s];
+                                acc += xv as f64 * wv as f64;
+                            }
+                        }
+                    }
+                    let o = ((n * c.k + k) * c.oh + y) * c.ow + xx;
+                    out[o] = (acc + b[k] as f64 + res[o] as f64).max(0.0);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn conv_case(rng: &mut StdRng, spec: ConvSpec) -> (P, Vec<Vec<f32>>, Vec<f64>) {
+    let mut p = P::default();
+    let xlen = spec.n * spec.c * spec.h * spec.w;
+    let olen = spec.n * spec.k * spec.oh * spec.ow;
+    let x = p.act(DType::F32, xlen);
+    let res = p.act(DType::F32, olen);
+    p.input(x);
+    p.input(res);
+    let wv = random(rng, spec.k * spec.c / spec.groups * spec.r * spec.s);
+    let bv = random(rng, spec.k);
+    let w = p.weight_f32(&wv);
+    let b = p.weight_f32(&bv);
+    let out = p.act(DType::F32, olen);
+    p.output(out);
+    p.kernel(KernelOp::Conv(spec.clone()), vec![x, w, b, res], out);
+    let (xv, rv) = (random(rng, xlen), random(rng, olen));
+    let want = conv_ref(&spec, &xv, &wv, &bv, &rv);
+    (p, vec![xv, rv], want)
+}
+
+fn spec(
+    n: usize,
+    c: usize,
+    k: usize,
+    hw: usize,
+    rs: usize,
+    stride: usize,
+    groups: usize,
+) -> ConvSpec {
+    let pad = rs / 2;
+    let o = (hw + 2 * pad - rs) / stride + 1;
+    ConvSpec {
+        n,
+        c,
+        h: hw,
+        w: hw,
+        k,
+        r: rs,
+        s: rs,
+        oh: o,
+        ow: o,
+        stride: [stride, stride],
+        pad: [pad, pad],
+        dilation: [1, 1],
+        groups,
+        has_bias: true,
+        has_residual: true,
+        act: Act::Relu,
+    }
+}
+
+#[test]
+fn convolutions_match_the_reference_and_rt_equals_be() {
+    let mut rng = StdRng::seed_from_u64(7);
+    for tf32 in [true, false] {
+        let Some(dev) = device(tf32) else { return };
+        let tol = if tf32 { 5e-3 } else { 1e-5 };
+        for s in [
+            spec(2, 37, 70, 11, 3, 1, 1),  // ragged tiles
+            spec(1, 64, 64, 9, 3, 2, 4),   // grouped, strided
+            spec(2, 24, 24, 10, 3, 1, 24), // depthwise
+            spec(1, 20, 96, 7, 1, 1, 1),   // 1x1
+        ] {
+            let (p, inputs, want) = conv_case(&mut rng, s.clone());
+            let rt = run(&dev, &p, &inputs, Variant::Rt);
+            let be = run(&dev, &p, &inputs, Variant::Be);
+            let err = rel_l2(&rt[0], &want);
+            assert!(err < tol, "tf32={tf32} {s:?}: rel L2 {err}");
+            assert_eq!(
+                rt[0].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                be[0].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "RT and BE differ"
+            );
+        }
+    }
+}
+
+#[test]
+fn batched_matmul_matches_the_reference() {
+    let mut rng = StdRng::seed_from_u64(11);
+    for tf32 in [true, false] {
+        let Some(dev) = device(tf32) else { return };
+        let (batch, m, n, k) = (3usize, 70usize, 45usize, 33usize);
+        let mut p = P::default();
+        // A stored as [batch, k, m] (read transposed), B shared [k, n].
+        let a = p.act(DType::F32, batch * k * m);
+        let res = p.act(DType::F32, batch * m * n);
+        p.input(a);
+        p.input(res);
+        let bv = random(&mut rng, k * n);
+        let biasv = random(&mut rng, n);
+        let b = p.weight_f32(&bv);
+        let bias = p.weight_f32(&biasv);
+        let out = p.act(DType::F32, batch * m * n);
+        p.output(out);
+        let ms = MatMulSpec {
+            batch: vec![batch],
+            a_batch_strides: vec![k * m],
+            b_batch_strides: vec![0],
+            m,
+            n,
+            k,
+            lda_m: 1,
+            lda_k: m,
+            ldb_k: n,
+            ldb_n: 1,
+            alpha: 0.5,
+            beta: 2.0,
+            has_bias: true,
+            bias_stride_m: 0,
+            bias_stride_n: 1,
+            has_residual: true,
+            act: Act::Tanh,
+        };
+        p.kernel(KernelOp::MatMul(ms), vec![a, b, bias, res], out);
+        let (av, rv) = (
+            random(&mut rng, batch * k * m),
+            random(&mut rng, batch * m * n),
+        );
+        let mut want = vec![0f64; batch * m * n];
+        for bi in 0..batch {
+            for i in 0..m {
+                for j in 0..n {
+                    let mut acc = 0f64;
+                    for kk in 0..k {
+                        acc += av[bi * k * m + kk * m + i] as f64 * bv[kk * n + j] as f64;
+                    }
+                    let o = (bi * m + i) * n + j;
+                    want[o] = (0.5 * acc + 2.0 * biasv[j] as f64 + rv[o] as f64).tanh();
+                }
+            }
+        }
+        let got = run(&dev, &p, &[av, rv], Variant::Be);
+        let err = rel_l2(&got[0], &want);
+        let tol = if tf32 { 5e-3 } else { 1e-5 };
+        assert!(err < tol, "tf32={tf32}: rel L2 {err}");
+    }
+}
+
+#[test]
+fn softmax_layernorm_and_concat_match_the_reference() {
+    let Some(dev) = device(true) else { return };
+    let mut rng = StdRng::seed_from_u64(3);
+    let (rows, cols) = (37usize, 300usize);
+    let mut p = P::default();
+    let x = p.act(DType::F32, rows * cols);
+    p.input(x);
+    let g = random(&mut rng, cols);
+    let bt = random(&mut rng, cols);
+    let gamma = p.weight_f32(&g);
+    let beta = p.weight_f32(&bt);
+    let sm = p.act(DType::F32, rows * cols);
+    let ln = p.act(DType::F32, rows * cols);
+    let cat = p.act(DType::F32, 2 * rows * cols);
+    p.output(sm);
+    p.output(ln);
+    p.output(cat);
+    p.kernel(
+        KernelOp::Softmax {
+            outer: rows,
+            axis: cols,
+            inner: 1,
+        },
+        vec![x],
+        sm,
+    );
+    p.kernel(
+        KernelOp::LayerNorm {
+            rows,
+            cols,
+            eps: 1e-5,
+        },
+        vec![x, gamma, beta],
+        ln,
+    );
+    // Concatenate along the columns: [rows, 2*cols].
+    p.kernel(
+        KernelOp::Concat {
+            outer: rows,
+            inner: 1,
+            lens: vec![cols, cols],
+            elem_size: 4,
+        },
+        vec![sm, ln],
+        cat,
+    );
+    let xv: Vec<f32> = random(&mut rng, rows * cols)
+        .iter()
+        .map(|v| v * 4.0)
+        .collect();
+    let got = run(&dev, &p, std::slice::from_ref(&xv), Variant::Be);
+    let (mut wsm, mut wln) = (vec![0f64; rows * cols], vec![0f64; rows * cols]);
+    for r in 0..rows {
+        let row: Vec<f64> = xv[r * cols..(r + 1) * cols]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let mx = row.iter().cloned().fold(f64::MIN, f64::max);
+        let sum: f64 = row.iter().map(|v| (v - mx).exp()).sum();
+        let mean = row.iter().sum::<f64>() / cols as f64;
+        let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / cols as f64;
+        for c in 0..cols {
+            wsm[r * cols + c] = (row[c] - mx).exp() / sum;
+            wln[r * cols + c] = (row[c] - mean) / (var + 1e-5).sqrt() * g[c] as f64 + bt[c] as f64;
+        }
+    }
+    assert!(rel_l2(&got[0], &wsm) < 1e-5);
+    assert!(rel_l2(&got[1], &wln) < 1e-5);
+    for r in 0..rows {
+        assert_eq!(
+            got[2][r * 2 * cols..r * 2 * cols + cols],
+            got[0][r * cols..(r + 1) * cols]
+        );
+        assert_eq!(
+            got[2][r * 2 * cols + cols..(r + 1) * 2 * cols],
+            got[1][r * cols..(r + 1) * cols]
+        );
+    }
+}
+
+/// A chain of `len` large element-wise kernels (each reads the previous output).
+fn chain(len: usize, elems: usize) -> P {
+    let mut p = P::default();
+    let mut prev = p.act(DType::F32, elems);
+    p.input(prev);
+    for i in 0..len {
+        let next = p.act(DType::F32, elems);
+        let op = if i % 2 == 0 {
+            UnaryOp::Act(Act::Tanh)
+        } else {
+            UnaryOp::Sqrt
+        };
+        p.kernel(KernelOp::Unary { op, n: elems }, vec![prev], next);
+        prev = next;
+    }
+    p.output(prev);
+    p
+}
+
+#[test]
+fn preempted_lanes_report_exact_progress_and_resume() {
+    let Some(dev) = device(true) else { return };
+    let mut rng = StdRng::seed_from_u64(5);
+    let (len, elems) = (40usize, 1 << 22);
+    let p = chain(len, elems);
+    let xv: Vec<f32> = random(&mut rng, elems)
+        .iter()
+        .map(|v| v.abs() + 0.1)
+        .collect();
+    let reference = run(&dev, &p, std::slice::from_ref(&xv), Variant::Rt);
+
+    let model = dev.load(Arc::new(p.plan.clone())).unwrap();
+    let mut ctx = model.context().unwrap();
+    ctx.write_input(0, &bytes(&xv)).unwrap();
+    let mut lane = dev.lane(Priority::Low).unwrap();
+
+    // Flag raised before anything runs: every BE kernel exits, progress stays.
+    lane.set_preempt(true).unwrap();
+    lane.begin(ctx.as_mut(), 0).unwrap();
+    for i in 0..len {
+        lane.enqueue(ctx.as_mut(), i, Variant::Be).unwrap();
+    }
+    lane.synchronize().unwrap();
+    assert_eq!(ctx.progress().unwrap(), 0);
+    lane.set_preempt(false).unwrap();
+
+    // Preempt mid-run, then resume from the reported progress.
+    lane.begin(ctx.as_mut(), 0).unwrap();
+    for i in 0..len {
+        lane.enqueue(ctx.as_mut(), i, Variant::Be).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_micros(300));
+    lane.set_preempt(true).unwrap();
+    lane.synchronize().unwrap();
+    let at = ctx.progress().unwrap();
+    println!("preempted at kernel {at} of {len}");
+    assert!(at <= len);
+    lane.set_preempt(false).unwrap();
+    lane.begin(ctx.as_mut(), at).unwrap();
+    for i in at..len {
+        lane.enqueue(ctx.as_mut(), i, Variant::Be).unwrap();
+    }
+    lane.synchronize().unwrap();
+    assert_eq!(ctx.progress().unwrap(), len);
+    assert_eq!(lane.retired().unwrap(), lane.enqueued());
+    let got = f32s(&ctx.read_output(0).unwrap());
+    assert!(got
+        .iter()
+        .zip(&reference[0])
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+}

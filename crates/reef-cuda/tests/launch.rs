@@ -1,0 +1,383 @@
+//! Launch descriptors built from synthetic plans: families, tile counts,
+//! grid sizes, resolved addresses and validation (no GPU needed).
+
+use reef_cuda::kernels::Family;
+use reef_cuda::launch::{table_words, Addresses, Builder};
+use reef_cuda::params::Params;
+use reef_exec::{ExecError, Variant};
+use reef_model::{Act, DType};
+use reef_plan::kernel::{ConvSpec, KernelOp, MatMulSpec};
+mod common;
+
+use common::P;
+
+trait Addr {
+    fn addr(&self, id: usize) -> u64;
+}
+
+impl Addr for P {
+    fn addr(&self, id: usize) -> u64 {
+        self.addr_at(id, ADDR.weights, ADDR.arena)
+    }
+}
+
+const ADDR: Addresses = Addresses {
+    weights: 0x1000_0000,
+    arena: 0x2000_0000,
+    counters: 0x3000_0000,
+    progress: 0x4000_0000,
+    table: 0x5000_0000,
+};
+
+fn conv(n: usize, c: usize, k: usize, hw: usize, groups: usize, bias: bool) -> ConvSpec {
+    ConvSpec {
+        n,
+        c,
+        h: hw,
+        w: hw,
+        k,
+        r: 3,
+        s: 3,
+        oh: hw,
+        ow: hw,
+        stride: [1, 1],
+        pad: [1, 1],
+        dilation: [1, 1],
+        groups,
+        has_bias: bias,
+        has_residual: false,
+        act: Act::Relu,
+    }
+}
+
+fn conv_plan(spec: ConvSpec) -> P {
+    let mut p = P::default();
+    let x = p.act(DType::F32, spec.n * spec.c * spec.h * spec.w);
+    let w = p.weight(DType::F32, spec.k * spec.c / spec.groups * spec.r * spec.s);
+    let mut inputs = vec![x, w];
+    if spec.has_bias {
+        inputs.push(p.weight(DType::F32, spec.k));
+    }
+    let out = p.act(DType::F32, spec.n * spec.k * spec.oh * spec.ow);
+    p.kernel(KernelOp::Conv(spec), inputs, out);
+    p
+}
+
+#[test]
+fn conv_resolves_addresses_and_counts_tiles() {
+    let p = conv_plan(conv(2, 64, 100, 14, 1, true));
+    let (launches, table) = Builder::new(&p.plan, ADDR, true)
+        .unwrap()
+        .build_all()
+        .unwrap();
+    assert!(table.is_empty());
+    let l = &launches[0];
+    assert_eq!(l.family, Family::ConvTc);
+    // M = 100 -> 2 tiles of 64; N = 2*14*14 = 392 -> 7 tiles of 64.
+    assert_eq!(l.tiles, 14);
+    let Params::Conv(c) = l.params else {
+        panic!("not conv params")
+    };
+    assert_eq!((c.m_tiles, c.n_tiles), (2, 7));
+    assert_eq!(c.crs, 64 * 9);
+    assert_eq!(c.npix, 196);
+    assert_eq!(c.x, p.addr(0));
+    assert_eq!(c.w, p.addr(1));
+    assert_eq!(c.bias, p.addr(2));
+    assert_eq!(c.out, p.addr(3));
+    assert_eq!(c.residual, 0);
+    assert_eq!(c.hdr.done, ADDR.counters);
+    assert_eq!(c.hdr.progress, ADDR.progress);
+    assert_eq!(c.hdr.tiles, 14);
+    assert_eq!(c.act, 1);
+    // Grids: RT one block per tile, BE bounded by residency.
+    assert_eq!(l.grid(Variant::Rt, 4), 14);
+    assert_eq!(l.grid(Variant::Be, 4), 4);
+    assert_eq!(l.grid(Variant::Be, 1000), 14);
+
+    let (ffma, _) = Builder::new(&p.plan, ADDR, false)
+        .unwrap()
+        .build_all()
+        .unwrap();
+    assert_eq!(ffma[0].family, Family::ConvFfma);
+    assert_eq!(ffma[0].tiles, 14);
+}
+
+#[test]
+fn depthwise_and_grouped_convs_pick_their_kernels() {
+    let dw = conv_plan(conv(1, 32, 32, 10, 32, false));
+    let (l, _) = Builder::new(&dw.plan, ADDR, true)
+        .unwrap()
+        .build_all()
+        .unwrap();
+    assert_eq!(l[0].family, Family::ConvDw);
+    assert_eq!(l[0].tiles, (32u32 * 100).div_ceil(1024));
+
+    let grouped = conv_plan(conv(1, 32, 64, 10, 4, false));
+    let (l, _) = Builder::new(&grouped.plan, ADDR, true)
+        .unwrap()
+        .build_all()
+        .unwrap();
+    assert_eq!(l[0].family, Family::ConvTc);
+    // 4 groups x 1 m-tile (16 channels) x 2 n-tiles (100 pixels).
+    assert_eq!(l[0].tiles, 8);
+}
+
+#[test]
+fn undersized_buffers_and_in_place_kernels_are_rejected() {
+    let mut p = conv_plan(conv(1, 8, 8, 4, 1, false));
+    p.plan.buffers[1].len -= 1; // weight too small
+    assert!(matches!(
+        Builder::new(&p.plan, ADDR, true).unwrap().build_all(),
+        Err(ExecError::Invalid(_))
+    ));
+
+    let mut p = conv_plan(conv(1, 8, 8, 4, 1, false));
+    p.plan.kernels[0].output = 0; // writes its input
+    assert!(matches!(
+        Builder::new(&p.plan, ADDR, true).unwrap().build_all(),
+        Err(ExecError::Invalid(_))
+    ));
+
+    let mut p = conv_plan(conv(1, 8, 8, 4, 1, false));
+    p.plan.buffers[0].dtype = DType::I64;
+    assert!(matches!(
+        Builder::new(&p.plan, ADDR, true).unwrap().build_all(),
+        Err(ExecError::Invalid(_))
+    ));
+
+    let mut p = conv_plan(conv(1, 8, 8, 4, 1, false));
+    p.plan.arena_bytes = 16; // buffers outside the arena
+    assert!(matches!(
+        Builder::new(&p.plan, ADDR, true),
+        Err(ExecError::Invalid(_))
+    ));
+}
+
+#[test]
+fn matmul_checks_strided_extents() {
+    let mut p = P::default();
+    // A = [3, 5, 7] read transposed from a [3, 7, 5] buffer; B broadcast over the batch.
+    let a = p.act(DType::F32, 3 * 7 * 5);
+    let b = p.weight(DType::F32, 7 * 9);
+    let out = p.act(DType::F32, 3 * 5 * 9);
+    let spec = MatMulSpec {
+        batch: vec![3],
+        a_batch_strides: vec![35],
+        b_batch_strides: vec![0],
+        m: 5,
+        n: 9,
+        k: 7,
+        lda_m: 1,
+        lda_k: 5,
+        ldb_k: 9,
+        ldb_n: 1,
+        alpha: 0.5,
+        beta: 1.0,
+        has_bias: false,
+        bias_stride_m: 0,
+        bias_stride_n: 0,
+        has_residual: false,
+        act: Act::None,
+    };
+    p.kernel(KernelOp::MatMul(spec.clone()), vec![a, b], out);
+    let (l, _) = Builder::new(&p.plan, ADDR, true)
+        .unwrap()
+        .build_all()
+        .unwrap();
+    assert_eq!(l[0].family, Family::MatMulTc);
+    assert_eq!(l[0].tiles, 3);
+    let Params::MatMul(m) = l[0].params else {
+        panic!()
+    };
+    assert_eq!((m.nbatch, m.batch[0], m.a_bs[0], m.b_bs[0]), (1, 3, 35, 0));
+    assert_eq!(m.alpha, 0.5);
+
+    // One element short of the last strided read of A.
+    p.plan.buffers[a].len = 3 * 35 - 1;
+    assert!(Builder::new(&p.plan, ADDR, true)
+        .unwrap()
+        .build_all()
+        .is_err());
+}
+
+#[test]
+fn concat_table_holds_parts_and_starts() {
+    let mut p = P::default();
+    let parts: Vec<usize> = [2usize, 3, 1]
+        .iter()
+        .map(|&l| p.act(DType::F32, 4 * l * 5))
+        .collect();
+    let out = p.act(DType::F32, 4 * 6 * 5);
+    p.kernel(
+        KernelOp::Concat {
+            outer: 4,
+            inner: 5,
+            lens: vec![2, 3, 1],
+            elem_size: 4,
+        },
+        parts.clone(),
+        out,
+    );
+    let out2 = p.act(DType::F32, 4 * 6 * 5);
+    let parts2 = vec![parts[2], out, parts[0]];
+    let out3 = p.act(DType::F32, 4 * 9 * 5);
+    let _ = out2;
+    p.kernel(
+        KernelOp::Concat {
+            outer: 4,
+            inner: 5,
+            lens: vec![1, 6, 2],
+            elem_size: 4,
+        },
+        parts2.clone(),
+        out3,
+    );
+    assert_eq!(table_words(&p.plan), 14);
+    let (l, table) = Builder::new(&p.plan, ADDR, true)
+        .unwrap()
+        .build_all()
+        .unwrap();
+    assert_eq!(table.len(), 14);
+    assert_eq!(
+        &table[..3],
+        &[p.addr(parts[0]), p.addr(parts[1]), p.addr(parts[2])]
+    );
+    assert_eq!(&table[3..7], &[0, 2, 5, 6]);
+    assert_eq!(
+        &table[7..10],
+        &[p.addr(parts2[0]), p.addr(parts2[1]), p.addr(parts2[2])]
+    );
+    assert_eq!(&table[10..14], &[0, 1, 7, 9]);
+    let Params::Concat(c0) = l[0].params else {
+        panic!()
+    };
+    let Params::Concat(c1) = l[1].params else {
+        panic!()
+    };
+    assert_eq!(c0.table, ADDR.table);
+    assert_eq!(c1.table, ADDR.table + 7 * 8);
+    assert_eq!((c1.nparts, c1.total_len, c1.total), (3, 9, 180));
+    assert_eq!(c1.hdr.done, ADDR.counters + 4);
+    assert_eq!(c1.hdr.kernel_index, 1);
+}
+
+#[test]
+fn copy_bounds_follow_signed_strides() {
+    let mut p = P::default();
+    let x = p.act(DType::I64, 12);
+    let out = p.act(DType::I64, 12);
+    // Reverse both axes of a [3, 4] view: start at 11, strides -4, -1.
+    p.kernel(
+        KernelOp::Copy {
+            shape: vec![3, 4],
+            offset: 11,
+            strides: vec![-4, -1],
+            elem_size: 8,
+        },
+        vec![x],
+        out,
+    );
+    let (l, _) = Builder::new(&p.plan, ADDR, true)
+        .unwrap()
+        .build_all()
+        .unwrap();
+    let Params::Copy(c) = l[0].params else {
+        panic!()
+    };
+    assert_eq!(c.shape, [1, 1, 1, 1, 3, 4]);
+    assert_eq!(c.strides, [0, 0, 0, 0, -4, -1]);
+    assert_eq!((c.offset, c.esz, c.total), (11, 8, 12));
+
+    // Offset 10 would read element -1.
+    if let KernelOp::Copy { offset, .. } = &mut p.plan.kernels[0].op {
+        *offset = 10;
+    }
+    assert!(Builder::new(&p.plan, ADDR, true)
+        .unwrap()
+        .build_all()
+        .is_err());
+}
+
+#[test]
+fn broadcasts_are_right_aligned_and_where_keeps_operand_order() {
+    let mut p = P::default();
+    let cond = p.act(DType::Bool, 3);
+    let a = p.act(DType::F32, 2 * 3);
+    let b = p.weight(DType::F32, 1);
+    let out = p.act(DType::F32, 2 * 3);
+    p.kernel(
+        KernelOp::Where {
+            shape: vec![2, 3],
+            c_strides: vec![0, 1],
+            a_strides: vec![3, 1],
+            b_strides: vec![0, 0],
+        },
+        vec![cond, a, b],
+        out,
+    );
+    let (l, _) = Builder::new(&p.plan, ADDR, true)
+        .unwrap()
+        .build_all()
+        .unwrap();
+    assert_eq!(l[0].family, Family::Where);
+    let Params::Bcast(w) = l[0].params else {
+        panic!()
+    };
+    assert_eq!(
+        (w.c, w.a, w.b, w.out),
+        (p.addr(cond), p.addr(a), p.addr(b), p.addr(out))
+    );
+    assert_eq!(w.shape, [1, 1, 1, 1, 2, 3]);
+    assert_eq!(w.sc, [0, 0, 0, 0, 0, 1]);
+    assert_eq!(w.sa, [0, 0, 0, 0, 3, 1]);
+    assert_eq!(w.sb, [0; 6]);
+    assert_eq!(w.total, 6);
+}
+
+#[test]
+fn kernels_without_work_become_no_ops() {
+    let mut p = P::default();
+    let x = p.act(DType::F32, 8);
+    let out = p.act(DType::F32, 8);
+    p.kernel(
+        KernelOp::Softmax {
+            outer: 0,
+            axis: 8,
+            inner: 1,
+        },
+        vec![x],
+        out,
+    );
+    let (l, _) = Builder::new(&p.plan, ADDR, true)
+        .unwrap()
+        .build_all()
+        .unwrap();
+    assert_eq!(l[0].family, Family::Copy);
+    assert_eq!(l[0].tiles, 1);
+    let Params::Copy(c) = l[0].params else {
+        panic!()
+    };
+    assert_eq!(c.total, 0);
+    assert_eq!(c.hdr.tiles, 1);
+}
+
+#[test]
+fn unsupported_types_are_reported() {
+    let mut p = P::default();
+    let x = p.act(DType::F16, 8);
+    let out = p.act(DType::F32, 8);
+    p.kernel(
+        KernelOp::Cast {
+            from: DType::F16,
+            to: DType::F32,
+            n: 8,
+        },
+        vec![x],
+        out,
+    );
+    assert!(matches!(
+        Builder::new(&p.plan, ADDR, true).unwrap().build_all(),
+        Err(ExecError::Unsupported(_))
+    ));
+}

@@ -1,0 +1,27 @@
+//! Behaviour on a machine without a GPU (or without CUDA at all): the device
+//! reports Unavailable instead of panicking.
+
+use reef_cuda::{cuda_available, CudaDevice, CudaOptions};
+use reef_exec::ExecError;
+
+#[test]
+fn device_is_unavailable_without_a_gpu() {
+    if cuda_available() {
+        println!("SKIP: a GPU is present; this test checks the no-GPU path");
+        return;
+    }
+    match CudaDevice::new(0) {
+        Err(ExecError::Unavailable(msg)) => assert!(!msg.is_empty()),
+        Err(other) => panic!("expected Unavailable, got {other}"),
+        Ok(_) => panic!("device opened without a GPU"),
+    }
+    assert!(matches!(
+        CudaDevice::with_options(3, CudaOptions { tf32: false }),
+        Err(ExecError::Unavailable(_))
+    ));
+}
+
+#[test]
+fn options_default_to_tf32() {
+    assert!(CudaOptions::default().tf32);
+}

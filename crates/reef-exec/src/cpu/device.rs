@@ -1,0 +1,243 @@
+//! The CPU device, a model resident on it and a task context.
+
+use super::lane::CpuLane;
+use super::memory::{aligned_copy, bytes_of, bytes_of_mut, zeroed_words};
+use super::validate;
+use crate::{Context, Device, DeviceKind, ExecError, Lane, ModelHandle, Priority, Result};
+use parking_lot::Mutex;
+use reef_plan::plan::{IoBinding, Loc};
+use reef_plan::Plan;
+use std::any::Any;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+/// The CPU as a reef device: a rayon pool whose worker threads are the
+/// compute units every lane's kernels share.
+pub struct CpuDevice {
+    pool: Arc<rayon::ThreadPool>,
+    threads: usize,
+    lanes: AtomicUsize,
+}
+
+impl CpuDevice {
+    /// A device with `threads` worker threads (default: the available parallelism).
+    pub fn new(threads: Option<usize>) -> Result<Self> {
+        let threads = match threads {
+            Some(0) => {
+                return Err(ExecError::Invalid(
+                    "a CPU device needs at least one thread".into(),
+                ))
+            }
+            Some(t) => t,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("reef-cpu-{i}"))
+            .build()
+            .map_err(|e| {
+                ExecError::Unavailable(format!("cannot start {threads} CPU worker threads: {e}"))
+            })?;
+        tracing::debug!(threads, "CPU device ready");
+        Ok(Self {
+            pool: Arc::new(pool),
+            threads,
+            lanes: AtomicUsize::new(0),
+        })
+    }
+
+    /// A new lane with the concrete type (its preemption flag is reachable
+    /// through [`CpuLane::preempt_flag`]).
+    pub fn cpu_lane(&self, priority: Priority) -> Result<CpuLane> {
+        let id = self.lanes.fetch_add(1, Ordering::Relaxed);
+        CpuLane::spawn(self.pool.clone(), priority, id)
+    }
+
+    /// Loads a plan, returning the concrete model type.
+    pub fn load_cpu(&self, plan: Arc<Plan>) -> Result<Arc<CpuModel>> {
+        validate::plan(&plan)?;
+        let weights = aligned_copy(&plan.weights);
+        tracing::debug!(model = %plan.name, "loaded on CPU: {}", plan.summary());
+        Ok(Arc::new_cyclic(|me| CpuModel {
+            plan,
+            weights,
+            me: me.clone(),
+        }))
+    }
+}
+
+impl Device for CpuDevice {
+    fn name(&self) -> String {
+        format!("CPU, {} worker threads", self.threads)
+    }
+
+    fn kind(&self) -> DeviceKind {
+        DeviceKind::Cpu
+    }
+
+    fn compute_units(&self) -> usize {
+        self.threads
+    }
+
+    fn load(&self, plan: Arc<Plan>) -> Result<Arc<dyn ModelHandle>> {
+        Ok(self.load_cpu(plan)?)
+    }
+
+    fn lane(&self, priority: Priority) -> Result<Box<dyn Lane>> {
+        Ok(Box::new(self.cpu_lane(priority)?))
+    }
+}
+
+/// A plan resident on the CPU: the plan and its weights in aligned storage.
+pub struct CpuModel {
+    plan: Arc<Plan>,
+    weights: Vec<u64>,
+    me: Weak<CpuModel>,
+}
+
+impl CpuModel {
+    /// The weight blob as bytes.
+    pub(crate) fn weight_bytes(&self) -> &[u8] {
+        bytes_of(&self.weights, self.plan.weights.len())
+    }
+
+    /// A fresh context with the concrete type.
+    pub fn context_cpu(&self) -> Result<CpuContext> {
+        let cpu = self
+            .me
+            .upgrade()
+            .ok_or_else(|| ExecError::Invalid("model was dropped".into()))?;
+        let model: Arc<dyn ModelHandle> = cpu.clone();
+        let state = Arc::new(CtxState {
+            arena: Mutex::new(zeroed_words(self.plan.arena_bytes)),
+            progress: AtomicUsize::new(0),
+            halted: AtomicBool::new(false),
+        });
+        Ok(CpuContext { model, cpu, state })
+    }
+}
+
+impl ModelHandle for CpuModel {
+    fn plan(&self) -> &Arc<Plan> {
+        &self.plan
+    }
+
+    fn context(&self) -> Result<Box<dyn Context>> {
+        Ok(Box::new(self.context_cpu()?))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// The part of a context that lanes share with it while kernels are queued.
+pub(crate) struct CtxState {
+    /// The activation arena (`plan.arena_bytes` bytes, 8-byte aligned).
+    pub arena: Mutex<Vec<u64>>,
+    /// The first kernel not known complete.
+    pub progress: AtomicUsize,
+    /// Set when a BE kernel of this context exited early or was skipped:
+    /// later BE kernels are skipped until the next `begin`.
+    pub halted: AtomicBool,
+}
+
+/// One task's state on the CPU. Lanes keep a reference to its state while
+/// its kernels are queued, so read outputs only after the lane synchronized
+/// (reads lock the arena, so they are never torn, but may see partial work).
+pub struct CpuContext {
+    model: Arc<dyn ModelHandle>,
+    cpu: Arc<CpuModel>,
+    state: Arc<CtxState>,
+}
+
+impl CpuContext {
+    /// The concrete model.
+    pub(crate) fn cpu_model(&self) -> &Arc<CpuModel> {
+        &self.cpu
+    }
+
+    /// The shared state lanes run against.
+    pub(crate) fn state(&self) -> &Arc<CtxState> {
+        &self.state
+    }
+
+    /// The byte range of a binding's buffer in the arena.
+    fn range(&self, io: &IoBinding) -> Result<std::ops::Range<usize>> {
+        let b = self.cpu.plan.buffers.get(io.buffer);
+        match b.map(|b| (b.loc, b.bytes())) {
+            Some((Loc::Arena(off), len)) => Ok(off..off + len),
+            _ => Err(ExecError::Invalid(format!(
+                "tensor '{}' is not bound to an arena buffer",
+                io.name
+            ))),
+        }
+    }
+
+    fn binding<'a>(
+        list: &'a [IoBinding],
+        index: usize,
+        what: &str,
+        model: &str,
+    ) -> Result<&'a IoBinding> {
+        list.get(index).ok_or_else(|| {
+            ExecError::Invalid(format!(
+                "{what} index {index} out of range: model '{model}' has {} {what}s",
+                list.len()
+            ))
+        })
+    }
+}
+
+impl Context for CpuContext {
+    fn model(&self) -> &Arc<dyn ModelHandle> {
+        &self.model
+    }
+
+    fn write_input(&mut self, index: usize, bytes: &[u8]) -> Result<()> {
+        let plan = &self.cpu.plan;
+        let io = Self::binding(&plan.inputs, index, "input", &plan.name)?;
+        let range = self.range(io)?;
+        if bytes.len() != range.len() {
+            return Err(ExecError::Invalid(format!(
+                "input '{}' ({:?} {:?}) takes {} bytes, got {}",
+                io.name,
+                io.dtype,
+                io.shape,
+                range.len(),
+                bytes.len()
+            )));
+        }
+        let mut arena = self.state.arena.lock();
+        bytes_of_mut(&mut arena, plan.arena_bytes)[range].copy_from_slice(bytes);
+        Ok(())
+    }
+
+    fn read_output(&mut self, index: usize) -> Result<Vec<u8>> {
+        let plan = &self.cpu.plan;
+        let io = Self::binding(&plan.outputs, index, "output", &plan.name)?;
+        let range = self.range(io)?;
+        let arena = self.state.arena.lock();
+        Ok(bytes_of(&arena, plan.arena_bytes)[range].to_vec())
+    }
+
+    fn poison(&mut self) -> Result<()> {
+        self.state.arena.lock().fill(u64::MAX);
+        Ok(())
+    }
+
+    fn progress(&mut self) -> Result<usize> {
+        Ok(self.state.progress.load(Ordering::Acquire))
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+impl CpuModel {
+    /// The plan (inherent accessor for the backend).
+    pub(crate) fn plan_ref(&self) -> &Arc<Plan> {
+        &self.plan
+    }
+}

@@ -1,0 +1,160 @@
+//! Matrix products: the safe wrapper around the `gemm` crate and the batched
+//! MatMul kernel with its fused epilogue.
+
+use super::super::tiles::{self, with_scratch, Stop, TARGET_FLOPS};
+use super::apply_act;
+use reef_plan::kernel::MatMulSpec;
+
+/// A strided matrix operand: element `(i, j)` is `data[off + i*rs + j*cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    pub data: &'a [f32],
+    pub off: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// Index one past the last element of a `rows x cols` view.
+fn span(off: usize, rows: usize, rs: usize, cols: usize, cs: usize) -> usize {
+    off + (rows - 1) * rs + (cols - 1) * cs + 1
+}
+
+/// `dst[i*dst_rs + j] = Σ_p a(i, p) · b(p, j)` for an `m x n` result with
+/// reduction length `k` (single-threaded; tiles provide the parallelism).
+/// Panics if a view exceeds its slice (plans are validated before running).
+pub(crate) fn gemm_f32(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    a: Mat,
+    b: Mat,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        span(0, m, dst_rs, n, 1) <= dst.len(),
+        "gemm: destination too small"
+    );
+    if k == 0 {
+        for i in 0..m {
+            dst[i * dst_rs..i * dst_rs + n].fill(0.0);
+        }
+        return;
+    }
+    assert!(
+        span(a.off, m, a.rs, k, a.cs) <= a.data.len(),
+        "gemm: lhs view out of bounds"
+    );
+    assert!(
+        span(b.off, k, b.rs, n, b.cs) <= b.data.len(),
+        "gemm: rhs view out of bounds"
+    );
+    let ok = [dst_rs, a.rs, a.cs, b.rs, b.cs]
+        .iter()
+        .all(|&s| isize::try_from(s).is_ok());
+    assert!(ok, "gemm: stride overflow");
+    // SAFETY: the asserts above prove that every element gemm reads
+    // (`a.off + i*a.rs + p*a.cs` for i < m, p < k; likewise for b) and writes
+    // (`i*dst_rs + j` for i < m, j < n) lies inside the corresponding slice,
+    // and the strides fit in isize. `dst` is borrowed mutably, so it aliases
+    // neither input, and `read_dst = false` means its old contents are unused.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            false,
+            a.data.as_ptr().add(a.off),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr().add(b.off),
+            b.cs as isize,
+            b.rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Output-tile shape `(rows, cols)` for an `m x n` product of depth `k`.
+pub(crate) fn blocks(m: usize, n: usize, k: usize) -> (usize, usize) {
+    let elems = (TARGET_FLOPS / (2 * k.max(1))).max(64);
+    if m * n <= elems {
+        return (m.max(1), n.max(1));
+    }
+    let cb = n.clamp(1, 128);
+    let rb = tiles::round8((elems / cb).clamp(1, m.max(1)));
+    (rb, cb)
+}
+
+/// The MatMul kernel (see [`MatMulSpec`]).
+pub(crate) fn matmul(
+    s: &MatMulSpec,
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    res: Option<&[f32]>,
+    out: &mut [f32],
+    stop: &Stop,
+) {
+    let count = s.batch_count();
+    let (m, n) = (s.m, s.n);
+    let (rb, cb) = blocks(m, n, s.k);
+    let grid = tiles::grid(&mut out[..count * m * n], count, m, n, rb, cb);
+    let batch_off = |bi: usize, strides: &[usize]| {
+        let mut rem = bi;
+        let mut off = 0;
+        for d in (0..s.batch.len()).rev() {
+            off += (rem % s.batch[d]) * strides[d];
+            rem /= s.batch[d];
+        }
+        off
+    };
+    tiles::run(grid, stop, |mut t| {
+        let rows = t.rows.len();
+        let cols = t.rows[0].len();
+        let (i0, j0) = (t.row0, t.col0);
+        let am = Mat {
+            data: a,
+            off: batch_off(t.plane, &s.a_batch_strides) + i0 * s.lda_m,
+            rs: s.lda_m,
+            cs: s.lda_k,
+        };
+        let bm = Mat {
+            data: b,
+            off: batch_off(t.plane, &s.b_batch_strides) + j0 * s.ldb_n,
+            rs: s.ldb_k,
+            cs: s.ldb_n,
+        };
+        with_scratch(rows * cols, 0, |acc, _| {
+            gemm_f32(rows, cols, s.k, acc, cols, am, bm);
+            for (r, dst) in t.rows.iter_mut().enumerate() {
+                let i = i0 + r;
+                let acc = &acc[r * cols..(r + 1) * cols];
+                dst.iter_mut().zip(acc).for_each(|(d, &v)| *d = s.alpha * v);
+                if let Some(bias) = bias {
+                    for (j, d) in dst.iter_mut().enumerate() {
+                        *d += s.beta * bias[i * s.bias_stride_m + (j0 + j) * s.bias_stride_n];
+                    }
+                }
+                if let Some(res) = res {
+                    let base = (t.plane * m + i) * n + j0;
+                    dst.iter_mut()
+                        .zip(&res[base..base + cols])
+                        .for_each(|(d, &r)| *d += r);
+                }
+                apply_act(dst, s.act);
+            }
+        });
+    });
+}

@@ -1,0 +1,104 @@
+//! Row-wise kernels over `[outer, axis, inner]` views: softmax, layer
+//! normalisation and reductions. Every sum runs sequentially along its axis in
+//! f32, so results are independent of tiling.
+
+use super::super::tiles::{self, Stop, CHUNK};
+use reef_plan::kernel::ReduceKind;
+
+/// Outer slices per tile for slices of `slice` elements.
+fn per_tile(slice: usize) -> usize {
+    (CHUNK / slice.max(1)).max(1)
+}
+
+/// Softmax over the middle axis of `[outer, axis, inner]`.
+pub(crate) fn softmax(dims: [usize; 3], x: &[f32], out: &mut [f32], stop: &Stop) {
+    let [outer, axis, inner] = dims;
+    let slice = axis * inner;
+    if slice == 0 {
+        return;
+    }
+    let out = &mut out[..outer * slice];
+    tiles::chunks(out, per_tile(slice) * slice, stop, |start, chunk| {
+        let mut mx = vec![0f32; inner];
+        let mut sum = vec![0f32; inner];
+        for (o, dst) in chunk.chunks_mut(slice).enumerate() {
+            let src = &x[start + o * slice..start + (o + 1) * slice];
+            mx.copy_from_slice(&src[..inner]);
+            for row in src.chunks(inner).skip(1) {
+                mx.iter_mut().zip(row).for_each(|(m, &v)| *m = m.max(v));
+            }
+            sum.fill(0.0);
+            for (drow, srow) in dst.chunks_mut(inner).zip(src.chunks(inner)) {
+                for (((d, &v), &m), s) in drow.iter_mut().zip(srow).zip(&mx).zip(sum.iter_mut()) {
+                    let e = (v - m).exp();
+                    *d = e;
+                    *s += e;
+                }
+            }
+            for drow in dst.chunks_mut(inner) {
+                drow.iter_mut().zip(&sum).for_each(|(d, &s)| *d /= s);
+            }
+        }
+    });
+}
+
+/// Layer normalisation of each row of `[rows, cols]` (biased variance).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn layer_norm(
+    rows: usize,
+    cols: usize,
+    eps: f32,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    out: &mut [f32],
+    stop: &Stop,
+) {
+    if cols == 0 {
+        return;
+    }
+    let (gamma, beta) = (&gamma[..cols], &beta[..cols]);
+    let out = &mut out[..rows * cols];
+    tiles::chunks(out, per_tile(cols) * cols, stop, |start, chunk| {
+        for (r, dst) in chunk.chunks_mut(cols).enumerate() {
+            let src = &x[start + r * cols..start + (r + 1) * cols];
+            let mean = src.iter().fold(0f32, |a, &v| a + v) / cols as f32;
+            let var = src.iter().fold(0f32, |a, &v| a + (v - mean) * (v - mean)) / cols as f32;
+            let den = (var + eps).sqrt();
+            for (((d, &v), &g), &b) in dst.iter_mut().zip(src).zip(gamma).zip(beta) {
+                *d = (v - mean) / den * g + b;
+            }
+        }
+    });
+}
+
+/// Mean or max over the middle axis of `[outer, len, inner]` into `[outer, inner]`.
+pub(crate) fn reduce(kind: ReduceKind, dims: [usize; 3], x: &[f32], out: &mut [f32], stop: &Stop) {
+    let [outer, len, inner] = dims;
+    if inner == 0 {
+        return;
+    }
+    let out = &mut out[..outer * inner];
+    let per = (CHUNK / (len * inner).max(1)).max(1);
+    tiles::chunks(out, per * inner, stop, |start, chunk| {
+        for (o, dst) in chunk.chunks_mut(inner).enumerate() {
+            let ob = start / inner + o;
+            let src = &x[ob * len * inner..(ob + 1) * len * inner];
+            match kind {
+                ReduceKind::Max => {
+                    dst.fill(f32::NEG_INFINITY);
+                    for row in src.chunks(inner) {
+                        dst.iter_mut().zip(row).for_each(|(d, &v)| *d = d.max(v));
+                    }
+                }
+                ReduceKind::Mean => {
+                    dst.fill(0.0);
+                    for row in src.chunks(inner) {
+                        dst.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
+                    }
+                    dst.iter_mut().for_each(|d| *d /= len as f32);
+                }
+            }
+        }
+    });
+}

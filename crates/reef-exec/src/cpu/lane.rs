@@ -1,0 +1,232 @@
+//! Lanes: a dedicated OS thread per lane draining a FIFO of kernel launches
+//! onto the shared pool, with a preemption flag that BE launches honour.
+
+use super::device::{CpuContext, CpuModel, CtxState};
+use super::kernels;
+use super::memory::bytes_of_mut;
+use crate::{Context, ExecError, Lane, Priority, Result, Variant};
+use parking_lot::{Condvar, Mutex};
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// One queued launch.
+struct Item {
+    model: Arc<CpuModel>,
+    ctx: Arc<CtxState>,
+    index: usize,
+    variant: Variant,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Item>,
+    retired: u64,
+    fault: Option<String>,
+    shutdown: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Signalled when an item is queued or the lane shuts down.
+    work: Condvar,
+    /// Signalled when an item retires.
+    done: Condvar,
+    preempt: Arc<AtomicBool>,
+    pool: Arc<rayon::ThreadPool>,
+}
+
+/// A CPU lane. Launches run in order on the lane's thread, their tiles on the
+/// device's pool; lanes run concurrently. Priority is recorded only: rayon
+/// has no priorities, so High-lane RT tiles share the pool with BE tiles.
+///
+/// Preemption: while the flag is raised, a BE launch starts no further tiles
+/// (running tiles finish) and does not complete; the context is then halted,
+/// so its later queued BE launches retire without running until
+/// [`Lane::begin`] resets it. RT launches ignore the flag. Every launch that
+/// completes sets its context's progress to its index + 1.
+pub struct CpuLane {
+    priority: Priority,
+    shared: Arc<Shared>,
+    enqueued: u64,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl CpuLane {
+    /// Starts a lane thread over `pool`.
+    pub(crate) fn spawn(
+        pool: Arc<rayon::ThreadPool>,
+        priority: Priority,
+        id: usize,
+    ) -> Result<Self> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            work: Condvar::new(),
+            done: Condvar::new(),
+            preempt: Arc::new(AtomicBool::new(false)),
+            pool,
+        });
+        let worker = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("reef-lane-{id}"))
+            .spawn(move || lane_main(&worker))
+            .map_err(|e| ExecError::Unavailable(format!("cannot start a lane thread: {e}")))?;
+        Ok(Self {
+            priority,
+            shared,
+            enqueued: 0,
+            thread: Some(thread),
+        })
+    }
+
+    /// The lane's preemption flag (raising it is what `set_preempt(true)` does).
+    pub fn preempt_flag(&self) -> Arc<AtomicBool> {
+        self.shared.preempt.clone()
+    }
+}
+
+fn cpu_context(ctx: &mut dyn Context) -> Result<&mut CpuContext> {
+    ctx.as_any_mut()
+        .downcast_mut::<CpuContext>()
+        .ok_or_else(|| ExecError::Invalid("a CPU lane needs a CPU context".into()))
+}
+
+fn lane_main(shared: &Shared) {
+    loop {
+        let item = {
+            let mut q = shared.queue.lock();
+            loop {
+                if q.shutdown {
+                    return;
+                }
+                if let Some(item) = q.items.pop_front() {
+                    break item;
+                }
+                shared.work.wait(&mut q);
+            }
+        };
+        let outcome =
+            catch_unwind(AssertUnwindSafe(|| execute(shared, &item))).unwrap_or_else(|p| {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                Err(ExecError::Invalid(format!(
+                    "kernel {} panicked: {msg}",
+                    item.index
+                )))
+            });
+        if let Err(e) = &outcome {
+            item.ctx.halted.store(true, Ordering::Release);
+            tracing::error!(kernel = item.index, "CPU kernel failed: {e}");
+        }
+        let mut q = shared.queue.lock();
+        q.retired += 1;
+        if let Err(e) = outcome {
+            q.fault.get_or_insert_with(|| e.to_string());
+        }
+        shared.done.notify_all();
+    }
+}
+
+/// Runs one launch (or skips it when preempted).
+fn execute(shared: &Shared, item: &Item) -> Result<()> {
+    let be = item.variant == Variant::Be;
+    if be && (shared.preempt.load(Ordering::Acquire) || item.ctx.halted.load(Ordering::Acquire)) {
+        item.ctx.halted.store(true, Ordering::Release);
+        return Ok(());
+    }
+    let plan = &item.model.plan_ref();
+    let mut arena = item.ctx.arena.lock();
+    let arena = bytes_of_mut(&mut arena, plan.arena_bytes);
+    let flag = be.then_some(&*shared.preempt);
+    let weights = item.model.weight_bytes();
+    let completed = shared
+        .pool
+        .install(|| kernels::run(plan, item.index, weights, arena, flag))?;
+    if completed {
+        item.ctx.progress.store(item.index + 1, Ordering::Release);
+    } else {
+        item.ctx.halted.store(true, Ordering::Release);
+    }
+    Ok(())
+}
+
+impl Lane for CpuLane {
+    fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    fn begin(&mut self, ctx: &mut dyn Context, from: usize) -> Result<()> {
+        let ctx = cpu_context(ctx)?;
+        let n = ctx.cpu_model().plan_ref().kernels.len();
+        if from > n {
+            return Err(ExecError::Invalid(format!(
+                "begin at kernel {from}, plan has {n}"
+            )));
+        }
+        ctx.state().progress.store(from, Ordering::Release);
+        ctx.state().halted.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    fn enqueue(&mut self, ctx: &mut dyn Context, index: usize, variant: Variant) -> Result<()> {
+        let ctx = cpu_context(ctx)?;
+        let model = ctx.cpu_model().clone();
+        let n = model.plan_ref().kernels.len();
+        if index >= n {
+            return Err(ExecError::Invalid(format!(
+                "kernel index {index} out of range ({n} kernels)"
+            )));
+        }
+        let item = Item {
+            model,
+            ctx: ctx.state().clone(),
+            index,
+            variant,
+        };
+        self.shared.queue.lock().items.push_back(item);
+        self.enqueued += 1;
+        self.shared.work.notify_one();
+        Ok(())
+    }
+
+    fn retired(&mut self) -> Result<u64> {
+        Ok(self.shared.queue.lock().retired)
+    }
+
+    fn enqueued(&self) -> u64 {
+        self.enqueued
+    }
+
+    fn synchronize(&mut self) -> Result<()> {
+        let mut q = self.shared.queue.lock();
+        while q.retired < self.enqueued {
+            self.shared.done.wait(&mut q);
+        }
+        match q.fault.take() {
+            Some(f) => Err(ExecError::Invalid(format!("CPU lane fault: {f}"))),
+            None => Ok(()),
+        }
+    }
+
+    fn set_preempt(&mut self, on: bool) -> Result<()> {
+        self.shared.preempt.store(on, Ordering::Release);
+        Ok(())
+    }
+}
+
+impl Drop for CpuLane {
+    fn drop(&mut self) {
+        self.shared.queue.lock().shutdown = true;
+        self.shared.work.notify_all();
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("CPU lane thread panicked");
+            }
+        }
+    }
+}

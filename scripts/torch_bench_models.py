@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""PyTorch baseline for `reef bench models`: median latency of the zoo's
+architectures in PyTorch (eager and CUDA-graph replay) at the given batch
+sizes, f32 with TF32 convolutions and matmuls (PyTorch's cuDNN default for
+convolutions). Prints a table and writes JSON."""
+import argparse, json, statistics, time
+import torch, torchvision
+
+def build(name):
+    m = {
+        "resnet18": lambda: torchvision.models.resnet18(),
+        "resnet50": lambda: torchvision.models.resnet50(),
+        "resnet152": lambda: torchvision.models.resnet152(),
+        "vgg19": lambda: torchvision.models.vgg19(),
+        "densenet201": lambda: torchvision.models.densenet201(),
+        "inception_v3": lambda: torchvision.models.inception_v3(aux_logits=False, init_weights=False),
+        "mobilenet_v2": lambda: torchvision.models.mobilenet_v2(),
+    }.get(name)
+    if m is not None:
+        size = 299 if name == "inception_v3" else 224
+        return m(), lambda b: (torch.randn(b, 3, size, size, device="cuda"),)
+    if name == "bert_base":
+        from transformers import BertConfig, BertModel
+        model = BertModel(BertConfig(), add_pooling_layer=True, attn_implementation="eager")
+        return model, lambda b: (torch.randint(0, 30522, (b, 128), device="cuda"), torch.ones(b, 128, dtype=torch.long, device="cuda"))
+    raise SystemExit(f"unknown model {name}")
+
+def timeit(fn, iters):
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(ts)
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="resnet18,resnet50,resnet152,vgg19,densenet201,inception_v3,mobilenet_v2,bert_base")
+    ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    rows = []
+    print(f"device: {torch.cuda.get_device_name()}")
+    print(f"{'model':<16} {'batch':>5} {'eager ms':>10} {'graph ms':>10}")
+    for name in a.models.split(","):
+        model, mk = build(name)
+        model = model.cuda().eval()
+        for b in [int(x) for x in a.batches.split(",")]:
+            inputs = mk(b)
+            with torch.inference_mode():
+                eager = timeit(lambda: model(*inputs), a.iters)
+                s = torch.cuda.Stream()
+                s.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(s):
+                    for _ in range(3):
+                        model(*inputs)
+                torch.cuda.current_stream().wait_stream(s)
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g):
+                    model(*inputs)
+                graph = timeit(g.replay, a.iters)
+            print(f"{name:<16} {b:>5} {eager:>10.3f} {graph:>10.3f}")
+            rows.append({"model": name, "batch": b, "eager_ms": eager, "graph_ms": graph})
+        del model
+        torch.cuda.empty_cache()
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+if __name__ == "__main__":
+    main()
