@@ -21,7 +21,7 @@ def build(name):
         return m(), lambda b: (torch.randn(b, 3, size, size, device="cuda"),)
     if name == "bert_base":
         from transformers import BertConfig, BertModel
-        model = BertModel(BertConfig(), add_pooling_layer=True, attn_implementation="eager")
+        model = BertModel(BertConfig(attn_implementation="eager"), add_pooling_layer=True)
         return model, lambda b: (torch.randint(0, 30522, (b, 128), device="cuda"), torch.ones(b, 128, dtype=torch.long, device="cuda"))
     raise SystemExit(f"unknown model {name}")
 

@@ -1,6 +1,7 @@
 //! The `reef` command line: serve models, run a client, list and export the
 //! zoo, self-test a device, and benchmark.
 
+mod bench_disb;
 mod bench_models;
 mod cases;
 mod device;
@@ -88,6 +89,37 @@ enum BenchCmd {
         /// Write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+    /// Run a DISB workload in each scheduling mode (and RT alone) and report.
+    Disb {
+        /// Workload file (DISB JSON; see workloads/).
+        #[arg(long, default_value = "workloads/A.json")]
+        workload: PathBuf,
+        /// Device.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+        /// Modes (comma separated).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "seq,stream,wait,reset,reef"
+        )]
+        modes: Vec<reef_sched::Mode>,
+        /// Override the workload's duration (seconds).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Override the warm-up (seconds).
+        #[arg(long)]
+        warmup: Option<f64>,
+        /// Output directory for JSON, Markdown and SVG.
+        #[arg(long, default_value = "disb-results")]
+        out: PathBuf,
+        /// BE kernels in flight per BE lane.
+        #[arg(long, default_value_t = 2)]
+        be_depth: usize,
+        /// Hide the progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -202,6 +234,32 @@ fn run(cli: Cli) -> Result<i32> {
                 std::fs::write(&p, serde_json::to_string_pretty(&res)?)
                     .with_context(|| format!("writing {}", p.display()))?;
             }
+            Ok(0)
+        }
+        Cmd::Bench {
+            what:
+                BenchCmd::Disb {
+                    workload,
+                    device,
+                    modes,
+                    duration,
+                    warmup,
+                    out,
+                    be_depth,
+                    quiet,
+                },
+        } => {
+            let dev = device::open(device, None)?;
+            let opts = bench_disb::Options {
+                workload,
+                modes,
+                duration,
+                warmup,
+                out,
+                be_depth,
+                progress: !quiet,
+            };
+            println!("{}", bench_disb::run(dev, &opts)?);
             Ok(0)
         }
     }
