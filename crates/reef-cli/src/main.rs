@@ -5,7 +5,9 @@ mod bench_disb;
 mod bench_models;
 mod cases;
 mod device;
+mod infer;
 mod selftest;
+mod serve;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -25,6 +27,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Serve models over the KServe v2 / Triton protocol (HTTP and gRPC).
+    /// Without a repository: every zoo model, on the GPU if present, else the CPU.
+    Serve(serve::ServeArgs),
+    /// Send inference requests to a running server (gRPC).
+    Infer(infer::InferArgs),
     /// List the built-in zoo models.
     Models,
     /// Export a zoo model as ONNX and/or safetensors.
@@ -160,6 +167,8 @@ fn main() {
 
 fn run(cli: Cli) -> Result<i32> {
     match cli.cmd {
+        Cmd::Serve(a) => serve::run(a).map(|_| 0),
+        Cmd::Infer(a) => infer::run(a).map(|_| 0),
         Cmd::Models => {
             for n in reef_zoo::names() {
                 match reef_zoo::info(n) {

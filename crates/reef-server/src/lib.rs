@@ -1,1 +1,41 @@
-//! placeholder
+//! reef's KServe v2 / Triton-compatible inference server: HTTP/REST (axum)
+//! and gRPC (tonic) front ends over a [`reef_sched::Service`], a model
+//! repository of `config.toml` folders, and Prometheus metrics.
+//!
+//! ```no_run
+//! # async fn run(service: std::sync::Arc<dyn reef_sched::Service>) -> Result<(), reef_server::ServerError> {
+//! let config = reef_server::ServerConfig::default();
+//! reef_server::serve(config, service, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+//!
+//! Request priority: the request parameter `priority` ("rt" / "be", or
+//! Triton's integer level: 0 = model default, 1 = RT, 2+ = BE).
+
+#![warn(missing_docs)]
+
+mod admin;
+pub mod config;
+pub mod error;
+mod grpc;
+pub mod grpc_codec;
+pub mod http;
+pub mod inference;
+pub mod metrics;
+pub mod repository;
+pub mod request_error;
+mod server;
+pub mod state;
+pub mod tensor_codec;
+
+/// Generated KServe v2 gRPC messages, server and client (package `inference`).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("inference");
+}
+
+pub use config::{ServerConfig, DEFAULT_MAX_BODY_BYTES};
+pub use error::ServerError;
+pub use repository::{load_model, scan_repository, ModelConfig, ModelSource};
+pub use request_error::{ErrorKind, RequestError};
+pub use server::{serve, Server};

@@ -1,0 +1,272 @@
+//! The KServe v2 gRPC front end (tonic), with Triton's repository RPCs.
+//! Outputs always come back as `raw_output_contents`; inputs may use either
+//! `raw_input_contents` or typed `contents`.
+
+use crate::admin::{load_from_repository, repository_entries, unload};
+use crate::inference::{execute, parse_priority, prepare, Outcome, ParamValue, PRIORITY_PARAM};
+use crate::proto::grpc_inference_service_server::{
+    GrpcInferenceService, GrpcInferenceServiceServer,
+};
+use crate::proto::infer_parameter::ParameterChoice;
+use crate::proto::model_infer_response::InferOutputTensor;
+use crate::proto::model_metadata_response::TensorMetadata;
+use crate::proto::repository_index_response::ModelIndex;
+use crate::proto::*;
+use crate::request_error::RequestError;
+use crate::state::{AppState, MODEL_VERSION, PLATFORM};
+use crate::tensor_codec::{
+    parse_datatype, parse_shape, shape_i64, tensor_from_contents, tensor_from_raw,
+};
+use prost::bytes::Bytes;
+use reef_sched::TensorInfo;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tonic::{Request, Response, Status};
+
+/// The gRPC service over shared state.
+pub struct GrpcService {
+    state: Arc<AppState>,
+}
+
+/// The tonic service, with message sizes limited to `max_message_bytes`.
+pub fn service(
+    state: Arc<AppState>,
+    max_message_bytes: usize,
+) -> GrpcInferenceServiceServer<GrpcService> {
+    GrpcInferenceServiceServer::new(GrpcService { state })
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes)
+}
+
+fn param_value(p: &InferParameter) -> Option<ParamValue> {
+    Some(match p.parameter_choice.as_ref()? {
+        ParameterChoice::BoolParam(b) => ParamValue::Bool(*b),
+        ParameterChoice::Int64Param(i) => ParamValue::Int(*i),
+        ParameterChoice::StringParam(s) => ParamValue::Str(s.clone()),
+        ParameterChoice::DoubleParam(d) => ParamValue::Double(*d),
+        ParameterChoice::Uint64Param(u) => ParamValue::Uint(*u),
+    })
+}
+
+fn reject_shared_memory(
+    where_: &str,
+    params: &HashMap<String, InferParameter>,
+) -> Result<(), RequestError> {
+    if params.keys().any(|k| k.starts_with("shared_memory")) {
+        return Err(RequestError::bad(format!(
+            "{where_}: shared memory is not supported by reef"
+        )));
+    }
+    Ok(())
+}
+
+fn tensor_metadata(t: &TensorInfo) -> TensorMetadata {
+    TensorMetadata {
+        name: t.name.clone(),
+        datatype: t.dtype.kserve_name().into(),
+        shape: t.shape.clone(),
+    }
+}
+
+impl GrpcService {
+    async fn infer(
+        &self,
+        outcome: &mut Outcome<'_>,
+        req: ModelInferRequest,
+        arrival: Instant,
+    ) -> Result<ModelInferResponse, RequestError> {
+        let state = &self.state;
+        let info = state.model_version(&req.model_name, &req.model_version)?;
+        outcome.label(&info, None);
+        reject_shared_memory("request", &req.parameters)?;
+        let priority = match req.parameters.get(PRIORITY_PARAM) {
+            None => None,
+            Some(p) => match param_value(p) {
+                Some(v) => parse_priority(&v)?,
+                None => None,
+            },
+        };
+        outcome.label(&info, priority);
+        let raw = &req.raw_input_contents;
+        if !raw.is_empty() && raw.len() != req.inputs.len() {
+            return Err(RequestError::bad(format!(
+                "raw_input_contents has {} entries for {} inputs (give one per input, or none)",
+                raw.len(),
+                req.inputs.len()
+            )));
+        }
+        let mut inputs = Vec::with_capacity(req.inputs.len());
+        for (i, input) in req.inputs.iter().enumerate() {
+            let name = input.name.as_str();
+            reject_shared_memory(&format!("input '{name}'"), &input.parameters)?;
+            let dtype = parse_datatype(name, &input.datatype)?;
+            let shape = parse_shape(name, &input.shape)?;
+            let tensor = if let Some(bytes) = raw.get(i) {
+                if input.contents.is_some() {
+                    return Err(RequestError::bad(format!(
+                        "input '{name}': has both contents and raw_input_contents"
+                    )));
+                }
+                tensor_from_raw(name, dtype, shape, bytes)?
+            } else if let Some(c) = &input.contents {
+                tensor_from_contents(name, dtype, shape, c)?
+            } else {
+                return Err(RequestError::bad(format!(
+                    "input '{name}': has no data (contents or raw_input_contents)"
+                )));
+            };
+            inputs.push((input.name.clone(), tensor));
+        }
+        let requested: Option<Vec<String>> = if req.outputs.is_empty() {
+            None
+        } else {
+            for o in &req.outputs {
+                reject_shared_memory(&format!("output '{}'", o.name), &o.parameters)?;
+                if o.parameters.contains_key("classification") {
+                    return Err(RequestError::bad(format!(
+                        "output '{}': classification is not supported",
+                        o.name
+                    )));
+                }
+            }
+            Some(req.outputs.iter().map(|o| o.name.clone()).collect())
+        };
+        let prepared = prepare(state, info, inputs, requested.as_deref(), priority, arrival)?;
+        let response = execute(state, &prepared).await?;
+        let mut outputs = Vec::with_capacity(prepared.outputs.len());
+        let mut raw_out = Vec::with_capacity(prepared.outputs.len());
+        for &idx in &prepared.outputs {
+            let t = &response.outputs[idx];
+            outputs.push(InferOutputTensor {
+                name: prepared.info.outputs[idx].name.clone(),
+                datatype: t.dtype().kserve_name().into(),
+                shape: shape_i64(&t.shape),
+                parameters: HashMap::new(),
+                contents: None,
+            });
+            raw_out.push(Bytes::from(t.to_bytes()));
+        }
+        Ok(ModelInferResponse {
+            model_name: prepared.info.name.clone(),
+            model_version: MODEL_VERSION.into(),
+            id: req.id,
+            parameters: HashMap::new(),
+            outputs,
+            raw_output_contents: raw_out,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for GrpcService {
+    async fn server_live(
+        &self,
+        _: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
+        Ok(Response::new(ServerReadyResponse {
+            ready: self.state.is_ready(),
+        }))
+    }
+
+    async fn model_ready(
+        &self,
+        request: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
+        let r = request.into_inner();
+        let info = self.state.model_version(&r.name, &r.version)?;
+        Ok(Response::new(ModelReadyResponse {
+            ready: info.ready && self.state.is_ready(),
+        }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        Ok(Response::new(ServerMetadataResponse {
+            name: "reef".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: crate::http::EXTENSIONS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        let r = request.into_inner();
+        let info = self.state.model_version(&r.name, &r.version)?;
+        Ok(Response::new(ModelMetadataResponse {
+            name: info.name.clone(),
+            versions: vec![MODEL_VERSION.into()],
+            platform: PLATFORM.into(),
+            inputs: info.inputs.iter().map(tensor_metadata).collect(),
+            outputs: info.outputs.iter().map(tensor_metadata).collect(),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
+        let arrival = Instant::now();
+        let mut outcome = Outcome::new(&self.state, arrival);
+        let result = self
+            .infer(&mut outcome, request.into_inner(), arrival)
+            .await;
+        outcome.finish(&result);
+        match result {
+            Ok(r) => Ok(Response::new(r)),
+            Err(e) => {
+                tracing::debug!("gRPC inference request failed: {e}");
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<RepositoryIndexRequest>,
+    ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        let r = request.into_inner();
+        let models = repository_entries(&self.state, r.ready)
+            .into_iter()
+            .map(|e| ModelIndex {
+                name: e.name,
+                version: MODEL_VERSION.into(),
+                state: e.state.into(),
+                reason: e.reason,
+            })
+            .collect();
+        Ok(Response::new(RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        request: Request<RepositoryModelLoadRequest>,
+    ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        let r = request.into_inner();
+        load_from_repository(self.state.clone(), r.model_name).await?;
+        Ok(Response::new(RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        request: Request<RepositoryModelUnloadRequest>,
+    ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        let r = request.into_inner();
+        unload(self.state.clone(), r.model_name).await?;
+        Ok(Response::new(RepositoryModelUnloadResponse {}))
+    }
+}

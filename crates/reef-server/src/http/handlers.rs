@@ -1,0 +1,281 @@
+//! HTTP handlers: thin wrappers turning wire formats into calls on
+//! [`AppState`] and [`crate::inference`].
+
+use super::body::read_body;
+use super::infer;
+use crate::admin::{load_from_repository, repository_entries, unload};
+use crate::inference::{execute, prepare, Outcome};
+use crate::request_error::RequestError;
+use crate::state::{AppState, MODEL_VERSION, PLATFORM};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use reef_sched::{ModelInfo, TensorInfo};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+type AppStateRef = State<Arc<AppState>>;
+
+/// GET /v2/health/live
+pub async fn live() -> Json<Value> {
+    Json(json!({ "live": true }))
+}
+
+/// GET /v2/health/ready
+pub async fn ready(State(state): AppStateRef) -> Response {
+    let ready = state.is_ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "ready": ready }))).into_response()
+}
+
+/// GET /v2
+pub async fn server_metadata() -> Json<Value> {
+    Json(json!({
+        "name": "reef",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": super::EXTENSIONS,
+    }))
+}
+
+fn tensor_json(t: &TensorInfo) -> Value {
+    json!({ "name": t.name, "datatype": t.dtype.kserve_name(), "shape": t.shape })
+}
+
+fn metadata_json(info: &ModelInfo) -> Value {
+    json!({
+        "name": info.name,
+        "versions": [MODEL_VERSION],
+        "platform": PLATFORM,
+        "inputs": info.inputs.iter().map(tensor_json).collect::<Vec<_>>(),
+        "outputs": info.outputs.iter().map(tensor_json).collect::<Vec<_>>(),
+    })
+}
+
+/// GET /v2/models/{name}
+pub async fn model_metadata(
+    State(state): AppStateRef,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, RequestError> {
+    Ok(Json(metadata_json(&state.model_version(&name, "")?)))
+}
+
+/// GET /v2/models/{name}/versions/{version}
+pub async fn model_metadata_version(
+    State(state): AppStateRef,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<Value>, RequestError> {
+    Ok(Json(metadata_json(&state.model_version(&name, &version)?)))
+}
+
+fn ready_response(state: &AppState, name: &str, version: &str) -> Result<Response, RequestError> {
+    let info = state.model_version(name, version)?;
+    if info.ready && state.is_ready() {
+        Ok((StatusCode::OK, Json(json!({ "name": name, "ready": true }))).into_response())
+    } else {
+        Err(RequestError::not_ready(format!(
+            "model '{name}' is not ready"
+        )))
+    }
+}
+
+/// GET /v2/models/{name}/ready
+pub async fn model_ready(
+    State(state): AppStateRef,
+    Path(name): Path<String>,
+) -> Result<Response, RequestError> {
+    ready_response(&state, &name, "")
+}
+
+/// GET /v2/models/{name}/versions/{version}/ready
+pub async fn model_ready_version(
+    State(state): AppStateRef,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Response, RequestError> {
+    ready_response(&state, &name, &version)
+}
+
+async fn run_infer(
+    state: Arc<AppState>,
+    name: String,
+    version: String,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let arrival = Instant::now();
+    let mut outcome = Outcome::new(&state, arrival);
+    let result = infer_inner(
+        &state,
+        &mut outcome,
+        &name,
+        &version,
+        &headers,
+        body,
+        arrival,
+    )
+    .await;
+    outcome.finish(&result);
+    match result {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(model = %name, "inference request failed: {e}");
+            e.into_response()
+        }
+    }
+}
+
+async fn infer_inner(
+    state: &AppState,
+    outcome: &mut Outcome<'_>,
+    name: &str,
+    version: &str,
+    headers: &HeaderMap,
+    body: Body,
+    arrival: Instant,
+) -> Result<Response, RequestError> {
+    let info = state.model_version(name, version)?;
+    outcome.label(&info, None);
+    let bytes = read_body(headers, body, state.max_body_bytes).await?;
+    let req = infer::decode(headers, &bytes)?;
+    drop(bytes);
+    outcome.label(&info, req.priority);
+    let names: Option<Vec<String>> = req
+        .outputs
+        .as_ref()
+        .map(|o| o.iter().map(|(n, _)| n.clone()).collect());
+    let prepared = prepare(
+        state,
+        info,
+        req.inputs,
+        names.as_deref(),
+        req.priority,
+        arrival,
+    )?;
+    let raw_flags: Vec<(usize, bool)> = match &req.outputs {
+        None => prepared
+            .outputs
+            .iter()
+            .map(|&i| (i, req.binary_default))
+            .collect(),
+        Some(o) => prepared
+            .outputs
+            .iter()
+            .zip(o)
+            .map(|(&i, (_, raw))| (i, *raw))
+            .collect(),
+    };
+    let response = execute(state, &prepared).await?;
+    Ok(infer::encode(
+        &prepared.info,
+        req.id.as_deref(),
+        &raw_flags,
+        &response.outputs,
+    ))
+}
+
+/// POST /v2/models/{name}/infer
+pub async fn infer(
+    State(state): AppStateRef,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    run_infer(state, name, String::new(), headers, body).await
+}
+
+/// POST /v2/models/{name}/versions/{version}/infer
+pub async fn infer_version(
+    State(state): AppStateRef,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    run_infer(state, name, version, headers, body).await
+}
+
+/// Body of POST /v2/repository/index (all optional).
+#[derive(Debug, Default, Deserialize)]
+struct IndexRequest {
+    #[serde(default)]
+    ready: bool,
+}
+
+fn parse_optional_json<T: Default + serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, RequestError> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| RequestError::bad(format!("malformed request JSON: {e}")))
+}
+
+/// POST /v2/repository/index
+pub async fn repository_index(
+    State(state): AppStateRef,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, RequestError> {
+    let bytes = read_body(&headers, body, state.max_body_bytes).await?;
+    let req: IndexRequest = parse_optional_json(&bytes)?;
+    let rows: Vec<Value> = repository_entries(&state, req.ready)
+        .into_iter()
+        .map(|e| {
+            let mut v = json!({ "name": e.name, "version": MODEL_VERSION, "state": e.state });
+            if !e.reason.is_empty() {
+                v["reason"] = Value::from(e.reason);
+            }
+            v
+        })
+        .collect();
+    Ok(Json(Value::Array(rows)))
+}
+
+/// POST /v2/repository/models/{name}/load (load parameters are ignored).
+pub async fn repository_load(
+    State(state): AppStateRef,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, RequestError> {
+    let bytes = read_body(&headers, body, state.max_body_bytes).await?;
+    let _: Value = parse_optional_json::<Option<Value>>(&bytes)?.unwrap_or(Value::Null);
+    load_from_repository(state, name).await?;
+    Ok(StatusCode::OK)
+}
+
+/// POST /v2/repository/models/{name}/unload
+pub async fn repository_unload(
+    State(state): AppStateRef,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, RequestError> {
+    let bytes = read_body(&headers, body, state.max_body_bytes).await?;
+    let _: Value = parse_optional_json::<Option<Value>>(&bytes)?.unwrap_or(Value::Null);
+    unload(state, name).await?;
+    Ok(StatusCode::OK)
+}
+
+/// GET /metrics (Prometheus text format).
+pub async fn metrics(State(state): AppStateRef) -> Result<Response, RequestError> {
+    let text = state
+        .metrics
+        .render()
+        .map_err(|e| RequestError::internal(format!("encoding metrics: {e}")))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response())
+}

@@ -1,0 +1,52 @@
+//! The KServe v2 REST front end (axum): health, metadata, inference (JSON and
+//! Triton binary tensors), the model-repository extension and `/metrics`.
+
+mod body;
+mod handlers;
+pub mod infer;
+
+use crate::request_error::RequestError;
+use crate::state::AppState;
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::Arc;
+
+/// Protocol extensions the HTTP and gRPC endpoints implement.
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_repository"];
+
+/// The HTTP routes over shared state.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v2", get(handlers::server_metadata))
+        .route("/v2/health/live", get(handlers::live))
+        .route("/v2/health/ready", get(handlers::ready))
+        .route("/v2/models/{name}", get(handlers::model_metadata))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(handlers::model_metadata_version),
+        )
+        .route("/v2/models/{name}/ready", get(handlers::model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(handlers::model_ready_version),
+        )
+        .route("/v2/models/{name}/infer", post(handlers::infer))
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(handlers::infer_version),
+        )
+        .route("/v2/repository/index", post(handlers::repository_index))
+        .route(
+            "/v2/repository/models/{name}/load",
+            post(handlers::repository_load),
+        )
+        .route(
+            "/v2/repository/models/{name}/unload",
+            post(handlers::repository_unload),
+        )
+        .route("/metrics", get(handlers::metrics))
+        .fallback(|uri: axum::http::Uri| async move {
+            RequestError::not_found(format!("no such endpoint: {uri}"))
+        })
+        .with_state(state)
+}

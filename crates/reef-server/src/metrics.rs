@@ -1,0 +1,232 @@
+//! Prometheus metrics: request counters and latency histograms kept by the
+//! server, plus scheduler gauges and counters read from
+//! [`Service::stats`](reef_sched::Service::stats) at every scrape.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use reef_sched::{LatencySummary, Service};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Labels of the request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    model: String,
+    priority: String,
+    outcome: String,
+}
+
+/// Labels of the latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PriorityLabels {
+    priority: String,
+}
+
+type HistogramFamily = Family<PriorityLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 250 us .. ~8 s, doubling.
+    Histogram::new(exponential_buckets(0.00025, 2.0, 16))
+}
+
+/// The server's metrics registry.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: HistogramFamily,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// A registry with the request metrics and a collector over `service`'s stats.
+    pub fn new(service: Arc<dyn Service>) -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "reef_requests",
+            "Inference requests by model, priority and outcome",
+            requests.clone(),
+        );
+        let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "reef_request_duration_seconds",
+            "Inference latency seen by the server (arrival to answer) of successful requests",
+            latency.clone(),
+        );
+        registry.register_collector(Box::new(SchedCollector { service }));
+        Metrics {
+            registry,
+            requests,
+            latency,
+        }
+    }
+
+    /// Counts one finished request.
+    pub fn record(&self, model: &str, priority: &str, outcome: &str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                model: model.to_string(),
+                priority: priority.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records the latency of a successful request.
+    pub fn observe_latency(&self, priority: &str, latency: Duration) {
+        self.latency
+            .get_or_create(&PriorityLabels {
+                priority: priority.to_string(),
+            })
+            .observe(latency.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// Reads the scheduler's counters at scrape time.
+struct SchedCollector {
+    service: Arc<dyn Service>,
+}
+
+impl std::fmt::Debug for SchedCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SchedCollector")
+    }
+}
+
+fn gauge_by<V: prometheus_client::encoding::EncodeGaugeValue + Copy + 'static>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: &[(&str, V)],
+) -> Result<(), std::fmt::Error> {
+    let probe = ConstGauge::new(values[0].1);
+    let mut metric = encoder.encode_descriptor(name, help, None, probe.metric_type())?;
+    for (key, v) in values {
+        let labels = [(label, *key)];
+        let family = metric.encode_family(&labels)?;
+        ConstGauge::new(*v).encode(family)?;
+    }
+    Ok(())
+}
+
+fn summary(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    s: &LatencySummary,
+) -> Result<(), std::fmt::Error> {
+    gauge_by(
+        encoder,
+        &format!("{name}_microseconds"),
+        help,
+        "stat",
+        &[
+            ("mean", s.mean),
+            ("p50", s.p50),
+            ("p99", s.p99),
+            ("max", s.max),
+        ],
+    )?;
+    let count = ConstCounter::new(s.count);
+    let samples = format!("{name}_samples");
+    let m = encoder.encode_descriptor(
+        &samples,
+        &format!("Samples behind {name}_microseconds"),
+        None,
+        count.metric_type(),
+    )?;
+    count.encode(m)
+}
+
+impl Collector for SchedCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.service.stats();
+        let info = ConstGauge::new(1i64);
+        let mut m = encoder.encode_descriptor(
+            "reef_scheduler_info",
+            "Device and scheduling mode (value is always 1)",
+            None,
+            info.metric_type(),
+        )?;
+        let labels = [("device", s.device.as_str()), ("mode", s.mode.as_str())];
+        info.encode(m.encode_family(&labels)?)?;
+
+        gauge_by(
+            &mut encoder,
+            "reef_queue_depth",
+            "Tasks waiting, by priority",
+            "priority",
+            &[
+                ("rt", s.rt_queue_depth as i64),
+                ("be", s.be_queue_depth as i64),
+            ],
+        )?;
+        {
+            let probe = ConstCounter::new(0u64);
+            let mut m = encoder.encode_descriptor(
+                "reef_tasks_completed",
+                "Tasks finished by the scheduler, by priority",
+                None,
+                probe.metric_type(),
+            )?;
+            for (p, v) in [("rt", s.completed[0]), ("be", s.completed[1])] {
+                let labels = [("priority", p)];
+                ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        for (name, help, v) in [
+            (
+                "reef_preemptions",
+                "BE preemptions performed",
+                s.preemptions,
+            ),
+            (
+                "reef_kernels_rerun",
+                "Kernels run again after a preemption",
+                s.kernels_rerun,
+            ),
+        ] {
+            let c = ConstCounter::new(v);
+            let m = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+            c.encode(m)?;
+        }
+        summary(
+            &mut encoder,
+            "reef_preemption_latency",
+            "Preemption latency (RT arrival to every BE lane idle)",
+            &s.preempt_latency_us,
+        )?;
+        summary(
+            &mut encoder,
+            "reef_padding_latency",
+            "Dynamic kernel padding selection latency",
+            &s.padding_latency_us,
+        )?;
+        let busy = ConstGauge::new(s.busy_fraction);
+        let m = encoder.encode_descriptor(
+            "reef_device_busy_fraction",
+            "Fraction of wall time since start the device had a task running",
+            None,
+            busy.metric_type(),
+        )?;
+        busy.encode(m)
+    }
+}

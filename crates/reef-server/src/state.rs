@@ -1,0 +1,117 @@
+//! State shared by the HTTP and gRPC front ends.
+
+use crate::metrics::Metrics;
+use crate::repository::{self, ModelConfig};
+use crate::request_error::RequestError;
+use reef_sched::{ModelInfo, Service};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// The version every model is served as.
+pub const MODEL_VERSION: &str = "1";
+
+/// Platform name reported in model metadata.
+pub const PLATFORM: &str = "reef";
+
+/// Everything a request handler needs.
+pub struct AppState {
+    /// The scheduler.
+    pub service: Arc<dyn Service>,
+    /// Metrics registry.
+    pub metrics: Metrics,
+    /// Model repository folder, if any.
+    pub repository: Option<PathBuf>,
+    /// Largest request body / message, bytes.
+    pub max_body_bytes: usize,
+    /// Largest batch per model, for models whose config the server has read.
+    batch_limits: RwLock<HashMap<String, usize>>,
+    /// False once shutdown began.
+    ready: AtomicBool,
+}
+
+impl AppState {
+    /// New state over `service`; reads the repository's configs (if any) for
+    /// batch limits, skipping invalid ones.
+    pub fn new(
+        service: Arc<dyn Service>,
+        repository: Option<PathBuf>,
+        max_body_bytes: usize,
+    ) -> Self {
+        let mut limits = HashMap::new();
+        if let Some(dir) = &repository {
+            match repository::model_dirs(dir) {
+                Ok(dirs) => {
+                    for d in dirs {
+                        match ModelConfig::load(&d) {
+                            Ok(c) => {
+                                limits.insert(c.name, c.max_batch);
+                            }
+                            Err(e) => tracing::warn!("model repository: {e}"),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("model repository: {e}"),
+            }
+        }
+        AppState {
+            metrics: Metrics::new(service.clone()),
+            service,
+            repository,
+            max_body_bytes,
+            batch_limits: RwLock::new(limits),
+            ready: AtomicBool::new(true),
+        }
+    }
+
+    /// True until shutdown begins.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Marks the server as shutting down (readiness turns false, new
+    /// inference requests get 503 / UNAVAILABLE).
+    pub fn set_not_ready(&self) {
+        self.ready.store(false, Ordering::SeqCst);
+    }
+
+    /// The model called `name`, or 404.
+    pub fn model(&self, name: &str) -> Result<ModelInfo, RequestError> {
+        self.service
+            .models()
+            .into_iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| RequestError::unknown_model(name))
+    }
+
+    /// The model called `name` at `version` ("" means the latest), or 404.
+    pub fn model_version(&self, name: &str, version: &str) -> Result<ModelInfo, RequestError> {
+        let info = self.model(name)?;
+        if version.is_empty() || version == MODEL_VERSION {
+            Ok(info)
+        } else {
+            Err(RequestError::not_found(format!(
+                "model '{name}' has no version '{version}' (reef serves version {MODEL_VERSION} only)"
+            )))
+        }
+    }
+
+    /// Largest batch of `model`, when known.
+    pub fn batch_limit(&self, model: &str) -> Option<usize> {
+        self.batch_limits
+            .read()
+            .ok()
+            .and_then(|m| m.get(model).copied())
+    }
+
+    /// Records (or forgets, with `None`) the batch limit of `model`.
+    pub fn set_batch_limit(&self, model: &str, limit: Option<usize>) {
+        if let Ok(mut m) = self.batch_limits.write() {
+            match limit {
+                Some(l) => m.insert(model.to_string(), l),
+                None => m.remove(model),
+            };
+        }
+    }
+}

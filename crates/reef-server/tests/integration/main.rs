@@ -1,0 +1,8 @@
+//! Integration tests: the real server on ephemeral ports over an in-test
+//! scheduler (see `common`).
+
+mod common;
+mod grpc;
+mod http;
+mod python;
+mod repository;

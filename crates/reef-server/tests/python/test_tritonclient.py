@@ -1,0 +1,145 @@
+"""Stock tritonclient (HTTP and gRPC) against a running reef server.
+
+Environment:
+  REEF_HTTP_URL    host:port of the HTTP endpoint (default 127.0.0.1:8000)
+  REEF_GRPC_URL    host:port of the gRPC endpoint (default 127.0.0.1:8001)
+  REEF_TEST_MODEL  model to run (default "add"); inputs are random, batch 1.
+                   For "add" (a + b, a - b) results are checked against numpy;
+                   for any model, HTTP JSON, HTTP binary and gRPC must agree.
+"""
+
+import os
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+HTTP_URL = os.environ.get("REEF_HTTP_URL", "127.0.0.1:8000")
+GRPC_URL = os.environ.get("REEF_GRPC_URL", "127.0.0.1:8001")
+MODEL = os.environ.get("REEF_TEST_MODEL", "add")
+
+NP_TYPES = {"FP32": np.float32, "INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_}
+
+
+@pytest.fixture(scope="module")
+def http():
+    return httpclient.InferenceServerClient(url=HTTP_URL, network_timeout=300.0)
+
+
+@pytest.fixture(scope="module")
+def grpc():
+    return grpcclient.InferenceServerClient(url=GRPC_URL)
+
+
+@pytest.fixture(scope="module")
+def meta(http):
+    return http.get_model_metadata(MODEL)
+
+
+def random_inputs(meta, seed=0):
+    rng = np.random.default_rng(seed)
+    out = {}
+    for t in meta["inputs"]:
+        shape = [1 if d < 0 else d for d in t["shape"]]
+        dt = t["datatype"]
+        if dt == "FP32":
+            out[t["name"]] = rng.standard_normal(shape).astype(np.float32)
+        elif dt == "BOOL":
+            out[t["name"]] = rng.integers(0, 2, shape).astype(np.bool_)
+        else:
+            out[t["name"]] = rng.integers(-100, 100, shape).astype(NP_TYPES[dt])
+    return out
+
+
+def rel_l2(a, b):
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    den = np.linalg.norm(b)
+    return np.linalg.norm(a - b) / den if den > 0 else np.linalg.norm(a)
+
+
+def http_infer(http, meta, data, binary):
+    inputs = []
+    for t in meta["inputs"]:
+        x = httpclient.InferInput(t["name"], list(data[t["name"]].shape), t["datatype"])
+        x.set_data_from_numpy(data[t["name"]], binary_data=binary)
+        inputs.append(x)
+    outputs = [httpclient.InferRequestedOutput(t["name"], binary_data=binary) for t in meta["outputs"]]
+    r = http.infer(MODEL, inputs, outputs=outputs)
+    return {t["name"]: r.as_numpy(t["name"]) for t in meta["outputs"]}
+
+
+def grpc_infer(grpc, meta, data):
+    inputs = []
+    for t in meta["inputs"]:
+        x = grpcclient.InferInput(t["name"], list(data[t["name"]].shape), t["datatype"])
+        x.set_data_from_numpy(data[t["name"]])
+        inputs.append(x)
+    r = grpc.infer(MODEL, inputs)
+    return {t["name"]: r.as_numpy(t["name"]) for t in meta["outputs"]}
+
+
+def test_server_health_and_metadata(http, grpc):
+    assert http.is_server_live()
+    assert http.is_server_ready()
+    assert grpc.is_server_live()
+    assert grpc.is_server_ready()
+    m = http.get_server_metadata()
+    assert m["name"] == "reef"
+    assert "binary_tensor_data" in m["extensions"]
+    g = grpc.get_server_metadata()
+    assert g.name == "reef"
+
+
+def test_model_metadata(http, grpc, meta):
+    assert http.is_model_ready(MODEL)
+    assert grpc.is_model_ready(MODEL)
+    assert meta["name"] == MODEL
+    assert meta["inputs"] and meta["outputs"]
+    g = grpc.get_model_metadata(MODEL)
+    assert [t.name for t in g.inputs] == [t["name"] for t in meta["inputs"]]
+    assert [list(t.shape) for t in g.outputs] == [t["shape"] for t in meta["outputs"]]
+    index = http.get_model_repository_index()
+    assert any(row["name"] == MODEL for row in index)
+
+
+def test_infer_http_json_binary_and_grpc_agree(http, grpc, meta):
+    data = random_inputs(meta, seed=1)
+    as_json = http_infer(http, meta, data, binary=False)
+    as_binary = http_infer(http, meta, data, binary=True)
+    over_grpc = grpc_infer(grpc, meta, data)
+    for t in meta["outputs"]:
+        name = t["name"]
+        assert list(as_binary[name].shape[1:]) == [d for d in t["shape"][1:]]
+        assert as_binary[name].shape[0] == 1
+        assert rel_l2(as_json[name], as_binary[name]) < 1e-5
+        assert rel_l2(over_grpc[name], as_binary[name]) < 1e-5
+        if as_binary[name].dtype == np.float32:
+            assert np.all(np.isfinite(as_binary[name]))
+    if MODEL == "add":
+        assert rel_l2(as_binary["sum"], data["a"] + data["b"]) < 1e-6
+        assert rel_l2(over_grpc["diff"], data["a"] - data["b"]) < 1e-6
+
+
+def test_bad_inputs_are_rejected(http, grpc, meta):
+    t = meta["inputs"][0]
+    wrong_shape = [1] + [d + 1 if d > 0 else 1 for d in t["shape"][1:]] + [2]
+    x = np.ones(wrong_shape, dtype=NP_TYPES[t["datatype"]])
+    for client_mod, client in ((httpclient, http), (grpcclient, grpc)):
+        inp = client_mod.InferInput(t["name"], wrong_shape, t["datatype"])
+        inp.set_data_from_numpy(x)
+        with pytest.raises(InferenceServerException) as e:
+            client.infer(MODEL, [inp])
+        assert t["name"] in str(e.value)
+        other = "INT32" if t["datatype"] != "INT32" else "INT64"
+        shape = [1 if d < 0 else d for d in t["shape"]]
+        inp = client_mod.InferInput(t["name"], shape, other)
+        inp.set_data_from_numpy(np.ones(shape, dtype=NP_TYPES[other]))
+        with pytest.raises(InferenceServerException) as e:
+            client.infer(MODEL, [inp])
+        assert t["name"] in str(e.value)
+        with pytest.raises(InferenceServerException) as e:
+            client.get_model_metadata("no-such-model-here")
+        assert "no-such-model-here" in str(e.value)
