@@ -8,6 +8,7 @@
 pub mod arrivals;
 pub mod error;
 pub mod figures;
+pub mod grpc;
 pub mod inputs;
 pub mod plot;
 pub mod report;

@@ -26,6 +26,33 @@ pub struct Options {
     pub be_depth: usize,
     /// Progress bar.
     pub progress: bool,
+    /// Drive each mode through a reef server started in this process (gRPC
+    /// on loopback) instead of calling the scheduler directly.
+    pub via_grpc: bool,
+}
+
+/// Starts a server on loopback ports for `sched` and connects a gRPC client
+/// service to it (stats and shutdown go to the scheduler).
+async fn through_server(sched: Arc<Scheduler>, models: &[String]) -> Result<Arc<dyn Service>> {
+    let server =
+        reef_server::Server::bind(reef_server::ServerConfig::localhost_ephemeral()).await?;
+    let url = format!("http://{}", server.grpc_addr());
+    let svc: Arc<dyn Service> = sched.clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _keep = stop_tx;
+        if let Err(e) = server
+            .run(svc, async move { std::future::pending::<()>().await })
+            .await
+        {
+            tracing::error!("benchmark server: {e}");
+        }
+    });
+    drop(stop_rx);
+    let client =
+        reef_bench::grpc::GrpcService::connect(&url, models, Some(sched as Arc<dyn Service>))
+            .await?;
+    Ok(Arc::new(client))
 }
 
 /// A scheduler in `mode` on `device` with the zoo models `models` loaded.
@@ -74,14 +101,20 @@ pub fn run(device: Arc<dyn Device>, opts: &Options) -> Result<String> {
         .build()?;
     let dev = device.clone();
     let be_depth = opts.be_depth;
+    let via_grpc = opts.via_grpc;
     let result = rt.block_on(async {
         run_workload(
             &w,
             &opts.modes,
             |mode| -> Result<Arc<dyn Service>, anyhow::Error> {
-                let s =
-                    tokio::task::block_in_place(|| scheduler_with(&dev, mode, &models, be_depth))?;
-                Ok(s as Arc<dyn Service>)
+                tokio::task::block_in_place(|| {
+                    let s = scheduler_with(&dev, mode, &models, be_depth)?;
+                    if via_grpc {
+                        tokio::runtime::Handle::current().block_on(through_server(s, &models))
+                    } else {
+                        Ok(s as Arc<dyn Service>)
+                    }
+                })
             },
             &run_opts,
         )
@@ -91,9 +124,12 @@ pub fn run(device: Arc<dyn Device>, opts: &Options) -> Result<String> {
     result.device = Some(device.name());
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
-    let stem = w
+    let mut stem = w
         .name
         .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_");
+    if opts.via_grpc {
+        stem.push_str("-grpc");
+    }
     let path = |ext: &str| -> PathBuf { Path::new(&opts.out).join(format!("disb-{stem}.{ext}")) };
     report::write_json(&result, &path("json"), false)?;
     report::write_markdown(&result, &path("md"))?;

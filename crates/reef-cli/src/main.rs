@@ -127,6 +127,9 @@ enum BenchCmd {
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Send every request through a reef server (gRPC on loopback) started in this process.
+        #[arg(long)]
+        via_grpc: bool,
     },
 }
 
@@ -256,6 +259,7 @@ fn run(cli: Cli) -> Result<i32> {
                     out,
                     be_depth,
                     quiet,
+                    via_grpc,
                 },
         } => {
             let dev = device::open(device, None)?;
@@ -267,6 +271,7 @@ fn run(cli: Cli) -> Result<i32> {
                 out,
                 be_depth,
                 progress: !quiet,
+                via_grpc,
             };
             println!("{}", bench_disb::run(dev, &opts)?);
             Ok(0)

@@ -5,12 +5,14 @@
 //! - `stream`: the RT lane and every BE lane each run their queue's head task,
 //!   all kernels launched at once, nobody preempted.
 //! - `wait`: on RT arrival BE lanes get no more kernels (host-queue drop) and
-//!   the scheduler waits for the BE kernels already launched to finish.
+//!   the scheduler waits for the BE kernels already launched (at most
+//!   `be_depth` per lane) to finish; no flag is raised.
 //! - `reset`: on RT arrival every busy BE lane's preemption flag is raised:
 //!   queued BE kernels exit at entry, running ones at their next tile; BE
 //!   tasks resume from their exact progress once no RT work is left.
-//! - `reef`: reset, plus dynamic kernel padding (see the module docs of
-//!   [`crate::padding`]).
+//! - `reef`: reset plus dynamic kernel padding. Padding is not implemented
+//!   yet, so this mode currently schedules exactly like `reset` (the
+//!   scheduler logs a warning when it starts in this mode).
 //!
 //! RT kernels are launched right after the flags are raised, so they overlap
 //! the BE drain instead of waiting for it.

@@ -41,6 +41,9 @@ impl Scheduler {
     /// Starts a scheduler (and its scheduling thread) on `device`.
     pub fn new(device: Arc<dyn Device>, cfg: SchedConfig) -> Result<Arc<Scheduler>, SchedError> {
         cfg.validate().map_err(SchedError::InvalidInput)?;
+        if cfg.mode == Mode::Reef {
+            tracing::warn!("dynamic kernel padding is not implemented yet: reef mode schedules like reset mode");
+        }
         let stats = Arc::new(Stats::new(
             device.name(),
             cfg.mode.to_string(),
