@@ -18,7 +18,8 @@ typedef unsigned short u16;
 #define REEF_EW_PER_THREAD 4
 #define REEF_EW_TILE (REEF_EW_THREADS * REEF_EW_PER_THREAD)
 #define REEF_ROW_THREADS 256
-#define REEF_GEMM_THREADS 128
+#define REEF_GEMM_THREADS 128    // 64 x 64 GEMM tiles (CfgM)
+#define REEF_GEMM_L_THREADS 256  // 128 x 128 GEMM tiles (CfgL)
 
 // Mirrors reef_cuda::params::Hdr (32 bytes).
 struct Hdr {
@@ -64,12 +65,12 @@ __device__ __forceinline__ void reef_finish(const Hdr& h) {
     }
 }
 
-#define REEF_FAMILY(NAME, PT, THREADS)                                              \
-    extern "C" __global__ void __launch_bounds__(THREADS) NAME##_rt(const PT p) {   \
+#define REEF_FAMILY_LB(NAME, PT, BOUNDS)                                              \
+    extern "C" __global__ void BOUNDS NAME##_rt(const PT p) {   \
         NAME##_tile(p, blockIdx.x);                                                 \
         reef_finish(p.hdr);                                                         \
     }                                                                               \
-    extern "C" __global__ void __launch_bounds__(THREADS) NAME##_be(const PT p) {   \
+    extern "C" __global__ void BOUNDS NAME##_be(const PT p) {   \
         __shared__ int reef_stop;                                                   \
         for (u32 t = blockIdx.x; t < p.hdr.tiles; t += gridDim.x) {                 \
             if (threadIdx.x == 0) reef_stop = *(volatile const int*)p.hdr.flag;     \
@@ -80,6 +81,10 @@ __device__ __forceinline__ void reef_finish(const Hdr& h) {
         }                                                                           \
         reef_finish(p.hdr);                                                         \
     }
+#define REEF_FAMILY(NAME, PT, THREADS) REEF_FAMILY_LB(NAME, PT, __launch_bounds__(THREADS))
+// GEMM families budget registers for MINB resident blocks per SM.
+#define REEF_FAMILY_MB(NAME, PT, THREADS, MINB) \
+    REEF_FAMILY_LB(NAME, PT, __launch_bounds__(THREADS, MINB))
 
 // Deterministic block reductions (every thread gets the same bits: the xor
 // butterfly adds the same pairs in every lane, and IEEE + is commutative).

@@ -1,25 +1,57 @@
 // reef CUDA kernels: convolution (implicit GEMM) and batched matmul.
-// Block tile 64 (M) x 64 (N) x 16 (K), 128 threads. Two cores share the
-// loaders and the epilogues: TF32 tensor cores (mma.sync m16n8k8, 4 warps of
-// 32x32) and an exact-f32 FFMA core (each thread 8x4 outputs).
-// No split-K: every output element is written once, by one thread.
+//
+// Design.
+// - Tiles. C[M,N] = A[M,K] B[K,N] (conv: M = out channels per group, N =
+//   batch * output pixels, K = c/groups * r * s; A = the weights, row-major
+//   along K; B = the im2col view of the input, never materialised) is cut
+//   into BM x BN output tiles; the K axis into `splits` ranges of `ksplit`
+//   (a multiple of GK). Configurations, one entry-point pair each, all
+//   instantiated from the same templates (GCfg<BM, BN, WM, WN, STAGES>):
+//     conv_tc_l 128 x 128, 8 warps of 64 x 32, 2 stages, 256 threads (TF32;
+//               conv only: the matmul loader would not fit 128 registers)
+//     *_tc      64 x  64, 4 warps of 32 x 32, 3 stages, 128 threads (TF32)
+//     *_ffma    64 x  64, exact-f32 FFMA core (8 x 4 per thread), 3 stages
+//   TF32 uses mma.sync m16n8k8 with cvt.rna operands. The host (launch.rs)
+//   picks configuration and splits per kernel at model load.
+// - Work items. hdr.tiles = output tiles * splits; item w is split
+//   w % splits of output tile w / splits. RT: one block per item. BE:
+//   persistent blocks over the items, polling the preemption flag before each.
+// - Memory pipeline. cp.async into STAGES shared-memory buffers (one
+//   commit group per K step of GK), out-of-range elements zero-filled by the
+//   copy itself. A: 16-byte chunks along K when aligned (a_vec), else 4-byte
+//   copies. B (b_vec): 1 = 16-byte chunks along N (matmul with unit N
+//   stride, unpadded stride-1 1x1 conv with npix % 4 == 0); 2 / 3 = matmul
+//   B with unit K stride (Gemm trans_b, e.g. nn.Linear weights), stored
+//   K-major in shared memory like A, 4- / 16-byte copies; 0 = a 4-byte
+//   gather with per-thread column state fixed for the tile and the (c, r, s)
+//   split of K stepped incrementally (no integer division in the K loop).
+// - Deterministic split-K. With splits > 1 every item stores its fp32 partial
+//   tile in the context's workspace (slot tile * splits + split, layout
+//   [element][thread] for coalescing), then __threadfence() and one atomicAdd
+//   on the tile's arrival counter. The block that arrives last sums the
+//   partials of all splits in split order 0, 1, ..., S-1 (a fixed order: the
+//   same bits in RT and BE and on every run), applies the fused epilogue,
+//   writes the output (the only write of the output, never accumulated: the
+//   kernel stays idempotent) and resets the counter to 0. No block ever
+//   waits for another. Counters live in the context's state buffer;
+//   Lane::begin zeroes those of kernels >= from, because a preempted BE
+//   kernel may leave some non-zero (its tiles are redone on resume).
 
-#define GM 64
-#define GN 64
 #define GK 16
-#define APITCH 20  // As[m][k], k fastest; 20 words: conflict-free fragment reads
-#define BPITCH 72  // Bs[k][n], n fastest; 72 words: conflict-free fragment reads
 
 // Mirrors reef_cuda::params::ConvParams.
 struct ConvParams {
     Hdr hdr;
     u64 x, w, bias, residual, out;
+    u64 ws;   // split-K workspace (f32)
+    u64 cnt;  // this kernel's per-tile arrival counters (u32)
     i32 n, c, h, w_, k, r, s, oh, ow;
     i32 sh, sw, ph, pw, dh, dw, groups;
     i32 kg, cg, crs, npix;  // per group out/in channels, c/groups*r*s, oh*ow
     i32 has_bias, has_residual, act;
     float act_lo, act_hi;
-    u32 m_tiles, n_tiles;
+    u32 m_tiles, n_tiles, splits;
+    i32 ksplit, a_vec, b_vec;
     u32 pad0;
 };
 
@@ -27,14 +59,38 @@ struct ConvParams {
 struct MatMulParams {
     Hdr hdr;
     u64 a, b, bias, residual, out;
+    u64 ws, cnt;
     i32 batch[REEF_MAX_RANK], a_bs[REEF_MAX_RANK], b_bs[REEF_MAX_RANK];
     i32 nbatch, m, n, k, lda_m, lda_k, ldb_k, ldb_n, bias_sm, bias_sn;
     float alpha, beta;
     i32 has_bias, has_residual, act;
     float act_lo, act_hi;
-    u32 m_tiles, n_tiles;
+    u32 m_tiles, n_tiles, splits;
+    i32 ksplit, a_vec, b_vec;
     u32 pad0;
 };
+
+template <int BM_, int BN_, int WM_, int WN_, int ST_>
+struct GCfg {
+    static constexpr int BM = BM_, BN = BN_, WM = WM_, WN = WN_, ST = ST_;
+    static constexpr int T = (BM / WM) * (BN / WN) * 32;  // threads
+    static constexpr int AP = GK + 4;                      // As[m][k] pitch (conflict-free)
+    static constexpr int BP = BN + 8;                      // Bs[k][n] pitch (conflict-free)
+    static constexpr int MI = WM / 16, NI = WN / 8;        // mma tiles per warp
+    static constexpr int ACH = BM * GK / 4 / T;            // A 16-byte chunks per thread
+    static constexpr int BSC = GK * BN / T;                // B 4-byte elements per thread
+    static constexpr int BKS = T / BN;                     // K stride of the B gather
+    static constexpr int BVC = GK * BN / 4 / T;            // B 16-byte chunks per thread
+    static constexpr int BVK = T / (BN / 4);               // K stride of the B chunks
+    static constexpr int A_FLOATS = ST * BM * AP;
+    // B is either Bs[k][n] (pitch BP) or, for K-major matmul operands,
+    // Bs[n][k] (pitch AP, loaded like A): room for the larger of the two.
+    static constexpr int B_STAGE = GK * BP > BN * AP ? GK * BP : BN * AP;
+    static constexpr int B_FLOATS = ST * B_STAGE;
+};
+typedef GCfg<128, 128, 64, 32, 2> CfgL;
+typedef GCfg<64, 64, 32, 32, 3> CfgM;
+static_assert(CfgL::T == REEF_GEMM_L_THREADS && CfgM::T == REEF_GEMM_THREADS, "block sizes");
 
 __device__ __forceinline__ u32 reef_tf32(float x) {
     u32 r;
@@ -50,53 +106,157 @@ __device__ __forceinline__ void reef_mma_tf32(float* d, const u32* a, const u32*
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-// ---- loaders: A(m_local, k) and B(k) for this thread's fixed column ----
-// Thread mapping shared by the cores: A elements (m = (tid>>4) + 8i, k = tid&15),
-// B elements (k = (tid>>6) + 2i, n = tid&63), i = 0..7.
+// ---- cp.async (sm_80+) ----
+__device__ __forceinline__ u32 reef_smem(const void* p) {
+    return (u32)__cvta_generic_to_shared(p);
+}
+// 4-byte copy; when !ok nothing is read (src-size 0) and the word is zeroed.
+__device__ __forceinline__ void reef_cp4(float* dst, const float* src, bool ok) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(reef_smem(dst)), "l"(src),
+                 "r"(ok ? 4 : 0)
+                 : "memory");
+}
+// 16-byte copy (both addresses 16-byte aligned); zero-filled when !ok.
+__device__ __forceinline__ void reef_cp16(float* dst, const float* src, bool ok) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(reef_smem(dst)), "l"(src),
+                 "r"(ok ? 16 : 0)
+                 : "memory");
+}
+__device__ __forceinline__ void reef_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void reef_cp_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
 
-struct ConvGemm {
+// A K-major tile loader (A of conv and matmul, B of matmul with unit K
+// stride): row r of the tile starts at arow (k = 0), element k at
+// arow + k * ldk, stored at smem[r * AP + k]. Chunk i of this thread covers
+// row (tid >> 2) + i * T/4, columns kc .. kc+3 of the K step.
+template <class C, int ROWS>
+struct RowLoad {
+    static constexpr int CH = ROWS * GK / 4 / C::T;
+    i32 roff[CH];  // element offset of each row from the operand; -1: row out of range
+    __device__ __forceinline__ void init(i64 row0, i32 rows_left, i32 ldm) {
+#pragma unroll
+        for (int i = 0; i < CH; ++i) {
+            const i32 r = (i32)(threadIdx.x >> 2) + i * (C::T / 4);
+            // Offsets fit in i32: the host rejects buffers of 2^31 elements or more.
+            roff[i] = r < rows_left ? (i32)(row0 + (i64)r * ldm) : -1;
+        }
+    }
+    // The operand `base` (also the source of zero-filled copies), its K
+    // stride and extent, and whether 16-byte copies are allowed (then ldk == 1
+    // and rows are 16-byte aligned) come from the params (constant bank).
+    __device__ __forceinline__ void issue(float* as, i32 k0, const float* base, i32 ldk, i32 kdim,
+                                          bool vec) const {
+        const i32 kc = (threadIdx.x & 3) * 4;
+        const i32 k = k0 + kc;
+#pragma unroll
+        for (int i = 0; i < CH; ++i) {
+            float* dst = as + ((i32)(threadIdx.x >> 2) + i * (C::T / 4)) * C::AP + kc;
+            const bool rok = roff[i] >= 0;
+            if (vec && k + 4 <= kdim) {
+                reef_cp16(dst, rok ? base + roff[i] + k : base, rok);
+            } else {
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    const bool ok = rok && k + j < kdim;
+                    reef_cp4(dst + j, ok ? base + roff[i] + (i64)(k + j) * ldk : base, ok);
+                }
+            }
+        }
+    }
+};
+
+template <class C>
+struct ConvLoad {
     const ConvParams& p;
-    i32 grp, m0, n0;
-    // B column state for this thread.
-    bool col_ok;
+    i32 grp, m0, n0, kdim;
+    RowLoad<C, C::BM> al;
+    // B state for this thread's column (gather) or 4-column chunk (vec).
     const float* xb;
+    bool cok, bvec;
     i32 iy0, ix0;
-    __device__ __forceinline__ ConvGemm(const ConvParams& pp, u32 t) : p(pp) {
-        const u32 mt = t % p.m_tiles;
-        const u32 rest = t / p.m_tiles;
+    i32 kk, c, rr, ss;  // gather: the next K index this thread loads, split into (c, r, s)
+    __device__ __forceinline__ ConvLoad(const ConvParams& pp, u32 tile) : p(pp) {
+        const u32 mt = tile % p.m_tiles;
+        const u32 rest = tile / p.m_tiles;
         const u32 nt = rest % p.n_tiles;
         grp = (i32)(rest / p.n_tiles);
-        m0 = (i32)mt * GM;
-        n0 = (i32)nt * GN;
-        const i32 col = n0 + (i32)(threadIdx.x & 63);
+        m0 = (i32)mt * C::BM;
+        n0 = (i32)nt * C::BN;
+        kdim = p.crs;
+        al.init((i64)(grp * p.kg + m0) * p.crs, p.kg - m0, p.crs);
+        bvec = p.b_vec != 0;
         const i32 ncols = p.n * p.npix;
-        col_ok = col < ncols;
-        const i32 cc = col_ok ? col : 0;
-        const i32 img = cc / p.npix;
-        const i32 pix = cc - img * p.npix;
-        const i32 y = pix / p.ow;
-        const i32 xx = pix - y * p.ow;
-        iy0 = y * p.sh - p.ph;
-        ix0 = xx * p.sw - p.pw;
-        xb = (const float*)p.x + (i64)(img * p.c + grp * p.cg) * p.h * p.w_;
+        const float* x = (const float*)p.x;
+        if (bvec) {
+            const i32 col = n0 + (i32)(threadIdx.x % (C::BN / 4)) * 4;
+            cok = col < ncols;
+            const i32 cc = cok ? col : 0;
+            const i32 img = cc / p.npix;
+            const i32 pix = cc - img * p.npix;
+            xb = x + (i64)(img * p.c + grp * p.cg) * p.npix + pix;
+            iy0 = ix0 = 0;
+        } else {
+            const i32 col = n0 + (i32)(threadIdx.x % C::BN);
+            cok = col < ncols;
+            const i32 cc = cok ? col : 0;
+            const i32 img = cc / p.npix;
+            const i32 pix = cc - img * p.npix;
+            const i32 y = pix / p.ow;
+            const i32 xx = pix - y * p.ow;
+            iy0 = y * p.sh - p.ph;
+            ix0 = xx * p.sw - p.pw;
+            xb = x + (i64)(img * p.c + grp * p.cg) * p.h * p.w_;
+        }
     }
-    __device__ __forceinline__ i32 kdim() const { return p.crs; }
-    __device__ __forceinline__ float a(i32 ml, i32 kk) const {
-        const i32 m = m0 + ml;
-        if (m >= p.kg || kk >= p.crs) return 0.0f;
-        return ((const float*)p.w)[(i64)(grp * p.kg + m) * p.crs + kk];
-    }
-    __device__ __forceinline__ float b(i32 kk) const {
-        if (!col_ok || kk >= p.crs) return 0.0f;
+    __device__ __forceinline__ bool bkm() const { return false; }
+    // Positions the gather at the first K index of the range starting at kb.
+    __device__ __forceinline__ void start(i32 kb) {
+        kk = kb + (i32)(threadIdx.x / C::BN);
+        c = rr = ss = 0;
+        if (kdim <= 0) return;  // nothing to gather (and r * s may be 0)
         const i32 rs = p.r * p.s;
-        const i32 c = kk / rs;
+        c = kk / rs;
         const i32 q = kk - c * rs;
-        const i32 rr = q / p.s;
-        const i32 ss = q - rr * p.s;
-        const i32 iy = iy0 + rr * p.dh;
-        const i32 ix = ix0 + ss * p.dw;
-        if (iy < 0 || iy >= p.h || ix < 0 || ix >= p.w_) return 0.0f;
-        return xb[(c * p.h + iy) * p.w_ + ix];
+        rr = q / p.s;
+        ss = q - rr * p.s;
+    }
+    // Issues the copies of K step k0 (called with increasing k0 only).
+    __device__ __forceinline__ void issue(float* as, float* bs, i32 k0) {
+        al.issue(as, k0, (const float*)p.w, 1, p.crs, p.a_vec != 0);
+        const float* x = (const float*)p.x;
+        if (bvec) {
+            const i32 n4 = (i32)(threadIdx.x % (C::BN / 4)) * 4;
+#pragma unroll
+            for (int j = 0; j < C::BVC; ++j) {
+                const i32 kr = (i32)(threadIdx.x / (C::BN / 4)) + j * C::BVK;
+                const i32 k = k0 + kr;
+                const bool ok = cok && k < kdim;
+                reef_cp16(bs + kr * C::BP + n4, ok ? xb + (i64)k * p.npix : x, ok);
+            }
+        } else {
+            const i32 n = (i32)(threadIdx.x % C::BN), kq = (i32)(threadIdx.x / C::BN);
+#pragma unroll
+            for (int j = 0; j < C::BSC; ++j) {
+                const i32 iy = iy0 + rr * p.dh;
+                const i32 ix = ix0 + ss * p.dw;
+                const bool ok = cok && kk < kdim && (u32)iy < (u32)p.h && (u32)ix < (u32)p.w_;
+                reef_cp4(bs + (kq + j * C::BKS) * C::BP + n,
+                         ok ? xb + ((i64)c * p.h + iy) * p.w_ + ix : x, ok);
+                kk += C::BKS;
+                ss += C::BKS;
+                while (ss >= p.s) {
+                    ss -= p.s;
+                    ++rr;
+                }
+                while (rr >= p.r) {
+                    rr -= p.r;
+                    ++c;
+                }
+            }
+        }
     }
     __device__ __forceinline__ void store(i32 ml, i32 nl, float v) const {
         const i32 m = m0 + ml, col = n0 + nl;
@@ -111,20 +271,23 @@ struct ConvGemm {
     }
 };
 
-struct MatMulGemm {
+template <class C>
+struct MatMulLoad {
     const MatMulParams& p;
-    i32 m0, n0, bi;
-    i64 a_off, b_off;
-    i32 col;
-    __device__ __forceinline__ MatMulGemm(const MatMulParams& pp, u32 t) : p(pp) {
-        const u32 mt = t % p.m_tiles;
-        const u32 rest = t / p.m_tiles;
+    i32 m0, n0, bi, kdim;
+    RowLoad<C, C::BM> al;
+    RowLoad<C, C::BN> bl;  // b_vec >= 2: B rows along K (unit K stride)
+    i32 boff;              // element offset of B's column (scalar) or 4-column chunk (vec) at k = 0
+    i32 col;               // this thread's (first) column
+    __device__ __forceinline__ MatMulLoad(const MatMulParams& pp, u32 tile) : p(pp) {
+        const u32 mt = tile % p.m_tiles;
+        const u32 rest = tile / p.m_tiles;
         const u32 nt = rest % p.n_tiles;
         bi = (i32)(rest / p.n_tiles);
-        m0 = (i32)mt * GM;
-        n0 = (i32)nt * GN;
-        a_off = 0;
-        b_off = 0;
+        m0 = (i32)mt * C::BM;
+        n0 = (i32)nt * C::BN;
+        kdim = p.k;
+        i64 a_off = 0, b_off = 0;
         i32 rem = bi;
         // Compile-time indices only (a run-time index would copy the params to local memory).
 #pragma unroll
@@ -136,17 +299,49 @@ struct MatMulGemm {
                 b_off += (i64)ix * p.b_bs[d];
             }
         }
-        col = n0 + (i32)(threadIdx.x & 63);
+        al.init(a_off + (i64)m0 * p.lda_m, p.m - m0, p.lda_m);
+        if (p.b_vec >= 2) bl.init(b_off + (i64)n0 * p.ldb_n, p.n - n0, p.ldb_n);
+        const bool bvec = p.b_vec == 1;
+        col = bvec ? n0 + (i32)(threadIdx.x % (C::BN / 4)) * 4 : n0 + (i32)(threadIdx.x % C::BN);
+        // An element index of B (the host checked its extent fits in i32).
+        boff = (i32)(b_off + (col < p.n ? (i64)col * p.ldb_n : 0));
     }
-    __device__ __forceinline__ i32 kdim() const { return p.k; }
-    __device__ __forceinline__ float a(i32 ml, i32 kk) const {
-        const i32 i = m0 + ml;
-        if (i >= p.m || kk >= p.k) return 0.0f;
-        return ((const float*)p.a)[a_off + (i64)i * p.lda_m + (i64)kk * p.lda_k];
-    }
-    __device__ __forceinline__ float b(i32 kk) const {
-        if (col >= p.n || kk >= p.k) return 0.0f;
-        return ((const float*)p.b)[b_off + (i64)kk * p.ldb_k + (i64)col * p.ldb_n];
+    // B modes (p.b_vec): 0: 4-byte gather, 1: 16-byte along N, 2/3: K-major (4/16-byte).
+    __device__ __forceinline__ bool bkm() const { return p.b_vec >= 2; }
+    __device__ __forceinline__ void start(i32) {}
+    __device__ __forceinline__ void issue(float* as, float* bs, i32 k0) {
+        al.issue(as, k0, (const float*)p.a, p.lda_k, p.k, p.a_vec != 0);
+        const float* b = (const float*)p.b;
+        const float* bcol = b + boff;
+        if (p.b_vec >= 2) {
+            bl.issue(bs, k0, b, p.ldb_k, p.k, p.b_vec == 3);
+        } else if (p.b_vec == 1) {
+            const i32 n4 = (i32)(threadIdx.x % (C::BN / 4)) * 4;
+#pragma unroll
+            for (int j = 0; j < C::BVC; ++j) {
+                const i32 kr = (i32)(threadIdx.x / (C::BN / 4)) + j * C::BVK;
+                const i32 k = k0 + kr;
+                float* dst = bs + kr * C::BP + n4;
+                if (k < kdim && col + 4 <= p.n) {
+                    reef_cp16(dst, bcol + (i64)k * p.ldb_k, true);
+                } else {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const bool ok = k < kdim && col + e < p.n;
+                        reef_cp4(dst + e, ok ? bcol + (i64)k * p.ldb_k + e : b, ok);
+                    }
+                }
+            }
+        } else {
+            const i32 n = (i32)(threadIdx.x % C::BN), kq = (i32)(threadIdx.x / C::BN);
+            const bool cok = col < p.n;
+#pragma unroll
+            for (int j = 0; j < C::BSC; ++j) {
+                const i32 k = k0 + kq + j * C::BKS;
+                const bool ok = cok && k < kdim;
+                reef_cp4(bs + (kq + j * C::BKS) * C::BP + n, ok ? bcol + (i64)k * p.ldb_k : b, ok);
+            }
+        }
     }
     __device__ __forceinline__ void store(i32 ml, i32 nl, float v) const {
         const i32 i = m0 + ml, j = n0 + nl;
@@ -160,137 +355,178 @@ struct MatMulGemm {
     }
 };
 
-// ---- loading a K step into registers ----
-template <class L>
-__device__ __forceinline__ void reef_gemm_fetch(const L& ld, i32 k0, float* ra, float* rb) {
-    const i32 tid = threadIdx.x;
-    const i32 ak = k0 + (tid & 15), am = tid >> 4;
-    const i32 bk = k0 + (tid >> 6);
+// ---- the K loop: STAGES-deep cp.async pipeline, `step(as, bs)` per K step ----
+template <class C, class L, class F>
+__device__ __forceinline__ void reef_pipeline(L& ld, i32 kb, i32 ke, F step) {
+    __shared__ __align__(16) float As[C::A_FLOATS];
+    __shared__ __align__(16) float Bs[C::B_FLOATS];
+    const i32 steps = ke > kb ? (ke - kb + GK - 1) / GK : 0;
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-        ra[i] = ld.a(am + 8 * i, ak);
-        rb[i] = ld.b(bk + 2 * i);
+    for (int s = 0; s < C::ST - 1; ++s) {
+        if (s < steps) ld.issue(As + s * C::BM * C::AP, Bs + s * C::B_STAGE, kb + s * GK);
+        reef_cp_commit();
     }
+    for (i32 t = 0; t < steps; ++t) {
+        reef_cp_wait<C::ST - 2>();
+        __syncthreads();
+        // The buffer refilled here was last read in step t - 1, which every
+        // thread finished before the barrier above.
+        const i32 tn = t + C::ST - 1;
+        if (tn < steps) {
+            const i32 sn = tn % C::ST;
+            ld.issue(As + sn * C::BM * C::AP, Bs + sn * C::B_STAGE, kb + tn * GK);
+        }
+        reef_cp_commit();
+        const i32 sc = t % C::ST;
+        step(As + sc * C::BM * C::AP, Bs + sc * C::B_STAGE);
+    }
+    reef_cp_wait<0>();
+    __syncthreads();
 }
 
-// ---- TF32 tensor-core core ----
-template <class L>
-__device__ __forceinline__ void reef_gemm_tc(const L& ld) {
-    __shared__ __align__(16) u32 As[GM * APITCH];
-    __shared__ __align__(16) u32 Bs[GK * BPITCH];
-    const i32 tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const i32 g = lane >> 2, q = lane & 3;
-    const i32 wm = (warp >> 1) * 32, wn = (warp & 1) * 32;
-    float acc[2][4][4];
+// TF32 tensor-core core: acc[(mi * NI + ni) * 4 + e] of warp tile (wm, wn).
+template <class C>
+struct TcCore {
+    static constexpr int E = C::MI * C::NI * 4;
+    __device__ __forceinline__ static i32 wm() { return (i32)(threadIdx.x >> 5) / (C::BN / C::WN) * C::WM; }
+    __device__ __forceinline__ static i32 wn() { return (i32)(threadIdx.x >> 5) % (C::BN / C::WN) * C::WN; }
+    template <class L>
+    __device__ __forceinline__ static void run(L& ld, i32 kb, i32 ke, float* acc) {
+        const i32 lane = threadIdx.x & 31;
+        const i32 g = lane >> 2, q = lane & 3;
+        const i32 wm0 = wm(), wn0 = wn();
+        // B element (k, n) lives at bs[k * bsk + n * bsn].
+        const bool km = ld.bkm();
+        const i32 bsk = km ? 1 : C::BP, bsn = km ? C::AP : 1;
+        reef_pipeline<C>(ld, kb, ke, [&](const float* as, const float* bs) {
 #pragma unroll
-    for (int mi = 0; mi < 2; ++mi)
+            for (int kk = 0; kk < GK; kk += 8) {
+                u32 af[C::MI][4], bf[C::NI][2];
 #pragma unroll
-        for (int ni = 0; ni < 4; ++ni)
+                for (int mi = 0; mi < C::MI; ++mi) {
+                    const i32 r0 = (wm0 + mi * 16 + g) * C::AP + kk + q;
+                    af[mi][0] = reef_tf32(as[r0]);
+                    af[mi][1] = reef_tf32(as[r0 + 8 * C::AP]);
+                    af[mi][2] = reef_tf32(as[r0 + 4]);
+                    af[mi][3] = reef_tf32(as[r0 + 8 * C::AP + 4]);
+                }
 #pragma unroll
-            for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.0f;
-    float ra[8], rb[8];
-    const i32 kdim = ld.kdim();
-    reef_gemm_fetch(ld, 0, ra, rb);
-    for (i32 k0 = 0; k0 < kdim; k0 += GK) {
+                for (int ni = 0; ni < C::NI; ++ni) {
+                    const i32 c0 = (kk + q) * bsk + (wn0 + ni * 8 + g) * bsn;
+                    bf[ni][0] = reef_tf32(bs[c0]);
+                    bf[ni][1] = reef_tf32(bs[c0 + 4 * bsk]);
+                }
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            As[((tid >> 4) + 8 * i) * APITCH + (tid & 15)] = reef_tf32(ra[i]);
-            Bs[((tid >> 6) + 2 * i) * BPITCH + (tid & 63)] = reef_tf32(rb[i]);
-        }
-        __syncthreads();
-        if (k0 + GK < kdim) reef_gemm_fetch(ld, k0 + GK, ra, rb);
+                for (int mi = 0; mi < C::MI; ++mi)
 #pragma unroll
-        for (int kk = 0; kk < GK; kk += 8) {
-            u32 af[2][4], bf[4][2];
-#pragma unroll
-            for (int mi = 0; mi < 2; ++mi) {
-                const i32 r0 = (wm + mi * 16 + g) * APITCH + kk + q;
-                af[mi][0] = As[r0];
-                af[mi][1] = As[r0 + 8 * APITCH];
-                af[mi][2] = As[r0 + 4];
-                af[mi][3] = As[r0 + 8 * APITCH + 4];
+                    for (int ni = 0; ni < C::NI; ++ni)
+                        reef_mma_tf32(acc + (mi * C::NI + ni) * 4, af[mi], bf[ni]);
             }
+        });
+    }
+    __device__ __forceinline__ static void coord(int e, i32& ml, i32& nl) {
+        const i32 lane = threadIdx.x & 31;
+        const int mi = e / (C::NI * 4), ni = (e / 4) % C::NI, r = e & 3;
+        ml = wm() + mi * 16 + (lane >> 2) + ((r >> 1) << 3);
+        nl = wn() + ni * 8 + 2 * (lane & 3) + (r & 1);
+    }
+};
+
+// Exact f32 FFMA core (REEF_TF32=0), 64 x 64 tiles: thread (ty, tx) owns
+// rows ty + 8i and columns tx + 16j.
+template <class C>
+struct FfmaCore {
+    static constexpr int E = 32;
+    static_assert(C::BM == 64 && C::BN == 64 && C::T == 128, "FFMA core is 64x64x128");
+    template <class L>
+    __device__ __forceinline__ static void run(L& ld, i32 kb, i32 ke, float* acc) {
+        const i32 tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+        const bool km = ld.bkm();
+        const i32 bsk = km ? 1 : C::BP, bsn = km ? C::AP : 1;
+        reef_pipeline<C>(ld, kb, ke, [&](const float* as, const float* bs) {
 #pragma unroll
-            for (int ni = 0; ni < 4; ++ni) {
-                const i32 c0 = (kk + q) * BPITCH + wn + ni * 8 + g;
-                bf[ni][0] = Bs[c0];
-                bf[ni][1] = Bs[c0 + 4 * BPITCH];
+            for (int kk = 0; kk < GK; ++kk) {
+                float av[8], bv[4];
+#pragma unroll
+                for (int i = 0; i < 8; ++i) av[i] = as[(ty + 8 * i) * C::AP + kk];
+#pragma unroll
+                for (int j = 0; j < 4; ++j) bv[j] = bs[kk * bsk + (tx + 16 * j) * bsn];
+#pragma unroll
+                for (int i = 0; i < 8; ++i)
+#pragma unroll
+                    for (int j = 0; j < 4; ++j) acc[i * 4 + j] = fmaf(av[i], bv[j], acc[i * 4 + j]);
             }
-#pragma unroll
-            for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-                for (int ni = 0; ni < 4; ++ni) reef_mma_tf32(acc[mi][ni], af[mi], bf[ni]);
-        }
-        __syncthreads();
+        });
     }
+    __device__ __forceinline__ static void coord(int e, i32& ml, i32& nl) {
+        ml = (i32)(threadIdx.x >> 4) + 8 * (e >> 2);
+        nl = (i32)(threadIdx.x & 15) + 16 * (e & 3);
+    }
+};
+
+// One work item: split (w % splits) of output tile (w / splits).
+template <class C, class Core, class L, class P>
+__device__ __forceinline__ void reef_gemm_item(const P& p, u32 w) {
+    constexpr int E = Core::E;
+    const u32 S = p.splits;
+    const u32 tile = w / S;
+    const u32 sp = w - tile * S;
+    L ld(p, tile);
+    const i32 kb = (i32)sp * p.ksplit;
+    const i32 ke = min(ld.kdim, kb + p.ksplit);
+    ld.start(kb);
+    float acc[E];
 #pragma unroll
-    for (int mi = 0; mi < 2; ++mi)
+    for (int e = 0; e < E; ++e) acc[e] = 0.0f;
+    Core::run(ld, kb, ke, acc);
+    if (S == 1) {
 #pragma unroll
-        for (int ni = 0; ni < 4; ++ni)
+        for (int e = 0; e < E; ++e) {
+            i32 ml, nl;
+            Core::coord(e, ml, nl);
+            ld.store(ml, nl, acc[e]);
+        }
+        return;
+    }
+    // Split-K: publish the partial, count the arrival; the last block reduces.
+    __shared__ int reef_last;
+    float* ws = (float*)p.ws + (u64)tile * S * (E * C::T) + threadIdx.x;
 #pragma unroll
-            for (int e = 0; e < 4; ++e)
-                ld.store(wm + mi * 16 + g + ((e >> 1) << 3), wn + ni * 8 + 2 * q + (e & 1),
-                         acc[mi][ni][e]);
+    for (int e = 0; e < E; ++e) __stcg(ws + (sp * E + e) * C::T, acc[e]);
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const u32 prev = atomicAdd((u32*)p.cnt + tile, 1u);
+        reef_last = prev + 1u == S;
+    }
+    __syncthreads();
+    if (!reef_last) return;
+    __threadfence();
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+        float v = __ldcg(ws + e * C::T);
+        for (u32 s = 1; s < S; ++s) v = v + __ldcg(ws + (s * E + e) * C::T);
+        i32 ml, nl;
+        Core::coord(e, ml, nl);
+        ld.store(ml, nl, v);
+    }
+    if (threadIdx.x == 0) atomicExch((u32*)p.cnt + tile, 0u);
 }
 
-// ---- exact f32 FFMA core (reference path, REEF_TF32=0) ----
-template <class L>
-__device__ __forceinline__ void reef_gemm_ffma(const L& ld) {
-    __shared__ __align__(16) float As[GM * APITCH];
-    __shared__ __align__(16) float Bs[GK * BPITCH];
-    const i32 tid = threadIdx.x;
-    const i32 tx = tid & 15, ty = tid >> 4;
-    float acc[8][4];
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
-    float ra[8], rb[8];
-    const i32 kdim = ld.kdim();
-    reef_gemm_fetch(ld, 0, ra, rb);
-    for (i32 k0 = 0; k0 < kdim; k0 += GK) {
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            As[((tid >> 4) + 8 * i) * APITCH + (tid & 15)] = ra[i];
-            Bs[((tid >> 6) + 2 * i) * BPITCH + (tid & 63)] = rb[i];
-        }
-        __syncthreads();
-        if (k0 + GK < kdim) reef_gemm_fetch(ld, k0 + GK, ra, rb);
-#pragma unroll
-        for (int kk = 0; kk < GK; ++kk) {
-            float av[8], bv[4];
-#pragma unroll
-            for (int i = 0; i < 8; ++i) av[i] = As[(ty + 8 * i) * APITCH + kk];
-#pragma unroll
-            for (int j = 0; j < 4; ++j) bv[j] = Bs[kk * BPITCH + tx + 16 * j];
-#pragma unroll
-            for (int i = 0; i < 8; ++i)
-#pragma unroll
-                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
-        }
-        __syncthreads();
-    }
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) ld.store(ty + 8 * i, tx + 16 * j, acc[i][j]);
+__device__ __forceinline__ void conv_tc_l_tile(const ConvParams& p, u32 t) {
+    reef_gemm_item<CfgL, TcCore<CfgL>, ConvLoad<CfgL>>(p, t);
 }
-
 __device__ __forceinline__ void conv_tc_tile(const ConvParams& p, u32 t) {
-    ConvGemm ld(p, t);
-    reef_gemm_tc(ld);
+    reef_gemm_item<CfgM, TcCore<CfgM>, ConvLoad<CfgM>>(p, t);
 }
 __device__ __forceinline__ void conv_ffma_tile(const ConvParams& p, u32 t) {
-    ConvGemm ld(p, t);
-    reef_gemm_ffma(ld);
+    reef_gemm_item<CfgM, FfmaCore<CfgM>, ConvLoad<CfgM>>(p, t);
 }
 __device__ __forceinline__ void matmul_tc_tile(const MatMulParams& p, u32 t) {
-    MatMulGemm ld(p, t);
-    reef_gemm_tc(ld);
+    reef_gemm_item<CfgM, TcCore<CfgM>, MatMulLoad<CfgM>>(p, t);
 }
 __device__ __forceinline__ void matmul_ffma_tile(const MatMulParams& p, u32 t) {
-    MatMulGemm ld(p, t);
-    reef_gemm_ffma(ld);
+    reef_gemm_item<CfgM, FfmaCore<CfgM>, MatMulLoad<CfgM>>(p, t);
 }
 
 // Direct convolution for c/groups == 1 (depthwise and channel multipliers):
@@ -325,8 +561,11 @@ __device__ __forceinline__ void conv_dw_tile(const ConvParams& p, u32 t) {
     }
 }
 
-REEF_FAMILY(conv_tc, ConvParams, REEF_GEMM_THREADS)
-REEF_FAMILY(conv_ffma, ConvParams, REEF_GEMM_THREADS)
+
+// Register budgets: 128 per thread (2 x 256 or 4 x 128 threads per SM).
+REEF_FAMILY_MB(conv_tc_l, ConvParams, REEF_GEMM_L_THREADS, 2)
+REEF_FAMILY_MB(conv_tc, ConvParams, REEF_GEMM_THREADS, 4)
+REEF_FAMILY_MB(conv_ffma, ConvParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY(conv_dw, ConvParams, REEF_EW_THREADS)
-REEF_FAMILY(matmul_tc, MatMulParams, REEF_GEMM_THREADS)
-REEF_FAMILY(matmul_ffma, MatMulParams, REEF_GEMM_THREADS)
+REEF_FAMILY_MB(matmul_tc, MatMulParams, REEF_GEMM_THREADS, 4)
+REEF_FAMILY_MB(matmul_ffma, MatMulParams, REEF_GEMM_THREADS, 4)

@@ -1,6 +1,6 @@
 //! [`CudaTaskContext`]: one task's arena, progress word, per-kernel done
-//! counters, concat table and precomputed launches, plus a stream for its
-//! input and output copies.
+//! counters, split-K tile counters and workspace, concat table and
+//! precomputed launches, plus a stream for its input and output copies.
 
 use crate::device::DeviceShared;
 use crate::error::CudaCall;
@@ -22,9 +22,15 @@ pub struct CudaTaskContext {
     pub(crate) shared: Arc<DeviceShared>,
     plan: Arc<Plan>,
     arena: DeviceBuffer,
-    /// Progress word at 0, one u32 done counter per kernel from [`COUNTERS_OFFSET`].
+    /// Progress word at 0, one u32 done counter per kernel from
+    /// [`COUNTERS_OFFSET`], then the split-K tile counters at `tile_counters`.
     state: DeviceBuffer,
+    /// Offset of the split-K tile counters in `state`.
+    tile_counters: u64,
+    /// Per kernel, its first tile counter; plus the total at the end.
+    counter_start: Vec<u32>,
     _table: DeviceBuffer,
+    _workspace: DeviceBuffer,
     launches: Vec<Launch>,
     stream: Arc<CudaStream>,
 }
@@ -40,16 +46,34 @@ impl CudaTaskContext {
             .call("cuStreamCreateWithPriority")?;
         let arena = DeviceBuffer::alloc(ctx, plan.arena_bytes)?;
         let n = plan.kernels.len();
-        let state = DeviceBuffer::alloc(ctx, COUNTERS_OFFSET as usize + 4 * n)?;
+        let (ws_bytes, tile_count) = model.scratch();
+        let tile_counters = COUNTERS_OFFSET + (4 * n as u64).next_multiple_of(256);
+        let state = DeviceBuffer::alloc(ctx, (tile_counters + 4 * u64::from(tile_count)) as usize)?;
         let table = DeviceBuffer::alloc(ctx, 8 * table_words(&plan))?;
+        let workspace = DeviceBuffer::alloc(ctx, ws_bytes as usize)?;
         let addr = Addresses {
             weights: model.weights_ptr(),
             arena: arena.ptr(),
             counters: state.ptr() + COUNTERS_OFFSET,
             progress: state.ptr(),
             table: table.ptr(),
+            tile_counters: state.ptr() + tile_counters,
+            workspace: workspace.ptr(),
         };
-        let (launches, words) = Builder::new(&plan, addr, shared.tf32)?.build_all()?;
+        let built = Builder::new(&plan, addr, shared.tf32)?
+            .sms(shared.sms)
+            .build_all()?;
+        // The geometry depends on the plan and the SM count only, so it
+        // matches the model's probe build; checked anyway before any launch.
+        let total = built.counter_start.last().copied().unwrap_or(0);
+        if built.workspace_bytes > workspace.bytes() as u64 || total > tile_count {
+            return Err(ExecError::Invalid(format!(
+                "split-K scratch mismatch: {} workspace bytes and {total} counters needed, \
+                 {ws_bytes} and {tile_count} planned",
+                built.workspace_bytes
+            )));
+        }
+        let (launches, words, counter_start) = (built.launches, built.table, built.counter_start);
         // SAFETY: the state buffer holds `state.bytes()` bytes; the table holds
         // at least `words.len()` u64s (sized by table_words); `words` lives
         // until the stream synchronizes below.
@@ -69,7 +93,10 @@ impl CudaTaskContext {
             plan,
             arena,
             state,
+            tile_counters,
+            counter_start,
             _table: table,
+            _workspace: workspace,
             launches,
             stream,
         })
@@ -93,6 +120,16 @@ impl CudaTaskContext {
     /// Device address of kernel `index`'s done counter.
     pub(crate) fn counter_ptr(&self, index: usize) -> u64 {
         self.state.ptr() + COUNTERS_OFFSET + 4 * index as u64
+    }
+
+    /// The split-K tile counters of kernels `from..`: (device address, count).
+    pub(crate) fn tile_counters_from(&self, from: usize) -> (u64, usize) {
+        let total = self.counter_start.last().copied().unwrap_or(0);
+        let first = self.counter_start.get(from).copied().unwrap_or(total);
+        (
+            self.state.ptr() + self.tile_counters + 4 * u64::from(first),
+            (total - first) as usize,
+        )
     }
 
     /// Device address and byte size of an arena-resident I/O binding.

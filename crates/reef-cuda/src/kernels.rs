@@ -2,7 +2,7 @@
 //! program), the NVRTC options, and the list of kernel families with their
 //! entry points and block sizes.
 
-use crate::params::{EW_THREADS, GEMM_THREADS, ROW_THREADS};
+use crate::params::{EW_THREADS, GEMM_L_THREADS, GEMM_THREADS, ROW_THREADS};
 use reef_exec::Variant;
 
 /// The sources, concatenated in this order into one program (no `#include`).
@@ -43,13 +43,15 @@ pub fn nvrtc_options(major: i32, minor: i32) -> Vec<String> {
 /// A kernel family: one tile function, two entry points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
-    /// Implicit-GEMM convolution on TF32 tensor cores.
+    /// Implicit-GEMM convolution on TF32 tensor cores, 128 x 128 tiles.
+    ConvTcL,
+    /// Implicit-GEMM convolution on TF32 tensor cores, 64 x 64 tiles.
     ConvTc,
     /// Implicit-GEMM convolution in exact f32 (FFMA).
     ConvFfma,
     /// Direct convolution for c/groups == 1 (depthwise).
     ConvDw,
-    /// Batched matmul on TF32 tensor cores.
+    /// Batched matmul on TF32 tensor cores, 64 x 64 tiles.
     MatMulTc,
     /// Batched matmul in exact f32 (FFMA).
     MatMulFfma,
@@ -87,7 +89,8 @@ pub enum Family {
 
 impl Family {
     /// Every family, in a fixed order ([`Family::index`]).
-    pub const ALL: [Family; 20] = [
+    pub const ALL: [Family; 21] = [
+        Family::ConvTcL,
         Family::ConvTc,
         Family::ConvFfma,
         Family::ConvDw,
@@ -118,6 +121,7 @@ impl Family {
     /// The tile function's base name in the C source.
     pub fn base_name(self) -> &'static str {
         match self {
+            Family::ConvTcL => "conv_tc_l",
             Family::ConvTc => "conv_tc",
             Family::ConvFfma => "conv_ffma",
             Family::ConvDw => "conv_dw",
@@ -152,6 +156,7 @@ impl Family {
     /// Threads per block (must match the kernel's `__launch_bounds__`).
     pub fn threads(self) -> u32 {
         match self {
+            Family::ConvTcL => GEMM_L_THREADS,
             Family::ConvTc | Family::ConvFfma | Family::MatMulTc | Family::MatMulFfma => {
                 GEMM_THREADS
             }
@@ -170,7 +175,8 @@ mod tests {
         let src = program_source();
         for f in Family::ALL {
             assert!(
-                src.contains(&format!("REEF_FAMILY({}, ", f.base_name())),
+                src.contains(&format!("REEF_FAMILY({}, ", f.base_name()))
+                    || src.contains(&format!("REEF_FAMILY_MB({}, ", f.base_name())),
                 "{f:?} missing"
             );
             assert_eq!(Family::ALL[f.index()], f);

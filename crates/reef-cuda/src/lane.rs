@@ -125,16 +125,24 @@ impl Lane for CudaLane {
             )));
         }
         let (counters, progress) = (task.counter_ptr(from), task.progress_ptr());
+        let (tiles, ntiles) = task.tile_counters_from(from);
         self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
         let s = self.stream.cu_stream();
-        // SAFETY: counters[from..n] and the progress word lie inside the
-        // context's state buffer, which outlives the stream's work (its drop
-        // frees with cuMemFree, which waits for the device).
+        // SAFETY: counters[from..n], the split-K tile counters of kernels
+        // from.. (a suffix of the tile counters) and the progress word lie
+        // inside the context's state buffer, which outlives the stream's work
+        // (its drop frees with cuMemFree, which waits for the device).
         unsafe {
             if n > from {
                 sys::cuMemsetD32Async(counters, 0, n - from, s)
                     .result()
                     .call("cuMemsetD32Async(done counters)")?;
+            }
+            // A preempted split-K kernel leaves partial arrivals behind.
+            if ntiles > 0 {
+                sys::cuMemsetD32Async(tiles, 0, ntiles, s)
+                    .result()
+                    .call("cuMemsetD32Async(tile counters)")?;
             }
             sys::cuMemsetD32Async(progress, from as u32, 1, s)
                 .result()

@@ -4,6 +4,7 @@
 //! buffer access a kernel can make is validated here against the plan's
 //! buffer sizes, so a malformed plan is an error, never a device fault.
 
+use crate::geometry::GemmGeom;
 use crate::kernels::Family;
 use crate::params::*;
 use reef_exec::ExecError;
@@ -33,8 +34,8 @@ impl Launch {
     }
 }
 
-/// Device addresses of one context: where weights, arena, counters, progress
-/// and the concat table live.
+/// Device addresses of one context: where weights, arena, counters, progress,
+/// the concat table and the split-K scratch live.
 #[derive(Debug, Clone, Copy)]
 pub struct Addresses {
     /// Base of the model's weight blob.
@@ -47,6 +48,26 @@ pub struct Addresses {
     pub progress: u64,
     /// Base of the context's concat pointer table.
     pub table: u64,
+    /// Base of the split-K tile arrival counters (u32 each, kernels in order).
+    pub tile_counters: u64,
+    /// Base of the split-K workspace (f32 partial tiles, shared by the
+    /// kernels of a context, which run one after another).
+    pub workspace: u64,
+}
+
+/// Everything [`Builder::build_all`] produces.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// One launch per kernel.
+    pub launches: Vec<Launch>,
+    /// Concat table words to upload at [`Addresses::table`].
+    pub table: Vec<u64>,
+    /// Split-K workspace bytes the context must provide (max over kernels).
+    pub workspace_bytes: u64,
+    /// Index of each kernel's first tile counter (kernels in order), plus
+    /// the total at the end: kernel `i` owns counters
+    /// `counter_start[i]..counter_start[i + 1]`.
+    pub counter_start: Vec<u32>,
 }
 
 /// Number of u64 words of concat table a plan needs (per context).
@@ -88,12 +109,19 @@ fn right_align<T: Copy>(v: &[T], fill: T) -> [T; MAX_RANK] {
     out
 }
 
+/// SM count assumed when none is given (an H100 SXM).
+pub const DEFAULT_SMS: u32 = 132;
+
 /// Builds launch descriptors for a plan's kernels.
 pub struct Builder<'a> {
     plan: &'a Plan,
     addr: Addresses,
     tf32: bool,
+    sms: u32,
     table: Vec<u64>,
+    workspace_bytes: u64,
+    counter_start: Vec<u32>,
+    counters: u64,
 }
 
 impl<'a> Builder<'a> {
@@ -130,17 +158,58 @@ impl<'a> Builder<'a> {
             plan,
             addr,
             tf32,
+            sms: DEFAULT_SMS,
             table: Vec::with_capacity(table_words(plan)),
+            workspace_bytes: 0,
+            counter_start: Vec::with_capacity(plan.kernels.len() + 1),
+            counters: 0,
         })
     }
 
-    /// Builds every kernel's launch; returns them and the concat table words
-    /// to upload at `addr.table`.
-    pub fn build_all(mut self) -> Result<(Vec<Launch>, Vec<u64>), ExecError> {
-        let launches = (0..self.plan.kernels.len())
-            .map(|i| self.build(i))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((launches, self.table))
+    /// Sets the GPU's SM count (sizes the split-K decisions).
+    pub fn sms(mut self, sms: u32) -> Self {
+        self.sms = sms.max(1);
+        self
+    }
+
+    /// Builds every kernel's launch (in order), the concat table and the
+    /// split-K scratch sizes.
+    pub fn build_all(mut self) -> Result<Built, ExecError> {
+        let n = self.plan.kernels.len();
+        let mut launches = Vec::with_capacity(n);
+        for i in 0..n {
+            self.counter_start.push(self.counter_index(i)?);
+            launches.push(self.build(i)?);
+        }
+        self.counter_start.push(self.counter_index(n)?);
+        Ok(Built {
+            launches,
+            table: self.table,
+            workspace_bytes: self.workspace_bytes,
+            counter_start: self.counter_start,
+        })
+    }
+
+    fn counter_index(&self, k: usize) -> Result<u32, ExecError> {
+        u32::try_from(self.counters).map_err(|_| invalid(k, "too many split-K tile counters"))
+    }
+
+    /// Claims the split-K scratch of `geom` for kernel `k`: returns the
+    /// (workspace, counters) addresses to pass (0, 0 without a split).
+    fn scratch(&mut self, k: usize, geom: &GemmGeom) -> Result<(u64, u64), ExecError> {
+        if geom.splits == 1 {
+            return Ok((0, 0));
+        }
+        let ws = geom.workspace_bytes();
+        // Partial-tile offsets are computed in 64 bits on the device, but the
+        // per-thread index math uses 32-bit element offsets within a tile.
+        if ws > (1u64 << 40) {
+            return Err(invalid(k, "split-K workspace too large"));
+        }
+        self.workspace_bytes = self.workspace_bytes.max(ws);
+        let cnt = self.addr.tile_counters + 4 * self.counters;
+        self.counters += geom.counters();
+        Ok((self.addr.workspace, cnt))
     }
 
     /// Device address of buffer `id`, checking its type and that it holds `elems`.
@@ -281,19 +350,35 @@ impl<'a> Builder<'a> {
                 let out = self.buf(k, out_id, f32_, total)?;
                 let (act, act_lo, act_hi) = act_code(c.act);
                 let crs = u(cg) * u(c.r) * u(c.s);
-                let m_tiles = tiles_for(k, u(kg).div_ceil(GEMM_M))?;
-                let n_tiles = tiles_for(k, (u(c.n) * u(npix)).div_ceil(GEMM_N))?;
-                let (family, tiles) = if cg == 1 {
-                    (Family::ConvDw, ew_tiles(k, total)?)
+                let ncols = u(c.n) * u(npix);
+                let (family, tiles, geom, ws, cnt) = if cg == 1 {
+                    (Family::ConvDw, ew_tiles(k, total)?, None, 0, 0)
                 } else {
-                    let t = u(c.groups) * u64::from(m_tiles) * u64::from(n_tiles);
-                    let f = if self.tf32 {
-                        Family::ConvTc
-                    } else {
-                        Family::ConvFfma
-                    };
-                    (f, tiles_for(k, t)?)
+                    let g = GemmGeom::choose(u(c.groups), u(kg), ncols, crs, self.tf32, self.sms);
+                    let (ws, cnt) = self.scratch(k, &g)?;
+                    (
+                        g.tile.conv_family(self.tf32),
+                        tiles_for(k, g.items())?,
+                        Some(g),
+                        ws,
+                        cnt,
+                    )
                 };
+                let (m_tiles, n_tiles, splits, ksplit) = match geom {
+                    Some(g) => (g.m_tiles, g.n_tiles, g.splits, g.ksplit),
+                    None => (1, 1, 1, crs.max(1)),
+                };
+                // 16-byte copies: weight rows along K; input rows along
+                // pixels for unpadded stride-1 1x1 convolutions.
+                let a_vec = crs % 4 == 0 && w % 16 == 0;
+                let b_vec = c.r == 1
+                    && c.s == 1
+                    && c.stride == [1, 1]
+                    && c.pad == [0, 0]
+                    && c.oh == c.h
+                    && c.ow == c.w
+                    && npix % 4 == 0
+                    && x % 16 == 0;
                 let i = |what: &str, v: usize| to_i32(k, what, v);
                 let p = ConvParams {
                     hdr: self.hdr(k, tiles),
@@ -302,6 +387,8 @@ impl<'a> Builder<'a> {
                     bias,
                     residual,
                     out,
+                    ws,
+                    cnt,
                     n: i("n", c.n)?,
                     c: i("c", c.c)?,
                     h: i("h", c.h)?,
@@ -327,8 +414,12 @@ impl<'a> Builder<'a> {
                     act,
                     act_lo,
                     act_hi,
-                    m_tiles,
-                    n_tiles,
+                    m_tiles: to_u32(k, m_tiles)?,
+                    n_tiles: to_u32(k, n_tiles)?,
+                    splits: to_u32(k, splits)?,
+                    ksplit: to_i32(k, "K split", ksplit)?,
+                    a_vec: a_vec as i32,
+                    b_vec: b_vec as i32,
                     pad0: 0,
                 };
                 Ok(Launch {
@@ -387,9 +478,28 @@ impl<'a> Builder<'a> {
                     0
                 };
                 let out = self.buf(k, out_id, f32_, total)?;
-                let m_tiles = tiles_for(k, u(m.m).div_ceil(GEMM_M))?;
-                let n_tiles = tiles_for(k, u(m.n).div_ceil(GEMM_N))?;
-                let tiles = tiles_for(k, batch * u64::from(m_tiles) * u64::from(n_tiles))?;
+                let g = GemmGeom::choose(batch, u(m.m), u(m.n), u(m.k), false, self.sms);
+                let tiles = tiles_for(k, g.items())?;
+                let (ws, cnt) = self.scratch(k, &g)?;
+                // 16-byte copies need unit inner strides and 4-aligned rows.
+                let a_vec = m.lda_k == 1
+                    && m.lda_m % 4 == 0
+                    && m.a_batch_strides.iter().all(|s| s % 4 == 0)
+                    && a % 16 == 0;
+                let b_aligned = m.b_batch_strides.iter().all(|s| s % 4 == 0) && b % 16 == 0;
+                // B modes (see gemm.cu): 1 = 16-byte rows along N; 2 / 3 =
+                // K-major (unit K stride), 4- / 16-byte copies; 0 = gather.
+                let b_vec = if m.ldb_n == 1 && m.ldb_k % 4 == 0 && b_aligned {
+                    1
+                } else if m.ldb_k == 1 && m.n > 1 {
+                    if m.ldb_n % 4 == 0 && b_aligned {
+                        3
+                    } else {
+                        2
+                    }
+                } else {
+                    0
+                };
                 let i = |what: &str, v: usize| to_i32(k, what, v);
                 let arr = |v: &[usize], what: &str| -> Result<[i32; MAX_RANK], ExecError> {
                     let mut out = [0i32; MAX_RANK];
@@ -406,6 +516,8 @@ impl<'a> Builder<'a> {
                     bias,
                     residual,
                     out,
+                    ws,
+                    cnt,
                     batch: arr(&m.batch, "batch")?,
                     a_bs: arr(&m.a_batch_strides, "batch stride")?,
                     b_bs: arr(&m.b_batch_strides, "batch stride")?,
@@ -426,15 +538,15 @@ impl<'a> Builder<'a> {
                     act,
                     act_lo,
                     act_hi,
-                    m_tiles,
-                    n_tiles,
+                    m_tiles: to_u32(k, g.m_tiles)?,
+                    n_tiles: to_u32(k, g.n_tiles)?,
+                    splits: to_u32(k, g.splits)?,
+                    ksplit: to_i32(k, "K split", g.ksplit)?,
+                    a_vec: a_vec as i32,
+                    b_vec,
                     pad0: 0,
                 };
-                let family = if self.tf32 {
-                    Family::MatMulTc
-                } else {
-                    Family::MatMulFfma
-                };
+                let family = g.tile.matmul_family(self.tf32);
                 Ok(Launch {
                     family,
                     tiles,

@@ -10,12 +10,16 @@
 //!   results. A BE kernel that completes counts its blocks in a per-kernel
 //!   done counter; the last block publishes `progress = index + 1`.
 //! - Convolutions and matmuls run on TF32 tensor cores (`mma.sync m16n8k8`)
-//!   unless `REEF_TF32=0` or [`CudaOptions::tf32`] is false (exact f32 FFMA).
+//!   unless `REEF_TF32=0` or [`CudaOptions::tf32`] is false (exact f32 FFMA),
+//!   with a tile shape and a deterministic split of K chosen per kernel
+//!   ([`geometry`]); split kernels use a per-context workspace and per-tile
+//!   arrival counters (zeroed by `Lane::begin` like the done counters).
 
 mod compile;
 mod context;
 mod device;
 mod error;
+pub mod geometry;
 pub mod kernels;
 mod lane;
 pub mod launch;

@@ -15,6 +15,8 @@ pub struct CudaModel {
     pub(crate) shared: Arc<DeviceShared>,
     plan: Arc<Plan>,
     weights: DeviceBuffer,
+    /// Split-K scratch every context needs: (workspace bytes, tile counters).
+    scratch: (u64, u32),
     this: Weak<CudaModel>,
 }
 
@@ -29,8 +31,16 @@ impl CudaModel {
             counters: 3 << 40,
             progress: 4 << 40,
             table: 5 << 40,
+            tile_counters: 6 << 40,
+            workspace: 7 << 40,
         };
-        Builder::new(&plan, probe, shared.tf32)?.build_all()?;
+        let built = Builder::new(&plan, probe, shared.tf32)?
+            .sms(shared.sms)
+            .build_all()?;
+        let scratch = (
+            built.workspace_bytes,
+            built.counter_start.last().copied().unwrap_or(0),
+        );
         let weights = DeviceBuffer::alloc(&shared.ctx, plan.weights.len())?;
         if !plan.weights.is_empty() {
             // SAFETY: the destination holds at least `plan.weights.len()` bytes.
@@ -45,6 +55,7 @@ impl CudaModel {
             shared,
             plan,
             weights,
+            scratch,
             this: this.clone(),
         }))
     }
@@ -52,6 +63,11 @@ impl CudaModel {
     /// Device address of the weight blob.
     pub(crate) fn weights_ptr(&self) -> u64 {
         self.weights.ptr()
+    }
+
+    /// Split-K scratch of one context: (workspace bytes, tile counters).
+    pub(crate) fn scratch(&self) -> (u64, u32) {
+        self.scratch
     }
 }
 

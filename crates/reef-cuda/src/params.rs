@@ -17,12 +17,12 @@ pub const EW_THREADS: u32 = 256;
 pub const EW_TILE: u64 = 1024;
 /// Threads per block of the row families (`REEF_ROW_THREADS`).
 pub const ROW_THREADS: u32 = 256;
-/// Threads per block of the GEMM families (`REEF_GEMM_THREADS`).
+/// Threads per block of the 64 x 64 GEMM families (`REEF_GEMM_THREADS`, `CfgM`).
 pub const GEMM_THREADS: u32 = 128;
-/// GEMM block tile rows (`GM`).
-pub const GEMM_M: u64 = 64;
-/// GEMM block tile columns (`GN`).
-pub const GEMM_N: u64 = 64;
+/// Threads per block of the 128 x 128 GEMM families (`CfgL`).
+pub const GEMM_L_THREADS: u32 = 256;
+/// K step of every GEMM configuration (`GK`); split ranges are multiples of it.
+pub const GEMM_K: u64 = 16;
 
 /// Common header of every params struct (mirrors `Hdr`).
 #[repr(C)]
@@ -53,7 +53,9 @@ pub fn act_code(act: reef_model::Act) -> (i32, f32, f32) {
     }
 }
 
-/// Convolution (families conv_tc, conv_ffma, conv_dw).
+/// Convolution (families conv_tc_l, conv_tc, conv_ffma, conv_dw). `ws` and
+/// `cnt` are the split-K workspace and this kernel's per-tile arrival
+/// counters (0 when `splits` == 1); `ksplit` is the K range of one split.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
 #[allow(missing_docs)]
@@ -64,6 +66,8 @@ pub struct ConvParams {
     pub bias: u64,
     pub residual: u64,
     pub out: u64,
+    pub ws: u64,
+    pub cnt: u64,
     pub n: i32,
     pub c: i32,
     pub h: i32,
@@ -91,10 +95,15 @@ pub struct ConvParams {
     pub act_hi: f32,
     pub m_tiles: u32,
     pub n_tiles: u32,
+    pub splits: u32,
+    pub ksplit: i32,
+    pub a_vec: i32,
+    pub b_vec: i32,
     pub pad0: u32,
 }
 
-/// Batched matrix product (families matmul_tc, matmul_ffma).
+/// Batched matrix product (families matmul_tc, matmul_ffma);
+/// split-K fields as in [`ConvParams`].
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
 #[allow(missing_docs)]
@@ -105,6 +114,8 @@ pub struct MatMulParams {
     pub bias: u64,
     pub residual: u64,
     pub out: u64,
+    pub ws: u64,
+    pub cnt: u64,
     pub batch: [i32; MAX_RANK],
     pub a_bs: [i32; MAX_RANK],
     pub b_bs: [i32; MAX_RANK],
@@ -127,6 +138,10 @@ pub struct MatMulParams {
     pub act_hi: f32,
     pub m_tiles: u32,
     pub n_tiles: u32,
+    pub splits: u32,
+    pub ksplit: i32,
+    pub a_vec: i32,
+    pub b_vec: i32,
     pub pad0: u32,
 }
 
@@ -429,8 +444,8 @@ mod tests {
     #[test]
     fn sizes_match_the_c_structs() {
         assert_eq!(size_of::<Hdr>(), 3 * 8 + 2 * 4);
-        assert_eq!(size_of::<ConvParams>(), 32 + 5 * 8 + 28 * 4);
-        assert_eq!(size_of::<MatMulParams>(), 32 + 5 * 8 + 18 * 4 + 20 * 4);
+        assert_eq!(size_of::<ConvParams>(), 32 + 7 * 8 + 32 * 4);
+        assert_eq!(size_of::<MatMulParams>(), 32 + 7 * 8 + 18 * 4 + 24 * 4);
         assert_eq!(size_of::<PoolParams>(), 32 + 2 * 8 + 18 * 4 + 2 * 4);
         assert_eq!(size_of::<AffineParams>(), 32 + 4 * 8 + 8 * 4);
         assert_eq!(size_of::<BcastParams>(), 32 + 4 * 8 + 24 * 4 + 6 * 4);
@@ -447,9 +462,12 @@ mod tests {
     #[test]
     fn layouts_start_with_the_header_and_are_8_aligned() {
         assert_eq!(offset_of!(ConvParams, x), 32);
-        assert_eq!(offset_of!(ConvParams, n), 72);
-        assert_eq!(offset_of!(MatMulParams, batch), 72);
-        assert_eq!(offset_of!(MatMulParams, nbatch), 72 + 72);
+        assert_eq!(offset_of!(ConvParams, ws), 72);
+        assert_eq!(offset_of!(ConvParams, n), 88);
+        assert_eq!(offset_of!(ConvParams, splits), 88 + 27 * 4);
+        assert_eq!(offset_of!(MatMulParams, batch), 88);
+        assert_eq!(offset_of!(MatMulParams, nbatch), 88 + 72);
+        assert_eq!(offset_of!(MatMulParams, splits), 88 + 72 + 19 * 4);
         assert_eq!(offset_of!(CopyParams, offset), 48);
         assert_eq!(offset_of!(CopyParams, strides), 56);
         assert_eq!(offset_of!(CopyParams, shape), 104);

@@ -159,10 +159,15 @@ fn convolutions_match_the_reference_and_rt_equals_be() {
         let Some(dev) = device(tf32) else { return };
         let tol = if tf32 { 5e-3 } else { 1e-5 };
         for s in [
-            spec(2, 37, 70, 11, 3, 1, 1),  // ragged tiles
-            spec(1, 64, 64, 9, 3, 2, 4),   // grouped, strided
-            spec(2, 24, 24, 10, 3, 1, 24), // depthwise
-            spec(1, 20, 96, 7, 1, 1, 1),   // 1x1
+            spec(2, 37, 70, 11, 3, 1, 1),   // ragged tiles
+            spec(1, 64, 64, 9, 3, 2, 4),    // grouped, strided
+            spec(2, 24, 24, 10, 3, 1, 24),  // depthwise
+            spec(1, 20, 96, 7, 1, 1, 1),    // 1x1
+            spec(1, 256, 70, 7, 3, 1, 1),   // split-K (K = 2304 over 2 tiles)
+            spec(1, 128, 40, 9, 3, 2, 1),   // split-K, strided gather
+            spec(2, 64, 96, 8, 1, 1, 1),    // 1x1, 16-byte B rows
+            spec(1, 1024, 72, 14, 1, 1, 1), // 1x1, 16-byte B rows, split-K
+            spec(1, 3, 64, 30, 7, 2, 1),    // 7x7 stem: K = 147, scalar A
         ] {
             let (p, inputs, want) = conv_case(&mut rng, s.clone());
             let rt = run(&dev, &p, &inputs, Variant::Rt);
@@ -391,4 +396,157 @@ fn preempted_lanes_report_exact_progress_and_resume() {
         .iter()
         .zip(&reference[0])
         .all(|(a, b)| a.to_bits() == b.to_bits()));
+}
+
+/// A batched matmul case: A stored [batch, m, k] (or [batch, k, m] when
+/// `a_t`), B shared [k, n] (or [n, k] when `b_t`, as nn.Linear weights);
+/// out = A B + bias[n] (no activation).
+fn matmul_case(
+    rng: &mut StdRng,
+    (batch, m, n, k): (usize, usize, usize, usize),
+    (a_t, b_t): (bool, bool),
+) -> (P, Vec<Vec<f32>>, Vec<f64>) {
+    let mut p = P::default();
+    let a = p.act(DType::F32, batch * m * k);
+    p.input(a);
+    let bv = random(rng, k * n);
+    let biasv = random(rng, n);
+    let b = p.weight_f32(&bv);
+    let bias = p.weight_f32(&biasv);
+    let out = p.act(DType::F32, batch * m * n);
+    p.output(out);
+    let (lda_m, lda_k) = if a_t { (1, m) } else { (k, 1) };
+    let (ldb_k, ldb_n) = if b_t { (1, k) } else { (n, 1) };
+    let ms = MatMulSpec {
+        batch: vec![batch],
+        a_batch_strides: vec![m * k],
+        b_batch_strides: vec![0],
+        m,
+        n,
+        k,
+        lda_m,
+        lda_k,
+        ldb_k,
+        ldb_n,
+        alpha: 1.0,
+        beta: 1.0,
+        has_bias: true,
+        bias_stride_m: 0,
+        bias_stride_n: 1,
+        has_residual: false,
+        act: Act::None,
+    };
+    p.kernel(KernelOp::MatMul(ms), vec![a, b, bias], out);
+    let av = random(rng, batch * m * k);
+    let mut want = vec![0f64; batch * m * n];
+    for bi in 0..batch {
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = 0f64;
+                for kk in 0..k {
+                    let ai = if a_t { kk * m + i } else { i * k + kk };
+                    acc += av[bi * m * k + ai] as f64 * bv[kk * ldb_k + j * ldb_n] as f64;
+                }
+                want[(bi * m + i) * n + j] = acc + biasv[j] as f64;
+            }
+        }
+    }
+    (p, vec![av], want)
+}
+
+#[test]
+fn split_k_matmuls_match_and_rt_equals_be() {
+    let mut rng = StdRng::seed_from_u64(13);
+    for tf32 in [true, false] {
+        let Some(dev) = device(tf32) else { return };
+        let tol = if tf32 { 5e-3 } else { 1e-5 };
+        for (dims, t) in [
+            ((1, 70, 45, 700), (false, false)), // split-K, ragged, scalar B tail
+            ((2, 64, 96, 1000), (true, false)), // split-K, transposed A (scalar A)
+            ((4, 130, 129, 20), (false, false)), // no split (short K), ragged edges
+            ((1, 40, 72, 768), (false, true)),  // Linear: K-major B, 16-byte copies
+            ((1, 33, 50, 301), (false, true)),  // K-major B, 4-byte copies
+        ] {
+            let (p, inputs, want) = matmul_case(&mut rng, dims, t);
+            let rt = run(&dev, &p, &inputs, Variant::Rt);
+            let be = run(&dev, &p, &inputs, Variant::Be);
+            let err = rel_l2(&rt[0], &want);
+            assert!(err < tol, "tf32={tf32} {dims:?}: rel L2 {err}");
+            assert!(
+                rt[0]
+                    .iter()
+                    .zip(&be[0])
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "RT and BE differ for {dims:?}"
+            );
+            // Re-running gives the same bits (fixed reduction order).
+            let again = run(&dev, &p, &inputs, Variant::Rt);
+            assert!(rt[0]
+                .iter()
+                .zip(&again[0])
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+    }
+}
+
+/// A chain of `len` split-K convolutions (512 channels, 7x7, 3x3: 16 splits).
+fn split_chain(rng: &mut StdRng, len: usize) -> P {
+    let mut p = P::default();
+    let c = 512;
+    let mut prev = p.act(DType::F32, c * 49);
+    p.input(prev);
+    let scale = 1.0 / ((c * 9) as f32).sqrt();
+    let wv: Vec<f32> = random(rng, c * c * 9)
+        .iter()
+        .map(|v| v * scale * 1.7)
+        .collect();
+    let w = p.weight_f32(&wv);
+    for _ in 0..len {
+        let next = p.act(DType::F32, c * 49);
+        let mut s = spec(1, c, c, 7, 3, 1, 1);
+        s.has_bias = false;
+        s.has_residual = false;
+        s.act = Act::Tanh;
+        p.kernel(KernelOp::Conv(s), vec![prev, w], next);
+        prev = next;
+    }
+    p.output(prev);
+    p
+}
+
+#[test]
+fn preempted_split_k_convs_resume_bit_identically() {
+    let Some(dev) = device(true) else { return };
+    let mut rng = StdRng::seed_from_u64(17);
+    let len = 60;
+    let p = split_chain(&mut rng, len);
+    let xv = random(&mut rng, 512 * 49);
+    let reference = run(&dev, &p, std::slice::from_ref(&xv), Variant::Rt);
+    let model = dev.load(Arc::new(p.plan.clone())).unwrap();
+    let mut ctx = model.context().unwrap();
+    let mut lane = dev.lane(Priority::Low).unwrap();
+    for delay_us in [20u64, 150, 400] {
+        ctx.poison().unwrap();
+        ctx.write_input(0, &bytes(&xv)).unwrap();
+        lane.begin(ctx.as_mut(), 0).unwrap();
+        for i in 0..len {
+            lane.enqueue(ctx.as_mut(), i, Variant::Be).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_micros(delay_us));
+        lane.set_preempt(true).unwrap();
+        lane.synchronize().unwrap();
+        let at = ctx.progress().unwrap();
+        println!("delay {delay_us} us: preempted at kernel {at} of {len}");
+        lane.set_preempt(false).unwrap();
+        let done =
+            reef_exec::run::run_to_end(lane.as_mut(), ctx.as_mut(), at, Variant::Be).unwrap();
+        assert_eq!(done, len);
+        let got = f32s(&ctx.read_output(0).unwrap());
+        assert!(
+            got.iter()
+                .zip(&reference[0])
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "resumed result differs after preemption at {at}"
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! grid sizes, resolved addresses and validation (no GPU needed).
 
 use reef_cuda::kernels::Family;
-use reef_cuda::launch::{table_words, Addresses, Builder};
+use reef_cuda::launch::{table_words, Addresses, Builder, Launch};
 use reef_cuda::params::Params;
 use reef_exec::{ExecError, Variant};
 use reef_model::{Act, DType};
@@ -27,7 +27,15 @@ const ADDR: Addresses = Addresses {
     counters: 0x3000_0000,
     progress: 0x4000_0000,
     table: 0x5000_0000,
+    tile_counters: 0x6000_0000,
+    workspace: 0x7000_0000,
 };
+
+/// Builds every launch of `plan` (H100 SM count); returns launches and table.
+fn build(plan: &reef_plan::Plan, tf32: bool) -> (Vec<Launch>, Vec<u64>) {
+    let b = Builder::new(plan, ADDR, tf32).unwrap().build_all().unwrap();
+    (b.launches, b.table)
+}
 
 fn conv(n: usize, c: usize, k: usize, hw: usize, groups: usize, bias: bool) -> ConvSpec {
     ConvSpec {
@@ -66,19 +74,22 @@ fn conv_plan(spec: ConvSpec) -> P {
 #[test]
 fn conv_resolves_addresses_and_counts_tiles() {
     let p = conv_plan(conv(2, 64, 100, 14, 1, true));
-    let (launches, table) = Builder::new(&p.plan, ADDR, true)
+    let built = Builder::new(&p.plan, ADDR, true)
         .unwrap()
         .build_all()
         .unwrap();
-    assert!(table.is_empty());
-    let l = &launches[0];
+    assert!(built.table.is_empty());
+    let l = &built.launches[0];
     assert_eq!(l.family, Family::ConvTc);
-    // M = 100 -> 2 tiles of 64; N = 2*14*14 = 392 -> 7 tiles of 64.
-    assert_eq!(l.tiles, 14);
+    // M = 100 -> 2 tiles of 64; N = 2*14*14 = 392 -> 7 tiles of 64: 14
+    // tiles, far below two waves, so K = 576 (36 steps of 16) is split in
+    // two ranges of 288 (no split may own fewer than 256).
+    assert_eq!(l.tiles, 28);
     let Params::Conv(c) = l.params else {
         panic!("not conv params")
     };
     assert_eq!((c.m_tiles, c.n_tiles), (2, 7));
+    assert_eq!((c.splits, c.ksplit), (2, 288));
     assert_eq!(c.crs, 64 * 9);
     assert_eq!(c.npix, 196);
     assert_eq!(c.x, p.addr(0));
@@ -86,38 +97,178 @@ fn conv_resolves_addresses_and_counts_tiles() {
     assert_eq!(c.bias, p.addr(2));
     assert_eq!(c.out, p.addr(3));
     assert_eq!(c.residual, 0);
+    assert_eq!(c.ws, ADDR.workspace);
+    assert_eq!(c.cnt, ADDR.tile_counters);
+    // 3x3 padded conv: gathered B; 576 % 4 == 0: 16-byte weight rows.
+    assert_eq!((c.a_vec, c.b_vec), (1, 0));
     assert_eq!(c.hdr.done, ADDR.counters);
     assert_eq!(c.hdr.progress, ADDR.progress);
-    assert_eq!(c.hdr.tiles, 14);
+    assert_eq!(c.hdr.tiles, 28);
     assert_eq!(c.act, 1);
-    // Grids: RT one block per tile, BE bounded by residency.
-    assert_eq!(l.grid(Variant::Rt, 4), 14);
+    // One partial 64x64 f32 tile per work item; one counter per output tile.
+    assert_eq!(built.workspace_bytes, 28 * 64 * 64 * 4);
+    assert_eq!(built.counter_start, vec![0, 14]);
+    // Grids: RT one block per work item, BE bounded by residency.
+    assert_eq!(l.grid(Variant::Rt, 4), 28);
     assert_eq!(l.grid(Variant::Be, 4), 4);
-    assert_eq!(l.grid(Variant::Be, 1000), 14);
+    assert_eq!(l.grid(Variant::Be, 1000), 28);
 
-    let (ffma, _) = Builder::new(&p.plan, ADDR, false)
+    let (ffma, _) = build(&p.plan, false);
+    assert_eq!(ffma[0].family, Family::ConvFfma);
+    assert_eq!(ffma[0].tiles, 28);
+
+    // On a GPU with few SMs the same conv needs no split.
+    let built = Builder::new(&p.plan, ADDR, true)
+        .unwrap()
+        .sms(4)
+        .build_all()
+        .unwrap();
+    assert_eq!(built.launches[0].tiles, 14);
+    assert_eq!(built.workspace_bytes, 0);
+    assert_eq!(built.counter_start, vec![0, 0]);
+    let Params::Conv(c) = built.launches[0].params else {
+        panic!()
+    };
+    assert_eq!((c.splits, c.ws, c.cnt), (1, 0, 0));
+}
+
+#[test]
+fn split_kernels_get_disjoint_counters_and_share_the_workspace() {
+    let mut p = P::default();
+    // Two late-ResNet-like 3x3 convs (K = 512*9) and one large 1x1 conv.
+    let x = p.act(DType::F32, 512 * 7 * 7);
+    let w = p.weight(DType::F32, 512 * 512 * 9);
+    let y = p.act(DType::F32, 512 * 7 * 7);
+    let z = p.act(DType::F32, 512 * 7 * 7);
+    let mut s = conv(1, 512, 512, 7, 1, false);
+    s.act = Act::None;
+    p.kernel(KernelOp::Conv(s.clone()), vec![x, w], y);
+    let big_in = p.act(DType::F32, 8 * 64 * 56 * 56);
+    let big_w = p.weight(DType::F32, 256 * 64);
+    let big_out = p.act(DType::F32, 8 * 256 * 56 * 56);
+    let big = ConvSpec {
+        n: 8,
+        c: 64,
+        h: 56,
+        w: 56,
+        k: 256,
+        r: 1,
+        s: 1,
+        oh: 56,
+        ow: 56,
+        stride: [1, 1],
+        pad: [0, 0],
+        dilation: [1, 1],
+        groups: 1,
+        has_bias: false,
+        has_residual: false,
+        act: Act::None,
+    };
+    p.kernel(KernelOp::Conv(big), vec![big_in, big_w], big_out);
+    p.kernel(KernelOp::Conv(s), vec![y, w], z);
+    let built = Builder::new(&p.plan, ADDR, true)
         .unwrap()
         .build_all()
         .unwrap();
-    assert_eq!(ffma[0].family, Family::ConvFfma);
-    assert_eq!(ffma[0].tiles, 14);
+    let conv_of = |i: usize| match built.launches[i].params {
+        Params::Conv(c) => c,
+        _ => panic!("not conv"),
+    };
+    // 8 output tiles, split 16 ways (K = 4608: 288 per split).
+    let (a, b, c) = (conv_of(0), conv_of(1), conv_of(2));
+    assert_eq!(built.launches[0].family, Family::ConvTc);
+    assert_eq!(
+        (a.splits, a.ksplit, built.launches[0].tiles),
+        (16, 288, 128)
+    );
+    // The big 1x1 conv: 128x128 tiles, no split, 16-byte loads of both operands.
+    assert_eq!(built.launches[1].family, Family::ConvTcL);
+    assert_eq!(built.launches[1].family.threads(), 256);
+    assert_eq!((b.m_tiles, b.n_tiles, b.splits), (2, 196, 1));
+    assert_eq!(built.launches[1].tiles, 392);
+    assert_eq!((b.a_vec, b.b_vec, b.ws, b.cnt), (1, 1, 0, 0));
+    // Counters: kernel 0 owns 0..8, kernel 1 none, kernel 2 owns 8..16.
+    assert_eq!(built.counter_start, vec![0, 8, 8, 16]);
+    assert_eq!(a.cnt, ADDR.tile_counters);
+    assert_eq!(c.cnt, ADDR.tile_counters + 8 * 4);
+    assert_eq!((a.ws, c.ws), (ADDR.workspace, ADDR.workspace));
+    assert_eq!(built.workspace_bytes, 128 * 64 * 64 * 4);
+}
+
+#[test]
+fn matmul_geometry_and_vector_loads() {
+    let mut p = P::default();
+    // BERT-like projection: [128, 768] x [768, 768] (B row-major, unit N stride).
+    let (m, n, k) = (128usize, 768usize, 768usize);
+    let a = p.act(DType::F32, m * k);
+    let b = p.weight(DType::F32, k * n);
+    let out = p.act(DType::F32, m * n);
+    let spec = MatMulSpec {
+        batch: vec![],
+        a_batch_strides: vec![],
+        b_batch_strides: vec![],
+        m,
+        n,
+        k,
+        lda_m: k,
+        lda_k: 1,
+        ldb_k: n,
+        ldb_n: 1,
+        alpha: 1.0,
+        beta: 1.0,
+        has_bias: false,
+        bias_stride_m: 0,
+        bias_stride_n: 0,
+        has_residual: false,
+        act: Act::None,
+    };
+    p.kernel(KernelOp::MatMul(spec), vec![a, b], out);
+    let built = Builder::new(&p.plan, ADDR, true)
+        .unwrap()
+        .build_all()
+        .unwrap();
+    let Params::MatMul(mm) = built.launches[0].params else {
+        panic!()
+    };
+    assert_eq!(built.launches[0].family, Family::MatMulTc);
+    // 2 x 12 = 24 tiles; K = 768 = 48 steps: 3 splits of 256.
+    assert_eq!(
+        (mm.m_tiles, mm.n_tiles, mm.splits, mm.ksplit),
+        (2, 12, 3, 256)
+    );
+    assert_eq!(built.launches[0].tiles, 72);
+    assert_eq!((mm.a_vec, mm.b_vec), (1, 1));
+    assert_eq!(built.counter_start, vec![0, 24]);
+
+    // The same weight read as nn.Linear (trans_b: unit K stride): K-major B.
+    if let KernelOp::MatMul(s) = &mut p.plan.kernels[0].op {
+        (s.ldb_k, s.ldb_n) = (1, k);
+    }
+    let (l, _) = build(&p.plan, true);
+    let Params::MatMul(mm) = l[0].params else {
+        panic!()
+    };
+    assert_eq!(mm.b_vec, 3);
+    // An odd row pitch: K-major with 4-byte copies, scalar A.
+    if let KernelOp::MatMul(s) = &mut p.plan.kernels[0].op {
+        (s.k, s.ldb_n, s.lda_m) = (767, 767, 767);
+    }
+    let (l, _) = build(&p.plan, true);
+    let Params::MatMul(mm) = l[0].params else {
+        panic!()
+    };
+    assert_eq!((mm.a_vec, mm.b_vec), (0, 2));
 }
 
 #[test]
 fn depthwise_and_grouped_convs_pick_their_kernels() {
     let dw = conv_plan(conv(1, 32, 32, 10, 32, false));
-    let (l, _) = Builder::new(&dw.plan, ADDR, true)
-        .unwrap()
-        .build_all()
-        .unwrap();
+    let (l, _) = build(&dw.plan, true);
     assert_eq!(l[0].family, Family::ConvDw);
     assert_eq!(l[0].tiles, (32u32 * 100).div_ceil(1024));
 
     let grouped = conv_plan(conv(1, 32, 64, 10, 4, false));
-    let (l, _) = Builder::new(&grouped.plan, ADDR, true)
-        .unwrap()
-        .build_all()
-        .unwrap();
+    let (l, _) = build(&grouped.plan, true);
     assert_eq!(l[0].family, Family::ConvTc);
     // 4 groups x 1 m-tile (16 channels) x 2 n-tiles (100 pixels).
     assert_eq!(l[0].tiles, 8);
@@ -128,21 +279,30 @@ fn undersized_buffers_and_in_place_kernels_are_rejected() {
     let mut p = conv_plan(conv(1, 8, 8, 4, 1, false));
     p.plan.buffers[1].len -= 1; // weight too small
     assert!(matches!(
-        Builder::new(&p.plan, ADDR, true).unwrap().build_all(),
+        Builder::new(&p.plan, ADDR, true)
+            .unwrap()
+            .build_all()
+            .map(|b| b.launches),
         Err(ExecError::Invalid(_))
     ));
 
     let mut p = conv_plan(conv(1, 8, 8, 4, 1, false));
     p.plan.kernels[0].output = 0; // writes its input
     assert!(matches!(
-        Builder::new(&p.plan, ADDR, true).unwrap().build_all(),
+        Builder::new(&p.plan, ADDR, true)
+            .unwrap()
+            .build_all()
+            .map(|b| b.launches),
         Err(ExecError::Invalid(_))
     ));
 
     let mut p = conv_plan(conv(1, 8, 8, 4, 1, false));
     p.plan.buffers[0].dtype = DType::I64;
     assert!(matches!(
-        Builder::new(&p.plan, ADDR, true).unwrap().build_all(),
+        Builder::new(&p.plan, ADDR, true)
+            .unwrap()
+            .build_all()
+            .map(|b| b.launches),
         Err(ExecError::Invalid(_))
     ));
 
@@ -181,10 +341,7 @@ fn matmul_checks_strided_extents() {
         act: Act::None,
     };
     p.kernel(KernelOp::MatMul(spec.clone()), vec![a, b], out);
-    let (l, _) = Builder::new(&p.plan, ADDR, true)
-        .unwrap()
-        .build_all()
-        .unwrap();
+    let (l, _) = build(&p.plan, true);
     assert_eq!(l[0].family, Family::MatMulTc);
     assert_eq!(l[0].tiles, 3);
     let Params::MatMul(m) = l[0].params else {
@@ -234,10 +391,7 @@ fn concat_table_holds_parts_and_starts() {
         out3,
     );
     assert_eq!(table_words(&p.plan), 14);
-    let (l, table) = Builder::new(&p.plan, ADDR, true)
-        .unwrap()
-        .build_all()
-        .unwrap();
+    let (l, table) = build(&p.plan, true);
     assert_eq!(table.len(), 14);
     assert_eq!(
         &table[..3],
@@ -278,10 +432,7 @@ fn copy_bounds_follow_signed_strides() {
         vec![x],
         out,
     );
-    let (l, _) = Builder::new(&p.plan, ADDR, true)
-        .unwrap()
-        .build_all()
-        .unwrap();
+    let (l, _) = build(&p.plan, true);
     let Params::Copy(c) = l[0].params else {
         panic!()
     };
@@ -316,10 +467,7 @@ fn broadcasts_are_right_aligned_and_where_keeps_operand_order() {
         vec![cond, a, b],
         out,
     );
-    let (l, _) = Builder::new(&p.plan, ADDR, true)
-        .unwrap()
-        .build_all()
-        .unwrap();
+    let (l, _) = build(&p.plan, true);
     assert_eq!(l[0].family, Family::Where);
     let Params::Bcast(w) = l[0].params else {
         panic!()
@@ -349,10 +497,7 @@ fn kernels_without_work_become_no_ops() {
         vec![x],
         out,
     );
-    let (l, _) = Builder::new(&p.plan, ADDR, true)
-        .unwrap()
-        .build_all()
-        .unwrap();
+    let (l, _) = build(&p.plan, true);
     assert_eq!(l[0].family, Family::Copy);
     assert_eq!(l[0].tiles, 1);
     let Params::Copy(c) = l[0].params else {
@@ -377,7 +522,10 @@ fn unsupported_types_are_reported() {
         out,
     );
     assert!(matches!(
-        Builder::new(&p.plan, ADDR, true).unwrap().build_all(),
+        Builder::new(&p.plan, ADDR, true)
+            .unwrap()
+            .build_all()
+            .map(|b| b.launches),
         Err(ExecError::Unsupported(_))
     ));
 }

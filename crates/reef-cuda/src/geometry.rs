@@ -1,0 +1,182 @@
+//! GEMM launch geometry: which tile configuration a convolution or matmul
+//! runs with and how its K axis is split (deterministic split-K), chosen per
+//! kernel at model load from the problem size and the GPU's SM count.
+
+use crate::kernels::Family;
+use crate::params::GEMM_K;
+
+/// Fewest K steps (of [`GEMM_K`]) one split may own: K >= 256 per split.
+pub const MIN_SPLIT_STEPS: u64 = 16;
+/// Most splits of one kernel (bounds the serial reduction of the last block).
+pub const MAX_SPLITS: u64 = 16;
+/// Work items wanted per SM before splitting stops (about two waves).
+pub const TARGET_ITEMS_PER_SM: u64 = 2;
+
+/// A GEMM tile configuration (mirrors `CfgL` / `CfgM` in `kernels/gemm.cu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmTile {
+    /// 128 x 128 output tiles, 256 threads (TF32 convolutions only).
+    Large,
+    /// 64 x 64 output tiles, 128 threads.
+    Medium,
+}
+
+impl GemmTile {
+    /// Output tile (rows, columns).
+    pub fn dims(self) -> (u64, u64) {
+        match self {
+            GemmTile::Large => (128, 128),
+            GemmTile::Medium => (64, 64),
+        }
+    }
+
+    /// The convolution family of this tile on the given core.
+    pub fn conv_family(self, tf32: bool) -> Family {
+        match (self, tf32) {
+            (_, false) => Family::ConvFfma,
+            (GemmTile::Large, true) => Family::ConvTcL,
+            (GemmTile::Medium, true) => Family::ConvTc,
+        }
+    }
+
+    /// The matmul family of this tile on the given core (matmuls always
+    /// use [`GemmTile::Medium`]).
+    pub fn matmul_family(self, tf32: bool) -> Family {
+        if tf32 {
+            Family::MatMulTc
+        } else {
+            Family::MatMulFfma
+        }
+    }
+}
+
+/// The geometry of one GEMM launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemmGeom {
+    /// Tile configuration.
+    pub tile: GemmTile,
+    /// Tiles along M.
+    pub m_tiles: u64,
+    /// Tiles along N.
+    pub n_tiles: u64,
+    /// Output tiles (`outer * m_tiles * n_tiles`): one arrival counter each when split.
+    pub out_tiles: u64,
+    /// K splits (1: no split, no workspace, no counters).
+    pub splits: u64,
+    /// K range of one split (a multiple of [`GEMM_K`]).
+    pub ksplit: u64,
+}
+
+impl GemmGeom {
+    /// Chooses the geometry of `outer` independent (groups or batch) GEMMs
+    /// of `m` x `n` x `k` on a GPU with `sms` SMs. Large tiles when
+    /// `large_ok` (TF32 convolutions) and they alone fill two waves;
+    /// otherwise 64 x 64 tiles, with K
+    /// split until there are about [`TARGET_ITEMS_PER_SM`] items per SM,
+    /// each split owning at least [`MIN_SPLIT_STEPS`] K steps.
+    pub fn choose(outer: u64, m: u64, n: u64, k: u64, large_ok: bool, sms: u32) -> Self {
+        let sms = u64::from(sms.max(1));
+        let target = TARGET_ITEMS_PER_SM * sms;
+        let tiles = |(bm, bn): (u64, u64)| outer * m.div_ceil(bm).max(1) * n.div_ceil(bn).max(1);
+        let large = large_ok && m >= 128 && n >= 128 && tiles(GemmTile::Large.dims()) >= target;
+        let tile = if large {
+            GemmTile::Large
+        } else {
+            GemmTile::Medium
+        };
+        let (bm, bn) = tile.dims();
+        let out_tiles = tiles((bm, bn));
+        let steps = k.div_ceil(GEMM_K).max(1);
+        let mut splits = 1;
+        if out_tiles < target {
+            let cap = (steps / MIN_SPLIT_STEPS).clamp(1, MAX_SPLITS);
+            splits = target.div_ceil(out_tiles).min(cap);
+        }
+        // Equal ranges of whole K steps; no empty split.
+        let per = steps.div_ceil(splits);
+        let splits = steps.div_ceil(per);
+        GemmGeom {
+            tile,
+            m_tiles: m.div_ceil(bm).max(1),
+            n_tiles: n.div_ceil(bn).max(1),
+            out_tiles,
+            splits,
+            ksplit: per * GEMM_K,
+        }
+    }
+
+    /// Work items (blocks of the RT variant): output tiles times splits.
+    pub fn items(&self) -> u64 {
+        self.out_tiles * self.splits
+    }
+
+    /// Workspace bytes this launch needs (0 without a split).
+    pub fn workspace_bytes(&self) -> u64 {
+        if self.splits == 1 {
+            return 0;
+        }
+        let (bm, bn) = self.tile.dims();
+        self.items() * bm * bn * 4
+    }
+
+    /// Arrival counters this launch needs (0 without a split).
+    pub fn counters(&self) -> u64 {
+        if self.splits == 1 {
+            0
+        } else {
+            self.out_tiles
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_problems_split_k_and_large_ones_do_not() {
+        // ResNet layer4 3x3 conv at batch 1: M = 512, N = 49, K = 4608.
+        let g = GemmGeom::choose(1, 512, 49, 4608, true, 132);
+        assert_eq!(g.tile, GemmTile::Medium);
+        assert_eq!((g.m_tiles, g.n_tiles, g.out_tiles), (8, 1, 8));
+        assert_eq!(g.splits, 16);
+        assert_eq!(g.ksplit, 288);
+        assert!(g.ksplit / GEMM_K >= MIN_SPLIT_STEPS);
+        assert_eq!(g.items(), 128);
+        assert_eq!(g.workspace_bytes(), 128 * 64 * 64 * 4);
+        assert_eq!(g.counters(), 8);
+
+        // Short K: never split below 256 per split.
+        let g = GemmGeom::choose(1, 64, 64, 300, true, 132);
+        assert_eq!((g.splits, g.ksplit), (1, 304));
+        assert_eq!(g.workspace_bytes(), 0);
+        assert_eq!(g.counters(), 0);
+
+        // Plenty of tiles: large tiles, no split.
+        let g = GemmGeom::choose(1, 256, 8 * 56 * 56, 576, true, 132);
+        assert_eq!(g.tile, GemmTile::Large);
+        assert_eq!((g.m_tiles, g.n_tiles, g.splits), (2, 196, 1));
+
+        // No large tiles when not allowed (exact-f32 core, matmuls).
+        let g = GemmGeom::choose(1, 256, 8 * 56 * 56, 576, false, 132);
+        assert_eq!(g.tile, GemmTile::Medium);
+        assert_eq!(g.tile.conv_family(false), Family::ConvFfma);
+    }
+
+    #[test]
+    fn splits_cover_k_exactly_without_empty_ranges() {
+        for k in [1u64, 15, 16, 17, 255, 256, 257, 511, 512, 1000, 4608, 25088] {
+            for outer in [1u64, 3, 40] {
+                let g = GemmGeom::choose(outer, 70, 45, k, true, 132);
+                assert!(g.splits >= 1 && g.splits <= MAX_SPLITS);
+                assert_eq!(g.ksplit % GEMM_K, 0);
+                // Every split starts inside K and together they cover it.
+                assert!((g.splits - 1) * g.ksplit < k.max(1));
+                assert!(g.splits * g.ksplit >= k);
+                if g.splits > 1 {
+                    assert!(g.ksplit / GEMM_K >= MIN_SPLIT_STEPS);
+                }
+            }
+        }
+    }
+}
