@@ -42,7 +42,7 @@ impl GrpcService {
         models: &[String],
         stats_from: Option<Arc<dyn Service>>,
     ) -> Result<GrpcService, SchedError> {
-        let mut client = GrpcInferenceServiceClient::connect(url.to_string())
+        let mut client = reef_server::grpc_client(url)
             .await
             .map_err(|e| SchedError::Internal(format!("connecting to {url}: {e}")))?;
         let mut infos = vec![];

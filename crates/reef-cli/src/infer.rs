@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reef_model::DType;
-use reef_server::proto::{self, grpc_inference_service_client::GrpcInferenceServiceClient};
+use reef_server::proto;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -58,7 +58,7 @@ pub fn run(a: InferArgs) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let mut client = GrpcInferenceServiceClient::connect(a.url.clone())
+        let mut client = reef_server::grpc_client(&a.url)
             .await
             .with_context(|| format!("connecting to {}", a.url))?;
         let meta = client

@@ -14,7 +14,36 @@ use reef_onnx::node_tests::{self, Outcome};
 
 /// Cases known to fail because of a reef bug not fixed yet, with why.
 /// They are reported but do not fail the test; every other failure does.
-const KNOWN_FAILURES: &[(&str, &str)] = &[];
+const KNOWN_FAILURES: &[(&str, &str)] = &[
+    (
+        "test_batchnorm_epsilon",
+        "harness feeds scale/bias/mean/var as run-time inputs; lowering needs them constant",
+    ),
+    (
+        "test_batchnorm_example",
+        "harness feeds scale/bias/mean/var as run-time inputs; lowering needs them constant",
+    ),
+    (
+        "test_edge_pad",
+        "i32 data: KernelOp::Pad is f32-only, import accepts it, lowering rejects it",
+    ),
+    (
+        "test_reflect_pad",
+        "i32 data: KernelOp::Pad is f32-only, import accepts it, lowering rejects it",
+    ),
+    (
+        "test_equal",
+        "i32 operands: lowering's Compare takes f32/i64 only, import accepts i32",
+    ),
+    (
+        "test_equal_bcast",
+        "i32 operands: lowering's Compare takes f32/i64 only, import accepts i32",
+    ),
+    (
+        "test_where_long_example",
+        "i64 x/y: KernelOp::Where is f32-only, import accepts it, lowering rejects it",
+    ),
+];
 
 #[test]
 fn onnx_node_tests_pass_on_the_cpu_backend() {
@@ -32,6 +61,12 @@ fn onnx_node_tests_pass_on_the_cpu_backend() {
     );
     println!("ONNX node tests from {}", dir.display());
     node_tests::print_summary(&results);
+
+    for r in &results {
+        if let Outcome::Unsupported(why) = &r.outcome {
+            println!("unsupported {}: {why}", r.case.name);
+        }
+    }
 
     let known = |name: &str| KNOWN_FAILURES.iter().find(|(n, _)| *n == name);
     let mut unexpected = vec![];

@@ -38,4 +38,25 @@ pub use config::{ServerConfig, DEFAULT_MAX_BODY_BYTES};
 pub use error::ServerError;
 pub use repository::{load_model, scan_repository, ModelConfig, ModelSource};
 pub use request_error::{ErrorKind, RequestError};
-pub use server::{serve, Server};
+pub use server::{serve, Server, GRPC_CONNECTION_WINDOW, GRPC_STREAM_WINDOW};
+
+/// A gRPC client for a KServe v2 endpoint with TCP_NODELAY and flow-control
+/// windows sized for tensors (used by `reef infer` and the benchmark).
+pub async fn grpc_client(
+    url: &str,
+) -> Result<
+    proto::grpc_inference_service_client::GrpcInferenceServiceClient<tonic::transport::Channel>,
+    tonic::transport::Error,
+> {
+    let ch = tonic::transport::Endpoint::from_shared(url.to_string())?
+        .tcp_nodelay(true)
+        .initial_stream_window_size(GRPC_STREAM_WINDOW)
+        .initial_connection_window_size(GRPC_CONNECTION_WINDOW)
+        .connect()
+        .await?;
+    Ok(
+        proto::grpc_inference_service_client::GrpcInferenceServiceClient::new(ch)
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20),
+    )
+}

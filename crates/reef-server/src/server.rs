@@ -3,6 +3,11 @@
 //! [`Service::shutdown`] (which answers every queued request) and waits for
 //! in-flight requests up to [`ServerConfig::shutdown_grace`].
 
+/// HTTP/2 stream flow-control window of the gRPC endpoint, bytes.
+pub const GRPC_STREAM_WINDOW: u32 = 8 << 20;
+/// HTTP/2 connection flow-control window of the gRPC endpoint, bytes.
+pub const GRPC_CONNECTION_WINDOW: u32 = 32 << 20;
+
 use crate::config::ServerConfig;
 use crate::error::ServerError;
 use crate::state::AppState;
@@ -124,10 +129,22 @@ impl Server {
         });
 
         let grpc_service = crate::grpc::service(state.clone(), self.config.max_body_bytes);
-        let incoming = TcpListenerStream::new(self.grpc);
+        // serve_with_incoming bypasses the builder's TCP options: set
+        // TCP_NODELAY on every accepted connection here (without it, large
+        // tensors stall on Nagle's algorithm and delayed ACKs).
+        let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(self.grpc), |conn| {
+            conn.inspect(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!("TCP_NODELAY: {e}");
+                }
+            })
+        });
         let grpc_signal = stopped(stop_rx);
         let mut grpc: Endpoint = tokio::spawn(async move {
             tonic::transport::Server::builder()
+                // Windows sized for image tensors (the HTTP/2 default is 64 KiB).
+                .initial_stream_window_size(Some(GRPC_STREAM_WINDOW))
+                .initial_connection_window_size(Some(GRPC_CONNECTION_WINDOW))
                 .add_service(grpc_service)
                 .serve_with_incoming_shutdown(incoming, grpc_signal)
                 .await

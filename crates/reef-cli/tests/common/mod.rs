@@ -4,12 +4,15 @@
 //! and seeded random inputs.
 #![allow(dead_code)]
 
+use prost::Message;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reef_exec::cpu::CpuDevice;
 use reef_exec::run::run_to_end;
 use reef_exec::{Device, Lane, ModelHandle, Priority, Variant};
 use reef_model::{DType, Graph, Tensor, TensorData};
+use reef_onnx::convert::{tensor_from_proto, tensor_to_proto};
+use reef_onnx::proto::ModelProto;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tract_onnx::prelude::{
@@ -160,6 +163,54 @@ fn datum(d: DType) -> Result<DatumType, String> {
         DType::Bool => bool::datum_type(),
         d => return Err(format!("{d} inputs are not handled by the tract reference")),
     })
+}
+
+/// Rewrites every `Pad` whose pads are a constant initializer with no
+/// positive entry (a pure crop, valid ONNX: negative pads remove elements)
+/// into the equivalent `Slice`, since tract 0.23 panics on negative pads.
+/// Returns the new model bytes and how many nodes were rewritten.
+pub fn crops_as_slices(bytes: &[u8]) -> Result<(Vec<u8>, usize), String> {
+    let mut model = ModelProto::decode(bytes).map_err(|e| format!("decode ONNX: {e}"))?;
+    let Some(graph) = model.graph.as_mut() else {
+        return Err("ONNX model has no graph".into());
+    };
+    let mut added = vec![];
+    let mut rewritten = 0;
+    for (k, node) in graph.node.iter_mut().enumerate() {
+        let axes_given = node.input.get(3).is_some_and(|a| !a.is_empty());
+        if node.op_type != "Pad" || axes_given {
+            continue;
+        }
+        let Some(pads) = node
+            .input
+            .get(1)
+            .and_then(|n| graph.initializer.iter().find(|t| &t.name == n))
+        else {
+            continue;
+        };
+        let pads = tensor_from_proto(pads)
+            .map_err(|e| format!("Pad '{}' pads: {e}", node.name))?
+            .to_i64_vec();
+        if pads.is_empty() || pads.iter().any(|&p| p > 0) {
+            continue;
+        }
+        let rank = pads.len() / 2;
+        let starts: Vec<i64> = pads[..rank].iter().map(|&b| -b).collect();
+        // A negative end counts from the axis' end; 0 removes nothing.
+        let ends: Vec<i64> = pads[rank..]
+            .iter()
+            .map(|&e| if e == 0 { i64::MAX } else { e })
+            .collect();
+        let (sn, en) = (format!("crop{k}.starts"), format!("crop{k}.ends"));
+        added.push(tensor_to_proto(&sn, &Tensor::i64_vec(&starts)));
+        added.push(tensor_to_proto(&en, &Tensor::i64_vec(&ends)));
+        node.op_type = "Slice".into();
+        node.attribute.clear();
+        node.input = vec![node.input[0].clone(), sn, en];
+        rewritten += 1;
+    }
+    graph.initializer.extend(added);
+    Ok((model.encode_to_vec(), rewritten))
 }
 
 /// Runs ONNX `bytes` in tract: input facts fixed from `inputs`, model
