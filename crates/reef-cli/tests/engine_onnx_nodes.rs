@@ -14,36 +14,7 @@ use reef_onnx::node_tests::{self, Outcome};
 
 /// Cases known to fail because of a reef bug not fixed yet, with why.
 /// They are reported but do not fail the test; every other failure does.
-const KNOWN_FAILURES: &[(&str, &str)] = &[
-    (
-        "test_batchnorm_epsilon",
-        "harness feeds scale/bias/mean/var as run-time inputs; lowering needs them constant",
-    ),
-    (
-        "test_batchnorm_example",
-        "harness feeds scale/bias/mean/var as run-time inputs; lowering needs them constant",
-    ),
-    (
-        "test_edge_pad",
-        "i32 data: KernelOp::Pad is f32-only, import accepts it, lowering rejects it",
-    ),
-    (
-        "test_reflect_pad",
-        "i32 data: KernelOp::Pad is f32-only, import accepts it, lowering rejects it",
-    ),
-    (
-        "test_equal",
-        "i32 operands: lowering's Compare takes f32/i64 only, import accepts i32",
-    ),
-    (
-        "test_equal_bcast",
-        "i32 operands: lowering's Compare takes f32/i64 only, import accepts i32",
-    ),
-    (
-        "test_where_long_example",
-        "i64 x/y: KernelOp::Where is f32-only, import accepts it, lowering rejects it",
-    ),
-];
+const KNOWN_FAILURES: &[(&str, &str)] = &[];
 
 #[test]
 fn onnx_node_tests_pass_on_the_cpu_backend() {

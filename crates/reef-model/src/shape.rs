@@ -237,6 +237,13 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
         Ok(())
     };
     let one = |d: DType, s: Vec<usize>| Ok(vec![(d, s)]);
+    // Nodes whose inputs are all constant are folded on the host (any type);
+    // the type restrictions of the kernels apply only to the others.
+    let folded = node
+        .inputs
+        .iter()
+        .flatten()
+        .all(|&v| v < g.values.len() && g.constant(v).is_some());
     match &node.op {
         Op::Conv(a) => {
             f32_only(0)?;
@@ -386,6 +393,14 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
             one(da, out)
         }
         Op::Equal | Op::Less | Op::Greater => {
+            let d = dt(0)?;
+            if !folded && (!matches!(d, DType::F32 | DType::I64) || dt(1)? != d) {
+                return Err(ModelError::Unsupported {
+                    node: node.name.clone(),
+                    op: node.op.name().into(),
+                    reason: format!("comparisons of {d} and {} operands are not supported (f32 or i64 of one type)", dt(1)?),
+                });
+            }
             let (a, b) = (sh(0)?, sh(1)?);
             let out = broadcast(&a, &b)
                 .ok_or_else(|| err(node, format!("shapes {a:?} and {b:?} do not broadcast")))?;
@@ -393,6 +408,10 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
         }
         Op::Not => one(DType::Bool, sh(0)?),
         Op::Where => {
+            if !folded {
+                f32_only(1)?;
+                f32_only(2)?;
+            }
             let (c, a, b) = (sh(0)?, sh(1)?, sh(2)?);
             let ab = broadcast(&a, &b).and_then(|ab| broadcast(&c, &ab));
             let out = ab
@@ -704,6 +723,9 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
             one(dt(0)?, out)
         }
         Op::Pad { pads, .. } => {
+            if !folded {
+                f32_only(0)?;
+            }
             let x = sh(0)?;
             let p = match pads {
                 Some(p) => p.clone(),

@@ -292,6 +292,7 @@ fn operand_positions(op: &str) -> &'static [usize] {
         "Clip" | "Dropout" => &[1, 2],
         "ConstantOfShape" => &[0],
         "Range" => &[0, 1, 2],
+        "BatchNormalization" => &[1, 2, 3, 4],
         _ => &[],
     }
 }

@@ -188,7 +188,8 @@ pub struct SchedStats {
     pub preemptions: u64,
     /// Kernels run again after a preemption.
     pub kernels_rerun: u64,
-    /// Preemption latency (RT arrival to every BE lane idle), microseconds:
+    /// Preemption latency (RT task noticed by the scheduler to every BE lane
+    /// idle, the drain alone), microseconds:
     /// count, p50, p99, max.
     pub preempt_latency_us: LatencySummary,
     /// Padding-selection latency, microseconds.

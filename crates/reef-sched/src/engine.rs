@@ -14,8 +14,9 @@
 //!   yet, so this mode currently schedules exactly like `reset` (the
 //!   scheduler logs a warning when it starts in this mode).
 //!
-//! RT kernels are launched right after the flags are raised, so they overlap
-//! the BE drain instead of waiting for it.
+//! On RT arrival the scheduler raises the flags, waits until every BE lane is
+//! idle (this drain is the recorded preemption latency), reads each BE task's
+//! exact progress, then launches the RT kernels on the RT lane.
 
 use crate::api::{Mode, Priority, SchedError};
 use crate::config::SchedConfig;
@@ -332,12 +333,10 @@ impl Engine {
 
     fn step_preemptive(&mut self) -> Result<(), SchedError> {
         if !self.rt_queue.is_empty() {
-            let arrival = self
-                .rt_queue
-                .iter()
-                .map(|t| t.arrival)
-                .min()
-                .expect("non-empty");
+            // Preempt first, then launch: the preemption latency recorded is
+            // the drain alone (RT noticed -> every BE lane idle), and the RT
+            // kernels find the SMs free.
+            let noticed = Instant::now();
             let busy = self.busy_be_lanes()?;
             if self.cfg.mode != Mode::Wait {
                 for &q in &busy {
@@ -349,7 +348,6 @@ impl Engine {
                     self.flagged[q] = true;
                 }
             }
-            self.launch_rt()?;
             if !busy.is_empty() {
                 let mut rerun = 0;
                 for &q in &busy {
@@ -369,8 +367,9 @@ impl Engine {
                     t.next = p;
                     t.needs_begin = true;
                 }
-                self.stats.record_preemption(arrival.elapsed(), rerun);
+                self.stats.record_preemption(noticed.elapsed(), rerun);
             }
+            self.launch_rt()?;
         }
         self.poll_rt()?;
         if self.rt_running.is_empty() && self.rt_queue.is_empty() {
