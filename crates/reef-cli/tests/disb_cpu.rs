@@ -1,0 +1,101 @@
+//! The DISB runner end to end on the CPU backend: `reef bench disb` runs a
+//! tiny workload in every mode through the real scheduler and writes JSON,
+//! Markdown and SVG plots whose figures are consistent.
+
+use std::process::Command;
+
+#[test]
+fn bench_disb_runs_a_tiny_workload_in_every_mode() {
+    let out = std::env::temp_dir().join(format!("reef-disb-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let workload = concat!(env!("CARGO_MANIFEST_DIR"), "/../../workloads/tiny-A.json");
+    let r = Command::new(env!("CARGO_BIN_EXE_reef"))
+        .args([
+            "bench",
+            "disb",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+            "--workload",
+            workload,
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run reef");
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        r.status.success(),
+        "reef bench disb failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    println!("{stdout}");
+    for f in [
+        "disb-tiny-A.json",
+        "disb-tiny-A.md",
+        "disb-tiny-A-cdf.svg",
+        "disb-tiny-A-throughput.svg",
+    ] {
+        let len = std::fs::metadata(out.join(f)).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 100, "{f} missing or empty");
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("disb-tiny-A.json")).unwrap()).unwrap();
+    let modes = json["modes"].as_array().unwrap();
+    let names: Vec<&str> = modes.iter().map(|m| m["mode"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["rt-alone", "seq", "stream", "wait", "reset", "reef"]
+    );
+    for m in modes {
+        let rt = &m["rt"];
+        assert!(
+            rt["count"].as_u64().unwrap() > 0,
+            "no RT requests measured in {}",
+            m["mode"]
+        );
+        let (p50, p99, max, mean) = (
+            rt["p50_ms"].as_f64().unwrap(),
+            rt["p99_ms"].as_f64().unwrap(),
+            rt["max_ms"].as_f64().unwrap(),
+            rt["mean_ms"].as_f64().unwrap(),
+        );
+        assert!(
+            0.0 < p50 && p50 <= p99 && p99 <= max && mean <= max,
+            "inconsistent RT figures in {}",
+            m["mode"]
+        );
+        assert!(
+            m["errors"]
+                .as_object()
+                .map(|e| e.is_empty())
+                .unwrap_or(true),
+            "errors in {}: {}",
+            m["mode"],
+            m["errors"]
+        );
+        if m["mode"] != "rt-alone" {
+            assert!(
+                m["be_throughput_rps"].as_f64().unwrap() > 0.0,
+                "no BE throughput in {}",
+                m["mode"]
+            );
+        }
+    }
+    // Preemptive modes preempted.
+    for m in modes
+        .iter()
+        .filter(|m| m["mode"] == "reset" || m["mode"] == "reef")
+    {
+        assert!(
+            m["preemptions"].as_u64().unwrap() > 0,
+            "no preemption in {}",
+            m["mode"]
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
