@@ -50,6 +50,8 @@ pub(crate) struct Engine {
     flagged: Vec<bool>,
     shutting_down: bool,
     last_tick: Instant,
+    /// Next BE queue `seq` mode looks at first.
+    seq_next: usize,
 }
 
 fn internal(e: impl std::fmt::Display) -> SchedError {
@@ -79,6 +81,7 @@ impl Engine {
             shutting_down: false,
             cfg,
             last_tick: Instant::now(),
+            seq_next: 0,
         })
     }
 
@@ -254,15 +257,28 @@ impl Engine {
         let next = if let Some(t) = self.rt_queue.pop_front() {
             Some(t)
         } else {
-            let q = (0..self.be_queues.len()).find(|&q| !self.be_queues[q].is_empty());
-            q.and_then(|q| self.be_queues[q].pop_front())
+            // Round robin over the BE queues so that none starves.
+            let n = self.be_queues.len();
+            let q = (0..n)
+                .map(|i| (self.seq_next + i) % n)
+                .find(|&q| !self.be_queues[q].is_empty());
+            q.and_then(|q| {
+                self.seq_next = (q + 1) % n;
+                self.be_queues[q].pop_front()
+            })
         };
         let Some(t) = next else { return Ok(()) };
         let Some(mut t) = self.start(t) else {
             return Ok(());
         };
+        let t0 = Instant::now();
         Self::launch_all(self.rt_lane.as_mut(), &mut t, Variant::Rt)?;
         self.rt_lane.synchronize().map_err(internal)?;
+        // The task ran inside this step, so the loop's busy accounting missed it.
+        self.stats
+            .busy_ns
+            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.last_tick = Instant::now();
         self.complete(t);
         Ok(())
     }
