@@ -140,17 +140,14 @@ enum ExportFormat {
     Both,
 }
 
-/// The full-size zoo models.
-pub const FULL_MODELS: [&str; 8] = [
-    "resnet18",
-    "resnet50",
-    "resnet152",
-    "vgg19",
-    "densenet201",
-    "inception_v3",
-    "mobilenet_v2",
-    "bert_base",
-];
+/// The full-size zoo models (every zoo model but the tiny test variants).
+fn full_models() -> Vec<String> {
+    reef_zoo::names()
+        .iter()
+        .filter(|n| !n.ends_with("_tiny"))
+        .map(|n| n.to_string())
+        .collect()
+}
 
 fn main() {
     tracing_subscriber::fmt()
@@ -237,7 +234,7 @@ fn run(cli: Cli) -> Result<i32> {
             }
             let dev = device::open(device, None)?;
             let models = if models.is_empty() {
-                FULL_MODELS.iter().map(|s| s.to_string()).collect()
+                full_models()
             } else {
                 models
             };

@@ -238,48 +238,27 @@ impl<'g> Lowerer<'g> {
             }
         }
         let out_shape = self.shape(out).to_vec();
-        if let Some(add) = self.single_consumer(out, absorbed) {
-            if matches!(add.op, Op::Add) && add.inputs.len() == 2 {
-                let other = if add.input(0) == Some(out) {
-                    add.input(1)
-                } else {
-                    add.input(0)
-                };
-                if let Some(o) = other {
-                    let os = self.shape(o);
-                    if self.shape(add.outputs[0]) == out_shape.as_slice() {
-                        if self.g.constant(o).is_some()
-                            && self.bias_strides(head, os, &out_shape).is_some()
-                        {
-                            f.bias_add = Some((idx(add), o));
-                            out = add.outputs[0];
-                        } else if self.g.constant(o).is_none() && os == out_shape.as_slice() {
-                            f.residual = Some((idx(add), o));
-                            out = add.outputs[0];
-                        }
-                    }
+        // Up to two Adds: a constant bias (first) and a same-shaped residual.
+        for _ in 0..2 {
+            let Some((add, other)) = self.add_after(out, &out_shape, absorbed) else {
+                break;
+            };
+            let os = self.shape(other);
+            if self.g.constant(other).is_some() {
+                if f.bias_add.is_some()
+                    || f.residual.is_some()
+                    || self.bias_strides(head, os, &out_shape).is_none()
+                {
+                    break;
                 }
-            }
-        }
-        if f.bias_add.is_some() && f.residual.is_none() {
-            if let Some(add) = self.single_consumer(out, absorbed) {
-                if matches!(add.op, Op::Add) && add.inputs.len() == 2 {
-                    let other = if add.input(0) == Some(out) {
-                        add.input(1)
-                    } else {
-                        add.input(0)
-                    };
-                    if let Some(o) = other {
-                        if self.g.constant(o).is_none()
-                            && self.shape(o) == out_shape.as_slice()
-                            && self.shape(add.outputs[0]) == out_shape.as_slice()
-                        {
-                            f.residual = Some((idx(add), o));
-                            out = add.outputs[0];
-                        }
-                    }
+                f.bias_add = Some((idx(add), other));
+            } else {
+                if f.residual.is_some() || os != out_shape.as_slice() {
+                    break;
                 }
+                f.residual = Some((idx(add), other));
             }
+            out = add.outputs[0];
         }
         if let Some(a) = self.single_consumer(out, absorbed) {
             if a.input(0) == Some(out) {
@@ -290,6 +269,29 @@ impl<'g> Lowerer<'g> {
             }
         }
         (f, out)
+    }
+
+    /// The single consumer of `out` if it is a binary Add keeping `shape`,
+    /// with the Add's other operand.
+    fn add_after(
+        &self,
+        out: ValueId,
+        shape: &[usize],
+        absorbed: &[bool],
+    ) -> Option<(&'g Node, ValueId)> {
+        let add = self.single_consumer(out, absorbed)?;
+        if !matches!(add.op, Op::Add)
+            || add.inputs.len() != 2
+            || self.shape(add.outputs[0]) != shape
+        {
+            return None;
+        }
+        let other = if add.input(0) == Some(out) {
+            add.input(1)
+        } else {
+            add.input(0)
+        };
+        Some((add, other?))
     }
 
     /// For a bias-like constant of shape `bs` added to the head's output of
