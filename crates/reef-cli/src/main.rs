@@ -8,6 +8,7 @@ mod device;
 mod infer;
 mod selftest;
 mod serve;
+mod verify;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -32,6 +33,8 @@ enum Cmd {
     Serve(serve::ServeArgs),
     /// Send inference requests to a running server (gRPC).
     Infer(infer::InferArgs),
+    /// Run a model with a reference run's inputs and compare the outputs.
+    Verify(verify::VerifyArgs),
     /// List the built-in zoo models.
     Models,
     /// Export a zoo model as ONNX and/or safetensors.
@@ -169,6 +172,7 @@ fn run(cli: Cli) -> Result<i32> {
     match cli.cmd {
         Cmd::Serve(a) => serve::run(a).map(|_| 0),
         Cmd::Infer(a) => infer::run(a).map(|_| 0),
+        Cmd::Verify(a) => verify::run(a).map(|ok| if ok { 0 } else { 1 }),
         Cmd::Models => {
             for n in reef_zoo::names() {
                 match reef_zoo::info(n) {
