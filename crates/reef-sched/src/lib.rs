@@ -6,6 +6,7 @@
 pub mod api;
 pub mod config;
 mod engine;
+pub mod multi;
 pub mod registry;
 pub mod stats;
 mod task;
