@@ -35,3 +35,40 @@ pub fn open(choice: DeviceChoice, cpu_threads: Option<usize>) -> Result<Arc<dyn 
         },
     }
 }
+
+/// Opens `n` devices: GPUs 0..n, or, on the CPU backend, `n` emulated devices
+/// sharing the cores (each gets its own worker pool).
+pub fn open_many(choice: DeviceChoice, n: usize) -> Result<Vec<Arc<dyn Device>>> {
+    if n == 0 {
+        bail!("--devices must be at least 1");
+    }
+    if n == 1 {
+        return Ok(vec![open(choice, None)?]);
+    }
+    let cpus = || -> Result<Vec<Arc<dyn Device>>> {
+        let threads = (std::thread::available_parallelism()
+            .map(|p| p.get())
+            .unwrap_or(1)
+            / n)
+            .max(1);
+        (0..n)
+            .map(
+                |_| Ok(Arc::new(reef_exec::cpu::CpuDevice::new(Some(threads))?) as Arc<dyn Device>),
+            )
+            .collect()
+    };
+    let gpus = || -> Result<Vec<Arc<dyn Device>>> {
+        (0..n)
+            .map(|i| match reef_cuda::CudaDevice::new(i) {
+                Ok(d) => Ok(Arc::new(d) as Arc<dyn Device>),
+                Err(e) => bail!("CUDA device {i} of the {n} requested is not usable: {e}"),
+            })
+            .collect()
+    };
+    match choice {
+        DeviceChoice::Cpu => cpus(),
+        DeviceChoice::Cuda => gpus(),
+        DeviceChoice::Auto if reef_cuda::cuda_available() => gpus(),
+        DeviceChoice::Auto => cpus(),
+    }
+}

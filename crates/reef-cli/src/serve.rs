@@ -51,6 +51,11 @@ pub struct ServeArgs {
     /// Largest batch a request may carry.
     #[arg(long, default_value_t = 64, env = "REEF_MAX_BATCH")]
     pub max_batch: usize,
+    /// Number of devices (GPUs 0..N; on the CPU backend, N emulated devices).
+    /// Every model is placed on every device; requests go to the least-loaded
+    /// device that holds their model, RT first.
+    #[arg(long, default_value_t = 1, env = "REEF_DEVICES")]
+    pub devices: usize,
 }
 
 fn zoo_configs(names: &[String]) -> Result<Vec<ModelConfig>> {
@@ -78,7 +83,7 @@ fn zoo_configs(names: &[String]) -> Result<Vec<ModelConfig>> {
 
 /// Runs the server until Ctrl-C or SIGTERM.
 pub fn run(a: ServeArgs) -> Result<()> {
-    let dev = device::open(a.device, None)?;
+    let devs = device::open_many(a.device, a.devices)?;
     let cfg = SchedConfig {
         mode: a.mode,
         be_depth: a.be_depth,
@@ -92,8 +97,18 @@ pub fn run(a: ServeArgs) -> Result<()> {
             .with_context(|| format!("reading model repository {}", dir.display()))?,
         None => zoo_configs(&a.models)?,
     };
-    let sched = Scheduler::new(dev.clone(), cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
-    tracing::info!(device = %dev.name(), mode = %a.mode, models = configs.len(), "starting");
+    let names: Vec<String> = devs.iter().map(|d| d.name()).collect();
+    let scheds = devs
+        .into_iter()
+        .map(|d| Scheduler::new(d, cfg.clone()).map_err(|e| anyhow::anyhow!("{e}")))
+        .collect::<Result<Vec<_>>>()?;
+    let sched: Arc<dyn Service> = if scheds.len() == 1 {
+        scheds.into_iter().next().expect("one scheduler")
+    } else {
+        reef_sched::multi::MultiScheduler::new(scheds).map_err(|e| anyhow::anyhow!("{e}"))?
+    };
+    let dev_names = names.join(" + ");
+    tracing::info!(devices = %dev_names, mode = %a.mode, models = configs.len(), "starting");
     let server_cfg = ServerConfig {
         http_addr: a.http,
         grpc_addr: a.grpc,
@@ -106,7 +121,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         let server = Server::bind(server_cfg).await?;
-        println!("reef serving on {} — HTTP {} , gRPC {} ({} mode)", dev.name(), server.http_addr(), server.grpc_addr(), a.mode);
+        println!("reef serving on {dev_names}: HTTP {}, gRPC {} ({} mode)", server.http_addr(), server.grpc_addr(), a.mode);
         let loader = sched.clone();
         tokio::task::spawn_blocking(move || {
             for c in configs {
@@ -132,7 +147,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             let _ = ctrl_c.await;
             tracing::info!("shutting down: finishing RT work, cancelling BE work");
         };
-        server.run(sched as Arc<dyn Service>, shutdown).await?;
+        server.run(sched, shutdown).await?;
         Ok::<_, anyhow::Error>(())
     })
 }
