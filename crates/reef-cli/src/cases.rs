@@ -6,7 +6,7 @@ use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reef_model::op::{ConvAttrs, PoolAttrs};
-use reef_model::{Act, DType, Graph, GraphBuilder, Op, PadMode, PoolKind, Tensor};
+use reef_model::{DType, Graph, GraphBuilder, Op, PadMode, PoolKind, Tensor};
 
 /// A named single-kernel test graph; `tf32` marks ops that run on tensor cores.
 pub struct Case {
@@ -442,6 +442,5 @@ pub fn all(seed: u64) -> Result<Vec<Case>> {
             tf32: false,
         });
     }
-    let _ = Act::None;
     Ok(v)
 }

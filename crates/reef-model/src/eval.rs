@@ -5,7 +5,7 @@
 use crate::error::{ModelError, Result};
 use crate::graph::{Graph, Node};
 use crate::op::Op;
-use crate::shape::{broadcast, infer_node, norm_axis, reshape_target, slice_params};
+use crate::shape::{infer_node, norm_axis, slice_params};
 use crate::tensor::{numel, strides, DType, Tensor};
 
 /// Largest constant the folder will materialise (elements).
@@ -280,7 +280,5 @@ pub fn eval_node(g: &Graph, node: &Node) -> Result<Option<Vec<Tensor>>> {
         }
         _ => return Ok(None),
     };
-    let _ = reshape_target;
-    let _ = broadcast;
     Ok(Some(vec![Tensor::from_f64(odt, oshape, v)]))
 }

@@ -1218,12 +1218,13 @@ impl<'g> Lowerer<'g> {
     fn lower_reduce(&mut self, node: &Node, out: ValueId) -> Result<()> {
         let x = self.f32_in(node, 0)?;
         let xs = self.shape(x).to_vec();
-        let (axes, keep, noop) = match &node.op {
+        let (axes, noop) = match &node.op {
+            // keepdims only changes the shape, not the bytes of the output.
             Op::ReduceMean {
                 axes,
-                keepdims,
                 noop_with_empty_axes,
-            } => (axes.clone(), *keepdims, *noop_with_empty_axes),
+                ..
+            } => (axes.clone(), *noop_with_empty_axes),
             _ => unreachable!(),
         };
         let axes = match axes {
@@ -1246,7 +1247,6 @@ impl<'g> Lowerer<'g> {
         }
         red.sort_unstable();
         red.dedup();
-        let _ = keep;
         // Reduce one contiguous run of axes at a time, innermost first; the
         // output layout (with or without kept dims) is the same bytes.
         let mut runs: Vec<(usize, usize)> = vec![];
