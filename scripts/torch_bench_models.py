@@ -20,10 +20,29 @@ def build(name):
         size = 299 if name == "inception_v3" else 224
         return m(), lambda b: (torch.randn(b, 3, size, size, device="cuda"),)
     if name == "bert_base":
-        from transformers import BertConfig, BertModel
-        model = BertModel(BertConfig(attn_implementation="eager"), add_pooling_layer=True)
-        return model, lambda b: (torch.randint(0, 30522, (b, 128), device="cuda"), torch.ones(b, 128, dtype=torch.long, device="cuda"))
+        return bert("sdpa")
     raise SystemExit(f"unknown model {name}")
+
+def bert(attn):
+    from transformers import BertConfig, BertModel
+    model = BertModel(BertConfig(attn_implementation=attn), add_pooling_layer=True)
+    # Every input on the GPU (ids, mask, token types), so that nothing in the
+    # forward pass reads a CPU tensor during CUDA-graph capture.
+    return model, lambda b: (torch.randint(0, 30522, (b, 128), device="cuda"),
+                             torch.ones(b, 128, dtype=torch.long, device="cuda"),
+                             torch.zeros(b, 128, dtype=torch.long, device="cuda"))
+
+def capture(model, inputs):
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            model(*inputs)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        model(*inputs)
+    return g
 
 def timeit(fn, iters):
     for _ in range(3):
@@ -55,22 +74,24 @@ def main():
         model = model.cuda().eval()
         for b in [int(x) for x in a.batches.split(",")]:
             inputs = mk(b)
-            # transformers builds BERT's mask with a CPU scalar, which CUDA graph
-            # capture refuses: capture BERT without the (all-ones) mask.
-            ginputs = inputs[:1] if name == "bert_base" else inputs
             with torch.inference_mode():
                 eager = timeit(lambda: model(*inputs), a.iters)
-                s = torch.cuda.Stream()
-                s.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(s):
-                    for _ in range(3):
-                        model(*ginputs)
-                torch.cuda.current_stream().wait_stream(s)
-                g = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(g):
-                    model(*ginputs)
-                graph = timeit(g.replay, a.iters)
-            print(f"{name:<16} {b:>5} {eager:>10.3f} {graph:>10.3f}")
+                graph = None
+                try:
+                    graph = timeit(capture(model, inputs).replay, a.iters)
+                except Exception as e:  # report and go on: one model must not end the table
+                    print(f"{name} batch {b}: CUDA-graph capture failed: {type(e).__name__}: {e}".splitlines()[0])
+                    if name == "bert_base":
+                        # transformers' eager attention builds its mask differently.
+                        try:
+                            em, _ = bert("eager")
+                            em = em.cuda().eval()
+                            graph = timeit(capture(em, inputs).replay, a.iters)
+                            print(f"{name} batch {b}: captured with attn_implementation=eager")
+                        except Exception as e2:
+                            print(f"{name} batch {b}: eager attention capture failed too: {type(e2).__name__}: {e2}".splitlines()[0])
+            gtxt = f"{graph:>10.3f}" if graph is not None else f"{'-':>10}"
+            print(f"{name:<16} {b:>5} {eager:>10.3f} {gtxt}")
             rows.append({"model": name, "batch": b, "eager_ms": eager, "graph_ms": graph})
         del model
         torch.cuda.empty_cache()

@@ -2,13 +2,13 @@
 //! server over gRPC, so the DISB runner can drive a workload through the
 //! network front end exactly as it drives the in-process scheduler.
 
-use reef_model::{DType, Tensor};
+use reef_model::DType;
 use reef_sched::{
     GraphSource, InferRequest, InferResponse, ModelInfo, Priority, SchedError, SchedStats, Service,
     TaskStats, TensorInfo, Ticket,
 };
+use reef_server::grpc_codec;
 use reef_server::proto::{self, grpc_inference_service_client::GrpcInferenceServiceClient};
-use std::collections::HashMap;
 use std::sync::Arc;
 use tonic::transport::Channel;
 
@@ -90,37 +90,9 @@ impl Service for GrpcService {
             .iter()
             .find(|m| m.name == req.model)
             .ok_or_else(|| SchedError::UnknownModel(req.model.clone()))?;
-        let inputs = info
-            .inputs
-            .iter()
-            .zip(&req.inputs)
-            .map(|(i, t)| proto::model_infer_request::InferInputTensor {
-                name: i.name.clone(),
-                datatype: t.dtype().kserve_name().to_string(),
-                shape: t.shape.iter().map(|&d| d as i64).collect(),
-                parameters: HashMap::new(),
-                contents: None,
-            })
-            .collect();
-        let mut parameters = HashMap::new();
-        if let Some(p) = req.priority {
-            let v = proto::infer_parameter::ParameterChoice::StringParam(p.to_string());
-            parameters.insert(
-                "priority".to_string(),
-                proto::InferParameter {
-                    parameter_choice: Some(v),
-                },
-            );
-        }
-        let msg = proto::ModelInferRequest {
-            model_name: req.model.clone(),
-            model_version: String::new(),
-            id: String::new(),
-            parameters,
-            inputs,
-            outputs: vec![],
-            raw_input_contents: req.inputs.iter().map(|t| t.to_bytes().into()).collect(),
-        };
+        let names: Vec<String> = info.inputs.iter().map(|i| i.name.clone()).collect();
+        // The tensors' buffers are shared with the message, not copied.
+        let msg = grpc_codec::infer_request(&req.model, &names, &req.inputs, req.priority);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let mut client = self.client.clone();
         let priority = req.priority.unwrap_or(Priority::Be);
@@ -128,18 +100,7 @@ impl Service for GrpcService {
         self.handle.spawn(async move {
             let r = async {
                 let resp = client.model_infer(msg).await.map_err(status)?.into_inner();
-                let outputs = resp
-                    .outputs
-                    .iter()
-                    .zip(&resp.raw_output_contents)
-                    .map(|(o, b)| {
-                        let dt = DType::from_kserve(&o.datatype)
-                            .ok_or_else(|| SchedError::Internal(format!("type {}", o.datatype)))?;
-                        let shape = o.shape.iter().map(|&d| d.max(0) as usize).collect();
-                        Tensor::from_bytes(dt, shape, b)
-                            .map_err(|e| SchedError::Internal(e.to_string()))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                let outputs = grpc_codec::output_tensors(&resp).map_err(SchedError::Internal)?;
                 Ok(InferResponse {
                     outputs,
                     priority,

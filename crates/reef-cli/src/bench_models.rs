@@ -42,6 +42,11 @@ pub fn run(
     let mut out = vec![];
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     println!("device: {}", dev.name());
+    if dev.kind() == reef_exec::DeviceKind::Cuda {
+        // What CudaDevice::new read from the environment.
+        let p = reef_cuda::CudaOptions::from_env()?.precision;
+        println!("GEMM precision: {p} (REEF_PRECISION = tf32 | tf32x3 | f32)");
+    }
     println!(
         "{:<16} {:>5} {:>7} {:>10} {:>10} {:>8}",
         "model", "batch", "kernels", "RT ms", "BE ms", "BE/RT"

@@ -411,6 +411,36 @@ pub fn all(seed: u64) -> Result<Vec<Case>> {
         });
     }
     {
+        // GatherElements with run-time i64 and i32 indices (made in-graph
+        // from f32 inputs so they stay in range, negative ones included) and
+        // with constant indices (lowered to a flat gather).
+        let mut b = GraphBuilder::new("gather_elements");
+        let x = b.input("x", DType::F32, vec![2, 4, 6])?;
+        let indices = |b: &mut GraphBuilder, name: &str, shape: Vec<usize>, len: f32, to| {
+            let sel = b.input(&format!("{name}_sel"), DType::F32, shape)?;
+            let scale = b.initializer(&format!("{name}_scale"), Tensor::scalar_f32(len - 0.01))?;
+            let f = b.node(&format!("{name}_scaled"), Op::Mul, &[sel, scale])?;
+            b.node(name, Op::Cast { to }, &[f])
+        };
+        let i64s = indices(&mut b, "idx64", vec![2, 5, 6], 4.0, DType::I64)?;
+        let i32s = indices(&mut b, "idx32", vec![2, 4, 3], 6.0, DType::I32)?;
+        let konst: Vec<i64> = (0..24).map(|_| r.random_range(-2..2)).collect();
+        let konst = b.initializer("idx_const", Tensor::i64(vec![1, 4, 6], konst)?)?;
+        for (name, axis, idx) in [
+            ("ge_axis1", 1, i64s),
+            ("ge_last", -1, i32s),
+            ("ge_const", 0, konst),
+        ] {
+            let y = b.node(name, Op::GatherElements { axis }, &[x, idx])?;
+            b.output(y);
+        }
+        v.push(Case {
+            name: "gather_elements".into(),
+            graph: b.finish()?,
+            tf32: false,
+        });
+    }
+    {
         let mut b = GraphBuilder::new("batchnorm_unfused");
         let x = b.input("x", DType::F32, vec![2, 16, 5, 5])?;
         let p: Vec<_> = ["g", "b", "m", "v"]

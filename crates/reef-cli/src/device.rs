@@ -1,7 +1,7 @@
 //! Device selection: `auto` takes the first CUDA GPU when one works, else the CPU.
 
 use anyhow::{bail, Result};
-use reef_exec::Device;
+use reef_exec::{Device, ExecError};
 use std::sync::Arc;
 
 /// Which device a command runs on.
@@ -28,6 +28,9 @@ pub fn open(choice: DeviceChoice, cpu_threads: Option<usize>) -> Result<Arc<dyn 
         },
         DeviceChoice::Auto => match reef_cuda::CudaDevice::new(0) {
             Ok(d) => Ok(Arc::new(d)),
+            // A bad setting (e.g. REEF_PRECISION) is the user's to fix, not a
+            // reason to fall back to the CPU.
+            Err(e @ ExecError::Invalid(_)) => bail!("CUDA device options: {e}"),
             Err(e) => {
                 tracing::info!("no usable GPU ({e}); using the CPU backend");
                 cpu()

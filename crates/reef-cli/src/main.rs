@@ -3,11 +3,13 @@
 
 mod bench_disb;
 mod bench_models;
+mod bench_preempt;
 mod cases;
 mod device;
 mod infer;
 mod selftest;
 mod serve;
+mod serve_config;
 mod verify;
 
 use anyhow::{bail, Context, Result};
@@ -133,6 +135,35 @@ enum BenchCmd {
         /// Send every request through a reef server (gRPC on loopback) started in this process.
         #[arg(long)]
         via_grpc: bool,
+    },
+    /// Preemption microbenchmark: preemption latency (p50/p99/max), RT
+    /// latency against RT alone and BE throughput, per BE model and mode.
+    Preempt {
+        /// Device.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+        /// BE models (comma separated; one run each).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "resnet152,densenet201,vgg19,inception_v3,bert_base"
+        )]
+        be: Vec<String>,
+        /// The RT model.
+        #[arg(long, default_value = "resnet50")]
+        rt: String,
+        /// Modes (comma separated).
+        #[arg(long, value_delimiter = ',', default_value = "wait,reset,reef")]
+        modes: Vec<reef_sched::Mode>,
+        /// RT requests per run (half as many for RT alone).
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        /// Largest gap between RT requests, ms (gaps are uniform in [max/4, max]).
+        #[arg(long, default_value_t = 8.0)]
+        max_gap_ms: f64,
+        /// Write the rows as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
@@ -275,6 +306,38 @@ fn run(cli: Cli) -> Result<i32> {
                 via_grpc,
             };
             println!("{}", bench_disb::run(dev, &opts)?);
+            Ok(0)
+        }
+        Cmd::Bench {
+            what:
+                BenchCmd::Preempt {
+                    device,
+                    be,
+                    rt,
+                    modes,
+                    requests,
+                    max_gap_ms,
+                    json,
+                },
+        } => {
+            for m in be.iter().chain(std::iter::once(&rt)) {
+                if !reef_zoo::names().contains(&m.as_str()) {
+                    bail!("unknown zoo model '{m}' (see `reef models`)");
+                }
+            }
+            if requests < 2 || !(max_gap_ms > 0.0 && max_gap_ms.is_finite()) {
+                bail!("--requests must be at least 2 and --max-gap-ms positive");
+            }
+            let dev = device::open(device, None)?;
+            let opts = bench_preempt::Options {
+                be_models: be,
+                rt_model: rt,
+                modes,
+                requests,
+                max_gap_ms,
+                json,
+            };
+            bench_preempt::run(dev, &opts)?;
             Ok(0)
         }
     }

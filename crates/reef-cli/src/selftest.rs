@@ -21,7 +21,8 @@ pub struct Options {
     pub preemptions: usize,
     /// Seed for inputs and preemption points.
     pub seed: u64,
-    /// Tolerance (relative L2) for whole models against the CPU.
+    /// Tolerance (relative L2) for whole models against the CPU in TF32
+    /// (scaled down for tf32x3 and f32, see `model_tol`).
     pub model_tol: f64,
 }
 
@@ -164,7 +165,19 @@ fn check_preemption(
         lane.set_preempt(false)?;
         if p < n {
             preempted += 1;
-            run_to_end(lane.as_mut(), ctx.as_mut(), p, Variant::Be)?;
+            if preempted % 2 == 0 {
+                // Kernel-level: kernel p runs again from its first tile.
+                run_to_end(lane.as_mut(), ctx.as_mut(), p, Variant::Be)?;
+            } else {
+                // Tile-level: kernel p keeps the tiles it completed.
+                lane.resume(ctx.as_mut())?;
+                for i in p..n {
+                    lane.enqueue(ctx.as_mut(), i, Variant::Be)?;
+                }
+                lane.synchronize()?;
+                let q = ctx.progress()?;
+                anyhow::ensure!(q == n, "resumed run ended at progress {q} of {n}");
+            }
         }
         let outs = (0..h.plan().outputs.len())
             .map(|i| ctx.read_output(i))
@@ -181,11 +194,90 @@ fn check_preemption(
     })
 }
 
+/// Pads an RT run of the model with its own BE kernels (kernel `i` of the BE
+/// task beside RT kernel `i`, on a few blocks, so most stop part-done), then
+/// finishes the BE task from its progress: the result must equal the
+/// unpadded BE run bit for bit, and the RT run the unpadded RT run.
+fn check_padding(name: &str, g: &Graph, dut: &dyn Device, rng: &mut ChaCha8Rng) -> Result<Row> {
+    let h = dut.load(Arc::new(reef_plan::compile(g)?))?;
+    let inputs = random_inputs(g, rng);
+    let (golden, _) = run_plan(&h, dut, &inputs, Variant::Be)?;
+    let (rt_golden, _) = run_plan(&h, dut, &inputs, Variant::Rt)?;
+    let n = h.plan().kernels.len();
+    let mut rt_lane = dut.lane(Priority::High)?;
+    let mut be_lane = dut.lane(Priority::Low)?;
+    let (mut rt_ctx, mut be_ctx) = (h.context()?, h.context()?);
+    for ctx in [&mut rt_ctx, &mut be_ctx] {
+        ctx.poison()?;
+        for (i, t) in inputs.iter().enumerate() {
+            ctx.write_input(i, &t.to_bytes())?;
+        }
+    }
+    rt_lane.begin(rt_ctx.as_mut(), 0)?;
+    be_lane.begin(be_ctx.as_mut(), 0)?;
+    let mut slots = Vec::with_capacity(n);
+    for i in 0..n {
+        if let Some(s) = rt_lane.pad_slot(rt_ctx.as_mut(), i)? {
+            slots.push(s);
+        }
+        rt_lane.enqueue(rt_ctx.as_mut(), i, Variant::Rt)?;
+    }
+    anyhow::ensure!(!slots.is_empty(), "the device offers no padding");
+    for s in &slots {
+        let blocks = rng.random_range(1..=8);
+        be_lane.enqueue_pad(be_ctx.as_mut(), s.index, s, blocks, Duration::ZERO)?;
+    }
+    rt_lane.synchronize()?;
+    be_lane.synchronize()?;
+    let padded = be_ctx.progress()?;
+    be_lane.resume(be_ctx.as_mut())?;
+    for i in padded..n {
+        be_lane.enqueue(be_ctx.as_mut(), i, Variant::Be)?;
+    }
+    be_lane.synchronize()?;
+    let q = be_ctx.progress()?;
+    let outs = |ctx: &mut Box<dyn reef_exec::Context>| {
+        (0..h.plan().outputs.len())
+            .map(|i| ctx.read_output(i))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let (be_out, rt_out) = (outs(&mut be_ctx)?, outs(&mut rt_ctx)?);
+    let ok = q == n && be_out == golden && rt_out == rt_golden;
+    Ok(Row {
+        what: format!("pad {name}"),
+        err: if ok { 0.0 } else { f64::INFINITY },
+        ok,
+        note: format!(
+            "{} RT kernels padded, padding completed {padded} of {n} BE kernels, then resumed to {q}",
+            slots.len()
+        ),
+    })
+}
+
+/// Whole-model tolerance on the GPU: `--model-tol` is the TF32 one; other
+/// precisions scale it by their own tolerance (1e-3 -> 1e-4 for tf32x3,
+/// 1e-5 for f32).
+fn model_tol(opts: &Options, precision: reef_cuda::Precision) -> f64 {
+    opts.model_tol * precision.tolerance() / reef_cuda::Precision::Tf32.tolerance()
+}
+
 /// Runs the self-test; returns true when everything passed.
 pub fn run(dut: Arc<dyn Device>, opts: &Options) -> Result<bool> {
     let cpu: Arc<dyn Device> = Arc::new(reef_exec::cpu::CpuDevice::new(None)?);
     let gpu = dut.kind() == DeviceKind::Cuda;
     println!("device under test: {}", dut.name());
+    // The GPU's GEMM precision, as CudaDevice::new read it from the
+    // environment; its tolerance applies to tensor-core kernels and models.
+    let precision = if gpu {
+        let p = reef_cuda::CudaOptions::from_env()?.precision;
+        println!(
+            "GEMM precision: {p} (tolerance {:.0e} on tensor-core kernels; REEF_PRECISION = tf32 | tf32x3 | f32)",
+            p.tolerance()
+        );
+        p
+    } else {
+        reef_cuda::Precision::F32
+    };
     if !gpu {
         println!("no GPU: checking the CPU backend against itself (RT vs BE, preemption); kernel references run in `cargo test`");
     }
@@ -209,7 +301,11 @@ pub fn run(dut: Arc<dyn Device>, opts: &Options) -> Result<bool> {
     };
     println!("{:<40} {:>10} {:<5} note", "check", "rel L2", "ok");
     for c in cases::all(opts.seed)? {
-        let tol = if gpu && c.tf32 { 2e-3 } else { 1e-5 };
+        let tol = if gpu && c.tf32 {
+            precision.tolerance()
+        } else {
+            1e-5
+        };
         push(
             check_graph(&c.name, &c.graph, dut.as_ref(), cpu.as_ref(), tol, &mut rng),
             &c.name,
@@ -224,7 +320,11 @@ pub fn run(dut: Arc<dyn Device>, opts: &Options) -> Result<bool> {
         let g = reef_zoo::build(m, 1, opts.seed).with_context(|| format!("building {m}"));
         match g {
             Ok(g) => {
-                let tol = if gpu { opts.model_tol } else { 1e-5 };
+                let tol = if gpu {
+                    model_tol(opts, precision)
+                } else {
+                    1e-5
+                };
                 push(
                     check_graph(m, &g, dut.as_ref(), cpu.as_ref(), tol, &mut rng),
                     m,
@@ -234,6 +334,9 @@ pub fn run(dut: Arc<dyn Device>, opts: &Options) -> Result<bool> {
                         check_preemption(m, &g, dut.as_ref(), opts.preemptions, &mut rng),
                         m,
                     );
+                }
+                if gpu {
+                    push(check_padding(m, &g, dut.as_ref(), &mut rng), m);
                 }
             }
             Err(e) => push(Err(e), m),

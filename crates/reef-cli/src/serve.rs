@@ -1,64 +1,79 @@
 //! `reef serve`: one scheduler on the chosen device behind the KServe v2
 //! HTTP and gRPC endpoints. Models come from a repository directory, or, by
 //! default, every zoo model under its zoo name, loaded in the background so
-//! the server answers health checks at once.
+//! the server answers health checks at once. Settings come from flags,
+//! `REEF_*` variables and an optional TOML file ([`crate::serve_config`]).
 
 use crate::device::{self, DeviceChoice};
+use crate::serve_config::{self, ServeSettings};
 use anyhow::{Context, Result};
 use reef_sched::{GraphSource, Mode, Priority, SchedConfig, Scheduler, Service};
 use reef_server::{ModelConfig, Server, ServerConfig};
+use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Options of `reef serve`.
-#[derive(clap::Args, Debug)]
+/// Options of `reef serve` as given on the command line or in `REEF_*`
+/// environment variables. Every option is optional here: the ones not given
+/// come from the configuration file, then from the defaults shown (see
+/// [`crate::serve_config`]). The same struct is the configuration file's
+/// schema (keys as the flags, with `_` for `-`).
+#[derive(clap::Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServeArgs {
-    /// Device.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto, env = "REEF_DEVICE")]
-    pub device: DeviceChoice,
-    /// Scheduling mode.
-    #[arg(long, default_value = "reef", env = "REEF_MODE")]
-    pub mode: Mode,
-    /// HTTP listen address.
-    #[arg(long, default_value = "127.0.0.1:8000", env = "REEF_HTTP_ADDR")]
-    pub http: SocketAddr,
-    /// gRPC listen address.
-    #[arg(long, default_value = "127.0.0.1:8001", env = "REEF_GRPC_ADDR")]
-    pub grpc: SocketAddr,
+    /// Configuration file (TOML; keys as the flags, with `_` for `-`).
+    /// Command-line flags and REEF_* variables override it.
+    #[arg(long, env = "REEF_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Device [default: auto].
+    #[arg(long, value_enum, env = "REEF_DEVICE")]
+    #[serde(default, deserialize_with = "serve_config::de_device")]
+    pub device: Option<DeviceChoice>,
+    /// Scheduling mode: seq, stream, wait, reset or reef [default: reef].
+    #[arg(long, env = "REEF_MODE")]
+    #[serde(default, deserialize_with = "serve_config::de_mode")]
+    pub mode: Option<Mode>,
+    /// HTTP listen address [default: 127.0.0.1:8000].
+    #[arg(long, env = "REEF_HTTP_ADDR")]
+    pub http: Option<SocketAddr>,
+    /// gRPC listen address [default: 127.0.0.1:8001].
+    #[arg(long, env = "REEF_GRPC_ADDR")]
+    pub grpc: Option<SocketAddr>,
     /// Model repository (one folder per model with a config.toml); without
     /// it every zoo model is served under its zoo name.
     #[arg(long, env = "REEF_MODEL_REPOSITORY")]
     pub repository: Option<PathBuf>,
     /// Serve only these zoo models (comma separated; without a repository).
     #[arg(long, value_delimiter = ',', env = "REEF_MODELS")]
-    pub models: Vec<String>,
-    /// Largest request body, MiB.
-    #[arg(long, default_value_t = 64, env = "REEF_MAX_BODY_MIB")]
-    pub max_body_mib: usize,
-    /// BE kernels in flight per BE lane.
-    #[arg(long, default_value_t = 2, env = "REEF_BE_DEPTH")]
-    pub be_depth: usize,
-    /// Number of BE queues (1 to 32).
-    #[arg(long, default_value_t = 8, env = "REEF_BE_QUEUES")]
-    pub be_queues: usize,
-    /// RT requests waiting before new ones get 429 / UNAVAILABLE.
-    #[arg(long, default_value_t = 1024, env = "REEF_RT_CAPACITY")]
-    pub rt_capacity: usize,
-    /// BE requests waiting per BE queue before new ones are refused.
-    #[arg(long, default_value_t = 256, env = "REEF_BE_CAPACITY")]
-    pub be_capacity: usize,
-    /// Largest batch a request may carry.
-    #[arg(long, default_value_t = 64, env = "REEF_MAX_BATCH")]
-    pub max_batch: usize,
+    pub models: Option<Vec<String>>,
+    /// Largest request body, MiB [default: 64].
+    #[arg(long, env = "REEF_MAX_BODY_MIB")]
+    pub max_body_mib: Option<usize>,
+    /// BE kernels in flight per BE lane [default: 2].
+    #[arg(long, env = "REEF_BE_DEPTH")]
+    pub be_depth: Option<usize>,
+    /// Number of BE queues (1 to 32) [default: 8].
+    #[arg(long, env = "REEF_BE_QUEUES")]
+    pub be_queues: Option<usize>,
+    /// RT requests waiting before new ones get 429 / UNAVAILABLE [default: 1024].
+    #[arg(long, env = "REEF_RT_CAPACITY")]
+    pub rt_capacity: Option<usize>,
+    /// BE requests waiting per BE queue before new ones are refused [default: 256].
+    #[arg(long, env = "REEF_BE_CAPACITY")]
+    pub be_capacity: Option<usize>,
+    /// Largest batch a request may carry [default: 64].
+    #[arg(long, env = "REEF_MAX_BATCH")]
+    pub max_batch: Option<usize>,
     /// Number of devices (GPUs 0..N; on the CPU backend, N emulated devices).
     /// Every model is placed on every device; requests go to the least-loaded
-    /// device that holds their model, RT first.
-    #[arg(long, default_value_t = 1, env = "REEF_DEVICES")]
-    pub devices: usize,
+    /// device that holds their model, RT first [default: 1].
+    #[arg(long, env = "REEF_DEVICES")]
+    pub devices: Option<usize>,
 }
 
-fn zoo_configs(names: &[String]) -> Result<Vec<ModelConfig>> {
+fn zoo_configs(names: &[String], max_batch: usize) -> Result<Vec<ModelConfig>> {
     let all: Vec<String> = reef_zoo::names().iter().map(|s| s.to_string()).collect();
     let names = if names.is_empty() {
         all.clone()
@@ -75,14 +90,16 @@ fn zoo_configs(names: &[String]) -> Result<Vec<ModelConfig>> {
                 name: n.clone(),
                 source: reef_server::ModelSource::Zoo(n),
                 priority: Priority::Be,
-                max_batch: 64,
+                max_batch,
             })
         })
         .collect()
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
-pub fn run(a: ServeArgs) -> Result<()> {
+pub fn run(args: ServeArgs) -> Result<()> {
+    let a = ServeSettings::resolve(args)?;
+    let max_body_bytes = a.max_body_bytes()?;
     let devs = device::open_many(a.device, a.devices)?;
     let cfg = SchedConfig {
         mode: a.mode,
@@ -95,7 +112,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let configs = match &a.repository {
         Some(dir) => reef_server::scan_repository(dir)
             .with_context(|| format!("reading model repository {}", dir.display()))?,
-        None => zoo_configs(&a.models)?,
+        None => zoo_configs(&a.models, a.max_batch)?,
     };
     let names: Vec<String> = devs.iter().map(|d| d.name()).collect();
     let scheds = devs
@@ -112,7 +129,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let server_cfg = ServerConfig {
         http_addr: a.http,
         grpc_addr: a.grpc,
-        max_body_bytes: a.max_body_mib << 20,
+        max_body_bytes,
         model_repository: a.repository.clone(),
         ..ServerConfig::default()
     };

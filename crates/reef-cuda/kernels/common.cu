@@ -1,8 +1,9 @@
 // reef CUDA kernels: shared definitions. Self-contained (NVRTC builtins only).
 // Every kernel family is a __device__ tile function `NAME_tile(params, tile)`
 // wrapped twice by REEF_FAMILY: NAME_rt (one block per tile, no flag checks)
-// and NAME_be (persistent blocks that poll the lane's preemption flag before
-// every tile). Both variants run the same tile code, so their results are
+// and NAME_be (persistent blocks that claim tiles from a cursor, polling the
+// lane's preemption flag before every claim; also the padding launches). Both
+// variants run the same tile code, so their results are
 // bit-identical (the module is compiled with --fmad=false: no contraction
 // differences between the two inlining sites).
 
@@ -21,13 +22,16 @@ typedef unsigned short u16;
 #define REEF_GEMM_THREADS 128    // 64 x 64 GEMM tiles (CfgM)
 #define REEF_GEMM_L_THREADS 256  // 128 x 128 GEMM tiles (CfgL)
 
-// Mirrors reef_cuda::params::Hdr (32 bytes).
+// Mirrors reef_cuda::params::Hdr (48 bytes).
 struct Hdr {
     u64 flag;      // device i32: the lane's preemption flag (BE only)
-    u64 done;      // device u32: this kernel's done-block counter
+    u64 done;      // device u32 pair: [0] tiles (RT: blocks) done, [1] BE claim cursor
     u64 progress;  // device u32: the context's progress word
+    u64 guard;     // padding launches: the padded RT kernel's done counter; else 0
     u32 kernel_index;
     u32 tiles;
+    u32 guard_tiles;  // padding: the padded RT kernel's block count
+    u32 budget_ns;    // padding: a block claims no tile after this long (0: no limit)
 };
 
 // Activation codes (mirror reef_cuda::params::act_code).
@@ -51,7 +55,7 @@ __device__ __forceinline__ float reef_act(float x, i32 kind, float lo, float hi)
     }
 }
 
-// Called by every thread of a block that completed all its tiles: counts the
+// Called by every thread of an RT block (one tile per block): counts the
 // block done; the last block of the grid publishes progress = index + 1.
 __device__ __forceinline__ void reef_finish(const Hdr& h) {
     __threadfence();
@@ -65,21 +69,64 @@ __device__ __forceinline__ void reef_finish(const Hdr& h) {
     }
 }
 
+#define REEF_NO_TILE 0xffffffffu
+
+__device__ __forceinline__ u64 reef_now() {
+    u64 t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+
+// BE blocks claim tiles from the kernel's cursor (thread 0, before every
+// tile): none once the lane's flag is up, before the task's previous kernel
+// completed, or, for padding launches, once the padded RT kernel completed or
+// the block's budget ran out. A claimed tile always runs to its end, so the
+// cursor, the done count and the tiles written always agree: a later launch
+// of the kernel (after a preemption or a padding launch) finishes the rest.
+__device__ __forceinline__ u32 reef_claim(const Hdr& h, u64 t0) {
+    if (*(volatile const i32*)h.flag != 0) return REEF_NO_TILE;
+    if (*(volatile const u32*)h.progress < h.kernel_index) return REEF_NO_TILE;
+    if (h.guard != 0) {
+        if (*(volatile const u32*)h.guard >= h.guard_tiles) return REEF_NO_TILE;
+        if (h.budget_ns != 0 && reef_now() - t0 >= (u64)h.budget_ns) return REEF_NO_TILE;
+    }
+    return atomicAdd((u32*)h.done + 1, 1u);
+}
+
+// Called by every thread of a BE block when it claims no more tiles: adds the
+// block's completed tiles; the block that completes the kernel's last tile
+// publishes progress = index + 1 (atomicMax: never moves progress back).
+__device__ __forceinline__ void reef_be_finish(const Hdr& h, u32 mine) {
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0 && mine != 0u) {
+        u32 prev = atomicAdd((u32*)h.done, mine);
+        if (prev + mine == h.tiles) {
+            __threadfence();
+            atomicMax((u32*)h.progress, h.kernel_index + 1u);
+        }
+    }
+}
+
 #define REEF_FAMILY_LB(NAME, PT, BOUNDS)                                              \
-    extern "C" __global__ void BOUNDS NAME##_rt(const PT p) {   \
+    extern "C" __global__ void BOUNDS NAME##_rt(const PT p) {                       \
         NAME##_tile(p, blockIdx.x);                                                 \
         reef_finish(p.hdr);                                                         \
     }                                                                               \
-    extern "C" __global__ void BOUNDS NAME##_be(const PT p) {   \
-        __shared__ int reef_stop;                                                   \
-        for (u32 t = blockIdx.x; t < p.hdr.tiles; t += gridDim.x) {                 \
-            if (threadIdx.x == 0) reef_stop = *(volatile const int*)p.hdr.flag;     \
+    extern "C" __global__ void BOUNDS NAME##_be(const PT p) {                       \
+        __shared__ u32 reef_next;                                                   \
+        const u64 t0 = (threadIdx.x == 0 && p.hdr.budget_ns != 0u) ? reef_now() : 0; \
+        u32 mine = 0;                                                               \
+        for (;;) {                                                                  \
+            if (threadIdx.x == 0) reef_next = reef_claim(p.hdr, t0);                \
             __syncthreads();                                                        \
-            if (reef_stop != 0) return;                                             \
+            const u32 t = reef_next;                                                \
+            if (t >= p.hdr.tiles) break;                                            \
             NAME##_tile(p, t);                                                      \
+            ++mine;                                                                 \
             __syncthreads();                                                        \
         }                                                                           \
-        reef_finish(p.hdr);                                                         \
+        reef_be_finish(p.hdr, mine);                                                \
     }
 #define REEF_FAMILY(NAME, PT, THREADS) REEF_FAMILY_LB(NAME, PT, __launch_bounds__(THREADS))
 // GEMM families budget registers for MINB resident blocks per SM.

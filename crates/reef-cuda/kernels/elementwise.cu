@@ -301,6 +301,41 @@ __device__ __forceinline__ void gather_tile(const GatherParams& p, u32 t) {
 }
 REEF_FAMILY(gather, GatherParams, REEF_EW_THREADS)
 
+// Mirrors reef_cuda::params::GatherElementsParams: the output (= indices)
+// shape right-aligned with leading 1s, the data's element strides
+// right-aligned with leading 0s, `axis` counted in the aligned rank.
+struct GatherElementsParams {
+    Hdr hdr;
+    u64 x, idx, out;
+    i64 strides[REEF_MAX_RANK];
+    i32 shape[REEF_MAX_RANK];
+    i32 axis, axis_len, esz;
+    u32 total;
+};
+
+// out[e] = x[e's coordinates with the axis one replaced by idx[e]]; negative
+// indices wrap, out-of-range ones give 0 (as the CPU backend).
+__device__ __forceinline__ void gather_elements_tile(const GatherElementsParams& p, u32 t) {
+    REEF_EW_FOR(t, p.total, e) {
+        i64 ix = ((const i64*)p.idx)[e];
+        if (ix < 0) ix += p.axis_len;
+        const u64 dst = p.out + (u64)e * p.esz;
+        if (ix < 0 || ix >= p.axis_len) {
+            reef_zero_elem(dst, p.esz);
+        } else {
+            i64 rem = e, src = 0;
+#pragma unroll
+            for (int d = REEF_MAX_RANK - 1; d >= 0; --d) {
+                const i64 c = rem % p.shape[d];
+                rem /= p.shape[d];
+                src += (d == p.axis ? ix : c) * p.strides[d];
+            }
+            reef_copy_elem(dst, p.x + (u64)src * p.esz, p.esz);
+        }
+    }
+}
+REEF_FAMILY(gather_elements, GatherElementsParams, REEF_EW_THREADS)
+
 // Mirrors reef_cuda::params::PadParams (shapes right-aligned, leading dims 1).
 struct PadParams {
     Hdr hdr;

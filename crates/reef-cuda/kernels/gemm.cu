@@ -11,8 +11,11 @@
 //               conv only: the matmul loader would not fit 128 registers)
 //     *_tc      64 x  64, 4 warps of 32 x 32, 3 stages, 128 threads (TF32)
 //     *_ffma    64 x  64, exact-f32 FFMA core (8 x 4 per thread), 3 stages
-//   TF32 uses mma.sync m16n8k8 with cvt.rna operands. The host (launch.rs)
-//   picks configuration and splits per kernel at model load.
+//   TF32 uses mma.sync m16n8k8 with cvt.rna operands. conv_tc_l_x3, conv_tc_x3
+//   and matmul_tc_x3 are the same tiles with the split-TF32 ("3xTF32") core
+//   (TcCore<C, true>: three mmas per fragment pair, close to f32 accuracy).
+//   The host (launch.rs) picks precision, configuration and splits per
+//   kernel at model load.
 // - Work items. hdr.tiles = output tiles * splits; item w is split
 //   w % splits of output tile w / splits. RT: one block per item. BE:
 //   persistent blocks over the items, polling the preemption flag before each.
@@ -384,8 +387,26 @@ __device__ __forceinline__ void reef_pipeline(L& ld, i32 kb, i32 ke, F step) {
     __syncthreads();
 }
 
-// TF32 tensor-core core: acc[(mi * NI + ni) * 4 + e] of warp tile (wm, wn).
-template <class C>
+// Split TF32 ("3xTF32"): x = hi + lo with hi = tf32(x), lo = tf32(x - hi).
+// x - hi is exact in f32 (hi is x rounded to 10 mantissa bits), so hi + lo
+// carries about 21 significant bits of x.
+__device__ __forceinline__ void reef_tf32_split(float x, u32& hi, u32& lo) {
+    hi = reef_tf32(x);
+    lo = reef_tf32(x - __uint_as_float(hi));
+}
+
+// Tensor-core core: acc[(mi * NI + ni) * 4 + e] of warp tile (wm, wn).
+// X3 = false: one TF32 mma per fragment pair (operands rounded with cvt.rna).
+// X3 = true: split TF32, per k8 step t = a_hi*b_lo; t += a_lo*b_hi;
+// t += a_hi*b_hi (small terms first, three mmas into a zeroed partial t),
+// then acc = acc + t in IEEE f32. Adding straight into acc let the tensor
+// cores' truncating accumulation bias long sums (vgg19 whole-model error
+// 1.0e-4 against 1.4e-6 with the partial, on the H100). B's hi/lo fragments
+// are held for the k8 step and A's are split one mi at a time. ptxas -v
+// (sm_90): conv_tc_x3 / matmul_tc_x3 use 128 registers with 8-40 bytes of
+// spill; conv_tc_l_x3 spills 48-80 bytes, so the host runs split TF32 on
+// 64 x 64 tiles only (GemmTile::large_ok) and conv_tc_l_x3 is not launched.
+template <class C, bool X3 = false>
 struct TcCore {
     static constexpr int E = C::MI * C::NI * 4;
     __device__ __forceinline__ static i32 wm() { return (i32)(threadIdx.x >> 5) / (C::BN / C::WN) * C::WM; }
@@ -401,26 +422,67 @@ struct TcCore {
         reef_pipeline<C>(ld, kb, ke, [&](const float* as, const float* bs) {
 #pragma unroll
             for (int kk = 0; kk < GK; kk += 8) {
-                u32 af[C::MI][4], bf[C::NI][2];
+                if constexpr (!X3) {
+                    u32 af[C::MI][4], bf[C::NI][2];
 #pragma unroll
-                for (int mi = 0; mi < C::MI; ++mi) {
-                    const i32 r0 = (wm0 + mi * 16 + g) * C::AP + kk + q;
-                    af[mi][0] = reef_tf32(as[r0]);
-                    af[mi][1] = reef_tf32(as[r0 + 8 * C::AP]);
-                    af[mi][2] = reef_tf32(as[r0 + 4]);
-                    af[mi][3] = reef_tf32(as[r0 + 8 * C::AP + 4]);
+                    for (int mi = 0; mi < C::MI; ++mi) {
+                        const i32 r0 = (wm0 + mi * 16 + g) * C::AP + kk + q;
+                        af[mi][0] = reef_tf32(as[r0]);
+                        af[mi][1] = reef_tf32(as[r0 + 8 * C::AP]);
+                        af[mi][2] = reef_tf32(as[r0 + 4]);
+                        af[mi][3] = reef_tf32(as[r0 + 8 * C::AP + 4]);
+                    }
+#pragma unroll
+                    for (int ni = 0; ni < C::NI; ++ni) {
+                        const i32 c0 = (kk + q) * bsk + (wn0 + ni * 8 + g) * bsn;
+                        bf[ni][0] = reef_tf32(bs[c0]);
+                        bf[ni][1] = reef_tf32(bs[c0 + 4 * bsk]);
+                    }
+#pragma unroll
+                    for (int mi = 0; mi < C::MI; ++mi)
+#pragma unroll
+                        for (int ni = 0; ni < C::NI; ++ni)
+                            reef_mma_tf32(acc + (mi * C::NI + ni) * 4, af[mi], bf[ni]);
+                } else {
+                    u32 bh[C::NI][2], bl[C::NI][2];
+#pragma unroll
+                    for (int ni = 0; ni < C::NI; ++ni) {
+                        const i32 c0 = (kk + q) * bsk + (wn0 + ni * 8 + g) * bsn;
+                        reef_tf32_split(bs[c0], bh[ni][0], bl[ni][0]);
+                        reef_tf32_split(bs[c0 + 4 * bsk], bh[ni][1], bl[ni][1]);
+                    }
+#pragma unroll
+                    for (int mi = 0; mi < C::MI; ++mi) {
+                        u32 ah[4], al[4];
+                        const i32 r0 = (wm0 + mi * 16 + g) * C::AP + kk + q;
+                        reef_tf32_split(as[r0], ah[0], al[0]);
+                        reef_tf32_split(as[r0 + 8 * C::AP], ah[1], al[1]);
+                        reef_tf32_split(as[r0 + 4], ah[2], al[2]);
+                        reef_tf32_split(as[r0 + 8 * C::AP + 4], ah[3], al[3]);
+                        // The three products of one k8 step go into a zeroed
+                        // partial, in the fixed order hi*lo, lo*hi, hi*hi;
+                        // the partial is then added to the accumulator with
+                        // an IEEE (round-to-nearest) add. The tensor cores'
+                        // own f32 accumulation truncates, and over long K a
+                        // large accumulator would collect that bias.
+                        float t[C::NI][4];
+#pragma unroll
+                        for (int ni = 0; ni < C::NI; ++ni) {
+#pragma unroll
+                            for (int e = 0; e < 4; ++e) t[ni][e] = 0.0f;
+                            reef_mma_tf32(t[ni], ah, bl[ni]);
+                        }
+#pragma unroll
+                        for (int ni = 0; ni < C::NI; ++ni) reef_mma_tf32(t[ni], al, bh[ni]);
+#pragma unroll
+                        for (int ni = 0; ni < C::NI; ++ni) {
+                            reef_mma_tf32(t[ni], ah, bh[ni]);
+#pragma unroll
+                            for (int e = 0; e < 4; ++e)
+                                acc[(mi * C::NI + ni) * 4 + e] = acc[(mi * C::NI + ni) * 4 + e] + t[ni][e];
+                        }
+                    }
                 }
-#pragma unroll
-                for (int ni = 0; ni < C::NI; ++ni) {
-                    const i32 c0 = (kk + q) * bsk + (wn0 + ni * 8 + g) * bsn;
-                    bf[ni][0] = reef_tf32(bs[c0]);
-                    bf[ni][1] = reef_tf32(bs[c0 + 4 * bsk]);
-                }
-#pragma unroll
-                for (int mi = 0; mi < C::MI; ++mi)
-#pragma unroll
-                    for (int ni = 0; ni < C::NI; ++ni)
-                        reef_mma_tf32(acc + (mi * C::NI + ni) * 4, af[mi], bf[ni]);
             }
         });
     }
@@ -525,6 +587,16 @@ __device__ __forceinline__ void conv_ffma_tile(const ConvParams& p, u32 t) {
 __device__ __forceinline__ void matmul_tc_tile(const MatMulParams& p, u32 t) {
     reef_gemm_item<CfgM, TcCore<CfgM>, MatMulLoad<CfgM>>(p, t);
 }
+// Split-TF32 ("3xTF32") instantiations of the tensor-core families.
+__device__ __forceinline__ void conv_tc_l_x3_tile(const ConvParams& p, u32 t) {
+    reef_gemm_item<CfgL, TcCore<CfgL, true>, ConvLoad<CfgL>>(p, t);
+}
+__device__ __forceinline__ void conv_tc_x3_tile(const ConvParams& p, u32 t) {
+    reef_gemm_item<CfgM, TcCore<CfgM, true>, ConvLoad<CfgM>>(p, t);
+}
+__device__ __forceinline__ void matmul_tc_x3_tile(const MatMulParams& p, u32 t) {
+    reef_gemm_item<CfgM, TcCore<CfgM, true>, MatMulLoad<CfgM>>(p, t);
+}
 __device__ __forceinline__ void matmul_ffma_tile(const MatMulParams& p, u32 t) {
     reef_gemm_item<CfgM, FfmaCore<CfgM>, MatMulLoad<CfgM>>(p, t);
 }
@@ -569,3 +641,6 @@ REEF_FAMILY_MB(conv_ffma, ConvParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY(conv_dw, ConvParams, REEF_EW_THREADS)
 REEF_FAMILY_MB(matmul_tc, MatMulParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY_MB(matmul_ffma, MatMulParams, REEF_GEMM_THREADS, 4)
+REEF_FAMILY_MB(conv_tc_l_x3, ConvParams, REEF_GEMM_L_THREADS, 2)
+REEF_FAMILY_MB(conv_tc_x3, ConvParams, REEF_GEMM_THREADS, 4)
+REEF_FAMILY_MB(matmul_tc_x3, MatMulParams, REEF_GEMM_THREADS, 4)

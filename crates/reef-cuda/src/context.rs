@@ -4,7 +4,7 @@
 
 use crate::device::DeviceShared;
 use crate::error::CudaCall;
-use crate::launch::{table_words, Addresses, Builder, Launch};
+use crate::launch::{table_words, Addresses, Builder, Launch, COUNTER_BYTES};
 use crate::memory::DeviceBuffer;
 use crate::model::CudaModel;
 use cudarc::driver::{result, CudaStream};
@@ -22,8 +22,8 @@ pub struct CudaTaskContext {
     pub(crate) shared: Arc<DeviceShared>,
     plan: Arc<Plan>,
     arena: DeviceBuffer,
-    /// Progress word at 0, one u32 done counter per kernel from
-    /// [`COUNTERS_OFFSET`], then the split-K tile counters at `tile_counters`.
+    /// Progress word at 0, one counter pair (done, claim cursor) per kernel
+    /// from [`COUNTERS_OFFSET`], then the split-K tile counters at `tile_counters`.
     state: DeviceBuffer,
     /// Offset of the split-K tile counters in `state`.
     tile_counters: u64,
@@ -47,7 +47,7 @@ impl CudaTaskContext {
         let arena = DeviceBuffer::alloc(ctx, plan.arena_bytes)?;
         let n = plan.kernels.len();
         let (ws_bytes, tile_count) = model.scratch();
-        let tile_counters = COUNTERS_OFFSET + (4 * n as u64).next_multiple_of(256);
+        let tile_counters = COUNTERS_OFFSET + (COUNTER_BYTES * n as u64).next_multiple_of(256);
         let state = DeviceBuffer::alloc(ctx, (tile_counters + 4 * u64::from(tile_count)) as usize)?;
         let table = DeviceBuffer::alloc(ctx, 8 * table_words(&plan))?;
         let workspace = DeviceBuffer::alloc(ctx, ws_bytes as usize)?;
@@ -60,7 +60,7 @@ impl CudaTaskContext {
             tile_counters: state.ptr() + tile_counters,
             workspace: workspace.ptr(),
         };
-        let built = Builder::new(&plan, addr, shared.tf32)?
+        let built = Builder::new(&plan, addr, shared.precision)?
             .sms(shared.sms)
             .build_all()?;
         // The geometry depends on the plan and the SM count only, so it
@@ -117,9 +117,9 @@ impl CudaTaskContext {
         self.state.ptr()
     }
 
-    /// Device address of kernel `index`'s done counter.
+    /// Device address of kernel `index`'s counter pair (done, claim cursor).
     pub(crate) fn counter_ptr(&self, index: usize) -> u64 {
-        self.state.ptr() + COUNTERS_OFFSET + 4 * index as u64
+        self.state.ptr() + COUNTERS_OFFSET + COUNTER_BYTES * index as u64
     }
 
     /// The split-K tile counters of kernels `from..`: (device address, count).
@@ -216,6 +216,17 @@ impl Context for CudaTaskContext {
         .call("cuMemcpyDtoHAsync(progress)")?;
         self.stream.synchronize().call("cuStreamSynchronize")?;
         Ok(word[0] as usize)
+    }
+
+    fn shape(&self, index: usize) -> Option<reef_exec::KernelShape> {
+        let l = self.launches.get(index)?;
+        let sms = self.shared.sms.max(1);
+        let resident = self.shared.resident(l.family);
+        Some(reef_exec::KernelShape {
+            tiles: l.tiles,
+            rt_blocks: l.grid(reef_exec::Variant::Rt, resident),
+            per_unit: (resident / sms).max(1),
+        })
     }
 
     fn as_any_mut(&mut self) -> &mut dyn Any {

@@ -7,37 +7,29 @@ use crate::error::CudaCall;
 use crate::kernels::Family;
 use crate::lane::CudaLane;
 use crate::model::CudaModel;
+use crate::precision::{Precision, PrecisionError};
 use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule};
 use cudarc::nvrtc::Ptx;
 use reef_exec::{Device, DeviceKind, ExecError, ModelHandle, Plan, Priority, Variant};
 use std::sync::Arc;
 
 /// Options of a [`CudaDevice`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CudaOptions {
-    /// Convolutions and matmuls on TF32 tensor cores (true) or in exact f32
-    /// FFMA (false). TF32 keeps 10 mantissa bits: expect a relative L2
-    /// error around 1e-3 against f32.
-    pub tf32: bool,
+    /// The arithmetic of convolutions and matmuls: TF32 tensor cores (the
+    /// default; relative L2 error around 1e-3 against f32), split TF32 on
+    /// tensor cores (close to f32) or exact f32 FFMA.
+    pub precision: Precision,
 }
 
 impl CudaOptions {
-    /// The defaults, with `REEF_TF32=0` (or `false`/`off`) turning TF32 off.
-    pub fn from_env() -> Self {
-        let tf32 = match std::env::var("REEF_TF32") {
-            Ok(v) => !matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "0" | "false" | "off" | "no"
-            ),
-            Err(_) => true,
-        };
-        CudaOptions { tf32 }
-    }
-}
-
-impl Default for CudaOptions {
-    fn default() -> Self {
-        CudaOptions { tf32: true }
+    /// The defaults, with the precision from `REEF_PRECISION` (`tf32`,
+    /// `tf32x3` or `f32`; `REEF_TF32=0` is an alias of `f32`). A value
+    /// that does not parse is an error naming the variable.
+    pub fn from_env() -> Result<Self, PrecisionError> {
+        Ok(CudaOptions {
+            precision: Precision::from_env()?,
+        })
     }
 }
 
@@ -71,7 +63,9 @@ pub(crate) struct DeviceShared {
     resident: Vec<u32>,
     pub name: String,
     pub sms: u32,
-    pub tf32: bool,
+    /// The GEMM precision. (Named `tf32` for `context.rs`, which another
+    /// change owns; rename to `precision` together with its one reader there.)
+    pub precision: Precision,
     /// (least, greatest) stream priority.
     pub priorities: (i32, i32),
 }
@@ -94,10 +88,13 @@ pub struct CudaDevice {
 }
 
 impl CudaDevice {
-    /// Opens GPU `ordinal` with options from the environment (`REEF_TF32`).
-    /// Returns [`ExecError::Unavailable`] when libcuda, libnvrtc or the GPU is missing.
+    /// Opens GPU `ordinal` with options from the environment
+    /// (`REEF_PRECISION`, `REEF_TF32`). Returns [`ExecError::Invalid`] when
+    /// they do not parse and [`ExecError::Unavailable`] when libcuda,
+    /// libnvrtc or the GPU is missing.
     pub fn new(ordinal: usize) -> Result<Self, ExecError> {
-        Self::with_options(ordinal, CudaOptions::from_env())
+        let options = CudaOptions::from_env().map_err(|e| ExecError::Invalid(e.to_string()))?;
+        Self::with_options(ordinal, options)
     }
 
     /// Opens GPU `ordinal` with explicit options.
@@ -150,7 +147,7 @@ impl CudaDevice {
             funcs.push([rt, be]);
         }
         tracing::info!(
-            device = %name, sms, arch = format!("sm_{major}{minor}"), tf32 = options.tf32,
+            device = %name, sms, arch = format!("sm_{major}{minor}"), precision = %options.precision,
             "CUDA device ready"
         );
         Ok(CudaDevice {
@@ -161,15 +158,21 @@ impl CudaDevice {
                 resident,
                 name,
                 sms,
-                tf32: options.tf32,
+                precision: options.precision,
                 priorities,
             }),
         })
     }
 
-    /// Whether convolutions and matmuls use TF32 tensor cores.
+    /// The arithmetic of convolutions and matmuls on this device.
+    pub fn precision(&self) -> Precision {
+        self.shared.precision
+    }
+
+    /// Whether convolutions and matmuls use tensor cores (TF32 or split
+    /// TF32); false for exact f32.
     pub fn tf32(&self) -> bool {
-        self.shared.tf32
+        self.shared.precision.tensor_cores()
     }
 
     /// Persistent grid size of a BE kernel of the given family name (e.g. "conv_tc").

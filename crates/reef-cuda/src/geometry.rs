@@ -4,6 +4,7 @@
 
 use crate::kernels::Family;
 use crate::params::GEMM_K;
+use crate::precision::Precision;
 
 /// Fewest K steps (of [`GEMM_K`]) one split may own: K >= 256 per split.
 pub const MIN_SPLIT_STEPS: u64 = 16;
@@ -11,11 +12,17 @@ pub const MIN_SPLIT_STEPS: u64 = 16;
 pub const MAX_SPLITS: u64 = 16;
 /// Work items wanted per SM before splitting stops (about two waves).
 pub const TARGET_ITEMS_PER_SM: u64 = 2;
+/// Most K steps one work item may own when the K axis is long (K <= 2048 per
+/// item): bounds a tile's time, which bounds how long a preempted BE kernel
+/// takes to stop (a bs1 fully connected layer would otherwise stream
+/// megabytes of weights in one tile).
+pub const MAX_ITEM_STEPS: u64 = 128;
 
 /// A GEMM tile configuration (mirrors `CfgL` / `CfgM` in `kernels/gemm.cu`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GemmTile {
-    /// 128 x 128 output tiles, 256 threads (TF32 convolutions only).
+    /// 128 x 128 output tiles, 256 threads (TF32 convolutions only, see
+    /// [`GemmTile::large_ok`]).
     Large,
     /// 64 x 64 output tiles, 128 threads.
     Medium,
@@ -30,22 +37,34 @@ impl GemmTile {
         }
     }
 
-    /// The convolution family of this tile on the given core.
-    pub fn conv_family(self, tf32: bool) -> Family {
-        match (self, tf32) {
-            (_, false) => Family::ConvFfma,
-            (GemmTile::Large, true) => Family::ConvTcL,
-            (GemmTile::Medium, true) => Family::ConvTc,
+    /// Whether convolutions in `precision` may use [`GemmTile::Large`].
+    /// Only TF32: the split-TF32 core at 128 x 128 needs more than the 128
+    /// registers per thread that two resident 256-thread blocks allow (ptxas
+    /// spills 48-80 bytes per thread in `conv_tc_l_x3`), so split TF32 uses
+    /// 64 x 64 tiles, and the exact-f32 core exists at 64 x 64 only.
+    pub fn large_ok(precision: Precision) -> bool {
+        precision == Precision::Tf32
+    }
+
+    /// The convolution family of this tile in the given precision
+    /// ([`GemmTile::Large`] only where [`GemmTile::large_ok`]; otherwise the
+    /// 64 x 64 family of the precision).
+    pub fn conv_family(self, precision: Precision) -> Family {
+        match (self, precision) {
+            (_, Precision::F32) => Family::ConvFfma,
+            (GemmTile::Large, Precision::Tf32) => Family::ConvTcL,
+            (GemmTile::Medium, Precision::Tf32) => Family::ConvTc,
+            (_, Precision::Tf32x3) => Family::ConvTcX3,
         }
     }
 
-    /// The matmul family of this tile on the given core (matmuls always
-    /// use [`GemmTile::Medium`]).
-    pub fn matmul_family(self, tf32: bool) -> Family {
-        if tf32 {
-            Family::MatMulTc
-        } else {
-            Family::MatMulFfma
+    /// The matmul family of this tile in the given precision (matmuls
+    /// always use [`GemmTile::Medium`]).
+    pub fn matmul_family(self, precision: Precision) -> Family {
+        match precision {
+            Precision::Tf32 => Family::MatMulTc,
+            Precision::Tf32x3 => Family::MatMulTcX3,
+            Precision::F32 => Family::MatMulFfma,
         }
     }
 }
@@ -70,7 +89,7 @@ pub struct GemmGeom {
 impl GemmGeom {
     /// Chooses the geometry of `outer` independent (groups or batch) GEMMs
     /// of `m` x `n` x `k` on a GPU with `sms` SMs. Large tiles when
-    /// `large_ok` (TF32 convolutions) and they alone fill two waves;
+    /// `large_ok` ([`GemmTile::large_ok`]) and they alone fill two waves;
     /// otherwise 64 x 64 tiles, with K
     /// split until there are about [`TARGET_ITEMS_PER_SM`] items per SM,
     /// each split owning at least [`MIN_SPLIT_STEPS`] K steps.
@@ -88,10 +107,11 @@ impl GemmGeom {
         let out_tiles = tiles((bm, bn));
         let steps = k.div_ceil(GEMM_K).max(1);
         let mut splits = 1;
+        let cap = (steps / MIN_SPLIT_STEPS).clamp(1, MAX_SPLITS);
         if out_tiles < target {
-            let cap = (steps / MIN_SPLIT_STEPS).clamp(1, MAX_SPLITS);
             splits = target.div_ceil(out_tiles).min(cap);
         }
+        splits = splits.max(steps.div_ceil(MAX_ITEM_STEPS).min(cap));
         // Equal ranges of whole K steps; no empty split.
         let per = steps.div_ceil(splits);
         let splits = steps.div_ceil(per);
@@ -152,15 +172,43 @@ mod tests {
         assert_eq!(g.workspace_bytes(), 0);
         assert_eq!(g.counters(), 0);
 
+        // A bs1 fully connected layer (vgg19 fc6): K = 25088 cut so that no
+        // item owns more than MAX_ITEM_STEPS K steps (13 splits, not the 5
+        // that filling the SMs asks for).
+        let g = GemmGeom::choose(1, 1, 4096, 25088, false, 132);
+        assert_eq!(g.splits, 13);
+        assert!(g.ksplit / GEMM_K <= MAX_ITEM_STEPS);
+        let g = GemmGeom::choose(1, 1, 4096, 4096, false, 132);
+        assert!(g.ksplit / GEMM_K <= MAX_ITEM_STEPS, "{g:?}");
+
         // Plenty of tiles: large tiles, no split.
         let g = GemmGeom::choose(1, 256, 8 * 56 * 56, 576, true, 132);
         assert_eq!(g.tile, GemmTile::Large);
         assert_eq!((g.m_tiles, g.n_tiles, g.splits), (2, 196, 1));
 
-        // No large tiles when not allowed (exact-f32 core, matmuls).
-        let g = GemmGeom::choose(1, 256, 8 * 56 * 56, 576, false, 132);
-        assert_eq!(g.tile, GemmTile::Medium);
-        assert_eq!(g.tile.conv_family(false), Family::ConvFfma);
+        assert_eq!(g.tile.conv_family(Precision::Tf32), Family::ConvTcL);
+
+        // No large tiles when not allowed (split TF32, exact-f32 core, matmuls).
+        for p in [Precision::Tf32x3, Precision::F32] {
+            let g = GemmGeom::choose(1, 256, 8 * 56 * 56, 576, GemmTile::large_ok(p), 132);
+            assert_eq!(g.tile, GemmTile::Medium);
+        }
+        assert_eq!(
+            GemmTile::Medium.conv_family(Precision::F32),
+            Family::ConvFfma
+        );
+        assert_eq!(
+            GemmTile::Medium.conv_family(Precision::Tf32x3),
+            Family::ConvTcX3
+        );
+        assert_eq!(
+            GemmTile::Medium.matmul_family(Precision::Tf32x3),
+            Family::MatMulTcX3
+        );
+        assert_eq!(
+            GemmTile::Medium.matmul_family(Precision::F32),
+            Family::MatMulFfma
+        );
     }
 
     #[test]

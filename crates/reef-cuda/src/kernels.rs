@@ -77,6 +77,8 @@ pub enum Family {
     Concat,
     /// Gather.
     Gather,
+    /// Element-wise gather along an axis (GatherElements).
+    GatherElements,
     /// Padding.
     Pad,
     /// Softmax.
@@ -85,11 +87,17 @@ pub enum Family {
     LayerNorm,
     /// Reduction.
     Reduce,
+    /// Implicit-GEMM convolution in split TF32 ("3xTF32"), 128 x 128 tiles.
+    ConvTcLX3,
+    /// Implicit-GEMM convolution in split TF32 ("3xTF32"), 64 x 64 tiles.
+    ConvTcX3,
+    /// Batched matmul in split TF32 ("3xTF32"), 64 x 64 tiles.
+    MatMulTcX3,
 }
 
 impl Family {
     /// Every family, in a fixed order ([`Family::index`]).
-    pub const ALL: [Family; 21] = [
+    pub const ALL: [Family; 25] = [
         Family::ConvTcL,
         Family::ConvTc,
         Family::ConvFfma,
@@ -107,10 +115,14 @@ impl Family {
         Family::Copy,
         Family::Concat,
         Family::Gather,
+        Family::GatherElements,
         Family::Pad,
         Family::Softmax,
         Family::LayerNorm,
         Family::Reduce,
+        Family::ConvTcLX3,
+        Family::ConvTcX3,
+        Family::MatMulTcX3,
     ];
 
     /// Position in [`Family::ALL`].
@@ -138,10 +150,14 @@ impl Family {
             Family::Copy => "copy",
             Family::Concat => "concat",
             Family::Gather => "gather",
+            Family::GatherElements => "gather_elements",
             Family::Pad => "pad",
             Family::Softmax => "softmax",
             Family::LayerNorm => "layernorm",
             Family::Reduce => "reduce",
+            Family::ConvTcLX3 => "conv_tc_l_x3",
+            Family::ConvTcX3 => "conv_tc_x3",
+            Family::MatMulTcX3 => "matmul_tc_x3",
         }
     }
 
@@ -156,10 +172,13 @@ impl Family {
     /// Threads per block (must match the kernel's `__launch_bounds__`).
     pub fn threads(self) -> u32 {
         match self {
-            Family::ConvTcL => GEMM_L_THREADS,
-            Family::ConvTc | Family::ConvFfma | Family::MatMulTc | Family::MatMulFfma => {
-                GEMM_THREADS
-            }
+            Family::ConvTcL | Family::ConvTcLX3 => GEMM_L_THREADS,
+            Family::ConvTc
+            | Family::ConvFfma
+            | Family::MatMulTc
+            | Family::MatMulFfma
+            | Family::ConvTcX3
+            | Family::MatMulTcX3 => GEMM_THREADS,
             Family::Softmax | Family::LayerNorm | Family::Reduce => ROW_THREADS,
             _ => EW_THREADS,
         }

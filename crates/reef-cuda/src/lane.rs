@@ -5,12 +5,15 @@
 use crate::context::CudaTaskContext;
 use crate::device::DeviceShared;
 use crate::error::CudaCall;
+use crate::launch::{Launch, COUNTER_BYTES};
 use crate::memory::DeviceBuffer;
+use crate::params::Hdr;
 use cudarc::driver::{result, sys, CudaStream};
-use reef_exec::{Context, ExecError, Lane, Priority, Variant};
+use reef_exec::{Context, ExecError, Lane, PadSlot, Priority, Variant};
 use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A lane on a CUDA device.
 pub struct CudaLane {
@@ -134,7 +137,8 @@ impl Lane for CudaLane {
         // (its drop frees with cuMemFree, which waits for the device).
         unsafe {
             if n > from {
-                sys::cuMemsetD32Async(counters, 0, n - from, s)
+                let words = (n - from) * (COUNTER_BYTES as usize / 4);
+                sys::cuMemsetD32Async(counters, 0, words, s)
                     .result()
                     .call("cuMemsetD32Async(done counters)")?;
             }
@@ -161,32 +165,83 @@ impl Lane for CudaLane {
         let launch = *task.launch(index).ok_or_else(|| {
             ExecError::Invalid(format!("kernel {index} of {}", task.kernel_count()))
         })?;
-        let family = launch.family;
-        let mut params = launch.params;
-        params.hdr_mut().flag = self.flag.ptr();
-        let grid = launch.grid(variant, self.shared.resident(family));
-        let func = self.shared.func(family, variant);
+        let grid = launch.grid(variant, self.shared.resident(launch.family));
+        self.launch(launch, variant, grid, |_| {})
+    }
+
+    fn pad_slot(
+        &mut self,
+        ctx: &mut dyn Context,
+        index: usize,
+    ) -> reef_exec::Result<Option<PadSlot>> {
+        let task = self.task(ctx)?;
+        let launch = *task.launch(index).ok_or_else(|| {
+            ExecError::Invalid(format!("kernel {index} of {}", task.kernel_count()))
+        })?;
+        let guard = task.counter_ptr(index);
+        let guard_tiles = launch.grid(Variant::Rt, self.shared.resident(launch.family));
         self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        let bytes = params.bytes();
-        let mut args = [bytes.as_ptr() as *mut c_void];
-        // SAFETY: the function takes exactly one by-value parameter whose C
-        // layout `params` mirrors (see params.rs); cuLaunchKernel copies the
-        // bytes before returning. Every address inside was validated against
-        // the plan's buffers and points into live allocations of this context
-        // and model. Grid >= 1 and the block size matches __launch_bounds__.
+        let event = result::event::create(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING)
+            .call("cuEventCreate(pad slot)")?;
+        let mark = PadMark {
+            shared: self.shared.clone(),
+            event,
+            guard,
+            guard_tiles,
+        };
+        // SAFETY: `event` is a live event of this context; the stream is live.
+        unsafe { result::event::record(event, self.stream.cu_stream()) }
+            .call("cuEventRecord(pad slot)")?;
+        Ok(Some(PadSlot {
+            inner: Box::new(mark),
+            index,
+        }))
+    }
+
+    fn enqueue_pad(
+        &mut self,
+        ctx: &mut dyn Context,
+        index: usize,
+        slot: &PadSlot,
+        blocks: u32,
+        budget: Duration,
+    ) -> reef_exec::Result<()> {
+        let mark = slot
+            .inner
+            .downcast_ref::<PadMark>()
+            .ok_or_else(|| ExecError::Invalid("pad slot of another backend".into()))?;
+        if !Arc::ptr_eq(&mark.shared, &self.shared) {
+            return Err(ExecError::Invalid(
+                "pad slot belongs to another CUDA device".into(),
+            ));
+        }
+        let task = self.task(ctx)?;
+        let launch = *task.launch(index).ok_or_else(|| {
+            ExecError::Invalid(format!("kernel {index} of {}", task.kernel_count()))
+        })?;
+        let resident = self.shared.resident(launch.family);
+        let grid = blocks.clamp(1, launch.grid(Variant::Be, resident));
+        self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        // SAFETY: the stream and the slot's event are live (the slot owns the
+        // event until it is dropped, after this call returns).
         unsafe {
-            result::launch_kernel(
-                func.cu_function(),
-                (grid, 1, 1),
-                (family.threads(), 1, 1),
-                0,
+            result::stream::wait_event(
                 self.stream.cu_stream(),
-                &mut args,
+                mark.event,
+                sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT,
             )
         }
-        .map_err(|e| ExecError::Cuda(format!("cuLaunchKernel({}): {e}", family.entry(variant))))?;
-        self.enqueued += 1;
-        self.record()
+        .call("cuStreamWaitEvent(pad slot)")?;
+        let budget_ns = u32::try_from(budget.as_nanos()).unwrap_or(u32::MAX);
+        self.launch(launch, Variant::Be, grid, |h| {
+            h.guard = mark.guard;
+            h.guard_tiles = mark.guard_tiles;
+            h.budget_ns = budget_ns;
+        })
+    }
+
+    fn profile(&mut self, ctx: &mut dyn Context, reps: usize) -> reef_exec::Result<Vec<Duration>> {
+        self.profile_events(ctx, reps)
     }
 
     fn retired(&mut self) -> reef_exec::Result<u64> {
@@ -219,6 +274,11 @@ impl Lane for CudaLane {
         Ok(())
     }
 
+    /// Raising writes the flag on the high-priority control stream and
+    /// returns at once (the lane's kernels see it when it lands; a
+    /// synchronize of the lane waits for them). Clearing writes it on the
+    /// control stream too and makes the lane's stream wait for that write, so
+    /// every later launch of the lane sees the flag down, without a host wait.
     fn set_preempt(&mut self, on: bool) -> reef_exec::Result<()> {
         self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
         // SAFETY: the flag allocation holds at least one u32.
@@ -226,9 +286,146 @@ impl Lane for CudaLane {
             sys::cuMemsetD32Async(self.flag.ptr(), on as u32, 1, self.control.cu_stream()).result()
         }
         .call("cuMemsetD32Async(preemption flag)")?;
-        self.control
-            .synchronize()
-            .call("cuStreamSynchronize(control)")
+        if !on {
+            self.stream
+                .wait(
+                    &self
+                        .control
+                        .record_event(None)
+                        .call("cuEventRecord(flag clear)")?,
+                )
+                .call("cuStreamWaitEvent(flag clear)")?;
+        }
+        Ok(())
+    }
+}
+
+impl CudaLane {
+    /// Launches `launch` as `variant` on `grid` blocks, with `hdr` adjusting
+    /// the header (the lane's flag is filled in first), and records its event.
+    fn launch(
+        &mut self,
+        launch: Launch,
+        variant: Variant,
+        grid: u32,
+        hdr: impl FnOnce(&mut Hdr),
+    ) -> reef_exec::Result<()> {
+        let family = launch.family;
+        let mut params = launch.params;
+        params.hdr_mut().flag = self.flag.ptr();
+        hdr(params.hdr_mut());
+        let func = self.shared.func(family, variant);
+        self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        let bytes = params.bytes();
+        let mut args = [bytes.as_ptr() as *mut c_void];
+        // SAFETY: the function takes exactly one by-value parameter whose C
+        // layout `params` mirrors (see params.rs); cuLaunchKernel copies the
+        // bytes before returning. Every address inside was validated against
+        // the plan's buffers and points into live allocations of this context
+        // and model. Grid >= 1 and the block size matches __launch_bounds__.
+        unsafe {
+            result::launch_kernel(
+                func.cu_function(),
+                (grid, 1, 1),
+                (family.threads(), 1, 1),
+                0,
+                self.stream.cu_stream(),
+                &mut args,
+            )
+        }
+        .map_err(|e| ExecError::Cuda(format!("cuLaunchKernel({}): {e}", family.entry(variant))))?;
+        self.enqueued += 1;
+        self.record()
+    }
+
+    /// Times each kernel's RT variant with device events: `reps` launches of
+    /// the kernel back to back between two events (kernels are idempotent),
+    /// the mean per launch; the median over three such groups.
+    fn profile_events(
+        &mut self,
+        ctx: &mut dyn Context,
+        reps: usize,
+    ) -> reef_exec::Result<Vec<Duration>> {
+        let n = self.task(ctx)?.kernel_count();
+        self.begin(ctx, 0)?;
+        self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        let start = result::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT)
+            .call("cuEventCreate(profile)")?;
+        let end = match result::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT) {
+            Ok(e) => e,
+            Err(e) => {
+                // SAFETY: `start` was created above and is destroyed once.
+                let _ = unsafe { result::event::destroy(start) };
+                return Err(ExecError::Cuda(format!("cuEventCreate(profile): {e}")));
+            }
+        };
+        let out = self.time_kernels(ctx, n, reps.max(1), start, end);
+        // SAFETY: both events were created above, are idle after the
+        // synchronizes in time_kernels (or unused on error), destroyed once.
+        unsafe {
+            let _ = result::event::destroy(start);
+            let _ = result::event::destroy(end);
+        }
+        out
+    }
+
+    fn time_kernels(
+        &mut self,
+        ctx: &mut dyn Context,
+        n: usize,
+        reps: usize,
+        start: sys::CUevent,
+        end: sys::CUevent,
+    ) -> reef_exec::Result<Vec<Duration>> {
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut groups = [0f32; 3];
+            for g in &mut groups {
+                // SAFETY: the events are live events of this context.
+                unsafe { result::event::record(start, self.stream.cu_stream()) }
+                    .call("cuEventRecord(profile)")?;
+                for _ in 0..reps {
+                    self.enqueue(ctx, i, Variant::Rt)?;
+                }
+                // SAFETY: as above.
+                unsafe { result::event::record(end, self.stream.cu_stream()) }
+                    .call("cuEventRecord(profile)")?;
+                self.synchronize()?;
+                // SAFETY: both events completed (the stream synchronized).
+                *g = unsafe { result::event::elapsed(start, end) }
+                    .call("cuEventElapsedTime(profile)")?
+                    / reps as f32;
+            }
+            groups.sort_by(f32::total_cmp);
+            times.push(Duration::from_secs_f64(f64::from(groups[1].max(0.0)) / 1e3));
+        }
+        Ok(times)
+    }
+}
+
+/// The CUDA payload of a [`PadSlot`]: an event recorded on the RT stream
+/// right before the RT kernel, and the RT kernel's done counter.
+struct PadMark {
+    shared: Arc<DeviceShared>,
+    event: sys::CUevent,
+    guard: u64,
+    guard_tiles: u32,
+}
+
+// SAFETY: the event is a plain driver handle, used only with its context
+// bound; the mark is moved between threads but used by one at a time.
+unsafe impl Send for PadMark {}
+
+impl Drop for PadMark {
+    fn drop(&mut self) {
+        if self.shared.ctx.bind_to_thread().is_ok() {
+            // SAFETY: created in pad_slot and destroyed once; destroying an
+            // event with pending waits is allowed (resources are freed when
+            // the recorded work completes).
+            if let Err(e) = unsafe { result::event::destroy(self.event) } {
+                tracing::error!(error = %e, "cuEventDestroy(pad slot) failed");
+            }
+        }
     }
 }
 

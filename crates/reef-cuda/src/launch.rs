@@ -4,9 +4,10 @@
 //! buffer access a kernel can make is validated here against the plan's
 //! buffer sizes, so a malformed plan is an error, never a device fault.
 
-use crate::geometry::GemmGeom;
+use crate::geometry::{GemmGeom, GemmTile};
 use crate::kernels::Family;
 use crate::params::*;
+use crate::precision::Precision;
 use reef_exec::ExecError;
 use reef_model::{DType, PadMode, PoolKind};
 use reef_plan::kernel::{BinOp, CmpOp, KernelOp, ReduceKind, UnaryOp};
@@ -34,6 +35,10 @@ impl Launch {
     }
 }
 
+/// Bytes of one kernel's counters in a context's state: a u32 done count and
+/// a u32 BE claim cursor.
+pub const COUNTER_BYTES: u64 = 8;
+
 /// Device addresses of one context: where weights, arena, counters, progress,
 /// the concat table and the split-K scratch live.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +47,8 @@ pub struct Addresses {
     pub weights: u64,
     /// Base of the context's arena.
     pub arena: u64,
-    /// Base of the per-kernel done counters (u32 each).
+    /// Base of the per-kernel counter pairs ([`COUNTER_BYTES`] each: tiles
+    /// done, BE claim cursor).
     pub counters: u64,
     /// The progress word (u32).
     pub progress: u64,
@@ -116,7 +122,7 @@ pub const DEFAULT_SMS: u32 = 132;
 pub struct Builder<'a> {
     plan: &'a Plan,
     addr: Addresses,
-    tf32: bool,
+    precision: Precision,
     sms: u32,
     table: Vec<u64>,
     workspace_bytes: u64,
@@ -125,8 +131,15 @@ pub struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    /// A builder over `plan` at `addr`. Validates every buffer's size limits.
-    pub fn new(plan: &'a Plan, addr: Addresses, tf32: bool) -> Result<Self, ExecError> {
+    /// A builder over `plan` at `addr` with GEMMs in `precision` (a bool
+    /// reads as tensor cores on: TF32, or off: exact f32). Validates every
+    /// buffer's size limits.
+    pub fn new(
+        plan: &'a Plan,
+        addr: Addresses,
+        precision: impl Into<Precision>,
+    ) -> Result<Self, ExecError> {
+        let precision = precision.into();
         for (i, b) in plan.buffers.iter().enumerate() {
             if b.len > i32::MAX as usize {
                 return Err(ExecError::Unsupported(format!(
@@ -157,7 +170,7 @@ impl<'a> Builder<'a> {
         Ok(Builder {
             plan,
             addr,
-            tf32,
+            precision,
             sms: DEFAULT_SMS,
             table: Vec::with_capacity(table_words(plan)),
             workspace_bytes: 0,
@@ -273,10 +286,11 @@ impl<'a> Builder<'a> {
     fn hdr(&self, k: usize, tiles: u32) -> Hdr {
         Hdr {
             flag: 0,
-            done: self.addr.counters + 4 * k as u64,
+            done: self.addr.counters + COUNTER_BYTES * k as u64,
             progress: self.addr.progress,
             kernel_index: k as u32,
             tiles,
+            ..Hdr::default()
         }
     }
 
@@ -354,10 +368,17 @@ impl<'a> Builder<'a> {
                 let (family, tiles, geom, ws, cnt) = if cg == 1 {
                     (Family::ConvDw, ew_tiles(k, total)?, None, 0, 0)
                 } else {
-                    let g = GemmGeom::choose(u(c.groups), u(kg), ncols, crs, self.tf32, self.sms);
+                    let g = GemmGeom::choose(
+                        u(c.groups),
+                        u(kg),
+                        ncols,
+                        crs,
+                        GemmTile::large_ok(self.precision),
+                        self.sms,
+                    );
                     let (ws, cnt) = self.scratch(k, &g)?;
                     (
-                        g.tile.conv_family(self.tf32),
+                        g.tile.conv_family(self.precision),
                         tiles_for(k, g.items())?,
                         Some(g),
                         ws,
@@ -546,7 +567,7 @@ impl<'a> Builder<'a> {
                     b_vec,
                     pad0: 0,
                 };
-                let family = g.tile.matmul_family(self.tf32);
+                let family = g.tile.matmul_family(self.precision);
                 Ok(Launch {
                     family,
                     tiles,
@@ -894,6 +915,53 @@ impl<'a> Builder<'a> {
                     family: Family::Gather,
                     tiles,
                     params: Params::Gather(p),
+                })
+            }
+            KernelOp::GatherElements {
+                shape,
+                data_shape,
+                axis,
+                elem_size,
+            } => {
+                expect_inputs(2)?;
+                check_esz(k, *elem_size)?;
+                let r = shape.len();
+                if r == 0 || r > MAX_RANK || data_shape.len() != r || *axis >= r {
+                    return Err(invalid(k, "bad GatherElements rank or axis"));
+                }
+                if (0..r).any(|d| d != *axis && shape[d] > data_shape[d]) {
+                    return Err(invalid(k, "GatherElements indices reach past the data"));
+                }
+                let total: u64 = shape.iter().map(|&d| u(d)).product();
+                let in_total: u64 = data_shape.iter().map(|&d| u(d)).product();
+                let x = self.raw(k, self.input(k, 0)?, *elem_size, in_total)?;
+                let idx = self.buf(k, self.input(k, 1)?, DType::I64, total)?;
+                let out = self.raw(k, out_id, *elem_size, total)?;
+                let tiles = ew_tiles(k, total)?;
+                let shape32: Vec<i32> = shape
+                    .iter()
+                    .map(|&d| to_i32(k, "shape", d))
+                    .collect::<Result<_, _>>()?;
+                let strides: Vec<i64> = reef_model::tensor::strides(data_shape)
+                    .iter()
+                    .map(|&s| s as i64)
+                    .collect();
+                let p = GatherElementsParams {
+                    hdr: self.hdr(k, tiles),
+                    x,
+                    idx,
+                    out,
+                    strides: right_align(&strides, 0),
+                    shape: right_align(&shape32, 1),
+                    axis: to_i32(k, "axis", MAX_RANK - r + *axis)?,
+                    axis_len: to_i32(k, "axis", data_shape[*axis])?,
+                    esz: *elem_size as i32,
+                    total: to_u32(k, total)?,
+                };
+                Ok(Launch {
+                    family: Family::GatherElements,
+                    tiles,
+                    params: Params::GatherElements(p),
                 })
             }
             KernelOp::Pad {

@@ -34,7 +34,7 @@ impl CudaModel {
             tile_counters: 6 << 40,
             workspace: 7 << 40,
         };
-        let built = Builder::new(&plan, probe, shared.tf32)?
+        let built = Builder::new(&plan, probe, shared.precision)?
             .sms(shared.sms)
             .build_all()?;
         let scratch = (

@@ -30,15 +30,28 @@ pub const GEMM_K: u64 = 16;
 pub struct Hdr {
     /// Device address of the lane's preemption flag (i32).
     pub flag: u64,
-    /// Device address of this kernel's done-block counter (u32).
+    /// Device address of this kernel's counter pair (u32 each): tiles (RT:
+    /// blocks) done, then the BE claim cursor.
     pub done: u64,
     /// Device address of the context's progress word (u32).
     pub progress: u64,
+    /// Padding launches: device address of the padded RT kernel's done
+    /// counter (u32); 0 for every other launch.
+    pub guard: u64,
     /// Index of the kernel in the plan.
     pub kernel_index: u32,
     /// Number of tiles.
     pub tiles: u32,
+    /// Padding launches: the padded RT kernel's block count (it has completed
+    /// when its done counter reaches this).
+    pub guard_tiles: u32,
+    /// Padding launches: a block claims no tile after this many nanoseconds
+    /// (0: no limit).
+    pub budget_ns: u32,
 }
+
+/// Size of [`Hdr`] in bytes (the C struct's, too).
+pub const HDR_BYTES: usize = 4 * 8 + 4 * 4;
 
 /// Activation encoding shared by the kernels: (code, lo, hi).
 pub fn act_code(act: reef_model::Act) -> (i32, f32, f32) {
@@ -285,6 +298,25 @@ pub struct GatherParams {
     pub total: u32,
 }
 
+/// Element-wise gather along an axis (family gather_elements): the output
+/// shape right-aligned with leading 1s, the data's element strides
+/// right-aligned with leading 0s, `axis` in the aligned rank.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+#[allow(missing_docs)]
+pub struct GatherElementsParams {
+    pub hdr: Hdr,
+    pub x: u64,
+    pub idx: u64,
+    pub out: u64,
+    pub strides: [i64; MAX_RANK],
+    pub shape: [i32; MAX_RANK],
+    pub axis: i32,
+    pub axis_len: i32,
+    pub esz: i32,
+    pub total: u32,
+}
+
 /// Padding (family pad); shapes right-aligned with leading 1s.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
@@ -365,6 +397,7 @@ device_repr!(
     CopyParams,
     ConcatParams,
     GatherParams,
+    GatherElementsParams,
     PadParams,
     SoftmaxParams,
     LayerNormParams,
@@ -384,6 +417,7 @@ pub enum Params {
     Copy(CopyParams),
     Concat(ConcatParams),
     Gather(GatherParams),
+    GatherElements(GatherElementsParams),
     Pad(PadParams),
     Softmax(SoftmaxParams),
     LayerNorm(LayerNormParams),
@@ -403,6 +437,7 @@ impl Params {
             Params::Copy(p) => &mut p.hdr,
             Params::Concat(p) => &mut p.hdr,
             Params::Gather(p) => &mut p.hdr,
+            Params::GatherElements(p) => &mut p.hdr,
             Params::Pad(p) => &mut p.hdr,
             Params::Softmax(p) => &mut p.hdr,
             Params::LayerNorm(p) => &mut p.hdr,
@@ -427,6 +462,7 @@ impl Params {
             Params::Copy(p) => bytemuck::bytes_of(p),
             Params::Concat(p) => bytemuck::bytes_of(p),
             Params::Gather(p) => bytemuck::bytes_of(p),
+            Params::GatherElements(p) => bytemuck::bytes_of(p),
             Params::Pad(p) => bytemuck::bytes_of(p),
             Params::Softmax(p) => bytemuck::bytes_of(p),
             Params::LayerNorm(p) => bytemuck::bytes_of(p),
@@ -443,36 +479,42 @@ mod tests {
     // Sizes recomputed by hand from the C declarations (u64 = 8, i32/u32/f32 = 4).
     #[test]
     fn sizes_match_the_c_structs() {
-        assert_eq!(size_of::<Hdr>(), 3 * 8 + 2 * 4);
-        assert_eq!(size_of::<ConvParams>(), 32 + 7 * 8 + 32 * 4);
-        assert_eq!(size_of::<MatMulParams>(), 32 + 7 * 8 + 18 * 4 + 24 * 4);
-        assert_eq!(size_of::<PoolParams>(), 32 + 2 * 8 + 18 * 4 + 2 * 4);
-        assert_eq!(size_of::<AffineParams>(), 32 + 4 * 8 + 8 * 4);
-        assert_eq!(size_of::<BcastParams>(), 32 + 4 * 8 + 24 * 4 + 6 * 4);
-        assert_eq!(size_of::<MapParams>(), 32 + 2 * 8 + 8 * 4);
-        assert_eq!(size_of::<CopyParams>(), 32 + 3 * 8 + 6 * 8 + 6 * 4 + 2 * 4);
-        assert_eq!(size_of::<ConcatParams>(), 32 + 2 * 8 + 6 * 4);
-        assert_eq!(size_of::<GatherParams>(), 32 + 3 * 8 + 6 * 4);
-        assert_eq!(size_of::<PadParams>(), 32 + 2 * 8 + 18 * 4 + 4 * 4);
-        assert_eq!(size_of::<SoftmaxParams>(), 32 + 2 * 8 + 4 * 4);
-        assert_eq!(size_of::<LayerNormParams>(), 32 + 4 * 8 + 4 * 4);
-        assert_eq!(size_of::<ReduceParams>(), 32 + 2 * 8 + 4 * 4);
+        assert_eq!(size_of::<Hdr>(), HDR_BYTES);
+        assert_eq!(size_of::<ConvParams>(), HDR_BYTES + 7 * 8 + 32 * 4);
+        assert_eq!(
+            size_of::<MatMulParams>(),
+            HDR_BYTES + 7 * 8 + 18 * 4 + 24 * 4
+        );
+        assert_eq!(size_of::<PoolParams>(), HDR_BYTES + 2 * 8 + 18 * 4 + 2 * 4);
+        assert_eq!(size_of::<AffineParams>(), HDR_BYTES + 4 * 8 + 8 * 4);
+        assert_eq!(size_of::<BcastParams>(), HDR_BYTES + 4 * 8 + 24 * 4 + 6 * 4);
+        assert_eq!(size_of::<MapParams>(), HDR_BYTES + 2 * 8 + 8 * 4);
+        assert_eq!(
+            size_of::<CopyParams>(),
+            HDR_BYTES + 3 * 8 + 6 * 8 + 6 * 4 + 2 * 4
+        );
+        assert_eq!(size_of::<ConcatParams>(), HDR_BYTES + 2 * 8 + 6 * 4);
+        assert_eq!(size_of::<GatherParams>(), HDR_BYTES + 3 * 8 + 6 * 4);
+        assert_eq!(size_of::<PadParams>(), HDR_BYTES + 2 * 8 + 18 * 4 + 4 * 4);
+        assert_eq!(size_of::<SoftmaxParams>(), HDR_BYTES + 2 * 8 + 4 * 4);
+        assert_eq!(size_of::<LayerNormParams>(), HDR_BYTES + 4 * 8 + 4 * 4);
+        assert_eq!(size_of::<ReduceParams>(), HDR_BYTES + 2 * 8 + 4 * 4);
     }
 
     #[test]
     fn layouts_start_with_the_header_and_are_8_aligned() {
-        assert_eq!(offset_of!(ConvParams, x), 32);
-        assert_eq!(offset_of!(ConvParams, ws), 72);
-        assert_eq!(offset_of!(ConvParams, n), 88);
-        assert_eq!(offset_of!(ConvParams, splits), 88 + 27 * 4);
-        assert_eq!(offset_of!(MatMulParams, batch), 88);
-        assert_eq!(offset_of!(MatMulParams, nbatch), 88 + 72);
-        assert_eq!(offset_of!(MatMulParams, splits), 88 + 72 + 19 * 4);
-        assert_eq!(offset_of!(CopyParams, offset), 48);
-        assert_eq!(offset_of!(CopyParams, strides), 56);
-        assert_eq!(offset_of!(CopyParams, shape), 104);
-        assert_eq!(offset_of!(BcastParams, shape), 64);
-        assert_eq!(offset_of!(Hdr, kernel_index), 24);
+        assert_eq!(offset_of!(ConvParams, x), 48);
+        assert_eq!(offset_of!(ConvParams, ws), 88);
+        assert_eq!(offset_of!(ConvParams, n), 104);
+        assert_eq!(offset_of!(ConvParams, splits), 104 + 27 * 4);
+        assert_eq!(offset_of!(MatMulParams, batch), 104);
+        assert_eq!(offset_of!(MatMulParams, nbatch), 104 + 72);
+        assert_eq!(offset_of!(MatMulParams, splits), 104 + 72 + 19 * 4);
+        assert_eq!(offset_of!(CopyParams, offset), 64);
+        assert_eq!(offset_of!(CopyParams, strides), 72);
+        assert_eq!(offset_of!(CopyParams, shape), 120);
+        assert_eq!(offset_of!(BcastParams, shape), 80);
+        assert_eq!(offset_of!(Hdr, kernel_index), 32);
         for (size, align) in [
             (size_of::<ConvParams>(), align_of::<ConvParams>()),
             (size_of::<MatMulParams>(), align_of::<MatMulParams>()),
@@ -493,5 +535,19 @@ mod tests {
         assert_eq!(p.hdr().kernel_index, 7);
         assert_eq!(p.hdr().flag, 0xdead_beef);
         assert_eq!(p.bytes().len(), size_of::<SoftmaxParams>());
+    }
+
+    #[test]
+    fn gather_elements_params_match_the_c_struct() {
+        let h = size_of::<Hdr>();
+        assert_eq!(
+            size_of::<GatherElementsParams>(),
+            h + 3 * 8 + 6 * 8 + 6 * 4 + 4 * 4
+        );
+        assert_eq!(offset_of!(GatherElementsParams, x), h);
+        assert_eq!(offset_of!(GatherElementsParams, strides), h + 24);
+        assert_eq!(offset_of!(GatherElementsParams, shape), h + 72);
+        assert_eq!(offset_of!(GatherElementsParams, total), h + 108);
+        assert_eq!(align_of::<GatherElementsParams>(), 8);
     }
 }

@@ -7,18 +7,27 @@ mod common;
 use common::P;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use reef_cuda::{cuda_available, CudaDevice, CudaOptions};
+use reef_cuda::{cuda_available, CudaDevice, CudaOptions, Precision};
 use reef_exec::{Device, Priority, Variant};
 use reef_model::{Act, DType};
 use reef_plan::kernel::{ConvSpec, KernelOp, MatMulSpec, UnaryOp};
 use std::sync::Arc;
 
-fn device(tf32: bool) -> Option<CudaDevice> {
+fn device(precision: impl Into<Precision>) -> Option<CudaDevice> {
     if !cuda_available() {
         println!("SKIP: no CUDA device");
         return None;
     }
-    Some(CudaDevice::with_options(0, CudaOptions { tf32 }).expect("device opens"))
+    let precision = precision.into();
+    Some(CudaDevice::with_options(0, CudaOptions { precision }).expect("device opens"))
+}
+
+/// Relative L2 tolerance of one GEMM kernel against an f64 reference.
+fn gemm_tol(p: Precision) -> f64 {
+    match p {
+        Precision::Tf32 => 5e-3,
+        Precision::Tf32x3 | Precision::F32 => 1e-5,
+    }
 }
 
 fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
@@ -155,9 +164,9 @@ fn spec(
 #[test]
 fn convolutions_match_the_reference_and_rt_equals_be() {
     let mut rng = StdRng::seed_from_u64(7);
-    for tf32 in [true, false] {
-        let Some(dev) = device(tf32) else { return };
-        let tol = if tf32 { 5e-3 } else { 1e-5 };
+    for prec in Precision::ALL {
+        let Some(dev) = device(prec) else { return };
+        let tol = gemm_tol(prec);
         for s in [
             spec(2, 37, 70, 11, 3, 1, 1),   // ragged tiles
             spec(1, 64, 64, 9, 3, 2, 4),    // grouped, strided
@@ -173,7 +182,7 @@ fn convolutions_match_the_reference_and_rt_equals_be() {
             let rt = run(&dev, &p, &inputs, Variant::Rt);
             let be = run(&dev, &p, &inputs, Variant::Be);
             let err = rel_l2(&rt[0], &want);
-            assert!(err < tol, "tf32={tf32} {s:?}: rel L2 {err}");
+            assert!(err < tol, "{prec} {s:?}: rel L2 {err}");
             assert_eq!(
                 rt[0].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 be[0].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
@@ -186,8 +195,8 @@ fn convolutions_match_the_reference_and_rt_equals_be() {
 #[test]
 fn batched_matmul_matches_the_reference() {
     let mut rng = StdRng::seed_from_u64(11);
-    for tf32 in [true, false] {
-        let Some(dev) = device(tf32) else { return };
+    for prec in Precision::ALL {
+        let Some(dev) = device(prec) else { return };
         let (batch, m, n, k) = (3usize, 70usize, 45usize, 33usize);
         let mut p = P::default();
         // A stored as [batch, k, m] (read transposed), B shared [k, n].
@@ -240,8 +249,8 @@ fn batched_matmul_matches_the_reference() {
         }
         let got = run(&dev, &p, &[av, rv], Variant::Be);
         let err = rel_l2(&got[0], &want);
-        let tol = if tf32 { 5e-3 } else { 1e-5 };
-        assert!(err < tol, "tf32={tf32}: rel L2 {err}");
+        let tol = gemm_tol(prec);
+        assert!(err < tol, "{prec}: rel L2 {err}");
     }
 }
 
@@ -457,9 +466,9 @@ fn matmul_case(
 #[test]
 fn split_k_matmuls_match_and_rt_equals_be() {
     let mut rng = StdRng::seed_from_u64(13);
-    for tf32 in [true, false] {
-        let Some(dev) = device(tf32) else { return };
-        let tol = if tf32 { 5e-3 } else { 1e-5 };
+    for prec in Precision::ALL {
+        let Some(dev) = device(prec) else { return };
+        let tol = gemm_tol(prec);
         for (dims, t) in [
             ((1, 70, 45, 700), (false, false)), // split-K, ragged, scalar B tail
             ((2, 64, 96, 1000), (true, false)), // split-K, transposed A (scalar A)
@@ -471,7 +480,7 @@ fn split_k_matmuls_match_and_rt_equals_be() {
             let rt = run(&dev, &p, &inputs, Variant::Rt);
             let be = run(&dev, &p, &inputs, Variant::Be);
             let err = rel_l2(&rt[0], &want);
-            assert!(err < tol, "tf32={tf32} {dims:?}: rel L2 {err}");
+            assert!(err < tol, "{prec} {dims:?}: rel L2 {err}");
             assert!(
                 rt[0]
                     .iter()
@@ -549,4 +558,104 @@ fn preempted_split_k_convs_resume_bit_identically() {
             "resumed result differs after preemption at {at}"
         );
     }
+}
+
+/// Runs `p` on the CPU backend (exact f32); returns output 0.
+fn run_cpu(p: &P, inputs: &[Vec<f32>]) -> Vec<f32> {
+    let cpu = reef_exec::cpu::CpuDevice::new(None).expect("CPU device");
+    let model = cpu.load(Arc::new(p.plan.clone())).expect("CPU load");
+    let mut ctx = model.context().expect("CPU context");
+    for (i, x) in inputs.iter().enumerate() {
+        ctx.write_input(i, &bytes(x)).unwrap();
+    }
+    let mut lane = cpu.lane(Priority::High).unwrap();
+    reef_exec::run::run_to_end(lane.as_mut(), ctx.as_mut(), 0, Variant::Rt).unwrap();
+    f32s(&ctx.read_output(0).unwrap())
+}
+
+/// Split TF32 against the CPU backend on random data with long K (where
+/// plain TF32 drifts most): a 3x3 convolution with K = 512 * 9 = 4608
+/// (split-K) and a Linear-style matmul with K = 3072 (K-major B). TF32 is
+/// run too, to show the gap.
+#[test]
+fn tf32x3_conv_and_matmul_match_the_cpu_backend() {
+    let mut rng = StdRng::seed_from_u64(17);
+    let Some(x3) = device(Precision::Tf32x3) else {
+        return;
+    };
+    let Some(tf32) = device(Precision::Tf32) else {
+        return;
+    };
+    let conv = conv_case(&mut rng, spec(1, 512, 128, 14, 3, 1, 1));
+    let mm = matmul_case(&mut rng, (2, 96, 160, 3072), (false, true));
+    for (name, (p, inputs, _)) in [("conv K=4608", conv), ("matmul K=3072", mm)] {
+        let cpu: Vec<f64> = run_cpu(&p, &inputs).iter().map(|&v| v as f64).collect();
+        let err_x3 = rel_l2(&run(&x3, &p, &inputs, Variant::Rt)[0], &cpu);
+        let be = run(&x3, &p, &inputs, Variant::Be);
+        let err_be = rel_l2(&be[0], &cpu);
+        let err_tf32 = rel_l2(&run(&tf32, &p, &inputs, Variant::Rt)[0], &cpu);
+        println!("{name}: rel L2 vs CPU: tf32x3 {err_x3:.2e}, tf32 {err_tf32:.2e}");
+        assert!(err_x3 <= 1e-5, "{name}: tf32x3 rel L2 {err_x3}");
+        assert_eq!(err_x3, err_be, "{name}: RT and BE differ");
+        assert!(
+            err_x3 * 10.0 < err_tf32,
+            "{name}: tf32x3 ({err_x3}) not clearly better than tf32 ({err_tf32})"
+        );
+    }
+}
+
+/// GatherElements (rank 3, axis 1, indices shorter than the data off the
+/// axis, negative and out-of-range indices) against a direct reference; RT
+/// and BE bit-identical.
+#[test]
+fn gather_elements_matches_the_reference() {
+    let Some(dev) = device(Precision::F32) else {
+        return;
+    };
+    let mut rng = StdRng::seed_from_u64(29);
+    let (ds, is, axis) = ([3usize, 7, 5], [2usize, 9, 4], 1usize);
+    let n: usize = is.iter().product();
+    let mut idx: Vec<i64> = (0..n).map(|_| rng.random_range(-7i64..7)).collect();
+    idx[5] = 7; // past the end: 0
+    idx[11] = -8; // before the start: 0
+    let mut p = P::default();
+    let x = p.act(DType::F32, ds.iter().product());
+    p.input(x);
+    let ib = p.weight(DType::I64, n);
+    if let reef_plan::plan::Loc::Weight(off) = p.plan.buffers[ib].loc {
+        for (i, v) in idx.iter().enumerate() {
+            p.plan.weights[off + 8 * i..off + 8 * i + 8].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    let out = p.act(DType::F32, n);
+    p.output(out);
+    p.kernel(
+        KernelOp::GatherElements {
+            shape: is.to_vec(),
+            data_shape: ds.to_vec(),
+            axis,
+            elem_size: 4,
+        },
+        vec![x, ib],
+        out,
+    );
+    let xv = random(&mut rng, ds.iter().product());
+    let mut want = Vec::with_capacity(n);
+    for a in 0..is[0] {
+        for b in 0..is[1] {
+            for c in 0..is[2] {
+                let i = idx[(a * is[1] + b) * is[2] + c];
+                let i = if i < 0 { i + ds[1] as i64 } else { i };
+                want.push(if (0..ds[1] as i64).contains(&i) {
+                    xv[(a * ds[1] + i as usize) * ds[2] + c]
+                } else {
+                    0.0
+                });
+            }
+        }
+    }
+    let rt = run(&dev, &p, std::slice::from_ref(&xv), Variant::Rt);
+    let be = run(&dev, &p, std::slice::from_ref(&xv), Variant::Be);
+    assert_eq!(rt, be, "RT and BE differ");
+    assert_eq!(rt[0], want, "GatherElements differs from the reference");
 }

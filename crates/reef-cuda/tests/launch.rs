@@ -4,6 +4,7 @@
 use reef_cuda::kernels::Family;
 use reef_cuda::launch::{table_words, Addresses, Builder, Launch};
 use reef_cuda::params::Params;
+use reef_cuda::Precision;
 use reef_exec::{ExecError, Variant};
 use reef_model::{Act, DType};
 use reef_plan::kernel::{ConvSpec, KernelOp, MatMulSpec};
@@ -193,6 +194,22 @@ fn split_kernels_get_disjoint_counters_and_share_the_workspace() {
     assert_eq!(c.cnt, ADDR.tile_counters + 8 * 4);
     assert_eq!((a.ws, c.ws), (ADDR.workspace, ADDR.workspace));
     assert_eq!(built.workspace_bytes, 128 * 64 * 64 * 4);
+
+    // Split TF32: the x3 families, 64 x 64 tiles only (no 128 x 128 x3).
+    let x3 = Builder::new(&p.plan, ADDR, Precision::Tf32x3)
+        .unwrap()
+        .build_all()
+        .unwrap();
+    let fams: Vec<Family> = x3.launches.iter().map(|l| l.family).collect();
+    assert_eq!(
+        fams,
+        vec![Family::ConvTcX3, Family::ConvTcX3, Family::ConvTcX3]
+    );
+    let Params::Conv(bx) = x3.launches[1].params else {
+        panic!("not conv")
+    };
+    assert_eq!((bx.m_tiles, bx.n_tiles), (4, 392));
+    assert_eq!(x3.launches[1].family.threads(), 128);
 }
 
 #[test]
@@ -231,6 +248,12 @@ fn matmul_geometry_and_vector_loads() {
         panic!()
     };
     assert_eq!(built.launches[0].family, Family::MatMulTc);
+    let x3 = Builder::new(&p.plan, ADDR, Precision::Tf32x3)
+        .unwrap()
+        .build_all()
+        .unwrap();
+    assert_eq!(x3.launches[0].family, Family::MatMulTcX3);
+    assert_eq!(x3.launches[0].tiles, built.launches[0].tiles);
     // 2 x 12 = 24 tiles; K = 768 = 48 steps: 3 splits of 256.
     assert_eq!(
         (mm.m_tiles, mm.n_tiles, mm.splits, mm.ksplit),
@@ -412,7 +435,10 @@ fn concat_table_holds_parts_and_starts() {
     assert_eq!(c0.table, ADDR.table);
     assert_eq!(c1.table, ADDR.table + 7 * 8);
     assert_eq!((c1.nparts, c1.total_len, c1.total), (3, 9, 180));
-    assert_eq!(c1.hdr.done, ADDR.counters + 4);
+    assert_eq!(
+        c1.hdr.done,
+        ADDR.counters + reef_cuda::launch::COUNTER_BYTES
+    );
     assert_eq!(c1.hdr.kernel_index, 1);
 }
 
@@ -528,4 +554,48 @@ fn unsupported_types_are_reported() {
             .map(|b| b.launches),
         Err(ExecError::Unsupported(_))
     ));
+}
+
+#[test]
+fn gather_elements_params_are_right_aligned_and_bounds_checked() {
+    let ge = |shape: Vec<usize>| KernelOp::GatherElements {
+        shape,
+        data_shape: vec![3, 7, 5],
+        axis: 1,
+        elem_size: 8,
+    };
+    let mut p = P::default();
+    let x = p.act(DType::I64, 3 * 7 * 5);
+    let idx = p.act(DType::I64, 2 * 9 * 4);
+    let out = p.act(DType::I64, 2 * 9 * 4);
+    p.kernel(ge(vec![2, 9, 4]), vec![x, idx], out);
+    let (l, _) = build(&p.plan, false);
+    assert_eq!(l[0].family, Family::GatherElements);
+    let Params::GatherElements(g) = l[0].params else {
+        panic!("not gather_elements")
+    };
+    assert_eq!((g.x, g.idx, g.out), (p.addr(x), p.addr(idx), p.addr(out)));
+    assert_eq!(g.shape, [1, 1, 1, 2, 9, 4]);
+    assert_eq!(g.strides, [0, 0, 0, 35, 5, 1]);
+    assert_eq!((g.axis, g.axis_len, g.esz, g.total), (4, 7, 8, 72));
+    // Indices longer than the data off the axis, or an undersized index
+    // buffer, are errors.
+    let mut q = P::default();
+    let x = q.act(DType::I64, 3 * 7 * 5);
+    let idx = q.act(DType::I64, 4 * 9 * 4);
+    let out = q.act(DType::I64, 4 * 9 * 4);
+    q.kernel(ge(vec![4, 9, 4]), vec![x, idx], out);
+    assert!(Builder::new(&q.plan, ADDR, false)
+        .unwrap()
+        .build_all()
+        .is_err());
+    let mut q = P::default();
+    let x = q.act(DType::I64, 3 * 7 * 5);
+    let idx = q.act(DType::I64, 10);
+    let out = q.act(DType::I64, 2 * 9 * 4);
+    q.kernel(ge(vec![2, 9, 4]), vec![x, idx], out);
+    assert!(Builder::new(&q.plan, ADDR, false)
+        .unwrap()
+        .build_all()
+        .is_err());
 }

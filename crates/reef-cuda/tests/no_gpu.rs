@@ -1,7 +1,7 @@
 //! Behaviour on a machine without a GPU (or without CUDA at all): the device
 //! reports Unavailable instead of panicking.
 
-use reef_cuda::{cuda_available, CudaDevice, CudaOptions};
+use reef_cuda::{cuda_available, CudaDevice, CudaOptions, Precision};
 use reef_exec::ExecError;
 
 #[test]
@@ -16,12 +16,17 @@ fn device_is_unavailable_without_a_gpu() {
         Ok(_) => panic!("device opened without a GPU"),
     }
     assert!(matches!(
-        CudaDevice::with_options(3, CudaOptions { tf32: false }),
+        CudaDevice::with_options(
+            3,
+            CudaOptions {
+                precision: Precision::F32
+            }
+        ),
         Err(ExecError::Unavailable(_))
     ));
 }
 
 #[test]
 fn options_default_to_tf32() {
-    assert!(CudaOptions::default().tf32);
+    assert_eq!(CudaOptions::default().precision, Precision::Tf32);
 }

@@ -11,7 +11,21 @@
 //!   progress to its index + 1 (so progress is exact: every kernel below it
 //!   completed, none at or above it did);
 //! - [`Variant::Rt`] kernels never check the flag;
-//! - RT and BE variants of a kernel compute bit-identical results.
+//! - RT and BE variants of a kernel compute bit-identical results;
+//! - a BE kernel that a padding launch or a preemption left part-done is
+//!   finished by the next launch of the same kernel on the same context when
+//!   no [`Lane::begin`] came in between ([`Lane::resume`] keeps that state),
+//!   so padding work and work done before a preemption are not lost
+//!   (backends that cannot keep partial tiles re-run the whole kernel, which
+//!   is correct because kernels are idempotent).
+//!
+//! Dynamic kernel padding: before enqueueing RT kernel `i`, the scheduler
+//! asks the RT lane for a [`PadSlot`] ([`Lane::pad_slot`]); a BE lane then
+//! enqueues BE kernels with [`Lane::enqueue_pad`]. A padding launch starts
+//! with RT kernel `i`, runs tiles only while RT kernel `i` has not completed
+//! (and its budget lasts, the flag is down, and the previous kernel of its
+//! own task completed), and never completes the RT task's work for it: the
+//! RT kernel's latency bound is one BE tile.
 
 pub mod cpu;
 
@@ -23,6 +37,37 @@ pub use reef_plan::Plan;
 
 use std::any::Any;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Launch shape of one kernel of a context's plan, for padding decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelShape {
+    /// Independent tiles (work items) of the kernel.
+    pub tiles: u32,
+    /// Blocks of the RT variant's launch (one per tile on the GPU).
+    pub rt_blocks: u32,
+    /// Blocks of this kernel that fit on one compute unit at once.
+    pub per_unit: u32,
+}
+
+impl KernelShape {
+    /// Compute units the RT variant occupies in its first wave (of
+    /// `units`). GPUs spread a launch's blocks breadth first (one per SM
+    /// before any SM gets a second), so a launch of `b` blocks touches
+    /// `min(b, units)` units however many would fit on one.
+    pub fn units_used(&self, units: usize) -> usize {
+        (self.rt_blocks as usize).min(units)
+    }
+}
+
+/// The start of one RT kernel on an RT lane, which padding launches on other
+/// lanes of the same device follow (see [`Lane::pad_slot`]). Backend-specific.
+pub struct PadSlot {
+    /// The backend's marker (an event and a completion counter on CUDA).
+    pub inner: Box<dyn Any + Send>,
+    /// Index of the RT kernel in its plan.
+    pub index: usize,
+}
 
 /// Which compiled variant of a kernel to launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,6 +134,12 @@ pub trait Context: Send {
     fn poison(&mut self) -> Result<()>;
     /// The first kernel not known complete (exact after the lane synchronized).
     fn progress(&mut self) -> Result<usize>;
+    /// Launch shape of kernel `index` (None: the backend does not say, and
+    /// the scheduler does not pad with or beside it).
+    fn shape(&self, index: usize) -> Option<KernelShape> {
+        let _ = index;
+        None
+    }
     /// Downcasting support for backends.
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
@@ -111,4 +162,58 @@ pub trait Lane: Send {
     /// Raises (true) or clears (false) the lane's preemption flag. Raising
     /// makes queued and running BE kernels of this lane exit at their next check.
     fn set_preempt(&mut self, on: bool) -> Result<()>;
+    /// Lets a context that was preempted (or padded) run BE kernels again
+    /// from its progress on, keeping the tiles its first unfinished kernel
+    /// completed where the backend tracks them. The default does nothing
+    /// (state on the device is already consistent).
+    fn resume(&mut self, ctx: &mut dyn Context) -> Result<()> {
+        let _ = ctx;
+        Ok(())
+    }
+    /// Marks the start of RT kernel `index` of `ctx`, to be called right
+    /// before enqueueing it; padding launches on other lanes follow the mark.
+    /// None: this backend cannot pad.
+    fn pad_slot(&mut self, ctx: &mut dyn Context, index: usize) -> Result<Option<PadSlot>> {
+        let _ = (ctx, index);
+        Ok(None)
+    }
+    /// Enqueues BE kernel `index` of `ctx` as padding beside the RT kernel of
+    /// `slot`, on at most `blocks` blocks (compute units' worth of work); a
+    /// block claims no tile once `budget` has passed since it started (zero:
+    /// no budget, only the RT kernel's completion bounds it). Returns without
+    /// waiting.
+    fn enqueue_pad(
+        &mut self,
+        ctx: &mut dyn Context,
+        index: usize,
+        slot: &PadSlot,
+        blocks: u32,
+        budget: Duration,
+    ) -> Result<()> {
+        let _ = (ctx, index, slot, blocks, budget);
+        Err(ExecError::Invalid("this backend cannot pad".into()))
+    }
+    /// Times the RT variant of every kernel of `ctx` run alone, `reps` times
+    /// (median per kernel). The default times each kernel on the host around
+    /// a synchronize; backends with device timers override it.
+    fn profile(&mut self, ctx: &mut dyn Context, reps: usize) -> Result<Vec<Duration>> {
+        let n = ctx.model().plan().kernels.len();
+        let mut times = vec![Vec::with_capacity(reps); n];
+        for _ in 0..reps.max(1) {
+            self.begin(ctx, 0)?;
+            for (i, t) in times.iter_mut().enumerate() {
+                let t0 = std::time::Instant::now();
+                self.enqueue(ctx, i, Variant::Rt)?;
+                self.synchronize()?;
+                t.push(t0.elapsed());
+            }
+        }
+        Ok(times
+            .into_iter()
+            .map(|mut v| {
+                v.sort();
+                v[v.len() / 2]
+            })
+            .collect())
+    }
 }

@@ -255,3 +255,59 @@ fn lanes_run_concurrently_on_separate_contexts() {
         assert_eq!(ctx.read_output(0).expect("out"), reference[0]);
     }
 }
+
+/// Padding launches: a BE kernel padded beside an RT kernel that never
+/// completes runs in full; beside a completed RT kernel it does nothing; a
+/// padding launch whose predecessor is unfinished does nothing; the task then
+/// completes from its progress with the unpadded result.
+#[test]
+fn padding_launches_follow_the_rt_kernel_and_keep_results() {
+    let plan = chain(4);
+    let want = run_plan(&plan, &[input()], Variant::Rt);
+    let dev = CpuDevice::new(Some(2)).unwrap().with_padding(true);
+    let model = dev.load(plan.clone()).unwrap();
+    let (mut rt_lane, mut be_lane) = (
+        dev.lane(Priority::High).unwrap(),
+        dev.lane(Priority::Low).unwrap(),
+    );
+    let mut rt_ctx = model.context().unwrap();
+    let mut be_ctx = model.context().unwrap();
+    be_ctx.write_input(0, &input()).unwrap();
+    assert!(
+        be_ctx.shape(0).is_some(),
+        "padding emulation reports shapes"
+    );
+    rt_lane.begin(rt_ctx.as_mut(), 0).unwrap();
+    be_lane.begin(be_ctx.as_mut(), 0).unwrap();
+    // RT kernel 2 is never launched: the padded BE kernel 0 runs to its end.
+    let open = rt_lane
+        .pad_slot(rt_ctx.as_mut(), 2)
+        .unwrap()
+        .expect("CPU pads");
+    be_lane
+        .enqueue_pad(be_ctx.as_mut(), 0, &open, 1, Duration::ZERO)
+        .unwrap();
+    // Kernel 2 of the BE task before kernel 1 completed: nothing happens.
+    be_lane
+        .enqueue_pad(be_ctx.as_mut(), 2, &open, 1, Duration::ZERO)
+        .unwrap();
+    be_lane.synchronize().unwrap();
+    assert_eq!(be_ctx.progress().unwrap(), 1);
+    // Beside an RT kernel that already completed: nothing happens.
+    let done = rt_lane.pad_slot(rt_ctx.as_mut(), 0).unwrap().unwrap();
+    rt_lane.enqueue(rt_ctx.as_mut(), 0, Variant::Rt).unwrap();
+    rt_lane.synchronize().unwrap();
+    be_lane
+        .enqueue_pad(be_ctx.as_mut(), 1, &done, 1, Duration::ZERO)
+        .unwrap();
+    be_lane.synchronize().unwrap();
+    assert_eq!(be_ctx.progress().unwrap(), 1);
+    // Resume and finish from the progress: the unpadded result.
+    be_lane.resume(be_ctx.as_mut()).unwrap();
+    for i in 1..plan.kernels.len() {
+        be_lane.enqueue(be_ctx.as_mut(), i, Variant::Be).unwrap();
+    }
+    be_lane.synchronize().unwrap();
+    assert_eq!(be_ctx.progress().unwrap(), plan.kernels.len());
+    assert_eq!(be_ctx.read_output(0).unwrap(), want[0]);
+}

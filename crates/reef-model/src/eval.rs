@@ -34,6 +34,7 @@ pub fn foldable(op: &Op) -> bool {
             | Op::Where
             | Op::Shape { .. }
             | Op::Gather { .. }
+            | Op::GatherElements { .. }
             | Op::Unsqueeze { .. }
             | Op::Squeeze { .. }
             | Op::Concat { .. }
@@ -92,6 +93,57 @@ fn strided_gather(src: &[f64], shape: &[usize], offset: i64, st: &[i64]) -> Vec<
             src[idx as usize]
         })
         .collect()
+}
+
+/// GatherElements on a row-major `data` of shape `data_shape`: for every
+/// position `p` of `indices` (shape `idx_shape`, same rank),
+/// `out[p] = data[p with p_axis replaced by indices[p]]`; negative indices
+/// count from the end. The reference every backend matches. Errors name the
+/// first index out of range.
+pub fn gather_elements<T: Copy>(
+    data_shape: &[usize],
+    data: &[T],
+    idx_shape: &[usize],
+    indices: &[i64],
+    axis: usize,
+) -> std::result::Result<Vec<T>, String> {
+    let r = data_shape.len();
+    if idx_shape.len() != r || axis >= r {
+        return Err(format!(
+            "indices {idx_shape:?} and data {data_shape:?} differ in rank or axis {axis} is out of range"
+        ));
+    }
+    if numel(data_shape) != data.len() || numel(idx_shape) != indices.len() {
+        return Err("data or indices do not match their shapes".into());
+    }
+    let dst = strides(data_shape);
+    let ist = strides(idx_shape);
+    let len = data_shape[axis] as i64;
+    let mut out = Vec::with_capacity(indices.len());
+    for (p, &i) in indices.iter().enumerate() {
+        let j = if i < 0 { i + len } else { i };
+        if !(0..len).contains(&j) {
+            return Err(format!(
+                "index {i} (element {p} of the indices) is out of bounds for axis {axis} of size {len}"
+            ));
+        }
+        let mut src = 0;
+        for d in 0..r {
+            let c = if d == axis {
+                j as usize
+            } else {
+                p / ist[d] % idx_shape[d]
+            };
+            if c >= data_shape[d] {
+                return Err(format!(
+                    "indices {idx_shape:?} reach past data {data_shape:?}"
+                ));
+            }
+            src += c * dst[d];
+        }
+        out.push(data[src]);
+    }
+    Ok(out)
 }
 
 /// Evaluates `node` on constant inputs. Returns `Ok(None)` when the op is not
@@ -251,6 +303,15 @@ pub fn eval_node(g: &Graph, node: &Node) -> Result<Option<Vec<Tensor>>> {
                 }
             }
             out
+        }
+        Op::GatherElements { axis } => {
+            let s = sh(0);
+            let ax = norm_axis(*axis, s.len()).ok_or_else(|| {
+                ModelError::node(&node.name, "GatherElements", "axis out of range")
+            })?;
+            let idx = inp(1).map(|t| t.to_i64_vec()).unwrap_or_default();
+            gather_elements(&s, &x(0), &sh(1), &idx, ax)
+                .map_err(|r| ModelError::node(&node.name, "GatherElements", r))?
         }
         Op::Slice => {
             let s = sh(0);

@@ -191,6 +191,13 @@ pub enum Op {
         /// Axis.
         axis: i64,
     },
+    /// GatherElements: data, indices (same rank as data, int64 or int32).
+    /// `out[i] = data[i with i_axis replaced by indices[i]]`; the output has
+    /// the indices' shape. Negative indices count from the end of the axis.
+    GatherElements {
+        /// Axis (may be negative).
+        axis: i64,
+    },
     /// Slice: data, starts, ends, optional axes, optional steps (all constant).
     Slice,
     /// Shape of the input, optionally sliced [start, end).
@@ -213,6 +220,8 @@ pub enum Op {
         axis: i64,
     },
     /// LayerNormalization: X, scale, optional B; normalises axes [axis, rank).
+    /// Outputs Y and, optionally, Mean and InvStdDev (`1 / sqrt(var + eps)`),
+    /// both shaped like X with the normalised axes set to 1.
     LayerNorm {
         /// First normalised axis.
         axis: i64,
@@ -291,6 +300,7 @@ impl Op {
             Op::Squeeze { .. } => "Squeeze",
             Op::Unsqueeze { .. } => "Unsqueeze",
             Op::Gather { .. } => "Gather",
+            Op::GatherElements { .. } => "GatherElements",
             Op::Slice => "Slice",
             Op::Shape { .. } => "Shape",
             Op::Constant(_) => "Constant",

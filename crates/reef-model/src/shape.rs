@@ -194,6 +194,49 @@ pub fn slice_params(
     Ok(res)
 }
 
+/// Checks GatherElements operands of shapes `data` and `indices` against
+/// `axis` (may be negative) and returns the normalised axis. The ranks must
+/// be equal and at least 1, and off the axis the indices may not be longer
+/// than the data.
+pub fn gather_elements_axis(
+    data: &[usize],
+    indices: &[usize],
+    axis: i64,
+) -> std::result::Result<usize, String> {
+    let r = data.len();
+    if r == 0 {
+        return Err("data must have rank 1 or more, got a scalar".into());
+    }
+    if indices.len() != r {
+        return Err(format!(
+            "indices of shape {indices:?} (rank {}) must have the rank of data {data:?} (rank {r})",
+            indices.len()
+        ));
+    }
+    let ax = norm_axis(axis, r).ok_or_else(|| {
+        format!(
+            "axis {axis} out of range for rank {r} (valid: {} to {})",
+            -(r as i64),
+            r - 1
+        )
+    })?;
+    if let Some(d) = (0..r).find(|&d| d != ax && indices[d] > data[d]) {
+        return Err(format!(
+            "indices {indices:?} are longer than data {data:?} on dimension {d} (not the axis {ax})"
+        ));
+    }
+    Ok(ax)
+}
+
+/// The first index of `indices` outside `[-len, len)`, as (position, value).
+pub fn first_out_of_range(indices: &[i64], len: usize) -> Option<(usize, i64)> {
+    let n = len as i64;
+    indices
+        .iter()
+        .position(|&i| i < -n || i >= n)
+        .map(|p| (p, indices[p]))
+}
+
 fn err(node: &Node, reason: impl Into<String>) -> ModelError {
     ModelError::node(&node.name, node.op.name(), reason)
 }
@@ -606,6 +649,29 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
             out.extend(&x[ax + 1..]);
             one(dt(0)?, out)
         }
+        Op::GatherElements { axis } => {
+            let x = sh(0)?;
+            let idx = sh(1)?;
+            if !matches!(dt(1)?, DType::I64 | DType::I32) {
+                return Err(err(
+                    node,
+                    format!("indices must be int64 or int32, got {}", dt(1)?),
+                ));
+            }
+            let ax = gather_elements_axis(&x, &idx, *axis).map_err(|r| err(node, r))?;
+            if let Some(t) = g.constant(need(g, node, 1)?) {
+                if let Some((p, v)) = first_out_of_range(&t.to_i64_vec(), x[ax]) {
+                    return Err(err(
+                        node,
+                        format!(
+                            "index {v} (element {p} of the indices) is out of bounds for axis {ax} of size {}",
+                            x[ax]
+                        ),
+                    ));
+                }
+            }
+            one(dt(0)?, idx)
+        }
         Op::Slice => {
             let x = sh(0)?;
             let starts = const_input(g, node, 1, "starts")?.to_i64_vec();
@@ -676,7 +742,14 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
                     }
                 }
             }
-            one(DType::F32, x)
+            // Mean and InvStdDev keep the leading axes and set the rest to 1.
+            let mut stat = x[..ax].to_vec();
+            stat.resize(x.len(), 1);
+            Ok(vec![
+                (DType::F32, x),
+                (DType::F32, stat.clone()),
+                (DType::F32, stat),
+            ])
         }
         Op::ReduceMean {
             axes,

@@ -271,7 +271,7 @@ impl Exporter<'_> {
                     operand(self, &mut input, 1, "axes", Tensor::i64_vec(a));
                 }
             }
-            Op::Gather { axis } => attribute.push(int("axis", *axis)),
+            Op::Gather { axis } | Op::GatherElements { axis } => attribute.push(int("axis", *axis)),
             Op::Shape { start, end } => {
                 if *start != 0 {
                     attribute.push(int("start", *start));

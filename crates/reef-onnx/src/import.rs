@@ -305,6 +305,43 @@ impl Importer {
         Ok(())
     }
 
+    /// Adds `op` producing the node's outputs up to the last named one (at
+    /// most `max` of them; an omitted one in between gets a fresh name).
+    /// A consumed output past `max` is unsupported.
+    fn emit_outputs(
+        &mut self,
+        ctx: &NodeCtx,
+        op: Op,
+        inputs: Vec<Option<ValueId>>,
+        max: usize,
+    ) -> Result<(), ModelError> {
+        let outs = &ctx.proto.output;
+        for (i, o) in outs.iter().enumerate().skip(max) {
+            if !o.is_empty() && self.used.contains(o) {
+                return Err(ctx.unsupported(format!("output #{i} '{o}' is not supported")));
+            }
+        }
+        let count = outs
+            .iter()
+            .take(max)
+            .rposition(|o| !o.is_empty())
+            .map_or(1, |i| i + 1);
+        let mut names = Vec::with_capacity(count);
+        for (i, o) in outs.iter().take(count).enumerate() {
+            names.push(match o.as_str() {
+                "" => self.fresh(&format!("{}_out{i}", ctx.name)),
+                s => s.to_string(),
+            });
+        }
+        let op_name = op.name();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        for v in self.b.node_named(&ctx.name, op, inputs, &refs)? {
+            check_shape(self.b.shape(v))
+                .map_err(|r| ModelError::node(&ctx.name, op_name, format!("output {r}")))?;
+        }
+        Ok(())
+    }
+
     /// Adds one single-output node and checks its output shape.
     fn add(
         &mut self,
@@ -536,6 +573,9 @@ impl Importer {
             "Gather" => Op::Gather {
                 axis: ctx.int_or("axis", 0)?,
             },
+            "GatherElements" => Op::GatherElements {
+                axis: ctx.int_or("axis", 0)?,
+            },
             "Slice" if opset < 10 => {
                 let starts = ctx
                     .ints("starts")?
@@ -632,13 +672,12 @@ impl Importer {
                 axis: ctx.int_or("axis", -1)?,
             },
             "LayerNormalization" => {
-                self.extra_output_unused(ctx, 1, "Mean")?;
-                self.extra_output_unused(ctx, 2, "InvStdDev")?;
+                // Mean and InvStdDev (outputs 1 and 2) are computed when named.
                 let op = Op::LayerNorm {
                     axis: ctx.int_or("axis", -1)?,
                     epsilon: ctx.float_or("epsilon", 1e-5)?,
                 };
-                return self.emit(ctx, op, inputs);
+                return self.emit_outputs(ctx, op, inputs, 3);
             }
             "ReduceMean" => {
                 if opset < 18 {
@@ -903,6 +942,7 @@ fn arity(op: &str, opset: i64) -> Option<(usize, usize)> {
         "Conv" | "Gemm" => (2, 3),
         "MatMul" | "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "Less" | "Greater"
         | "Gather" | "Expand" | "Reshape" => (2, 2),
+        "GatherElements" if opset >= 11 => (2, 2),
         "Relu" | "Sigmoid" | "Tanh" | "Erf" | "Sqrt" | "Exp" | "Neg" | "Not" | "MaxPool"
         | "AveragePool" | "GlobalAveragePool" | "GlobalMaxPool" | "Flatten" | "Transpose"
         | "Shape" | "ConstantOfShape" | "Cast" | "Softmax" | "Identity" => (1, 1),

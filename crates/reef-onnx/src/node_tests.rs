@@ -55,6 +55,7 @@ const PREFIXES: &[(&str, &str)] = &[
     ("squeeze", "Squeeze"),
     ("unsqueeze", "Unsqueeze"),
     ("gather", "Gather"),
+    ("gather_elements", "GatherElements"),
     ("slice", "Slice"),
     ("shape", "Shape"),
     ("constant", "Constant"),
@@ -108,12 +109,7 @@ const F32_COMPUTE: &[&str] = &[
 ];
 
 /// Names that a prefix above would catch but that test another op.
-const OTHER_OPS: &[&str] = &[
-    "less_equal",
-    "greater_equal",
-    "gather_elements",
-    "softmax_cross_entropy",
-];
+const OTHER_OPS: &[&str] = &["less_equal", "greater_equal", "softmax_cross_entropy"];
 
 /// The op a node-test directory exercises, if reef supports it.
 pub fn op_for_case(dir_name: &str) -> Option<&'static str> {
@@ -297,6 +293,13 @@ fn operand_positions(op: &str) -> &'static [usize] {
     }
 }
 
+/// Optional node outputs reef does not compute: (op, output position, name).
+/// A node test that asks for one of them as a graph output runs without it,
+/// and the skip is reported (see [`Prepared::skipped`]); every other output
+/// is still compared.
+const UNCOMPUTED_OUTPUTS: &[(&str, usize, &str)] =
+    &[("Dropout", 1, "mask"), ("MaxPool", 1, "Indices")];
+
 /// Reads and decodes the case's `model.onnx`; inputs or outputs that are
 /// not tensors (sequences, optionals) make the case unsupported.
 pub fn read_model(case: &NodeTestCase) -> Result<ModelProto, ModelError> {
@@ -333,6 +336,9 @@ pub struct Prepared {
     pub inputs: Vec<Tensor>,
     /// Expected outputs, in `graph.outputs` order.
     pub outputs: Vec<Tensor>,
+    /// Graph outputs of the test model left out of the run and the
+    /// comparison because reef does not compute them, each with why.
+    pub skipped: Vec<String>,
 }
 
 /// Freezes the operand inputs (see [`operand_positions`]) of `model` to the
@@ -374,6 +380,36 @@ pub fn prepare(model: &ModelProto, set: &DataSet) -> Result<Prepared, ModelError
         }
     }
     graph.input.retain(|i| !frozen.contains(&i.name));
+    // Drop graph outputs reef does not compute (optional node outputs).
+    if graph.output.len() != set.outputs.len() {
+        return Err(ModelError::Graph(format!(
+            "data set has {} outputs, the model {}",
+            set.outputs.len(),
+            graph.output.len()
+        )));
+    }
+    let mut skipped = vec![];
+    let mut outputs = vec![];
+    let mut kept = vec![];
+    for (vi, t) in graph.output.iter().zip(&set.outputs) {
+        let producer = graph.node.iter().find_map(|n| {
+            let pos = n.output.iter().position(|o| *o == vi.name)?;
+            UNCOMPUTED_OUTPUTS
+                .iter()
+                .find(|(op, p, _)| *op == n.op_type && *p == pos)
+        });
+        match producer {
+            Some((op, pos, what)) => skipped.push(format!(
+                "output '{}' ({op} output #{pos}, {what}) is not computed by reef; not compared",
+                vi.name
+            )),
+            None => {
+                kept.push(vi.clone());
+                outputs.push(t.clone());
+            }
+        }
+    }
+    graph.output = kept;
     let batch = inputs
         .first()
         .and_then(|t| t.shape.first().copied())
@@ -382,7 +418,8 @@ pub fn prepare(model: &ModelProto, set: &DataSet) -> Result<Prepared, ModelError
     Ok(Prepared {
         graph,
         inputs,
-        outputs: set.outputs.clone(),
+        outputs,
+        skipped,
     })
 }
 
@@ -460,10 +497,14 @@ where
             graph,
             inputs,
             outputs,
+            skipped,
         } = match prepare(&model, set) {
             Ok(p) => p,
             Err(e) => return classify(e),
         };
+        for why in &skipped {
+            println!("note: {} data set {k}: {why}", case.name);
+        }
         for (t, &v) in inputs.iter().zip(&graph.inputs) {
             let info = &graph.values[v];
             if t.shape != info.shape || t.dtype() != info.dtype {
@@ -605,7 +646,11 @@ mod tests {
         );
         assert_eq!(op_for_case("test_softmax_axis_0"), Some("Softmax"));
         assert_eq!(op_for_case("test_softmax_axis_0_expanded"), None);
-        assert_eq!(op_for_case("test_gather_elements_0"), None);
+        assert_eq!(
+            op_for_case("test_gather_elements_0"),
+            Some("GatherElements")
+        );
+        assert_eq!(op_for_case("test_gather_0"), Some("Gather"));
         assert_eq!(op_for_case("test_matmulinteger"), None);
     }
 

@@ -30,6 +30,9 @@ fn node_tests_import() {
         });
         let outcome = match prepared {
             Ok(p) => {
+                for why in &p.skipped {
+                    println!("note: {}: {why}", case.name);
+                }
                 // The imported graph must agree with the test data's shapes.
                 let (g, set) = (&p.graph, &p);
                 let mut why = None;

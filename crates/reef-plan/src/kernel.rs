@@ -302,6 +302,22 @@ pub enum KernelOp {
         /// Bytes per element.
         elem_size: usize,
     },
+    /// Element-wise gather along an axis (ONNX GatherElements): `x` has shape
+    /// `data_shape`, the i64 indices and the output have shape `shape` (same
+    /// rank, at most [`MAX_RANK`], `shape[d] <= data_shape[d]` off the axis),
+    /// and `out[p] = x[p with p_axis replaced by idx[p]]`, all row-major.
+    /// Negative indices wrap; out-of-range ones give 0. Elements of
+    /// `elem_size` bytes. Inputs `x, idx`.
+    GatherElements {
+        /// Output and indices shape.
+        shape: Vec<usize>,
+        /// Shape of `x`.
+        data_shape: Vec<usize>,
+        /// The gathered axis (< rank).
+        axis: usize,
+        /// Bytes per element (1, 4 or 8).
+        elem_size: usize,
+    },
     /// Constant/reflect/edge padding of f32 `in_shape` to `shape`; `pads_begin`
     /// per dim (may be negative = crop). Inputs `x`.
     Pad {
@@ -374,6 +390,7 @@ impl KernelOp {
             KernelOp::Copy { .. } => "copy",
             KernelOp::Concat { .. } => "concat",
             KernelOp::Gather { .. } => "gather",
+            KernelOp::GatherElements { .. } => "gather_elements",
             KernelOp::Pad { .. } => "pad",
             KernelOp::Softmax { .. } => "softmax",
             KernelOp::LayerNorm { .. } => "layernorm",

@@ -52,6 +52,19 @@ fn batch_strides(s: &[usize], batch: &[usize]) -> Vec<usize> {
         .collect()
 }
 
+/// Flat source offsets of GatherElements with constant `indices` (shape
+/// `is`) into row-major data of shape `xs` along `axis`: gathering the
+/// offsets `0..numel(xs)` themselves yields them.
+fn flat_sources(
+    xs: &[usize],
+    is: &[usize],
+    indices: &[i64],
+    axis: usize,
+) -> std::result::Result<Vec<i64>, String> {
+    let offsets: Vec<i64> = (0..numel(xs) as i64).collect();
+    reef_model::eval::gather_elements(xs, &offsets, is, indices, axis)
+}
+
 /// What an epilogue-fusable head (Conv, Gemm, MatMul) absorbs.
 #[derive(Debug, Default, Clone)]
 struct Fusion {
@@ -1043,6 +1056,7 @@ impl<'g> Lowerer<'g> {
                 };
                 self.emit(&node.name, k, vec![xb, ib], o);
             }
+            Op::GatherElements { axis } => self.lower_gather_elements(node, *axis, out)?,
             Op::Softmax { axis } => {
                 let x = self.f32_in(node, 0)?;
                 let ax = norm_axis(*axis, oshape.len()).unwrap();
@@ -1088,15 +1102,16 @@ impl<'g> Lowerer<'g> {
                     vec![xb, gb, bb],
                     o,
                 );
-                if node.outputs.len() > 1
-                    && node.outputs[1..]
-                        .iter()
-                        .any(|&v| !self.consumers[v].is_empty() || self.is_output[v])
-                {
-                    return Err(lower_err(
-                        node,
-                        "Mean and InvStdDev outputs are not supported",
-                    ));
+                let used = |s: &Self, i: usize| {
+                    node.outputs
+                        .get(i)
+                        .filter(|&&v| !s.consumers[v].is_empty() || s.is_output[v])
+                        .copied()
+                };
+                let (mean, inv) = (used(self, 1), used(self, 2));
+                if mean.is_some() || inv.is_some() {
+                    let rows = numel(&oshape[..ax]);
+                    self.lower_layer_norm_stats(node, xb, [rows, cols], *epsilon, mean, inv)?;
                 }
             }
             Op::Pad { mode, pads, value } => {
@@ -1173,6 +1188,148 @@ impl<'g> Lowerer<'g> {
             vec![xb],
             o,
         );
+        Ok(())
+    }
+
+    /// GatherElements. Constant indices become one flat [`KernelOp::Gather`]
+    /// over the data with precomputed source offsets; run-time ones a
+    /// [`KernelOp::GatherElements`] (int32 indices widened by a cast first).
+    fn lower_gather_elements(&mut self, node: &Node, axis: i64, out: ValueId) -> Result<()> {
+        let g = self.g;
+        let x = node
+            .input(0)
+            .ok_or_else(|| lower_err(node, "missing input #0"))?;
+        let idx = node
+            .input(1)
+            .ok_or_else(|| lower_err(node, "missing input #1"))?;
+        let (xs, is) = (self.shape(x).to_vec(), self.shape(idx).to_vec());
+        let ax = reef_model::shape::gather_elements_axis(&xs, &is, axis)
+            .map_err(|r| lower_err(node, r))?;
+        let elem_size = g.values[x].dtype.size();
+        if !matches!(elem_size, 1 | 4 | 8) {
+            return Err(lower_err(
+                node,
+                format!("elements of type {} are not supported", g.values[x].dtype),
+            ));
+        }
+        let n = numel(&is);
+        if let Some(t) = g.constant(idx) {
+            let flat =
+                flat_sources(&xs, &is, &t.to_i64_vec(), ax).map_err(|r| lower_err(node, r))?;
+            let ib = self.add_weight(
+                &Tensor::i64(vec![n], flat)?,
+                &format!("{}.sources", node.name),
+            );
+            let xb = self.buf(node, x)?;
+            let o = self.out_buf(out);
+            let k = KernelOp::Gather {
+                outer: 1,
+                axis_len: numel(&xs),
+                count: n,
+                inner: 1,
+                elem_size,
+            };
+            self.emit(&node.name, k, vec![xb, ib], o);
+            return Ok(());
+        }
+        if xs.len() > MAX_RANK {
+            return Err(lower_err(
+                node,
+                format!("rank {} is above the supported {MAX_RANK}", xs.len()),
+            ));
+        }
+        let mut ib = self.buf(node, idx)?;
+        match g.values[idx].dtype {
+            DType::I64 => {}
+            DType::I32 => {
+                let wide = self.new_buffer(
+                    DType::I64,
+                    n,
+                    Loc::Arena(0),
+                    &format!("{}.indices_i64", node.name),
+                );
+                let k = KernelOp::Cast {
+                    from: DType::I32,
+                    to: DType::I64,
+                    n,
+                };
+                self.emit(&format!("{}.widen", node.name), k, vec![ib], wide);
+                ib = wide;
+            }
+            d => return Err(lower_err(node, format!("indices of type {d}"))),
+        }
+        let xb = self.buf(node, x)?;
+        let o = self.out_buf(out);
+        let k = KernelOp::GatherElements {
+            shape: is,
+            data_shape: xs,
+            axis: ax,
+            elem_size,
+        };
+        self.emit(&node.name, k, vec![xb, ib], o);
+        Ok(())
+    }
+
+    /// The optional LayerNormalization outputs over x viewed as `[rows, cols]`:
+    /// Mean (`rows` values) and InvStdDev = `1 / sqrt(mean((x - mean)^2) + eps)`,
+    /// from existing kernels (reduce, broadcast binary, sqrt). Writes the
+    /// values `mean` and `inv` that are given.
+    fn lower_layer_norm_stats(
+        &mut self,
+        node: &Node,
+        xb: BufferId,
+        [rows, cols]: [usize; 2],
+        eps: f32,
+        mean: Option<ValueId>,
+        inv: Option<ValueId>,
+    ) -> Result<()> {
+        let name = &node.name;
+        let temp = |s: &mut Self, len: usize, what: &str| {
+            s.new_buffer(DType::F32, len, Loc::Arena(0), &format!("{name}.{what}"))
+        };
+        let reduce = |len: usize| KernelOp::Reduce {
+            kind: ReduceKind::Mean,
+            outer: rows,
+            len,
+            inner: 1,
+        };
+        let mb = match mean {
+            Some(v) => self.out_buf(v),
+            None => temp(self, rows, "mean"),
+        };
+        self.emit(&format!("{name}.mean"), reduce(cols), vec![xb], mb);
+        let Some(inv) = inv else {
+            return Ok(());
+        };
+        let bin = |op: BinOp, shape: Vec<usize>, a: Vec<usize>, b: Vec<usize>| KernelOp::Binary {
+            op,
+            shape,
+            a_strides: a,
+            b_strides: b,
+            act: Act::None,
+        };
+        let diff = temp(self, rows * cols, "centered");
+        let k = bin(BinOp::Sub, vec![rows, cols], vec![cols, 1], vec![1, 0]);
+        self.emit(&format!("{name}.center"), k, vec![xb, mb], diff);
+        let sq = temp(self, rows * cols, "squared");
+        let k = bin(BinOp::Mul, vec![rows, cols], vec![cols, 1], vec![cols, 1]);
+        self.emit(&format!("{name}.square"), k, vec![diff, diff], sq);
+        let var = temp(self, rows, "var");
+        self.emit(&format!("{name}.var"), reduce(cols), vec![sq], var);
+        let eps_b = self.add_f32_weight(vec![eps], &format!("{name}.eps"));
+        let ve = temp(self, rows, "var_eps");
+        let k = bin(BinOp::Add, vec![rows], vec![1], vec![0]);
+        self.emit(&format!("{name}.add_eps"), k, vec![var, eps_b], ve);
+        let sd = temp(self, rows, "std");
+        let k = KernelOp::Unary {
+            op: UnaryOp::Sqrt,
+            n: rows,
+        };
+        self.emit(&format!("{name}.sqrt"), k, vec![ve], sd);
+        let one = self.add_f32_weight(vec![1.0], &format!("{name}.one"));
+        let ib = self.out_buf(inv);
+        let k = bin(BinOp::Div, vec![rows], vec![0], vec![1]);
+        self.emit(&format!("{name}.inv_std"), k, vec![one, sd], ib);
         Ok(())
     }
 

@@ -194,6 +194,10 @@ pub struct SchedStats {
     pub preempt_latency_us: LatencySummary,
     /// Padding-selection latency, microseconds.
     pub padding_latency_us: LatencySummary,
+    /// RT kernels launched with BE padding beside them (`reef` mode).
+    pub padded_kernels: u64,
+    /// BE padding launches.
+    pub pad_launches: u64,
     /// Fraction of wall time since start the device had a task running.
     pub busy_fraction: f64,
 }

@@ -10,16 +10,21 @@
 //! - `reset`: on RT arrival every busy BE lane's preemption flag is raised:
 //!   queued BE kernels exit at entry, running ones at their next tile; BE
 //!   tasks resume from their exact progress once no RT work is left.
-//! - `reef`: reset plus dynamic kernel padding. Padding is not implemented
-//!   yet, so this mode currently schedules exactly like `reset` (the
-//!   scheduler logs a warning when it starts in this mode).
+//! - `reef`: reset plus dynamic kernel padding: the flags come down right
+//!   after the drain, and RT kernels that leave compute units idle get BE
+//!   kernels of the paused BE tasks launched beside them (see
+//!   [`crate::padding`]).
 //!
-//! On RT arrival the scheduler raises the flags, waits until every BE lane is
-//! idle (this drain is the recorded preemption latency), reads each BE task's
-//! exact progress, then launches the RT kernels on the RT lane.
+//! On RT arrival the scheduler raises the flags of every BE lane with
+//! kernels in flight, waits until those lanes are idle (this drain is the
+//! recorded preemption latency), then launches the RT kernels. BE tasks stay
+//! paused while RT work remains; then each lane is synchronized, its task's
+//! exact progress read back, and the task fed again from there (the
+//! device keeps the tiles a preempted or padded kernel completed).
 
 use crate::api::{Mode, Priority, SchedError};
 use crate::config::SchedConfig;
+use crate::padding;
 use crate::stats::Stats;
 use crate::task::Task;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -52,6 +57,8 @@ pub(crate) struct Engine {
     last_tick: Instant,
     /// Next BE queue `seq` mode looks at first.
     seq_next: usize,
+    /// Next BE queue the padding planner looks at first.
+    pad_next: usize,
 }
 
 fn internal(e: impl std::fmt::Display) -> SchedError {
@@ -82,6 +89,7 @@ impl Engine {
             cfg,
             last_tick: Instant::now(),
             seq_next: 0,
+            pad_next: 0,
         })
     }
 
@@ -283,17 +291,86 @@ impl Engine {
         Ok(())
     }
 
-    /// Launches every queued RT task on the RT lane (they run back to back).
+    /// Launches every queued RT task on the RT lane (they run back to back),
+    /// padded in `reef` mode.
     fn launch_rt(&mut self) -> Result<bool, SchedError> {
         let mut launched = false;
         while let Some(t) = self.rt_queue.pop_front() {
             if let Some(mut t) = self.start(t) {
-                Self::launch_all(self.rt_lane.as_mut(), &mut t, Variant::Rt)?;
+                if self.cfg.mode == Mode::Reef && t.profile.is_some() {
+                    self.launch_rt_padded(&mut t)?;
+                } else {
+                    Self::launch_all(self.rt_lane.as_mut(), &mut t, Variant::Rt)?;
+                }
                 self.rt_running.push_back(t);
                 launched = true;
             }
         }
         Ok(launched)
+    }
+
+    /// Launches an RT task's kernels, marking those worth padding, then the
+    /// padding launches of the paused BE tasks beside them.
+    fn launch_rt_padded(&mut self, t: &mut Task) -> Result<(), SchedError> {
+        let units = self.device.compute_units();
+        let prof = t.profile.clone().expect("checked by the caller");
+        let any_be = self
+            .be_running
+            .iter()
+            .any(|b| b.as_ref().is_some_and(|b| b.paused && b.profile.is_some()));
+        let ctx = t.ctx.as_mut().expect("started task has a context");
+        if t.needs_begin {
+            self.rt_lane.begin(ctx.as_mut(), t.next).map_err(internal)?;
+            t.needs_begin = false;
+        }
+        let mut slots = Vec::new();
+        for i in t.next..t.handle.plan().kernels.len() {
+            if any_be {
+                if let Some(free) = padding::idle_units(&prof, i, units) {
+                    if let Some(slot) = self.rt_lane.pad_slot(ctx.as_mut(), i).map_err(internal)? {
+                        slots.push((slot, free));
+                    }
+                }
+            }
+            self.rt_lane
+                .enqueue(ctx.as_mut(), i, Variant::Rt)
+                .map_err(internal)?;
+        }
+        t.next = t.kernels();
+        t.end_mark = self.rt_lane.enqueued();
+        let nq = self.be_running.len();
+        for (slot, free) in slots {
+            let t0 = Instant::now();
+            let d = prof.rt[slot.index];
+            for off in 0..nq {
+                let q = (self.pad_next + off) % nq;
+                let Some(b) = self.be_running[q].as_mut() else {
+                    continue;
+                };
+                let Some(bprof) = b.profile.as_ref().filter(|_| b.paused) else {
+                    continue;
+                };
+                let Some(choice) = padding::choose(d, free, units, bprof, b.pad_pos, b.pad_known)
+                else {
+                    continue;
+                };
+                let lane = self.be_lanes[q].as_mut().expect("running task has a lane");
+                let bctx = b.ctx.as_mut().expect("running");
+                for l in &choice.launches {
+                    lane.enqueue_pad(bctx.as_mut(), l.kernel, &slot, l.blocks, choice.budget)
+                        .map_err(internal)?;
+                }
+                b.pad_pos = choice.new_pos;
+                self.stats.padded_kernels.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .pad_launches
+                    .fetch_add(choice.launches.len() as u64, Ordering::Relaxed);
+                self.pad_next = (q + 1) % nq;
+                break;
+            }
+            self.stats.record_padding(t0.elapsed());
+        }
+        Ok(())
     }
 
     fn poll_rt(&mut self) -> Result<(), SchedError> {
@@ -332,73 +409,110 @@ impl Engine {
         Ok(())
     }
 
-    /// BE lanes with kernels in flight.
-    fn busy_be_lanes(&mut self) -> Result<Vec<usize>, SchedError> {
-        let mut v = vec![];
-        for q in 0..self.be_lanes.len() {
-            if self.be_running[q].is_none() {
+    /// Pauses every running BE task for RT work: lanes with BE kernels in
+    /// flight get their flag raised (not in `wait` mode) and are drained
+    /// together; the drain is the recorded preemption latency. In `reef`
+    /// mode the flags come down again at once (padding launches need them
+    /// down; the lanes' later launches are ordered after the clear).
+    fn pause_be(&mut self) -> Result<(), SchedError> {
+        let noticed = Instant::now();
+        let mut busy = Vec::new();
+        for q in 0..self.be_running.len() {
+            let Some(t) = self.be_running[q].as_mut() else {
+                continue;
+            };
+            if t.paused {
                 continue;
             }
             let lane = self.be_lanes[q].as_mut().expect("running task has a lane");
-            if lane.retired().map_err(internal)? < lane.enqueued() {
-                v.push(q);
+            let in_flight = lane.enqueued() - lane.retired().map_err(internal)?;
+            t.paused = true;
+            t.preempted = in_flight > 0;
+            // Every retired launch completed (no flag was up): the first
+            // kernel that may be unfinished.
+            t.pad_known = t.next.saturating_sub(in_flight as usize);
+            t.pad_pos = t.pad_known as f64;
+            if in_flight > 0 {
+                busy.push(q);
             }
         }
-        Ok(v)
+        if busy.is_empty() {
+            return Ok(());
+        }
+        if self.cfg.mode != Mode::Wait {
+            for &q in &busy {
+                self.be_lanes[q]
+                    .as_mut()
+                    .expect("busy lane")
+                    .set_preempt(true)
+                    .map_err(internal)?;
+                self.flagged[q] = true;
+            }
+        }
+        for &q in &busy {
+            self.be_lanes[q]
+                .as_mut()
+                .expect("busy lane")
+                .synchronize()
+                .map_err(internal)?;
+        }
+        self.stats.record_preemption(noticed.elapsed(), 0);
+        if self.cfg.mode == Mode::Reef {
+            for &q in &busy {
+                self.be_lanes[q]
+                    .as_mut()
+                    .expect("busy lane")
+                    .set_preempt(false)
+                    .map_err(internal)?;
+                self.flagged[q] = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Once no RT work is left: lowers the flags, waits for padding launches,
+    /// reads each paused task's exact progress and lets its lane resume it.
+    fn unpause_be(&mut self) -> Result<(), SchedError> {
+        for q in 0..self.be_running.len() {
+            let Some(t) = self.be_running[q].as_mut() else {
+                continue;
+            };
+            if !t.paused {
+                continue;
+            }
+            let lane = self.be_lanes[q].as_mut().expect("running task has a lane");
+            lane.synchronize().map_err(internal)?;
+            if self.flagged[q] {
+                lane.set_preempt(false).map_err(internal)?;
+                self.flagged[q] = false;
+            }
+            let ctx = t.ctx.as_mut().expect("running");
+            let p = ctx.progress().map_err(internal)?;
+            lane.resume(ctx.as_mut()).map_err(internal)?;
+            if t.preempted {
+                let lost = t.next.saturating_sub(p);
+                t.rerun += lost as u32;
+                t.preemptions += 1;
+                self.stats
+                    .kernels_rerun
+                    .fetch_add(lost as u64, Ordering::Relaxed);
+            }
+            t.next = p;
+            t.paused = false;
+            t.preempted = false;
+        }
+        Ok(())
     }
 
     fn step_preemptive(&mut self) -> Result<(), SchedError> {
         if !self.rt_queue.is_empty() {
-            // Preempt first, then launch: the preemption latency recorded is
-            // the drain alone (RT noticed -> every BE lane idle), and the RT
-            // kernels find the SMs free.
-            let noticed = Instant::now();
-            let busy = self.busy_be_lanes()?;
-            if self.cfg.mode != Mode::Wait {
-                for &q in &busy {
-                    self.be_lanes[q]
-                        .as_mut()
-                        .expect("busy lane")
-                        .set_preempt(true)
-                        .map_err(internal)?;
-                    self.flagged[q] = true;
-                }
-            }
-            if !busy.is_empty() {
-                let mut rerun = 0;
-                for &q in &busy {
-                    let lane = self.be_lanes[q].as_mut().expect("busy lane");
-                    lane.synchronize().map_err(internal)?;
-                    let t = self.be_running[q].as_mut().expect("busy lane has a task");
-                    let p = t
-                        .ctx
-                        .as_mut()
-                        .expect("running")
-                        .progress()
-                        .map_err(internal)?;
-                    let lost = t.next.saturating_sub(p);
-                    rerun += lost as u64;
-                    t.rerun += lost as u32;
-                    t.preemptions += 1;
-                    t.next = p;
-                    t.needs_begin = true;
-                }
-                self.stats.record_preemption(noticed.elapsed(), rerun);
-            }
+            // Preempt first, then launch: the RT kernels find the SMs free.
+            self.pause_be()?;
             self.launch_rt()?;
         }
         self.poll_rt()?;
         if self.rt_running.is_empty() && self.rt_queue.is_empty() {
-            for q in 0..self.flagged.len() {
-                if self.flagged[q] {
-                    self.be_lanes[q]
-                        .as_mut()
-                        .expect("flagged lane")
-                        .set_preempt(false)
-                        .map_err(internal)?;
-                    self.flagged[q] = false;
-                }
-            }
+            self.unpause_be()?;
             self.feed_be()?;
         }
         Ok(())

@@ -7,6 +7,7 @@ pub mod api;
 pub mod config;
 mod engine;
 pub mod multi;
+pub mod padding;
 pub mod registry;
 pub mod stats;
 mod task;
@@ -42,9 +43,6 @@ impl Scheduler {
     /// Starts a scheduler (and its scheduling thread) on `device`.
     pub fn new(device: Arc<dyn Device>, cfg: SchedConfig) -> Result<Arc<Scheduler>, SchedError> {
         cfg.validate().map_err(SchedError::InvalidInput)?;
-        if cfg.mode == Mode::Reef {
-            tracing::warn!("dynamic kernel padding is not implemented yet: reef mode schedules like reset mode");
-        }
         let stats = Arc::new(Stats::new(
             device.name(),
             cfg.mode.to_string(),
@@ -130,7 +128,13 @@ impl Service for Scheduler {
             }
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let profile = entry.profile(batch);
         let task = Task {
+            profile,
+            paused: false,
+            preempted: false,
+            pad_pos: 0.0,
+            pad_known: 0,
             entry,
             handle,
             batch,
@@ -165,7 +169,8 @@ impl Service for Scheduler {
             )));
         }
         let q = self.next_queue.fetch_add(1, Ordering::Relaxed) % self.cfg.be_queues;
-        let entry = ModelEntry::load(&self.device, name, source, default_priority, q)?;
+        let profiling = self.cfg.mode == Mode::Reef;
+        let entry = ModelEntry::load(&self.device, name, source, default_priority, q, profiling)?;
         self.models
             .write()
             .insert(name.to_string(), Arc::new(entry));

@@ -472,6 +472,8 @@ impl Service for MultiScheduler {
             kernels_rerun: all.iter().map(|s| s.kernels_rerun).sum(),
             preempt_latency_us: most(|s| s.preempt_latency_us),
             padding_latency_us: most(|s| s.padding_latency_us),
+            padded_kernels: all.iter().map(|s| s.padded_kernels).sum(),
+            pad_launches: all.iter().map(|s| s.pad_launches).sum(),
             busy_fraction: all.iter().map(|s| s.busy_fraction).sum::<f64>()
                 / all.len().max(1) as f64,
         }

@@ -2,6 +2,7 @@
 //! batch size, device handles and pools of reusable task contexts.
 
 use crate::api::{GraphSource, ModelInfo, Priority, SchedError, TensorInfo};
+use crate::padding::Profile;
 use parking_lot::Mutex;
 use reef_exec::{Context, Device, ModelHandle};
 use reef_model::Tensor;
@@ -22,17 +23,22 @@ pub struct ModelEntry {
     pub be_queue: usize,
     handles: Mutex<HashMap<usize, Arc<dyn ModelHandle>>>,
     contexts: Mutex<HashMap<usize, Vec<Box<dyn Context>>>>,
+    /// Kernel profiles per batch size (only when `profiling`).
+    profiles: Mutex<HashMap<usize, Arc<Profile>>>,
+    profiling: bool,
 }
 
 impl ModelEntry {
     /// Compiles and loads the model for batch 1 (so that load errors surface
-    /// at load time), describing its I/O.
+    /// at load time), describing its I/O. With `profiling` (dynamic kernel
+    /// padding), every compiled batch size is also timed kernel by kernel.
     pub fn load(
         device: &Arc<dyn Device>,
         name: &str,
         source: GraphSource,
         default_priority: Priority,
         be_queue: usize,
+        profiling: bool,
     ) -> Result<ModelEntry, SchedError> {
         let handle = compile_load(device, name, &source, 1)?;
         let plan = handle.plan();
@@ -53,17 +59,44 @@ impl ModelEntry {
             outputs: plan.outputs.iter().map(io).collect(),
             ready: true,
         };
-        let mut handles = HashMap::new();
-        handles.insert(1, handle);
-        Ok(ModelEntry {
+        let entry = ModelEntry {
             name: name.to_string(),
             source,
             default_priority,
             info,
             be_queue,
-            handles: Mutex::new(handles),
+            handles: Mutex::new(HashMap::new()),
             contexts: Mutex::new(HashMap::new()),
-        })
+            profiles: Mutex::new(HashMap::new()),
+            profiling,
+        };
+        entry.profile_into(device, 1, &handle);
+        entry.handles.lock().insert(1, handle);
+        Ok(entry)
+    }
+
+    /// Times a freshly loaded handle's kernels (padding needs the profile;
+    /// a failure only disables padding for it, with a warning).
+    fn profile_into(&self, device: &Arc<dyn Device>, batch: usize, h: &Arc<dyn ModelHandle>) {
+        if !self.profiling {
+            return;
+        }
+        match Profile::measure(device, h, 5) {
+            Ok(Some(p)) => {
+                let total: std::time::Duration = p.rt.iter().sum();
+                tracing::info!(model = %self.name, batch, kernels = p.rt.len(), rt_us = total.as_micros() as u64, "kernel profile measured");
+                self.profiles.lock().insert(batch, Arc::new(p));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(model = %self.name, batch, "kernel profiling failed, no padding for it: {e}");
+            }
+        }
+    }
+
+    /// The kernel profile for a batch size (None: not measured).
+    pub fn profile(&self, batch: usize) -> Option<Arc<Profile>> {
+        self.profiles.lock().get(&batch).cloned()
     }
 
     /// The device handle for a batch size, compiled on first use.
@@ -76,6 +109,7 @@ impl ModelEntry {
             return Ok(h.clone());
         }
         let h = compile_load(device, &self.name, &self.source, batch)?;
+        self.profile_into(device, batch, &h);
         Ok(self.handles.lock().entry(batch).or_insert(h).clone())
     }
 

@@ -17,6 +17,8 @@ pub struct Stats {
     pub(crate) preemptions: AtomicU64,
     pub(crate) kernels_rerun: AtomicU64,
     pub(crate) busy_ns: AtomicU64,
+    pub(crate) padded_kernels: AtomicU64,
+    pub(crate) pad_launches: AtomicU64,
     pub(crate) start: Instant,
     preempt: Mutex<Histogram<u64>>,
     padding: Mutex<Histogram<u64>>,
@@ -50,6 +52,8 @@ impl Stats {
             preemptions: AtomicU64::new(0),
             kernels_rerun: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
+            padded_kernels: AtomicU64::new(0),
+            pad_launches: AtomicU64::new(0),
             start: Instant::now(),
             preempt: Mutex::new(hist()),
             padding: Mutex::new(hist()),
@@ -64,7 +68,6 @@ impl Stats {
     }
 
     /// Records one padding selection's latency.
-    #[allow(dead_code)]
     pub(crate) fn record_padding(&self, d: Duration) {
         let _ = self.padding.lock().record((d.as_nanos() as u64).max(1));
     }
@@ -89,6 +92,8 @@ impl Stats {
             kernels_rerun: self.kernels_rerun.load(Ordering::Relaxed),
             preempt_latency_us: summary(&self.preempt.lock()),
             padding_latency_us: summary(&self.padding.lock()),
+            padded_kernels: self.padded_kernels.load(Ordering::Relaxed),
+            pad_launches: self.pad_launches.load(Ordering::Relaxed),
             busy_fraction: (self.busy_ns.load(Ordering::Relaxed) as f64 / wall).min(1.0),
         }
     }

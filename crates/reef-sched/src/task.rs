@@ -1,6 +1,7 @@
 //! A task: one request on its way through the scheduler.
 
 use crate::api::{InferResponse, Priority, SchedError, TaskStats};
+use crate::padding::Profile;
 use crate::registry::ModelEntry;
 use reef_exec::{Context, ModelHandle};
 use reef_model::Tensor;
@@ -27,6 +28,18 @@ pub(crate) struct Task {
     pub needs_begin: bool,
     pub preemptions: u32,
     pub rerun: u32,
+    /// Kernel profile (reef mode: padding decisions).
+    pub profile: Option<Arc<Profile>>,
+    /// A running BE task held back while RT work runs (preempted, or just
+    /// not fed); it may be padded. Its exact progress is read back before
+    /// it is fed again.
+    pub paused: bool,
+    /// It was paused by a preemption (kernels were in flight).
+    pub preempted: bool,
+    /// Padding planner's estimate of its position (kernel index + fraction).
+    pub pad_pos: f64,
+    /// Kernels known complete when it was paused.
+    pub pad_known: usize,
 }
 
 impl Task {

@@ -69,9 +69,13 @@ fn req(model: &str, inputs: Vec<Tensor>, p: Priority) -> InferRequest {
 
 /// Runs BE clients of several models against a stream of RT requests until
 /// `target` preemptions happened; checks every BE answer bit for bit.
-fn preempt_many(mode: Mode, target: u64, deadline: Duration) {
+fn preempt_many(mode: Mode, target: u64, deadline: Duration, padding: bool) {
     let _serial = serial();
-    let dev: Arc<dyn Device> = Arc::new(CpuDevice::new(Some(2)).expect("cpu device"));
+    let dev: Arc<dyn Device> = Arc::new(
+        CpuDevice::new(Some(2))
+            .expect("cpu device")
+            .with_padding(padding),
+    );
     let cfg = SchedConfig {
         mode,
         be_queues: 3,
@@ -136,11 +140,13 @@ fn preempt_many(mode: Mode, target: u64, deadline: Duration) {
         stop.store(true, Ordering::Relaxed);
         let st = s.stats();
         println!(
-            "{mode}: {} preemptions in {:.1}s, {rt_count} RT requests, {} BE answered, {} kernels re-run, preemption latency p50 {:.0} us p99 {:.0} us max {:.0} us",
+            "{mode} (padding {padding}): {} preemptions in {:.1}s, {rt_count} RT requests, {} BE answered, {} kernels re-run, {} RT kernels padded with {} launches, preemption latency p50 {:.0} us p99 {:.0} us max {:.0} us",
             st.preemptions,
             t0.elapsed().as_secs_f64(),
             answered.load(Ordering::Relaxed),
             st.kernels_rerun,
+            st.padded_kernels,
+            st.pad_launches,
             st.preempt_latency_us.p50,
             st.preempt_latency_us.p99,
             st.preempt_latency_us.max
@@ -165,22 +171,40 @@ fn preempt_many(mode: Mode, target: u64, deadline: Duration) {
     if mode != Mode::Wait {
         assert!(st.kernels_rerun > 0, "preemptions never cut a kernel short");
     }
+    if padding {
+        assert!(
+            st.padded_kernels > 0 && st.pad_launches >= st.padded_kernels,
+            "no RT kernel was padded ({} padded, {} launches)",
+            st.padded_kernels,
+            st.pad_launches
+        );
+        assert!(st.padding_latency_us.count > 0);
+    } else {
+        assert_eq!(st.pad_launches, 0, "padding without padding support");
+    }
     s.shutdown();
 }
 
 #[test]
 fn reset_mode_ten_thousand_preemptions_are_bit_exact() {
-    preempt_many(Mode::Reset, 10_000, Duration::from_secs(600));
+    preempt_many(Mode::Reset, 10_000, Duration::from_secs(600), false);
 }
 
 #[test]
 fn reef_mode_preemptions_are_bit_exact() {
-    preempt_many(Mode::Reef, 2_000, Duration::from_secs(120));
+    preempt_many(Mode::Reef, 2_000, Duration::from_secs(120), false);
+}
+
+/// Padding emulated on the CPU: BE kernels run beside RT kernels, partly or
+/// wholly, between preemptions; results stay bit-identical.
+#[test]
+fn reef_mode_with_padding_is_bit_exact() {
+    preempt_many(Mode::Reef, 2_000, Duration::from_secs(120), true);
 }
 
 #[test]
 fn wait_mode_preemptions_are_bit_exact() {
-    preempt_many(Mode::Wait, 1_000, Duration::from_secs(120));
+    preempt_many(Mode::Wait, 1_000, Duration::from_secs(120), false);
 }
 
 /// A graph with one long convolution (many tiles).
@@ -235,6 +259,12 @@ fn reset_mode_rt_does_not_wait_for_a_whole_be_kernel() {
     let mut waits = vec![];
     for _ in 0..20 {
         let be = s.submit(req("big", x.clone(), Priority::Be)).unwrap();
+        // Wait until the scheduler took the BE task (a loaded machine may
+        // be slow to), then into its kernel.
+        let t0 = Instant::now();
+        while s.stats().be_queue_depth > 0 && t0.elapsed() < kernel {
+            std::thread::sleep(Duration::from_micros(100));
+        }
         std::thread::sleep(kernel / 4);
         let before = s.stats().preemptions;
         let r = s

@@ -15,9 +15,8 @@ use crate::proto::*;
 use crate::request_error::RequestError;
 use crate::state::{AppState, MODEL_VERSION, PLATFORM};
 use crate::tensor_codec::{
-    parse_datatype, parse_shape, shape_i64, tensor_from_contents, tensor_from_raw,
+    parse_datatype, parse_shape, shape_i64, tensor_bytes, tensor_from_contents, tensor_from_raw,
 };
-use prost::bytes::Bytes;
 use reef_sched::TensorInfo;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -145,7 +144,7 @@ impl GrpcService {
                 parameters: HashMap::new(),
                 contents: None,
             });
-            raw_out.push(Bytes::from(t.to_bytes()));
+            raw_out.push(tensor_bytes(t));
         }
         Ok(ModelInferResponse {
             model_name: prepared.info.name.clone(),
@@ -213,6 +212,17 @@ impl GrpcInferenceService for GrpcService {
             platform: PLATFORM.into(),
             inputs: info.inputs.iter().map(tensor_metadata).collect(),
             outputs: info.outputs.iter().map(tensor_metadata).collect(),
+        }))
+    }
+
+    async fn model_config(
+        &self,
+        request: Request<ModelConfigRequest>,
+    ) -> Result<Response<ModelConfigResponse>, Status> {
+        let r = request.into_inner();
+        let config = crate::admin::model_config(&self.state, &r.name, &r.version)?;
+        Ok(Response::new(ModelConfigResponse {
+            config: Some(config.to_proto()),
         }))
     }
 

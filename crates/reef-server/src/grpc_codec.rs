@@ -1,6 +1,13 @@
 //! The protobuf codec of the gRPC service: prost's, except that a message
 //! that fails to decode is the client's fault and answers INVALID_ARGUMENT
-//! (prost's codec reports INTERNAL) with a message saying so.
+//! (prost's codec reports INTERNAL) with a message saying so. Also the
+//! client side of ModelInfer's tensors ([`infer_request`],
+//! [`output_tensors`]), shared by `reef infer`-style clients and the benchmark.
+//!
+//! `raw_input_contents` / `raw_output_contents` are `bytes::Bytes` (see
+//! build.rs): decoding slices them out of the received message without a
+//! copy, and encoding reads tensors' own buffers
+//! ([`crate::tensor_codec::tensor_bytes`]).
 
 use prost::Message;
 use std::marker::PhantomData;
@@ -63,5 +70,140 @@ where
 
     fn decoder(&mut self) -> Self::Decoder {
         ReefDecoder(self.inner.decoder())
+    }
+}
+
+/// Builds a ModelInfer request carrying `tensors` as `raw_input_contents`
+/// (names in the same order), with the priority parameter when given.
+pub fn infer_request(
+    model: &str,
+    names: &[String],
+    tensors: &[reef_model::Tensor],
+    priority: Option<reef_sched::Priority>,
+) -> crate::proto::ModelInferRequest {
+    use crate::proto::{infer_parameter::ParameterChoice, model_infer_request::InferInputTensor};
+    let inputs = names
+        .iter()
+        .zip(tensors)
+        .map(|(name, t)| InferInputTensor {
+            name: name.clone(),
+            datatype: t.dtype().kserve_name().to_string(),
+            shape: t.shape.iter().map(|&d| d as i64).collect(),
+            parameters: Default::default(),
+            contents: None,
+        })
+        .collect();
+    let mut parameters = std::collections::HashMap::new();
+    if let Some(p) = priority {
+        parameters.insert(
+            crate::inference::PRIORITY_PARAM.to_string(),
+            crate::proto::InferParameter {
+                parameter_choice: Some(ParameterChoice::StringParam(p.to_string())),
+            },
+        );
+    }
+    crate::proto::ModelInferRequest {
+        model_name: model.to_string(),
+        model_version: String::new(),
+        id: String::new(),
+        parameters,
+        inputs,
+        outputs: vec![],
+        raw_input_contents: tensors
+            .iter()
+            .map(crate::tensor_codec::tensor_bytes)
+            .collect(),
+    }
+}
+
+/// The output tensors of a ModelInfer response (from `raw_output_contents`).
+pub fn output_tensors(
+    resp: &crate::proto::ModelInferResponse,
+) -> Result<Vec<reef_model::Tensor>, String> {
+    resp.outputs
+        .iter()
+        .zip(&resp.raw_output_contents)
+        .map(|(o, b)| {
+            let dt = reef_model::DType::from_kserve(&o.datatype)
+                .ok_or_else(|| format!("output '{}': unknown datatype {}", o.name, o.datatype))?;
+            let shape = o.shape.iter().map(|&d| d.max(0) as usize).collect();
+            crate::tensor_codec::tensor_from_raw(&o.name, dt, shape, b).map_err(|e| e.message)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{ModelInferRequest, ModelInferResponse};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use reef_model::tensor::rel_l2;
+    use reef_model::Tensor;
+    use reef_sched::Priority;
+
+    #[test]
+    fn infer_request_survives_the_wire() {
+        let mut r = ChaCha8Rng::seed_from_u64(11);
+        let a: Vec<f32> = (0..2 * 3 * 5).map(|_| r.random_range(-2.0..2.0)).collect();
+        let b: Vec<i64> = (0..7).map(|_| r.random::<i64>()).collect();
+        let tensors = [
+            Tensor::f32(vec![2, 3, 5], a.clone()).unwrap(),
+            Tensor::i64(vec![7], b.clone()).unwrap(),
+        ];
+        let names = ["a".to_string(), "b".to_string()];
+        let msg = infer_request("m", &names, &tensors, Some(Priority::Rt));
+        let wire = prost::bytes::Bytes::from(msg.encode_to_vec());
+        let back = ModelInferRequest::decode(wire).unwrap();
+        assert_eq!(back.model_name, "m");
+        assert_eq!(back.inputs[0].shape, vec![2, 3, 5]);
+        assert_eq!(back.inputs[1].datatype, "INT64");
+        assert!(back.parameters.contains_key("priority"));
+        let ta = crate::tensor_codec::tensor_from_raw(
+            "a",
+            reef_model::DType::F32,
+            vec![2, 3, 5],
+            &back.raw_input_contents[0],
+        )
+        .unwrap();
+        assert_eq!(rel_l2(ta.as_f32().unwrap(), &a), 0.0);
+        let as_bytes: Vec<u8> = b.iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(back.raw_input_contents[1].as_ref(), as_bytes.as_slice());
+
+        // The same tensors as a response decode back through output_tensors.
+        let resp = ModelInferResponse {
+            outputs: back
+                .inputs
+                .iter()
+                .map(|i| crate::proto::model_infer_response::InferOutputTensor {
+                    name: i.name.clone(),
+                    datatype: i.datatype.clone(),
+                    shape: i.shape.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            raw_output_contents: back.raw_input_contents.clone(),
+            ..Default::default()
+        };
+        let outs = output_tensors(&resp).unwrap();
+        assert_eq!(rel_l2(outs[0].as_f32().unwrap(), &a), 0.0);
+        assert_eq!(outs[1].as_i64().unwrap(), b.as_slice());
+    }
+
+    #[test]
+    fn output_tensors_reject_unknown_types_and_short_data() {
+        let mut resp = ModelInferResponse {
+            outputs: vec![crate::proto::model_infer_response::InferOutputTensor {
+                name: "y".into(),
+                datatype: "FP32".into(),
+                shape: vec![4],
+                ..Default::default()
+            }],
+            raw_output_contents: vec![prost::bytes::Bytes::from(vec![1u8; 15])],
+            ..Default::default()
+        };
+        assert!(output_tensors(&resp).unwrap_err().contains("'y'"));
+        resp.outputs[0].datatype = "NOPE".into();
+        assert!(output_tensors(&resp).unwrap_err().contains("NOPE"));
     }
 }

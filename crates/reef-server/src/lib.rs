@@ -38,10 +38,11 @@ pub use config::{ServerConfig, DEFAULT_MAX_BODY_BYTES};
 pub use error::ServerError;
 pub use repository::{load_model, scan_repository, ModelConfig, ModelSource};
 pub use request_error::{ErrorKind, RequestError};
-pub use server::{serve, Server, GRPC_CONNECTION_WINDOW, GRPC_STREAM_WINDOW};
+pub use server::{serve, Server, GRPC_CONNECTION_WINDOW, GRPC_MAX_FRAME, GRPC_STREAM_WINDOW};
 
-/// A gRPC client for a KServe v2 endpoint with TCP_NODELAY and flow-control
-/// windows sized for tensors (used by `reef infer` and the benchmark).
+/// A gRPC client for a KServe v2 endpoint with TCP_NODELAY, flow-control
+/// windows sized for tensors and large HTTP/2 frames (used by `reef infer`
+/// and the benchmark).
 pub async fn grpc_client(
     url: &str,
 ) -> Result<
@@ -52,6 +53,7 @@ pub async fn grpc_client(
         .tcp_nodelay(true)
         .initial_stream_window_size(GRPC_STREAM_WINDOW)
         .initial_connection_window_size(GRPC_CONNECTION_WINDOW)
+        .max_frame_size(GRPC_MAX_FRAME)
         .connect()
         .await?;
     Ok(

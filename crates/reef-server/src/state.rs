@@ -12,8 +12,11 @@ use std::sync::{Arc, RwLock};
 /// The version every model is served as.
 pub const MODEL_VERSION: &str = "1";
 
-/// Platform name reported in model metadata.
+/// Platform name reported in model metadata and configuration.
 pub const PLATFORM: &str = "reef";
+
+/// Backend name reported in model configuration.
+pub const BACKEND: &str = "reef";
 
 /// Everything a request handler needs.
 pub struct AppState {

@@ -4,9 +4,12 @@
 
 use crate::proto::InferTensorContents;
 use crate::request_error::RequestError;
+use bytemuck::Pod;
+use prost::bytes::Bytes;
 use reef_model::tensor::numel;
 use reef_model::{DType, Tensor, TensorData};
 use serde_json::Value;
+use std::sync::Arc;
 
 /// Parses a KServe datatype name for tensor `tensor`; rejects types reef's
 /// tensors cannot hold.
@@ -60,8 +63,63 @@ pub fn tensor_from_raw(
             bytes.len()
         )));
     }
-    Tensor::from_bytes(dtype, shape, bytes)
-        .map_err(|e| RequestError::bad(format!("tensor '{tensor}': {e}")))
+    let made = match dtype {
+        DType::F32 => Tensor::f32(shape, le_elements(bytes, f32::from_le_bytes)),
+        DType::I64 => Tensor::i64(shape, le_elements(bytes, i64::from_le_bytes)),
+        DType::I32 => Tensor::i32(shape, le_elements(bytes, i32::from_le_bytes)),
+        _ => Tensor::from_bytes(dtype, shape, bytes),
+    };
+    made.map_err(|e| RequestError::bad(format!("tensor '{tensor}': {e}")))
+}
+
+/// Elements of a little-endian byte buffer whose length is a multiple of
+/// `N`, in one pass: a plain copy when the host is little-endian and the
+/// buffer happens to be aligned for `T`, else a conversion per element.
+/// (No zeroed allocation: `calloc` of this size maps fresh pages, and the
+/// page faults cost far more than the copy.)
+fn le_elements<T: Pod, const N: usize>(bytes: &[u8], from_le: fn([u8; N]) -> T) -> Vec<T> {
+    if cfg!(target_endian = "little") {
+        if let Ok(aligned) = bytemuck::try_cast_slice::<u8, T>(bytes) {
+            return aligned.to_vec();
+        }
+    }
+    bytes
+        .chunks_exact(N)
+        .map(|c| {
+            let mut a = [0u8; N];
+            a.copy_from_slice(c);
+            from_le(a)
+        })
+        .collect()
+}
+
+/// Owner of a tensor's element buffer, viewed as bytes.
+struct ElementBytes<T: Pod>(Arc<Vec<T>>);
+
+impl<T: Pod> AsRef<[u8]> for ElementBytes<T> {
+    fn as_ref(&self) -> &[u8] {
+        bytemuck::cast_slice(self.0.as_slice())
+    }
+}
+
+fn shared_bytes<T: Pod + Send + Sync>(v: &Arc<Vec<T>>) -> Bytes {
+    Bytes::from_owner(ElementBytes(v.clone()))
+}
+
+/// A tensor's elements as raw little-endian bytes (gRPC raw contents, Triton
+/// binary data). On little-endian hosts the bytes share the tensor's buffer
+/// (no copy); BOOL tensors, and every tensor on big-endian hosts, are
+/// converted.
+pub fn tensor_bytes(t: &Tensor) -> Bytes {
+    if cfg!(target_endian = "big") {
+        return Bytes::from(t.to_bytes());
+    }
+    match &t.data {
+        TensorData::F32(v) => shared_bytes(v),
+        TensorData::I64(v) => shared_bytes(v),
+        TensorData::I32(v) => shared_bytes(v),
+        TensorData::Bool(_) => Bytes::from(t.to_bytes()),
+    }
 }
 
 fn flatten<'v>(v: &'v Value, out: &mut Vec<&'v Value>) {
@@ -207,4 +265,81 @@ pub fn tensor_from_contents(
         _ => Tensor::bool(shape, c.bool_contents.clone()),
     };
     made.map_err(|e| RequestError::bad(format!("tensor '{tensor}': {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use reef_model::tensor::rel_l2;
+
+    fn rng() -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(0x7e45)
+    }
+
+    /// Independent reference: little-endian bytes built element by element.
+    fn le_f32(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn raw_f32_round_trips_at_every_alignment() {
+        let mut r = rng();
+        let v: Vec<f32> = (0..3 * 50 * 7).map(|_| r.random_range(-4.0..4.0)).collect();
+        let bytes = le_f32(&v);
+        for shift in 0..8 {
+            // The tensor's bytes start `shift` bytes into the buffer.
+            let mut buf = vec![0xa5u8; shift];
+            buf.extend_from_slice(&bytes);
+            let t = tensor_from_raw("x", DType::F32, vec![3, 50, 7], &buf[shift..]).unwrap();
+            assert_eq!(t.shape, vec![3, 50, 7]);
+            let got = t.as_f32().unwrap();
+            assert_eq!(rel_l2(got, &v), 0.0, "shift {shift}");
+            assert_eq!(tensor_bytes(&t).as_ref(), bytes.as_slice());
+        }
+    }
+
+    #[test]
+    fn raw_integers_and_bools_round_trip() {
+        let mut r = rng();
+        let a: Vec<i64> = (0..41).map(|_| r.random::<i64>()).collect();
+        let b: Vec<i32> = (0..41).map(|_| r.random::<i32>()).collect();
+        let c: Vec<bool> = (0..41).map(|_| r.random::<bool>()).collect();
+        let ab: Vec<u8> = a.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let bb: Vec<u8> = b.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let cb: Vec<u8> = c.iter().map(|&x| x as u8).collect();
+        for shift in [0usize, 1, 3] {
+            let pad = |x: &[u8]| [vec![7u8; shift], x.to_vec()].concat();
+            let (pa, pb, pc) = (pad(&ab), pad(&bb), pad(&cb));
+            let ta = tensor_from_raw("a", DType::I64, vec![41], &pa[shift..]).unwrap();
+            let tb = tensor_from_raw("b", DType::I32, vec![41], &pb[shift..]).unwrap();
+            let tc = tensor_from_raw("c", DType::Bool, vec![41], &pc[shift..]).unwrap();
+            assert_eq!(ta.as_i64().unwrap(), a.as_slice());
+            assert!(tb.data == TensorData::I32(Arc::new(b.clone())));
+            assert!(tc.data == TensorData::Bool(Arc::new(c.clone())));
+            assert_eq!(tensor_bytes(&ta).as_ref(), ab.as_slice());
+            assert_eq!(tensor_bytes(&tb).as_ref(), bb.as_slice());
+            assert_eq!(tensor_bytes(&tc).as_ref(), cb.as_slice());
+        }
+    }
+
+    #[test]
+    fn raw_size_mismatch_names_the_tensor() {
+        let e = tensor_from_raw("img", DType::F32, vec![2, 3], &[0u8; 23]).unwrap_err();
+        assert!(
+            e.message.contains("'img'") && e.message.contains("24"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn shared_bytes_outlive_the_tensor() {
+        let mut r = rng();
+        let v: Vec<f32> = (0..1000).map(|_| r.random_range(-1.0..1.0)).collect();
+        let t = Tensor::f32(vec![1, 1000], v.clone()).unwrap();
+        let b = tensor_bytes(&t);
+        drop(t);
+        assert_eq!(b.as_ref(), le_f32(&v).as_slice());
+    }
 }

@@ -17,6 +17,7 @@ pub struct CpuDevice {
     pool: Arc<rayon::ThreadPool>,
     threads: usize,
     lanes: AtomicUsize,
+    padding: bool,
 }
 
 impl CpuDevice {
@@ -43,7 +44,18 @@ impl CpuDevice {
             pool: Arc::new(pool),
             threads,
             lanes: AtomicUsize::new(0),
+            padding: false,
         })
+    }
+
+    /// Emulates GPU occupancy for dynamic kernel padding: contexts of models
+    /// loaded afterwards report each RT kernel as occupying one worker, so a
+    /// `reef`-mode scheduler pads beside it. Off by default: rayon spreads an
+    /// RT kernel's tiles over every worker, so on the CPU padding only
+    /// exercises the semantics (CI), it cannot add throughput.
+    pub fn with_padding(mut self, on: bool) -> Self {
+        self.padding = on;
+        self
     }
 
     /// A new lane with the concrete type (its preemption flag is reachable
@@ -62,6 +74,7 @@ impl CpuDevice {
             plan,
             weights,
             me: me.clone(),
+            padding: self.padding,
         }))
     }
 }
@@ -93,6 +106,8 @@ pub struct CpuModel {
     plan: Arc<Plan>,
     weights: Vec<u64>,
     me: Weak<CpuModel>,
+    /// Contexts report kernel shapes (padding emulation, see [`CpuDevice::with_padding`]).
+    padding: bool,
 }
 
 impl CpuModel {
@@ -224,6 +239,14 @@ impl Context for CpuContext {
     fn poison(&mut self) -> Result<()> {
         self.state.arena.lock().fill(u64::MAX);
         Ok(())
+    }
+
+    fn shape(&self, index: usize) -> Option<crate::KernelShape> {
+        (self.cpu.padding && index < self.cpu.plan.kernels.len()).then_some(crate::KernelShape {
+            tiles: 1,
+            rt_blocks: 1,
+            per_unit: 1,
+        })
     }
 
     fn progress(&mut self) -> Result<usize> {

@@ -4,13 +4,15 @@
 use super::device::{CpuContext, CpuModel, CtxState};
 use super::kernels;
 use super::memory::bytes_of_mut;
-use crate::{Context, ExecError, Lane, Priority, Result, Variant};
+use super::tiles::Stop;
+use crate::{Context, ExecError, Lane, PadSlot, Priority, Result, Variant};
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// One queued launch.
 struct Item {
@@ -18,6 +20,17 @@ struct Item {
     ctx: Arc<CtxState>,
     index: usize,
     variant: Variant,
+    /// Padding launches: the RT context whose progress must stay below the
+    /// target (RT kernel not yet complete) for tiles to start.
+    pad: Option<PadMark>,
+}
+
+/// The CPU's [`PadSlot`] payload: an RT kernel is running while its
+/// context's progress is below `target` (its index + 1).
+#[derive(Clone)]
+struct PadMark {
+    rt: Arc<CtxState>,
+    target: usize,
 }
 
 #[derive(Default)]
@@ -135,24 +148,68 @@ fn lane_main(shared: &Shared) {
 /// Runs one launch (or skips it when preempted).
 fn execute(shared: &Shared, item: &Item) -> Result<()> {
     let be = item.variant == Variant::Be;
+    if let Some(mark) = &item.pad {
+        return execute_pad(shared, item, mark);
+    }
     if be && (shared.preempt.load(Ordering::Acquire) || item.ctx.halted.load(Ordering::Acquire)) {
         item.ctx.halted.store(true, Ordering::Release);
+        return Ok(());
+    }
+    // A BE launch of a kernel that already completed (padding finished it)
+    // or whose predecessor has not does nothing, as on the GPU.
+    if be && item.ctx.progress.load(Ordering::Acquire) != item.index {
         return Ok(());
     }
     let plan = &item.model.plan_ref();
     let mut arena = item.ctx.arena.lock();
     let arena = bytes_of_mut(&mut arena, plan.arena_bytes);
-    let flag = be.then_some(&*shared.preempt);
+    let stop = Stop::new(be.then_some(&*shared.preempt));
     let weights = item.model.weight_bytes();
     let completed = shared
         .pool
-        .install(|| kernels::run(plan, item.index, weights, arena, flag))?;
+        .install(|| kernels::run(plan, item.index, weights, arena, &stop))?;
     if completed {
-        item.ctx.progress.store(item.index + 1, Ordering::Release);
+        item.ctx
+            .progress
+            .fetch_max(item.index + 1, Ordering::AcqRel);
     } else {
         item.ctx.halted.store(true, Ordering::Release);
     }
     Ok(())
+}
+
+/// Runs a padding launch: only after the task's previous kernel completed,
+/// with tiles starting only while the padded RT kernel runs and the flag is
+/// down. An unfinished padding launch leaves the context running (not
+/// halted): a later launch of the same kernel does the whole kernel again.
+fn execute_pad(shared: &Shared, item: &Item, mark: &PadMark) -> Result<()> {
+    if item.ctx.halted.load(Ordering::Acquire)
+        || item.ctx.progress.load(Ordering::Acquire) != item.index
+    {
+        return Ok(());
+    }
+    let plan = &item.model.plan_ref();
+    let mut arena = item.ctx.arena.lock();
+    let arena = bytes_of_mut(&mut arena, plan.arena_bytes);
+    let stop = Stop::new(Some(&*shared.preempt)).with_guard(&mark.rt.progress, mark.target);
+    let weights = item.model.weight_bytes();
+    let completed = shared
+        .pool
+        .install(|| kernels::run(plan, item.index, weights, arena, &stop))?;
+    if completed {
+        item.ctx
+            .progress
+            .fetch_max(item.index + 1, Ordering::AcqRel);
+    }
+    Ok(())
+}
+
+impl CpuLane {
+    fn push(&mut self, item: Item) {
+        self.shared.queue.lock().items.push_back(item);
+        self.enqueued += 1;
+        self.shared.work.notify_one();
+    }
 }
 
 impl Lane for CpuLane {
@@ -182,15 +239,69 @@ impl Lane for CpuLane {
                 "kernel index {index} out of range ({n} kernels)"
             )));
         }
-        let item = Item {
+        self.push(Item {
             model,
             ctx: ctx.state().clone(),
             index,
             variant,
-        };
-        self.shared.queue.lock().items.push_back(item);
-        self.enqueued += 1;
-        self.shared.work.notify_one();
+            pad: None,
+        });
+        Ok(())
+    }
+
+    fn resume(&mut self, ctx: &mut dyn Context) -> Result<()> {
+        cpu_context(ctx)?
+            .state()
+            .halted
+            .store(false, Ordering::Release);
+        Ok(())
+    }
+
+    fn pad_slot(&mut self, ctx: &mut dyn Context, index: usize) -> Result<Option<PadSlot>> {
+        let ctx = cpu_context(ctx)?;
+        let n = ctx.cpu_model().plan_ref().kernels.len();
+        if index >= n {
+            return Err(ExecError::Invalid(format!(
+                "kernel index {index} out of range ({n} kernels)"
+            )));
+        }
+        Ok(Some(PadSlot {
+            inner: Box::new(PadMark {
+                rt: ctx.state().clone(),
+                target: index + 1,
+            }),
+            index,
+        }))
+    }
+
+    fn enqueue_pad(
+        &mut self,
+        ctx: &mut dyn Context,
+        index: usize,
+        slot: &PadSlot,
+        _blocks: u32,
+        _budget: Duration,
+    ) -> Result<()> {
+        let mark = slot
+            .inner
+            .downcast_ref::<PadMark>()
+            .ok_or_else(|| ExecError::Invalid("pad slot of another backend".into()))?
+            .clone();
+        let ctx = cpu_context(ctx)?;
+        let model = ctx.cpu_model().clone();
+        let n = model.plan_ref().kernels.len();
+        if index >= n {
+            return Err(ExecError::Invalid(format!(
+                "kernel index {index} out of range ({n} kernels)"
+            )));
+        }
+        self.push(Item {
+            model,
+            ctx: ctx.state().clone(),
+            index,
+            variant: Variant::Be,
+            pad: Some(mark),
+        });
         Ok(())
     }
 

@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Elements per tile of the simple elementwise kernels.
 pub(crate) const CHUNK: usize = 16 * 1024;
@@ -19,6 +19,9 @@ pub(crate) const TARGET_FLOPS: usize = 8_000_000;
 /// The preemption check of one launch.
 pub(crate) struct Stop<'a> {
     flag: Option<&'a AtomicBool>,
+    /// Padding launches: stop once this progress word reaches the value (the
+    /// RT kernel they pad has completed).
+    guard: Option<(&'a AtomicUsize, usize)>,
     hit: AtomicBool,
 }
 
@@ -27,19 +30,29 @@ impl<'a> Stop<'a> {
     pub(crate) fn new(flag: Option<&'a AtomicBool>) -> Self {
         Self {
             flag,
+            guard: None,
             hit: AtomicBool::new(false),
         }
     }
 
+    /// Also stops once `word` reaches `target` (a padding launch's RT kernel
+    /// completed).
+    pub(crate) fn with_guard(mut self, word: &'a AtomicUsize, target: usize) -> Self {
+        self.guard = Some((word, target));
+        self
+    }
+
     /// True (and remembered) when the launch must not start another tile.
     pub(crate) fn should_stop(&self) -> bool {
-        match self.flag {
-            Some(f) if f.load(Ordering::Acquire) => {
-                self.hit.store(true, Ordering::Relaxed);
-                true
-            }
-            _ => false,
+        let flagged = self.flag.is_some_and(|f| f.load(Ordering::Acquire));
+        let guarded = self
+            .guard
+            .is_some_and(|(w, target)| w.load(Ordering::Acquire) >= target);
+        if flagged || guarded {
+            self.hit.store(true, Ordering::Relaxed);
+            return true;
         }
+        false
     }
 
     /// Whether every tile ran (no check ever hit the flag).

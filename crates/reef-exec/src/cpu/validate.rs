@@ -401,6 +401,36 @@ fn needs(k: &Kernel) -> Result<(Vec<Need>, Need)> {
             ],
             sized(mul(&[*outer, *count, *inner]), *elem_size),
         )),
+        KernelOp::GatherElements {
+            shape,
+            data_shape,
+            axis,
+            elem_size,
+        } => {
+            if !matches!(elem_size, 1 | 4 | 8) {
+                return Err(bad(k, format!("element size {elem_size}")));
+            }
+            let r = shape.len();
+            if r == 0 || r > MAX_RANK || data_shape.len() != r || *axis >= r {
+                return Err(bad(
+                    k,
+                    format!(
+                        "shape {shape:?}, data shape {data_shape:?} and axis {axis} do not fit"
+                    ),
+                ));
+            }
+            if (0..r).any(|d| d != *axis && shape[d] > data_shape[d]) {
+                return Err(bad(
+                    k,
+                    format!("indices {shape:?} reach past data {data_shape:?} off the axis"),
+                ));
+            }
+            let n = mul(shape);
+            Some((
+                vec![sized(mul(data_shape), *elem_size), typed(n, DType::I64)],
+                sized(n, *elem_size),
+            ))
+        }
         KernelOp::Pad {
             shape,
             in_shape,

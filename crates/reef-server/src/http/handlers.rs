@@ -3,7 +3,7 @@
 
 use super::body::read_body;
 use super::infer;
-use crate::admin::{load_from_repository, repository_entries, unload};
+use crate::admin::{self, load_from_repository, repository_entries, unload, TritonModelConfig};
 use crate::inference::{execute, prepare, Outcome};
 use crate::request_error::RequestError;
 use crate::state::{AppState, MODEL_VERSION, PLATFORM};
@@ -73,6 +73,22 @@ pub async fn model_metadata_version(
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, RequestError> {
     Ok(Json(metadata_json(&state.model_version(&name, &version)?)))
+}
+
+/// GET /v2/models/{name}/config (Triton's model configuration, as JSON).
+pub async fn model_config(
+    State(state): AppStateRef,
+    Path(name): Path<String>,
+) -> Result<Json<TritonModelConfig>, RequestError> {
+    Ok(Json(admin::model_config(&state, &name, "")?))
+}
+
+/// GET /v2/models/{name}/versions/{version}/config
+pub async fn model_config_version(
+    State(state): AppStateRef,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<TritonModelConfig>, RequestError> {
+    Ok(Json(admin::model_config(&state, &name, &version)?))
 }
 
 fn ready_response(state: &AppState, name: &str, version: &str) -> Result<Response, RequestError> {

@@ -1,5 +1,6 @@
-//! The KServe v2 REST front end (axum): health, metadata, inference (JSON and
-//! Triton binary tensors), the model-repository extension and `/metrics`.
+//! The KServe v2 REST front end (axum): health, metadata, Triton's model
+//! configuration, inference (JSON and Triton binary tensors), the
+//! model-repository extension and `/metrics`.
 
 mod body;
 mod handlers;
@@ -12,7 +13,11 @@ use axum::Router;
 use std::sync::Arc;
 
 /// Protocol extensions the HTTP and gRPC endpoints implement.
-pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_repository"];
+pub const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "model_configuration",
+    "model_repository",
+];
 
 /// The HTTP routes over shared state.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -24,6 +29,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v2/models/{name}/versions/{version}",
             get(handlers::model_metadata_version),
+        )
+        .route("/v2/models/{name}/config", get(handlers::model_config))
+        .route(
+            "/v2/models/{name}/versions/{version}/config",
+            get(handlers::model_config_version),
         )
         .route("/v2/models/{name}/ready", get(handlers::model_ready))
         .route(

@@ -265,6 +265,7 @@ impl Service for TestService {
             },
             padding_latency_us: LatencySummary::default(),
             busy_fraction: 0.25,
+            ..SchedStats::default()
         }
     }
 
@@ -329,6 +330,29 @@ pub async fn start_with(service: Arc<dyn Service>, config: ServerConfig) -> Runn
 /// Starts the server with the default test config.
 pub async fn start(service: Arc<dyn Service>) -> Running {
     start_with(service, ServerConfig::localhost_ephemeral()).await
+}
+
+/// A model repository whose `model/config.toml` gives `model` (served by the
+/// in-test service) a batch limit and default priority, so the server knows
+/// them; `None` (with a SKIP line) when the zoo is empty.
+pub fn batch_limit_repository(
+    model: &str,
+    max_batch: usize,
+    priority: Priority,
+) -> Option<tempfile::TempDir> {
+    let Some(zoo) = reef_zoo::names().first().copied() else {
+        println!("SKIP batch-limit checks: reef_zoo::names() is empty");
+        return None;
+    };
+    let repo = tempfile::tempdir().expect("temp dir");
+    let dir = repo.path().join(model);
+    std::fs::create_dir_all(&dir).expect("model folder");
+    std::fs::write(
+        dir.join("config.toml"),
+        format!("source = \"zoo:{zoo}\"\npriority = \"{priority}\"\nmax_batch = {max_batch}\n"),
+    )
+    .expect("config.toml");
+    Some(repo)
 }
 
 /// Seeded random f32 values in [-2, 2), never all zero.

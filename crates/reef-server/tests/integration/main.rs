@@ -2,6 +2,7 @@
 //! scheduler (see `common`).
 
 mod common;
+mod curl;
 mod grpc;
 mod http;
 mod python;

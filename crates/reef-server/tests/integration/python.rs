@@ -1,8 +1,12 @@
 //! Runs tests/python/test_tritonclient.py (stock tritonclient, HTTP and gRPC)
 //! against the server over the in-test scheduler, when python3 has
-//! tritonclient, pytest and numpy; prints SKIP otherwise.
+//! tritonclient, pytest and numpy; prints SKIP otherwise. A model repository
+//! gives `add` a batch limit, so the model-configuration checks see both a
+//! batching model (`add`) and one without a known limit (`mixed`).
 
-use crate::common::{start, TestService};
+use crate::common::{batch_limit_repository, start_with, TestService};
+use reef_sched::Priority;
+use reef_server::ServerConfig;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -22,18 +26,32 @@ async fn tritonclient_python_suite() {
             return;
         }
     }
-    let s = start(TestService::new()).await;
+    const ADD_MAX_BATCH: usize = 6;
+    let repo = batch_limit_repository("add", ADD_MAX_BATCH, Priority::Rt);
+    let config = ServerConfig {
+        model_repository: repo.as_ref().map(|r| r.path().to_path_buf()),
+        ..ServerConfig::localhost_ephemeral()
+    };
+    let s = start_with(TestService::new(), config).await;
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_tritonclient.py");
     let grpc = s.grpc.trim_start_matches("http://").to_string();
     let http = s.http.trim_start_matches("http://").to_string();
-    for model in ["add", "mixed"] {
+    // (model, expected max_batch_size or -1 when unknown, default priority)
+    let add_max = if repo.is_some() {
+        ADD_MAX_BATCH.to_string()
+    } else {
+        "-1".to_string()
+    };
+    for (model, max_batch, priority) in [("add", add_max.as_str(), "rt"), ("mixed", "0", "be")] {
         let run = tokio::process::Command::new("python3")
             .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
             .arg(&script)
             .env("REEF_HTTP_URL", &http)
             .env("REEF_GRPC_URL", &grpc)
             .env("REEF_TEST_MODEL", model)
+            .env("REEF_TEST_MAX_BATCH", max_batch)
+            .env("REEF_TEST_PRIORITY", priority)
             .kill_on_drop(true)
             .output();
         let out = tokio::time::timeout(Duration::from_secs(120), run)

@@ -6,6 +6,9 @@ Environment:
   REEF_TEST_MODEL  model to run (default "add"); inputs are random, batch 1.
                    For "add" (a + b, a - b) results are checked against numpy;
                    for any model, HTTP JSON, HTTP binary and gRPC must agree.
+  REEF_TEST_MAX_BATCH  expected max_batch_size of the model's configuration
+                   (default -1: not checked)
+  REEF_TEST_PRIORITY   expected default priority ("rt" / "be"; default: not checked)
 """
 
 import os
@@ -13,12 +16,15 @@ import os
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+import tritonclient.grpc.model_config_pb2 as mc
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 HTTP_URL = os.environ.get("REEF_HTTP_URL", "127.0.0.1:8000")
 GRPC_URL = os.environ.get("REEF_GRPC_URL", "127.0.0.1:8001")
 MODEL = os.environ.get("REEF_TEST_MODEL", "add")
+MAX_BATCH = int(os.environ.get("REEF_TEST_MAX_BATCH", "-1"))
+PRIORITY = os.environ.get("REEF_TEST_PRIORITY")
 
 NP_TYPES = {"FP32": np.float32, "INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_}
 
@@ -91,6 +97,8 @@ def test_server_health_and_metadata(http, grpc):
     assert "binary_tensor_data" in m["extensions"]
     g = grpc.get_server_metadata()
     assert g.name == "reef"
+    assert "model_configuration" in m["extensions"]
+    assert "model_configuration" in g.extensions
 
 
 def test_model_metadata(http, grpc, meta):
@@ -142,4 +150,41 @@ def test_bad_inputs_are_rejected(http, grpc, meta):
         assert t["name"] in str(e.value)
         with pytest.raises(InferenceServerException) as e:
             client.get_model_metadata("no-such-model-here")
+        assert "no-such-model-here" in str(e.value)
+
+
+def test_model_config(http, grpc, meta):
+    cfg = http.get_model_config(MODEL)
+    assert cfg["name"] == MODEL
+    assert cfg["platform"] == "reef"
+    assert cfg["backend"] == "reef"
+    max_batch = cfg["max_batch_size"]
+    if MAX_BATCH >= 0:
+        assert max_batch == MAX_BATCH
+    if PRIORITY is not None:
+        assert cfg["parameters"]["priority"]["string_value"] == PRIORITY
+    # Triton drops the batch dimension from dims when the model batches.
+    skip = 1 if max_batch > 0 else 0
+    for key, meta_key in (("input", "inputs"), ("output", "outputs")):
+        assert [t["name"] for t in cfg[key]] == [t["name"] for t in meta[meta_key]]
+        for t, m in zip(cfg[key], meta[meta_key]):
+            assert t["data_type"] == "TYPE_" + m["datatype"]
+            assert t["dims"] == m["shape"][skip:]
+    assert http.get_model_config(MODEL, model_version="1") == cfg
+
+    g = grpc.get_model_config(MODEL).config
+    assert g.name == MODEL
+    assert g.platform == "reef"
+    assert g.backend == "reef"
+    assert g.max_batch_size == max_batch
+    for key in ("input", "output"):
+        got = getattr(g, key)
+        assert [t.name for t in got] == [t["name"] for t in cfg[key]]
+        assert [list(t.dims) for t in got] == [t["dims"] for t in cfg[key]]
+        assert [mc.DataType.Name(t.data_type) for t in got] == [t["data_type"] for t in cfg[key]]
+    assert g.parameters["priority"].string_value == cfg["parameters"]["priority"]["string_value"]
+
+    for client in (http, grpc):
+        with pytest.raises(InferenceServerException) as e:
+            client.get_model_config("no-such-model-here")
         assert "no-such-model-here" in str(e.value)

@@ -1,4 +1,5 @@
-//! Data movement kernels: strided copy, concatenation, gather and padding.
+//! Data movement kernels: strided copy, concatenation, gather, element
+//! gather and padding.
 
 use super::super::tiles::{self, walk_runs, Stop, CHUNK};
 use reef_model::PadMode;
@@ -99,6 +100,45 @@ pub(crate) fn gather(
             }
         },
     );
+}
+
+/// `out[p] = x[p with p_axis replaced by idx[p]]` over the output `shape`,
+/// with `x` of shape `data_shape` (row-major; negative indices wrap, out of
+/// range gives 0). Tiles of [`CHUNK`] output elements.
+pub(crate) fn gather_elements<T: Copy + Default + Send + Sync>(
+    shape: &[usize],
+    data_shape: &[usize],
+    axis: usize,
+    x: &[T],
+    idx: &[i64],
+    out: &mut [T],
+    stop: &Stop,
+) {
+    let n = tiles::numel(shape);
+    let mut st = tiles::signed(&reef_model::tensor::strides(data_shape));
+    let (len, axis_stride) = (data_shape[axis] as i64, st[axis]);
+    // The walk yields the offset without the axis term; each index adds it.
+    st[axis] = 0;
+    tiles::chunks(&mut out[..n], CHUNK, stop, |start, chunk| {
+        walk_runs(
+            shape,
+            [&st],
+            [0],
+            start,
+            chunk.len(),
+            |pos, run, off, inner| {
+                for j in 0..run {
+                    let i = idx[pos + j];
+                    let i = if i < 0 { i + len } else { i };
+                    chunk[pos - start + j] = if (0..len).contains(&i) {
+                        x[(off[0] + j as i64 * inner[0] + i * axis_stride) as usize]
+                    } else {
+                        T::default()
+                    };
+                }
+            },
+        );
+    });
 }
 
 /// Maps an output coordinate (already shifted by the leading pad) into an

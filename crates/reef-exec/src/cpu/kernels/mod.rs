@@ -14,17 +14,16 @@ use crate::{ExecError, Result};
 use reef_model::DType;
 use reef_plan::kernel::KernelOp;
 use reef_plan::Plan;
-use std::sync::atomic::AtomicBool;
 
-/// Runs kernel `index` of `plan` over `weights` and `arena` (byte views). With
-/// `flag` (BE launches) the kernel checks it before starting and before each
-/// tile. Returns whether the kernel completed.
+/// Runs kernel `index` of `plan` over `weights` and `arena` (byte views),
+/// checking `stop` before starting and before each tile (RT launches pass a
+/// check that never fires). Returns whether the kernel completed.
 pub(crate) fn run(
     plan: &Plan,
     index: usize,
     weights: &[u8],
     arena: &mut [u8],
-    flag: Option<&AtomicBool>,
+    stop: &Stop,
 ) -> Result<bool> {
     let kernel = plan.kernels.get(index).ok_or_else(|| {
         ExecError::Invalid(format!(
@@ -32,7 +31,6 @@ pub(crate) fn run(
             plan.kernels.len()
         ))
     })?;
-    let stop = Stop::new(flag);
     if stop.should_stop() {
         return Ok(false);
     }
@@ -52,14 +50,14 @@ pub(crate) fn run(
         KernelOp::Conv(c) => {
             let bias = opt(c.has_bias, 2)?;
             let res = opt(c.has_residual, 2 + usize::from(c.has_bias))?;
-            conv::conv(c, f(0)?, f(1)?, bias, res, typed_mut(out)?, &stop);
+            conv::conv(c, f(0)?, f(1)?, bias, res, typed_mut(out)?, stop);
         }
         KernelOp::MatMul(m) => {
             let bias = opt(m.has_bias, 2)?;
             let res = opt(m.has_residual, 2 + usize::from(m.has_bias))?;
-            matmul::matmul(m, f(0)?, f(1)?, bias, res, typed_mut(out)?, &stop);
+            matmul::matmul(m, f(0)?, f(1)?, bias, res, typed_mut(out)?, stop);
         }
-        KernelOp::Pool(p) => pool::pool(p, f(0)?, typed_mut(out)?, &stop),
+        KernelOp::Pool(p) => pool::pool(p, f(0)?, typed_mut(out)?, stop),
         KernelOp::ChannelAffine {
             outer,
             c,
@@ -72,7 +70,7 @@ pub(crate) fn run(
             f(1)?,
             f(2)?,
             typed_mut(out)?,
-            &stop,
+            stop,
         ),
         KernelOp::Binary {
             op,
@@ -89,7 +87,7 @@ pub(crate) fn run(
                 typed(ins[0])?,
                 typed(ins[1])?,
                 typed_mut(out)?,
-                &stop,
+                stop,
             ),
             _ => elementwise::binary_f32(
                 *op,
@@ -100,7 +98,7 @@ pub(crate) fn run(
                 f(0)?,
                 f(1)?,
                 typed_mut(out)?,
-                &stop,
+                stop,
             ),
         },
         KernelOp::Compare {
@@ -118,7 +116,7 @@ pub(crate) fn run(
                 typed(ins[0])?,
                 typed(ins[1])?,
                 out,
-                &stop,
+                stop,
             ),
             _ => elementwise::compare::<f32>(
                 *op,
@@ -128,7 +126,7 @@ pub(crate) fn run(
                 f(0)?,
                 f(1)?,
                 out,
-                &stop,
+                stop,
             ),
         },
         KernelOp::Where {
@@ -146,7 +144,7 @@ pub(crate) fn run(
                     typed(ins[1])?,
                     typed(ins[2])?,
                     typed_mut(out)?,
-                    &stop,
+                    stop,
                 ),
                 _ => elementwise::select::<u32>(
                     shape,
@@ -155,14 +153,14 @@ pub(crate) fn run(
                     typed(ins[1])?,
                     typed(ins[2])?,
                     typed_mut(out)?,
-                    &stop,
+                    stop,
                 ),
             }
         }
         KernelOp::Unary { op, n } => {
-            elementwise::unary(*op, f(0)?, &mut typed_mut::<f32>(out)?[..*n], &stop)
+            elementwise::unary(*op, f(0)?, &mut typed_mut::<f32>(out)?[..*n], stop)
         }
-        KernelOp::Not { n } => elementwise::not(ins[0], &mut out[..*n], &stop),
+        KernelOp::Not { n } => elementwise::not(ins[0], &mut out[..*n], stop),
         KernelOp::Copy {
             shape,
             offset,
@@ -175,7 +173,7 @@ pub(crate) fn run(
                 strides,
                 typed(whole(ins[0], 8))?,
                 typed_mut(whole_mut(out, 8))?,
-                &stop,
+                stop,
             ),
             4 => layout::copy::<u32>(
                 shape,
@@ -183,16 +181,16 @@ pub(crate) fn run(
                 strides,
                 typed(whole(ins[0], 4))?,
                 typed_mut(whole_mut(out, 4))?,
-                &stop,
+                stop,
             ),
-            _ => layout::copy::<u8>(shape, *offset, strides, ins[0], out, &stop),
+            _ => layout::copy::<u8>(shape, *offset, strides, ins[0], out, stop),
         },
         KernelOp::Concat {
             outer,
             inner,
             lens,
             elem_size,
-        } => layout::concat(*outer, *inner, lens, *elem_size, ins, out, &stop),
+        } => layout::concat(*outer, *inner, lens, *elem_size, ins, out, stop),
         KernelOp::Gather {
             outer,
             axis_len,
@@ -205,8 +203,39 @@ pub(crate) fn run(
             ins[0],
             typed(ins[1])?,
             out,
-            &stop,
+            stop,
         ),
+        KernelOp::GatherElements {
+            shape,
+            data_shape,
+            axis,
+            elem_size,
+        } => {
+            let idx = typed::<i64>(ins[1])?;
+            match elem_size {
+                8 => layout::gather_elements::<u64>(
+                    shape,
+                    data_shape,
+                    *axis,
+                    typed(whole(ins[0], 8))?,
+                    idx,
+                    typed_mut(whole_mut(out, 8))?,
+                    stop,
+                ),
+                4 => layout::gather_elements::<u32>(
+                    shape,
+                    data_shape,
+                    *axis,
+                    typed(whole(ins[0], 4))?,
+                    idx,
+                    typed_mut(whole_mut(out, 4))?,
+                    stop,
+                ),
+                _ => {
+                    layout::gather_elements::<u8>(shape, data_shape, *axis, ins[0], idx, out, stop)
+                }
+            }
+        }
         KernelOp::Pad {
             shape,
             in_shape,
@@ -221,10 +250,10 @@ pub(crate) fn run(
             *value,
             f(0)?,
             typed_mut(out)?,
-            &stop,
+            stop,
         ),
         KernelOp::Softmax { outer, axis, inner } => {
-            norm::softmax([*outer, *axis, *inner], f(0)?, typed_mut(out)?, &stop)
+            norm::softmax([*outer, *axis, *inner], f(0)?, typed_mut(out)?, stop)
         }
         KernelOp::LayerNorm { rows, cols, eps } => norm::layer_norm(
             *rows,
@@ -234,15 +263,15 @@ pub(crate) fn run(
             f(1)?,
             f(2)?,
             typed_mut(out)?,
-            &stop,
+            stop,
         ),
         KernelOp::Reduce {
             kind,
             outer,
             len,
             inner,
-        } => norm::reduce(*kind, [*outer, *len, *inner], f(0)?, typed_mut(out)?, &stop),
-        KernelOp::Cast { from, to, n } => elementwise::cast(*from, *to, *n, ins[0], out, &stop)?,
+        } => norm::reduce(*kind, [*outer, *len, *inner], f(0)?, typed_mut(out)?, stop),
+        KernelOp::Cast { from, to, n } => elementwise::cast(*from, *to, *n, ins[0], out, stop)?,
     }
     Ok(stop.completed())
 }

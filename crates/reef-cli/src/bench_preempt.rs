@@ -1,0 +1,224 @@
+//! `reef bench preempt`: the preemption microbenchmark. For each BE model
+//! (closed loop, saturating) and each preemptive mode, RT requests of one RT
+//! model arrive at random gaps; the scheduler's preemption-latency histogram
+//! (RT noticed -> every BE lane idle), the RT latency against RT alone, the
+//! BE throughput and the padding counters are reported.
+
+use crate::cases::random_inputs;
+use anyhow::{Context as _, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use reef_exec::Device;
+use reef_model::Tensor;
+use reef_sched::{GraphSource, InferRequest, Mode, Priority, SchedConfig, Scheduler, Service};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Options of the microbenchmark.
+pub struct Options {
+    /// BE models, one run each.
+    pub be_models: Vec<String>,
+    /// The RT model.
+    pub rt_model: String,
+    /// Modes.
+    pub modes: Vec<Mode>,
+    /// RT requests per (BE model, mode).
+    pub requests: usize,
+    /// Largest random gap between RT requests (ms); the smallest is a quarter.
+    pub max_gap_ms: f64,
+    /// Where to write the JSON (optional).
+    pub json: Option<std::path::PathBuf>,
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    be_model: String,
+    mode: String,
+    preemptions: u64,
+    preempt_p50_us: f64,
+    preempt_p99_us: f64,
+    preempt_max_us: f64,
+    rt_alone_mean_ms: f64,
+    rt_mean_ms: f64,
+    rt_p99_ms: f64,
+    rt_alone_p99_ms: f64,
+    be_per_s: f64,
+    padded_kernels: u64,
+    pad_launches: u64,
+    kernels_rerun: u64,
+}
+
+fn source(name: &str) -> GraphSource {
+    let n = name.to_string();
+    Arc::new(move |b| reef_zoo::build(&n, b, 7).map_err(|e| e.to_string()))
+}
+
+fn request(model: &str, inputs: &[Tensor], p: Priority) -> InferRequest {
+    InferRequest {
+        model: model.into(),
+        inputs: inputs.to_vec(),
+        priority: Some(p),
+        arrival: Instant::now(),
+    }
+}
+
+fn mean_p99(mut v: Vec<f64>) -> (f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    v.sort_by(f64::total_cmp);
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let i = ((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1;
+    (mean, v[i])
+}
+
+/// RT latencies (ms) of `n` requests at random gaps, with `be` running.
+fn rt_run(
+    s: &Scheduler,
+    rt: &str,
+    inputs: &[Tensor],
+    n: usize,
+    max_gap: f64,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<f64>> {
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let gap = rng.random_range(max_gap / 4.0..=max_gap);
+        std::thread::sleep(Duration::from_secs_f64(gap / 1e3));
+        let r = s
+            .infer_blocking(request(rt, inputs, Priority::Rt))
+            .with_context(|| format!("RT request to {rt}"))?;
+        lat.push(r.stats.latency.as_secs_f64() * 1e3);
+    }
+    Ok(lat)
+}
+
+fn one(dev: &Arc<dyn Device>, opts: &Options, be: &str, mode: Mode) -> Result<Row> {
+    let s = Scheduler::new(
+        dev.clone(),
+        SchedConfig {
+            mode,
+            be_queues: 1,
+            ..SchedConfig::default()
+        },
+    )?;
+    s.load_model(&opts.rt_model, source(&opts.rt_model), Priority::Rt)?;
+    s.load_model(be, source(be), Priority::Be)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let rt_in = random_inputs(&reef_zoo::build(&opts.rt_model, 1, 7)?, &mut rng);
+    let be_in = random_inputs(&reef_zoo::build(be, 1, 7)?, &mut rng);
+    // Warm-up, then RT alone.
+    for _ in 0..5 {
+        s.infer_blocking(request(&opts.rt_model, &rt_in, Priority::Rt))?;
+        s.infer_blocking(request(be, &be_in, Priority::Be))?;
+    }
+    let alone = rt_run(
+        &s,
+        &opts.rt_model,
+        &rt_in,
+        opts.requests / 2,
+        opts.max_gap_ms,
+        &mut rng,
+    )?;
+    let before = s.stats();
+    let stop = AtomicBool::new(false);
+    let be_done = AtomicU64::new(0);
+    let t0 = Instant::now();
+    let loaded = std::thread::scope(|scope| -> Result<Vec<f64>> {
+        let client = scope.spawn(|| -> Result<()> {
+            while !stop.load(Ordering::Relaxed) {
+                s.infer_blocking(request(be, &be_in, Priority::Be))?;
+                be_done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        });
+        // Let the BE client saturate the device first.
+        std::thread::sleep(Duration::from_millis(50));
+        let r = rt_run(
+            &s,
+            &opts.rt_model,
+            &rt_in,
+            opts.requests,
+            opts.max_gap_ms,
+            &mut rng,
+        );
+        stop.store(true, Ordering::Relaxed);
+        client
+            .join()
+            .map_err(|_| anyhow::anyhow!("BE client panicked"))??;
+        r
+    })?;
+    let wall = t0.elapsed().as_secs_f64();
+    let st = s.stats();
+    s.shutdown();
+    let (am, ap) = mean_p99(alone);
+    let (lm, lp) = mean_p99(loaded);
+    Ok(Row {
+        be_model: be.to_string(),
+        mode: mode.to_string(),
+        preemptions: st.preemptions - before.preemptions,
+        preempt_p50_us: st.preempt_latency_us.p50,
+        preempt_p99_us: st.preempt_latency_us.p99,
+        preempt_max_us: st.preempt_latency_us.max,
+        rt_alone_mean_ms: am,
+        rt_alone_p99_ms: ap,
+        rt_mean_ms: lm,
+        rt_p99_ms: lp,
+        be_per_s: be_done.load(Ordering::Relaxed) as f64 / wall,
+        padded_kernels: st.padded_kernels,
+        pad_launches: st.pad_launches,
+        kernels_rerun: st.kernels_rerun,
+    })
+}
+
+/// Runs the microbenchmark and prints the table.
+pub fn run(dev: Arc<dyn Device>, opts: &Options) -> Result<()> {
+    println!(
+        "device: {}; RT model {} ({} requests per run, gaps {:.2}-{:.2} ms)",
+        dev.name(),
+        opts.rt_model,
+        opts.requests,
+        opts.max_gap_ms / 4.0,
+        opts.max_gap_ms
+    );
+    let mut rows = Vec::new();
+    for be in &opts.be_models {
+        for &mode in &opts.modes {
+            let r = one(&dev, opts, be, mode).with_context(|| format!("BE {be}, mode {mode}"))?;
+            eprintln!(
+                "{be} {mode}: preemption p50 {:.0} us p99 {:.0} us; RT mean {:.3} ms vs {:.3} alone",
+                r.preempt_p50_us, r.preempt_p99_us, r.rt_mean_ms, r.rt_alone_mean_ms
+            );
+            rows.push(r);
+        }
+    }
+    println!(
+        "\n| BE model | mode | preemptions | preempt p50 us | p99 us | max us | RT mean ms (alone) | RT p99 ms (alone) | BE req/s | padded RT kernels | pad launches |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.3} ({:.3}) {:+.1}% | {:.3} ({:.3}) | {:.1} | {} | {} |",
+            r.be_model,
+            r.mode,
+            r.preemptions,
+            r.preempt_p50_us,
+            r.preempt_p99_us,
+            r.preempt_max_us,
+            r.rt_mean_ms,
+            r.rt_alone_mean_ms,
+            (r.rt_mean_ms / r.rt_alone_mean_ms - 1.0) * 100.0,
+            r.rt_p99_ms,
+            r.rt_alone_p99_ms,
+            r.be_per_s,
+            r.padded_kernels,
+            r.pad_launches
+        );
+    }
+    if let Some(p) = &opts.json {
+        std::fs::write(p, serde_json::to_string_pretty(&rows)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}

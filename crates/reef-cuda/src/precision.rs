@@ -1,0 +1,196 @@
+//! [`Precision`]: how convolutions and matmuls multiply (TF32 tensor cores,
+//! split TF32 on tensor cores, or exact f32 FFMA), and its selection from
+//! the environment (`REEF_PRECISION`, with `REEF_TF32=0` as an alias of `f32`).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The environment variable that selects the [`Precision`].
+pub const PRECISION_VAR: &str = "REEF_PRECISION";
+/// The older switch: `REEF_TF32=0` (or `false`/`off`/`no`) means [`Precision::F32`].
+pub const TF32_VAR: &str = "REEF_TF32";
+
+/// The arithmetic of implicit-GEMM convolutions and matmuls (every other
+/// kernel computes in f32 regardless).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// TF32 tensor cores (`mma.sync m16n8k8`, operands rounded to 10
+    /// mantissa bits with `cvt.rna`): the fastest; a relative L2 error
+    /// around 1e-4..1e-3 against f32 on whole models.
+    #[default]
+    Tf32,
+    /// Split TF32 ("3xTF32") on tensor cores: `a = a_hi + a_lo` with
+    /// `a_hi = tf32(a)`, `a_lo = tf32(a - a_hi)`, and
+    /// `acc += a_hi*b_lo + a_lo*b_hi + a_hi*b_hi` (small terms first; per
+    /// K step of 8 into a zeroed partial, then added to `acc` in IEEE f32).
+    /// Close to f32 accuracy at three times the tensor-core work.
+    Tf32x3,
+    /// Exact f32 FFMA (no tensor cores): the slowest, bit-for-bit f32 products.
+    F32,
+}
+
+impl Precision {
+    /// Every precision, fastest first.
+    pub const ALL: [Precision; 3] = [Precision::Tf32, Precision::Tf32x3, Precision::F32];
+
+    /// The name accepted by `REEF_PRECISION` (and printed).
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Tf32 => "tf32",
+            Precision::Tf32x3 => "tf32x3",
+            Precision::F32 => "f32",
+        }
+    }
+
+    /// Whether GEMMs run on tensor cores.
+    pub fn tensor_cores(self) -> bool {
+        !matches!(self, Precision::F32)
+    }
+
+    /// The relative L2 error against an f32 reference that a whole model is
+    /// expected to stay under in this precision (1e-3, 1e-4, 1e-5).
+    pub fn tolerance(self) -> f64 {
+        match self {
+            Precision::Tf32 => 1e-3,
+            Precision::Tf32x3 => 1e-4,
+            Precision::F32 => 1e-5,
+        }
+    }
+
+    /// The precision selected by the environment: `REEF_PRECISION` when set,
+    /// else `REEF_TF32` (off: `f32`), else the default (`tf32`).
+    pub fn from_env() -> Result<Self, PrecisionError> {
+        let var = |name: &str| std::env::var(name).ok();
+        Self::from_vars(var(PRECISION_VAR).as_deref(), var(TF32_VAR).as_deref())
+    }
+
+    /// [`Precision::from_env`] over given values of `REEF_PRECISION` and
+    /// `REEF_TF32` (`None`: unset). An empty value counts as unset.
+    pub fn from_vars(precision: Option<&str>, tf32: Option<&str>) -> Result<Self, PrecisionError> {
+        fn set(v: Option<&str>) -> Option<&str> {
+            v.map(str::trim).filter(|s| !s.is_empty())
+        }
+        if let Some(v) = set(precision) {
+            let p: Precision = v.parse()?;
+            if let Some(t) = set(tf32) {
+                if parse_switch(t) == Some(false) && p != Precision::F32 {
+                    tracing::warn!("{TF32_VAR}={t} ignored: {PRECISION_VAR}={v} takes precedence");
+                }
+            }
+            return Ok(p);
+        }
+        match set(tf32) {
+            None => Ok(Precision::default()),
+            Some(t) => match parse_switch(t) {
+                Some(true) => Ok(Precision::Tf32),
+                Some(false) => Ok(Precision::F32),
+                None => Err(PrecisionError {
+                    var: TF32_VAR,
+                    value: t.to_string(),
+                    accepted: "1, true, on, yes (tf32) or 0, false, off, no (f32)",
+                }),
+            },
+        }
+    }
+}
+
+/// A yes/no value: `1/true/on/yes` or `0/false/off/no`, any case.
+fn parse_switch(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" => Some(true),
+        "0" | "false" | "off" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = PrecisionError;
+
+    /// Parses `tf32`, `tf32x3` or `f32` (any case; `3xtf32` is accepted too).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "tf32" => Ok(Precision::Tf32),
+            "tf32x3" | "3xtf32" => Ok(Precision::Tf32x3),
+            "f32" | "fp32" => Ok(Precision::F32),
+            _ => Err(PrecisionError {
+                var: PRECISION_VAR,
+                value: s.to_string(),
+                accepted: "tf32, tf32x3, f32",
+            }),
+        }
+    }
+}
+
+/// Tensor-core mode flag of older call sites: `true` is [`Precision::Tf32`],
+/// `false` is [`Precision::F32`].
+impl From<bool> for Precision {
+    fn from(tf32: bool) -> Self {
+        if tf32 {
+            Precision::Tf32
+        } else {
+            Precision::F32
+        }
+    }
+}
+
+/// A precision setting that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}={value:?} is not a valid precision setting (accepted: {accepted})")]
+pub struct PrecisionError {
+    /// The environment variable that held the value.
+    pub var: &'static str,
+    /// The value found.
+    pub value: String,
+    /// The accepted values, in words.
+    pub accepted: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for p in Precision::ALL {
+            assert_eq!(p.name().parse::<Precision>().unwrap(), p);
+            assert_eq!(p.to_string(), p.name());
+        }
+        assert_eq!(" TF32X3 ".parse::<Precision>().unwrap(), Precision::Tf32x3);
+        assert_eq!(Precision::default(), Precision::Tf32);
+        assert!(Precision::Tf32x3.tensor_cores() && !Precision::F32.tensor_cores());
+    }
+
+    #[test]
+    fn environment_selection() {
+        let f = Precision::from_vars;
+        assert_eq!(f(None, None).unwrap(), Precision::Tf32);
+        assert_eq!(f(Some(""), None).unwrap(), Precision::Tf32);
+        assert_eq!(f(Some("tf32x3"), None).unwrap(), Precision::Tf32x3);
+        assert_eq!(f(Some("f32"), None).unwrap(), Precision::F32);
+        // REEF_TF32 stays an alias.
+        assert_eq!(f(None, Some("0")).unwrap(), Precision::F32);
+        assert_eq!(f(None, Some("off")).unwrap(), Precision::F32);
+        assert_eq!(f(None, Some("1")).unwrap(), Precision::Tf32);
+        // REEF_PRECISION wins.
+        assert_eq!(f(Some("tf32x3"), Some("0")).unwrap(), Precision::Tf32x3);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_the_accepted_values() {
+        let e = Precision::from_vars(Some("fp16"), None).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("REEF_PRECISION") && msg.contains("fp16"),
+            "{msg}"
+        );
+        assert!(msg.contains("tf32, tf32x3, f32"), "{msg}");
+        let e = Precision::from_vars(None, Some("maybe")).unwrap_err();
+        assert!(e.to_string().contains("REEF_TF32"), "{e}");
+    }
+}
