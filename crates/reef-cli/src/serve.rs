@@ -31,7 +31,8 @@ pub struct ServeArgs {
     #[arg(long, value_enum, env = "REEF_DEVICE")]
     #[serde(default, deserialize_with = "serve_config::de_device")]
     pub device: Option<DeviceChoice>,
-    /// Scheduling mode: seq, stream, wait, reset or reef [default: reef].
+    /// Scheduling mode: seq, stream, wait, reset or reef (reset plus dynamic
+    /// kernel padding; see docs/RESULTS.md) [default: reset].
     #[arg(long, env = "REEF_MODE")]
     #[serde(default, deserialize_with = "serve_config::de_mode")]
     pub mode: Option<Mode>,

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 /// Default device.
 pub const DEFAULT_DEVICE: DeviceChoice = DeviceChoice::Auto;
 /// Default scheduling mode.
-pub const DEFAULT_MODE: Mode = Mode::Reef;
+pub const DEFAULT_MODE: Mode = Mode::Reset;
 /// Default HTTP listen address.
 pub const DEFAULT_HTTP: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8000));
 /// Default gRPC listen address.
@@ -290,7 +290,7 @@ mod tests {
 
     const FULL: &str = r#"
 device = "cpu"
-mode = "reset"
+mode = "reef"
 http = "0.0.0.0:9000"
 grpc = "0.0.0.0:9001"
 repository = "models"
@@ -326,7 +326,7 @@ devices = 2
     fn file_sets_every_key() {
         let s = ServeSettings::merge(cli(&[]), file_of(FULL)).unwrap();
         assert_eq!(s.device, DeviceChoice::Cpu);
-        assert_eq!(s.mode, Mode::Reset);
+        assert_eq!(s.mode, Mode::Reef);
         assert_eq!(s.http, "0.0.0.0:9000".parse::<SocketAddr>().unwrap());
         assert_eq!(s.grpc, "0.0.0.0:9001".parse::<SocketAddr>().unwrap());
         // Relative to the file's folder.

@@ -24,7 +24,7 @@ pub struct SchedConfig {
 impl Default for SchedConfig {
     fn default() -> Self {
         SchedConfig {
-            mode: Mode::Reef,
+            mode: Mode::Reset,
             be_depth: 2,
             be_queues: 4,
             rt_capacity: 1024,

@@ -297,7 +297,11 @@ impl Engine {
         let mut launched = false;
         while let Some(t) = self.rt_queue.pop_front() {
             if let Some(mut t) = self.start(t) {
-                if self.cfg.mode == Mode::Reef && t.profile.is_some() {
+                // Pad only an RT task that starts on an idle RT lane: padding
+                // launches are then matched with this task's kernels, and no
+                // earlier padding can run late beside another RT kernel.
+                if self.cfg.mode == Mode::Reef && t.profile.is_some() && self.rt_running.is_empty()
+                {
                     self.launch_rt_padded(&mut t)?;
                 } else {
                     Self::launch_all(self.rt_lane.as_mut(), &mut t, Variant::Rt)?;
@@ -339,6 +343,14 @@ impl Engine {
         t.next = t.kernels();
         t.end_mark = self.rt_lane.enqueued();
         let nq = self.be_running.len();
+        // Lanes with earlier padding still queued are left out: that padding
+        // could otherwise run late, beside another RT kernel.
+        let mut eligible = vec![false; nq];
+        for (q, e) in eligible.iter_mut().enumerate() {
+            if let Some(lane) = self.be_lanes[q].as_mut() {
+                *e = lane.retired().map_err(internal)? == lane.enqueued();
+            }
+        }
         for (slot, free) in slots {
             let t0 = Instant::now();
             let d = prof.rt[slot.index];
@@ -350,11 +362,14 @@ impl Engine {
                 let Some(bprof) = b.profile.as_ref().filter(|_| b.paused) else {
                     continue;
                 };
+                if !eligible[q] {
+                    continue;
+                }
+                let lane = self.be_lanes[q].as_mut().expect("running task has a lane");
                 let Some(choice) = padding::choose(d, free, units, bprof, b.pad_pos, b.pad_known)
                 else {
                     continue;
                 };
-                let lane = self.be_lanes[q].as_mut().expect("running task has a lane");
                 let bctx = b.ctx.as_mut().expect("running");
                 for l in &choice.launches {
                     lane.enqueue_pad(bctx.as_mut(), l.kernel, &slot, l.blocks, choice.budget)
