@@ -132,6 +132,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         grpc_addr: a.grpc,
         max_body_bytes,
         model_repository: a.repository.clone(),
+        // Zoo models report the scheduler's limit (repository models carry
+        // their own).
+        default_max_batch: Some(a.max_batch),
         ..ServerConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

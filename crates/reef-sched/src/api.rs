@@ -202,6 +202,20 @@ pub struct SchedStats {
     pub busy_fraction: f64,
 }
 
+/// Statistics of one device of a [`Service`] (one entry per device; a
+/// single-device service has one, index 0).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeviceStats {
+    /// Device index (0-based, as placement and routing number devices).
+    pub index: usize,
+    /// Device description.
+    pub device: String,
+    /// In rotation: new requests may be routed to it.
+    pub healthy: bool,
+    /// The device scheduler's own counters and gauges.
+    pub stats: SchedStats,
+}
+
 /// Summary of a latency histogram.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct LatencySummary {
@@ -240,6 +254,17 @@ pub trait Service: Send + Sync {
     fn unload_model(&self, name: &str) -> Result<(), SchedError>;
     /// A snapshot of counters and histograms.
     fn stats(&self) -> SchedStats;
+    /// A snapshot per device, by index. The default describes a service of
+    /// one device, always healthy, with [`Service::stats`] as its statistics.
+    fn device_stats(&self) -> Vec<DeviceStats> {
+        let stats = self.stats();
+        vec![DeviceStats {
+            index: 0,
+            device: stats.device.clone(),
+            healthy: true,
+            stats,
+        }]
+    }
     /// Stops: finishes RT tasks, cancels BE tasks, answers everything queued.
     fn shutdown(&self);
 }

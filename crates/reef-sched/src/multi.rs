@@ -2,7 +2,9 @@
 //! over one [`Scheduler`] per device. It places models on all devices or on a
 //! chosen subset, routes each request to the least-loaded healthy device that
 //! holds its model (ties broken round-robin), takes a device that faults out of
-//! rotation and retries the request elsewhere, and aggregates statistics.
+//! rotation and retries the request elsewhere, and aggregates statistics
+//! ([`Service::stats`]) while also reporting them per device
+//! ([`Service::device_stats`], with each device's health).
 //!
 //! Load is measured per priority class, RT first: an RT request goes where the
 //! fewest RT requests are waiting or running; a BE request goes where the fewest
@@ -18,8 +20,8 @@
 //! device scheduler's cancellation of unfinished BE work still applies.
 
 use crate::api::{
-    GraphSource, InferRequest, InferResponse, LatencySummary, ModelInfo, Priority, SchedError,
-    SchedStats, Service, Ticket,
+    DeviceStats, GraphSource, InferRequest, InferResponse, LatencySummary, ModelInfo, Priority,
+    SchedError, SchedStats, Service, Ticket,
 };
 use crate::Scheduler;
 use parking_lot::{Mutex, RwLock};
@@ -232,15 +234,6 @@ impl MultiScheduler {
         slot.healthy.store(healthy, Ordering::Release);
         tracing::info!(device, healthy, "device health set");
         Ok(())
-    }
-
-    /// Per-device metrics: (index, healthy, statistics).
-    pub fn device_stats(&self) -> Vec<(usize, bool, SchedStats)> {
-        self.slots
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i, s.healthy.load(Ordering::Acquire), s.sched.stats()))
-            .collect()
     }
 
     /// The load key of a device for a request of class `p` (smaller is less
@@ -477,6 +470,25 @@ impl Service for MultiScheduler {
             busy_fraction: all.iter().map(|s| s.busy_fraction).sum::<f64>()
                 / all.len().max(1) as f64,
         }
+    }
+
+    /// One entry per device, by index: its scheduler's statistics and whether
+    /// it is in rotation (see [`MultiScheduler::set_healthy`]; a device whose
+    /// submit faulted reports `healthy = false`).
+    fn device_stats(&self) -> Vec<DeviceStats> {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(index, s)| {
+                let stats = s.sched.stats();
+                DeviceStats {
+                    index,
+                    device: stats.device.clone(),
+                    healthy: s.healthy.load(Ordering::Acquire),
+                    stats,
+                }
+            })
+            .collect()
     }
 
     /// Shuts every device down (each answers everything it has queued).

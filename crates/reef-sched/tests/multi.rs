@@ -2,7 +2,8 @@
 //! device per scheduler): BE bursts spread over every device, RT requests go
 //! to the shorter RT queue, unhealthy and faulting devices get no new work
 //! while every request is still answered, results agree bit for bit across
-//! devices, and placement on a subset is respected.
+//! devices, placement on a subset is respected, and statistics are reported
+//! per device with each device's health.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -84,7 +85,7 @@ fn wait(t: Ticket) -> Vec<Tensor> {
 fn completed(m: &MultiScheduler) -> Vec<[u64; 2]> {
     m.device_stats()
         .iter()
-        .map(|(_, _, s)| s.completed)
+        .map(|d| d.stats.completed)
         .collect()
 }
 
@@ -187,7 +188,7 @@ fn rt_request_goes_to_the_shorter_rt_queue() {
                 .expect("accepted")
         })
         .collect();
-    let depth0 = m.device_stats()[0].2.rt_queue_depth;
+    let depth0 = m.device_stats()[0].stats.rt_queue_depth;
     let t = m
         .submit(req("resnet_tiny", x.clone(), Priority::Rt))
         .expect("accepted");
@@ -218,7 +219,7 @@ fn unhealthy_device_gets_no_new_work_and_all_is_answered() {
     let mut tickets: Vec<Ticket> = (0..9).map(|_| submit()).collect();
     // Taken out while it has work: that work is still answered.
     m.set_healthy(1, false).expect("device exists");
-    let in_flight_at_removal = m.device_stats()[1].2.be_queue_depth;
+    let in_flight_at_removal = m.device_stats()[1].stats.be_queue_depth;
     tickets.extend((0..12).map(|_| submit()));
     let want = wait(tickets.remove(0));
     for t in tickets {
@@ -227,7 +228,7 @@ fn unhealthy_device_gets_no_new_work_and_all_is_answered() {
     let done = settled(&m, 1, 21);
     let stats = m.device_stats();
     println!("completions {done:?} (device 1 had {in_flight_at_removal} queued at removal)");
-    assert!(!stats[1].1, "device 1 reported healthy");
+    assert!(!stats[1].healthy, "device 1 reported healthy");
     assert!(done[1][1] <= 3, "device 1 got work after removal: {done:?}");
     assert_eq!(done.iter().map(|c| c[1]).sum::<u64>(), 21);
     assert!(done[0][1] >= 6 && done[2][1] >= 6, "uneven: {done:?}");
@@ -294,10 +295,81 @@ fn faulting_device_is_taken_out_and_the_request_retried() {
     }
     settled(&m, 1, 4);
     let stats = m.device_stats();
-    assert!(!stats[0].1, "the faulting device is still in rotation");
-    assert!(stats[1].1);
-    assert_eq!(stats[0].2.completed[1], 0);
-    assert_eq!(stats[1].2.completed[1], 4);
+    assert!(!stats[0].healthy, "the faulting device is still in rotation");
+    assert!(stats[1].healthy);
+    assert_eq!(stats[0].stats.completed[1], 0);
+    assert_eq!(stats[1].stats.completed[1], 4);
+    m.shutdown();
+}
+
+#[test]
+fn device_stats_report_each_device_and_its_health() {
+    let _s = serial();
+    let faulty = Arc::new(FaultyDevice {
+        inner: CpuDevice::new(Some(1)).expect("cpu device"),
+        fail: AtomicBool::new(false),
+    });
+    let mut s = vec![Scheduler::new(faulty.clone(), SchedConfig::default()).expect("scheduler")];
+    s.extend(scheds(2));
+    let m = MultiScheduler::new(s).expect("multi");
+    m.load_model("mobilenet_tiny", zoo("mobilenet_tiny"), Priority::Be)
+        .expect("load");
+    let fresh = m.device_stats();
+    assert_eq!(fresh.len(), 3, "one entry per device");
+    assert!(fresh.iter().all(|d| d.healthy && d.stats.completed == [0, 0]));
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    // BE work on every device while all are healthy (batch 1, compiled at load).
+    let x1 = inputs(&*m, "mobilenet_tiny", 1, &mut rng);
+    let tickets: Vec<Ticket> = (0..9)
+        .map(|_| {
+            m.submit(req("mobilenet_tiny", x1.clone(), Priority::Be))
+                .expect("accepted")
+        })
+        .collect();
+    for t in tickets {
+        wait(t);
+    }
+    settled(&m, 1, 9);
+    // Then device 0 faults at its first batch-2 load and leaves rotation; RT
+    // requests are retried on the others.
+    faulty.fail.store(true, Ordering::Release);
+    let x2 = inputs(&*m, "mobilenet_tiny", 2, &mut rng);
+    for _ in 0..6 {
+        m.infer_blocking(req("mobilenet_tiny", x2.clone(), Priority::Rt))
+            .expect("retried on a healthy device");
+    }
+    settled(&m, 0, 6);
+    let per = m.device_stats();
+    let total = m.stats();
+    println!(
+        "per device: {:?}; aggregate {:?}",
+        per.iter()
+            .map(|d| (d.index, d.healthy, d.stats.completed))
+            .collect::<Vec<_>>(),
+        total.completed
+    );
+    assert_eq!(per.len(), 3, "one entry per device");
+    for (i, d) in per.iter().enumerate() {
+        assert_eq!(d.index, i, "entries are in device order");
+        assert_eq!(d.device, d.stats.device, "device {i} names its device");
+    }
+    assert!(per[0].device.starts_with("faulty"), "{}", per[0].device);
+    assert_eq!(
+        per.iter().map(|d| d.healthy).collect::<Vec<_>>(),
+        [false, true, true],
+        "only the faulting device is out of rotation"
+    );
+    for class in 0..2 {
+        let sum: u64 = per.iter().map(|d| d.stats.completed[class]).sum();
+        assert_eq!(sum, total.completed[class], "class {class}: {per:?}");
+    }
+    assert_eq!(total.completed, [6, 9]);
+    assert!(per[0].stats.completed[1] > 0, "device 0 ran no BE work");
+    assert_eq!(per[0].stats.completed[0], 0, "the faulted device ran RT work");
+    assert_eq!(
+        per.iter().map(|d| d.stats.preemptions).sum::<u64>(),
+        total.preemptions
+    );
     m.shutdown();
 }
 

@@ -22,6 +22,10 @@ pub struct ServerConfig {
     pub model_repository: Option<PathBuf>,
     /// How long shutdown waits for in-flight requests before dropping them.
     pub shutdown_grace: Duration,
+    /// Batch limit of models without their own (repository config): the
+    /// service's limit, reported in Triton's model configuration. `None`:
+    /// unknown (reported as 0, no batching declared).
+    pub default_max_batch: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -33,6 +37,7 @@ impl Default for ServerConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             model_repository: None,
             shutdown_grace: Duration::from_secs(30),
+            default_max_batch: None,
         }
     }
 }

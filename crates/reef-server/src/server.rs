@@ -108,11 +108,14 @@ impl Server {
     where
         F: Future<Output = ()> + Send,
     {
-        let state = Arc::new(AppState::new(
-            service.clone(),
-            self.config.model_repository.clone(),
-            self.config.max_body_bytes,
-        ));
+        let state = Arc::new(
+            AppState::new(
+                service.clone(),
+                self.config.model_repository.clone(),
+                self.config.max_body_bytes,
+            )
+            .with_default_batch_limit(self.config.default_max_batch),
+        );
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             // An error means the sender is gone, which also means stop.

@@ -30,6 +30,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Largest batch per model, for models whose config the server has read.
     batch_limits: RwLock<HashMap<String, usize>>,
+    /// Largest batch of the other models, when known.
+    default_batch_limit: Option<usize>,
     /// False once shutdown began.
     ready: AtomicBool,
 }
@@ -64,8 +66,15 @@ impl AppState {
             repository,
             max_body_bytes,
             batch_limits: RwLock::new(limits),
+            default_batch_limit: None,
             ready: AtomicBool::new(true),
         }
+    }
+
+    /// Sets the batch limit reported for models without their own.
+    pub fn with_default_batch_limit(mut self, limit: Option<usize>) -> Self {
+        self.default_batch_limit = limit;
+        self
     }
 
     /// True until shutdown begins.
@@ -100,12 +109,13 @@ impl AppState {
         }
     }
 
-    /// Largest batch of `model`, when known.
+    /// Largest batch of `model`, when known (its own, else the default).
     pub fn batch_limit(&self, model: &str) -> Option<usize> {
         self.batch_limits
             .read()
             .ok()
             .and_then(|m| m.get(model).copied())
+            .or(self.default_batch_limit)
     }
 
     /// Records (or forgets, with `None`) the batch limit of `model`.

@@ -381,3 +381,29 @@ impl Codec for RawCodec {
         RawDecoder
     }
 }
+
+/// A model without its own repository config reports the server's default
+/// batch limit (the scheduler's, as `reef serve` sets it), or 0 without one.
+#[tokio::test]
+async fn model_config_reports_the_default_batch_limit() {
+    for (default, want) in [(Some(5usize), 5i32), (None, 0)] {
+        let config = ServerConfig {
+            default_max_batch: default,
+            ..ServerConfig::localhost_ephemeral()
+        };
+        let s = start_with(TestService::new(), config).await;
+        let mut c = connect(&s.grpc).await;
+        let r = c
+            .model_config(ModelConfigRequest {
+                name: "add".into(),
+                version: String::new(),
+            })
+            .await
+            .expect("model config")
+            .into_inner();
+        let cfg = r.config.expect("config present");
+        assert_eq!(cfg.name, "add");
+        assert_eq!(cfg.max_batch_size, want, "default {default:?}");
+        s.stop().await.unwrap();
+    }
+}
