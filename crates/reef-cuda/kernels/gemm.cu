@@ -11,8 +11,8 @@
 //               conv only: the matmul loader would not fit 128 registers)
 //     *_tc      64 x  64, 4 warps of 32 x 32, 3 stages, 128 threads (TF32)
 //     *_ffma    64 x  64, exact-f32 FFMA core (8 x 4 per thread), 3 stages
-//   TF32 uses mma.sync m16n8k8 with cvt.rna operands. conv_tc_l_x3, conv_tc_x3
-//   and matmul_tc_x3 are the same tiles with the split-TF32 ("3xTF32") core
+//   TF32 uses mma.sync m16n8k8 with cvt.rna operands. conv_tc_x3 and
+//   matmul_tc_x3 are the 64 x 64 tiles with the split-TF32 ("3xTF32") core
 //   (TcCore<C, true>: three mmas per fragment pair, close to f32 accuracy).
 //   The host (launch.rs) picks precision, configuration and splits per
 //   kernel at model load.
@@ -404,8 +404,8 @@ __device__ __forceinline__ void reef_tf32_split(float x, u32& hi, u32& lo) {
 // 1.0e-4 against 1.4e-6 with the partial, on the H100). B's hi/lo fragments
 // are held for the k8 step and A's are split one mi at a time. ptxas -v
 // (sm_90): conv_tc_x3 / matmul_tc_x3 use 128 registers with 8-40 bytes of
-// spill; conv_tc_l_x3 spills 48-80 bytes, so the host runs split TF32 on
-// 64 x 64 tiles only (GemmTile::large_ok) and conv_tc_l_x3 is not launched.
+// spill; a 128 x 128 instantiation spilled 48-80 bytes, so split TF32 runs
+// on 64 x 64 tiles only (GemmTile::large_ok) and has no 128 x 128 family.
 template <class C, bool X3 = false>
 struct TcCore {
     static constexpr int E = C::MI * C::NI * 4;
@@ -588,9 +588,6 @@ __device__ __forceinline__ void matmul_tc_tile(const MatMulParams& p, u32 t) {
     reef_gemm_item<CfgM, TcCore<CfgM>, MatMulLoad<CfgM>>(p, t);
 }
 // Split-TF32 ("3xTF32") instantiations of the tensor-core families.
-__device__ __forceinline__ void conv_tc_l_x3_tile(const ConvParams& p, u32 t) {
-    reef_gemm_item<CfgL, TcCore<CfgL, true>, ConvLoad<CfgL>>(p, t);
-}
 __device__ __forceinline__ void conv_tc_x3_tile(const ConvParams& p, u32 t) {
     reef_gemm_item<CfgM, TcCore<CfgM, true>, ConvLoad<CfgM>>(p, t);
 }
@@ -641,6 +638,5 @@ REEF_FAMILY_MB(conv_ffma, ConvParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY(conv_dw, ConvParams, REEF_EW_THREADS)
 REEF_FAMILY_MB(matmul_tc, MatMulParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY_MB(matmul_ffma, MatMulParams, REEF_GEMM_THREADS, 4)
-REEF_FAMILY_MB(conv_tc_l_x3, ConvParams, REEF_GEMM_L_THREADS, 2)
 REEF_FAMILY_MB(conv_tc_x3, ConvParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY_MB(matmul_tc_x3, MatMulParams, REEF_GEMM_THREADS, 4)

@@ -40,7 +40,7 @@ impl GemmTile {
     /// Whether convolutions in `precision` may use [`GemmTile::Large`].
     /// Only TF32: the split-TF32 core at 128 x 128 needs more than the 128
     /// registers per thread that two resident 256-thread blocks allow (ptxas
-    /// spills 48-80 bytes per thread in `conv_tc_l_x3`), so split TF32 uses
+    /// spilled 48-80 bytes per thread in a 128 x 128 split-TF32 build), so split TF32 uses
     /// 64 x 64 tiles, and the exact-f32 core exists at 64 x 64 only.
     pub fn large_ok(precision: Precision) -> bool {
         precision == Precision::Tf32

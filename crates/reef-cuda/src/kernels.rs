@@ -87,8 +87,6 @@ pub enum Family {
     LayerNorm,
     /// Reduction.
     Reduce,
-    /// Implicit-GEMM convolution in split TF32 ("3xTF32"), 128 x 128 tiles.
-    ConvTcLX3,
     /// Implicit-GEMM convolution in split TF32 ("3xTF32"), 64 x 64 tiles.
     ConvTcX3,
     /// Batched matmul in split TF32 ("3xTF32"), 64 x 64 tiles.
@@ -97,7 +95,7 @@ pub enum Family {
 
 impl Family {
     /// Every family, in a fixed order ([`Family::index`]).
-    pub const ALL: [Family; 25] = [
+    pub const ALL: [Family; 24] = [
         Family::ConvTcL,
         Family::ConvTc,
         Family::ConvFfma,
@@ -120,7 +118,6 @@ impl Family {
         Family::Softmax,
         Family::LayerNorm,
         Family::Reduce,
-        Family::ConvTcLX3,
         Family::ConvTcX3,
         Family::MatMulTcX3,
     ];
@@ -155,7 +152,6 @@ impl Family {
             Family::Softmax => "softmax",
             Family::LayerNorm => "layernorm",
             Family::Reduce => "reduce",
-            Family::ConvTcLX3 => "conv_tc_l_x3",
             Family::ConvTcX3 => "conv_tc_x3",
             Family::MatMulTcX3 => "matmul_tc_x3",
         }
@@ -172,7 +168,7 @@ impl Family {
     /// Threads per block (must match the kernel's `__launch_bounds__`).
     pub fn threads(self) -> u32 {
         match self {
-            Family::ConvTcL | Family::ConvTcLX3 => GEMM_L_THREADS,
+            Family::ConvTcL => GEMM_L_THREADS,
             Family::ConvTc
             | Family::ConvFfma
             | Family::MatMulTc

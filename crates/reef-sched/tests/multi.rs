@@ -83,10 +83,7 @@ fn wait(t: Ticket) -> Vec<Tensor> {
 
 /// Completions per device, (rt, be).
 fn completed(m: &MultiScheduler) -> Vec<[u64; 2]> {
-    m.device_stats()
-        .iter()
-        .map(|d| d.stats.completed)
-        .collect()
+    m.device_stats().iter().map(|d| d.stats.completed).collect()
 }
 
 /// Completions per device once `total` tasks of class `class` (0 rt, 1 be)
@@ -295,7 +292,10 @@ fn faulting_device_is_taken_out_and_the_request_retried() {
     }
     settled(&m, 1, 4);
     let stats = m.device_stats();
-    assert!(!stats[0].healthy, "the faulting device is still in rotation");
+    assert!(
+        !stats[0].healthy,
+        "the faulting device is still in rotation"
+    );
     assert!(stats[1].healthy);
     assert_eq!(stats[0].stats.completed[1], 0);
     assert_eq!(stats[1].stats.completed[1], 4);
@@ -316,7 +316,9 @@ fn device_stats_report_each_device_and_its_health() {
         .expect("load");
     let fresh = m.device_stats();
     assert_eq!(fresh.len(), 3, "one entry per device");
-    assert!(fresh.iter().all(|d| d.healthy && d.stats.completed == [0, 0]));
+    assert!(fresh
+        .iter()
+        .all(|d| d.healthy && d.stats.completed == [0, 0]));
     let mut rng = ChaCha8Rng::seed_from_u64(17);
     // BE work on every device while all are healthy (batch 1, compiled at load).
     let x1 = inputs(&*m, "mobilenet_tiny", 1, &mut rng);
@@ -365,7 +367,10 @@ fn device_stats_report_each_device_and_its_health() {
     }
     assert_eq!(total.completed, [6, 9]);
     assert!(per[0].stats.completed[1] > 0, "device 0 ran no BE work");
-    assert_eq!(per[0].stats.completed[0], 0, "the faulted device ran RT work");
+    assert_eq!(
+        per[0].stats.completed[0], 0,
+        "the faulted device ran RT work"
+    );
     assert_eq!(
         per.iter().map(|d| d.stats.preemptions).sum::<u64>(),
         total.preemptions

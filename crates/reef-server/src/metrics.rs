@@ -1,6 +1,9 @@
 //! Prometheus metrics: request counters and latency histograms kept by the
-//! server, plus scheduler gauges and counters read from
-//! [`Service::stats`](reef_sched::Service::stats) at every scrape.
+//! server, plus scheduler gauges and counters read at every scrape: the
+//! aggregate from [`Service::stats`](reef_sched::Service::stats) (series
+//! without a `device` label) and, from
+//! [`Service::device_stats`](reef_sched::Service::device_stats), the same
+//! facts per device (`reef_device_*` series labelled `device="<index>"`).
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -9,7 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use reef_sched::{LatencySummary, Service};
+use reef_sched::{DeviceStats, LatencySummary, Service};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -220,13 +223,136 @@ impl Collector for SchedCollector {
             "Dynamic kernel padding selection latency",
             &s.padding_latency_us,
         )?;
-        let busy = ConstGauge::new(s.busy_fraction);
-        let m = encoder.encode_descriptor(
+        let devices = self.service.device_stats();
+        // One family: the aggregate sample (no labels, as ever) and a sample
+        // per device; a second family of the same name would be invalid.
+        let mut busy: Vec<Sample<ConstGauge<f64>>> = devices
+            .iter()
+            .map(|d| {
+                (
+                    vec![("device", d.index.to_string())],
+                    ConstGauge::new(d.stats.busy_fraction),
+                )
+            })
+            .collect();
+        busy.push((vec![], ConstGauge::new(s.busy_fraction)));
+        samples(
+            &mut encoder,
             "reef_device_busy_fraction",
-            "Fraction of wall time since start the device had a task running",
-            None,
-            busy.metric_type(),
+            "Fraction of wall time since start the device had a task running \
+             (labelled by device index; without labels, the scheduler's aggregate)",
+            &busy,
         )?;
-        busy.encode(m)
+        encode_devices(&mut encoder, &devices)
     }
+}
+
+/// One sample of a series: its labels and its value.
+type Sample<M> = (Vec<(&'static str, String)>, M);
+
+/// Writes one metric family: a descriptor, then every sample.
+fn samples<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: &[Sample<M>],
+) -> Result<(), std::fmt::Error> {
+    let Some((_, probe)) = samples.first() else {
+        return Ok(());
+    };
+    let mut m = encoder.encode_descriptor(name, help, None, probe.metric_type())?;
+    for (labels, v) in samples {
+        v.encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// A gauge per device, labelled with the device index.
+fn device_gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    devices: &[DeviceStats],
+    value: fn(&DeviceStats) -> i64,
+) -> Result<(), std::fmt::Error> {
+    let v: Vec<Sample<ConstGauge<i64>>> = devices
+        .iter()
+        .map(|d| {
+            (
+                vec![("device", d.index.to_string())],
+                ConstGauge::new(value(d)),
+            )
+        })
+        .collect();
+    samples(encoder, name, help, &v)
+}
+
+/// The per-device series (besides `reef_device_busy_fraction`), each
+/// labelled with the device index.
+fn encode_devices(
+    encoder: &mut DescriptorEncoder,
+    devices: &[DeviceStats],
+) -> Result<(), std::fmt::Error> {
+    let healthy: Vec<Sample<ConstGauge<i64>>> = devices
+        .iter()
+        .map(|d| {
+            (
+                vec![("device", d.index.to_string()), ("name", d.device.clone())],
+                ConstGauge::new(i64::from(d.healthy)),
+            )
+        })
+        .collect();
+    samples(
+        encoder,
+        "reef_device_healthy",
+        "Whether the device is in rotation (1) or taken out after a fault or by an operator (0), \
+         by device index and name",
+        &healthy,
+    )?;
+    device_gauge(
+        encoder,
+        "reef_device_rt_queue_depth",
+        "RT tasks waiting, by device",
+        devices,
+        |d| d.stats.rt_queue_depth as i64,
+    )?;
+    device_gauge(
+        encoder,
+        "reef_device_be_queue_depth",
+        "BE tasks waiting, by device",
+        devices,
+        |d| d.stats.be_queue_depth as i64,
+    )?;
+    let completed: Vec<Sample<ConstCounter<u64>>> = devices
+        .iter()
+        .flat_map(|d| {
+            [("rt", d.stats.completed[0]), ("be", d.stats.completed[1])].map(|(p, v)| {
+                (
+                    vec![("device", d.index.to_string()), ("priority", p.to_string())],
+                    ConstCounter::new(v),
+                )
+            })
+        })
+        .collect();
+    samples(
+        encoder,
+        "reef_device_completed",
+        "Tasks finished, by device and priority",
+        &completed,
+    )?;
+    let preemptions: Vec<Sample<ConstCounter<u64>>> = devices
+        .iter()
+        .map(|d| {
+            (
+                vec![("device", d.index.to_string())],
+                ConstCounter::new(d.stats.preemptions),
+            )
+        })
+        .collect();
+    samples(
+        encoder,
+        "reef_device_preemptions",
+        "BE preemptions performed, by device",
+        &preemptions,
+    )
 }

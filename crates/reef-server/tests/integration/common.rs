@@ -5,8 +5,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reef_model::{DType, Tensor};
 use reef_sched::{
-    GraphSource, InferRequest, InferResponse, LatencySummary, ModelInfo, Priority, SchedError,
-    SchedStats, Service, TaskStats, TensorInfo, Ticket,
+    DeviceStats, GraphSource, InferRequest, InferResponse, LatencySummary, ModelInfo, Priority,
+    SchedError, SchedStats, Service, TaskStats, TensorInfo, Ticket,
 };
 use reef_server::{Server, ServerConfig};
 use std::collections::HashMap;
@@ -39,6 +39,10 @@ fn info(
     }
 }
 
+/// The name of the test service's second device: quotes, a backslash and a
+/// newline, which metric label values must escape.
+pub const TEST_DEVICE_1: &str = "gpu \"1\" C:\\dev\nH100";
+
 /// Models the test service knows.
 ///
 /// - `add`: a, b FP32 [-1,4] -> sum = a+b, diff = a-b (default RT)
@@ -46,6 +50,9 @@ fn info(
 /// - `busy`: always Overloaded; `broken`: answers with no outputs;
 /// - `loading`: not ready; `slow`: x FP32 [1,2] -> never answers until shutdown (BE)
 /// - models loaded through `load_model`: x FP32 [-1,4] -> y = x
+///
+/// Its statistics describe two devices (see `device_stats`) summing to the
+/// aggregate `stats`.
 pub struct TestService {
     models: Mutex<Vec<ModelInfo>>,
     /// Priority of the last submitted request (as given).
@@ -267,6 +274,31 @@ impl Service for TestService {
             busy_fraction: 0.25,
             ..SchedStats::default()
         }
+    }
+
+    /// Two devices whose counters sum to `stats()` (busy fractions average
+    /// to it); device 1 is out of rotation and its name needs escaping.
+    fn device_stats(&self) -> Vec<DeviceStats> {
+        let total = self.stats();
+        let device =
+            |index: usize, name: &str, healthy: bool, rt, be, done, pre, busy| DeviceStats {
+                index,
+                device: name.into(),
+                healthy,
+                stats: SchedStats {
+                    device: name.into(),
+                    rt_queue_depth: rt,
+                    be_queue_depth: be,
+                    completed: done,
+                    preemptions: pre,
+                    busy_fraction: busy,
+                    ..total.clone()
+                },
+            };
+        vec![
+            device(0, "test device 0", true, 1, 2, [3, 1], 5, 0.125),
+            device(1, TEST_DEVICE_1, false, 1, 3, [4, 10], 8, 0.375),
+        ]
     }
 
     fn shutdown(&self) {

@@ -1,6 +1,8 @@
 //! KServe v2 REST: every endpoint, JSON and binary tensors, bad input.
 
-use crate::common::{eventually, rand_f32, rand_i64, start, start_with, TestService};
+use crate::common::{
+    eventually, rand_f32, rand_i64, start, start_with, TestService, TEST_DEVICE_1,
+};
 use reef_model::tensor::rel_l2;
 use reef_sched::Priority;
 use reef_server::ServerConfig;
@@ -552,6 +554,70 @@ async fn metrics_endpoint() {
     ] {
         assert!(text.contains(want), "missing `{want}` in:\n{text}");
     }
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn metrics_per_device() {
+    let s = start(TestService::new()).await;
+    let r = client()
+        .get(format!("{}/metrics", s.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let text = r.text().await.unwrap();
+    // Quotes, backslash and newline escaped as the text format wants.
+    let escaped = r#"gpu \"1\" C:\\dev\nH100"#;
+    assert!(!TEST_DEVICE_1.contains(escaped), "the name needs escaping");
+    for want in [
+        r#"reef_device_healthy{device="0",name="test device 0"} 1"#.to_string(),
+        format!(r#"reef_device_healthy{{device="1",name="{escaped}"}} 0"#),
+        r#"reef_device_busy_fraction{device="0"} 0.125"#.into(),
+        r#"reef_device_busy_fraction{device="1"} 0.375"#.into(),
+        r#"reef_device_rt_queue_depth{device="1"} 1"#.into(),
+        r#"reef_device_be_queue_depth{device="0"} 2"#.into(),
+        r#"reef_device_be_queue_depth{device="1"} 3"#.into(),
+        r#"reef_device_completed_total{device="0",priority="rt"} 3"#.into(),
+        r#"reef_device_completed_total{device="1",priority="be"} 10"#.into(),
+        r#"reef_device_preemptions_total{device="1"} 8"#.into(),
+        // The aggregate series are unchanged.
+        "reef_device_busy_fraction 0.25".into(),
+        r#"reef_tasks_completed_total{priority="be"} 11"#.into(),
+        "reef_preemptions_total 13".into(),
+    ] {
+        assert!(text.contains(&want), "missing `{want}` in:\n{text}");
+    }
+    // Every family is described once, and per-device counters add up to the
+    // aggregate ones.
+    for name in [
+        "reef_device_healthy",
+        "reef_device_busy_fraction",
+        "reef_device_rt_queue_depth",
+        "reef_device_be_queue_depth",
+        "reef_device_completed_total",
+        "reef_device_preemptions_total",
+    ] {
+        let n = text.matches(&format!("# TYPE {name} ")).count();
+        assert_eq!(n, 1, "{name} described {n} times");
+    }
+    let sample = |prefix: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(|l| {
+                l.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or_else(|| panic!("bad sample line `{l}`"))
+            })
+            .sum()
+    };
+    assert_eq!(sample("reef_device_preemptions_total{"), 13.0);
+    assert_eq!(
+        sample("reef_device_completed_total{"),
+        sample("reef_tasks_completed_total{")
+    );
+    assert_eq!(sample("reef_device_rt_queue_depth{"), 2.0);
     s.stop().await.unwrap();
 }
 
