@@ -102,9 +102,12 @@ impl CudaTaskContext {
         })
     }
 
-    /// The launch of kernel `index`.
-    pub(crate) fn launch(&self, index: usize) -> Option<&Launch> {
-        self.launches.get(index)
+    /// The launch of kernel `index`, or an error naming the index.
+    pub(crate) fn launch_checked(&self, index: usize) -> Result<Launch, ExecError> {
+        self.launches
+            .get(index)
+            .copied()
+            .ok_or_else(|| ExecError::Invalid(format!("kernel {index} of {}", self.launches.len())))
     }
 
     /// Number of kernels.

@@ -162,9 +162,7 @@ impl Lane for CudaLane {
         variant: Variant,
     ) -> reef_exec::Result<()> {
         let task = self.task(ctx)?;
-        let launch = *task.launch(index).ok_or_else(|| {
-            ExecError::Invalid(format!("kernel {index} of {}", task.kernel_count()))
-        })?;
+        let launch = task.launch_checked(index)?;
         let grid = launch.grid(variant, self.shared.resident(launch.family));
         self.launch(launch, variant, grid, |_| {})
     }
@@ -175,9 +173,7 @@ impl Lane for CudaLane {
         index: usize,
     ) -> reef_exec::Result<Option<PadSlot>> {
         let task = self.task(ctx)?;
-        let launch = *task.launch(index).ok_or_else(|| {
-            ExecError::Invalid(format!("kernel {index} of {}", task.kernel_count()))
-        })?;
+        let launch = task.launch_checked(index)?;
         let guard = task.counter_ptr(index);
         let guard_tiles = launch.grid(Variant::Rt, self.shared.resident(launch.family));
         self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
@@ -216,9 +212,7 @@ impl Lane for CudaLane {
             ));
         }
         let task = self.task(ctx)?;
-        let launch = *task.launch(index).ok_or_else(|| {
-            ExecError::Invalid(format!("kernel {index} of {}", task.kernel_count()))
-        })?;
+        let launch = task.launch_checked(index)?;
         let resident = self.shared.resident(launch.family);
         let grid = blocks.clamp(1, launch.grid(Variant::Be, resident));
         self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;

@@ -311,6 +311,11 @@ fn device_stats_report_each_device_and_its_health() {
     });
     let mut s = vec![Scheduler::new(faulty.clone(), SchedConfig::default()).expect("scheduler")];
     s.extend(scheds(2));
+    // A single scheduler reports itself as device 0 (the provided method).
+    let one = s[1].device_stats();
+    assert_eq!(one.len(), 1);
+    assert_eq!((one[0].index, one[0].healthy), (0, true));
+    assert_eq!(one[0].device, s[1].stats().device);
     let m = MultiScheduler::new(s).expect("multi");
     m.load_model("mobilenet_tiny", zoo("mobilenet_tiny"), Priority::Be)
         .expect("load");

@@ -205,10 +205,33 @@ fn execute_pad(shared: &Shared, item: &Item, mark: &PadMark) -> Result<()> {
 }
 
 impl CpuLane {
-    fn push(&mut self, item: Item) {
+    /// Queues kernel `index` of `ctx` (checked against its plan).
+    fn push(
+        &mut self,
+        ctx: &mut dyn Context,
+        index: usize,
+        variant: Variant,
+        pad: Option<PadMark>,
+    ) -> Result<()> {
+        let ctx = cpu_context(ctx)?;
+        let model = ctx.cpu_model().clone();
+        let n = model.plan_ref().kernels.len();
+        if index >= n {
+            return Err(ExecError::Invalid(format!(
+                "kernel index {index} out of range ({n} kernels)"
+            )));
+        }
+        let item = Item {
+            model,
+            ctx: ctx.state().clone(),
+            index,
+            variant,
+            pad,
+        };
         self.shared.queue.lock().items.push_back(item);
         self.enqueued += 1;
         self.shared.work.notify_one();
+        Ok(())
     }
 }
 
@@ -231,22 +254,7 @@ impl Lane for CpuLane {
     }
 
     fn enqueue(&mut self, ctx: &mut dyn Context, index: usize, variant: Variant) -> Result<()> {
-        let ctx = cpu_context(ctx)?;
-        let model = ctx.cpu_model().clone();
-        let n = model.plan_ref().kernels.len();
-        if index >= n {
-            return Err(ExecError::Invalid(format!(
-                "kernel index {index} out of range ({n} kernels)"
-            )));
-        }
-        self.push(Item {
-            model,
-            ctx: ctx.state().clone(),
-            index,
-            variant,
-            pad: None,
-        });
-        Ok(())
+        self.push(ctx, index, variant, None)
     }
 
     fn resume(&mut self, ctx: &mut dyn Context) -> Result<()> {
@@ -287,22 +295,7 @@ impl Lane for CpuLane {
             .downcast_ref::<PadMark>()
             .ok_or_else(|| ExecError::Invalid("pad slot of another backend".into()))?
             .clone();
-        let ctx = cpu_context(ctx)?;
-        let model = ctx.cpu_model().clone();
-        let n = model.plan_ref().kernels.len();
-        if index >= n {
-            return Err(ExecError::Invalid(format!(
-                "kernel index {index} out of range ({n} kernels)"
-            )));
-        }
-        self.push(Item {
-            model,
-            ctx: ctx.state().clone(),
-            index,
-            variant: Variant::Be,
-            pad: Some(mark),
-        });
-        Ok(())
+        self.push(ctx, index, Variant::Be, Some(mark))
     }
 
     fn retired(&mut self) -> Result<u64> {
