@@ -356,3 +356,59 @@ fn encode_devices(
         &preemptions,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reef_sched::{GraphSource, InferRequest, ModelInfo, Priority, SchedError, SchedStats};
+
+    /// A service of one device that keeps the provided `device_stats`.
+    struct OneDevice;
+
+    impl Service for OneDevice {
+        fn models(&self) -> Vec<ModelInfo> {
+            vec![]
+        }
+        fn submit(&self, req: InferRequest) -> Result<reef_sched::Ticket, SchedError> {
+            Err(SchedError::UnknownModel(req.model))
+        }
+        fn load_model(&self, name: &str, _: GraphSource, _: Priority) -> Result<(), SchedError> {
+            Err(SchedError::Internal(format!("cannot load '{name}'")))
+        }
+        fn unload_model(&self, name: &str) -> Result<(), SchedError> {
+            Err(SchedError::UnknownModel(name.into()))
+        }
+        fn stats(&self) -> SchedStats {
+            SchedStats {
+                device: "cpu (2 threads)".into(),
+                mode: "reset".into(),
+                rt_queue_depth: 3,
+                be_queue_depth: 4,
+                completed: [9, 6],
+                preemptions: 2,
+                busy_fraction: 0.5,
+                ..SchedStats::default()
+            }
+        }
+        fn shutdown(&self) {}
+    }
+
+    #[test]
+    fn a_single_device_service_is_device_0() {
+        let text = Metrics::new(Arc::new(OneDevice)).render().expect("render");
+        for want in [
+            r#"reef_device_healthy{device="0",name="cpu (2 threads)"} 1"#,
+            r#"reef_device_busy_fraction{device="0"} 0.5"#,
+            "reef_device_busy_fraction 0.5",
+            r#"reef_device_rt_queue_depth{device="0"} 3"#,
+            r#"reef_device_be_queue_depth{device="0"} 4"#,
+            r#"reef_device_completed_total{device="0",priority="rt"} 9"#,
+            r#"reef_device_completed_total{device="0",priority="be"} 6"#,
+            r#"reef_device_preemptions_total{device="0"} 2"#,
+            r#"reef_tasks_completed_total{priority="rt"} 9"#,
+        ] {
+            assert!(text.contains(want), "missing `{want}` in:\n{text}");
+        }
+        assert!(!text.contains(r#"device="1""#), "{text}");
+    }
+}
