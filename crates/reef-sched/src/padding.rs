@@ -16,7 +16,14 @@
 //!   first fit over the BE lanes, one lane per RT kernel; the planner's
 //!   position is an estimate: launches of kernels that are already complete
 //!   exit at once, launches whose predecessor is unfinished do nothing, so a
-//!   wrong estimate costs padding, never correctness.
+//!   wrong estimate costs padding, never correctness;
+//! - the engine pads only an RT task that starts on an idle RT lane, beside
+//!   BE lanes with no earlier padding queued, so padding never runs late
+//!   beside another task's kernels.
+//!
+//! Measured on the H100 (docs/RESULTS.md, session 2), these rules leave BE
+//! throughput within a few percent of `reset`: reef's RT kernels are split
+//! to fill every SM, so whole idle SMs are rare.
 
 use reef_exec::{Device, KernelShape, ModelHandle, Priority};
 use std::sync::Arc;
