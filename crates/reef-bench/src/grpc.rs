@@ -12,9 +12,12 @@ use reef_server::proto::{self, grpc_inference_service_client::GrpcInferenceServi
 use std::sync::Arc;
 use tonic::transport::Channel;
 
-/// A gRPC client presenting the [`Service`] interface.
+/// A gRPC client presenting the [`Service`] interface. RT and BE requests
+/// travel on separate HTTP/2 connections, so an RT request never queues
+/// behind a BE request's frames (as separate clients would be).
 pub struct GrpcService {
     client: GrpcInferenceServiceClient<Channel>,
+    rt_client: GrpcInferenceServiceClient<Channel>,
     models: Vec<ModelInfo>,
     handle: tokio::runtime::Handle,
     /// Where statistics come from (the server's scheduler, when in-process).
@@ -42,9 +45,13 @@ impl GrpcService {
         models: &[String],
         stats_from: Option<Arc<dyn Service>>,
     ) -> Result<GrpcService, SchedError> {
-        let mut client = reef_server::grpc_client(url)
-            .await
-            .map_err(|e| SchedError::Internal(format!("connecting to {url}: {e}")))?;
+        let connect = || async {
+            reef_server::grpc_client(url)
+                .await
+                .map_err(|e| SchedError::Internal(format!("connecting to {url}: {e}")))
+        };
+        let mut client = connect().await?;
+        let rt_client = connect().await?;
         let mut infos = vec![];
         for m in models {
             let meta = client
@@ -72,6 +79,7 @@ impl GrpcService {
         }
         Ok(GrpcService {
             client,
+            rt_client,
             models: infos,
             handle: tokio::runtime::Handle::current(),
             stats_from,
@@ -94,8 +102,11 @@ impl Service for GrpcService {
         // The tensors' buffers are shared with the message, not copied.
         let msg = grpc_codec::infer_request(&req.model, &names, &req.inputs, req.priority);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let mut client = self.client.clone();
         let priority = req.priority.unwrap_or(Priority::Be);
+        let mut client = match priority {
+            Priority::Rt => self.rt_client.clone(),
+            Priority::Be => self.client.clone(),
+        };
         let arrival = req.arrival;
         self.handle.spawn(async move {
             let r = async {

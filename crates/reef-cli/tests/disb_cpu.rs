@@ -99,3 +99,82 @@ fn bench_disb_runs_a_tiny_workload_in_every_mode() {
     }
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// The same workload through a reef server on loopback (`--via-grpc`): every
+/// request answered over gRPC (RT and BE on their own connections), no
+/// errors, and the scheduler behind the server preempted.
+#[test]
+fn bench_disb_runs_through_the_grpc_server() {
+    let out = std::env::temp_dir().join(format!("reef-disb-grpc-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let workload = concat!(env!("CARGO_MANIFEST_DIR"), "/../../workloads/tiny-A.json");
+    let r = Command::new(env!("CARGO_BIN_EXE_reef"))
+        .args([
+            "bench",
+            "disb",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+            "--modes",
+            "reset",
+            "--via-grpc",
+            "--workload",
+            workload,
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run reef");
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        r.status.success(),
+        "reef bench disb --via-grpc failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    println!("{stdout}");
+    let json_path = std::fs::read_dir(&out)
+        .expect("output folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .expect("a JSON result");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    let modes = json["modes"].as_array().unwrap();
+    let names: Vec<&str> = modes.iter().map(|m| m["mode"].as_str().unwrap()).collect();
+    assert_eq!(names, ["rt-alone", "reset"]);
+    for m in modes {
+        assert!(
+            m["rt"]["count"].as_u64().unwrap() > 0,
+            "no RT in {}",
+            m["mode"]
+        );
+        assert!(
+            m["errors"]
+                .as_object()
+                .map(|e| e.is_empty())
+                .unwrap_or(true),
+            "errors in {}: {}",
+            m["mode"],
+            m["errors"]
+        );
+        assert_eq!(
+            m["submitted"], m["completed_ok"],
+            "unanswered requests in {}",
+            m["mode"]
+        );
+    }
+    let reset = &modes[1];
+    assert!(reset["be_throughput_rps"].as_f64().unwrap() > 0.0);
+    // Per-request stats do not cross the protocol; the scheduler's own
+    // figures (read in process) do.
+    assert!(
+        reset["sched"]["preemptions"].as_u64().unwrap() > 0,
+        "the scheduler behind the server never preempted: {}",
+        reset["sched"]
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
