@@ -318,10 +318,20 @@ impl Engine {
     fn launch_rt_padded(&mut self, t: &mut Task) -> Result<(), SchedError> {
         let units = self.device.compute_units();
         let prof = t.profile.clone().expect("checked by the caller");
-        let any_be = self
-            .be_running
-            .iter()
-            .any(|b| b.as_ref().is_some_and(|b| b.paused && b.profile.is_some()));
+        // BE tasks that may pad: paused, profiled, and on a lane with no
+        // earlier padding still queued (it could otherwise run late, beside
+        // another RT kernel).
+        let nq = self.be_running.len();
+        let mut eligible = vec![false; nq];
+        for (q, e) in eligible.iter_mut().enumerate() {
+            let ready = self.be_running[q]
+                .as_ref()
+                .is_some_and(|b| b.paused && b.profile.is_some());
+            if let (true, Some(lane)) = (ready, self.be_lanes[q].as_mut()) {
+                *e = lane.retired().map_err(internal)? == lane.enqueued();
+            }
+        }
+        let any_be = eligible.iter().any(|&e| e);
         let ctx = t.ctx.as_mut().expect("started task has a context");
         if t.needs_begin {
             self.rt_lane.begin(ctx.as_mut(), t.next).map_err(internal)?;
@@ -342,29 +352,18 @@ impl Engine {
         }
         t.next = t.kernels();
         t.end_mark = self.rt_lane.enqueued();
-        let nq = self.be_running.len();
-        // Lanes with earlier padding still queued are left out: that padding
-        // could otherwise run late, beside another RT kernel.
-        let mut eligible = vec![false; nq];
-        for (q, e) in eligible.iter_mut().enumerate() {
-            if let Some(lane) = self.be_lanes[q].as_mut() {
-                *e = lane.retired().map_err(internal)? == lane.enqueued();
-            }
-        }
         for (slot, free) in slots {
             let t0 = Instant::now();
             let d = prof.rt[slot.index];
             for off in 0..nq {
                 let q = (self.pad_next + off) % nq;
-                let Some(b) = self.be_running[q].as_mut() else {
-                    continue;
-                };
-                let Some(bprof) = b.profile.as_ref().filter(|_| b.paused) else {
-                    continue;
-                };
                 if !eligible[q] {
                     continue;
                 }
+                let b = self.be_running[q]
+                    .as_mut()
+                    .expect("eligible lanes run a task");
+                let bprof = b.profile.as_ref().expect("eligible tasks are profiled");
                 let lane = self.be_lanes[q].as_mut().expect("running task has a lane");
                 let Some(choice) = padding::choose(d, free, units, bprof, b.pad_pos, b.pad_known)
                 else {
