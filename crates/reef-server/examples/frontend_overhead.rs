@@ -361,6 +361,13 @@ fn stages(input: &Tensor, reps: usize) -> Result<(), BoxError> {
         Ok(())
     })?;
     println!("  memcpy of unaligned 600 KB                {t:8.1}");
+    let mut dst = vec![0u8; raw.len()];
+    let t = time(&mut || {
+        reef_server::tensor_codec::copy_in_pieces(&mut dst, &shifted[1..]);
+        std::hint::black_box(&dst);
+        Ok(())
+    })?;
+    println!("  same copy in 1 KiB pieces                 {t:8.1}");
     let t = time(&mut || {
         std::hint::black_box(input.to_bytes());
         Ok(())

@@ -82,6 +82,13 @@ fn le_elements<T: Pod, const N: usize>(bytes: &[u8], from_le: fn([u8; N]) -> T) 
         if let Ok(aligned) = bytemuck::try_cast_slice::<u8, T>(bytes) {
             return aligned.to_vec();
         }
+        // Misaligned source: one large memcpy whose source and destination
+        // differ in alignment takes the slow path of `rep movsb` on some
+        // CPUs (about 13x slower for 600 KB on the CI box's AMD EPYC), so
+        // copy in pieces small enough for the libc's vector loop.
+        let mut out = vec![T::zeroed(); bytes.len() / N];
+        copy_in_pieces(bytemuck::cast_slice_mut(&mut out), bytes);
+        return out;
     }
     bytes
         .chunks_exact(N)
@@ -91,6 +98,17 @@ fn le_elements<T: Pod, const N: usize>(bytes: &[u8], from_le: fn([u8; N]) -> T) 
             from_le(a)
         })
         .collect()
+}
+
+/// Copies `min(dst.len(), src.len())` bytes from `src` to `dst` in 1 KiB
+/// pieces. Each piece is opaque to the optimizer, so the loop stays a loop
+/// of small copies instead of being fused back into one large one.
+pub fn copy_in_pieces(dst: &mut [u8], src: &[u8]) {
+    const PIECE: usize = 1024;
+    let n = dst.len().min(src.len());
+    for (d, s) in dst[..n].chunks_mut(PIECE).zip(src[..n].chunks(PIECE)) {
+        std::hint::black_box(d).copy_from_slice(s);
+    }
 }
 
 /// Owner of a tensor's element buffer, viewed as bytes.
