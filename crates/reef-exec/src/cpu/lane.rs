@@ -160,22 +160,29 @@ fn execute(shared: &Shared, item: &Item) -> Result<()> {
     if be && item.ctx.progress.load(Ordering::Acquire) != item.index {
         return Ok(());
     }
+    let stop = Stop::new(be.then_some(&*shared.preempt));
+    if !run_item(shared, item, &stop)? {
+        item.ctx.halted.store(true, Ordering::Release);
+    }
+    Ok(())
+}
+
+/// Runs the item's kernel on the pool under `stop`; a kernel that completes
+/// moves its context's progress past it. Returns whether it completed.
+fn run_item(shared: &Shared, item: &Item, stop: &Stop) -> Result<bool> {
     let plan = &item.model.plan_ref();
     let mut arena = item.ctx.arena.lock();
     let arena = bytes_of_mut(&mut arena, plan.arena_bytes);
-    let stop = Stop::new(be.then_some(&*shared.preempt));
     let weights = item.model.weight_bytes();
     let completed = shared
         .pool
-        .install(|| kernels::run(plan, item.index, weights, arena, &stop))?;
+        .install(|| kernels::run(plan, item.index, weights, arena, stop))?;
     if completed {
         item.ctx
             .progress
             .fetch_max(item.index + 1, Ordering::AcqRel);
-    } else {
-        item.ctx.halted.store(true, Ordering::Release);
     }
-    Ok(())
+    Ok(completed)
 }
 
 /// Runs a padding launch: only after the task's previous kernel completed,
@@ -188,20 +195,8 @@ fn execute_pad(shared: &Shared, item: &Item, mark: &PadMark) -> Result<()> {
     {
         return Ok(());
     }
-    let plan = &item.model.plan_ref();
-    let mut arena = item.ctx.arena.lock();
-    let arena = bytes_of_mut(&mut arena, plan.arena_bytes);
     let stop = Stop::new(Some(&*shared.preempt)).with_guard(&mark.rt.progress, mark.target);
-    let weights = item.model.weight_bytes();
-    let completed = shared
-        .pool
-        .install(|| kernels::run(plan, item.index, weights, arena, &stop))?;
-    if completed {
-        item.ctx
-            .progress
-            .fetch_max(item.index + 1, Ordering::AcqRel);
-    }
-    Ok(())
+    run_item(shared, item, &stop).map(|_| ())
 }
 
 impl CpuLane {
