@@ -233,12 +233,27 @@ fn big_conv() -> Graph {
 
 #[test]
 fn reset_mode_rt_does_not_wait_for_a_whole_be_kernel() {
+    rt_does_not_wait_for_a_whole_be_kernel(Mode::Reset, false);
+}
+
+/// The same bound with padding emulated: padding launches stop with the RT
+/// kernel they pad, so they add at most a tile too.
+#[test]
+fn reef_mode_with_padding_rt_does_not_wait_for_a_whole_be_kernel() {
+    rt_does_not_wait_for_a_whole_be_kernel(Mode::Reef, true);
+}
+
+fn rt_does_not_wait_for_a_whole_be_kernel(mode: Mode, padding: bool) {
     let _serial = serial();
-    let dev: Arc<dyn Device> = Arc::new(CpuDevice::new(Some(2)).expect("cpu device"));
+    let dev: Arc<dyn Device> = Arc::new(
+        CpuDevice::new(Some(2))
+            .expect("cpu device")
+            .with_padding(padding),
+    );
     let s = Scheduler::new(
         dev,
         SchedConfig {
-            mode: Mode::Reset,
+            mode,
             ..SchedConfig::default()
         },
     )
@@ -277,8 +292,17 @@ fn reset_mode_rt_does_not_wait_for_a_whole_be_kernel() {
     }
     let st = s.stats();
     println!(
-        "BE kernel alone {:?}; RT latencies while preempting {:?}; preemption max {:.0} us",
+        "{mode} (padding {padding}): BE kernel alone {:?}; RT latencies while preempting {:?}; preemption max {:.0} us",
         kernel, waits, st.preempt_latency_us.max
+    );
+    // RT requests come back well inside one BE kernel's time (the median:
+    // the maximum on a shared CI machine also measures the OS scheduler).
+    let mut sorted = waits.clone();
+    sorted.sort();
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
+    assert!(
+        median < kernel / 2,
+        "median RT latency {median:?} against a BE kernel of {kernel:?}"
     );
     assert!(waits.len() >= 10, "too few preemptions: {}", waits.len());
     // Preemption (RT arrival to BE idle) must take far less than the kernel:
