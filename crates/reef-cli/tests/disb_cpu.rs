@@ -4,9 +4,11 @@
 
 use std::process::Command;
 
-#[test]
-fn bench_disb_runs_a_tiny_workload_in_every_mode() {
-    let out = std::env::temp_dir().join(format!("reef-disb-test-{}", std::process::id()));
+/// Runs `reef bench disb` on the tiny workload on the CPU (2 s, 0.5 s
+/// warm-up) with `extra` arguments into a fresh folder named `tag`; returns
+/// the folder and stdout, failing the test if the command fails.
+fn run_tiny_disb(tag: &str, extra: &[&str]) -> (std::path::PathBuf, String) {
+    let out = std::env::temp_dir().join(format!("reef-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let workload = concat!(env!("CARGO_MANIFEST_DIR"), "/../../workloads/tiny-A.json");
     let r = Command::new(env!("CARGO_BIN_EXE_reef"))
@@ -23,16 +25,23 @@ fn bench_disb_runs_a_tiny_workload_in_every_mode() {
             "--workload",
             workload,
         ])
+        .args(extra)
         .arg("--out")
         .arg(&out)
         .output()
         .expect("run reef");
-    let stdout = String::from_utf8_lossy(&r.stdout);
+    let stdout = String::from_utf8_lossy(&r.stdout).into_owned();
     assert!(
         r.status.success(),
-        "reef bench disb failed:\n{stdout}\n{}",
+        "reef bench disb {extra:?} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&r.stderr)
     );
+    (out, stdout)
+}
+
+#[test]
+fn bench_disb_runs_a_tiny_workload_in_every_mode() {
+    let (out, stdout) = run_tiny_disb("disb-test", &[]);
     println!("{stdout}");
     for f in [
         "disb-tiny-A.json",
@@ -105,36 +114,7 @@ fn bench_disb_runs_a_tiny_workload_in_every_mode() {
 /// errors, and the scheduler behind the server preempted.
 #[test]
 fn bench_disb_runs_through_the_grpc_server() {
-    let out = std::env::temp_dir().join(format!("reef-disb-grpc-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let workload = concat!(env!("CARGO_MANIFEST_DIR"), "/../../workloads/tiny-A.json");
-    let r = Command::new(env!("CARGO_BIN_EXE_reef"))
-        .args([
-            "bench",
-            "disb",
-            "--device",
-            "cpu",
-            "--quiet",
-            "--duration",
-            "2",
-            "--warmup",
-            "0.5",
-            "--modes",
-            "reset",
-            "--via-grpc",
-            "--workload",
-            workload,
-        ])
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run reef");
-    let stdout = String::from_utf8_lossy(&r.stdout);
-    assert!(
-        r.status.success(),
-        "reef bench disb --via-grpc failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&r.stderr)
-    );
+    let (out, stdout) = run_tiny_disb("disb-grpc-test", &["--modes", "reset", "--via-grpc"]);
     println!("{stdout}");
     let json_path = std::fs::read_dir(&out)
         .expect("output folder")
