@@ -254,6 +254,18 @@ pub async fn repository_index(
     Ok(Json(Value::Array(rows)))
 }
 
+/// Reads a request body that may hold JSON (repository calls' parameters,
+/// which reef ignores): malformed JSON or an oversized body is an error.
+async fn check_optional_json(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), RequestError> {
+    let bytes = read_body(headers, body, state.max_body_bytes).await?;
+    parse_optional_json::<Option<Value>>(&bytes)?;
+    Ok(())
+}
+
 /// POST /v2/repository/models/{name}/load (load parameters are ignored).
 pub async fn repository_load(
     State(state): AppStateRef,
@@ -261,8 +273,7 @@ pub async fn repository_load(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, RequestError> {
-    let bytes = read_body(&headers, body, state.max_body_bytes).await?;
-    let _: Value = parse_optional_json::<Option<Value>>(&bytes)?.unwrap_or(Value::Null);
+    check_optional_json(&state, &headers, body).await?;
     load_from_repository(state, name).await?;
     Ok(StatusCode::OK)
 }
@@ -274,8 +285,7 @@ pub async fn repository_unload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, RequestError> {
-    let bytes = read_body(&headers, body, state.max_body_bytes).await?;
-    let _: Value = parse_optional_json::<Option<Value>>(&bytes)?.unwrap_or(Value::Null);
+    check_optional_json(&state, &headers, body).await?;
     unload(state, name).await?;
     Ok(StatusCode::OK)
 }
