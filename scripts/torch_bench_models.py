@@ -56,11 +56,31 @@ def timeit(fn, iters):
         ts.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(ts)
 
+def kernel_profile(fn, top):
+    """Device time of each CUDA kernel of one eager forward pass (torch
+    profiler, after warm-up): prints the sum and the `top` slowest."""
+    from torch.profiler import profile, ProfilerActivity
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    ks = [(e.name, e.device_time) for e in prof.events()
+          if e.device_type == torch.autograd.DeviceType.CUDA and e.device_time > 0]
+    total = sum(t for _, t in ks)
+    print(f"  {len(ks)} kernels sum to {total / 1e3:.3f} ms; slowest:")
+    for name, t in sorted(ks, key=lambda k: -k[1])[:top]:
+        print(f"  {t:>9.1f} us {100 * t / total:>5.1f}%  {name[:110]}")
+    return [{"kernel": n, "us": t} for n, t in ks]
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="resnet18,resnet50,resnet152,vgg19,densenet201,inception_v3,mobilenet_v2,bert_base")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--kernels", type=int, default=0,
+                    help="also profile one eager pass and print the N slowest kernels")
     ap.add_argument("--json")
     a = ap.parse_args()
     torch.backends.cudnn.benchmark = True
@@ -92,7 +112,11 @@ def main():
                             print(f"{name} batch {b}: eager attention capture failed too: {type(e2).__name__}: {e2}".splitlines()[0])
             gtxt = f"{graph:>10.3f}" if graph is not None else f"{'-':>10}"
             print(f"{name:<16} {b:>5} {eager:>10.3f} {gtxt}")
-            rows.append({"model": name, "batch": b, "eager_ms": eager, "graph_ms": graph})
+            row = {"model": name, "batch": b, "eager_ms": eager, "graph_ms": graph}
+            if a.kernels > 0:
+                with torch.inference_mode():
+                    row["kernel_profile"] = kernel_profile(lambda: model(*inputs), a.kernels)
+            rows.append(row)
         del model
         torch.cuda.empty_cache()
     if a.json:

@@ -25,6 +25,24 @@ pub struct ModelTiming {
     pub be_ms: f64,
     /// RT p90 latency, ms.
     pub rt_p90_ms: f64,
+    /// Per-kernel RT device times (with `--kernels`), in plan order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kernel_profile: Vec<KernelTime>,
+}
+
+/// One kernel's RT device time from [`reef_exec::Lane::profile`].
+#[derive(Debug, serde::Serialize)]
+pub struct KernelTime {
+    /// Index in the plan.
+    pub index: usize,
+    /// The graph nodes it came from.
+    pub name: String,
+    /// The op and its sizes.
+    pub op: String,
+    /// RT launch blocks (when the backend reports launch shapes).
+    pub blocks: Option<u32>,
+    /// Mean device time of one launch, microseconds.
+    pub us: f64,
 }
 
 fn median_and_p90(mut v: Vec<f64>) -> (f64, f64) {
@@ -32,12 +50,65 @@ fn median_and_p90(mut v: Vec<f64>) -> (f64, f64) {
     (v[v.len() / 2], v[(v.len() * 9 / 10).min(v.len() - 1)])
 }
 
+/// Times every kernel of `h` alone (RT variant, device events) and prints
+/// the `top` slowest with their share, plus the sum of all kernels against
+/// the end-to-end median `rt_ms` (the difference is launch gaps and host
+/// overhead).
+fn profile_kernels(
+    dev: &dyn Device,
+    h: &Arc<dyn reef_exec::ModelHandle>,
+    ctx: &mut dyn reef_exec::Context,
+    rt_ms: f64,
+    top: usize,
+) -> Result<Vec<KernelTime>> {
+    let mut lane = dev.lane(Priority::High)?;
+    let times = lane.profile(ctx, 10)?;
+    let plan = h.plan();
+    let ks: Vec<KernelTime> = plan
+        .kernels
+        .iter()
+        .zip(&times)
+        .enumerate()
+        .map(|(i, (k, t))| KernelTime {
+            index: i,
+            name: k.name.clone(),
+            op: k.op.describe(),
+            blocks: ctx.shape(i).map(|s| s.rt_blocks),
+            us: t.as_secs_f64() * 1e6,
+        })
+        .collect();
+    let sum: f64 = ks.iter().map(|k| k.us).sum();
+    let mut order: Vec<&KernelTime> = ks.iter().collect();
+    order.sort_by(|a, b| b.us.total_cmp(&a.us));
+    println!(
+        "  kernels alone sum to {:.3} ms of {rt_ms:.3} ms end to end ({:.0}% in kernels); slowest:",
+        sum / 1e3,
+        100.0 * sum / (rt_ms * 1e3)
+    );
+    for k in order.iter().take(top) {
+        let blocks = k.blocks.map_or("-".to_string(), |b| b.to_string());
+        println!(
+            "  {:>4} {:>9.1} us {:>5.1}% {:>6} blocks  {:<40} {}",
+            k.index,
+            k.us,
+            100.0 * k.us / sum,
+            blocks,
+            k.op,
+            k.name
+        );
+    }
+    Ok(ks)
+}
+
 /// Measures the models; `iters` timed runs per variant after 3 warm-ups.
+/// With `top_kernels > 0`, also profiles each kernel alone and prints the
+/// slowest `top_kernels`.
 pub fn run(
     dev: Arc<dyn Device>,
     models: &[String],
     batches: &[usize],
     iters: usize,
+    top_kernels: usize,
 ) -> Result<Vec<ModelTiming>> {
     let mut out = vec![];
     let mut rng = ChaCha8Rng::seed_from_u64(7);
@@ -88,6 +159,11 @@ pub fn run(
                 be,
                 be / rt
             );
+            let kernel_profile = if top_kernels > 0 {
+                profile_kernels(dev.as_ref(), &h, ctx.as_mut(), rt, top_kernels)?
+            } else {
+                vec![]
+            };
             out.push(ModelTiming {
                 model: m.clone(),
                 batch: b,
@@ -95,6 +171,7 @@ pub fn run(
                 rt_ms: rt,
                 be_ms: be,
                 rt_p90_ms: rt90,
+                kernel_profile,
             });
         }
     }

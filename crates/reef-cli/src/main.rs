@@ -98,6 +98,10 @@ enum BenchCmd {
         /// Timed runs per configuration.
         #[arg(long, default_value_t = 20)]
         iters: usize,
+        /// Also time every kernel alone (RT variant) and print the N slowest
+        /// per model and batch (the JSON gets all of them).
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        kernels: usize,
         /// Write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -261,6 +265,7 @@ fn run(cli: Cli) -> Result<i32> {
                     models,
                     batches,
                     iters,
+                    kernels,
                     json,
                 },
         } => {
@@ -273,7 +278,7 @@ fn run(cli: Cli) -> Result<i32> {
             } else {
                 models
             };
-            let res = bench_models::run(dev, &models, &batches, iters)?;
+            let res = bench_models::run(dev, &models, &batches, iters, kernels)?;
             if let Some(p) = json {
                 std::fs::write(&p, serde_json::to_string_pretty(&res)?)
                     .with_context(|| format!("writing {}", p.display()))?;

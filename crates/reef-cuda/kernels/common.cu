@@ -84,8 +84,10 @@ __device__ __forceinline__ u64 reef_now() {
 // cursor, the done count and the tiles written always agree: a later launch
 // of the kernel (after a preemption or a padding launch) finishes the rest.
 __device__ __forceinline__ u32 reef_claim(const Hdr& h, u64 t0) {
-    if (*(volatile const i32*)h.flag != 0) return REEF_NO_TILE;
-    if (*(volatile const u32*)h.progress < h.kernel_index) return REEF_NO_TILE;
+    // Both loads are issued before either is tested (one memory latency).
+    const i32 flag = *(volatile const i32*)h.flag;
+    const u32 progress = *(volatile const u32*)h.progress;
+    if (flag != 0 || progress < h.kernel_index) return REEF_NO_TILE;
     if (h.guard != 0) {
         if (*(volatile const u32*)h.guard >= h.guard_tiles) return REEF_NO_TILE;
         if (h.budget_ns != 0 && reef_now() - t0 >= (u64)h.budget_ns) return REEF_NO_TILE;

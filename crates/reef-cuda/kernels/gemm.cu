@@ -261,15 +261,30 @@ struct ConvLoad {
             }
         }
     }
-    __device__ __forceinline__ void store(i32 ml, i32 nl, float v) const {
-        const i32 m = m0 + ml, col = n0 + nl;
-        if (m >= p.kg || col >= p.n * p.npix) return;
+    // Epilogue offsets (see reef_epilogue): output = row part + column
+    // part, bias = row part (the channel); -1 outside the problem.
+    __device__ __forceinline__ void row_part(i32 ml, i32& o, i32& b) const {
+        const i32 m = m0 + ml;
         const i32 kc = grp * p.kg + m;
+        o = m < p.kg ? kc * p.npix : -1;
+        b = kc;
+    }
+    __device__ __forceinline__ void col_part(i32 nl, i32& o, i32& b) const {
+        const i32 col = n0 + nl;
         const i32 img = col / p.npix;
         const i32 pix = col - img * p.npix;
-        const i64 o = ((i64)img * p.k + kc) * p.npix + pix;
-        if (p.has_bias) v = v + ((const float*)p.bias)[kc];
-        if (p.has_residual) v = v + ((const float*)p.residual)[o];
+        o = col < p.n * p.npix ? img * p.k * p.npix + pix : -1;
+        b = 0;
+    }
+    // The bias and residual of an element (0 where absent or !ok).
+    __device__ __forceinline__ void fetch(bool ok, i32 o, i32 bo, float& b, float& r) const {
+        b = (ok && p.has_bias) ? ((const float*)p.bias)[bo] : 0.0f;
+        r = (ok && p.has_residual) ? ((const float*)p.residual)[o] : 0.0f;
+    }
+    // Writes act(v + bias + residual), added in that order.
+    __device__ __forceinline__ void put(i32 o, float v, float b, float r) const {
+        if (p.has_bias) v = v + b;
+        if (p.has_residual) v = v + r;
         ((float*)p.out)[o] = reef_act(v, p.act, p.act_lo, p.act_hi);
     }
 };
@@ -346,14 +361,26 @@ struct MatMulLoad {
             }
         }
     }
-    __device__ __forceinline__ void store(i32 ml, i32 nl, float v) const {
-        const i32 i = m0 + ml, j = n0 + nl;
-        if (i >= p.m || j >= p.n) return;
-        const i64 o = ((i64)bi * p.m + i) * p.n + j;
+    // Epilogue offsets (see ConvLoad::row_part).
+    __device__ __forceinline__ void row_part(i32 ml, i32& o, i32& b) const {
+        const i32 i = m0 + ml;
+        o = i < p.m ? (bi * p.m + i) * p.n : -1;
+        b = i * p.bias_sm;
+    }
+    __device__ __forceinline__ void col_part(i32 nl, i32& o, i32& b) const {
+        const i32 j = n0 + nl;
+        o = j < p.n ? j : -1;
+        b = j * p.bias_sn;
+    }
+    __device__ __forceinline__ void fetch(bool ok, i32 o, i32 bo, float& b, float& r) const {
+        b = (ok && p.has_bias) ? ((const float*)p.bias)[bo] : 0.0f;
+        r = (ok && p.has_residual) ? ((const float*)p.residual)[o] : 0.0f;
+    }
+    // Writes act(alpha * v + beta * bias + residual).
+    __device__ __forceinline__ void put(i32 o, float v, float b, float r) const {
         v = p.alpha * v;
-        if (p.has_bias)
-            v = v + p.beta * ((const float*)p.bias)[(i64)i * p.bias_sm + (i64)j * p.bias_sn];
-        if (p.has_residual) v = v + ((const float*)p.residual)[o];
+        if (p.has_bias) v = v + p.beta * b;
+        if (p.has_residual) v = v + r;
         ((float*)p.out)[o] = reef_act(v, p.act, p.act_lo, p.act_hi);
     }
 };
@@ -486,11 +513,16 @@ struct TcCore {
             }
         });
     }
-    __device__ __forceinline__ static void coord(int e, i32& ml, i32& nl) {
-        const i32 lane = threadIdx.x & 31;
-        const int mi = e / (C::NI * 4), ni = (e / 4) % C::NI, r = e & 3;
-        ml = wm() + mi * 16 + (lane >> 2) + ((r >> 1) << 3);
-        nl = wn() + ni * 8 + 2 * (lane & 3) + (r & 1);
+    // Accumulator layout for the epilogue: element e lies in tile row
+    // row(rs(e)) and column col(cs(e)); a thread holds RS rows and CS columns.
+    static constexpr int RS = C::MI * 2, CS = C::NI * 2;
+    __device__ __forceinline__ static int rs(int e) { return e / (C::NI * 4) * 2 + ((e & 3) >> 1); }
+    __device__ __forceinline__ static int cs(int e) { return (e / 4) % C::NI * 2 + (e & 1); }
+    __device__ __forceinline__ static i32 row(int i) {
+        return wm() + (i >> 1) * 16 + (i32)((threadIdx.x & 31) >> 2) + (i & 1) * 8;
+    }
+    __device__ __forceinline__ static i32 col(int j) {
+        return wn() + (j >> 1) * 8 + 2 * (i32)(threadIdx.x & 3) + (j & 1);
     }
 };
 
@@ -520,11 +552,47 @@ struct FfmaCore {
             }
         });
     }
-    __device__ __forceinline__ static void coord(int e, i32& ml, i32& nl) {
-        ml = (i32)(threadIdx.x >> 4) + 8 * (e >> 2);
-        nl = (i32)(threadIdx.x & 15) + 16 * (e & 3);
-    }
+    // Accumulator layout for the epilogue (see TcCore).
+    static constexpr int RS = 8, CS = 4;
+    __device__ __forceinline__ static int rs(int e) { return e >> 2; }
+    __device__ __forceinline__ static int cs(int e) { return e & 3; }
+    __device__ __forceinline__ static i32 row(int i) { return (i32)(threadIdx.x >> 4) + 8 * i; }
+    __device__ __forceinline__ static i32 col(int j) { return (i32)(threadIdx.x & 15) + 16 * j; }
 };
+
+// Writes the E accumulated elements of this thread through the loader's
+// fused epilogue. An element's output (and bias) offset is the sum of a row
+// part and a column part, each computed once per thread (the integer
+// divisions of the column split stay out of the per-element loop); the bias
+// and residual loads of REEF_EPI elements are issued before their stores (the
+// compiler may not move a load across a store to a possibly aliasing
+// pointer). Offsets fit in i32: the host rejects buffers of 2^31 elements.
+#define REEF_EPI 8
+#define REEF_RED 32
+template <class Core, class L>
+__device__ __forceinline__ void reef_epilogue(const L& ld, const float* acc) {
+    static_assert(Core::E % REEF_EPI == 0, "epilogue groups");
+    i32 ro[Core::RS], rb[Core::RS], co[Core::CS], cb[Core::CS];
+#pragma unroll
+    for (int i = 0; i < Core::RS; ++i) ld.row_part(Core::row(i), ro[i], rb[i]);
+#pragma unroll
+    for (int j = 0; j < Core::CS; ++j) ld.col_part(Core::col(j), co[j], cb[j]);
+#pragma unroll
+    for (int e0 = 0; e0 < Core::E; e0 += REEF_EPI) {
+        float b[REEF_EPI], r[REEF_EPI];
+#pragma unroll
+        for (int j = 0; j < REEF_EPI; ++j) {
+            const int e = e0 + j, ri = Core::rs(e), ci = Core::cs(e);
+            const bool ok = ro[ri] >= 0 && co[ci] >= 0;
+            ld.fetch(ok, ro[ri] + co[ci], rb[ri] + cb[ci], b[j], r[j]);
+        }
+#pragma unroll
+        for (int j = 0; j < REEF_EPI; ++j) {
+            const int e = e0 + j, ri = Core::rs(e), ci = Core::cs(e);
+            if (ro[ri] >= 0 && co[ci] >= 0) ld.put(ro[ri] + co[ci], acc[e], b[j], r[j]);
+        }
+    }
+}
 
 // One work item: split (w % splits) of output tile (w / splits).
 template <class C, class Core, class L, class P>
@@ -542,12 +610,7 @@ __device__ __forceinline__ void reef_gemm_item(const P& p, u32 w) {
     for (int e = 0; e < E; ++e) acc[e] = 0.0f;
     Core::run(ld, kb, ke, acc);
     if (S == 1) {
-#pragma unroll
-        for (int e = 0; e < E; ++e) {
-            i32 ml, nl;
-            Core::coord(e, ml, nl);
-            ld.store(ml, nl, acc[e]);
-        }
+        reef_epilogue<Core>(ld, acc);
         return;
     }
     // Split-K: publish the partial, count the arrival; the last block reduces.
@@ -564,14 +627,24 @@ __device__ __forceinline__ void reef_gemm_item(const P& p, u32 w) {
     __syncthreads();
     if (!reef_last) return;
     __threadfence();
+    // Each element's sum runs in split order 0, 1, ..., S-1. The loads of
+    // one split are issued for REEF_RED elements at once (independent), so
+    // the reduction costs about E / REEF_RED * S load latencies, not E * S.
+    constexpr int G = E < REEF_RED ? E : REEF_RED;
+    static_assert(E % G == 0, "reduction groups");
 #pragma unroll
-    for (int e = 0; e < E; ++e) {
-        float v = __ldcg(ws + e * C::T);
-        for (u32 s = 1; s < S; ++s) v = v + __ldcg(ws + (s * E + e) * C::T);
-        i32 ml, nl;
-        Core::coord(e, ml, nl);
-        ld.store(ml, nl, v);
+    for (int e0 = 0; e0 < E; e0 += G) {
+#pragma unroll
+        for (int j = 0; j < G; ++j) acc[e0 + j] = __ldcg(ws + (e0 + j) * C::T);
+        for (u32 s = 1; s < S; ++s) {
+            float part[G];
+#pragma unroll
+            for (int j = 0; j < G; ++j) part[j] = __ldcg(ws + (s * E + e0 + j) * C::T);
+#pragma unroll
+            for (int j = 0; j < G; ++j) acc[e0 + j] = acc[e0 + j] + part[j];
+        }
     }
+    reef_epilogue<Core>(ld, acc);
     if (threadIdx.x == 0) atomicExch((u32*)p.cnt + tile, 0u);
 }
 

@@ -6,12 +6,18 @@ use crate::kernels::Family;
 use crate::params::GEMM_K;
 use crate::precision::Precision;
 
-/// Fewest K steps (of [`GEMM_K`]) one split may own: K >= 256 per split.
-pub const MIN_SPLIT_STEPS: u64 = 16;
-/// Most splits of one kernel (bounds the serial reduction of the last block).
-pub const MAX_SPLITS: u64 = 16;
-/// Work items wanted per SM before splitting stops (about two waves).
-pub const TARGET_ITEMS_PER_SM: u64 = 2;
+/// Fewest K steps (of [`GEMM_K`]) one split may own: K >= 128 per split.
+pub const MIN_SPLIT_STEPS: u64 = 8;
+/// Most splits of one kernel (bounds the reduction of the last block, which
+/// reads the partials of one split at a time).
+pub const MAX_SPLITS: u64 = 32;
+/// Work items wanted per SM before splitting stops: four 128-thread blocks
+/// fit on an SM (registers), and with one block per SM a warp scheduler has
+/// a single warp to issue from (Nsight Compute, H100: 0.2 instructions per
+/// cycle per scheduler, SMs busy 43% of a layer4 convolution).
+pub const TARGET_ITEMS_PER_SM: u64 = 4;
+/// Output tiles wanted per SM before large tiles are chosen (two waves).
+pub const LARGE_TILES_PER_SM: u64 = 2;
 /// Most K steps one work item may own when the K axis is long (K <= 2048 per
 /// item): bounds a tile's time, which bounds how long a preempted BE kernel
 /// takes to stop (a bs1 fully connected layer would otherwise stream
@@ -89,7 +95,8 @@ pub struct GemmGeom {
 impl GemmGeom {
     /// Chooses the geometry of `outer` independent (groups or batch) GEMMs
     /// of `m` x `n` x `k` on a GPU with `sms` SMs. Large tiles when
-    /// `large_ok` ([`GemmTile::large_ok`]) and they alone fill two waves;
+    /// `large_ok` ([`GemmTile::large_ok`]) and they alone fill two waves
+    /// ([`LARGE_TILES_PER_SM`]);
     /// otherwise 64 x 64 tiles, with K
     /// split until there are about [`TARGET_ITEMS_PER_SM`] items per SM,
     /// each split owning at least [`MIN_SPLIT_STEPS`] K steps.
@@ -97,7 +104,10 @@ impl GemmGeom {
         let sms = u64::from(sms.max(1));
         let target = TARGET_ITEMS_PER_SM * sms;
         let tiles = |(bm, bn): (u64, u64)| outer * m.div_ceil(bm).max(1) * n.div_ceil(bn).max(1);
-        let large = large_ok && m >= 128 && n >= 128 && tiles(GemmTile::Large.dims()) >= target;
+        let large = large_ok
+            && m >= 128
+            && n >= 128
+            && tiles(GemmTile::Large.dims()) >= LARGE_TILES_PER_SM * sms;
         let tile = if large {
             GemmTile::Large
         } else {
@@ -105,6 +115,11 @@ impl GemmGeom {
         };
         let (bm, bn) = tile.dims();
         let out_tiles = tiles((bm, bn));
+        // Two 256-thread large blocks fit on an SM, four medium ones.
+        let target = match tile {
+            GemmTile::Large => LARGE_TILES_PER_SM * sms,
+            GemmTile::Medium => target,
+        };
         let steps = k.div_ceil(GEMM_K).max(1);
         let mut splits = 1;
         let cap = (steps / MIN_SPLIT_STEPS).clamp(1, MAX_SPLITS);
@@ -159,16 +174,16 @@ mod tests {
         let g = GemmGeom::choose(1, 512, 49, 4608, true, 132);
         assert_eq!(g.tile, GemmTile::Medium);
         assert_eq!((g.m_tiles, g.n_tiles, g.out_tiles), (8, 1, 8));
-        assert_eq!(g.splits, 16);
-        assert_eq!(g.ksplit, 288);
+        assert_eq!(g.splits, 32);
+        assert_eq!(g.ksplit, 144);
         assert!(g.ksplit / GEMM_K >= MIN_SPLIT_STEPS);
-        assert_eq!(g.items(), 128);
-        assert_eq!(g.workspace_bytes(), 128 * 64 * 64 * 4);
+        assert_eq!(g.items(), 256);
+        assert_eq!(g.workspace_bytes(), 256 * 64 * 64 * 4);
         assert_eq!(g.counters(), 8);
 
-        // Short K: never split below 256 per split.
-        let g = GemmGeom::choose(1, 64, 64, 300, true, 132);
-        assert_eq!((g.splits, g.ksplit), (1, 304));
+        // Short K: never split below 128 per split.
+        let g = GemmGeom::choose(1, 64, 64, 200, true, 132);
+        assert_eq!((g.splits, g.ksplit), (1, 208));
         assert_eq!(g.workspace_bytes(), 0);
         assert_eq!(g.counters(), 0);
 

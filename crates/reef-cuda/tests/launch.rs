@@ -83,14 +83,14 @@ fn conv_resolves_addresses_and_counts_tiles() {
     let l = &built.launches[0];
     assert_eq!(l.family, Family::ConvTc);
     // M = 100 -> 2 tiles of 64; N = 2*14*14 = 392 -> 7 tiles of 64: 14
-    // tiles, far below two waves, so K = 576 (36 steps of 16) is split in
-    // two ranges of 288 (no split may own fewer than 256).
-    assert_eq!(l.tiles, 28);
+    // tiles, far below four blocks per SM, so K = 576 (36 steps of 16) is
+    // split in four ranges of 144 (no split may own fewer than 128).
+    assert_eq!(l.tiles, 56);
     let Params::Conv(c) = l.params else {
         panic!("not conv params")
     };
     assert_eq!((c.m_tiles, c.n_tiles), (2, 7));
-    assert_eq!((c.splits, c.ksplit), (2, 288));
+    assert_eq!((c.splits, c.ksplit), (4, 144));
     assert_eq!(c.crs, 64 * 9);
     assert_eq!(c.npix, 196);
     assert_eq!(c.x, p.addr(0));
@@ -104,24 +104,25 @@ fn conv_resolves_addresses_and_counts_tiles() {
     assert_eq!((c.a_vec, c.b_vec), (1, 0));
     assert_eq!(c.hdr.done, ADDR.counters);
     assert_eq!(c.hdr.progress, ADDR.progress);
-    assert_eq!(c.hdr.tiles, 28);
+    assert_eq!(c.hdr.tiles, 56);
     assert_eq!(c.act, 1);
     // One partial 64x64 f32 tile per work item; one counter per output tile.
-    assert_eq!(built.workspace_bytes, 28 * 64 * 64 * 4);
+    assert_eq!(built.workspace_bytes, 56 * 64 * 64 * 4);
     assert_eq!(built.counter_start, vec![0, 14]);
     // Grids: RT one block per work item, BE bounded by residency.
-    assert_eq!(l.grid(Variant::Rt, 4), 28);
+    assert_eq!(l.grid(Variant::Rt, 4), 56);
     assert_eq!(l.grid(Variant::Be, 4), 4);
-    assert_eq!(l.grid(Variant::Be, 1000), 28);
+    assert_eq!(l.grid(Variant::Be, 1000), 56);
 
     let (ffma, _) = build(&p.plan, false);
     assert_eq!(ffma[0].family, Family::ConvFfma);
-    assert_eq!(ffma[0].tiles, 28);
+    assert_eq!(ffma[0].tiles, 56);
 
-    // On a GPU with few SMs the same conv needs no split.
+    // On a GPU with few SMs (14 tiles fill 3 SMs four blocks deep) the
+    // same conv needs no split.
     let built = Builder::new(&p.plan, ADDR, true)
         .unwrap()
-        .sms(4)
+        .sms(3)
         .build_all()
         .unwrap();
     assert_eq!(built.launches[0].tiles, 14);
@@ -175,12 +176,12 @@ fn split_kernels_get_disjoint_counters_and_share_the_workspace() {
         Params::Conv(c) => c,
         _ => panic!("not conv"),
     };
-    // 8 output tiles, split 16 ways (K = 4608: 288 per split).
+    // 8 output tiles, split 32 ways (K = 4608: 144 per split).
     let (a, b, c) = (conv_of(0), conv_of(1), conv_of(2));
     assert_eq!(built.launches[0].family, Family::ConvTc);
     assert_eq!(
         (a.splits, a.ksplit, built.launches[0].tiles),
-        (16, 288, 128)
+        (32, 144, 256)
     );
     // The big 1x1 conv: 128x128 tiles, no split, 16-byte loads of both operands.
     assert_eq!(built.launches[1].family, Family::ConvTcL);
@@ -193,7 +194,7 @@ fn split_kernels_get_disjoint_counters_and_share_the_workspace() {
     assert_eq!(a.cnt, ADDR.tile_counters);
     assert_eq!(c.cnt, ADDR.tile_counters + 8 * 4);
     assert_eq!((a.ws, c.ws), (ADDR.workspace, ADDR.workspace));
-    assert_eq!(built.workspace_bytes, 128 * 64 * 64 * 4);
+    assert_eq!(built.workspace_bytes, 256 * 64 * 64 * 4);
 
     // Split TF32: the x3 families, 64 x 64 tiles only (no 128 x 128 x3).
     let x3 = Builder::new(&p.plan, ADDR, Precision::Tf32x3)
@@ -254,12 +255,12 @@ fn matmul_geometry_and_vector_loads() {
         .unwrap();
     assert_eq!(x3.launches[0].family, Family::MatMulTcX3);
     assert_eq!(x3.launches[0].tiles, built.launches[0].tiles);
-    // 2 x 12 = 24 tiles; K = 768 = 48 steps: 3 splits of 256.
+    // 2 x 12 = 24 tiles; K = 768 = 48 steps: 6 splits of 128.
     assert_eq!(
         (mm.m_tiles, mm.n_tiles, mm.splits, mm.ksplit),
-        (2, 12, 3, 256)
+        (2, 12, 6, 128)
     );
-    assert_eq!(built.launches[0].tiles, 72);
+    assert_eq!(built.launches[0].tiles, 144);
     assert_eq!((mm.a_vec, mm.b_vec), (1, 1));
     assert_eq!(built.counter_start, vec![0, 24]);
 

@@ -399,6 +399,38 @@ impl KernelOp {
         }
     }
 
+    /// A one-line description for profiles: the op and its sizes, e.g.
+    /// `conv 3x3/2 64->128 28x28 n1` or `matmul 12x[128x64x128]`.
+    pub fn describe(&self) -> String {
+        match self {
+            KernelOp::Conv(c) => {
+                let g = if c.groups == 1 {
+                    String::new()
+                } else {
+                    format!(" g{}", c.groups)
+                };
+                format!(
+                    "conv {}x{}/{} {}->{}{g} {}x{} n{}",
+                    c.r, c.s, c.stride[0], c.c, c.k, c.oh, c.ow, c.n
+                )
+            }
+            KernelOp::MatMul(m) => {
+                let b = m.batch_count();
+                let lead = if b > 1 {
+                    format!("{b}x")
+                } else {
+                    String::new()
+                };
+                format!("matmul {lead}[{}x{}x{}]", m.m, m.n, m.k)
+            }
+            other => {
+                let dbg = format!("{other:?}");
+                let end = dbg.find([' ', '(', '{']).unwrap_or(dbg.len());
+                dbg[..end].to_lowercase()
+            }
+        }
+    }
+
     /// Floating-point operations (multiply-add = 2), for reports.
     pub fn flops(&self) -> u64 {
         match self {
@@ -422,4 +454,39 @@ pub struct Kernel {
     pub inputs: Vec<crate::plan::BufferId>,
     /// Buffer written.
     pub output: crate::plan::BufferId,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_names_the_op_and_its_sizes() {
+        let conv = KernelOp::Conv(ConvSpec {
+            n: 1,
+            c: 64,
+            h: 56,
+            w: 56,
+            k: 128,
+            r: 3,
+            s: 3,
+            oh: 28,
+            ow: 28,
+            stride: [2, 2],
+            pad: [1, 1],
+            dilation: [1, 1],
+            groups: 1,
+            has_bias: true,
+            has_residual: false,
+            act: Act::Relu,
+        });
+        assert_eq!(conv.describe(), "conv 3x3/2 64->128 28x28 n1");
+        let affine = KernelOp::ChannelAffine {
+            outer: 1,
+            c: 3,
+            inner: 4,
+            act: Act::None,
+        };
+        assert_eq!(affine.describe(), "channelaffine");
+    }
 }
