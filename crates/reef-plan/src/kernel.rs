@@ -423,11 +423,7 @@ impl KernelOp {
                 };
                 format!("matmul {lead}[{}x{}x{}]", m.m, m.n, m.k)
             }
-            other => {
-                let dbg = format!("{other:?}");
-                let end = dbg.find([' ', '(', '{']).unwrap_or(dbg.len());
-                dbg[..end].to_lowercase()
-            }
+            other => other.kind().to_string(),
         }
     }
 
@@ -487,6 +483,6 @@ mod tests {
             inner: 4,
             act: Act::None,
         };
-        assert_eq!(affine.describe(), "channelaffine");
+        assert_eq!(affine.describe(), affine.kind());
     }
 }

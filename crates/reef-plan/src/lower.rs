@@ -38,7 +38,11 @@ pub fn bcast_strides(s: &[usize], out: &[usize]) -> Vec<usize> {
 /// Element strides of the batch dims of a matrix operand of shape `s`
 /// (`[.., rows, cols]`) broadcast to `batch` (0 on broadcast dims).
 fn batch_strides(s: &[usize], batch: &[usize]) -> Vec<usize> {
-    let st = strides(s);
+    batch_strides_of(s, &strides(s), batch)
+}
+
+/// As [`batch_strides`] for an operand laid out with element strides `st`.
+fn batch_strides_of(s: &[usize], st: &[usize], batch: &[usize]) -> Vec<usize> {
     let r = s.len() - 2;
     (0..batch.len())
         .map(|d| {
@@ -74,8 +78,11 @@ struct Fusion {
     bias_add: Option<(NodeId, ValueId)>,
     /// Residual operand from a following Add.
     residual: Option<(NodeId, ValueId)>,
-    /// Activation node.
+    /// Activation: its node (the last of its nodes for a decomposed GELU).
     act: Option<(NodeId, Act)>,
+    /// The other nodes of a decomposed activation (GELU written as
+    /// Div, Erf, Add, Mul, Mul), absorbed with it.
+    act_parts: Vec<NodeId>,
 }
 
 struct Lowerer<'g> {
@@ -85,6 +92,14 @@ struct Lowerer<'g> {
     plan: Plan,
     value_buf: HashMap<ValueId, BufferId>,
     weight_cache: HashMap<ValueId, BufferId>,
+    /// Transposes read in place by the matmuls that consume them: the
+    /// transposed value -> (its input, the element strides of the transposed
+    /// shape in the input's buffer). No copy kernel is emitted for them.
+    views: HashMap<ValueId, (ValueId, Vec<usize>)>,
+    /// Unfused BatchNorms followed by an activation (DenseNet's norm, relu):
+    /// the BatchNorm's output -> (the activation, the activation's output).
+    /// One channel-affine kernel computes both.
+    bn_act: HashMap<ValueId, (Act, ValueId, String)>,
 }
 
 /// Compiles a shaped graph into a plan. The batch size recorded is dim 0 of
@@ -118,6 +133,8 @@ pub fn compile(g: &Graph) -> Result<Plan> {
         },
         value_buf: HashMap::new(),
         weight_cache: HashMap::new(),
+        views: HashMap::new(),
+        bn_act: HashMap::new(),
     };
     l.run()?;
     Ok(l.plan)
@@ -280,8 +297,169 @@ impl<'g> Lowerer<'g> {
                     out = a.outputs[0];
                 }
             }
+        } else if let Some((mut nodes, gout)) = self.gelu_after(out, absorbed) {
+            let last = nodes.pop().expect("a GELU has five nodes");
+            f.act = Some((last, Act::Gelu));
+            f.act_parts = nodes;
+            out = gout;
         }
         (f, out)
+    }
+
+    /// The buffer value and element strides a matmul operand is read with:
+    /// a transpose's input with permuted strides when the transpose is a
+    /// view ([`Lowerer::plan_views`]), else the value itself, row-major.
+    fn operand_view(&self, v: ValueId) -> (ValueId, Vec<usize>) {
+        match self.views.get(&v) {
+            Some((src, st)) => (*src, st.clone()),
+            None => (v, strides(self.shape(v))),
+        }
+    }
+
+    /// Marks the Transposes that only matmuls read (as either operand, with
+    /// rank >= 2 on both sides) as views: the matmuls read the transpose's
+    /// input with permuted strides, and no copy kernel runs. BERT's query,
+    /// key and value head splits are such transposes.
+    fn plan_views(&mut self, absorbed: &mut [bool]) {
+        let g = self.g;
+        for (i, n) in g.nodes.iter().enumerate() {
+            let Op::Transpose { perm } = &n.op else {
+                continue;
+            };
+            let (Some(x), Some(&out)) = (n.input(0), n.outputs.first()) else {
+                continue;
+            };
+            if self.is_output[out] || self.consumers[out].is_empty() || g.constant(x).is_some() {
+                continue;
+            }
+            let only_matmuls = self.consumers[out].iter().all(|&c| {
+                let m = &g.nodes[c];
+                m.op == Op::MatMul
+                    && m.inputs.len() == 2
+                    && m.inputs
+                        .iter()
+                        .all(|v| v.is_some_and(|v| self.shape(v).len() >= 2))
+            });
+            let xs = self.shape(x);
+            let p: Vec<usize> = perm
+                .clone()
+                .unwrap_or_else(|| (0..xs.len()).rev().collect());
+            if !only_matmuls || p.len() != xs.len() || xs.len() < 2 {
+                continue;
+            }
+            let st = strides(xs);
+            // A view of a view composes: read the first input directly.
+            let (src, src_st) = match self.views.get(&x) {
+                Some((s0, st0)) => (*s0, st0.clone()),
+                None => (x, st),
+            };
+            let vst: Vec<usize> = p.iter().map(|&d| src_st[d]).collect();
+            self.views.insert(out, (src, vst));
+            absorbed[i] = true;
+        }
+    }
+
+    /// The scalar value of a constant operand, if it is one.
+    fn scalar(&self, v: Option<ValueId>) -> Option<f64> {
+        let t = self.g.constant(v?)?;
+        let vals = t.to_f64_vec();
+        (vals.len() == 1).then(|| vals[0])
+    }
+
+    /// The operand of binary node `n` other than `v`, when `v` feeds it once.
+    fn other_operand(n: &Node, v: ValueId) -> Option<Option<ValueId>> {
+        match (n.input(0), n.input(1)) {
+            (Some(a), b) if a == v && b != Some(v) => Some(b),
+            (a, Some(b)) if b == v && a != Some(v) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Recognises exact GELU written out on `x`, as PyTorch exports it and
+    /// the zoo builds it: `x · (1 + erf(x / √2)) · 0.5` (or `x · 0.5 · (1 +
+    /// erf(x / √2))`, or `x · (1/√2)` for the division), every intermediate
+    /// used once. Returns its nodes in graph order, the output last, and the
+    /// output value. Multiplying by 0.5 is exact, so the fused form computes
+    /// the same value.
+    fn gelu_after(&self, x: ValueId, absorbed: &[bool]) -> Option<(Vec<NodeId>, ValueId)> {
+        if self.is_output[x] || self.consumers[x].len() != 2 {
+            return None;
+        }
+        let close = |v: Option<f64>, want: f64| v.is_some_and(|v| (v - want).abs() <= 1e-6 * want);
+        let node = |id: NodeId| (!absorbed[id]).then(|| &self.g.nodes[id]);
+        let binary = |n: &Node, op: &Op| n.op == *op && n.inputs.len() == 2 && n.outputs.len() == 1;
+        let sqrt2 = std::f64::consts::SQRT_2;
+        // The scaling path: x / √2 (or x · 1/√2), Erf, + 1.
+        let (mut scale, mut other) = (None, None);
+        for &c in &self.consumers[x] {
+            let n = node(c)?;
+            let k = Self::other_operand(n, x)?;
+            let is_scale =
+                (binary(n, &Op::Div) && n.input(0) == Some(x) && close(self.scalar(k), sqrt2))
+                    || (binary(n, &Op::Mul) && close(self.scalar(k), 1.0 / sqrt2));
+            if is_scale && scale.is_none() {
+                scale = Some(c);
+            } else {
+                other = Some(c);
+            }
+        }
+        let (scale, other) = (scale?, other?);
+        let erf_id = *self.consumers[self.g.nodes[scale].outputs[0]].first()?;
+        let erf = self.single_consumer(self.g.nodes[scale].outputs[0], absorbed)?;
+        if erf.op != Op::Erf {
+            return None;
+        }
+        let add_id = *self.consumers[erf.outputs[0]].first()?;
+        let add = self.single_consumer(erf.outputs[0], absorbed)?;
+        if !binary(add, &Op::Add)
+            || !close(self.scalar(Self::other_operand(add, erf.outputs[0])?), 1.0)
+        {
+            return None;
+        }
+        // The product path: x · (1 + erf) · 0.5 in either grouping.
+        let on = node(other)?;
+        if !binary(on, &Op::Mul) {
+            return None;
+        }
+        let (first, last) = if Self::other_operand(on, x)? == Some(add.outputs[0]) {
+            // m = x · a, then m · 0.5.
+            let half_id = *self.consumers[on.outputs[0]].first()?;
+            let half = self.single_consumer(on.outputs[0], absorbed)?;
+            let k = Self::other_operand(half, on.outputs[0])?;
+            if !binary(half, &Op::Mul) || !close(self.scalar(k), 0.5) {
+                return None;
+            }
+            (other, half_id)
+        } else {
+            // h = x · 0.5, then h · a.
+            if !close(self.scalar(Self::other_operand(on, x)?), 0.5) {
+                return None;
+            }
+            let m_id = *self.consumers[on.outputs[0]].first()?;
+            let m = self.single_consumer(on.outputs[0], absorbed)?;
+            if !binary(m, &Op::Mul)
+                || Self::other_operand(m, on.outputs[0])? != Some(add.outputs[0])
+            {
+                return None;
+            }
+            (other, m_id)
+        };
+        // The Add must feed only the final product.
+        let add_out = add.outputs[0];
+        if self.is_output[add_out] || self.consumers[add_out].len() != 1 {
+            return None;
+        }
+        let consumer = self.consumers[add_out][0];
+        if consumer != first && consumer != last {
+            return None;
+        }
+        let mut nodes = vec![scale, erf_id, add_id, first, last];
+        nodes.sort_unstable();
+        nodes.dedup();
+        if nodes.len() != 5 || *nodes.last()? != last {
+            return None;
+        }
+        Some((nodes, self.g.nodes[last].outputs[0]))
     }
 
     /// The single consumer of `out` if it is a binary Add keeping `shape`,
@@ -349,6 +527,7 @@ impl<'g> Lowerer<'g> {
         }
         // Fusion planning.
         let mut absorbed = vec![false; g.nodes.len()];
+        self.plan_views(&mut absorbed);
         let mut emit_at: HashMap<NodeId, (NodeId, Fusion, ValueId)> = HashMap::new();
         for (i, n) in g.nodes.iter().enumerate() {
             if absorbed[i] || !matches!(n.op, Op::Conv(_) | Op::Gemm { .. } | Op::MatMul) {
@@ -369,6 +548,7 @@ impl<'g> Lowerer<'g> {
             ]
             .into_iter()
             .flatten()
+            .chain(f.act_parts.iter().copied())
             .collect();
             let last = members.iter().copied().max().unwrap_or(i).max(i);
             absorbed[i] = true;
@@ -376,6 +556,22 @@ impl<'g> Lowerer<'g> {
                 absorbed[m] = true;
             }
             emit_at.insert(last, (i, f, out));
+        }
+        // Activations after BatchNorms that no convolution absorbed.
+        for (i, n) in g.nodes.iter().enumerate() {
+            if absorbed[i] || !matches!(n.op, Op::BatchNorm { .. }) || n.outputs.len() != 1 {
+                continue;
+            }
+            let out = n.outputs[0];
+            if let Some(a) = self.single_consumer(out, &absorbed) {
+                if let (Some(act), Some(&aout)) = (self.act_of(a), a.outputs.first()) {
+                    if a.input(0) == Some(out) {
+                        let ai = self.consumers[out][0];
+                        absorbed[ai] = true;
+                        self.bn_act.insert(out, (act, aout, a.name.clone()));
+                    }
+                }
+            }
         }
         for (i, n) in g.nodes.iter().enumerate() {
             if let Some((head, f, out)) = emit_at.remove(&i) {
@@ -659,9 +855,15 @@ impl<'g> Lowerer<'g> {
                 let n = bs[bs.len() - 1];
                 let batch = broadcast(&as_[..as_.len() - 2], &bs[..bs.len() - 2])
                     .ok_or_else(|| lower_err(head, "batch dims do not broadcast"))?;
-                let a_batch_strides = batch_strides(&as_, &batch);
-                let b_batch_strides = batch_strides(&bs, &batch);
-                let mut inputs = vec![self.buf(head, av)?, self.buf(head, bv)?];
+                // Operands that are transposes are read in place.
+                let (asrc, ast) = self.operand_view(av);
+                let (bsrc, bst) = self.operand_view(bv);
+                let a_batch_strides = batch_strides_of(&as_, &ast, &batch);
+                let b_batch_strides = batch_strides_of(&bs, &bst, &batch);
+                let (ra, rb) = (as_.len(), bs.len());
+                let (lda_m, lda_k, ldb_k, ldb_n) =
+                    (ast[ra - 2], ast[ra - 1], bst[rb - 2], bst[rb - 1]);
+                let mut inputs = vec![self.buf(head, asrc)?, self.buf(head, bsrc)?];
                 let (mut has_bias, mut sm, mut sn) = (false, 0, 0);
                 if let Some((_, bv)) = f.bias_add {
                     let (a, b) = self.bias_strides(head, self.shape(bv), &out_shape).unwrap();
@@ -680,10 +882,10 @@ impl<'g> Lowerer<'g> {
                     m,
                     n,
                     k,
-                    lda_m: k,
-                    lda_k: 1,
-                    ldb_k: n,
-                    ldb_n: 1,
+                    lda_m,
+                    lda_k,
+                    ldb_k,
+                    ldb_n,
                     alpha: 1.0,
                     beta: 1.0,
                     has_bias,
@@ -905,14 +1107,19 @@ impl<'g> Lowerer<'g> {
                 let xb = self.buf(node, x)?;
                 let sb = self.add_f32_weight(scale, &format!("{}.scale", node.name));
                 let hb = self.add_f32_weight(shift, &format!("{}.shift", node.name));
+                // A following activation runs in the same kernel.
+                let (act, out, name) = match self.bn_act.get(&out) {
+                    Some((act, aout, aname)) => (*act, *aout, format!("{}+{aname}", node.name)),
+                    None => (Act::None, out, node.name.clone()),
+                };
                 let o = self.out_buf(out);
                 let k = KernelOp::ChannelAffine {
                     outer: xs[0],
                     c,
                     inner: numel(&xs[2..]),
-                    act: Act::None,
+                    act,
                 };
-                self.emit(&node.name, k, vec![xb, sb, hb], o);
+                self.emit(&name, k, vec![xb, sb, hb], o);
             }
             Op::Pool(p) => {
                 let x = self.f32_in(node, 0)?;
