@@ -2,7 +2,8 @@
 // Every kernel family is a __device__ tile function `NAME_tile(params, tile)`
 // wrapped twice by REEF_FAMILY: NAME_rt (one block per tile, no flag checks)
 // and NAME_be (persistent blocks that claim tiles from a cursor, polling the
-// lane's preemption flag before every claim; also the padding launches). Both
+// lane's preemption flag before every claim, GEMM tiles also between K steps
+// (REEF_FAMILY_MB); also the padding launches). Both
 // variants run the same tile code, so their results are
 // bit-identical (the module is compiled with --fmad=false: no contraction
 // differences between the two inlining sites).
@@ -131,9 +132,40 @@ __device__ __forceinline__ void reef_be_finish(const Hdr& h, u32 mine) {
         reef_be_finish(p.hdr, mine);                                                \
     }
 #define REEF_FAMILY(NAME, PT, THREADS) REEF_FAMILY_LB(NAME, PT, __launch_bounds__(THREADS))
-// GEMM families budget registers for MINB resident blocks per SM.
-#define REEF_FAMILY_MB(NAME, PT, THREADS, MINB) \
-    REEF_FAMILY_LB(NAME, PT, __launch_bounds__(THREADS, MINB))
+
+// Set in a BE kernel's done counter by a block that abandoned a tile midway
+// (GEMM tiles watch the flag between K steps): the done count can then never
+// equal the tile count, so the kernel never publishes progress, and
+// Lane::resume runs it again from its first tile (kernels are idempotent;
+// an abandoned tile wrote nothing).
+#define REEF_ABORTED 0x80000000u
+
+// GEMM families: `template <bool BE> bool NAME_tile(p, t)`, whose BE
+// instantiation stops between K steps once the flag is up (returns false:
+// nothing written); registers budgeted for MINB resident blocks per SM.
+#define REEF_FAMILY_MB(NAME, PT, THREADS, MINB)                                       \
+    extern "C" __global__ void __launch_bounds__(THREADS, MINB) NAME##_rt(const PT p) { \
+        NAME##_tile<false>(p, blockIdx.x);                                          \
+        reef_finish(p.hdr);                                                         \
+    }                                                                               \
+    extern "C" __global__ void __launch_bounds__(THREADS, MINB) NAME##_be(const PT p) { \
+        __shared__ u32 reef_next;                                                   \
+        const u64 t0 = (threadIdx.x == 0 && p.hdr.budget_ns != 0u) ? reef_now() : 0; \
+        u32 mine = 0;                                                               \
+        for (;;) {                                                                  \
+            if (threadIdx.x == 0) reef_next = reef_claim(p.hdr, t0);                \
+            __syncthreads();                                                        \
+            const u32 t = reef_next;                                                \
+            if (t >= p.hdr.tiles) break;                                            \
+            if (!NAME##_tile<true>(p, t)) {                                         \
+                if (threadIdx.x == 0) atomicOr((u32*)p.hdr.done, REEF_ABORTED);      \
+                break;                                                              \
+            }                                                                       \
+            ++mine;                                                                 \
+            __syncthreads();                                                        \
+        }                                                                           \
+        reef_be_finish(p.hdr, mine);                                                \
+    }
 
 // Deterministic block reductions (every thread gets the same bits: the xor
 // butterfly adds the same pairs in every lane, and IEEE + is commutative).

@@ -125,6 +125,20 @@ impl CudaTaskContext {
         self.state.ptr() + COUNTERS_OFFSET + COUNTER_BYTES * index as u64
     }
 
+    /// Reads one 32-bit device word of this context (its stream waits for
+    /// the context's earlier work on it; the caller makes sure the lanes that
+    /// write the word are idle).
+    pub(crate) fn read_word(&self, ptr: u64) -> reef_exec::Result<u32> {
+        self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        let mut word = [0u32; 1];
+        // SAFETY: `ptr` is a 4-byte word inside the context's state buffer;
+        // `word` stays borrowed until the synchronize below.
+        unsafe { result::memcpy_dtoh_async(&mut word, ptr, self.stream.cu_stream()) }
+            .call("cuMemcpyDtoHAsync(state word)")?;
+        self.stream.synchronize().call("cuStreamSynchronize")?;
+        Ok(word[0])
+    }
+
     /// The split-K tile counters of kernels `from..`: (device address, count).
     pub(crate) fn tile_counters_from(&self, from: usize) -> (u64, usize) {
         let total = self.counter_start.last().copied().unwrap_or(0);
@@ -209,16 +223,7 @@ impl Context for CudaTaskContext {
     }
 
     fn progress(&mut self) -> reef_exec::Result<usize> {
-        self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        let mut word = [0u32; 1];
-        // SAFETY: reads the 4-byte progress word; `word` stays borrowed until
-        // the synchronize below.
-        unsafe {
-            result::memcpy_dtoh_async(&mut word, self.progress_ptr(), self.stream.cu_stream())
-        }
-        .call("cuMemcpyDtoHAsync(progress)")?;
-        self.stream.synchronize().call("cuStreamSynchronize")?;
-        Ok(word[0] as usize)
+        self.read_word(self.progress_ptr()).map(|w| w as usize)
     }
 
     fn shape(&self, index: usize) -> Option<reef_exec::KernelShape> {

@@ -205,6 +205,12 @@ mod tests {
     }
 
     #[test]
+    fn the_abort_bit_matches_the_kernels() {
+        let want = format!("#define REEF_ABORTED {:#010x}u", crate::launch::ABORTED_BIT);
+        assert!(program_source().contains(&want), "{want}");
+    }
+
+    #[test]
     fn sources_include_no_headers() {
         assert!(!program_source().contains("#include"));
     }

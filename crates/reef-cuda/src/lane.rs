@@ -5,7 +5,7 @@
 use crate::context::CudaTaskContext;
 use crate::device::DeviceShared;
 use crate::error::CudaCall;
-use crate::launch::{Launch, COUNTER_BYTES};
+use crate::launch::{Launch, ABORTED_BIT, COUNTER_BYTES};
 use crate::memory::DeviceBuffer;
 use crate::params::Hdr;
 use cudarc::driver::{result, sys, CudaStream};
@@ -232,6 +232,31 @@ impl Lane for CudaLane {
             h.guard_tiles = mark.guard_tiles;
             h.budget_ns = budget_ns;
         })
+    }
+
+    /// Tile-level resume: the next launch of the first unfinished kernel
+    /// claims the tiles its earlier launches did not. When a block abandoned
+    /// a tile midway (GEMM tiles stop between K steps once the flag is up;
+    /// the kernel's done counter carries `ABORTED_BIT`), that tile is lost to
+    /// the cursor, so the kernel runs again from its first tile (`begin`).
+    /// Waits for the lane to be idle.
+    fn resume(&mut self, ctx: &mut dyn Context) -> reef_exec::Result<()> {
+        self.synchronize()?;
+        let task = self.task(ctx)?;
+        let n = task.kernel_count();
+        let p = task.read_word(task.progress_ptr())? as usize;
+        if p >= n {
+            return Ok(());
+        }
+        let done = task.read_word(task.counter_ptr(p))?;
+        if done & ABORTED_BIT != 0 {
+            tracing::debug!(
+                kernel = p,
+                "a tile was abandoned midway: the kernel runs again"
+            );
+            self.begin(ctx, p)?;
+        }
+        Ok(())
     }
 
     fn profile(&mut self, ctx: &mut dyn Context, reps: usize) -> reef_exec::Result<Vec<Duration>> {

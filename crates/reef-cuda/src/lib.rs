@@ -6,9 +6,12 @@
 //!   once per GPU architecture with NVRTC and cached on disk ([`compile`]).
 //! - Every kernel family has an RT entry point (one block per tile) and a BE
 //!   entry point (persistent blocks polling the lane's preemption flag before
-//!   every tile), built from one tile function, so both compute bit-identical
-//!   results. A BE kernel that completes counts its blocks in a per-kernel
-//!   done counter; the last block publishes `progress = index + 1`.
+//!   every tile, and GEMM tiles also between K steps), built from one tile
+//!   function, so both compute bit-identical results. A BE kernel that
+//!   completes counts its tiles in a per-kernel done counter; the block that
+//!   completes the last one publishes `progress = index + 1`. A GEMM tile
+//!   abandoned at a raised flag marks the counter ([`launch::ABORTED_BIT`])
+//!   and `Lane::resume` runs that kernel again from its first tile.
 //! - Convolutions and matmuls run in one of three [`Precision`]s, chosen by
 //!   [`CudaOptions::precision`] (from `REEF_PRECISION`, default `tf32`):
 //!   - `tf32`: TF32 tensor cores (`mma.sync m16n8k8`, operands rounded to

@@ -164,8 +164,9 @@ pub trait Lane: Send {
     fn set_preempt(&mut self, on: bool) -> Result<()>;
     /// Lets a context that was preempted (or padded) run BE kernels again
     /// from its progress on, keeping the tiles its first unfinished kernel
-    /// completed where the backend tracks them. The default does nothing
-    /// (state on the device is already consistent).
+    /// completed where the backend tracks them (a backend that abandoned a
+    /// tile midway runs that kernel again from its first tile). The default
+    /// does nothing (state on the device is already consistent).
     fn resume(&mut self, ctx: &mut dyn Context) -> Result<()> {
         let _ = ctx;
         Ok(())
