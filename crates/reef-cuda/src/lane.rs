@@ -81,6 +81,35 @@ impl CudaLane {
         Ok(task)
     }
 
+    /// Zeroes, on the lane's stream, the done counters and claim cursors of
+    /// kernels `from..` and their split-K tile counters (a preempted kernel
+    /// leaves partial arrivals behind).
+    fn zero_counters(&self, task: &CudaTaskContext, from: usize) -> Result<(), ExecError> {
+        let n = task.kernel_count();
+        let counters = task.counter_ptr(from);
+        let (tiles, ntiles) = task.tile_counters_from(from);
+        self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        let s = self.stream.cu_stream();
+        // SAFETY: counters[from..n] and the split-K tile counters of kernels
+        // from.. (a suffix of the tile counters) lie inside the context's
+        // state buffer, which outlives the stream's work (its drop frees
+        // with cuMemFree, which waits for the device).
+        unsafe {
+            if n > from {
+                let words = (n - from) * (COUNTER_BYTES as usize / 4);
+                sys::cuMemsetD32Async(counters, 0, words, s)
+                    .result()
+                    .call("cuMemsetD32Async(done counters)")?;
+            }
+            if ntiles > 0 {
+                sys::cuMemsetD32Async(tiles, 0, ntiles, s)
+                    .result()
+                    .call("cuMemsetD32Async(tile counters)")?;
+            }
+        }
+        Ok(())
+    }
+
     /// Records a completion event after the last launch.
     fn record(&mut self) -> Result<(), ExecError> {
         let ev = match self.free.pop() {
@@ -127,31 +156,15 @@ impl Lane for CudaLane {
                 "begin at {from} of {n} kernels"
             )));
         }
-        let (counters, progress) = (task.counter_ptr(from), task.progress_ptr());
-        let (tiles, ntiles) = task.tile_counters_from(from);
-        self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        self.zero_counters(task, from)?;
+        let progress = task.progress_ptr();
         let s = self.stream.cu_stream();
-        // SAFETY: counters[from..n], the split-K tile counters of kernels
-        // from.. (a suffix of the tile counters) and the progress word lie
-        // inside the context's state buffer, which outlives the stream's work
-        // (its drop frees with cuMemFree, which waits for the device).
-        unsafe {
-            if n > from {
-                let words = (n - from) * (COUNTER_BYTES as usize / 4);
-                sys::cuMemsetD32Async(counters, 0, words, s)
-                    .result()
-                    .call("cuMemsetD32Async(done counters)")?;
-            }
-            // A preempted split-K kernel leaves partial arrivals behind.
-            if ntiles > 0 {
-                sys::cuMemsetD32Async(tiles, 0, ntiles, s)
-                    .result()
-                    .call("cuMemsetD32Async(tile counters)")?;
-            }
-            sys::cuMemsetD32Async(progress, from as u32, 1, s)
-                .result()
-                .call("cuMemsetD32Async(progress)")?;
-        }
+        // SAFETY: the progress word lies inside the context's state buffer,
+        // which outlives the stream's work (its drop frees with cuMemFree,
+        // which waits for the device).
+        unsafe { sys::cuMemsetD32Async(progress, from as u32, 1, s) }
+            .result()
+            .call("cuMemsetD32Async(progress)")?;
         Ok(())
     }
 
@@ -254,7 +267,7 @@ impl Lane for CudaLane {
                 kernel = p,
                 "a tile was abandoned midway: the kernel runs again"
             );
-            self.begin(ctx, p)?;
+            return self.begin(ctx, p);
         }
         Ok(())
     }

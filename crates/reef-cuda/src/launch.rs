@@ -39,9 +39,9 @@ impl Launch {
 /// a u32 BE claim cursor.
 pub const COUNTER_BYTES: u64 = 8;
 
-/// Set in a BE kernel's done count by a block that abandoned a tile midway
-/// (`REEF_ABORTED` in `kernels/common.cu`): the kernel must run again from its
-/// first tile.
+/// Set in a BE kernel's done count by a block that abandoned a GEMM tile
+/// between K steps (`REEF_ABORTED` in `kernels/common.cu`): the kernel must
+/// run again from its first tile.
 pub const ABORTED_BIT: u32 = 0x8000_0000;
 
 /// Device addresses of one context: where weights, arena, counters, progress,
