@@ -392,7 +392,8 @@ struct MatMulLoad {
 // the same step (false: the tile is abandoned, nothing was written).
 // Every step: checking every 4 steps cost the same (BE 6-15% over RT either
 // way on the H100, run 19) and made preemption slower (p99 34-86 us against
-// 26-35 us).
+// 26-35 us). OR-reducing the flag in the step's barrier (__syncthreads_or)
+// instead of a shared word cost more registers and more BE time (8-18%, run 22).
 #define REEF_FLAG_EVERY 1
 template <class C, bool BE, class L, class F>
 __device__ __forceinline__ bool reef_pipeline(L& ld, i32 kb, i32 ke, F step) {
