@@ -380,7 +380,17 @@ pub fn all(seed: u64) -> Result<Vec<Case>> {
         let zero = b.initializer("zero", Tensor::scalar_f32(0.0))?;
         let cond = b.node("gt", Op::Greater, &[p, zero])?;
         let w = b.node("where", Op::Where, &[cond, p, zero])?;
-        b.output(w);
+        // Every comparison kind: where(p > 0, p, 0) + (p >= 0 ? 1 : 0) + (p <= 0 ? 2 : 0),
+        // so p > 0 gives p + 1, p < 0 gives 2 and p == 0 gives 3.
+        let one = b.initializer("one", Tensor::scalar_f32(1.0))?;
+        let two = b.initializer("two", Tensor::scalar_f32(2.0))?;
+        let ge = b.node("ge", Op::GreaterOrEqual, &[p, zero])?;
+        let ge = b.node("where_ge", Op::Where, &[ge, one, zero])?;
+        let le = b.node("le", Op::LessOrEqual, &[p, zero])?;
+        let le = b.node("where_le", Op::Where, &[le, two, zero])?;
+        let sum = b.node("add_ge", Op::Add, &[w, ge])?;
+        let out = b.node("add_le", Op::Add, &[sum, le])?;
+        b.output(out);
         v.push(Case {
             name: "concat_slice_pad_where".into(),
             graph: b.finish()?,

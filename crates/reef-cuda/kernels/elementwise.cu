@@ -126,16 +126,25 @@ __device__ __forceinline__ void binary_tile(const BcastParams& p, u32 t) {
 }
 REEF_FAMILY(binary, BcastParams, REEF_EW_THREADS)
 
+// op: 0 ==, 1 <, 2 >, 3 >=, 4 <= (CmpOp; NaN compares false, as in C).
+template <class T>
+__device__ __forceinline__ bool reef_cmp(i32 op, T a, T b) {
+    switch (op) {
+        case 0: return a == b;
+        case 1: return a < b;
+        case 2: return a > b;
+        case 3: return a >= b;
+        default: return a <= b;
+    }
+}
 __device__ __forceinline__ void compare_tile(const BcastParams& p, u32 t) {
     REEF_EW_FOR(t, p.total, e) {
         const BcastIdx ix = reef_bcast(p, e);
         bool v;
         if (p.dtype == 0) {
-            const float a = ((const float*)p.a)[ix.a], b = ((const float*)p.b)[ix.b];
-            v = p.op == 0 ? a == b : (p.op == 1 ? a < b : a > b);
+            v = reef_cmp(p.op, ((const float*)p.a)[ix.a], ((const float*)p.b)[ix.b]);
         } else {
-            const i64 a = ((const i64*)p.a)[ix.a], b = ((const i64*)p.b)[ix.b];
-            v = p.op == 0 ? a == b : (p.op == 1 ? a < b : a > b);
+            v = reef_cmp(p.op, ((const i64*)p.a)[ix.a], ((const i64*)p.b)[ix.b]);
         }
         ((u8*)p.out)[e] = v ? 1 : 0;
     }

@@ -708,6 +708,8 @@ impl<'a> Builder<'a> {
                     CmpOp::Equal => 0,
                     CmpOp::Less => 1,
                     CmpOp::Greater => 2,
+                    CmpOp::GreaterOrEqual => 3,
+                    CmpOp::LessOrEqual => 4,
                 };
                 p.dtype = dcode;
                 Ok(Launch {

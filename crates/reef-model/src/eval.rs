@@ -30,6 +30,8 @@ pub fn foldable(op: &Op) -> bool {
             | Op::Equal
             | Op::Less
             | Op::Greater
+            | Op::GreaterOrEqual
+            | Op::LessOrEqual
             | Op::Not
             | Op::Where
             | Op::Shape { .. }
@@ -203,6 +205,8 @@ pub fn eval_node(g: &Graph, node: &Node) -> Result<Option<Vec<Tensor>>> {
         Op::Equal => bin(&|a, b| (a == b) as u8 as f64),
         Op::Less => bin(&|a, b| (a < b) as u8 as f64),
         Op::Greater => bin(&|a, b| (a > b) as u8 as f64),
+        Op::GreaterOrEqual => bin(&|a, b| (a >= b) as u8 as f64),
+        Op::LessOrEqual => bin(&|a, b| (a <= b) as u8 as f64),
         Op::Not => un(&|a| (a == 0.0) as u8 as f64),
         Op::Relu => un(&|a| a.max(0.0)),
         Op::Sqrt => un(&|a| (a as f32).sqrt() as f64),

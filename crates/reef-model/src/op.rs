@@ -258,6 +258,10 @@ pub enum Op {
     Less,
     /// Greater (bool output).
     Greater,
+    /// GreaterOrEqual (bool output).
+    GreaterOrEqual,
+    /// LessOrEqual (bool output).
+    LessOrEqual,
     /// Logical not.
     Not,
     /// ConstantOfShape: shape input, value attribute.
@@ -315,6 +319,8 @@ impl Op {
             Op::Equal => "Equal",
             Op::Less => "Less",
             Op::Greater => "Greater",
+            Op::GreaterOrEqual => "GreaterOrEqual",
+            Op::LessOrEqual => "LessOrEqual",
             Op::Not => "Not",
             Op::ConstantOfShape(_) => "ConstantOfShape",
             Op::Range => "Range",

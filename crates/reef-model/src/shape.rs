@@ -435,7 +435,7 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
             }
             one(da, out)
         }
-        Op::Equal | Op::Less | Op::Greater => {
+        Op::Equal | Op::Less | Op::Greater | Op::GreaterOrEqual | Op::LessOrEqual => {
             let d = dt(0)?;
             if !folded && (!matches!(d, DType::F32 | DType::I64) || dt(1)? != d) {
                 return Err(ModelError::Unsupported {

@@ -355,6 +355,8 @@ impl Exporter<'_> {
             | Op::Equal
             | Op::Less
             | Op::Greater
+            | Op::GreaterOrEqual
+            | Op::LessOrEqual
             | Op::Not
             | Op::Range => {}
         }

@@ -410,6 +410,8 @@ impl Importer {
             "Equal" => Op::Equal,
             "Less" => Op::Less,
             "Greater" => Op::Greater,
+            "GreaterOrEqual" => Op::GreaterOrEqual,
+            "LessOrEqual" => Op::LessOrEqual,
             "Not" => Op::Not,
             "Where" => Op::Where,
             "Expand" => {
@@ -942,6 +944,7 @@ fn arity(op: &str, opset: i64) -> Option<(usize, usize)> {
         "Conv" | "Gemm" => (2, 3),
         "MatMul" | "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "Less" | "Greater"
         | "Gather" | "Expand" | "Reshape" => (2, 2),
+        "GreaterOrEqual" | "LessOrEqual" if opset >= 12 => (2, 2),
         "GatherElements" if opset >= 11 => (2, 2),
         "Relu" | "Sigmoid" | "Tanh" | "Erf" | "Sqrt" | "Exp" | "Neg" | "Not" | "MaxPool"
         | "AveragePool" | "GlobalAveragePool" | "GlobalMaxPool" | "Flatten" | "Transpose"

@@ -75,6 +75,8 @@ const PREFIXES: &[(&str, &str)] = &[
     ("dropout", "Dropout"),
     ("equal", "Equal"),
     ("less", "Less"),
+    ("greater_equal", "GreaterOrEqual"),
+    ("less_equal", "LessOrEqual"),
     ("greater", "Greater"),
     ("not", "Not"),
 ];
@@ -109,7 +111,7 @@ const F32_COMPUTE: &[&str] = &[
 ];
 
 /// Names that a prefix above would catch but that test another op.
-const OTHER_OPS: &[&str] = &["less_equal", "greater_equal", "softmax_cross_entropy"];
+const OTHER_OPS: &[&str] = &["softmax_cross_entropy"];
 
 /// The op a node-test directory exercises, if reef supports it.
 pub fn op_for_case(dir_name: &str) -> Option<&'static str> {
@@ -636,7 +638,12 @@ mod tests {
         assert_eq!(op_for_case("test_convtranspose"), None);
         assert_eq!(op_for_case("test_exp"), Some("Exp"));
         assert_eq!(op_for_case("test_expand_dim_changed"), Some("Expand"));
-        assert_eq!(op_for_case("test_less_equal"), None);
+        assert_eq!(op_for_case("test_less_equal"), Some("LessOrEqual"));
+        assert_eq!(
+            op_for_case("test_greater_equal_bcast"),
+            Some("GreaterOrEqual")
+        );
+        assert_eq!(op_for_case("test_less_equal_expanded"), None);
         assert_eq!(op_for_case("test_less_bcast"), Some("Less"));
         assert_eq!(op_for_case("test_constant_pad"), Some("Pad"));
         assert_eq!(op_for_case("test_constant"), Some("Constant"));

@@ -162,6 +162,10 @@ pub enum CmpOp {
     Less,
     /// a > b.
     Greater,
+    /// a >= b.
+    GreaterOrEqual,
+    /// a <= b.
+    LessOrEqual,
 }
 
 /// Elementwise unary operators on f32.

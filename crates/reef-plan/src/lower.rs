@@ -1007,11 +1007,13 @@ impl<'g> Lowerer<'g> {
                 };
                 self.emit(&node.name, k, ins, o);
             }
-            Op::Equal | Op::Less | Op::Greater => {
+            Op::Equal | Op::Less | Op::Greater | Op::GreaterOrEqual | Op::LessOrEqual => {
                 let op = match node.op {
                     Op::Equal => CmpOp::Equal,
                     Op::Less => CmpOp::Less,
-                    _ => CmpOp::Greater,
+                    Op::Greater => CmpOp::Greater,
+                    Op::GreaterOrEqual => CmpOp::GreaterOrEqual,
+                    _ => CmpOp::LessOrEqual,
                 };
                 let (a, b) = (node.input(0).unwrap(), node.input(1).unwrap());
                 let dtype = g.values[a].dtype;

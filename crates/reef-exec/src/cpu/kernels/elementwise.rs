@@ -223,6 +223,12 @@ pub(crate) fn compare<T: Copy + Sync + PartialOrd>(
         }),
         CmpOp::Less => broadcast2(shape, sa, sb, a, b, out, stop, |x: T, y: T| u8::from(x < y)),
         CmpOp::Greater => broadcast2(shape, sa, sb, a, b, out, stop, |x: T, y: T| u8::from(x > y)),
+        CmpOp::GreaterOrEqual => broadcast2(shape, sa, sb, a, b, out, stop, |x: T, y: T| {
+            u8::from(x >= y)
+        }),
+        CmpOp::LessOrEqual => broadcast2(shape, sa, sb, a, b, out, stop, |x: T, y: T| {
+            u8::from(x <= y)
+        }),
     }
 }
 
