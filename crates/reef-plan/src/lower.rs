@@ -97,8 +97,8 @@ struct Lowerer<'g> {
     /// shape in the input's buffer). No copy kernel is emitted for them.
     views: HashMap<ValueId, (ValueId, Vec<usize>)>,
     /// Unfused BatchNorms followed by an activation (DenseNet's norm, relu):
-    /// the BatchNorm's output -> (the activation, the activation's output).
-    /// One channel-affine kernel computes both.
+    /// the BatchNorm's output -> (the activation, the activation node's
+    /// output and name). One channel-affine kernel computes both.
     bn_act: HashMap<ValueId, (Act, ValueId, String)>,
 }
 
@@ -347,14 +347,10 @@ impl<'g> Lowerer<'g> {
             if !only_matmuls || p.len() != xs.len() || xs.len() < 2 {
                 continue;
             }
+            // (`x` itself is never a view: this transpose, not a matmul, reads it.)
             let st = strides(xs);
-            // A view of a view composes: read the first input directly.
-            let (src, src_st) = match self.views.get(&x) {
-                Some((s0, st0)) => (*s0, st0.clone()),
-                None => (x, st),
-            };
-            let vst: Vec<usize> = p.iter().map(|&d| src_st[d]).collect();
-            self.views.insert(out, (src, vst));
+            let vst: Vec<usize> = p.iter().map(|&d| st[d]).collect();
+            self.views.insert(out, (x, vst));
             absorbed[i] = true;
         }
     }
