@@ -321,6 +321,7 @@ pub fn run(dut: Arc<dyn Device>, opts: &Options) -> Result<bool> {
     } else {
         opts.models.clone()
     };
+    let mut over_tolerance: Vec<String> = vec![];
     for m in &names {
         let g = reef_zoo::build(m, 1, opts.seed).with_context(|| format!("building {m}"));
         match g {
@@ -330,10 +331,15 @@ pub fn run(dut: Arc<dyn Device>, opts: &Options) -> Result<bool> {
                 } else {
                     1e-5
                 };
-                push(
-                    check_graph(m, &g, dut.as_ref(), cpu.as_ref(), tol, &mut rng),
-                    m,
-                );
+                let r = check_graph(m, &g, dut.as_ref(), cpu.as_ref(), tol, &mut rng);
+                // A finite error above the bound: the numbers differ by more
+                // than the precision allows, not a crash or a NaN.
+                if let Ok(row) = &r {
+                    if !row.ok && row.err.is_finite() {
+                        over_tolerance.push(m.clone());
+                    }
+                }
+                push(r, m);
                 if opts.preemptions > 0 {
                     push(
                         check_preemption(m, &g, dut.as_ref(), opts.preemptions, &mut rng),
@@ -348,6 +354,19 @@ pub fn run(dut: Arc<dyn Device>, opts: &Options) -> Result<bool> {
         }
     }
     let failed = rows.iter().filter(|r| !r.ok).count();
+    if gpu
+        && precision == reef_cuda::Precision::Tf32
+        && failed > 0
+        && failed == over_tolerance.len()
+    {
+        println!(
+            "only whole-model tolerance failed ({}): {precision} rounds GEMM operands, and the error \
+             grows with depth; every kernel, preemption and padding check passed. \
+             REEF_PRECISION=tf32x3 checks the models near f32 (bound {:.0e}).",
+            over_tolerance.join(", "),
+            model_tol(opts, reef_cuda::Precision::Tf32x3)
+        );
+    }
     println!(
         "selftest: {} passed, {} failed",
         rows.len() - failed,
