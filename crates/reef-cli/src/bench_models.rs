@@ -177,3 +177,35 @@ pub fn run(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_profiles_cover_every_kernel_of_the_plan() {
+        let dev: Arc<dyn Device> =
+            Arc::new(reef_exec::cpu::CpuDevice::new(Some(2)).expect("cpu device"));
+        let res = run(dev, &["resnet_tiny".to_string()], &[1], 2, 3).expect("bench");
+        assert_eq!(res.len(), 1);
+        let t = &res[0];
+        assert!(t.rt_ms > 0.0 && t.be_ms > 0.0, "{t:?}");
+        assert_eq!(t.kernel_profile.len(), t.kernels);
+        for (i, k) in t.kernel_profile.iter().enumerate() {
+            assert_eq!(k.index, i);
+            assert!(k.us > 0.0, "kernel {i} timed at {} us", k.us);
+            assert!(!k.op.is_empty() && !k.name.is_empty());
+        }
+        // The first kernel of resnet_tiny is its stem convolution.
+        assert!(
+            t.kernel_profile[0].op.starts_with("conv 7x7/2"),
+            "{:?}",
+            t.kernel_profile[0]
+        );
+        // Without --kernels the JSON carries no profile.
+        let dev: Arc<dyn Device> =
+            Arc::new(reef_exec::cpu::CpuDevice::new(Some(2)).expect("cpu device"));
+        let res = run(dev, &["resnet_tiny".to_string()], &[1], 1, 0).expect("bench");
+        assert!(res[0].kernel_profile.is_empty());
+    }
+}
