@@ -119,9 +119,12 @@ __device__ __forceinline__ void reef_be_finish(const Hdr& h, u32 mine) {
     }
 }
 
-#define REEF_FAMILY_LB(NAME, PT, BOUNDS)                                              \
+// The two entry points of a family. RT_TILE runs tile blockIdx.x; BE_TILE
+// runs tile t and is false when the tile was abandoned (a GEMM tile that saw
+// the flag between K steps), which marks the kernel and stops the block.
+#define REEF_ENTRIES(NAME, PT, BOUNDS, RT_TILE, BE_TILE)                              \
     extern "C" __global__ void BOUNDS NAME##_rt(const PT p) {                       \
-        NAME##_tile(p, blockIdx.x);                                                 \
+        RT_TILE;                                                                    \
         reef_finish(p.hdr);                                                         \
     }                                                                               \
     extern "C" __global__ void BOUNDS NAME##_be(const PT p) {                       \
@@ -133,32 +136,7 @@ __device__ __forceinline__ void reef_be_finish(const Hdr& h, u32 mine) {
             __syncthreads();                                                        \
             const u32 t = reef_next;                                                \
             if (t >= p.hdr.tiles) break;                                            \
-            NAME##_tile(p, t);                                                      \
-            ++mine;                                                                 \
-            __syncthreads();                                                        \
-        }                                                                           \
-        reef_be_finish(p.hdr, mine);                                                \
-    }
-#define REEF_FAMILY(NAME, PT, THREADS) REEF_FAMILY_LB(NAME, PT, __launch_bounds__(THREADS))
-
-// GEMM families: `template <bool BE> bool NAME_tile(p, t)`, whose BE
-// instantiation stops between K steps once the flag is up (returns false:
-// nothing written); registers budgeted for MINB resident blocks per SM.
-#define REEF_FAMILY_MB(NAME, PT, THREADS, MINB)                                       \
-    extern "C" __global__ void __launch_bounds__(THREADS, MINB) NAME##_rt(const PT p) { \
-        NAME##_tile<false>(p, blockIdx.x);                                          \
-        reef_finish(p.hdr);                                                         \
-    }                                                                               \
-    extern "C" __global__ void __launch_bounds__(THREADS, MINB) NAME##_be(const PT p) { \
-        __shared__ u32 reef_next;                                                   \
-        const u64 t0 = (threadIdx.x == 0 && p.hdr.budget_ns != 0u) ? reef_now() : 0; \
-        u32 mine = 0;                                                               \
-        for (;;) {                                                                  \
-            if (threadIdx.x == 0) reef_next = reef_claim(p.hdr, t0);                \
-            __syncthreads();                                                        \
-            const u32 t = reef_next;                                                \
-            if (t >= p.hdr.tiles) break;                                            \
-            if (!NAME##_tile<true>(p, t)) {                                         \
+            if (!(BE_TILE)) {                                                       \
                 if (threadIdx.x == 0) atomicOr((u32*)p.hdr.done, REEF_ABORTED);      \
                 break;                                                              \
             }                                                                       \
@@ -167,6 +145,18 @@ __device__ __forceinline__ void reef_be_finish(const Hdr& h, u32 mine) {
         }                                                                           \
         reef_be_finish(p.hdr, mine);                                                \
     }
+
+// Families whose `void NAME_tile(p, t)` always runs a tile to its end.
+#define REEF_FAMILY_LB(NAME, PT, BOUNDS) \
+    REEF_ENTRIES(NAME, PT, BOUNDS, NAME##_tile(p, blockIdx.x), (NAME##_tile(p, t), true))
+#define REEF_FAMILY(NAME, PT, THREADS) REEF_FAMILY_LB(NAME, PT, __launch_bounds__(THREADS))
+
+// GEMM families: `template <bool BE> bool NAME_tile(p, t)`, whose BE
+// instantiation stops between K steps once the flag is up (returns false:
+// nothing written); registers budgeted for MINB resident blocks per SM.
+#define REEF_FAMILY_MB(NAME, PT, THREADS, MINB)                                  \
+    REEF_ENTRIES(NAME, PT, __launch_bounds__(THREADS, MINB),                     \
+                 NAME##_tile<false>(p, blockIdx.x), NAME##_tile<true>(p, t))
 
 // Deterministic block reductions (every thread gets the same bits: the xor
 // butterfly adds the same pairs in every lane, and IEEE + is commutative).
