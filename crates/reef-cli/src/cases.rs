@@ -384,12 +384,32 @@ pub fn all(seed: u64) -> Result<Vec<Case>> {
         // so p > 0 gives p + 1, p < 0 gives 2 and p == 0 gives 3.
         let one = b.initializer("one", Tensor::scalar_f32(1.0))?;
         let two = b.initializer("two", Tensor::scalar_f32(2.0))?;
-        let ge = b.node("ge", Op::GreaterOrEqual, &[p, zero])?;
-        let ge = b.node("where_ge", Op::Where, &[ge, one, zero])?;
+        let ge_b = b.node("ge", Op::GreaterOrEqual, &[p, zero])?;
+        let ge = b.node("where_ge", Op::Where, &[ge_b, one, zero])?;
         let le = b.node("le", Op::LessOrEqual, &[p, zero])?;
         let le = b.node("where_le", Op::Where, &[le, two, zero])?;
         let sum = b.node("add_ge", Op::Add, &[w, ge])?;
-        let out = b.node("add_le", Op::Add, &[sum, le])?;
+        let sum = b.node("add_le", Op::Add, &[sum, le])?;
+        // Every logical operator, on thresholds that split the values:
+        // 4·[0 <= p <= 0.5] + 8·[p < 0 or p > 0.5] + 16·[p >= 0 or p <= -0.5].
+        let half = b.initializer("half", Tensor::scalar_f32(0.5))?;
+        let mhalf = b.initializer("minus_half", Tensor::scalar_f32(-0.5))?;
+        let le_half = b.node("le_half", Op::LessOrEqual, &[p, half])?;
+        let le_mhalf = b.node("le_minus_half", Op::LessOrEqual, &[p, mhalf])?;
+        let mut out = sum;
+        for (i, (op, rhs)) in [(Op::And, le_half), (Op::Xor, le_half), (Op::Or, le_mhalf)]
+            .into_iter()
+            .enumerate()
+        {
+            let name = op.name().to_lowercase();
+            let weight = b.initializer(
+                &format!("{name}_weight"),
+                Tensor::scalar_f32(4.0 * (1 << i) as f32),
+            )?;
+            let t = b.node(&name, op, &[ge_b, rhs])?;
+            let t = b.node(&format!("where_{name}"), Op::Where, &[t, weight, zero])?;
+            out = b.node(&format!("add_{name}"), Op::Add, &[out, t])?;
+        }
         b.output(out);
         v.push(Case {
             name: "concat_slice_pad_where".into(),

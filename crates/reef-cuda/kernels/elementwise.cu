@@ -126,7 +126,8 @@ __device__ __forceinline__ void binary_tile(const BcastParams& p, u32 t) {
 }
 REEF_FAMILY(binary, BcastParams, REEF_EW_THREADS)
 
-// op: 0 ==, 1 <, 2 >, 3 >=, 4 <= (CmpOp; NaN compares false, as in C).
+// op: 0 ==, 1 <, 2 >, 3 >=, 4 <=, 5 and, 6 or, 7 xor (CmpOp; NaN compares
+// false, as in C; the logical operators take nonzero as true).
 template <class T>
 __device__ __forceinline__ bool reef_cmp(i32 op, T a, T b) {
     switch (op) {
@@ -134,7 +135,10 @@ __device__ __forceinline__ bool reef_cmp(i32 op, T a, T b) {
         case 1: return a < b;
         case 2: return a > b;
         case 3: return a >= b;
-        default: return a <= b;
+        case 4: return a <= b;
+        case 5: return a != T(0) && b != T(0);
+        case 6: return a != T(0) || b != T(0);
+        default: return (a != T(0)) != (b != T(0));
     }
 }
 __device__ __forceinline__ void compare_tile(const BcastParams& p, u32 t) {
@@ -143,8 +147,10 @@ __device__ __forceinline__ void compare_tile(const BcastParams& p, u32 t) {
         bool v;
         if (p.dtype == 0) {
             v = reef_cmp(p.op, ((const float*)p.a)[ix.a], ((const float*)p.b)[ix.b]);
-        } else {
+        } else if (p.dtype == 1) {
             v = reef_cmp(p.op, ((const i64*)p.a)[ix.a], ((const i64*)p.b)[ix.b]);
+        } else {
+            v = reef_cmp(p.op, ((const u8*)p.a)[ix.a], ((const u8*)p.b)[ix.b]);
         }
         ((u8*)p.out)[e] = v ? 1 : 0;
     }

@@ -696,6 +696,7 @@ impl<'a> Builder<'a> {
                 let dcode = match dtype {
                     DType::F32 => 0,
                     DType::I64 => 1,
+                    DType::Bool => 2,
                     other => {
                         return Err(ExecError::Unsupported(format!(
                             "kernel {k}: Compare on {other:?}"
@@ -710,6 +711,9 @@ impl<'a> Builder<'a> {
                     CmpOp::Greater => 2,
                     CmpOp::GreaterOrEqual => 3,
                     CmpOp::LessOrEqual => 4,
+                    CmpOp::And => 5,
+                    CmpOp::Or => 6,
+                    CmpOp::Xor => 7,
                 };
                 p.dtype = dcode;
                 Ok(Launch {

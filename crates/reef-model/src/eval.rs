@@ -32,6 +32,9 @@ pub fn foldable(op: &Op) -> bool {
             | Op::Greater
             | Op::GreaterOrEqual
             | Op::LessOrEqual
+            | Op::And
+            | Op::Or
+            | Op::Xor
             | Op::Not
             | Op::Where
             | Op::Shape { .. }
@@ -207,6 +210,9 @@ pub fn eval_node(g: &Graph, node: &Node) -> Result<Option<Vec<Tensor>>> {
         Op::Greater => bin(&|a, b| (a > b) as u8 as f64),
         Op::GreaterOrEqual => bin(&|a, b| (a >= b) as u8 as f64),
         Op::LessOrEqual => bin(&|a, b| (a <= b) as u8 as f64),
+        Op::And => bin(&|a, b| (a != 0.0 && b != 0.0) as u8 as f64),
+        Op::Or => bin(&|a, b| (a != 0.0 || b != 0.0) as u8 as f64),
+        Op::Xor => bin(&|a, b| ((a != 0.0) != (b != 0.0)) as u8 as f64),
         Op::Not => un(&|a| (a == 0.0) as u8 as f64),
         Op::Relu => un(&|a| a.max(0.0)),
         Op::Sqrt => un(&|a| (a as f32).sqrt() as f64),

@@ -262,6 +262,12 @@ pub enum Op {
     GreaterOrEqual,
     /// LessOrEqual (bool output).
     LessOrEqual,
+    /// Logical and of two bool tensors.
+    And,
+    /// Logical or of two bool tensors.
+    Or,
+    /// Logical exclusive or of two bool tensors.
+    Xor,
     /// Logical not.
     Not,
     /// ConstantOfShape: shape input, value attribute.
@@ -321,6 +327,9 @@ impl Op {
             Op::Greater => "Greater",
             Op::GreaterOrEqual => "GreaterOrEqual",
             Op::LessOrEqual => "LessOrEqual",
+            Op::And => "And",
+            Op::Or => "Or",
+            Op::Xor => "Xor",
             Op::Not => "Not",
             Op::ConstantOfShape(_) => "ConstantOfShape",
             Op::Range => "Range",

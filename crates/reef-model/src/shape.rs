@@ -449,6 +449,19 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
                 .ok_or_else(|| err(node, format!("shapes {a:?} and {b:?} do not broadcast")))?;
             one(DType::Bool, out)
         }
+        Op::And | Op::Or | Op::Xor => {
+            let (da, db) = (dt(0)?, dt(1)?);
+            if !folded && (da != DType::Bool || db != DType::Bool) {
+                return Err(err(
+                    node,
+                    format!("logical operators take bool operands, got {da} and {db}"),
+                ));
+            }
+            let (a, b) = (sh(0)?, sh(1)?);
+            let out = broadcast(&a, &b)
+                .ok_or_else(|| err(node, format!("shapes {a:?} and {b:?} do not broadcast")))?;
+            one(DType::Bool, out)
+        }
         Op::Not => one(DType::Bool, sh(0)?),
         Op::Where => {
             if !folded {

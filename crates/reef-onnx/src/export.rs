@@ -357,6 +357,9 @@ impl Exporter<'_> {
             | Op::Greater
             | Op::GreaterOrEqual
             | Op::LessOrEqual
+            | Op::And
+            | Op::Or
+            | Op::Xor
             | Op::Not
             | Op::Range => {}
         }

@@ -412,6 +412,9 @@ impl Importer {
             "Greater" => Op::Greater,
             "GreaterOrEqual" => Op::GreaterOrEqual,
             "LessOrEqual" => Op::LessOrEqual,
+            "And" => Op::And,
+            "Or" => Op::Or,
+            "Xor" => Op::Xor,
             "Not" => Op::Not,
             "Where" => Op::Where,
             "Expand" => {
@@ -945,6 +948,7 @@ fn arity(op: &str, opset: i64) -> Option<(usize, usize)> {
         "MatMul" | "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "Less" | "Greater"
         | "Gather" | "Expand" | "Reshape" => (2, 2),
         "GreaterOrEqual" | "LessOrEqual" if opset >= 12 => (2, 2),
+        "And" | "Or" | "Xor" => (2, 2),
         "GatherElements" if opset >= 11 => (2, 2),
         "Relu" | "Sigmoid" | "Tanh" | "Erf" | "Sqrt" | "Exp" | "Neg" | "Not" | "MaxPool"
         | "AveragePool" | "GlobalAveragePool" | "GlobalMaxPool" | "Flatten" | "Transpose"

@@ -79,6 +79,9 @@ const PREFIXES: &[(&str, &str)] = &[
     ("less_equal", "LessOrEqual"),
     ("greater", "Greater"),
     ("not", "Not"),
+    ("and", "And"),
+    ("or", "Or"),
+    ("xor", "Xor"),
 ];
 
 /// Ops reef's backends compute in f32 only: cases of them with other
@@ -119,7 +122,13 @@ pub fn op_for_case(dir_name: &str) -> Option<&'static str> {
     if name.ends_with("_expanded") || name.contains("_expanded_") {
         return None;
     }
-    let matches = |p: &str| name == p || name.strip_prefix(p).is_some_and(|r| r.starts_with('_'));
+    // A prefix ends at '_' or at a digit ("test_and2d", "test_or_bcast3v1d").
+    let matches = |p: &str| {
+        name == p
+            || name
+                .strip_prefix(p)
+                .is_some_and(|r| r.starts_with(|c: char| c == '_' || c.is_ascii_digit()))
+    };
     // The longest matching prefix wins ("constant_pad" over "constant").
     let best = PREFIXES
         .iter()

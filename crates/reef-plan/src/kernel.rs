@@ -153,7 +153,8 @@ pub enum BinOp {
     Pow,
 }
 
-/// Elementwise comparisons (bool output, one byte per element).
+/// Elementwise comparisons and logical operators (bool output, one byte per
+/// element).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CmpOp {
     /// a == b.
@@ -166,6 +167,12 @@ pub enum CmpOp {
     GreaterOrEqual,
     /// a <= b.
     LessOrEqual,
+    /// a && b (nonzero is true).
+    And,
+    /// a || b.
+    Or,
+    /// a != b as truth values.
+    Xor,
 }
 
 /// Elementwise unary operators on f32.

@@ -1003,23 +1003,40 @@ impl<'g> Lowerer<'g> {
                 };
                 self.emit(&node.name, k, ins, o);
             }
-            Op::Equal | Op::Less | Op::Greater | Op::GreaterOrEqual | Op::LessOrEqual => {
-                let op = match node.op {
-                    Op::Equal => CmpOp::Equal,
-                    Op::Less => CmpOp::Less,
-                    Op::Greater => CmpOp::Greater,
-                    Op::GreaterOrEqual => CmpOp::GreaterOrEqual,
-                    _ => CmpOp::LessOrEqual,
+            Op::Equal
+            | Op::Less
+            | Op::Greater
+            | Op::GreaterOrEqual
+            | Op::LessOrEqual
+            | Op::And
+            | Op::Or
+            | Op::Xor => {
+                let (op, logical) = match node.op {
+                    Op::Equal => (CmpOp::Equal, false),
+                    Op::Less => (CmpOp::Less, false),
+                    Op::Greater => (CmpOp::Greater, false),
+                    Op::GreaterOrEqual => (CmpOp::GreaterOrEqual, false),
+                    Op::LessOrEqual => (CmpOp::LessOrEqual, false),
+                    Op::And => (CmpOp::And, true),
+                    Op::Or => (CmpOp::Or, true),
+                    _ => (CmpOp::Xor, true),
                 };
                 let (a, b) = (node.input(0).unwrap(), node.input(1).unwrap());
                 let dtype = g.values[a].dtype;
-                if !matches!(dtype, DType::F32 | DType::I64) || g.values[b].dtype != dtype {
+                let allowed = if logical {
+                    dtype == DType::Bool
+                } else {
+                    matches!(dtype, DType::F32 | DType::I64)
+                };
+                if !allowed || g.values[b].dtype != dtype {
+                    let want = if logical {
+                        "logical operators take bool operands"
+                    } else {
+                        "comparisons support f32 or i64 operands of one type"
+                    };
                     return Err(lower_err(
                         node,
-                        format!(
-                            "comparisons support f32 or i64 operands of one type, got {} and {}",
-                            dtype, g.values[b].dtype
-                        ),
+                        format!("{want}, got {} and {}", dtype, g.values[b].dtype),
                     ));
                 }
                 let (sa, sb) = (

@@ -304,7 +304,7 @@ fn needs(k: &Kernel) -> Result<(Vec<Need>, Need)> {
             ..
         } => {
             rank_ok(k, shape, &[a_strides, b_strides])?;
-            if !matches!(dtype, DType::F32 | DType::I64) {
+            if !matches!(dtype, DType::F32 | DType::I64 | DType::Bool) {
                 return Err(bad(k, format!("compare of {dtype:?} operands")));
             }
             Some((

@@ -205,9 +205,10 @@ pub(crate) fn binary_i64(
     }
 }
 
-/// Broadcasting comparison with a bool (one byte) result.
+/// Broadcasting comparison or logical operator with a bool (one byte)
+/// result; logical operators treat nonzero elements as true.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn compare<T: Copy + Sync + PartialOrd>(
+pub(crate) fn compare<T: Copy + Sync + PartialOrd + Default>(
     op: CmpOp,
     shape: &[usize],
     sa: &[usize],
@@ -228,6 +229,15 @@ pub(crate) fn compare<T: Copy + Sync + PartialOrd>(
         }),
         CmpOp::LessOrEqual => broadcast2(shape, sa, sb, a, b, out, stop, |x: T, y: T| {
             u8::from(x <= y)
+        }),
+        CmpOp::And => broadcast2(shape, sa, sb, a, b, out, stop, |x: T, y: T| {
+            u8::from(x != T::default() && y != T::default())
+        }),
+        CmpOp::Or => broadcast2(shape, sa, sb, a, b, out, stop, |x: T, y: T| {
+            u8::from(x != T::default() || y != T::default())
+        }),
+        CmpOp::Xor => broadcast2(shape, sa, sb, a, b, out, stop, |x: T, y: T| {
+            u8::from((x != T::default()) != (y != T::default()))
         }),
     }
 }

@@ -118,6 +118,9 @@ pub(crate) fn run(
                 out,
                 stop,
             ),
+            DType::Bool => elementwise::compare::<u8>(
+                *op, shape, a_strides, b_strides, ins[0], ins[1], out, stop,
+            ),
             _ => elementwise::compare::<f32>(
                 *op,
                 shape,
