@@ -1,15 +1,24 @@
 //! A [`Service`] that forwards every request to a reef (or any KServe v2)
 //! server over gRPC, so the DISB runner can drive a workload through the
 //! network front end exactly as it drives the in-process scheduler.
+//!
+//! With [`GrpcService::with_shared_memory`], tensors travel through Triton's
+//! system shared memory instead of the message: a pool of region pairs (one
+//! input and one output region each), every pair registered once, one pair
+//! per request in flight; the client writes the inputs into its pair before
+//! the call and reads the outputs back after it, inside the latency clock.
 
 use reef_model::DType;
+use reef_model::Tensor;
 use reef_sched::{
     GraphSource, InferRequest, InferResponse, ModelInfo, Priority, SchedError, SchedStats, Service,
     TaskStats, TensorInfo, Ticket,
 };
 use reef_server::grpc_codec;
 use reef_server::proto::{self, grpc_inference_service_client::GrpcInferenceServiceClient};
-use std::sync::Arc;
+use reef_server::shm::ClientRegion;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use tonic::transport::Channel;
 
 /// A gRPC client presenting the [`Service`] interface. RT and BE requests
@@ -22,6 +31,140 @@ pub struct GrpcService {
     handle: tokio::runtime::Handle,
     /// Where statistics come from (the server's scheduler, when in-process).
     stats_from: Option<Arc<dyn Service>>,
+    /// Shared memory transport, when on.
+    shm: Option<Arc<ShmPool>>,
+}
+
+/// One input and one output region, registered with the server.
+struct ShmPair {
+    input_name: String,
+    output_name: String,
+    input: ClientRegion,
+    output: ClientRegion,
+}
+
+/// Region pairs not in use, and how to name new ones.
+struct ShmPool {
+    free: Mutex<Vec<ShmPair>>,
+    made: AtomicUsize,
+    prefix: String,
+}
+
+fn shm_error(what: &str, e: impl std::fmt::Display) -> SchedError {
+    SchedError::Internal(format!("shared memory: {what}: {e}"))
+}
+
+impl ShmPool {
+    /// A free pair holding at least `input_bytes` / `output_bytes`, made
+    /// (and registered) or regrown when there is none.
+    async fn take(
+        &self,
+        client: &mut GrpcInferenceServiceClient<Channel>,
+        input_bytes: u64,
+        output_bytes: u64,
+    ) -> Result<ShmPair, SchedError> {
+        let found = self.free.lock().ok().and_then(|mut f| f.pop());
+        if let Some(p) = found {
+            if p.input.byte_size() >= input_bytes && p.output.byte_size() >= output_bytes {
+                return Ok(p);
+            }
+            for name in [&p.input_name, &p.output_name] {
+                client
+                    .system_shared_memory_unregister(proto::SystemSharedMemoryUnregisterRequest {
+                        name: name.clone(),
+                    })
+                    .await
+                    .map_err(status)?;
+            }
+        }
+        let n = self.made.fetch_add(1, Ordering::Relaxed);
+        let input_name = format!("{}-{n}-in", self.prefix);
+        let output_name = format!("{}-{n}-out", self.prefix);
+        let input = ClientRegion::create(&format!("/{input_name}"), input_bytes.max(1))
+            .map_err(|e| shm_error(&input_name, e))?;
+        let output = ClientRegion::create(&format!("/{output_name}"), output_bytes.max(1))
+            .map_err(|e| shm_error(&output_name, e))?;
+        for (name, r) in [(&input_name, &input), (&output_name, &output)] {
+            client
+                .system_shared_memory_register(proto::SystemSharedMemoryRegisterRequest {
+                    name: name.clone(),
+                    key: r.key().to_string(),
+                    offset: 0,
+                    byte_size: r.byte_size(),
+                })
+                .await
+                .map_err(status)?;
+        }
+        Ok(ShmPair {
+            input_name,
+            output_name,
+            input,
+            output,
+        })
+    }
+
+    fn give_back(&self, pair: ShmPair) {
+        if let Ok(mut f) = self.free.lock() {
+            f.push(pair);
+        }
+    }
+}
+
+/// The byte size of each output of `info` for a request whose inputs are
+/// `inputs` (a leading -1 is the inputs' batch size).
+fn output_sizes(info: &ModelInfo, inputs: &[Tensor]) -> Result<Vec<u64>, SchedError> {
+    let batch = inputs.first().and_then(|t| t.shape.first()).copied();
+    info.outputs
+        .iter()
+        .map(|o| {
+            let mut n: u64 = o.dtype.size() as u64;
+            for (i, &d) in o.shape.iter().enumerate() {
+                let d = match (i, d) {
+                    (_, d) if d >= 0 => d as u64,
+                    (0, _) => batch.unwrap_or(1) as u64,
+                    _ => {
+                        return Err(SchedError::InvalidInput(format!(
+                            "output '{}' of '{}' has a variable dimension ({:?}); shared memory \
+                             needs its size before the call",
+                            o.name, info.name, o.shape
+                        )))
+                    }
+                };
+                n = n.saturating_mul(d);
+            }
+            Ok(n)
+        })
+        .collect()
+}
+
+/// One inference through a shared memory pair: writes the inputs, calls,
+/// reads the outputs.
+async fn infer_via_shm(
+    pool: &ShmPool,
+    client: &mut GrpcInferenceServiceClient<Channel>,
+    info: &ModelInfo,
+    mut msg: proto::ModelInferRequest,
+    inputs: &[Tensor],
+) -> Result<Vec<Tensor>, SchedError> {
+    let in_total: u64 = msg.raw_input_contents.iter().map(|b| b.len() as u64).sum();
+    let outputs: Vec<(String, u64)> = info
+        .outputs
+        .iter()
+        .map(|o| o.name.clone())
+        .zip(output_sizes(info, inputs)?)
+        .collect();
+    let out_total = outputs.iter().map(|(_, s)| s).sum();
+    let pair = pool.take(client, in_total, out_total).await?;
+    let result = async {
+        grpc_codec::inputs_to_shm(&mut msg, &pair.input, &pair.input_name)
+            .map_err(|e| shm_error(&pair.input_name, e))?;
+        let offsets = grpc_codec::outputs_to_shm(&mut msg, &outputs, &pair.output_name);
+        let resp = client.model_infer(msg).await.map_err(status)?.into_inner();
+        grpc_codec::shm_output_tensors(&resp, &pair.output, &offsets).map_err(SchedError::Internal)
+    }
+    .await;
+    pool.give_back(pair);
+    result
 }
 
 fn status(s: tonic::Status) -> SchedError {
@@ -83,7 +226,21 @@ impl GrpcService {
             models: infos,
             handle: tokio::runtime::Handle::current(),
             stats_from,
+            shm: None,
         })
+    }
+
+    /// Sends inputs and receives outputs through system shared memory (the
+    /// server must allow client shared memory); see the module docs.
+    pub fn with_shared_memory(mut self) -> Self {
+        static POOLS: AtomicUsize = AtomicUsize::new(0);
+        let n = POOLS.fetch_add(1, Ordering::Relaxed);
+        self.shm = Some(Arc::new(ShmPool {
+            free: Mutex::new(Vec::new()),
+            made: AtomicUsize::new(0),
+            prefix: format!("reef-bench-{}-{n}", std::process::id()),
+        }));
+        self
     }
 }
 
@@ -108,10 +265,17 @@ impl Service for GrpcService {
             Priority::Be => self.client.clone(),
         };
         let arrival = req.arrival;
+        let shm = self.shm.clone();
+        let info = info.clone();
         self.handle.spawn(async move {
             let r = async {
-                let resp = client.model_infer(msg).await.map_err(status)?.into_inner();
-                let outputs = grpc_codec::output_tensors(&resp).map_err(SchedError::Internal)?;
+                let outputs = match &shm {
+                    Some(pool) => infer_via_shm(pool, &mut client, &info, msg, &req.inputs).await?,
+                    None => {
+                        let resp = client.model_infer(msg).await.map_err(status)?.into_inner();
+                        grpc_codec::output_tensors(&resp).map_err(SchedError::Internal)?
+                    }
+                };
                 Ok(InferResponse {
                     outputs,
                     priority,

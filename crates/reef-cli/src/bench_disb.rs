@@ -29,13 +29,23 @@ pub struct Options {
     /// Drive each mode through a reef server started in this process (gRPC
     /// on loopback) instead of calling the scheduler directly.
     pub via_grpc: bool,
+    /// With `via_grpc`: tensors travel by system shared memory.
+    pub shm: bool,
 }
 
-/// Starts a server on loopback ports for `sched` and connects a gRPC client
-/// service to it (stats and shutdown go to the scheduler).
-async fn through_server(sched: Arc<Scheduler>, models: &[String]) -> Result<Arc<dyn Service>> {
-    let server =
-        reef_server::Server::bind(reef_server::ServerConfig::localhost_ephemeral()).await?;
+/// Starts a server on loopback ports for `sched` (allowing client shared
+/// memory) and connects a gRPC client service to it (stats and shutdown go
+/// to the scheduler), passing tensors through shared memory when `shm`.
+async fn through_server(
+    sched: Arc<Scheduler>,
+    models: &[String],
+    shm: bool,
+) -> Result<Arc<dyn Service>> {
+    let config = reef_server::ServerConfig {
+        allow_client_shm: true,
+        ..reef_server::ServerConfig::localhost_ephemeral()
+    };
+    let server = reef_server::Server::bind(config).await?;
     let url = format!("http://{}", server.grpc_addr());
     let svc: Arc<dyn Service> = sched.clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -52,7 +62,11 @@ async fn through_server(sched: Arc<Scheduler>, models: &[String]) -> Result<Arc<
     let client =
         reef_bench::grpc::GrpcService::connect(&url, models, Some(sched as Arc<dyn Service>))
             .await?;
-    Ok(Arc::new(client))
+    Ok(if shm {
+        Arc::new(client.with_shared_memory())
+    } else {
+        Arc::new(client)
+    })
 }
 
 /// A scheduler in `mode` on `device` with the zoo models `models` loaded.
@@ -102,6 +116,7 @@ pub fn run(device: Arc<dyn Device>, opts: &Options) -> Result<String> {
     let dev = device.clone();
     let be_depth = opts.be_depth;
     let via_grpc = opts.via_grpc;
+    let shm = opts.shm;
     let result = rt.block_on(async {
         run_workload(
             &w,
@@ -110,7 +125,7 @@ pub fn run(device: Arc<dyn Device>, opts: &Options) -> Result<String> {
                 tokio::task::block_in_place(|| {
                     let s = scheduler_with(&dev, mode, &models, be_depth)?;
                     if via_grpc {
-                        tokio::runtime::Handle::current().block_on(through_server(s, &models))
+                        tokio::runtime::Handle::current().block_on(through_server(s, &models, shm))
                     } else {
                         Ok(s as Arc<dyn Service>)
                     }
@@ -129,6 +144,9 @@ pub fn run(device: Arc<dyn Device>, opts: &Options) -> Result<String> {
         .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_");
     if opts.via_grpc {
         stem.push_str("-grpc");
+    }
+    if opts.via_grpc && opts.shm {
+        stem.push_str("-shm");
     }
     let path = |ext: &str| -> PathBuf { Path::new(&opts.out).join(format!("disb-{stem}.{ext}")) };
     report::write_json(&result, &path("json"), false)?;

@@ -139,6 +139,11 @@ enum BenchCmd {
         /// Send every request through a reef server (gRPC on loopback) started in this process.
         #[arg(long)]
         via_grpc: bool,
+        /// With --via-grpc: tensors travel by system shared memory (each
+        /// request in flight uses its own registered input and output
+        /// regions; the copies count in the latency).
+        #[arg(long, requires = "via_grpc")]
+        shm: bool,
     },
     /// Preemption microbenchmark: preemption latency (p50/p99/max), RT
     /// latency against RT alone and BE throughput, per BE model and mode.
@@ -297,6 +302,7 @@ fn run(cli: Cli) -> Result<i32> {
                     be_depth,
                     quiet,
                     via_grpc,
+                    shm,
                 },
         } => {
             let dev = device::open(device, None)?;
@@ -309,6 +315,7 @@ fn run(cli: Cli) -> Result<i32> {
                 be_depth,
                 progress: !quiet,
                 via_grpc,
+                shm,
             };
             println!("{}", bench_disb::run(dev, &opts)?);
             Ok(0)

@@ -72,6 +72,17 @@ pub struct ServeArgs {
     /// device that holds their model, RT first [default: 1].
     #[arg(long, env = "REEF_DEVICES")]
     pub devices: Option<usize>,
+    /// Let clients register system shared memory regions and pass tensors
+    /// through them (Triton's flag; the server then reads and writes any
+    /// /dev/shm object a client names) [default: false].
+    #[arg(
+        long,
+        env = "REEF_ALLOW_CLIENT_SHM",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub allow_client_shm: Option<bool>,
 }
 
 fn zoo_configs(names: &[String], max_batch: usize) -> Result<Vec<ModelConfig>> {
@@ -135,6 +146,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         // Zoo models report the scheduler's limit (repository models carry
         // their own).
         default_max_batch: Some(a.max_batch),
+        allow_client_shm: a.allow_client_shm,
         ..ServerConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

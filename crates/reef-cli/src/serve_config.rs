@@ -115,6 +115,8 @@ pub struct ServeSettings {
     pub max_batch: usize,
     /// Number of devices.
     pub devices: usize,
+    /// Whether clients may use system shared memory.
+    pub allow_client_shm: bool,
 }
 
 impl ServeSettings {
@@ -159,6 +161,10 @@ impl ServeSettings {
                 .or(file.max_batch)
                 .unwrap_or(DEFAULT_MAX_BATCH),
             devices: cli.devices.or(file.devices).unwrap_or(DEFAULT_DEVICES),
+            allow_client_shm: cli
+                .allow_client_shm
+                .or(file.allow_client_shm)
+                .unwrap_or(false),
         };
         s.max_body_bytes()?;
         for (key, v) in [
@@ -302,6 +308,7 @@ rt_capacity = 100
 be_capacity = 50
 max_batch = 16
 devices = 2
+allow_client_shm = true
 "#;
 
     #[test]
@@ -320,6 +327,7 @@ devices = 2
             (2, 8, 1024, 256)
         );
         assert_eq!((s.max_batch, s.devices), (64, 1));
+        assert!(!s.allow_client_shm);
     }
 
     #[test]
@@ -338,6 +346,16 @@ devices = 2
             (3, 4, 100, 50)
         );
         assert_eq!((s.max_batch, s.devices), (16, 2));
+        assert!(s.allow_client_shm);
+    }
+
+    #[test]
+    fn allow_client_shm_flag() {
+        let s = ServeSettings::merge(cli(&["--allow-client-shm"]), ServeArgs::default()).unwrap();
+        assert!(s.allow_client_shm);
+        let off = cli(&["--allow-client-shm=false"]);
+        let s = ServeSettings::merge(off, file_of(FULL)).unwrap();
+        assert!(!s.allow_client_shm, "the command line beats the file");
     }
 
     #[test]
@@ -403,6 +421,7 @@ devices = 2
             .env("REEF_MODE", "wait")
             .env("REEF_MAX_BATCH", "11")
             .env("REEF_MODELS", "a_tiny,b_tiny")
+            .env("REEF_ALLOW_CLIENT_SHM", "false")
             .env_remove("REEF_CONFIG")
             .output()
             .expect("run the child test");
@@ -431,6 +450,7 @@ devices = 2
         assert_eq!(s.models, vec!["a_tiny", "b_tiny"]);
         assert_eq!(s.max_batch, 12, "command line over environment");
         assert_eq!(s.be_queues, 4, "file where neither flag nor environment");
+        assert!(!s.allow_client_shm, "environment over file");
         println!("env layer checked");
     }
 

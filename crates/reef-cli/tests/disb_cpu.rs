@@ -114,7 +114,22 @@ fn bench_disb_runs_a_tiny_workload_in_every_mode() {
 /// errors, and the scheduler behind the server preempted.
 #[test]
 fn bench_disb_runs_through_the_grpc_server() {
-    let (out, stdout) = run_tiny_disb("disb-grpc-test", &["--modes", "reset", "--via-grpc"]);
+    check_through_server("disb-grpc-test", &[]);
+}
+
+/// `--via-grpc --shm`: the same, with every tensor passed through system
+/// shared memory regions registered with the server.
+#[test]
+fn bench_disb_runs_through_the_grpc_server_with_shared_memory() {
+    check_through_server("disb-grpc-shm-test", &["--shm"]);
+}
+
+/// Runs the tiny workload in reset mode through the server (plus `extra`
+/// flags) and checks every request was answered without errors.
+fn check_through_server(tag: &str, extra: &[&str]) {
+    let mut args = vec!["--modes", "reset", "--via-grpc"];
+    args.extend_from_slice(extra);
+    let (out, stdout) = run_tiny_disb(tag, &args);
     println!("{stdout}");
     let json_path = std::fs::read_dir(&out)
         .expect("output folder")

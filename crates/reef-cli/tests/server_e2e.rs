@@ -1,7 +1,8 @@
 //! The real server in front of the real scheduler on the CPU backend with zoo
 //! models: gRPC results equal in-process results bit for bit, a mixed RT/BE
 //! load is answered completely, and stock tritonclient (HTTP and gRPC, from
-//! PyPI) works against it (skipped with a message when not installed).
+//! PyPI), including its system shared memory flow, works against it (skipped
+//! with a message when not installed).
 
 use reef_exec::cpu::CpuDevice;
 use reef_exec::Device;
@@ -70,9 +71,13 @@ async fn server_with_real_scheduler_matches_in_process_results() {
     sched
         .load_model("mobilenet_tiny", zoo("mobilenet_tiny"), Priority::Be)
         .unwrap();
-    let server = reef_server::Server::bind(reef_server::ServerConfig::localhost_ephemeral())
-        .await
-        .unwrap();
+    // Client shared memory on: the tritonclient suite runs its system
+    // shared memory flow against the real scheduler too.
+    let config = reef_server::ServerConfig {
+        allow_client_shm: true,
+        ..reef_server::ServerConfig::localhost_ephemeral()
+    };
+    let server = reef_server::Server::bind(config).await.unwrap();
     let (http, grpc) = (server.http_addr(), server.grpc_addr());
     let svc: Arc<dyn Service> = sched.clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -157,7 +162,15 @@ async fn server_with_real_scheduler_matches_in_process_results() {
             "/../reef-server/tests/python/test_tritonclient.py"
         );
         let out = tokio::process::Command::new("python3")
-            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", script])
+            .args([
+                "-m",
+                "pytest",
+                "-q",
+                "-rs",
+                "-p",
+                "no:cacheprovider",
+                script,
+            ])
             .env("REEF_HTTP_URL", http.to_string())
             .env("REEF_GRPC_URL", grpc.to_string())
             .env("REEF_TEST_MODEL", "resnet_tiny")

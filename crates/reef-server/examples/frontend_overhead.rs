@@ -3,11 +3,15 @@
 //! (`raw_input_contents`), through HTTP with Triton binary tensors, and as a
 //! direct [`Service`] call, all over an in-process service that answers at
 //! once. Each protocol is measured idle and with best-effort clients of the
-//! same size sending in a loop, on loopback.
+//! same size sending in a loop, on loopback. `--shm` adds gRPC and HTTP with
+//! the tensors in system shared memory (each client registers its own input
+//! and output regions once, then writes the input and reads the output per
+//! request, inside the clock).
 //!
 //! ```text
 //! cargo run -p reef-server --release --example frontend_overhead -- \
-//!     [--requests N] [--be-clients K] [--interval-us U] [--only grpc|http|direct] [--stages]
+//!     [--requests N] [--be-clients K] [--interval-us U] [--only grpc|http|direct|shared] \
+//!     [--stages] [--shm]
 //! ```
 //!
 //! The gRPC client is the one the DISB benchmark uses (`reef_server::grpc_client`
@@ -25,9 +29,10 @@ use reef_sched::{
     TaskStats, TensorInfo, Ticket,
 };
 use reef_server::grpc_codec as codec;
-use reef_server::proto::ModelInferRequest;
+use reef_server::proto::{ModelInferRequest, SystemSharedMemoryRegisterRequest};
+use reef_server::shm::ClientRegion;
 use reef_server::{grpc_client, Server, ServerConfig};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -117,12 +122,48 @@ type GrpcClient = reef_server::proto::grpc_inference_service_client::GrpcInferen
     tonic::transport::Channel,
 >;
 
-/// One way of sending a request and getting the output tensor back.
+/// A client's input and output regions, registered with the server.
+struct ShmPair {
+    input: ClientRegion,
+    output: ClientRegion,
+    input_name: String,
+    output_name: String,
+}
+
+impl ShmPair {
+    /// Creates both regions (unique names in this process).
+    fn create() -> Result<ShmPair, BoxError> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = |what: &str| format!("reef-overhead-{}-{n}-{what}", std::process::id());
+        let (input_name, output_name) = (name("in"), name("out"));
+        let in_bytes = INPUT_SHAPE.iter().product::<usize>() * 4;
+        Ok(ShmPair {
+            input: ClientRegion::create(&format!("/{input_name}"), in_bytes as u64)?,
+            output: ClientRegion::create(&format!("/{output_name}"), (CLASSES * 4) as u64)?,
+            input_name,
+            output_name,
+        })
+    }
+
+    fn regions(&self) -> [(&str, &ClientRegion); 2] {
+        [
+            (&self.input_name, &self.input),
+            (&self.output_name, &self.output),
+        ]
+    }
+}
+
+/// One way of sending a request and getting the output tensor back. The
+/// shared memory paths hold their client's regions (made on first use).
 #[derive(Clone)]
 enum Path {
     Direct(Arc<dyn Service>),
     Grpc(GrpcClient),
     Http(reqwest::Client, String),
+    GrpcShm(GrpcClient, Option<Arc<ShmPair>>),
+    /// Client, inference URL, server base URL, regions.
+    HttpShm(reqwest::Client, String, String, Option<Arc<ShmPair>>),
 }
 
 impl Path {
@@ -131,6 +172,59 @@ impl Path {
             Path::Direct(_) => "direct Service call",
             Path::Grpc(_) => "gRPC raw_input_contents",
             Path::Http(..) => "HTTP binary tensors",
+            Path::GrpcShm(..) => "gRPC system shared memory",
+            Path::HttpShm(..) => "HTTP system shared memory",
+        }
+    }
+
+    /// The same path for another client: shared memory regions are per
+    /// client, so a worker makes its own.
+    fn worker(&self) -> Path {
+        match self {
+            Path::GrpcShm(c, _) => Path::GrpcShm(c.clone(), None),
+            Path::HttpShm(c, url, base, _) => {
+                Path::HttpShm(c.clone(), url.clone(), base.clone(), None)
+            }
+            other => other.clone(),
+        }
+    }
+
+    /// This client's regions, created and registered on first use.
+    async fn regions(&mut self) -> Result<Arc<ShmPair>, BoxError> {
+        match self {
+            Path::GrpcShm(client, slot) => {
+                if slot.is_none() {
+                    let pair = ShmPair::create()?;
+                    for (name, r) in pair.regions() {
+                        client
+                            .system_shared_memory_register(SystemSharedMemoryRegisterRequest {
+                                name: name.to_string(),
+                                key: r.key().to_string(),
+                                offset: 0,
+                                byte_size: r.byte_size(),
+                            })
+                            .await?;
+                    }
+                    *slot = Some(Arc::new(pair));
+                }
+                Ok(slot.clone().ok_or("no regions")?)
+            }
+            Path::HttpShm(client, _, base, slot) => {
+                if slot.is_none() {
+                    let pair = ShmPair::create()?;
+                    for (name, r) in pair.regions() {
+                        let url = format!("{base}/v2/systemsharedmemory/region/{name}/register");
+                        let body = serde_json::json!({"key": r.key(), "offset": 0, "byte_size": r.byte_size()});
+                        let resp = client.post(url).json(&body).send().await?;
+                        if !resp.status().is_success() {
+                            return Err(format!("register {name}: {}", resp.text().await?).into());
+                        }
+                    }
+                    *slot = Some(Arc::new(pair));
+                }
+                Ok(slot.clone().ok_or("no regions")?)
+            }
+            _ => Err("no shared memory on this path".into()),
         }
     }
 
@@ -157,6 +251,58 @@ impl Path {
                 let resp = client.model_infer(msg).await?.into_inner();
                 let mut outs = codec::output_tensors(&resp)?;
                 Ok(outs.remove(0))
+            }
+            Path::GrpcShm(..) => {
+                let pair = self.regions().await?;
+                let Path::GrpcShm(client, _) = self else {
+                    return Err("not a gRPC path".into());
+                };
+                let names = ["input".to_string()];
+                let mut msg = codec::infer_request(
+                    MODEL,
+                    &names,
+                    std::slice::from_ref(input),
+                    Some(priority),
+                );
+                codec::inputs_to_shm(&mut msg, &pair.input, &pair.input_name)?;
+                let outputs = [("logits".to_string(), pair.output.byte_size())];
+                let offsets = codec::outputs_to_shm(&mut msg, &outputs, &pair.output_name);
+                let resp = client.model_infer(msg).await?.into_inner();
+                let mut outs = codec::shm_output_tensors(&resp, &pair.output, &offsets)?;
+                Ok(outs.remove(0))
+            }
+            Path::HttpShm(..) => {
+                let pair = self.regions().await?;
+                let Path::HttpShm(client, url, ..) = self else {
+                    return Err("not an HTTP path".into());
+                };
+                pair.input
+                    .write(0, &reef_server::tensor_codec::tensor_bytes(input))?;
+                let shm = |region: &str, size: u64| {
+                    serde_json::json!({
+                        "shared_memory_region": region, "shared_memory_byte_size": size,
+                    })
+                };
+                let header = serde_json::json!({
+                    "inputs": [{
+                        "name": "input", "datatype": "FP32", "shape": input.shape,
+                        "parameters": shm(&pair.input_name, pair.input.byte_size()),
+                    }],
+                    "outputs": [{
+                        "name": "logits",
+                        "parameters": shm(&pair.output_name, pair.output.byte_size()),
+                    }],
+                    "parameters": {"priority": priority.to_string()},
+                });
+                let r = client.post(url.as_str()).json(&header).send().await?;
+                let status = r.status();
+                if !status.is_success() {
+                    return Err(format!("HTTP {status}: {}", r.text().await?).into());
+                }
+                r.bytes().await?;
+                Ok(pair
+                    .output
+                    .read_tensor("logits", DType::F32, vec![1, CLASSES], 0)?)
             }
             Path::Http(client, url) => {
                 let header = serde_json::json!({
@@ -229,7 +375,7 @@ async fn measure(
     let stop = Arc::new(AtomicBool::new(false));
     let mut be = Vec::new();
     for c in 0..be_clients {
-        let mut p = path.clone();
+        let mut p = path.worker();
         let input = inputs[(c + 1) % inputs.len()].clone();
         let stop = stop.clone();
         be.push(tokio::spawn(async move {
@@ -243,7 +389,7 @@ async fn measure(
             Ok::<u64, BoxError>(done)
         }));
     }
-    let mut p = path.clone();
+    let mut p = path.worker();
     let warmup = requests / 10 + 10;
     let mut lat = Vec::with_capacity(requests);
     let (mut way_in, mut way_out) = (Vec::new(), Vec::new());
@@ -388,6 +534,8 @@ struct Args {
     stages: bool,
     /// Measure only the paths whose name contains this.
     only: Option<String>,
+    /// Also measure the shared memory paths.
+    shm: bool,
 }
 
 fn args() -> Result<Args, BoxError> {
@@ -397,6 +545,7 @@ fn args() -> Result<Args, BoxError> {
         interval: Duration::from_micros(1000),
         stages: false,
         only: None,
+        shm: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -411,6 +560,7 @@ fn args() -> Result<Args, BoxError> {
             "--be-clients" => a.be_clients = value()? as usize,
             "--interval-us" => a.interval = Duration::from_micros(value()?),
             "--stages" => a.stages = true,
+            "--shm" => a.shm = true,
             "--only" => a.only = Some(it.next().ok_or("--only needs a value")?.to_lowercase()),
             other => return Err(format!("unknown argument '{other}'").into()),
         }
@@ -421,10 +571,15 @@ fn args() -> Result<Args, BoxError> {
 async fn run(a: Args) -> Result<(), BoxError> {
     let instant = Arc::new(InstantService::new());
     let service: Arc<dyn Service> = instant.clone();
-    let server = Server::bind(ServerConfig::localhost_ephemeral()).await?;
+    let config = ServerConfig {
+        allow_client_shm: a.shm,
+        ..ServerConfig::localhost_ephemeral()
+    };
+    let server = Server::bind(config).await?;
+    let http_base = format!("http://{}", server.http_addr());
     let (grpc_url, http_url) = (
         format!("http://{}", server.grpc_addr()),
-        format!("http://{}/v2/models/{MODEL}/infer", server.http_addr()),
+        format!("{http_base}/v2/models/{MODEL}/infer"),
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let svc = service.clone();
@@ -440,11 +595,21 @@ async fn run(a: Args) -> Result<(), BoxError> {
     let inputs = (0..4)
         .map(|_| random_input(&mut rng))
         .collect::<Result<Vec<_>, _>>()?;
-    let paths = [
+    let grpc = grpc_client(&grpc_url).await?;
+    let mut paths = vec![
         Path::Direct(service.clone()),
-        Path::Grpc(grpc_client(&grpc_url).await?),
-        Path::Http(reqwest::Client::new(), http_url),
+        Path::Grpc(grpc.clone()),
+        Path::Http(reqwest::Client::new(), http_url.clone()),
     ];
+    if a.shm {
+        paths.push(Path::GrpcShm(grpc, None));
+        paths.push(Path::HttpShm(
+            reqwest::Client::new(),
+            http_url,
+            http_base,
+            None,
+        ));
+    }
     println!(
         "{} RT requests per row ({} us apart), input {:?} FP32 ({} bytes), output {CLASSES} FP32",
         a.requests,
@@ -453,7 +618,7 @@ async fn run(a: Args) -> Result<(), BoxError> {
         inputs[0].len() * 4
     );
     println!(
-        "{:<26} {:>10} {:>10} {:>10} {:>10} {:>12}  p50 in/out us",
+        "{:<28} {:>10} {:>10} {:>10} {:>10} {:>12}  p50 in/out us",
         "path", "BE clients", "p50 us", "p99 us", "mean us", "BE requests"
     );
     for path in &paths {
@@ -465,7 +630,7 @@ async fn run(a: Args) -> Result<(), BoxError> {
         for be in [0, a.be_clients] {
             let s = measure(&instant, path, &inputs, a.requests, a.interval, be).await?;
             println!(
-                "{:<26} {:>10} {:>10.1} {:>10.1} {:>10.1} {:>12}  {}",
+                "{:<28} {:>10} {:>10.1} {:>10.1} {:>10.1} {:>12}  {}",
                 path.name(),
                 be,
                 s.p50,

@@ -26,6 +26,9 @@ pub struct ServerConfig {
     /// service's limit, reported in Triton's model configuration. `None`:
     /// unknown (reported as 0, no batching declared).
     pub default_max_batch: Option<usize>,
+    /// Whether clients may register and use system shared memory regions
+    /// (Triton's `--allow-client-shm`; see [`crate::shm`]). Off by default.
+    pub allow_client_shm: bool,
 }
 
 impl Default for ServerConfig {
@@ -38,6 +41,7 @@ impl Default for ServerConfig {
             model_repository: None,
             shutdown_grace: Duration::from_secs(30),
             default_max_batch: None,
+            allow_client_shm: false,
         }
     }
 }

@@ -1,6 +1,10 @@
-//! The KServe v2 gRPC front end (tonic), with Triton's repository RPCs.
-//! Outputs always come back as `raw_output_contents`; inputs may use either
-//! `raw_input_contents` or typed `contents`.
+//! The KServe v2 gRPC front end (tonic), with Triton's repository and
+//! system shared memory RPCs (CUDA shared memory RPCs answer UNIMPLEMENTED).
+//! Outputs come back as `raw_output_contents` (an empty entry for an output
+//! written to system shared memory, so the entries stay parallel to
+//! `outputs`, as tritonclient indexes them); inputs may use
+//! `raw_input_contents` (one entry per input not in shared memory), typed
+//! `contents` or a shared memory region.
 
 use crate::admin::{load_from_repository, repository_entries, unload};
 use crate::inference::{execute, parse_priority, prepare, Outcome, ParamValue, PRIORITY_PARAM};
@@ -13,6 +17,7 @@ use crate::proto::model_metadata_response::TensorMetadata;
 use crate::proto::repository_index_response::ModelIndex;
 use crate::proto::*;
 use crate::request_error::RequestError;
+use crate::shm::ShmTarget;
 use crate::state::{AppState, MODEL_VERSION, PLATFORM};
 use crate::tensor_codec::{
     parse_datatype, parse_shape, shape_i64, tensor_bytes, tensor_from_contents, tensor_from_raw,
@@ -48,16 +53,27 @@ fn param_value(p: &InferParameter) -> Option<ParamValue> {
     })
 }
 
-fn reject_shared_memory(
-    where_: &str,
+/// Request-level shared memory parameters mean nothing; say where they go.
+fn reject_request_shared_memory(
     params: &HashMap<String, InferParameter>,
 ) -> Result<(), RequestError> {
     if params.keys().any(|k| k.starts_with("shared_memory")) {
-        return Err(RequestError::bad(format!(
-            "{where_}: shared memory is not supported by reef"
-        )));
+        return Err(RequestError::bad(
+            "request: shared memory parameters belong on inputs and outputs",
+        ));
     }
     Ok(())
+}
+
+/// The shared memory target named by a tensor's parameters, if any.
+fn shm_target(
+    state: &AppState,
+    what: &str,
+    params: &HashMap<String, InferParameter>,
+) -> Result<Option<ShmTarget>, RequestError> {
+    state
+        .shm
+        .target(what, |k| params.get(k).and_then(param_value))
 }
 
 fn tensor_metadata(t: &TensorInfo) -> TensorMetadata {
@@ -78,7 +94,7 @@ impl GrpcService {
         let state = &self.state;
         let info = state.model_version(&req.model_name, &req.model_version)?;
         outcome.label(&info, None);
-        reject_shared_memory("request", &req.parameters)?;
+        reject_request_shared_memory(&req.parameters)?;
         let priority = match req.parameters.get(PRIORITY_PARAM) {
             None => None,
             Some(p) => match param_value(p) {
@@ -87,21 +103,36 @@ impl GrpcService {
             },
         };
         outcome.label(&info, priority);
+        let mut targets = Vec::with_capacity(req.inputs.len());
+        for input in &req.inputs {
+            let what = format!("input '{}'", input.name);
+            targets.push(shm_target(state, &what, &input.parameters)?);
+        }
         let raw = &req.raw_input_contents;
-        if !raw.is_empty() && raw.len() != req.inputs.len() {
+        let not_shm = targets.iter().filter(|t| t.is_none()).count();
+        if !raw.is_empty() && raw.len() != not_shm {
             return Err(RequestError::bad(format!(
-                "raw_input_contents has {} entries for {} inputs (give one per input, or none)",
+                "raw_input_contents has {} entries for {} inputs, {} of them in shared memory \
+                 (give one entry per input not in shared memory, or none)",
                 raw.len(),
-                req.inputs.len()
+                req.inputs.len(),
+                req.inputs.len() - not_shm
             )));
         }
+        let mut raw_next = raw.iter();
         let mut inputs = Vec::with_capacity(req.inputs.len());
-        for (i, input) in req.inputs.iter().enumerate() {
+        for (input, target) in req.inputs.iter().zip(targets) {
             let name = input.name.as_str();
-            reject_shared_memory(&format!("input '{name}'"), &input.parameters)?;
             let dtype = parse_datatype(name, &input.datatype)?;
             let shape = parse_shape(name, &input.shape)?;
-            let tensor = if let Some(bytes) = raw.get(i) {
+            let tensor = if let Some(target) = target {
+                if input.contents.is_some() {
+                    return Err(RequestError::bad(format!(
+                        "input '{name}': has both contents and a shared memory region"
+                    )));
+                }
+                target.read_tensor(name, dtype, shape)?
+            } else if let Some(bytes) = raw_next.next() {
                 if input.contents.is_some() {
                     return Err(RequestError::bad(format!(
                         "input '{name}': has both contents and raw_input_contents"
@@ -112,21 +143,25 @@ impl GrpcService {
                 tensor_from_contents(name, dtype, shape, c)?
             } else {
                 return Err(RequestError::bad(format!(
-                    "input '{name}': has no data (contents or raw_input_contents)"
+                    "input '{name}': has no data (contents, raw_input_contents or shared memory)"
                 )));
             };
             inputs.push((input.name.clone(), tensor));
         }
+        let mut out_targets = HashMap::new();
         let requested: Option<Vec<String>> = if req.outputs.is_empty() {
             None
         } else {
             for o in &req.outputs {
-                reject_shared_memory(&format!("output '{}'", o.name), &o.parameters)?;
                 if o.parameters.contains_key("classification") {
                     return Err(RequestError::bad(format!(
                         "output '{}': classification is not supported",
                         o.name
                     )));
+                }
+                let what = format!("output '{}'", o.name);
+                if let Some(t) = shm_target(state, &what, &o.parameters)? {
+                    out_targets.insert(o.name.clone(), t);
                 }
             }
             Some(req.outputs.iter().map(|o| o.name.clone()).collect())
@@ -137,14 +172,24 @@ impl GrpcService {
         let mut raw_out = Vec::with_capacity(prepared.outputs.len());
         for &idx in &prepared.outputs {
             let t = &response.outputs[idx];
+            let name = &prepared.info.outputs[idx].name;
+            let mut parameters = HashMap::new();
+            match out_targets.get(name) {
+                Some(target) => {
+                    let written = target.write_tensor(name, t)?;
+                    parameters =
+                        crate::grpc_codec::shm_params(target.region(), written, target.offset());
+                    raw_out.push(prost::bytes::Bytes::new());
+                }
+                None => raw_out.push(tensor_bytes(t)),
+            }
             outputs.push(InferOutputTensor {
-                name: prepared.info.outputs[idx].name.clone(),
+                name: name.clone(),
                 datatype: t.dtype().kserve_name().into(),
                 shape: shape_i64(&t.shape),
-                parameters: HashMap::new(),
+                parameters,
                 contents: None,
             });
-            raw_out.push(tensor_bytes(t));
         }
         Ok(ModelInferResponse {
             model_name: prepared.info.name.clone(),
@@ -278,5 +323,50 @@ impl GrpcInferenceService for GrpcService {
         let r = request.into_inner();
         unload(self.state.clone(), r.model_name).await?;
         Ok(Response::new(RepositoryModelUnloadResponse {}))
+    }
+
+    async fn system_shared_memory_status(
+        &self,
+        request: Request<SystemSharedMemoryStatusRequest>,
+    ) -> Result<Response<SystemSharedMemoryStatusResponse>, Status> {
+        let r = request.into_inner();
+        let name = Some(r.name.as_str()).filter(|n| !n.is_empty());
+        let regions = self
+            .state
+            .shm
+            .status(name)?
+            .into_iter()
+            .map(|s| {
+                let status = system_shared_memory_status_response::RegionStatus {
+                    name: s.name.clone(),
+                    key: s.key,
+                    offset: s.offset,
+                    byte_size: s.byte_size,
+                };
+                (s.name, status)
+            })
+            .collect();
+        Ok(Response::new(SystemSharedMemoryStatusResponse { regions }))
+    }
+
+    async fn system_shared_memory_register(
+        &self,
+        request: Request<SystemSharedMemoryRegisterRequest>,
+    ) -> Result<Response<SystemSharedMemoryRegisterResponse>, Status> {
+        let r = request.into_inner();
+        self.state
+            .shm
+            .register(&r.name, &r.key, r.offset, r.byte_size)?;
+        Ok(Response::new(SystemSharedMemoryRegisterResponse {}))
+    }
+
+    async fn system_shared_memory_unregister(
+        &self,
+        request: Request<SystemSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<SystemSharedMemoryUnregisterResponse>, Status> {
+        let r = request.into_inner();
+        let name = Some(r.name.as_str()).filter(|n| !n.is_empty());
+        self.state.shm.unregister(name)?;
+        Ok(Response::new(SystemSharedMemoryUnregisterResponse {}))
     }
 }

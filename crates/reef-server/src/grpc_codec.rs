@@ -116,6 +116,107 @@ pub fn infer_request(
     }
 }
 
+/// The parameters that put a tensor's data at `offset` in shared memory
+/// region `region` (`byte_size` bytes), for an input or a requested output.
+pub fn shm_params(
+    region: &str,
+    byte_size: u64,
+    offset: u64,
+) -> std::collections::HashMap<String, crate::proto::InferParameter> {
+    use crate::proto::{infer_parameter::ParameterChoice, InferParameter};
+    let p = |c| InferParameter {
+        parameter_choice: Some(c),
+    };
+    let mut m = std::collections::HashMap::new();
+    m.insert(
+        crate::shm::REGION_PARAM.to_string(),
+        p(ParameterChoice::StringParam(region.to_string())),
+    );
+    m.insert(
+        crate::shm::BYTE_SIZE_PARAM.to_string(),
+        p(ParameterChoice::Int64Param(byte_size as i64)),
+    );
+    if offset != 0 {
+        m.insert(
+            crate::shm::OFFSET_PARAM.to_string(),
+            p(ParameterChoice::Int64Param(offset as i64)),
+        );
+    }
+    m
+}
+
+/// Moves a request's `raw_input_contents` into the client's shared memory
+/// `region` (registered as `region_name`): one after another from offset 0,
+/// each input then naming its place. Returns the bytes used.
+pub fn inputs_to_shm(
+    msg: &mut crate::proto::ModelInferRequest,
+    region: &crate::shm::ClientRegion,
+    region_name: &str,
+) -> std::io::Result<u64> {
+    let raw = std::mem::take(&mut msg.raw_input_contents);
+    let mut offset = 0;
+    for (input, bytes) in msg.inputs.iter_mut().zip(&raw) {
+        region.write(offset, bytes)?;
+        input.parameters = shm_params(region_name, bytes.len() as u64, offset);
+        offset += bytes.len() as u64;
+    }
+    Ok(offset)
+}
+
+/// Requests the outputs `(name, byte size)` in shared memory region
+/// `region_name`, one after another from offset 0; returns their offsets.
+pub fn outputs_to_shm(
+    msg: &mut crate::proto::ModelInferRequest,
+    outputs: &[(String, u64)],
+    region_name: &str,
+) -> Vec<u64> {
+    use crate::proto::model_infer_request::InferRequestedOutputTensor;
+    let mut offsets = Vec::with_capacity(outputs.len());
+    let mut at = 0;
+    msg.outputs = outputs
+        .iter()
+        .map(|(name, size)| {
+            offsets.push(at);
+            let parameters = shm_params(region_name, *size, at);
+            at += size;
+            InferRequestedOutputTensor {
+                name: name.clone(),
+                parameters,
+            }
+        })
+        .collect();
+    offsets
+}
+
+/// The output tensors of a ModelInfer response whose outputs the server
+/// wrote into the client's shared memory `region` at `offsets` (as asked by
+/// [`outputs_to_shm`]).
+pub fn shm_output_tensors(
+    resp: &crate::proto::ModelInferResponse,
+    region: &crate::shm::ClientRegion,
+    offsets: &[u64],
+) -> Result<Vec<reef_model::Tensor>, String> {
+    if resp.outputs.len() != offsets.len() {
+        return Err(format!(
+            "{} outputs in the response, {} requested",
+            resp.outputs.len(),
+            offsets.len()
+        ));
+    }
+    resp.outputs
+        .iter()
+        .zip(offsets)
+        .map(|(o, &offset)| {
+            let dt = reef_model::DType::from_kserve(&o.datatype)
+                .ok_or_else(|| format!("output '{}': unknown datatype {}", o.name, o.datatype))?;
+            let shape = o.shape.iter().map(|&d| d.max(0) as usize).collect();
+            region
+                .read_tensor(&o.name, dt, shape, offset)
+                .map_err(|e| e.message)
+        })
+        .collect()
+}
+
 /// The output tensors of a ModelInfer response (from `raw_output_contents`).
 pub fn output_tensors(
     resp: &crate::proto::ModelInferResponse,

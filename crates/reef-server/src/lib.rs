@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod repository;
 pub mod request_error;
 mod server;
+pub mod shm;
 pub mod state;
 pub mod tensor_codec;
 

@@ -114,7 +114,8 @@ impl Server {
                 self.config.model_repository.clone(),
                 self.config.max_body_bytes,
             )
-            .with_default_batch_limit(self.config.default_max_batch),
+            .with_default_batch_limit(self.config.default_max_batch)
+            .with_client_shm(self.config.allow_client_shm),
         );
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {

@@ -3,6 +3,7 @@
 use crate::metrics::Metrics;
 use crate::repository::{self, ModelConfig};
 use crate::request_error::RequestError;
+use crate::shm::ShmRegistry;
 use reef_sched::{ModelInfo, Service};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub repository: Option<PathBuf>,
     /// Largest request body / message, bytes.
     pub max_body_bytes: usize,
+    /// Registered system shared memory regions.
+    pub shm: ShmRegistry,
     /// Largest batch per model, for models whose config the server has read.
     batch_limits: RwLock<HashMap<String, usize>>,
     /// Largest batch of the other models, when known.
@@ -65,6 +68,7 @@ impl AppState {
             service,
             repository,
             max_body_bytes,
+            shm: ShmRegistry::new(false),
             batch_limits: RwLock::new(limits),
             default_batch_limit: None,
             ready: AtomicBool::new(true),
@@ -74,6 +78,12 @@ impl AppState {
     /// Sets the batch limit reported for models without their own.
     pub fn with_default_batch_limit(mut self, limit: Option<usize>) -> Self {
         self.default_batch_limit = limit;
+        self
+    }
+
+    /// Lets clients use system shared memory (`allow` true) or not.
+    pub fn with_client_shm(mut self, allow: bool) -> Self {
+        self.shm = ShmRegistry::new(allow);
         self
     }
 

@@ -54,15 +54,7 @@ pub fn tensor_from_raw(
     shape: Vec<usize>,
     bytes: &[u8],
 ) -> Result<Tensor, RequestError> {
-    let want = numel(&shape).checked_mul(dtype.size());
-    if want != Some(bytes.len()) {
-        return Err(RequestError::bad(format!(
-            "tensor '{tensor}': {} shape {shape:?} needs {} bytes of data, got {}",
-            dtype.kserve_name(),
-            want.map_or_else(|| "too many".to_string(), |w| w.to_string()),
-            bytes.len()
-        )));
-    }
+    check_byte_size(tensor, dtype, &shape, bytes.len())?;
     let made = match dtype {
         DType::F32 => Tensor::f32(shape, le_elements(bytes, f32::from_le_bytes)),
         DType::I64 => Tensor::i64(shape, le_elements(bytes, i64::from_le_bytes)),
@@ -70,6 +62,72 @@ pub fn tensor_from_raw(
         _ => Tensor::from_bytes(dtype, shape, bytes),
     };
     made.map_err(|e| RequestError::bad(format!("tensor '{tensor}': {e}")))
+}
+
+/// Checks that a `dtype` tensor of `shape` takes exactly `len` bytes.
+fn check_byte_size(
+    tensor: &str,
+    dtype: DType,
+    shape: &[usize],
+    len: usize,
+) -> Result<(), RequestError> {
+    let want = numel(shape).checked_mul(dtype.size());
+    if want != Some(len) {
+        return Err(RequestError::bad(format!(
+            "tensor '{tensor}': {} shape {shape:?} needs {} bytes of data, got {len}",
+            dtype.kserve_name(),
+            want.map_or_else(|| "too many".to_string(), |w| w.to_string()),
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes `len` raw little-endian bytes that `fill` writes into the buffer
+/// it is given (shared memory reads): after the same checks as
+/// [`tensor_from_raw`], FP32 / INT64 / INT32 tensors on little-endian hosts
+/// are filled in place (one copy); others go through a byte buffer.
+pub fn tensor_from_reader(
+    tensor: &str,
+    dtype: DType,
+    shape: Vec<usize>,
+    len: usize,
+    fill: impl FnOnce(&mut [u8]) -> Result<(), RequestError>,
+) -> Result<Tensor, RequestError> {
+    check_byte_size(tensor, dtype, &shape, len)?;
+    let n = numel(&shape);
+    let made = match dtype {
+        DType::F32 if cfg!(target_endian = "little") => {
+            Tensor::f32(shape, filled(tensor, n, fill)?)
+        }
+        DType::I64 if cfg!(target_endian = "little") => {
+            Tensor::i64(shape, filled(tensor, n, fill)?)
+        }
+        DType::I32 if cfg!(target_endian = "little") => {
+            Tensor::i32(shape, filled(tensor, n, fill)?)
+        }
+        _ => {
+            let bytes: Vec<u8> = filled(tensor, len, fill)?;
+            return tensor_from_raw(tensor, dtype, shape, &bytes);
+        }
+    };
+    made.map_err(|e| RequestError::bad(format!("tensor '{tensor}': {e}")))
+}
+
+/// `n` elements that `fill` writes as bytes. The size comes from the client
+/// (no body limit applies to shared memory), so an allocation that fails is
+/// the request's error, not an abort.
+fn filled<T: Pod>(
+    tensor: &str,
+    n: usize,
+    fill: impl FnOnce(&mut [u8]) -> Result<(), RequestError>,
+) -> Result<Vec<T>, RequestError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|e| {
+        RequestError::bad(format!("tensor '{tensor}': cannot allocate its data: {e}"))
+    })?;
+    v.resize(n, T::zeroed());
+    fill(bytemuck::cast_slice_mut(&mut v))?;
+    Ok(v)
 }
 
 /// Elements of a little-endian byte buffer whose length is a multiple of

@@ -2,7 +2,7 @@
 //! [`AppState`] and [`crate::inference`].
 
 use super::body::read_body;
-use super::infer;
+use super::infer::{self, OutputMode};
 use crate::admin::{self, load_from_repository, repository_entries, unload, TritonModelConfig};
 use crate::inference::{execute, prepare, Outcome};
 use crate::request_error::RequestError;
@@ -159,7 +159,7 @@ async fn infer_inner(
     let info = state.model_version(name, version)?;
     outcome.label(&info, None);
     let bytes = read_body(headers, body, state.max_body_bytes).await?;
-    let req = infer::decode(headers, &bytes)?;
+    let req = infer::decode(headers, &bytes, &state.shm)?;
     drop(bytes);
     outcome.label(&info, req.priority);
     let names: Option<Vec<String>> = req
@@ -174,26 +174,21 @@ async fn infer_inner(
         req.priority,
         arrival,
     )?;
-    let raw_flags: Vec<(usize, bool)> = match &req.outputs {
+    let modes: Vec<(usize, OutputMode)> = match req.outputs {
         None => prepared
             .outputs
             .iter()
-            .map(|&i| (i, req.binary_default))
+            .map(|&i| (i, OutputMode::from_raw(req.binary_default)))
             .collect(),
         Some(o) => prepared
             .outputs
             .iter()
             .zip(o)
-            .map(|(&i, (_, raw))| (i, *raw))
+            .map(|(&i, (_, mode))| (i, mode))
             .collect(),
     };
     let response = execute(state, &prepared).await?;
-    Ok(infer::encode(
-        &prepared.info,
-        req.id.as_deref(),
-        &raw_flags,
-        &response.outputs,
-    ))
+    infer::encode(&prepared.info, req.id.as_deref(), &modes, &response.outputs)
 }
 
 /// POST /v2/models/{name}/infer
@@ -304,4 +299,81 @@ pub async fn metrics(State(state): AppStateRef) -> Result<Response, RequestError
         text,
     )
         .into_response())
+}
+
+/// Body of POST /v2/systemsharedmemory/region/{name}/register.
+#[derive(Debug, Deserialize)]
+struct RegisterRequest {
+    key: String,
+    #[serde(default)]
+    offset: u64,
+    byte_size: u64,
+}
+
+fn region_status_json(state: &AppState, name: Option<&str>) -> Result<Json<Value>, RequestError> {
+    Ok(Json(json!(state.shm.status(name)?)))
+}
+
+/// GET /v2/systemsharedmemory/status
+pub async fn shm_status_all(State(state): AppStateRef) -> Result<Json<Value>, RequestError> {
+    region_status_json(&state, None)
+}
+
+/// GET /v2/systemsharedmemory/region/{name}/status
+pub async fn shm_status(
+    State(state): AppStateRef,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, RequestError> {
+    region_status_json(&state, Some(&name))
+}
+
+/// POST /v2/systemsharedmemory/region/{name}/register
+pub async fn shm_register(
+    State(state): AppStateRef,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, RequestError> {
+    let bytes = read_body(&headers, body, state.max_body_bytes).await?;
+    let req: RegisterRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        RequestError::bad(format!(
+            "malformed shared memory register request (expected {{\"key\": string, \
+             \"offset\": integer, \"byte_size\": integer}}): {e}"
+        ))
+    })?;
+    state
+        .shm
+        .register(&name, &req.key, req.offset, req.byte_size)?;
+    Ok(StatusCode::OK)
+}
+
+/// Unregisters region `name` (every region for `None`).
+async fn unregister_regions(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    name: Option<&str>,
+) -> Result<StatusCode, RequestError> {
+    check_optional_json(state, headers, body).await?;
+    state.shm.unregister(name)?;
+    Ok(StatusCode::OK)
+}
+
+/// POST /v2/systemsharedmemory/unregister (every region)
+pub async fn shm_unregister_all(
+    State(state): AppStateRef,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, RequestError> {
+    unregister_regions(&state, &headers, body, None).await
+}
+
+/// POST /v2/systemsharedmemory/region/{name}/unregister
+pub async fn shm_unregister(
+    State(state): AppStateRef,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, RequestError> {
+    unregister_regions(&state, &headers, body, Some(&name)).await
 }

@@ -2,10 +2,15 @@
 //! tensor data extension: a JSON header of `Inference-Header-Content-Length`
 //! bytes followed by raw tensors (inputs with `parameters.binary_data_size`);
 //! outputs come back raw when asked (`parameters.binary_data` on an output,
-//! or `binary_data_output` on the request).
+//! or `binary_data_output` on the request). Inputs and outputs may instead
+//! name a system shared memory region (`shared_memory_region`,
+//! `shared_memory_byte_size`, `shared_memory_offset`; see [`crate::shm`]):
+//! such an input carries no data, and such an output comes back with its
+//! name, type, shape and shared memory parameters only.
 
 use crate::inference::{parse_priority, ParamValue, PRIORITY_PARAM};
 use crate::request_error::RequestError;
+use crate::shm::{self, ShmRegistry, ShmTarget};
 use crate::state::MODEL_VERSION;
 use crate::tensor_codec::{
     parse_datatype, parse_shape, shape_i64, tensor_from_json, tensor_from_raw, tensor_to_json,
@@ -50,6 +55,28 @@ struct OutputJson {
     parameters: Map<String, Value>,
 }
 
+/// How one output comes back.
+#[derive(Debug, Clone)]
+pub enum OutputMode {
+    /// As a JSON `data` array.
+    Json,
+    /// As Triton binary data after the JSON header.
+    Binary,
+    /// Written into a shared memory region.
+    Shm(ShmTarget),
+}
+
+impl OutputMode {
+    /// Binary when `raw`, else JSON.
+    pub fn from_raw(raw: bool) -> Self {
+        if raw {
+            OutputMode::Binary
+        } else {
+            OutputMode::Json
+        }
+    }
+}
+
 /// A decoded HTTP inference request.
 #[derive(Debug)]
 pub struct HttpInfer {
@@ -57,8 +84,8 @@ pub struct HttpInfer {
     pub id: Option<String>,
     /// Inputs by name.
     pub inputs: Vec<(String, Tensor)>,
-    /// Requested outputs with "return raw" flags; `None` means all.
-    pub outputs: Option<Vec<(String, bool)>>,
+    /// Requested outputs and how each comes back; `None` means all.
+    pub outputs: Option<Vec<(String, OutputMode)>>,
     /// Default for outputs that do not say whether to return raw data.
     pub binary_default: bool,
     /// Requested priority.
@@ -100,13 +127,27 @@ fn bool_param(
     }
 }
 
-fn reject_shared_memory(where_: &str, params: &Map<String, Value>) -> Result<(), RequestError> {
+/// Request-level shared memory parameters mean nothing; say where they go.
+fn reject_request_shared_memory(params: &Map<String, Value>) -> Result<(), RequestError> {
     if params.keys().any(|k| k.starts_with("shared_memory")) {
-        return Err(RequestError::bad(format!(
-            "{where_}: shared memory is not supported by reef"
-        )));
+        return Err(RequestError::bad(
+            "request: shared memory parameters belong on inputs and outputs",
+        ));
     }
     Ok(())
+}
+
+/// The shared memory target named by a tensor's parameters, if any.
+fn shm_target(
+    shm: &ShmRegistry,
+    where_: &str,
+    params: &Map<String, Value>,
+) -> Result<Option<ShmTarget>, RequestError> {
+    shm.target(where_, |k| {
+        params
+            .get(k)
+            .map(|v| param(where_, k, v).unwrap_or_else(|_| ParamValue::Str(v.to_string())))
+    })
 }
 
 /// Splits the body into JSON header and binary part per the header length.
@@ -134,12 +175,16 @@ fn split_body<'b>(
 }
 
 /// Decodes the request body (JSON, or JSON header plus binary tensors).
-pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<HttpInfer, RequestError> {
+pub fn decode(
+    headers: &HeaderMap,
+    body: &[u8],
+    shm: &ShmRegistry,
+) -> Result<HttpInfer, RequestError> {
     let (json, mut binary) = split_body(headers, body)?;
     let has_binary_header = headers.contains_key(HEADER_LENGTH);
     let req: RequestJson = serde_json::from_slice(json)
         .map_err(|e| RequestError::bad(format!("malformed inference request JSON: {e}")))?;
-    reject_shared_memory("request", &req.parameters)?;
+    reject_request_shared_memory(&req.parameters)?;
     let priority = match req.parameters.get(PRIORITY_PARAM) {
         Some(v) => parse_priority(&param("request", PRIORITY_PARAM, v)?)?,
         None => None,
@@ -151,7 +196,7 @@ pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<HttpInfer, RequestErro
     for input in &req.inputs {
         let name = input.name.as_str();
         let where_ = format!("input '{name}'");
-        reject_shared_memory(&where_, &input.parameters)?;
+        let target = shm_target(shm, &where_, &input.parameters)?;
         let dtype = parse_datatype(name, &input.datatype)?;
         let shape = parse_shape(name, &input.shape)?;
         let size = match input.parameters.get("binary_data_size") {
@@ -166,15 +211,22 @@ pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<HttpInfer, RequestErro
                     })?,
             ),
         };
-        let tensor = match (size, &input.data) {
-            (Some(_), Some(_)) => {
+        if target.is_some() && (size.is_some() || input.data.is_some()) {
+            return Err(RequestError::bad(format!(
+                "{where_}: has both a shared memory region and data (`data` or \
+                 binary_data_size)"
+            )));
+        }
+        let tensor = match (size, &input.data, target) {
+            (None, None, Some(t)) => t.read_tensor(name, dtype, shape)?,
+            (Some(_), Some(_), _) => {
                 return Err(RequestError::bad(format!(
                     "{where_}: has both `data` and binary_data_size"
                 )))
             }
-            (None, None) => return Err(RequestError::bad(format!("{where_}: has no `data`"))),
-            (None, Some(data)) => tensor_from_json(name, dtype, shape, data)?,
-            (Some(n), None) => {
+            (None, None, _) => return Err(RequestError::bad(format!("{where_}: has no `data`"))),
+            (None, Some(data), _) => tensor_from_json(name, dtype, shape, data)?,
+            (Some(n), None, _) => {
                 if !has_binary_header {
                     return Err(RequestError::bad(format!(
                         "{where_}: binary_data_size is set but the request has no {HEADER_LENGTH} header"
@@ -205,15 +257,24 @@ pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<HttpInfer, RequestErro
             outs.iter()
                 .map(|o| {
                     let where_ = format!("output '{}'", o.name);
-                    reject_shared_memory(&where_, &o.parameters)?;
                     if o.parameters.contains_key("classification") {
                         return Err(RequestError::bad(format!(
                             "{where_}: classification is not supported"
                         )));
                     }
-                    let raw = bool_param(&where_, &o.parameters, "binary_data")?
-                        .unwrap_or(binary_default);
-                    Ok((o.name.clone(), raw))
+                    let raw = bool_param(&where_, &o.parameters, "binary_data")?;
+                    if let Some(t) = shm_target(shm, &where_, &o.parameters)? {
+                        if raw == Some(true) {
+                            return Err(RequestError::bad(format!(
+                                "{where_}: has both a shared memory region and binary_data"
+                            )));
+                        }
+                        return Ok((o.name.clone(), OutputMode::Shm(t)));
+                    }
+                    Ok((
+                        o.name.clone(),
+                        OutputMode::from_raw(raw.unwrap_or(binary_default)),
+                    ))
                 })
                 .collect::<Result<Vec<_>, RequestError>>()?,
         ),
@@ -227,30 +288,47 @@ pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<HttpInfer, RequestErro
     })
 }
 
-/// Encodes the answer: JSON only, or JSON header plus raw outputs.
+/// Encodes the answer: JSON only, or JSON header plus raw outputs; writes
+/// outputs bound for shared memory into their regions.
 pub fn encode(
     info: &ModelInfo,
     id: Option<&str>,
-    outputs: &[(usize, bool)],
+    outputs: &[(usize, OutputMode)],
     tensors: &[Tensor],
-) -> Response {
+) -> Result<Response, RequestError> {
     let mut binary: Vec<u8> = Vec::new();
     let mut outs = Vec::with_capacity(outputs.len());
-    for &(idx, raw) in outputs {
-        let t = &tensors[idx];
+    let mut any_binary = false;
+    for (idx, mode) in outputs {
+        let t = &tensors[*idx];
+        let name = &info.outputs[*idx].name;
         let mut o = Map::new();
-        o.insert("name".into(), Value::from(info.outputs[idx].name.clone()));
+        o.insert("name".into(), Value::from(name.clone()));
         o.insert("datatype".into(), Value::from(t.dtype().kserve_name()));
         o.insert("shape".into(), Value::from(shape_i64(&t.shape)));
-        if raw {
-            let bytes = t.to_bytes();
-            o.insert(
-                "parameters".into(),
-                serde_json::json!({ "binary_data_size": bytes.len() }),
-            );
-            binary.extend_from_slice(&bytes);
-        } else {
-            o.insert("data".into(), tensor_to_json(t));
+        match mode {
+            OutputMode::Binary => {
+                any_binary = true;
+                let bytes = t.to_bytes();
+                o.insert(
+                    "parameters".into(),
+                    serde_json::json!({ "binary_data_size": bytes.len() }),
+                );
+                binary.extend_from_slice(&bytes);
+            }
+            OutputMode::Json => {
+                o.insert("data".into(), tensor_to_json(t));
+            }
+            OutputMode::Shm(target) => {
+                let written = target.write_tensor(name, t)?;
+                let mut p = Map::new();
+                p.insert(shm::REGION_PARAM.into(), Value::from(target.region()));
+                p.insert(shm::BYTE_SIZE_PARAM.into(), Value::from(written));
+                if target.offset() != 0 {
+                    p.insert(shm::OFFSET_PARAM.into(), Value::from(target.offset()));
+                }
+                o.insert("parameters".into(), Value::Object(p));
+            }
         }
         outs.push(Value::Object(o));
     }
@@ -261,19 +339,15 @@ pub fn encode(
         head.insert("id".into(), Value::from(id));
     }
     head.insert("outputs".into(), Value::Array(outs));
-    let json = match serde_json::to_vec(&Value::Object(head)) {
-        Ok(j) => j,
-        Err(e) => {
-            return RequestError::internal(format!("encoding the answer: {e}")).into_response()
-        }
-    };
-    if outputs.iter().all(|&(_, raw)| !raw) {
-        return (
+    let json = serde_json::to_vec(&Value::Object(head))
+        .map_err(|e| RequestError::internal(format!("encoding the answer: {e}")))?;
+    if !any_binary {
+        return Ok((
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
             json,
         )
-            .into_response();
+            .into_response());
     }
     let json_len = json.len();
     let mut body = json;
@@ -285,5 +359,5 @@ pub fn encode(
         HeaderValue::from_static("application/octet-stream"),
     );
     h.insert(HEADER_LENGTH, HeaderValue::from(json_len));
-    resp
+    Ok(resp)
 }

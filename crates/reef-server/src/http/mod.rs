@@ -1,6 +1,6 @@
 //! The KServe v2 REST front end (axum): health, metadata, Triton's model
 //! configuration, inference (JSON and Triton binary tensors), the
-//! model-repository extension and `/metrics`.
+//! model-repository and system shared memory extensions and `/metrics`.
 
 mod body;
 mod handlers;
@@ -17,7 +17,16 @@ pub const EXTENSIONS: &[&str] = &[
     "binary_tensor_data",
     "model_configuration",
     "model_repository",
+    "system_shared_memory",
 ];
+
+/// Triton's CUDA shared memory extension: not implemented by reef.
+async fn cuda_shm_unsupported() -> RequestError {
+    RequestError::bad(
+        "CUDA shared memory is not supported by reef (use system shared memory: \
+         v2/systemsharedmemory, with the server started with --allow-client-shm)",
+    )
+}
 
 /// The HTTP routes over shared state.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -53,6 +62,30 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v2/repository/models/{name}/unload",
             post(handlers::repository_unload),
+        )
+        .route(
+            "/v2/systemsharedmemory/status",
+            get(handlers::shm_status_all),
+        )
+        .route(
+            "/v2/systemsharedmemory/region/{name}/status",
+            get(handlers::shm_status),
+        )
+        .route(
+            "/v2/systemsharedmemory/region/{name}/register",
+            post(handlers::shm_register),
+        )
+        .route(
+            "/v2/systemsharedmemory/unregister",
+            post(handlers::shm_unregister_all),
+        )
+        .route(
+            "/v2/systemsharedmemory/region/{name}/unregister",
+            post(handlers::shm_unregister),
+        )
+        .route(
+            "/v2/cudasharedmemory/{*rest}",
+            get(cuda_shm_unsupported).post(cuda_shm_unsupported),
         )
         .route("/metrics", get(handlers::metrics))
         .fallback(|uri: axum::http::Uri| async move {

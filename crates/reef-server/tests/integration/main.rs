@@ -7,3 +7,4 @@ mod grpc;
 mod http;
 mod python;
 mod repository;
+mod shm;

@@ -2,7 +2,9 @@
 //! against the server over the in-test scheduler, when python3 has
 //! tritonclient, pytest and numpy; prints SKIP otherwise. A model repository
 //! gives `add` a batch limit, so the model-configuration checks see both a
-//! batching model (`add`) and one without a known limit (`mixed`).
+//! batching model (`add`) and one without a known limit (`mixed`). The
+//! server allows client shared memory, for tritonclient's system shared
+//! memory flow.
 
 use crate::common::{batch_limit_repository, start_with, TestService};
 use reef_sched::Priority;
@@ -30,6 +32,7 @@ async fn tritonclient_python_suite() {
     let repo = batch_limit_repository("add", ADD_MAX_BATCH, Priority::Rt);
     let config = ServerConfig {
         model_repository: repo.as_ref().map(|r| r.path().to_path_buf()),
+        allow_client_shm: true,
         ..ServerConfig::localhost_ephemeral()
     };
     let s = start_with(TestService::new(), config).await;
@@ -45,7 +48,8 @@ async fn tritonclient_python_suite() {
     };
     for (model, max_batch, priority) in [("add", add_max.as_str(), "rt"), ("mixed", "0", "be")] {
         let run = tokio::process::Command::new("python3")
-            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+            // -rs: a skipped test (shared memory module missing) says why.
+            .args(["-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider"])
             .arg(&script)
             .env("REEF_HTTP_URL", &http)
             .env("REEF_GRPC_URL", &grpc)

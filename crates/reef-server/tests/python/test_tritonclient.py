@@ -9,6 +9,9 @@ Environment:
   REEF_TEST_MAX_BATCH  expected max_batch_size of the model's configuration
                    (default -1: not checked)
   REEF_TEST_PRIORITY   expected default priority ("rt" / "be"; default: not checked)
+
+The server must allow client shared memory (--allow-client-shm): the system
+shared memory test runs tritonclient's own flow over HTTP and gRPC.
 """
 
 import os
@@ -99,6 +102,8 @@ def test_server_health_and_metadata(http, grpc):
     assert g.name == "reef"
     assert "model_configuration" in m["extensions"]
     assert "model_configuration" in g.extensions
+    assert "system_shared_memory" in m["extensions"]
+    assert "system_shared_memory" in g.extensions
 
 
 def test_model_metadata(http, grpc, meta):
@@ -188,3 +193,82 @@ def test_model_config(http, grpc, meta):
         with pytest.raises(InferenceServerException) as e:
             client.get_model_config("no-such-model-here")
         assert "no-such-model-here" in str(e.value)
+
+
+def shared_memory_module():
+    """tritonclient.utils.shared_memory, or a skip saying why it is missing
+    (older tritonclient releases load a C library that may fail to load)."""
+    try:
+        import tritonclient.utils.shared_memory as shm
+    except Exception as e:  # noqa: BLE001 - any load failure is a skip reason
+        pytest.skip(f"tritonclient.utils.shared_memory cannot be loaded: {e!r}")
+    return shm
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_system_shared_memory(http, grpc, meta, protocol):
+    shm = shared_memory_module()
+    client_mod, client = (httpclient, http) if protocol == "http" else (grpcclient, grpc)
+    data = random_inputs(meta, seed=7)
+    expected = http_infer(http, meta, data, binary=True)
+    tag = f"{protocol}_{MODEL}_{os.getpid()}"
+    in_name, out_name = f"reef_in_{tag}", f"reef_out_{tag}"
+    in_sizes = [data[t["name"]].nbytes for t in meta["inputs"]]
+    out_sizes = [expected[t["name"]].nbytes for t in meta["outputs"]]
+    in_handle = shm.create_shared_memory_region(in_name, "/" + in_name, sum(in_sizes))
+    out_handle = shm.create_shared_memory_region(out_name, "/" + out_name, sum(out_sizes))
+    try:
+        shm.set_shared_memory_region(in_handle, [data[t["name"]] for t in meta["inputs"]])
+        # Poison the output region (NaN / 0xff bytes) so stale data cannot pass.
+        shm.set_shared_memory_region(out_handle, [np.full(sum(out_sizes), 0xFF, dtype=np.uint8)])
+        client.register_system_shared_memory(in_name, "/" + in_name, sum(in_sizes))
+        client.register_system_shared_memory(out_name, "/" + out_name, sum(out_sizes))
+        status = client.get_system_shared_memory_status(in_name)
+        if protocol == "http":
+            assert status == [
+                {"name": in_name, "key": "/" + in_name, "offset": 0, "byte_size": sum(in_sizes)}
+            ]
+        else:
+            assert status.regions[in_name].key == "/" + in_name
+            assert status.regions[in_name].byte_size == sum(in_sizes)
+
+        inputs, offset = [], 0
+        for t, size in zip(meta["inputs"], in_sizes):
+            x = client_mod.InferInput(t["name"], list(data[t["name"]].shape), t["datatype"])
+            x.set_shared_memory(in_name, size, offset)
+            inputs.append(x)
+            offset += size
+        outputs, offsets, offset = [], [], 0
+        for t, size in zip(meta["outputs"], out_sizes):
+            o = client_mod.InferRequestedOutput(t["name"])
+            o.set_shared_memory(out_name, size, offset)
+            outputs.append(o)
+            offsets.append(offset)
+            offset += size
+        r = client.infer(MODEL, inputs, outputs=outputs)
+        for t, off in zip(meta["outputs"], offsets):
+            out = r.get_output(t["name"])
+            assert out is not None
+            if protocol == "http":
+                shape = out["shape"]
+                assert "data" not in out
+            else:
+                shape = list(out.shape)
+            got = shm.get_contents_as_numpy(
+                out_handle, NP_TYPES[t["datatype"]], shape, offset=off
+            ).copy()
+            assert got.shape == expected[t["name"]].shape
+            assert np.array_equal(got, expected[t["name"]]), t["name"]
+
+        client.unregister_system_shared_memory(in_name)
+        status = client.get_system_shared_memory_status()
+        names = [s["name"] for s in status] if protocol == "http" else list(status.regions)
+        assert in_name not in names and out_name in names
+        with pytest.raises(InferenceServerException) as e:
+            client.infer(MODEL, inputs, outputs=outputs)
+        assert in_name in str(e.value)
+    finally:
+        client.unregister_system_shared_memory(in_name)
+        client.unregister_system_shared_memory(out_name)
+        shm.destroy_shared_memory_region(in_handle)
+        shm.destroy_shared_memory_region(out_handle)
