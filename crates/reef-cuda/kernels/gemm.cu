@@ -85,12 +85,43 @@ struct GCfg {
     static constexpr int BKS = T / BN;                     // K stride of the B gather
     static constexpr int BVC = GK * BN / 4 / T;            // B 16-byte chunks per thread
     static constexpr int BVK = T / (BN / 4);               // K stride of the B chunks
-    static constexpr int A_FLOATS = ST * BM * AP;
+    static constexpr int A_STAGE = BM * AP;
+    static constexpr int A_FLOATS = ST * A_STAGE;
+    static constexpr bool WG = false;  // wgmma core (WCfg)
+    // Where A element (row r, K offset kc) of a stage lives.
+    __device__ __forceinline__ static i32 a_at(i32 r, i32 kc) { return r * AP + kc; }
     // B is either Bs[k][n] (pitch BP) or, for K-major matmul operands,
     // Bs[n][k] (pitch AP, loaded like A): room for the larger of the two.
     static constexpr int B_STAGE = GK * BP > BN * AP ? GK * BP : BN * AP;
     static constexpr int B_FLOATS = ST * B_STAGE;
 };
+// wgmma tiles (sm_90a): BM_ output channels (the wgmma N) by 64 pixels (the
+// wgmma M), one warpgroup. A (weights) is stored in the no-swizzle K-major
+// core-matrix layout that a wgmma descriptor reads: 8 rows x 4 K elements
+// (128 contiguous bytes) per core matrix, core matrices adjacent in K 128
+// bytes apart (LBO), adjacent in rows GK / 4 * 128 bytes apart (SBO). B
+// (pixels) keeps the Bs[k][n] layout; its fragments go through registers.
+template <int BM_>
+struct WCfg {
+    static constexpr int BM = BM_, BN = 64, ST = 3;
+    static constexpr int T = 128;
+    static constexpr int AP = GK + 4;  // unused by the wgmma core (kept for shared code)
+    static constexpr int BP = BN + 8;
+    static constexpr int BSC = GK * BN / T, BKS = T / BN;
+    static constexpr int BVC = GK * BN / 4 / T, BVK = T / (BN / 4);
+    static constexpr int A_STAGE = BM * GK;
+    static constexpr int A_FLOATS = ST * A_STAGE;
+    static constexpr int B_STAGE = GK * BP;
+    static constexpr int B_FLOATS = ST * B_STAGE;
+    static constexpr bool WG = true;
+    static constexpr u32 LBO = 128, SBO = GK / 4 * 128;  // bytes
+    __device__ __forceinline__ static i32 a_at(i32 r, i32 kc) {
+        return (r >> 3) * (GK / 4 * 32) + (kc >> 2) * 32 + (r & 7) * 4 + (kc & 3);
+    }
+};
+typedef WCfg<128> CfgW;
+typedef WCfg<64> CfgWs;
+
 typedef GCfg<128, 128, 64, 32, 2> CfgL;
 typedef GCfg<64, 64, 32, 32, 3> CfgM;
 static_assert(CfgL::T == REEF_GEMM_L_THREADS && CfgM::T == REEF_GEMM_THREADS, "block sizes");
@@ -156,7 +187,7 @@ struct RowLoad {
         const i32 k = k0 + kc;
 #pragma unroll
         for (int i = 0; i < CH; ++i) {
-            float* dst = as + ((i32)(threadIdx.x >> 2) + i * (C::T / 4)) * C::AP + kc;
+            float* dst = as + C::a_at((i32)(threadIdx.x >> 2) + i * (C::T / 4), kc);
             const bool rok = roff[i] >= 0;
             if (vec && k + 4 <= kdim) {
                 reef_cp16(dst, rok ? base + roff[i] + k : base, rok);
@@ -167,6 +198,22 @@ struct RowLoad {
                     reef_cp4(dst + j, ok ? base + roff[i] + (i64)(k + j) * ldk : base, ok);
                 }
             }
+        }
+    }
+    // Rounds this thread's elements of a landed stage to TF32 in place (the
+    // wgmma core reads them straight from shared memory, and the tensor
+    // cores would truncate the low mantissa bits instead of rounding).
+    __device__ __forceinline__ void round_tf32(float* as) const {
+        const i32 kc = (threadIdx.x & 3) * 4;
+#pragma unroll
+        for (int i = 0; i < CH; ++i) {
+            float4* v = (float4*)(as + C::a_at((i32)(threadIdx.x >> 2) + i * (C::T / 4), kc));
+            float4 x = *v;
+            x.x = __uint_as_float(reef_tf32(x.x));
+            x.y = __uint_as_float(reef_tf32(x.y));
+            x.z = __uint_as_float(reef_tf32(x.z));
+            x.w = __uint_as_float(reef_tf32(x.w));
+            *v = x;
         }
     }
 };
@@ -397,7 +444,7 @@ struct MatMulLoad {
 #define REEF_FLAG_EVERY 1
 template <class C, bool BE, class L, class F>
 __device__ __forceinline__ bool reef_pipeline(L& ld, i32 kb, i32 ke, F step) {
-    __shared__ __align__(16) float As[C::A_FLOATS];
+    __shared__ __align__(128) float As[C::A_FLOATS];
     __shared__ __align__(16) float Bs[C::B_FLOATS];
     __shared__ i32 reef_stop;
     const i32 steps = ke > kb ? (ke - kb + GK - 1) / GK : 0;
@@ -405,11 +452,17 @@ __device__ __forceinline__ bool reef_pipeline(L& ld, i32 kb, i32 ke, F step) {
     if (BE && threadIdx.x == 0) flag = *(volatile const i32*)ld.p.hdr.flag;
 #pragma unroll
     for (int s = 0; s < C::ST - 1; ++s) {
-        if (s < steps) ld.issue(As + s * C::BM * C::AP, Bs + s * C::B_STAGE, kb + s * GK);
+        if (s < steps) ld.issue(As + s * C::A_STAGE, Bs + s * C::B_STAGE, kb + s * GK);
         reef_cp_commit();
     }
     for (i32 t = 0; t < steps; ++t) {
         reef_cp_wait<C::ST - 2>();
+        if constexpr (C::WG) {
+            // This thread's copies of the stage have landed: round them, then
+            // make them visible to the async proxy that wgmma reads through.
+            ld.al.round_tf32(As + (t % C::ST) * C::A_STAGE);
+            asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        }
         const bool check = BE && (t & (REEF_FLAG_EVERY - 1)) == 0;
         if (check && threadIdx.x == 0) {
             reef_stop = flag;
@@ -426,11 +479,11 @@ __device__ __forceinline__ bool reef_pipeline(L& ld, i32 kb, i32 ke, F step) {
         const i32 tn = t + C::ST - 1;
         if (tn < steps) {
             const i32 sn = tn % C::ST;
-            ld.issue(As + sn * C::BM * C::AP, Bs + sn * C::B_STAGE, kb + tn * GK);
+            ld.issue(As + sn * C::A_STAGE, Bs + sn * C::B_STAGE, kb + tn * GK);
         }
         reef_cp_commit();
         const i32 sc = t % C::ST;
-        step(As + sc * C::BM * C::AP, Bs + sc * C::B_STAGE);
+        step(As + sc * C::A_STAGE, Bs + sc * C::B_STAGE);
     }
     reef_cp_wait<0>();
     __syncthreads();
@@ -583,6 +636,104 @@ struct FfmaCore {
     __device__ __forceinline__ static i32 col(int j) { return (i32)(threadIdx.x & 15) + 16 * j; }
 };
 
+
+// ---- wgmma core (sm_90a) ----
+// D[pixels x channels] = Bs^T * As^T per warpgroup: A operand (pixels, 64
+// rows) from registers, loaded like mma.sync's m16n8k8 A fragments (warp w
+// owns rows 16w..16w+15) and rounded with cvt.rna; B operand (channels) from
+// shared memory through a descriptor (WCfg's layout, rounded in place by the
+// pipeline). Each K step issues GK / 8 wgmmas and waits for them before the
+// next barrier, so no wgmma reads a stage that is being refilled and a BE
+// tile abandoned at a barrier leaves nothing in flight.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define REEF_HAS_WGMMA 1
+__device__ __forceinline__ u64 reef_wg_desc(const float* p, u32 lbo, u32 sbo) {
+    const u32 a = reef_smem(p);
+    return (u64)((a >> 4) & 0x3FFF) | ((u64)((lbo >> 4) & 0x3FFF) << 16) |
+           ((u64)((sbo >> 4) & 0x3FFF) << 32);
+}
+__device__ __forceinline__ void reef_wgmma_n64(float* d, const u32* a, u64 desc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k8.f32.tf32.tf32 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+        "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, "
+        "{%32,%33,%34,%35}, %36, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
+}
+__device__ __forceinline__ void reef_wgmma_n128(float* d, const u32* a, u64 desc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+        "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+        "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+        "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, "
+        "{%64,%65,%66,%67}, %68, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
+}
+#endif
+
+template <class C>
+struct WgCore {
+    static constexpr int N = C::BM;  // wgmma N (channels)
+    static constexpr int E = N / 2;
+    template <bool BE, class L>
+    __device__ __forceinline__ static bool run(L& ld, i32 kb, i32 ke, float* acc) {
+#if defined(REEF_HAS_WGMMA)
+        const i32 lane = threadIdx.x & 31, w = (i32)(threadIdx.x >> 5);
+        const i32 g = lane >> 2, q = lane & 3;
+        const i32 r0 = 16 * w + g;
+        return reef_pipeline<C, BE>(ld, kb, ke, [&](const float* as, const float* bs) {
+            asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+            for (int kk = 0; kk < GK; kk += 8) {
+                u32 a[4];
+                a[0] = reef_tf32(bs[(kk + q) * C::BP + r0]);
+                a[1] = reef_tf32(bs[(kk + q) * C::BP + r0 + 8]);
+                a[2] = reef_tf32(bs[(kk + q + 4) * C::BP + r0]);
+                a[3] = reef_tf32(bs[(kk + q + 4) * C::BP + r0 + 8]);
+                const u64 desc = reef_wg_desc(as + (kk / 4) * 32, C::LBO, C::SBO);
+                if constexpr (N == 128) {
+                    reef_wgmma_n128(acc, a, desc);
+                } else {
+                    reef_wgmma_n64(acc, a, desc);
+                }
+            }
+            asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+            asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+        });
+#else
+        __trap();  // the host selects wgmma families on sm_90 only
+        return false;
+#endif
+    }
+    // Accumulator layout: acc[4i + e] is pixel 16w + g + 8 (e >> 1) and
+    // channel 8i + 2q + (e & 1). The epilogue's rows are channels, its
+    // columns pixels.
+    static constexpr int RS = N / 4, CS = 2;
+    __device__ __forceinline__ static int rs(int e) { return (e >> 2) * 2 + (e & 1); }
+    __device__ __forceinline__ static int cs(int e) { return (e >> 1) & 1; }
+    __device__ __forceinline__ static i32 row(int i) {
+        return (i >> 1) * 8 + 2 * (i32)(threadIdx.x & 3) + (i & 1);
+    }
+    __device__ __forceinline__ static i32 col(int j) {
+        return 16 * (i32)(threadIdx.x >> 5) + (i32)((threadIdx.x & 31) >> 2) + 8 * j;
+    }
+};
+
 // Writes the E accumulated elements of this thread through the loader's
 // fused epilogue. An element's output (and bias) offset is the sum of a row
 // part and a column part, each computed once per thread (the integer
@@ -682,6 +833,14 @@ __device__ __forceinline__ bool conv_tc_tile(const ConvParams& p, u32 t) {
     return reef_gemm_item<CfgM, TcCore<CfgM>, ConvLoad<CfgM>, BE>(p, t);
 }
 template <bool BE>
+__device__ __forceinline__ bool conv_wg_tile(const ConvParams& p, u32 t) {
+    return reef_gemm_item<CfgW, WgCore<CfgW>, ConvLoad<CfgW>, BE>(p, t);
+}
+template <bool BE>
+__device__ __forceinline__ bool conv_wg_s_tile(const ConvParams& p, u32 t) {
+    return reef_gemm_item<CfgWs, WgCore<CfgWs>, ConvLoad<CfgWs>, BE>(p, t);
+}
+template <bool BE>
 __device__ __forceinline__ bool conv_ffma_tile(const ConvParams& p, u32 t) {
     return reef_gemm_item<CfgM, FfmaCore<CfgM>, ConvLoad<CfgM>, BE>(p, t);
 }
@@ -739,6 +898,8 @@ __device__ __forceinline__ void conv_dw_tile(const ConvParams& p, u32 t) {
 // Register budgets: 128 per thread (2 x 256 or 4 x 128 threads per SM).
 REEF_FAMILY_MB(conv_tc_l, ConvParams, REEF_GEMM_L_THREADS, 2)
 REEF_FAMILY_MB(conv_tc, ConvParams, REEF_GEMM_THREADS, 4)
+REEF_FAMILY_MB(conv_wg, ConvParams, REEF_GEMM_THREADS, 3)
+REEF_FAMILY_MB(conv_wg_s, ConvParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY_MB(conv_ffma, ConvParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY(conv_dw, ConvParams, REEF_EW_THREADS)
 REEF_FAMILY_MB(matmul_tc, MatMulParams, REEF_GEMM_THREADS, 4)

@@ -20,6 +20,10 @@ pub struct CudaOptions {
     /// default; relative L2 error around 1e-3 against f32), split TF32 on
     /// tensor cores (close to f32) or exact f32 FFMA.
     pub precision: Precision,
+    /// Run TF32 convolutions on the experimental wgmma kernels where the
+    /// GPU has wgmma (sm_90); `REEF_WGMMA=1` sets it. Off by default: they
+    /// are slower than the `mma.sync` kernels on most layers (docs/PERF.md).
+    pub wgmma: bool,
 }
 
 impl CudaOptions {
@@ -29,6 +33,9 @@ impl CudaOptions {
     pub fn from_env() -> Result<Self, PrecisionError> {
         Ok(CudaOptions {
             precision: Precision::from_env()?,
+            wgmma: crate::precision::wgmma_from_var(
+                std::env::var(crate::precision::WGMMA_VAR).ok().as_deref(),
+            )?,
         })
     }
 }
@@ -68,6 +75,9 @@ pub(crate) struct DeviceShared {
     pub precision: Precision,
     /// (least, greatest) stream priority.
     pub priorities: (i32, i32),
+    /// Whether TF32 convolutions use the wgmma families (sm_90 and
+    /// [`CudaOptions::wgmma`]).
+    pub wgmma: bool,
 }
 
 impl DeviceShared {
@@ -146,9 +156,10 @@ impl CudaDevice {
             resident.push(sms * per_sm);
             funcs.push([rt, be]);
         }
+        let wgmma = crate::kernels::has_wgmma(major, minor) && options.wgmma;
         tracing::info!(
             device = %name, sms, arch = format!("sm_{major}{minor}"), precision = %options.precision,
-            "CUDA device ready"
+            wgmma, "CUDA device ready"
         );
         Ok(CudaDevice {
             shared: Arc::new(DeviceShared {
@@ -160,6 +171,7 @@ impl CudaDevice {
                 sms,
                 precision: options.precision,
                 priorities,
+                wgmma,
             }),
         })
     }

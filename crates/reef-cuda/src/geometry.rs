@@ -32,6 +32,11 @@ pub enum GemmTile {
     Large,
     /// 64 x 64 output tiles, 128 threads.
     Medium,
+    /// wgmma (sm_90a, TF32 convolutions only): 128 output channels x 64
+    /// pixels, one 128-thread warpgroup (`CfgW`).
+    Wg,
+    /// wgmma, 64 output channels x 64 pixels (`CfgWs`).
+    WgS,
 }
 
 impl GemmTile {
@@ -39,7 +44,8 @@ impl GemmTile {
     pub fn dims(self) -> (u64, u64) {
         match self {
             GemmTile::Large => (128, 128),
-            GemmTile::Medium => (64, 64),
+            GemmTile::Medium | GemmTile::WgS => (64, 64),
+            GemmTile::Wg => (128, 64),
         }
     }
 
@@ -60,6 +66,8 @@ impl GemmTile {
             (_, Precision::F32) => Family::ConvFfma,
             (GemmTile::Large, Precision::Tf32) => Family::ConvTcL,
             (GemmTile::Medium, Precision::Tf32) => Family::ConvTc,
+            (GemmTile::Wg, Precision::Tf32) => Family::ConvWg,
+            (GemmTile::WgS, Precision::Tf32) => Family::ConvWgS,
             (_, Precision::Tf32x3) => Family::ConvTcX3,
         }
     }
@@ -101,24 +109,44 @@ impl GemmGeom {
     /// split until there are about [`TARGET_ITEMS_PER_SM`] items per SM,
     /// each split owning at least [`MIN_SPLIT_STEPS`] K steps.
     pub fn choose(outer: u64, m: u64, n: u64, k: u64, large_ok: bool, sms: u32) -> Self {
-        let sms = u64::from(sms.max(1));
-        let target = TARGET_ITEMS_PER_SM * sms;
         let tiles = |(bm, bn): (u64, u64)| outer * m.div_ceil(bm).max(1) * n.div_ceil(bn).max(1);
         let large = large_ok
             && m >= 128
             && n >= 128
-            && tiles(GemmTile::Large.dims()) >= LARGE_TILES_PER_SM * sms;
+            && tiles(GemmTile::Large.dims()) >= LARGE_TILES_PER_SM * u64::from(sms.max(1));
         let tile = if large {
             GemmTile::Large
         } else {
             GemmTile::Medium
         };
+        Self::with_tile(tile, outer, m, n, k, sms)
+    }
+
+    /// The geometry of a TF32 convolution on a GPU with wgmma: 128-channel
+    /// tiles when there are at least 128 output channels (per group), else
+    /// 64-channel tiles.
+    pub fn choose_wgmma(outer: u64, m: u64, n: u64, k: u64, sms: u32) -> Self {
+        let tile = if m >= 128 {
+            GemmTile::Wg
+        } else {
+            GemmTile::WgS
+        };
+        Self::with_tile(tile, outer, m, n, k, sms)
+    }
+
+    /// The geometry with a given tile: K split until the GPU holds about as
+    /// many work items as blocks of the tile fit.
+    pub fn with_tile(tile: GemmTile, outer: u64, m: u64, n: u64, k: u64, sms: u32) -> Self {
+        let sms = u64::from(sms.max(1));
+        let tiles = |(bm, bn): (u64, u64)| outer * m.div_ceil(bm).max(1) * n.div_ceil(bn).max(1);
         let (bm, bn) = tile.dims();
         let out_tiles = tiles((bm, bn));
-        // Two 256-thread large blocks fit on an SM, four medium ones.
+        // Blocks resident per SM: two 256-thread large blocks, three
+        // 128-channel wgmma blocks (registers), four medium ones.
         let target = match tile {
             GemmTile::Large => LARGE_TILES_PER_SM * sms,
-            GemmTile::Medium => target,
+            GemmTile::Wg => 3 * sms,
+            GemmTile::Medium | GemmTile::WgS => TARGET_ITEMS_PER_SM * sms,
         };
         let steps = k.div_ceil(GEMM_K).max(1);
         let mut splits = 1;
@@ -167,6 +195,23 @@ impl GemmGeom {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wgmma_tiles_follow_the_channel_count() {
+        // vgg19 conv 3x3 512->512 at 28x28, batch 1: M = 512, N = 784, K = 4608.
+        let g = GemmGeom::choose_wgmma(1, 512, 784, 4608, 132);
+        assert_eq!(g.tile, GemmTile::Wg);
+        assert_eq!((g.m_tiles, g.n_tiles, g.out_tiles), (4, 13, 52));
+        // 396 blocks resident (3 per SM): 52 tiles split 8 ways.
+        assert_eq!(g.splits, 8);
+        assert_eq!(g.workspace_bytes(), g.items() * 128 * 64 * 4);
+        assert_eq!(g.tile.conv_family(Precision::Tf32), Family::ConvWg);
+        // 64 output channels: 64-channel tiles.
+        let g = GemmGeom::choose_wgmma(1, 64, 224 * 224, 576, 132);
+        assert_eq!(g.tile, GemmTile::WgS);
+        assert_eq!((g.m_tiles, g.n_tiles, g.splits), (1, 784, 1));
+        assert_eq!(g.tile.conv_family(Precision::Tf32), Family::ConvWgS);
+    }
 
     #[test]
     fn small_problems_split_k_and_large_ones_do_not() {

@@ -30,8 +30,10 @@ pub fn program_source() -> String {
 /// every float operation as written (no contraction that could differ
 /// between the RT and BE inlining sites); fast math stays off.
 pub fn nvrtc_options(major: i32, minor: i32) -> Vec<String> {
+    // sm_90a: the architecture-specific target that has wgmma.
+    let suffix = if has_wgmma(major, minor) { "a" } else { "" };
     vec![
-        format!("--gpu-architecture=sm_{major}{minor}"),
+        format!("--gpu-architecture=sm_{major}{minor}{suffix}"),
         "--std=c++17".into(),
         "--fmad=false".into(),
         "--prec-div=true".into(),
@@ -44,6 +46,12 @@ pub fn nvrtc_options(major: i32, minor: i32) -> Vec<String> {
     ]
 }
 
+/// Whether compute capability `major.minor` has wgmma (sm_90 only: the
+/// instructions are specific to the sm_90a target, not forward compatible).
+pub fn has_wgmma(major: i32, minor: i32) -> bool {
+    (major, minor) == (9, 0)
+}
+
 /// A kernel family: one tile function, two entry points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
@@ -51,6 +59,11 @@ pub enum Family {
     ConvTcL,
     /// Implicit-GEMM convolution on TF32 tensor cores, 64 x 64 tiles.
     ConvTc,
+    /// Implicit-GEMM convolution on TF32 wgmma (sm_90a), 128 channels x 64
+    /// pixels per tile, one warpgroup.
+    ConvWg,
+    /// As [`Family::ConvWg`] with 64 channels x 64 pixels.
+    ConvWgS,
     /// Implicit-GEMM convolution in exact f32 (FFMA).
     ConvFfma,
     /// Direct convolution for c/groups == 1 (depthwise).
@@ -99,9 +112,11 @@ pub enum Family {
 
 impl Family {
     /// Every family, in a fixed order ([`Family::index`]).
-    pub const ALL: [Family; 24] = [
+    pub const ALL: [Family; 26] = [
         Family::ConvTcL,
         Family::ConvTc,
+        Family::ConvWg,
+        Family::ConvWgS,
         Family::ConvFfma,
         Family::ConvDw,
         Family::MatMulTc,
@@ -136,6 +151,8 @@ impl Family {
         match self {
             Family::ConvTcL => "conv_tc_l",
             Family::ConvTc => "conv_tc",
+            Family::ConvWg => "conv_wg",
+            Family::ConvWgS => "conv_wg_s",
             Family::ConvFfma => "conv_ffma",
             Family::ConvDw => "conv_dw",
             Family::MatMulTc => "matmul_tc",
@@ -174,6 +191,8 @@ impl Family {
         match self {
             Family::ConvTcL => GEMM_L_THREADS,
             Family::ConvTc
+            | Family::ConvWg
+            | Family::ConvWgS
             | Family::ConvFfma
             | Family::MatMulTc
             | Family::MatMulFfma
@@ -218,7 +237,9 @@ mod tests {
     #[test]
     fn options_name_the_architecture_and_keep_precise_math() {
         let o = nvrtc_options(9, 0);
-        assert!(o.contains(&"--gpu-architecture=sm_90".to_string()));
+        assert!(o.contains(&"--gpu-architecture=sm_90a".to_string()));
+        assert!(nvrtc_options(8, 0).contains(&"--gpu-architecture=sm_80".to_string()));
+        assert!(nvrtc_options(8, 9).contains(&"--gpu-architecture=sm_89".to_string()));
         assert!(o.contains(&"--fmad=false".to_string()));
         assert!(!o
             .iter()

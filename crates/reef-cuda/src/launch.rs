@@ -129,6 +129,7 @@ pub struct Builder<'a> {
     addr: Addresses,
     precision: Precision,
     sms: u32,
+    wgmma: bool,
     table: Vec<u64>,
     workspace_bytes: u64,
     counter_start: Vec<u32>,
@@ -177,6 +178,7 @@ impl<'a> Builder<'a> {
             addr,
             precision,
             sms: DEFAULT_SMS,
+            wgmma: false,
             table: Vec::with_capacity(table_words(plan)),
             workspace_bytes: 0,
             counter_start: Vec::with_capacity(plan.kernels.len() + 1),
@@ -187,6 +189,12 @@ impl<'a> Builder<'a> {
     /// Sets the GPU's SM count (sizes the split-K decisions).
     pub fn sms(mut self, sms: u32) -> Self {
         self.sms = sms.max(1);
+        self
+    }
+
+    /// Lets TF32 convolutions use the wgmma families (sm_90a GPUs only).
+    pub fn wgmma(mut self, on: bool) -> Self {
+        self.wgmma = on;
         self
     }
 
@@ -373,14 +381,18 @@ impl<'a> Builder<'a> {
                 let (family, tiles, geom, ws, cnt) = if cg == 1 {
                     (Family::ConvDw, ew_tiles(k, total)?, None, 0, 0)
                 } else {
-                    let g = GemmGeom::choose(
-                        u(c.groups),
-                        u(kg),
-                        ncols,
-                        crs,
-                        GemmTile::large_ok(self.precision),
-                        self.sms,
-                    );
+                    let g = if self.wgmma && self.precision == Precision::Tf32 {
+                        GemmGeom::choose_wgmma(u(c.groups), u(kg), ncols, crs, self.sms)
+                    } else {
+                        GemmGeom::choose(
+                            u(c.groups),
+                            u(kg),
+                            ncols,
+                            crs,
+                            GemmTile::large_ok(self.precision),
+                            self.sms,
+                        )
+                    };
                     let (ws, cnt) = self.scratch(k, &g)?;
                     (
                         g.tile.conv_family(self.precision),

@@ -36,6 +36,7 @@ impl CudaModel {
         };
         let built = Builder::new(&plan, probe, shared.precision)?
             .sms(shared.sms)
+            .wgmma(shared.wgmma)
             .build_all()?;
         let scratch = (
             built.workspace_bytes,

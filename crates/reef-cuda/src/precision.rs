@@ -94,6 +94,25 @@ impl Precision {
     }
 }
 
+/// The environment variable that turns the experimental wgmma convolution
+/// kernels on (`REEF_WGMMA=1`, sm_90 only). They are off by default: on the
+/// H100 they are slower than the `mma.sync` kernels on most layers (run 29,
+/// docs/PERF.md).
+pub const WGMMA_VAR: &str = "REEF_WGMMA";
+
+/// Whether `REEF_WGMMA` (given value, `None`: unset) turns wgmma kernels
+/// on; unset or empty means no.
+pub fn wgmma_from_var(v: Option<&str>) -> Result<bool, PrecisionError> {
+    match v.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(false),
+        Some(t) => parse_switch(t).ok_or_else(|| PrecisionError {
+            var: WGMMA_VAR,
+            value: t.to_string(),
+            accepted: "1, true, on, yes or 0, false, off, no",
+        }),
+    }
+}
+
 /// A yes/no value: `1/true/on/yes` or `0/false/off/no`, any case.
 fn parse_switch(v: &str) -> Option<bool> {
     match v.trim().to_ascii_lowercase().as_str() {
@@ -154,6 +173,17 @@ pub struct PrecisionError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wgmma_switch_is_off_unless_asked_for() {
+        assert!(!wgmma_from_var(None).unwrap());
+        assert!(!wgmma_from_var(Some(" ")).unwrap());
+        assert!(wgmma_from_var(Some("1")).unwrap());
+        assert!(wgmma_from_var(Some("On")).unwrap());
+        assert!(!wgmma_from_var(Some("0")).unwrap());
+        let e = wgmma_from_var(Some("maybe")).unwrap_err().to_string();
+        assert!(e.contains("REEF_WGMMA") && e.contains("maybe"), "{e}");
+    }
 
     #[test]
     fn names_round_trip() {

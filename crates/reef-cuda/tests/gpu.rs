@@ -19,7 +19,16 @@ fn device(precision: impl Into<Precision>) -> Option<CudaDevice> {
         return None;
     }
     let precision = precision.into();
-    Some(CudaDevice::with_options(0, CudaOptions { precision }).expect("device opens"))
+    Some(
+        CudaDevice::with_options(
+            0,
+            CudaOptions {
+                precision,
+                ..CudaOptions::default()
+            },
+        )
+        .expect("device opens"),
+    )
 }
 
 /// Relative L2 tolerance of one GEMM kernel against an f64 reference.

@@ -19,7 +19,8 @@ fn device_is_unavailable_without_a_gpu() {
         CudaDevice::with_options(
             3,
             CudaOptions {
-                precision: Precision::F32
+                precision: Precision::F32,
+                ..CudaOptions::default()
             }
         ),
         Err(ExecError::Unavailable(_))
