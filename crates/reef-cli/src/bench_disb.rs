@@ -31,6 +31,8 @@ pub struct Options {
     pub via_grpc: bool,
     /// With `via_grpc`: tensors travel by system shared memory.
     pub shm: bool,
+    /// Busy-polling runtime worker threads (`reef serve --busy-poll`).
+    pub busy_poll: usize,
 }
 
 /// Starts a server on loopback ports for `sched` (allowing client shared
@@ -110,9 +112,12 @@ pub fn run(device: Arc<dyn Device>, opts: &Options) -> Result<String> {
         progress: opts.progress,
         ..RunOptions::default()
     };
+    reef_server::check_busy_pollers(opts.busy_poll)
+        .map_err(|e| anyhow::anyhow!("--busy-poll: {e}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    reef_server::spawn_busy_pollers(rt.handle(), opts.busy_poll);
     let dev = device.clone();
     let be_depth = opts.be_depth;
     let via_grpc = opts.via_grpc;

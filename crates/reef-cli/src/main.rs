@@ -144,6 +144,10 @@ enum BenchCmd {
         /// regions; the copies count in the latency).
         #[arg(long, requires = "via_grpc")]
         shm: bool,
+        /// Runtime worker threads that busy-poll instead of sleeping (as
+        /// `reef serve --busy-poll`; each costs a host core).
+        #[arg(long, default_value_t = 0)]
+        busy_poll: usize,
     },
     /// Preemption microbenchmark: preemption latency (p50/p99/max), RT
     /// latency against RT alone and BE throughput, per BE model and mode.
@@ -303,6 +307,7 @@ fn run(cli: Cli) -> Result<i32> {
                     quiet,
                     via_grpc,
                     shm,
+                    busy_poll,
                 },
         } => {
             let dev = device::open(device, None)?;
@@ -316,6 +321,7 @@ fn run(cli: Cli) -> Result<i32> {
                 progress: !quiet,
                 via_grpc,
                 shm,
+                busy_poll,
             };
             println!("{}", bench_disb::run(dev, &opts)?);
             Ok(0)

@@ -83,6 +83,12 @@ pub struct ServeArgs {
         default_missing_value = "true"
     )]
     pub allow_client_shm: Option<bool>,
+    /// Worker threads of the front end that busy-poll instead of sleeping:
+    /// each costs a host core at 100% and saves the thread wake-ups of a
+    /// request's hand-offs (hundreds of microseconds per request on a
+    /// virtualised host; docs/PERF.md) [default: 0].
+    #[arg(long, env = "REEF_BUSY_POLL")]
+    pub busy_poll: Option<usize>,
 }
 
 fn zoo_configs(names: &[String], max_batch: usize) -> Result<Vec<ModelConfig>> {
@@ -152,6 +158,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if a.busy_poll > 0 {
+        tracing::info!(threads = a.busy_poll, "front end busy-polling");
+    }
+    reef_server::spawn_busy_pollers(rt.handle(), a.busy_poll);
     rt.block_on(async move {
         let server = Server::bind(server_cfg).await?;
         println!("reef serving on {dev_names}: HTTP {}, gRPC {} ({} mode)", server.http_addr(), server.grpc_addr(), a.mode);

@@ -117,6 +117,8 @@ pub struct ServeSettings {
     pub devices: usize,
     /// Whether clients may use system shared memory.
     pub allow_client_shm: bool,
+    /// Busy-polling front-end threads.
+    pub busy_poll: usize,
 }
 
 impl ServeSettings {
@@ -165,7 +167,12 @@ impl ServeSettings {
                 .allow_client_shm
                 .or(file.allow_client_shm)
                 .unwrap_or(false),
+            busy_poll: cli.busy_poll.or(file.busy_poll).unwrap_or(0),
         };
+        reef_server::check_busy_pollers(s.busy_poll).map_err(|reason| ConfigError::Invalid {
+            key: "busy_poll",
+            reason,
+        })?;
         s.max_body_bytes()?;
         for (key, v) in [
             ("be_depth", s.be_depth),
@@ -309,6 +316,7 @@ be_capacity = 50
 max_batch = 16
 devices = 2
 allow_client_shm = true
+busy_poll = 1
 "#;
 
     #[test]
@@ -347,6 +355,21 @@ allow_client_shm = true
         );
         assert_eq!((s.max_batch, s.devices), (16, 2));
         assert!(s.allow_client_shm);
+        assert_eq!(s.busy_poll, 1);
+    }
+
+    #[test]
+    fn busy_poll_defaults_off_and_must_leave_a_core() {
+        let s = ServeSettings::merge(cli(&[]), ServeArgs::default()).unwrap();
+        assert_eq!(s.busy_poll, 0);
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let e = ServeSettings::merge(
+            cli(&["--busy-poll", &cores.to_string()]),
+            ServeArgs::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("busy_poll") && e.contains("core"), "{e}");
     }
 
     #[test]

@@ -536,6 +536,8 @@ struct Args {
     only: Option<String>,
     /// Also measure the shared memory paths.
     shm: bool,
+    /// Busy-polling runtime workers (`reef serve --busy-poll`).
+    busy_poll: usize,
 }
 
 fn args() -> Result<Args, BoxError> {
@@ -546,6 +548,7 @@ fn args() -> Result<Args, BoxError> {
         stages: false,
         only: None,
         shm: false,
+        busy_poll: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -561,6 +564,7 @@ fn args() -> Result<Args, BoxError> {
             "--interval-us" => a.interval = Duration::from_micros(value()?),
             "--stages" => a.stages = true,
             "--shm" => a.shm = true,
+            "--busy-poll" => a.busy_poll = value()? as usize,
             "--only" => a.only = Some(it.next().ok_or("--only needs a value")?.to_lowercase()),
             other => return Err(format!("unknown argument '{other}'").into()),
         }
@@ -653,8 +657,10 @@ async fn run(a: Args) -> Result<(), BoxError> {
 
 fn main() -> Result<(), BoxError> {
     let a = args()?;
-    tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(run(a))
+        .build()?;
+    reef_server::check_busy_pollers(a.busy_poll)?;
+    reef_server::spawn_busy_pollers(rt.handle(), a.busy_poll);
+    rt.block_on(run(a))
 }
