@@ -149,6 +149,9 @@ def main():
     ap.add_argument("--out", help="write inputs and outputs here (safetensors)")
     ap.add_argument("--onnx", help="also export the model to this ONNX file (opset 17)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--tf32-error", action="store_true",
+                    help="also run with TF32 allowed (cuDNN convolutions and matmuls, as PyTorch users "
+                         "enable it) and print each output's relative L2 error against the f32 run")
     a = ap.parse_args()
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -161,6 +164,17 @@ def main():
     with torch.no_grad():
         outs = model.to(a.device)(*[x.to(a.device) for x in inputs])
     outs = [o.float().cpu().contiguous() for o in (outs if isinstance(outs, tuple) else (outs,))]
+    if a.tf32_error:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        with torch.no_grad():
+            t = model(*[x.to(a.device) for x in inputs])
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        t = [o.float().cpu() for o in (t if isinstance(t, tuple) else (t,))]
+        for n, o, r in zip(out_names, t, outs):
+            err = (torch.linalg.vector_norm((o - r).double()) / torch.linalg.vector_norm(r.double())).item()
+            print(f"{n}: PyTorch TF32 vs f32 rel L2 {err:.3e}")
     for n, o in zip(out_names, outs):
         print(f"{n}: shape {list(o.shape)} finite {bool(torch.isfinite(o).all())} "
               f"mean|x| {o.abs().mean():.4g} std {o.std():.4g}")
