@@ -5,8 +5,9 @@
 //! handler, the scheduler's completion), and each hand-off to a parked
 //! worker thread is a futex or epoll wake-up plus a context switch: tens of
 //! microseconds each on a virtualised host, several hundred per request in
-//! all (docs/PERF.md, "Front end: shared memory and busy polling"). A busy-polling worker never
-//! parks, so the hand-off is picked up at its next scheduler tick instead.
+//! all (docs/PERF.md, "Front end: shared memory and busy polling"). A
+//! busy-polling worker never parks, so the hand-off is picked up at its next
+//! scheduler tick instead.
 
 /// Spawns `n` tasks on the runtime of `handle` that keep `n` of its worker
 /// threads from parking: each yields in a loop, so its worker keeps polling
