@@ -87,7 +87,10 @@ fn bench_disb_runs_a_tiny_workload_in_every_mode() {
             m["mode"],
             m["errors"]
         );
-        if m["mode"] != "rt-alone" {
+        // In seq mode RT always goes first: when a loaded machine makes the
+        // RT requests arrive faster than they run, BE never gets a turn
+        // (seen on the 2-core CI box while other builds ran), by design.
+        if m["mode"] != "rt-alone" && m["mode"] != "seq" {
             assert!(
                 m["be_throughput_rps"].as_f64().unwrap() > 0.0,
                 "no BE throughput in {}",

@@ -5,10 +5,24 @@
 // Mirrors reef_cuda::params::SoftmaxParams. Row (o, i) of [outer, axis, inner].
 struct SoftmaxParams {
     Hdr hdr;
-    u64 x, out;
+    u64 x, out, mask;
     i32 outer, axis, inner;
+    i32 scale_op;  // 0 none, 1 x * scale, 2 x / scale
+    float scale;
+    i32 mask_div, mask_mod, mask_ld, mask_cs;
     u32 pad0;
 };
+
+// Element j of the softmax row after the prologue (SoftmaxPre: scale, then
+// the mask; the same f32 operations as the separate kernels). `mrow` is the
+// row's mask offset (mask set only when inner == 1).
+__device__ __forceinline__ float softmax_in(const SoftmaxParams& p, const float* x, i32 j, i64 mrow) {
+    float v = x[(i64)j * p.inner];
+    if (p.scale_op == 1) v = v * p.scale;
+    else if (p.scale_op == 2) v = v / p.scale;
+    if (p.mask != 0) v = v + ((const float*)p.mask)[mrow + (i64)j * p.mask_cs];
+    return v;
+}
 
 __device__ __forceinline__ void softmax_tile(const SoftmaxParams& p, u32 t) {
     __shared__ float sm[32];
@@ -16,14 +30,15 @@ __device__ __forceinline__ void softmax_tile(const SoftmaxParams& p, u32 t) {
     const i64 base = o * p.axis * p.inner + i;
     const float* x = (const float*)p.x + base;
     float* y = (float*)p.out + base;
+    const i64 mrow = (i64)((o / p.mask_div) % p.mask_mod) * p.mask_ld;
     float m = -reef_inf();
-    for (i32 j = threadIdx.x; j < p.axis; j += blockDim.x) m = fmaxf(m, x[(i64)j * p.inner]);
+    for (i32 j = threadIdx.x; j < p.axis; j += blockDim.x) m = fmaxf(m, softmax_in(p, x, j, mrow));
     m = reef_block_max(m, sm);
     float s = 0.0f;
-    for (i32 j = threadIdx.x; j < p.axis; j += blockDim.x) s = s + expf(x[(i64)j * p.inner] - m);
+    for (i32 j = threadIdx.x; j < p.axis; j += blockDim.x) s = s + expf(softmax_in(p, x, j, mrow) - m);
     s = reef_block_sum(s, sm);
     for (i32 j = threadIdx.x; j < p.axis; j += blockDim.x)
-        y[(i64)j * p.inner] = expf(x[(i64)j * p.inner] - m) / s;
+        y[(i64)j * p.inner] = expf(softmax_in(p, x, j, mrow) - m) / s;
 }
 REEF_FAMILY(softmax, SoftmaxParams, REEF_ROW_THREADS)
 

@@ -1033,8 +1033,16 @@ impl<'a> Builder<'a> {
                     params: Params::Pad(p),
                 })
             }
-            KernelOp::Softmax { outer, axis, inner } => {
-                expect_inputs(1)?;
+            KernelOp::Softmax {
+                outer,
+                axis,
+                inner,
+                pre,
+            } => {
+                expect_inputs(1 + pre.mask.is_some() as usize)?;
+                if (pre.mask.is_some() || pre.scale.is_some()) && *inner != 1 {
+                    return Err(invalid(k, "a softmax prologue needs the last axis"));
+                }
                 let rows = u(*outer) * u(*inner);
                 let total = rows * u(*axis);
                 if total == 0 {
@@ -1042,14 +1050,44 @@ impl<'a> Builder<'a> {
                 }
                 let x = self.buf(k, self.input(k, 0)?, f32_, total)?;
                 let out = self.buf(k, out_id, f32_, total)?;
+                let (mask, md) = match &pre.mask {
+                    Some(m) => {
+                        let need = u(m.extent(*outer, *axis));
+                        (self.buf(k, self.input(k, 1)?, f32_, need)?, *m)
+                    }
+                    None => (
+                        0,
+                        reef_plan::kernel::SoftmaxMask {
+                            div: 1,
+                            modulo: 1,
+                            ld: 0,
+                            col_stride: 0,
+                        },
+                    ),
+                };
+                let (scale_op, scale) = match pre.scale {
+                    None => (0, 1.0),
+                    Some((BinOp::Mul, c)) => (1, c),
+                    Some((BinOp::Div, c)) => (2, c),
+                    Some((op, _)) => {
+                        return Err(invalid(k, format!("softmax prologue scale {op:?}")))
+                    }
+                };
                 let tiles = tiles_for(k, rows)?;
                 let p = SoftmaxParams {
                     hdr: self.hdr(k, tiles),
                     x,
                     out,
+                    mask,
                     outer: to_i32(k, "outer", *outer)?,
                     axis: to_i32(k, "axis", *axis)?,
                     inner: to_i32(k, "inner", *inner)?,
+                    scale_op,
+                    scale,
+                    mask_div: to_i32(k, "mask div", md.div.max(1))?,
+                    mask_mod: to_i32(k, "mask modulo", md.modulo.max(1))?,
+                    mask_ld: to_i32(k, "mask ld", md.ld)?,
+                    mask_cs: to_i32(k, "mask column stride", md.col_stride)?,
                     pad0: 0,
                 };
                 Ok(Launch {

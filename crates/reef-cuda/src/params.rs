@@ -342,9 +342,19 @@ pub struct SoftmaxParams {
     pub hdr: Hdr,
     pub x: u64,
     pub out: u64,
+    /// The prologue's mask (0: none).
+    pub mask: u64,
     pub outer: i32,
     pub axis: i32,
     pub inner: i32,
+    /// Prologue scale: 0 none, 1 `x * scale`, 2 `x / scale`.
+    pub scale_op: i32,
+    pub scale: f32,
+    /// Mask element of (row r, j): `((r / mask_div) % mask_mod) * mask_ld + j * mask_cs`.
+    pub mask_div: i32,
+    pub mask_mod: i32,
+    pub mask_ld: i32,
+    pub mask_cs: i32,
     pub pad0: u32,
 }
 
@@ -496,7 +506,7 @@ mod tests {
         assert_eq!(size_of::<ConcatParams>(), HDR_BYTES + 2 * 8 + 6 * 4);
         assert_eq!(size_of::<GatherParams>(), HDR_BYTES + 3 * 8 + 6 * 4);
         assert_eq!(size_of::<PadParams>(), HDR_BYTES + 2 * 8 + 18 * 4 + 4 * 4);
-        assert_eq!(size_of::<SoftmaxParams>(), HDR_BYTES + 2 * 8 + 4 * 4);
+        assert_eq!(size_of::<SoftmaxParams>(), HDR_BYTES + 3 * 8 + 10 * 4);
         assert_eq!(size_of::<LayerNormParams>(), HDR_BYTES + 4 * 8 + 4 * 4);
         assert_eq!(size_of::<ReduceParams>(), HDR_BYTES + 2 * 8 + 4 * 4);
     }

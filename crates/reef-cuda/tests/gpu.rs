@@ -286,6 +286,7 @@ fn softmax_layernorm_and_concat_match_the_reference() {
             outer: rows,
             axis: cols,
             inner: 1,
+            pre: Default::default(),
         },
         vec![x],
         sm,

@@ -520,6 +520,7 @@ fn kernels_without_work_become_no_ops() {
             outer: 0,
             axis: 8,
             inner: 1,
+            pre: Default::default(),
         },
         vec![x],
         out,

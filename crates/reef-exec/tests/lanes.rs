@@ -61,6 +61,7 @@ fn chain(n: usize) -> Arc<Plan> {
             outer: 1,
             axis: C,
             inner: HW * HW,
+            pre: Default::default(),
         },
         &[cur],
         y,

@@ -1108,7 +1108,12 @@ fn softmax_inner_one_and_many() {
             }
         }
         let got = f32s(&single(
-            KernelOp::Softmax { outer, axis, inner },
+            KernelOp::Softmax {
+                outer,
+                axis,
+                inner,
+                pre: Default::default(),
+            },
             vec![arg_f32(&x)],
             DType::F32,
             x.len(),

@@ -138,6 +138,67 @@ pub struct PoolSpec {
     pub padded_w: usize,
 }
 
+/// What a softmax kernel applies to each input element before the softmax:
+/// `v = x * c` or `x / c` (`scale`), then `v + mask` (`mask`). This is
+/// BERT's `scores / sqrt(d) + attention_mask`, absorbed into the softmax with
+/// the same f32 operations in the same order as the separate kernels.
+/// Only for softmax over the last axis (`inner == 1`).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct SoftmaxPre {
+    /// [`BinOp::Mul`] or [`BinOp::Div`] by a constant.
+    pub scale: Option<(BinOp, f32)>,
+    /// An additive mask (the kernel's second input).
+    pub mask: Option<SoftmaxMask>,
+}
+
+/// Where a softmax mask element lies: element `j` of softmax row `r` adds
+/// `mask[((r / div) % modulo) * ld + j * col_stride]` (a mask broadcast over
+/// the rows, e.g. `[batch, 1, 1, seq]` over `[batch, heads, seq, seq]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SoftmaxMask {
+    /// Rows that share one mask row.
+    pub div: usize,
+    /// Distinct mask rows (cycled).
+    pub modulo: usize,
+    /// Elements between mask rows.
+    pub ld: usize,
+    /// Elements between mask columns (0: one value per row).
+    pub col_stride: usize,
+}
+
+impl SoftmaxMask {
+    /// Mask elements a softmax of `rows` rows of `axis` elements reads.
+    pub fn extent(&self, rows: usize, axis: usize) -> usize {
+        if rows == 0 || axis == 0 {
+            return 0;
+        }
+        let max_row = (rows - 1) / self.div.max(1) % self.modulo.max(1);
+        max_row
+            .saturating_mul(self.ld)
+            .saturating_add((axis - 1).saturating_mul(self.col_stride))
+            .saturating_add(1)
+    }
+
+    /// The mask offset of element `j` of row `r`.
+    pub fn offset(&self, r: usize, j: usize) -> usize {
+        r / self.div.max(1) % self.modulo.max(1) * self.ld + j * self.col_stride
+    }
+}
+
+impl SoftmaxPre {
+    /// Applies the prologue to element `j` of row `r` (`mask`: the mask input).
+    pub fn apply(&self, x: f32, r: usize, j: usize, mask: &[f32]) -> f32 {
+        let mut v = x;
+        if let Some((op, c)) = self.scale {
+            v = if op == BinOp::Div { v / c } else { v * c };
+        }
+        if let Some(m) = &self.mask {
+            v += mask[m.offset(r, j)];
+        }
+        v
+    }
+}
+
 /// Elementwise binary operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BinOp {
@@ -343,7 +404,9 @@ pub enum KernelOp {
         /// Constant value.
         value: f32,
     },
-    /// Softmax over the middle axis of `[outer, axis, inner]`; inputs `x`.
+    /// Softmax over the middle axis of `[outer, axis, inner]`, of each
+    /// element after the prologue `pre`; inputs `x` (and the mask, when
+    /// `pre.mask` is set).
     Softmax {
         /// Product of leading dims.
         outer: usize,
@@ -351,6 +414,9 @@ pub enum KernelOp {
         axis: usize,
         /// Product of trailing dims.
         inner: usize,
+        /// Scale and additive mask applied first (none: plain softmax).
+        #[serde(default)]
+        pre: SoftmaxPre,
     },
     /// Layer normalisation of each row of `[rows, cols]`:
     /// `(x - mean) / sqrt(var + eps) · gamma + beta` (biased variance); inputs

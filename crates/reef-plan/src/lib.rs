@@ -8,6 +8,7 @@ pub mod kernel;
 pub mod lower;
 pub mod memory;
 pub mod plan;
+pub mod softmax_fusion;
 
 pub use error::{PlanError, Result};
 pub use kernel::*;

@@ -100,6 +100,8 @@ struct Lowerer<'g> {
     /// the BatchNorm's output -> (the activation, the activation node's
     /// output and name). One channel-affine kernel computes both.
     bn_act: HashMap<ValueId, (Act, ValueId, String)>,
+    /// Softmaxes that absorbed a scale and a mask (by softmax output).
+    softmax_pre: HashMap<ValueId, crate::softmax_fusion::FusedSoftmax>,
 }
 
 /// Compiles a shaped graph into a plan. The batch size recorded is dim 0 of
@@ -135,6 +137,7 @@ pub fn compile(g: &Graph) -> Result<Plan> {
         weight_cache: HashMap::new(),
         views: HashMap::new(),
         bn_act: HashMap::new(),
+        softmax_pre: HashMap::new(),
     };
     l.run()?;
     Ok(l.plan)
@@ -553,6 +556,14 @@ impl<'g> Lowerer<'g> {
             }
             emit_at.insert(last, (i, f, out));
         }
+        self.softmax_pre = crate::softmax_fusion::plan(
+            &crate::softmax_fusion::GraphUse {
+                g,
+                consumers: &self.consumers,
+                is_output: &self.is_output,
+            },
+            &mut absorbed,
+        );
         // Activations after BatchNorms that no convolution absorbed.
         for (i, n) in g.nodes.iter().enumerate() {
             if absorbed[i] || !matches!(n.op, Op::BatchNorm { .. }) || n.outputs.len() != 1 {
@@ -1280,16 +1291,24 @@ impl<'g> Lowerer<'g> {
             }
             Op::GatherElements { axis } => self.lower_gather_elements(node, *axis, out)?,
             Op::Softmax { axis } => {
-                let x = self.f32_in(node, 0)?;
+                let fused = self.softmax_pre.get(&out).cloned();
+                let x = match &fused {
+                    Some(f) => f.x,
+                    None => self.f32_in(node, 0)?,
+                };
                 let ax = norm_axis(*axis, oshape.len()).unwrap();
-                let xb = self.buf(node, x)?;
+                let mut ins = vec![self.buf(node, x)?];
+                if let Some(m) = fused.as_ref().and_then(|f| f.mask) {
+                    ins.push(self.buf(node, m)?);
+                }
                 let o = self.out_buf(out);
                 let k = KernelOp::Softmax {
                     outer: numel(&oshape[..ax]),
                     axis: oshape[ax],
                     inner: numel(&oshape[ax + 1..]),
+                    pre: fused.map(|f| f.pre).unwrap_or_default(),
                 };
-                self.emit(&node.name, k, vec![xb], o);
+                self.emit(&node.name, k, ins, o);
             }
             Op::LayerNorm { axis, epsilon } => {
                 let x = self.f32_in(node, 0)?;

@@ -450,9 +450,23 @@ fn needs(k: &Kernel) -> Result<(Vec<Need>, Need)> {
             }
             Some((vec![f32s(mul(in_shape))], f32s(out)))
         }
-        KernelOp::Softmax { outer, axis, inner } => {
+        KernelOp::Softmax {
+            outer,
+            axis,
+            inner,
+            pre,
+        } => {
             let n = mul(&[*outer, *axis, *inner]);
-            Some((vec![f32s(n)], f32s(n)))
+            let mut ins = vec![f32s(n)];
+            if pre.mask.is_some() || pre.scale.is_some() {
+                if *inner != 1 {
+                    return Err(bad(k, "a softmax prologue needs the last axis (inner 1)"));
+                }
+                if let Some(m) = &pre.mask {
+                    ins.push(f32s(Some(m.extent(*outer, *axis))));
+                }
+            }
+            Some((ins, f32s(n)))
         }
         KernelOp::LayerNorm { rows, cols, .. } => {
             let n = mul(&[*rows, *cols]);

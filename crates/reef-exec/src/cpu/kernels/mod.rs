@@ -255,8 +255,21 @@ pub(crate) fn run(
             typed_mut(out)?,
             stop,
         ),
-        KernelOp::Softmax { outer, axis, inner } => {
-            norm::softmax([*outer, *axis, *inner], f(0)?, typed_mut(out)?, stop)
+        KernelOp::Softmax {
+            outer,
+            axis,
+            inner,
+            pre,
+        } => {
+            let mask = if pre.mask.is_some() { f(1)? } else { &[] };
+            norm::softmax(
+                [*outer, *axis, *inner],
+                pre,
+                f(0)?,
+                mask,
+                typed_mut(out)?,
+                stop,
+            )
         }
         KernelOp::LayerNorm { rows, cols, eps } => norm::layer_norm(
             *rows,

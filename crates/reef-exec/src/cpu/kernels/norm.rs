@@ -3,26 +3,45 @@
 //! f32, so results are independent of tiling.
 
 use super::super::tiles::{self, Stop, CHUNK};
-use reef_plan::kernel::ReduceKind;
+use reef_plan::kernel::{ReduceKind, SoftmaxPre};
 
 /// Outer slices per tile for slices of `slice` elements.
 fn per_tile(slice: usize) -> usize {
     (CHUNK / slice.max(1)).max(1)
 }
 
-/// Softmax over the middle axis of `[outer, axis, inner]`.
-pub(crate) fn softmax(dims: [usize; 3], x: &[f32], out: &mut [f32], stop: &Stop) {
+/// Softmax over the middle axis of `[outer, axis, inner]` of `pre` applied
+/// to `x` (`mask`: the prologue's mask, empty without one; the prologue is
+/// set only when `inner == 1`).
+pub(crate) fn softmax(
+    dims: [usize; 3],
+    pre: &SoftmaxPre,
+    x: &[f32],
+    mask: &[f32],
+    out: &mut [f32],
+    stop: &Stop,
+) {
     let [outer, axis, inner] = dims;
     let slice = axis * inner;
     if slice == 0 {
         return;
     }
+    let plain = pre.scale.is_none() && pre.mask.is_none();
     let out = &mut out[..outer * slice];
     tiles::chunks(out, per_tile(slice) * slice, stop, |start, chunk| {
         let mut mx = vec![0f32; inner];
         let mut sum = vec![0f32; inner];
+        let mut row = vec![0f32; if plain { 0 } else { slice }];
         for (o, dst) in chunk.chunks_mut(slice).enumerate() {
-            let src = &x[start + o * slice..start + (o + 1) * slice];
+            let mut src = &x[start + o * slice..start + (o + 1) * slice];
+            if !plain {
+                // inner == 1: row r = the outer index, j along the axis.
+                let r = start / slice + o;
+                for (j, (d, &v)) in row.iter_mut().zip(src).enumerate() {
+                    *d = pre.apply(v, r, j, mask);
+                }
+                src = &row;
+            }
             mx.copy_from_slice(&src[..inner]);
             for row in src.chunks(inner).skip(1) {
                 mx.iter_mut().zip(row).for_each(|(m, &v)| *m = m.max(v));
