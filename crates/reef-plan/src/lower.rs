@@ -102,6 +102,12 @@ struct Lowerer<'g> {
     bn_act: HashMap<ValueId, (Act, ValueId, String)>,
     /// Softmaxes that absorbed a scale and a mask (by softmax output).
     softmax_pre: HashMap<ValueId, crate::softmax_fusion::FusedSoftmax>,
+    /// Concatenations done in place.
+    concat: crate::concat_inplace::Plan,
+    /// The shared buffer of each in-place concatenation family, once made.
+    concat_roots: Vec<Option<BufferId>>,
+    /// Buffers that are slices of another: buffer -> (root, byte offset).
+    sub_of: HashMap<BufferId, (BufferId, usize)>,
 }
 
 /// Compiles a shaped graph into a plan. The batch size recorded is dim 0 of
@@ -138,7 +144,12 @@ pub fn compile(g: &Graph) -> Result<Plan> {
         views: HashMap::new(),
         bn_act: HashMap::new(),
         softmax_pre: HashMap::new(),
+        concat: crate::concat_inplace::Plan::default(),
+        concat_roots: vec![],
+        sub_of: HashMap::new(),
     };
+    l.concat = crate::concat_inplace::plan(g, &l.is_output);
+    l.concat_roots = vec![None; l.concat.families.len()];
     l.run()?;
     Ok(l.plan)
 }
@@ -200,6 +211,11 @@ impl<'g> Lowerer<'g> {
     }
 
     fn out_buf(&mut self, v: ValueId) -> BufferId {
+        if let Some(&(f, off)) = self.concat.member.get(&v) {
+            let b = self.slice_buffer(f, v, off, numel(self.shape(v)));
+            self.value_buf.insert(v, b);
+            return b;
+        }
         let info = &self.g.values[v];
         let b = self.new_buffer(
             info.dtype,
@@ -209,6 +225,44 @@ impl<'g> Lowerer<'g> {
         );
         self.value_buf.insert(v, b);
         b
+    }
+
+    /// A buffer for value `v` that is `len` elements at element offset `off`
+    /// of family `f`'s shared buffer (made on first use).
+    fn slice_buffer(&mut self, f: usize, v: ValueId, off: usize, len: usize) -> BufferId {
+        let dtype = self.g.values[v].dtype;
+        let root = match self.concat_roots[f] {
+            Some(r) => r,
+            None => {
+                let name = format!("concat.{}", self.g.values[v].name);
+                let r = self.new_buffer(dtype, self.concat.families[f].len, Loc::Arena(0), &name);
+                self.concat_roots[f] = Some(r);
+                r
+            }
+        };
+        let name = self.g.values[v].name.clone();
+        let b = self.new_buffer(dtype, len, Loc::Arena(0), &name);
+        self.sub_of.insert(b, (root, off * dtype.size()));
+        b
+    }
+
+    /// Whether the inputs of `node`, a concatenation of family `f`, already
+    /// lie side by side from the start of the family's buffer, so the
+    /// concatenation is done.
+    fn concat_in_place(&self, node: &Node, f: usize) -> bool {
+        let Some(root) = self.concat_roots[f] else {
+            return false;
+        };
+        let mut at = 0;
+        node.inputs.iter().all(|v| {
+            let Some(v) = v else { return false };
+            let Some(b) = self.value_buf.get(v) else {
+                return false;
+            };
+            let here = self.sub_of.get(b) == Some(&(root, at));
+            at += numel(self.shape(*v)) * self.g.values[*v].dtype.size();
+            here
+        })
     }
 
     fn emit(&mut self, name: &str, op: KernelOp, inputs: Vec<BufferId>, output: BufferId) {
@@ -625,6 +679,9 @@ impl<'g> Lowerer<'g> {
 
     fn plan_memory(&mut self) {
         let n = self.plan.kernels.len() as i64;
+        // Slices of a shared buffer live and are placed as their root.
+        let sub_of = self.sub_of.clone();
+        let root = |b: BufferId| sub_of.get(&b).map_or(b, |&(r, _)| r);
         let mut life: HashMap<BufferId, Lifetime> = HashMap::new();
         for io in &self.plan.inputs {
             life.insert(
@@ -638,18 +695,18 @@ impl<'g> Lowerer<'g> {
         for (k, kern) in self.plan.kernels.iter().enumerate() {
             let k = k as i64;
             let e = life
-                .entry(kern.output)
+                .entry(root(kern.output))
                 .or_insert(Lifetime { first: k, last: k });
             e.first = e.first.min(k);
             e.last = e.last.max(k);
             for &b in &kern.inputs {
-                if let Some(e) = life.get_mut(&b) {
+                if let Some(e) = life.get_mut(&root(b)) {
                     e.last = e.last.max(k);
                 }
             }
         }
         for io in &self.plan.outputs {
-            if let Some(e) = life.get_mut(&io.buffer) {
+            if let Some(e) = life.get_mut(&root(io.buffer)) {
                 e.last = n;
             }
         }
@@ -659,6 +716,11 @@ impl<'g> Lowerer<'g> {
             .collect();
         arena.sort_by_key(|(b, _)| *b);
         self.plan.arena_bytes = place(&mut self.plan.buffers, &arena);
+        for (&b, &(r, off)) in &sub_of {
+            if let Loc::Arena(base) = self.plan.buffers[r].loc {
+                self.plan.buffers[b].loc = Loc::Arena(base + off);
+            }
+        }
     }
 
     fn lower_fused(&mut self, head: &Node, f: &Fusion, out: ValueId) -> Result<()> {
@@ -1205,6 +1267,15 @@ impl<'g> Lowerer<'g> {
             Op::Concat { axis } => {
                 let ax = norm_axis(*axis, oshape.len())
                     .ok_or_else(|| lower_err(node, "axis out of range"))?;
+                if let Some(&(f, elems)) = self.concat.output.get(&out) {
+                    if self.concat_in_place(node, f) {
+                        // The inputs already lie side by side: the output is
+                        // the buffer's first `elems` elements.
+                        let b = self.slice_buffer(f, out, 0, elems);
+                        self.value_buf.insert(out, b);
+                        return Ok(());
+                    }
+                }
                 let mut ins = vec![];
                 let mut lens = vec![];
                 for v in node.inputs.iter().flatten() {
