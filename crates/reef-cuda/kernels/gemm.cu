@@ -70,7 +70,7 @@ struct MatMulParams {
     float act_lo, act_hi;
     u32 m_tiles, n_tiles, splits;
     i32 ksplit, a_vec, b_vec;
-    u32 pad0;
+    i32 bias_sb;  // bias stride per flat batch index
 };
 
 template <int BM_, int BN_, int WM_, int WN_, int ST_>
@@ -412,7 +412,7 @@ struct MatMulLoad {
     __device__ __forceinline__ void row_part(i32 ml, i32& o, i32& b) const {
         const i32 i = m0 + ml;
         o = i < p.m ? (bi * p.m + i) * p.n : -1;
-        b = i * p.bias_sm;
+        b = bi * p.bias_sb + i * p.bias_sm;
     }
     __device__ __forceinline__ void col_part(i32 nl, i32& o, i32& b) const {
         const i32 j = n0 + nl;

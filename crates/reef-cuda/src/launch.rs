@@ -505,7 +505,11 @@ impl<'a> Builder<'a> {
                 let mut next = 2;
                 let bias = if m.has_bias {
                     next += 1;
-                    let need = last(&[(m.m, m.bias_stride_m), (m.n, m.bias_stride_n)]);
+                    let need = last(&[
+                        (m.batch_count(), m.bias_stride_batch),
+                        (m.m, m.bias_stride_m),
+                        (m.n, m.bias_stride_n),
+                    ]);
                     self.buf(k, self.input(k, next - 1)?, f32_, need)?
                 } else {
                     0
@@ -569,6 +573,7 @@ impl<'a> Builder<'a> {
                     ldb_n: i("ldb_n", m.ldb_n)?,
                     bias_sm: i("bias stride", m.bias_stride_m)?,
                     bias_sn: i("bias stride", m.bias_stride_n)?,
+                    bias_sb: i("bias batch stride", m.bias_stride_batch)?,
                     alpha: m.alpha,
                     beta: m.beta,
                     has_bias: m.has_bias as i32,
@@ -582,7 +587,6 @@ impl<'a> Builder<'a> {
                     ksplit: to_i32(k, "K split", g.ksplit)?,
                     a_vec: a_vec as i32,
                     b_vec,
-                    pad0: 0,
                 };
                 let family = g.tile.matmul_family(self.precision);
                 Ok(Launch {

@@ -155,7 +155,8 @@ pub struct MatMulParams {
     pub ksplit: i32,
     pub a_vec: i32,
     pub b_vec: i32,
-    pub pad0: u32,
+    /// Bias stride per flat batch index.
+    pub bias_sb: i32,
 }
 
 /// Pooling (family pool).

@@ -235,6 +235,7 @@ fn batched_matmul_matches_the_reference() {
             has_bias: true,
             bias_stride_m: 0,
             bias_stride_n: 1,
+            bias_stride_batch: 0,
             has_residual: true,
             act: Act::Tanh,
         };
@@ -452,6 +453,7 @@ fn matmul_case(
         has_bias: true,
         bias_stride_m: 0,
         bias_stride_n: 1,
+        bias_stride_batch: 0,
         has_residual: false,
         act: Act::None,
     };

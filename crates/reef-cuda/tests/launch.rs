@@ -237,6 +237,7 @@ fn matmul_geometry_and_vector_loads() {
         has_bias: false,
         bias_stride_m: 0,
         bias_stride_n: 0,
+        bias_stride_batch: 0,
         has_residual: false,
         act: Act::None,
     };
@@ -361,6 +362,7 @@ fn matmul_checks_strided_extents() {
         has_bias: false,
         bias_stride_m: 0,
         bias_stride_n: 0,
+        bias_stride_batch: 0,
         has_residual: false,
         act: Act::None,
     };

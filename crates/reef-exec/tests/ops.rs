@@ -426,6 +426,7 @@ fn mm(m: usize, n: usize, k: usize) -> MatMulSpec {
         has_bias: false,
         bias_stride_m: 0,
         bias_stride_n: 0,
+        bias_stride_batch: 0,
         has_residual: false,
         act: Act::None,
     }
@@ -453,6 +454,7 @@ fn matmul_batched_broadcast_transposed_epilogue() {
         has_bias: true,
         bias_stride_m: 0,
         bias_stride_n: 1,
+        bias_stride_batch: 0,
         has_residual: true,
         act: Act::Tanh,
         ..mm(m, n, k)
@@ -465,6 +467,7 @@ fn matmul_batched_broadcast_transposed_epilogue() {
         has_bias: true,
         bias_stride_m: 12,
         bias_stride_n: 1,
+        bias_stride_batch: 0,
         act: Act::Gelu,
         ..mm(9, 12, 5)
     };

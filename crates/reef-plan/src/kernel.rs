@@ -56,7 +56,8 @@ pub struct ConvSpec {
 /// A is read at `a_off(b) + i*lda_m + k*lda_k`, B at `b_off(b) + k*ldb_k + j*ldb_n`,
 /// where the batch offset of A is `Σ_d idx_d · a_batch_strides[d]` over the batch
 /// shape (0 strides broadcast), likewise for B. Output is contiguous `[batch.., m, n]`.
-/// Bias is read at `i*bias_stride_m + j*bias_stride_n` (0 strides broadcast).
+/// Bias is read at `p*bias_stride_batch + i*bias_stride_m + j*bias_stride_n`
+/// (`p`: the flat batch index; 0 strides broadcast).
 /// Inputs: `a`, `b`, then `bias` if `has_bias`, then `residual` if `has_residual`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MatMulSpec {
@@ -90,6 +91,9 @@ pub struct MatMulSpec {
     pub bias_stride_m: usize,
     /// Bias stride along n (0 broadcasts).
     pub bias_stride_n: usize,
+    /// Bias stride per flat batch index (0: the same bias for every batch).
+    #[serde(default)]
+    pub bias_stride_batch: usize,
     /// A residual input (contiguous, output-shaped) follows.
     pub has_residual: bool,
     /// Activation.

@@ -9,6 +9,7 @@ pub mod kernel;
 pub mod lower;
 pub mod memory;
 pub mod plan;
+pub mod qkv_fusion;
 pub mod softmax_fusion;
 
 pub use error::{PlanError, Result};

@@ -102,6 +102,8 @@ struct Lowerer<'g> {
     bn_act: HashMap<ValueId, (Act, ValueId, String)>,
     /// Softmaxes that absorbed a scale and a mask (by softmax output).
     softmax_pre: HashMap<ValueId, crate::softmax_fusion::FusedSoftmax>,
+    /// Sibling matmuls run as one batched launch, by the node where it runs.
+    qkv: HashMap<NodeId, crate::qkv_fusion::Group>,
     /// Concatenations done in place.
     concat: crate::concat_inplace::Plan,
     /// The shared buffer of each in-place concatenation family, once made.
@@ -144,6 +146,7 @@ pub fn compile(g: &Graph) -> Result<Plan> {
         views: HashMap::new(),
         bn_act: HashMap::new(),
         softmax_pre: HashMap::new(),
+        qkv: HashMap::new(),
         concat: crate::concat_inplace::Plan::default(),
         concat_roots: vec![],
         sub_of: HashMap::new(),
@@ -581,6 +584,14 @@ impl<'g> Lowerer<'g> {
         // Fusion planning.
         let mut absorbed = vec![false; g.nodes.len()];
         self.plan_views(&mut absorbed);
+        self.qkv = crate::qkv_fusion::plan(
+            &crate::softmax_fusion::GraphUse {
+                g,
+                consumers: &self.consumers,
+                is_output: &self.is_output,
+            },
+            &mut absorbed,
+        );
         let mut emit_at: HashMap<NodeId, (NodeId, Fusion, ValueId)> = HashMap::new();
         for (i, n) in g.nodes.iter().enumerate() {
             if absorbed[i] || !matches!(n.op, Op::Conv(_) | Op::Gemm { .. } | Op::MatMul) {
@@ -635,6 +646,9 @@ impl<'g> Lowerer<'g> {
             }
         }
         for (i, n) in g.nodes.iter().enumerate() {
+            if let Some(group) = self.qkv.remove(&i) {
+                self.lower_siblings(&group)?;
+            }
             if let Some((head, f, out)) = emit_at.remove(&i) {
                 self.lower_fused(&g.nodes[head], &f, out)?;
             } else if !absorbed[i] {
@@ -911,6 +925,7 @@ impl<'g> Lowerer<'g> {
                     has_bias,
                     bias_stride_m,
                     bias_stride_n,
+                    bias_stride_batch: 0,
                     has_residual: f.residual.is_some(),
                     act,
                 };
@@ -960,6 +975,7 @@ impl<'g> Lowerer<'g> {
                     has_bias,
                     bias_stride_m: sm,
                     bias_stride_n: sn,
+                    bias_stride_batch: 0,
                     has_residual: f.residual.is_some(),
                     act,
                 };
@@ -968,6 +984,62 @@ impl<'g> Lowerer<'g> {
             }
             _ => unreachable!("only conv/gemm/matmul heads are fused"),
         }
+        Ok(())
+    }
+
+    /// One batched matmul for a group of sibling matmuls (see
+    /// `qkv_fusion`): stacked weights `[G, K, N]` (`[G, N, K]` when
+    /// transposed), biases `[G, N]`, and each member's result in its slice
+    /// of one `[G, M, N]` output.
+    fn lower_siblings(&mut self, grp: &crate::qkv_fusion::Group) -> Result<()> {
+        let g = self.g;
+        let (k, n) = (grp.k, grp.n);
+        let first = &g.nodes[grp.members[0].matmul];
+        let m = numel(self.shape(grp.x)) / k.max(1);
+        let mut w = Vec::with_capacity(grp.members.len() * k * n);
+        let mut b = Vec::with_capacity(grp.members.len() * n);
+        for mem in &grp.members {
+            let t = |v: ValueId| g.constant(v).and_then(|t| t.as_f32()).map(|s| s.to_vec());
+            w.extend(t(mem.weight).ok_or_else(|| lower_err(first, "weight must be f32"))?);
+            b.extend(t(mem.bias).ok_or_else(|| lower_err(first, "bias must be f32"))?);
+        }
+        let names: Vec<&str> = grp
+            .members
+            .iter()
+            .map(|mem| g.nodes[mem.matmul].name.as_str())
+            .collect();
+        let name = names.join("+");
+        let wb = self.add_f32_weight(w, &format!("{name}.weight"));
+        let bb = self.add_f32_weight(b, &format!("{name}.bias"));
+        let xb = self.buf(first, grp.x)?;
+        let count = grp.members.len();
+        let root = self.new_buffer(DType::F32, count * m * n, Loc::Arena(0), &name);
+        for (gi, mem) in grp.members.iter().enumerate() {
+            let s = self.new_buffer(DType::F32, m * n, Loc::Arena(0), &g.values[mem.out].name);
+            self.sub_of.insert(s, (root, gi * m * n * 4));
+            self.value_buf.insert(mem.out, s);
+        }
+        let spec = MatMulSpec {
+            batch: vec![count],
+            a_batch_strides: vec![0],
+            b_batch_strides: vec![k * n],
+            m,
+            n,
+            k,
+            lda_m: k,
+            lda_k: 1,
+            ldb_k: if grp.trans_b { 1 } else { n },
+            ldb_n: if grp.trans_b { k } else { 1 },
+            alpha: 1.0,
+            beta: 1.0,
+            has_bias: true,
+            bias_stride_m: 0,
+            bias_stride_n: 1,
+            bias_stride_batch: n,
+            has_residual: false,
+            act: Act::None,
+        };
+        self.emit(&name, KernelOp::MatMul(spec), vec![xb, wb, bb], root);
         Ok(())
     }
 
@@ -1675,6 +1747,7 @@ impl<'g> Lowerer<'g> {
             has_bias: false,
             bias_stride_m: 0,
             bias_stride_n: 0,
+            bias_stride_batch: 0,
             has_residual: false,
             act: Act::None,
         };

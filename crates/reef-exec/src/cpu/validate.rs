@@ -258,8 +258,8 @@ fn needs(k: &Kernel) -> Result<(Vec<Need>, Need)> {
             let mut ins = vec![f32s(a), f32s(b)];
             if m.has_bias {
                 ins.push(f32s(reach(
-                    &[m.m, m.n],
-                    &[m.bias_stride_m, m.bias_stride_n],
+                    &[m.batch_count(), m.m, m.n],
+                    &[m.bias_stride_batch, m.bias_stride_m, m.bias_stride_n],
                 )));
             }
             if m.has_residual {

@@ -144,7 +144,10 @@ pub(crate) fn matmul(
                 dst.iter_mut().zip(acc).for_each(|(d, &v)| *d = s.alpha * v);
                 if let Some(bias) = bias {
                     for (j, d) in dst.iter_mut().enumerate() {
-                        *d += s.beta * bias[i * s.bias_stride_m + (j0 + j) * s.bias_stride_n];
+                        *d += s.beta
+                            * bias[t.plane * s.bias_stride_batch
+                                + i * s.bias_stride_m
+                                + (j0 + j) * s.bias_stride_n];
                     }
                 }
                 if let Some(res) = res {
