@@ -35,11 +35,33 @@ pub struct Options {
     pub busy_poll: usize,
 }
 
+/// One scheduler per device, each with the models loaded; several devices
+/// are served as one [`MultiScheduler`](reef_sched::multi::MultiScheduler)
+/// (every model on every device, requests to the least-loaded one).
+fn service_on(
+    devices: &[Arc<dyn Device>],
+    mode: Mode,
+    models: &[String],
+    be_depth: usize,
+) -> Result<Arc<dyn Service>> {
+    let scheds = devices
+        .iter()
+        .map(|d| scheduler_with(d, mode, models, be_depth))
+        .collect::<Result<Vec<_>>>()?;
+    if scheds.len() == 1 {
+        return Ok(scheds.into_iter().next().expect("one scheduler") as Arc<dyn Service>);
+    }
+    Ok(
+        reef_sched::multi::MultiScheduler::new(scheds).map_err(|e| anyhow::anyhow!("{e}"))?
+            as Arc<dyn Service>,
+    )
+}
+
 /// Starts a server on loopback ports for `sched` (allowing client shared
 /// memory) and connects a gRPC client service to it (stats and shutdown go
 /// to the scheduler), passing tensors through shared memory when `shm`.
 async fn through_server(
-    sched: Arc<Scheduler>,
+    sched: Arc<dyn Service>,
     models: &[String],
     shm: bool,
 ) -> Result<Arc<dyn Service>> {
@@ -61,9 +83,7 @@ async fn through_server(
         }
     });
     drop(stop_rx);
-    let client =
-        reef_bench::grpc::GrpcService::connect(&url, models, Some(sched as Arc<dyn Service>))
-            .await?;
+    let client = reef_bench::grpc::GrpcService::connect(&url, models, Some(sched)).await?;
     Ok(if shm {
         Arc::new(client.with_shared_memory())
     } else {
@@ -95,8 +115,10 @@ pub fn scheduler_with(
     Ok(s)
 }
 
-/// Runs the workload; returns the Markdown table.
-pub fn run(device: Arc<dyn Device>, opts: &Options) -> Result<String> {
+/// Runs the workload on `devices` (one scheduler each; requests spread over
+/// them); returns the Markdown table.
+pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
+    anyhow::ensure!(!devices.is_empty(), "no device to run on");
     let mut w = Workload::load(&opts.workload)
         .with_context(|| format!("reading {}", opts.workload.display()))?;
     if let Some(d) = opts.duration {
@@ -118,7 +140,7 @@ pub fn run(device: Arc<dyn Device>, opts: &Options) -> Result<String> {
         .enable_all()
         .build()?;
     reef_server::spawn_busy_pollers(rt.handle(), opts.busy_poll);
-    let dev = device.clone();
+    let devs = devices.clone();
     let be_depth = opts.be_depth;
     let via_grpc = opts.via_grpc;
     let shm = opts.shm;
@@ -128,11 +150,11 @@ pub fn run(device: Arc<dyn Device>, opts: &Options) -> Result<String> {
             &opts.modes,
             |mode| -> Result<Arc<dyn Service>, anyhow::Error> {
                 tokio::task::block_in_place(|| {
-                    let s = scheduler_with(&dev, mode, &models, be_depth)?;
+                    let s = service_on(&devs, mode, &models, be_depth)?;
                     if via_grpc {
                         tokio::runtime::Handle::current().block_on(through_server(s, &models, shm))
                     } else {
-                        Ok(s as Arc<dyn Service>)
+                        Ok(s)
                     }
                 })
             },
@@ -141,7 +163,8 @@ pub fn run(device: Arc<dyn Device>, opts: &Options) -> Result<String> {
         .await
     })?;
     let mut result = result;
-    result.device = Some(device.name());
+    let names: Vec<String> = devices.iter().map(|d| d.name()).collect();
+    result.device = Some(names.join(" + "));
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
     let mut stem = w

@@ -148,6 +148,11 @@ enum BenchCmd {
         /// `reef serve --busy-poll`; each costs a host core).
         #[arg(long, default_value_t = 0)]
         busy_poll: usize,
+        /// Devices: GPUs 0..N (or N emulated CPU devices), one scheduler each,
+        /// every model on every device, requests to the least-loaded device
+        /// (as `reef serve --devices N`).
+        #[arg(long, default_value_t = 1)]
+        devices: usize,
     },
     /// Preemption microbenchmark: preemption latency (p50/p99/max), RT
     /// latency against RT alone and BE throughput, per BE model and mode.
@@ -308,9 +313,10 @@ fn run(cli: Cli) -> Result<i32> {
                     via_grpc,
                     shm,
                     busy_poll,
+                    devices,
                 },
         } => {
-            let dev = device::open(device, None)?;
+            let devs = device::open_many(device, devices)?;
             let opts = bench_disb::Options {
                 workload,
                 modes,
@@ -323,7 +329,7 @@ fn run(cli: Cli) -> Result<i32> {
                 shm,
                 busy_poll,
             };
-            println!("{}", bench_disb::run(dev, &opts)?);
+            println!("{}", bench_disb::run(devs, &opts)?);
             Ok(0)
         }
         Cmd::Bench {

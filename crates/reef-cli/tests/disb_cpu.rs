@@ -176,3 +176,37 @@ fn check_through_server(tag: &str, extra: &[&str]) {
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// `--devices 2`: the workload over two emulated CPU devices (one scheduler
+/// each, behind the multi-device router): every request answered, BE work
+/// done, and the result names both devices.
+#[test]
+fn bench_disb_runs_over_two_devices() {
+    let (out, stdout) = run_tiny_disb("disb-two-devices", &["--modes", "reset", "--devices", "2"]);
+    println!("{stdout}");
+    let json_path = std::fs::read_dir(&out)
+        .expect("output folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .expect("a JSON result");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    let device = json["device"].as_str().unwrap_or_default();
+    assert_eq!(device.matches(" + ").count(), 1, "device: {device}");
+    let modes = json["modes"].as_array().unwrap();
+    for m in modes {
+        assert_eq!(
+            m["submitted"], m["completed_ok"],
+            "unanswered in {}",
+            m["mode"]
+        );
+        assert!(
+            m["rt"]["count"].as_u64().unwrap() > 0,
+            "no RT in {}",
+            m["mode"]
+        );
+    }
+    let reset = &modes[1];
+    assert!(reset["be_throughput_rps"].as_f64().unwrap() > 0.0);
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -6,9 +6,10 @@
 //! ([`Service::stats`]) while also reporting them per device
 //! ([`Service::device_stats`], with each device's health).
 //!
-//! Load is measured per priority class, RT first: an RT request goes where the
-//! fewest RT requests are waiting or running; a BE request goes where the fewest
-//! RT requests are (RT work preempts BE work there), then the fewest BE ones.
+//! Load is measured per priority class, RT first: every request goes where the
+//! fewest RT requests are waiting or running, then where the fewest BE ones are
+//! (an RT request there preempts no BE work; a BE request there is not
+//! preempted).
 //! "Waiting or running" is the larger of the device's queue depth (which also
 //! sees requests submitted to the device's scheduler directly) and the number
 //! of requests this router sent there whose tickets have not resolved yet.
@@ -236,34 +237,33 @@ impl MultiScheduler {
         Ok(())
     }
 
-    /// The load key of a device for a request of class `p` (smaller is less
-    /// loaded): RT work first, then BE work for BE requests.
-    fn load(&self, device: usize, p: Priority) -> (usize, usize) {
+    /// The load key of a device (smaller is less loaded): its RT work, then
+    /// its BE work.
+    fn load(&self, device: usize) -> (usize, usize) {
         let slot = &self.slots[device];
         let st = slot.sched.stats();
         let rt = st
             .rt_queue_depth
             .max(slot.in_flight[0].load(Ordering::Acquire));
-        match p {
-            Priority::Rt => (rt, 0),
-            Priority::Be => (
-                rt,
-                st.be_queue_depth
-                    .max(slot.in_flight[1].load(Ordering::Acquire)),
-            ),
-        }
+        let be = st
+            .be_queue_depth
+            .max(slot.in_flight[1].load(Ordering::Acquire));
+        // Both classes go where the fewest RT requests are, then where the
+        // fewest BE ones are: an RT request on a device without BE work
+        // preempts nothing, and a BE request there is not preempted.
+        (rt, be)
     }
 
     /// The healthy devices holding the model, least loaded first; equally
     /// loaded ones in round-robin order.
-    fn candidates(&self, devices: &[usize], p: Priority) -> Vec<usize> {
+    fn candidates(&self, devices: &[usize]) -> Vec<usize> {
         let start = self.rr.fetch_add(1, Ordering::Relaxed);
         let n = devices.len();
         let mut c: Vec<((usize, usize), usize, usize)> = (0..n)
             .map(|k| devices[(start + k) % n])
             .filter(|&d| self.slots[d].healthy.load(Ordering::Acquire))
             .enumerate()
-            .map(|(order, d)| (self.load(d, p), order, d))
+            .map(|(order, d)| (self.load(d), order, d))
             .collect();
         c.sort_unstable();
         c.into_iter().map(|(_, _, d)| d).collect()
@@ -360,7 +360,7 @@ impl Service for MultiScheduler {
             .ok_or_else(|| SchedError::UnknownModel(req.model.clone()))?;
         let p = req.priority.unwrap_or(place.default_priority);
         let c = class(p);
-        let candidates = self.candidates(&place.devices, p);
+        let candidates = self.candidates(&place.devices);
         let n = candidates.len();
         let model = req.model.clone();
         let mut req = Some(req);
