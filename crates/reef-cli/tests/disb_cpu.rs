@@ -39,6 +39,16 @@ fn run_tiny_disb(tag: &str, extra: &[&str]) -> (std::path::PathBuf, String) {
     (out, stdout)
 }
 
+/// The JSON result the runner wrote into `out`.
+fn result_json(out: &std::path::Path) -> serde_json::Value {
+    let path = std::fs::read_dir(out)
+        .expect("output folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .expect("a JSON result");
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
 #[test]
 fn bench_disb_runs_a_tiny_workload_in_every_mode() {
     let (out, stdout) = run_tiny_disb("disb-test", &[]);
@@ -134,13 +144,7 @@ fn check_through_server(tag: &str, extra: &[&str]) {
     args.extend_from_slice(extra);
     let (out, stdout) = run_tiny_disb(tag, &args);
     println!("{stdout}");
-    let json_path = std::fs::read_dir(&out)
-        .expect("output folder")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "json"))
-        .expect("a JSON result");
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    let json = result_json(&out);
     let modes = json["modes"].as_array().unwrap();
     let names: Vec<&str> = modes.iter().map(|m| m["mode"].as_str().unwrap()).collect();
     assert_eq!(names, ["rt-alone", "reset"]);
@@ -184,13 +188,7 @@ fn check_through_server(tag: &str, extra: &[&str]) {
 fn bench_disb_runs_over_two_devices() {
     let (out, stdout) = run_tiny_disb("disb-two-devices", &["--modes", "reset", "--devices", "2"]);
     println!("{stdout}");
-    let json_path = std::fs::read_dir(&out)
-        .expect("output folder")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "json"))
-        .expect("a JSON result");
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    let json = result_json(&out);
     let device = json["device"].as_str().unwrap_or_default();
     assert_eq!(device.matches(" + ").count(), 1, "device: {device}");
     let modes = json["modes"].as_array().unwrap();

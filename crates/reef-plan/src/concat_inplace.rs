@@ -7,8 +7,9 @@
 //! either way every concatenation of a block is a prefix of the last, so one
 //! buffer per block holds them all.
 
+use crate::graph_use::GraphUse;
 use reef_model::tensor::numel;
-use reef_model::{Graph, NodeId, Op, ValueId};
+use reef_model::{NodeId, Op, ValueId};
 use std::collections::HashMap;
 
 /// Byte alignment every slice of a shared buffer must keep.
@@ -53,15 +54,10 @@ fn writes_fresh(op: &Op) -> bool {
     )
 }
 
-/// Finds the concatenations that can be done in place. `is_output` marks
-/// graph outputs (never aliased).
-pub fn plan(g: &Graph, is_output: &[bool]) -> Plan {
-    let mut producer: HashMap<ValueId, NodeId> = HashMap::new();
-    for (i, n) in g.nodes.iter().enumerate() {
-        for &o in &n.outputs {
-            producer.insert(o, i);
-        }
-    }
+/// Finds the concatenations that can be done in place (graph outputs are
+/// never aliased).
+pub fn plan(u: &GraphUse) -> Plan {
+    let (g, is_output, producer) = (u.g, &u.is_output, &u.producer);
     // Candidate concats: contiguous slices; each input a fresh kernel output
     // or an earlier candidate (whose leaves it then appends).
     let fresh = |v: ValueId| {

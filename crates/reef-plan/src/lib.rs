@@ -5,6 +5,7 @@
 
 pub mod concat_inplace;
 pub mod error;
+pub mod graph_use;
 pub mod kernel;
 pub mod lower;
 pub mod memory;

@@ -6,6 +6,7 @@
 //! one arena (see [`crate::memory`]).
 
 use crate::error::{PlanError, Result};
+use crate::graph_use::GraphUse;
 use crate::kernel::*;
 use crate::memory::{place, Lifetime};
 use crate::plan::{align_up, Buffer, BufferId, IoBinding, Loc, Plan};
@@ -87,8 +88,8 @@ struct Fusion {
 
 struct Lowerer<'g> {
     g: &'g Graph,
-    consumers: Vec<Vec<NodeId>>,
-    is_output: Vec<bool>,
+    /// Consumers, producers and outputs of every value.
+    uses: GraphUse<'g>,
     plan: Plan,
     value_buf: HashMap<ValueId, BufferId>,
     weight_cache: HashMap<ValueId, BufferId>,
@@ -115,18 +116,8 @@ struct Lowerer<'g> {
 /// Compiles a shaped graph into a plan. The batch size recorded is dim 0 of
 /// the first input (1 when there is none).
 pub fn compile(g: &Graph) -> Result<Plan> {
-    let mut consumers = vec![vec![]; g.values.len()];
-    for (i, n) in g.nodes.iter().enumerate() {
-        for v in n.inputs.iter().flatten() {
-            if !consumers[*v].contains(&i) {
-                consumers[*v].push(i);
-            }
-        }
-    }
-    let mut is_output = vec![false; g.values.len()];
-    for &o in &g.outputs {
-        is_output[o] = true;
-    }
+    let uses = GraphUse::new(g);
+    let concat = crate::concat_inplace::plan(&uses);
     let batch = g
         .inputs
         .first()
@@ -134,8 +125,7 @@ pub fn compile(g: &Graph) -> Result<Plan> {
         .unwrap_or(1);
     let mut l = Lowerer {
         g,
-        consumers,
-        is_output,
+        uses,
         plan: Plan {
             name: g.name.clone(),
             batch,
@@ -147,12 +137,10 @@ pub fn compile(g: &Graph) -> Result<Plan> {
         bn_act: HashMap::new(),
         softmax_pre: HashMap::new(),
         qkv: HashMap::new(),
-        concat: crate::concat_inplace::Plan::default(),
-        concat_roots: vec![],
+        concat_roots: vec![None; concat.families.len()],
+        concat,
         sub_of: HashMap::new(),
     };
-    l.concat = crate::concat_inplace::plan(g, &l.is_output);
-    l.concat_roots = vec![None; l.concat.families.len()];
     l.run()?;
     Ok(l.plan)
 }
@@ -163,10 +151,13 @@ impl<'g> Lowerer<'g> {
     }
 
     fn single_consumer(&self, v: ValueId, absorbed: &[bool]) -> Option<&'g Node> {
-        if self.is_output[v] || self.consumers[v].len() != 1 || absorbed[self.consumers[v][0]] {
+        if self.uses.is_output[v]
+            || self.uses.consumers[v].len() != 1
+            || absorbed[self.uses.consumers[v][0]]
+        {
             return None;
         }
-        let n = &self.g.nodes[self.consumers[v][0]];
+        let n = &self.g.nodes[self.uses.consumers[v][0]];
         // The value must feed the node exactly once.
         (n.inputs.iter().flatten().filter(|&&i| i == v).count() == 1).then_some(n)
     }
@@ -389,10 +380,13 @@ impl<'g> Lowerer<'g> {
             let (Some(x), Some(&out)) = (n.input(0), n.outputs.first()) else {
                 continue;
             };
-            if self.is_output[out] || self.consumers[out].is_empty() || g.constant(x).is_some() {
+            if self.uses.is_output[out]
+                || self.uses.consumers[out].is_empty()
+                || g.constant(x).is_some()
+            {
                 continue;
             }
-            let only_matmuls = self.consumers[out].iter().all(|&c| {
+            let only_matmuls = self.uses.consumers[out].iter().all(|&c| {
                 let m = &g.nodes[c];
                 m.op == Op::MatMul
                     && m.inputs.len() == 2
@@ -438,7 +432,7 @@ impl<'g> Lowerer<'g> {
     /// output value. Multiplying by 0.5 is exact, so the fused form computes
     /// the same value.
     fn gelu_after(&self, x: ValueId, absorbed: &[bool]) -> Option<(Vec<NodeId>, ValueId)> {
-        if self.is_output[x] || self.consumers[x].len() != 2 {
+        if self.uses.is_output[x] || self.uses.consumers[x].len() != 2 {
             return None;
         }
         let close = |v: Option<f64>, want: f64| v.is_some_and(|v| (v - want).abs() <= 1e-6 * want);
@@ -447,7 +441,7 @@ impl<'g> Lowerer<'g> {
         let sqrt2 = std::f64::consts::SQRT_2;
         // The scaling path: x / √2 (or x · 1/√2), Erf, + 1.
         let (mut scale, mut other) = (None, None);
-        for &c in &self.consumers[x] {
+        for &c in &self.uses.consumers[x] {
             let n = node(c)?;
             let k = Self::other_operand(n, x)?;
             let is_scale =
@@ -460,12 +454,12 @@ impl<'g> Lowerer<'g> {
             }
         }
         let (scale, other) = (scale?, other?);
-        let erf_id = *self.consumers[self.g.nodes[scale].outputs[0]].first()?;
+        let erf_id = *self.uses.consumers[self.g.nodes[scale].outputs[0]].first()?;
         let erf = self.single_consumer(self.g.nodes[scale].outputs[0], absorbed)?;
         if erf.op != Op::Erf {
             return None;
         }
-        let add_id = *self.consumers[erf.outputs[0]].first()?;
+        let add_id = *self.uses.consumers[erf.outputs[0]].first()?;
         let add = self.single_consumer(erf.outputs[0], absorbed)?;
         if !binary(add, &Op::Add)
             || !close(self.scalar(Self::other_operand(add, erf.outputs[0])?), 1.0)
@@ -479,7 +473,7 @@ impl<'g> Lowerer<'g> {
         }
         let (first, last) = if Self::other_operand(on, x)? == Some(add.outputs[0]) {
             // m = x · a, then m · 0.5.
-            let half_id = *self.consumers[on.outputs[0]].first()?;
+            let half_id = *self.uses.consumers[on.outputs[0]].first()?;
             let half = self.single_consumer(on.outputs[0], absorbed)?;
             let k = Self::other_operand(half, on.outputs[0])?;
             if !binary(half, &Op::Mul) || !close(self.scalar(k), 0.5) {
@@ -491,7 +485,7 @@ impl<'g> Lowerer<'g> {
             if !close(self.scalar(Self::other_operand(on, x)?), 0.5) {
                 return None;
             }
-            let m_id = *self.consumers[on.outputs[0]].first()?;
+            let m_id = *self.uses.consumers[on.outputs[0]].first()?;
             let m = self.single_consumer(on.outputs[0], absorbed)?;
             if !binary(m, &Op::Mul)
                 || Self::other_operand(m, on.outputs[0])? != Some(add.outputs[0])
@@ -502,10 +496,10 @@ impl<'g> Lowerer<'g> {
         };
         // The Add must feed only the final product.
         let add_out = add.outputs[0];
-        if self.is_output[add_out] || self.consumers[add_out].len() != 1 {
+        if self.uses.is_output[add_out] || self.uses.consumers[add_out].len() != 1 {
             return None;
         }
-        let consumer = self.consumers[add_out][0];
+        let consumer = self.uses.consumers[add_out][0];
         if consumer != first && consumer != last {
             return None;
         }
@@ -584,14 +578,7 @@ impl<'g> Lowerer<'g> {
         // Fusion planning.
         let mut absorbed = vec![false; g.nodes.len()];
         self.plan_views(&mut absorbed);
-        self.qkv = crate::qkv_fusion::plan(
-            &crate::softmax_fusion::GraphUse {
-                g,
-                consumers: &self.consumers,
-                is_output: &self.is_output,
-            },
-            &mut absorbed,
-        );
+        self.qkv = crate::qkv_fusion::plan(&self.uses, &mut absorbed);
         let mut emit_at: HashMap<NodeId, (NodeId, Fusion, ValueId)> = HashMap::new();
         for (i, n) in g.nodes.iter().enumerate() {
             if absorbed[i] || !matches!(n.op, Op::Conv(_) | Op::Gemm { .. } | Op::MatMul) {
@@ -621,14 +608,7 @@ impl<'g> Lowerer<'g> {
             }
             emit_at.insert(last, (i, f, out));
         }
-        self.softmax_pre = crate::softmax_fusion::plan(
-            &crate::softmax_fusion::GraphUse {
-                g,
-                consumers: &self.consumers,
-                is_output: &self.is_output,
-            },
-            &mut absorbed,
-        );
+        self.softmax_pre = crate::softmax_fusion::plan(&self.uses, &mut absorbed);
         // Activations after BatchNorms that no convolution absorbed.
         for (i, n) in g.nodes.iter().enumerate() {
             if absorbed[i] || !matches!(n.op, Op::BatchNorm { .. }) || n.outputs.len() != 1 {
@@ -638,7 +618,7 @@ impl<'g> Lowerer<'g> {
             if let Some(a) = self.single_consumer(out, &absorbed) {
                 if let (Some(act), Some(&aout)) = (self.act_of(a), a.outputs.first()) {
                     if a.input(0) == Some(out) {
-                        let ai = self.consumers[out][0];
+                        let ai = self.uses.consumers[out][0];
                         absorbed[ai] = true;
                         self.bn_act.insert(out, (act, aout, a.name.clone()));
                     }
@@ -1489,7 +1469,7 @@ impl<'g> Lowerer<'g> {
                 let used = |s: &Self, i: usize| {
                     node.outputs
                         .get(i)
-                        .filter(|&&v| !s.consumers[v].is_empty() || s.is_output[v])
+                        .filter(|&&v| !s.uses.consumers[v].is_empty() || s.uses.is_output[v])
                         .copied()
                 };
                 let (mean, inv) = (used(self, 1), used(self, 2));

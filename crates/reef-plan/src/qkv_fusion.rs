@@ -7,7 +7,7 @@
 //! three times the tiles to spread over the SMs). Each result lands in its
 //! own slice of one output buffer, so the consumers read it as before.
 
-use crate::softmax_fusion::GraphUse;
+use crate::graph_use::GraphUse;
 use reef_model::{DType, NodeId, Op, ValueId};
 use std::collections::HashMap;
 
@@ -76,10 +76,10 @@ pub fn plan(u: &GraphUse, absorbed: &mut [bool]) -> HashMap<NodeId, Group> {
             (ws[0], ws[1])
         };
         // A transposed activation may be read in place as a view: left alone.
-        let from_transpose = g
-            .nodes
-            .iter()
-            .any(|p| p.outputs.contains(&x) && matches!(p.op, Op::Transpose { .. }));
+        let from_transpose = u
+            .producer
+            .get(&x)
+            .is_some_and(|&p| matches!(g.nodes[p].op, Op::Transpose { .. }));
         if from_transpose
             || xs[xs.len() - 1] != k
             || !const_f32(w, ws)

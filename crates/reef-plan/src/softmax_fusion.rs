@@ -2,9 +2,10 @@
 //! them: BERT's `softmax(scores / sqrt(d) + attention_mask)` runs as one
 //! softmax kernel (see [`SoftmaxPre`]) instead of three.
 
+use crate::graph_use::GraphUse;
 use crate::kernel::{BinOp, SoftmaxMask, SoftmaxPre};
 use reef_model::tensor::strides;
-use reef_model::{DType, Graph, NodeId, Op, ValueId};
+use reef_model::{DType, Op, ValueId};
 use std::collections::HashMap;
 
 /// A softmax with an absorbed prologue.
@@ -16,36 +17,6 @@ pub struct FusedSoftmax {
     pub pre: SoftmaxPre,
     /// The mask value (when `pre.mask` is set).
     pub mask: Option<ValueId>,
-}
-
-/// What the fusion needs to know about the graph.
-pub struct GraphUse<'a> {
-    /// The graph.
-    pub g: &'a Graph,
-    /// Consumers of each value.
-    pub consumers: &'a [Vec<NodeId>],
-    /// Whether each value is a graph output.
-    pub is_output: &'a [bool],
-}
-
-impl GraphUse<'_> {
-    /// Whether `v` is read by node `n` alone (once) and is not a graph output.
-    fn only_feeds(&self, v: ValueId, n: NodeId) -> bool {
-        !self.is_output[v]
-            && self.consumers[v] == [n]
-            && self.g.nodes[n]
-                .inputs
-                .iter()
-                .flatten()
-                .filter(|&&i| i == v)
-                .count()
-                == 1
-    }
-
-    fn scalar(&self, v: ValueId) -> Option<f32> {
-        let t = self.g.constant(v)?;
-        (t.len() == 1 && t.dtype() == DType::F32).then(|| t.to_f64_vec()[0] as f32)
-    }
 }
 
 /// Where each element of a softmax over the last axis of `shape` finds its
@@ -94,12 +65,7 @@ pub fn mask_layout(shape: &[usize], mshape: &[usize]) -> Option<SoftmaxMask> {
 /// softmax output value.
 pub fn plan(u: &GraphUse, absorbed: &mut [bool]) -> HashMap<ValueId, FusedSoftmax> {
     let g = u.g;
-    let mut producer: HashMap<ValueId, NodeId> = HashMap::new();
-    for (i, n) in g.nodes.iter().enumerate() {
-        for &o in &n.outputs {
-            producer.insert(o, i);
-        }
-    }
+    let producer = &u.producer;
     let mut out = HashMap::new();
     for (si, s) in g.nodes.iter().enumerate() {
         let Op::Softmax { axis } = s.op else { continue };
