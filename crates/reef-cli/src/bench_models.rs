@@ -25,6 +25,11 @@ pub struct ModelTiming {
     pub be_ms: f64,
     /// RT p90 latency, ms.
     pub rt_p90_ms: f64,
+    /// RT variant median device time with every kernel queued ahead (no
+    /// host launch rate in it), ms; None where the backend has no device timer.
+    pub rt_device_ms: Option<f64>,
+    /// BE variant median device time with every kernel queued ahead, ms.
+    pub be_device_ms: Option<f64>,
     /// Per-kernel RT device times (with `--kernels`), in plan order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kernel_profile: Vec<KernelTime>,
@@ -119,8 +124,8 @@ pub fn run(
         println!("GEMM precision: {p} (REEF_PRECISION = tf32 | tf32x3 | f32)");
     }
     println!(
-        "{:<16} {:>5} {:>7} {:>10} {:>10} {:>8}",
-        "model", "batch", "kernels", "RT ms", "BE ms", "BE/RT"
+        "{:<16} {:>5} {:>7} {:>10} {:>10} {:>8} {:>10} {:>10}",
+        "model", "batch", "kernels", "RT ms", "BE ms", "BE/RT", "RT dev ms", "BE dev ms"
     );
     for m in models {
         for &b in batches {
@@ -150,14 +155,34 @@ pub fn run(
             };
             let (rt, rt90) = median_and_p90(times(Variant::Rt)?);
             let (be, _) = median_and_p90(times(Variant::Be)?);
+            let mut device_time = |variant: Variant| -> Result<Option<f64>> {
+                let mut lane = dev.lane(if variant == Variant::Rt {
+                    Priority::High
+                } else {
+                    Priority::Low
+                })?;
+                let mut v = Vec::with_capacity(iters.max(1));
+                for _ in 0..iters.max(1) {
+                    match lane.run_device_timed(ctx.as_mut(), variant)? {
+                        Some(d) => v.push(d.as_secs_f64() * 1e3),
+                        None => return Ok(None),
+                    }
+                }
+                Ok(Some(median_and_p90(v).0))
+            };
+            let rt_dev = device_time(Variant::Rt)?;
+            let be_dev = device_time(Variant::Be)?;
+            let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
             println!(
-                "{:<16} {:>5} {:>7} {:>10.3} {:>10.3} {:>8.3}",
+                "{:<16} {:>5} {:>7} {:>10.3} {:>10.3} {:>8.3} {:>10} {:>10}",
                 m,
                 b,
                 h.plan().kernels.len(),
                 rt,
                 be,
-                be / rt
+                be / rt,
+                show(rt_dev),
+                show(be_dev)
             );
             let kernel_profile = if top_kernels > 0 {
                 profile_kernels(dev.as_ref(), &h, ctx.as_mut(), rt, top_kernels)?
@@ -171,6 +196,8 @@ pub fn run(
                 rt_ms: rt,
                 be_ms: be,
                 rt_p90_ms: rt90,
+                rt_device_ms: rt_dev,
+                be_device_ms: be_dev,
                 kernel_profile,
             });
         }
@@ -190,6 +217,8 @@ mod tests {
         assert_eq!(res.len(), 1);
         let t = &res[0];
         assert!(t.rt_ms > 0.0 && t.be_ms > 0.0, "{t:?}");
+        // The CPU backend has no device timer.
+        assert!(t.rt_device_ms.is_none() && t.be_device_ms.is_none());
         assert_eq!(t.kernel_profile.len(), t.kernels);
         for (i, k) in t.kernel_profile.iter().enumerate() {
             assert_eq!(k.index, i);

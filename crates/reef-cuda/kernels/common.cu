@@ -31,9 +31,23 @@ struct Hdr {
     u64 guard;     // padding launches: the padded RT kernel's done counter; else 0
     u32 kernel_index;
     u32 tiles;
-    u32 guard_tiles;  // padding: the padded RT kernel's block count
+    u32 guard_tiles;  // padding: the padded RT kernel's block count; other BE launches: REEF_DIRECT or 0
     u32 budget_ns;    // padding: a block claims no tile after this long (0: no limit)
 };
+
+// `guard_tiles` of a BE launch that is not padding (guard == 0): a direct
+// launch, used for kernels whose tiles all fit on the GPU at once (the host
+// decides). Block b runs tile b, with no claim cursor and no done count; a
+// block that does not run its tile (flag up at entry) marks the kernel
+// aborted, and the kernel runs again from its first tile (Lane::resume). The
+// persistent claim loop put an atomic claim behind a flag load in series
+// before each block's one tile, claimed again only to find none left, and
+// counted each block done behind a fence at its end (session 5, runs 1-2 on
+// the H200: BE 2-8% faster at batch 1). Multi-wave kernels keep the claim
+// loop: a static grid-stride assignment was slower there (run 3). Padding
+// launches, and later launches of a kernel they touched, keep the cursor
+// (padding work is finished by the next launch, never redone).
+#define REEF_DIRECT 1u
 
 // Activation codes (mirror reef_cuda::params::act_code).
 #define ACT_NONE 0
@@ -56,8 +70,11 @@ __device__ __forceinline__ float reef_act(float x, i32 kind, float lo, float hi)
     }
 }
 
-// Called by every thread of an RT block (one tile per block): counts the
-// block done; the last block of the grid publishes progress = index + 1.
+// Called by every thread of an RT block (one tile per block) of a tracked
+// launch (hdr.done != 0: the task's last kernel, and RT kernels that padding
+// follows): counts the block done; the last block of the grid publishes
+// progress = index + 1. Untracked RT launches skip it (no fence, no atomic):
+// nothing reads their counters, and the lane's events say when they retired.
 __device__ __forceinline__ void reef_finish(const Hdr& h) {
     __threadfence();
     __syncthreads();
@@ -86,22 +103,41 @@ __device__ __forceinline__ u64 reef_now() {
 #define REEF_ABORTED 0x80000000u
 
 // BE blocks claim tiles from the kernel's cursor (thread 0, before every
-// tile): none once the lane's flag is up, before the task's previous kernel
-// completed, or, for padding launches, once the padded RT kernel completed or
-// the block's budget ran out. A tile is claimed only after these checks, so a
-// claim never takes a tile that will not run. (Issuing the cursor's atomic
-// together with the flag and progress loads, and giving up a tile claimed at
-// a raised flag, saved nothing measurable on the H100, run 20.)
+// tile): none once the lane's flag is up, or, for padding launches, before
+// the task's previous kernel completed, once the padded RT kernel completed
+// or once the block's budget ran out. A tile is claimed only after these
+// checks, so a claim never takes a tile that will not run. (Issuing the
+// cursor's atomic together with the flag and progress loads, and giving up a
+// tile claimed at a raised flag, saved nothing measurable on the H100, run 20.)
+//
+// Ordinary launches need no progress check: a lane runs a task's kernels in
+// order, a kernel stops short only while the flag is up, and the flag comes
+// down only after the lane went idle, so a kernel that starts with the flag
+// down follows a kernel that completed.
 __device__ __forceinline__ u32 reef_claim(const Hdr& h, u64 t0) {
     // Both loads are issued before either is tested (one memory latency).
     const i32 flag = *(volatile const i32*)h.flag;
-    const u32 progress = *(volatile const u32*)h.progress;
-    if (flag != 0 || progress < h.kernel_index) return REEF_NO_TILE;
     if (h.guard != 0) {
+        const u32 progress = *(volatile const u32*)h.progress;
+        if (flag != 0 || progress < h.kernel_index) return REEF_NO_TILE;
         if (*(volatile const u32*)h.guard >= h.guard_tiles) return REEF_NO_TILE;
         if (h.budget_ns != 0 && reef_now() - t0 >= (u64)h.budget_ns) return REEF_NO_TILE;
+    } else if (flag != 0) {
+        return REEF_NO_TILE;
     }
     return atomicAdd((u32*)h.done + 1, 1u);
+}
+
+// A direct BE block's tile (blockIdx.x), or REEF_NO_TILE once the flag is
+// up. A direct launch keeps no done count: block 0 publishes progress =
+// index at entry (the kernels before it completed, by the ordering argument
+// above), and the host knows the kernel completed once its launch retired
+// without REEF_ABORTED (CudaTaskContext::exact_progress).
+__device__ __forceinline__ u32 reef_enter(const Hdr& h) {
+    const i32 flag = *(volatile const i32*)h.flag;
+    if (flag != 0) return REEF_NO_TILE;
+    if (blockIdx.x == 0) atomicMax((u32*)h.progress, h.kernel_index);
+    return blockIdx.x;
 }
 
 // Called by every thread of a BE block when it claims no more tiles: adds the
@@ -121,21 +157,30 @@ __device__ __forceinline__ void reef_be_finish(const Hdr& h, u32 mine) {
 
 // The two entry points of a family. RT_TILE runs tile blockIdx.x; BE_TILE
 // runs tile t and is false when the tile was abandoned (a GEMM tile that saw
-// the flag between K steps), which marks the kernel and stops the block.
+// the flag between K steps), which marks the kernel and stops the block. A
+// direct BE block that does not run its tile (flag up at entry) marks the
+// kernel too.
 #define REEF_ENTRIES(NAME, PT, BOUNDS, RT_TILE, BE_TILE)                              \
     extern "C" __global__ void BOUNDS NAME##_rt(const PT p) {                       \
         RT_TILE;                                                                    \
-        reef_finish(p.hdr);                                                         \
+        if (p.hdr.done != 0) reef_finish(p.hdr);                                    \
     }                                                                               \
     extern "C" __global__ void BOUNDS NAME##_be(const PT p) {                       \
         __shared__ u32 reef_next;                                                   \
         const u64 t0 = (threadIdx.x == 0 && p.hdr.budget_ns != 0u) ? reef_now() : 0; \
+        const bool direct = p.hdr.guard == 0 && p.hdr.guard_tiles == REEF_DIRECT;   \
         u32 mine = 0;                                                               \
-        for (;;) {                                                                  \
-            if (threadIdx.x == 0) reef_next = reef_claim(p.hdr, t0);                \
+        for (u32 it = 0;; ++it) {                                                   \
+            if (threadIdx.x == 0)                                                   \
+                reef_next = !direct ? reef_claim(p.hdr, t0)                         \
+                                    : (it == 0 ? reef_enter(p.hdr) : REEF_NO_TILE); \
             __syncthreads();                                                        \
             const u32 t = reef_next;                                                \
-            if (t >= p.hdr.tiles) break;                                            \
+            if (t >= p.hdr.tiles) {                                                 \
+                if (direct && it == 0 && threadIdx.x == 0)                          \
+                    atomicOr((u32*)p.hdr.done, REEF_ABORTED);                       \
+                break;                                                              \
+            }                                                                       \
             if (!(BE_TILE)) {                                                       \
                 if (threadIdx.x == 0) atomicOr((u32*)p.hdr.done, REEF_ABORTED);      \
                 break;                                                              \
@@ -143,7 +188,7 @@ __device__ __forceinline__ void reef_be_finish(const Hdr& h, u32 mine) {
             ++mine;                                                                 \
             __syncthreads();                                                        \
         }                                                                           \
-        reef_be_finish(p.hdr, mine);                                                \
+        if (!direct) reef_be_finish(p.hdr, mine);                                   \
     }
 
 // Families whose `void NAME_tile(p, t)` always runs a tile to its end.
@@ -157,6 +202,14 @@ __device__ __forceinline__ void reef_be_finish(const Hdr& h, u32 mine) {
 #define REEF_FAMILY_MB(NAME, PT, THREADS, MINB)                                  \
     REEF_ENTRIES(NAME, PT, __launch_bounds__(THREADS, MINB),                     \
                  NAME##_tile<false>(p, blockIdx.x), NAME##_tile<true>(p, t))
+
+// Holds a stream for `ns` nanoseconds (one thread): launched ahead of a run
+// so that every kernel of the run is queued before the first one starts,
+// which times the device alone, without the host's launch rate.
+extern "C" __global__ void reef_hold(u64 ns) {
+    const u64 t0 = reef_now();
+    while (reef_now() - t0 < ns) __nanosleep(1000);
+}
 
 // Deterministic block reductions (every thread gets the same bits: the xor
 // butterfly adds the same pairs in every lane, and IEEE + is commutative).

@@ -4,7 +4,7 @@
 
 use crate::device::DeviceShared;
 use crate::error::CudaCall;
-use crate::launch::{table_words, Addresses, Builder, Launch, COUNTER_BYTES};
+use crate::launch::{table_words, Addresses, Builder, Launch, ABORTED_BIT, COUNTER_BYTES};
 use crate::memory::DeviceBuffer;
 use crate::model::CudaModel;
 use cudarc::driver::{result, CudaStream};
@@ -32,6 +32,13 @@ pub struct CudaTaskContext {
     _table: DeviceBuffer,
     _workspace: DeviceBuffer,
     launches: Vec<Launch>,
+    /// Per kernel: a padding launch used its BE claim cursor since the last
+    /// `begin` covering it, so its later BE launches must go on from the
+    /// cursor (persistent blocks), not as a direct launch.
+    cursor: Vec<bool>,
+    /// Per kernel: launched direct (BE, one block per tile, no done count)
+    /// since the last `begin` covering it.
+    direct: Vec<bool>,
     stream: Arc<CudaStream>,
 }
 
@@ -98,6 +105,8 @@ impl CudaTaskContext {
             counter_start,
             _table: table,
             _workspace: workspace,
+            cursor: vec![false; launches.len()],
+            direct: vec![false; launches.len()],
             launches,
             stream,
         })
@@ -109,6 +118,51 @@ impl CudaTaskContext {
             .get(index)
             .copied()
             .ok_or_else(|| ExecError::Invalid(format!("kernel {index} of {}", self.launches.len())))
+    }
+
+    /// Whether kernel `index`'s cursor holds a padding launch's claims.
+    pub(crate) fn cursor_marked(&self, index: usize) -> bool {
+        self.cursor.get(index).copied().unwrap_or(false)
+    }
+
+    /// Marks kernel `index`'s cursor as used by a padding launch.
+    pub(crate) fn mark_cursor(&mut self, index: usize) {
+        if let Some(c) = self.cursor.get_mut(index) {
+            *c = true;
+        }
+    }
+
+    /// Marks kernel `index` as launched direct.
+    pub(crate) fn mark_direct(&mut self, index: usize) {
+        if let Some(d) = self.direct.get_mut(index) {
+            *d = true;
+        }
+    }
+
+    /// Forgets the marks of kernels `from..` (their counters were zeroed).
+    pub(crate) fn clear_marks(&mut self, from: usize) {
+        for marks in [&mut self.cursor, &mut self.direct] {
+            if let Some(tail) = marks.get_mut(from..) {
+                tail.fill(false);
+            }
+        }
+    }
+
+    /// The first kernel not known complete, once the lanes that ran the
+    /// context are idle: the device's progress word, which ordinary BE and
+    /// tracked RT kernels keep, plus one when the kernel at it was launched
+    /// direct and no block marked it aborted (a direct launch publishes
+    /// progress at its entry, not at its end, so a direct kernel that
+    /// completed shows as the word's own index).
+    pub(crate) fn exact_progress(&self) -> reef_exec::Result<usize> {
+        let p = self.read_word(self.progress_ptr())? as usize;
+        if p < self.launches.len() && self.direct[p] {
+            let done = self.read_word(self.counter_ptr(p))?;
+            if done & ABORTED_BIT == 0 {
+                return Ok(p + 1);
+            }
+        }
+        Ok(p)
     }
 
     /// Number of kernels.
@@ -224,7 +278,7 @@ impl Context for CudaTaskContext {
     }
 
     fn progress(&mut self) -> reef_exec::Result<usize> {
-        self.read_word(self.progress_ptr()).map(|w| w as usize)
+        self.exact_progress()
     }
 
     fn shape(&self, index: usize) -> Option<reef_exec::KernelShape> {

@@ -8,13 +8,13 @@ use crate::kernels::Family;
 use crate::lane::CudaLane;
 use crate::model::CudaModel;
 use crate::precision::{Precision, PrecisionError};
-use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule};
+use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule, CudaStream};
 use cudarc::nvrtc::Ptx;
 use reef_exec::{Device, DeviceKind, ExecError, ModelHandle, Plan, Priority, Variant};
 use std::sync::Arc;
 
 /// Options of a [`CudaDevice`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CudaOptions {
     /// The arithmetic of convolutions and matmuls: TF32 tensor cores (the
     /// default; relative L2 error around 1e-3 against f32), split TF32 on
@@ -24,18 +24,42 @@ pub struct CudaOptions {
     /// GPU has wgmma (sm_90); `REEF_WGMMA=1` sets it. Off by default: they
     /// are slower than the `mma.sync` kernels on most layers (docs/PERF.md).
     pub wgmma: bool,
+    /// Lean RT launches (default on; `REEF_RT_LEAN=0` turns them off): RT
+    /// kernels skip the per-block done count and progress publication unless
+    /// something reads them (the task's last kernel, and RT kernels that
+    /// padding follows).
+    pub rt_lean: bool,
+    /// Direct BE launches (default on; `REEF_BE_DIRECT=0` turns them off): a
+    /// BE kernel whose tiles all fit on the GPU at once runs one block per
+    /// tile instead of persistent blocks claiming tiles from a cursor.
+    pub be_direct: bool,
+}
+
+impl Default for CudaOptions {
+    fn default() -> Self {
+        CudaOptions {
+            precision: Precision::default(),
+            wgmma: false,
+            rt_lean: true,
+            be_direct: true,
+        }
+    }
 }
 
 impl CudaOptions {
     /// The defaults, with the precision from `REEF_PRECISION` (`tf32`,
-    /// `tf32x3` or `f32`; `REEF_TF32=0` is an alias of `f32`). A value
+    /// `tf32x3` or `f32`; `REEF_TF32=0` is an alias of `f32`) and the
+    /// switches `REEF_WGMMA`, `REEF_RT_LEAN` and `REEF_BE_DIRECT`. A value
     /// that does not parse is an error naming the variable.
     pub fn from_env() -> Result<Self, PrecisionError> {
+        use crate::precision::{switch_from_var, BE_DIRECT_VAR, RT_LEAN_VAR, WGMMA_VAR};
+        let var = |name: &str| std::env::var(name).ok();
+        let d = CudaOptions::default();
         Ok(CudaOptions {
             precision: Precision::from_env()?,
-            wgmma: crate::precision::wgmma_from_var(
-                std::env::var(crate::precision::WGMMA_VAR).ok().as_deref(),
-            )?,
+            wgmma: switch_from_var(WGMMA_VAR, var(WGMMA_VAR).as_deref(), d.wgmma)?,
+            rt_lean: switch_from_var(RT_LEAN_VAR, var(RT_LEAN_VAR).as_deref(), d.rt_lean)?,
+            be_direct: switch_from_var(BE_DIRECT_VAR, var(BE_DIRECT_VAR).as_deref(), d.be_direct)?,
         })
     }
 }
@@ -78,6 +102,15 @@ pub(crate) struct DeviceShared {
     /// Whether TF32 convolutions use the wgmma families (sm_90 and
     /// [`CudaOptions::wgmma`]).
     pub wgmma: bool,
+    /// [`CudaOptions::rt_lean`].
+    pub rt_lean: bool,
+    /// [`CudaOptions::be_direct`].
+    pub be_direct: bool,
+    /// The high-priority stream that writes every lane's preemption flag
+    /// (raising and clearing on one stream keeps the writes in order).
+    pub control: Arc<CudaStream>,
+    /// `reef_hold`: holds a stream for a given time (device timing runs).
+    pub hold: CudaFunction,
 }
 
 impl DeviceShared {
@@ -157,9 +190,15 @@ impl CudaDevice {
             funcs.push([rt, be]);
         }
         let wgmma = crate::kernels::has_wgmma(major, minor) && options.wgmma;
+        let hold = module
+            .load_function("reef_hold")
+            .call("cuModuleGetFunction(reef_hold)")?;
+        let control = ctx
+            .new_stream_with_priority(priorities.1)
+            .call("cuStreamCreateWithPriority(control)")?;
         tracing::info!(
             device = %name, sms, arch = format!("sm_{major}{minor}"), precision = %options.precision,
-            wgmma, "CUDA device ready"
+            wgmma, rt_lean = options.rt_lean, be_direct = options.be_direct, "CUDA device ready"
         );
         Ok(CudaDevice {
             shared: Arc::new(DeviceShared {
@@ -172,6 +211,10 @@ impl CudaDevice {
                 precision: options.precision,
                 priorities,
                 wgmma,
+                rt_lean: options.rt_lean,
+                be_direct: options.be_direct,
+                control,
+                hold,
             }),
         })
     }
@@ -272,5 +315,51 @@ impl Device for CudaDevice {
 
     fn lane(&self, priority: Priority) -> reef_exec::Result<Box<dyn reef_exec::Lane>> {
         Ok(Box::new(CudaLane::new(self.shared.clone(), priority)?))
+    }
+
+    /// One `cuStreamBatchMemOp` on the control stream writes every lane's
+    /// flag (one driver call instead of one per lane); lanes without a device
+    /// flag are raised one by one.
+    fn raise_preempt(&self, lanes: &mut [&mut dyn reef_exec::Lane]) -> reef_exec::Result<()> {
+        let flags: Option<Vec<u64>> = lanes.iter().map(|l| l.flag_address()).collect();
+        let Some(flags) = flags else {
+            for l in lanes.iter_mut() {
+                l.set_preempt(true)?;
+            }
+            return Ok(());
+        };
+        if flags.is_empty() {
+            return Ok(());
+        }
+        self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        let mut ops: Vec<sys::CUstreamBatchMemOpParams> = flags
+            .iter()
+            .map(|&addr| {
+                // SAFETY: an all-zero bit pattern is a valid value of this
+                // plain-data C union; the write-value member is filled next.
+                let mut op: sys::CUstreamBatchMemOpParams = unsafe { std::mem::zeroed() };
+                op.writeValue.operation =
+                    sys::CUstreamBatchMemOpType::CU_STREAM_MEM_OP_WRITE_VALUE_32;
+                op.writeValue.address = addr;
+                op.writeValue.__bindgen_anon_1.value = 1;
+                op.writeValue.flags =
+                    sys::CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT as u32;
+                op
+            })
+            .collect();
+        // SAFETY: `ops` holds `ops.len()` initialised write operations, each
+        // to a live 4-byte flag allocation of this context (the lanes own
+        // them and are borrowed for the call); the driver copies the array
+        // before returning.
+        unsafe {
+            sys::cuStreamBatchMemOp_v2(
+                self.shared.control.cu_stream(),
+                ops.len() as u32,
+                ops.as_mut_ptr(),
+                0,
+            )
+        }
+        .result()
+        .call("cuStreamBatchMemOp(preemption flags)")
     }
 }

@@ -1,6 +1,7 @@
 //! [`CudaLane`]: a prioritized CUDA stream with its preemption flag (an i32
-//! in device memory, never host-mapped), a high-priority control stream that
-//! writes the flag, and a pool of events that tracks retired launches.
+//! in device memory, never host-mapped, written on the device's
+//! high-priority control stream), and a pool of events that tracks retired
+//! launches.
 
 use crate::context::CudaTaskContext;
 use crate::device::DeviceShared;
@@ -20,8 +21,10 @@ pub struct CudaLane {
     shared: Arc<DeviceShared>,
     priority: Priority,
     stream: Arc<CudaStream>,
-    control: Arc<CudaStream>,
     flag: DeviceBuffer,
+    /// Set by `pad_slot(i)`: the next RT launch (kernel `i`) is tracked
+    /// (counts its blocks done), since padding launches watch its counter.
+    guard_next: Option<usize>,
     /// Events recorded after each launch, oldest first (None: recording failed,
     /// the launch is known retired only after a synchronize).
     in_flight: VecDeque<Option<sys::CUevent>>,
@@ -47,10 +50,8 @@ impl CudaLane {
         let stream = ctx
             .new_stream_with_priority(prio)
             .call("cuStreamCreateWithPriority(lane)")?;
-        let control = ctx
-            .new_stream_with_priority(greatest)
-            .call("cuStreamCreateWithPriority(control)")?;
         let flag = DeviceBuffer::alloc(ctx, 4)?;
+        let control = &shared.control;
         // SAFETY: the flag allocation holds at least one u32.
         unsafe { sys::cuMemsetD32Async(flag.ptr(), 0, 1, control.cu_stream()).result() }
             .call("cuMemsetD32Async(flag)")?;
@@ -59,8 +60,8 @@ impl CudaLane {
             shared,
             priority,
             stream,
-            control,
             flag,
+            guard_next: None,
             in_flight: VecDeque::new(),
             free: Vec::new(),
             enqueued: 0,
@@ -157,6 +158,7 @@ impl Lane for CudaLane {
             )));
         }
         self.zero_counters(task, from)?;
+        task.clear_marks(from);
         let progress = task.progress_ptr();
         let s = self.stream.cu_stream();
         // SAFETY: the progress word lies inside the context's state buffer,
@@ -175,9 +177,37 @@ impl Lane for CudaLane {
         variant: Variant,
     ) -> reef_exec::Result<()> {
         let task = self.task(ctx)?;
+        let last = index + 1 == task.kernel_count();
+        let cursor = task.cursor_marked(index);
         let launch = task.launch_checked(index)?;
-        let grid = launch.grid(variant, self.shared.resident(launch.family));
-        self.launch(launch, variant, grid, |_| {})
+        let resident = self.shared.resident(launch.family);
+        match variant {
+            Variant::Rt => {
+                let guarded = self.guard_next.take() == Some(index);
+                let track = !self.shared.rt_lean || last || guarded;
+                let grid = launch.grid(variant, resident);
+                self.launch(launch, variant, grid, |h| {
+                    if !track {
+                        h.done = 0;
+                    }
+                })
+            }
+            Variant::Be => {
+                // Direct: every tile has its block on the GPU at once, and
+                // no padding launch used the kernel's cursor since `begin`
+                // (its later launches finish from the cursor).
+                let direct = self.shared.be_direct && launch.tiles <= resident && !cursor;
+                let grid = launch.grid(variant, resident);
+                if direct {
+                    task.mark_direct(index);
+                    self.launch(launch, variant, grid, |h| {
+                        h.guard_tiles = DIRECT_MODE;
+                    })
+                } else {
+                    self.launch(launch, variant, grid, |_| {})
+                }
+            }
+        }
     }
 
     fn pad_slot(
@@ -201,6 +231,7 @@ impl Lane for CudaLane {
         // SAFETY: `event` is a live event of this context; the stream is live.
         unsafe { result::event::record(event, self.stream.cu_stream()) }
             .call("cuEventRecord(pad slot)")?;
+        self.guard_next = Some(index);
         Ok(Some(PadSlot {
             inner: Box::new(mark),
             index,
@@ -226,6 +257,8 @@ impl Lane for CudaLane {
         }
         let task = self.task(ctx)?;
         let launch = task.launch_checked(index)?;
+        // The kernel's later launches go on from its cursor (not direct).
+        task.mark_cursor(index);
         let resident = self.shared.resident(launch.family);
         let grid = blocks.clamp(1, launch.grid(Variant::Be, resident));
         self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
@@ -257,7 +290,8 @@ impl Lane for CudaLane {
         self.synchronize()?;
         let task = self.task(ctx)?;
         let n = task.kernel_count();
-        let p = task.read_word(task.progress_ptr())? as usize;
+        let word = task.read_word(task.progress_ptr())? as usize;
+        let p = task.exact_progress()?;
         if p >= n {
             return Ok(());
         }
@@ -268,6 +302,23 @@ impl Lane for CudaLane {
                 "a tile was abandoned midway: the kernel runs again"
             );
             return self.begin(ctx, p);
+        }
+        // The kernels after the first unfinished one ran no tile (it was cut
+        // short only while the flag was up, so they met the flag at entry),
+        // but direct ones marked themselves aborted on the way out: start
+        // them clean. The first unfinished kernel keeps its tiles.
+        self.zero_counters(task, p + 1)?;
+        task.clear_marks(p + 1);
+        if word != p {
+            // A direct kernel completed behind the word: bring the word up
+            // (padding launches check it).
+            self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+            let progress = task.progress_ptr();
+            // SAFETY: the progress word lies inside the context's state
+            // buffer, which outlives the stream's work.
+            unsafe { sys::cuMemsetD32Async(progress, p as u32, 1, self.stream.cu_stream()) }
+                .result()
+                .call("cuMemsetD32Async(progress)")?;
         }
         Ok(())
     }
@@ -306,23 +357,50 @@ impl Lane for CudaLane {
         Ok(())
     }
 
-    /// Raising writes the flag on the high-priority control stream and
-    /// returns at once (the lane's kernels see it when it lands; a
+    /// One `cuStreamQuery`: exact, and independent of the event pool.
+    fn is_idle(&mut self) -> reef_exec::Result<bool> {
+        self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        // SAFETY: the stream is live.
+        match unsafe { sys::cuStreamQuery(self.stream.cu_stream()) } {
+            sys::CUresult::CUDA_SUCCESS => {
+                self.retire_all();
+                Ok(true)
+            }
+            sys::CUresult::CUDA_ERROR_NOT_READY => Ok(false),
+            e => Err(ExecError::Cuda(format!("cuStreamQuery(lane): {e:?}"))),
+        }
+    }
+
+    fn flag_address(&self) -> Option<u64> {
+        Some(self.flag.ptr())
+    }
+
+    fn run_device_timed(
+        &mut self,
+        ctx: &mut dyn Context,
+        variant: Variant,
+    ) -> reef_exec::Result<Option<Duration>> {
+        self.device_timed(ctx, variant)
+    }
+
+    /// Raising writes the flag on the device's high-priority control stream
+    /// and returns at once (the lane's kernels see it when it lands; a
     /// synchronize of the lane waits for them). Clearing writes it on the
-    /// control stream too and makes the lane's stream wait for that write, so
-    /// every later launch of the lane sees the flag down, without a host wait.
+    /// control stream too, after any raise (one stream keeps them in order),
+    /// and makes the lane's stream wait for that write, so every later
+    /// launch of the lane sees the flag down, without a host wait.
     fn set_preempt(&mut self, on: bool) -> reef_exec::Result<()> {
         self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        let control = &self.shared.control;
         // SAFETY: the flag allocation holds at least one u32.
         unsafe {
-            sys::cuMemsetD32Async(self.flag.ptr(), on as u32, 1, self.control.cu_stream()).result()
+            sys::cuMemsetD32Async(self.flag.ptr(), on as u32, 1, control.cu_stream()).result()
         }
         .call("cuMemsetD32Async(preemption flag)")?;
         if !on {
             self.stream
                 .wait(
-                    &self
-                        .control
+                    &control
                         .record_event(None)
                         .call("cuEventRecord(flag clear)")?,
                 )
@@ -332,7 +410,94 @@ impl Lane for CudaLane {
     }
 }
 
+/// `Hdr::guard_tiles` of a direct BE launch (`REEF_DIRECT` in common.cu).
+const DIRECT_MODE: u32 = 1;
+
 impl CudaLane {
+    /// [`Lane::run_device_timed`]: a `reef_hold` launch keeps the stream
+    /// busy while every kernel is enqueued behind it, then events time the
+    /// run alone. Nothing is reported if enqueueing outlasted the hold (the
+    /// device would have waited for the host after all).
+    fn device_timed(
+        &mut self,
+        ctx: &mut dyn Context,
+        variant: Variant,
+    ) -> reef_exec::Result<Option<Duration>> {
+        let n = self.task(ctx)?.kernel_count();
+        self.begin(ctx, 0)?;
+        // Generous: launches cost a few microseconds of host time each.
+        let hold = Duration::from_micros(2_000 + 30 * n as u64);
+        self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        let events = [
+            result::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT)
+                .call("cuEventCreate(device timing)")?,
+            match result::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT) {
+                Ok(e) => e,
+                Err(e) => {
+                    return Err(ExecError::Cuda(format!(
+                        "cuEventCreate(device timing): {e}"
+                    )))
+                }
+            },
+        ];
+        let out = self.device_timed_with(ctx, variant, n, hold, events);
+        // SAFETY: both events were created above; the stream synchronized in
+        // device_timed_with (or they are unused on error); destroyed once.
+        unsafe {
+            let _ = result::event::destroy(events[0]);
+            let _ = result::event::destroy(events[1]);
+        }
+        out
+    }
+
+    fn device_timed_with(
+        &mut self,
+        ctx: &mut dyn Context,
+        variant: Variant,
+        n: usize,
+        hold: Duration,
+        [start, end]: [sys::CUevent; 2],
+    ) -> reef_exec::Result<Option<Duration>> {
+        let ns = hold.as_nanos() as u64;
+        let mut args = [(&ns as *const u64).cast_mut().cast::<c_void>()];
+        let t0 = std::time::Instant::now();
+        // SAFETY: reef_hold takes one u64 by value (`ns` outlives the call,
+        // which copies it); one block of one thread.
+        unsafe {
+            result::launch_kernel(
+                self.shared.hold.cu_function(),
+                (1, 1, 1),
+                (1, 1, 1),
+                0,
+                self.stream.cu_stream(),
+                &mut args,
+            )
+        }
+        .map_err(|e| ExecError::Cuda(format!("cuLaunchKernel(reef_hold): {e}")))?;
+        // SAFETY: live events of this context, live stream.
+        unsafe { result::event::record(start, self.stream.cu_stream()) }
+            .call("cuEventRecord(device timing)")?;
+        for i in 0..n {
+            self.enqueue(ctx, i, variant)?;
+        }
+        // SAFETY: as above.
+        unsafe { result::event::record(end, self.stream.cu_stream()) }
+            .call("cuEventRecord(device timing)")?;
+        let enqueued_in = t0.elapsed();
+        self.synchronize()?;
+        if enqueued_in >= hold {
+            tracing::warn!(
+                ?enqueued_in,
+                ?hold,
+                "enqueueing outlasted the hold: no device time"
+            );
+            return Ok(None);
+        }
+        // SAFETY: both events completed (the stream synchronized).
+        let ms = unsafe { result::event::elapsed(start, end) }.call("cuEventElapsedTime")?;
+        Ok(Some(Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3)))
+    }
+
     /// Launches `launch` as `variant` on `grid` blocks, with `hdr` adjusting
     /// the header (the lane's flag is filled in first), and records its event.
     fn launch(

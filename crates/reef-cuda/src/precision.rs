@@ -103,10 +103,34 @@ pub const WGMMA_VAR: &str = "REEF_WGMMA";
 /// Whether `REEF_WGMMA` (given value, `None`: unset) turns wgmma kernels
 /// on; unset or empty means no.
 pub fn wgmma_from_var(v: Option<&str>) -> Result<bool, PrecisionError> {
+    switch_from_var(WGMMA_VAR, v, false)
+}
+
+/// The environment variable that turns off lean RT launches (`REEF_RT_LEAN=0`):
+/// by default an RT kernel counts its blocks done and publishes progress only
+/// when something reads it (the task's last kernel, and RT kernels that
+/// padding follows); with it off, every RT kernel does (the older behaviour,
+/// kept for comparison).
+pub const RT_LEAN_VAR: &str = "REEF_RT_LEAN";
+
+/// The environment variable that turns off direct BE launches
+/// (`REEF_BE_DIRECT=0`): by default a BE kernel whose tiles all fit on the
+/// GPU at once runs one block per tile with no claim cursor; with it off,
+/// every BE kernel runs persistent blocks that claim tiles (the older
+/// behaviour, kept for comparison).
+pub const BE_DIRECT_VAR: &str = "REEF_BE_DIRECT";
+
+/// A yes/no environment setting `var` (given value, `None`: unset); unset or
+/// empty gives `default`, anything but a yes/no word is an error naming `var`.
+pub fn switch_from_var(
+    var: &'static str,
+    v: Option<&str>,
+    default: bool,
+) -> Result<bool, PrecisionError> {
     match v.map(str::trim).filter(|s| !s.is_empty()) {
-        None => Ok(false),
+        None => Ok(default),
         Some(t) => parse_switch(t).ok_or_else(|| PrecisionError {
-            var: WGMMA_VAR,
+            var,
             value: t.to_string(),
             accepted: "1, true, on, yes or 0, false, off, no",
         }),
@@ -183,6 +207,18 @@ mod tests {
         assert!(!wgmma_from_var(Some("0")).unwrap());
         let e = wgmma_from_var(Some("maybe")).unwrap_err().to_string();
         assert!(e.contains("REEF_WGMMA") && e.contains("maybe"), "{e}");
+    }
+
+    #[test]
+    fn switches_default_when_unset_and_name_their_variable() {
+        assert!(switch_from_var(RT_LEAN_VAR, None, true).unwrap());
+        assert!(switch_from_var(RT_LEAN_VAR, Some(""), true).unwrap());
+        assert!(!switch_from_var(RT_LEAN_VAR, Some("off"), true).unwrap());
+        assert!(switch_from_var(BE_DIRECT_VAR, Some("YES"), false).unwrap());
+        let e = switch_from_var(BE_DIRECT_VAR, Some("2"), true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("REEF_BE_DIRECT") && e.contains('2'), "{e}");
     }
 
     #[test]

@@ -108,6 +108,16 @@ pub trait Device: Send + Sync {
     fn load(&self, plan: Arc<Plan>) -> Result<Arc<dyn ModelHandle>>;
     /// A new lane with its own preemption flag.
     fn lane(&self, priority: Priority) -> Result<Box<dyn Lane>>;
+    /// Raises the preemption flags of several lanes of this device at once
+    /// (what an RT arrival does to every busy BE lane). A backend that can
+    /// write them in one device operation does; the default raises them one
+    /// by one with [`Lane::set_preempt`]. Clearing stays per lane.
+    fn raise_preempt(&self, lanes: &mut [&mut dyn Lane]) -> Result<()> {
+        for l in lanes.iter_mut() {
+            l.set_preempt(true)?;
+        }
+        Ok(())
+    }
 }
 
 /// A model resident on a device.
@@ -159,6 +169,18 @@ pub trait Lane: Send {
     fn enqueued(&self) -> u64;
     /// Blocks until every enqueued kernel retired; reports a device fault.
     fn synchronize(&mut self) -> Result<()>;
+    /// Whether every enqueued kernel retired, without blocking (a device
+    /// fault is an error). The default compares [`Lane::retired`] with
+    /// [`Lane::enqueued`]; backends with a cheaper exact query override it.
+    fn is_idle(&mut self) -> Result<bool> {
+        Ok(self.retired()? == self.enqueued())
+    }
+    /// The device address of this lane's preemption flag, for backends that
+    /// raise several lanes' flags in one operation
+    /// ([`Device::raise_preempt`]); None where flags are not device words.
+    fn flag_address(&self) -> Option<u64> {
+        None
+    }
     /// Raises (true) or clears (false) the lane's preemption flag. Raising
     /// makes queued and running BE kernels of this lane exit at their next check.
     fn set_preempt(&mut self, on: bool) -> Result<()>;
@@ -193,6 +215,19 @@ pub trait Lane: Send {
     ) -> Result<()> {
         let _ = (ctx, index, slot, blocks, budget);
         Err(ExecError::Invalid("this backend cannot pad".into()))
+    }
+    /// Runs every kernel of `ctx` as `variant` with all of them queued
+    /// before the first one starts, and returns the device's time from the
+    /// first kernel's start to the last one's end: the run without the
+    /// host's launch rate in it. None where the backend has no device timer
+    /// (the default) or could not queue the run ahead. Waits for the run.
+    fn run_device_timed(
+        &mut self,
+        ctx: &mut dyn Context,
+        variant: Variant,
+    ) -> Result<Option<Duration>> {
+        let _ = (ctx, variant);
+        Ok(None)
     }
     /// Times the RT variant of every kernel of `ctx` run alone, `reps` times
     /// (median per kernel). The default times each kernel on the host around

@@ -16,11 +16,12 @@
 //!   [`crate::padding`]).
 //!
 //! On RT arrival the scheduler raises the flags of every BE lane with
-//! kernels in flight, waits until those lanes are idle (this drain is the
-//! recorded preemption latency), then launches the RT kernels. BE tasks stay
-//! paused while RT work remains; then each lane is synchronized, its task's
-//! exact progress read back, and the task fed again from there (the
-//! device keeps the tiles a preempted or padded kernel completed).
+//! kernels in flight in one device operation ([`Device::raise_preempt`]),
+//! polls those lanes until all are idle (this drain, from noticing the RT
+//! work, is the recorded preemption latency), then launches the RT kernels. BE tasks stay paused while RT work
+//! remains; then each lane is synchronized, its task's exact progress read
+//! back, and the task fed again from there (the device keeps the tiles a
+//! preempted or padded kernel completed).
 
 use crate::api::{Mode, Priority, SchedError};
 use crate::config::SchedConfig;
@@ -59,6 +60,15 @@ pub(crate) struct Engine {
     seq_next: usize,
     /// Next BE queue the padding planner looks at first.
     pad_next: usize,
+    /// BE lanes still draining after an RT arrival raised their flags.
+    drain: Option<Drain>,
+}
+
+/// A preemption in progress: the BE lanes that had kernels in flight when
+/// the scheduler noticed RT work, and when it noticed.
+struct Drain {
+    lanes: Vec<usize>,
+    noticed: Instant,
 }
 
 fn internal(e: impl std::fmt::Display) -> SchedError {
@@ -90,6 +100,7 @@ impl Engine {
             last_tick: Instant::now(),
             seq_next: 0,
             pad_next: 0,
+            drain: None,
         })
     }
 
@@ -304,7 +315,7 @@ impl Engine {
                 {
                     self.launch_rt_padded(&mut t)?;
                 } else {
-                    Self::launch_all(self.rt_lane.as_mut(), &mut t, Variant::Rt)?;
+                    self.launch_rt_plain(&mut t)?;
                 }
                 self.rt_running.push_back(t);
                 launched = true;
@@ -313,25 +324,35 @@ impl Engine {
         Ok(launched)
     }
 
+    /// Enqueues every remaining kernel of RT task `t` on the RT lane.
+    fn launch_rt_plain(&mut self, t: &mut Task) -> Result<(), SchedError> {
+        let ctx = t.ctx.as_mut().expect("started task has a context");
+        if t.needs_begin {
+            self.rt_lane.begin(ctx.as_mut(), t.next).map_err(internal)?;
+            t.needs_begin = false;
+        }
+        for i in t.next..t.handle.plan().kernels.len() {
+            self.rt_lane
+                .enqueue(ctx.as_mut(), i, Variant::Rt)
+                .map_err(internal)?;
+        }
+        t.next = t.kernels();
+        t.end_mark = self.rt_lane.enqueued();
+        Ok(())
+    }
+
     /// Launches an RT task's kernels, marking those worth padding, then the
     /// padding launches of the paused BE tasks beside them.
     fn launch_rt_padded(&mut self, t: &mut Task) -> Result<(), SchedError> {
         let units = self.device.compute_units();
         let prof = t.profile.clone().expect("checked by the caller");
-        // BE tasks that may pad: paused, profiled, and on a lane with no
-        // earlier padding still queued (it could otherwise run late, beside
-        // another RT kernel).
+        // BE tasks that may pad: paused and profiled (checked again below,
+        // once the preemption settled).
         let nq = self.be_running.len();
-        let mut eligible = vec![false; nq];
-        for (q, e) in eligible.iter_mut().enumerate() {
-            let ready = self.be_running[q]
-                .as_ref()
-                .is_some_and(|b| b.paused && b.profile.is_some());
-            if let (true, Some(lane)) = (ready, self.be_lanes[q].as_mut()) {
-                *e = lane.retired().map_err(internal)? == lane.enqueued();
-            }
-        }
-        let any_be = eligible.iter().any(|&e| e);
+        let any_be = self
+            .be_running
+            .iter()
+            .any(|b| b.as_ref().is_some_and(|b| b.paused && b.profile.is_some()));
         let ctx = t.ctx.as_mut().expect("started task has a context");
         if t.needs_begin {
             self.rt_lane.begin(ctx.as_mut(), t.next).map_err(internal)?;
@@ -352,6 +373,17 @@ impl Engine {
         }
         t.next = t.kernels();
         t.end_mark = self.rt_lane.enqueued();
+        // Padding launches go on lanes with no earlier padding still queued
+        // (it could otherwise run late, beside another RT kernel).
+        let mut eligible = vec![false; nq];
+        for (q, e) in eligible.iter_mut().enumerate() {
+            let ready = self.be_running[q]
+                .as_ref()
+                .is_some_and(|b| b.paused && b.profile.is_some());
+            if let (true, Some(lane)) = (ready, self.be_lanes[q].as_mut()) {
+                *e = lane.is_idle().map_err(internal)?;
+            }
+        }
         for (slot, free) in slots {
             let t0 = Instant::now();
             let d = prof.rt[slot.index];
@@ -424,10 +456,8 @@ impl Engine {
     }
 
     /// Pauses every running BE task for RT work: lanes with BE kernels in
-    /// flight get their flag raised (not in `wait` mode) and are drained
-    /// together; the drain is the recorded preemption latency. In `reef`
-    /// mode the flags come down again at once (padding launches need them
-    /// down; the lanes' later launches are ordered after the clear).
+    /// flight get their flags raised together (not in `wait` mode) and a
+    /// drain starts ([`Engine::settle_drain`] ends it).
     fn pause_be(&mut self) -> Result<(), SchedError> {
         let noticed = Instant::now();
         let mut busy = Vec::new();
@@ -454,31 +484,60 @@ impl Engine {
             return Ok(());
         }
         if self.cfg.mode != Mode::Wait {
+            let mut lanes: Vec<&mut dyn Lane> = self
+                .be_lanes
+                .iter_mut()
+                .enumerate()
+                .filter(|(q, _)| busy.contains(q))
+                .filter_map(|(_, l)| l.as_mut().map(|l| l.as_mut() as &mut dyn Lane))
+                .collect();
+            self.device.raise_preempt(&mut lanes).map_err(internal)?;
             for &q in &busy {
-                self.be_lanes[q]
-                    .as_mut()
-                    .expect("busy lane")
-                    .set_preempt(true)
-                    .map_err(internal)?;
                 self.flagged[q] = true;
             }
         }
-        for &q in &busy {
-            self.be_lanes[q]
-                .as_mut()
-                .expect("busy lane")
-                .synchronize()
-                .map_err(internal)?;
+        self.drain = Some(Drain {
+            lanes: busy,
+            noticed,
+        });
+        Ok(())
+    }
+
+    /// Ends the preemption in progress, if any: polls its lanes until every
+    /// one is idle (all of them at once, so the slowest sets the time) and
+    /// records the time since the RT work was noticed. In `reef` mode the
+    /// flags come down again at once (padding launches need them down; the
+    /// lanes' later launches are ordered after the clear).
+    fn settle_drain(&mut self) -> Result<(), SchedError> {
+        let Some(mut d) = self.drain.take() else {
+            return Ok(());
+        };
+        let mut spins = 0u32;
+        while !d.lanes.is_empty() {
+            let mut left = Vec::with_capacity(d.lanes.len());
+            for &q in &d.lanes {
+                let lane = self.be_lanes[q].as_mut().expect("busy lane");
+                if !lane.is_idle().map_err(internal)? {
+                    left.push(q);
+                }
+            }
+            d.lanes = left;
+            spins += 1;
+            // A drain that takes long (a BE kernel without flag checks in
+            // `wait` mode) stops hogging a core.
+            if spins > 10_000 && !d.lanes.is_empty() {
+                std::thread::yield_now();
+            }
         }
-        self.stats.record_preemption(noticed.elapsed(), 0);
+        self.stats.record_preemption(d.noticed.elapsed(), 0);
         if self.cfg.mode == Mode::Reef {
-            for &q in &busy {
-                self.be_lanes[q]
-                    .as_mut()
-                    .expect("busy lane")
-                    .set_preempt(false)
-                    .map_err(internal)?;
-                self.flagged[q] = false;
+            for q in 0..self.flagged.len() {
+                if self.flagged[q] {
+                    if let Some(lane) = self.be_lanes[q].as_mut() {
+                        lane.set_preempt(false).map_err(internal)?;
+                    }
+                    self.flagged[q] = false;
+                }
             }
         }
         Ok(())
@@ -521,7 +580,13 @@ impl Engine {
     fn step_preemptive(&mut self) -> Result<(), SchedError> {
         if !self.rt_queue.is_empty() {
             // Preempt first, then launch: the RT kernels find the SMs free.
+            // (Enqueueing the first RT kernel before the drain settles was
+            // measured worse on the H200, run 1 of session 5: the queued BE
+            // kernels, which exit at entry, then wait behind the
+            // higher-priority RT kernel, so the BE lanes go idle only after
+            // it ends, p50 108-162 us, and the next RT launches waited.)
             self.pause_be()?;
+            self.settle_drain()?;
             self.launch_rt()?;
         }
         self.poll_rt()?;
