@@ -1,9 +1,11 @@
 //! From per-request records to figures: latency percentiles (exact and
-//! HdrHistogram), throughput in the measured window, per-task breakdown, and
-//! the comparison against the "rt-alone" baseline.
+//! HdrHistogram), throughput in the measured window, per-task breakdown, the
+//! per-device breakdown of a multi-device run, and the comparison against the
+//! "rt-alone" baseline (per mode, and per device against the same device).
 
 use crate::schema::{
-    Comparison, LagFigures, LatencyFigures, ModeResult, RequestRecord, TaskResult,
+    Comparison, DeviceComparison, DeviceResult, LagFigures, LatencyFigures, ModeResult,
+    RequestRecord, TaskResult,
 };
 use crate::workload::Workload;
 use hdrhistogram::Histogram;
@@ -167,7 +169,59 @@ pub fn summarize(
         dispatch_lag_us: lag_figures(&records),
         tasks,
         records,
+        devices: Vec::new(),
     }
+}
+
+/// The figures of each device `0..devices` (more where a record names a
+/// higher index) from a mode's records, with the definitions of
+/// [`summarize`] applied to the records each device answered; `name` and
+/// `sched` are left empty for the caller. Records without a device (failed
+/// requests, single-device services) count for no device.
+pub fn per_device(mode: &ModeResult, devices: usize) -> Vec<DeviceResult> {
+    let duration_ms = mode.duration_s * 1000.0;
+    let warmup_ms = mode.warmup_s * 1000.0;
+    let measured_s = mode.measured_s.max(f64::MIN_POSITIVE);
+    let n = mode
+        .records
+        .iter()
+        .filter_map(|r| r.device)
+        .map(|d| d + 1)
+        .fold(devices, usize::max);
+    (0..n)
+        .map(|d| {
+            let mine: Vec<&RequestRecord> = mode
+                .records
+                .iter()
+                .filter(|r| r.device == Some(d))
+                .collect();
+            let lat = |p: Priority| -> Vec<f64> {
+                mine.iter()
+                    .filter(|r| measured(r) && r.priority == p)
+                    .map(|r| r.latency_ms)
+                    .collect()
+            };
+            let rps = |p: Option<Priority>| -> f64 {
+                mine.iter()
+                    .filter(|r| {
+                        in_window(r, warmup_ms, duration_ms) && p.is_none_or(|p| r.priority == p)
+                    })
+                    .count() as f64
+                    / measured_s
+            };
+            DeviceResult {
+                device: d,
+                name: None,
+                completed_ok: mine.iter().filter(|r| r.ok).count() as u64,
+                rt: latency_figures(&lat(Priority::Rt)),
+                be: latency_figures(&lat(Priority::Be)),
+                rt_throughput_rps: rps(Some(Priority::Rt)),
+                be_throughput_rps: rps(Some(Priority::Be)),
+                total_throughput_rps: rps(None),
+                sched: None,
+            }
+        })
+        .collect()
 }
 
 /// RT mean and p99 of every mode against the mode labelled `baseline`
@@ -177,7 +231,63 @@ pub fn compare(results: &[ModeResult], baseline: &str) -> Vec<Comparison> {
     let base = results
         .iter()
         .find(|m| m.mode == baseline)
-        .filter(|m| m.rt.count > 0);
+        .map(|b| &b.rt)
+        .filter(|rt| rt.count > 0);
+    results
+        .iter()
+        .map(|m| {
+            comparison(
+                &m.mode,
+                baseline,
+                &m.rt,
+                base,
+                m.be_throughput_rps,
+                m.total_throughput_rps,
+            )
+        })
+        .collect()
+}
+
+/// Per device of every mode that has per-device figures: its RT mean and p99
+/// against the mode labelled `baseline` on the same device (device `i`
+/// against device `i`). Increases are `None` when the baseline has no
+/// figures for that device or measured no RT request there.
+pub fn compare_devices(results: &[ModeResult], baseline: &str) -> Vec<DeviceComparison> {
+    let base = results.iter().find(|m| m.mode == baseline);
+    results
+        .iter()
+        .flat_map(|m| {
+            m.devices.iter().map(move |d| {
+                let b = base
+                    .and_then(|b| b.devices.iter().find(|x| x.device == d.device))
+                    .map(|x| &x.rt)
+                    .filter(|rt| rt.count > 0);
+                DeviceComparison {
+                    device: d.device,
+                    figures: comparison(
+                        &m.mode,
+                        baseline,
+                        &d.rt,
+                        b,
+                        d.be_throughput_rps,
+                        d.total_throughput_rps,
+                    ),
+                }
+            })
+        })
+        .collect()
+}
+
+/// One row of a comparison: `rt` against `base` (the baseline's RT figures,
+/// when it measured any).
+fn comparison(
+    mode: &str,
+    baseline: &str,
+    rt: &LatencyFigures,
+    base: Option<&LatencyFigures>,
+    be_throughput_rps: f64,
+    total_throughput_rps: f64,
+) -> Comparison {
     let pct = |x: f64, b: f64| {
         if b > 0.0 {
             Some(100.0 * (x / b - 1.0))
@@ -185,25 +295,19 @@ pub fn compare(results: &[ModeResult], baseline: &str) -> Vec<Comparison> {
             None
         }
     };
-    results
-        .iter()
-        .map(|m| Comparison {
-            mode: m.mode.clone(),
-            baseline: baseline.to_string(),
-            rt_mean_ms: m.rt.mean_ms,
-            rt_p99_ms: m.rt.p99_ms,
-            baseline_rt_mean_ms: base.map(|b| b.rt.mean_ms),
-            baseline_rt_p99_ms: base.map(|b| b.rt.p99_ms),
-            rt_mean_increase_pct: base
-                .filter(|_| m.rt.count > 0)
-                .and_then(|b| pct(m.rt.mean_ms, b.rt.mean_ms)),
-            rt_p99_increase_pct: base
-                .filter(|_| m.rt.count > 0)
-                .and_then(|b| pct(m.rt.p99_ms, b.rt.p99_ms)),
-            be_throughput_rps: m.be_throughput_rps,
-            total_throughput_rps: m.total_throughput_rps,
-        })
-        .collect()
+    let measured = base.filter(|_| rt.count > 0);
+    Comparison {
+        mode: mode.to_string(),
+        baseline: baseline.to_string(),
+        rt_mean_ms: rt.mean_ms,
+        rt_p99_ms: rt.p99_ms,
+        baseline_rt_mean_ms: base.map(|b| b.mean_ms),
+        baseline_rt_p99_ms: base.map(|b| b.p99_ms),
+        rt_mean_increase_pct: measured.and_then(|b| pct(rt.mean_ms, b.mean_ms)),
+        rt_p99_increase_pct: measured.and_then(|b| pct(rt.p99_ms, b.p99_ms)),
+        be_throughput_rps,
+        total_throughput_rps,
+    }
 }
 
 #[cfg(test)]
@@ -277,6 +381,7 @@ mod tests {
             preemptions: 0,
             kernels_rerun: 0,
             dispatch_lag_us: None,
+            device: None,
         };
         let alone = summarize("rt-alone", &w, 0.0, vec![rec(2.0), rec(2.0)], 0);
         let busy = summarize("reef", &w, 0.0, vec![rec(2.0), rec(3.0)], 1);
@@ -292,5 +397,93 @@ mod tests {
             "rt-alone",
         );
         assert!(none.iter().all(|x| x.rt_mean_increase_pct.is_none()));
+    }
+
+    #[test]
+    fn per_device_figures_split_the_records_and_compare_like_devices() {
+        let w = Workload {
+            name: "x".into(),
+            notes: None,
+            duration_s: 1.0,
+            warmup_s: Some(0.1),
+            tasks: vec![crate::workload::TaskSpec {
+                name: None,
+                model: "m".into(),
+                priority: Priority::Rt,
+                load: crate::workload::Load::Continuous,
+                batch_size: 1,
+                seed: None,
+            }],
+        };
+        let rec = |p: Priority, arrival: f64, lat: f64, device: Option<usize>| RequestRecord {
+            task: 0,
+            priority: p,
+            arrival_ms: arrival,
+            latency_ms: lat,
+            ok: device.is_some(),
+            error: device.is_none().then(|| "internal".to_string()),
+            warmup: arrival < 100.0,
+            queued_ms: None,
+            preemptions: 0,
+            kernels_rerun: 0,
+            dispatch_lag_us: None,
+            device,
+        };
+        use Priority::{Be, Rt};
+        let busy = vec![
+            rec(Rt, 50.0, 9.0, Some(0)), // warm-up: no latency; completes before the window
+            rec(Rt, 200.0, 2.0, Some(0)), // device 0
+            rec(Rt, 300.0, 4.0, Some(0)), // device 0
+            rec(Rt, 250.0, 3.0, Some(1)), // device 1
+            rec(Be, 400.0, 10.0, Some(1)), // device 1, BE
+            rec(Be, 990.0, 20.0, Some(1)), // completes after the end: latency only
+            rec(Rt, 500.0, 1.0, None),   // failed: no device
+        ];
+        let mut reset = summarize("reset", &w, 0.1, busy, 0);
+        reset.devices = per_device(&reset, 2);
+        let d = &reset.devices;
+        assert_eq!(d.len(), 2);
+        assert_eq!((d[0].device, d[1].device), (0, 1));
+        assert_eq!((d[0].rt.count, d[1].rt.count), (2, 1));
+        assert_eq!(d[0].rt.count + d[1].rt.count, reset.rt.count);
+        assert!((d[0].rt.mean_ms - 3.0).abs() < 1e-12);
+        assert_eq!((d[0].rt.p99_ms, d[0].rt.max_ms), (4.0, 4.0));
+        assert!((d[1].rt.mean_ms - 3.0).abs() < 1e-12);
+        assert_eq!(d[1].be.count, 2);
+        assert_eq!((d[0].completed_ok, d[1].completed_ok), (3, 3));
+        // Throughput over 0.9 s: device 0 answered 2 in the window, device 1 two.
+        assert!((d[0].total_throughput_rps - 2.0 / 0.9).abs() < 1e-9);
+        assert!((d[1].be_throughput_rps - 1.0 / 0.9).abs() < 1e-9);
+        let sum = |f: fn(&DeviceResult) -> f64| d.iter().map(f).sum::<f64>();
+        assert!((sum(|x| x.total_throughput_rps) - reset.total_throughput_rps).abs() < 1e-9);
+        assert!((sum(|x| x.be_throughput_rps) - reset.be_throughput_rps).abs() < 1e-9);
+        // A record naming a device past the count adds that device.
+        assert_eq!(per_device(&reset, 1).len(), 2);
+
+        let mut alone = summarize(
+            "rt-alone",
+            &w,
+            0.1,
+            vec![rec(Rt, 200.0, 2.0, Some(0)), rec(Rt, 300.0, 1.5, Some(1))],
+            0,
+        );
+        alone.devices = per_device(&alone, 2);
+        let c = compare_devices(&[alone, reset], "rt-alone");
+        assert_eq!(c.len(), 4);
+        let of = |mode: &str, dev: usize| {
+            c.iter()
+                .find(|x| x.figures.mode == mode && x.device == dev)
+                .map(|x| x.figures.clone())
+                .unwrap_or_else(|| panic!("no row for {mode} on device {dev}"))
+        };
+        assert_eq!(of("rt-alone", 1).rt_mean_increase_pct, Some(0.0));
+        // Device 0: 3 ms against 2 ms alone; device 1: 3 ms against 1.5 ms.
+        assert!((of("reset", 0).rt_mean_increase_pct.unwrap_or(0.0) - 50.0).abs() < 1e-9);
+        assert!((of("reset", 1).rt_mean_increase_pct.unwrap_or(0.0) - 100.0).abs() < 1e-9);
+        assert!((of("reset", 0).rt_p99_increase_pct.unwrap_or(0.0) - 100.0).abs() < 1e-9);
+        assert_eq!(of("reset", 1).baseline_rt_p99_ms, Some(1.5));
+        // No per-device figures on one device.
+        let one = summarize("reset", &w, 0.1, vec![rec(Rt, 200.0, 2.0, None)], 0);
+        assert!(compare_devices(&[one], "rt-alone").is_empty());
     }
 }

@@ -279,6 +279,8 @@ impl Service for GrpcService {
                 Ok(InferResponse {
                     outputs,
                     priority,
+                    // Device 0: the protocol does not say which device
+                    // answered, and this service reports a single device.
                     stats: TaskStats {
                         latency: arrival.elapsed(),
                         ..TaskStats::default()

@@ -19,9 +19,12 @@ pub mod trace;
 pub mod workload;
 
 pub use error::{BenchError, Result};
-pub use figures::{compare, latency_figures, percentile_sorted, summarize};
+pub use figures::{
+    compare, compare_devices, latency_figures, per_device, percentile_sorted, summarize,
+};
 pub use runner::{assemble, run_mode, run_workload, RunOptions, RT_ALONE};
 pub use schema::{
-    Comparison, LatencyFigures, ModeResult, RequestRecord, TaskResult, WorkloadResult, SCHEMA,
+    Comparison, DeviceComparison, DeviceResult, LatencyFigures, ModeResult, RequestRecord,
+    TaskResult, WorkloadResult, SCHEMA,
 };
 pub use workload::{Load, TaskSpec, Workload};

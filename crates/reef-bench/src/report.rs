@@ -1,4 +1,6 @@
-//! Reports: the Markdown table (one row per mode) and the JSON file.
+//! Reports: the Markdown table (one row per mode; on several devices also one
+//! row per mode and device, and the throughput of each device next to the
+//! total) and the JSON file.
 
 use crate::error::{BenchError, Result};
 use crate::schema::WorkloadResult;
@@ -16,7 +18,8 @@ fn pct(v: Option<f64>) -> String {
 /// The Markdown report: a header naming the workload and device, then one row
 /// per mode with RT mean/p50/p95/p99/max (ms), the increase of the RT mean and
 /// p99 over RT alone, BE and total throughput (req/s), preemptions and the
-/// preemption latency p50/p99 (us), then any errors.
+/// preemption latency p50/p99 (us), then any errors. When modes ran on
+/// several devices, [`per_device_markdown`] follows.
 pub fn markdown(result: &WorkloadResult) -> String {
     let mut s = String::new();
     let _ = writeln!(
@@ -79,6 +82,101 @@ pub fn markdown(result: &WorkloadResult) -> String {
         opt(result.modes.first().map(|m| m.measured_s), 1),
         opt(result.modes.first().map(|m| m.warmup_s), 1),
         result.modes.first().map_or(0, |m| m.rt.count)
+    );
+    s.push_str(&per_device_markdown(result));
+    s
+}
+
+/// The per-device section of the Markdown report (empty when no mode ran on
+/// several devices): one row per mode and device with its RT count,
+/// mean/p50/p95/p99/max (ms), RT mean and p99 against "rt-alone" on the same
+/// device, BE and total throughput (req/s) and the device's share of the
+/// mode's total; then per mode the devices' total throughputs next to the
+/// mode's total, and the balance (the mean device's total over the busiest
+/// device's; linear scaling needs 1, then a single-device run to compare
+/// with).
+pub fn per_device_markdown(result: &WorkloadResult) -> String {
+    let mut s = String::new();
+    if result.modes.iter().all(|m| m.devices.is_empty()) {
+        return s;
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "#### Per device");
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "| mode | device | RT count | RT mean ms | RT p50 | RT p95 | RT p99 | RT max | mean vs alone | p99 vs alone | BE req/s | total req/s | share of total |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for m in result.modes.iter().filter(|m| !m.devices.is_empty()) {
+        for d in &m.devices {
+            let cmp = result
+                .device_comparison
+                .iter()
+                .find(|c| c.device == d.device && c.figures.mode == m.mode)
+                .map(|c| &c.figures);
+            let share = (m.total_throughput_rps > 0.0)
+                .then(|| 100.0 * d.total_throughput_rps / m.total_throughput_rps);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {:.1} | {:.1} | {} |",
+                m.mode,
+                d.device,
+                d.rt.count,
+                d.rt.mean_ms,
+                d.rt.p50_ms,
+                d.rt.p95_ms,
+                d.rt.p99_ms,
+                d.rt.max_ms,
+                pct(cmp.and_then(|c| c.rt_mean_increase_pct)),
+                pct(cmp.and_then(|c| c.rt_p99_increase_pct)),
+                d.be_throughput_rps,
+                d.total_throughput_rps,
+                share.map_or_else(|| "-".to_string(), |x| format!("{x:.1}%")),
+            );
+        }
+    }
+    let _ = writeln!(s);
+    for m in result.modes.iter().filter(|m| !m.devices.is_empty()) {
+        let each: Vec<String> = m
+            .devices
+            .iter()
+            .map(|d| format!("{:.1}", d.total_throughput_rps))
+            .collect();
+        let n = m.devices.len() as f64;
+        let busiest = m
+            .devices
+            .iter()
+            .map(|d| d.total_throughput_rps)
+            .fold(0.0, f64::max);
+        let mean = m
+            .devices
+            .iter()
+            .map(|d| d.total_throughput_rps)
+            .sum::<f64>()
+            / n;
+        let _ = writeln!(
+            s,
+            "- {}: total {:.1} req/s (BE {:.1}) over {} devices = {} req/s per device; balance {} (mean device / busiest)",
+            m.mode,
+            m.total_throughput_rps,
+            m.be_throughput_rps,
+            m.devices.len(),
+            each.join(" + "),
+            opt((busiest > 0.0).then(|| mean / busiest), 2),
+        );
+    }
+    let n = result
+        .modes
+        .iter()
+        .map(|m| m.devices.len())
+        .max()
+        .unwrap_or(0);
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "Each device against the same device of rt-alone. Scaling needs a `--devices 1` run of the same workload to compare with: linear is {n} x its total req/s, 0.9 of linear {:.1} x.",
+        0.9 * n as f64
     );
     s
 }

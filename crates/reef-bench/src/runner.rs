@@ -11,9 +11,14 @@
 //!   measures "rt-alone" (the workload without its BE tasks, in
 //!   [`RunOptions::rt_alone`] mode) and then every requested mode, each on a
 //!   fresh service that it shuts down after the run, and compares them.
+//!
+//! On a service of several devices ([`Service::device_stats`] lists more than
+//! one), every record keeps the device that answered it
+//! ([`reef_sched::TaskStats::device`]) and each mode's figures are broken down
+//! per device, each device compared with the same device of "rt-alone".
 
 use crate::error::{BenchError, Result};
-use crate::figures::{compare, summarize};
+use crate::figures::{compare, compare_devices, per_device, summarize};
 use crate::inputs::input_pool;
 use crate::schema::{ModeResult, RequestRecord, SchedFigures, WorkloadResult, SCHEMA};
 use crate::workload::Workload;
@@ -94,6 +99,8 @@ struct RunCtx {
     end: Instant,
     warmup: Duration,
     counters: Arc<Counters>,
+    /// The service has several devices: records keep the answering device.
+    multi: bool,
     /// Every holder of the context holds the sender: the collector ends when all are gone.
     tx: mpsc::UnboundedSender<RequestRecord>,
 }
@@ -136,6 +143,7 @@ impl RunCtx {
             preemptions: stats.as_ref().map_or(0, |s| s.preemptions),
             kernels_rerun: stats.as_ref().map_or(0, |s| s.kernels_rerun),
             dispatch_lag_us: lag.map(|l| l.as_secs_f64() * 1e6),
+            device: stats.as_ref().filter(|_| self.multi).map(|s| s.device),
         };
         // The collector only goes away after a drain timeout; nothing to do then.
         let _ = self.tx.send(rec);
@@ -302,12 +310,14 @@ pub async fn run_mode(
     let t0 = Instant::now() + opts.start_delay;
     let end = t0 + duration;
     let counters = Arc::new(Counters::default());
+    let devices = service.device_stats().len();
     let ctx = Arc::new(RunCtx {
         service: service.clone(),
         t0,
         end,
         warmup,
         counters: counters.clone(),
+        multi: devices > 1,
         tx,
     });
     tracing::info!(workload = %workload.name, mode = label, tasks = tasks.len(), "run starts");
@@ -403,6 +413,16 @@ pub async fn run_mode(
     result.sched = Some(SchedFigures::from(&stats));
     result.scheduler = (!stats.mode.is_empty()).then(|| stats.mode.clone());
     result.device = (!stats.device.is_empty()).then(|| stats.device.clone());
+    if devices > 1 {
+        let per = service.device_stats();
+        result.devices = per_device(&result, devices);
+        for d in &mut result.devices {
+            if let Some(ds) = per.iter().find(|x| x.index == d.device) {
+                d.name = Some(ds.device.clone());
+                d.sched = Some(SchedFigures::from(&ds.stats));
+            }
+        }
+    }
     tracing::info!(
         mode = label,
         rt_mean_ms = result.rt.mean_ms,
@@ -413,7 +433,8 @@ pub async fn run_mode(
     Ok(result)
 }
 
-/// Puts mode results together with their comparison against "rt-alone".
+/// Puts mode results together with their comparison against "rt-alone"
+/// (per mode, and per device for modes with per-device figures).
 pub fn assemble(
     workload: &Workload,
     generator: &str,
@@ -421,6 +442,7 @@ pub fn assemble(
     modes: Vec<ModeResult>,
 ) -> WorkloadResult {
     let comparison = compare(&modes, RT_ALONE);
+    let device_comparison = compare_devices(&modes, RT_ALONE);
     WorkloadResult {
         schema: SCHEMA.to_string(),
         generator: generator.to_string(),
@@ -432,6 +454,7 @@ pub fn assemble(
         workload: workload.clone(),
         modes,
         comparison,
+        device_comparison,
     }
 }
 

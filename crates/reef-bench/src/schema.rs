@@ -5,7 +5,8 @@
 //! WorkloadResult {
 //!   schema: "reef-disb-result/1", generator: str, device: str|null, started_unix_s: f64,
 //!   workload: Workload (the workload file as run),
-//!   modes: [ModeResult], comparison: [Comparison] }
+//!   modes: [ModeResult], comparison: [Comparison],
+//!   device_comparison?: [DeviceComparison] (only when a mode ran on several devices) }
 //! ModeResult {
 //!   mode: str ("reef", "reset", ..., "rt-alone", "torch-seq-graph", ...),
 //!   scheduler: str|null (the scheduler's own mode name), device: str|null,
@@ -15,7 +16,12 @@
 //!   rt_throughput_rps, be_throughput_rps, total_throughput_rps: f64,
 //!   preemptions: u64, kernels_rerun: u64   (summed over the requests' own stats),
 //!   sched: SchedFigures|null, dispatch_lag_us: LagFigures,
-//!   tasks: [TaskResult], records?: [RequestRecord] (only when asked for) }
+//!   tasks: [TaskResult], records?: [RequestRecord] (only when asked for),
+//!   devices?: [DeviceResult] (only when the service had several devices) }
+//! DeviceResult { device: usize (index, as the router numbers devices), name: str|null,
+//!   completed_ok: u64, rt: LatencyFigures, be: LatencyFigures,
+//!   rt_throughput_rps, be_throughput_rps, total_throughput_rps: f64,
+//!   sched: SchedFigures|null (that device's scheduler) }
 //! LatencyFigures { count: u64, mean_ms, p50_ms, p95_ms, p99_ms, max_ms: f64 (0 when count = 0),
 //!   hdr_p50_ms, hdr_p95_ms, hdr_p99_ms, hdr_max_ms: f64|null (HdrHistogram, 3 digits) }
 //! TaskResult { task: usize, name: str, model: str, priority: "rt"|"be", load: str,
@@ -28,17 +34,24 @@
 //! RequestRecord { task: usize, priority: "rt"|"be", arrival_ms: f64 (scheduled, from the start),
 //!   latency_ms: f64 (from the scheduled arrival to the answer), ok: bool, error: str|null,
 //!   warmup: bool, queued_ms: f64|null, preemptions: u32, kernels_rerun: u32,
-//!   dispatch_lag_us: f64|null (open loop: submit time minus scheduled arrival) }
+//!   dispatch_lag_us: f64|null (open loop: submit time minus scheduled arrival),
+//!   device?: usize (the device that answered; only on several devices) }
 //! Comparison { mode, baseline: str, rt_mean_ms, rt_p99_ms: f64,
 //!   baseline_rt_mean_ms, baseline_rt_p99_ms: f64|null,
 //!   rt_mean_increase_pct, rt_p99_increase_pct: f64|null,
 //!   be_throughput_rps, total_throughput_rps: f64 }
+//! DeviceComparison { device: usize, ...Comparison (this mode's figures on that device against
+//!   the baseline's figures on the same device) }
 //! ```
 //! Definitions: percentiles are nearest-rank over the measured requests (sorted
 //! latencies `v`, `p(q) = v[ceil(q * n) - 1]`); latency figures cover requests
 //! that arrived after the warm-up and succeeded, including those answered after
 //! the end (drained); throughputs count successful answers whose completion
 //! (arrival + latency) falls in `[warmup_s, duration_s]`, divided by `measured_s`.
+//! Per-device figures apply the same definitions to the records a device
+//! answered (failed requests have no device), so device counts add up to the
+//! mode's and device throughputs to the mode's throughputs. The optional
+//! fields are absent from single-device results (and from `torch_disb.py`'s).
 //! Error kinds: `unknown_model`, `invalid_input`, `overloaded`, `cancelled`,
 //! `not_ready`, `internal`, `dropped` (ticket closed unanswered), `drain_timeout`.
 
@@ -67,6 +80,10 @@ pub struct WorkloadResult {
     pub modes: Vec<ModeResult>,
     /// RT latency of each mode against the "rt-alone" baseline.
     pub comparison: Vec<Comparison>,
+    /// Per device of every multi-device mode: its RT latency against the
+    /// "rt-alone" baseline's on the same device (empty on one device).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_comparison: Vec<DeviceComparison>,
 }
 
 /// Figures of one mode (one run of the workload).
@@ -113,6 +130,32 @@ pub struct ModeResult {
     /// Every request (kept in memory; written only when asked for).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub records: Vec<RequestRecord>,
+    /// Per device, by index, when the service had more than one (empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceResult>,
+}
+
+/// Figures of the requests one device answered (a multi-device run).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeviceResult {
+    /// Device index, as the multi-device router numbers devices.
+    pub device: usize,
+    /// Device description.
+    pub name: Option<String>,
+    /// Requests this device answered successfully (warm-up included).
+    pub completed_ok: u64,
+    /// Latency of the measured RT requests it answered.
+    pub rt: LatencyFigures,
+    /// Latency of the measured BE requests it answered.
+    pub be: LatencyFigures,
+    /// Its RT answers per second in the window.
+    pub rt_throughput_rps: f64,
+    /// Its BE answers per second in the window.
+    pub be_throughput_rps: f64,
+    /// All its answers per second in the window.
+    pub total_throughput_rps: f64,
+    /// Its scheduler's counters after the run.
+    pub sched: Option<SchedFigures>,
 }
 
 /// Latency figures of a set of requests, in milliseconds.
@@ -265,6 +308,10 @@ pub struct RequestRecord {
     pub kernels_rerun: u32,
     /// Open loop: submit time minus scheduled arrival, microseconds.
     pub dispatch_lag_us: Option<f64>,
+    /// The device that answered (multi-device runs; `None` otherwise and
+    /// for failed requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<usize>,
 }
 
 /// RT latency of a mode against the baseline.
@@ -290,4 +337,15 @@ pub struct Comparison {
     pub be_throughput_rps: f64,
     /// Total throughput of this mode.
     pub total_throughput_rps: f64,
+}
+
+/// RT latency of a mode on one device against the baseline on the same device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceComparison {
+    /// Device index.
+    pub device: usize,
+    /// The figures: this mode's on the device, the baseline's on the same
+    /// device (increases `None` when the baseline measured no RT request there).
+    #[serde(flatten)]
+    pub figures: Comparison,
 }

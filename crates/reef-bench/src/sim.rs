@@ -136,6 +136,7 @@ impl Service for SimService {
                 latency: req.arrival.elapsed(),
                 preemptions: 0,
                 kernels_rerun: 0,
+                device: 0,
             };
             let _ = tx.send(Ok(InferResponse {
                 outputs: Vec::new(),

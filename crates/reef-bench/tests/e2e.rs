@@ -159,6 +159,13 @@ async fn runner_figures_reports_and_plots() {
         "{table}"
     );
     assert!(table.contains("| reef |") && table.contains("| rt-alone |"));
+    // One device: no per-device figures anywhere.
+    assert!(!table.contains("Per device"), "{table}");
+    assert!(res.device_comparison.is_empty());
+    for m in &res.modes {
+        assert!(m.devices.is_empty(), "{}", m.mode);
+        assert!(m.records.iter().all(|r| r.device.is_none()), "{}", m.mode);
+    }
     for (p, needle) in [
         (&md, "RT p99"),
         (&cdf, "<svg"),

@@ -1,6 +1,9 @@
 //! `reef bench disb`: runs a DISB workload in each scheduling mode (plus RT
-//! alone) on one device, each mode on a fresh scheduler with the workload's
-//! models loaded, and writes JSON, a Markdown table and SVG plots.
+//! alone) on one device or over several (`--devices N`), each mode on fresh
+//! schedulers with the workload's models loaded, and writes JSON, a Markdown
+//! table and SVG plots. Over several devices the JSON and the table also break
+//! every mode down per device (RT latency against rt-alone on the same
+//! device, BE and total throughput next to the totals).
 
 use anyhow::{Context, Result};
 use reef_bench::{plot, report, run_workload, RunOptions, Workload};

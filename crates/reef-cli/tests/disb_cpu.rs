@@ -108,6 +108,10 @@ fn bench_disb_runs_a_tiny_workload_in_every_mode() {
             );
         }
     }
+    // One device: no per-device figures.
+    assert!(json.get("device_comparison").is_none());
+    assert!(modes.iter().all(|m| m.get("devices").is_none()));
+    assert!(!stdout.contains("Per device"), "{stdout}");
     // Preemptive modes preempted.
     for m in modes
         .iter()
@@ -206,5 +210,75 @@ fn bench_disb_runs_over_two_devices() {
     }
     let reset = &modes[1];
     assert!(reset["be_throughput_rps"].as_f64().unwrap() > 0.0);
+    check_per_device(&json, &stdout);
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The per-device figures of a two-device result: both devices served RT
+/// requests in every mode, the devices' RT counts and throughputs add up to
+/// the mode's, the mode's RT mean is the devices' means weighted by their
+/// counts, each device is compared with the same device of rt-alone, and the
+/// table has a row per mode and device.
+fn check_per_device(json: &serde_json::Value, stdout: &str) {
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * a.abs().max(1.0);
+    let modes = json["modes"].as_array().unwrap();
+    let alone = &modes[0];
+    assert_eq!(alone["mode"], "rt-alone");
+    assert!(stdout.contains("#### Per device"), "{stdout}");
+    for m in modes {
+        let mode = m["mode"].as_str().unwrap();
+        let devs = m["devices"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{mode}: no devices"));
+        assert_eq!(devs.len(), 2, "{mode}");
+        let counts: Vec<u64> = devs
+            .iter()
+            .map(|d| d["rt"]["count"].as_u64().unwrap())
+            .collect();
+        assert!(
+            counts.iter().all(|&c| c > 0),
+            "{mode}: RT counts {counts:?}"
+        );
+        assert_eq!(
+            counts.iter().sum::<u64>(),
+            m["rt"]["count"].as_u64().unwrap(),
+            "{mode}"
+        );
+        for key in [
+            "rt_throughput_rps",
+            "be_throughput_rps",
+            "total_throughput_rps",
+        ] {
+            let sum: f64 = devs.iter().map(|d| f(&d[key])).sum();
+            assert!(close(sum, f(&m[key])), "{mode} {key}: {sum} vs {}", m[key]);
+        }
+        let weighted: f64 = devs
+            .iter()
+            .map(|d| f(&d["rt"]["mean_ms"]) * f(&d["rt"]["count"]))
+            .sum::<f64>()
+            / f(&m["rt"]["count"]);
+        assert!(close(weighted, f(&m["rt"]["mean_ms"])), "{mode}: mean");
+        let max = devs
+            .iter()
+            .map(|d| f(&d["rt"]["max_ms"]))
+            .fold(0.0, f64::max);
+        assert_eq!(max, f(&m["rt"]["max_ms"]), "{mode}: max");
+        for (i, d) in devs.iter().enumerate() {
+            assert_eq!(d["device"].as_u64(), Some(i as u64));
+            let c = json["device_comparison"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["mode"] == mode && c["device"] == i)
+                .unwrap_or_else(|| panic!("{mode}: no comparison for device {i}"));
+            assert_eq!(
+                f(&c["baseline_rt_mean_ms"]),
+                f(&alone["devices"][i]["rt"]["mean_ms"]),
+                "{mode} device {i}: not against the same device"
+            );
+            let row = format!("| {mode} | {i} | {} | ", counts[i]);
+            assert!(stdout.contains(&row), "no row {row:?} in\n{stdout}");
+        }
+    }
 }

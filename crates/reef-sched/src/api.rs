@@ -131,6 +131,12 @@ pub struct TaskStats {
     pub preemptions: u32,
     /// Kernels run more than once because of preemption.
     pub kernels_rerun: u32,
+    /// Index of the device that answered, as [`Service::device_stats`]
+    /// numbers devices: 0 from a single [`crate::Scheduler`] (and from any
+    /// service of one device); the device index from a
+    /// [`crate::multi::MultiScheduler`], which sets it for the device whose
+    /// ticket it forwards (after a failover, the device that answered).
+    pub device: usize,
 }
 
 /// A finished inference.

@@ -14,6 +14,11 @@
 //! sees requests submitted to the device's scheduler directly) and the number
 //! of requests this router sent there whose tickets have not resolved yet.
 //!
+//! Every answer carries the index of the device that gave it
+//! ([`crate::TaskStats::device`]; a request retried on another device after a
+//! fault names the device that answered), so clients can break their figures
+//! down per device.
+//!
 //! In-flight counting wraps each device ticket: a small forwarding task on a
 //! private one-thread tokio runtime (independent of any runtime the caller
 //! runs in) waits for the device's answer, passes it on and then decrements the
@@ -293,7 +298,11 @@ impl MultiScheduler {
                         "device {device}: scheduler dropped the request"
                     )))
                 });
-                let _ = tx.send(r);
+                // The answer names the device that gave it.
+                let _ = tx.send(r.map(|mut resp| {
+                    resp.stats.device = device;
+                    resp
+                }));
             }
         });
         rx

@@ -82,6 +82,8 @@ impl Task {
             latency: self.arrival.elapsed(),
             preemptions: self.preemptions,
             kernels_rerun: self.rerun,
+            // A scheduler drives one device; a multi-device router renumbers.
+            device: 0,
         };
         let _ = self.tx.send(result.map(|outputs| InferResponse {
             outputs,

@@ -139,6 +139,53 @@ fn be_burst_spreads_over_all_devices_with_identical_results() {
 }
 
 #[test]
+fn answers_name_the_device_that_ran_them() {
+    let _s = serial();
+    let s = scheds(3);
+    // A single scheduler is device 0.
+    s[2].load_model("mobilenet_tiny", zoo("mobilenet_tiny"), Priority::Be)
+        .expect("load");
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let x = inputs(&*s[2], "mobilenet_tiny", 1, &mut rng);
+    let alone = s[2]
+        .infer_blocking(req("mobilenet_tiny", x.clone(), Priority::Be))
+        .expect("answered");
+    assert_eq!(alone.stats.device, 0);
+    s[2].unload_model("mobilenet_tiny").expect("unload");
+    let m = MultiScheduler::new(s).expect("multi");
+    m.load_model("mobilenet_tiny", zoo("mobilenet_tiny"), Priority::Be)
+        .expect("load");
+    let tickets: Vec<Ticket> = (0..18)
+        .map(|_| {
+            m.submit(req("mobilenet_tiny", x.clone(), Priority::Be))
+                .expect("accepted")
+        })
+        .collect();
+    let mut answered = [0u64; 3];
+    for t in tickets {
+        let r = t
+            .blocking_recv()
+            .expect("ticket resolved")
+            .expect("request succeeded");
+        assert!(r.stats.device < 3, "device {} out of range", r.stats.device);
+        answered[r.stats.device] += 1;
+    }
+    // The devices' own counts say the same.
+    let done = settled(&m, 1, 18);
+    println!("answers per device {answered:?}, completions {done:?}");
+    assert_eq!(
+        done.iter().map(|c| c[1]).collect::<Vec<_>>(),
+        answered.to_vec(),
+        "the answers' devices disagree with the devices' counts"
+    );
+    assert!(
+        answered.iter().all(|&n| n > 0),
+        "a device got no work: {answered:?}"
+    );
+    m.shutdown();
+}
+
+#[test]
 fn results_are_bit_identical_on_every_device() {
     let _s = serial();
     let m = MultiScheduler::new(scheds(3)).expect("multi");
@@ -289,8 +336,13 @@ fn faulting_device_is_taken_out_and_the_request_retried() {
     // Batch 2 is compiled and loaded at first use: device 0 faults then.
     let x = inputs(&*m, "mobilenet_tiny", 2, &mut rng);
     for _ in 0..4 {
-        m.infer_blocking(req("mobilenet_tiny", x.clone(), Priority::Be))
+        let r = m
+            .infer_blocking(req("mobilenet_tiny", x.clone(), Priority::Be))
             .expect("retried on the healthy device");
+        assert_eq!(
+            r.stats.device, 1,
+            "the answer names the device that gave it"
+        );
     }
     settled(&m, 1, 4);
     let stats = m.device_stats();
