@@ -585,7 +585,15 @@ fn preempted_split_k_convs_resume_bit_identically() {
 
 /// Runs `p` on the CPU backend (exact f32); returns output 0.
 fn run_cpu(p: &P, inputs: &[Vec<f32>]) -> Vec<f32> {
-    let cpu = reef_exec::cpu::CpuDevice::new(None).expect("CPU device");
+    run_cpu_with(p, inputs, false)
+}
+
+/// Runs `p` on the CPU backend, with GEMM operands rounded to TF32 when
+/// `tf32` (`CpuDevice::with_tf32`); returns output 0.
+fn run_cpu_with(p: &P, inputs: &[Vec<f32>], tf32: bool) -> Vec<f32> {
+    let cpu = reef_exec::cpu::CpuDevice::new(None)
+        .expect("CPU device")
+        .with_tf32(tf32);
     let model = cpu.load(Arc::new(p.plan.clone())).expect("CPU load");
     let mut ctx = model.context().expect("CPU context");
     for (i, x) in inputs.iter().enumerate() {
@@ -625,6 +633,65 @@ fn tf32x3_conv_and_matmul_match_the_cpu_backend() {
             "{name}: tf32x3 ({err_x3}) not clearly better than tf32 ({err_tf32})"
         );
     }
+}
+
+/// TF32 against the CPU backend in the same arithmetic
+/// (`CpuDevice::with_tf32`: the same operands rounded the same way): only
+/// the f32 accumulation differs (its order, split-K, and the tensor cores'
+/// truncating adds, which a CPU emulation puts near 1e-6 at K = 288 and
+/// 1.6e-5 at K = 4608), so the GPU is much closer to that reference than
+/// to the plain-f32 one. Depthwise convolutions (direct f32 kernels) are
+/// not rounded on either side.
+#[test]
+fn tf32_gemms_match_the_tf32_cpu_backend() {
+    let mut rng = StdRng::seed_from_u64(19);
+    let Some(dev) = device(Precision::Tf32) else {
+        return;
+    };
+    let cases = [
+        (
+            "conv 3x3 K=288",
+            conv_case(&mut rng, spec(2, 32, 64, 12, 3, 1, 1)),
+        ),
+        (
+            "conv 3x3 K=4608 split-K",
+            conv_case(&mut rng, spec(1, 512, 128, 14, 3, 1, 1)),
+        ),
+        ("conv 1x1", conv_case(&mut rng, spec(2, 64, 96, 8, 1, 1, 1))),
+        (
+            "conv grouped",
+            conv_case(&mut rng, spec(1, 64, 64, 9, 3, 2, 4)),
+        ),
+        (
+            "matmul K=3072",
+            matmul_case(&mut rng, (2, 96, 160, 3072), (false, true)),
+        ),
+        (
+            "matmul A^T",
+            matmul_case(&mut rng, (3, 70, 45, 33), (true, false)),
+        ),
+    ];
+    for (name, (p, inputs, _)) in cases {
+        let gpu = &run(&dev, &p, &inputs, Variant::Rt)[0];
+        let as_f64 = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<_>>();
+        let err_tf32 = rel_l2(gpu, &as_f64(run_cpu_with(&p, &inputs, true)));
+        let err_f32 = rel_l2(gpu, &as_f64(run_cpu_with(&p, &inputs, false)));
+        println!("{name}: rel L2 vs TF32 CPU {err_tf32:.2e}, vs f32 CPU {err_f32:.2e}");
+        assert!(err_tf32 <= 5e-5, "{name}: vs TF32 CPU {err_tf32}");
+        assert!(
+            err_tf32 * 3.0 < err_f32,
+            "{name}: not clearly closer to the TF32 CPU ({err_tf32}) than to f32 ({err_f32})"
+        );
+    }
+    let (p, inputs, _) = conv_case(&mut rng, spec(2, 24, 24, 10, 3, 1, 24));
+    let gpu = &run(&dev, &p, &inputs, Variant::Rt)[0];
+    let (t, f) = (
+        run_cpu_with(&p, &inputs, true),
+        run_cpu_with(&p, &inputs, false),
+    );
+    assert_eq!(t, f, "depthwise: the TF32 CPU rounded a direct convolution");
+    let err = rel_l2(gpu, &t.into_iter().map(f64::from).collect::<Vec<_>>());
+    assert!(err <= 1e-5, "depthwise: vs CPU {err}");
 }
 
 /// GatherElements (rank 3, axis 1, indices shorter than the data off the

@@ -23,16 +23,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// `cvt.rna.tf32.f32`: round to nearest, ties away from zero, to 10
-/// mantissa bits (the low 13 bits cleared). Infinities and NaNs pass through.
+/// mantissa bits (the low 13 bits cleared). Infinities and NaNs pass
+/// through. The CPU backend's TF32 mode uses the same function.
 fn tf32(x: f32) -> f32 {
-    if !x.is_finite() {
-        return x;
-    }
-    // On the magnitude bits (sign apart), adding half of the dropped unit
-    // and truncating rounds half away from zero; a carry into the exponent
-    // is the correct next binade (or infinity).
-    let b = x.to_bits();
-    f32::from_bits((b + 0x1000) & !0x1fff)
+    reef_exec::cpu::round_tf32(x)
 }
 
 /// `(hi, lo)` with `hi = tf32(x)`, `lo = tf32(x - hi)`.

@@ -12,14 +12,20 @@
 //!   tile; RT launches never check it. Rayon has no priorities, so RT work on a
 //!   [`Priority::High`](crate::Priority::High) lane shares the pool fairly with
 //!   BE work; BE tiles are kept small so a raised flag takes effect quickly.
+//! - GEMMs compute in f32. [`CpuDevice::with_tf32`] rounds the operands of
+//!   exactly the GEMMs that run on TF32 tensor cores on the GPU to TF32 first
+//!   ([`round_tf32`]), so the GPU's default precision can be checked against
+//!   a reference in the same arithmetic.
 
 mod device;
 mod kernels;
 mod lane;
 mod memory;
+mod tf32;
 mod tiles;
 mod validate;
 
 pub use device::{CpuContext, CpuDevice, CpuModel};
 pub use lane::CpuLane;
 pub use memory::{typed, typed_mut};
+pub use tf32::round_tf32;

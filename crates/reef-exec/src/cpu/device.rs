@@ -18,6 +18,7 @@ pub struct CpuDevice {
     threads: usize,
     lanes: AtomicUsize,
     padding: bool,
+    tf32: bool,
 }
 
 impl CpuDevice {
@@ -45,6 +46,7 @@ impl CpuDevice {
             threads,
             lanes: AtomicUsize::new(0),
             padding: false,
+            tf32: false,
         })
     }
 
@@ -56,6 +58,29 @@ impl CpuDevice {
     pub fn with_padding(mut self, on: bool) -> Self {
         self.padding = on;
         self
+    }
+
+    /// Emulates the GPU's TF32 tensor-core GEMMs (`REEF_PRECISION=tf32`) in
+    /// models loaded afterwards: every operand element of a GEMM that runs on
+    /// tensor cores on the GPU is rounded to TF32 with [`round_tf32`]
+    /// (`cvt.rna.tf32.f32`) and the products are accumulated in f32, as
+    /// there. Those GEMMs are every matmul and every convolution with more
+    /// than one input channel per group (c/groups > 1); convolutions with
+    /// c/groups == 1 (depthwise) run as direct f32 kernels on the GPU and are
+    /// not rounded here either, nor is any other kernel. Rounding applies to
+    /// the weights and to the input (pixel) operand; padding zeros stay zero.
+    /// Off by default (plain f32; the results are then bit-identical to a
+    /// device built without this call).
+    ///
+    /// [`round_tf32`]: super::round_tf32
+    pub fn with_tf32(mut self, on: bool) -> Self {
+        self.tf32 = on;
+        self
+    }
+
+    /// Whether GEMM operands are rounded to TF32 ([`CpuDevice::with_tf32`]).
+    pub fn tf32(&self) -> bool {
+        self.tf32
     }
 
     /// A new lane with the concrete type (its preemption flag is reachable
@@ -75,13 +100,19 @@ impl CpuDevice {
             weights,
             me: me.clone(),
             padding: self.padding,
+            tf32: self.tf32,
         }))
     }
 }
 
 impl Device for CpuDevice {
     fn name(&self) -> String {
-        format!("CPU, {} worker threads", self.threads)
+        let tf32 = if self.tf32 {
+            ", TF32 GEMM operands"
+        } else {
+            ""
+        };
+        format!("CPU, {} worker threads{tf32}", self.threads)
     }
 
     fn kind(&self) -> DeviceKind {
@@ -108,6 +139,8 @@ pub struct CpuModel {
     me: Weak<CpuModel>,
     /// Contexts report kernel shapes (padding emulation, see [`CpuDevice::with_padding`]).
     padding: bool,
+    /// GEMM operands rounded to TF32 (see [`CpuDevice::with_tf32`]).
+    tf32: bool,
 }
 
 impl CpuModel {
@@ -262,5 +295,10 @@ impl CpuModel {
     /// The plan (inherent accessor for the backend).
     pub(crate) fn plan_ref(&self) -> &Arc<Plan> {
         &self.plan
+    }
+
+    /// Whether GEMM operands are rounded to TF32 (see [`CpuDevice::with_tf32`]).
+    pub(crate) fn tf32(&self) -> bool {
+        self.tf32
     }
 }

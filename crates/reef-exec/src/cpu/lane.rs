@@ -174,9 +174,10 @@ fn run_item(shared: &Shared, item: &Item, stop: &Stop) -> Result<bool> {
     let mut arena = item.ctx.arena.lock();
     let arena = bytes_of_mut(&mut arena, plan.arena_bytes);
     let weights = item.model.weight_bytes();
+    let tf32 = item.model.tf32();
     let completed = shared
         .pool
-        .install(|| kernels::run(plan, item.index, weights, arena, stop))?;
+        .install(|| kernels::run(plan, item.index, weights, arena, stop, tf32))?;
     if completed {
         item.ctx
             .progress

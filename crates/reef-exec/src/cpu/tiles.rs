@@ -152,25 +152,26 @@ pub(crate) fn round8(x: usize) -> usize {
 }
 
 thread_local! {
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static SCRATCH: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
 }
 
-/// Calls `f` with two per-thread scratch buffers of at least `a` and `b`
-/// elements (contents unspecified). Reentrant: a nested call gets fresh ones.
+/// Calls `f` with three per-thread scratch buffers of at least `a`, `b` and
+/// `c` elements (contents unspecified). Reentrant: a nested call gets fresh ones.
 pub(crate) fn with_scratch<R>(
     a: usize,
     b: usize,
-    f: impl FnOnce(&mut [f32], &mut [f32]) -> R,
+    c: usize,
+    f: impl FnOnce(&mut [f32], &mut [f32], &mut [f32]) -> R,
 ) -> R {
-    let (mut x, mut y) = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-    if x.len() < a {
-        x.resize(a, 0.0);
+    let mut bufs = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    for (buf, len) in bufs.iter_mut().zip([a, b, c]) {
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
     }
-    if y.len() < b {
-        y.resize(b, 0.0);
-    }
-    let r = f(&mut x[..a], &mut y[..b]);
-    SCRATCH.with(|s| *s.borrow_mut() = (x, y));
+    let [x, y, z] = &mut bufs;
+    let r = f(&mut x[..a], &mut y[..b], &mut z[..c]);
+    SCRATCH.with(|s| *s.borrow_mut() = bufs);
     r
 }
 

@@ -100,9 +100,24 @@ pub fn device() -> &'static CpuDevice {
     DEV.get_or_init(|| CpuDevice::new(Some(2)).expect("CPU device"))
 }
 
+/// A shared 2-thread CPU device that rounds GEMM operands to TF32.
+pub fn device_tf32() -> &'static CpuDevice {
+    static DEV: OnceLock<CpuDevice> = OnceLock::new();
+    DEV.get_or_init(|| CpuDevice::new(Some(2)).expect("CPU device").with_tf32(true))
+}
+
 /// Runs a plan to the end with the given inputs; returns every output's bytes.
 pub fn run_plan(plan: &Arc<Plan>, inputs: &[Vec<u8>], variant: Variant) -> Vec<Vec<u8>> {
-    let dev = device();
+    run_plan_on(device(), plan, inputs, variant)
+}
+
+/// [`run_plan`] on a given device.
+pub fn run_plan_on(
+    dev: &CpuDevice,
+    plan: &Arc<Plan>,
+    inputs: &[Vec<u8>],
+    variant: Variant,
+) -> Vec<Vec<u8>> {
     let model = dev.load(plan.clone()).expect("load");
     let mut ctx = model.context().expect("context");
     ctx.poison().expect("poison");

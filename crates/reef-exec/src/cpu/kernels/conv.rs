@@ -2,8 +2,9 @@
 //! (1x1 stride-1 convolutions read the input directly), and a direct loop for
 //! depthwise convolutions.
 
+use super::super::tf32::round_slice;
 use super::super::tiles::{self, with_scratch, Stop, TARGET_FLOPS};
-use super::matmul::{gemm_f32, Mat};
+use super::matmul::{gemm_f32, rounded_copy, Mat};
 use super::{apply_act, epilogue};
 use reef_plan::kernel::ConvSpec;
 
@@ -18,7 +19,13 @@ pub(crate) fn valid_range(off: isize, stride: usize, len: usize, outs: usize) ->
     (lo, (hi as usize).clamp(lo, outs))
 }
 
-/// The convolution kernel (see [`ConvSpec`]).
+/// The convolution kernel (see [`ConvSpec`]). With `tf32`, convolutions
+/// with more than one input channel per group round both GEMM operands (the
+/// weights and the input patches) to TF32, as the GPU's tensor-core
+/// convolutions do; those with c/groups == 1 run as a direct f32 kernel on
+/// the GPU (`ConvDw`) and are not rounded, including the grouped ones with
+/// k > c that take the gemm path here.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn conv(
     s: &ConvSpec,
     x: &[f32],
@@ -27,12 +34,14 @@ pub(crate) fn conv(
     res: Option<&[f32]>,
     out: &mut [f32],
     stop: &Stop,
+    tf32: bool,
 ) {
     let out = &mut out[..s.n * s.k * s.oh * s.ow];
     if s.groups > 1 && s.groups == s.c && s.c == s.k {
         depthwise(s, x, w, bias, res, out, stop)
     } else {
-        gemm_conv(s, x, w, bias, res, out, stop)
+        let round = tf32 && s.groups > 0 && s.c / s.groups > 1;
+        gemm_conv(s, x, w, bias, res, out, stop, round)
     }
 }
 
@@ -53,6 +62,10 @@ fn blocks(kg: usize, crs: usize, plane: usize, im2col: bool) -> (usize, usize) {
     (kb, pb)
 }
 
+/// Dense and grouped convolutions as per-tile gemms; `round`: both operands
+/// rounded to TF32 (rounded copies of the tile's weight rows and of its
+/// input columns, or the im2col patches rounded in place).
+#[allow(clippy::too_many_arguments)]
 fn gemm_conv(
     s: &ConvSpec,
     x: &[f32],
@@ -61,6 +74,7 @@ fn gemm_conv(
     res: Option<&[f32]>,
     out: &mut [f32],
     stop: &Stop,
+    round: bool,
 ) {
     let (g, plane, hw) = (s.groups, s.oh * s.ow, s.h * s.w);
     let (cg, kg) = (s.c / g, s.k / g);
@@ -73,18 +87,28 @@ fn gemm_conv(
         let (ni, gi) = (t.plane / g, t.plane % g);
         let (k0, p0) = (t.row0, t.col0);
         let (rows, pt) = (t.rows.len(), t.rows[0].len());
-        let col_len = if pointwise { 0 } else { crs * pt };
-        with_scratch(col_len, rows * pt, |col, acc| {
+        // With rounding, a pointwise tile copies its input columns too.
+        let col_len = if pointwise && !round { 0 } else { crs * pt };
+        let w_len = if round { rows * crs } else { 0 };
+        with_scratch(col_len, rows * pt, w_len, |col, acc, w_round| {
             let xb = (ni * s.c + gi * cg) * hw;
             let rhs = if pointwise {
-                Mat {
+                let direct = Mat {
                     data: x,
                     off: xb + p0,
                     rs: hw,
                     cs: 1,
+                };
+                if round {
+                    rounded_copy(col, direct, crs, pt)
+                } else {
+                    direct
                 }
             } else {
                 im2col(s, &x[xb..xb + cg * hw], cg, p0, pt, col);
+                if round {
+                    round_slice(col);
+                }
                 Mat {
                     data: col,
                     off: 0,
@@ -97,6 +121,11 @@ fn gemm_conv(
                 off: (gi * kg + k0) * crs,
                 rs: crs,
                 cs: 1,
+            };
+            let lhs = if round {
+                rounded_copy(w_round, lhs, rows, crs)
+            } else {
+                lhs
             };
             gemm_f32(rows, pt, crs, acc, pt, lhs, rhs);
             for (r, dst) in t.rows.iter_mut().enumerate() {

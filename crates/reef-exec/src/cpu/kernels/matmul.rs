@@ -1,6 +1,7 @@
 //! Matrix products: the safe wrapper around the `gemm` crate and the batched
 //! MatMul kernel with its fused epilogue.
 
+use super::super::tf32::round_tf32;
 use super::super::tiles::{self, with_scratch, Stop, TARGET_FLOPS};
 use super::apply_act;
 use reef_plan::kernel::MatMulSpec;
@@ -86,6 +87,35 @@ pub(crate) fn gemm_f32(
     }
 }
 
+/// Copies the `rows x cols` view `m` into `dst` (row-major, `cols` per
+/// row) with every element rounded to TF32 ([`round_tf32`]) and returns the
+/// copy as a view. Panics if a view exceeds its slice (plans are validated
+/// before running).
+pub(crate) fn rounded_copy<'a>(dst: &'a mut [f32], m: Mat, rows: usize, cols: usize) -> Mat<'a> {
+    let dst = &mut dst[..rows * cols];
+    if cols > 0 {
+        for (i, row) in dst.chunks_exact_mut(cols).enumerate() {
+            let start = m.off + i * m.rs;
+            if m.cs == 1 {
+                let src = &m.data[start..start + cols];
+                row.iter_mut()
+                    .zip(src)
+                    .for_each(|(d, &v)| *d = round_tf32(v));
+            } else {
+                for (j, d) in row.iter_mut().enumerate() {
+                    *d = round_tf32(m.data[start + j * m.cs]);
+                }
+            }
+        }
+    }
+    Mat {
+        data: dst,
+        off: 0,
+        rs: cols,
+        cs: 1,
+    }
+}
+
 /// Output-tile shape `(rows, cols)` for an `m x n` product of depth `k`.
 pub(crate) fn blocks(m: usize, n: usize, k: usize) -> (usize, usize) {
     let elems = (TARGET_FLOPS / (2 * k.max(1))).max(64);
@@ -97,7 +127,11 @@ pub(crate) fn blocks(m: usize, n: usize, k: usize) -> (usize, usize) {
     (rb, cb)
 }
 
-/// The MatMul kernel (see [`MatMulSpec`]).
+/// The MatMul kernel (see [`MatMulSpec`]). With `tf32`, both operands are
+/// rounded to TF32 (every matmul runs on TF32 tensor cores on the GPU in
+/// that precision, whatever its shape): each tile multiplies rounded copies
+/// of its rows of A and its columns of B.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul(
     s: &MatMulSpec,
     a: &[f32],
@@ -106,6 +140,7 @@ pub(crate) fn matmul(
     res: Option<&[f32]>,
     out: &mut [f32],
     stop: &Stop,
+    tf32: bool,
 ) {
     let count = s.batch_count();
     let (m, n) = (s.m, s.n);
@@ -136,8 +171,19 @@ pub(crate) fn matmul(
             rs: s.ldb_k,
             cs: s.ldb_n,
         };
-        with_scratch(rows * cols, 0, |acc, _| {
-            gemm_f32(rows, cols, s.k, acc, cols, am, bm);
+        let (a_len, b_len) = if tf32 {
+            (rows * s.k, s.k * cols)
+        } else {
+            (0, 0)
+        };
+        with_scratch(rows * cols, a_len, b_len, |acc, ra, rb| {
+            if tf32 {
+                let am = rounded_copy(ra, am, rows, s.k);
+                let bm = rounded_copy(rb, bm, s.k, cols);
+                gemm_f32(rows, cols, s.k, acc, cols, am, bm);
+            } else {
+                gemm_f32(rows, cols, s.k, acc, cols, am, bm);
+            }
             for (r, dst) in t.rows.iter_mut().enumerate() {
                 let i = i0 + r;
                 let acc = &acc[r * cols..(r + 1) * cols];

@@ -17,13 +17,17 @@ use reef_plan::Plan;
 
 /// Runs kernel `index` of `plan` over `weights` and `arena` (byte views),
 /// checking `stop` before starting and before each tile (RT launches pass a
-/// check that never fires). Returns whether the kernel completed.
+/// check that never fires). With `tf32`, the GEMMs that run on TF32 tensor
+/// cores on the GPU round their operands to TF32 (see
+/// [`CpuDevice::with_tf32`](crate::cpu::CpuDevice::with_tf32)). Returns
+/// whether the kernel completed.
 pub(crate) fn run(
     plan: &Plan,
     index: usize,
     weights: &[u8],
     arena: &mut [u8],
     stop: &Stop,
+    tf32: bool,
 ) -> Result<bool> {
     let kernel = plan.kernels.get(index).ok_or_else(|| {
         ExecError::Invalid(format!(
@@ -50,12 +54,12 @@ pub(crate) fn run(
         KernelOp::Conv(c) => {
             let bias = opt(c.has_bias, 2)?;
             let res = opt(c.has_residual, 2 + usize::from(c.has_bias))?;
-            conv::conv(c, f(0)?, f(1)?, bias, res, typed_mut(out)?, stop);
+            conv::conv(c, f(0)?, f(1)?, bias, res, typed_mut(out)?, stop, tf32);
         }
         KernelOp::MatMul(m) => {
             let bias = opt(m.has_bias, 2)?;
             let res = opt(m.has_residual, 2 + usize::from(m.has_bias))?;
-            matmul::matmul(m, f(0)?, f(1)?, bias, res, typed_mut(out)?, stop);
+            matmul::matmul(m, f(0)?, f(1)?, bias, res, typed_mut(out)?, stop, tf32);
         }
         KernelOp::Pool(p) => pool::pool(p, f(0)?, typed_mut(out)?, stop),
         KernelOp::ChannelAffine {
