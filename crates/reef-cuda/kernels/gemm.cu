@@ -132,6 +132,16 @@ __device__ __forceinline__ u32 reef_tf32(float x) {
     return r;
 }
 
+// A TF32 mma operand: rounded here, or (ROUNDED) stored rounded already.
+template <bool ROUNDED>
+__device__ __forceinline__ u32 reef_tf32_op(float x) {
+    if constexpr (ROUNDED) {
+        return __float_as_uint(x);
+    } else {
+        return reef_tf32(x);
+    }
+}
+
 __device__ __forceinline__ void reef_mma_tf32(float* d, const u32* a, const u32* b) {
     asm volatile(
         "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
@@ -442,11 +452,30 @@ struct MatMulLoad {
 // 26-35 us). OR-reducing the flag in the step's barrier (__syncthreads_or)
 // instead of a shared word cost more registers and more BE time (8-18%, run 22).
 #define REEF_FLAG_EVERY 1
+// The stage buffers of configuration C, declared in functions templated on C
+// alone: every pipeline of one kernel with the same C (a family's core
+// variants, e.g. with and without TF32-rounded weights) shares one
+// allocation instead of getting its own.
+template <class C>
+__device__ __forceinline__ float* reef_stage_a() {
+    __shared__ __align__(128) float As[C::A_FLOATS];
+    return As;
+}
+template <class C>
+__device__ __forceinline__ float* reef_stage_b() {
+    __shared__ __align__(16) float Bs[C::B_FLOATS];
+    return Bs;
+}
+__device__ __forceinline__ i32& reef_stop_word() {
+    __shared__ i32 reef_stop;
+    return reef_stop;
+}
+
 template <class C, bool BE, class L, class F>
 __device__ __forceinline__ bool reef_pipeline(L& ld, i32 kb, i32 ke, F step) {
-    __shared__ __align__(128) float As[C::A_FLOATS];
-    __shared__ __align__(16) float Bs[C::B_FLOATS];
-    __shared__ i32 reef_stop;
+    float* const As = reef_stage_a<C>();
+    float* const Bs = reef_stage_b<C>();
+    i32& reef_stop = reef_stop_word();
     const i32 steps = ke > kb ? (ke - kb + GK - 1) / GK : 0;
     i32 flag = 0;
     if (BE && threadIdx.x == 0) flag = *(volatile const i32*)ld.p.hdr.flag;
@@ -509,7 +538,10 @@ __device__ __forceinline__ void reef_tf32_split(float x, u32& hi, u32& lo) {
 // (sm_90): conv_tc_x3 / matmul_tc_x3 use 128 registers with 8-40 bytes of
 // spill; a 128 x 128 instantiation spilled 48-80 bytes, so split TF32 runs
 // on 64 x 64 tiles only (GemmTile::large_ok) and has no 128 x 128 family.
-template <class C, bool X3 = false>
+// AR / BR: the A / B operand is stored already rounded to TF32 (weights
+// rounded on the host, crate::tf32_weights), so its fragments skip the
+// cvt.rna: bit-identical operands, fewer instructions in the K loop.
+template <class C, bool X3 = false, bool AR = false, bool BR = false>
 struct TcCore {
     static constexpr int E = C::MI * C::NI * 4;
     __device__ __forceinline__ static i32 wm() { return (i32)(threadIdx.x >> 5) / (C::BN / C::WN) * C::WM; }
@@ -530,16 +562,16 @@ struct TcCore {
 #pragma unroll
                     for (int mi = 0; mi < C::MI; ++mi) {
                         const i32 r0 = (wm0 + mi * 16 + g) * C::AP + kk + q;
-                        af[mi][0] = reef_tf32(as[r0]);
-                        af[mi][1] = reef_tf32(as[r0 + 8 * C::AP]);
-                        af[mi][2] = reef_tf32(as[r0 + 4]);
-                        af[mi][3] = reef_tf32(as[r0 + 8 * C::AP + 4]);
+                        af[mi][0] = reef_tf32_op<AR>(as[r0]);
+                        af[mi][1] = reef_tf32_op<AR>(as[r0 + 8 * C::AP]);
+                        af[mi][2] = reef_tf32_op<AR>(as[r0 + 4]);
+                        af[mi][3] = reef_tf32_op<AR>(as[r0 + 8 * C::AP + 4]);
                     }
 #pragma unroll
                     for (int ni = 0; ni < C::NI; ++ni) {
                         const i32 c0 = (kk + q) * bsk + (wn0 + ni * 8 + g) * bsn;
-                        bf[ni][0] = reef_tf32(bs[c0]);
-                        bf[ni][1] = reef_tf32(bs[c0 + 4 * bsk]);
+                        bf[ni][0] = reef_tf32_op<BR>(bs[c0]);
+                        bf[ni][1] = reef_tf32_op<BR>(bs[c0 + 4 * bsk]);
                     }
 #pragma unroll
                     for (int mi = 0; mi < C::MI; ++mi)
@@ -832,6 +864,16 @@ template <bool BE>
 __device__ __forceinline__ bool conv_tc_tile(const ConvParams& p, u32 t) {
     return reef_gemm_item<CfgM, TcCore<CfgM>, ConvLoad<CfgM>, BE>(p, t);
 }
+// The `_w` families: the same tiles for weights stored rounded to TF32
+// (crate::tf32_weights): the weight operand skips its cvt.rna.
+template <bool BE>
+__device__ __forceinline__ bool conv_tc_l_w_tile(const ConvParams& p, u32 t) {
+    return reef_gemm_item<CfgL, TcCore<CfgL, false, true>, ConvLoad<CfgL>, BE>(p, t);
+}
+template <bool BE>
+__device__ __forceinline__ bool conv_tc_w_tile(const ConvParams& p, u32 t) {
+    return reef_gemm_item<CfgM, TcCore<CfgM, false, true>, ConvLoad<CfgM>, BE>(p, t);
+}
 template <bool BE>
 __device__ __forceinline__ bool conv_wg_tile(const ConvParams& p, u32 t) {
     return reef_gemm_item<CfgW, WgCore<CfgW>, ConvLoad<CfgW>, BE>(p, t);
@@ -843,6 +885,10 @@ __device__ __forceinline__ bool conv_wg_s_tile(const ConvParams& p, u32 t) {
 template <bool BE>
 __device__ __forceinline__ bool conv_ffma_tile(const ConvParams& p, u32 t) {
     return reef_gemm_item<CfgM, FfmaCore<CfgM>, ConvLoad<CfgM>, BE>(p, t);
+}
+template <bool BE>
+__device__ __forceinline__ bool matmul_tc_w_tile(const MatMulParams& p, u32 t) {
+    return reef_gemm_item<CfgM, TcCore<CfgM, false, false, true>, MatMulLoad<CfgM>, BE>(p, t);
 }
 template <bool BE>
 __device__ __forceinline__ bool matmul_tc_tile(const MatMulParams& p, u32 t) {
@@ -898,11 +944,14 @@ __device__ __forceinline__ void conv_dw_tile(const ConvParams& p, u32 t) {
 // Register budgets: 128 per thread (2 x 256 or 4 x 128 threads per SM).
 REEF_FAMILY_MB(conv_tc_l, ConvParams, REEF_GEMM_L_THREADS, 2)
 REEF_FAMILY_MB(conv_tc, ConvParams, REEF_GEMM_THREADS, 4)
+REEF_FAMILY_MB(conv_tc_l_w, ConvParams, REEF_GEMM_L_THREADS, 2)
+REEF_FAMILY_MB(conv_tc_w, ConvParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY_MB(conv_wg, ConvParams, REEF_GEMM_THREADS, 3)
 REEF_FAMILY_MB(conv_wg_s, ConvParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY_MB(conv_ffma, ConvParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY(conv_dw, ConvParams, REEF_EW_THREADS)
 REEF_FAMILY_MB(matmul_tc, MatMulParams, REEF_GEMM_THREADS, 4)
+REEF_FAMILY_MB(matmul_tc_w, MatMulParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY_MB(matmul_ffma, MatMulParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY_MB(conv_tc_x3, ConvParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY_MB(matmul_tc_x3, MatMulParams, REEF_GEMM_THREADS, 4)

@@ -70,6 +70,7 @@ impl CudaTaskContext {
         let built = Builder::new(&plan, addr, shared.precision)?
             .sms(shared.sms)
             .wgmma(shared.wgmma)
+            .tf32_weights(model.tf32_weights())
             .build_all()?;
         // The geometry depends on the plan and the SM count only, so it
         // matches the model's probe build; checked anyway before any launch.

@@ -33,6 +33,10 @@ pub struct CudaOptions {
     /// BE kernel whose tiles all fit on the GPU at once runs one block per
     /// tile instead of persistent blocks claiming tiles from a cursor.
     pub be_direct: bool,
+    /// TF32-rounded weights (default on; `REEF_TF32_WEIGHTS=0` turns them
+    /// off): in `tf32` precision, weights that only TF32 GEMMs read are
+    /// stored rounded to TF32, and those kernels skip converting them.
+    pub tf32_weights: bool,
 }
 
 impl Default for CudaOptions {
@@ -42,6 +46,7 @@ impl Default for CudaOptions {
             wgmma: false,
             rt_lean: true,
             be_direct: true,
+            tf32_weights: true,
         }
     }
 }
@@ -52,7 +57,9 @@ impl CudaOptions {
     /// switches `REEF_WGMMA`, `REEF_RT_LEAN` and `REEF_BE_DIRECT`. A value
     /// that does not parse is an error naming the variable.
     pub fn from_env() -> Result<Self, PrecisionError> {
-        use crate::precision::{switch_from_var, BE_DIRECT_VAR, RT_LEAN_VAR, WGMMA_VAR};
+        use crate::precision::{
+            switch_from_var, BE_DIRECT_VAR, RT_LEAN_VAR, TF32_WEIGHTS_VAR, WGMMA_VAR,
+        };
         let var = |name: &str| std::env::var(name).ok();
         let d = CudaOptions::default();
         Ok(CudaOptions {
@@ -60,6 +67,11 @@ impl CudaOptions {
             wgmma: switch_from_var(WGMMA_VAR, var(WGMMA_VAR).as_deref(), d.wgmma)?,
             rt_lean: switch_from_var(RT_LEAN_VAR, var(RT_LEAN_VAR).as_deref(), d.rt_lean)?,
             be_direct: switch_from_var(BE_DIRECT_VAR, var(BE_DIRECT_VAR).as_deref(), d.be_direct)?,
+            tf32_weights: switch_from_var(
+                TF32_WEIGHTS_VAR,
+                var(TF32_WEIGHTS_VAR).as_deref(),
+                d.tf32_weights,
+            )?,
         })
     }
 }
@@ -106,6 +118,8 @@ pub(crate) struct DeviceShared {
     pub rt_lean: bool,
     /// [`CudaOptions::be_direct`].
     pub be_direct: bool,
+    /// [`CudaOptions::tf32_weights`].
+    pub tf32_weights: bool,
     /// The high-priority stream that writes every lane's preemption flag
     /// (raising and clearing on one stream keeps the writes in order).
     pub control: Arc<CudaStream>,
@@ -198,7 +212,8 @@ impl CudaDevice {
             .call("cuStreamCreateWithPriority(control)")?;
         tracing::info!(
             device = %name, sms, arch = format!("sm_{major}{minor}"), precision = %options.precision,
-            wgmma, rt_lean = options.rt_lean, be_direct = options.be_direct, "CUDA device ready"
+            wgmma, rt_lean = options.rt_lean, be_direct = options.be_direct,
+            tf32_weights = options.tf32_weights, "CUDA device ready"
         );
         Ok(CudaDevice {
             shared: Arc::new(DeviceShared {
@@ -213,6 +228,7 @@ impl CudaDevice {
                 wgmma,
                 rt_lean: options.rt_lean,
                 be_direct: options.be_direct,
+                tf32_weights: options.tf32_weights,
                 control,
                 hold,
             }),

@@ -108,11 +108,18 @@ pub enum Family {
     ConvTcX3,
     /// Batched matmul in split TF32 ("3xTF32"), 64 x 64 tiles.
     MatMulTcX3,
+    /// [`Family::ConvTcL`] over weights stored rounded to TF32 (no
+    /// conversion of the weight operand).
+    ConvTcLW,
+    /// [`Family::ConvTc`] over weights stored rounded to TF32.
+    ConvTcW,
+    /// [`Family::MatMulTc`] with B (a weight) stored rounded to TF32.
+    MatMulTcW,
 }
 
 impl Family {
     /// Every family, in a fixed order ([`Family::index`]).
-    pub const ALL: [Family; 26] = [
+    pub const ALL: [Family; 29] = [
         Family::ConvTcL,
         Family::ConvTc,
         Family::ConvWg,
@@ -139,6 +146,9 @@ impl Family {
         Family::Reduce,
         Family::ConvTcX3,
         Family::MatMulTcX3,
+        Family::ConvTcLW,
+        Family::ConvTcW,
+        Family::MatMulTcW,
     ];
 
     /// Position in [`Family::ALL`].
@@ -175,6 +185,20 @@ impl Family {
             Family::Reduce => "reduce",
             Family::ConvTcX3 => "conv_tc_x3",
             Family::MatMulTcX3 => "matmul_tc_x3",
+            Family::ConvTcLW => "conv_tc_l_w",
+            Family::ConvTcW => "conv_tc_w",
+            Family::MatMulTcW => "matmul_tc_w",
+        }
+    }
+
+    /// The family that reads its weight operand stored rounded to TF32
+    /// (the `_w` twin), where one exists.
+    pub fn with_tf32_weights(self) -> Family {
+        match self {
+            Family::ConvTcL => Family::ConvTcLW,
+            Family::ConvTc => Family::ConvTcW,
+            Family::MatMulTc => Family::MatMulTcW,
+            f => f,
         }
     }
 
@@ -189,8 +213,10 @@ impl Family {
     /// Threads per block (must match the kernel's `__launch_bounds__`).
     pub fn threads(self) -> u32 {
         match self {
-            Family::ConvTcL => GEMM_L_THREADS,
+            Family::ConvTcL | Family::ConvTcLW => GEMM_L_THREADS,
             Family::ConvTc
+            | Family::ConvTcW
+            | Family::MatMulTcW
             | Family::ConvWg
             | Family::ConvWgS
             | Family::ConvFfma

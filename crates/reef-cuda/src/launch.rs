@@ -13,6 +13,8 @@ use reef_model::{DType, PadMode, PoolKind};
 use reef_plan::kernel::{BinOp, CmpOp, KernelOp, ReduceKind, UnaryOp};
 use reef_plan::plan::{BufferId, Loc};
 use reef_plan::Plan;
+use std::collections::HashSet;
+use std::sync::Arc;
 
 /// One launch: what to run, on how many tiles, with which parameters.
 #[derive(Debug, Clone, Copy)]
@@ -134,6 +136,7 @@ pub struct Builder<'a> {
     workspace_bytes: u64,
     counter_start: Vec<u32>,
     counters: u64,
+    tf32_weights: Arc<HashSet<BufferId>>,
 }
 
 impl<'a> Builder<'a> {
@@ -183,7 +186,15 @@ impl<'a> Builder<'a> {
             workspace_bytes: 0,
             counter_start: Vec::with_capacity(plan.kernels.len() + 1),
             counters: 0,
+            tf32_weights: Arc::default(),
         })
+    }
+
+    /// Weight buffers the model stores rounded to TF32: TF32 GEMMs that read
+    /// them as their weight operand skip its conversion.
+    pub(crate) fn tf32_weights(mut self, set: Arc<HashSet<BufferId>>) -> Self {
+        self.tf32_weights = set;
+        self
     }
 
     /// Sets the GPU's SM count (sizes the split-K decisions).
@@ -286,6 +297,16 @@ impl<'a> Builder<'a> {
             ));
         }
         self.buf(k, id, b.dtype, elems)
+    }
+
+    /// `family`, or its twin that reads TF32-rounded weights when kernel
+    /// `k`'s weight operand (input 1) is stored rounded.
+    fn weights_family(&self, k: usize, family: Family) -> Result<Family, ExecError> {
+        Ok(if self.tf32_weights.contains(&self.input(k, 1)?) {
+            family.with_tf32_weights()
+        } else {
+            family
+        })
     }
 
     fn input(&self, k: usize, i: usize) -> Result<BufferId, ExecError> {
@@ -395,7 +416,7 @@ impl<'a> Builder<'a> {
                     };
                     let (ws, cnt) = self.scratch(k, &g)?;
                     (
-                        g.tile.conv_family(self.precision),
+                        self.weights_family(k, g.tile.conv_family(self.precision))?,
                         tiles_for(k, g.items())?,
                         Some(g),
                         ws,
@@ -588,7 +609,7 @@ impl<'a> Builder<'a> {
                     a_vec: a_vec as i32,
                     b_vec,
                 };
-                let family = g.tile.matmul_family(self.precision);
+                let family = self.weights_family(k, g.tile.matmul_family(self.precision))?;
                 Ok(Launch {
                     family,
                     tiles,

@@ -4,14 +4,18 @@
 //! - One kernel module (`kernels/*.cu`) serves every model: generic kernels
 //!   take a `#[repr(C)]` params struct by value ([`params`]); it is compiled
 //!   once per GPU architecture with NVRTC and cached on disk ([`compile`]).
-//! - Every kernel family has an RT entry point (one block per tile) and a BE
-//!   entry point (persistent blocks polling the lane's preemption flag before
-//!   every tile, and GEMM tiles also between K steps), built from one tile
-//!   function, so both compute bit-identical results. A BE kernel that
-//!   completes counts its tiles in a per-kernel done counter; the block that
-//!   completes the last one publishes `progress = index + 1`. A GEMM tile
-//!   abandoned at a raised flag marks the counter ([`launch::ABORTED_BIT`])
-//!   and `Lane::resume` runs that kernel again from its first tile.
+//! - Every kernel family has an RT entry point (one block per tile; only the
+//!   task's last kernel and padded kernels count blocks and publish
+//!   progress) and a BE entry point, built from one tile function, so both
+//!   compute bit-identical results. A BE launch is direct (one block per
+//!   tile, a flag check at entry, progress published at entry and completion
+//!   known from the retired launch) when every tile fits on the GPU at once,
+//!   else persistent blocks claim tiles from a cursor, polling the lane's
+//!   preemption flag before each, count them done, and the block that
+//!   completes the last one publishes `progress = index + 1`. GEMM tiles also
+//!   check the flag between K steps. A BE kernel cut short marks its done
+//!   word ([`launch::ABORTED_BIT`]) and `Lane::resume` runs that kernel again
+//!   from its first tile.
 //! - Convolutions and matmuls run in one of three [`Precision`]s, chosen by
 //!   [`CudaOptions::precision`] (from `REEF_PRECISION`, default `tf32`):
 //!   - `tf32`: TF32 tensor cores (`mma.sync m16n8k8`, operands rounded to
@@ -26,6 +30,9 @@
 //!     CPU) for three tensor-core operations instead of one. On the H100 it
 //!     costs 5-55 % over `tf32` and is only 2-10 % faster than `f32`.
 //!   - `f32`: exact f32 FFMA (no tensor cores; `REEF_TF32=0` is an alias).
+//!
+//!   In `tf32`, weights that only TF32 GEMMs read are stored rounded to
+//!   TF32 ([`tf32_weights`]), so those kernels skip their conversion.
 //!
 //!   Each runs with a tile shape and a deterministic split of K chosen per
 //!   kernel ([`geometry`]); split kernels use a per-context workspace and
@@ -43,6 +50,7 @@ mod memory;
 mod model;
 pub mod params;
 pub mod precision;
+mod tf32_weights;
 
 pub use compile::{cache_dir, cache_key, compile_cubin, nvrtc_available};
 pub use context::CudaTaskContext;

@@ -120,6 +120,13 @@ pub const RT_LEAN_VAR: &str = "REEF_RT_LEAN";
 /// behaviour, kept for comparison).
 pub const BE_DIRECT_VAR: &str = "REEF_BE_DIRECT";
 
+/// The environment variable that turns off TF32-rounded weights
+/// (`REEF_TF32_WEIGHTS=0`): by default, in `tf32` precision, weights that
+/// only TF32 GEMMs read are stored rounded to TF32 and those kernels skip
+/// converting them (bit-identical results); with it off, every kernel
+/// converts its operands (the older behaviour, kept for comparison).
+pub const TF32_WEIGHTS_VAR: &str = "REEF_TF32_WEIGHTS";
+
 /// A yes/no environment setting `var` (given value, `None`: unset); unset or
 /// empty gives `default`, anything but a yes/no word is an error naming `var`.
 pub fn switch_from_var(

@@ -512,7 +512,10 @@ impl Engine {
         let Some(mut d) = self.drain.take() else {
             return Ok(());
         };
-        let mut spins = 0u32;
+        // Poll for up to SPIN (a GPU drain takes tens of microseconds),
+        // then block on each lane left: a long drain (`wait` mode, or CPU
+        // workers that share the scheduler's cores) stops hogging a core.
+        const SPIN: Duration = Duration::from_micros(500);
         while !d.lanes.is_empty() {
             let mut left = Vec::with_capacity(d.lanes.len());
             for &q in &d.lanes {
@@ -522,11 +525,12 @@ impl Engine {
                 }
             }
             d.lanes = left;
-            spins += 1;
-            // A drain that takes long (a BE kernel without flag checks in
-            // `wait` mode) stops hogging a core.
-            if spins > 10_000 && !d.lanes.is_empty() {
-                std::thread::yield_now();
+            if !d.lanes.is_empty() && d.noticed.elapsed() > SPIN {
+                for &q in &d.lanes {
+                    let lane = self.be_lanes[q].as_mut().expect("busy lane");
+                    lane.synchronize().map_err(internal)?;
+                }
+                d.lanes.clear();
             }
         }
         self.stats.record_preemption(d.noticed.elapsed(), 0);
