@@ -409,29 +409,6 @@ fn check_matmul(what: &str, s: MatMulSpec, a_len: usize, b_len: usize, bias_len:
     assert_close(what, &f32s(&got), &want);
 }
 
-fn mm(m: usize, n: usize, k: usize) -> MatMulSpec {
-    MatMulSpec {
-        batch: vec![],
-        a_batch_strides: vec![],
-        b_batch_strides: vec![],
-        m,
-        n,
-        k,
-        lda_m: k,
-        lda_k: 1,
-        ldb_k: n,
-        ldb_n: 1,
-        alpha: 1.0,
-        beta: 1.0,
-        has_bias: false,
-        bias_stride_m: 0,
-        bias_stride_n: 0,
-        bias_stride_batch: 0,
-        has_residual: false,
-        act: Act::None,
-    }
-}
-
 #[test]
 fn matmul_plain_and_tiled() {
     check_matmul("5x7x9", mm(5, 7, 9), 45, 63, 0, 10);

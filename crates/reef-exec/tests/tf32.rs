@@ -363,29 +363,6 @@ fn conv_tf32_leaves_one_channel_per_group_alone() {
 
 // ---------------------------------------------------------------- matmul
 
-fn mm(m: usize, n: usize, k: usize) -> MatMulSpec {
-    MatMulSpec {
-        batch: vec![],
-        a_batch_strides: vec![],
-        b_batch_strides: vec![],
-        m,
-        n,
-        k,
-        lda_m: k,
-        lda_k: 1,
-        ldb_k: n,
-        ldb_n: 1,
-        alpha: 1.0,
-        beta: 1.0,
-        has_bias: false,
-        bias_stride_m: 0,
-        bias_stride_n: 0,
-        bias_stride_batch: 0,
-        has_residual: false,
-        act: Act::None,
-    }
-}
-
 /// f64 batched matmul of the given operands with the spec's epilogue (a
 /// bias along n, residual, no activation).
 fn matmul_ref(s: &MatMulSpec, a: &[f32], b: &[f32], bias: &[f32], res: &[f32]) -> Vec<f64> {
