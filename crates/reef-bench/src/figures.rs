@@ -353,13 +353,13 @@ mod tests {
         assert_eq!(latency_figures(&[]).count, 0);
     }
 
-    #[test]
-    fn compare_reports_increases_over_the_baseline() {
-        let w = Workload {
+    /// A 1 s workload of one closed-loop RT task, with `warmup_s` of warm-up.
+    fn one_rt_task(warmup_s: f64) -> Workload {
+        Workload {
             name: "x".into(),
             notes: None,
             duration_s: 1.0,
-            warmup_s: Some(0.0),
+            warmup_s: Some(warmup_s),
             tasks: vec![crate::workload::TaskSpec {
                 name: None,
                 model: "m".into(),
@@ -368,7 +368,12 @@ mod tests {
                 batch_size: 1,
                 seed: None,
             }],
-        };
+        }
+    }
+
+    #[test]
+    fn compare_reports_increases_over_the_baseline() {
+        let w = one_rt_task(0.0);
         let rec = |lat: f64| RequestRecord {
             task: 0,
             priority: Priority::Rt,
@@ -401,20 +406,7 @@ mod tests {
 
     #[test]
     fn per_device_figures_split_the_records_and_compare_like_devices() {
-        let w = Workload {
-            name: "x".into(),
-            notes: None,
-            duration_s: 1.0,
-            warmup_s: Some(0.1),
-            tasks: vec![crate::workload::TaskSpec {
-                name: None,
-                model: "m".into(),
-                priority: Priority::Rt,
-                load: crate::workload::Load::Continuous,
-                batch_size: 1,
-                seed: None,
-            }],
-        };
+        let w = one_rt_task(0.1);
         let rec = |p: Priority, arrival: f64, lat: f64, device: Option<usize>| RequestRecord {
             task: 0,
             priority: p,
