@@ -513,9 +513,10 @@ impl Engine {
             return Ok(());
         };
         // Poll for up to SPIN (a GPU drain takes tens of microseconds),
-        // then block on each lane left: a long drain (`wait` mode, or CPU
-        // workers that share the scheduler's cores) stops hogging a core.
-        const SPIN: Duration = Duration::from_micros(500);
+        // yielding between polls, then block on each lane left: a long drain
+        // (`wait` mode, or CPU workers that share the scheduler's cores)
+        // stops hogging a core.
+        const SPIN: Duration = Duration::from_micros(300);
         while !d.lanes.is_empty() {
             let mut left = Vec::with_capacity(d.lanes.len());
             for &q in &d.lanes {
@@ -525,7 +526,12 @@ impl Engine {
                 }
             }
             d.lanes = left;
-            if !d.lanes.is_empty() && d.noticed.elapsed() > SPIN {
+            if d.lanes.is_empty() {
+                break;
+            }
+            if d.noticed.elapsed() <= SPIN {
+                std::thread::yield_now();
+            } else {
                 for &q in &d.lanes {
                     let lane = self.be_lanes[q].as_mut().expect("busy lane");
                     lane.synchronize().map_err(internal)?;
