@@ -48,6 +48,15 @@ pub struct KernelTime {
     pub blocks: Option<u32>,
     /// Mean device time of one launch, microseconds.
     pub us: f64,
+    /// How the backend launches it (CUDA: family, "multi-wave").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Its share of a whole RT run queued ahead (median over runs), us.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rt_run_us: Option<f64>,
+    /// Its share of a whole BE run queued ahead (median over runs), us.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub be_run_us: Option<f64>,
 }
 
 fn median_and_p90(mut v: Vec<f64>) -> (f64, f64) {
@@ -69,7 +78,7 @@ fn profile_kernels(
     let mut lane = dev.lane(Priority::High)?;
     let times = lane.profile(ctx, 10)?;
     let plan = h.plan();
-    let ks: Vec<KernelTime> = plan
+    let mut ks: Vec<KernelTime> = plan
         .kernels
         .iter()
         .zip(&times)
@@ -80,6 +89,9 @@ fn profile_kernels(
             op: k.op.describe(),
             blocks: ctx.shape(i).map(|s| s.rt_blocks),
             us: t.as_secs_f64() * 1e6,
+            label: ctx.launch_label(i),
+            rt_run_us: None,
+            be_run_us: None,
         })
         .collect();
     let sum: f64 = ks.iter().map(|k| k.us).sum();
@@ -102,7 +114,95 @@ fn profile_kernels(
             k.name
         );
     }
+    let rt_runs = kernel_shares(dev, ctx, Variant::Rt)?;
+    let be_runs = kernel_shares(dev, ctx, Variant::Be)?;
+    if let (Some(rt), Some(be)) = (rt_runs, be_runs) {
+        for (k, (r, b)) in ks.iter_mut().zip(rt.iter().zip(&be)) {
+            k.rt_run_us = Some(*r);
+            k.be_run_us = Some(*b);
+        }
+        print_be_cost(&ks, top);
+    }
     Ok(ks)
+}
+
+/// Each kernel's share of a whole run queued ahead, as `variant`: the
+/// median over 7 runs, microseconds. None without a device timer.
+fn kernel_shares(
+    dev: &dyn Device,
+    ctx: &mut dyn reef_exec::Context,
+    variant: Variant,
+) -> Result<Option<Vec<f64>>> {
+    let mut lane = dev.lane(if variant == Variant::Rt {
+        Priority::High
+    } else {
+        Priority::Low
+    })?;
+    let mut runs = vec![];
+    for _ in 0..7 {
+        match lane.run_device_timed_kernels(ctx, variant)? {
+            Some(t) => runs.push(t),
+            None => return Ok(None),
+        }
+    }
+    let n = runs[0].len();
+    Ok(Some(
+        (0..n)
+            .map(|i| {
+                let v: Vec<f64> = runs.iter().map(|r| r[i].as_secs_f64() * 1e6).collect();
+                median_and_p90(v).0
+            })
+            .collect(),
+    ))
+}
+
+/// Where the BE variant's time over RT goes: per launch label (family and
+/// waves), then the `top` kernels that cost the most.
+fn print_be_cost(ks: &[KernelTime], top: usize) {
+    let mut by: std::collections::BTreeMap<String, (usize, f64, f64)> = Default::default();
+    for k in ks {
+        let (Some(r), Some(b)) = (k.rt_run_us, k.be_run_us) else {
+            continue;
+        };
+        let e = by
+            .entry(k.label.clone().unwrap_or_else(|| "-".into()))
+            .or_default();
+        e.0 += 1;
+        e.1 += r;
+        e.2 += b;
+    }
+    let rt_sum: f64 = by.values().map(|e| e.1).sum();
+    let be_sum: f64 = by.values().map(|e| e.2).sum();
+    println!(
+        "  queued-ahead runs: RT {:.1} us, BE {:.1} us (BE - RT {:+.1} us); by launch:",
+        rt_sum,
+        be_sum,
+        be_sum - rt_sum
+    );
+    let mut rows: Vec<_> = by.into_iter().collect();
+    rows.sort_by(|a, b| (b.1 .2 - b.1 .1).total_cmp(&(a.1 .2 - a.1 .1)));
+    for (label, (n, r, b)) in rows {
+        println!(
+            "    {label:<28} {n:>4} kernels  RT {r:>9.1} us  BE {b:>9.1} us  {:+8.1} us ({:+.1}%)",
+            b - r,
+            100.0 * (b - r) / r.max(1e-9)
+        );
+    }
+    let mut order: Vec<&KernelTime> = ks.iter().filter(|k| k.be_run_us.is_some()).collect();
+    order.sort_by(|a, b| {
+        let d = |k: &KernelTime| k.be_run_us.unwrap_or(0.0) - k.rt_run_us.unwrap_or(0.0);
+        d(b).total_cmp(&d(a))
+    });
+    for k in order.iter().take(top) {
+        let (r, b) = (k.rt_run_us.unwrap_or(0.0), k.be_run_us.unwrap_or(0.0));
+        println!(
+            "    {:>4} RT {r:>8.1} us BE {b:>8.1} us {:+7.1} us {:<24} {}",
+            k.index,
+            b - r,
+            k.label.as_deref().unwrap_or("-"),
+            k.op
+        );
+    }
 }
 
 /// Measures the models; `iters` timed runs per variant after 3 warm-ups.

@@ -1,10 +1,11 @@
 // reef CUDA kernels: shared definitions. Self-contained (NVRTC builtins only).
 // Every kernel family is a __device__ tile function `NAME_tile(params, tile)`
 // wrapped twice by REEF_FAMILY: NAME_rt (one block per tile, no flag checks)
-// and NAME_be (persistent blocks that claim tiles from a cursor, polling the
-// lane's preemption flag before every claim, GEMM tiles also between K steps
-// (REEF_FAMILY_MB); also the padding launches). Both
-// variants run the same tile code, so their results are
+// and NAME_be (one block per tile that checks the lane's preemption flag at
+// entry: a direct launch; or, for padding launches and the kernels they
+// touched, persistent blocks that claim tiles from a cursor, checking the
+// flag before every claim; GEMM tiles also between K steps,
+// REEF_FAMILY_MB). Both variants run the same tile code, so their results are
 // bit-identical (the module is compiled with --fmad=false: no contraction
 // differences between the two inlining sites).
 
@@ -36,17 +37,19 @@ struct Hdr {
 };
 
 // `guard_tiles` of a BE launch that is not padding (guard == 0): a direct
-// launch, used for kernels whose tiles all fit on the GPU at once (the host
-// decides). Block b runs tile b, with no claim cursor and no done count; a
-// block that does not run its tile (flag up at entry) marks the kernel
-// aborted, and the kernel runs again from its first tile (Lane::resume). The
-// persistent claim loop put an atomic claim behind a flag load in series
-// before each block's one tile, claimed again only to find none left, and
-// counted each block done behind a fence at its end (session 5, runs 1-2 on
-// the H200: BE 2-8% faster at batch 1). Multi-wave kernels keep the claim
-// loop: a static grid-stride assignment was slower there (run 3). Padding
-// launches, and later launches of a kernel they touched, keep the cursor
-// (padding work is finished by the next launch, never redone).
+// launch (the host decides). Block b runs tile b, with no claim cursor and
+// no done count; a block that does not run its tile (flag up at entry)
+// marks the kernel aborted, and the kernel runs again from its first tile
+// (Lane::resume). The persistent claim loop put an atomic claim behind a
+// flag load in series before each tile and counted each block done behind
+// a fence at its end: direct launches made BE 2-8% faster at batch 1
+// (session 5, runs 1-2 on the H200). Kernels of more than one wave run direct
+// too (CudaOptions::be_direct_all): blocks dispatched after the flag went up
+// leave at their entry check (session 6, run 1: BE over RT 1-2 points lower
+// at batch 8; a static grid-stride assignment of persistent blocks had been
+// slower, session 5 run 3). Padding launches, and later launches of a
+// kernel they touched, keep the cursor (padding work is finished by the
+// next launch, never redone).
 #define REEF_DIRECT 1u
 
 // Activation codes (mirror reef_cuda::params::act_code).

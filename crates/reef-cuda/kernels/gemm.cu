@@ -443,15 +443,31 @@ struct MatMulLoad {
 };
 
 // ---- the K loop: STAGES-deep cp.async pipeline, `step(as, bs)` per K step ----
-// BE: every REEF_FLAG_EVERY K steps thread 0 publishes the lane's flag at the
-// step's barrier, as loaded at the previous check (the load's latency hides
-// behind the steps between); once it is up, every thread leaves the loop at
-// the same step (false: the tile is abandoned, nothing was written).
-// Every step: checking every 4 steps cost the same (BE 6-15% over RT either
-// way on the H100, run 19) and made preemption slower (p99 34-86 us against
-// 26-35 us). OR-reducing the flag in the step's barrier (__syncthreads_or)
-// instead of a shared word cost more registers and more BE time (8-18%, run 22).
-#define REEF_FLAG_EVERY 1
+// BE: thread 0 publishes the lane's flag at a K step's barrier, as loaded
+// at the previous check (the load's latency hides behind the steps between);
+// once it is up, every thread leaves the loop at the same step (false: the
+// tile is abandoned, nothing was written).
+//
+// REEF_FLAG_CHUNK (CudaOptions::flag_chunk, `REEF_FLAG_CHUNK`, default 1)
+// sets how often: 1 checks at every K step inside the loop; N > 1 checks
+// between chunks of N steps, each with its own barrier, so the steps inside
+// run the RT variant's loop unchanged. The check in the loop costs more than
+// its instructions: the K loop is issue-bound and the exit path shifts the
+// register allocation (the BE loop of conv_tc_w had 785 SASS instructions to
+// the RT loop's 751, the chunked one 764). On the H200 (session 6, run 3) BE
+// over RT went from 5.5-14.0% at 1 to 4.4-10.8% at 4 and 4.4-10.6% at 8,
+// and the preemption drain's p50 from 17-19 us to 18-28 us at 4 and 20-38 us
+// at 8 (vgg19's 3x3 gathers make the longest steps). Checking every 4th
+// step inside the loop (t % 4 == 0) cost as much as every step (H100 run 19,
+// H200 session 6 run 2), as did OR-reducing the flag in the barrier
+// (__syncthreads_or: more registers, run 22) and copying it into a
+// per-stage shared word with cp.async (session 6, run 2). REEF_FLAG_CHUNK=0
+// compiles no K-step checks at all (a BE tile then runs to its end): a
+// measurement of what they cost (BE 0.5-12.4% over RT, run 2), not a
+// setting to run with.
+#ifndef REEF_FLAG_CHUNK
+#define REEF_FLAG_CHUNK 1
+#endif
 // The stage buffers of configuration C, declared in functions templated on C
 // alone: every pipeline of one kernel with the same C (a family's core
 // variants, e.g. with and without TF32-rounded weights) shares one
@@ -475,8 +491,52 @@ template <class C, bool BE, class L, class F>
 __device__ __forceinline__ bool reef_pipeline(L& ld, i32 kb, i32 ke, F step) {
     float* const As = reef_stage_a<C>();
     float* const Bs = reef_stage_b<C>();
-    i32& reef_stop = reef_stop_word();
     const i32 steps = ke > kb ? (ke - kb + GK - 1) / GK : 0;
+#if REEF_FLAG_CHUNK > 1
+    // Chunks of REEF_FLAG_CHUNK K steps: the check (with its own barrier)
+    // sits between chunks, so the steps inside run the RT variant's loop
+    // unchanged. The flag is loaded a chunk ahead of its use.
+    i32& reef_stop = reef_stop_word();
+    i32 flag = 0;
+    if (BE && threadIdx.x == 0) flag = *(volatile const i32*)ld.p.hdr.flag;
+#pragma unroll
+    for (int s = 0; s < C::ST - 1; ++s) {
+        if (s < steps) ld.issue(As + s * C::A_STAGE, Bs + s * C::B_STAGE, kb + s * GK);
+        reef_cp_commit();
+    }
+    for (i32 c0 = 0; c0 < steps; c0 += REEF_FLAG_CHUNK) {
+        if (BE) {
+            if (threadIdx.x == 0) {
+                reef_stop = flag;
+                flag = *(volatile const i32*)ld.p.hdr.flag;
+            }
+            __syncthreads();
+            if (reef_stop != 0) {
+                reef_cp_wait<0>();
+                __syncthreads();
+                return false;
+            }
+        }
+        const i32 c1 = min(c0 + REEF_FLAG_CHUNK, steps);
+        for (i32 t = c0; t < c1; ++t) {
+            reef_cp_wait<C::ST - 2>();
+            if constexpr (C::WG) {
+                ld.al.round_tf32(As + (t % C::ST) * C::A_STAGE);
+                asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+            }
+            __syncthreads();
+            const i32 tn = t + C::ST - 1;
+            if (tn < steps) {
+                const i32 sn = tn % C::ST;
+                ld.issue(As + sn * C::A_STAGE, Bs + sn * C::B_STAGE, kb + tn * GK);
+            }
+            reef_cp_commit();
+            const i32 sc = t % C::ST;
+            step(As + sc * C::A_STAGE, Bs + sc * C::B_STAGE);
+        }
+    }
+#else
+    i32& reef_stop = reef_stop_word();
     i32 flag = 0;
     if (BE && threadIdx.x == 0) flag = *(volatile const i32*)ld.p.hdr.flag;
 #pragma unroll
@@ -492,7 +552,7 @@ __device__ __forceinline__ bool reef_pipeline(L& ld, i32 kb, i32 ke, F step) {
             ld.al.round_tf32(As + (t % C::ST) * C::A_STAGE);
             asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         }
-        const bool check = BE && (t & (REEF_FLAG_EVERY - 1)) == 0;
+        const bool check = BE && REEF_FLAG_CHUNK == 1;
         if (check && threadIdx.x == 0) {
             reef_stop = flag;
             flag = *(volatile const i32*)ld.p.hdr.flag;
@@ -514,6 +574,7 @@ __device__ __forceinline__ bool reef_pipeline(L& ld, i32 kb, i32 ke, F step) {
         const i32 sc = t % C::ST;
         step(As + sc * C::A_STAGE, Bs + sc * C::B_STAGE);
     }
+#endif
     reef_cp_wait<0>();
     __syncthreads();
     return true;

@@ -97,13 +97,24 @@ unsafe fn compile_and_fetch(
 
 /// The kernel module for compute capability `major.minor`: from the cache
 /// when present, else compiled (with a progress spinner on a terminal) and
-/// stored. `fresh` skips the cache read (used after a cached image failed to load).
-pub fn module_cubin(major: i32, minor: i32, fresh: bool) -> Result<Vec<u8>, ExecError> {
+/// stored. `fresh` skips the cache read (used after a cached image failed to
+/// load). `defines` (`-DNAME=VALUE` options from the device's options) and
+/// those of `REEF_NVRTC_DEFINES` join the options and the cache key.
+pub fn module_cubin(
+    major: i32,
+    minor: i32,
+    fresh: bool,
+    defines: &[String],
+) -> Result<Vec<u8>, ExecError> {
     if !nvrtc_available() {
         return Err(ExecError::Unavailable("libnvrtc not found".into()));
     }
     let source = kernels::program_source();
-    let options = kernels::nvrtc_options(major, minor);
+    let mut options = kernels::nvrtc_options(major, minor);
+    options.extend_from_slice(defines);
+    if let Ok(v) = std::env::var(kernels::NVRTC_DEFINES_VAR) {
+        options.extend(kernels::nvrtc_defines(&v).map_err(ExecError::Invalid)?);
+    }
     let key = cache_key(&source, &options, nvrtc_version()?);
     let path = cache_dir().map(|d| d.join(format!("{key}.cubin")));
     if let (Some(p), false) = (&path, fresh) {

@@ -293,6 +293,16 @@ impl Context for CudaTaskContext {
         })
     }
 
+    fn launch_label(&self, index: usize) -> Option<String> {
+        let l = self.launches.get(index)?;
+        let waves = if l.tiles <= self.shared.resident(l.family) {
+            ""
+        } else {
+            " multi-wave"
+        };
+        Some(format!("{}{waves}", l.family.base_name()))
+    }
+
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }

@@ -33,6 +33,14 @@ pub struct CudaOptions {
     /// BE kernel whose tiles all fit on the GPU at once runs one block per
     /// tile instead of persistent blocks claiming tiles from a cursor.
     pub be_direct: bool,
+    /// Direct BE launches for multi-wave kernels too (default on;
+    /// `REEF_BE_DIRECT_ALL=0` turns it off): one block per tile, however
+    /// many waves, instead of persistent blocks claiming tiles.
+    pub be_direct_all: bool,
+    /// How often BE GEMM tiles check the preemption flag, in K steps
+    /// (`REEF_FLAG_CHUNK`, 1..=64, default 1): 1 at every step; N between
+    /// chunks of N steps, which makes BE GEMMs faster and the drain slower.
+    pub flag_chunk: u32,
     /// TF32-rounded weights (default on; `REEF_TF32_WEIGHTS=0` turns them
     /// off): in `tf32` precision, weights that only TF32 GEMMs read are
     /// stored rounded to TF32, and those kernels skip converting them.
@@ -46,6 +54,8 @@ impl Default for CudaOptions {
             wgmma: false,
             rt_lean: true,
             be_direct: true,
+            be_direct_all: true,
+            flag_chunk: 1,
             tf32_weights: true,
         }
     }
@@ -54,11 +64,13 @@ impl Default for CudaOptions {
 impl CudaOptions {
     /// The defaults, with the precision from `REEF_PRECISION` (`tf32`,
     /// `tf32x3` or `f32`; `REEF_TF32=0` is an alias of `f32`) and the
-    /// switches `REEF_WGMMA`, `REEF_RT_LEAN` and `REEF_BE_DIRECT`. A value
+    /// switches `REEF_WGMMA`, `REEF_RT_LEAN`, `REEF_BE_DIRECT`,
+    /// `REEF_BE_DIRECT_ALL`, `REEF_TF32_WEIGHTS` and `REEF_FLAG_CHUNK`. A value
     /// that does not parse is an error naming the variable.
     pub fn from_env() -> Result<Self, PrecisionError> {
         use crate::precision::{
-            switch_from_var, BE_DIRECT_VAR, RT_LEAN_VAR, TF32_WEIGHTS_VAR, WGMMA_VAR,
+            flag_chunk_from_var, switch_from_var, BE_DIRECT_ALL_VAR, BE_DIRECT_VAR, FLAG_CHUNK_VAR,
+            RT_LEAN_VAR, TF32_WEIGHTS_VAR, WGMMA_VAR,
         };
         let var = |name: &str| std::env::var(name).ok();
         let d = CudaOptions::default();
@@ -67,6 +79,12 @@ impl CudaOptions {
             wgmma: switch_from_var(WGMMA_VAR, var(WGMMA_VAR).as_deref(), d.wgmma)?,
             rt_lean: switch_from_var(RT_LEAN_VAR, var(RT_LEAN_VAR).as_deref(), d.rt_lean)?,
             be_direct: switch_from_var(BE_DIRECT_VAR, var(BE_DIRECT_VAR).as_deref(), d.be_direct)?,
+            be_direct_all: switch_from_var(
+                BE_DIRECT_ALL_VAR,
+                var(BE_DIRECT_ALL_VAR).as_deref(),
+                d.be_direct_all,
+            )?,
+            flag_chunk: flag_chunk_from_var(var(FLAG_CHUNK_VAR).as_deref())?,
             tf32_weights: switch_from_var(
                 TF32_WEIGHTS_VAR,
                 var(TF32_WEIGHTS_VAR).as_deref(),
@@ -118,6 +136,8 @@ pub(crate) struct DeviceShared {
     pub rt_lean: bool,
     /// [`CudaOptions::be_direct`].
     pub be_direct: bool,
+    /// [`CudaOptions::be_direct_all`].
+    pub be_direct_all: bool,
     /// [`CudaOptions::tf32_weights`].
     pub tf32_weights: bool,
     /// The high-priority stream that writes every lane's preemption flag
@@ -175,11 +195,11 @@ impl CudaDevice {
         let priorities =
             result::stream::get_priority_range().call("cuCtxGetStreamPriorityRange")?;
 
-        let module = match load_module(&ctx, major, minor, false) {
+        let module = match load_module(&ctx, major, minor, false, &options) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "cached kernel module failed to load; recompiling");
-                load_module(&ctx, major, minor, true)?
+                load_module(&ctx, major, minor, true, &options)?
             }
         };
         let mut funcs = Vec::with_capacity(Family::ALL.len());
@@ -213,6 +233,7 @@ impl CudaDevice {
         tracing::info!(
             device = %name, sms, arch = format!("sm_{major}{minor}"), precision = %options.precision,
             wgmma, rt_lean = options.rt_lean, be_direct = options.be_direct,
+            be_direct_all = options.be_direct_all, flag_chunk = options.flag_chunk,
             tf32_weights = options.tf32_weights, "CUDA device ready"
         );
         Ok(CudaDevice {
@@ -228,6 +249,7 @@ impl CudaDevice {
                 wgmma,
                 rt_lean: options.rt_lean,
                 be_direct: options.be_direct,
+                be_direct_all: options.be_direct_all,
                 tf32_weights: options.tf32_weights,
                 control,
                 hold,
@@ -260,8 +282,14 @@ fn load_module(
     major: i32,
     minor: i32,
     fresh: bool,
+    options: &CudaOptions,
 ) -> Result<Arc<CudaModule>, ExecError> {
-    let cubin = compile::module_cubin(major, minor, fresh)?;
+    let defines: Vec<String> = if options.flag_chunk != 1 {
+        vec![format!("-DREEF_FLAG_CHUNK={}", options.flag_chunk)]
+    } else {
+        vec![]
+    };
+    let cubin = compile::module_cubin(major, minor, fresh, &defines)?;
     ctx.load_module(Ptx::from_binary(cubin))
         .call("cuModuleLoadData")
 }

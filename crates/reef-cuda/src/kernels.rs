@@ -46,6 +46,41 @@ pub fn nvrtc_options(major: i32, minor: i32) -> Vec<String> {
     ]
 }
 
+/// The environment variable with extra preprocessor definitions for the
+/// kernel module, for kernel experiments: `NAME=VALUE` or `NAME`, separated
+/// by commas or spaces (e.g. `REEF_FLAG_EVERY=4`). They are part of the
+/// cache key.
+pub const NVRTC_DEFINES_VAR: &str = "REEF_NVRTC_DEFINES";
+
+/// `-D` options from a `REEF_NVRTC_DEFINES` value; an error names the entry
+/// that is not `NAME` or `NAME=VALUE` with an identifier name and a value
+/// of letters, digits, `_`, `.` or `-`.
+pub fn nvrtc_defines(v: &str) -> Result<Vec<String>, String> {
+    let ident = |n: &str| {
+        n.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    v.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            let (name, value) = d.split_once('=').unwrap_or((d, ""));
+            let value_ok = value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            if ident(name) && value_ok {
+                Ok(format!("-D{d}"))
+            } else {
+                Err(format!(
+                    "{NVRTC_DEFINES_VAR}: {d:?} is not NAME or NAME=VALUE (an identifier, \
+                     and a value of letters, digits, '_', '.' or '-')"
+                ))
+            }
+        })
+        .collect()
+}
+
 /// Whether compute capability `major.minor` has wgmma (sm_90 only: the
 /// instructions are specific to the sm_90a target, not forward compatible).
 pub fn has_wgmma(major: i32, minor: i32) -> bool {
@@ -233,6 +268,19 @@ impl Family {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nvrtc_defines_parse_and_reject_what_is_not_a_definition() {
+        assert_eq!(
+            nvrtc_defines("REEF_FLAG_EVERY=4, X").unwrap(),
+            vec!["-DREEF_FLAG_EVERY=4".to_string(), "-DX".to_string()]
+        );
+        assert!(nvrtc_defines("  ").unwrap().is_empty());
+        for bad in ["4X=1", "A=$(rm)", "A=1;B", "-O3"] {
+            let e = nvrtc_defines(bad).unwrap_err();
+            assert!(e.contains("REEF_NVRTC_DEFINES"), "{e}");
+        }
+    }
 
     #[test]
     fn every_family_has_both_entry_points_in_the_source() {

@@ -196,14 +196,19 @@ impl Lane for CudaLane {
                 // Direct: every tile has its block on the GPU at once, and
                 // no padding launch used the kernel's cursor since `begin`
                 // (its later launches finish from the cursor).
-                let direct = self.shared.be_direct && launch.tiles <= resident && !cursor;
-                let grid = launch.grid(variant, resident);
+                // With `be_direct_all`, multi-wave kernels too: one block
+                // per tile.
+                let direct = self.shared.be_direct
+                    && (launch.tiles <= resident || self.shared.be_direct_all)
+                    && !cursor;
                 if direct {
                     task.mark_direct(index);
+                    let grid = launch.grid(Variant::Rt, resident);
                     self.launch(launch, variant, grid, |h| {
                         h.guard_tiles = DIRECT_MODE;
                     })
                 } else {
+                    let grid = launch.grid(variant, resident);
                     self.launch(launch, variant, grid, |_| {})
                 }
             }
@@ -380,7 +385,17 @@ impl Lane for CudaLane {
         ctx: &mut dyn Context,
         variant: Variant,
     ) -> reef_exec::Result<Option<Duration>> {
-        self.device_timed(ctx, variant)
+        Ok(self
+            .device_timed(ctx, variant, false)?
+            .map(|t| t.into_iter().sum()))
+    }
+
+    fn run_device_timed_kernels(
+        &mut self,
+        ctx: &mut dyn Context,
+        variant: Variant,
+    ) -> reef_exec::Result<Option<Vec<Duration>>> {
+        self.device_timed(ctx, variant, true)
     }
 
     /// Raising writes the flag on the device's high-priority control stream
@@ -422,42 +437,50 @@ impl CudaLane {
         &mut self,
         ctx: &mut dyn Context,
         variant: Variant,
-    ) -> reef_exec::Result<Option<Duration>> {
+        per_kernel: bool,
+    ) -> reef_exec::Result<Option<Vec<Duration>>> {
         let n = self.task(ctx)?.kernel_count();
         self.begin(ctx, 0)?;
         // Generous: launches cost a few microseconds of host time each.
         let hold = Duration::from_micros(2_000 + 30 * n as u64);
         self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        let events = [
-            result::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT)
-                .call("cuEventCreate(device timing)")?,
+        let count = if per_kernel { n + 1 } else { 2 };
+        let mut events = Vec::with_capacity(count);
+        let mut out = Ok(None);
+        for _ in 0..count {
             match result::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT) {
-                Ok(e) => e,
+                Ok(e) => events.push(e),
                 Err(e) => {
-                    return Err(ExecError::Cuda(format!(
+                    out = Err(ExecError::Cuda(format!(
                         "cuEventCreate(device timing): {e}"
-                    )))
+                    )));
+                    break;
                 }
-            },
-        ];
-        let out = self.device_timed_with(ctx, variant, n, hold, events);
-        // SAFETY: both events were created above; the stream synchronized in
-        // device_timed_with (or they are unused on error); destroyed once.
-        unsafe {
-            let _ = result::event::destroy(events[0]);
-            let _ = result::event::destroy(events[1]);
+            }
+        }
+        if events.len() == count {
+            out = self.device_timed_with(ctx, variant, n, hold, &events);
+        }
+        for e in events {
+            // SAFETY: created above; the stream synchronized in
+            // device_timed_with (or the event is unused); destroyed once.
+            let _ = unsafe { result::event::destroy(e) };
         }
         out
     }
 
+    /// Records `events[0]` before the first kernel and, with `n + 1`
+    /// events, `events[i + 1]` after kernel `i` (else only `events[1]` after
+    /// the last); returns the intervals between consecutive events.
     fn device_timed_with(
         &mut self,
         ctx: &mut dyn Context,
         variant: Variant,
         n: usize,
         hold: Duration,
-        [start, end]: [sys::CUevent; 2],
-    ) -> reef_exec::Result<Option<Duration>> {
+        events: &[sys::CUevent],
+    ) -> reef_exec::Result<Option<Vec<Duration>>> {
+        let per_kernel = events.len() == n + 1;
         let ns = hold.as_nanos() as u64;
         let mut args = [(&ns as *const u64).cast_mut().cast::<c_void>()];
         let t0 = std::time::Instant::now();
@@ -475,14 +498,22 @@ impl CudaLane {
         }
         .map_err(|e| ExecError::Cuda(format!("cuLaunchKernel(reef_hold): {e}")))?;
         // SAFETY: live events of this context, live stream.
-        unsafe { result::event::record(start, self.stream.cu_stream()) }
+        unsafe { result::event::record(events[0], self.stream.cu_stream()) }
             .call("cuEventRecord(device timing)")?;
         for i in 0..n {
             self.enqueue(ctx, i, variant)?;
+            if per_kernel || i + 1 == n {
+                let e = events[if per_kernel { i + 1 } else { events.len() - 1 }];
+                // SAFETY: as above.
+                unsafe { result::event::record(e, self.stream.cu_stream()) }
+                    .call("cuEventRecord(device timing)")?;
+            }
         }
-        // SAFETY: as above.
-        unsafe { result::event::record(end, self.stream.cu_stream()) }
-            .call("cuEventRecord(device timing)")?;
+        if n == 0 {
+            // SAFETY: as above (an empty plan: the run is the empty interval).
+            unsafe { result::event::record(events[events.len() - 1], self.stream.cu_stream()) }
+                .call("cuEventRecord(device timing)")?;
+        }
         let enqueued_in = t0.elapsed();
         self.synchronize()?;
         if enqueued_in >= hold {
@@ -493,9 +524,13 @@ impl CudaLane {
             );
             return Ok(None);
         }
-        // SAFETY: both events completed (the stream synchronized).
-        let ms = unsafe { result::event::elapsed(start, end) }.call("cuEventElapsedTime")?;
-        Ok(Some(Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3)))
+        let mut times = Vec::with_capacity(events.len() - 1);
+        for w in events.windows(2) {
+            // SAFETY: both events completed (the stream synchronized).
+            let ms = unsafe { result::event::elapsed(w[0], w[1]) }.call("cuEventElapsedTime")?;
+            times.push(Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3));
+        }
+        Ok(Some(times))
     }
 
     /// Launches `launch` as `variant` on `grid` blocks, with `hdr` adjusting

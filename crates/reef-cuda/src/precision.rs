@@ -120,12 +120,43 @@ pub const RT_LEAN_VAR: &str = "REEF_RT_LEAN";
 /// behaviour, kept for comparison).
 pub const BE_DIRECT_VAR: &str = "REEF_BE_DIRECT";
 
+/// The environment variable that turns off direct BE launches of
+/// multi-wave kernels (`REEF_BE_DIRECT_ALL=0`): by default a direct launch
+/// runs one block per tile however many tiles (blocks dispatched after the
+/// flag went up leave at their entry check); with it off, kernels of more
+/// than one wave run persistent blocks that claim tiles from a cursor (the
+/// older behaviour, kept for comparison).
+pub const BE_DIRECT_ALL_VAR: &str = "REEF_BE_DIRECT_ALL";
+
 /// The environment variable that turns off TF32-rounded weights
 /// (`REEF_TF32_WEIGHTS=0`): by default, in `tf32` precision, weights that
 /// only TF32 GEMMs read are stored rounded to TF32 and those kernels skip
 /// converting them (bit-identical results); with it off, every kernel
 /// converts its operands (the older behaviour, kept for comparison).
 pub const TF32_WEIGHTS_VAR: &str = "REEF_TF32_WEIGHTS";
+
+/// The environment variable that sets how often BE GEMM tiles check the
+/// preemption flag (`REEF_FLAG_CHUNK=N`, 1..=64, default 1): every N K steps,
+/// between chunks of N steps. Larger N makes BE GEMMs faster and the
+/// preemption drain slower (kernels/gemm.cu has the measurements).
+pub const FLAG_CHUNK_VAR: &str = "REEF_FLAG_CHUNK";
+
+/// `REEF_FLAG_CHUNK` (given value, `None`: unset): unset or empty gives 1;
+/// anything but a whole number from 1 to 64 is an error naming the variable.
+pub fn flag_chunk_from_var(v: Option<&str>) -> Result<u32, PrecisionError> {
+    match v.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(1),
+        Some(t) => t
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=64).contains(n))
+            .ok_or_else(|| PrecisionError {
+                var: FLAG_CHUNK_VAR,
+                value: t.to_string(),
+                accepted: "a whole number of K steps from 1 to 64",
+            }),
+    }
+}
 
 /// A yes/no environment setting `var` (given value, `None`: unset); unset or
 /// empty gives `default`, anything but a yes/no word is an error naming `var`.
@@ -204,6 +235,18 @@ pub struct PrecisionError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flag_chunk_parses_and_names_the_variable_on_bad_values() {
+        assert_eq!(flag_chunk_from_var(None).unwrap(), 1);
+        assert_eq!(flag_chunk_from_var(Some(" ")).unwrap(), 1);
+        assert_eq!(flag_chunk_from_var(Some("4")).unwrap(), 4);
+        assert_eq!(flag_chunk_from_var(Some("64")).unwrap(), 64);
+        for bad in ["0", "65", "-1", "four", "2.5"] {
+            let e = flag_chunk_from_var(Some(bad)).unwrap_err().to_string();
+            assert!(e.contains("REEF_FLAG_CHUNK") && e.contains(bad), "{e}");
+        }
+    }
 
     #[test]
     fn wgmma_switch_is_off_unless_asked_for() {

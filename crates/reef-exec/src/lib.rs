@@ -150,6 +150,14 @@ pub trait Context: Send {
         let _ = index;
         None
     }
+    /// A short description of how kernel `index` launches on this backend
+    /// (on CUDA: its kernel family, and "multi-wave" where its BE variant
+    /// runs more tiles than fit on the GPU at once), for profiles. None where
+    /// the backend does not say (the default).
+    fn launch_label(&self, index: usize) -> Option<String> {
+        let _ = index;
+        None
+    }
     /// Downcasting support for backends.
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
@@ -226,6 +234,19 @@ pub trait Lane: Send {
         ctx: &mut dyn Context,
         variant: Variant,
     ) -> Result<Option<Duration>> {
+        let _ = (ctx, variant);
+        Ok(None)
+    }
+    /// As [`Lane::run_device_timed`], with the device's time split per
+    /// kernel: entry `i` runs from the end of kernel `i - 1` (the run's
+    /// start for the first) to the end of kernel `i`, so a kernel's share of
+    /// the run in order, gaps included. None where the backend has no device
+    /// timer (the default). Waits for the run.
+    fn run_device_timed_kernels(
+        &mut self,
+        ctx: &mut dyn Context,
+        variant: Variant,
+    ) -> Result<Option<Vec<Duration>>> {
         let _ = (ctx, variant);
         Ok(None)
     }
