@@ -156,34 +156,61 @@ fn kernel_shares(
     ))
 }
 
-/// Where the BE variant's time over RT goes: per launch label (family and
-/// waves), then the `top` kernels that cost the most.
-fn print_be_cost(ks: &[KernelTime], top: usize) {
-    let mut by: std::collections::BTreeMap<String, (usize, f64, f64)> = Default::default();
+/// One launch label's share of the queued-ahead RT and BE runs.
+#[derive(Debug, Clone, PartialEq)]
+struct LabelCost {
+    label: String,
+    kernels: usize,
+    rt_us: f64,
+    be_us: f64,
+}
+
+/// The kernels with both run shares, summed per launch label ("-" where the
+/// backend gives none), the label whose BE time exceeds its RT time most
+/// first.
+fn be_cost_by_label(ks: &[KernelTime]) -> Vec<LabelCost> {
+    let mut by: std::collections::BTreeMap<String, LabelCost> = Default::default();
     for k in ks {
         let (Some(r), Some(b)) = (k.rt_run_us, k.be_run_us) else {
             continue;
         };
-        let e = by
-            .entry(k.label.clone().unwrap_or_else(|| "-".into()))
-            .or_default();
-        e.0 += 1;
-        e.1 += r;
-        e.2 += b;
+        let label = k.label.clone().unwrap_or_else(|| "-".into());
+        let e = by.entry(label.clone()).or_insert(LabelCost {
+            label,
+            kernels: 0,
+            rt_us: 0.0,
+            be_us: 0.0,
+        });
+        e.kernels += 1;
+        e.rt_us += r;
+        e.be_us += b;
     }
-    let rt_sum: f64 = by.values().map(|e| e.1).sum();
-    let be_sum: f64 = by.values().map(|e| e.2).sum();
+    let mut rows: Vec<LabelCost> = by.into_values().collect();
+    rows.sort_by(|a, b| (b.be_us - b.rt_us).total_cmp(&(a.be_us - a.rt_us)));
+    rows
+}
+
+/// Where the BE variant's time over RT goes: per launch label (family and
+/// waves), then the `top` kernels that cost the most.
+fn print_be_cost(ks: &[KernelTime], top: usize) {
+    let rows = be_cost_by_label(ks);
+    let rt_sum: f64 = rows.iter().map(|e| e.rt_us).sum();
+    let be_sum: f64 = rows.iter().map(|e| e.be_us).sum();
     println!(
         "  queued-ahead runs: RT {:.1} us, BE {:.1} us (BE - RT {:+.1} us); by launch:",
         rt_sum,
         be_sum,
         be_sum - rt_sum
     );
-    let mut rows: Vec<_> = by.into_iter().collect();
-    rows.sort_by(|a, b| (b.1 .2 - b.1 .1).total_cmp(&(a.1 .2 - a.1 .1)));
-    for (label, (n, r, b)) in rows {
+    for LabelCost {
+        label,
+        kernels,
+        rt_us: r,
+        be_us: b,
+    } in rows
+    {
         println!(
-            "    {label:<28} {n:>4} kernels  RT {r:>9.1} us  BE {b:>9.1} us  {:+8.1} us ({:+.1}%)",
+            "    {label:<28} {kernels:>4} kernels  RT {r:>9.1} us  BE {b:>9.1} us  {:+8.1} us ({:+.1}%)",
             b - r,
             100.0 * (b - r) / r.max(1e-9)
         );
@@ -309,6 +336,44 @@ pub fn run(
 mod tests {
     use super::*;
 
+    fn kt(index: usize, label: Option<&str>, rt: Option<f64>, be: Option<f64>) -> KernelTime {
+        KernelTime {
+            index,
+            name: format!("k{index}"),
+            op: "op".into(),
+            blocks: None,
+            us: 1.0,
+            label: label.map(str::to_string),
+            rt_run_us: rt,
+            be_run_us: be,
+        }
+    }
+
+    #[test]
+    fn be_cost_sums_per_label_and_puts_the_costliest_first() {
+        let ks = [
+            kt(0, Some("conv_tc_w"), Some(10.0), Some(11.0)),
+            kt(1, Some("softmax multi-wave"), Some(4.0), Some(7.5)),
+            kt(2, Some("conv_tc_w"), Some(20.0), Some(21.5)),
+            kt(3, None, Some(2.0), Some(2.25)),
+            // Without both shares a kernel is left out.
+            kt(4, Some("pool"), Some(3.0), None),
+        ];
+        let rows = be_cost_by_label(&ks);
+        let got: Vec<(&str, usize, f64, f64)> = rows
+            .iter()
+            .map(|r| (r.label.as_str(), r.kernels, r.rt_us, r.be_us))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("softmax multi-wave", 1, 4.0, 7.5),
+                ("conv_tc_w", 2, 30.0, 32.5),
+                ("-", 1, 2.0, 2.25),
+            ]
+        );
+    }
+
     #[test]
     fn kernel_profiles_cover_every_kernel_of_the_plan() {
         let dev: Arc<dyn Device> =
@@ -324,6 +389,8 @@ mod tests {
             assert_eq!(k.index, i);
             assert!(k.us > 0.0, "kernel {i} timed at {} us", k.us);
             assert!(!k.op.is_empty() && !k.name.is_empty());
+            // No device timer on the CPU: no queued-ahead shares.
+            assert!(k.rt_run_us.is_none() && k.be_run_us.is_none(), "{k:?}");
         }
         // The first kernel of resnet_tiny is its stem convolution.
         assert!(
