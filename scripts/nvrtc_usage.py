@@ -4,16 +4,25 @@ ptxas report (no GPU needed, only libnvrtc.so: e.g. the `nvidia-cuda-nvrtc`
 wheel, with its lib folder on LD_LIBRARY_PATH).
 
     python3 scripts/nvrtc_usage.py [--arch sm_90a] [--define NAME=VALUE ...]
+                                   [--sass PATH/TO/nvdisasm]
 
 Compiles crates/reef-cuda/kernels/*.cu as one program, in the order and with
 the options of crates/reef-cuda/src/kernels.rs, and prints one line per
 entry point, RT and BE variants side by side.
+
+With --sass (nvdisasm, e.g. from the `nvidia-cuda-nvdisasm` wheel), it also
+disassembles the CUBIN and prints, per GEMM family, the static size of the
+innermost loop that holds tensor-core instructions (the K loop) in RT and
+BE: how many instructions surround the HMMAs (docs/PERF.md, Session 6).
+A static count covers every branch of the loop, not what one launch runs.
 """
 import argparse
 import ctypes
 import pathlib
 import re
+import subprocess
 import sys
+import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOURCES = ["common.cu", "gemm.cu", "elementwise.cu", "rows.cu"]
@@ -23,6 +32,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", default="sm_90a")
     ap.add_argument("--define", action="append", default=[])
+    ap.add_argument("--sass", metavar="NVDISASM", help="nvdisasm binary: also report the K loops' SASS size")
     a = ap.parse_args()
     src = ""
     for name in SOURCES:
@@ -64,6 +74,60 @@ def main():
         r, e = usage.get(b + "_rt", {}), usage.get(b + "_be", {})
         sp = lambda u: f"{u.get('spill_st', 0)}/{u.get('spill_ld', 0)}"
         print(f"{b:<22} {r.get('regs', '-'):>7} {e.get('regs', '-'):>7} {sp(r):>9} {sp(e):>9} {r.get('smem', '-'):>8} {e.get('smem', '-'):>8}")
+    if a.sass:
+        lib.nvrtcGetCUBINSize(prog, ctypes.byref(size))
+        cubin = ctypes.create_string_buffer(size.value)
+        assert lib.nvrtcGetCUBIN(prog, cubin) == 0
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+            f.write(cubin.raw)
+            f.flush()
+            sass = subprocess.run([a.sass, "-c", f.name], check=True, capture_output=True, text=True).stdout
+        print_k_loops(sass)
+
+
+def k_loops(sass):
+    """Per function: (instructions, HMMAs) of each loop (a backward branch
+    to a label) whose body holds an HMMA, innermost (smallest) first."""
+    loops = {}
+    name, instrs, labels = None, [], {}
+
+    def close():
+        if name is None:
+            return
+        found = []
+        for i, ins in enumerate(instrs):
+            m = re.search(r"BRA\s+`\((\.L_x_\d+)\)", ins)
+            if m and labels.get(m.group(1), i + 1) <= i:
+                body = instrs[labels[m.group(1)]:i + 1]
+                h = sum("HMMA" in x for x in body)
+                if h:
+                    found.append((len(body), h))
+        loops[name] = sorted(found)
+
+    for line in sass.splitlines():
+        m = re.match(r"\.text\.(\w+):", line)
+        if m:
+            close()
+            name, instrs, labels = m.group(1), [], {}
+            continue
+        m = re.match(r"\s*(\.L_x_\d+):", line)
+        if m:
+            labels[m.group(1)] = len(instrs)
+            continue
+        m = re.match(r"\s*/\*[0-9a-f]+\*/\s+(.*?);", line)
+        if m and name:
+            instrs.append(m.group(1))
+    close()
+    return loops
+
+
+def print_k_loops(sass):
+    loops = k_loops(sass)
+    bases = sorted({k[:-3] for k in loops if k.endswith("_rt") and loops[k]})
+    print(f"\n{'family':<22} {'RT K loop':>10} {'BE K loop':>10} {'HMMA':>5}   (static SASS instructions)")
+    for b in bases:
+        r, e = loops.get(b + "_rt") or [(0, 0)], loops.get(b + "_be") or [(0, 0)]
+        print(f"{b:<22} {r[0][0]:>10} {e[0][0]:>10} {r[0][1]:>5}")
 
 
 if __name__ == "__main__":

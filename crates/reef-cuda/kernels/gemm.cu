@@ -453,7 +453,7 @@ struct MatMulLoad {
 // between chunks of N steps, each with its own barrier, so the steps inside
 // run the RT variant's loop unchanged. The check in the loop costs more than
 // its instructions: the K loop is issue-bound and the exit path shifts the
-// register allocation (the BE loop of conv_tc_w had 785 SASS instructions to
+// register allocation (the BE loop of conv_tc_w has 784 SASS instructions to
 // the RT loop's 751, the chunked one 764). On the H200 (session 6, run 3) BE
 // over RT went from 5.5-14.0% at 1 to 4.4-10.8% at 4 and 4.4-10.6% at 8,
 // and the preemption drain's p50 from 17-19 us to 18-28 us at 4 and 20-38 us
