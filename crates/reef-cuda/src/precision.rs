@@ -220,9 +220,9 @@ impl From<bool> for Precision {
     }
 }
 
-/// A precision setting that could not be parsed.
+/// A device setting from the environment (precision or a switch) that could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{var}={value:?} is not a valid precision setting (accepted: {accepted})")]
+#[error("{var}={value:?} is not a valid setting (accepted: {accepted})")]
 pub struct PrecisionError {
     /// The environment variable that held the value.
     pub var: &'static str,
