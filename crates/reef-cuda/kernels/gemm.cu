@@ -492,10 +492,6 @@ __device__ __forceinline__ bool reef_pipeline(L& ld, i32 kb, i32 ke, F step) {
     float* const As = reef_stage_a<C>();
     float* const Bs = reef_stage_b<C>();
     const i32 steps = ke > kb ? (ke - kb + GK - 1) / GK : 0;
-#if REEF_FLAG_CHUNK > 1
-    // Chunks of REEF_FLAG_CHUNK K steps: the check (with its own barrier)
-    // sits between chunks, so the steps inside run the RT variant's loop
-    // unchanged. The flag is loaded a chunk ahead of its use.
     i32& reef_stop = reef_stop_word();
     i32 flag = 0;
     if (BE && threadIdx.x == 0) flag = *(volatile const i32*)ld.p.hdr.flag;
@@ -504,6 +500,31 @@ __device__ __forceinline__ bool reef_pipeline(L& ld, i32 kb, i32 ke, F step) {
         if (s < steps) ld.issue(As + s * C::A_STAGE, Bs + s * C::B_STAGE, kb + s * GK);
         reef_cp_commit();
     }
+    // Before step t's barrier: this thread's copies of stage t have landed
+    // (wgmma: rounded, then made visible to the async proxy it reads through).
+    auto arrive = [&](i32 t) {
+        reef_cp_wait<C::ST - 2>();
+        if constexpr (C::WG) {
+            ld.al.round_tf32(As + (t % C::ST) * C::A_STAGE);
+            asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        }
+    };
+    // After it: refill the buffer that step t - 1 read (every thread
+    // finished it before the barrier), then compute step t.
+    auto advance = [&](i32 t) {
+        const i32 tn = t + C::ST - 1;
+        if (tn < steps) {
+            const i32 sn = tn % C::ST;
+            ld.issue(As + sn * C::A_STAGE, Bs + sn * C::B_STAGE, kb + tn * GK);
+        }
+        reef_cp_commit();
+        const i32 sc = t % C::ST;
+        step(As + sc * C::A_STAGE, Bs + sc * C::B_STAGE);
+    };
+#if REEF_FLAG_CHUNK > 1
+    // Chunks of REEF_FLAG_CHUNK K steps: the check (with its own barrier)
+    // sits between chunks, so the steps inside run the RT variant's loop
+    // unchanged. The flag is loaded a chunk ahead of its use.
     for (i32 c0 = 0; c0 < steps; c0 += REEF_FLAG_CHUNK) {
         if (BE) {
             if (threadIdx.x == 0) {
@@ -519,39 +540,14 @@ __device__ __forceinline__ bool reef_pipeline(L& ld, i32 kb, i32 ke, F step) {
         }
         const i32 c1 = min(c0 + REEF_FLAG_CHUNK, steps);
         for (i32 t = c0; t < c1; ++t) {
-            reef_cp_wait<C::ST - 2>();
-            if constexpr (C::WG) {
-                ld.al.round_tf32(As + (t % C::ST) * C::A_STAGE);
-                asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-            }
+            arrive(t);
             __syncthreads();
-            const i32 tn = t + C::ST - 1;
-            if (tn < steps) {
-                const i32 sn = tn % C::ST;
-                ld.issue(As + sn * C::A_STAGE, Bs + sn * C::B_STAGE, kb + tn * GK);
-            }
-            reef_cp_commit();
-            const i32 sc = t % C::ST;
-            step(As + sc * C::A_STAGE, Bs + sc * C::B_STAGE);
+            advance(t);
         }
     }
 #else
-    i32& reef_stop = reef_stop_word();
-    i32 flag = 0;
-    if (BE && threadIdx.x == 0) flag = *(volatile const i32*)ld.p.hdr.flag;
-#pragma unroll
-    for (int s = 0; s < C::ST - 1; ++s) {
-        if (s < steps) ld.issue(As + s * C::A_STAGE, Bs + s * C::B_STAGE, kb + s * GK);
-        reef_cp_commit();
-    }
     for (i32 t = 0; t < steps; ++t) {
-        reef_cp_wait<C::ST - 2>();
-        if constexpr (C::WG) {
-            // This thread's copies of the stage have landed: round them, then
-            // make them visible to the async proxy that wgmma reads through.
-            ld.al.round_tf32(As + (t % C::ST) * C::A_STAGE);
-            asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-        }
+        arrive(t);
         const bool check = BE && REEF_FLAG_CHUNK == 1;
         if (check && threadIdx.x == 0) {
             reef_stop = flag;
@@ -563,16 +559,7 @@ __device__ __forceinline__ bool reef_pipeline(L& ld, i32 kb, i32 ke, F step) {
             __syncthreads();
             return false;
         }
-        // The buffer refilled here was last read in step t - 1, which every
-        // thread finished before the barrier above.
-        const i32 tn = t + C::ST - 1;
-        if (tn < steps) {
-            const i32 sn = tn % C::ST;
-            ld.issue(As + sn * C::A_STAGE, Bs + sn * C::B_STAGE, kb + tn * GK);
-        }
-        reef_cp_commit();
-        const i32 sc = t % C::ST;
-        step(As + sc * C::A_STAGE, Bs + sc * C::B_STAGE);
+        advance(t);
     }
 #endif
     reef_cp_wait<0>();
