@@ -221,26 +221,7 @@ fn matmul_geometry_and_vector_loads() {
     let a = p.act(DType::F32, m * k);
     let b = p.weight(DType::F32, k * n);
     let out = p.act(DType::F32, m * n);
-    let spec = MatMulSpec {
-        batch: vec![],
-        a_batch_strides: vec![],
-        b_batch_strides: vec![],
-        m,
-        n,
-        k,
-        lda_m: k,
-        lda_k: 1,
-        ldb_k: n,
-        ldb_n: 1,
-        alpha: 1.0,
-        beta: 1.0,
-        has_bias: false,
-        bias_stride_m: 0,
-        bias_stride_n: 0,
-        bias_stride_batch: 0,
-        has_residual: false,
-        act: Act::None,
-    };
+    let spec = MatMulSpec::row_major(m, n, k);
     p.kernel(KernelOp::MatMul(spec), vec![a, b], out);
     let built = Builder::new(&p.plan, ADDR, true)
         .unwrap()
@@ -350,21 +331,10 @@ fn matmul_checks_strided_extents() {
         batch: vec![3],
         a_batch_strides: vec![35],
         b_batch_strides: vec![0],
-        m: 5,
-        n: 9,
-        k: 7,
         lda_m: 1,
         lda_k: 5,
-        ldb_k: 9,
-        ldb_n: 1,
         alpha: 0.5,
-        beta: 1.0,
-        has_bias: false,
-        bias_stride_m: 0,
-        bias_stride_n: 0,
-        bias_stride_batch: 0,
-        has_residual: false,
-        act: Act::None,
+        ..MatMulSpec::row_major(5, 9, 7)
     };
     p.kernel(KernelOp::MatMul(spec.clone()), vec![a, b], out);
     let (l, _) = build(&p.plan, true);

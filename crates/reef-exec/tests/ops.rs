@@ -411,9 +411,23 @@ fn check_matmul(what: &str, s: MatMulSpec, a_len: usize, b_len: usize, bias_len:
 
 #[test]
 fn matmul_plain_and_tiled() {
-    check_matmul("5x7x9", mm(5, 7, 9), 45, 63, 0, 10);
-    check_matmul("100x300x200", mm(100, 300, 200), 20000, 60000, 0, 11);
-    check_matmul("gemv", mm(1, 1000, 512), 512, 512_000, 0, 12);
+    check_matmul("5x7x9", MatMulSpec::row_major(5, 7, 9), 45, 63, 0, 10);
+    check_matmul(
+        "100x300x200",
+        MatMulSpec::row_major(100, 300, 200),
+        20000,
+        60000,
+        0,
+        11,
+    );
+    check_matmul(
+        "gemv",
+        MatMulSpec::row_major(1, 1000, 512),
+        512,
+        512_000,
+        0,
+        12,
+    );
 }
 
 #[test]
@@ -434,7 +448,7 @@ fn matmul_batched_broadcast_transposed_epilogue() {
         bias_stride_batch: 0,
         has_residual: true,
         act: Act::Tanh,
-        ..mm(m, n, k)
+        ..MatMulSpec::row_major(m, n, k)
     };
     check_matmul("batched", s, 3 * m * k, 6 * n * k, n, 13);
     // A transposed (lda_m = 1), full 2-D bias.
@@ -446,7 +460,7 @@ fn matmul_batched_broadcast_transposed_epilogue() {
         bias_stride_n: 1,
         bias_stride_batch: 0,
         act: Act::Gelu,
-        ..mm(9, 12, 5)
+        ..MatMulSpec::row_major(9, 12, 5)
     };
     check_matmul("a transposed", s, 45, 60, 108, 14);
 }

@@ -405,8 +405,13 @@ fn matmul_ref(s: &MatMulSpec, a: &[f32], b: &[f32], bias: &[f32], res: &[f32]) -
 fn matmul_tf32_rounds_both_operands() {
     let (m, n, k) = (23, 40, 300);
     let cases = [
-        ("plain", mm(37, 45, 300), 37 * 300, 300 * 45),
-        ("gemv", mm(1, 200, 512), 512, 512 * 200),
+        (
+            "plain",
+            MatMulSpec::row_major(37, 45, 300),
+            37 * 300,
+            300 * 45,
+        ),
+        ("gemv", MatMulSpec::row_major(1, 200, 512), 512, 512 * 200),
         (
             "batched, B transposed",
             MatMulSpec {
@@ -419,7 +424,7 @@ fn matmul_tf32_rounds_both_operands() {
                 has_bias: true,
                 bias_stride_n: 1,
                 has_residual: true,
-                ..mm(m, n, k)
+                ..MatMulSpec::row_major(m, n, k)
             },
             3 * m * k,
             6 * n * k,

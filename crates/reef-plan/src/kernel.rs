@@ -101,6 +101,32 @@ pub struct MatMulSpec {
 }
 
 impl MatMulSpec {
+    /// A plain `[m, k] x [k, n]` product: row-major operands, no batch, unit
+    /// scales, no bias, residual or activation (set what differs with
+    /// struct update syntax).
+    pub fn row_major(m: usize, n: usize, k: usize) -> Self {
+        MatMulSpec {
+            batch: vec![],
+            a_batch_strides: vec![],
+            b_batch_strides: vec![],
+            m,
+            n,
+            k,
+            lda_m: k,
+            lda_k: 1,
+            ldb_k: n,
+            ldb_n: 1,
+            alpha: 1.0,
+            beta: 1.0,
+            has_bias: false,
+            bias_stride_m: 0,
+            bias_stride_n: 0,
+            bias_stride_batch: 0,
+            has_residual: false,
+            act: Act::None,
+        }
+    }
+
     /// Number of matrices in the batch.
     pub fn batch_count(&self) -> usize {
         self.batch.iter().product()

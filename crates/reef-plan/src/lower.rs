@@ -1715,21 +1715,8 @@ impl<'g> Lowerer<'g> {
             a_batch_strides: batch_strides(&as_, &batch),
             b_batch_strides: batch_strides(&bs, &batch),
             batch,
-            m,
-            n,
-            k,
-            lda_m: k,
-            lda_k: 1,
-            ldb_k: n,
-            ldb_n: 1,
-            alpha: 1.0,
             beta: 0.0,
-            has_bias: false,
-            bias_stride_m: 0,
-            bias_stride_n: 0,
-            bias_stride_batch: 0,
-            has_residual: false,
-            act: Act::None,
+            ..MatMulSpec::row_major(m, n, k)
         };
         let ins = vec![self.buf(node, av)?, self.buf(node, bv)?];
         let o = self.out_buf(out);

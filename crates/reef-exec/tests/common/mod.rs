@@ -175,28 +175,3 @@ pub fn pod_vec<T: bytemuck::Pod>(b: &[u8]) -> Vec<T> {
         .map(bytemuck::pod_read_unaligned)
         .collect()
 }
-
-/// A plain `[m, k] x [k, n]` matmul spec, row-major operands, no batch, no
-/// bias, residual or activation (tests set what they need).
-pub fn mm(m: usize, n: usize, k: usize) -> reef_plan::kernel::MatMulSpec {
-    reef_plan::kernel::MatMulSpec {
-        batch: vec![],
-        a_batch_strides: vec![],
-        b_batch_strides: vec![],
-        m,
-        n,
-        k,
-        lda_m: k,
-        lda_k: 1,
-        ldb_k: n,
-        ldb_n: 1,
-        alpha: 1.0,
-        beta: 1.0,
-        has_bias: false,
-        bias_stride_m: 0,
-        bias_stride_n: 0,
-        bias_stride_batch: 0,
-        has_residual: false,
-        act: reef_model::Act::None,
-    }
-}
