@@ -11,10 +11,15 @@ use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
-/// The CPU as a reef device: a rayon pool whose worker threads are the
-/// compute units every lane's kernels share.
+/// The CPU as a reef device: worker threads are the compute units. RT
+/// lanes run their kernels' tiles on one rayon pool at normal priority, BE
+/// lanes on another whose threads the operating system runs only on cores
+/// the first leaves idle (Linux `SCHED_IDLE`; elsewhere the lowest
+/// priority), as the GPU's block scheduler serves a high-priority stream
+/// first.
 pub struct CpuDevice {
     pool: Arc<rayon::ThreadPool>,
+    be_pool: Arc<rayon::ThreadPool>,
     threads: usize,
     lanes: AtomicUsize,
     padding: bool,
@@ -33,16 +38,12 @@ impl CpuDevice {
             Some(t) => t,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("reef-cpu-{i}"))
-            .build()
-            .map_err(|e| {
-                ExecError::Unavailable(format!("cannot start {threads} CPU worker threads: {e}"))
-            })?;
+        let pool = worker_pool(threads, Priority::High)?;
+        let be_pool = worker_pool(threads, Priority::Low)?;
         tracing::debug!(threads, "CPU device ready");
         Ok(Self {
             pool: Arc::new(pool),
+            be_pool: Arc::new(be_pool),
             threads,
             lanes: AtomicUsize::new(0),
             padding: false,
@@ -87,7 +88,11 @@ impl CpuDevice {
     /// through [`CpuLane::preempt_flag`]).
     pub fn cpu_lane(&self, priority: Priority) -> Result<CpuLane> {
         let id = self.lanes.fetch_add(1, Ordering::Relaxed);
-        CpuLane::spawn(self.pool.clone(), priority, id)
+        let pool = match priority {
+            Priority::High => &self.pool,
+            Priority::Low => &self.be_pool,
+        };
+        CpuLane::spawn(pool.clone(), priority, id)
     }
 
     /// Loads a plan, returning the concrete model type.
@@ -102,6 +107,49 @@ impl CpuDevice {
             padding: self.padding,
             tf32: self.tf32,
         }))
+    }
+}
+
+/// A pool of `threads` workers; `Low` workers lower their own priority as
+/// they start ([`lower_current_thread`]).
+fn worker_pool(threads: usize, priority: Priority) -> Result<rayon::ThreadPool> {
+    let low = priority == Priority::Low;
+    let mut b = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(move |i| {
+            if low {
+                format!("reef-cpu-be-{i}")
+            } else {
+                format!("reef-cpu-{i}")
+            }
+        });
+    if low {
+        b = b.start_handler(|_| lower_current_thread());
+    }
+    b.build().map_err(|e| {
+        ExecError::Unavailable(format!("cannot start {threads} CPU worker threads: {e}"))
+    })
+}
+
+/// Moves the calling thread to the operating system's lowest scheduling
+/// class: `SCHED_IDLE` on Linux (it runs only when a core has nothing else
+/// to run), the lowest priority elsewhere. A refusal is logged: BE tiles then
+/// share the cores evenly with RT tiles.
+fn lower_current_thread() {
+    use thread_priority::{
+        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+        ThreadPriority, ThreadSchedulePolicy,
+    };
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let policy = NormalThreadSchedulePolicy::Idle;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let policy = NormalThreadSchedulePolicy::Other;
+    if let Err(e) = set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(policy),
+    ) {
+        tracing::warn!("cannot lower a BE worker thread's priority ({e:?}); BE tiles share the cores evenly with RT tiles");
     }
 }
 
@@ -300,5 +348,24 @@ impl CpuModel {
     /// Whether GEMM operands are rounded to TF32 (see [`CpuDevice::with_tf32`]).
     pub(crate) fn tf32(&self) -> bool {
         self.tf32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// BE lanes' tiles run on workers in the idle scheduling class, RT
+    /// lanes' on normal ones.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn be_workers_run_in_the_idle_class() {
+        use thread_priority::ThreadSchedulePolicy::Normal;
+        use thread_priority::{thread_schedule_policy, NormalThreadSchedulePolicy as P};
+        let dev = CpuDevice::new(Some(2)).expect("device");
+        let be = dev.be_pool.install(thread_schedule_policy).expect("policy");
+        let rt = dev.pool.install(thread_schedule_policy).expect("policy");
+        assert_eq!(be, Normal(P::Idle));
+        assert_eq!(rt, Normal(P::Other));
     }
 }

@@ -52,8 +52,9 @@ struct Shared {
 }
 
 /// A CPU lane. Launches run in order on the lane's thread, their tiles on the
-/// device's pool; lanes run concurrently. Priority is recorded only: rayon
-/// has no priorities, so High-lane RT tiles share the pool with BE tiles.
+/// device's pool for the lane's priority; lanes run concurrently. `High`
+/// lanes' tiles run at normal priority, `Low` lanes' only on cores the
+/// former leave idle ([`super::CpuDevice`]).
 ///
 /// Preemption: while the flag is raised, a BE launch starts no further tiles
 /// (running tiles finish) and does not complete; the context is then halted,
