@@ -27,6 +27,8 @@ pub struct Options {
     pub out: PathBuf,
     /// BE kernels in flight per BE lane.
     pub be_depth: usize,
+    /// `reef` mode: BE lanes beside RT work.
+    pub beside: crate::beside_args::BesideArgs,
     /// Progress bar.
     pub progress: bool,
     /// Drive each mode through a reef server started in this process (gRPC
@@ -45,11 +47,11 @@ fn service_on(
     devices: &[Arc<dyn Device>],
     mode: Mode,
     models: &[String],
-    be_depth: usize,
+    base: &SchedConfig,
 ) -> Result<Arc<dyn Service>> {
     let scheds = devices
         .iter()
-        .map(|d| scheduler_with(d, mode, models, be_depth))
+        .map(|d| scheduler_with(d, mode, models, base))
         .collect::<Result<Vec<_>>>()?;
     if scheds.len() == 1 {
         return Ok(scheds.into_iter().next().expect("one scheduler") as Arc<dyn Service>);
@@ -94,18 +96,18 @@ async fn through_server(
     })
 }
 
-/// A scheduler in `mode` on `device` with the zoo models `models` loaded.
+/// A scheduler in `mode` on `device` with the zoo models `models` loaded,
+/// one BE queue per model, the rest of its configuration from `base`.
 pub fn scheduler_with(
     device: &Arc<dyn Device>,
     mode: Mode,
     models: &[String],
-    be_depth: usize,
+    base: &SchedConfig,
 ) -> Result<Arc<Scheduler>> {
     let cfg = SchedConfig {
         mode,
-        be_depth,
         be_queues: models.len().clamp(1, 32),
-        ..SchedConfig::default()
+        ..base.clone()
     };
     let s = Scheduler::new(device.clone(), cfg)?;
     for m in models {
@@ -144,7 +146,10 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
         .build()?;
     reef_server::spawn_busy_pollers(rt.handle(), opts.busy_poll);
     let devs = devices.clone();
-    let be_depth = opts.be_depth;
+    let base = opts.beside.apply(SchedConfig {
+        be_depth: opts.be_depth,
+        ..SchedConfig::default()
+    });
     let via_grpc = opts.via_grpc;
     let shm = opts.shm;
     let result = rt.block_on(async {
@@ -153,7 +158,7 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
             &opts.modes,
             |mode| -> Result<Arc<dyn Service>, anyhow::Error> {
                 tokio::task::block_in_place(|| {
-                    let s = service_on(&devs, mode, &models, be_depth)?;
+                    let s = service_on(&devs, mode, &models, &base)?;
                     if via_grpc {
                         tokio::runtime::Handle::current().block_on(through_server(s, &models, shm))
                     } else {

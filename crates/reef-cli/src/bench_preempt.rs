@@ -29,6 +29,8 @@ pub struct Options {
     pub max_gap_ms: f64,
     /// Where to write the JSON (optional).
     pub json: Option<std::path::PathBuf>,
+    /// `reef` mode: BE lanes beside RT work.
+    pub beside: crate::beside_args::BesideArgs,
 }
 
 #[derive(serde::Serialize)]
@@ -97,11 +99,11 @@ fn rt_run(
 fn one(dev: &Arc<dyn Device>, opts: &Options, be: &str, mode: Mode) -> Result<Row> {
     let s = Scheduler::new(
         dev.clone(),
-        SchedConfig {
+        opts.beside.apply(SchedConfig {
             mode,
             be_queues: 1,
             ..SchedConfig::default()
-        },
+        }),
     )?;
     s.load_model(&opts.rt_model, source(&opts.rt_model), Priority::Rt)?;
     s.load_model(be, source(be), Priority::Be)?;

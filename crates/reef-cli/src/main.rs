@@ -4,6 +4,7 @@
 mod bench_disb;
 mod bench_models;
 mod bench_preempt;
+mod beside_args;
 mod cases;
 mod device;
 mod infer;
@@ -154,6 +155,8 @@ enum BenchCmd {
         /// BE kernels in flight per BE lane.
         #[arg(long, default_value_t = 2)]
         be_depth: usize,
+        #[command(flatten)]
+        beside: beside_args::BesideArgs,
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
@@ -203,6 +206,8 @@ enum BenchCmd {
         /// Write the rows as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        #[command(flatten)]
+        beside: beside_args::BesideArgs,
     },
 }
 
@@ -334,6 +339,7 @@ fn run(cli: Cli) -> Result<i32> {
                     warmup,
                     out,
                     be_depth,
+                    beside,
                     quiet,
                     via_grpc,
                     shm,
@@ -349,6 +355,7 @@ fn run(cli: Cli) -> Result<i32> {
                 warmup,
                 out,
                 be_depth,
+                beside,
                 progress: !quiet,
                 via_grpc,
                 shm,
@@ -367,6 +374,7 @@ fn run(cli: Cli) -> Result<i32> {
                     requests,
                     max_gap_ms,
                     json,
+                    beside,
                 },
         } => {
             for m in be.iter().chain(std::iter::once(&rt)) {
@@ -385,6 +393,7 @@ fn run(cli: Cli) -> Result<i32> {
                 requests,
                 max_gap_ms,
                 json,
+                beside,
             };
             bench_preempt::run(dev, &opts)?;
             Ok(0)

@@ -55,6 +55,15 @@ pub struct ServeArgs {
     /// BE kernels in flight per BE lane [default: 2].
     #[arg(long, env = "REEF_BE_DEPTH")]
     pub be_depth: Option<usize>,
+    /// `reef` mode: BE lanes that keep running beside RT work, on
+    /// low-priority streams (0 to 32; 0: BE pauses while RT work runs and
+    /// padding is planned per RT kernel) [default: 0].
+    #[arg(long, env = "REEF_BESIDE_LANES")]
+    pub beside_lanes: Option<usize>,
+    /// `reef` mode with beside lanes: the longest estimated BE tile (us)
+    /// allowed to run beside RT work (0: no limit) [default: 0].
+    #[arg(long, env = "REEF_BESIDE_MAX_TILE_US")]
+    pub beside_max_tile_us: Option<u64>,
     /// Number of BE queues (1 to 32) [default: 8].
     #[arg(long, env = "REEF_BE_QUEUES")]
     pub be_queues: Option<usize>,
@@ -126,6 +135,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         rt_capacity: a.rt_capacity,
         be_capacity: a.be_capacity,
         max_batch: a.max_batch,
+        beside_lanes: a.beside_lanes,
+        beside_max_tile: a.beside_max_tile(),
     };
     let configs = match &a.repository {
         Some(dir) => reef_server::scan_repository(dir)

@@ -107,6 +107,10 @@ pub struct ServeSettings {
     pub be_depth: usize,
     /// Number of BE queues.
     pub be_queues: usize,
+    /// `reef` mode: BE lanes running beside RT work.
+    pub beside_lanes: usize,
+    /// `reef` mode: longest BE tile beside RT work, us (0: no limit).
+    pub beside_max_tile_us: u64,
     /// RT queue capacity.
     pub rt_capacity: usize,
     /// BE capacity per queue.
@@ -150,6 +154,11 @@ impl ServeSettings {
                 .be_queues
                 .or(file.be_queues)
                 .unwrap_or(DEFAULT_BE_QUEUES),
+            beside_lanes: cli.beside_lanes.or(file.beside_lanes).unwrap_or(0),
+            beside_max_tile_us: cli
+                .beside_max_tile_us
+                .or(file.beside_max_tile_us)
+                .unwrap_or(0),
             rt_capacity: cli
                 .rt_capacity
                 .or(file.rt_capacity)
@@ -174,6 +183,12 @@ impl ServeSettings {
             reason,
         })?;
         s.max_body_bytes()?;
+        if s.beside_lanes > 32 {
+            return Err(ConfigError::Invalid {
+                key: "beside_lanes",
+                reason: format!("must be at most 32, got {}", s.beside_lanes),
+            });
+        }
         for (key, v) in [
             ("be_depth", s.be_depth),
             ("be_queues", s.be_queues),
@@ -188,6 +203,12 @@ impl ServeSettings {
             }
         }
         Ok(s)
+    }
+
+    /// The longest BE tile allowed beside RT work (None: no limit).
+    pub fn beside_max_tile(&self) -> Option<std::time::Duration> {
+        (self.beside_max_tile_us > 0)
+            .then(|| std::time::Duration::from_micros(self.beside_max_tile_us))
     }
 
     /// The body limit in bytes.
@@ -311,6 +332,8 @@ models = ["resnet_tiny", "vgg_tiny"]
 max_body_mib = 16
 be_depth = 3
 be_queues = 4
+beside_lanes = 2
+beside_max_tile_us = 30
 rt_capacity = 100
 be_capacity = 50
 max_batch = 16
@@ -336,6 +359,7 @@ busy_poll = 1
         );
         assert_eq!((s.max_batch, s.devices), (64, 1));
         assert!(!s.allow_client_shm);
+        assert_eq!((s.beside_lanes, s.beside_max_tile()), (0, None));
     }
 
     #[test]
@@ -356,6 +380,19 @@ busy_poll = 1
         assert_eq!((s.max_batch, s.devices), (16, 2));
         assert!(s.allow_client_shm);
         assert_eq!(s.busy_poll, 1);
+        assert_eq!(s.beside_lanes, 2);
+        assert_eq!(
+            s.beside_max_tile(),
+            Some(std::time::Duration::from_micros(30))
+        );
+    }
+
+    #[test]
+    fn beside_lanes_out_of_range_is_named() {
+        let e = ServeSettings::merge(cli(&["--beside-lanes", "33"]), ServeArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("beside_lanes") && e.contains("33"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Scheduler configuration.
 
 use crate::api::Mode;
+use std::time::Duration;
 
 /// How a scheduler behaves; every limit is configurable.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -19,6 +20,16 @@ pub struct SchedConfig {
     pub be_capacity: usize,
     /// Largest batch a request may carry.
     pub max_batch: usize,
+    /// `reef` mode's padding: how many BE lanes keep running beside RT work,
+    /// their kernels on low-priority streams, so that the GPU's block
+    /// scheduler gives them only the room the RT kernels leave (0: BE lanes
+    /// stay paused while RT work runs, and padding is planned per RT kernel,
+    /// see [`crate::padding`]).
+    pub beside_lanes: usize,
+    /// With `beside_lanes`: a BE kernel whose estimated tile takes longer than
+    /// this waits for the RT work to end instead of running beside it (an RT
+    /// block may have to wait for one BE tile). None: no limit.
+    pub beside_max_tile: Option<Duration>,
 }
 
 impl Default for SchedConfig {
@@ -30,6 +41,8 @@ impl Default for SchedConfig {
             rt_capacity: 1024,
             be_capacity: 256,
             max_batch: 64,
+            beside_lanes: 0,
+            beside_max_tile: None,
         }
     }
 }
@@ -48,6 +61,12 @@ impl SchedConfig {
         }
         if self.rt_capacity == 0 || self.be_capacity == 0 {
             return Err("queue capacities must be at least 1".into());
+        }
+        if self.beside_lanes > 32 {
+            return Err(format!(
+                "beside_lanes must be in 0..=32, got {}",
+                self.beside_lanes
+            ));
         }
         if self.max_batch == 0 {
             return Err("max_batch must be at least 1".into());

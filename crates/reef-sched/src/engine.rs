@@ -62,6 +62,9 @@ pub(crate) struct Engine {
     pad_next: usize,
     /// BE lanes still draining after an RT arrival raised their flags.
     drain: Option<Drain>,
+    /// BE lanes that run beside the current RT work (`reef` mode with
+    /// `beside_lanes`).
+    beside: Vec<bool>,
 }
 
 /// A preemption in progress: the BE lanes that had kernels in flight when
@@ -101,6 +104,7 @@ impl Engine {
             seq_next: 0,
             pad_next: 0,
             drain: None,
+            beside: vec![false; n],
         })
     }
 
@@ -113,6 +117,12 @@ impl Engine {
             );
         }
         Ok(self.be_lanes[q].as_mut().expect("lane just created"))
+    }
+
+    /// `reef` mode with BE lanes running beside RT work (instead of the
+    /// planned padding).
+    fn beside_mode(&self) -> bool {
+        self.cfg.mode == Mode::Reef && self.cfg.beside_lanes > 0
     }
 
     fn busy(&self) -> bool {
@@ -313,7 +323,10 @@ impl Engine {
                 // Pad only an RT task that starts on an idle RT lane: padding
                 // launches are then matched with this task's kernels, and no
                 // earlier padding can run late beside another RT kernel.
-                if self.cfg.mode == Mode::Reef && t.profile.is_some() && self.rt_running.is_empty()
+                if self.cfg.mode == Mode::Reef
+                    && !self.beside_mode()
+                    && t.profile.is_some()
+                    && self.rt_running.is_empty()
                 {
                     self.launch_rt_padded(&mut t)?;
                 } else {
@@ -555,10 +568,16 @@ impl Engine {
         Ok(())
     }
 
-    /// Once no RT work is left: lowers the flags, waits for padding launches,
-    /// reads each paused task's exact progress and lets its lane resume it.
-    fn unpause_be(&mut self) -> Result<(), SchedError> {
+    /// Once no RT work is left (or, with `only_beside`, for the lanes chosen
+    /// to run beside it): lowers the flags, waits for padding launches, reads
+    /// each paused task's exact progress and lets its lane resume it. Returns
+    /// whether a task was resumed.
+    fn unpause_be(&mut self, only_beside: bool) -> Result<bool, SchedError> {
+        let mut resumed = false;
         for q in 0..self.be_running.len() {
+            if only_beside && !self.beside[q] {
+                continue;
+            }
             let Some(t) = self.be_running[q].as_mut() else {
                 continue;
             };
@@ -585,12 +604,40 @@ impl Engine {
             t.next = p;
             t.paused = false;
             t.preempted = false;
+            resumed = true;
         }
-        Ok(())
+        Ok(resumed)
+    }
+
+    /// Chooses the BE lanes that run beside the RT work, up to
+    /// `beside_lanes`: lanes already chosen keep running while they have
+    /// work; free places go to lanes with work, round robin from `pad_next`.
+    fn refresh_beside(&mut self) {
+        let n = self.be_queues.len();
+        for q in 0..n {
+            if self.be_running[q].is_none() && self.be_queues[q].is_empty() {
+                self.beside[q] = false;
+            }
+        }
+        let mut count = self.beside.iter().filter(|b| **b).count();
+        for off in 0..n {
+            if count >= self.cfg.beside_lanes {
+                break;
+            }
+            let q = (self.pad_next + off) % n;
+            if !self.beside[q] && (self.be_running[q].is_some() || !self.be_queues[q].is_empty()) {
+                self.beside[q] = true;
+                count += 1;
+            }
+        }
     }
 
     fn step_preemptive(&mut self) -> Result<(), SchedError> {
-        if !self.rt_queue.is_empty() {
+        if !self.rt_queue.is_empty() && self.beside_mode() && !self.rt_running.is_empty() {
+            // RT work is running and BE lanes run beside it: the new RT
+            // kernels queue behind it, so killing BE work would gain nothing.
+            self.launch_rt()?;
+        } else if !self.rt_queue.is_empty() {
             // Preempt first, then launch: the RT kernels find the SMs free.
             // (Enqueueing the first RT kernel before the drain settles was
             // measured worse on the H200, run 1 of session 5: the queued BE
@@ -599,20 +646,43 @@ impl Engine {
             // it ends, p50 108-162 us, and the next RT launches waited.)
             self.pause_be()?;
             self.settle_drain()?;
+            if self.beside_mode() {
+                // Every lane is paused now; the next RT work favours others.
+                self.beside.fill(false);
+                self.pad_next = (self.pad_next + 1) % self.be_queues.len();
+            }
             self.launch_rt()?;
         }
         self.poll_rt()?;
         if self.rt_running.is_empty() && self.rt_queue.is_empty() {
-            self.unpause_be()?;
-            self.feed_be()?;
+            self.beside.fill(false);
+            self.unpause_be(false)?;
+            self.feed_be(false)?;
+        } else if self.beside_mode() {
+            let t0 = Instant::now();
+            self.refresh_beside();
+            let resumed = self.unpause_be(true)?;
+            self.feed_be(true)?;
+            if resumed {
+                self.stats.record_padding(t0.elapsed());
+            }
         }
         Ok(())
     }
 
-    /// Keeps every BE lane at most `be_depth` kernels deep; finishes tasks.
-    fn feed_be(&mut self) -> Result<(), SchedError> {
+    /// Keeps every BE lane (with `only_beside`, every lane chosen to run
+    /// beside RT work) at most `be_depth` kernels deep; finishes tasks.
+    fn feed_be(&mut self, only_beside: bool) -> Result<(), SchedError> {
         let depth = self.cfg.be_depth as u64;
+        let max_tile = if only_beside {
+            self.cfg.beside_max_tile
+        } else {
+            None
+        };
         for q in 0..self.be_queues.len() {
+            if only_beside && !self.beside[q] {
+                continue;
+            }
             if self.be_running[q].is_none() {
                 let Some(t) = self.be_queues[q].pop_front() else {
                     continue;
@@ -642,8 +712,18 @@ impl Engine {
                 }
                 let mut room = depth.saturating_sub(in_flight);
                 while room > 0 && t.next < n {
+                    let long = match (max_tile, t.profile.as_ref()) {
+                        (Some(max), Some(p)) => p.tile.get(t.next).is_some_and(|&d| d > max),
+                        _ => false,
+                    };
+                    if long {
+                        break;
+                    }
                     lane.enqueue(ctx.as_mut(), t.next, Variant::Be)
                         .map_err(internal)?;
+                    if only_beside {
+                        self.stats.pad_launches.fetch_add(1, Ordering::Relaxed);
+                    }
                     t.next += 1;
                     room -= 1;
                 }

@@ -70,6 +70,11 @@ fn req(model: &str, inputs: Vec<Tensor>, p: Priority) -> InferRequest {
 /// Runs BE clients of several models against a stream of RT requests until
 /// `target` preemptions happened; checks every BE answer bit for bit.
 fn preempt_many(mode: Mode, target: u64, deadline: Duration, padding: bool) {
+    preempt_many_beside(mode, target, deadline, padding, 0);
+}
+
+/// [`preempt_many`] with `beside` BE lanes running beside RT work.
+fn preempt_many_beside(mode: Mode, target: u64, deadline: Duration, padding: bool, beside: usize) {
     let _serial = serial();
     let dev: Arc<dyn Device> = Arc::new(
         CpuDevice::new(Some(2))
@@ -79,6 +84,7 @@ fn preempt_many(mode: Mode, target: u64, deadline: Duration, padding: bool) {
     let cfg = SchedConfig {
         mode,
         be_queues: 3,
+        beside_lanes: beside,
         ..SchedConfig::default()
     };
     let s = Scheduler::new(dev, cfg).expect("scheduler");
@@ -140,7 +146,7 @@ fn preempt_many(mode: Mode, target: u64, deadline: Duration, padding: bool) {
         stop.store(true, Ordering::Relaxed);
         let st = s.stats();
         println!(
-            "{mode} (padding {padding}): {} preemptions in {:.1}s, {rt_count} RT requests, {} BE answered, {} kernels re-run, {} RT kernels padded with {} launches, preemption latency p50 {:.0} us p99 {:.0} us max {:.0} us",
+            "{mode} (padding {padding}, beside {beside}): {} preemptions in {:.1}s, {rt_count} RT requests, {} BE answered, {} kernels re-run, {} RT kernels padded with {} launches, preemption latency p50 {:.0} us p99 {:.0} us max {:.0} us",
             st.preemptions,
             t0.elapsed().as_secs_f64(),
             answered.load(Ordering::Relaxed),
@@ -171,7 +177,14 @@ fn preempt_many(mode: Mode, target: u64, deadline: Duration, padding: bool) {
     if mode != Mode::Wait {
         assert!(st.kernels_rerun > 0, "preemptions never cut a kernel short");
     }
-    if padding {
+    if beside > 0 {
+        assert!(
+            st.pad_launches > 0,
+            "no BE kernel ran beside RT work ({} launches)",
+            st.pad_launches
+        );
+        assert_eq!(st.padded_kernels, 0, "planned padding beside BE lanes");
+    } else if padding {
         assert!(
             st.padded_kernels > 0 && st.pad_launches >= st.padded_kernels,
             "no RT kernel was padded ({} padded, {} launches)",
@@ -200,6 +213,14 @@ fn reef_mode_preemptions_are_bit_exact() {
 #[test]
 fn reef_mode_with_padding_is_bit_exact() {
     preempt_many(Mode::Reef, 2_000, Duration::from_secs(120), true);
+}
+
+/// BE lanes resume beside RT work right after each preemption: their kernels
+/// share the device with the RT kernels, are killed by the next RT arrival
+/// on an idle RT lane, and every result stays bit-identical.
+#[test]
+fn reef_mode_with_be_beside_rt_is_bit_exact() {
+    preempt_many_beside(Mode::Reef, 2_000, Duration::from_secs(120), false, 2);
 }
 
 #[test]
@@ -243,7 +264,18 @@ fn reef_mode_with_padding_rt_does_not_wait_for_a_whole_be_kernel() {
     rt_does_not_wait_for_a_whole_be_kernel(Mode::Reef, true);
 }
 
+/// The same bound with BE lanes beside RT work: they resume after the
+/// preemption, so the RT kernels share the device with BE tiles.
+#[test]
+fn reef_mode_with_be_beside_rt_does_not_wait_for_a_whole_be_kernel() {
+    rt_does_not_wait_cfg(Mode::Reef, false, 1);
+}
+
 fn rt_does_not_wait_for_a_whole_be_kernel(mode: Mode, padding: bool) {
+    rt_does_not_wait_cfg(mode, padding, 0);
+}
+
+fn rt_does_not_wait_cfg(mode: Mode, padding: bool, beside: usize) {
     let _serial = serial();
     let dev: Arc<dyn Device> = Arc::new(
         CpuDevice::new(Some(2))
@@ -254,6 +286,7 @@ fn rt_does_not_wait_for_a_whole_be_kernel(mode: Mode, padding: bool) {
         dev,
         SchedConfig {
             mode,
+            beside_lanes: beside,
             ..SchedConfig::default()
         },
     )
@@ -297,7 +330,7 @@ fn rt_does_not_wait_for_a_whole_be_kernel(mode: Mode, padding: bool) {
     }
     let st = s.stats();
     println!(
-        "{mode} (padding {padding}): BE kernel alone {:?}; RT latencies while preempting {:?}; preemption max {:.0} us",
+        "{mode} (padding {padding}, beside {beside}): BE kernel alone {:?}; RT latencies while preempting {:?}; preemption max {:.0} us",
         kernel, waits, st.preempt_latency_us.max
     );
     // RT requests come back well inside one BE kernel's time (the median:
