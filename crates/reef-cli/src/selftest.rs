@@ -65,10 +65,7 @@ fn run_plan(
         Priority::Low
     })?;
     let mut ctx = h.context()?;
-    ctx.poison()?;
-    for (i, t) in inputs.iter().enumerate() {
-        ctx.write_input(i, &t.to_bytes())?;
-    }
+    fresh(ctx.as_mut(), inputs)?;
     let t0 = Instant::now();
     let p = run_to_end(lane.as_mut(), ctx.as_mut(), 0, variant)?;
     let dt = t0.elapsed();
@@ -76,10 +73,7 @@ fn run_plan(
     if variant == Variant::Be && p != n {
         anyhow::bail!("BE run finished with progress {p} of {n}");
     }
-    let outs = (0..h.plan().outputs.len())
-        .map(|i| ctx.read_output(i))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((outs, dt))
+    Ok((outputs_of(h, ctx.as_mut())?, dt))
 }
 
 fn compare(plan: &reef_plan::Plan, got: &[Vec<u8>], want: &[Vec<u8>]) -> f64 {
@@ -201,6 +195,50 @@ fn check_graph(
     })
 }
 
+/// Poisons `ctx` and writes `inputs`.
+fn fresh(ctx: &mut dyn reef_exec::Context, inputs: &[Tensor]) -> Result<()> {
+    ctx.poison()?;
+    for (i, t) in inputs.iter().enumerate() {
+        ctx.write_input(i, &t.to_bytes())?;
+    }
+    Ok(())
+}
+
+/// Starts a whole BE run of `ctx` on `lane` and kills it at a random point
+/// within 80 % of `full` (the run's time alone); returns its progress, the
+/// first kernel not complete (the kernel count when the point fell after
+/// the run's end).
+fn kill_at_random(
+    lane: &mut dyn reef_exec::Lane,
+    ctx: &mut dyn reef_exec::Context,
+    n: usize,
+    full: Duration,
+    rng: &mut ChaCha8Rng,
+) -> Result<usize> {
+    lane.begin(ctx, 0)?;
+    // The random point is measured from the first launch; spin (sleep
+    // overshoots short waits) until it.
+    let wait = Duration::from_secs_f64(rng.random_range(0.0..0.8) * full.as_secs_f64());
+    let t0 = Instant::now();
+    for i in 0..n {
+        lane.enqueue(ctx, i, Variant::Be)?;
+    }
+    while t0.elapsed() < wait {
+        std::hint::spin_loop();
+    }
+    lane.set_preempt(true)?;
+    lane.synchronize()?;
+    let p = ctx.progress()?;
+    lane.set_preempt(false)?;
+    Ok(p)
+}
+
+fn outputs_of(h: &Arc<dyn ModelHandle>, ctx: &mut dyn reef_exec::Context) -> Result<Vec<Vec<u8>>> {
+    Ok((0..h.plan().outputs.len())
+        .map(|i| ctx.read_output(i))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
 /// Kills a BE run at random points and resumes it; every result must equal
 /// the unpreempted BE run bit for bit.
 fn check_preemption(
@@ -222,25 +260,8 @@ fn check_preemption(
     // comparison, and another one is tried, up to 4x the trials.
     while preempted < trials && runs < 4 * trials.max(1) {
         runs += 1;
-        ctx.poison()?;
-        for (i, t) in inputs.iter().enumerate() {
-            ctx.write_input(i, &t.to_bytes())?;
-        }
-        lane.begin(ctx.as_mut(), 0)?;
-        // The random point is measured from the first launch; spin (sleep
-        // overshoots short waits) until it.
-        let wait = Duration::from_secs_f64(rng.random_range(0.0..0.8) * full.as_secs_f64());
-        let t0 = Instant::now();
-        for i in 0..n {
-            lane.enqueue(ctx.as_mut(), i, Variant::Be)?;
-        }
-        while t0.elapsed() < wait {
-            std::hint::spin_loop();
-        }
-        lane.set_preempt(true)?;
-        lane.synchronize()?;
-        let p = ctx.progress()?;
-        lane.set_preempt(false)?;
+        fresh(ctx.as_mut(), &inputs)?;
+        let p = kill_at_random(lane.as_mut(), ctx.as_mut(), n, full, rng)?;
         if p < n {
             preempted += 1;
             if preempted % 2 == 0 {
@@ -257,10 +278,7 @@ fn check_preemption(
                 anyhow::ensure!(q == n, "resumed run ended at progress {q} of {n}");
             }
         }
-        let outs = (0..h.plan().outputs.len())
-            .map(|i| ctx.read_output(i))
-            .collect::<Result<Vec<_>, _>>()?;
-        if outs != golden {
+        if outputs_of(&h, ctx.as_mut())? != golden {
             mismatches += 1;
         }
     }
@@ -269,6 +287,60 @@ fn check_preemption(
         err: if mismatches == 0 { 0.0 } else { f64::INFINITY },
         ok: mismatches == 0 && preempted > 0,
         note: format!("{runs} runs, {preempted} preempted mid-run, {mismatches} mismatches"),
+    })
+}
+
+/// BE work beside RT work, as `reef` mode's beside lanes run it: a BE run is
+/// killed at a random point, then an RT run of the model is launched on a
+/// high-priority lane and the BE run resumed beside it on its low-priority
+/// lane. Both results must equal their runs alone bit for bit.
+fn check_beside(
+    name: &str,
+    g: &Graph,
+    dut: &dyn Device,
+    trials: usize,
+    rng: &mut ChaCha8Rng,
+) -> Result<Row> {
+    let h = dut.load(Arc::new(reef_plan::compile(g)?))?;
+    let inputs = random_inputs(g, rng);
+    let (golden, full) = run_plan(&h, dut, &inputs, Variant::Be)?;
+    let (rt_golden, _) = run_plan(&h, dut, &inputs, Variant::Rt)?;
+    let n = h.plan().kernels.len();
+    let mut rt_lane = dut.lane(Priority::High)?;
+    let mut be_lane = dut.lane(Priority::Low)?;
+    let (mut rt_ctx, mut be_ctx) = (h.context()?, h.context()?);
+    let (mut preempted, mut mismatches) = (0, 0);
+    for _ in 0..trials.max(1) {
+        fresh(rt_ctx.as_mut(), &inputs)?;
+        fresh(be_ctx.as_mut(), &inputs)?;
+        let p = kill_at_random(be_lane.as_mut(), be_ctx.as_mut(), n, full, rng)?;
+        preempted += usize::from(p < n);
+        rt_lane.begin(rt_ctx.as_mut(), 0)?;
+        for i in 0..n {
+            rt_lane.enqueue(rt_ctx.as_mut(), i, Variant::Rt)?;
+        }
+        be_lane.resume(be_ctx.as_mut())?;
+        for i in p..n {
+            be_lane.enqueue(be_ctx.as_mut(), i, Variant::Be)?;
+        }
+        rt_lane.synchronize()?;
+        be_lane.synchronize()?;
+        let q = be_ctx.progress()?;
+        anyhow::ensure!(q == n, "BE run beside RT ended at progress {q} of {n}");
+        if outputs_of(&h, be_ctx.as_mut())? != golden
+            || outputs_of(&h, rt_ctx.as_mut())? != rt_golden
+        {
+            mismatches += 1;
+        }
+    }
+    Ok(Row {
+        what: format!("beside {name}"),
+        err: if mismatches == 0 { 0.0 } else { f64::INFINITY },
+        ok: mismatches == 0,
+        note: format!(
+            "{} runs, {preempted} killed mid-run, then resumed beside RT; {mismatches} mismatches",
+            trials.max(1)
+        ),
     })
 }
 
@@ -285,12 +357,8 @@ fn check_padding(name: &str, g: &Graph, dut: &dyn Device, rng: &mut ChaCha8Rng) 
     let mut rt_lane = dut.lane(Priority::High)?;
     let mut be_lane = dut.lane(Priority::Low)?;
     let (mut rt_ctx, mut be_ctx) = (h.context()?, h.context()?);
-    for ctx in [&mut rt_ctx, &mut be_ctx] {
-        ctx.poison()?;
-        for (i, t) in inputs.iter().enumerate() {
-            ctx.write_input(i, &t.to_bytes())?;
-        }
-    }
+    fresh(rt_ctx.as_mut(), &inputs)?;
+    fresh(be_ctx.as_mut(), &inputs)?;
     rt_lane.begin(rt_ctx.as_mut(), 0)?;
     be_lane.begin(be_ctx.as_mut(), 0)?;
     let mut slots = Vec::with_capacity(n);
@@ -314,12 +382,10 @@ fn check_padding(name: &str, g: &Graph, dut: &dyn Device, rng: &mut ChaCha8Rng) 
     }
     be_lane.synchronize()?;
     let q = be_ctx.progress()?;
-    let outs = |ctx: &mut Box<dyn reef_exec::Context>| {
-        (0..h.plan().outputs.len())
-            .map(|i| ctx.read_output(i))
-            .collect::<Result<Vec<_>, _>>()
-    };
-    let (be_out, rt_out) = (outs(&mut be_ctx)?, outs(&mut rt_ctx)?);
+    let (be_out, rt_out) = (
+        outputs_of(&h, be_ctx.as_mut())?,
+        outputs_of(&h, rt_ctx.as_mut())?,
+    );
     let ok = q == n && be_out == golden && rt_out == rt_golden;
     Ok(Row {
         what: format!("pad {name}"),
@@ -464,6 +530,10 @@ pub fn run(dut: Arc<dyn Device>, opts: &Options) -> Result<bool> {
                         check_preemption(m, &g, dut.as_ref(), opts.preemptions, &mut rng),
                         m,
                     );
+                    push(
+                        check_beside(m, &g, dut.as_ref(), opts.preemptions, &mut rng),
+                        m,
+                    );
                 }
                 if gpu {
                     push(check_padding(m, &g, dut.as_ref(), &mut rng), m);
@@ -484,6 +554,18 @@ pub fn run(dut: Arc<dyn Device>, opts: &Options) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The beside check on the CPU backend: BE runs killed and resumed
+    /// beside an RT run (on the two pools) come out bit-identical.
+    #[test]
+    fn beside_check_passes_on_the_cpu() {
+        let dev = CpuDevice::new(Some(2)).unwrap();
+        let g = reef_zoo::build("resnet_tiny", 1, 3).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let row = check_beside("resnet_tiny", &g, &dev, 4, &mut rng).unwrap();
+        assert!(row.ok, "{}", row.note);
+        assert!(row.note.starts_with("4 runs"), "{}", row.note);
+    }
 
     /// The tf32 whole-model path on the CPU: a device in the reference's
     /// arithmetic matches it exactly and gets the f32 comparison in its

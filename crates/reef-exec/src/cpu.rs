@@ -17,6 +17,7 @@
 //!   ([`round_tf32`]), so the GPU's default precision can be checked against
 //!   a reference in the same arithmetic.
 
+mod cores;
 mod device;
 mod kernels;
 mod lane;

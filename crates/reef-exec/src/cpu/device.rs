@@ -1,5 +1,6 @@
 //! The CPU device, a model resident on it and a task context.
 
+use super::cores::Cores;
 use super::lane::CpuLane;
 use super::memory::{aligned_copy, bytes_of, bytes_of_mut, zeroed_words};
 use super::validate;
@@ -11,15 +12,14 @@ use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
-/// The CPU as a reef device: worker threads are the compute units. RT
-/// lanes run their kernels' tiles on one rayon pool at normal priority, BE
-/// lanes on another whose threads the operating system runs only on cores
-/// the first leaves idle (Linux `SCHED_IDLE`; elsewhere the lowest
-/// priority), as the GPU's block scheduler serves a high-priority stream
-/// first.
+/// The CPU as a reef device: worker threads are the compute units. Every
+/// tile holds one of the device's slots (one per thread) while it runs, RT
+/// tiles first ([`Cores`]). RT lanes run their tiles on one rayon pool, BE
+/// lanes on another, so BE tiles waiting for a slot never hold up RT tiles.
 pub struct CpuDevice {
     pool: Arc<rayon::ThreadPool>,
     be_pool: Arc<rayon::ThreadPool>,
+    cores: Arc<Cores>,
     threads: usize,
     lanes: AtomicUsize,
     padding: bool,
@@ -44,6 +44,7 @@ impl CpuDevice {
         Ok(Self {
             pool: Arc::new(pool),
             be_pool: Arc::new(be_pool),
+            cores: Arc::new(Cores::new(threads)),
             threads,
             lanes: AtomicUsize::new(0),
             padding: false,
@@ -92,7 +93,7 @@ impl CpuDevice {
             Priority::High => &self.pool,
             Priority::Low => &self.be_pool,
         };
-        CpuLane::spawn(pool.clone(), priority, id)
+        CpuLane::spawn(pool.clone(), self.cores.clone(), priority, id)
     }
 
     /// Loads a plan, returning the concrete model type.
@@ -110,47 +111,19 @@ impl CpuDevice {
     }
 }
 
-/// A pool of `threads` workers; `Low` workers lower their own priority as
-/// they start ([`lower_current_thread`]).
+/// A pool of `threads` workers for lanes of `priority`.
 fn worker_pool(threads: usize, priority: Priority) -> Result<rayon::ThreadPool> {
-    let low = priority == Priority::Low;
-    let mut b = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(move |i| {
-            if low {
-                format!("reef-cpu-be-{i}")
-            } else {
-                format!("reef-cpu-{i}")
-            }
-        });
-    if low {
-        b = b.start_handler(|_| lower_current_thread());
-    }
-    b.build().map_err(|e| {
-        ExecError::Unavailable(format!("cannot start {threads} CPU worker threads: {e}"))
-    })
-}
-
-/// Moves the calling thread to the operating system's lowest scheduling
-/// class: `SCHED_IDLE` on Linux (it runs only when a core has nothing else
-/// to run), the lowest priority elsewhere. A refusal is logged: BE tiles then
-/// share the cores evenly with RT tiles.
-fn lower_current_thread() {
-    use thread_priority::{
-        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
-        ThreadPriority, ThreadSchedulePolicy,
+    let prefix = match priority {
+        Priority::High => "reef-cpu",
+        Priority::Low => "reef-cpu-be",
     };
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    let policy = NormalThreadSchedulePolicy::Idle;
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let policy = NormalThreadSchedulePolicy::Other;
-    if let Err(e) = set_thread_priority_and_policy(
-        thread_native_id(),
-        ThreadPriority::Min,
-        ThreadSchedulePolicy::Normal(policy),
-    ) {
-        tracing::warn!("cannot lower a BE worker thread's priority ({e:?}); BE tiles share the cores evenly with RT tiles");
-    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(move |i| format!("{prefix}-{i}"))
+        .build()
+        .map_err(|e| {
+            ExecError::Unavailable(format!("cannot start {threads} CPU worker threads: {e}"))
+        })
 }
 
 impl Device for CpuDevice {
@@ -348,24 +321,5 @@ impl CpuModel {
     /// Whether GEMM operands are rounded to TF32 (see [`CpuDevice::with_tf32`]).
     pub(crate) fn tf32(&self) -> bool {
         self.tf32
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// BE lanes' tiles run on workers in the idle scheduling class, RT
-    /// lanes' on normal ones.
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn be_workers_run_in_the_idle_class() {
-        use thread_priority::ThreadSchedulePolicy::Normal;
-        use thread_priority::{thread_schedule_policy, NormalThreadSchedulePolicy as P};
-        let dev = CpuDevice::new(Some(2)).expect("device");
-        let be = dev.be_pool.install(thread_schedule_policy).expect("policy");
-        let rt = dev.pool.install(thread_schedule_policy).expect("policy");
-        assert_eq!(be, Normal(P::Idle));
-        assert_eq!(rt, Normal(P::Other));
     }
 }

@@ -1,6 +1,7 @@
 //! Lanes: a dedicated OS thread per lane draining a FIFO of kernel launches
 //! onto the shared pool, with a preemption flag that BE launches honour.
 
+use super::cores::Cores;
 use super::device::{CpuContext, CpuModel, CtxState};
 use super::kernels;
 use super::memory::bytes_of_mut;
@@ -49,12 +50,16 @@ struct Shared {
     done: Condvar,
     preempt: Arc<AtomicBool>,
     pool: Arc<rayon::ThreadPool>,
+    /// The device's slots; this lane's tiles take them as RT (a `High`
+    /// lane) or BE.
+    cores: Arc<Cores>,
+    rt_class: bool,
 }
 
 /// A CPU lane. Launches run in order on the lane's thread, their tiles on the
-/// device's pool for the lane's priority; lanes run concurrently. `High`
-/// lanes' tiles run at normal priority, `Low` lanes' only on cores the
-/// former leave idle ([`super::CpuDevice`]).
+/// device's pool for the lane's priority; lanes run concurrently. Each tile
+/// holds one of the device's slots while it runs: a `High` lane's tiles
+/// take them first, a `Low` lane's only those no `High` tile waits for.
 ///
 /// Preemption: while the flag is raised, a BE launch starts no further tiles
 /// (running tiles finish) and does not complete; the context is then halted,
@@ -72,6 +77,7 @@ impl CpuLane {
     /// Starts a lane thread over `pool`.
     pub(crate) fn spawn(
         pool: Arc<rayon::ThreadPool>,
+        cores: Arc<Cores>,
         priority: Priority,
         id: usize,
     ) -> Result<Self> {
@@ -81,6 +87,8 @@ impl CpuLane {
             done: Condvar::new(),
             preempt: Arc::new(AtomicBool::new(false)),
             pool,
+            cores,
+            rt_class: priority == Priority::High,
         });
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
@@ -161,7 +169,7 @@ fn execute(shared: &Shared, item: &Item) -> Result<()> {
     if be && item.ctx.progress.load(Ordering::Acquire) != item.index {
         return Ok(());
     }
-    let stop = Stop::new(be.then_some(&*shared.preempt));
+    let stop = Stop::new(be.then_some(&*shared.preempt)).with_slots(&shared.cores, shared.rt_class);
     if !run_item(shared, item, &stop)? {
         item.ctx.halted.store(true, Ordering::Release);
     }
@@ -197,7 +205,9 @@ fn execute_pad(shared: &Shared, item: &Item, mark: &PadMark) -> Result<()> {
     {
         return Ok(());
     }
-    let stop = Stop::new(Some(&*shared.preempt)).with_guard(&mark.rt.progress, mark.target);
+    let stop = Stop::new(Some(&*shared.preempt))
+        .with_guard(&mark.rt.progress, mark.target)
+        .with_slots(&shared.cores, shared.rt_class);
     run_item(shared, item, &stop).map(|_| ())
 }
 

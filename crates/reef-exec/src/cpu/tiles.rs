@@ -5,6 +5,7 @@
 //! Tile boundaries depend only on the kernel's spec (never on thread counts
 //! or the variant), so every launch of a kernel computes bit-identical results.
 
+use super::cores::Cores;
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,9 +17,11 @@ pub(crate) const CHUNK: usize = 16 * 1024;
 /// millisecond on one core).
 pub(crate) const TARGET_FLOPS: usize = 8_000_000;
 
-/// The preemption check of one launch.
+/// The preemption check of one launch, and the device slots its tiles take.
 pub(crate) struct Stop<'a> {
     flag: Option<&'a AtomicBool>,
+    /// The device's slots and whether this launch's tiles take them as RT.
+    slots: Option<(&'a Cores, bool)>,
     /// Padding launches: stop once this progress word reaches the value (the
     /// RT kernel they pad has completed).
     guard: Option<(&'a AtomicUsize, usize)>,
@@ -30,6 +33,7 @@ impl<'a> Stop<'a> {
     pub(crate) fn new(flag: Option<&'a AtomicBool>) -> Self {
         Self {
             flag,
+            slots: None,
             guard: None,
             hit: AtomicBool::new(false),
         }
@@ -55,6 +59,25 @@ impl<'a> Stop<'a> {
         false
     }
 
+    /// Tiles hold one of `cores`' slots while they run, taken as RT tiles
+    /// when `rt` (else as BE tiles: only slots no RT tile waits for).
+    pub(crate) fn with_slots(mut self, cores: &'a Cores, rt: bool) -> Self {
+        self.slots = Some((cores, rt));
+        self
+    }
+
+    /// Runs `f` as one tile unless the launch must stop: the check, then a
+    /// slot, then the check again (the wait for a slot may be long).
+    fn tile(&self, f: impl FnOnce()) {
+        if self.should_stop() {
+            return;
+        }
+        let _slot = self.slots.map(|(c, rt)| c.acquire(rt));
+        if !self.should_stop() {
+            f();
+        }
+    }
+
     /// Whether every tile ran (no check ever hit the flag).
     pub(crate) fn completed(&self) -> bool {
         !self.hit.load(Ordering::Relaxed)
@@ -70,11 +93,7 @@ where
     let chunk = chunk.max(1);
     out.par_chunks_mut(chunk)
         .enumerate()
-        .for_each(|(t, piece)| {
-            if !stop.should_stop() {
-                f(t * chunk, piece);
-            }
-        });
+        .for_each(|(t, piece)| stop.tile(|| f(t * chunk, piece)));
 }
 
 /// Runs `f` over prepared tiles.
@@ -83,11 +102,7 @@ where
     T: Send,
     F: Fn(T) + Sync + Send,
 {
-    tiles.into_par_iter().for_each(|t| {
-        if !stop.should_stop() {
-            f(t);
-        }
-    });
+    tiles.into_par_iter().for_each(|t| stop.tile(|| f(t)));
 }
 
 /// A tile of an output viewed as `[planes, rows, cols]`: rows
