@@ -31,9 +31,12 @@ pub fn markdown(result: &WorkloadResult) -> String {
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "| mode | RT mean ms | RT p50 | RT p95 | RT p99 | RT max | mean vs alone | p99 vs alone | BE req/s | total req/s | preemptions | preempt p50 us | preempt p99 us |"
+        "| mode | RT mean ms | RT p50 | RT p95 | RT p99 | RT max | mean vs alone | p99 vs alone | BE req/s | total req/s | preemptions | preempt p50 us | preempt p99 us | pad launches |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for m in &result.modes {
         let cmp = result.comparison.iter().find(|c| c.mode == m.mode);
         let (pre, p50, p99) = match &m.sched {
@@ -45,9 +48,10 @@ pub fn markdown(result: &WorkloadResult) -> String {
             Some(sf) => (sf.preemptions.max(m.preemptions), "-".into(), "-".into()),
             None => (m.preemptions, "-".into(), "-".into()),
         };
+        let pads = m.sched.as_ref().map_or(0, |sf| sf.pad_launches);
         let _ = writeln!(
             s,
-            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {:.1} | {:.1} | {} | {} | {} |",
+            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {:.1} | {:.1} | {} | {} | {} | {} |",
             m.mode,
             m.rt.mean_ms,
             m.rt.p50_ms,
@@ -61,6 +65,7 @@ pub fn markdown(result: &WorkloadResult) -> String {
             pre,
             p50,
             p99,
+            pads,
         );
     }
     let failing: Vec<_> = result

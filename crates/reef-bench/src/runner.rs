@@ -7,10 +7,12 @@
 //!
 //! Two entry points:
 //! - [`run_mode`] runs the workload once against one service (one mode);
-//! - [`run_workload`] takes a factory `FnMut(Mode) -> Result<Arc<dyn Service>, E>`,
-//!   measures "rt-alone" (the workload without its BE tasks, in
-//!   [`RunOptions::rt_alone`] mode) and then every requested mode, each on a
-//!   fresh service that it shuts down after the run, and compares them.
+//! - [`run_workload`] takes a factory `FnMut(M) -> Result<Arc<dyn Service>, E>`
+//!   over setups `M` (a [`Mode`], or a [`reef_sched::ModeSpec`]: a mode with
+//!   its padding policy), measures "rt-alone" (the workload without its BE
+//!   tasks, in [`RunOptions::rt_alone`] mode) and then every requested setup,
+//!   each on a fresh service that it shuts down after the run, labelled as
+//!   the setup displays, and compares them.
 //!
 //! On a service of several devices ([`Service::device_stats`] lists more than
 //! one), every record keeps the device that answered it
@@ -462,21 +464,22 @@ pub fn assemble(
 /// and then each of `modes`, each on a fresh service from `factory`, which is
 /// shut down after its run. The factory is called on the async task; wrap
 /// long blocking work in `tokio::task::block_in_place`.
-pub async fn run_workload<F, E>(
+pub async fn run_workload<M, F, E>(
     workload: &Workload,
-    modes: &[Mode],
+    modes: &[M],
     mut factory: F,
     opts: &RunOptions,
 ) -> Result<WorkloadResult>
 where
-    F: FnMut(Mode) -> std::result::Result<Arc<dyn Service>, E>,
+    M: Copy + std::fmt::Display + From<Mode>,
+    F: FnMut(M) -> std::result::Result<Arc<dyn Service>, E>,
     E: std::fmt::Display,
 {
     workload.validate()?;
     let started = SystemTime::now();
-    let mut plan: Vec<(String, Mode, Workload)> = Vec::new();
+    let mut plan: Vec<(String, M, Workload)> = Vec::new();
     match (opts.rt_alone, workload.rt_only()) {
-        (Some(mode), Some(alone)) => plan.push((RT_ALONE.to_string(), mode, alone)),
+        (Some(mode), Some(alone)) => plan.push((RT_ALONE.to_string(), M::from(mode), alone)),
         (Some(_), None) => {
             tracing::warn!(workload = %workload.name, "no RT task: rt-alone skipped")
         }

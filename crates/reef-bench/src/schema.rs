@@ -28,7 +28,8 @@
 //!   batch_size: usize, submitted: u64, completed_ok: u64, errors: {kind: u64},
 //!   throughput_rps: f64, latency: LatencyFigures }
 //! SchedFigures { preemptions: u64, kernels_rerun: u64, completed_rt: u64, completed_be: u64,
-//!   preempt_latency_us: Summary, padding_latency_us: Summary, busy_fraction: f64 }
+//!   preempt_latency_us: Summary, padding_latency_us: Summary, busy_fraction: f64,
+//!   padded_kernels: u64, pad_launches: u64 (0 when absent) }
 //! Summary { count: u64, mean, p50, p99, max: f64 }
 //! LagFigures { count: u64, p50_us, p99_us, max_us: f64 }
 //! RequestRecord { task: usize, priority: "rt"|"be", arrival_ms: f64 (scheduled, from the start),
@@ -227,6 +228,13 @@ pub struct SchedFigures {
     pub padding_latency_us: Summary,
     /// Fraction of wall time the device was busy.
     pub busy_fraction: f64,
+    /// RT kernels given planned padding (`reef` mode).
+    #[serde(default)]
+    pub padded_kernels: u64,
+    /// BE kernels launched as padding: planned launches, or kernels
+    /// launched beside RT work (`reef` mode).
+    #[serde(default)]
+    pub pad_launches: u64,
 }
 
 /// A latency summary (mirrors `reef_sched::LatencySummary`, which is not deserializable).
@@ -266,6 +274,8 @@ impl From<&reef_sched::SchedStats> for SchedFigures {
             preempt_latency_us: s.preempt_latency_us.into(),
             padding_latency_us: s.padding_latency_us.into(),
             busy_fraction: s.busy_fraction,
+            padded_kernels: s.padded_kernels,
+            pad_launches: s.pad_launches,
         }
     }
 }

@@ -8,7 +8,7 @@
 use anyhow::{Context, Result};
 use reef_bench::{plot, report, run_workload, RunOptions, Workload};
 use reef_exec::Device;
-use reef_sched::{GraphSource, Mode, Priority, SchedConfig, Scheduler, Service};
+use reef_sched::{GraphSource, ModeSpec, Priority, SchedConfig, Scheduler, Service};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +17,9 @@ use std::time::Duration;
 pub struct Options {
     /// Workload file.
     pub workload: PathBuf,
-    /// Modes to run (RT alone is always run first when the workload has RT tasks).
-    pub modes: Vec<Mode>,
+    /// Modes to run, with their padding policies (RT alone is always run
+    /// first when the workload has RT tasks).
+    pub modes: Vec<ModeSpec>,
     /// Override of the workload's duration, seconds.
     pub duration: Option<f64>,
     /// Override of the warm-up, seconds.
@@ -27,8 +28,6 @@ pub struct Options {
     pub out: PathBuf,
     /// BE kernels in flight per BE lane.
     pub be_depth: usize,
-    /// `reef` mode: BE lanes beside RT work.
-    pub beside: crate::beside_args::BesideArgs,
     /// Progress bar.
     pub progress: bool,
     /// Drive each mode through a reef server started in this process (gRPC
@@ -45,13 +44,13 @@ pub struct Options {
 /// (every model on every device, requests to the least-loaded one).
 fn service_on(
     devices: &[Arc<dyn Device>],
-    mode: Mode,
+    spec: ModeSpec,
     models: &[String],
-    base: &SchedConfig,
+    be_depth: usize,
 ) -> Result<Arc<dyn Service>> {
     let scheds = devices
         .iter()
-        .map(|d| scheduler_with(d, mode, models, base))
+        .map(|d| scheduler_with(d, spec, models, be_depth))
         .collect::<Result<Vec<_>>>()?;
     if scheds.len() == 1 {
         return Ok(scheds.into_iter().next().expect("one scheduler") as Arc<dyn Service>);
@@ -96,19 +95,19 @@ async fn through_server(
     })
 }
 
-/// A scheduler in `mode` on `device` with the zoo models `models` loaded,
-/// one BE queue per model, the rest of its configuration from `base`.
+/// A scheduler set up as `spec` on `device` with the zoo models `models`
+/// loaded, one BE queue per model.
 pub fn scheduler_with(
     device: &Arc<dyn Device>,
-    mode: Mode,
+    spec: ModeSpec,
     models: &[String],
-    base: &SchedConfig,
+    be_depth: usize,
 ) -> Result<Arc<Scheduler>> {
-    let cfg = SchedConfig {
-        mode,
+    let cfg = spec.apply(SchedConfig {
+        be_depth,
         be_queues: models.len().clamp(1, 32),
-        ..base.clone()
-    };
+        ..SchedConfig::default()
+    });
     let s = Scheduler::new(device.clone(), cfg)?;
     for m in models {
         let name = m.clone();
@@ -146,19 +145,16 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
         .build()?;
     reef_server::spawn_busy_pollers(rt.handle(), opts.busy_poll);
     let devs = devices.clone();
-    let base = opts.beside.apply(SchedConfig {
-        be_depth: opts.be_depth,
-        ..SchedConfig::default()
-    });
+    let be_depth = opts.be_depth;
     let via_grpc = opts.via_grpc;
     let shm = opts.shm;
     let result = rt.block_on(async {
         run_workload(
             &w,
             &opts.modes,
-            |mode| -> Result<Arc<dyn Service>, anyhow::Error> {
+            |spec: ModeSpec| -> Result<Arc<dyn Service>, anyhow::Error> {
                 tokio::task::block_in_place(|| {
-                    let s = service_on(&devs, mode, &models, &base)?;
+                    let s = service_on(&devs, spec, &models, be_depth)?;
                     if via_grpc {
                         tokio::runtime::Handle::current().block_on(through_server(s, &models, shm))
                     } else {

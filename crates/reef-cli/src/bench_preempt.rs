@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reef_exec::Device;
 use reef_model::Tensor;
-use reef_sched::{GraphSource, InferRequest, Mode, Priority, SchedConfig, Scheduler, Service};
+use reef_sched::{GraphSource, InferRequest, ModeSpec, Priority, SchedConfig, Scheduler, Service};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,15 +22,13 @@ pub struct Options {
     /// The RT model.
     pub rt_model: String,
     /// Modes.
-    pub modes: Vec<Mode>,
+    pub modes: Vec<ModeSpec>,
     /// RT requests per (BE model, mode).
     pub requests: usize,
     /// Largest random gap between RT requests (ms); the smallest is a quarter.
     pub max_gap_ms: f64,
     /// Where to write the JSON (optional).
     pub json: Option<std::path::PathBuf>,
-    /// `reef` mode: BE lanes beside RT work.
-    pub beside: crate::beside_args::BesideArgs,
 }
 
 #[derive(serde::Serialize)]
@@ -96,11 +94,10 @@ fn rt_run(
     Ok(lat)
 }
 
-fn one(dev: &Arc<dyn Device>, opts: &Options, be: &str, mode: Mode) -> Result<Row> {
+fn one(dev: &Arc<dyn Device>, opts: &Options, be: &str, mode: ModeSpec) -> Result<Row> {
     let s = Scheduler::new(
         dev.clone(),
-        opts.beside.apply(SchedConfig {
-            mode,
+        mode.apply(SchedConfig {
             be_queues: 1,
             ..SchedConfig::default()
         }),

@@ -4,7 +4,6 @@
 mod bench_disb;
 mod bench_models;
 mod bench_preempt;
-mod beside_args;
 mod cases;
 mod device;
 mod infer;
@@ -136,13 +135,16 @@ enum BenchCmd {
         /// Device.
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
         device: DeviceChoice,
-        /// Modes (comma separated).
+        /// Modes (comma separated). `reef` takes padding options after
+        /// colons: `reef:besideN` lets up to N BE lanes run beside RT work,
+        /// `:tileT` keeps BE kernels with tiles over T us off the device
+        /// meanwhile (e.g. `reef,reef:beside1,reef:beside5:tile20`).
         #[arg(
             long,
             value_delimiter = ',',
             default_value = "seq,stream,wait,reset,reef"
         )]
-        modes: Vec<reef_sched::Mode>,
+        modes: Vec<reef_sched::ModeSpec>,
         /// Override the workload's duration (seconds).
         #[arg(long)]
         duration: Option<f64>,
@@ -155,8 +157,6 @@ enum BenchCmd {
         /// BE kernels in flight per BE lane.
         #[arg(long, default_value_t = 2)]
         be_depth: usize,
-        #[command(flatten)]
-        beside: beside_args::BesideArgs,
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
@@ -194,9 +194,12 @@ enum BenchCmd {
         /// The RT model.
         #[arg(long, default_value = "resnet50")]
         rt: String,
-        /// Modes (comma separated).
+        /// Modes (comma separated). `reef` takes padding options after
+        /// colons: `reef:besideN` lets up to N BE lanes run beside RT work,
+        /// `:tileT` keeps BE kernels with tiles over T us off the device
+        /// meanwhile (e.g. `reef,reef:beside1,reef:beside5:tile20`).
         #[arg(long, value_delimiter = ',', default_value = "wait,reset,reef")]
-        modes: Vec<reef_sched::Mode>,
+        modes: Vec<reef_sched::ModeSpec>,
         /// RT requests per run (half as many for RT alone).
         #[arg(long, default_value_t = 200)]
         requests: usize,
@@ -206,8 +209,6 @@ enum BenchCmd {
         /// Write the rows as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
-        #[command(flatten)]
-        beside: beside_args::BesideArgs,
     },
 }
 
@@ -339,7 +340,6 @@ fn run(cli: Cli) -> Result<i32> {
                     warmup,
                     out,
                     be_depth,
-                    beside,
                     quiet,
                     via_grpc,
                     shm,
@@ -355,7 +355,6 @@ fn run(cli: Cli) -> Result<i32> {
                 warmup,
                 out,
                 be_depth,
-                beside,
                 progress: !quiet,
                 via_grpc,
                 shm,
@@ -374,7 +373,6 @@ fn run(cli: Cli) -> Result<i32> {
                     requests,
                     max_gap_ms,
                     json,
-                    beside,
                 },
         } => {
             for m in be.iter().chain(std::iter::once(&rt)) {
@@ -393,7 +391,6 @@ fn run(cli: Cli) -> Result<i32> {
                 requests,
                 max_gap_ms,
                 json,
-                beside,
             };
             bench_preempt::run(dev, &opts)?;
             Ok(0)

@@ -282,3 +282,28 @@ fn check_per_device(json: &serde_json::Value, stdout: &str) {
         }
     }
 }
+
+/// `reef` with its padding options in `--modes`: each setup is a row
+/// labelled as given, and only the beside setup launched BE kernels beside
+/// RT work (the CPU device plans no padding).
+#[test]
+fn bench_disb_compares_padding_policies() {
+    let (out, stdout) = run_tiny_disb("disb-beside", &["--modes", "reef,reef:beside1:tile100000"]);
+    let json = result_json(&out);
+    let modes = json["modes"].as_array().unwrap();
+    let names: Vec<&str> = modes.iter().map(|m| m["mode"].as_str().unwrap()).collect();
+    assert_eq!(names, ["rt-alone", "reef", "reef:beside1:tile100000"]);
+    assert!(stdout.contains("| reef:beside1:tile100000 |"), "{stdout}");
+    let pads = |i: usize| modes[i]["sched"]["pad_launches"].as_u64().unwrap();
+    assert_eq!(pads(1), 0, "plain reef on the CPU pads nothing");
+    assert!(pads(2) > 0, "no BE kernel ran beside RT work");
+    for m in &modes[1..] {
+        assert!(
+            m["be_throughput_rps"].as_f64().unwrap() > 0.0,
+            "{}",
+            m["mode"]
+        );
+        assert!(m["preemptions"].as_u64().unwrap() > 0, "{}", m["mode"]);
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -74,3 +74,133 @@ impl SchedConfig {
         Ok(())
     }
 }
+
+/// A scheduling mode with its padding policy, as benchmarks name the setups
+/// they compare: `reef`, `reef:beside1` (one BE lane beside RT work),
+/// `reef:beside5:tile20` (five, with BE tiles of at most 20 us). The beside
+/// options apply to `reef` mode only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModeSpec {
+    /// The mode.
+    pub mode: Mode,
+    /// [`SchedConfig::beside_lanes`].
+    pub beside_lanes: usize,
+    /// [`SchedConfig::beside_max_tile`].
+    pub beside_max_tile: Option<Duration>,
+}
+
+impl ModeSpec {
+    /// `cfg` in this mode with this padding policy.
+    pub fn apply(&self, cfg: SchedConfig) -> SchedConfig {
+        SchedConfig {
+            mode: self.mode,
+            beside_lanes: self.beside_lanes,
+            beside_max_tile: self.beside_max_tile,
+            ..cfg
+        }
+    }
+}
+
+impl From<Mode> for ModeSpec {
+    fn from(mode: Mode) -> Self {
+        ModeSpec {
+            mode,
+            beside_lanes: 0,
+            beside_max_tile: None,
+        }
+    }
+}
+
+impl std::str::FromStr for ModeSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.split(':');
+        let mut spec = ModeSpec::from(parts.next().unwrap_or_default().parse::<Mode>()?);
+        for opt in parts {
+            let lower = opt.to_ascii_lowercase();
+            let number = |prefix: &str| -> Option<Result<u64, String>> {
+                lower.strip_prefix(prefix).map(|n| {
+                    n.parse::<u64>()
+                        .map_err(|_| format!("'{opt}' in mode '{s}': '{n}' is not a whole number"))
+                })
+            };
+            if spec.mode != Mode::Reef {
+                return Err(format!(
+                    "mode '{s}': '{opt}' needs the reef mode (beside options are reef's padding)"
+                ));
+            }
+            if let Some(n) = number("beside") {
+                let n = n?;
+                if !(1..=32).contains(&n) {
+                    return Err(format!(
+                        "mode '{s}': beside lanes must be in 1..=32, got {n}"
+                    ));
+                }
+                spec.beside_lanes = n as usize;
+            } else if let Some(n) = number("tile") {
+                let n = n?;
+                if n == 0 {
+                    return Err(format!("mode '{s}': the tile limit must be at least 1 us"));
+                }
+                spec.beside_max_tile = Some(Duration::from_micros(n));
+            } else {
+                return Err(format!(
+                    "mode '{s}': unknown option '{opt}' (expected besideN or tileN, e.g. reef:beside1:tile20)"
+                ));
+            }
+        }
+        if spec.beside_max_tile.is_some() && spec.beside_lanes == 0 {
+            return Err(format!("mode '{s}': a tile limit needs besideN"));
+        }
+        Ok(spec)
+    }
+}
+
+impl std::fmt::Display for ModeSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.mode)?;
+        if self.beside_lanes > 0 {
+            write!(f, ":beside{}", self.beside_lanes)?;
+        }
+        if let Some(t) = self.beside_max_tile {
+            write!(f, ":tile{}", t.as_micros())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_specs_round_trip() {
+        for s in ["reef", "reset", "reef:beside1", "reef:beside5:tile20"] {
+            let spec: ModeSpec = s.parse().unwrap();
+            assert_eq!(spec.to_string(), s);
+        }
+        let spec: ModeSpec = "REEF:Tile30:beside2".parse().unwrap();
+        assert_eq!(spec.to_string(), "reef:beside2:tile30");
+        let cfg = spec.apply(SchedConfig::default());
+        assert_eq!(cfg.mode, Mode::Reef);
+        assert_eq!(cfg.beside_lanes, 2);
+        assert_eq!(cfg.beside_max_tile, Some(Duration::from_micros(30)));
+    }
+
+    #[test]
+    fn bad_mode_specs_are_named() {
+        for (s, want) in [
+            ("reset:beside1", "needs the reef mode"),
+            ("reef:beside0", "1..=32"),
+            ("reef:beside33", "1..=32"),
+            ("reef:besidex", "not a whole number"),
+            ("reef:tile20", "needs besideN"),
+            ("reef:beside1:tile0", "at least 1 us"),
+            ("reef:fast", "unknown option 'fast'"),
+            ("turbo", "unknown mode"),
+        ] {
+            let e = s.parse::<ModeSpec>().unwrap_err();
+            assert!(e.contains(want), "{s}: {e}");
+        }
+    }
+}

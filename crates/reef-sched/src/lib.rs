@@ -13,7 +13,7 @@ pub mod stats;
 mod task;
 
 pub use api::*;
-pub use config::SchedConfig;
+pub use config::{ModeSpec, SchedConfig};
 
 use crate::engine::{Engine, Msg};
 use crate::registry::ModelEntry;
