@@ -206,6 +206,16 @@ impl Collector for SchedCollector {
                 "Kernels run again after a preemption",
                 s.kernels_rerun,
             ),
+            (
+                "reef_padded_rt_kernels",
+                "RT kernels given planned padding (reef mode)",
+                s.padded_kernels,
+            ),
+            (
+                "reef_pad_launches",
+                "BE kernels launched as padding: planned, or beside RT work (reef mode)",
+                s.pad_launches,
+            ),
         ] {
             let c = ConstCounter::new(v);
             let m = encoder.encode_descriptor(name, help, None, c.metric_type())?;

@@ -272,6 +272,8 @@ impl Service for TestService {
             },
             padding_latency_us: LatencySummary::default(),
             busy_fraction: 0.25,
+            padded_kernels: 19,
+            pad_launches: 23,
             ..SchedStats::default()
         }
     }

@@ -547,6 +547,8 @@ async fn metrics_endpoint() {
         r#"reef_tasks_completed_total{priority="rt"} 7"#,
         "reef_preemptions_total 13",
         "reef_kernels_rerun_total 17",
+        "reef_padded_rt_kernels_total 19",
+        "reef_pad_launches_total 23",
         r#"reef_preemption_latency_microseconds{stat="p99"} 90"#,
         "reef_preemption_latency_samples_total 13",
         "reef_device_busy_fraction 0.25",
