@@ -239,6 +239,37 @@ fn outputs_of(h: &Arc<dyn ModelHandle>, ctx: &mut dyn reef_exec::Context) -> Res
         .collect::<Result<Vec<_>, _>>()?)
 }
 
+/// A model loaded on the device under test, fresh random inputs, and its
+/// BE run alone: the result and the time it took.
+struct Subject {
+    h: Arc<dyn ModelHandle>,
+    inputs: Vec<Tensor>,
+    golden: Vec<Vec<u8>>,
+    full: Duration,
+    n: usize,
+}
+
+impl Subject {
+    fn new(g: &Graph, dut: &dyn Device, rng: &mut ChaCha8Rng) -> Result<Subject> {
+        let h = dut.load(Arc::new(reef_plan::compile(g)?))?;
+        let inputs = random_inputs(g, rng);
+        let (golden, full) = run_plan(&h, dut, &inputs, Variant::Be)?;
+        let n = h.plan().kernels.len();
+        Ok(Subject {
+            h,
+            inputs,
+            golden,
+            full,
+            n,
+        })
+    }
+
+    /// The RT run's result alone.
+    fn rt_golden(&self, dut: &dyn Device) -> Result<Vec<Vec<u8>>> {
+        Ok(run_plan(&self.h, dut, &self.inputs, Variant::Rt)?.0)
+    }
+}
+
 /// Kills a BE run at random points and resumes it; every result must equal
 /// the unpreempted BE run bit for bit.
 fn check_preemption(
@@ -248,10 +279,8 @@ fn check_preemption(
     trials: usize,
     rng: &mut ChaCha8Rng,
 ) -> Result<Row> {
-    let h = dut.load(Arc::new(reef_plan::compile(g)?))?;
-    let inputs = random_inputs(g, rng);
-    let (golden, full) = run_plan(&h, dut, &inputs, Variant::Be)?;
-    let n = h.plan().kernels.len();
+    let s = Subject::new(g, dut, rng)?;
+    let (h, inputs, golden, full, n) = (s.h, s.inputs, s.golden, s.full, s.n);
     let mut lane = dut.lane(Priority::Low)?;
     let mut ctx = h.context()?;
     let (mut preempted, mut mismatches, mut runs) = (0, 0, 0);
@@ -301,11 +330,9 @@ fn check_beside(
     trials: usize,
     rng: &mut ChaCha8Rng,
 ) -> Result<Row> {
-    let h = dut.load(Arc::new(reef_plan::compile(g)?))?;
-    let inputs = random_inputs(g, rng);
-    let (golden, full) = run_plan(&h, dut, &inputs, Variant::Be)?;
-    let (rt_golden, _) = run_plan(&h, dut, &inputs, Variant::Rt)?;
-    let n = h.plan().kernels.len();
+    let s = Subject::new(g, dut, rng)?;
+    let rt_golden = s.rt_golden(dut)?;
+    let (h, inputs, golden, full, n) = (s.h, s.inputs, s.golden, s.full, s.n);
     let mut rt_lane = dut.lane(Priority::High)?;
     let mut be_lane = dut.lane(Priority::Low)?;
     let (mut rt_ctx, mut be_ctx) = (h.context()?, h.context()?);
@@ -349,11 +376,9 @@ fn check_beside(
 /// finishes the BE task from its progress: the result must equal the
 /// unpadded BE run bit for bit, and the RT run the unpadded RT run.
 fn check_padding(name: &str, g: &Graph, dut: &dyn Device, rng: &mut ChaCha8Rng) -> Result<Row> {
-    let h = dut.load(Arc::new(reef_plan::compile(g)?))?;
-    let inputs = random_inputs(g, rng);
-    let (golden, _) = run_plan(&h, dut, &inputs, Variant::Be)?;
-    let (rt_golden, _) = run_plan(&h, dut, &inputs, Variant::Rt)?;
-    let n = h.plan().kernels.len();
+    let s = Subject::new(g, dut, rng)?;
+    let rt_golden = s.rt_golden(dut)?;
+    let (h, inputs, golden, n) = (s.h, s.inputs, s.golden, s.n);
     let mut rt_lane = dut.lane(Priority::High)?;
     let mut be_lane = dut.lane(Priority::Low)?;
     let (mut rt_ctx, mut be_ctx) = (h.context()?, h.context()?);

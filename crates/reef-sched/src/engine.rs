@@ -13,7 +13,10 @@
 //! - `reef`: reset plus dynamic kernel padding: the flags come down right
 //!   after the drain, and RT kernels that leave compute units idle get BE
 //!   kernels of the paused BE tasks launched beside them (see
-//!   [`crate::padding`]).
+//!   [`crate::padding`]); or, with `beside_lanes`, up to that many BE lanes
+//!   resume right after the RT launch and run beside the RT work on their
+//!   low-priority streams (RT work that arrives while RT work runs then
+//!   queues behind it without a preemption).
 //!
 //! On RT arrival the scheduler raises the flags of every BE lane with
 //! kernels in flight in one device operation ([`Device::raise_preempt`]),
@@ -609,13 +612,31 @@ impl Engine {
         Ok(resumed)
     }
 
+    /// Whether lane `q` has BE work whose next kernel may run beside RT
+    /// work: a task, and no tile limit its next kernel's tile exceeds (by
+    /// the profile; a paused task's next kernel is an estimate until its
+    /// progress is read back).
+    fn fit_beside(&self, q: usize) -> bool {
+        let (profile, next) = match (&self.be_running[q], self.be_queues[q].front()) {
+            (Some(t), _) => (t.profile.as_ref(), t.next),
+            (None, Some(t)) => (t.profile.as_ref(), 0),
+            (None, None) => return false,
+        };
+        match (self.cfg.beside_max_tile, profile) {
+            (Some(max), Some(p)) => p.tile.get(next).is_none_or(|&d| d <= max),
+            _ => true,
+        }
+    }
+
     /// Chooses the BE lanes that run beside the RT work, up to
     /// `beside_lanes`: lanes already chosen keep running while they have
-    /// work; free places go to lanes with work, round robin from `pad_next`.
+    /// work that fits; free places go to other lanes whose work fits, round
+    /// robin from `pad_next`. A lane dropped here keeps the kernels it has
+    /// in flight; it gets no more until the RT work ends.
     fn refresh_beside(&mut self) {
         let n = self.be_queues.len();
         for q in 0..n {
-            if self.be_running[q].is_none() && self.be_queues[q].is_empty() {
+            if self.beside[q] && !self.fit_beside(q) {
                 self.beside[q] = false;
             }
         }
@@ -625,7 +646,7 @@ impl Engine {
                 break;
             }
             let q = (self.pad_next + off) % n;
-            if !self.beside[q] && (self.be_running[q].is_some() || !self.be_queues[q].is_empty()) {
+            if !self.beside[q] && self.fit_beside(q) {
                 self.beside[q] = true;
                 count += 1;
             }

@@ -354,3 +354,77 @@ fn rt_does_not_wait_cfg(mode: Mode, padding: bool, beside: usize) {
         kernel
     );
 }
+
+/// Runs a BE client of `bert_tiny` against 150 RT requests of `resnet_tiny`
+/// in `reef` mode with one beside lane and the tile limit `max_tile`, on a
+/// CPU device that reports kernel shapes (so models are profiled); returns
+/// the scheduler's counters.
+fn beside_with_tile_limit(max_tile: Duration) -> reef_sched::SchedStats {
+    let dev: Arc<dyn Device> = Arc::new(
+        CpuDevice::new(Some(2))
+            .expect("cpu device")
+            .with_padding(true),
+    );
+    let cfg = SchedConfig {
+        mode: Mode::Reef,
+        be_queues: 1,
+        beside_lanes: 1,
+        beside_max_tile: Some(max_tile),
+        ..SchedConfig::default()
+    };
+    let s = Scheduler::new(dev, cfg).expect("scheduler");
+    s.load_model("bert_tiny", zoo("bert_tiny"), Priority::Be)
+        .expect("load");
+    s.load_model("resnet_tiny", zoo("resnet_tiny"), Priority::Rt)
+        .expect("load");
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let be_in = random_inputs(&s, "bert_tiny", &mut rng);
+    let want = s
+        .infer_blocking(req("bert_tiny", be_in.clone(), Priority::Be))
+        .expect("reference")
+        .outputs;
+    let rt_in = random_inputs(&s, "resnet_tiny", &mut rng);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let r = s
+                    .infer_blocking(req("bert_tiny", be_in.clone(), Priority::Be))
+                    .expect("BE answered");
+                assert_eq!(r.outputs, want, "BE result differs");
+            }
+        });
+        for _ in 0..150 {
+            s.infer_blocking(req("resnet_tiny", rt_in.clone(), Priority::Rt))
+                .expect("RT answered");
+            std::thread::sleep(Duration::from_micros(rng.random_range(0..300)));
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let st = s.stats();
+    s.shutdown();
+    st
+}
+
+/// A tile limit below every kernel's tile keeps BE work off the device
+/// while RT work runs (no launch beside it, and no planned padding either);
+/// a limit above them lets it run there.
+#[test]
+fn beside_tile_limit_keeps_long_tiles_back() {
+    let _serial = serial();
+    let tight = beside_with_tile_limit(Duration::from_nanos(1));
+    println!(
+        "1 ns limit: {} preemptions, {} launches beside RT, {} BE done",
+        tight.preemptions, tight.pad_launches, tight.completed[1]
+    );
+    assert_eq!(tight.pad_launches, 0);
+    assert_eq!(tight.padded_kernels, 0);
+    assert!(tight.completed[1] > 0, "BE still runs once RT work ends");
+    let loose = beside_with_tile_limit(Duration::from_secs(1));
+    println!(
+        "1 s limit: {} preemptions, {} launches beside RT, {} BE done",
+        loose.preemptions, loose.pad_launches, loose.completed[1]
+    );
+    assert!(loose.pad_launches > 0, "no BE kernel ran beside RT work");
+    assert_eq!(loose.padded_kernels, 0);
+}
