@@ -274,7 +274,6 @@ impl Service for TestService {
             busy_fraction: 0.25,
             padded_kernels: 19,
             pad_launches: 23,
-            ..SchedStats::default()
         }
     }
 
