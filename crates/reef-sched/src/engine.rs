@@ -613,17 +613,19 @@ impl Engine {
     }
 
     /// Whether lane `q` has BE work whose next kernel may run beside RT
-    /// work: a task, and no tile limit its next kernel's tile exceeds (by
-    /// the profile; a paused task's next kernel is an estimate until its
-    /// progress is read back).
+    /// work: a running task with kernels left to launch, the next within the
+    /// tile limit, if any (by the profile; a paused task's next kernel is an
+    /// estimate until its progress is read back). Tasks are not started
+    /// beside RT work ([`Engine::feed_be`]).
     fn fit_beside(&self, q: usize) -> bool {
-        let (profile, next) = match (&self.be_running[q], self.be_queues[q].front()) {
-            (Some(t), _) => (t.profile.as_ref(), t.next),
-            (None, Some(t)) => (t.profile.as_ref(), 0),
-            (None, None) => return false,
+        let Some(t) = &self.be_running[q] else {
+            return false;
         };
-        match (self.cfg.beside_max_tile, profile) {
-            (Some(max), Some(p)) => p.tile.get(next).is_none_or(|&d| d <= max),
+        if t.next >= t.kernels() && !t.paused {
+            return false;
+        }
+        match (self.cfg.beside_max_tile, t.profile.as_ref()) {
+            (Some(max), Some(p)) => p.tile.get(t.next).is_none_or(|&d| d <= max),
             _ => true,
         }
     }
@@ -693,6 +695,10 @@ impl Engine {
 
     /// Keeps every BE lane (with `only_beside`, every lane chosen to run
     /// beside RT work) at most `be_depth` kernels deep; finishes tasks.
+    /// Beside RT work no BE task starts or is answered: uploading inputs and
+    /// reading outputs would hold up this thread, which must notice the RT
+    /// work's end and new RT arrivals at once; both wait for the RT work to
+    /// end.
     fn feed_be(&mut self, only_beside: bool) -> Result<(), SchedError> {
         let depth = self.cfg.be_depth as u64;
         let max_tile = if only_beside {
@@ -705,6 +711,9 @@ impl Engine {
                 continue;
             }
             if self.be_running[q].is_none() {
+                if only_beside {
+                    continue;
+                }
                 let Some(t) = self.be_queues[q].pop_front() else {
                     continue;
                 };
@@ -748,7 +757,7 @@ impl Engine {
                     t.next += 1;
                     room -= 1;
                 }
-            } else if in_flight == 0 {
+            } else if in_flight == 0 && !only_beside {
                 let p = t
                     .ctx
                     .as_mut()

@@ -1,9 +1,15 @@
 //! The CPU device's compute slots: one per worker thread, shared by every
 //! lane of the device. A tile holds a slot while it runs; RT tiles are
-//! served first, so a BE tile starts only on a slot that no RT tile waits
-//! for, as a GPU's block scheduler dispatches a low-priority stream's blocks
-//! only into room the high-priority stream's blocks leave. An RT tile thus
-//! waits for at most the BE tiles already running.
+//! served first, and a BE tile starts only while no RT lane has work (a
+//! launch queued or running). An RT tile thus waits for at most the BE
+//! tiles already running when its lane got work.
+//!
+//! This is stricter than a GPU, whose block scheduler also gives a
+//! low-priority stream's blocks the room that RT kernels leave (idle SMs,
+//! the tail of one RT kernel before the next starts). On the CPU that room
+//! is small and a BE tile in it delays the next RT kernel by up to a tile
+//! (up to milliseconds: docs/PERF.md, Session 7), so BE work waits for RT
+//! work to end.
 
 use parking_lot::{Condvar, Mutex};
 use std::cell::Cell;
@@ -20,6 +26,8 @@ pub(crate) struct Cores {
 struct State {
     free: usize,
     rt_waiting: usize,
+    /// RT lanes with work.
+    rt_busy: usize,
 }
 
 thread_local! {
@@ -39,6 +47,7 @@ impl Cores {
             state: Mutex::new(State {
                 free: n.max(1),
                 rt_waiting: 0,
+                rt_busy: 0,
             }),
             rt: Condvar::new(),
             be: Condvar::new(),
@@ -46,7 +55,7 @@ impl Cores {
     }
 
     /// Waits for a slot: an RT tile for any free slot, a BE tile for a free
-    /// slot that no RT tile waits for.
+    /// slot while no RT lane has work.
     pub(crate) fn acquire(&self, rt: bool) -> Slot<'_> {
         if HELD.with(Cell::get) {
             return Slot { cores: None };
@@ -61,7 +70,7 @@ impl Cores {
                 s.rt_waiting -= 1;
             }
         } else {
-            while s.free == 0 || s.rt_waiting > 0 {
+            while s.free == 0 || s.rt_waiting > 0 || s.rt_busy > 0 {
                 self.be.wait(&mut s);
             }
         }
@@ -78,8 +87,24 @@ impl Cores {
     fn wake(&self, s: &State) {
         if s.rt_waiting > 0 {
             self.rt.notify_one();
-        } else {
+        } else if s.rt_busy == 0 {
             self.be.notify_one();
+        }
+    }
+
+    /// An RT lane got work (`true`) or ran out of it (`false`). Calls pair
+    /// up per lane.
+    pub(crate) fn rt_lane_busy(&self, busy: bool) {
+        let mut s = self.state.lock();
+        if busy {
+            s.rt_busy += 1;
+        } else {
+            s.rt_busy -= 1;
+            if s.rt_busy == 0 && s.free > 0 {
+                // Every free slot may go to a waiting BE tile now; each one
+                // that takes a slot passes the next on.
+                self.be.notify_one();
+            }
         }
     }
 
@@ -107,6 +132,27 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
+
+    /// BE tiles wait while an RT lane has work, even with slots free.
+    #[test]
+    fn be_tiles_wait_while_an_rt_lane_has_work() {
+        let c = Arc::new(Cores::new(2));
+        c.rt_lane_busy(true);
+        let started = Arc::new(AtomicUsize::new(0));
+        std::thread::scope(|s| {
+            let (c2, started2) = (c.clone(), started.clone());
+            s.spawn(move || {
+                let _slot = c2.acquire(false);
+                started2.fetch_add(1, Ordering::SeqCst);
+            });
+            std::thread::sleep(Duration::from_millis(30));
+            assert_eq!(started.load(Ordering::SeqCst), 0, "BE ran beside RT work");
+            assert_eq!(c.free(), 2);
+            c.rt_lane_busy(false);
+        });
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        assert_eq!(c.free(), 2);
+    }
 
     #[test]
     fn nested_tiles_take_no_second_slot() {

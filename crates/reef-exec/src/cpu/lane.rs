@@ -40,6 +40,12 @@ struct Queue {
     retired: u64,
     fault: Option<String>,
     shutdown: bool,
+    /// An RT lane with work counts as busy on the device's slots from the
+    /// launch that gave it work (set when it is queued, so BE tiles resumed
+    /// right after an RT launch cannot slip in first) until its queue is
+    /// empty and nothing runs, so BE tiles stay off the cores between its
+    /// kernels too.
+    rt_busy: bool,
 }
 
 struct Shared {
@@ -59,7 +65,7 @@ struct Shared {
 /// A CPU lane. Launches run in order on the lane's thread, their tiles on the
 /// device's pool for the lane's priority; lanes run concurrently. Each tile
 /// holds one of the device's slots while it runs: a `High` lane's tiles
-/// take them first, a `Low` lane's only those no `High` tile waits for.
+/// take them first, a `Low` lane's only while no `High` lane has work.
 ///
 /// Preemption: while the flag is raised, a BE launch starts no further tiles
 /// (running tiles finish) and does not complete; the context is then halted,
@@ -121,10 +127,18 @@ fn lane_main(shared: &Shared) {
             let mut q = shared.queue.lock();
             loop {
                 if q.shutdown {
+                    if q.rt_busy {
+                        shared.cores.rt_lane_busy(false);
+                        q.rt_busy = false;
+                    }
                     return;
                 }
                 if let Some(item) = q.items.pop_front() {
                     break item;
+                }
+                if q.rt_busy {
+                    shared.cores.rt_lane_busy(false);
+                    q.rt_busy = false;
                 }
                 shared.work.wait(&mut q);
             }
@@ -235,7 +249,13 @@ impl CpuLane {
             variant,
             pad,
         };
-        self.shared.queue.lock().items.push_back(item);
+        let mut q = self.shared.queue.lock();
+        if self.shared.rt_class && !q.rt_busy {
+            self.shared.cores.rt_lane_busy(true);
+            q.rt_busy = true;
+        }
+        q.items.push_back(item);
+        drop(q);
         self.enqueued += 1;
         self.shared.work.notify_one();
         Ok(())
