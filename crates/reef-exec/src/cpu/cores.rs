@@ -99,7 +99,8 @@ impl Cores {
         if busy {
             s.rt_busy += 1;
         } else {
-            s.rt_busy -= 1;
+            debug_assert!(s.rt_busy > 0, "an RT lane left work it never had");
+            s.rt_busy = s.rt_busy.saturating_sub(1);
             if s.rt_busy == 0 && s.free > 0 {
                 // Every free slot may go to a waiting BE tile now; each one
                 // that takes a slot passes the next on.
