@@ -10,6 +10,7 @@
 
 use crate::device::DeviceChoice;
 use crate::serve::ServeArgs;
+use reef_sched::config::MAX_BE_QUEUES;
 use reef_sched::Mode;
 use serde::{Deserialize, Deserializer};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -183,10 +184,10 @@ impl ServeSettings {
             reason,
         })?;
         s.max_body_bytes()?;
-        if s.beside_lanes > 32 {
+        if s.beside_lanes > MAX_BE_QUEUES {
             return Err(ConfigError::Invalid {
                 key: "beside_lanes",
-                reason: format!("must be at most 32, got {}", s.beside_lanes),
+                reason: format!("must be at most {MAX_BE_QUEUES}, got {}", s.beside_lanes),
             });
         }
         for (key, v) in [

@@ -3,6 +3,9 @@
 use crate::api::Mode;
 use std::time::Duration;
 
+/// Most BE queues (and so BE lanes) a scheduler has.
+pub const MAX_BE_QUEUES: usize = 32;
+
 /// How a scheduler behaves; every limit is configurable.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SchedConfig {
@@ -53,18 +56,18 @@ impl SchedConfig {
         if self.be_depth == 0 {
             return Err("be_depth must be at least 1".into());
         }
-        if self.be_queues == 0 || self.be_queues > 32 {
+        if self.be_queues == 0 || self.be_queues > MAX_BE_QUEUES {
             return Err(format!(
-                "be_queues must be in 1..=32, got {}",
+                "be_queues must be in 1..={MAX_BE_QUEUES}, got {}",
                 self.be_queues
             ));
         }
         if self.rt_capacity == 0 || self.be_capacity == 0 {
             return Err("queue capacities must be at least 1".into());
         }
-        if self.beside_lanes > 32 {
+        if self.beside_lanes > MAX_BE_QUEUES {
             return Err(format!(
-                "beside_lanes must be in 0..=32, got {}",
+                "beside_lanes must be in 0..={MAX_BE_QUEUES}, got {}",
                 self.beside_lanes
             ));
         }
@@ -131,9 +134,9 @@ impl std::str::FromStr for ModeSpec {
             }
             if let Some(n) = number("beside") {
                 let n = n?;
-                if !(1..=32).contains(&n) {
+                if !(1..=MAX_BE_QUEUES as u64).contains(&n) {
                     return Err(format!(
-                        "mode '{s}': beside lanes must be in 1..=32, got {n}"
+                        "mode '{s}': beside lanes must be in 1..={MAX_BE_QUEUES}, got {n}"
                     ));
                 }
                 spec.beside_lanes = n as usize;

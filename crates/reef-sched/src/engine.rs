@@ -624,10 +624,7 @@ impl Engine {
         if t.next >= t.kernels() && !t.paused {
             return false;
         }
-        match (self.cfg.beside_max_tile, t.profile.as_ref()) {
-            (Some(max), Some(p)) => p.tile.get(t.next).is_none_or(|&d| d <= max),
-            _ => true,
-        }
+        padding::tile_within(t.profile.as_deref(), t.next, self.cfg.beside_max_tile)
     }
 
     /// Chooses the BE lanes that run beside the RT work, up to
@@ -741,14 +738,10 @@ impl Engine {
                     t.needs_begin = false;
                 }
                 let mut room = depth.saturating_sub(in_flight);
-                while room > 0 && t.next < n {
-                    let long = match (max_tile, t.profile.as_ref()) {
-                        (Some(max), Some(p)) => p.tile.get(t.next).is_some_and(|&d| d > max),
-                        _ => false,
-                    };
-                    if long {
-                        break;
-                    }
+                while room > 0
+                    && t.next < n
+                    && padding::tile_within(t.profile.as_deref(), t.next, max_tile)
+                {
                     lane.enqueue(ctx.as_mut(), t.next, Variant::Be)
                         .map_err(internal)?;
                     if only_beside {

@@ -86,6 +86,15 @@ impl Profile {
     }
 }
 
+/// Whether kernel `k`'s estimated tile in `profile` is within `limit`;
+/// true without a limit, a profile or an estimate for `k`.
+pub fn tile_within(profile: Option<&Profile>, k: usize, limit: Option<Duration>) -> bool {
+    match (limit, profile) {
+        (Some(max), Some(p)) => p.tile.get(k).is_none_or(|&d| d <= max),
+        _ => true,
+    }
+}
+
 /// One padding launch the planner chose.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PadLaunch {

@@ -126,19 +126,18 @@ fn lane_main(shared: &Shared) {
         let item = {
             let mut q = shared.queue.lock();
             loop {
-                if q.shutdown {
-                    if q.rt_busy {
-                        shared.cores.rt_lane_busy(false);
-                        q.rt_busy = false;
+                if !q.shutdown {
+                    if let Some(item) = q.items.pop_front() {
+                        break item;
                     }
-                    return;
                 }
-                if let Some(item) = q.items.pop_front() {
-                    break item;
-                }
+                // Out of work (or shutting down): leave the RT lanes' count.
                 if q.rt_busy {
                     shared.cores.rt_lane_busy(false);
                     q.rt_busy = false;
+                }
+                if q.shutdown {
+                    return;
                 }
                 shared.work.wait(&mut q);
             }

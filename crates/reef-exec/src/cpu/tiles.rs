@@ -60,7 +60,7 @@ impl<'a> Stop<'a> {
     }
 
     /// Tiles hold one of `cores`' slots while they run, taken as RT tiles
-    /// when `rt` (else as BE tiles: only slots no RT tile waits for).
+    /// when `rt` (else as BE tiles: only while no RT lane has work).
     pub(crate) fn with_slots(mut self, cores: &'a Cores, rt: bool) -> Self {
         self.slots = Some((cores, rt));
         self
