@@ -6,7 +6,7 @@ use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reef_model::op::{ConvAttrs, PoolAttrs};
-use reef_model::{DType, Graph, GraphBuilder, Op, PadMode, PoolKind, Tensor};
+use reef_model::{DType, Graph, GraphBuilder, Op, PadMode, PoolKind, Reduction, Tensor};
 
 /// A named single-kernel test graph; `tf32` marks ops that run on tensor cores.
 pub struct Case {
@@ -310,7 +310,8 @@ pub fn all(seed: u64) -> Result<Vec<Case>> {
     )?);
     v.push(unary(
         "reduce_mean",
-        Op::ReduceMean {
+        Op::Reduce {
+            kind: Reduction::Mean,
             axes: Some(vec![-1]),
             keepdims: true,
             noop_with_empty_axes: false,
@@ -503,5 +504,19 @@ pub fn all(seed: u64) -> Result<Vec<Case>> {
             tf32: false,
         });
     }
+    v.push(conv(
+        r,
+        "conv_hardswish",
+        [1, 24, 14, 14],
+        40,
+        3,
+        1,
+        1,
+        1,
+        1,
+        false,
+        Some(Op::Act(reef_model::Act::HardSwish)),
+    )?);
+    v.extend(crate::cases_elementwise::all(r)?);
     Ok(v)
 }

@@ -5,6 +5,7 @@ mod bench_disb;
 mod bench_models;
 mod bench_preempt;
 mod cases;
+mod cases_elementwise;
 mod device;
 mod infer;
 mod selftest;

@@ -59,9 +59,26 @@ struct Hdr {
 #define ACT_GELU 3
 #define ACT_SIGMOID 4
 #define ACT_TANH 5
+#define ACT_LEAKY_RELU 6
+#define ACT_ELU 7
+#define ACT_SELU 8
+#define ACT_CELU 9
+#define ACT_HARD_SIGMOID 10
+#define ACT_HARD_SWISH 11
+#define ACT_SOFTPLUS 12
+#define ACT_SOFTSIGN 13
+#define ACT_THRESHOLDED_RELU 14
+#define ACT_GELU_TANH 15
+#define ACT_MISH 16
 
 __device__ __forceinline__ float reef_inf() { return __int_as_float(0x7f800000); }
 
+// ln(1 + e^x) without overflow (reef_model::op::softplus).
+__device__ __forceinline__ float reef_softplus(float x) { return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))); }
+
+// lo and hi carry the activation's parameters (Clip: bounds; LeakyRelu, Elu,
+// Celu, ThresholdedRelu: alpha in lo; Selu: alpha, gamma; HardSigmoid:
+// alpha, beta), as reef_model::Act::apply defines them.
 __device__ __forceinline__ float reef_act(float x, i32 kind, float lo, float hi) {
     switch (kind) {
     case ACT_RELU: return fmaxf(x, 0.0f);
@@ -69,6 +86,17 @@ __device__ __forceinline__ float reef_act(float x, i32 kind, float lo, float hi)
     case ACT_GELU: return 0.5f * x * (1.0f + erff(x / 1.41421353816986083984375f));
     case ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
     case ACT_TANH: return tanhf(x);
+    case ACT_LEAKY_RELU: return x < 0.0f ? lo * x : x;
+    case ACT_ELU: return x < 0.0f ? lo * expm1f(x) : x;
+    case ACT_SELU: return x > 0.0f ? hi * x : hi * (lo * expm1f(x));
+    case ACT_CELU: return fmaxf(x, 0.0f) + fminf(lo * expm1f(x / lo), 0.0f);
+    case ACT_HARD_SIGMOID: return fminf(fmaxf(lo * x + hi, 0.0f), 1.0f);
+    case ACT_HARD_SWISH: return x * fminf(fmaxf(x / 6.0f + 0.5f, 0.0f), 1.0f);
+    case ACT_SOFTPLUS: return reef_softplus(x);
+    case ACT_SOFTSIGN: return x / (1.0f + fabsf(x));
+    case ACT_THRESHOLDED_RELU: return x > lo ? x : 0.0f;
+    case ACT_GELU_TANH: return 0.5f * x * (1.0f + tanhf(0.7978846f * (x + 0.044715f * (x * x * x))));
+    case ACT_MISH: return x * tanhf(reef_softplus(x));
     default: return x;
     }
 }
@@ -236,6 +264,7 @@ __device__ __forceinline__ float reef_block_sum(float v, float* sm) {
     v = (l < nw) ? sm[l] : 0.0f;
     return reef_warp_sum(v);
 }
+__device__ __forceinline__ float reef_nan() { return __int_as_float(0x7fc00000); }
 __device__ __forceinline__ float reef_block_max(float v, float* sm) {
     v = reef_warp_max(v);
     const int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;

@@ -119,7 +119,10 @@ __device__ __forceinline__ void binary_tile(const BcastParams& p, u32 t) {
         case 1: v = a - b; break;
         case 2: v = a * b; break;
         case 3: v = a / b; break;
-        default: v = powf(a, b); break;
+        case 4: v = powf(a, b); break;
+        case 5: v = (a != a || b != b) ? reef_nan() : fminf(a, b); break;
+        case 6: v = (a != a || b != b) ? reef_nan() : fmaxf(a, b); break;
+        default: v = a < 0.0f ? a * b : a; break;
         }
         ((float*)p.out)[e] = reef_act(v, p.act, p.act_lo, p.act_hi);
     }
@@ -184,7 +187,16 @@ __device__ __forceinline__ void unary_tile(const MapParams& p, u32 t) {
         case 1: v = erff(x); break;
         case 2: v = sqrtf(x); break;
         case 3: v = expf(x); break;
-        default: v = -x; break;
+        case 4: v = -x; break;
+        case 5: v = fabsf(x); break;
+        case 6: v = logf(x); break;
+        case 7: v = 1.0f / x; break;
+        case 8: v = floorf(x); break;
+        case 9: v = ceilf(x); break;
+        case 10: v = rintf(x); break;
+        case 11: v = sinf(x); break;
+        case 12: v = cosf(x); break;
+        default: v = x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x); break;
         }
         ((float*)p.out)[e] = v;
     }

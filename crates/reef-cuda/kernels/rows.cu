@@ -72,7 +72,9 @@ __device__ __forceinline__ void layernorm_tile(const LayerNormParams& p, u32 t) 
 }
 REEF_FAMILY(layernorm, LayerNormParams, REEF_ROW_THREADS)
 
-// Mirrors reef_cuda::params::ReduceParams. kind 0 mean, 1 max.
+// Mirrors reef_cuda::params::ReduceParams. kind (reef_plan::kernel::ReduceKind):
+// 0 mean, 1 max, 2 min, 3 sum, 4 sum of squares, 5 sum of |x|, 6 L2 (sqrt of
+// the sum of squares), 7 sqrt of the sum.
 struct ReduceParams {
     Hdr hdr;
     u64 x, out;
@@ -84,14 +86,21 @@ __device__ __forceinline__ void reduce_tile(const ReduceParams& p, u32 t) {
     const i64 o = t / (u32)p.inner, i = t % (u32)p.inner;
     const float* x = (const float*)p.x + o * p.len * p.inner + i;
     float r;
-    if (p.kind == 0) {
-        float s = 0.0f;
-        for (i32 j = threadIdx.x; j < p.len; j += blockDim.x) s = s + x[(i64)j * p.inner];
-        r = reef_block_sum(s, sm) / (float)p.len;
-    } else {
+    if (p.kind == 1 || p.kind == 2) {
+        // min is the negated max of the negated values (the same bits).
+        const float sg = p.kind == 1 ? 1.0f : -1.0f;
         float m = -reef_inf();
-        for (i32 j = threadIdx.x; j < p.len; j += blockDim.x) m = fmaxf(m, x[(i64)j * p.inner]);
-        r = reef_block_max(m, sm);
+        for (i32 j = threadIdx.x; j < p.len; j += blockDim.x) m = fmaxf(m, sg * x[(i64)j * p.inner]);
+        r = sg * reef_block_max(m, sm);
+    } else {
+        float s = 0.0f;
+        for (i32 j = threadIdx.x; j < p.len; j += blockDim.x) {
+            const float v = x[(i64)j * p.inner];
+            s = s + (p.kind == 4 || p.kind == 6 ? v * v : (p.kind == 5 ? fabsf(v) : v));
+        }
+        r = reef_block_sum(s, sm);
+        if (p.kind == 0) r = r / (float)p.len;
+        else if (p.kind == 6 || p.kind == 7) r = sqrtf(r);
     }
     if (threadIdx.x == 0) ((float*)p.out)[t] = r;
 }

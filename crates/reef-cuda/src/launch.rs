@@ -711,6 +711,9 @@ impl<'a> Builder<'a> {
                     BinOp::Mul => 2,
                     BinOp::Div => 3,
                     BinOp::Pow => 4,
+                    BinOp::Min => 5,
+                    BinOp::Max => 6,
+                    BinOp::PRelu => 7,
                 };
                 let ops = [(0, f32_, a_strides), (1, f32_, b_strides)];
                 let mut p = self.bcast(k, shape, &ops, out_id, f32_)?;
@@ -786,6 +789,7 @@ impl<'a> Builder<'a> {
                     UnaryOp::Sqrt => (2, reef_model::Act::None),
                     UnaryOp::Exp => (3, reef_model::Act::None),
                     UnaryOp::Neg => (4, reef_model::Act::None),
+                    UnaryOp::Fn(f) => (unary_fn_code(*f), reef_model::Act::None),
                 };
                 let mut p = self.map(k, u(*n), (f32_, f32_))?;
                 let (act, act_lo, act_hi) = act_code(a);
@@ -1173,6 +1177,12 @@ impl<'a> Builder<'a> {
                     kind: match kind {
                         ReduceKind::Mean => 0,
                         ReduceKind::Max => 1,
+                        ReduceKind::Min => 2,
+                        ReduceKind::Sum => 3,
+                        ReduceKind::SumSquare => 4,
+                        ReduceKind::SumAbs => 5,
+                        ReduceKind::L2 => 6,
+                        ReduceKind::SqrtSum => 7,
                     },
                 };
                 Ok(Launch {

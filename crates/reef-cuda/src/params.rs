@@ -63,6 +63,34 @@ pub fn act_code(act: reef_model::Act) -> (i32, f32, f32) {
         Act::Gelu => (3, 0.0, 0.0),
         Act::Sigmoid => (4, 0.0, 0.0),
         Act::Tanh => (5, 0.0, 0.0),
+        Act::LeakyRelu(alpha) => (6, alpha, 0.0),
+        Act::Elu(alpha) => (7, alpha, 0.0),
+        Act::Selu(alpha, gamma) => (8, alpha, gamma),
+        Act::Celu(alpha) => (9, alpha, 0.0),
+        Act::HardSigmoid(alpha, beta) => (10, alpha, beta),
+        Act::HardSwish => (11, 0.0, 0.0),
+        Act::Softplus => (12, 0.0, 0.0),
+        Act::Softsign => (13, 0.0, 0.0),
+        Act::ThresholdedRelu(alpha) => (14, alpha, 0.0),
+        Act::GeluTanh => (15, 0.0, 0.0),
+        Act::Mish => (16, 0.0, 0.0),
+    }
+}
+
+/// Code of a [`reef_model::UnaryFn`] in the unary family's `op` (codes 0-4
+/// are the activation, erf, sqrt, exp and neg; elementwise.cu's unary_tile).
+pub fn unary_fn_code(f: reef_model::UnaryFn) -> i32 {
+    use reef_model::UnaryFn;
+    match f {
+        UnaryFn::Abs => 5,
+        UnaryFn::Log => 6,
+        UnaryFn::Reciprocal => 7,
+        UnaryFn::Floor => 8,
+        UnaryFn::Ceil => 9,
+        UnaryFn::Round => 10,
+        UnaryFn::Sin => 11,
+        UnaryFn::Cos => 12,
+        UnaryFn::Sign => 13,
     }
 }
 

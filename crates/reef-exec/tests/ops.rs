@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use reef_exec::Variant;
-use reef_model::{Act, DType, PadMode, PoolKind};
+use reef_model::{Act, DType, PadMode, PoolKind, UnaryFn};
 use reef_plan::kernel::*;
 
 /// One operand of a single-kernel test plan.
@@ -73,6 +73,48 @@ fn act_ref(act: Act, v: f64) -> f64 {
         }
         Act::Sigmoid => 1.0 / (1.0 + (-v).exp()),
         Act::Tanh => v.tanh(),
+        Act::LeakyRelu(a) => {
+            if v < 0.0 {
+                a as f64 * v
+            } else {
+                v
+            }
+        }
+        Act::Elu(a) => {
+            if v < 0.0 {
+                a as f64 * (v.exp() - 1.0)
+            } else {
+                v
+            }
+        }
+        Act::Selu(a, g) => {
+            g as f64
+                * if v > 0.0 {
+                    v
+                } else {
+                    a as f64 * (v.exp() - 1.0)
+                }
+        }
+        Act::Celu(a) => {
+            let a = a as f64;
+            v.max(0.0) + (a * ((v / a).exp() - 1.0)).min(0.0)
+        }
+        Act::HardSigmoid(a, b) => (a as f64 * v + b as f64).clamp(0.0, 1.0),
+        Act::HardSwish => v * (v / 6.0 + 0.5).clamp(0.0, 1.0),
+        Act::Softplus => (1.0 + v.exp()).ln(),
+        Act::Softsign => v / (1.0 + v.abs()),
+        Act::ThresholdedRelu(a) => {
+            if v > a as f64 {
+                v
+            } else {
+                0.0
+            }
+        }
+        Act::GeluTanh => {
+            let k = (2.0 / std::f64::consts::PI).sqrt();
+            0.5 * v * (1.0 + (k * (v + 0.044715 * v.powi(3))).tanh())
+        }
+        Act::Mish => v * (1.0 + v.exp()).ln().tanh(),
     }
 }
 
@@ -807,6 +849,113 @@ fn unary_and_not() {
 }
 
 #[test]
+fn unary_activations_with_parameters_and_functions() {
+    let mut r = rng(34);
+    let n = 40_000; // several tiles
+    let x: Vec<f32> = randn(&mut r, n).iter().map(|v| v * 4.0).collect();
+    let acts = [
+        Act::LeakyRelu(0.1),
+        Act::Elu(0.7),
+        Act::Selu(1.673_263_2, 1.050_701),
+        Act::Celu(1.3),
+        Act::HardSigmoid(0.2, 0.5),
+        Act::HardSwish,
+        Act::Softplus,
+        Act::Softsign,
+        Act::ThresholdedRelu(0.5),
+        Act::GeluTanh,
+        Act::Mish,
+    ];
+    for act in acts {
+        let op = UnaryOp::Act(act);
+        let got = f32s(&single(
+            KernelOp::Unary { op, n },
+            vec![arg_f32(&x)],
+            DType::F32,
+            n,
+        ));
+        let want: Vec<f64> = x.iter().map(|&v| act_ref(act, v as f64)).collect();
+        assert_close(&format!("{act:?}"), &got, &want);
+    }
+    for f in UnaryFn::ALL {
+        // Log of |x|, so that every input is in its domain.
+        let input: Vec<f32> = if f == UnaryFn::Log {
+            x.iter().map(|v| v.abs()).collect()
+        } else {
+            x.clone()
+        };
+        let reference = |v: f64| match f {
+            UnaryFn::Abs => v.abs(),
+            UnaryFn::Log => v.ln(),
+            UnaryFn::Reciprocal => 1.0 / v,
+            UnaryFn::Floor => v.floor(),
+            UnaryFn::Ceil => v.ceil(),
+            UnaryFn::Round => v.round_ties_even(),
+            UnaryFn::Sin => v.sin(),
+            UnaryFn::Cos => v.cos(),
+            UnaryFn::Sign => {
+                if v == 0.0 {
+                    0.0
+                } else {
+                    v.signum()
+                }
+            }
+        };
+        let got = f32s(&single(
+            KernelOp::Unary {
+                op: UnaryOp::Fn(f),
+                n,
+            },
+            vec![arg_f32(&input)],
+            DType::F32,
+            n,
+        ));
+        let want: Vec<f64> = input.iter().map(|&v| reference(v as f64)).collect();
+        assert_close(&format!("{f:?}"), &got, &want);
+    }
+}
+
+#[test]
+fn min_max_prelu_broadcast_and_nan() {
+    let mut r = rng(35);
+    let shape = vec![2, 3, 4];
+    let a_strides = vec![12, 4, 1];
+    let b_strides = vec![0, 1, 0];
+    let mut a = randn(&mut r, 24);
+    a[5] = f32::NAN;
+    let b = randn(&mut r, 3);
+    for op in [BinOp::Min, BinOp::Max, BinOp::PRelu] {
+        let k = KernelOp::Binary {
+            op,
+            shape: shape.clone(),
+            a_strides: a_strides.clone(),
+            b_strides: b_strides.clone(),
+            act: Act::None,
+        };
+        let got = f32s(&single(k, vec![arg_f32(&a), arg_f32(&b)], DType::F32, 24));
+        for (i, &g) in got.iter().enumerate() {
+            let (x, y) = (a[i], b[bcast(&shape, &b_strides, i)]);
+            if x.is_nan() {
+                assert!(g.is_nan(), "{op:?} of NaN gave {g}");
+                continue;
+            }
+            let want = match op {
+                BinOp::Min => x.min(y),
+                BinOp::Max => x.max(y),
+                _ => {
+                    if x < 0.0 {
+                        x * y
+                    } else {
+                        x
+                    }
+                }
+            };
+            assert_eq!(g, want, "{op:?} at {i}: {x} and {y}");
+        }
+    }
+}
+
+#[test]
 fn cast_all_pairs() {
     let f: Vec<f32> = vec![-2.7, -0.0, 0.0, 0.4, 1.5, 3e9, f32::NAN, 7.0];
     let i64s: Vec<i64> = vec![-3, 0, 1, 5, i64::MAX, -1, 2, 1 << 40];
@@ -1146,11 +1295,26 @@ fn layer_norm_rows() {
 }
 
 #[test]
-fn reduce_mean_max() {
+fn reduce_every_kind() {
     let mut r = rng(52);
     let (outer, len, inner) = (3, 17, 5);
-    let x = randn(&mut r, outer * len * inner);
-    for kind in [ReduceKind::Mean, ReduceKind::Max] {
+    let signed = randn(&mut r, outer * len * inner);
+    for kind in [
+        ReduceKind::Mean,
+        ReduceKind::Max,
+        ReduceKind::Min,
+        ReduceKind::Sum,
+        ReduceKind::SumSquare,
+        ReduceKind::SumAbs,
+        ReduceKind::L2,
+        ReduceKind::SqrtSum,
+    ] {
+        // SqrtSum takes partial sums of squares: non-negative inputs.
+        let x: Vec<f32> = if kind == ReduceKind::SqrtSum {
+            signed.iter().map(|v| v.abs()).collect()
+        } else {
+            signed.clone()
+        };
         let want: Vec<f64> = (0..outer * inner)
             .map(|oi| {
                 let (o, i) = (oi / inner, oi % inner);
@@ -1158,6 +1322,12 @@ fn reduce_mean_max() {
                 match kind {
                     ReduceKind::Mean => vals.sum::<f64>() / len as f64,
                     ReduceKind::Max => vals.fold(f64::NEG_INFINITY, f64::max),
+                    ReduceKind::Min => vals.fold(f64::INFINITY, f64::min),
+                    ReduceKind::Sum => vals.sum::<f64>(),
+                    ReduceKind::SumSquare => vals.map(|v| v * v).sum::<f64>(),
+                    ReduceKind::SumAbs => vals.map(f64::abs).sum::<f64>(),
+                    ReduceKind::L2 => vals.map(|v| v * v).sum::<f64>().sqrt(),
+                    ReduceKind::SqrtSum => vals.sum::<f64>().sqrt(),
                 }
             })
             .collect();

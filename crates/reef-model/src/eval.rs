@@ -27,6 +27,11 @@ pub fn foldable(op: &Op) -> bool {
             | Op::Sigmoid
             | Op::Tanh
             | Op::Erf
+            | Op::Act(_)
+            | Op::Unary(_)
+            | Op::Min
+            | Op::Max
+            | Op::PRelu
             | Op::Equal
             | Op::Less
             | Op::Greater
@@ -221,6 +226,29 @@ pub fn eval_node(g: &Graph, node: &Node) -> Result<Option<Vec<Tensor>>> {
         Op::Sigmoid => un(&|a| crate::op::Act::Sigmoid.apply(a as f32) as f64),
         Op::Tanh => un(&|a| (a as f32).tanh() as f64),
         Op::Erf => un(&|a| crate::op::erf(a as f32) as f64),
+        Op::Act(act) => un(&|a| act.apply(a as f32) as f64),
+        Op::Unary(f) => un(&|a| f.apply(a as f32) as f64),
+        Op::Min => bin(&|a, b| {
+            if a.is_nan() || b.is_nan() {
+                f64::NAN
+            } else {
+                a.min(b)
+            }
+        }),
+        Op::Max => bin(&|a, b| {
+            if a.is_nan() || b.is_nan() {
+                f64::NAN
+            } else {
+                a.max(b)
+            }
+        }),
+        Op::PRelu => bin(&|a, b| {
+            if a < 0.0 {
+                (a as f32 * b as f32) as f64
+            } else {
+                a
+            }
+        }),
         Op::Clip { min, max } => {
             let lo = inp(1)
                 .map(|t| t.to_f64_vec()[0])

@@ -12,5 +12,5 @@ pub mod weights;
 
 pub use error::{ModelError, Result};
 pub use graph::{Graph, GraphBuilder, Node, NodeId, ValueId, ValueInfo};
-pub use op::{Act, Op, PadMode, PoolKind};
+pub use op::{Act, Op, PadMode, PoolKind, Reduction, UnaryFn};
 pub use tensor::{DType, Tensor, TensorData};

@@ -21,6 +21,28 @@ pub enum Act {
     Sigmoid,
     /// Hyperbolic tangent.
     Tanh,
+    /// x < 0 ? alpha x : x.
+    LeakyRelu(f32),
+    /// x < 0 ? alpha (e^x - 1) : x.
+    Elu(f32),
+    /// gamma (x <= 0 ? alpha (e^x - 1) : x), as (alpha, gamma).
+    Selu(f32, f32),
+    /// max(0, x) + min(0, alpha (e^(x / alpha) - 1)).
+    Celu(f32),
+    /// max(0, min(1, alpha x + beta)), as (alpha, beta).
+    HardSigmoid(f32, f32),
+    /// x max(0, min(1, x / 6 + 1 / 2)).
+    HardSwish,
+    /// ln(1 + e^x).
+    Softplus,
+    /// x / (1 + |x|).
+    Softsign,
+    /// x > alpha ? x : 0.
+    ThresholdedRelu(f32),
+    /// GELU's tanh approximation, x / 2 (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))).
+    GeluTanh,
+    /// x tanh(softplus(x)).
+    Mish,
 }
 
 impl Act {
@@ -33,6 +55,209 @@ impl Act {
             Act::Gelu => 0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2)),
             Act::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Act::Tanh => x.tanh(),
+            Act::LeakyRelu(alpha) => {
+                if x < 0.0 {
+                    alpha * x
+                } else {
+                    x
+                }
+            }
+            Act::Elu(alpha) => {
+                if x < 0.0 {
+                    alpha * x.exp_m1()
+                } else {
+                    x
+                }
+            }
+            Act::Selu(alpha, gamma) => {
+                if x > 0.0 {
+                    gamma * x
+                } else {
+                    gamma * (alpha * x.exp_m1())
+                }
+            }
+            Act::Celu(alpha) => x.max(0.0) + (alpha * (x / alpha).exp_m1()).min(0.0),
+            Act::HardSigmoid(alpha, beta) => (alpha * x + beta).clamp(0.0, 1.0),
+            Act::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            Act::Softplus => softplus(x),
+            Act::Softsign => x / (1.0 + x.abs()),
+            Act::ThresholdedRelu(alpha) => {
+                if x > alpha {
+                    x
+                } else {
+                    0.0
+                }
+            }
+            Act::GeluTanh => {
+                let inner = GELU_TANH_SCALE * (x + 0.044_715 * (x * x * x));
+                0.5 * x * (1.0 + inner.tanh())
+            }
+            Act::Mish => x * softplus(x).tanh(),
+        }
+    }
+
+    /// The ONNX op that computes this activation alone.
+    pub fn onnx_name(self) -> &'static str {
+        match self {
+            Act::None => "Identity",
+            Act::Relu => "Relu",
+            Act::Clip(..) => "Clip",
+            Act::Gelu | Act::GeluTanh => "Gelu",
+            Act::Sigmoid => "Sigmoid",
+            Act::Tanh => "Tanh",
+            Act::LeakyRelu(_) => "LeakyRelu",
+            Act::Elu(_) => "Elu",
+            Act::Selu(..) => "Selu",
+            Act::Celu(_) => "Celu",
+            Act::HardSigmoid(..) => "HardSigmoid",
+            Act::HardSwish => "HardSwish",
+            Act::Softplus => "Softplus",
+            Act::Softsign => "Softsign",
+            Act::ThresholdedRelu(_) => "ThresholdedRelu",
+            Act::Mish => "Mish",
+        }
+    }
+}
+
+/// sqrt(2 / pi) in f32, GELU's tanh approximation's scale.
+pub const GELU_TANH_SCALE: f32 = 0.797_884_6;
+
+/// ln(1 + e^x) without overflow: max(x, 0) + ln(1 + e^-|x|).
+pub fn softplus(x: f32) -> f32 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+/// Elementwise f32 functions that have no activation or op variant of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum UnaryFn {
+    /// |x|.
+    Abs,
+    /// Natural logarithm.
+    Log,
+    /// 1 / x.
+    Reciprocal,
+    /// Round down.
+    Floor,
+    /// Round up.
+    Ceil,
+    /// Round to nearest, ties to even.
+    Round,
+    /// Sine.
+    Sin,
+    /// Cosine.
+    Cos,
+    /// -1, 0 or 1 (NaN stays NaN).
+    Sign,
+}
+
+impl UnaryFn {
+    /// Every function, for tests and tables.
+    pub const ALL: [UnaryFn; 9] = [
+        UnaryFn::Abs,
+        UnaryFn::Log,
+        UnaryFn::Reciprocal,
+        UnaryFn::Floor,
+        UnaryFn::Ceil,
+        UnaryFn::Round,
+        UnaryFn::Sin,
+        UnaryFn::Cos,
+        UnaryFn::Sign,
+    ];
+
+    /// Applies the function to one value (the reference every backend matches).
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            UnaryFn::Abs => x.abs(),
+            UnaryFn::Log => x.ln(),
+            UnaryFn::Reciprocal => 1.0 / x,
+            UnaryFn::Floor => x.floor(),
+            UnaryFn::Ceil => x.ceil(),
+            UnaryFn::Round => x.round_ties_even(),
+            UnaryFn::Sin => x.sin(),
+            UnaryFn::Cos => x.cos(),
+            UnaryFn::Sign => {
+                if x > 0.0 {
+                    1.0
+                } else if x < 0.0 {
+                    -1.0
+                } else {
+                    x
+                }
+            }
+        }
+    }
+
+    /// The ONNX op type name.
+    pub fn onnx_name(self) -> &'static str {
+        match self {
+            UnaryFn::Abs => "Abs",
+            UnaryFn::Log => "Log",
+            UnaryFn::Reciprocal => "Reciprocal",
+            UnaryFn::Floor => "Floor",
+            UnaryFn::Ceil => "Ceil",
+            UnaryFn::Round => "Round",
+            UnaryFn::Sin => "Sin",
+            UnaryFn::Cos => "Cos",
+            UnaryFn::Sign => "Sign",
+        }
+    }
+}
+
+/// What a reduction computes over the reduced axes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Reduction {
+    /// Arithmetic mean.
+    Mean,
+    /// Sum.
+    Sum,
+    /// Maximum.
+    Max,
+    /// Minimum.
+    Min,
+    /// Sum of squares.
+    SumSquare,
+    /// Sum of absolute values.
+    L1,
+    /// Square root of the sum of squares.
+    L2,
+}
+
+impl Reduction {
+    /// The ONNX op type name.
+    pub fn onnx_name(self) -> &'static str {
+        match self {
+            Reduction::Mean => "ReduceMean",
+            Reduction::Sum => "ReduceSum",
+            Reduction::Max => "ReduceMax",
+            Reduction::Min => "ReduceMin",
+            Reduction::SumSquare => "ReduceSumSquare",
+            Reduction::L1 => "ReduceL1",
+            Reduction::L2 => "ReduceL2",
+        }
+    }
+
+    /// The reduction an ONNX op type names.
+    pub fn from_onnx(op: &str) -> Option<Reduction> {
+        [
+            Reduction::Mean,
+            Reduction::Sum,
+            Reduction::Max,
+            Reduction::Min,
+            Reduction::SumSquare,
+            Reduction::L1,
+            Reduction::L2,
+        ]
+        .into_iter()
+        .find(|r| r.onnx_name() == op)
+    }
+
+    /// The first opset in which the op takes its axes as an input instead
+    /// of an attribute.
+    pub fn axes_input_since(self) -> i64 {
+        if self == Reduction::Sum {
+            13
+        } else {
+            18
         }
     }
 }
@@ -145,6 +370,18 @@ pub enum Op {
     Exp,
     /// -x.
     Neg,
+    /// An activation without a variant of its own (LeakyRelu, Elu, Selu,
+    /// Celu, HardSigmoid, HardSwish, Softplus, Softsign, ThresholdedRelu,
+    /// Gelu, Mish); never `Act::None`.
+    Act(Act),
+    /// An elementwise function of [`UnaryFn`] (Abs, Log, Reciprocal, ...).
+    Unary(UnaryFn),
+    /// Elementwise minimum with broadcasting (NaN propagates).
+    Min,
+    /// Elementwise maximum with broadcasting (NaN propagates).
+    Max,
+    /// PRelu: X, slope (broadcast to X); x < 0 ? slope x : x.
+    PRelu,
     /// BatchNormalization (inference): X, scale, B, mean, var.
     BatchNorm {
         /// Epsilon.
@@ -228,8 +465,11 @@ pub enum Op {
         /// Epsilon.
         epsilon: f32,
     },
-    /// ReduceMean: data, optional axes input (opset 18) or attribute.
-    ReduceMean {
+    /// ReduceMean, ReduceSum, ReduceMax, ...: data, optional axes input
+    /// (opset 18, ReduceSum 13) or attribute.
+    Reduce {
+        /// What is computed.
+        kind: Reduction,
         /// Axes from the attribute.
         axes: Option<Vec<i64>>,
         /// Keep reduced dimensions.
@@ -296,6 +536,11 @@ impl Op {
             Op::Sqrt => "Sqrt",
             Op::Exp => "Exp",
             Op::Neg => "Neg",
+            Op::Act(a) => a.onnx_name(),
+            Op::Unary(f) => f.onnx_name(),
+            Op::Min => "Min",
+            Op::Max => "Max",
+            Op::PRelu => "PRelu",
             Op::BatchNorm { .. } => "BatchNormalization",
             Op::Pool(p) => match p.kind {
                 PoolKind::Max => "MaxPool",
@@ -317,7 +562,7 @@ impl Op {
             Op::Cast { .. } => "Cast",
             Op::Softmax { .. } => "Softmax",
             Op::LayerNorm { .. } => "LayerNormalization",
-            Op::ReduceMean { .. } => "ReduceMean",
+            Op::Reduce { kind, .. } => kind.onnx_name(),
             Op::Where => "Where",
             Op::Expand => "Expand",
             Op::Pad { .. } => "Pad",

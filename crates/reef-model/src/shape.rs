@@ -425,10 +425,16 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
             }
             one(DType::F32, out)
         }
-        Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow => {
+        Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::Min | Op::Max | Op::PRelu => {
             let (a, b) = (sh(0)?, sh(1)?);
             let out = broadcast(&a, &b)
                 .ok_or_else(|| err(node, format!("shapes {a:?} and {b:?} do not broadcast")))?;
+            if node.op == Op::PRelu && out != a {
+                return Err(err(
+                    node,
+                    format!("slope of shape {b:?} does not broadcast to X of shape {a:?}"),
+                ));
+            }
             let (da, db) = (dt(0)?, dt(1)?);
             if da != db && !matches!(node.op, Op::Pow) {
                 return Err(err(node, format!("operand types differ: {da} and {db}")));
@@ -481,6 +487,8 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
         | Op::Sqrt
         | Op::Exp
         | Op::Neg
+        | Op::Act(_)
+        | Op::Unary(_)
         | Op::Identity => one(dt(0)?, sh(0)?),
         Op::Clip { .. } => {
             for i in 1..3 {
@@ -764,10 +772,11 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
                 (DType::F32, stat),
             ])
         }
-        Op::ReduceMean {
+        Op::Reduce {
             axes,
             keepdims,
             noop_with_empty_axes,
+            ..
         } => {
             let x = sh(0)?;
             let axes = match axes {

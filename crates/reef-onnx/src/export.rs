@@ -9,7 +9,7 @@ use crate::proto::{
     OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use prost::Message;
-use reef_model::{Graph, ModelError, Node, Op, PadMode, PoolKind, Tensor, ValueInfo};
+use reef_model::{Act, Graph, ModelError, Node, Op, PadMode, PoolKind, Tensor, ValueInfo};
 use std::collections::HashSet;
 
 /// IR version written by [`export`].
@@ -288,12 +288,12 @@ impl Exporter<'_> {
                 attribute.push(int("axis", *axis));
                 attribute.push(float("epsilon", *epsilon));
             }
-            Op::ReduceMean {
+            Op::Reduce {
+                kind,
                 axes,
                 keepdims,
                 noop_with_empty_axes,
             } => {
-                // Opset 17 takes the axes as an attribute.
                 let axes = match (axes, n.input(1)) {
                     (Some(a), _) => Some(a.clone()),
                     (None, Some(v)) => Some(
@@ -305,15 +305,51 @@ impl Exporter<'_> {
                     (None, None) => None,
                 };
                 input.truncate(1);
-                match axes {
-                    Some(a) if !a.is_empty() => attribute.push(ints("axes", a)),
-                    _ if *noop_with_empty_axes => {
-                        return Err(unsupported("noop_with_empty_axes needs opset 18"))
+                if EXPORT_OPSET >= kind.axes_input_since() {
+                    if let Some(a) = axes.filter(|a| !a.is_empty()) {
+                        operand(self, &mut input, 1, "axes", Tensor::i64_vec(&a));
                     }
-                    _ => {}
+                    if *noop_with_empty_axes {
+                        attribute.push(int("noop_with_empty_axes", 1));
+                    }
+                } else {
+                    // Before opset 18 (13 for ReduceSum) the axes are an attribute.
+                    match axes {
+                        Some(a) if !a.is_empty() => attribute.push(ints("axes", a)),
+                        _ if *noop_with_empty_axes => {
+                            return Err(unsupported("noop_with_empty_axes needs opset 18"))
+                        }
+                        _ => {}
+                    }
                 }
                 attribute.push(int("keepdims", *keepdims as i64));
             }
+            Op::Act(act) => match *act {
+                Act::LeakyRelu(a) | Act::Elu(a) | Act::Celu(a) | Act::ThresholdedRelu(a) => {
+                    attribute.push(float("alpha", a))
+                }
+                Act::Selu(alpha, gamma) => {
+                    attribute.push(float("alpha", alpha));
+                    attribute.push(float("gamma", gamma));
+                }
+                Act::HardSigmoid(alpha, beta) => {
+                    attribute.push(float("alpha", alpha));
+                    attribute.push(float("beta", beta));
+                }
+                Act::Clip(lo, hi) => {
+                    operand(self, &mut input, 1, "min", Tensor::scalar_f32(lo));
+                    operand(self, &mut input, 2, "max", Tensor::scalar_f32(hi));
+                }
+                Act::None
+                | Act::Relu
+                | Act::Sigmoid
+                | Act::Tanh
+                | Act::HardSwish
+                | Act::Softplus
+                | Act::Softsign => {}
+                Act::Gelu | Act::GeluTanh => return Err(unsupported("Gelu needs opset 20")),
+                Act::Mish => return Err(unsupported("Mish needs opset 18")),
+            },
             Op::Pad { mode, pads, value } => {
                 attribute.push(string(
                     "mode",
@@ -346,6 +382,10 @@ impl Exporter<'_> {
             | Op::Sqrt
             | Op::Exp
             | Op::Neg
+            | Op::Unary(_)
+            | Op::Min
+            | Op::Max
+            | Op::PRelu
             | Op::GlobalAvgPool
             | Op::GlobalMaxPool
             | Op::Slice

@@ -67,7 +67,8 @@ fn seed_model() -> Vec<u8> {
     let m = b
         .node(
             "mean",
-            Op::ReduceMean {
+            Op::Reduce {
+                kind: reef_model::Reduction::Mean,
                 axes: Some(vec![-1]),
                 keepdims: true,
                 noop_with_empty_axes: false,
@@ -113,6 +114,12 @@ const OPS: &[&str] = &[
     "Unsqueeze",
     "Squeeze",
     "ReduceMean",
+    "ReduceSum",
+    "ReduceL2",
+    "Split",
+    "LeakyRelu",
+    "Max",
+    "PRelu",
     "Gather",
     "Transpose",
     "MaxPool",

@@ -7,7 +7,9 @@ mod common;
 
 use common::{rand_f32, rel_err, rng, tract_run};
 use reef_model::op::{ConvAttrs, PoolAttrs};
-use reef_model::{DType, Graph, GraphBuilder, Op, PadMode, PoolKind, Tensor};
+use reef_model::{
+    Act, DType, Graph, GraphBuilder, Op, PadMode, PoolKind, Reduction, Tensor, UnaryFn,
+};
 
 fn conv_bn_relu_pool_gemm(batch: usize) -> Graph {
     let mut r = rng(1);
@@ -111,7 +113,8 @@ fn matmul_softmax_layernorm(batch: usize) -> Graph {
     let mean = b
         .node(
             "mean",
-            Op::ReduceMean {
+            Op::Reduce {
+                kind: Reduction::Mean,
                 axes: Some(vec![1]),
                 keepdims: false,
                 noop_with_empty_axes: false,
@@ -247,6 +250,63 @@ fn shape_ops(batch: usize) -> Graph {
     b.finish().unwrap()
 }
 
+/// The activations with parameters, the elementwise functions, Min / Max /
+/// PRelu and the reductions (ReduceSum's axes are an input at opset 17, the
+/// others' an attribute).
+fn activations_and_reductions(batch: usize) -> Graph {
+    let mut r = rng(4);
+    let mut b = GraphBuilder::new("acts");
+    let x = b.input("x", DType::F32, vec![batch, 4, 6]).unwrap();
+    let mut y = x;
+    for (i, act) in [
+        Act::LeakyRelu(0.2),
+        Act::Elu(0.9),
+        Act::Selu(1.5, 1.1),
+        Act::Celu(1.2),
+        Act::HardSwish,
+        Act::Softplus,
+        Act::Softsign,
+        Act::HardSigmoid(0.3, 0.4),
+        Act::ThresholdedRelu(0.1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        y = b.node(&format!("act{i}"), Op::Act(act), &[y]).unwrap();
+    }
+    let slope = b.initializer("slope", rand_f32(&mut r, &[4, 1])).unwrap();
+    let p = b.node("prelu", Op::PRelu, &[x, slope]).unwrap();
+    let mx = b.node("max", Op::Max, &[y, p]).unwrap();
+    let mut z = b.node("min", Op::Min, &[mx, x]).unwrap();
+    for f in UnaryFn::ALL {
+        if f != UnaryFn::Log && f != UnaryFn::Reciprocal {
+            z = b.node(f.onnx_name(), Op::Unary(f), &[z]).unwrap();
+        }
+    }
+    let a = b.node("abs_x", Op::Unary(UnaryFn::Abs), &[x]).unwrap();
+    let l = b.node("log", Op::Unary(UnaryFn::Log), &[a]).unwrap();
+    let l = b
+        .node("recip", Op::Unary(UnaryFn::Reciprocal), &[l])
+        .unwrap();
+    let z = b.node("mix", Op::Add, &[z, l]).unwrap();
+    for (name, kind, axes) in [
+        ("rsum", Reduction::Sum, vec![2]),
+        ("rl2", Reduction::L2, vec![1]),
+        ("rmax", Reduction::Max, vec![-1]),
+        ("rl1", Reduction::L1, vec![1, 2]),
+    ] {
+        let op = Op::Reduce {
+            kind,
+            axes: Some(axes),
+            keepdims: name != "rl1",
+            noop_with_empty_axes: false,
+        };
+        let o = b.node(name, op, &[z]).unwrap();
+        b.output(o);
+    }
+    b.finish().unwrap()
+}
+
 fn summary(g: &Graph) -> Vec<(String, Vec<Vec<usize>>)> {
     g.nodes
         .iter()
@@ -337,6 +397,11 @@ fn matmul_softmax_layernorm_roundtrip() {
 #[test]
 fn shape_ops_roundtrip() {
     check_roundtrip(&shape_ops(2), 2, 12);
+}
+
+#[test]
+fn activations_and_reductions_roundtrip() {
+    check_roundtrip(&activations_and_reductions(2), 2, 13);
 }
 
 #[test]

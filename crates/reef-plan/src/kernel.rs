@@ -4,7 +4,7 @@
 //! kernel never writes a buffer it reads (kernels are idempotent, so a killed
 //! kernel can simply run again).
 
-use reef_model::{Act, DType};
+use reef_model::{Act, DType, Reduction, UnaryFn};
 use serde::{Deserialize, Serialize};
 
 /// Highest tensor rank the strided kernels handle.
@@ -242,6 +242,35 @@ pub enum BinOp {
     Div,
     /// powf(a, b).
     Pow,
+    /// min(a, b); NaN if either is.
+    Min,
+    /// max(a, b); NaN if either is.
+    Max,
+    /// a < 0 ? a b : a (PRelu, b the slope).
+    PRelu,
+}
+
+impl BinOp {
+    /// Applies the operator to one pair (the reference every backend matches).
+    pub fn apply(self, a: f32, b: f32) -> f32 {
+        match self {
+            BinOp::Add => a + b,
+            BinOp::Sub => a - b,
+            BinOp::Mul => a * b,
+            BinOp::Div => a / b,
+            BinOp::Pow => a.powf(b),
+            BinOp::Min | BinOp::Max if a.is_nan() || b.is_nan() => f32::NAN,
+            BinOp::Min => a.min(b),
+            BinOp::Max => a.max(b),
+            BinOp::PRelu => {
+                if a < 0.0 {
+                    a * b
+                } else {
+                    a
+                }
+            }
+        }
+    }
 }
 
 /// Elementwise comparisons and logical operators (bool output, one byte per
@@ -279,15 +308,70 @@ pub enum UnaryOp {
     Exp,
     /// -x.
     Neg,
+    /// A function of [`UnaryFn`] (Abs, Log, Floor, ...).
+    Fn(UnaryFn),
 }
 
-/// Reductions.
+/// What one reduction kernel computes over its axis. An ONNX reduction over
+/// several separate runs of axes is a kernel per run ([`ReduceKind::for_run`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReduceKind {
     /// Arithmetic mean.
     Mean,
     /// Maximum.
     Max,
+    /// Minimum.
+    Min,
+    /// Sum.
+    Sum,
+    /// Sum of squares.
+    SumSquare,
+    /// Sum of absolute values.
+    SumAbs,
+    /// Square root of the sum of squares.
+    L2,
+    /// Square root of the sum (the last run of an L2 over several runs).
+    SqrtSum,
+}
+
+impl ReduceKind {
+    /// The kernel for one run of a [`Reduction`] over several runs of axes:
+    /// `first` reads the input, `last` writes the output (both for one run).
+    pub fn for_run(r: Reduction, first: bool, last: bool) -> ReduceKind {
+        match r {
+            Reduction::Mean => ReduceKind::Mean,
+            Reduction::Max => ReduceKind::Max,
+            Reduction::Min => ReduceKind::Min,
+            Reduction::Sum => ReduceKind::Sum,
+            Reduction::SumSquare if first => ReduceKind::SumSquare,
+            Reduction::L1 if first => ReduceKind::SumAbs,
+            Reduction::SumSquare | Reduction::L1 => ReduceKind::Sum,
+            Reduction::L2 => match (first, last) {
+                (true, true) => ReduceKind::L2,
+                (true, false) => ReduceKind::SumSquare,
+                (false, true) => ReduceKind::SqrtSum,
+                (false, false) => ReduceKind::Sum,
+            },
+        }
+    }
+
+    /// The value each element contributes before combining.
+    pub fn pre(self, x: f32) -> f32 {
+        match self {
+            ReduceKind::SumSquare | ReduceKind::L2 => x * x,
+            ReduceKind::SumAbs => x.abs(),
+            _ => x,
+        }
+    }
+
+    /// The result from the combined value of `len` elements.
+    pub fn post(self, acc: f32, len: usize) -> f32 {
+        match self {
+            ReduceKind::Mean => acc / len as f32,
+            ReduceKind::L2 | ReduceKind::SqrtSum => acc.sqrt(),
+            _ => acc,
+        }
+    }
 }
 
 /// A broadcast operand view: element `idx` of the output reads

@@ -273,6 +273,7 @@ impl<'g> Lowerer<'g> {
             Op::Relu => Some(Act::Relu),
             Op::Sigmoid => Some(Act::Sigmoid),
             Op::Tanh => Some(Act::Tanh),
+            Op::Act(a) => Some(*a),
             Op::Clip { min, max } => {
                 let get = |i: usize, d: Option<f32>, inf: f32| -> Option<f32> {
                     match n.input(i) {
@@ -1103,12 +1104,15 @@ impl<'g> Lowerer<'g> {
             }
             Op::Conv(_) | Op::Gemm { .. } => unreachable!("fused heads are lowered by lower_fused"),
             Op::MatMul => self.lower_matvec(node, out)?,
-            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow => {
+            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::Min | Op::Max | Op::PRelu => {
                 let op = match node.op {
                     Op::Add => BinOp::Add,
                     Op::Sub => BinOp::Sub,
                     Op::Mul => BinOp::Mul,
                     Op::Div => BinOp::Div,
+                    Op::Min => BinOp::Min,
+                    Op::Max => BinOp::Max,
+                    Op::PRelu => BinOp::PRelu,
                     _ => BinOp::Pow,
                 };
                 let a = self.f32_in(node, 0)?;
@@ -1214,7 +1218,7 @@ impl<'g> Lowerer<'g> {
                     o,
                 );
             }
-            Op::Relu | Op::Sigmoid | Op::Tanh | Op::Clip { .. } => {
+            Op::Relu | Op::Sigmoid | Op::Tanh | Op::Clip { .. } | Op::Act(_) => {
                 let act = self
                     .act_of(node)
                     .ok_or_else(|| lower_err(node, "clip bounds must be constant"))?;
@@ -1224,6 +1228,7 @@ impl<'g> Lowerer<'g> {
             Op::Sqrt => unary(self, UnaryOp::Sqrt)?,
             Op::Exp => unary(self, UnaryOp::Exp)?,
             Op::Neg => unary(self, UnaryOp::Neg)?,
+            Op::Unary(f) => unary(self, UnaryOp::Fn(*f))?,
             Op::BatchNorm { epsilon } => {
                 let x = self.f32_in(node, 0)?;
                 let xs = self.shape(x).to_vec();
@@ -1315,7 +1320,7 @@ impl<'g> Lowerer<'g> {
                     o,
                 );
             }
-            Op::ReduceMean { .. } => self.lower_reduce(node, out)?,
+            Op::Reduce { .. } => self.lower_reduce(node, out)?,
             Op::Concat { axis } => {
                 let ax = norm_axis(*axis, oshape.len())
                     .ok_or_else(|| lower_err(node, "axis out of range"))?;
@@ -1727,13 +1732,14 @@ impl<'g> Lowerer<'g> {
     fn lower_reduce(&mut self, node: &Node, out: ValueId) -> Result<()> {
         let x = self.f32_in(node, 0)?;
         let xs = self.shape(x).to_vec();
-        let (axes, noop) = match &node.op {
+        let (reduction, axes, noop) = match &node.op {
             // keepdims only changes the shape, not the bytes of the output.
-            Op::ReduceMean {
+            Op::Reduce {
+                kind,
                 axes,
                 noop_with_empty_axes,
                 ..
-            } => (axes.clone(), *noop_with_empty_axes),
+            } => (*kind, axes.clone(), *noop_with_empty_axes),
             _ => unreachable!(),
         };
         let axes = match axes {
@@ -1784,10 +1790,11 @@ impl<'g> Lowerer<'g> {
                     &format!("{}.partial{i}", node.name),
                 )
             };
+            let kind = ReduceKind::for_run(reduction, i + 1 == runs.len(), i == 0);
             self.emit(
                 &node.name,
                 KernelOp::Reduce {
-                    kind: ReduceKind::Mean,
+                    kind,
                     outer,
                     len,
                     inner,

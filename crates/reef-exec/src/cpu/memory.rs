@@ -36,6 +36,11 @@ pub(crate) fn bytes_of_mut(words: &mut [u64], len: usize) -> &mut [u8] {
 /// Views raw bytes as a slice of `T` (fails on misalignment or a length that
 /// is not a multiple of `size_of::<T>()`).
 pub fn typed<T: Pod>(bytes: &[u8]) -> Result<&[T]> {
+    // An empty view is valid wherever it points (a zero-size tensor's
+    // buffer may sit at any offset).
+    if bytes.is_empty() {
+        return Ok(&[]);
+    }
     bytemuck::try_cast_slice(bytes).map_err(|e| {
         ExecError::Invalid(format!(
             "cannot view {} bytes as {}: {e}",
@@ -48,6 +53,9 @@ pub fn typed<T: Pod>(bytes: &[u8]) -> Result<&[T]> {
 /// Views raw bytes as a mutable slice of `T`.
 pub fn typed_mut<T: Pod>(bytes: &mut [u8]) -> Result<&mut [T]> {
     let len = bytes.len();
+    if len == 0 {
+        return Ok(&mut []);
+    }
     bytemuck::try_cast_slice_mut(bytes).map_err(|e| {
         ExecError::Invalid(format!(
             "cannot view {len} bytes as {}: {e}",

@@ -22,6 +22,7 @@ pub(crate) fn unary(op: UnaryOp, x: &[f32], out: &mut [f32], stop: &Stop) {
             UnaryOp::Sqrt => map(&f32::sqrt),
             UnaryOp::Exp => map(&f32::exp),
             UnaryOp::Neg => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = -v),
+            UnaryOp::Fn(f) => map(&|v| f.apply(v)),
         }
     });
 }
@@ -171,6 +172,9 @@ pub(crate) fn binary_f32(
         BinOp::Mul => go!(|x: f32, y: f32| x * y),
         BinOp::Div => go!(|x: f32, y: f32| x / y),
         BinOp::Pow => go!(|x: f32, y: f32| x.powf(y)),
+        BinOp::Min => go!(|x: f32, y: f32| BinOp::Min.apply(x, y)),
+        BinOp::Max => go!(|x: f32, y: f32| BinOp::Max.apply(x, y)),
+        BinOp::PRelu => go!(|x: f32, y: f32| BinOp::PRelu.apply(x, y)),
     }
 }
 
@@ -201,6 +205,15 @@ pub(crate) fn binary_i64(
         }),
         BinOp::Pow => broadcast2(shape, sa, sb, a, b, out, stop, |x: i64, y: i64| {
             (x as f64).powf(y as f64) as i64
+        }),
+        BinOp::Min => broadcast2(shape, sa, sb, a, b, out, stop, |x: i64, y: i64| x.min(y)),
+        BinOp::Max => broadcast2(shape, sa, sb, a, b, out, stop, |x: i64, y: i64| x.max(y)),
+        BinOp::PRelu => broadcast2(shape, sa, sb, a, b, out, stop, |x: i64, y: i64| {
+            if x < 0 {
+                x.wrapping_mul(y)
+            } else {
+                x
+            }
         }),
     }
 }

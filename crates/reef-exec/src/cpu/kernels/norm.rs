@@ -91,7 +91,7 @@ pub(crate) fn layer_norm(
     });
 }
 
-/// Mean or max over the middle axis of `[outer, len, inner]` into `[outer, inner]`.
+/// A reduction ([`ReduceKind`]) over the middle axis of `[outer, len, inner]` into `[outer, inner]`.
 pub(crate) fn reduce(kind: ReduceKind, dims: [usize; 3], x: &[f32], out: &mut [f32], stop: &Stop) {
     let [outer, len, inner] = dims;
     if inner == 0 {
@@ -104,18 +104,27 @@ pub(crate) fn reduce(kind: ReduceKind, dims: [usize; 3], x: &[f32], out: &mut [f
             let ob = start / inner + o;
             let src = &x[ob * len * inner..(ob + 1) * len * inner];
             match kind {
-                ReduceKind::Max => {
-                    dst.fill(f32::NEG_INFINITY);
+                ReduceKind::Max | ReduceKind::Min => {
+                    let max = kind == ReduceKind::Max;
+                    dst.fill(if max {
+                        f32::NEG_INFINITY
+                    } else {
+                        f32::INFINITY
+                    });
                     for row in src.chunks(inner) {
-                        dst.iter_mut().zip(row).for_each(|(d, &v)| *d = d.max(v));
+                        dst.iter_mut().zip(row).for_each(|(d, &v)| {
+                            *d = if max { d.max(v) } else { d.min(v) };
+                        });
                     }
                 }
-                ReduceKind::Mean => {
+                _ => {
                     dst.fill(0.0);
                     for row in src.chunks(inner) {
-                        dst.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
+                        dst.iter_mut()
+                            .zip(row)
+                            .for_each(|(d, &v)| *d += kind.pre(v));
                     }
-                    dst.iter_mut().for_each(|d| *d /= len as f32);
+                    dst.iter_mut().for_each(|d| *d = kind.post(*d, len));
                 }
             }
         }

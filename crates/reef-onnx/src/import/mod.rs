@@ -13,6 +13,9 @@ use reef_model::op::{ConvAttrs, PoolAttrs};
 use reef_model::{DType, Graph, GraphBuilder, ModelError, Op, PadMode, PoolKind, Tensor, ValueId};
 use std::collections::HashSet;
 
+mod composite;
+mod elementwise;
+
 /// Oldest ai.onnx opset reef imports.
 pub const MIN_OPSET: i64 = 7;
 /// Newest ai.onnx opset reef imports. Opset 22 only widened type constraints
@@ -379,8 +382,13 @@ impl Importer {
 
     fn map_node(&mut self, ctx: &NodeCtx, inputs: Vec<Option<ValueId>>) -> Result<(), ModelError> {
         let opset = self.opset;
+        if let Some(op) = elementwise::op(ctx, opset)? {
+            return self.emit(ctx, op, inputs);
+        }
         let x = inputs.first().copied().flatten();
         let op = match ctx.op {
+            "Split" => return self.split(ctx, &inputs),
+            "Sum" | "Mean" | "Max" | "Min" => return self.variadic(ctx, inputs),
             "Conv" => Op::Conv(self.conv_attrs(ctx, &inputs)?),
             "MaxPool" | "AveragePool" => {
                 if ctx.op == "MaxPool" {
@@ -684,21 +692,6 @@ impl Importer {
                 };
                 return self.emit_outputs(ctx, op, inputs, 3);
             }
-            "ReduceMean" => {
-                if opset < 18 {
-                    Op::ReduceMean {
-                        axes: ctx.ints("axes")?,
-                        keepdims: ctx.flag("keepdims", true)?,
-                        noop_with_empty_axes: false,
-                    }
-                } else {
-                    Op::ReduceMean {
-                        axes: None,
-                        keepdims: ctx.flag("keepdims", true)?,
-                        noop_with_empty_axes: ctx.flag("noop_with_empty_axes", false)?,
-                    }
-                }
-            }
             "Pad" => {
                 let mode = match ctx.string("mode")?.as_deref().unwrap_or("constant") {
                     "constant" => PadMode::Constant,
@@ -966,13 +959,14 @@ fn arity(op: &str, opset: i64) -> Option<(usize, usize)> {
         "Constant" => (0, 0),
         "Range" | "Where" => (3, 3),
         "LayerNormalization" => (2, 3),
-        "ReduceMean" if opset < 18 => (1, 1),
-        "ReduceMean" => (1, 2),
+        "Sum" | "Mean" | "Max" | "Min" => (1, usize::MAX),
+        "Split" if opset < 13 => (1, 1),
+        "Split" => (1, 2),
         "Pad" if opset < 11 => (1, 1),
         "Pad" if opset < 18 => (2, 3),
         "Pad" => (2, 4),
         "Dropout" if opset < 12 => (1, 1),
         "Dropout" => (1, 3),
-        _ => return None,
+        _ => return elementwise::arity(op, opset),
     })
 }

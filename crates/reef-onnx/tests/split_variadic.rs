@@ -1,0 +1,192 @@
+//! Split and the variadic Sum / Mean / Max / Min, which reef imports as
+//! several nodes (Slices, chains of binary ops): evaluated in tract against
+//! the original model, and their bad attributes reported as errors that
+//! name the node and the reason.
+
+mod common;
+
+use common::{rand_f32, rel_err, rng, tract_run};
+use prost::Message;
+use reef_model::ModelError;
+use reef_onnx::proto::tensor_shape_proto::{dimension, Dimension};
+use reef_onnx::proto::*;
+
+fn attr(name: &str, ty: AttributeType) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: ty as i32,
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        ints: v.to_vec(),
+        ..attr(name, AttributeType::Ints)
+    }
+}
+
+fn int(name: &str, i: i64) -> AttributeProto {
+    AttributeProto {
+        i,
+        ..attr(name, AttributeType::Int)
+    }
+}
+
+fn node(op: &str, ins: &[&str], outs: &[&str], attribute: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        op_type: op.into(),
+        name: format!("{op}_node"),
+        input: ins.iter().map(|s| s.to_string()).collect(),
+        output: outs.iter().map(|s| s.to_string()).collect(),
+        attribute,
+        ..Default::default()
+    }
+}
+
+fn f32_input(name: &str, dims: &[i64]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|&d| Dimension {
+            value: Some(dimension::Value::DimValue(d)),
+            denotation: String::new(),
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: DataType::Float as i32,
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            denotation: String::new(),
+        }),
+        doc_string: String::new(),
+    }
+}
+
+fn model(opset: i64, nodes: Vec<NodeProto>, inputs: &[(&str, &[i64])], outs: &[&str]) -> Vec<u8> {
+    ModelProto {
+        ir_version: 7,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: opset,
+        }],
+        graph: Some(GraphProto {
+            node: nodes,
+            name: "split_variadic".into(),
+            input: inputs.iter().map(|(n, d)| f32_input(n, d)).collect(),
+            output: outs
+                .iter()
+                .map(|o| ValueInfoProto {
+                    name: o.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// Imports, exports at opset 17, and checks that tract computes the same
+/// outputs from reef's export as from the original.
+fn check(bytes: &[u8], shapes: &[&[usize]], seed: u64) {
+    let g = reef_onnx::import(bytes, None).expect("import");
+    let re = reef_onnx::export(&g).expect("export");
+    let mut r = rng(seed);
+    let xs: Vec<_> = shapes.iter().map(|s| rand_f32(&mut r, s)).collect();
+    let want = tract_run(bytes, &xs).expect("tract runs the original");
+    let got = tract_run(&re, &xs).expect("tract runs reef's export");
+    assert_eq!(got.len(), want.len());
+    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(a.shape, g.values[g.outputs[i]].shape, "output {i} shape");
+        let e = rel_err(a, b);
+        assert!(e < 1e-6, "output {i}: relative L2 error {e}");
+    }
+}
+
+fn node_err(bytes: &[u8]) -> (String, String) {
+    match reef_onnx::import(bytes, None).unwrap_err() {
+        ModelError::Node { node, reason, .. } => (node, reason),
+        e => panic!("expected a node error, got {e}"),
+    }
+}
+
+#[test]
+fn split_forms_match_tract() {
+    // Opset 11: sizes as an attribute, on axis -1.
+    let n = node(
+        "Split",
+        &["x"],
+        &["a", "b"],
+        vec![int("axis", -1), ints("split", &[2, 5])],
+    );
+    check(
+        &model(11, vec![n], &[("x", &[3, 7])], &["a", "b"]),
+        &[&[3, 7]],
+        1,
+    );
+    // Opset 11 without sizes: equal parts.
+    let n = node("Split", &["x"], &["a", "b", "c"], vec![int("axis", 1)]);
+    check(
+        &model(11, vec![n], &[("x", &[2, 6, 2])], &["a", "b", "c"]),
+        &[&[2, 6, 2]],
+        2,
+    );
+}
+
+#[test]
+fn variadic_ops_match_tract() {
+    let ins = ["x", "y", "z"];
+    let shapes: [(&str, &[i64]); 3] = [("x", &[2, 3, 4]), ("y", &[3, 1]), ("z", &[4])];
+    for (i, op) in ["Sum", "Mean", "Max", "Min"].into_iter().enumerate() {
+        let n = node(op, &ins, &["o"], vec![]);
+        check(
+            &model(13, vec![n], &shapes, &["o"]),
+            &[&[2, 3, 4], &[3, 1], &[4]],
+            10 + i as u64,
+        );
+    }
+}
+
+#[test]
+fn bad_split_and_activation_attributes_are_named_errors() {
+    let split = |attrs| {
+        model(
+            11,
+            vec![node("Split", &["x"], &["a", "b"], attrs)],
+            &[("x", &[3, 7])],
+            &["a", "b"],
+        )
+    };
+    let (n, why) = node_err(&split(vec![int("axis", 1), ints("split", &[2, 4])]));
+    assert_eq!(n, "Split_node");
+    assert!(why.contains("do not add up to the axis length 7"), "{why}");
+    let (_, why) = node_err(&split(vec![ints("split", &[7])]));
+    assert!(why.contains("1 sizes for 2 outputs"), "{why}");
+    let (_, why) = node_err(&split(vec![int("axis", 1)]));
+    assert!(why.contains("7 does not split into 2 equal parts"), "{why}");
+    let (_, why) = node_err(&split(vec![int("axis", 2)]));
+    assert!(why.contains("axis 2 out of range"), "{why}");
+    let n = node("Split", &["x"], &["a", "b"], vec![int("num_outputs", 3)]);
+    let (_, why) = node_err(&model(18, vec![n], &[("x", &[3, 7])], &["a", "b"]));
+    assert!(why.contains("num_outputs is 3"), "{why}");
+
+    let gelu = AttributeProto {
+        s: b"erf".to_vec(),
+        ..attr("approximate", AttributeType::String)
+    };
+    let n = node("Gelu", &["x"], &["y"], vec![gelu]);
+    let (n, why) = node_err(&model(20, vec![n], &[("x", &[3, 7])], &["y"]));
+    assert_eq!(n, "Gelu_node");
+    assert!(why.contains("'none' or 'tanh'"), "{why}");
+    let alpha = AttributeProto {
+        f: 0.0,
+        ..attr("alpha", AttributeType::Float)
+    };
+    let n = node("Celu", &["x"], &["y"], vec![alpha]);
+    let (_, why) = node_err(&model(12, vec![n], &[("x", &[3, 7])], &["y"]));
+    assert!(why.contains("alpha must be finite and nonzero"), "{why}");
+}
