@@ -15,6 +15,7 @@ def build(name):
         "densenet201": lambda: torchvision.models.densenet201(),
         "inception_v3": lambda: torchvision.models.inception_v3(aux_logits=False, init_weights=False),
         "mobilenet_v2": lambda: torchvision.models.mobilenet_v2(),
+        "mobilenet_v3_large": lambda: torchvision.models.mobilenet_v3_large(),
     }.get(name)
     if m is not None:
         size = 299 if name == "inception_v3" else 224
@@ -76,7 +77,7 @@ def kernel_profile(fn, top):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", default="resnet18,resnet50,resnet152,vgg19,densenet201,inception_v3,mobilenet_v2,bert_base")
+    ap.add_argument("--models", default="resnet18,resnet50,resnet152,vgg19,densenet201,inception_v3,mobilenet_v2,mobilenet_v3_large,bert_base")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--kernels", type=int, default=0,

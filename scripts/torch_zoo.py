@@ -33,8 +33,9 @@ BERT = {
                        intermediate_size=256, max_position_embeddings=64), 16),
 }
 IMAGE = {"resnet18": 224, "resnet50": 224, "resnet152": 224, "vgg19": 224, "densenet201": 224,
-         "inception_v3": 299, "mobilenet_v2": 224, "resnet_tiny": 32, "vgg_tiny": 32,
-         "densenet_tiny": 32, "inception_tiny": 75, "mobilenet_tiny": 32}
+         "inception_v3": 299, "mobilenet_v2": 224, "mobilenet_v3_large": 224, "resnet_tiny": 32,
+         "vgg_tiny": 32, "densenet_tiny": 32, "inception_tiny": 75, "mobilenet_tiny": 32,
+         "mobilenet_v3_tiny": 32}
 
 
 def resnet_tiny():
@@ -69,6 +70,15 @@ def inception_tiny(div=8):
     return m
 
 
+def mobilenet_v3_tiny():
+    """MobileNetV3Config::tiny in crates/reef-zoo/src/mobilenet_v3.rs."""
+    from torchvision.models.mobilenetv3 import InvertedResidualConfig as C, MobileNetV3
+    setting = [C(16, 3, 16, 16, True, "RE", 2, 1, 1.0), C(16, 3, 64, 24, False, "RE", 2, 1, 1.0),
+               C(24, 3, 72, 24, False, "RE", 1, 1, 1.0), C(24, 5, 96, 40, True, "HS", 2, 1, 1.0),
+               C(40, 5, 120, 40, True, "HS", 1, 1, 1.0)]
+    return MobileNetV3(setting, last_channel=128, num_classes=10)
+
+
 class Bert(nn.Module):
     """BertModel returning (last_hidden_state, pooler_output) as a tuple."""
 
@@ -88,7 +98,8 @@ class Bert(nn.Module):
 def build(name):
     import torchvision.models as tv
     full = {"resnet18": tv.resnet18, "resnet50": tv.resnet50, "resnet152": tv.resnet152, "vgg19": tv.vgg19,
-            "densenet201": tv.densenet201, "mobilenet_v2": tv.mobilenet_v2}
+            "densenet201": tv.densenet201, "mobilenet_v2": tv.mobilenet_v2,
+            "mobilenet_v3_large": tv.mobilenet_v3_large}
     if name in full:
         return full[name](weights=None)
     if name == "inception_v3":
@@ -98,7 +109,8 @@ def build(name):
     tiny = {"resnet_tiny": resnet_tiny, "vgg_tiny": vgg_tiny, "inception_tiny": inception_tiny,
             "densenet_tiny": lambda: tv.DenseNet(8, (2, 2, 2), 16, bn_size=2, num_classes=10),
             "mobilenet_tiny": lambda: tv.MobileNetV2(10, inverted_residual_setting=[
-                [1, 8, 1, 1], [6, 16, 2, 2], [6, 24, 2, 2]])}
+                [1, 8, 1, 1], [6, 16, 2, 2], [6, 24, 2, 2]]),
+            "mobilenet_v3_tiny": mobilenet_v3_tiny}
     if name not in tiny:
         raise SystemExit(f"unknown zoo model {name!r}")
     return tiny[name]()

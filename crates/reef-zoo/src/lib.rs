@@ -19,6 +19,7 @@ mod densenet;
 mod inception;
 mod init;
 mod mobilenet;
+mod mobilenet_v3;
 mod nn;
 mod resnet;
 mod vgg;
@@ -27,6 +28,7 @@ use bert::BertConfig;
 use densenet::DenseNetConfig;
 use inception::InceptionConfig;
 use mobilenet::MobileNetConfig;
+use mobilenet_v3::MobileNetV3Config;
 use nn::Net;
 use reef_model::{DType, Graph, ModelError, Result};
 use resnet::{Block, ResNetConfig};
@@ -86,6 +88,7 @@ enum Arch {
     DenseNet(DenseNetConfig),
     Inception(InceptionConfig),
     MobileNet(MobileNetConfig),
+    MobileNetV3(MobileNetV3Config),
     Bert(BertConfig),
 }
 
@@ -97,12 +100,14 @@ const NAMES: &[&str] = &[
     "densenet201",
     "inception_v3",
     "mobilenet_v2",
+    "mobilenet_v3_large",
     "bert_base",
     "resnet_tiny",
     "vgg_tiny",
     "densenet_tiny",
     "inception_tiny",
     "mobilenet_tiny",
+    "mobilenet_v3_tiny",
     "bert_tiny",
 ];
 
@@ -140,6 +145,10 @@ fn arch(name: &str) -> Option<(&'static str, Arch)> {
         "mobilenet_v2" => (
             "MobileNet V2 (torchvision), 224x224",
             Arch::MobileNet(MobileNetConfig::mobilenet_v2()),
+        ),
+        "mobilenet_v3_large" => (
+            "MobileNet V3 large (torchvision), 224x224",
+            Arch::MobileNetV3(MobileNetV3Config::large()),
         ),
         "bert_base" => (
             "BERT-base encoder with pooler (transformers BertModel), seq 128",
@@ -195,6 +204,10 @@ fn arch(name: &str) -> Option<(&'static str, Arch)> {
                 image: 32,
             }),
         ),
+        "mobilenet_v3_tiny" => (
+            "tiny MobileNet V3 (5 blocks, SE, Hardswish), 32x32, 10 classes",
+            Arch::MobileNetV3(MobileNetV3Config::tiny()),
+        ),
         "bert_tiny" => (
             "tiny BERT (2 layers, hidden 64, 2 heads, vocab 1000), seq 16",
             Arch::Bert(BertConfig {
@@ -244,6 +257,7 @@ pub fn info(name: &str) -> Option<ZooInfo> {
         Arch::DenseNet(c) => image(c.image, c.classes),
         Arch::Inception(c) => image(c.image, c.classes),
         Arch::MobileNet(c) => image(c.image, c.classes),
+        Arch::MobileNetV3(c) => image(c.image, c.classes),
         Arch::Bert(c) => ZooInfo {
             name,
             description,
@@ -288,6 +302,7 @@ pub fn build(name: &str, batch: usize, seed: u64) -> Result<Graph> {
         Arch::DenseNet(c) => densenet::build(&mut n, c, batch)?,
         Arch::Inception(c) => inception::build(&mut n, c, batch)?,
         Arch::MobileNet(c) => mobilenet::build(&mut n, c, batch)?,
+        Arch::MobileNetV3(c) => mobilenet_v3::build(&mut n, c, batch)?,
         Arch::Bert(c) => bert::build(&mut n, c, batch)?,
     }
     n.b.finish()

@@ -20,6 +20,7 @@ const FULL: &[(&str, usize)] = &[
     // 2,459,136 + fc 769,000 = 3,326,696).
     ("inception_v3", 23_834_568),
     ("mobilenet_v2", 3_504_872),
+    ("mobilenet_v3_large", 5_483_032),
     ("bert_base", 109_482_240),
 ];
 
@@ -96,7 +97,7 @@ fn check_weights(g: &Graph, name: &str) {
 #[test]
 fn names_and_info_agree() {
     let names = reef_zoo::names();
-    assert_eq!(names.len(), 14);
+    assert_eq!(names.len(), 16);
     for &n in names {
         let i = reef_zoo::info(n).unwrap_or_else(|| panic!("no info for {n}"));
         assert_eq!(i.name, n);
@@ -279,6 +280,32 @@ fn parameter_names_follow_upstream_state_dicts() {
             ("features.2.conv.3.weight", &[16]),
             ("features.6.0.weight", &[1280, 24, 1, 1]),
             ("classifier.1.weight", &[10, 1280]),
+        ],
+    );
+    let m = shapes("mobilenet_v3_tiny");
+    expect(
+        &m,
+        "mobilenet_v3_tiny",
+        &[
+            ("features.0.0.weight", &[16, 3, 3, 3]),
+            ("features.0.1.weight", &[16]),
+            ("features.1.block.0.0.weight", &[16, 1, 3, 3]),
+            ("features.1.block.1.fc1.weight", &[8, 16, 1, 1]),
+            ("features.1.block.1.fc1.bias", &[8]),
+            ("features.1.block.1.fc2.weight", &[16, 8, 1, 1]),
+            ("features.1.block.2.0.weight", &[16, 16, 1, 1]),
+            ("features.1.block.2.1.running_mean", &[16]),
+            ("features.2.block.0.0.weight", &[64, 16, 1, 1]),
+            ("features.2.block.1.0.weight", &[64, 1, 3, 3]),
+            ("features.2.block.2.0.weight", &[24, 64, 1, 1]),
+            ("features.4.block.0.0.weight", &[96, 24, 1, 1]),
+            ("features.4.block.1.0.weight", &[96, 1, 5, 5]),
+            ("features.4.block.2.fc1.weight", &[24, 96, 1, 1]),
+            ("features.4.block.2.fc2.bias", &[96]),
+            ("features.4.block.3.0.weight", &[40, 96, 1, 1]),
+            ("features.6.0.weight", &[240, 40, 1, 1]),
+            ("classifier.0.weight", &[128, 240]),
+            ("classifier.3.weight", &[10, 128]),
         ],
     );
     let b = shapes("bert_tiny");
