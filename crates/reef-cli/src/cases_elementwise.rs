@@ -1,11 +1,13 @@
 //! Selftest graphs for the activations with parameters, the elementwise
-//! functions, Min / Max / PRelu and every reduction kind (see [`crate::cases`]).
+//! functions, Min / Max / PRelu, every reduction kind and Resize's modes
+//! (see [`crate::cases`]).
 //! Inputs are scaled from [-1, 1) to [-4, 4) in-graph, so that the functions'
 //! interesting ranges (thresholds, saturation, rounding) are exercised.
 
 use crate::cases::{rand_tensor, Case};
 use anyhow::Result;
 use rand_chacha::ChaCha8Rng;
+use reef_model::resize::{CoordMode, NearestMode, ResizeAttrs, ResizeMode};
 use reef_model::{Act, DType, GraphBuilder, Op, Reduction, Tensor, UnaryFn, ValueId};
 
 /// The input of a case, scaled to [-4, 4).
@@ -96,6 +98,54 @@ pub fn all(r: &mut ChaCha8Rng) -> Result<Vec<Case>> {
         let y = b.node("reduce", op, &[x])?;
         b.output(y);
         v.push(case(&name, b)?);
+    }
+    // Resize: PyTorch's nearest 2x export (asymmetric, floor), bilinear
+    // without aligned corners (pytorch_half_pixel) to a size, a linear
+    // downsample with aligned corners, and nearest at a fractional scale
+    // with halves rounded up.
+    let nearest = |m| ResizeMode::Nearest(m);
+    for (name, mode, coord, scales, sizes) in [
+        (
+            "resize_nearest_2x",
+            nearest(NearestMode::Floor),
+            CoordMode::Asymmetric,
+            [2.0, 2.0],
+            [26, 34],
+        ),
+        (
+            "resize_bilinear_to_size",
+            ResizeMode::Linear,
+            CoordMode::PytorchHalfPixel,
+            [20.0 / 13.0, 30.0 / 17.0],
+            [20, 30],
+        ),
+        (
+            "resize_linear_down_aligned",
+            ResizeMode::Linear,
+            CoordMode::AlignCorners,
+            [0.6, 0.6],
+            [7, 10],
+        ),
+        (
+            "resize_nearest_1_7x_ceil",
+            nearest(NearestMode::RoundPreferCeil),
+            CoordMode::HalfPixel,
+            [1.7, 1.7],
+            [22, 28],
+        ),
+    ] {
+        let mut b = GraphBuilder::new(name);
+        let x = scaled_input(&mut b, "x", &[2, 8, 13, 17])?;
+        let attrs = ResizeAttrs {
+            mode,
+            coord,
+            scales: vec![1.0, 1.0, scales[0], scales[1]],
+            sizes: vec![2, 8, sizes[0], sizes[1]],
+            from_sizes: name == "resize_bilinear_to_size",
+        };
+        let y = b.node("resize", Op::Resize(attrs), &[x])?;
+        b.output(y);
+        v.push(case(name, b)?);
     }
     Ok(v)
 }

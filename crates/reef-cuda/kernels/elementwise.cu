@@ -405,3 +405,106 @@ __device__ __forceinline__ void pad_tile(const PadParams& p, u32 t) {
     }
 }
 REEF_FAMILY(pad, PadParams, REEF_EW_THREADS)
+
+// Mirrors reef_cuda::params::ResizeParams; shapes and scales right-aligned
+// (leading axes of length 1, scale 1). mode 0 nearest, 1 linear; coord and
+// nearest are the codes of reef_model::resize's CoordMode and NearestMode
+// (launch.rs); interp: the axes a linear resize blends along (-1: none).
+struct ResizeParams {
+    Hdr hdr;
+    u64 x, out;
+    i32 shape[REEF_MAX_RANK], in_shape[REEF_MAX_RANK];
+    double scales[REEF_MAX_RANK];
+    i32 mode, coord, nearest;
+    i32 interp[2];
+    u32 total;
+};
+
+// reef_model::resize::CoordMode::source, in f64 like the reference.
+__device__ __forceinline__ double reef_resize_source(i32 coord, i32 y, i32 len_in, i32 len_out, double s) {
+    const double yd = (double)y, li = (double)len_in;
+    const double resized = s * li;
+    switch (coord) {
+    case 0: return (yd + 0.5) / s - 0.5;
+    case 1: {
+        const double adjustment = (double)len_out / resized;
+        const double center = li / 2.0;
+        return center * (1.0 - adjustment) + (yd + 0.5) / s - 0.5;
+    }
+    case 2: return resized > 1.0 ? (yd + 0.5) / s - 0.5 : 0.0;
+    case 3: return resized == 1.0 ? 0.0 : yd * (li - 1.0) / (resized - 1.0);
+    default: return yd / s;
+    }
+}
+
+// reef_model::resize::NearestMode::index.
+__device__ __forceinline__ i32 reef_resize_nearest(i32 mode, double x, i32 len) {
+    const bool half = x == floor(x) + 0.5;
+    double r;
+    if (mode == 0) r = half ? floor(x) : round(x);
+    else if (mode == 1) r = half ? ceil(x) : round(x);
+    else if (mode == 2) r = floor(x);
+    else r = ceil(x);
+    return (i32)fmin(fmax(r, 0.0), (double)(len - 1));
+}
+
+// reef_model::resize::linear_taps.
+__device__ __forceinline__ void reef_resize_taps(double x, i32 len, i32* i0, i32* i1, float* w0, float* w1) {
+    const double k = floor(x), r = x - k, last = (double)(len - 1);
+    *i0 = (i32)fmin(fmax(k, 0.0), last);
+    *i1 = (i32)fmin(fmax(k + 1.0, 0.0), last);
+    *w0 = (float)(1.0 - r);
+    *w1 = (float)r;
+}
+
+__device__ __forceinline__ void resize_tile(const ResizeParams& p, u32 t) {
+    const float* x = (const float*)p.x;
+    REEF_EW_FOR(t, p.total, e) {
+        i32 idx[REEF_MAX_RANK];
+        i64 stride[REEF_MAX_RANK];
+        i64 rem = e, st = 1, base = 0;
+#pragma unroll
+        for (int d = REEF_MAX_RANK - 1; d >= 0; --d) {
+            idx[d] = (i32)(rem % p.shape[d]);
+            rem /= p.shape[d];
+            stride[d] = st;
+            st *= p.in_shape[d];
+        }
+#pragma unroll
+        for (int d = 0; d < REEF_MAX_RANK; ++d) {
+            if (d == p.interp[0] || d == p.interp[1]) continue;
+            i32 src = idx[d];
+            if (p.mode == 0) {
+                const double c = reef_resize_source(p.coord, idx[d], p.in_shape[d], p.shape[d], p.scales[d]);
+                src = reef_resize_nearest(p.nearest, c, p.in_shape[d]);
+            }
+            base += (i64)src * stride[d];
+        }
+        float v;
+        if (p.interp[0] < 0) {
+            v = x[base];
+        } else {
+            // The innermost blended axis first (reef-exec's resize kernel).
+            const int d2 = p.interp[1] < 0 ? p.interp[0] : p.interp[1];
+            i32 a0, a1;
+            float u0, u1;
+            reef_resize_taps(reef_resize_source(p.coord, idx[d2], p.in_shape[d2], p.shape[d2], p.scales[d2]),
+                             p.in_shape[d2], &a0, &a1, &u0, &u1);
+            if (p.interp[1] < 0) {
+                v = u0 * x[base + (i64)a0 * stride[d2]] + u1 * x[base + (i64)a1 * stride[d2]];
+            } else {
+                const int d1 = p.interp[0];
+                i32 b0, b1;
+                float w0, w1;
+                reef_resize_taps(reef_resize_source(p.coord, idx[d1], p.in_shape[d1], p.shape[d1], p.scales[d1]),
+                                 p.in_shape[d1], &b0, &b1, &w0, &w1);
+                const i64 r0 = base + (i64)b0 * stride[d1], r1 = base + (i64)b1 * stride[d1];
+                const float v0 = u0 * x[r0 + (i64)a0 * stride[d2]] + u1 * x[r0 + (i64)a1 * stride[d2]];
+                const float v1 = u0 * x[r1 + (i64)a0 * stride[d2]] + u1 * x[r1 + (i64)a1 * stride[d2]];
+                v = w0 * v0 + w1 * v1;
+            }
+        }
+        ((float*)p.out)[e] = v;
+    }
+}
+REEF_FAMILY(resize, ResizeParams, REEF_EW_THREADS)

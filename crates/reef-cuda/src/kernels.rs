@@ -150,11 +150,13 @@ pub enum Family {
     ConvTcW,
     /// [`Family::MatMulTc`] with B (a weight) stored rounded to TF32.
     MatMulTcW,
+    /// Resize (nearest and linear).
+    Resize,
 }
 
 impl Family {
     /// Every family, in a fixed order ([`Family::index`]).
-    pub const ALL: [Family; 29] = [
+    pub const ALL: [Family; 30] = [
         Family::ConvTcL,
         Family::ConvTc,
         Family::ConvWg,
@@ -184,6 +186,7 @@ impl Family {
         Family::ConvTcLW,
         Family::ConvTcW,
         Family::MatMulTcW,
+        Family::Resize,
     ];
 
     /// Position in [`Family::ALL`].
@@ -223,6 +226,7 @@ impl Family {
             Family::ConvTcLW => "conv_tc_l_w",
             Family::ConvTcW => "conv_tc_w",
             Family::MatMulTcW => "matmul_tc_w",
+            Family::Resize => "resize",
         }
     }
 

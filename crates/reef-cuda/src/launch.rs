@@ -9,6 +9,7 @@ use crate::kernels::Family;
 use crate::params::*;
 use crate::precision::Precision;
 use reef_exec::ExecError;
+use reef_model::resize::ResizeMode;
 use reef_model::{DType, PadMode, PoolKind};
 use reef_plan::kernel::{BinOp, CmpOp, KernelOp, ReduceKind, UnaryOp};
 use reef_plan::plan::{BufferId, Loc};
@@ -1060,6 +1061,59 @@ impl<'a> Builder<'a> {
                     family: Family::Pad,
                     tiles,
                     params: Params::Pad(p),
+                })
+            }
+            KernelOp::Resize {
+                shape,
+                in_shape,
+                scales,
+                mode,
+                coord,
+            } => {
+                expect_inputs(1)?;
+                let r = shape.len();
+                if r > MAX_RANK || in_shape.len() != r || scales.len() != r {
+                    return Err(invalid(k, "bad Resize rank"));
+                }
+                let total: u64 = shape.iter().map(|&d| u(d)).product();
+                let in_total: u64 = in_shape.iter().map(|&d| u(d)).product();
+                let x = self.buf(k, self.input(k, 0)?, f32_, in_total)?;
+                let out = self.buf(k, out_id, f32_, total)?;
+                let tiles = ew_tiles(k, total)?;
+                let conv = |v: &[usize]| -> Result<Vec<i32>, ExecError> {
+                    v.iter().map(|&d| to_i32(k, "shape", d)).collect()
+                };
+                let (mode_code, nearest) = match mode {
+                    ResizeMode::Nearest(m) => (0, resize_nearest_code(*m)),
+                    ResizeMode::Linear => (1, 0),
+                };
+                let mut interp = [-1i32; 2];
+                if *mode == ResizeMode::Linear {
+                    let axes = reef_plan::kernel::resized_axes(shape, in_shape, scales);
+                    if axes.len() > 2 {
+                        return Err(invalid(k, "linear resize of more than two axes"));
+                    }
+                    for (slot, a) in interp.iter_mut().zip(axes) {
+                        *slot = to_i32(k, "axis", a + MAX_RANK - r)?;
+                    }
+                }
+                let p = ResizeParams {
+                    hdr: self.hdr(k, tiles),
+                    x,
+                    out,
+                    shape: right_align(&conv(shape)?, 1),
+                    in_shape: right_align(&conv(in_shape)?, 1),
+                    scales: right_align(scales, 1.0),
+                    mode: mode_code,
+                    coord: resize_coord_code(*coord),
+                    nearest,
+                    interp,
+                    total: to_u32(k, total)?,
+                };
+                Ok(Launch {
+                    family: Family::Resize,
+                    tiles,
+                    params: Params::Resize(p),
                 })
             }
             KernelOp::Softmax {

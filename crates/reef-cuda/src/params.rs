@@ -94,6 +94,31 @@ pub fn unary_fn_code(f: reef_model::UnaryFn) -> i32 {
     }
 }
 
+/// Code of a [`reef_model::resize::CoordMode`] in [`ResizeParams::coord`]
+/// (elementwise.cu's reef_resize_source).
+pub fn resize_coord_code(c: reef_model::resize::CoordMode) -> i32 {
+    use reef_model::resize::CoordMode;
+    match c {
+        CoordMode::HalfPixel => 0,
+        CoordMode::HalfPixelSymmetric => 1,
+        CoordMode::PytorchHalfPixel => 2,
+        CoordMode::AlignCorners => 3,
+        CoordMode::Asymmetric => 4,
+    }
+}
+
+/// Code of a [`reef_model::resize::NearestMode`] in
+/// [`ResizeParams::nearest`] (elementwise.cu's reef_resize_nearest).
+pub fn resize_nearest_code(m: reef_model::resize::NearestMode) -> i32 {
+    use reef_model::resize::NearestMode;
+    match m {
+        NearestMode::RoundPreferFloor => 0,
+        NearestMode::RoundPreferCeil => 1,
+        NearestMode::Floor => 2,
+        NearestMode::Ceil => 3,
+    }
+}
+
 /// Convolution (families conv_tc_l, conv_tc, conv_ffma, conv_dw). `ws` and
 /// `cnt` are the split-K workspace and this kernel's per-tile arrival
 /// counters (0 when `splits` == 1); `ksplit` is the K range of one split.
@@ -363,6 +388,25 @@ pub struct PadParams {
     pub pad0: u32,
 }
 
+/// Resize (family resize); shapes and scales right-aligned with leading
+/// 1s. `interp`: the right-aligned axes a linear resize blends (-1: none).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+#[allow(missing_docs)]
+pub struct ResizeParams {
+    pub hdr: Hdr,
+    pub x: u64,
+    pub out: u64,
+    pub shape: [i32; MAX_RANK],
+    pub in_shape: [i32; MAX_RANK],
+    pub scales: [f64; MAX_RANK],
+    pub mode: i32,
+    pub coord: i32,
+    pub nearest: i32,
+    pub interp: [i32; 2],
+    pub total: u32,
+}
+
 /// Softmax over the middle axis (family softmax).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
@@ -438,6 +482,7 @@ device_repr!(
     GatherParams,
     GatherElementsParams,
     PadParams,
+    ResizeParams,
     SoftmaxParams,
     LayerNormParams,
     ReduceParams
@@ -458,6 +503,7 @@ pub enum Params {
     Gather(GatherParams),
     GatherElements(GatherElementsParams),
     Pad(PadParams),
+    Resize(ResizeParams),
     Softmax(SoftmaxParams),
     LayerNorm(LayerNormParams),
     Reduce(ReduceParams),
@@ -478,6 +524,7 @@ impl Params {
             Params::Gather(p) => &mut p.hdr,
             Params::GatherElements(p) => &mut p.hdr,
             Params::Pad(p) => &mut p.hdr,
+            Params::Resize(p) => &mut p.hdr,
             Params::Softmax(p) => &mut p.hdr,
             Params::LayerNorm(p) => &mut p.hdr,
             Params::Reduce(p) => &mut p.hdr,
@@ -503,6 +550,7 @@ impl Params {
             Params::Gather(p) => bytemuck::bytes_of(p),
             Params::GatherElements(p) => bytemuck::bytes_of(p),
             Params::Pad(p) => bytemuck::bytes_of(p),
+            Params::Resize(p) => bytemuck::bytes_of(p),
             Params::Softmax(p) => bytemuck::bytes_of(p),
             Params::LayerNorm(p) => bytemuck::bytes_of(p),
             Params::Reduce(p) => bytemuck::bytes_of(p),
@@ -535,6 +583,11 @@ mod tests {
         assert_eq!(size_of::<ConcatParams>(), HDR_BYTES + 2 * 8 + 6 * 4);
         assert_eq!(size_of::<GatherParams>(), HDR_BYTES + 3 * 8 + 6 * 4);
         assert_eq!(size_of::<PadParams>(), HDR_BYTES + 2 * 8 + 18 * 4 + 4 * 4);
+        assert_eq!(
+            size_of::<ResizeParams>(),
+            HDR_BYTES + 2 * 8 + 12 * 4 + 6 * 8 + 6 * 4
+        );
+        assert_eq!(offset_of!(ResizeParams, scales), HDR_BYTES + 2 * 8 + 12 * 4);
         assert_eq!(size_of::<SoftmaxParams>(), HDR_BYTES + 3 * 8 + 10 * 4);
         assert_eq!(size_of::<LayerNormParams>(), HDR_BYTES + 4 * 8 + 4 * 4);
         assert_eq!(size_of::<ReduceParams>(), HDR_BYTES + 2 * 8 + 4 * 4);
@@ -560,6 +613,7 @@ mod tests {
             (size_of::<CopyParams>(), align_of::<CopyParams>()),
             (size_of::<BcastParams>(), align_of::<BcastParams>()),
             (size_of::<PadParams>(), align_of::<PadParams>()),
+            (size_of::<ResizeParams>(), align_of::<ResizeParams>()),
         ] {
             assert_eq!(align, 8);
             assert_eq!(size % 8, 0);

@@ -6,6 +6,7 @@ pub mod error;
 pub mod eval;
 pub mod graph;
 pub mod op;
+pub mod resize;
 pub mod shape;
 pub mod tensor;
 pub mod weights;

@@ -382,6 +382,8 @@ pub enum Op {
     Max,
     /// PRelu: X, slope (broadcast to X); x < 0 ? slope x : x.
     PRelu,
+    /// Resize / Upsample of X (scales and sizes resolved into the attributes).
+    Resize(crate::resize::ResizeAttrs),
     /// BatchNormalization (inference): X, scale, B, mean, var.
     BatchNorm {
         /// Epsilon.
@@ -541,6 +543,7 @@ impl Op {
             Op::Min => "Min",
             Op::Max => "Max",
             Op::PRelu => "PRelu",
+            Op::Resize(_) => "Resize",
             Op::BatchNorm { .. } => "BatchNormalization",
             Op::Pool(p) => match p.kind {
                 PoolKind::Max => "MaxPool",

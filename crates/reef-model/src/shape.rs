@@ -490,6 +490,24 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
         | Op::Act(_)
         | Op::Unary(_)
         | Op::Identity => one(dt(0)?, sh(0)?),
+        Op::Resize(a) => {
+            if !folded {
+                f32_only(0)?;
+            }
+            let x = sh(0)?;
+            if a.sizes.len() != x.len() || a.scales.len() != x.len() {
+                return Err(err(
+                    node,
+                    format!(
+                        "{} output sizes and {} scales for an input of rank {}",
+                        a.sizes.len(),
+                        a.scales.len(),
+                        x.len()
+                    ),
+                ));
+            }
+            one(DType::F32, a.sizes.clone())
+        }
         Op::Clip { .. } => {
             for i in 1..3 {
                 if node.input(i).is_some() {

@@ -324,6 +324,46 @@ impl Exporter<'_> {
                 }
                 attribute.push(int("keepdims", *keepdims as i64));
             }
+            Op::Resize(a) => {
+                use reef_model::resize::{CoordMode, ResizeMode};
+                let (mode, nearest) = match a.mode {
+                    ResizeMode::Nearest(m) => ("nearest", Some(m)),
+                    ResizeMode::Linear => ("linear", None),
+                };
+                attribute.push(string("mode", mode));
+                if let Some(m) = nearest {
+                    attribute.push(string("nearest_mode", m.onnx_name()));
+                }
+                if a.coord == CoordMode::HalfPixelSymmetric {
+                    return Err(unsupported("half_pixel_symmetric needs opset 19"));
+                }
+                attribute.push(string(
+                    "coordinate_transformation_mode",
+                    a.coord.onnx_name(),
+                ));
+                let x = n
+                    .input(0)
+                    .ok_or_else(|| unsupported("the input is missing"))?;
+                let in_shape = self.value(x)?.shape.clone();
+                input.truncate(1);
+                if a.from_sizes {
+                    // Opset 17 derives each scale from its own axis.
+                    let stretched = in_shape
+                        .iter()
+                        .zip(&a.sizes)
+                        .zip(&a.scales)
+                        .all(|((&i, &o), &s)| o as f64 / i.max(1) as f64 == s);
+                    if !stretched {
+                        return Err(unsupported("keep_aspect_ratio_policy needs opset 18"));
+                    }
+                    let sizes: Vec<i64> = a.sizes.iter().map(|&d| d as i64).collect();
+                    operand(self, &mut input, 3, "sizes", Tensor::i64_vec(&sizes));
+                } else {
+                    let s: Vec<f32> = a.scales.iter().map(|&v| v as f32).collect();
+                    let scales = Tensor::f32(vec![s.len()], s)?;
+                    operand(self, &mut input, 2, "scales", scales);
+                }
+            }
             Op::Act(act) => match *act {
                 Act::LeakyRelu(a) | Act::Elu(a) | Act::Celu(a) | Act::ThresholdedRelu(a) => {
                     attribute.push(float("alpha", a))

@@ -108,6 +108,8 @@ const PREFIXES: &[(&str, &str)] = &[
     ("sum", "Sum"),
     ("mean", "Mean"),
     ("split", "Split"),
+    ("resize", "Resize"),
+    ("upsample", "Upsample"),
     ("reduce_sum", "ReduceSum"),
     ("reduce_max", "ReduceMax"),
     ("reduce_min", "ReduceMin"),
@@ -174,6 +176,8 @@ const F32_COMPUTE: &[&str] = &[
     "ReduceSumSquare",
     "ReduceL1",
     "ReduceL2",
+    "Resize",
+    "Upsample",
 ];
 
 /// Names that a prefix above would catch but that test another op.
@@ -356,7 +360,8 @@ pub fn load_data_sets(case: &NodeTestCase) -> Result<Vec<DataSet>, ModelError> {
 /// them into initializers with the data set's values.
 fn operand_positions(op: &str) -> &'static [usize] {
     match op {
-        "Reshape" | "Expand" | "Squeeze" | "Unsqueeze" | "Split" => &[1],
+        "Reshape" | "Expand" | "Squeeze" | "Unsqueeze" | "Split" | "Upsample" => &[1],
+        "Resize" => &[1, 2, 3],
         op if op.starts_with("Reduce") => &[1],
         "Slice" => &[1, 2, 3, 4],
         "Pad" => &[1, 2, 3],

@@ -117,6 +117,8 @@ const OPS: &[&str] = &[
     "ReduceSum",
     "ReduceL2",
     "Split",
+    "Resize",
+    "Upsample",
     "LeakyRelu",
     "Max",
     "PRelu",

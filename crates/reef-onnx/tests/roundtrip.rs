@@ -307,6 +307,41 @@ fn activations_and_reductions(batch: usize) -> Graph {
     b.finish().unwrap()
 }
 
+/// Resize in the forms PyTorch exports (nearest 2x asymmetric floor,
+/// bilinear pytorch_half_pixel to a size) and a linear downsample with
+/// aligned corners.
+fn resizes(batch: usize) -> Graph {
+    use reef_model::resize::{CoordMode, NearestMode, ResizeAttrs, ResizeMode};
+    let mut b = GraphBuilder::new("resizes");
+    let x = b.input("x", DType::F32, vec![batch, 3, 5, 6]).unwrap();
+    let up = ResizeAttrs {
+        mode: ResizeMode::Nearest(NearestMode::Floor),
+        coord: CoordMode::Asymmetric,
+        scales: vec![1.0, 1.0, 2.0, 2.0],
+        sizes: vec![batch, 3, 10, 12],
+        from_sizes: false,
+    };
+    let y = b.node("up", Op::Resize(up), &[x]).unwrap();
+    let to = ResizeAttrs {
+        mode: ResizeMode::Linear,
+        coord: CoordMode::PytorchHalfPixel,
+        scales: vec![1.0, 1.0, 0.7, 1.5],
+        sizes: vec![batch, 3, 7, 18],
+        from_sizes: true,
+    };
+    let y = b.node("to_size", Op::Resize(to), &[y]).unwrap();
+    let down = ResizeAttrs {
+        mode: ResizeMode::Linear,
+        coord: CoordMode::AlignCorners,
+        scales: vec![1.0, 1.0, 0.6, 0.6],
+        sizes: vec![batch, 3, 4, 10],
+        from_sizes: false,
+    };
+    let y = b.node("down", Op::Resize(down), &[y]).unwrap();
+    b.output(y);
+    b.finish().unwrap()
+}
+
 fn summary(g: &Graph) -> Vec<(String, Vec<Vec<usize>>)> {
     g.nodes
         .iter()
@@ -402,6 +437,11 @@ fn shape_ops_roundtrip() {
 #[test]
 fn activations_and_reductions_roundtrip() {
     check_roundtrip(&activations_and_reductions(2), 2, 13);
+}
+
+#[test]
+fn resizes_roundtrip() {
+    check_roundtrip(&resizes(2), 2, 14);
 }
 
 #[test]

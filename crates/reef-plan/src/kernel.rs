@@ -379,6 +379,16 @@ impl ReduceKind {
 /// padded on the left to the output rank.
 pub type Strides = Vec<usize>;
 
+/// The axes a resize interpolates along: those whose length or scale
+/// changes.
+pub fn resized_axes(shape: &[usize], in_shape: &[usize], scales: &[f64]) -> Vec<usize> {
+    (0..shape.len())
+        .filter(|&d| {
+            shape[d] != in_shape.get(d).copied().unwrap_or(0) || scales.get(d) != Some(&1.0)
+        })
+        .collect()
+}
+
 /// What one kernel computes. See each variant for its inputs, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum KernelOp {
@@ -518,6 +528,23 @@ pub enum KernelOp {
         /// Constant value.
         value: f32,
     },
+    /// Resize of f32 `in_shape` to `shape` (same rank): along every axis the
+    /// output index maps to an input coordinate by `coord` with `scales[d]`
+    /// ([`reef_model::resize`]); nearest reads one element, linear blends
+    /// the two neighbours along each axis whose length or scale changes (at
+    /// most two). Inputs `x`.
+    Resize {
+        /// Output shape.
+        shape: Vec<usize>,
+        /// Input shape.
+        in_shape: Vec<usize>,
+        /// Scale per axis.
+        scales: Vec<f64>,
+        /// Interpolation.
+        mode: reef_model::resize::ResizeMode,
+        /// Coordinate transformation.
+        coord: reef_model::resize::CoordMode,
+    },
     /// Softmax over the middle axis of `[outer, axis, inner]`, of each
     /// element after the prologue `pre`; inputs `x` (and the mask, when
     /// `pre.mask` is set).
@@ -583,6 +610,7 @@ impl KernelOp {
             KernelOp::Gather { .. } => "gather",
             KernelOp::GatherElements { .. } => "gather_elements",
             KernelOp::Pad { .. } => "pad",
+            KernelOp::Resize { .. } => "resize",
             KernelOp::Softmax { .. } => "softmax",
             KernelOp::LayerNorm { .. } => "layernorm",
             KernelOp::Reduce { .. } => "reduce",

@@ -1321,6 +1321,23 @@ impl<'g> Lowerer<'g> {
                 );
             }
             Op::Reduce { .. } => self.lower_reduce(node, out)?,
+            Op::Resize(a) => {
+                let x = self.f32_in(node, 0)?;
+                let in_shape = self.shape(x).to_vec();
+                if in_shape.len() > MAX_RANK {
+                    return Err(lower_err(node, "rank above the kernels' limit"));
+                }
+                let xb = self.buf(node, x)?;
+                let o = self.out_buf(out);
+                let k = KernelOp::Resize {
+                    shape: oshape.clone(),
+                    in_shape,
+                    scales: a.scales.clone(),
+                    mode: a.mode,
+                    coord: a.coord,
+                };
+                self.emit(&node.name, k, vec![xb], o);
+            }
             Op::Concat { axis } => {
                 let ax = norm_axis(*axis, oshape.len())
                     .ok_or_else(|| lower_err(node, "axis out of range"))?;

@@ -450,6 +450,30 @@ fn needs(k: &Kernel) -> Result<(Vec<Need>, Need)> {
             }
             Some((vec![f32s(mul(in_shape))], f32s(out)))
         }
+        KernelOp::Resize {
+            shape,
+            in_shape,
+            scales,
+            mode,
+            ..
+        } => {
+            let r = shape.len();
+            if in_shape.len() != r || scales.len() != r || r > MAX_RANK {
+                return Err(bad(k, "shape, input shape and scales differ in rank"));
+            }
+            if scales.iter().any(|s| !(*s > 0.0 && s.is_finite())) {
+                return Err(bad(k, format!("invalid scales {scales:?}")));
+            }
+            let out = mul(shape);
+            if out != Some(0) && in_shape.contains(&0) {
+                return Err(bad(k, "resize of an empty input"));
+            }
+            let axes = reef_plan::kernel::resized_axes(shape, in_shape, scales);
+            if *mode == reef_model::resize::ResizeMode::Linear && axes.len() > 2 {
+                return Err(bad(k, "linear resize of more than two axes"));
+            }
+            Some((vec![f32s(mul(in_shape))], f32s(out)))
+        }
         KernelOp::Softmax {
             outer,
             axis,

@@ -15,6 +15,7 @@ use std::collections::HashSet;
 
 mod composite;
 mod elementwise;
+mod resize;
 
 /// Oldest ai.onnx opset reef imports.
 pub const MIN_OPSET: i64 = 7;
@@ -388,6 +389,7 @@ impl Importer {
         let x = inputs.first().copied().flatten();
         let op = match ctx.op {
             "Split" => return self.split(ctx, &inputs),
+            "Resize" | "Upsample" => return self.resize(ctx, &inputs),
             "Sum" | "Mean" | "Max" | "Min" => return self.variadic(ctx, inputs),
             "Conv" => Op::Conv(self.conv_attrs(ctx, &inputs)?),
             "MaxPool" | "AveragePool" => {
@@ -960,6 +962,10 @@ fn arity(op: &str, opset: i64) -> Option<(usize, usize)> {
         "Range" | "Where" => (3, 3),
         "LayerNormalization" => (2, 3),
         "Sum" | "Mean" | "Max" | "Min" => (1, usize::MAX),
+        "Upsample" if opset < 9 => (1, 1),
+        "Upsample" => (2, 2),
+        "Resize" if opset < 11 => (2, 2),
+        "Resize" => (1, 4),
         "Split" if opset < 13 => (1, 1),
         "Split" => (1, 2),
         "Pad" if opset < 11 => (1, 1),

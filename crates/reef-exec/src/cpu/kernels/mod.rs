@@ -7,6 +7,7 @@ mod layout;
 mod matmul;
 mod norm;
 mod pool;
+mod resize;
 
 use super::memory::{kernel_io, typed, typed_mut};
 use super::tiles::Stop;
@@ -255,6 +256,22 @@ pub(crate) fn run(
             pads_begin,
             *mode,
             *value,
+            f(0)?,
+            typed_mut(out)?,
+            stop,
+        ),
+        KernelOp::Resize {
+            shape,
+            in_shape,
+            scales,
+            mode,
+            coord,
+        } => resize::resize(
+            shape,
+            in_shape,
+            scales,
+            *mode,
+            *coord,
             f(0)?,
             typed_mut(out)?,
             stop,
