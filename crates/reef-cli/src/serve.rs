@@ -118,6 +118,7 @@ fn zoo_configs(names: &[String], max_batch: usize) -> Result<Vec<ModelConfig>> {
                 source: reef_server::ModelSource::Zoo(n),
                 priority: Priority::Be,
                 max_batch,
+                dims: Default::default(),
             })
         })
         .collect()

@@ -32,6 +32,27 @@ pub struct VerifyArgs {
     /// Largest relative L2 error accepted per output.
     #[arg(long, default_value_t = 1e-3)]
     pub tol: f64,
+    /// Value of a named dynamic input dimension of the ONNX file, past the
+    /// batch (repeatable), e.g. `--dim sequence=128`.
+    #[arg(long = "dim", value_name = "NAME=N", value_parser = parse_dim, requires = "onnx")]
+    pub dims: Vec<(String, usize)>,
+}
+
+/// Parses `NAME=N` (N at least 1).
+fn parse_dim(s: &str) -> Result<(String, usize), String> {
+    let (name, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not NAME=N"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("'{s}' names no dimension"));
+    }
+    match v.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok((name.to_string(), n)),
+        _ => Err(format!(
+            "'{v}' is not a dimension size (a whole number, at least 1)"
+        )),
+    }
 }
 
 /// Runs the check; returns whether every output is within tolerance.
@@ -48,7 +69,8 @@ pub fn run(a: VerifyArgs) -> Result<bool> {
     let graph = match (&a.onnx, &a.zoo) {
         (Some(p), None) => {
             let b = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            reef_onnx::import(&b, Some(batch))?
+            let dims: reef_onnx::DimValues = a.dims.iter().cloned().collect();
+            reef_onnx::import_with_dims(&b, Some(batch), &dims)?
         }
         (None, Some(name)) => {
             let mut g = reef_zoo::build(name, batch, 0)?;
@@ -124,4 +146,19 @@ pub fn run(a: VerifyArgs) -> Result<bool> {
         );
     }
     Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_dim;
+
+    #[test]
+    fn dims_parse_as_name_equals_size() {
+        assert_eq!(parse_dim("sequence=128"), Ok(("sequence".into(), 128)));
+        assert_eq!(parse_dim(" seq = 7 "), Ok(("seq".into(), 7)));
+        assert!(parse_dim("sequence").unwrap_err().contains("not NAME=N"));
+        assert!(parse_dim("=4").unwrap_err().contains("names no dimension"));
+        assert!(parse_dim("s=0").unwrap_err().contains("at least 1"));
+        assert!(parse_dim("s=-3").unwrap_err().contains("at least 1"));
+    }
 }

@@ -16,4 +16,4 @@ pub mod node_tests;
 pub mod proto;
 
 pub use export::{export, EXPORT_IR_VERSION, EXPORT_OPSET};
-pub use import::{import, import_unguarded, MAX_OPSET, MIN_OPSET};
+pub use import::{import, import_unguarded, import_with_dims, DimValues, MAX_OPSET, MIN_OPSET};

@@ -6,6 +6,8 @@
 //! priority = "be"             # default priority of requests ("rt" or "be"; default "be")
 //! max_batch = 8               # largest batch clients may send (default 8)
 //! # name = "resnet"           # name clients use (default: the folder name)
+//! # dims = { sequence = 128 } # ONNX only: values of named dynamic input
+//! #                           # dimensions past dimension 0 (the batch)
 //! ```
 //!
 //! `source` also takes `"onnx:model.onnx"`, and `zoo = "resnet50"` is the same
@@ -44,6 +46,9 @@ pub struct ModelConfig {
     pub priority: Priority,
     /// Largest batch clients may send.
     pub max_batch: usize,
+    /// Values of the ONNX file's named dynamic input dimensions (past
+    /// dimension 0, the batch); empty for zoo models.
+    pub dims: reef_onnx::DimValues,
 }
 
 /// The file as written (every field optional, unknown fields rejected).
@@ -56,7 +61,11 @@ struct RawConfig {
     onnx: Option<String>,
     priority: Option<String>,
     max_batch: Option<i64>,
+    dims: Option<std::collections::BTreeMap<String, i64>>,
 }
+
+/// Largest value a named dimension may be given.
+const DIM_LIMIT: i64 = 1 << 20;
 
 fn config_error(file: &Path, field: &str, reason: impl Into<String>) -> ServerError {
     ServerError::Config {
@@ -171,11 +180,26 @@ impl ModelConfig {
                 ))
             }
         };
+        let mut dims = reef_onnx::DimValues::new();
+        for (k, &v) in raw.dims.iter().flatten() {
+            if matches!(source, ModelSource::Zoo(_)) {
+                return Err(config_error(file, "dims", "applies to ONNX models only"));
+            }
+            if !(1..=DIM_LIMIT).contains(&v) {
+                return Err(config_error(
+                    file,
+                    "dims",
+                    format!("'{k}' must be between 1 and {DIM_LIMIT}, got {v}"),
+                ));
+            }
+            dims.insert(k.clone(), v as usize);
+        }
         Ok(ModelConfig {
             name,
             source,
             priority,
             max_batch,
+            dims,
         })
     }
 
@@ -208,9 +232,10 @@ impl ModelConfig {
                 })?;
                 let bytes = Arc::new(bytes);
                 let path = path.clone();
+                let dims = self.dims.clone();
                 Arc::new(move |batch| {
                     check(batch)?;
-                    reef_onnx::import(&bytes, Some(batch))
+                    reef_onnx::import_with_dims(&bytes, Some(batch), &dims)
                         .map_err(|e| format!("{}: {e}", path.display()))
                 })
             }

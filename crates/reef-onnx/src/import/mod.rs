@@ -11,7 +11,7 @@ use crate::proto::{type_proto, ModelProto, NodeProto, ValueInfoProto};
 use prost::Message;
 use reef_model::op::{ConvAttrs, PoolAttrs};
 use reef_model::{DType, Graph, GraphBuilder, ModelError, Op, PadMode, PoolKind, Tensor, ValueId};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 mod composite;
 mod elementwise;
@@ -28,13 +28,30 @@ const SPATIAL_LIMIT: i64 = 1 << 20;
 /// Bound on constant shape-like operands (pads, slice steps).
 const OPERAND_LIMIT: i64 = 1 << 40;
 
+/// Values of named dynamic dimensions of graph inputs (ONNX `dim_param`s
+/// such as `sequence`) past dimension 0, which is always the batch.
+pub type DimValues = BTreeMap<String, usize>;
+
 /// Imports an ONNX model. Dynamic dimensions of graph inputs are fixed:
-/// dim 0 takes `batch` (default 1); any other dynamic dimension is an error.
-/// Never panics: malformed input of any kind is reported as an error.
+/// dim 0 takes `batch` (default 1); any other dynamic dimension is an error
+/// (see [`import_with_dims`]). Never panics: malformed input of any kind is
+/// reported as an error.
 pub fn import(bytes: &[u8], batch: Option<usize>) -> Result<Graph, ModelError> {
+    import_with_dims(bytes, batch, &DimValues::new())
+}
+
+/// [`import`], with the named dynamic dimensions past dimension 0 fixed to
+/// `dims` (e.g. `sequence = 128` for a transformer exported with dynamic
+/// axes). A name in `dims` that no graph input uses is an error (a typo
+/// would otherwise pass silently).
+pub fn import_with_dims(
+    bytes: &[u8],
+    batch: Option<usize>,
+    dims: &DimValues,
+) -> Result<Graph, ModelError> {
     // Defence in depth: the importer validates what it passes on, but shape
     // inference lives in reef-model; a panic there must not take a server down.
-    match std::panic::catch_unwind(|| import_unguarded(bytes, batch)) {
+    match std::panic::catch_unwind(|| import_inner(bytes, batch, dims)) {
         Ok(r) => r,
         Err(p) => {
             let msg = p
@@ -53,6 +70,10 @@ pub fn import(bytes: &[u8], batch: Option<usize>) -> Result<Graph, ModelError> {
 /// [`import`] without the panic guard; tests use it to prove no input panics.
 #[doc(hidden)]
 pub fn import_unguarded(bytes: &[u8], batch: Option<usize>) -> Result<Graph, ModelError> {
+    import_inner(bytes, batch, &DimValues::new())
+}
+
+fn import_inner(bytes: &[u8], batch: Option<usize>, dims: &DimValues) -> Result<Graph, ModelError> {
     let model = ModelProto::decode(bytes).map_err(|e| ModelError::Malformed(e.to_string()))?;
     let opset = default_opset(&model)?;
     let graph = model
@@ -66,7 +87,7 @@ pub fn import_unguarded(bytes: &[u8], batch: Option<usize>) -> Result<Graph, Mod
     tracing::debug!(graph = %graph.name, opset, nodes = graph.node.len(), "importing ONNX model");
     let mut imp = Importer::new(graph, opset);
     imp.initializers(graph)?;
-    imp.inputs(&graph.input, batch)?;
+    imp.inputs(&graph.input, batch, dims)?;
     for (i, n) in graph.node.iter().enumerate() {
         imp.node(i, n)?;
     }
@@ -158,7 +179,14 @@ impl Importer {
         Ok(())
     }
 
-    fn inputs(&mut self, inputs: &[ValueInfoProto], batch: usize) -> Result<(), ModelError> {
+    fn inputs(
+        &mut self,
+        inputs: &[ValueInfoProto],
+        batch: usize,
+        dims: &DimValues,
+    ) -> Result<(), ModelError> {
+        // Named dynamic dimensions past dimension 0, for the unused-name check.
+        let mut named = BTreeSet::new();
         for vi in inputs {
             if let Some(v) = self.b.value(&vi.name) {
                 if self.b.constant(v).is_some() {
@@ -207,16 +235,36 @@ impl Importer {
                     }
                     _ => None,
                 };
-                match fixed {
-                    Some(v) => shape.push(v),
-                    None if i == 0 => shape.push(batch),
-                    None => {
-                        let what = match &d.value {
-                            Some(dimension::Value::DimParam(p)) => format!("'{p}'"),
-                            _ => "unknown".into(),
-                        };
+                let param = match &d.value {
+                    Some(dimension::Value::DimParam(p)) if !p.is_empty() => Some(p.as_str()),
+                    _ => None,
+                };
+                match (fixed, param) {
+                    (Some(v), _) => shape.push(v),
+                    (None, Some(p)) if i == 0 && dims.contains_key(p) => {
                         return Err(unsupported(format!(
-                            "dimension {i} is dynamic ({what}); only dimension 0 (batch) may be"
+                            "dimension 0 ('{p}') is the batch, which each request sets; \
+                             it cannot be fixed by name"
+                        )))
+                    }
+                    (None, _) if i == 0 => shape.push(batch),
+                    (None, Some(p)) => {
+                        named.insert(p.to_string());
+                        match dims.get(p) {
+                            Some(&v) => shape.push(v),
+                            None => {
+                                return Err(unsupported(format!(
+                                    "dimension {i} is dynamic ('{p}'); give it a value \
+                                     (`dims = {{ {p} = N }}` in the model's config.toml, \
+                                     or `--dim {p}=N`)"
+                                )))
+                            }
+                        }
+                    }
+                    (None, None) => {
+                        return Err(unsupported(format!(
+                            "dimension {i} is dynamic and unnamed; only dimension 0 (batch) \
+                             or named dimensions can be fixed"
                         )));
                     }
                 }
@@ -224,6 +272,18 @@ impl Importer {
             check_shape(&shape)
                 .map_err(|r| ModelError::Graph(format!("graph input '{}': {r}", vi.name)))?;
             self.b.input(&vi.name, dtype, shape)?;
+        }
+        if let Some(unused) = dims.keys().find(|k| !named.contains(*k)) {
+            let have: Vec<String> = named.iter().map(|n| format!("'{n}'")).collect();
+            return Err(ModelError::Graph(format!(
+                "dimension '{unused}' is given a value, but no graph input has a dynamic \
+                 dimension of that name past dimension 0 (named: {})",
+                if have.is_empty() {
+                    "none".to_string()
+                } else {
+                    have.join(", ")
+                }
+            )));
         }
         Ok(())
     }

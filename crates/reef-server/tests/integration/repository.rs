@@ -133,6 +133,23 @@ fn parse_and_scan() {
         "max_batch",
     );
     bad("onnx = \"model.onnx\"\ncolour = \"red\"\n", "-", "colour");
+    bad(
+        "onnx = \"model.onnx\"\ndims = { sequence = 0 }\n",
+        "dims",
+        "'sequence' must be between 1 and",
+    );
+    bad(
+        "onnx = \"model.onnx\"\ndims = { sequence = \"long\" }\n",
+        "-",
+        "dims",
+    );
+    if let Some(z) = zoo {
+        bad(
+            &format!("zoo = \"{z}\"\ndims = {{ sequence = 8 }}\n"),
+            "dims",
+            "ONNX models only",
+        );
+    }
     bad("onnx = [\n", "-", "");
 
     let d = tempfile::tempdir().unwrap();
@@ -287,6 +304,46 @@ async fn load_without_repository_is_rejected() {
     let e: Value = r.json().await.unwrap();
     assert!(e["error"].as_str().unwrap().contains("no model repository"));
     s.stop().await.unwrap();
+}
+
+/// An ONNX file whose input has a named dynamic dimension past the batch
+/// (as torch.onnx.export writes dynamic axes) loads once the repository
+/// config gives it a value, and not before.
+#[test]
+fn onnx_named_dimensions_come_from_the_config() {
+    use prost::Message;
+    use reef_onnx::proto::{tensor_shape_proto::dimension, type_proto, ModelProto};
+    let mut b = reef_model::GraphBuilder::new("dyn");
+    let x = b.input("x", reef_model::DType::F32, vec![1, 5, 3]).unwrap();
+    let y = b.node("relu", reef_model::Op::Relu, &[x]).unwrap();
+    b.output(y);
+    let g = b.finish().unwrap();
+    let mut m = ModelProto::decode(reef_onnx::export(&g).unwrap().as_slice()).unwrap();
+    let input = &mut m.graph.as_mut().unwrap().input[0];
+    let Some(type_proto::Value::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut()
+    else {
+        panic!("not a tensor input")
+    };
+    t.shape.as_mut().unwrap().dim[1].value = Some(dimension::Value::DimParam("sequence".into()));
+    let onnx = m.encode_to_vec();
+
+    let repo = tempfile::tempdir().unwrap();
+    write_model(
+        repo.path(),
+        "fixed",
+        "onnx = \"model.onnx\"\ndims = { sequence = 9 }\n",
+        Some(&onnx),
+    );
+    write_model(repo.path(), "open", "onnx = \"model.onnx\"\n", Some(&onnx));
+    let models = scan_repository(repo.path()).unwrap();
+    assert_eq!(models[0].dims.get("sequence"), Some(&9));
+    let g = models[0].graph_source().unwrap()(2).unwrap();
+    assert_eq!(g.values[g.inputs[0]].shape, [2, 9, 3]);
+    let e = models[1].graph_source().unwrap()(1).unwrap_err();
+    assert!(
+        e.contains("model.onnx") && e.contains("dims = { sequence = N }"),
+        "{e}"
+    );
 }
 
 #[test]
