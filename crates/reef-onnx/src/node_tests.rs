@@ -110,6 +110,8 @@ const PREFIXES: &[(&str, &str)] = &[
     ("split", "Split"),
     ("resize", "Resize"),
     ("upsample", "Upsample"),
+    ("instancenorm", "InstanceNormalization"),
+    ("group_normalization", "GroupNormalization"),
     ("reduce_sum", "ReduceSum"),
     ("reduce_max", "ReduceMax"),
     ("reduce_min", "ReduceMin"),
@@ -178,6 +180,8 @@ const F32_COMPUTE: &[&str] = &[
     "ReduceL2",
     "Resize",
     "Upsample",
+    "InstanceNormalization",
+    "GroupNormalization",
 ];
 
 /// Names that a prefix above would catch but that test another op.
@@ -369,6 +373,7 @@ fn operand_positions(op: &str) -> &'static [usize] {
         "ConstantOfShape" => &[0],
         "Range" => &[0, 1, 2],
         "BatchNormalization" => &[1, 2, 3, 4],
+        "InstanceNormalization" | "GroupNormalization" => &[1, 2],
         _ => &[],
     }
 }

@@ -15,6 +15,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 mod composite;
 mod elementwise;
+mod norm;
+mod one_d;
 mod resize;
 
 /// Oldest ai.onnx opset reef imports.
@@ -447,8 +449,11 @@ impl Importer {
             return self.emit(ctx, op, inputs);
         }
         let x = inputs.first().copied().flatten();
+        let rank3 = x.is_some_and(|v| self.b.shape(v).len() == 3);
         let op = match ctx.op {
+            "Conv" | "MaxPool" | "AveragePool" if rank3 => return self.one_d(ctx, inputs),
             "Split" => return self.split(ctx, &inputs),
+            "InstanceNormalization" | "GroupNormalization" => return self.group_norm(ctx, &inputs),
             "Resize" | "Upsample" => return self.resize(ctx, &inputs),
             "Sum" | "Mean" | "Max" | "Min" => return self.variadic(ctx, inputs),
             "Conv" => Op::Conv(self.conv_attrs(ctx, &inputs)?),
@@ -1026,6 +1031,7 @@ fn arity(op: &str, opset: i64) -> Option<(usize, usize)> {
         "Upsample" => (2, 2),
         "Resize" if opset < 11 => (2, 2),
         "Resize" => (1, 4),
+        "InstanceNormalization" | "GroupNormalization" => (3, 3),
         "Split" if opset < 13 => (1, 1),
         "Split" => (1, 2),
         "Pad" if opset < 11 => (1, 1),

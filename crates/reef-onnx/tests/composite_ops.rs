@@ -1,7 +1,9 @@
-//! Split and the variadic Sum / Mean / Max / Min, which reef imports as
-//! several nodes (Slices, chains of binary ops): evaluated in tract against
-//! the original model, and their bad attributes reported as errors that
-//! name the node and the reason.
+//! Ops reef imports as several nodes: Split (Slices), the variadic Sum /
+//! Mean / Max / Min (chains of binary ops), 1-D Conv and pooling (the 2-D
+//! ops between an Unsqueeze and a Squeeze) and Instance / Group
+//! normalization (LayerNormalization and a channel affine). Evaluated in
+//! tract against the original model; bad attributes are errors that name
+//! the node and the reason.
 
 mod common;
 
@@ -66,6 +68,16 @@ fn f32_input(name: &str, dims: &[i64]) -> ValueInfoProto {
 }
 
 fn model(opset: i64, nodes: Vec<NodeProto>, inputs: &[(&str, &[i64])], outs: &[&str]) -> Vec<u8> {
+    model_with(opset, nodes, vec![], inputs, outs)
+}
+
+fn model_with(
+    opset: i64,
+    nodes: Vec<NodeProto>,
+    initializer: Vec<TensorProto>,
+    inputs: &[(&str, &[i64])],
+    outs: &[&str],
+) -> Vec<u8> {
     ModelProto {
         ir_version: 7,
         opset_import: vec![OperatorSetIdProto {
@@ -74,7 +86,8 @@ fn model(opset: i64, nodes: Vec<NodeProto>, inputs: &[(&str, &[i64])], outs: &[&
         }],
         graph: Some(GraphProto {
             node: nodes,
-            name: "split_variadic".into(),
+            name: "composite".into(),
+            initializer,
             input: inputs.iter().map(|(n, d)| f32_input(n, d)).collect(),
             output: outs
                 .iter()
@@ -189,4 +202,102 @@ fn bad_split_and_activation_attributes_are_named_errors() {
     let n = node("Celu", &["x"], &["y"], vec![alpha]);
     let (_, why) = node_err(&model(12, vec![n], &[("x", &[3, 7])], &["y"]));
     assert!(why.contains("alpha must be finite and nonzero"), "{why}");
+}
+
+fn float(name: &str, f: f32) -> AttributeProto {
+    AttributeProto {
+        f,
+        ..attr(name, AttributeType::Float)
+    }
+}
+
+#[test]
+fn one_d_conv_and_pools_match_tract() {
+    let mut r = rng(30);
+    let w = reef_onnx::convert::tensor_to_proto("w", &rand_f32(&mut r, &[6, 2, 3]));
+    let b = reef_onnx::convert::tensor_to_proto("b", &rand_f32(&mut r, &[6]));
+    let nodes = vec![
+        node(
+            "Conv",
+            &["x", "w", "b"],
+            &["c"],
+            vec![
+                int("group", 2),
+                ints("strides", &[2]),
+                ints("pads", &[2, 1]),
+                ints("dilations", &[2]),
+            ],
+        ),
+        node(
+            "MaxPool",
+            &["c"],
+            &["m"],
+            vec![ints("kernel_shape", &[2]), ints("strides", &[1])],
+        ),
+        node(
+            "AveragePool",
+            &["m"],
+            &["y"],
+            vec![
+                ints("kernel_shape", &[3]),
+                AttributeProto {
+                    s: b"SAME_UPPER".to_vec(),
+                    ..attr("auto_pad", AttributeType::String)
+                },
+            ],
+        ),
+    ];
+    let bytes = model_with(13, nodes, vec![w, b], &[("x", &[2, 4, 19])], &["y"]);
+    check(&bytes, &[&[2, 4, 19]], 31);
+
+    let bad = node("Conv", &["x", "w"], &["y"], vec![ints("strides", &[1, 1])]);
+    let w = reef_onnx::convert::tensor_to_proto("w", &rand_f32(&mut r, &[6, 4, 3]));
+    let bytes = model_with(13, vec![bad], vec![w], &[("x", &[2, 4, 19])], &["y"]);
+    let (_, why) = node_err(&bytes);
+    assert!(
+        why.contains("'strides' has 2 values; a 1-D Conv takes 1"),
+        "{why}"
+    );
+}
+
+#[test]
+fn instance_and_group_norms_match_tract() {
+    let mut r = rng(40);
+    let proto = |name: &str, shape: &[usize], r: &mut rand_chacha::ChaCha8Rng| {
+        reef_onnx::convert::tensor_to_proto(name, &rand_f32(r, shape))
+    };
+    let n = node(
+        "InstanceNormalization",
+        &["x", "s", "b"],
+        &["y"],
+        vec![float("epsilon", 1e-3)],
+    );
+    let init = vec![proto("s", &[4], &mut r), proto("b", &[4], &mut r)];
+    let bytes = model_with(13, vec![n], init, &[("x", &[2, 4, 5, 3])], &["y"]);
+    check(&bytes, &[&[2, 4, 5, 3]], 41);
+    // GroupNormalization (opset 18: scale and bias per group); its values are
+    // checked by ONNX's node tests, tract has no GroupNormalization.
+    let n = node(
+        "GroupNormalization",
+        &["x", "s", "b"],
+        &["y"],
+        vec![int("num_groups", 2)],
+    );
+    let init = vec![proto("s", &[2], &mut r), proto("b", &[2], &mut r)];
+    let bytes = model_with(18, vec![n], init, &[("x", &[2, 6, 4, 3])], &["y"]);
+    let g = reef_onnx::import(&bytes, None).expect("import");
+    assert_eq!(g.values[g.outputs[0]].shape, [2, 6, 4, 3]);
+    let n = node(
+        "GroupNormalization",
+        &["x", "s", "b"],
+        &["y"],
+        vec![int("num_groups", 4)],
+    );
+    let init = vec![proto("s", &[2], &mut r), proto("b", &[2], &mut r)];
+    let bytes = model_with(18, vec![n], init, &[("x", &[2, 6, 4, 3])], &["y"]);
+    let (_, why) = node_err(&bytes);
+    assert!(
+        why.contains("num_groups 4 does not divide 6 channels"),
+        "{why}"
+    );
 }
