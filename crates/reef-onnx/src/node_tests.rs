@@ -111,6 +111,7 @@ const PREFIXES: &[(&str, &str)] = &[
     ("resize", "Resize"),
     ("upsample", "Upsample"),
     ("instancenorm", "InstanceNormalization"),
+    ("convtranspose", "ConvTranspose"),
     ("group_normalization", "GroupNormalization"),
     ("reduce_sum", "ReduceSum"),
     ("reduce_max", "ReduceMax"),
@@ -182,6 +183,7 @@ const F32_COMPUTE: &[&str] = &[
     "Upsample",
     "InstanceNormalization",
     "GroupNormalization",
+    "ConvTranspose",
 ];
 
 /// Names that a prefix above would catch but that test another op.
@@ -374,6 +376,7 @@ fn operand_positions(op: &str) -> &'static [usize] {
         "Range" => &[0, 1, 2],
         "BatchNormalization" => &[1, 2, 3, 4],
         "InstanceNormalization" | "GroupNormalization" => &[1, 2],
+        "ConvTranspose" => &[1],
         _ => &[],
     }
 }
@@ -718,7 +721,8 @@ mod tests {
     #[test]
     fn case_names_map_to_ops() {
         assert_eq!(op_for_case("test_conv_with_strides_padding"), Some("Conv"));
-        assert_eq!(op_for_case("test_convtranspose"), None);
+        assert_eq!(op_for_case("test_convtranspose"), Some("ConvTranspose"));
+        assert_eq!(op_for_case("test_convinteger_with_padding"), None);
         assert_eq!(op_for_case("test_exp"), Some("Exp"));
         assert_eq!(op_for_case("test_expand_dim_changed"), Some("Expand"));
         assert_eq!(op_for_case("test_less_equal"), Some("LessOrEqual"));

@@ -1,7 +1,8 @@
 //! Ops reef imports as several nodes: Split (Slices), the variadic Sum /
 //! Mean / Max / Min (chains of binary ops), 1-D Conv and pooling (the 2-D
-//! ops between an Unsqueeze and a Squeeze) and Instance / Group
-//! normalization (LayerNormalization and a channel affine). Evaluated in
+//! ops between an Unsqueeze and a Squeeze), Instance / Group normalization
+//! (LayerNormalization and a channel affine) and ConvTranspose (zero
+//! insertion, padding and a flipped convolution). Evaluated in
 //! tract against the original model; bad attributes are errors that name
 //! the node and the reason.
 
@@ -300,4 +301,36 @@ fn instance_and_group_norms_match_tract() {
         why.contains("num_groups 4 does not divide 6 channels"),
         "{why}"
     );
+}
+
+#[test]
+fn conv_transpose_matches_tract() {
+    let mut r = rng(50);
+    // 2-D: stride 2x3, pads, output_padding, dilation, two groups and a bias.
+    let w = reef_onnx::convert::tensor_to_proto("w", &rand_f32(&mut r, &[4, 3, 3, 2]));
+    let b = reef_onnx::convert::tensor_to_proto("b", &rand_f32(&mut r, &[6]));
+    let n = node(
+        "ConvTranspose",
+        &["x", "w", "b"],
+        &["y"],
+        vec![
+            int("group", 2),
+            ints("strides", &[2, 3]),
+            ints("pads", &[1, 0, 0, 1]),
+            ints("output_padding", &[1, 2]),
+            ints("dilations", &[2, 1]),
+        ],
+    );
+    let bytes = model_with(13, vec![n], vec![w, b], &[("x", &[2, 4, 5, 4])], &["y"]);
+    check(&bytes, &[&[2, 4, 5, 4]], 51);
+    // 1-D, as in audio decoders.
+    let w = reef_onnx::convert::tensor_to_proto("w", &rand_f32(&mut r, &[3, 2, 4]));
+    let n = node(
+        "ConvTranspose",
+        &["x", "w"],
+        &["y"],
+        vec![ints("strides", &[2]), ints("pads", &[1, 1])],
+    );
+    let bytes = model_with(13, vec![n], vec![w], &[("x", &[1, 3, 9])], &["y"]);
+    check(&bytes, &[&[1, 3, 9]], 52);
 }

@@ -119,6 +119,8 @@ const OPS: &[&str] = &[
     "Split",
     "Resize",
     "Upsample",
+    "ConvTranspose",
+    "InstanceNormalization",
     "LeakyRelu",
     "Max",
     "PRelu",

@@ -14,6 +14,7 @@ use reef_model::{DType, Graph, GraphBuilder, ModelError, Op, PadMode, PoolKind, 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 mod composite;
+mod conv_transpose;
 mod elementwise;
 mod norm;
 mod one_d;
@@ -451,7 +452,10 @@ impl Importer {
         let x = inputs.first().copied().flatten();
         let rank3 = x.is_some_and(|v| self.b.shape(v).len() == 3);
         let op = match ctx.op {
-            "Conv" | "MaxPool" | "AveragePool" if rank3 => return self.one_d(ctx, inputs),
+            "Conv" | "MaxPool" | "AveragePool" | "ConvTranspose" if rank3 => {
+                return self.one_d(ctx, inputs)
+            }
+            "ConvTranspose" => return self.conv_transpose(ctx, &inputs),
             "Split" => return self.split(ctx, &inputs),
             "InstanceNormalization" | "GroupNormalization" => return self.group_norm(ctx, &inputs),
             "Resize" | "Upsample" => return self.resize(ctx, &inputs),
@@ -1032,6 +1036,7 @@ fn arity(op: &str, opset: i64) -> Option<(usize, usize)> {
         "Resize" if opset < 11 => (2, 2),
         "Resize" => (1, 4),
         "InstanceNormalization" | "GroupNormalization" => (3, 3),
+        "ConvTranspose" => (2, 3),
         "Split" if opset < 13 => (1, 1),
         "Split" => (1, 2),
         "Pad" if opset < 11 => (1, 1),

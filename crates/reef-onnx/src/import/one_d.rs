@@ -1,4 +1,4 @@
-//! 1-D Conv, MaxPool and AveragePool (rank-3 `[N, C, L]` inputs, as audio
+//! 1-D Conv, ConvTranspose, MaxPool and AveragePool (rank-3 `[N, C, L]` inputs, as audio
 //! and sequence models use them): the 2-D op over `[N, C, 1, L]`, between
 //! an Unsqueeze and a Squeeze of axis 2. The node's 1-D attributes become
 //! their 2-D forms (kernel `[1, k]`, pads `[0, b, 0, e]`, ...), so the 2-D
@@ -16,6 +16,9 @@ fn widen(a: &AttributeProto, op: &str) -> Result<AttributeProto, String> {
         "kernel_shape" | "strides" | "dilations" => {
             (1, vec![1, a.ints.first().copied().unwrap_or(0)])
         }
+        "output_padding" => (1, vec![0, a.ints.first().copied().unwrap_or(0)]),
+        // The spatial length, alone or at the end of the full shape.
+        "output_shape" if !a.ints.is_empty() => (a.ints.len(), vec![1, a.ints[a.ints.len() - 1]]),
         "pads" => (
             2,
             vec![
@@ -60,7 +63,7 @@ impl Importer {
             wide.push(match (i, v) {
                 // X, and a conv's weight.
                 (0, Some(v)) => Some(unsqueeze(self, *v, "x")?),
-                (1, Some(v)) if ctx.op == "Conv" => {
+                (1, Some(v)) if ctx.op == "Conv" || ctx.op == "ConvTranspose" => {
                     if self.b.shape(*v).len() != 3 {
                         return Err(ctx.err(format!(
                             "weight of shape {:?} for a 1-D convolution",
