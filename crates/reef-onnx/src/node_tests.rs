@@ -112,6 +112,7 @@ const PREFIXES: &[(&str, &str)] = &[
     ("upsample", "Upsample"),
     ("instancenorm", "InstanceNormalization"),
     ("convtranspose", "ConvTranspose"),
+    ("einsum", "Einsum"),
     ("group_normalization", "GroupNormalization"),
     ("reduce_sum", "ReduceSum"),
     ("reduce_max", "ReduceMax"),
@@ -184,6 +185,7 @@ const F32_COMPUTE: &[&str] = &[
     "InstanceNormalization",
     "GroupNormalization",
     "ConvTranspose",
+    "Einsum",
 ];
 
 /// Names that a prefix above would catch but that test another op.

@@ -1,8 +1,9 @@
 //! Ops reef imports as several nodes: Split (Slices), the variadic Sum /
 //! Mean / Max / Min (chains of binary ops), 1-D Conv and pooling (the 2-D
 //! ops between an Unsqueeze and a Squeeze), Instance / Group normalization
-//! (LayerNormalization and a channel affine) and ConvTranspose (zero
-//! insertion, padding and a flipped convolution). Evaluated in
+//! (LayerNormalization and a channel affine), ConvTranspose (zero
+//! insertion, padding and a flipped convolution) and Einsum (transposes,
+//! reshapes, a batched MatMul and sums). Evaluated in
 //! tract against the original model; bad attributes are errors that name
 //! the node and the reason.
 
@@ -333,4 +334,49 @@ fn conv_transpose_matches_tract() {
     );
     let bytes = model_with(13, vec![n], vec![w], &[("x", &[1, 3, 9])], &["y"]);
     check(&bytes, &[&[1, 3, 9]], 52);
+}
+
+#[test]
+fn einsum_matches_tract() {
+    let eq = |e: &str| AttributeProto {
+        s: e.as_bytes().to_vec(),
+        ..attr("equation", AttributeType::String)
+    };
+    let cases: &[(&str, &[&[i64]])] = &[
+        ("bhqd,bhkd->bhqk", &[&[2, 3, 5, 4], &[2, 3, 6, 4]]),
+        ("ij,jk", &[&[3, 4], &[4, 5]]),
+        ("...ij,...jk->...ik", &[&[2, 3, 4, 5], &[3, 5, 6]]),
+        ("bij,bjk->bik", &[&[2, 3, 4], &[2, 4, 5]]),
+        ("i,j->ij", &[&[3], &[4]]),
+        ("ij,ij->i", &[&[3, 4], &[3, 4]]),
+        ("abc,cd->abd", &[&[2, 3, 4], &[4, 5]]),
+        ("abc,ad->bd", &[&[2, 3, 4], &[2, 5]]),
+        ("ij->ji", &[&[3, 4]]),
+        ("ijk->ik", &[&[3, 4, 5]]),
+    ];
+    for (i, (e, shapes)) in cases.iter().enumerate() {
+        let names = ["x", "y"];
+        let n = node("Einsum", &names[..shapes.len()], &["o"], vec![eq(e)]);
+        let inputs: Vec<(&str, &[i64])> =
+            names.iter().copied().zip(shapes.iter().copied()).collect();
+        let bytes = model(13, vec![n], &inputs, &["o"]);
+        let dims: Vec<Vec<usize>> = shapes
+            .iter()
+            .map(|s| s.iter().map(|&d| d as usize).collect())
+            .collect();
+        let refs: Vec<&[usize]> = dims.iter().map(|d| d.as_slice()).collect();
+        check(&bytes, &refs, 60 + i as u64);
+    }
+    let n = node("Einsum", &["x"], &["o"], vec![eq("ii->i")]);
+    let bytes = model(13, vec![n], &[("x", &[3, 3])], &["o"]);
+    match reef_onnx::import(&bytes, None).unwrap_err() {
+        ModelError::Unsupported { reason, .. } => {
+            assert!(reason.contains("label 'i' repeats"), "{reason}")
+        }
+        e => panic!("expected unsupported, got {e}"),
+    }
+    let n = node("Einsum", &["x", "y"], &["o"], vec![eq("ij,jk->ik")]);
+    let bytes = model(13, vec![n], &[("x", &[3, 4]), ("y", &[5, 6])], &["o"]);
+    let (_, why) = node_err(&bytes);
+    assert!(why.contains("label 'j' has sizes 4 and 5"), "{why}");
 }

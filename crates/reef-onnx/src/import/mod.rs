@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 mod composite;
 mod conv_transpose;
+mod einsum;
 mod elementwise;
 mod norm;
 mod one_d;
@@ -456,6 +457,7 @@ impl Importer {
                 return self.one_d(ctx, inputs)
             }
             "ConvTranspose" => return self.conv_transpose(ctx, &inputs),
+            "Einsum" => return self.einsum(ctx, &inputs),
             "Split" => return self.split(ctx, &inputs),
             "InstanceNormalization" | "GroupNormalization" => return self.group_norm(ctx, &inputs),
             "Resize" | "Upsample" => return self.resize(ctx, &inputs),
@@ -1037,6 +1039,7 @@ fn arity(op: &str, opset: i64) -> Option<(usize, usize)> {
         "Resize" => (1, 4),
         "InstanceNormalization" | "GroupNormalization" => (3, 3),
         "ConvTranspose" => (2, 3),
+        "Einsum" => (1, usize::MAX),
         "Split" if opset < 13 => (1, 1),
         "Split" => (1, 2),
         "Pad" if opset < 11 => (1, 1),
