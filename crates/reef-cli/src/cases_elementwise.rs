@@ -1,6 +1,6 @@
 //! Selftest graphs for the activations with parameters, the elementwise
-//! functions, Min / Max / PRelu, every reduction kind and Resize's modes
-//! (see [`crate::cases`]).
+//! functions, Min / Max / PRelu, every reduction kind, ArgMax / ArgMin and
+//! Resize's modes (see [`crate::cases`]).
 //! Inputs are scaled from [-1, 1) to [-4, 4) in-graph, so that the functions'
 //! interesting ranges (thresholds, saturation, rounding) are exercised.
 
@@ -98,6 +98,24 @@ pub fn all(r: &mut ChaCha8Rng) -> Result<Vec<Case>> {
         let y = b.node("reduce", op, &[x])?;
         b.output(y);
         v.push(case(&name, b)?);
+    }
+    {
+        // ArgMax / ArgMin over rounded values, so that ties occur and both
+        // tie rules are exercised; 300 > one block's 256 threads per row.
+        let mut b = GraphBuilder::new("arg_extreme");
+        let x = scaled_input(&mut b, "x", &[3, 300, 5])?;
+        let x = b.node("round", Op::Unary(UnaryFn::Round), &[x])?;
+        for (name, max, axis, last) in [("argmax", true, 1, true), ("argmin", false, -1, false)] {
+            let op = Op::ArgExtreme {
+                max,
+                axis,
+                keepdims: max,
+                select_last_index: last,
+            };
+            let y = b.node(name, op, &[x])?;
+            b.output(y);
+        }
+        v.push(case("arg_extreme", b)?);
     }
     // Resize: PyTorch's nearest 2x export (asymmetric, floor), bilinear
     // without aligned corners (pytorch_half_pixel) to a size, a linear

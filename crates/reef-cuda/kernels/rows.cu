@@ -105,3 +105,55 @@ __device__ __forceinline__ void reduce_tile(const ReduceParams& p, u32 t) {
     if (threadIdx.x == 0) ((float*)p.out)[t] = r;
 }
 REEF_FAMILY(reduce, ReduceParams, REEF_ROW_THREADS)
+
+// Mirrors reef_cuda::params::ArgExtremeParams. flags: bit 0 ArgMax (else
+// ArgMin), bit 1 ties to the last index. Output i64.
+struct ArgExtremeParams {
+    Hdr hdr;
+    u64 x, out;
+    i32 outer, len, inner, flags;
+};
+
+// reef_plan::kernel::arg_beats: (a, ia) wins over (b, ib); ib < 0 is "none".
+__device__ __forceinline__ bool reef_arg_beats(float a, i32 ia, float b, i32 ib, bool max, bool last) {
+    if (ia < 0) return false;
+    if (ib < 0) return true;
+    if (a != b) return max ? a > b : a < b;
+    return last ? ia > ib : ia < ib;
+}
+
+__device__ __forceinline__ void arg_extreme_tile(const ArgExtremeParams& p, u32 t) {
+    __shared__ float sv[32];
+    __shared__ i32 si[32];
+    const bool max = (p.flags & 1) != 0, last = (p.flags & 2) != 0;
+    const i64 o = t / (u32)p.inner, i = t % (u32)p.inner;
+    const float* x = (const float*)p.x + o * p.len * p.inner + i;
+    float bv = 0.0f;
+    i32 bi = -1;
+    for (i32 j = threadIdx.x; j < p.len; j += blockDim.x) {
+        const float v = x[(i64)j * p.inner];
+        if (reef_arg_beats(v, j, bv, bi, max, last)) { bv = v; bi = j; }
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
+        const i32 oi = __shfl_xor_sync(0xffffffffu, bi, off);
+        if (reef_arg_beats(ov, oi, bv, bi, max, last)) { bv = ov; bi = oi; }
+    }
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
+    if (l == 0) { sv[w] = bv; si[w] = bi; }
+    __syncthreads();
+    if (w == 0) {
+        bv = l < nw ? sv[l] : 0.0f;
+        bi = l < nw ? si[l] : -1;
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) {
+            const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
+            const i32 oi = __shfl_xor_sync(0xffffffffu, bi, off);
+            if (reef_arg_beats(ov, oi, bv, bi, max, last)) { bv = ov; bi = oi; }
+        }
+        if (l == 0) ((i64*)p.out)[t] = (i64)bi;
+    }
+    __syncthreads();  // sv / si are reused by the block's next tile
+}
+REEF_FAMILY(arg_extreme, ArgExtremeParams, REEF_ROW_THREADS)

@@ -152,11 +152,13 @@ pub enum Family {
     MatMulTcW,
     /// Resize (nearest and linear).
     Resize,
+    /// ArgMax / ArgMin.
+    ArgExtreme,
 }
 
 impl Family {
     /// Every family, in a fixed order ([`Family::index`]).
-    pub const ALL: [Family; 30] = [
+    pub const ALL: [Family; 31] = [
         Family::ConvTcL,
         Family::ConvTc,
         Family::ConvWg,
@@ -187,6 +189,7 @@ impl Family {
         Family::ConvTcW,
         Family::MatMulTcW,
         Family::Resize,
+        Family::ArgExtreme,
     ];
 
     /// Position in [`Family::ALL`].
@@ -227,6 +230,7 @@ impl Family {
             Family::ConvTcW => "conv_tc_w",
             Family::MatMulTcW => "matmul_tc_w",
             Family::Resize => "resize",
+            Family::ArgExtreme => "arg_extreme",
         }
     }
 
@@ -263,7 +267,9 @@ impl Family {
             | Family::MatMulFfma
             | Family::ConvTcX3
             | Family::MatMulTcX3 => GEMM_THREADS,
-            Family::Softmax | Family::LayerNorm | Family::Reduce => ROW_THREADS,
+            Family::Softmax | Family::LayerNorm | Family::Reduce | Family::ArgExtreme => {
+                ROW_THREADS
+            }
             _ => EW_THREADS,
         }
     }

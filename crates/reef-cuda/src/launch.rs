@@ -1063,6 +1063,39 @@ impl<'a> Builder<'a> {
                     params: Params::Pad(p),
                 })
             }
+            KernelOp::ArgExtreme {
+                max,
+                last,
+                outer,
+                len,
+                inner,
+            } => {
+                expect_inputs(1)?;
+                let rows = u(*outer) * u(*inner);
+                if rows == 0 {
+                    return Ok(self.noop(k));
+                }
+                if *len == 0 {
+                    return Err(invalid(k, "ArgMax / ArgMin over an empty axis"));
+                }
+                let x = self.buf(k, self.input(k, 0)?, f32_, rows * u(*len))?;
+                let out = self.buf(k, out_id, DType::I64, rows)?;
+                let tiles = tiles_for(k, rows)?;
+                let p = ArgExtremeParams {
+                    hdr: self.hdr(k, tiles),
+                    x,
+                    out,
+                    outer: to_i32(k, "outer", *outer)?,
+                    len: to_i32(k, "len", *len)?,
+                    inner: to_i32(k, "inner", *inner)?,
+                    flags: i32::from(*max) | (i32::from(*last) << 1),
+                };
+                Ok(Launch {
+                    family: Family::ArgExtreme,
+                    tiles,
+                    params: Params::ArgExtreme(p),
+                })
+            }
             KernelOp::Resize {
                 shape,
                 in_shape,

@@ -407,6 +407,21 @@ pub struct ResizeParams {
     pub total: u32,
 }
 
+/// ArgMax / ArgMin over the middle axis (family arg_extreme); `flags` bit 0
+/// ArgMax, bit 1 ties to the last index.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+#[allow(missing_docs)]
+pub struct ArgExtremeParams {
+    pub hdr: Hdr,
+    pub x: u64,
+    pub out: u64,
+    pub outer: i32,
+    pub len: i32,
+    pub inner: i32,
+    pub flags: i32,
+}
+
 /// Softmax over the middle axis (family softmax).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
@@ -483,6 +498,7 @@ device_repr!(
     GatherElementsParams,
     PadParams,
     ResizeParams,
+    ArgExtremeParams,
     SoftmaxParams,
     LayerNormParams,
     ReduceParams
@@ -504,6 +520,7 @@ pub enum Params {
     GatherElements(GatherElementsParams),
     Pad(PadParams),
     Resize(ResizeParams),
+    ArgExtreme(ArgExtremeParams),
     Softmax(SoftmaxParams),
     LayerNorm(LayerNormParams),
     Reduce(ReduceParams),
@@ -525,6 +542,7 @@ impl Params {
             Params::GatherElements(p) => &mut p.hdr,
             Params::Pad(p) => &mut p.hdr,
             Params::Resize(p) => &mut p.hdr,
+            Params::ArgExtreme(p) => &mut p.hdr,
             Params::Softmax(p) => &mut p.hdr,
             Params::LayerNorm(p) => &mut p.hdr,
             Params::Reduce(p) => &mut p.hdr,
@@ -551,6 +569,7 @@ impl Params {
             Params::GatherElements(p) => bytemuck::bytes_of(p),
             Params::Pad(p) => bytemuck::bytes_of(p),
             Params::Resize(p) => bytemuck::bytes_of(p),
+            Params::ArgExtreme(p) => bytemuck::bytes_of(p),
             Params::Softmax(p) => bytemuck::bytes_of(p),
             Params::LayerNorm(p) => bytemuck::bytes_of(p),
             Params::Reduce(p) => bytemuck::bytes_of(p),
@@ -591,6 +610,7 @@ mod tests {
         assert_eq!(size_of::<SoftmaxParams>(), HDR_BYTES + 3 * 8 + 10 * 4);
         assert_eq!(size_of::<LayerNormParams>(), HDR_BYTES + 4 * 8 + 4 * 4);
         assert_eq!(size_of::<ReduceParams>(), HDR_BYTES + 2 * 8 + 4 * 4);
+        assert_eq!(size_of::<ArgExtremeParams>(), HDR_BYTES + 2 * 8 + 4 * 4);
     }
 
     #[test]

@@ -382,6 +382,19 @@ pub enum Op {
     Max,
     /// PRelu: X, slope (broadcast to X); x < 0 ? slope x : x.
     PRelu,
+    /// ArgMax / ArgMin: the i64 index of the largest (smallest) element
+    /// along `axis`; ties pick the first index, or the last with
+    /// `select_last_index`.
+    ArgExtreme {
+        /// ArgMax (else ArgMin).
+        max: bool,
+        /// Axis (may be negative).
+        axis: i64,
+        /// Keep the reduced axis with length 1.
+        keepdims: bool,
+        /// Ties pick the last index.
+        select_last_index: bool,
+    },
     /// Resize / Upsample of X (scales and sizes resolved into the attributes).
     Resize(crate::resize::ResizeAttrs),
     /// BatchNormalization (inference): X, scale, B, mean, var.
@@ -544,6 +557,8 @@ impl Op {
             Op::Max => "Max",
             Op::PRelu => "PRelu",
             Op::Resize(_) => "Resize",
+            Op::ArgExtreme { max: true, .. } => "ArgMax",
+            Op::ArgExtreme { max: false, .. } => "ArgMin",
             Op::BatchNorm { .. } => "BatchNormalization",
             Op::Pool(p) => match p.kind {
                 PoolKind::Max => "MaxPool",

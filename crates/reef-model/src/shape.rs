@@ -490,6 +490,23 @@ pub fn infer_node(g: &Graph, node: &Node) -> Result<Vec<(DType, Vec<usize>)>> {
         | Op::Act(_)
         | Op::Unary(_)
         | Op::Identity => one(dt(0)?, sh(0)?),
+        Op::ArgExtreme { axis, keepdims, .. } => {
+            if !folded {
+                f32_only(0)?;
+            }
+            let mut x = sh(0)?;
+            let ax = norm_axis(*axis, x.len())
+                .ok_or_else(|| err(node, format!("axis {axis} out of range")))?;
+            if x[ax] == 0 {
+                return Err(err(node, format!("axis {ax} is empty; it has no extreme")));
+            }
+            if *keepdims {
+                x[ax] = 1;
+            } else {
+                x.remove(ax);
+            }
+            one(DType::I64, x)
+        }
         Op::Resize(a) => {
             if !folded {
                 f32_only(0)?;

@@ -324,6 +324,16 @@ impl Exporter<'_> {
                 }
                 attribute.push(int("keepdims", *keepdims as i64));
             }
+            Op::ArgExtreme {
+                axis,
+                keepdims,
+                select_last_index,
+                ..
+            } => {
+                attribute.push(int("axis", *axis));
+                attribute.push(int("keepdims", *keepdims as i64));
+                attribute.push(int("select_last_index", *select_last_index as i64));
+            }
             Op::Resize(a) => {
                 use reef_model::resize::{CoordMode, ResizeMode};
                 let (mode, nearest) = match a.mode {

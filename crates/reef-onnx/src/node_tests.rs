@@ -113,6 +113,8 @@ const PREFIXES: &[(&str, &str)] = &[
     ("instancenorm", "InstanceNormalization"),
     ("convtranspose", "ConvTranspose"),
     ("einsum", "Einsum"),
+    ("argmax", "ArgMax"),
+    ("argmin", "ArgMin"),
     ("group_normalization", "GroupNormalization"),
     ("reduce_sum", "ReduceSum"),
     ("reduce_max", "ReduceMax"),
@@ -186,6 +188,8 @@ const F32_COMPUTE: &[&str] = &[
     "GroupNormalization",
     "ConvTranspose",
     "Einsum",
+    "ArgMax",
+    "ArgMin",
 ];
 
 /// Names that a prefix above would catch but that test another op.
@@ -609,11 +613,10 @@ where
             }
         }
         if F32_COMPUTE.contains(&case.op) {
-            if let Some(t) = inputs
-                .iter()
-                .chain(&outputs)
-                .find(|t| t.dtype() != DType::F32)
-            {
+            // ArgMax / ArgMin answer indices: only their input is f32.
+            let index_output = matches!(case.op, "ArgMax" | "ArgMin");
+            let outs = if index_output { &[][..] } else { &outputs[..] };
+            if let Some(t) = inputs.iter().chain(outs).find(|t| t.dtype() != DType::F32) {
                 return Outcome::Unsupported(format!(
                     "{} computes in f32 only; this case uses {}",
                     case.op,

@@ -389,6 +389,24 @@ pub fn resized_axes(shape: &[usize], in_shape: &[usize], scales: &[f64]) -> Vec<
         .collect()
 }
 
+/// Whether `(a, ia)` wins over `(b, ib)` in an ArgMax (`max`) or ArgMin:
+/// the larger (smaller) value, ties to the smaller index (the larger with
+/// `last`). A NaN never wins and is never beaten. The reference every
+/// backend matches.
+pub fn arg_beats(a: f32, ia: usize, b: f32, ib: usize, max: bool, last: bool) -> bool {
+    if a != b {
+        if max {
+            a > b
+        } else {
+            a < b
+        }
+    } else if last {
+        ia > ib
+    } else {
+        ia < ib
+    }
+}
+
 /// What one kernel computes. See each variant for its inputs, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum KernelOp {
@@ -581,6 +599,21 @@ pub enum KernelOp {
         /// Product of trailing dims.
         inner: usize,
     },
+    /// Index (i64) of the largest or smallest element along the middle axis
+    /// of f32 `[outer, len, inner]` into `[outer, inner]`; ties pick the
+    /// first index, or the last with `last`. Inputs `x`.
+    ArgExtreme {
+        /// Largest (else smallest).
+        max: bool,
+        /// Ties pick the last index.
+        last: bool,
+        /// Product of leading dims.
+        outer: usize,
+        /// Reduced length (at least 1).
+        len: usize,
+        /// Product of trailing dims.
+        inner: usize,
+    },
     /// Type conversion of `n` elements; inputs `x`.
     Cast {
         /// From.
@@ -614,6 +647,7 @@ impl KernelOp {
             KernelOp::Softmax { .. } => "softmax",
             KernelOp::LayerNorm { .. } => "layernorm",
             KernelOp::Reduce { .. } => "reduce",
+            KernelOp::ArgExtreme { .. } => "arg_extreme",
             KernelOp::Cast { .. } => "cast",
         }
     }

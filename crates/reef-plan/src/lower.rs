@@ -1321,6 +1321,27 @@ impl<'g> Lowerer<'g> {
                 );
             }
             Op::Reduce { .. } => self.lower_reduce(node, out)?,
+            Op::ArgExtreme {
+                max,
+                axis,
+                select_last_index,
+                ..
+            } => {
+                let x = self.f32_in(node, 0)?;
+                let xs = self.shape(x).to_vec();
+                let ax = norm_axis(*axis, xs.len())
+                    .ok_or_else(|| lower_err(node, "axis out of range"))?;
+                let xb = self.buf(node, x)?;
+                let o = self.out_buf(out);
+                let k = KernelOp::ArgExtreme {
+                    max: *max,
+                    last: *select_last_index,
+                    outer: numel(&xs[..ax]),
+                    len: xs[ax],
+                    inner: numel(&xs[ax + 1..]),
+                };
+                self.emit(&node.name, k, vec![xb], o);
+            }
             Op::Resize(a) => {
                 let x = self.f32_in(node, 0)?;
                 let in_shape = self.shape(x).to_vec();

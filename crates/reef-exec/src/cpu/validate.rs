@@ -450,6 +450,17 @@ fn needs(k: &Kernel) -> Result<(Vec<Need>, Need)> {
             }
             Some((vec![f32s(mul(in_shape))], f32s(out)))
         }
+        KernelOp::ArgExtreme {
+            outer, len, inner, ..
+        } => {
+            if *len == 0 {
+                return Err(bad(k, "ArgMax / ArgMin over an empty axis"));
+            }
+            Some((
+                vec![f32s(mul(&[*outer, *len, *inner]))],
+                typed(mul(&[*outer, *inner]), DType::I64),
+            ))
+        }
         KernelOp::Resize {
             shape,
             in_shape,

@@ -458,6 +458,12 @@ impl Importer {
             }
             "ConvTranspose" => return self.conv_transpose(ctx, &inputs),
             "Einsum" => return self.einsum(ctx, &inputs),
+            "ArgMax" | "ArgMin" => Op::ArgExtreme {
+                max: ctx.op == "ArgMax",
+                axis: ctx.int_or("axis", 0)?,
+                keepdims: ctx.flag("keepdims", true)?,
+                select_last_index: ctx.flag("select_last_index", false)?,
+            },
             "Split" => return self.split(ctx, &inputs),
             "InstanceNormalization" | "GroupNormalization" => return self.group_norm(ctx, &inputs),
             "Resize" | "Upsample" => return self.resize(ctx, &inputs),
@@ -1040,6 +1046,7 @@ fn arity(op: &str, opset: i64) -> Option<(usize, usize)> {
         "InstanceNormalization" | "GroupNormalization" => (3, 3),
         "ConvTranspose" => (2, 3),
         "Einsum" => (1, usize::MAX),
+        "ArgMax" | "ArgMin" => (1, 1),
         "Split" if opset < 13 => (1, 1),
         "Split" => (1, 2),
         "Pad" if opset < 11 => (1, 1),

@@ -260,6 +260,20 @@ pub(crate) fn run(
             typed_mut(out)?,
             stop,
         ),
+        KernelOp::ArgExtreme {
+            max,
+            last,
+            outer,
+            len,
+            inner,
+        } => norm::arg_extreme(
+            *max,
+            *last,
+            [*outer, *len, *inner],
+            f(0)?,
+            typed_mut(out)?,
+            stop,
+        ),
         KernelOp::Resize {
             shape,
             in_shape,

@@ -130,3 +130,38 @@ pub(crate) fn reduce(kind: ReduceKind, dims: [usize; 3], x: &[f32], out: &mut [f
         }
     });
 }
+
+/// Index of the largest (`max`) or smallest element along the middle axis
+/// of `[outer, len, inner]` into `[outer, inner]`, by
+/// [`reef_plan::kernel::arg_beats`] in index order.
+pub(crate) fn arg_extreme(
+    max: bool,
+    last: bool,
+    dims: [usize; 3],
+    x: &[f32],
+    out: &mut [i64],
+    stop: &Stop,
+) {
+    let [outer, len, inner] = dims;
+    if inner == 0 || len == 0 {
+        return;
+    }
+    let out = &mut out[..outer * inner];
+    let per = (CHUNK / (len * inner).max(1)).max(1);
+    tiles::chunks(out, per * inner, stop, |start, chunk| {
+        for (o, dst) in chunk.chunks_mut(inner).enumerate() {
+            let ob = start / inner + o;
+            let src = &x[ob * len * inner..(ob + 1) * len * inner];
+            for (i, d) in dst.iter_mut().enumerate() {
+                let mut best = 0usize;
+                for j in 1..len {
+                    let (a, b) = (src[j * inner + i], src[best * inner + i]);
+                    if reef_plan::kernel::arg_beats(a, j, b, best, max, last) {
+                        best = j;
+                    }
+                }
+                *d = best as i64;
+            }
+        }
+    });
+}
