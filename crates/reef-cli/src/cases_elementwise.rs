@@ -76,14 +76,8 @@ pub fn all(r: &mut ChaCha8Rng) -> Result<Vec<Case>> {
         }
         v.push(case("min_max_prelu", b)?);
     }
-    for kind in [
-        Reduction::Sum,
-        Reduction::Max,
-        Reduction::Min,
-        Reduction::SumSquare,
-        Reduction::L1,
-        Reduction::L2,
-    ] {
+    // ReduceMean has its own case in crate::cases.
+    for kind in Reduction::ALL.into_iter().filter(|&k| k != Reduction::Mean) {
         // Axes 1 and 3: two separate runs, so that L1, L2 and SumSquare
         // take their two-kernel forms.
         let name = kind.onnx_name().to_lowercase();

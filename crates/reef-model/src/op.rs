@@ -236,19 +236,20 @@ impl Reduction {
         }
     }
 
+    /// Every reduction.
+    pub const ALL: [Reduction; 7] = [
+        Reduction::Mean,
+        Reduction::Sum,
+        Reduction::Max,
+        Reduction::Min,
+        Reduction::SumSquare,
+        Reduction::L1,
+        Reduction::L2,
+    ];
+
     /// The reduction an ONNX op type names.
     pub fn from_onnx(op: &str) -> Option<Reduction> {
-        [
-            Reduction::Mean,
-            Reduction::Sum,
-            Reduction::Max,
-            Reduction::Min,
-            Reduction::SumSquare,
-            Reduction::L1,
-            Reduction::L2,
-        ]
-        .into_iter()
-        .find(|r| r.onnx_name() == op)
+        Self::ALL.into_iter().find(|r| r.onnx_name() == op)
     }
 
     /// The first opset in which the op takes its axes as an input instead

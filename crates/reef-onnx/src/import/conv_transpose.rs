@@ -127,40 +127,15 @@ impl Importer {
             Tensor::f32(vec![cout, cin_g, kh, kw], wt)?,
         )?;
 
-        let node_name = |imp: &mut Importer, what: &str| imp.fresh(&format!("{}_{what}", ctx.name));
         let mut y = x;
         let [sh, sw] = stride;
         if sh > 1 || sw > 1 {
             let split = [0, cin as i64, h as i64, 1, wd as i64, 1];
-            let s = self.constant(&format!("{}_split", ctx.name), Tensor::i64_vec(&split))?;
-            let n = node_name(self, "split");
-            y = self.add(
-                &n,
-                Op::Reshape { allowzero: false },
-                vec![Some(y), Some(s)],
-                &n,
-            )?;
+            y = self.reshaped(ctx, y, &split, "split")?;
             let p = [0, 0, 0, 0, 0, 0, 0, 0, 0, sh as i64 - 1, 0, sw as i64 - 1];
-            let n = node_name(self, "zeros");
-            y = self.add(
-                &n,
-                Op::Pad {
-                    mode: PadMode::Constant,
-                    pads: Some(p.to_vec()),
-                    value: 0.0,
-                },
-                vec![Some(y)],
-                &n,
-            )?;
+            y = self.zero_padded(ctx, y, &p, "zeros")?;
             let merged = [0, cin as i64, (h * sh) as i64, (wd * sw) as i64];
-            let s = self.constant(&format!("{}_merge", ctx.name), Tensor::i64_vec(&merged))?;
-            let n = node_name(self, "spread");
-            y = self.add(
-                &n,
-                Op::Reshape { allowzero: false },
-                vec![Some(y), Some(s)],
-                &n,
-            )?;
+            y = self.reshaped(ctx, y, &merged, "spread")?;
         }
         // Around the spread input: d (k - 1) - pad, minus the stride - 1
         // trailing zeros of the spread, plus output_padding at the end.
@@ -176,17 +151,7 @@ impl Importer {
             edge(1) - pads[3] + out_pad[1] as i64 - (sw as i64 - 1),
         ];
         if p.iter().any(|&v| v != 0) {
-            let n = node_name(self, "pad");
-            y = self.add(
-                &n,
-                Op::Pad {
-                    mode: PadMode::Constant,
-                    pads: Some(p.to_vec()),
-                    value: 0.0,
-                },
-                vec![Some(y)],
-                &n,
-            )?;
+            y = self.zero_padded(ctx, y, &p, "pad")?;
         }
         let attrs = ConvAttrs {
             kernel: k,
@@ -200,5 +165,40 @@ impl Importer {
             ins.push(Some(b));
         }
         self.emit(ctx, Op::Conv(attrs), ins)
+    }
+
+    /// `y` reshaped to `dims` (0 copies the input's dimension).
+    fn reshaped(
+        &mut self,
+        ctx: &NodeCtx,
+        y: ValueId,
+        dims: &[i64],
+        what: &str,
+    ) -> Result<ValueId, ModelError> {
+        let s = self.constant(&format!("{}_{what}_shape", ctx.name), Tensor::i64_vec(dims))?;
+        let n = self.fresh(&format!("{}_{what}", ctx.name));
+        self.add(
+            &n,
+            Op::Reshape { allowzero: false },
+            vec![Some(y), Some(s)],
+            &n,
+        )
+    }
+
+    /// `y` padded with zeros by `pads` (begins, then ends; negative crops).
+    fn zero_padded(
+        &mut self,
+        ctx: &NodeCtx,
+        y: ValueId,
+        pads: &[i64],
+        what: &str,
+    ) -> Result<ValueId, ModelError> {
+        let n = self.fresh(&format!("{}_{what}", ctx.name));
+        let op = Op::Pad {
+            mode: PadMode::Constant,
+            pads: Some(pads.to_vec()),
+            value: 0.0,
+        };
+        self.add(&n, op, vec![Some(y)], &n)
     }
 }
