@@ -33,6 +33,7 @@ fn tiny_models_match_pytorch_on_the_cpu_backend() {
         "densenet_tiny",
         "inception_tiny",
         "mobilenet_tiny",
+        "mobilenet_v3_tiny",
         "bert_tiny",
     ] {
         let (ok, out) = reef(&["export", m, "--seed", "3", "--format", "both", "--out", d]);

@@ -70,6 +70,11 @@ fn mobilenet_tiny_matches_torchvision() {
 }
 
 #[test]
+fn mobilenet_v3_tiny_matches_torchvision() {
+    check("mobilenet_v3_tiny");
+}
+
+#[test]
 fn bert_tiny_matches_transformers() {
     check("bert_tiny");
 }

@@ -222,6 +222,12 @@ pub fn run(g: &Graph, inputs: &HashMap<String, Tensor>) -> Vec<Arr> {
                 map(&|a| a.max(lo).min(hi))
             }
             Op::Tanh => map(&|a| a.tanh()),
+            // torch's definitions: x * relu6(x + 3) / 6 and relu6(x + 3) / 6.
+            Op::Act(reef_model::Act::HardSwish) => map(&|a| a * (a + 3.0).clamp(0.0, 6.0) / 6.0),
+            Op::Act(reef_model::Act::HardSigmoid(alpha, beta)) => {
+                let (al, be) = (*alpha as f64, *beta as f64);
+                map(&|a| (al * a + be).clamp(0.0, 1.0))
+            }
             Op::Erf => map(&|a| reef_model::op::erf(a as f32) as f64),
             Op::Identity | Op::Cast { .. } => x(0).clone(),
             Op::Pool(p) => pool(x(0), p),
