@@ -167,24 +167,6 @@ impl Importer {
         self.emit(ctx, Op::Conv(attrs), ins)
     }
 
-    /// `y` reshaped to `dims` (0 copies the input's dimension).
-    fn reshaped(
-        &mut self,
-        ctx: &NodeCtx,
-        y: ValueId,
-        dims: &[i64],
-        what: &str,
-    ) -> Result<ValueId, ModelError> {
-        let s = self.constant(&format!("{}_{what}_shape", ctx.name), Tensor::i64_vec(dims))?;
-        let n = self.fresh(&format!("{}_{what}", ctx.name));
-        self.add(
-            &n,
-            Op::Reshape { allowzero: false },
-            vec![Some(y), Some(s)],
-            &n,
-        )
-    }
-
     /// `y` padded with zeros by `pads` (begins, then ends; negative crops).
     fn zero_padded(
         &mut self,

@@ -8,7 +8,7 @@
 
 use super::Importer;
 use crate::attrs::NodeCtx;
-use reef_model::{ModelError, Op, Reduction, Tensor, ValueId};
+use reef_model::{ModelError, Op, Reduction, ValueId};
 
 /// The placeholder label of ellipsis dimension `i` (of `total`, counted
 /// from the left; operands with fewer align on the right, as numpy does).
@@ -240,16 +240,6 @@ impl Importer {
             return Ok(v);
         }
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-        let s = self.constant(
-            &format!("{}_{what}_shape", ctx.name),
-            Tensor::i64_vec(&dims),
-        )?;
-        let n = self.fresh(&format!("{}_{what}", ctx.name));
-        self.add(
-            &n,
-            Op::Reshape { allowzero: false },
-            vec![Some(v), Some(s)],
-            &n,
-        )
+        self.reshaped(ctx, v, &dims, what)
     }
 }

@@ -425,6 +425,24 @@ impl Importer {
         Ok(v)
     }
 
+    /// `y` reshaped to `dims` (0 copies the input's dimension).
+    fn reshaped(
+        &mut self,
+        ctx: &NodeCtx,
+        y: ValueId,
+        dims: &[i64],
+        what: &str,
+    ) -> Result<ValueId, ModelError> {
+        let s = self.constant(&format!("{}_{what}_shape", ctx.name), Tensor::i64_vec(dims))?;
+        let n = self.fresh(&format!("{}_{what}", ctx.name));
+        self.add(
+            &n,
+            Op::Reshape { allowzero: false },
+            vec![Some(y), Some(s)],
+            &n,
+        )
+    }
+
     fn constant(&mut self, base: &str, t: Tensor) -> Result<ValueId, ModelError> {
         let name = self.fresh(base);
         self.b.initializer(&name, t)

@@ -61,23 +61,12 @@ impl Importer {
         let scale = per_channel(scale, "scale")?;
         let bias = per_channel(bias, "bias")?;
 
-        let name = |imp: &mut Importer, what: &str| imp.fresh(&format!("{}_{what}", ctx.name));
-        let grouped = self.constant(
-            &format!("{}_grouped_shape", ctx.name),
-            Tensor::i64_vec(&[0, groups as i64, -1]),
-        )?;
-        let n = name(self, "grouped");
-        let xg = self.add(
-            &n,
-            Op::Reshape { allowzero: false },
-            vec![Some(x), Some(grouped)],
-            &n,
-        )?;
+        let xg = self.reshaped(ctx, x, &[0, groups as i64, -1], "grouped")?;
         let one = self.constant(
             &format!("{}_unit_scale", ctx.name),
             Tensor::f32(vec![1], vec![1.0])?,
         )?;
-        let n = name(self, "normalized");
+        let n = self.fresh(&format!("{}_normalized", ctx.name));
         let normed = self.add(
             &n,
             Op::LayerNorm {
@@ -89,14 +78,7 @@ impl Importer {
         )?;
         let mut back: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         back[0] = 0; // the batch, copied from the input (re-batching keeps working)
-        let back = self.constant(&format!("{}_shape", ctx.name), Tensor::i64_vec(&back))?;
-        let n = name(self, "ungrouped");
-        let y = self.add(
-            &n,
-            Op::Reshape { allowzero: false },
-            vec![Some(normed), Some(back)],
-            &n,
-        )?;
+        let y = self.reshaped(ctx, normed, &back, "ungrouped")?;
         let mut ins = vec![Some(y)];
         for (what, v) in [
             ("scale", scale),
