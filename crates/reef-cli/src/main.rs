@@ -6,6 +6,7 @@ mod bench_models;
 mod bench_preempt;
 mod cases;
 mod cases_elementwise;
+mod compile_cmd;
 mod device;
 mod infer;
 mod selftest;
@@ -96,6 +97,17 @@ enum Cmd {
         /// models by --tf32-tol alone.
         #[arg(long, default_value_t = 2.0)]
         tf32_model_factor: f64,
+    },
+    /// Compile the CUDA kernel module for a GPU architecture into the kernel
+    /// cache (REEF_CACHE_DIR, else ~/.cache/reef/kernels) with NVRTC; no GPU
+    /// needed. A device's first use then skips the compile (minutes), e.g.
+    /// in a container image built on a machine without a GPU. The kernel
+    /// options come from the environment as for a device (REEF_FLAG_CHUNK,
+    /// REEF_NVRTC_DEFINES).
+    Compile {
+        /// Compute capability: 9.0, 90 or sm_90 (H100 / H200).
+        #[arg(long, default_value = "9.0")]
+        arch: String,
     },
     /// Benchmarks.
     Bench {
@@ -250,6 +262,22 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Serve(a) => serve::run(a).map(|_| 0),
         Cmd::Infer(a) => infer::run(a).map(|_| 0),
         Cmd::Verify(a) => verify::run(a).map(|ok| if ok { 0 } else { 1 }),
+        Cmd::Compile { arch } => {
+            let (major, minor) = compile_cmd::parse_arch(&arch)?;
+            let options = reef_cuda::CudaOptions::from_env()?;
+            let t = std::time::Instant::now();
+            let bytes = reef_cuda::precompile(major, minor, &options).with_context(|| {
+                format!("compiling the kernel module for compute capability {major}.{minor}")
+            })?;
+            println!(
+                "kernel module for compute capability {major}.{minor}: {bytes} bytes, in {} ({:.1} s)",
+                reef_cuda::cache_dir()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default(),
+                t.elapsed().as_secs_f64()
+            );
+            Ok(0)
+        }
         Cmd::Models => {
             for n in reef_zoo::names() {
                 match reef_zoo::info(n) {

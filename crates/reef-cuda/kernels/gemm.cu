@@ -26,8 +26,10 @@
 //   stride, unpadded stride-1 1x1 conv with npix % 4 == 0); 2 / 3 = matmul
 //   B with unit K stride (Gemm trans_b, e.g. nn.Linear weights), stored
 //   K-major in shared memory like A, 4- / 16-byte copies; 0 = a 4-byte
-//   gather with per-thread column state fixed for the tile and the (c, r, s)
-//   split of K stepped incrementally (no integer division in the K loop).
+//   gather with per-thread column state fixed for the tile: with the
+//   convolution's K-index table (params.ktab, launch.rs / gather.rs) each
+//   element is a table entry and a bit of the thread's (r, s) mask; without
+//   it the (c, r, s) split of K is stepped incrementally.
 // - Deterministic split-K. With splits > 1 every item stores its fp32 partial
 //   tile in the context's workspace (slot tile * splits + split, layout
 //   [element][thread] for coalescing), then __threadfence() and one atomicAdd
@@ -56,6 +58,7 @@ struct ConvParams {
     u32 m_tiles, n_tiles, splits;
     i32 ksplit, a_vec, b_vec;
     u32 pad0;
+    u64 ktab;  // K-index gather table (launch.rs gather_entry), or 0
 };
 
 // Mirrors reef_cuda::params::MatMulParams.
@@ -237,7 +240,11 @@ struct ConvLoad {
     const float* xb;
     bool cok, bvec;
     i32 iy0, ix0;
-    i32 kk, c, rr, ss;  // gather: the next K index this thread loads, split into (c, r, s)
+    u64 xpix;           // table gather: address of (channel 0, iy0, ix0), may lie before the image
+    u32 rsmask;         // table gather: bit r * s_len + s set where (iy0 + r dh, ix0 + s dw) is inside
+    i32 negpix;         // table gather: byte offset from xpix back to xb
+    i32 kk, c, rr, ss;  // stepping gather: the next K index this thread loads, split into (c, r, s)
+    static constexpr bool MAYBE_KM = false;  // B is never K-major
     __device__ __forceinline__ ConvLoad(const ConvParams& pp, u32 tile) : p(pp) {
         const u32 mt = tile % p.m_tiles;
         const u32 rest = tile / p.m_tiles;
@@ -257,7 +264,9 @@ struct ConvLoad {
             const i32 img = cc / p.npix;
             const i32 pix = cc - img * p.npix;
             xb = x + (i64)(img * p.c + grp * p.cg) * p.npix + pix;
-            iy0 = ix0 = 0;
+            iy0 = ix0 = negpix = 0;
+            xpix = 0;
+            rsmask = 0;
         } else {
             const i32 col = n0 + (i32)(threadIdx.x % C::BN);
             cok = col < ncols;
@@ -269,6 +278,17 @@ struct ConvLoad {
             iy0 = y * p.sh - p.ph;
             ix0 = xx * p.sw - p.pw;
             xb = x + (i64)(img * p.c + grp * p.cg) * p.h * p.w_;
+            negpix = -4 * (iy0 * p.w_ + ix0);
+            xpix = (u64)xb - (i64)negpix;
+            rsmask = 0;
+            if (p.ktab != 0 && cok) {
+                // r * s < 31 (gather.rs): one bit per (r, s) position.
+                for (i32 r = 0, b = 0; r < p.r; ++r) {
+                    const bool rin = (u32)(iy0 + r * p.dh) < (u32)p.h;
+                    for (i32 s = 0; s < p.s; ++s, ++b)
+                        if (rin && (u32)(ix0 + s * p.dw) < (u32)p.w_) rsmask |= 1u << b;
+                }
+            }
         }
     }
     __device__ __forceinline__ bool bkm() const { return false; }
@@ -295,6 +315,30 @@ struct ConvLoad {
                 const i32 k = k0 + kr;
                 const bool ok = cok && k < kdim;
                 reef_cp16(bs + kr * C::BP + n4, ok ? xb + (i64)k * p.npix : x, ok);
+            }
+        } else if (p.ktab != 0) {
+            // Table gather: K index k's entry holds its element offset from
+            // (channel 0, iy0, ix0) over its (r, s) position, whose bit in
+            // this thread's rsmask says whether it lies inside the input
+            // (padding entries past c/groups * r * s have a position whose
+            // bit is never set). A thread loads BSC consecutive K indices of
+            // one column; their entries come in two 16-byte loads (the same
+            // for every thread of a warp: broadcasts), and no (c, r, s)
+            // state is stepped.
+            static_assert(C::BSC == 8, "eight entries per thread and step");
+            const i32 n = (i32)(threadIdx.x % C::BN), kq = (i32)(threadIdx.x / C::BN);
+            const uint4* kt = (const uint4*)((const u32*)p.ktab + k0 + kq * C::BSC);
+            float* bd = bs + kq * C::BSC * C::BP + n;
+            const uint4 e0 = __ldg(kt), e1 = __ldg(kt + 1);
+            const u32 e[8] = {e0.x, e0.y, e0.z, e0.w, e1.x, e1.y, e1.z, e1.w};
+#pragma unroll
+            for (int j = 0; j < C::BSC; ++j) {
+                // Bits 0-4: position (the funnel shift takes them mod 32);
+                // 5-31: element offset. Off the input, the copy reads
+                // nothing from xb (xpix + negpix).
+                const bool ok = __funnelshift_r(rsmask, rsmask, e[j]) & 1u;
+                const i32 boff = ok ? (i32)((e[j] >> 3) & ~3u) : negpix;
+                reef_cp4(bd + j * C::BP, (const float*)(xpix + (i64)boff), ok);
             }
         } else {
             const i32 n = (i32)(threadIdx.x % C::BN), kq = (i32)(threadIdx.x / C::BN);
@@ -383,6 +427,7 @@ struct MatMulLoad {
     }
     // B modes (p.b_vec): 0: 4-byte gather, 1: 16-byte along N, 2/3: K-major (4/16-byte).
     __device__ __forceinline__ bool bkm() const { return p.b_vec >= 2; }
+    static constexpr bool MAYBE_KM = true;
     __device__ __forceinline__ void start(i32) {}
     __device__ __forceinline__ void issue(float* as, float* bs, i32 k0) {
         al.issue(as, k0, (const float*)p.a, p.lda_k, p.k, p.a_vec != 0);
@@ -594,14 +639,24 @@ struct TcCore {
     static constexpr int E = C::MI * C::NI * 4;
     __device__ __forceinline__ static i32 wm() { return (i32)(threadIdx.x >> 5) / (C::BN / C::WN) * C::WM; }
     __device__ __forceinline__ static i32 wn() { return (i32)(threadIdx.x >> 5) % (C::BN / C::WN) * C::WN; }
+    // B's shared-memory layout is a compile-time choice (KM: K-major, as a
+    // matmul's trans_b operand), so every fragment load has a constant
+    // offset from one base; a loader whose B may be either (MAYBE_KM) gets
+    // both loops.
     template <bool BE, class L>
     __device__ __forceinline__ static bool run(L& ld, i32 kb, i32 ke, float* acc) {
+        if constexpr (L::MAYBE_KM) {
+            if (ld.bkm()) return run_b<BE, true>(ld, kb, ke, acc);
+        }
+        return run_b<BE, false>(ld, kb, ke, acc);
+    }
+    template <bool BE, bool KM, class L>
+    __device__ __forceinline__ static bool run_b(L& ld, i32 kb, i32 ke, float* acc) {
         const i32 lane = threadIdx.x & 31;
         const i32 g = lane >> 2, q = lane & 3;
         const i32 wm0 = wm(), wn0 = wn();
         // B element (k, n) lives at bs[k * bsk + n * bsn].
-        const bool km = ld.bkm();
-        const i32 bsk = km ? 1 : C::BP, bsn = km ? C::AP : 1;
+        constexpr i32 bsk = KM ? 1 : C::BP, bsn = KM ? C::AP : 1;
         return reef_pipeline<C, BE>(ld, kb, ke, [&](const float* as, const float* bs) {
 #pragma unroll
             for (int kk = 0; kk < GK; kk += 8) {

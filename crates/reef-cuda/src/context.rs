@@ -70,6 +70,8 @@ impl CudaTaskContext {
         let built = Builder::new(&plan, addr, shared.precision)?
             .sms(shared.sms)
             .wgmma(shared.wgmma)
+            .split_waves(shared.split_waves)
+            .gather_table(shared.gather_table)
             .tf32_weights(model.tf32_weights())
             .build_all()?;
         // The geometry depends on the plan and the SM count only, so it

@@ -45,6 +45,12 @@ pub struct CudaOptions {
     /// off): in `tf32` precision, weights that only TF32 GEMMs read are
     /// stored rounded to TF32, and those kernels skip converting them.
     pub tf32_weights: bool,
+    /// Wave-aware K splits (default on; `REEF_SPLIT_WAVES=0` turns them off,
+    /// see [`crate::geometry::split_k`]).
+    pub split_waves: bool,
+    /// The convolutions' K-index gather table (default on;
+    /// `REEF_GATHER_TABLE=0` turns it off).
+    pub gather_table: bool,
 }
 
 impl Default for CudaOptions {
@@ -57,6 +63,8 @@ impl Default for CudaOptions {
             be_direct_all: true,
             flag_chunk: 1,
             tf32_weights: true,
+            split_waves: true,
+            gather_table: true,
         }
     }
 }
@@ -65,12 +73,13 @@ impl CudaOptions {
     /// The defaults, with the precision from `REEF_PRECISION` (`tf32`,
     /// `tf32x3` or `f32`; `REEF_TF32=0` is an alias of `f32`) and the
     /// switches `REEF_WGMMA`, `REEF_RT_LEAN`, `REEF_BE_DIRECT`,
-    /// `REEF_BE_DIRECT_ALL`, `REEF_TF32_WEIGHTS` and `REEF_FLAG_CHUNK`. A value
+    /// `REEF_BE_DIRECT_ALL`, `REEF_TF32_WEIGHTS`, `REEF_SPLIT_WAVES`,
+    /// `REEF_GATHER_TABLE` and `REEF_FLAG_CHUNK`. A value
     /// that does not parse is an error naming the variable.
     pub fn from_env() -> Result<Self, PrecisionError> {
         use crate::precision::{
             flag_chunk_from_var, switch_from_var, BE_DIRECT_ALL_VAR, BE_DIRECT_VAR, FLAG_CHUNK_VAR,
-            RT_LEAN_VAR, TF32_WEIGHTS_VAR, WGMMA_VAR,
+            GATHER_TABLE_VAR, RT_LEAN_VAR, SPLIT_WAVES_VAR, TF32_WEIGHTS_VAR, WGMMA_VAR,
         };
         let var = |name: &str| std::env::var(name).ok();
         let d = CudaOptions::default();
@@ -89,6 +98,16 @@ impl CudaOptions {
                 TF32_WEIGHTS_VAR,
                 var(TF32_WEIGHTS_VAR).as_deref(),
                 d.tf32_weights,
+            )?,
+            split_waves: switch_from_var(
+                SPLIT_WAVES_VAR,
+                var(SPLIT_WAVES_VAR).as_deref(),
+                d.split_waves,
+            )?,
+            gather_table: switch_from_var(
+                GATHER_TABLE_VAR,
+                var(GATHER_TABLE_VAR).as_deref(),
+                d.gather_table,
             )?,
         })
     }
@@ -140,6 +159,10 @@ pub(crate) struct DeviceShared {
     pub be_direct_all: bool,
     /// [`CudaOptions::tf32_weights`].
     pub tf32_weights: bool,
+    /// [`CudaOptions::split_waves`].
+    pub split_waves: bool,
+    /// [`CudaOptions::gather_table`].
+    pub gather_table: bool,
     /// The high-priority stream that writes every lane's preemption flag
     /// (raising and clearing on one stream keeps the writes in order).
     pub control: Arc<CudaStream>,
@@ -234,7 +257,8 @@ impl CudaDevice {
             device = %name, sms, arch = format!("sm_{major}{minor}"), precision = %options.precision,
             wgmma, rt_lean = options.rt_lean, be_direct = options.be_direct,
             be_direct_all = options.be_direct_all, flag_chunk = options.flag_chunk,
-            tf32_weights = options.tf32_weights, "CUDA device ready"
+            tf32_weights = options.tf32_weights, split_waves = options.split_waves,
+            gather_table = options.gather_table, "CUDA device ready"
         );
         Ok(CudaDevice {
             shared: Arc::new(DeviceShared {
@@ -251,6 +275,8 @@ impl CudaDevice {
                 be_direct: options.be_direct,
                 be_direct_all: options.be_direct_all,
                 tf32_weights: options.tf32_weights,
+                split_waves: options.split_waves,
+                gather_table: options.gather_table,
                 control,
                 hold,
             }),
@@ -277,6 +303,29 @@ impl CudaDevice {
     }
 }
 
+/// The `-D` options that `options` add to the kernel module's compile.
+fn module_defines(options: &CudaOptions) -> Vec<String> {
+    if options.flag_chunk != 1 {
+        vec![format!("-DREEF_FLAG_CHUNK={}", options.flag_chunk)]
+    } else {
+        vec![]
+    }
+}
+
+/// Compiles the kernel module for compute capability `major.minor` with
+/// `options` into the kernel cache (`REEF_CACHE_DIR`), as a device with
+/// those options would at its first use: NVRTC only, no GPU needed (e.g.
+/// to ship the compiled module in a container image). Returns the CUBIN's
+/// size in bytes.
+pub fn precompile(major: i32, minor: i32, options: &CudaOptions) -> Result<usize, ExecError> {
+    if compile::cache_dir().is_none() {
+        return Err(ExecError::Invalid(
+            "no kernel cache folder: set REEF_CACHE_DIR".into(),
+        ));
+    }
+    compile::module_cubin(major, minor, false, &module_defines(options)).map(|c| c.len())
+}
+
 fn load_module(
     ctx: &Arc<CudaContext>,
     major: i32,
@@ -284,12 +333,7 @@ fn load_module(
     fresh: bool,
     options: &CudaOptions,
 ) -> Result<Arc<CudaModule>, ExecError> {
-    let defines: Vec<String> = if options.flag_chunk != 1 {
-        vec![format!("-DREEF_FLAG_CHUNK={}", options.flag_chunk)]
-    } else {
-        vec![]
-    };
-    let cubin = compile::module_cubin(major, minor, fresh, &defines)?;
+    let cubin = compile::module_cubin(major, minor, fresh, &module_defines(options))?;
     ctx.load_module(Ptx::from_binary(cubin))
         .call("cuModuleLoadData")
 }

@@ -83,6 +83,39 @@ impl GemmTile {
     }
 }
 
+/// Splits of the K axis of `steps` K steps over `tiles` output tiles when
+/// `slots` blocks fit on the GPU at once: as many as keep all items in one
+/// wave (`tiles * splits <= slots`, rounding down), at least as many as keep
+/// every item within [`MAX_ITEM_STEPS`], at most the cap of
+/// [`MIN_SPLIT_STEPS`] per split and [`MAX_SPLITS`]. Rounding up instead
+/// (the fill rule, [`split_k_fill`]) spilled a few blocks into a second
+/// wave that doubled the kernel's time (H200, Nsight Compute: vgg19's 3x3
+/// convolution at 56x56 ran 588 blocks on 528 slots, a second wave of 60,
+/// where 2 splits run 392 items in one). Returns (splits, K steps per
+/// split), ranges of equal whole steps.
+pub fn split_k(tiles: u64, steps: u64, slots: u64) -> (u64, u64) {
+    let (tiles, steps, slots) = (tiles.max(1), steps.max(1), slots.max(1));
+    let cap = (steps / MIN_SPLIT_STEPS).clamp(1, MAX_SPLITS);
+    let lo = steps.div_ceil(MAX_ITEM_STEPS).min(cap);
+    let splits = (slots / tiles).clamp(lo.max(1), cap);
+    let per = steps.div_ceil(splits);
+    (steps.div_ceil(per), per)
+}
+
+/// The older split rule (`REEF_SPLIT_WAVES=0`): K split until the tiles fill
+/// the `slots` resident blocks, within the same bounds as [`split_k`].
+pub fn split_k_fill(tiles: u64, steps: u64, slots: u64) -> (u64, u64) {
+    let (tiles, steps) = (tiles.max(1), steps.max(1));
+    let cap = (steps / MIN_SPLIT_STEPS).clamp(1, MAX_SPLITS);
+    let mut splits = 1;
+    if tiles < slots {
+        splits = slots.div_ceil(tiles).min(cap);
+    }
+    splits = splits.max(steps.div_ceil(MAX_ITEM_STEPS).min(cap));
+    let per = steps.div_ceil(splits);
+    (steps.div_ceil(per), per)
+}
+
 /// The geometry of one GEMM launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GemmGeom {
@@ -109,6 +142,20 @@ impl GemmGeom {
     /// split until there are about [`TARGET_ITEMS_PER_SM`] items per SM,
     /// each split owning at least [`MIN_SPLIT_STEPS`] K steps.
     pub fn choose(outer: u64, m: u64, n: u64, k: u64, large_ok: bool, sms: u32) -> Self {
+        Self::choose_with(outer, m, n, k, large_ok, sms, true)
+    }
+
+    /// [`GemmGeom::choose`], with `waves` choosing the K split rule:
+    /// [`split_k`] (true) or the older fill rule ([`split_k_fill`]).
+    pub fn choose_with(
+        outer: u64,
+        m: u64,
+        n: u64,
+        k: u64,
+        large_ok: bool,
+        sms: u32,
+        waves: bool,
+    ) -> Self {
         let tiles = |(bm, bn): (u64, u64)| outer * m.div_ceil(bm).max(1) * n.div_ceil(bn).max(1);
         let large = large_ok
             && m >= 128
@@ -119,24 +166,32 @@ impl GemmGeom {
         } else {
             GemmTile::Medium
         };
-        Self::with_tile(tile, outer, m, n, k, sms)
+        Self::with_tile(tile, outer, m, n, k, sms, waves)
     }
 
     /// The geometry of a TF32 convolution on a GPU with wgmma: 128-channel
     /// tiles when there are at least 128 output channels (per group), else
     /// 64-channel tiles.
-    pub fn choose_wgmma(outer: u64, m: u64, n: u64, k: u64, sms: u32) -> Self {
+    pub fn choose_wgmma(outer: u64, m: u64, n: u64, k: u64, sms: u32, waves: bool) -> Self {
         let tile = if m >= 128 {
             GemmTile::Wg
         } else {
             GemmTile::WgS
         };
-        Self::with_tile(tile, outer, m, n, k, sms)
+        Self::with_tile(tile, outer, m, n, k, sms, waves)
     }
 
-    /// The geometry with a given tile: K split until the GPU holds about as
-    /// many work items as blocks of the tile fit.
-    pub fn with_tile(tile: GemmTile, outer: u64, m: u64, n: u64, k: u64, sms: u32) -> Self {
+    /// The geometry with a given tile: K split by [`split_k`] (`waves`) or
+    /// [`split_k_fill`] over the blocks of the tile that fit on the GPU.
+    pub fn with_tile(
+        tile: GemmTile,
+        outer: u64,
+        m: u64,
+        n: u64,
+        k: u64,
+        sms: u32,
+        waves: bool,
+    ) -> Self {
         let sms = u64::from(sms.max(1));
         let tiles = |(bm, bn): (u64, u64)| outer * m.div_ceil(bm).max(1) * n.div_ceil(bn).max(1);
         let (bm, bn) = tile.dims();
@@ -149,15 +204,11 @@ impl GemmGeom {
             GemmTile::Medium | GemmTile::WgS => TARGET_ITEMS_PER_SM * sms,
         };
         let steps = k.div_ceil(GEMM_K).max(1);
-        let mut splits = 1;
-        let cap = (steps / MIN_SPLIT_STEPS).clamp(1, MAX_SPLITS);
-        if out_tiles < target {
-            splits = target.div_ceil(out_tiles).min(cap);
-        }
-        splits = splits.max(steps.div_ceil(MAX_ITEM_STEPS).min(cap));
-        // Equal ranges of whole K steps; no empty split.
-        let per = steps.div_ceil(splits);
-        let splits = steps.div_ceil(per);
+        let (splits, per) = if waves {
+            split_k(out_tiles, steps, target)
+        } else {
+            split_k_fill(out_tiles, steps, target)
+        };
         GemmGeom {
             tile,
             m_tiles: m.div_ceil(bm).max(1),
@@ -199,15 +250,20 @@ mod tests {
     #[test]
     fn wgmma_tiles_follow_the_channel_count() {
         // vgg19 conv 3x3 512->512 at 28x28, batch 1: M = 512, N = 784, K = 4608.
-        let g = GemmGeom::choose_wgmma(1, 512, 784, 4608, 132);
+        let g = GemmGeom::choose_wgmma(1, 512, 784, 4608, 132, false);
         assert_eq!(g.tile, GemmTile::Wg);
         assert_eq!((g.m_tiles, g.n_tiles, g.out_tiles), (4, 13, 52));
-        // 396 blocks resident (3 per SM): 52 tiles split 8 ways.
+        // 396 blocks resident (3 per SM): the fill rule splits 52 tiles 8
+        // ways (416 items, a second wave of 20); whole waves take 7 (364).
         assert_eq!(g.splits, 8);
+        assert_eq!(
+            GemmGeom::choose_wgmma(1, 512, 784, 4608, 132, true).splits,
+            7
+        );
         assert_eq!(g.workspace_bytes(), g.items() * 128 * 64 * 4);
         assert_eq!(g.tile.conv_family(Precision::Tf32), Family::ConvWg);
         // 64 output channels: 64-channel tiles.
-        let g = GemmGeom::choose_wgmma(1, 64, 224 * 224, 576, 132);
+        let g = GemmGeom::choose_wgmma(1, 64, 224 * 224, 576, 132, true);
         assert_eq!(g.tile, GemmTile::WgS);
         assert_eq!((g.m_tiles, g.n_tiles, g.splits), (1, 784, 1));
         assert_eq!(g.tile.conv_family(Precision::Tf32), Family::ConvWgS);
@@ -215,8 +271,9 @@ mod tests {
 
     #[test]
     fn small_problems_split_k_and_large_ones_do_not() {
-        // ResNet layer4 3x3 conv at batch 1: M = 512, N = 49, K = 4608.
-        let g = GemmGeom::choose(1, 512, 49, 4608, true, 132);
+        // ResNet layer4 3x3 conv at batch 1: M = 512, N = 49, K = 4608
+        // (the fill rule; `wave_splits_*` has the default's choices).
+        let g = GemmGeom::choose_with(1, 512, 49, 4608, true, 132, false);
         assert_eq!(g.tile, GemmTile::Medium);
         assert_eq!((g.m_tiles, g.n_tiles, g.out_tiles), (8, 1, 8));
         assert_eq!(g.splits, 32);
@@ -235,8 +292,10 @@ mod tests {
         // A bs1 fully connected layer (vgg19 fc6): K = 25088 cut so that no
         // item owns more than MAX_ITEM_STEPS K steps (13 splits, not the 5
         // that filling the SMs asks for).
-        let g = GemmGeom::choose(1, 1, 4096, 25088, false, 132);
+        let g = GemmGeom::choose_with(1, 1, 4096, 25088, false, 132, false);
         assert_eq!(g.splits, 13);
+        let g = GemmGeom::choose(1, 1, 4096, 25088, false, 132);
+        assert!(g.ksplit / GEMM_K <= MAX_ITEM_STEPS);
         assert!(g.ksplit / GEMM_K <= MAX_ITEM_STEPS);
         let g = GemmGeom::choose(1, 1, 4096, 4096, false, 132);
         assert!(g.ksplit / GEMM_K <= MAX_ITEM_STEPS, "{g:?}");
@@ -269,6 +328,32 @@ mod tests {
             GemmTile::Medium.matmul_family(Precision::F32),
             Family::MatMulFfma
         );
+    }
+
+    #[test]
+    fn wave_splits_fill_whole_waves() {
+        // vgg19 3x3 256->256 at 56x56, batch 1: 196 tiles, 144 K steps, 528
+        // slots. Filling the slots takes 3 splits (588 items: a second wave
+        // of 60 blocks, 2 x 48 steps); 2 splits run one wave of 72 steps.
+        assert_eq!(split_k_fill(196, 144, 528), (3, 48));
+        assert_eq!(split_k(196, 144, 528), (2, 72));
+        // ResNet layer4 at batch 1: 8 tiles, 288 steps: the split cap either way.
+        assert_eq!(split_k_fill(8, 288, 528), (32, 9));
+        assert_eq!(split_k(8, 288, 528), (32, 9));
+        // A wave's worth of tiles: no split.
+        assert_eq!(split_k(600, 36, 528), (1, 36));
+        // Long K: split for MAX_ITEM_STEPS even past one wave.
+        assert_eq!(split_k(600, 300, 528), (3, 100));
+        // Every choice keeps items within MAX_ITEM_STEPS and the split cap.
+        for tiles in [1u64, 7, 52, 196, 528, 529, 2000] {
+            for steps in [1u64, 9, 100, 288, 1568, 5000] {
+                let (s, per) = split_k(tiles, steps, 528);
+                let cap = (steps / MIN_SPLIT_STEPS).clamp(1, MAX_SPLITS);
+                assert!(s >= 1 && s <= cap, "{tiles} {steps}: {s}");
+                assert!(per <= MAX_ITEM_STEPS || s == cap, "{tiles} {steps}: {per}");
+                assert!(s * per >= steps && (s - 1) * per < steps);
+            }
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! buffer access a kernel can make is validated here against the plan's
 //! buffer sizes, so a malformed plan is an error, never a device fault.
 
+use crate::gather::{gather_table, gather_words};
 use crate::geometry::{GemmGeom, GemmTile};
 use crate::kernels::Family;
 use crate::params::*;
@@ -84,12 +85,18 @@ pub struct Built {
     pub counter_start: Vec<u32>,
 }
 
-/// Number of u64 words of concat table a plan needs (per context).
+/// Number of u64 words of table (concat pointers, convolution gather
+/// tables) a plan needs (per context).
 pub fn table_words(plan: &Plan) -> usize {
     plan.kernels
         .iter()
         .map(|k| match &k.op {
             KernelOp::Concat { lens, .. } => 2 * lens.len() + 1,
+            // One more word: a gather table starts 16-byte aligned.
+            KernelOp::Conv(c) => match gather_words(c) {
+                0 => 0,
+                w => w + 1,
+            },
             _ => 0,
         })
         .sum()
@@ -138,6 +145,8 @@ pub struct Builder<'a> {
     counter_start: Vec<u32>,
     counters: u64,
     tf32_weights: Arc<HashSet<BufferId>>,
+    split_waves: bool,
+    gather_table: bool,
 }
 
 impl<'a> Builder<'a> {
@@ -188,7 +197,23 @@ impl<'a> Builder<'a> {
             counter_start: Vec::with_capacity(plan.kernels.len() + 1),
             counters: 0,
             tf32_weights: Arc::default(),
+            split_waves: true,
+            gather_table: true,
         })
+    }
+
+    /// Chooses K splits by whole waves ([`crate::geometry::split_k`], the
+    /// default) or by filling the resident blocks (false).
+    pub fn split_waves(mut self, on: bool) -> Self {
+        self.split_waves = on;
+        self
+    }
+
+    /// Gives gathering convolutions a K-index table ([`gather_table`], the
+    /// default) or lets them step (c, r, s) themselves (false).
+    pub fn gather_table(mut self, on: bool) -> Self {
+        self.gather_table = on;
+        self
     }
 
     /// Weight buffers the model stores rounded to TF32: TF32 GEMMs that read
@@ -404,15 +429,23 @@ impl<'a> Builder<'a> {
                     (Family::ConvDw, ew_tiles(k, total)?, None, 0, 0)
                 } else {
                     let g = if self.wgmma && self.precision == Precision::Tf32 {
-                        GemmGeom::choose_wgmma(u(c.groups), u(kg), ncols, crs, self.sms)
+                        GemmGeom::choose_wgmma(
+                            u(c.groups),
+                            u(kg),
+                            ncols,
+                            crs,
+                            self.sms,
+                            self.split_waves,
+                        )
                     } else {
-                        GemmGeom::choose(
+                        GemmGeom::choose_with(
                             u(c.groups),
                             u(kg),
                             ncols,
                             crs,
                             GemmTile::large_ok(self.precision),
                             self.sms,
+                            self.split_waves,
                         )
                     };
                     let (ws, cnt) = self.scratch(k, &g)?;
@@ -439,6 +472,17 @@ impl<'a> Builder<'a> {
                     && c.ow == c.w
                     && npix % 4 == 0
                     && x % 16 == 0;
+                let ktab = if !b_vec && geom.is_some() && self.gather_table && gather_words(c) > 0 {
+                    // 16-byte aligned: the kernel loads entries four at a time.
+                    if self.table.len() % 2 == 1 {
+                        self.table.push(0);
+                    }
+                    let off = self.table.len();
+                    self.table.extend(gather_table(c));
+                    self.addr.table + 8 * off as u64
+                } else {
+                    0
+                };
                 let i = |what: &str, v: usize| to_i32(k, what, v);
                 let p = ConvParams {
                     hdr: self.hdr(k, tiles),
@@ -481,6 +525,7 @@ impl<'a> Builder<'a> {
                     a_vec: a_vec as i32,
                     b_vec: b_vec as i32,
                     pad0: 0,
+                    ktab,
                 };
                 Ok(Launch {
                     family,
@@ -542,7 +587,15 @@ impl<'a> Builder<'a> {
                     0
                 };
                 let out = self.buf(k, out_id, f32_, total)?;
-                let g = GemmGeom::choose(batch, u(m.m), u(m.n), u(m.k), false, self.sms);
+                let g = GemmGeom::choose_with(
+                    batch,
+                    u(m.m),
+                    u(m.n),
+                    u(m.k),
+                    false,
+                    self.sms,
+                    self.split_waves,
+                );
                 let tiles = tiles_for(k, g.items())?;
                 let (ws, cnt) = self.scratch(k, &g)?;
                 // 16-byte copies need unit inner strides and 4-aligned rows.

@@ -42,6 +42,7 @@ mod compile;
 mod context;
 mod device;
 mod error;
+pub mod gather;
 pub mod geometry;
 pub mod kernels;
 mod lane;
@@ -54,7 +55,7 @@ mod tf32_weights;
 
 pub use compile::{cache_dir, cache_key, compile_cubin, nvrtc_available};
 pub use context::CudaTaskContext;
-pub use device::{cuda_available, CudaDevice, CudaOptions};
+pub use device::{cuda_available, precompile, CudaDevice, CudaOptions};
 pub use lane::CudaLane;
 pub use model::CudaModel;
 pub use precision::{Precision, PrecisionError};

@@ -50,6 +50,8 @@ impl CudaModel {
         let built = Builder::new(&plan, probe, shared.precision)?
             .sms(shared.sms)
             .wgmma(shared.wgmma)
+            .split_waves(shared.split_waves)
+            .gather_table(shared.gather_table)
             .tf32_weights(tf32_weights.clone())
             .build_all()?;
         let scratch = (

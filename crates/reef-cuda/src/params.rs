@@ -166,6 +166,10 @@ pub struct ConvParams {
     pub a_vec: i32,
     pub b_vec: i32,
     pub pad0: u32,
+    /// The K-index gather table ([`crate::gather::gather_entry`] entries,
+    /// one per K index up to a whole K step), or 0: the kernel steps
+    /// (c, r, s) itself.
+    pub ktab: u64,
 }
 
 /// Batched matrix product (families matmul_tc, matmul_ffma);
@@ -586,7 +590,7 @@ mod tests {
     #[test]
     fn sizes_match_the_c_structs() {
         assert_eq!(size_of::<Hdr>(), HDR_BYTES);
-        assert_eq!(size_of::<ConvParams>(), HDR_BYTES + 7 * 8 + 32 * 4);
+        assert_eq!(size_of::<ConvParams>(), HDR_BYTES + 8 * 8 + 32 * 4);
         assert_eq!(
             size_of::<MatMulParams>(),
             HDR_BYTES + 7 * 8 + 18 * 4 + 24 * 4

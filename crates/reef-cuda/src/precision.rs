@@ -135,6 +135,20 @@ pub const BE_DIRECT_ALL_VAR: &str = "REEF_BE_DIRECT_ALL";
 /// converts its operands (the older behaviour, kept for comparison).
 pub const TF32_WEIGHTS_VAR: &str = "REEF_TF32_WEIGHTS";
 
+/// The environment variable that turns off wave-aware K splits
+/// (`REEF_SPLIT_WAVES=0`): by default a GEMM's K splits minimize whole waves
+/// of blocks times the K steps per split ([`crate::geometry::split_k`]);
+/// with it off, K is split until the tiles fill the resident blocks (the
+/// older rule, kept for comparison).
+pub const SPLIT_WAVES_VAR: &str = "REEF_SPLIT_WAVES";
+
+/// The environment variable that turns off the convolutions' K-index gather
+/// table (`REEF_GATHER_TABLE=0`): by default a convolution that gathers its
+/// input (im2col) reads each K index's offset and (r, s) displacement from a
+/// table built at load; with it off, every thread steps (c, r, s) itself
+/// (the older loader, kept for comparison).
+pub const GATHER_TABLE_VAR: &str = "REEF_GATHER_TABLE";
+
 /// The environment variable that sets how often BE GEMM tiles check the
 /// preemption flag (`REEF_FLAG_CHUNK=N`, 1..=64, default 1): every N K steps,
 /// between chunks of N steps. Larger N makes BE GEMMs faster and the

@@ -74,12 +74,17 @@ fn conv_plan(spec: ConvSpec) -> P {
 
 #[test]
 fn conv_resolves_addresses_and_counts_tiles() {
-    let p = conv_plan(conv(2, 64, 100, 14, 1, true));
+    let spec = conv(2, 64, 100, 14, 1, true);
+    let p = conv_plan(spec.clone());
     let built = Builder::new(&p.plan, ADDR, true)
         .unwrap()
         .build_all()
         .unwrap();
-    assert!(built.table.is_empty());
+    // The 3x3 conv gathers its input: its K-index table (576 entries, two
+    // to a word) leads the context's table, within what table_words reserves.
+    assert_eq!(built.table, reef_cuda::gather::gather_table(&spec));
+    assert_eq!(built.table.len(), 288);
+    assert_eq!(table_words(&p.plan), 289);
     let l = &built.launches[0];
     assert_eq!(l.family, Family::ConvTc);
     // M = 100 -> 2 tiles of 64; N = 2*14*14 = 392 -> 7 tiles of 64: 14
@@ -106,6 +111,17 @@ fn conv_resolves_addresses_and_counts_tiles() {
     assert_eq!(c.hdr.progress, ADDR.progress);
     assert_eq!(c.hdr.tiles, 56);
     assert_eq!(c.act, 1);
+    assert_eq!(c.ktab, ADDR.table);
+    // With the table off, the kernel steps (c, r, s) itself.
+    let off = Builder::new(&p.plan, ADDR, true)
+        .unwrap()
+        .gather_table(false)
+        .build_all()
+        .unwrap();
+    let Params::Conv(c_off) = off.launches[0].params else {
+        panic!("not conv params")
+    };
+    assert_eq!((c_off.ktab, off.table.len()), (0, 0));
     // One partial 64x64 f32 tile per work item; one counter per output tile.
     assert_eq!(built.workspace_bytes, 56 * 64 * 64 * 4);
     assert_eq!(built.counter_start, vec![0, 14]);
