@@ -127,7 +127,12 @@ typedef WCfg<64> CfgWs;
 
 typedef GCfg<128, 128, 64, 32, 2> CfgL;
 typedef GCfg<64, 64, 32, 32, 3> CfgM;
-static_assert(CfgL::T == REEF_GEMM_L_THREADS && CfgM::T == REEF_GEMM_THREADS, "block sizes");
+// 128 output channels x 64 pixels, four warps of 64 x 32 (CfgL's warp tile
+// at CfgM's block size): twice the mma per B element gathered and per B
+// fragment loaded of CfgM, for convolutions with 128 or more channels.
+typedef GCfg<128, 64, 64, 32, 3> CfgT;
+static_assert(CfgL::T == REEF_GEMM_L_THREADS && CfgM::T == REEF_GEMM_THREADS && CfgT::T == REEF_GEMM_THREADS,
+              "block sizes");
 
 __device__ __forceinline__ u32 reef_tf32(float x) {
     u32 r;
@@ -978,6 +983,14 @@ __device__ __forceinline__ bool conv_tc_w_tile(const ConvParams& p, u32 t) {
     return reef_gemm_item<CfgM, TcCore<CfgM, false, true>, ConvLoad<CfgM>, BE>(p, t);
 }
 template <bool BE>
+__device__ __forceinline__ bool conv_tc_t_tile(const ConvParams& p, u32 t) {
+    return reef_gemm_item<CfgT, TcCore<CfgT>, ConvLoad<CfgT>, BE>(p, t);
+}
+template <bool BE>
+__device__ __forceinline__ bool conv_tc_t_w_tile(const ConvParams& p, u32 t) {
+    return reef_gemm_item<CfgT, TcCore<CfgT, false, true>, ConvLoad<CfgT>, BE>(p, t);
+}
+template <bool BE>
 __device__ __forceinline__ bool conv_wg_tile(const ConvParams& p, u32 t) {
     return reef_gemm_item<CfgW, WgCore<CfgW>, ConvLoad<CfgW>, BE>(p, t);
 }
@@ -1052,6 +1065,8 @@ REEF_FAMILY_MB(conv_tc_w, ConvParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY_MB(conv_wg, ConvParams, REEF_GEMM_THREADS, 3)
 REEF_FAMILY_MB(conv_wg_s, ConvParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY_MB(conv_ffma, ConvParams, REEF_GEMM_THREADS, 4)
+REEF_FAMILY_MB(conv_tc_t, ConvParams, REEF_GEMM_THREADS, 4)
+REEF_FAMILY_MB(conv_tc_t_w, ConvParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY(conv_dw, ConvParams, REEF_EW_THREADS)
 REEF_FAMILY_MB(matmul_tc, MatMulParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY_MB(matmul_tc_w, MatMulParams, REEF_GEMM_THREADS, 4)

@@ -72,6 +72,7 @@ impl CudaTaskContext {
             .wgmma(shared.wgmma)
             .split_waves(shared.split_waves)
             .gather_table(shared.gather_table)
+            .tall_tiles(shared.tall_tiles)
             .tf32_weights(model.tf32_weights())
             .build_all()?;
         // The geometry depends on the plan and the SM count only, so it

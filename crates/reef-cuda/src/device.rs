@@ -51,6 +51,10 @@ pub struct CudaOptions {
     /// The convolutions' K-index gather table (default on;
     /// `REEF_GATHER_TABLE=0` turns it off).
     pub gather_table: bool,
+    /// 128 x 64 tiles for TF32 convolutions of 128 or more channels
+    /// (experimental, off by default until measured on a GPU;
+    /// `REEF_TALL_TILES=1` turns them on).
+    pub tall_tiles: bool,
 }
 
 impl Default for CudaOptions {
@@ -65,6 +69,7 @@ impl Default for CudaOptions {
             tf32_weights: true,
             split_waves: true,
             gather_table: true,
+            tall_tiles: false,
         }
     }
 }
@@ -74,12 +79,13 @@ impl CudaOptions {
     /// `tf32x3` or `f32`; `REEF_TF32=0` is an alias of `f32`) and the
     /// switches `REEF_WGMMA`, `REEF_RT_LEAN`, `REEF_BE_DIRECT`,
     /// `REEF_BE_DIRECT_ALL`, `REEF_TF32_WEIGHTS`, `REEF_SPLIT_WAVES`,
-    /// `REEF_GATHER_TABLE` and `REEF_FLAG_CHUNK`. A value
+    /// `REEF_GATHER_TABLE`, `REEF_TALL_TILES` and `REEF_FLAG_CHUNK`. A value
     /// that does not parse is an error naming the variable.
     pub fn from_env() -> Result<Self, PrecisionError> {
         use crate::precision::{
             flag_chunk_from_var, switch_from_var, BE_DIRECT_ALL_VAR, BE_DIRECT_VAR, FLAG_CHUNK_VAR,
-            GATHER_TABLE_VAR, RT_LEAN_VAR, SPLIT_WAVES_VAR, TF32_WEIGHTS_VAR, WGMMA_VAR,
+            GATHER_TABLE_VAR, RT_LEAN_VAR, SPLIT_WAVES_VAR, TALL_TILES_VAR, TF32_WEIGHTS_VAR,
+            WGMMA_VAR,
         };
         let var = |name: &str| std::env::var(name).ok();
         let d = CudaOptions::default();
@@ -108,6 +114,11 @@ impl CudaOptions {
                 GATHER_TABLE_VAR,
                 var(GATHER_TABLE_VAR).as_deref(),
                 d.gather_table,
+            )?,
+            tall_tiles: switch_from_var(
+                TALL_TILES_VAR,
+                var(TALL_TILES_VAR).as_deref(),
+                d.tall_tiles,
             )?,
         })
     }
@@ -163,6 +174,8 @@ pub(crate) struct DeviceShared {
     pub split_waves: bool,
     /// [`CudaOptions::gather_table`].
     pub gather_table: bool,
+    /// [`CudaOptions::tall_tiles`].
+    pub tall_tiles: bool,
     /// The high-priority stream that writes every lane's preemption flag
     /// (raising and clearing on one stream keeps the writes in order).
     pub control: Arc<CudaStream>,
@@ -258,7 +271,8 @@ impl CudaDevice {
             wgmma, rt_lean = options.rt_lean, be_direct = options.be_direct,
             be_direct_all = options.be_direct_all, flag_chunk = options.flag_chunk,
             tf32_weights = options.tf32_weights, split_waves = options.split_waves,
-            gather_table = options.gather_table, "CUDA device ready"
+            gather_table = options.gather_table, tall_tiles = options.tall_tiles,
+            "CUDA device ready"
         );
         Ok(CudaDevice {
             shared: Arc::new(DeviceShared {
@@ -277,6 +291,7 @@ impl CudaDevice {
                 tf32_weights: options.tf32_weights,
                 split_waves: options.split_waves,
                 gather_table: options.gather_table,
+                tall_tiles: options.tall_tiles,
                 control,
                 hold,
             }),

@@ -24,19 +24,26 @@ pub fn gather_entries(c: &ConvSpec) -> usize {
     if c.groups == 0 || !c.c.is_multiple_of(c.groups) || c.c / c.groups <= 1 {
         return 0;
     }
-    let vec_shape = c.r == 1
+    // Offsets lie within one image's channels of a group.
+    let group = (c.c / c.groups).saturating_mul(c.h).saturating_mul(c.w);
+    if rows_along_pixels(c) || c.r * c.s >= PAD_RS as usize || group >= 1 << (32 - RS_BITS) {
+        return 0;
+    }
+    (c.c / c.groups * c.r * c.s).next_multiple_of(GEMM_K as usize)
+}
+
+/// Whether a convolution's input rows are its GEMM's B rows (an unpadded
+/// stride-1 1x1 over a pixel count divisible by 4): the kernel then copies
+/// 16 bytes along pixels (when the input is 16-byte aligned) instead of
+/// gathering.
+pub fn rows_along_pixels(c: &ConvSpec) -> bool {
+    c.r == 1
         && c.s == 1
         && c.stride == [1, 1]
         && c.pad == [0, 0]
         && c.oh == c.h
         && c.ow == c.w
-        && (c.oh * c.ow).is_multiple_of(4);
-    // Offsets lie within one image's channels of a group.
-    let group = (c.c / c.groups).saturating_mul(c.h).saturating_mul(c.w);
-    if vec_shape || c.r * c.s >= PAD_RS as usize || group >= 1 << (32 - RS_BITS) {
-        return 0;
-    }
-    (c.c / c.groups * c.r * c.s).next_multiple_of(GEMM_K as usize)
+        && (c.oh * c.ow).is_multiple_of(4)
 }
 
 /// u64 words of a convolution's gather table (two entries each).

@@ -32,6 +32,9 @@ pub enum GemmTile {
     Large,
     /// 64 x 64 output tiles, 128 threads.
     Medium,
+    /// 128 x 64 output tiles (rows = output channels), 128 threads of 64 x
+    /// 32 warp tiles (TF32 convolutions only, like [`GemmTile::Large`]).
+    Tall,
     /// wgmma (sm_90a, TF32 convolutions only): 128 output channels x 64
     /// pixels, one 128-thread warpgroup (`CfgW`).
     Wg,
@@ -45,7 +48,7 @@ impl GemmTile {
         match self {
             GemmTile::Large => (128, 128),
             GemmTile::Medium | GemmTile::WgS => (64, 64),
-            GemmTile::Wg => (128, 64),
+            GemmTile::Wg | GemmTile::Tall => (128, 64),
         }
     }
 
@@ -66,6 +69,7 @@ impl GemmTile {
             (_, Precision::F32) => Family::ConvFfma,
             (GemmTile::Large, Precision::Tf32) => Family::ConvTcL,
             (GemmTile::Medium, Precision::Tf32) => Family::ConvTc,
+            (GemmTile::Tall, Precision::Tf32) => Family::ConvTcT,
             (GemmTile::Wg, Precision::Tf32) => Family::ConvWg,
             (GemmTile::WgS, Precision::Tf32) => Family::ConvWgS,
             (_, Precision::Tf32x3) => Family::ConvTcX3,
@@ -116,6 +120,18 @@ pub fn split_k_fill(tiles: u64, steps: u64, slots: u64) -> (u64, u64) {
     (steps.div_ceil(per), per)
 }
 
+/// Which tile configurations and split rule a GEMM may use
+/// ([`GemmGeom::choose_by`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TileRules {
+    /// 128 x 128 tiles allowed ([`GemmTile::large_ok`]).
+    pub large: bool,
+    /// 128 x 64 tiles allowed (convolutions in TF32, `REEF_TALL_TILES`).
+    pub tall: bool,
+    /// Whole-wave K splits ([`split_k`]) instead of the fill rule.
+    pub waves: bool,
+}
+
 /// The geometry of one GEMM launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GemmGeom {
@@ -156,6 +172,23 @@ impl GemmGeom {
         sms: u32,
         waves: bool,
     ) -> Self {
+        let rules = TileRules {
+            large: large_ok,
+            tall: false,
+            waves,
+        };
+        Self::choose_by(outer, m, n, k, rules, sms)
+    }
+
+    /// The geometry under `rules`: large tiles as in [`GemmGeom::choose`];
+    /// else, with `rules.tall`, 128 x 64 tiles where M holds whole 128-row
+    /// tiles or at least 512 rows; else 64 x 64 tiles.
+    pub fn choose_by(outer: u64, m: u64, n: u64, k: u64, rules: TileRules, sms: u32) -> Self {
+        let TileRules {
+            large: large_ok,
+            tall,
+            waves,
+        } = rules;
         let tiles = |(bm, bn): (u64, u64)| outer * m.div_ceil(bm).max(1) * n.div_ceil(bn).max(1);
         let large = large_ok
             && m >= 128
@@ -163,6 +196,8 @@ impl GemmGeom {
             && tiles(GemmTile::Large.dims()) >= LARGE_TILES_PER_SM * u64::from(sms.max(1));
         let tile = if large {
             GemmTile::Large
+        } else if tall && large_ok && m >= 128 && (m.is_multiple_of(128) || m >= 512) {
+            GemmTile::Tall
         } else {
             GemmTile::Medium
         };
@@ -201,7 +236,7 @@ impl GemmGeom {
         let target = match tile {
             GemmTile::Large => LARGE_TILES_PER_SM * sms,
             GemmTile::Wg => 3 * sms,
-            GemmTile::Medium | GemmTile::WgS => TARGET_ITEMS_PER_SM * sms,
+            GemmTile::Medium | GemmTile::Tall | GemmTile::WgS => TARGET_ITEMS_PER_SM * sms,
         };
         let steps = k.div_ceil(GEMM_K).max(1);
         let (splits, per) = if waves {
@@ -327,6 +362,47 @@ mod tests {
         assert_eq!(
             GemmTile::Medium.matmul_family(Precision::F32),
             Family::MatMulFfma
+        );
+    }
+
+    #[test]
+    fn tall_tiles_take_convolutions_of_whole_128_channel_tiles() {
+        let rules = |tall| TileRules {
+            large: true,
+            tall,
+            waves: true,
+        };
+        // ResNet layer4 3x3 at batch 1: 512 channels, 49 pixels.
+        let g = GemmGeom::choose_by(1, 512, 49, 4608, rules(true), 132);
+        assert_eq!(g.tile, GemmTile::Tall);
+        assert_eq!((g.m_tiles, g.n_tiles, g.out_tiles), (4, 1, 4));
+        assert_eq!(g.tile.conv_family(Precision::Tf32), Family::ConvTcT);
+        assert_eq!(g.workspace_bytes(), g.items() * 128 * 64 * 4);
+        assert_eq!(
+            GemmGeom::choose_by(1, 512, 49, 4608, rules(false), 132).tile,
+            GemmTile::Medium
+        );
+        // 192 channels would waste a third of a tile; 576 (>= 512) not much.
+        assert_eq!(
+            GemmGeom::choose_by(1, 192, 49, 1728, rules(true), 132).tile,
+            GemmTile::Medium
+        );
+        assert_eq!(
+            GemmGeom::choose_by(1, 576, 49, 24, rules(true), 132).tile,
+            GemmTile::Tall
+        );
+        // Enough tiles for two waves of 128 x 128: large tiles still win.
+        let g = GemmGeom::choose_by(1, 256, 8 * 56 * 56, 576, rules(true), 132);
+        assert_eq!(g.tile, GemmTile::Large);
+        // Not in split TF32 or f32 (no large tiles there either).
+        let strict = TileRules {
+            large: false,
+            tall: true,
+            waves: true,
+        };
+        assert_eq!(
+            GemmGeom::choose_by(1, 512, 49, 4608, strict, 132).tile,
+            GemmTile::Medium
         );
     }
 

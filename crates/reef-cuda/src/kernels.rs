@@ -154,11 +154,16 @@ pub enum Family {
     Resize,
     /// ArgMax / ArgMin.
     ArgExtreme,
+    /// Implicit-GEMM convolution on TF32 tensor cores, 128 channels x 64
+    /// pixels per tile, four warps of 64 x 32 (`CfgT`).
+    ConvTcT,
+    /// [`Family::ConvTcT`] over weights stored rounded to TF32.
+    ConvTcTW,
 }
 
 impl Family {
     /// Every family, in a fixed order ([`Family::index`]).
-    pub const ALL: [Family; 31] = [
+    pub const ALL: [Family; 33] = [
         Family::ConvTcL,
         Family::ConvTc,
         Family::ConvWg,
@@ -190,6 +195,8 @@ impl Family {
         Family::MatMulTcW,
         Family::Resize,
         Family::ArgExtreme,
+        Family::ConvTcT,
+        Family::ConvTcTW,
     ];
 
     /// Position in [`Family::ALL`].
@@ -231,6 +238,8 @@ impl Family {
             Family::MatMulTcW => "matmul_tc_w",
             Family::Resize => "resize",
             Family::ArgExtreme => "arg_extreme",
+            Family::ConvTcT => "conv_tc_t",
+            Family::ConvTcTW => "conv_tc_t_w",
         }
     }
 
@@ -240,6 +249,7 @@ impl Family {
         match self {
             Family::ConvTcL => Family::ConvTcLW,
             Family::ConvTc => Family::ConvTcW,
+            Family::ConvTcT => Family::ConvTcTW,
             Family::MatMulTc => Family::MatMulTcW,
             f => f,
         }
@@ -259,6 +269,8 @@ impl Family {
             Family::ConvTcL | Family::ConvTcLW => GEMM_L_THREADS,
             Family::ConvTc
             | Family::ConvTcW
+            | Family::ConvTcT
+            | Family::ConvTcTW
             | Family::MatMulTcW
             | Family::ConvWg
             | Family::ConvWgS

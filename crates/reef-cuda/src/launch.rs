@@ -4,8 +4,8 @@
 //! buffer access a kernel can make is validated here against the plan's
 //! buffer sizes, so a malformed plan is an error, never a device fault.
 
-use crate::gather::{gather_table, gather_words};
-use crate::geometry::{GemmGeom, GemmTile};
+use crate::gather::{gather_table, gather_words, rows_along_pixels};
+use crate::geometry::{GemmGeom, GemmTile, TileRules};
 use crate::kernels::Family;
 use crate::params::*;
 use crate::precision::Precision;
@@ -147,6 +147,7 @@ pub struct Builder<'a> {
     tf32_weights: Arc<HashSet<BufferId>>,
     split_waves: bool,
     gather_table: bool,
+    tall_tiles: bool,
 }
 
 impl<'a> Builder<'a> {
@@ -199,6 +200,7 @@ impl<'a> Builder<'a> {
             tf32_weights: Arc::default(),
             split_waves: true,
             gather_table: true,
+            tall_tiles: false,
         })
     }
 
@@ -206,6 +208,14 @@ impl<'a> Builder<'a> {
     /// default) or by filling the resident blocks (false).
     pub fn split_waves(mut self, on: bool) -> Self {
         self.split_waves = on;
+        self
+    }
+
+    /// Lets TF32 convolutions of 128 or more channels run 128 x 64 tiles
+    /// ([`crate::geometry::GemmTile::Tall`]; off by default,
+    /// [`crate::CudaOptions::tall_tiles`]).
+    pub fn tall_tiles(mut self, on: bool) -> Self {
+        self.tall_tiles = on;
         self
     }
 
@@ -438,15 +448,12 @@ impl<'a> Builder<'a> {
                             self.split_waves,
                         )
                     } else {
-                        GemmGeom::choose_with(
-                            u(c.groups),
-                            u(kg),
-                            ncols,
-                            crs,
-                            GemmTile::large_ok(self.precision),
-                            self.sms,
-                            self.split_waves,
-                        )
+                        let rules = TileRules {
+                            large: GemmTile::large_ok(self.precision),
+                            tall: self.tall_tiles,
+                            waves: self.split_waves,
+                        };
+                        GemmGeom::choose_by(u(c.groups), u(kg), ncols, crs, rules, self.sms)
                     };
                     let (ws, cnt) = self.scratch(k, &g)?;
                     (
@@ -464,14 +471,7 @@ impl<'a> Builder<'a> {
                 // 16-byte copies: weight rows along K; input rows along
                 // pixels for unpadded stride-1 1x1 convolutions.
                 let a_vec = crs % 4 == 0 && w % 16 == 0;
-                let b_vec = c.r == 1
-                    && c.s == 1
-                    && c.stride == [1, 1]
-                    && c.pad == [0, 0]
-                    && c.oh == c.h
-                    && c.ow == c.w
-                    && npix % 4 == 0
-                    && x % 16 == 0;
+                let b_vec = rows_along_pixels(c) && x % 16 == 0;
                 let ktab = if !b_vec && geom.is_some() && self.gather_table && gather_words(c) > 0 {
                     // 16-byte aligned: the kernel loads entries four at a time.
                     if self.table.len() % 2 == 1 {

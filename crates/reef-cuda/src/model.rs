@@ -52,6 +52,7 @@ impl CudaModel {
             .wgmma(shared.wgmma)
             .split_waves(shared.split_waves)
             .gather_table(shared.gather_table)
+            .tall_tiles(shared.tall_tiles)
             .tf32_weights(tf32_weights.clone())
             .build_all()?;
         let scratch = (

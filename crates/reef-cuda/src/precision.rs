@@ -142,6 +142,12 @@ pub const TF32_WEIGHTS_VAR: &str = "REEF_TF32_WEIGHTS";
 /// older rule, kept for comparison).
 pub const SPLIT_WAVES_VAR: &str = "REEF_SPLIT_WAVES";
 
+/// The environment variable that turns on 128 x 64 convolution tiles
+/// (`REEF_TALL_TILES=1`, experimental): a TF32 convolution with 128 or more
+/// output channels (whole 128-channel tiles, or at least 512) then runs
+/// 128 x 64 tiles of four 64 x 32 warp tiles instead of 64 x 64 tiles.
+pub const TALL_TILES_VAR: &str = "REEF_TALL_TILES";
+
 /// The environment variable that turns off the convolutions' K-index gather
 /// table (`REEF_GATHER_TABLE=0`): by default a convolution that gathers its
 /// input (im2col) reads each K index's offset and (r, s) displacement from a
