@@ -30,9 +30,44 @@ pub struct ModelTiming {
     pub rt_device_ms: Option<f64>,
     /// BE variant median device time with every kernel queued ahead, ms.
     pub be_device_ms: Option<f64>,
+    /// Model load time (plan to device, including tactic tuning), ms.
+    pub load_ms: f64,
+    /// What the load-time tactic tuner found (`REEF_TACTICS=tune`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tuning: Option<Tuning>,
     /// Per-kernel RT device times (with `--kernels`), in plan order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kernel_profile: Vec<KernelTime>,
+}
+
+/// The tuner's findings for one model ([`reef_cuda::TuneReport`]).
+#[derive(Debug, serde::Serialize)]
+pub struct Tuning {
+    /// GEMM kernels with more than one candidate tactic.
+    pub tuned: usize,
+    /// Kernels whose tactic changed from the rules' choice.
+    pub changed: usize,
+    /// Sum of the tuned kernels' times with the rules' tactics, us.
+    pub rule_us: f64,
+    /// The same sum with the chosen tactics, us.
+    pub chosen_us: f64,
+    /// Wall time of the tuning, ms.
+    pub tune_ms: f64,
+}
+
+/// What tuning found for `h`, when it is a tuned CUDA model.
+fn tuning_of(h: &Arc<dyn reef_exec::ModelHandle>) -> Option<Tuning> {
+    let r = h
+        .as_any()
+        .downcast_ref::<reef_cuda::CudaModel>()?
+        .tune_report()?;
+    Some(Tuning {
+        tuned: r.tuned,
+        changed: r.changed,
+        rule_us: r.rule_us,
+        chosen_us: r.chosen_us,
+        tune_ms: r.elapsed.as_secs_f64() * 1e3,
+    })
 }
 
 /// One kernel's RT device time from [`reef_exec::Lane::profile`].
@@ -247,8 +282,12 @@ pub fn run(
     println!("device: {}", dev.name());
     if dev.kind() == reef_exec::DeviceKind::Cuda {
         // What CudaDevice::new read from the environment.
-        let p = reef_cuda::CudaOptions::from_env()?.precision;
-        println!("GEMM precision: {p} (REEF_PRECISION = tf32 | tf32x3 | f32)");
+        let o = reef_cuda::CudaOptions::from_env()?;
+        println!(
+            "GEMM precision: {} (REEF_PRECISION = tf32 | tf32x3 | f32), tactics: {} \
+             (REEF_TACTICS = rules | tune | random:SEED)",
+            o.precision, o.tactics
+        );
     }
     println!(
         "{:<16} {:>5} {:>7} {:>10} {:>10} {:>8} {:>10} {:>10}",
@@ -257,7 +296,11 @@ pub fn run(
     for m in models {
         for &b in batches {
             let g = reef_zoo::build(m, b, 0)?;
-            let h = dev.load(Arc::new(reef_plan::compile(&g)?))?;
+            let plan = Arc::new(reef_plan::compile(&g)?);
+            let t_load = Instant::now();
+            let h = dev.load(plan)?;
+            let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
+            let tuning = tuning_of(&h);
             let inputs = random_inputs(&g, &mut rng);
             let mut ctx = h.context()?;
             for (i, t) in inputs.iter().enumerate() {
@@ -311,6 +354,18 @@ pub fn run(
                 show(rt_dev),
                 show(be_dev)
             );
+            if let Some(t) = &tuning {
+                println!(
+                    "  tactics tuned: {} GEMMs, {} changed, kernels alone {:.1} -> {:.1} us ({:+.1}%), \
+                     tuning {:.0} ms of a {load_ms:.0} ms load",
+                    t.tuned,
+                    t.changed,
+                    t.rule_us,
+                    t.chosen_us,
+                    100.0 * (t.chosen_us - t.rule_us) / t.rule_us.max(1e-9),
+                    t.tune_ms
+                );
+            }
             let kernel_profile = if top_kernels > 0 {
                 profile_kernels(dev.as_ref(), &h, ctx.as_mut(), rt, top_kernels)?
             } else {
@@ -325,6 +380,8 @@ pub fn run(
                 rt_p90_ms: rt90,
                 rt_device_ms: rt_dev,
                 be_device_ms: be_dev,
+                load_ms,
+                tuning,
                 kernel_profile,
             });
         }

@@ -449,7 +449,13 @@ pub fn run(dut: Arc<dyn Device>, opts: &Options) -> Result<bool> {
     // The GPU's GEMM precision, as CudaDevice::new read it from the
     // environment; its tolerance applies to tensor-core kernels and models.
     let precision = if gpu {
-        reef_cuda::CudaOptions::from_env()?.precision
+        let o = reef_cuda::CudaOptions::from_env()?;
+        println!(
+            "GEMM tactics: {} (REEF_TACTICS = rules | tune | random:SEED; random mixes every \
+             kernel's candidate tiles and K splits)",
+            o.tactics
+        );
+        o.precision
     } else {
         reef_cuda::Precision::F32
     };

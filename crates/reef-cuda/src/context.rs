@@ -4,9 +4,11 @@
 
 use crate::device::DeviceShared;
 use crate::error::CudaCall;
-use crate::launch::{table_words, Addresses, Builder, Launch, ABORTED_BIT, COUNTER_BYTES};
+use crate::launch::{table_words, Addresses, Launch, ABORTED_BIT, COUNTER_BYTES};
 use crate::memory::DeviceBuffer;
 use crate::model::CudaModel;
+use crate::model::{build_with, probe};
+use crate::tactics::Tactic;
 use cudarc::driver::{result, CudaStream};
 use reef_exec::{Context, ExecError, ModelHandle, Plan};
 use reef_plan::plan::{IoBinding, Loc};
@@ -44,6 +46,31 @@ pub struct CudaTaskContext {
 
 impl CudaTaskContext {
     pub(crate) fn new(model: Arc<CudaModel>) -> Result<Self, ExecError> {
+        let tactics = model.tactics();
+        let scratch = model.scratch();
+        Self::build(model, tactics, scratch)
+    }
+
+    /// A context of `model` whose GEMMs run `tactics` instead of the
+    /// model's (the tuner's trial runs).
+    pub(crate) fn with_tactics(
+        model: Arc<CudaModel>,
+        tactics: Arc<Vec<Option<Tactic>>>,
+    ) -> Result<Self, ExecError> {
+        let (scratch, _) = probe(
+            &model.shared,
+            model.plan(),
+            model.tf32_weights(),
+            tactics.clone(),
+        )?;
+        Self::build(model, tactics, scratch)
+    }
+
+    fn build(
+        model: Arc<CudaModel>,
+        tactics: Arc<Vec<Option<Tactic>>>,
+        (ws_bytes, tile_count): (u64, u32),
+    ) -> Result<Self, ExecError> {
         let shared = model.shared.clone();
         let plan = model.plan().clone();
         let ctx = &shared.ctx;
@@ -53,7 +80,6 @@ impl CudaTaskContext {
             .call("cuStreamCreateWithPriority")?;
         let arena = DeviceBuffer::alloc(ctx, plan.arena_bytes)?;
         let n = plan.kernels.len();
-        let (ws_bytes, tile_count) = model.scratch();
         let tile_counters = COUNTERS_OFFSET + (COUNTER_BYTES * n as u64).next_multiple_of(256);
         let state = DeviceBuffer::alloc(ctx, (tile_counters + 4 * u64::from(tile_count)) as usize)?;
         let table = DeviceBuffer::alloc(ctx, 8 * table_words(&plan))?;
@@ -67,16 +93,10 @@ impl CudaTaskContext {
             tile_counters: state.ptr() + tile_counters,
             workspace: workspace.ptr(),
         };
-        let built = Builder::new(&plan, addr, shared.precision)?
-            .sms(shared.sms)
-            .wgmma(shared.wgmma)
-            .split_waves(shared.split_waves)
-            .gather_table(shared.gather_table)
-            .tall_tiles(shared.tall_tiles)
-            .tf32_weights(model.tf32_weights())
-            .build_all()?;
-        // The geometry depends on the plan and the SM count only, so it
-        // matches the model's probe build; checked anyway before any launch.
+        let built = build_with(&shared, &plan, addr, model.tf32_weights(), tactics)?;
+        // The geometry depends on the plan, the SM count and the tactics
+        // only, so it matches the probe build that sized the scratch;
+        // checked anyway before any launch.
         let total = built.counter_start.last().copied().unwrap_or(0);
         if built.workspace_bytes > workspace.bytes() as u64 || total > tile_count {
             return Err(ExecError::Invalid(format!(

@@ -8,6 +8,7 @@ use crate::kernels::Family;
 use crate::lane::CudaLane;
 use crate::model::CudaModel;
 use crate::precision::{Precision, PrecisionError};
+use crate::tactics::TacticMode;
 use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule, CudaStream};
 use cudarc::nvrtc::Ptx;
 use reef_exec::{Device, DeviceKind, ExecError, ModelHandle, Plan, Priority, Variant};
@@ -55,6 +56,10 @@ pub struct CudaOptions {
     /// (experimental, off by default until measured on a GPU;
     /// `REEF_TALL_TILES=1` turns them on).
     pub tall_tiles: bool,
+    /// How each convolution's and matmul's tile and K split are chosen
+    /// (`REEF_TACTICS`): the load-time rules (default), timed on the GPU at
+    /// model load (`tune`), or drawn at random (`random:SEED`, testing).
+    pub tactics: TacticMode,
 }
 
 impl Default for CudaOptions {
@@ -70,6 +75,7 @@ impl Default for CudaOptions {
             split_waves: true,
             gather_table: true,
             tall_tiles: false,
+            tactics: TacticMode::Rules,
         }
     }
 }
@@ -79,7 +85,8 @@ impl CudaOptions {
     /// `tf32x3` or `f32`; `REEF_TF32=0` is an alias of `f32`) and the
     /// switches `REEF_WGMMA`, `REEF_RT_LEAN`, `REEF_BE_DIRECT`,
     /// `REEF_BE_DIRECT_ALL`, `REEF_TF32_WEIGHTS`, `REEF_SPLIT_WAVES`,
-    /// `REEF_GATHER_TABLE`, `REEF_TALL_TILES` and `REEF_FLAG_CHUNK`. A value
+    /// `REEF_GATHER_TABLE`, `REEF_TALL_TILES`, `REEF_FLAG_CHUNK` and
+    /// `REEF_TACTICS`. A value
     /// that does not parse is an error naming the variable.
     pub fn from_env() -> Result<Self, PrecisionError> {
         use crate::precision::{
@@ -87,6 +94,7 @@ impl CudaOptions {
             GATHER_TABLE_VAR, RT_LEAN_VAR, SPLIT_WAVES_VAR, TALL_TILES_VAR, TF32_WEIGHTS_VAR,
             WGMMA_VAR,
         };
+        use crate::tactics::TACTICS_VAR;
         let var = |name: &str| std::env::var(name).ok();
         let d = CudaOptions::default();
         Ok(CudaOptions {
@@ -120,6 +128,7 @@ impl CudaOptions {
                 var(TALL_TILES_VAR).as_deref(),
                 d.tall_tiles,
             )?,
+            tactics: TacticMode::from_var(var(TACTICS_VAR).as_deref())?,
         })
     }
 }
@@ -176,6 +185,8 @@ pub(crate) struct DeviceShared {
     pub gather_table: bool,
     /// [`CudaOptions::tall_tiles`].
     pub tall_tiles: bool,
+    /// [`CudaOptions::tactics`].
+    pub tactics: TacticMode,
     /// The high-priority stream that writes every lane's preemption flag
     /// (raising and clearing on one stream keeps the writes in order).
     pub control: Arc<CudaStream>,
@@ -272,7 +283,7 @@ impl CudaDevice {
             be_direct_all = options.be_direct_all, flag_chunk = options.flag_chunk,
             tf32_weights = options.tf32_weights, split_waves = options.split_waves,
             gather_table = options.gather_table, tall_tiles = options.tall_tiles,
-            "CUDA device ready"
+            tactics = %options.tactics, "CUDA device ready"
         );
         Ok(CudaDevice {
             shared: Arc::new(DeviceShared {
@@ -292,6 +303,7 @@ impl CudaDevice {
                 split_waves: options.split_waves,
                 gather_table: options.gather_table,
                 tall_tiles: options.tall_tiles,
+                tactics: options.tactics,
                 control,
                 hold,
             }),
@@ -412,7 +424,12 @@ impl Device for CudaDevice {
     }
 
     fn load(&self, plan: Arc<Plan>) -> reef_exec::Result<Arc<dyn ModelHandle>> {
-        let model: Arc<dyn ModelHandle> = CudaModel::load(self.shared.clone(), plan)?;
+        let model = CudaModel::load(self.shared.clone(), plan)?;
+        let model: Arc<dyn ModelHandle> = match self.shared.tactics {
+            TacticMode::Rules => model,
+            TacticMode::Tune => crate::tune::tune(model)?.0,
+            TacticMode::Random(seed) => crate::tune::randomize(model, seed)?,
+        };
         Ok(model)
     }
 

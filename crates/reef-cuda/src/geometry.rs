@@ -52,6 +52,18 @@ impl GemmTile {
         }
     }
 
+    /// Blocks of this tile the split rules count on being resident on a GPU
+    /// of `sms` SMs: two 256-thread large blocks per SM, three 128-channel
+    /// wgmma blocks (registers), four of the 128-thread tiles.
+    pub fn slots(self, sms: u32) -> u64 {
+        let sms = u64::from(sms.max(1));
+        match self {
+            GemmTile::Large => LARGE_TILES_PER_SM * sms,
+            GemmTile::Wg => 3 * sms,
+            GemmTile::Medium | GemmTile::Tall | GemmTile::WgS => TARGET_ITEMS_PER_SM * sms,
+        }
+    }
+
     /// Whether convolutions in `precision` may use [`GemmTile::Large`].
     /// Only TF32: the split-TF32 core at 128 x 128 needs more than the 128
     /// registers per thread that two resident 256-thread blocks allow (ptxas
@@ -85,6 +97,18 @@ impl GemmTile {
             Precision::F32 => Family::MatMulFfma,
         }
     }
+}
+
+/// The K split counts a GEMM with a K axis of `k` may use: (fewest, most).
+/// At least enough splits that no work item owns more than
+/// [`MAX_ITEM_STEPS`] K steps (that bounds a BE tile's time, hence the
+/// preemption drain), at most [`MAX_SPLITS`] and no fewer than
+/// [`MIN_SPLIT_STEPS`] steps per split.
+pub fn split_bounds(k: u64) -> (u64, u64) {
+    let steps = k.div_ceil(GEMM_K).max(1);
+    let cap = (steps / MIN_SPLIT_STEPS).clamp(1, MAX_SPLITS);
+    let lo = steps.div_ceil(MAX_ITEM_STEPS).min(cap).max(1);
+    (lo, cap)
 }
 
 /// Splits of the K axis of `steps` K steps over `tiles` output tiles when
@@ -227,29 +251,38 @@ impl GemmGeom {
         sms: u32,
         waves: bool,
     ) -> Self {
-        let sms = u64::from(sms.max(1));
-        let tiles = |(bm, bn): (u64, u64)| outer * m.div_ceil(bm).max(1) * n.div_ceil(bn).max(1);
-        let (bm, bn) = tile.dims();
-        let out_tiles = tiles((bm, bn));
-        // Blocks resident per SM: two 256-thread large blocks, three
-        // 128-channel wgmma blocks (registers), four medium ones.
-        let target = match tile {
-            GemmTile::Large => LARGE_TILES_PER_SM * sms,
-            GemmTile::Wg => 3 * sms,
-            GemmTile::Medium | GemmTile::Tall | GemmTile::WgS => TARGET_ITEMS_PER_SM * sms,
-        };
+        let out_tiles = Self::out_tiles_of(tile, outer, m, n);
+        let target = tile.slots(sms);
         let steps = k.div_ceil(GEMM_K).max(1);
-        let (splits, per) = if waves {
+        let (splits, _) = if waves {
             split_k(out_tiles, steps, target)
         } else {
             split_k_fill(out_tiles, steps, target)
         };
+        Self::with_splits(tile, outer, m, n, k, splits)
+    }
+
+    /// Output tiles of `tile` over `outer` GEMMs of `m` x `n`.
+    fn out_tiles_of(tile: GemmTile, outer: u64, m: u64, n: u64) -> u64 {
+        let (bm, bn) = tile.dims();
+        outer * m.div_ceil(bm).max(1) * n.div_ceil(bn).max(1)
+    }
+
+    /// The geometry with a given tile and (about) `splits` K splits: ranges
+    /// of equal whole K steps, so the count may come out a little lower
+    /// (e.g. 9 steps in 4 splits are 3 ranges of 3). The count is clamped
+    /// to [`split_bounds`]; [`crate::tactics`] checks it before it gets here.
+    pub fn with_splits(tile: GemmTile, outer: u64, m: u64, n: u64, k: u64, splits: u64) -> Self {
+        let (bm, bn) = tile.dims();
+        let steps = k.div_ceil(GEMM_K).max(1);
+        let (lo, cap) = split_bounds(k);
+        let per = steps.div_ceil(splits.clamp(lo, cap));
         GemmGeom {
             tile,
             m_tiles: m.div_ceil(bm).max(1),
             n_tiles: n.div_ceil(bn).max(1),
-            out_tiles,
-            splits,
+            out_tiles: Self::out_tiles_of(tile, outer, m, n),
+            splits: steps.div_ceil(per),
             ksplit: per * GEMM_K,
         }
     }

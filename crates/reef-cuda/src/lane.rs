@@ -579,6 +579,23 @@ impl CudaLane {
         reps: usize,
     ) -> reef_exec::Result<Vec<Duration>> {
         let n = self.task(ctx)?.kernel_count();
+        let all: Vec<usize> = (0..n).collect();
+        self.time_listed(ctx, &all, reps)
+    }
+
+    /// Times the RT variants of `kernels` (indices of `ctx`'s kernels) as
+    /// [`Lane::profile`] does: per kernel, the median over three groups of
+    /// `reps` back-to-back launches of the mean per launch.
+    pub(crate) fn time_listed(
+        &mut self,
+        ctx: &mut dyn Context,
+        kernels: &[usize],
+        reps: usize,
+    ) -> reef_exec::Result<Vec<Duration>> {
+        let n = self.task(ctx)?.kernel_count();
+        if let Some(&bad) = kernels.iter().find(|&&i| i >= n) {
+            return Err(ExecError::Invalid(format!("kernel {bad} of {n}")));
+        }
         self.begin(ctx, 0)?;
         self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
         let start = result::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT)
@@ -591,7 +608,7 @@ impl CudaLane {
                 return Err(ExecError::Cuda(format!("cuEventCreate(profile): {e}")));
             }
         };
-        let out = self.time_kernels(ctx, n, reps.max(1), start, end);
+        let out = self.time_kernels(ctx, kernels, reps.max(1), start, end);
         // SAFETY: both events were created above, are idle after the
         // synchronizes in time_kernels (or unused on error), destroyed once.
         unsafe {
@@ -604,13 +621,13 @@ impl CudaLane {
     fn time_kernels(
         &mut self,
         ctx: &mut dyn Context,
-        n: usize,
+        kernels: &[usize],
         reps: usize,
         start: sys::CUevent,
         end: sys::CUevent,
     ) -> reef_exec::Result<Vec<Duration>> {
-        let mut times = Vec::with_capacity(n);
-        for i in 0..n {
+        let mut times = Vec::with_capacity(kernels.len());
+        for &i in kernels {
             let mut groups = [0f32; 3];
             for g in &mut groups {
                 // SAFETY: the events are live events of this context.

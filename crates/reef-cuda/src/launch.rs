@@ -9,6 +9,7 @@ use crate::geometry::{GemmGeom, GemmTile, TileRules};
 use crate::kernels::Family;
 use crate::params::*;
 use crate::precision::Precision;
+use crate::tactics::{GemmProblem, Tactic, TileLimits};
 use reef_exec::ExecError;
 use reef_model::resize::ResizeMode;
 use reef_model::{DType, PadMode, PoolKind};
@@ -83,6 +84,20 @@ pub struct Built {
     /// the total at the end: kernel `i` owns counters
     /// `counter_start[i]..counter_start[i + 1]`.
     pub counter_start: Vec<u32>,
+    /// Per kernel, for convolutions and matmuls on the GEMM kernels: the
+    /// problem, the rules' tactic and the tactic built ([`crate::tactics`]).
+    pub gemms: Vec<Option<GemmChoice>>,
+}
+
+/// The tactic of one GEMM kernel in a [`Built`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemmChoice {
+    /// What the kernel computes.
+    pub problem: GemmProblem,
+    /// What the load-time rules choose.
+    pub rule: Tactic,
+    /// What was built (the rule, or the builder's override).
+    pub used: Tactic,
 }
 
 /// Number of u64 words of table (concat pointers, convolution gather
@@ -148,6 +163,8 @@ pub struct Builder<'a> {
     split_waves: bool,
     gather_table: bool,
     tall_tiles: bool,
+    tactics: Arc<Vec<Option<Tactic>>>,
+    gemms: Vec<Option<GemmChoice>>,
 }
 
 impl<'a> Builder<'a> {
@@ -201,7 +218,17 @@ impl<'a> Builder<'a> {
             split_waves: true,
             gather_table: true,
             tall_tiles: false,
+            tactics: Arc::default(),
+            gemms: vec![None; plan.kernels.len()],
         })
+    }
+
+    /// Per-kernel tactics that replace the rules' choice (indexed by
+    /// kernel; `None` or a missing entry keeps the rule). A tactic the
+    /// kernel cannot run ([`TileLimits::check`]) fails the build.
+    pub fn tactics(mut self, tactics: Arc<Vec<Option<Tactic>>>) -> Self {
+        self.tactics = tactics;
+        self
     }
 
     /// Chooses K splits by whole waves ([`crate::geometry::split_k`], the
@@ -260,6 +287,7 @@ impl<'a> Builder<'a> {
             table: self.table,
             workspace_bytes: self.workspace_bytes,
             counter_start: self.counter_start,
+            gemms: self.gemms,
         })
     }
 
@@ -283,6 +311,35 @@ impl<'a> Builder<'a> {
         let cnt = self.addr.tile_counters + 4 * self.counters;
         self.counters += geom.counters();
         Ok((self.addr.workspace, cnt))
+    }
+
+    /// Kernel `k`'s geometry: its tactic override when it has one (checked
+    /// against `problem`), else the rules' `rule`; records both.
+    fn tactic(
+        &mut self,
+        k: usize,
+        problem: GemmProblem,
+        rule: GemmGeom,
+    ) -> Result<GemmGeom, ExecError> {
+        let limits = TileLimits {
+            precision: self.precision,
+            wgmma: self.wgmma,
+        };
+        let (used, g) = match self.tactics.get(k).copied().flatten() {
+            Some(t) => {
+                if let Some(why) = limits.check(&problem, &t) {
+                    return Err(invalid(k, format!("tactic {t}: {why}")));
+                }
+                (t, t.geometry(&problem))
+            }
+            None => (Tactic::of(&rule), rule),
+        };
+        self.gemms[k] = Some(GemmChoice {
+            problem,
+            rule: Tactic::of(&rule),
+            used,
+        });
+        Ok(g)
     }
 
     /// Device address of buffer `id`, checking its type and that it holds `elems`.
@@ -455,6 +512,14 @@ impl<'a> Builder<'a> {
                         };
                         GemmGeom::choose_by(u(c.groups), u(kg), ncols, crs, rules, self.sms)
                     };
+                    let problem = GemmProblem {
+                        conv: true,
+                        outer: u(c.groups),
+                        m: u(kg),
+                        n: ncols,
+                        k: crs,
+                    };
+                    let g = self.tactic(k, problem, g)?;
                     let (ws, cnt) = self.scratch(k, &g)?;
                     (
                         self.weights_family(k, g.tile.conv_family(self.precision))?,
@@ -596,6 +661,14 @@ impl<'a> Builder<'a> {
                     self.sms,
                     self.split_waves,
                 );
+                let problem = GemmProblem {
+                    conv: false,
+                    outer: batch,
+                    m: u(m.m),
+                    n: u(m.n),
+                    k: u(m.k),
+                };
+                let g = self.tactic(k, problem, g)?;
                 let tiles = tiles_for(k, g.items())?;
                 let (ws, cnt) = self.scratch(k, &g)?;
                 // 16-byte copies need unit inner strides and 4-aligned rows.

@@ -51,7 +51,9 @@ mod memory;
 mod model;
 pub mod params;
 pub mod precision;
+pub mod tactics;
 mod tf32_weights;
+mod tune;
 
 pub use compile::{cache_dir, cache_key, compile_cubin, nvrtc_available};
 pub use context::CudaTaskContext;
@@ -59,3 +61,5 @@ pub use device::{cuda_available, precompile, CudaDevice, CudaOptions};
 pub use lane::CudaLane;
 pub use model::CudaModel;
 pub use precision::{Precision, PrecisionError};
+pub use tactics::TacticMode;
+pub use tune::TuneReport;

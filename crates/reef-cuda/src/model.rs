@@ -3,10 +3,12 @@
 use crate::context::CudaTaskContext;
 use crate::device::DeviceShared;
 use crate::error::CudaCall;
-use crate::launch::{Addresses, Builder};
+use crate::launch::{Addresses, Builder, Built, GemmChoice};
 use crate::memory::DeviceBuffer;
 use crate::precision::Precision;
+use crate::tactics::Tactic;
 use crate::tf32_weights;
+use crate::tune::TuneReport;
 use cudarc::driver::result;
 use reef_exec::{Context, ExecError, ModelHandle, Plan};
 use reef_plan::plan::BufferId;
@@ -23,23 +25,66 @@ pub struct CudaModel {
     scratch: (u64, u32),
     /// Weight buffers stored rounded to TF32 (`tf32` precision only).
     tf32_weights: Arc<HashSet<BufferId>>,
+    /// Per-kernel GEMM tactics that replace the rules' ([`crate::tactics`]).
+    tactics: Arc<Vec<Option<Tactic>>>,
+    /// Per kernel, the GEMM problem and tactics of the probe build.
+    gemms: Vec<Option<GemmChoice>>,
+    /// What tuning found, when the tactics were tuned.
+    tune_report: Option<TuneReport>,
     this: Weak<CudaModel>,
+}
+
+/// Placeholder addresses for builds that only validate and size (no
+/// launch ever uses them).
+const PROBE: Addresses = Addresses {
+    weights: 1 << 40,
+    arena: 2 << 40,
+    counters: 3 << 40,
+    progress: 4 << 40,
+    table: 5 << 40,
+    tile_counters: 6 << 40,
+    workspace: 7 << 40,
+};
+
+/// Builds every launch of `plan` at `addr` with the device's options, the
+/// model's TF32-rounded weights and `tactics`.
+pub(crate) fn build_with(
+    shared: &DeviceShared,
+    plan: &Plan,
+    addr: Addresses,
+    tf32_weights: Arc<HashSet<BufferId>>,
+    tactics: Arc<Vec<Option<Tactic>>>,
+) -> Result<Built, ExecError> {
+    Builder::new(plan, addr, shared.precision)?
+        .sms(shared.sms)
+        .wgmma(shared.wgmma)
+        .split_waves(shared.split_waves)
+        .gather_table(shared.gather_table)
+        .tall_tiles(shared.tall_tiles)
+        .tf32_weights(tf32_weights)
+        .tactics(tactics)
+        .build_all()
+}
+
+/// Validates every launch of `plan` with placeholder addresses and sizes
+/// its split-K scratch: (workspace bytes, tile counters).
+pub(crate) fn probe(
+    shared: &DeviceShared,
+    plan: &Plan,
+    tf32_weights: Arc<HashSet<BufferId>>,
+    tactics: Arc<Vec<Option<Tactic>>>,
+) -> Result<((u64, u32), Built), ExecError> {
+    let built = build_with(shared, plan, PROBE, tf32_weights, tactics)?;
+    let scratch = (
+        built.workspace_bytes,
+        built.counter_start.last().copied().unwrap_or(0),
+    );
+    Ok((scratch, built))
 }
 
 impl CudaModel {
     /// Validates every kernel of `plan` and uploads its weights.
     pub(crate) fn load(shared: Arc<DeviceShared>, plan: Arc<Plan>) -> Result<Arc<Self>, ExecError> {
-        // Validate all launches up front (with placeholder addresses), so a
-        // bad plan fails here and not on a context or a launch.
-        let probe = Addresses {
-            weights: 1 << 40,
-            arena: 2 << 40,
-            counters: 3 << 40,
-            progress: 4 << 40,
-            table: 5 << 40,
-            tile_counters: 6 << 40,
-            workspace: 7 << 40,
-        };
         let tf32_weights = Arc::new(
             if shared.precision == Precision::Tf32 && shared.tf32_weights {
                 tf32_weights::choose(&plan)
@@ -47,18 +92,10 @@ impl CudaModel {
                 HashSet::new()
             },
         );
-        let built = Builder::new(&plan, probe, shared.precision)?
-            .sms(shared.sms)
-            .wgmma(shared.wgmma)
-            .split_waves(shared.split_waves)
-            .gather_table(shared.gather_table)
-            .tall_tiles(shared.tall_tiles)
-            .tf32_weights(tf32_weights.clone())
-            .build_all()?;
-        let scratch = (
-            built.workspace_bytes,
-            built.counter_start.last().copied().unwrap_or(0),
-        );
+        // Validate all launches up front (with placeholder addresses), so a
+        // bad plan fails here and not on a context or a launch.
+        let tactics = Arc::<Vec<Option<Tactic>>>::default();
+        let (scratch, built) = probe(&shared, &plan, tf32_weights.clone(), tactics.clone())?;
         let weights = DeviceBuffer::alloc(&shared.ctx, plan.weights.len())?;
         let rounded;
         let blob: &[u8] = if tf32_weights.is_empty() {
@@ -88,8 +125,64 @@ impl CudaModel {
             weights,
             scratch,
             tf32_weights,
+            tactics,
+            gemms: built.gemms,
+            tune_report: None,
             this: this.clone(),
         }))
+    }
+
+    /// This model with `tactics` in place of its own (checked and sized by
+    /// a probe build first). Needs the only reference to the model: no
+    /// context of it may be alive.
+    pub(crate) fn with_tactics(
+        self: Arc<Self>,
+        tactics: Vec<Option<Tactic>>,
+        tune_report: Option<TuneReport>,
+    ) -> Result<Arc<Self>, ExecError> {
+        let tactics = Arc::new(tactics);
+        let (scratch, built) = probe(
+            &self.shared,
+            &self.plan,
+            self.tf32_weights.clone(),
+            tactics.clone(),
+        )?;
+        let me = Arc::try_unwrap(self).map_err(|_| {
+            ExecError::Invalid("model tactics changed while a context of it is alive".into())
+        })?;
+        let CudaModel {
+            shared,
+            plan,
+            weights,
+            tf32_weights,
+            ..
+        } = me;
+        Ok(Arc::new_cyclic(|this| CudaModel {
+            shared,
+            plan,
+            weights,
+            scratch,
+            tf32_weights,
+            tactics,
+            gemms: built.gemms,
+            tune_report,
+            this: this.clone(),
+        }))
+    }
+
+    /// What the load-time tuner found (`REEF_TACTICS=tune`; None otherwise).
+    pub fn tune_report(&self) -> Option<TuneReport> {
+        self.tune_report
+    }
+
+    /// The per-kernel tactic overrides contexts are built with.
+    pub(crate) fn tactics(&self) -> Arc<Vec<Option<Tactic>>> {
+        self.tactics.clone()
+    }
+
+    /// Per kernel, the GEMM problem with the rules' tactic and the one used.
+    pub fn gemms(&self) -> &[Option<GemmChoice>] {
+        &self.gemms
     }
 
     /// Device address of the weight blob.
