@@ -546,6 +546,7 @@ pub fn all(seed: u64) -> Result<Vec<Case>> {
         false,
         Some(Op::Act(reef_model::Act::HardSwish)),
     )?);
+    v.extend(crate::cases_gemm::all(r)?);
     v.extend(crate::cases_elementwise::all(r)?);
     Ok(v)
 }

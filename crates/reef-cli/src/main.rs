@@ -6,12 +6,14 @@ mod bench_models;
 mod bench_preempt;
 mod cases;
 mod cases_elementwise;
+mod cases_gemm;
 mod compile_cmd;
 mod device;
 mod infer;
 mod selftest;
 mod serve;
 mod serve_config;
+mod tactic_sweep;
 mod verify;
 
 use anyhow::{bail, Context, Result};

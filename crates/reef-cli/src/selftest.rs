@@ -46,11 +46,12 @@ pub struct Options {
     pub tf32_model_factor: f64,
 }
 
-struct Row {
-    what: String,
-    err: f64,
-    ok: bool,
-    note: String,
+/// One line of the self-test's table.
+pub(crate) struct Row {
+    pub what: String,
+    pub err: f64,
+    pub ok: bool,
+    pub note: String,
 }
 
 fn run_plan(
@@ -103,7 +104,7 @@ fn load_both(
 /// How whole models are judged in `tf32` precision: against the
 /// TF32-rounding CPU (the `cpu` of [`check_graph`]), with the plain-f32 CPU
 /// beside it.
-struct Tf32Models<'a> {
+pub(crate) struct Tf32Models<'a> {
     /// The plain-f32 CPU backend.
     f32: &'a dyn Device,
     /// `--tf32-model-factor`: see [`tf32_model_bound`].
@@ -141,7 +142,7 @@ fn tf32_model_bound(tol: f64, factor: f64, noise: f64) -> f64 {
 /// GEMM operands to TF32), the model also runs on the plain-f32 CPU: the
 /// bound becomes [`tf32_model_bound`], and the DUT's error against f32 is
 /// added to the note, for information only.
-fn check_graph(
+pub(crate) fn check_graph(
     name: &str,
     g: &Graph,
     dut: &dyn Device,
@@ -511,12 +512,14 @@ pub fn run(dut: Arc<dyn Device>, opts: &Options) -> Result<bool> {
         rows.push(r);
     };
     println!("{:<40} {:>10} {:<5} note", "check", "rel L2", "ok");
-    for c in cases::all(opts.seed)? {
-        let tol = match (gpu && c.tf32, tf32) {
-            (true, true) => opts.tf32_tol,
-            (true, false) => precision.tolerance(),
-            (false, _) => 1e-5,
-        };
+    let case_tol = |c: &cases::Case| match (gpu && c.tf32, tf32) {
+        (true, true) => opts.tf32_tol,
+        (true, false) => precision.tolerance(),
+        (false, _) => 1e-5,
+    };
+    let all_cases = cases::all(opts.seed)?;
+    for c in &all_cases {
+        let tol = case_tol(c);
         push(
             check_graph(
                 &c.name,
@@ -529,6 +532,11 @@ pub fn run(dut: Arc<dyn Device>, opts: &Options) -> Result<bool> {
             ),
             &c.name,
         );
+    }
+    if gpu {
+        for row in crate::tactic_sweep::run(&all_cases, cpu.as_ref(), &case_tol, &mut rng) {
+            push(row, "tactic sweep");
+        }
     }
     let names: Vec<String> = if opts.models.is_empty() {
         reef_zoo::names().iter().map(|s| s.to_string()).collect()

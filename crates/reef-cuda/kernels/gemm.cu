@@ -1010,6 +1010,19 @@ template <bool BE>
 __device__ __forceinline__ bool matmul_tc_tile(const MatMulParams& p, u32 t) {
     return reef_gemm_item<CfgM, TcCore<CfgM>, MatMulLoad<CfgM>, BE>(p, t);
 }
+// 128 x 128 matmul tiles (CfgL, 256 threads) and their rounded-B twin: the
+// load-time rules never pick them; the tactic tuner does where they are
+// faster (tactics.rs). (CfgT matmuls were tried: at 128 registers ptxas
+// spilled inside their BE K loop, 15 spill instructions, so they are left out.)
+template <bool BE>
+__device__ __forceinline__ bool matmul_tc_l_tile(const MatMulParams& p, u32 t) {
+    return reef_gemm_item<CfgL, TcCore<CfgL>, MatMulLoad<CfgL>, BE>(p, t);
+}
+template <bool BE>
+__device__ __forceinline__ bool matmul_tc_l_w_tile(const MatMulParams& p, u32 t) {
+    return reef_gemm_item<CfgL, TcCore<CfgL, false, false, true>, MatMulLoad<CfgL>, BE>(p, t);
+}
+
 // Split-TF32 ("3xTF32") instantiations of the tensor-core families.
 template <bool BE>
 __device__ __forceinline__ bool conv_tc_x3_tile(const ConvParams& p, u32 t) {
@@ -1070,6 +1083,8 @@ REEF_FAMILY_MB(conv_tc_t_w, ConvParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY(conv_dw, ConvParams, REEF_EW_THREADS)
 REEF_FAMILY_MB(matmul_tc, MatMulParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY_MB(matmul_tc_w, MatMulParams, REEF_GEMM_THREADS, 4)
+REEF_FAMILY_MB(matmul_tc_l, MatMulParams, REEF_GEMM_L_THREADS, 2)
+REEF_FAMILY_MB(matmul_tc_l_w, MatMulParams, REEF_GEMM_L_THREADS, 2)
 REEF_FAMILY_MB(matmul_ffma, MatMulParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY_MB(conv_tc_x3, ConvParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY_MB(matmul_tc_x3, MatMulParams, REEF_GEMM_THREADS, 4)

@@ -429,6 +429,7 @@ impl Device for CudaDevice {
             TacticMode::Rules => model,
             TacticMode::Tune => crate::tune::tune(model)?.0,
             TacticMode::Random(seed) => crate::tune::randomize(model, seed)?,
+            TacticMode::Round(r) => crate::tune::round(model, r)?,
         };
         Ok(model)
     }

@@ -88,13 +88,17 @@ impl GemmTile {
         }
     }
 
-    /// The matmul family of this tile in the given precision (matmuls
-    /// always use [`GemmTile::Medium`]).
+    /// The matmul family of this tile in the given precision: the load-time
+    /// rules always pick [`GemmTile::Medium`]; TF32 matmuls also have a
+    /// [`GemmTile::Large`] kernel, which the tactic tuner may pick
+    /// ([`crate::tactics`]). Other tiles, and every tile in split TF32 or
+    /// f32, map to the 64 x 64 family.
     pub fn matmul_family(self, precision: Precision) -> Family {
-        match precision {
-            Precision::Tf32 => Family::MatMulTc,
-            Precision::Tf32x3 => Family::MatMulTcX3,
-            Precision::F32 => Family::MatMulFfma,
+        match (self, precision) {
+            (GemmTile::Large, Precision::Tf32) => Family::MatMulTcL,
+            (_, Precision::Tf32) => Family::MatMulTc,
+            (_, Precision::Tf32x3) => Family::MatMulTcX3,
+            (_, Precision::F32) => Family::MatMulFfma,
         }
     }
 }

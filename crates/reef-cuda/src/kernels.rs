@@ -159,11 +159,16 @@ pub enum Family {
     ConvTcT,
     /// [`Family::ConvTcT`] over weights stored rounded to TF32.
     ConvTcTW,
+    /// Batched matmul on TF32 tensor cores, 128 x 128 tiles, 256 threads
+    /// (`CfgL`; only where the tactic tuner picks it).
+    MatMulTcL,
+    /// [`Family::MatMulTcL`] with B (a weight) stored rounded to TF32.
+    MatMulTcLW,
 }
 
 impl Family {
     /// Every family, in a fixed order ([`Family::index`]).
-    pub const ALL: [Family; 33] = [
+    pub const ALL: [Family; 35] = [
         Family::ConvTcL,
         Family::ConvTc,
         Family::ConvWg,
@@ -197,6 +202,8 @@ impl Family {
         Family::ArgExtreme,
         Family::ConvTcT,
         Family::ConvTcTW,
+        Family::MatMulTcL,
+        Family::MatMulTcLW,
     ];
 
     /// Position in [`Family::ALL`].
@@ -240,6 +247,8 @@ impl Family {
             Family::ArgExtreme => "arg_extreme",
             Family::ConvTcT => "conv_tc_t",
             Family::ConvTcTW => "conv_tc_t_w",
+            Family::MatMulTcL => "matmul_tc_l",
+            Family::MatMulTcLW => "matmul_tc_l_w",
         }
     }
 
@@ -251,6 +260,7 @@ impl Family {
             Family::ConvTc => Family::ConvTcW,
             Family::ConvTcT => Family::ConvTcTW,
             Family::MatMulTc => Family::MatMulTcW,
+            Family::MatMulTcL => Family::MatMulTcLW,
             f => f,
         }
     }
@@ -266,7 +276,9 @@ impl Family {
     /// Threads per block (must match the kernel's `__launch_bounds__`).
     pub fn threads(self) -> u32 {
         match self {
-            Family::ConvTcL | Family::ConvTcLW => GEMM_L_THREADS,
+            Family::ConvTcL | Family::ConvTcLW | Family::MatMulTcL | Family::MatMulTcLW => {
+                GEMM_L_THREADS
+            }
             Family::ConvTc
             | Family::ConvTcW
             | Family::ConvTcT

@@ -3,7 +3,9 @@
 //! them from the problem size alone; with `REEF_TACTICS=tune` the model's
 //! load times every candidate of every GEMM on the GPU and keeps the
 //! fastest (the way TensorRT picks its tactics); `REEF_TACTICS=random[:SEED]`
-//! draws one candidate per kernel, so that the self-test covers every mix.
+//! draws one candidate per kernel, so that the self-test covers every mix,
+//! and `round:R` runs every kernel's candidate R (the tuner's trial R; the
+//! self-test sweeps it).
 //!
 //! Every candidate runs the same tile function with the same arithmetic, so
 //! results change only by the order of the split-K sums (within TF32 noise);
@@ -16,7 +18,7 @@ use crate::precision::{Precision, PrecisionError};
 use std::fmt;
 
 /// The environment variable choosing how GEMM tactics are chosen:
-/// `rules` (default), `tune` or `random[:SEED]` ([`TacticMode`]).
+/// `rules` (default), `tune`, `random[:SEED]` or `round:R` ([`TacticMode`]).
 pub const TACTICS_VAR: &str = "REEF_TACTICS";
 
 /// A candidate must beat the rules' choice by this fraction of its time to
@@ -34,16 +36,19 @@ pub enum TacticMode {
     Tune,
     /// One candidate per kernel drawn with this seed (testing).
     Random(u64),
+    /// Candidate R of every kernel that has one, the rules' choice
+    /// elsewhere: what the tuner's trial R runs (testing).
+    Round(usize),
 }
 
 impl TacticMode {
     /// Parses `REEF_TACTICS`'s value (`None`: unset): `rules`, `tune`,
-    /// `random` (seed 0) or `random:SEED`.
+    /// `random` (seed 0), `random:SEED` or `round:R`.
     pub fn from_var(v: Option<&str>) -> Result<Self, PrecisionError> {
         let bad = |t: &str| PrecisionError {
             var: TACTICS_VAR,
             value: t.to_string(),
-            accepted: "rules, tune, random or random:SEED",
+            accepted: "rules, tune, random, random:SEED or round:R",
         };
         let Some(t) = v.map(str::trim).filter(|s| !s.is_empty()) else {
             return Ok(TacticMode::Rules);
@@ -52,11 +57,21 @@ impl TacticMode {
             "rules" => Ok(TacticMode::Rules),
             "tune" => Ok(TacticMode::Tune),
             "random" => Ok(TacticMode::Random(0)),
-            other => other
-                .strip_prefix("random:")
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .map(TacticMode::Random)
-                .ok_or_else(|| bad(t)),
+            other => {
+                let number = |prefix: &str| {
+                    other
+                        .strip_prefix(prefix)
+                        .and_then(|s| s.trim().parse::<u64>().ok())
+                };
+                number("random:")
+                    .map(TacticMode::Random)
+                    .or_else(|| {
+                        number("round:")
+                            .and_then(|r| usize::try_from(r).ok())
+                            .map(TacticMode::Round)
+                    })
+                    .ok_or_else(|| bad(t))
+            }
         }
     }
 }
@@ -67,6 +82,7 @@ impl fmt::Display for TacticMode {
             TacticMode::Rules => f.write_str("rules"),
             TacticMode::Tune => f.write_str("tune"),
             TacticMode::Random(seed) => write!(f, "random:{seed}"),
+            TacticMode::Round(r) => write!(f, "round:{r}"),
         }
     }
 }
@@ -75,8 +91,8 @@ impl fmt::Display for TacticMode {
 /// independent (group or batch) products of `m` x `k` by `k` x `n`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GemmProblem {
-    /// A convolution (true) or a matmul: only convolutions have the 128-row
-    /// tiles and the wgmma kernels.
+    /// A convolution (true) or a matmul: only convolutions have the 128 x
+    /// 64 and the wgmma kernels.
     pub conv: bool,
     /// Independent products (groups or batch).
     pub outer: u64,
@@ -133,16 +149,18 @@ pub struct TileLimits {
 }
 
 impl TileLimits {
-    /// Whether `p` may run with `tile`: 64 x 64 always; the 128-row tiles
-    /// for TF32 convolutions of 128 or more output channels (128 x 128 also
-    /// needs 128 columns); wgmma tiles for TF32 convolutions when
-    /// [`TileLimits::wgmma`] (128-channel ones from 128 channels).
+    /// Whether `p` may run with `tile`: 64 x 64 always; 128 x 128 for TF32
+    /// GEMMs of 128 or more rows and columns; 128 x 64 for TF32
+    /// convolutions of 128 or more output channels; wgmma tiles for TF32
+    /// convolutions when [`TileLimits::wgmma`] (128-channel ones from 128
+    /// channels).
     pub fn allows(&self, p: &GemmProblem, tile: GemmTile) -> bool {
-        let tf32_conv = p.conv && GemmTile::large_ok(self.precision);
+        let tf32 = GemmTile::large_ok(self.precision);
+        let tf32_conv = p.conv && tf32;
         match tile {
             GemmTile::Medium => true,
             GemmTile::Tall => tf32_conv && p.m >= 128,
-            GemmTile::Large => tf32_conv && p.m >= 128 && p.n >= 128,
+            GemmTile::Large => tf32 && p.m >= 128 && p.n >= 128,
             GemmTile::WgS => tf32_conv && self.wgmma,
             GemmTile::Wg => tf32_conv && self.wgmma && p.m >= 128,
         }
@@ -273,12 +291,21 @@ mod tests {
             TacticMode::from_var(Some("random:42")),
             Ok(TacticMode::Random(42))
         );
-        for bad in ["fast", "random:", "random:x", "tune:1"] {
+        assert_eq!(
+            TacticMode::from_var(Some("round:3")),
+            Ok(TacticMode::Round(3))
+        );
+        for bad in ["fast", "random:", "random:x", "tune:1", "round", "round:-1"] {
             let e = TacticMode::from_var(Some(bad)).unwrap_err();
             assert_eq!(e.var, TACTICS_VAR);
             assert!(e.to_string().contains(bad), "{e}");
         }
-        for m in [TacticMode::Rules, TacticMode::Tune, TacticMode::Random(7)] {
+        for m in [
+            TacticMode::Rules,
+            TacticMode::Tune,
+            TacticMode::Random(7),
+            TacticMode::Round(2),
+        ] {
             assert_eq!(TacticMode::from_var(Some(&m.to_string())), Ok(m));
         }
     }
@@ -336,8 +363,13 @@ mod tests {
                     let g = t.geometry(p);
                     assert!(g.splits * g.ksplit >= p.k && (g.splits - 1) * g.ksplit < p.k.max(1));
                 }
-                if !p.conv || limits.precision != Precision::Tf32 {
+                if limits.precision != Precision::Tf32 {
                     assert!(c.iter().all(|t| t.tile == GemmTile::Medium), "{p:?}");
+                }
+                if !p.conv {
+                    assert!(c
+                        .iter()
+                        .all(|t| matches!(t.tile, GemmTile::Medium | GemmTile::Large)));
                 }
             }
         }
@@ -370,7 +402,17 @@ mod tests {
             conv: false,
             ..conv(512, 512, 512)
         };
-        assert!(TF32.check(&m, &tall).is_some(), "no tall matmuls");
+        assert!(TF32.check(&m, &tall).is_some(), "no 128 x 64 matmuls");
+        let large = Tactic {
+            tile: GemmTile::Large,
+            splits: 1,
+        };
+        assert_eq!(TF32.check(&m, &large), None, "128 x 128 matmuls");
+        let f32 = TileLimits {
+            precision: Precision::F32,
+            wgmma: false,
+        };
+        assert!(f32.check(&m, &large).is_some(), "no 128 x 128 f32 matmuls");
         let wg = Tactic {
             tile: GemmTile::WgS,
             splits: 1,

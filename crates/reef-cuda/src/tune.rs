@@ -1,5 +1,5 @@
-//! The load-time tactic tuner (`REEF_TACTICS=tune`) and the random tactic
-//! mix of the self-test (`REEF_TACTICS=random:SEED`): they replace a
+//! The load-time tactic tuner (`REEF_TACTICS=tune`) and the self-test's
+//! tactic mixes (`REEF_TACTICS=random:SEED`, `round:R`): they replace a
 //! freshly loaded model's GEMM tactics ([`crate::tactics`]).
 //!
 //! Tuning runs in rounds: round `r` builds one trial context whose every
@@ -151,6 +151,16 @@ pub(crate) fn tune(model: Arc<CudaModel>) -> Result<(Arc<CudaModel>, TuneReport)
         "GEMM tactics tuned"
     );
     Ok((model, report))
+}
+
+/// `model` with every GEMM kernel on its candidate `r` where it has one
+/// (the tactics of the tuner's trial `r`).
+pub(crate) fn round(model: Arc<CudaModel>, r: usize) -> Result<Arc<CudaModel>, ExecError> {
+    let chosen: Vec<Option<Tactic>> = all_candidates(&model)
+        .iter()
+        .map(|c| c.get(r).copied())
+        .collect();
+    model.with_tactics(chosen, None)
 }
 
 /// `model` with one candidate tactic per GEMM kernel drawn by `seed`.
