@@ -47,6 +47,8 @@ pub struct Tuning {
     pub tuned: usize,
     /// Kernels whose tactic changed from the rules' choice.
     pub changed: usize,
+    /// Kernels whose choice came from the tactic cache.
+    pub cached: usize,
     /// Sum of the tuned kernels' times with the rules' tactics, us.
     pub rule_us: f64,
     /// The same sum with the chosen tactics, us.
@@ -64,6 +66,7 @@ fn tuning_of(h: &Arc<dyn reef_exec::ModelHandle>) -> Option<Tuning> {
     Some(Tuning {
         tuned: r.tuned,
         changed: r.changed,
+        cached: r.cached,
         rule_us: r.rule_us,
         chosen_us: r.chosen_us,
         tune_ms: r.elapsed.as_secs_f64() * 1e3,
@@ -356,9 +359,10 @@ pub fn run(
             );
             if let Some(t) = &tuning {
                 println!(
-                    "  tactics tuned: {} GEMMs, {} changed, kernels alone {:.1} -> {:.1} us ({:+.1}%), \
-                     tuning {:.0} ms of a {load_ms:.0} ms load",
+                    "  tactics tuned: {} GEMMs ({} from the cache), {} changed, kernels alone \
+                     {:.1} -> {:.1} us ({:+.1}%), tuning {:.0} ms of a {load_ms:.0} ms load",
                     t.tuned,
+                    t.cached,
                     t.changed,
                     t.rule_us,
                     t.chosen_us,

@@ -100,12 +100,13 @@ unsafe fn compile_and_fetch(
 /// stored. `fresh` skips the cache read (used after a cached image failed to
 /// load). `defines` (`-DNAME=VALUE` options from the device's options) and
 /// those of `REEF_NVRTC_DEFINES` join the options and the cache key.
+/// Returns the CUBIN and its cache key.
 pub fn module_cubin(
     major: i32,
     minor: i32,
     fresh: bool,
     defines: &[String],
-) -> Result<Vec<u8>, ExecError> {
+) -> Result<(Vec<u8>, String), ExecError> {
     if !nvrtc_available() {
         return Err(ExecError::Unavailable("libnvrtc not found".into()));
     }
@@ -121,7 +122,7 @@ pub fn module_cubin(
         if let Ok(bytes) = std::fs::read(p) {
             if !bytes.is_empty() {
                 tracing::debug!(path = %p.display(), "kernel cache hit");
-                return Ok(bytes);
+                return Ok((bytes, key));
             }
         }
     }
@@ -147,7 +148,7 @@ pub fn module_cubin(
             tracing::warn!(path = %p.display(), error = %e, "could not cache the kernel module");
         }
     }
-    Ok(cubin)
+    Ok((cubin, key))
 }
 
 /// Writes atomically (temporary file, then rename).

@@ -8,6 +8,7 @@ use crate::kernels::Family;
 use crate::lane::CudaLane;
 use crate::model::CudaModel;
 use crate::precision::{Precision, PrecisionError};
+use crate::tactic_cache::{scope_key, TacticCache};
 use crate::tactics::TacticMode;
 use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule, CudaStream};
 use cudarc::nvrtc::Ptx;
@@ -187,6 +188,10 @@ pub(crate) struct DeviceShared {
     pub tall_tiles: bool,
     /// [`CudaOptions::tactics`].
     pub tactics: TacticMode,
+    /// Tuned tactics of this GPU, kernel module and options, by kernel.
+    pub tactic_cache: TacticCache,
+    /// The cache's scope (GPU, module, options), part of every kernel key.
+    pub tactic_scope: String,
     /// The high-priority stream that writes every lane's preemption flag
     /// (raising and clearing on one stream keeps the writes in order).
     pub control: Arc<CudaStream>,
@@ -242,7 +247,7 @@ impl CudaDevice {
         let priorities =
             result::stream::get_priority_range().call("cuCtxGetStreamPriorityRange")?;
 
-        let module = match load_module(&ctx, major, minor, false, &options) {
+        let (module, module_key) = match load_module(&ctx, major, minor, false, &options) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "cached kernel module failed to load; recompiling");
@@ -277,6 +282,26 @@ impl CudaDevice {
         let control = ctx
             .new_stream_with_priority(priorities.1)
             .call("cuStreamCreateWithPriority(control)")?;
+        // What changes a kernel's launch beyond its plan: the GPU, the
+        // compiled module and the options the launch builder reads.
+        let tactic_scope = scope_key(&[
+            &name,
+            &sms.to_string(),
+            &module_key,
+            &format!(
+                "{} wgmma={wgmma} tf32_weights={} split_waves={} gather_table={} tall_tiles={}",
+                options.precision,
+                options.tf32_weights,
+                options.split_waves,
+                options.gather_table,
+                options.tall_tiles
+            ),
+        ]);
+        let tactic_cache = if options.tactics == TacticMode::Tune {
+            TacticCache::open(compile::cache_dir().as_deref(), &tactic_scope)
+        } else {
+            TacticCache::open(None, &tactic_scope)
+        };
         tracing::info!(
             device = %name, sms, arch = format!("sm_{major}{minor}"), precision = %options.precision,
             wgmma, rt_lean = options.rt_lean, be_direct = options.be_direct,
@@ -304,6 +329,8 @@ impl CudaDevice {
                 gather_table: options.gather_table,
                 tall_tiles: options.tall_tiles,
                 tactics: options.tactics,
+                tactic_cache,
+                tactic_scope,
                 control,
                 hold,
             }),
@@ -350,19 +377,22 @@ pub fn precompile(major: i32, minor: i32, options: &CudaOptions) -> Result<usize
             "no kernel cache folder: set REEF_CACHE_DIR".into(),
         ));
     }
-    compile::module_cubin(major, minor, false, &module_defines(options)).map(|c| c.len())
+    compile::module_cubin(major, minor, false, &module_defines(options)).map(|(c, _)| c.len())
 }
 
+/// The kernel module, loaded, and its cache key.
 fn load_module(
     ctx: &Arc<CudaContext>,
     major: i32,
     minor: i32,
     fresh: bool,
     options: &CudaOptions,
-) -> Result<Arc<CudaModule>, ExecError> {
-    let cubin = compile::module_cubin(major, minor, fresh, &module_defines(options))?;
-    ctx.load_module(Ptx::from_binary(cubin))
-        .call("cuModuleLoadData")
+) -> Result<(Arc<CudaModule>, String), ExecError> {
+    let (cubin, key) = compile::module_cubin(major, minor, fresh, &module_defines(options))?;
+    let module = ctx
+        .load_module(Ptx::from_binary(cubin))
+        .call("cuModuleLoadData")?;
+    Ok((module, key))
 }
 
 fn load_function(

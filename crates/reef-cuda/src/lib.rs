@@ -51,6 +51,7 @@ mod memory;
 mod model;
 pub mod params;
 pub mod precision;
+pub mod tactic_cache;
 pub mod tactics;
 mod tf32_weights;
 mod tune;

@@ -8,11 +8,15 @@
 //! high-priority stream with device events, as the padding profile does.
 //! Each kernel then keeps its fastest candidate ([`pick_fastest`]). Trial
 //! contexts hold their own split-K scratch and are dropped before the model
-//! is rebuilt with the chosen tactics, so tuning costs load time only.
+//! is rebuilt with the chosen tactics, so tuning costs load time only, and
+//! the choices go to the device's tactic cache ([`crate::tactic_cache`]):
+//! a kernel found there is not timed again.
 
 use crate::context::CudaTaskContext;
 use crate::lane::CudaLane;
+use crate::model::probe;
 use crate::model::CudaModel;
+use crate::tactic_cache::{kernel_key, CachedTactic};
 use crate::tactics::{candidates, pick_fastest, random_pick, Tactic, TileLimits};
 use reef_exec::{Context, ExecError, ModelHandle, Priority};
 use std::sync::Arc;
@@ -28,7 +32,10 @@ pub struct TuneReport {
     pub tuned: usize,
     /// Kernels whose tactic changed from the rules' choice.
     pub changed: usize,
-    /// Sum over the tuned kernels of the rules' tactic's time, microseconds.
+    /// Kernels whose choice came from the tactic cache (not timed).
+    pub cached: usize,
+    /// Sum over the tuned kernels of the rules' tactic's time, microseconds
+    /// (as cached, for kernels from the cache).
     pub rule_us: f64,
     /// The same sum with the chosen tactics, microseconds.
     pub chosen_us: f64,
@@ -80,17 +87,66 @@ fn time_round(
         .collect())
 }
 
-/// `model` with each GEMM's fastest candidate tactic, timed on the GPU.
+/// Each kernel's key in the device's tactic cache, from the launches the
+/// rules build (at the probe build's placeholder addresses).
+fn kernel_keys(model: &CudaModel) -> Result<Vec<String>, ExecError> {
+    let (_, built) = probe(
+        &model.shared,
+        model.plan(),
+        model.tf32_weights(),
+        Arc::default(),
+    )?;
+    Ok(built
+        .launches
+        .iter()
+        .map(|l| kernel_key(&model.shared.tactic_scope, l))
+        .collect())
+}
+
+/// `model` with each GEMM's fastest candidate tactic: from the device's
+/// tactic cache where it holds the kernel, else timed on the GPU (and
+/// cached).
 pub(crate) fn tune(model: Arc<CudaModel>) -> Result<(Arc<CudaModel>, TuneReport), ExecError> {
     let t0 = Instant::now();
     let cands = all_candidates(&model);
-    let rounds = cands.iter().map(Vec::len).max().unwrap_or(0);
-    let mut times: Vec<Vec<Option<f64>>> = cands.iter().map(|c| vec![None; c.len()]).collect();
+    let keys = kernel_keys(&model)?;
+    let cache = &model.shared.tactic_cache;
+    let mut report = TuneReport {
+        tuned: 0,
+        changed: 0,
+        cached: 0,
+        rule_us: 0.0,
+        chosen_us: 0.0,
+        timed: 0,
+        elapsed: Duration::ZERO,
+    };
+    let mut chosen = vec![None; cands.len()];
+    // Cached choices that are still candidates; the rest is timed.
+    let mut to_time = cands.clone();
+    for (k, c) in cands.iter().enumerate() {
+        if c.len() < 2 {
+            continue;
+        }
+        let Some(hit) = cache.get(&keys[k]).filter(|h| c.contains(&h.tactic)) else {
+            continue;
+        };
+        to_time[k].clear();
+        report.tuned += 1;
+        report.cached += 1;
+        report.rule_us += hit.rule_us;
+        report.chosen_us += hit.chosen_us;
+        if hit.tactic != c[0] {
+            report.changed += 1;
+            chosen[k] = Some(hit.tactic);
+        }
+    }
+    let rounds = to_time.iter().map(Vec::len).max().unwrap_or(0);
+    let mut times: Vec<Vec<Option<f64>>> = to_time.iter().map(|c| vec![None; c.len()]).collect();
     if rounds > 1 {
         let mut lane = CudaLane::new(model.shared.clone(), Priority::High)?;
         let mut by_round = Vec::with_capacity(rounds);
         for r in 0..rounds {
-            by_round.push(match time_round(&model, &mut lane, &cands, r) {
+            by_round.push(match time_round(&model, &mut lane, &to_time, r) {
                 Ok(timed) => timed,
                 // A trial that cannot run (e.g. no memory for its scratch)
                 // leaves its candidates untimed; they are never chosen.
@@ -107,43 +163,48 @@ pub(crate) fn tune(model: Arc<CudaModel>) -> Result<(Arc<CudaModel>, TuneReport)
             }
         }
     }
-    let mut report = TuneReport {
-        tuned: 0,
-        changed: 0,
-        rule_us: 0.0,
-        chosen_us: 0.0,
-        timed: 0,
-        elapsed: Duration::ZERO,
-    };
-    let mut chosen = vec![None; cands.len()];
-    for (k, (c, t)) in cands.iter().zip(&times).enumerate() {
+    let mut fresh = vec![];
+    for (k, (c, t)) in to_time.iter().zip(&times).enumerate() {
         if c.len() < 2 {
             continue;
         }
         let i = pick_fastest(t);
+        let (rule_us, chosen_us) = (t[0].unwrap_or(0.0), t[i].unwrap_or(0.0));
         report.tuned += 1;
         report.timed += t.iter().flatten().count();
-        report.rule_us += t[0].unwrap_or(0.0);
-        report.chosen_us += t[i].unwrap_or(0.0);
+        report.rule_us += rule_us;
+        report.chosen_us += chosen_us;
+        if t[0].is_some() {
+            fresh.push((
+                keys[k].clone(),
+                CachedTactic {
+                    tactic: c[i],
+                    rule_us,
+                    chosen_us,
+                },
+            ));
+        }
         if i > 0 {
             report.changed += 1;
             chosen[k] = Some(c[i]);
             tracing::debug!(
                 kernel = k,
                 rule = %c[0],
-                rule_us = t[0].unwrap_or(0.0),
+                rule_us,
                 chosen = %c[i],
-                chosen_us = t[i].unwrap_or(0.0),
+                chosen_us,
                 "tactic changed"
             );
         }
     }
+    cache.insert_all(&fresh);
     report.elapsed = t0.elapsed();
     let model = model.with_tactics(chosen, Some(report))?;
     tracing::info!(
         model = %model.plan().name,
         tuned = report.tuned,
         changed = report.changed,
+        cached = report.cached,
         candidates = report.timed,
         rule_us = format!("{:.1}", report.rule_us),
         chosen_us = format!("{:.1}", report.chosen_us),
