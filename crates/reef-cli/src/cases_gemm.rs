@@ -91,15 +91,7 @@ mod tests {
     use reef_cuda::Precision;
     use std::collections::BTreeSet;
 
-    const ADDR: Addresses = Addresses {
-        weights: 1 << 40,
-        arena: 2 << 40,
-        counters: 3 << 40,
-        progress: 4 << 40,
-        table: 5 << 40,
-        tile_counters: 6 << 40,
-        workspace: 7 << 40,
-    };
+    const ADDR: Addresses = Addresses::PROBE;
 
     #[test]
     fn the_cases_cover_every_b_mode_with_a_128_by_128_candidate() {

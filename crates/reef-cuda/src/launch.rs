@@ -71,6 +71,20 @@ pub struct Addresses {
     pub workspace: u64,
 }
 
+impl Addresses {
+    /// Placeholder addresses, far apart, for builds that only validate,
+    /// size or key launches (no launch ever runs with them).
+    pub const PROBE: Addresses = Addresses {
+        weights: 1 << 40,
+        arena: 2 << 40,
+        counters: 3 << 40,
+        progress: 4 << 40,
+        table: 5 << 40,
+        tile_counters: 6 << 40,
+        workspace: 7 << 40,
+    };
+}
+
 /// Everything [`Builder::build_all`] produces.
 #[derive(Debug, Clone)]
 pub struct Built {

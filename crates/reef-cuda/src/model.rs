@@ -34,18 +34,6 @@ pub struct CudaModel {
     this: Weak<CudaModel>,
 }
 
-/// Placeholder addresses for builds that only validate and size (no
-/// launch ever uses them).
-const PROBE: Addresses = Addresses {
-    weights: 1 << 40,
-    arena: 2 << 40,
-    counters: 3 << 40,
-    progress: 4 << 40,
-    table: 5 << 40,
-    tile_counters: 6 << 40,
-    workspace: 7 << 40,
-};
-
 /// Builds every launch of `plan` at `addr` with the device's options, the
 /// model's TF32-rounded weights and `tactics`.
 pub(crate) fn build_with(
@@ -74,7 +62,7 @@ pub(crate) fn probe(
     tf32_weights: Arc<HashSet<BufferId>>,
     tactics: Arc<Vec<Option<Tactic>>>,
 ) -> Result<((u64, u32), Built), ExecError> {
-    let built = build_with(shared, plan, PROBE, tf32_weights, tactics)?;
+    let built = build_with(shared, plan, Addresses::PROBE, tf32_weights, tactics)?;
     let scratch = (
         built.workspace_bytes,
         built.counter_start.last().copied().unwrap_or(0),
@@ -93,9 +81,9 @@ impl CudaModel {
             },
         );
         // Validate all launches up front (with placeholder addresses), so a
-        // bad plan fails here and not on a context or a launch.
-        let tactics = Arc::<Vec<Option<Tactic>>>::default();
-        let (scratch, built) = probe(&shared, &plan, tf32_weights.clone(), tactics.clone())?;
+        // bad plan fails here, before its weights are uploaded, and not on
+        // a context or a launch.
+        probe(&shared, &plan, tf32_weights.clone(), Arc::default())?;
         let weights = DeviceBuffer::alloc(&shared.ctx, plan.weights.len())?;
         let rounded;
         let blob: &[u8] = if tf32_weights.is_empty() {
@@ -119,44 +107,21 @@ impl CudaModel {
             tf32_weights = tf32_weights.len(),
             "model loaded on CUDA"
         );
-        Ok(Arc::new_cyclic(|this| CudaModel {
-            shared,
-            plan,
-            weights,
-            scratch,
-            tf32_weights,
-            tactics,
-            gemms: built.gemms,
-            tune_report: None,
-            this: this.clone(),
-        }))
+        Self::assemble(shared, plan, weights, tf32_weights, vec![], None)
     }
 
-    /// This model with `tactics` in place of its own (checked and sized by
-    /// a probe build first). Needs the only reference to the model: no
-    /// context of it may be alive.
-    pub(crate) fn with_tactics(
-        self: Arc<Self>,
+    /// The model over resident `weights` with GEMM `tactics`: sized and
+    /// checked by a probe build.
+    fn assemble(
+        shared: Arc<DeviceShared>,
+        plan: Arc<Plan>,
+        weights: DeviceBuffer,
+        tf32_weights: Arc<HashSet<BufferId>>,
         tactics: Vec<Option<Tactic>>,
         tune_report: Option<TuneReport>,
     ) -> Result<Arc<Self>, ExecError> {
         let tactics = Arc::new(tactics);
-        let (scratch, built) = probe(
-            &self.shared,
-            &self.plan,
-            self.tf32_weights.clone(),
-            tactics.clone(),
-        )?;
-        let me = Arc::try_unwrap(self).map_err(|_| {
-            ExecError::Invalid("model tactics changed while a context of it is alive".into())
-        })?;
-        let CudaModel {
-            shared,
-            plan,
-            weights,
-            tf32_weights,
-            ..
-        } = me;
+        let (scratch, built) = probe(&shared, &plan, tf32_weights.clone(), tactics.clone())?;
         Ok(Arc::new_cyclic(|this| CudaModel {
             shared,
             plan,
@@ -168,6 +133,27 @@ impl CudaModel {
             tune_report,
             this: this.clone(),
         }))
+    }
+
+    /// This model with `tactics` in place of its own (checked and sized by
+    /// a probe build; a tactic a kernel cannot run fails it). Needs the only
+    /// reference to the model: no context of it may be alive.
+    pub(crate) fn with_tactics(
+        self: Arc<Self>,
+        tactics: Vec<Option<Tactic>>,
+        tune_report: Option<TuneReport>,
+    ) -> Result<Arc<Self>, ExecError> {
+        let me = Arc::try_unwrap(self).map_err(|_| {
+            ExecError::Invalid("model tactics changed while a context of it is alive".into())
+        })?;
+        let CudaModel {
+            shared,
+            plan,
+            weights,
+            tf32_weights,
+            ..
+        } = me;
+        Self::assemble(shared, plan, weights, tf32_weights, tactics, tune_report)
     }
 
     /// What the load-time tuner found (`REEF_TACTICS=tune`; None otherwise).

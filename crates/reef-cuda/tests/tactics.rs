@@ -10,15 +10,7 @@ use reef_cuda::tactics::{candidates, random_pick, Tactic, TileLimits};
 use reef_cuda::Precision;
 use std::sync::Arc;
 
-const ADDR: Addresses = Addresses {
-    weights: 0x1000_0000,
-    arena: 0x2000_0000,
-    counters: 0x3000_0000,
-    progress: 0x4000_0000,
-    table: 0x5000_0000,
-    tile_counters: 0x6000_0000,
-    workspace: 0x7000_0000,
-};
+const ADDR: Addresses = Addresses::PROBE;
 
 const SMS: u32 = 132;
 
