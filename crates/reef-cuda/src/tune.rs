@@ -103,6 +103,98 @@ fn kernel_keys(model: &CudaModel) -> Result<Vec<String>, ExecError> {
         .collect())
 }
 
+/// What tuning decided for a model: per-kernel overrides, the report
+/// (without its elapsed time) and the new choices for the cache.
+#[derive(Debug, Clone, PartialEq)]
+struct Decision {
+    chosen: Vec<Option<Tactic>>,
+    report: TuneReport,
+    fresh: Vec<(String, CachedTactic)>,
+}
+
+/// Which candidates still need timing: per kernel, its candidates, or none
+/// when `lookup` holds a cached choice that is still one of them (returned
+/// beside).
+fn split_cached(
+    cands: &[Vec<Tactic>],
+    keys: &[String],
+    lookup: impl Fn(&str) -> Option<CachedTactic>,
+) -> (Vec<Vec<Tactic>>, Vec<Option<CachedTactic>>) {
+    cands
+        .iter()
+        .zip(keys)
+        .map(
+            |(c, key)| match lookup(key).filter(|h| c.len() > 1 && c.contains(&h.tactic)) {
+                Some(hit) => (vec![], Some(hit)),
+                None => (c.clone(), None),
+            },
+        )
+        .unzip()
+}
+
+/// The decision from cached choices and the times of the rest (`times[k][i]`
+/// for `to_time[k][i]`, us): per kernel of two or more candidates, the
+/// cached choice or the fastest timed one ([`pick_fastest`]); a timed
+/// kernel whose rules' tactic got a time is new to the cache.
+fn decide(
+    cands: &[Vec<Tactic>],
+    keys: &[String],
+    to_time: &[Vec<Tactic>],
+    cached: &[Option<CachedTactic>],
+    times: &[Vec<Option<f64>>],
+) -> Decision {
+    let mut d = Decision {
+        chosen: vec![None; cands.len()],
+        report: TuneReport {
+            tuned: 0,
+            changed: 0,
+            cached: 0,
+            rule_us: 0.0,
+            chosen_us: 0.0,
+            timed: 0,
+            elapsed: Duration::ZERO,
+        },
+        fresh: vec![],
+    };
+    for k in 0..cands.len() {
+        let pick = if let Some(hit) = cached[k] {
+            d.report.cached += 1;
+            hit
+        } else if to_time[k].len() > 1 {
+            let (c, t) = (&to_time[k], &times[k]);
+            let i = pick_fastest(t);
+            let timed = CachedTactic {
+                tactic: c[i],
+                rule_us: t[0].unwrap_or(0.0),
+                chosen_us: t[i].unwrap_or(0.0),
+            };
+            d.report.timed += t.iter().flatten().count();
+            if t[0].is_some() {
+                d.fresh.push((keys[k].clone(), timed));
+            }
+            timed
+        } else {
+            continue;
+        };
+        d.report.tuned += 1;
+        d.report.rule_us += pick.rule_us;
+        d.report.chosen_us += pick.chosen_us;
+        if pick.tactic != cands[k][0] {
+            d.report.changed += 1;
+            d.chosen[k] = Some(pick.tactic);
+            tracing::debug!(
+                kernel = k,
+                rule = %cands[k][0],
+                rule_us = pick.rule_us,
+                chosen = %pick.tactic,
+                chosen_us = pick.chosen_us,
+                "tactic changed"
+            );
+        }
+    }
+    d
+}
+
 /// `model` with each GEMM's fastest candidate tactic: from the device's
 /// tactic cache where it holds the kernel, else timed on the GPU (and
 /// cached).
@@ -111,35 +203,7 @@ pub(crate) fn tune(model: Arc<CudaModel>) -> Result<(Arc<CudaModel>, TuneReport)
     let cands = all_candidates(&model);
     let keys = kernel_keys(&model)?;
     let cache = &model.shared.tactic_cache;
-    let mut report = TuneReport {
-        tuned: 0,
-        changed: 0,
-        cached: 0,
-        rule_us: 0.0,
-        chosen_us: 0.0,
-        timed: 0,
-        elapsed: Duration::ZERO,
-    };
-    let mut chosen = vec![None; cands.len()];
-    // Cached choices that are still candidates; the rest is timed.
-    let mut to_time = cands.clone();
-    for (k, c) in cands.iter().enumerate() {
-        if c.len() < 2 {
-            continue;
-        }
-        let Some(hit) = cache.get(&keys[k]).filter(|h| c.contains(&h.tactic)) else {
-            continue;
-        };
-        to_time[k].clear();
-        report.tuned += 1;
-        report.cached += 1;
-        report.rule_us += hit.rule_us;
-        report.chosen_us += hit.chosen_us;
-        if hit.tactic != c[0] {
-            report.changed += 1;
-            chosen[k] = Some(hit.tactic);
-        }
-    }
+    let (to_time, cached) = split_cached(&cands, &keys, |k| cache.get(k));
     let rounds = to_time.iter().map(Vec::len).max().unwrap_or(0);
     let mut times: Vec<Vec<Option<f64>>> = to_time.iter().map(|c| vec![None; c.len()]).collect();
     if rounds > 1 {
@@ -163,40 +227,11 @@ pub(crate) fn tune(model: Arc<CudaModel>) -> Result<(Arc<CudaModel>, TuneReport)
             }
         }
     }
-    let mut fresh = vec![];
-    for (k, (c, t)) in to_time.iter().zip(&times).enumerate() {
-        if c.len() < 2 {
-            continue;
-        }
-        let i = pick_fastest(t);
-        let (rule_us, chosen_us) = (t[0].unwrap_or(0.0), t[i].unwrap_or(0.0));
-        report.tuned += 1;
-        report.timed += t.iter().flatten().count();
-        report.rule_us += rule_us;
-        report.chosen_us += chosen_us;
-        if t[0].is_some() {
-            fresh.push((
-                keys[k].clone(),
-                CachedTactic {
-                    tactic: c[i],
-                    rule_us,
-                    chosen_us,
-                },
-            ));
-        }
-        if i > 0 {
-            report.changed += 1;
-            chosen[k] = Some(c[i]);
-            tracing::debug!(
-                kernel = k,
-                rule = %c[0],
-                rule_us,
-                chosen = %c[i],
-                chosen_us,
-                "tactic changed"
-            );
-        }
-    }
+    let Decision {
+        chosen,
+        mut report,
+        fresh,
+    } = decide(&cands, &keys, &to_time, &cached, &times);
     cache.insert_all(&fresh);
     report.elapsed = t0.elapsed();
     let model = model.with_tactics(chosen, Some(report))?;
@@ -244,4 +279,70 @@ pub(crate) fn randomize(model: Arc<CudaModel>, seed: u64) -> Result<Arc<CudaMode
         "GEMM tactics drawn at random"
     );
     model.with_tactics(chosen, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::GemmTile;
+
+    fn t(tile: GemmTile, splits: u64) -> Tactic {
+        Tactic { tile, splits }
+    }
+
+    #[test]
+    fn cached_kernels_skip_timing_and_timed_ones_are_cached() {
+        use GemmTile::{Large, Medium, Tall};
+        // Kernel 0: one candidate; 1: cached (Tall); 2: cached choice no
+        // longer a candidate, so timed; 3: timed, Large wins; 4: timed, the
+        // rule's tactic untimed (trial failed), nothing cached.
+        let cands = vec![
+            vec![t(Medium, 1)],
+            vec![t(Medium, 2), t(Tall, 2)],
+            vec![t(Medium, 4), t(Medium, 2)],
+            vec![t(Medium, 1), t(Large, 1), t(Tall, 1)],
+            vec![t(Medium, 3), t(Tall, 3)],
+        ];
+        let keys: Vec<String> = (0..5).map(|k| format!("k{k}")).collect();
+        let hit = |tactic| CachedTactic {
+            tactic,
+            rule_us: 10.0,
+            chosen_us: 8.0,
+        };
+        let (to_time, cached) = split_cached(&cands, &keys, |k| match k {
+            "k0" => Some(hit(t(Medium, 1))),
+            "k1" => Some(hit(t(Tall, 2))),
+            "k2" => Some(hit(t(Large, 9))),
+            _ => None,
+        });
+        assert_eq!(to_time[0], cands[0], "a lone candidate is never looked up");
+        assert!(cached[0].is_none());
+        assert!(to_time[1].is_empty() && cached[1] == Some(hit(t(Tall, 2))));
+        assert_eq!(to_time[2], cands[2]);
+        assert_eq!(to_time[3], cands[3]);
+        let times = vec![
+            vec![None],
+            vec![],
+            vec![Some(20.0), Some(20.1)],
+            vec![Some(30.0), Some(24.0), Some(26.0)],
+            vec![None, Some(1.0)],
+        ];
+        let d = decide(&cands, &keys, &to_time, &cached, &times);
+        assert_eq!(
+            d.chosen,
+            vec![None, Some(t(Tall, 2)), None, Some(t(Large, 1)), None]
+        );
+        assert_eq!(d.report.tuned, 4);
+        assert_eq!(d.report.cached, 1);
+        assert_eq!(d.report.changed, 2);
+        assert_eq!(d.report.timed, 2 + 3 + 1);
+        assert_eq!(d.report.rule_us, 10.0 + 20.0 + 30.0 + 0.0);
+        assert_eq!(d.report.chosen_us, 8.0 + 20.0 + 24.0 + 0.0);
+        let fresh: Vec<(&str, Tactic)> = d
+            .fresh
+            .iter()
+            .map(|(k, c)| (k.as_str(), c.tactic))
+            .collect();
+        assert_eq!(fresh, vec![("k2", t(Medium, 4)), ("k3", t(Large, 1))]);
+    }
 }
