@@ -14,6 +14,7 @@ mod selftest;
 mod serve;
 mod serve_config;
 mod tactic_sweep;
+mod tune_cmd;
 mod verify;
 
 use anyhow::{bail, Context, Result};
@@ -110,6 +111,19 @@ enum Cmd {
         /// Compute capability: 9.0, 90 or sm_90 (H100 / H200).
         #[arg(long, default_value = "9.0")]
         arch: String,
+    },
+    /// Time every convolution's and matmul's candidate tactics (tile and K
+    /// split) of zoo models on the GPU and store the fastest in the tactic
+    /// cache beside the compiled kernels, so that later loads with
+    /// REEF_TACTICS=tune (e.g. `reef serve`) take them without timing.
+    /// Needs a CUDA GPU; the other kernel options come from the environment.
+    Tune {
+        /// Models (comma separated; default the full-size zoo models).
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// Batch sizes (comma separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,8")]
+        batches: Vec<usize>,
     },
     /// Benchmarks.
     Bench {
@@ -279,6 +293,14 @@ fn run(cli: Cli) -> Result<i32> {
                 t.elapsed().as_secs_f64()
             );
             Ok(0)
+        }
+        Cmd::Tune { models, batches } => {
+            let models = if models.is_empty() {
+                full_models()
+            } else {
+                models
+            };
+            tune_cmd::run(&models, &batches).map(|_| 0)
         }
         Cmd::Models => {
             for n in reef_zoo::names() {
