@@ -12,9 +12,9 @@ use reef_cuda::{CudaDevice, CudaModel, CudaOptions, TacticMode};
 use reef_exec::Device;
 use std::sync::Arc;
 
-/// No kernel has more candidates than this (3 tiles and 2 wgmma tiles, 3
+/// No kernel has more candidates than this (3 tiles and 2 wgmma tiles, 4
 /// split counts each); the sweep stops earlier, at the first empty round.
-const MAX_ROUNDS: usize = 15;
+const MAX_ROUNDS: usize = 20;
 
 /// Kernels of `g` whose tactic on `dev` differs from the rules' choice.
 fn changed_kernels(dev: &CudaDevice, g: &reef_model::Graph) -> Result<usize> {

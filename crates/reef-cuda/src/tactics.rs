@@ -194,8 +194,10 @@ impl TileLimits {
 }
 
 /// The candidate tactics of `p`, the rules' choice `default` first and no
-/// two alike: each allowed tile with the whole-wave split, the fill split
-/// and the fewest splits allowed, normalised to whole-step ranges.
+/// two alike: each allowed tile with the whole-wave split, the fill split,
+/// half the whole-wave split (half the partial sums for the last block to
+/// reduce, on half the SMs) and the fewest splits allowed, normalised to
+/// whole-step ranges.
 pub fn candidates(p: &GemmProblem, default: Tactic, limits: &TileLimits, sms: u32) -> Vec<Tactic> {
     let steps = p.k.div_ceil(GEMM_K).max(1);
     let (lo, _) = split_bounds(p.k);
@@ -214,9 +216,11 @@ pub fn candidates(p: &GemmProblem, default: Tactic, limits: &TileLimits, sms: u3
         }
         let g = GemmGeom::with_splits(tile, p.outer, p.m, p.n, p.k, 1);
         let slots = tile.slots(sms);
+        let wave = split_k(g.out_tiles, steps, slots).0;
         for splits in [
-            split_k(g.out_tiles, steps, slots).0,
+            wave,
             split_k_fill(g.out_tiles, steps, slots).0,
+            (wave / 2).max(lo),
             lo,
         ] {
             let t = Tactic::of(&GemmGeom::with_splits(tile, p.outer, p.m, p.n, p.k, splits));
