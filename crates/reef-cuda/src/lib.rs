@@ -35,8 +35,10 @@
 //!   TF32 ([`tf32_weights`]), so those kernels skip their conversion.
 //!
 //!   Each runs with a tile shape and a deterministic split of K chosen per
-//!   kernel ([`geometry`]); split kernels use a per-context workspace and
-//!   per-tile arrival counters (zeroed by `Lane::begin` like the done counters).
+//!   kernel ([`geometry`]), or, with `REEF_TACTICS=tune`, measured per
+//!   kernel at model load and cached on disk ([`tactics`]); split kernels
+//!   use a per-context workspace and per-tile arrival counters (zeroed by
+//!   `Lane::begin` like the done counters).
 
 mod compile;
 mod context;
