@@ -89,6 +89,10 @@ pub struct KernelTime {
     /// How the backend launches it (CUDA: family, "multi-wave").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// A CUDA GEMM's tactic (tile and K splits), marked `*` where it is not
+    /// the rules' choice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tactic: Option<String>,
     /// Its share of a whole RT run queued ahead (median over runs), us.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rt_run_us: Option<f64>,
@@ -116,6 +120,17 @@ fn profile_kernels(
     let mut lane = dev.lane(Priority::High)?;
     let times = lane.profile(ctx, 10)?;
     let plan = h.plan();
+    let gemms = h
+        .as_any()
+        .downcast_ref::<reef_cuda::CudaModel>()
+        .map(|m| m.gemms().to_vec())
+        .unwrap_or_default();
+    let tactic = |i: usize| {
+        gemms.get(i).copied().flatten().map(|g| {
+            let mark = if g.used == g.rule { "" } else { "*" };
+            format!("{}{mark}", g.used)
+        })
+    };
     let mut ks: Vec<KernelTime> = plan
         .kernels
         .iter()
@@ -128,6 +143,7 @@ fn profile_kernels(
             blocks: ctx.shape(i).map(|s| s.rt_blocks),
             us: t.as_secs_f64() * 1e6,
             label: ctx.launch_label(i),
+            tactic: tactic(i),
             rt_run_us: None,
             be_run_us: None,
         })
@@ -143,12 +159,13 @@ fn profile_kernels(
     for k in order.iter().take(top) {
         let blocks = k.blocks.map_or("-".to_string(), |b| b.to_string());
         println!(
-            "  {:>4} {:>9.1} us {:>5.1}% {:>6} blocks  {:<40} {}",
+            "  {:>4} {:>9.1} us {:>5.1}% {:>6} blocks  {:<40} {:<22} {}",
             k.index,
             k.us,
             100.0 * k.us / sum,
             blocks,
             k.op,
+            k.tactic.as_deref().unwrap_or(""),
             k.name
         );
     }
@@ -405,6 +422,7 @@ mod tests {
             blocks: None,
             us: 1.0,
             label: label.map(str::to_string),
+            tactic: None,
             rt_run_us: rt,
             be_run_us: be,
         }
