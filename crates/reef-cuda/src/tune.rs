@@ -2,10 +2,12 @@
 //! tactic mixes (`REEF_TACTICS=random:SEED`, `round:R`): they replace a
 //! freshly loaded model's GEMM tactics ([`crate::tactics`]).
 //!
-//! Tuning runs in rounds: round `r` builds one trial context whose every
-//! GEMM kernel with more than `r` candidates runs its candidate `r` (round 0
-//! the rules' choices), and times those kernels' RT variants on a
-//! high-priority stream with device events, as the padding profile does.
+//! Tuning runs in rounds, after a warm-up pass over round 0 that is not
+//! kept (clocks, lazily loaded functions): round `r` builds one trial
+//! context whose every GEMM kernel with more than `r` candidates runs its
+//! candidate `r` (round 0 the rules' choices), and times those kernels' RT
+//! variants on a high-priority stream with device events, as the padding
+//! profile does.
 //! Each kernel then keeps its fastest candidate ([`pick_fastest`]). Trial
 //! contexts hold their own split-K scratch and are dropped before the model
 //! is rebuilt with the chosen tactics, so tuning costs load time only, and
