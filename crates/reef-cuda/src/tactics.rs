@@ -25,6 +25,10 @@ pub const TACTICS_VAR: &str = "REEF_TACTICS";
 /// replace it: timing noise between launches of one kernel is about 1-2%.
 pub const MIN_GAIN: f64 = 0.03;
 
+/// Candidates within this fraction of the fastest count as tied; the one
+/// with the fewest blocks wins ([`pick_fastest`]).
+pub const TIE: f64 = 0.01;
+
 /// How the GEMM tactics of a model are chosen at load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TacticMode {
@@ -233,19 +237,30 @@ pub fn candidates(p: &GemmProblem, default: Tactic, limits: &TileLimits, sms: u3
 }
 
 /// The index of the tactic to keep from per-candidate times (`times[0]` the
-/// rules' choice; `None` a candidate that was not timed): the fastest,
-/// unless it beats the rules' choice by less than [`MIN_GAIN`].
-pub fn pick_fastest(times: &[Option<f64>]) -> usize {
+/// rules' choice; `None` a candidate that was not timed) and work items
+/// (blocks of the RT launch): the fastest, or among those within [`TIE`] of
+/// it the one with the fewest items (a kernel on fewer SMs leaves more room
+/// for BE work beside it, at the same speed), unless it beats the rules'
+/// choice by less than [`MIN_GAIN`].
+pub fn pick_fastest(times: &[Option<f64>], items: &[u64]) -> usize {
     let Some(Some(base)) = times.first().copied() else {
         return 0;
     };
-    let best = times
+    let timed: Vec<(usize, f64)> = times
         .iter()
         .enumerate()
         .filter_map(|(i, t)| t.filter(|t| t.is_finite()).map(|t| (i, t)))
-        .min_by(|a, b| a.1.total_cmp(&b.1));
-    match best {
-        Some((i, t)) if t < base * (1.0 - MIN_GAIN) => i,
+        .collect();
+    let Some(fastest) = timed.iter().map(|&(_, t)| t).min_by(f64::total_cmp) else {
+        return 0;
+    };
+    let items_of = |i: usize| items.get(i).copied().unwrap_or(u64::MAX);
+    let pick = timed
+        .iter()
+        .filter(|&&(_, t)| t <= fastest * (1.0 + TIE))
+        .min_by(|a, b| items_of(a.0).cmp(&items_of(b.0)).then(a.1.total_cmp(&b.1)));
+    match pick {
+        Some(&(i, t)) if t < base * (1.0 - MIN_GAIN) => i,
         _ => 0,
     }
 }
@@ -443,13 +458,37 @@ mod tests {
     }
 
     #[test]
-    fn the_fastest_wins_only_by_a_margin() {
-        assert_eq!(pick_fastest(&[Some(10.0), Some(9.0), Some(9.8)]), 1);
-        assert_eq!(pick_fastest(&[Some(10.0), Some(9.8), Some(9.75)]), 0);
-        assert_eq!(pick_fastest(&[Some(10.0), None, Some(12.0)]), 0);
-        assert_eq!(pick_fastest(&[None, Some(1.0)]), 0);
-        assert_eq!(pick_fastest(&[Some(10.0), Some(f64::NAN), Some(5.0)]), 2);
-        assert_eq!(pick_fastest(&[]), 0);
+    fn the_fastest_wins_only_by_a_margin_and_ties_go_to_fewer_blocks() {
+        let same = [100, 100, 100];
+        assert_eq!(pick_fastest(&[Some(10.0), Some(9.0), Some(9.8)], &same), 1);
+        assert_eq!(pick_fastest(&[Some(10.0), Some(9.8), Some(9.75)], &same), 0);
+        assert_eq!(pick_fastest(&[Some(10.0), None, Some(12.0)], &same), 0);
+        assert_eq!(pick_fastest(&[None, Some(1.0)], &same), 0);
+        assert_eq!(
+            pick_fastest(&[Some(10.0), Some(f64::NAN), Some(5.0)], &same),
+            2
+        );
+        assert_eq!(pick_fastest(&[], &[]), 0);
+        // 9.0 and 9.05 tie (within 1%): the one on fewer blocks wins.
+        assert_eq!(
+            pick_fastest(&[Some(10.0), Some(9.0), Some(9.05)], &[528, 528, 264]),
+            2
+        );
+        assert_eq!(
+            pick_fastest(&[Some(10.0), Some(9.0), Some(9.2)], &[528, 528, 264]),
+            1
+        );
+        // A tie that does not beat the rule by the margin keeps the rule.
+        assert_eq!(
+            pick_fastest(&[Some(10.0), Some(9.75), Some(9.8)], &[528, 528, 64]),
+            0
+        );
+        // The rule itself can be the tied one on fewest blocks only if it
+        // is the fastest by the margin, which it cannot be: it stays.
+        assert_eq!(
+            pick_fastest(&[Some(9.0), Some(9.0), Some(9.05)], &[64, 528, 528]),
+            0
+        );
     }
 
     #[test]

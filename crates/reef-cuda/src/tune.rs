@@ -19,7 +19,7 @@ use crate::lane::CudaLane;
 use crate::model::probe;
 use crate::model::CudaModel;
 use crate::tactic_cache::{kernel_key, CachedTactic};
-use crate::tactics::{candidates, pick_fastest, random_pick, Tactic, TileLimits};
+use crate::tactics::{candidates, pick_fastest, random_pick, GemmProblem, Tactic, TileLimits};
 use reef_exec::{Context, ExecError, ModelHandle, Priority};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -136,10 +136,12 @@ fn split_cached(
 
 /// The decision from cached choices and the times of the rest (`times[k][i]`
 /// for `to_time[k][i]`, us): per kernel of two or more candidates, the
-/// cached choice or the fastest timed one ([`pick_fastest`]); a timed
+/// cached choice or the fastest timed one ([`pick_fastest`], ties to fewer
+/// blocks of `problems[k]`); a timed
 /// kernel whose rules' tactic got a time is new to the cache.
 fn decide(
     cands: &[Vec<Tactic>],
+    problems: &[Option<GemmProblem>],
     keys: &[String],
     to_time: &[Vec<Tactic>],
     cached: &[Option<CachedTactic>],
@@ -164,7 +166,11 @@ fn decide(
             hit
         } else if to_time[k].len() > 1 {
             let (c, t) = (&to_time[k], &times[k]);
-            let i = pick_fastest(t);
+            let items: Vec<u64> = match problems[k] {
+                Some(p) => c.iter().map(|t| t.geometry(&p).items()).collect(),
+                None => vec![],
+            };
+            let i = pick_fastest(t, &items);
             let timed = CachedTactic {
                 tactic: c[i],
                 rule_us: t[0].unwrap_or(0.0),
@@ -203,6 +209,8 @@ fn decide(
 pub(crate) fn tune(model: Arc<CudaModel>) -> Result<(Arc<CudaModel>, TuneReport), ExecError> {
     let t0 = Instant::now();
     let cands = all_candidates(&model);
+    let problems: Vec<Option<GemmProblem>> =
+        model.gemms().iter().map(|g| g.map(|c| c.problem)).collect();
     let keys = kernel_keys(&model)?;
     let cache = &model.shared.tactic_cache;
     let (to_time, cached) = split_cached(&cands, &keys, |k| cache.get(k));
@@ -238,7 +246,7 @@ pub(crate) fn tune(model: Arc<CudaModel>) -> Result<(Arc<CudaModel>, TuneReport)
         chosen,
         mut report,
         fresh,
-    } = decide(&cands, &keys, &to_time, &cached, &times);
+    } = decide(&cands, &problems, &keys, &to_time, &cached, &times);
     cache.insert_all(&fresh);
     report.elapsed = t0.elapsed();
     let model = model.with_tactics(chosen, Some(report))?;
@@ -334,7 +342,15 @@ mod tests {
             vec![Some(30.0), Some(24.0), Some(26.0)],
             vec![None, Some(1.0)],
         ];
-        let d = decide(&cands, &keys, &to_time, &cached, &times);
+        let problem = GemmProblem {
+            conv: true,
+            outer: 1,
+            m: 512,
+            n: 49,
+            k: 4608,
+        };
+        let problems = vec![Some(problem); 5];
+        let d = decide(&cands, &problems, &keys, &to_time, &cached, &times);
         assert_eq!(
             d.chosen,
             vec![None, Some(t(Tall, 2)), None, Some(t(Large, 1)), None]
