@@ -109,7 +109,12 @@ impl GemmTile {
 /// preemption drain), at most [`MAX_SPLITS`] and no fewer than
 /// [`MIN_SPLIT_STEPS`] steps per split.
 pub fn split_bounds(k: u64) -> (u64, u64) {
-    let steps = k.div_ceil(GEMM_K).max(1);
+    step_bounds(k.div_ceil(GEMM_K))
+}
+
+/// [`split_bounds`] of a K axis of `steps` K steps.
+fn step_bounds(steps: u64) -> (u64, u64) {
+    let steps = steps.max(1);
     let cap = (steps / MIN_SPLIT_STEPS).clamp(1, MAX_SPLITS);
     let lo = steps.div_ceil(MAX_ITEM_STEPS).min(cap).max(1);
     (lo, cap)
@@ -127,9 +132,8 @@ pub fn split_bounds(k: u64) -> (u64, u64) {
 /// split), ranges of equal whole steps.
 pub fn split_k(tiles: u64, steps: u64, slots: u64) -> (u64, u64) {
     let (tiles, steps, slots) = (tiles.max(1), steps.max(1), slots.max(1));
-    let cap = (steps / MIN_SPLIT_STEPS).clamp(1, MAX_SPLITS);
-    let lo = steps.div_ceil(MAX_ITEM_STEPS).min(cap);
-    let splits = (slots / tiles).clamp(lo.max(1), cap);
+    let (lo, cap) = step_bounds(steps);
+    let splits = (slots / tiles).clamp(lo, cap);
     let per = steps.div_ceil(splits);
     (steps.div_ceil(per), per)
 }
@@ -138,12 +142,12 @@ pub fn split_k(tiles: u64, steps: u64, slots: u64) -> (u64, u64) {
 /// the `slots` resident blocks, within the same bounds as [`split_k`].
 pub fn split_k_fill(tiles: u64, steps: u64, slots: u64) -> (u64, u64) {
     let (tiles, steps) = (tiles.max(1), steps.max(1));
-    let cap = (steps / MIN_SPLIT_STEPS).clamp(1, MAX_SPLITS);
+    let (lo, cap) = step_bounds(steps);
     let mut splits = 1;
     if tiles < slots {
         splits = slots.div_ceil(tiles).min(cap);
     }
-    splits = splits.max(steps.div_ceil(MAX_ITEM_STEPS).min(cap));
+    splits = splits.max(lo);
     let per = steps.div_ceil(splits);
     (steps.div_ceil(per), per)
 }

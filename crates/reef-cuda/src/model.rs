@@ -83,7 +83,8 @@ impl CudaModel {
         // Validate all launches up front (with placeholder addresses), so a
         // bad plan fails here, before its weights are uploaded, and not on
         // a context or a launch.
-        probe(&shared, &plan, tf32_weights.clone(), Arc::default())?;
+        let tactics = Arc::<Vec<Option<Tactic>>>::default();
+        let probed = probe(&shared, &plan, tf32_weights.clone(), tactics.clone())?;
         let weights = DeviceBuffer::alloc(&shared.ctx, plan.weights.len())?;
         let rounded;
         let blob: &[u8] = if tf32_weights.is_empty() {
@@ -107,21 +108,20 @@ impl CudaModel {
             tf32_weights = tf32_weights.len(),
             "model loaded on CUDA"
         );
-        Self::assemble(shared, plan, weights, tf32_weights, vec![], None)
+        Self::assemble(shared, plan, weights, tf32_weights, tactics, probed, None)
     }
 
-    /// The model over resident `weights` with GEMM `tactics`: sized and
-    /// checked by a probe build.
+    /// The model over resident `weights` with GEMM `tactics`, sized by
+    /// `probed`, the probe build of those tactics.
     fn assemble(
         shared: Arc<DeviceShared>,
         plan: Arc<Plan>,
         weights: DeviceBuffer,
         tf32_weights: Arc<HashSet<BufferId>>,
-        tactics: Vec<Option<Tactic>>,
+        tactics: Arc<Vec<Option<Tactic>>>,
+        (scratch, built): ((u64, u32), Built),
         tune_report: Option<TuneReport>,
     ) -> Result<Arc<Self>, ExecError> {
-        let tactics = Arc::new(tactics);
-        let (scratch, built) = probe(&shared, &plan, tf32_weights.clone(), tactics.clone())?;
         Ok(Arc::new_cyclic(|this| CudaModel {
             shared,
             plan,
@@ -143,6 +143,13 @@ impl CudaModel {
         tactics: Vec<Option<Tactic>>,
         tune_report: Option<TuneReport>,
     ) -> Result<Arc<Self>, ExecError> {
+        let tactics = Arc::new(tactics);
+        let probed = probe(
+            &self.shared,
+            &self.plan,
+            self.tf32_weights.clone(),
+            tactics.clone(),
+        )?;
         let me = Arc::try_unwrap(self).map_err(|_| {
             ExecError::Invalid("model tactics changed while a context of it is alive".into())
         })?;
@@ -153,7 +160,15 @@ impl CudaModel {
             tf32_weights,
             ..
         } = me;
-        Self::assemble(shared, plan, weights, tf32_weights, tactics, tune_report)
+        Self::assemble(
+            shared,
+            plan,
+            weights,
+            tf32_weights,
+            tactics,
+            probed,
+            tune_report,
+        )
     }
 
     /// What the load-time tuner found (`REEF_TACTICS=tune`; None otherwise).
