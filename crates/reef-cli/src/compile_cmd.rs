@@ -1,6 +1,30 @@
-//! `reef compile`: the GPU architecture argument of the kernel precompile.
+//! `reef compile`: the GPU architecture argument of the kernel precompile
+//! and its report.
 
 use anyhow::{bail, Result};
+use reef_cuda::SetCubin;
+use std::time::Duration;
+
+/// What `reef compile` prints: one line per kernel set (size, compiled or
+/// already cached), then the total.
+pub fn report(major: i32, minor: i32, sets: &[SetCubin], dir: &str, took: Duration) -> String {
+    let mut out = String::new();
+    for s in sets {
+        out.push_str(&format!(
+            "kernel set {:<10} {:>10} bytes{}\n",
+            s.set.name(),
+            s.cubin.len(),
+            if s.cached { " (already cached)" } else { "" }
+        ));
+    }
+    let total: usize = sets.iter().map(|s| s.cubin.len()).sum();
+    out.push_str(&format!(
+        "kernel modules for compute capability {major}.{minor}: {} sets, {total} bytes, in {dir} ({:.1} s)",
+        sets.len(),
+        took.as_secs_f64()
+    ));
+    out
+}
 
 /// Compute capability `(major, minor)` from `9.0`, `90` or `sm_90` (an `a`
 /// suffix, as in `sm_90a`, is accepted: reef picks the architecture-specific
@@ -29,7 +53,35 @@ pub fn parse_arch(s: &str) -> Result<(i32, i32)> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_arch;
+    use super::{parse_arch, report};
+    use reef_cuda::{KernelSet, SetCubin};
+
+    #[test]
+    fn the_report_lists_each_set_and_the_total() {
+        let sets = [
+            SetCubin {
+                set: KernelSet::Base,
+                cubin: vec![0; 10],
+                key: "a".into(),
+                cached: true,
+            },
+            SetCubin {
+                set: KernelSet::Tf32,
+                cubin: vec![0; 32],
+                key: "b".into(),
+                cached: false,
+            },
+        ];
+        let r = report(9, 0, &sets, "/c", std::time::Duration::from_millis(1500));
+        let lines: Vec<&str> = r.lines().collect();
+        assert_eq!(lines.len(), 3, "{r}");
+        assert!(
+            lines[0].starts_with("kernel set base")
+                && lines[0].contains("10 bytes (already cached)")
+        );
+        assert!(lines[1].starts_with("kernel set tf32") && !lines[1].contains("cached"));
+        assert!(lines[2].contains("2 sets, 42 bytes, in /c (1.5 s)"), "{r}");
+    }
 
     #[test]
     fn arch_forms_parse() {

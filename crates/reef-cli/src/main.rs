@@ -105,12 +105,17 @@ enum Cmd {
     /// cache (REEF_CACHE_DIR, else ~/.cache/reef/kernels) with NVRTC; no GPU
     /// needed. A device's first use then skips the compile (minutes), e.g.
     /// in a container image built on a machine without a GPU. The kernel
-    /// options come from the environment as for a device (REEF_FLAG_CHUNK,
-    /// REEF_NVRTC_DEFINES).
+    /// options come from the environment as for a device (REEF_PRECISION,
+    /// REEF_WGMMA, REEF_TACTICS, REEF_TALL_TILES, REEF_FLAG_CHUNK,
+    /// REEF_NVRTC_DEFINES): they decide which kernel sets a device loads.
     Compile {
         /// Compute capability: 9.0, 90 or sm_90 (H100 / H200).
         #[arg(long, default_value = "9.0")]
         arch: String,
+        /// Compile every kernel set (every precision, the tuner's tiles and
+        /// the wgmma kernels), not only those the options use.
+        #[arg(long)]
+        all_sets: bool,
     },
     /// Time every convolution's and matmul's candidate tactics (tile and K
     /// split) of zoo models on the GPU and store the fastest in the tactic
@@ -278,19 +283,20 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Serve(a) => serve::run(a).map(|_| 0),
         Cmd::Infer(a) => infer::run(a).map(|_| 0),
         Cmd::Verify(a) => verify::run(a).map(|ok| if ok { 0 } else { 1 }),
-        Cmd::Compile { arch } => {
+        Cmd::Compile { arch, all_sets } => {
             let (major, minor) = compile_cmd::parse_arch(&arch)?;
             let options = reef_cuda::CudaOptions::from_env()?;
             let t = std::time::Instant::now();
-            let bytes = reef_cuda::precompile(major, minor, &options).with_context(|| {
-                format!("compiling the kernel module for compute capability {major}.{minor}")
-            })?;
+            let sets =
+                reef_cuda::precompile(major, minor, &options, all_sets).with_context(|| {
+                    format!("compiling the kernel modules for compute capability {major}.{minor}")
+                })?;
+            let dir = reef_cuda::cache_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default();
             println!(
-                "kernel module for compute capability {major}.{minor}: {bytes} bytes, in {} ({:.1} s)",
-                reef_cuda::cache_dir()
-                    .map(|d| d.display().to_string())
-                    .unwrap_or_default(),
-                t.elapsed().as_secs_f64()
+                "{}",
+                compile_cmd::report(major, minor, &sets, &dir, t.elapsed())
             );
             Ok(0)
         }

@@ -237,10 +237,12 @@ __device__ __forceinline__ void reef_be_finish(const Hdr& h, u32 mine) {
 // Holds a stream for `ns` nanoseconds (one thread): launched ahead of a run
 // so that every kernel of the run is queued before the first one starts,
 // which times the device alone, without the host's launch rate.
+#if defined(REEF_SET_BASE)
 extern "C" __global__ void reef_hold(u64 ns) {
     const u64 t0 = reef_now();
     while (reef_now() - t0 < ns) __nanosleep(1000);
 }
+#endif
 
 // Deterministic block reductions (every thread gets the same bits: the xor
 // butterfly adds the same pairs in every lane, and IEEE + is commutative).

@@ -1,6 +1,7 @@
 // reef CUDA kernels: element-wise and data-movement families. One tile is
 // REEF_EW_TILE consecutive output elements (REEF_EW_PER_THREAD per thread,
 // strided by the block size so each access is coalesced).
+#if defined(REEF_SET_BASE)  // the base kernel set (gemm.cu: kernel sets)
 
 #define REEF_EW_FOR(t, total, e)                                                   \
     for (int j_ = 0; j_ < REEF_EW_PER_THREAD; ++j_)                                \
@@ -508,3 +509,4 @@ __device__ __forceinline__ void resize_tile(const ResizeParams& p, u32 t) {
     }
 }
 REEF_FAMILY(resize, ResizeParams, REEF_EW_THREADS)
+#endif  // REEF_SET_BASE

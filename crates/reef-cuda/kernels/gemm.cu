@@ -91,6 +91,7 @@ struct GCfg {
     static constexpr int A_STAGE = BM * AP;
     static constexpr int A_FLOATS = ST * A_STAGE;
     static constexpr bool WG = false;  // wgmma core (WCfg)
+    static constexpr bool BKM = false;  // B always K-major in the core-matrix layout (WmCfg)
     // Where A element (row r, K offset kc) of a stage lives.
     __device__ __forceinline__ static i32 a_at(i32 r, i32 kc) { return r * AP + kc; }
     // B is either Bs[k][n] (pitch BP) or, for K-major matmul operands,
@@ -117,6 +118,7 @@ struct WCfg {
     static constexpr int B_STAGE = GK * BP;
     static constexpr int B_FLOATS = ST * B_STAGE;
     static constexpr bool WG = true;
+    static constexpr bool BKM = false;
     static constexpr u32 LBO = 128, SBO = GK / 4 * 128;  // bytes
     __device__ __forceinline__ static i32 a_at(i32 r, i32 kc) {
         return (r >> 3) * (GK / 4 * 32) + (kc >> 2) * 32 + (r & 7) * 4 + (kc & 3);
@@ -124,6 +126,37 @@ struct WCfg {
 };
 typedef WCfg<128> CfgW;
 typedef WCfg<64> CfgWs;
+
+// wgmma matmul tiles (sm_90a): 128 x 128 output tiles, two warpgroups of 64
+// rows (256 threads). Both operands are K-major in shared memory in WCfg's
+// no-swizzle core-matrix layout (B rows are the output columns), so every
+// wgmma reads A and B through descriptors and no fragment passes through
+// registers. ST stages of 16 KB live in dynamic shared memory (reef_cuda
+// Family::dynamic_smem: ST * 16 KB): ST - 2 K steps load while one computes
+// and the wgmmas of the one before drain (reef_wgm_pipeline).
+#ifndef REEF_WGM_STAGES
+#define REEF_WGM_STAGES 8
+#endif
+struct WmCfg {
+    static constexpr int BM = 128, BN = 128, ST = REEF_WGM_STAGES;
+    static constexpr int T = 256;
+    static constexpr int AP = GK;       // unused (kept for shared code)
+    static constexpr int BP = BN + 8;   // unused (kept for shared code)
+    static constexpr int BSC = GK * BN / T, BKS = T / BN;
+    static constexpr int BVC = GK * BN / 4 / T, BVK = T / (BN / 4);
+    static constexpr int A_STAGE = BM * GK;
+    static constexpr int A_FLOATS = ST * A_STAGE;
+    static constexpr int B_STAGE = BN * GK;
+    static constexpr int B_FLOATS = ST * B_STAGE;
+    static constexpr bool WG = true;
+    static constexpr bool BKM = true;
+    static constexpr u32 LBO = 128, SBO = GK / 4 * 128;  // bytes
+    __device__ __forceinline__ static i32 a_at(i32 r, i32 kc) {
+        return (r >> 3) * (GK / 4 * 32) + (kc >> 2) * 32 + (r & 7) * 4 + (kc & 3);
+    }
+};
+static_assert(WmCfg::ST >= 3, "one stage computing, one draining, one loading");
+static_assert(WmCfg::T == REEF_GEMM_L_THREADS, "block size");
 
 typedef GCfg<128, 128, 64, 32, 2> CfgL;
 typedef GCfg<64, 64, 32, 32, 3> CfgM;
@@ -440,6 +473,19 @@ struct MatMulLoad {
         const float* bcol = b + boff;
         if (p.b_vec >= 2) {
             bl.issue(bs, k0, b, p.ldb_k, p.k, p.b_vec == 3);
+        } else if (p.b_vec == 1 && C::BKM) {
+            // K-major stage: four 4-byte copies per chunk of four columns.
+            const i32 n4 = (i32)(threadIdx.x % (C::BN / 4)) * 4;
+#pragma unroll
+            for (int j = 0; j < C::BVC; ++j) {
+                const i32 kr = (i32)(threadIdx.x / (C::BN / 4)) + j * C::BVK;
+                const i32 k = k0 + kr;
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const bool ok = k < kdim && col + e < p.n;
+                    reef_cp4(bs + C::a_at(n4 + e, kr), ok ? bcol + (i64)k * p.ldb_k + e : b, ok);
+                }
+            }
         } else if (p.b_vec == 1) {
             const i32 n4 = (i32)(threadIdx.x % (C::BN / 4)) * 4;
 #pragma unroll
@@ -464,8 +510,29 @@ struct MatMulLoad {
             for (int j = 0; j < C::BSC; ++j) {
                 const i32 k = k0 + kq + j * C::BKS;
                 const bool ok = cok && k < kdim;
-                reef_cp4(bs + (kq + j * C::BKS) * C::BP + n, ok ? bcol + (i64)k * p.ldb_k : b, ok);
+                float* dst = C::BKM ? bs + C::a_at(n, kq + j * C::BKS) : bs + (kq + j * C::BKS) * C::BP + n;
+                reef_cp4(dst, ok ? bcol + (i64)k * p.ldb_k : b, ok);
             }
+        }
+    }
+    // K-major (BKM) stages only: rounds this thread's B elements of a landed
+    // stage to TF32 in place, the elements `issue` copied in each mode.
+    __device__ __forceinline__ void round_b(float* bs) const {
+        auto rnd = [](float* v) { *v = __uint_as_float(reef_tf32(*v)); };
+        if (p.b_vec >= 2) {
+            bl.round_tf32(bs);
+        } else if (p.b_vec == 1) {
+            const i32 n4 = (i32)(threadIdx.x % (C::BN / 4)) * 4;
+#pragma unroll
+            for (int j = 0; j < C::BVC; ++j) {
+                const i32 kr = (i32)(threadIdx.x / (C::BN / 4)) + j * C::BVK;
+#pragma unroll
+                for (int e = 0; e < 4; ++e) rnd(bs + C::a_at(n4 + e, kr));
+            }
+        } else {
+            const i32 n = (i32)(threadIdx.x % C::BN), kq = (i32)(threadIdx.x / C::BN);
+#pragma unroll
+            for (int j = 0; j < C::BSC; ++j) rnd(bs + C::a_at(n, kq + j * C::BKS));
         }
     }
     // Epilogue offsets (see ConvLoad::row_part).
@@ -874,6 +941,131 @@ struct WgCore {
     }
 };
 
+// ---- wgmma matmul (sm_90a): both operands from shared memory ----
+#if defined(REEF_HAS_WGMMA)
+__device__ __forceinline__ void reef_wgmma_ss_n128(float* d, u64 da, u64 db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+        "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+        "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+        "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, "
+        "%64, %65, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(da), "l"(db));
+}
+#endif
+
+// The K loop of the wgmma matmul: C::ST stages in dynamic shared memory.
+// Per K step t: wait for this thread's copies of stage t, round them to TF32
+// in place (A always, B unless stored rounded: BR) and fence them into the
+// async proxy that wgmma reads through; barrier; refill the stage of step
+// t - 2 with step t + ST - 2 (every warpgroup finished step t - 2's wgmmas
+// before this barrier: each waits for all but its latest group at the end
+// of a step); then `step` issues step t's wgmmas and commits them, and the
+// thread waits for step t - 1's. BE: the flag check of reef_pipeline at the
+// barrier; an abandoned tile first waits for its wgmmas, so nothing is left
+// in flight.
+template <class C, bool BE, bool BR, class L, class F>
+__device__ __forceinline__ bool reef_wgm_pipeline(L& ld, i32 kb, i32 ke, F step) {
+#if defined(REEF_HAS_WGMMA)
+    extern __shared__ __align__(128) float reef_dyn_smem[];
+    float* const As = reef_dyn_smem;
+    float* const Bs = reef_dyn_smem + C::A_FLOATS;
+    constexpr int AHEAD = C::ST - 2;
+    const i32 steps = ke > kb ? (ke - kb + GK - 1) / GK : 0;
+    i32& reef_stop = reef_stop_word();
+    i32 flag = 0;
+    if (BE && threadIdx.x == 0) flag = *(volatile const i32*)ld.p.hdr.flag;
+#pragma unroll
+    for (int s = 0; s < AHEAD; ++s) {
+        if (s < steps) ld.issue(As + s * C::A_STAGE, Bs + s * C::B_STAGE, kb + s * GK);
+        reef_cp_commit();
+    }
+    for (i32 t = 0; t < steps; ++t) {
+        const i32 sc = t % C::ST;
+        reef_cp_wait<AHEAD - 1>();
+        ld.al.round_tf32(As + sc * C::A_STAGE);
+        if constexpr (!BR) ld.round_b(Bs + sc * C::B_STAGE);
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        if (BE && threadIdx.x == 0) {
+            reef_stop = flag;
+            flag = *(volatile const i32*)ld.p.hdr.flag;
+        }
+        __syncthreads();
+        if (BE && reef_stop != 0) {
+            asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+            reef_cp_wait<0>();
+            __syncthreads();
+            return false;
+        }
+        const i32 tn = t + AHEAD;
+        if (tn < steps) {
+            const i32 sn = tn % C::ST;
+            ld.issue(As + sn * C::A_STAGE, Bs + sn * C::B_STAGE, kb + tn * GK);
+        }
+        reef_cp_commit();
+        step(As + sc * C::A_STAGE, Bs + sc * C::B_STAGE);
+        asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+    }
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    reef_cp_wait<0>();
+    __syncthreads();
+    return true;
+#else
+    __trap();  // the host selects wgmma families on sm_90 only
+    return false;
+#endif
+}
+
+// wgmma matmul core: warpgroup g computes rows 64g .. 64g + 63 of the tile
+// and all 128 columns, GK / 8 m64n128k8 wgmmas per K step. BR: B is stored
+// rounded to TF32 (a weight, crate::tf32_weights).
+template <class C, bool BR>
+struct WgmCore {
+    static constexpr int E = C::BN / 2;
+    static_assert(C::BM == 128 && C::BN == 128 && C::T == 256, "two warpgroups of m64n128");
+    template <bool BE, class L>
+    __device__ __forceinline__ static bool run(L& ld, i32 kb, i32 ke, float* acc) {
+#if defined(REEF_HAS_WGMMA)
+        const i32 wg = (i32)(threadIdx.x >> 7);
+        return reef_wgm_pipeline<C, BE, BR>(ld, kb, ke, [&](const float* as, const float* bs) {
+            asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+            for (int kk = 0; kk < GK; kk += 8) {
+                const u64 da = reef_wg_desc(as + C::a_at(64 * wg, kk), C::LBO, C::SBO);
+                const u64 db = reef_wg_desc(bs + C::a_at(0, kk), C::LBO, C::SBO);
+                reef_wgmma_ss_n128(acc, da, db);
+            }
+            asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+        });
+#else
+        __trap();
+        return false;
+#endif
+    }
+    // Accumulator layout (m64nNk8, f32): acc[4i + e] of warp w of warpgroup
+    // g is row 64g + 16w + (lane >> 2) + 8 (e >> 1), column 8i + 2 (lane & 3)
+    // + (e & 1).
+    static constexpr int RS = 2, CS = C::BN / 4;
+    __device__ __forceinline__ static int rs(int e) { return (e >> 1) & 1; }
+    __device__ __forceinline__ static int cs(int e) { return (e >> 2) * 2 + (e & 1); }
+    __device__ __forceinline__ static i32 row(int i) {
+        return 16 * (i32)(threadIdx.x >> 5) + (i32)((threadIdx.x & 31) >> 2) + 8 * i;
+    }
+    __device__ __forceinline__ static i32 col(int j) {
+        return (j >> 1) * 8 + 2 * (i32)(threadIdx.x & 3) + (j & 1);
+    }
+};
+
 // Writes the E accumulated elements of this thread through the loader's
 // fused epilogue. An element's output (and bias) offset is the sum of a row
 // part and a column part, each computed once per thread (the integer
@@ -1023,6 +1215,16 @@ __device__ __forceinline__ bool matmul_tc_l_w_tile(const MatMulParams& p, u32 t)
     return reef_gemm_item<CfgL, TcCore<CfgL, false, false, true>, MatMulLoad<CfgL>, BE>(p, t);
 }
 
+// wgmma matmuls (sm_90a, REEF_WGMMA=1) and their rounded-B twin.
+template <bool BE>
+__device__ __forceinline__ bool matmul_wg_tile(const MatMulParams& p, u32 t) {
+    return reef_gemm_item<WmCfg, WgmCore<WmCfg, false>, MatMulLoad<WmCfg>, BE>(p, t);
+}
+template <bool BE>
+__device__ __forceinline__ bool matmul_wg_w_tile(const MatMulParams& p, u32 t) {
+    return reef_gemm_item<WmCfg, WgmCore<WmCfg, true>, MatMulLoad<WmCfg>, BE>(p, t);
+}
+
 // Split-TF32 ("3xTF32") instantiations of the tensor-core families.
 template <bool BE>
 __device__ __forceinline__ bool conv_tc_x3_tile(const ConvParams& p, u32 t) {
@@ -1071,20 +1273,38 @@ __device__ __forceinline__ void conv_dw_tile(const ConvParams& p, u32 t) {
 
 
 // Register budgets: 128 per thread (2 x 256 or 4 x 128 threads per SM).
+// Each family belongs to one kernel set (reef_cuda::kernels::KernelSet), a
+// separate NVRTC program compiled with -DREEF_SET_<NAME>: a device compiles
+// and loads only the sets its options use.
+#if defined(REEF_SET_TF32)
 REEF_FAMILY_MB(conv_tc_l, ConvParams, REEF_GEMM_L_THREADS, 2)
 REEF_FAMILY_MB(conv_tc, ConvParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY_MB(conv_tc_l_w, ConvParams, REEF_GEMM_L_THREADS, 2)
 REEF_FAMILY_MB(conv_tc_w, ConvParams, REEF_GEMM_THREADS, 4)
-REEF_FAMILY_MB(conv_wg, ConvParams, REEF_GEMM_THREADS, 3)
-REEF_FAMILY_MB(conv_wg_s, ConvParams, REEF_GEMM_THREADS, 4)
-REEF_FAMILY_MB(conv_ffma, ConvParams, REEF_GEMM_THREADS, 4)
-REEF_FAMILY_MB(conv_tc_t, ConvParams, REEF_GEMM_THREADS, 4)
-REEF_FAMILY_MB(conv_tc_t_w, ConvParams, REEF_GEMM_THREADS, 4)
-REEF_FAMILY(conv_dw, ConvParams, REEF_EW_THREADS)
 REEF_FAMILY_MB(matmul_tc, MatMulParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY_MB(matmul_tc_w, MatMulParams, REEF_GEMM_THREADS, 4)
+#endif
+#if defined(REEF_SET_TF32_WIDE)
+REEF_FAMILY_MB(conv_tc_t, ConvParams, REEF_GEMM_THREADS, 4)
+REEF_FAMILY_MB(conv_tc_t_w, ConvParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY_MB(matmul_tc_l, MatMulParams, REEF_GEMM_L_THREADS, 2)
 REEF_FAMILY_MB(matmul_tc_l_w, MatMulParams, REEF_GEMM_L_THREADS, 2)
+#endif
+#if defined(REEF_SET_WGMMA)
+REEF_FAMILY_MB(conv_wg, ConvParams, REEF_GEMM_THREADS, 3)
+REEF_FAMILY_MB(conv_wg_s, ConvParams, REEF_GEMM_THREADS, 4)
+// One 256-thread block per SM (its stages fill most of the shared memory).
+REEF_FAMILY_MB(matmul_wg, MatMulParams, REEF_GEMM_L_THREADS, 1)
+REEF_FAMILY_MB(matmul_wg_w, MatMulParams, REEF_GEMM_L_THREADS, 1)
+#endif
+#if defined(REEF_SET_F32)
+REEF_FAMILY_MB(conv_ffma, ConvParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY_MB(matmul_ffma, MatMulParams, REEF_GEMM_THREADS, 4)
+#endif
+#if defined(REEF_SET_TF32X3)
 REEF_FAMILY_MB(conv_tc_x3, ConvParams, REEF_GEMM_THREADS, 4)
 REEF_FAMILY_MB(matmul_tc_x3, MatMulParams, REEF_GEMM_THREADS, 4)
+#endif
+#if defined(REEF_SET_BASE)
+REEF_FAMILY(conv_dw, ConvParams, REEF_EW_THREADS)
+#endif

@@ -1,6 +1,7 @@
 // reef CUDA kernels: row families (softmax, layer norm, reduce). One tile is
 // one row, reduced by a whole block of REEF_ROW_THREADS threads in a fixed
 // order (deterministic, identical in both variants).
+#if defined(REEF_SET_BASE)  // the base kernel set (gemm.cu: kernel sets)
 
 // Mirrors reef_cuda::params::SoftmaxParams. Row (o, i) of [outer, axis, inner].
 struct SoftmaxParams {
@@ -157,3 +158,4 @@ __device__ __forceinline__ void arg_extreme_tile(const ArgExtremeParams& p, u32 
     __syncthreads();  // sv / si are reused by the block's next tile
 }
 REEF_FAMILY(arg_extreme, ArgExtremeParams, REEF_ROW_THREADS)
+#endif  // REEF_SET_BASE

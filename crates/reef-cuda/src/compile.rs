@@ -3,7 +3,7 @@
 //! the options and the NVRTC version.
 
 use crate::error::CudaCall;
-use crate::kernels;
+use crate::kernels::{self, KernelSet};
 use cudarc::nvrtc::{result as nvrtc, sys as nvrtc_sys};
 use reef_exec::ExecError;
 use sha2::{Digest, Sha256};
@@ -95,60 +95,148 @@ unsafe fn compile_and_fetch(
     Ok(cubin)
 }
 
-/// The kernel module for compute capability `major.minor`: from the cache
-/// when present, else compiled (with a progress spinner on a terminal) and
-/// stored. `fresh` skips the cache read (used after a cached image failed to
+/// One compiled kernel set: its CUBIN and cache key.
+#[derive(Debug, Clone)]
+pub struct SetCubin {
+    /// The set.
+    pub set: KernelSet,
+    /// The CUBIN image.
+    pub cubin: Vec<u8>,
+    /// The cache key (hex SHA-256 of source, options and NVRTC version).
+    pub key: String,
+    /// Whether it came from the cache (else it was compiled now).
+    pub cached: bool,
+}
+
+/// The kernel modules of `sets` for compute capability `major.minor`: each
+/// from the cache when present, else compiled and stored. Missing sets
+/// compile at the same time on their own threads (each NVRTC program also
+/// optimizes on every core), behind one progress spinner on a terminal.
+/// `fresh` skips the cache reads (used after a cached image failed to
 /// load). `defines` (`-DNAME=VALUE` options from the device's options) and
-/// those of `REEF_NVRTC_DEFINES` join the options and the cache key.
-/// Returns the CUBIN and its cache key.
-pub fn module_cubin(
+/// those of `REEF_NVRTC_DEFINES` join the options and the cache keys.
+pub fn module_cubins(
     major: i32,
     minor: i32,
+    sets: &[KernelSet],
     fresh: bool,
     defines: &[String],
-) -> Result<(Vec<u8>, String), ExecError> {
+) -> Result<Vec<SetCubin>, ExecError> {
     if !nvrtc_available() {
         return Err(ExecError::Unavailable("libnvrtc not found".into()));
     }
     let source = kernels::program_source();
-    let mut options = kernels::nvrtc_options(major, minor);
-    options.extend_from_slice(defines);
+    let mut common = kernels::nvrtc_options(major, minor);
+    common.extend_from_slice(defines);
     if let Ok(v) = std::env::var(kernels::NVRTC_DEFINES_VAR) {
-        options.extend(kernels::nvrtc_defines(&v).map_err(ExecError::Invalid)?);
+        common.extend(kernels::nvrtc_defines(&v).map_err(ExecError::Invalid)?);
     }
-    let key = cache_key(&source, &options, nvrtc_version()?);
-    let path = cache_dir().map(|d| d.join(format!("{key}.cubin")));
-    if let (Some(p), false) = (&path, fresh) {
-        if let Ok(bytes) = std::fs::read(p) {
-            if !bytes.is_empty() {
-                tracing::debug!(path = %p.display(), "kernel cache hit");
-                return Ok((bytes, key));
-            }
+    let version = nvrtc_version()?;
+    let dir = cache_dir();
+    let mut found = Vec::with_capacity(sets.len());
+    for &set in sets {
+        let mut options = common.clone();
+        options.push(set.define());
+        let key = cache_key(&source, &options, version);
+        let path = dir.as_ref().map(|d| d.join(format!("{key}.cubin")));
+        let hit = match (&path, fresh) {
+            (Some(p), false) => std::fs::read(p).ok().filter(|b| !b.is_empty()),
+            _ => None,
+        };
+        if hit.is_some() {
+            tracing::debug!(set = %set, key = %key, "kernel cache hit");
         }
+        found.push((set, options, key, path, hit));
+    }
+    let missing: Vec<&str> = found
+        .iter()
+        .filter(|f| f.4.is_none())
+        .map(|f| f.0.name())
+        .collect();
+    if missing.is_empty() {
+        return Ok(found
+            .into_iter()
+            .map(|(set, _, key, _, hit)| SetCubin {
+                set,
+                cubin: hit.unwrap_or_default(),
+                key,
+                cached: true,
+            })
+            .collect());
     }
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new_spinner()
     } else {
         indicatif::ProgressBar::hidden()
     };
-    bar.set_message(format!("compiling reef CUDA kernels for sm_{major}{minor}"));
+    bar.set_message(format!(
+        "compiling reef CUDA kernels ({}) for sm_{major}{minor}",
+        missing.join(", ")
+    ));
     bar.enable_steady_tick(Duration::from_millis(100));
-    let started = std::time::Instant::now();
-    let cubin = compile_cubin(&source, &options);
+    let compiled: Vec<Result<SetCubin, ExecError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = found
+            .into_iter()
+            .map(|(set, options, key, path, hit)| {
+                let source = &source;
+                scope.spawn(move || match hit {
+                    Some(cubin) => Ok(SetCubin {
+                        set,
+                        cubin,
+                        key,
+                        cached: true,
+                    }),
+                    None => compile_set(set, source, &options, path.as_deref(), major, minor).map(
+                        |cubin| SetCubin {
+                            set,
+                            cubin,
+                            key,
+                            cached: false,
+                        },
+                    ),
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(ExecError::Compile(
+                        "a kernel compile thread panicked".into(),
+                    ))
+                })
+            })
+            .collect()
+    });
     bar.finish_and_clear();
-    let cubin = cubin?;
+    compiled.into_iter().collect()
+}
+
+/// Compiles one set and stores it at `path` (a failed store only warns).
+fn compile_set(
+    set: KernelSet,
+    source: &str,
+    options: &[String],
+    path: Option<&Path>,
+    major: i32,
+    minor: i32,
+) -> Result<Vec<u8>, ExecError> {
+    let started = std::time::Instant::now();
+    let cubin = compile_cubin(source, options)
+        .map_err(|e| ExecError::Compile(format!("kernel set {set}: {e}")))?;
     tracing::info!(
+        set = %set,
         arch = format!("sm_{major}{minor}"),
         ms = started.elapsed().as_millis() as u64,
         bytes = cubin.len(),
         "compiled CUDA kernels"
     );
-    if let Some(p) = &path {
+    if let Some(p) = path {
         if let Err(e) = store(p, &cubin) {
-            tracing::warn!(path = %p.display(), error = %e, "could not cache the kernel module");
+            tracing::warn!(path = %p.display(), error = %e, "could not cache a kernel module");
         }
     }
-    Ok((cubin, key))
+    Ok(cubin)
 }
 
 /// Writes atomically (temporary file, then rename).

@@ -4,7 +4,7 @@
 
 use crate::compile;
 use crate::error::CudaCall;
-use crate::kernels::Family;
+use crate::kernels::{Family, KernelSet};
 use crate::lane::CudaLane;
 use crate::model::CudaModel;
 use crate::precision::{Precision, PrecisionError};
@@ -134,6 +134,31 @@ impl CudaOptions {
     }
 }
 
+impl CudaOptions {
+    /// The kernel sets a device with these options launches from on a GPU
+    /// of compute capability `major.minor`, in [`KernelSet::ALL`] order:
+    /// the base set, the GEMM set of the precision, in TF32 the wide tiles
+    /// where tactics other than the rules or `tall_tiles` may pick them,
+    /// and the wgmma set where `wgmma` is on and the GPU has wgmma.
+    pub fn kernel_sets(&self, major: i32, minor: i32) -> Vec<KernelSet> {
+        let mut sets = vec![KernelSet::Base];
+        match self.precision {
+            Precision::Tf32 => {
+                sets.push(KernelSet::Tf32);
+                if self.tall_tiles || self.tactics != TacticMode::Rules {
+                    sets.push(KernelSet::Tf32Wide);
+                }
+                if self.wgmma && crate::kernels::has_wgmma(major, minor) {
+                    sets.push(KernelSet::Wgmma);
+                }
+            }
+            Precision::Tf32x3 => sets.push(KernelSet::SplitTf32),
+            Precision::F32 => sets.push(KernelSet::F32),
+        }
+        sets
+    }
+}
+
 /// Whether libcuda and libnvrtc load and at least one GPU is visible. Never panics.
 pub fn cuda_available() -> bool {
     driver_ready().map(|n| n > 0).unwrap_or(false)
@@ -157,10 +182,15 @@ fn driver_ready() -> Result<usize, ExecError> {
 /// State shared by a device, its models, contexts and lanes.
 pub(crate) struct DeviceShared {
     pub ctx: Arc<CudaContext>,
-    _module: Arc<CudaModule>,
-    /// Per family (by [`Family::index`]): the RT and BE functions.
-    funcs: Vec<[CudaFunction; 2]>,
-    /// Per family: SMs x resident blocks per SM of the BE function.
+    /// The loaded kernel modules, one per kernel set.
+    _modules: Vec<Arc<CudaModule>>,
+    /// The kernel sets loaded.
+    sets: Vec<KernelSet>,
+    /// Per family (by [`Family::index`]): the RT and BE functions, for the
+    /// families of the loaded sets.
+    funcs: Vec<Option<[CudaFunction; 2]>>,
+    /// Per family: SMs x resident blocks per SM of the BE function (0 for
+    /// families not loaded).
     resident: Vec<u32>,
     pub name: String,
     pub sms: u32,
@@ -200,12 +230,36 @@ pub(crate) struct DeviceShared {
 }
 
 impl DeviceShared {
-    /// The function of `family` for `variant`.
-    pub fn func(&self, family: Family, variant: Variant) -> &CudaFunction {
-        &self.funcs[family.index()][variant as usize]
+    /// The function of `family` for `variant`; an error names the kernel
+    /// set that holds it when this device did not load that set.
+    pub fn func(&self, family: Family, variant: Variant) -> Result<&CudaFunction, ExecError> {
+        match &self.funcs[family.index()] {
+            Some(f) => Ok(&f[variant as usize]),
+            None => Err(self.not_loaded(family)),
+        }
     }
 
-    /// Persistent grid limit of `family`'s BE kernel.
+    /// Checks that `family`'s kernel set is loaded.
+    pub fn check_loaded(&self, family: Family) -> Result<(), ExecError> {
+        match self.funcs[family.index()] {
+            Some(_) => Ok(()),
+            None => Err(self.not_loaded(family)),
+        }
+    }
+
+    fn not_loaded(&self, family: Family) -> ExecError {
+        let loaded: Vec<&str> = self.sets.iter().map(|s| s.name()).collect();
+        ExecError::Invalid(format!(
+            "kernel {} is in the {} kernel set, which this device's options do not load \
+             (loaded: {})",
+            family.base_name(),
+            family.set(),
+            loaded.join(", ")
+        ))
+    }
+
+    /// Persistent grid limit of `family`'s BE kernel (0 when its kernel set
+    /// is not loaded).
     pub fn resident(&self, family: Family) -> u32 {
         self.resident[family.index()]
     }
@@ -247,24 +301,42 @@ impl CudaDevice {
         let priorities =
             result::stream::get_priority_range().call("cuCtxGetStreamPriorityRange")?;
 
-        let (module, module_key) = match load_module(&ctx, major, minor, false, &options) {
+        let sets = options.kernel_sets(major, minor);
+        let (modules, module_key) = match load_modules(&ctx, major, minor, &sets, false, &options) {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(error = %e, "cached kernel module failed to load; recompiling");
-                load_module(&ctx, major, minor, true, &options)?
+                tracing::warn!(error = %e, "cached kernel modules failed to load; recompiling");
+                load_modules(&ctx, major, minor, &sets, true, &options)?
             }
         };
         let mut funcs = Vec::with_capacity(Family::ALL.len());
         let mut resident = Vec::with_capacity(Family::ALL.len());
         for family in Family::ALL {
-            let rt = load_function(&module, family, Variant::Rt)?;
-            let be = load_function(&module, family, Variant::Be)?;
+            let Some(pos) = sets.iter().position(|&s| s == family.set()) else {
+                funcs.push(None);
+                resident.push(0);
+                continue;
+            };
+            let module = &modules[pos];
+            let rt = load_function(module, family, Variant::Rt)?;
+            let be = load_function(module, family, Variant::Be)?;
             let threads = family.threads();
+            let dynamic = family.dynamic_smem();
             for (f, v) in [(&rt, Variant::Rt), (&be, Variant::Be)] {
                 check_function(f, family, v, threads)?;
+                if dynamic > 0 {
+                    f.set_attribute(
+                        sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        dynamic as i32,
+                    )
+                    .call(&format!(
+                        "cuFuncSetAttribute({}, MAX_DYNAMIC_SHARED_SIZE_BYTES = {dynamic})",
+                        family.entry(v)
+                    ))?;
+                }
             }
             let per_sm = be
-                .occupancy_max_active_blocks_per_multiprocessor(threads, 0, None)
+                .occupancy_max_active_blocks_per_multiprocessor(threads, dynamic as usize, None)
                 .call("cuOccupancyMaxActiveBlocksPerMultiprocessor")?;
             if per_sm == 0 {
                 return Err(ExecError::Cuda(format!(
@@ -273,10 +345,11 @@ impl CudaDevice {
                 )));
             }
             resident.push(sms * per_sm);
-            funcs.push([rt, be]);
+            funcs.push(Some([rt, be]));
         }
         let wgmma = crate::kernels::has_wgmma(major, minor) && options.wgmma;
-        let hold = module
+        // The base set is always first (CudaOptions::kernel_sets).
+        let hold = modules[0]
             .load_function("reef_hold")
             .call("cuModuleGetFunction(reef_hold)")?;
         let control = ctx
@@ -313,7 +386,8 @@ impl CudaDevice {
         Ok(CudaDevice {
             shared: Arc::new(DeviceShared {
                 ctx,
-                _module: module,
+                _modules: modules,
+                sets,
                 funcs,
                 resident,
                 name,
@@ -353,6 +427,7 @@ impl CudaDevice {
         Family::ALL
             .iter()
             .find(|f| f.base_name() == family_name)
+            .filter(|&&f| self.shared.check_loaded(f).is_ok())
             .map(|&f| self.shared.resident(f))
     }
 }
@@ -366,33 +441,54 @@ fn module_defines(options: &CudaOptions) -> Vec<String> {
     }
 }
 
-/// Compiles the kernel module for compute capability `major.minor` with
-/// `options` into the kernel cache (`REEF_CACHE_DIR`), as a device with
-/// those options would at its first use: NVRTC only, no GPU needed (e.g.
-/// to ship the compiled module in a container image). Returns the CUBIN's
-/// size in bytes.
-pub fn precompile(major: i32, minor: i32, options: &CudaOptions) -> Result<usize, ExecError> {
+/// Compiles the kernel modules for compute capability `major.minor` into
+/// the kernel cache (`REEF_CACHE_DIR`), as a device with `options` would at
+/// its first use, or every kernel set with `all`: NVRTC only, no GPU needed
+/// (e.g. to ship the compiled modules in a container image). Returns what
+/// each set came to.
+pub fn precompile(
+    major: i32,
+    minor: i32,
+    options: &CudaOptions,
+    all: bool,
+) -> Result<Vec<compile::SetCubin>, ExecError> {
     if compile::cache_dir().is_none() {
         return Err(ExecError::Invalid(
             "no kernel cache folder: set REEF_CACHE_DIR".into(),
         ));
     }
-    compile::module_cubin(major, minor, false, &module_defines(options)).map(|(c, _)| c.len())
+    let sets = if all {
+        KernelSet::ALL
+            .into_iter()
+            .filter(|&s| s != KernelSet::Wgmma || crate::kernels::has_wgmma(major, minor))
+            .collect()
+    } else {
+        options.kernel_sets(major, minor)
+    };
+    compile::module_cubins(major, minor, &sets, false, &module_defines(options))
 }
 
-/// The kernel module, loaded, and its cache key.
-fn load_module(
+/// The kernel modules of `sets`, loaded in that order, and one key for them
+/// all (the sets' cache keys joined).
+fn load_modules(
     ctx: &Arc<CudaContext>,
     major: i32,
     minor: i32,
+    sets: &[KernelSet],
     fresh: bool,
     options: &CudaOptions,
-) -> Result<(Arc<CudaModule>, String), ExecError> {
-    let (cubin, key) = compile::module_cubin(major, minor, fresh, &module_defines(options))?;
-    let module = ctx
-        .load_module(Ptx::from_binary(cubin))
-        .call("cuModuleLoadData")?;
-    Ok((module, key))
+) -> Result<(Vec<Arc<CudaModule>>, String), ExecError> {
+    let cubins = compile::module_cubins(major, minor, sets, fresh, &module_defines(options))?;
+    let mut modules = Vec::with_capacity(cubins.len());
+    let mut keys = Vec::with_capacity(cubins.len());
+    for c in cubins {
+        let module = ctx
+            .load_module(Ptx::from_binary(c.cubin))
+            .call(&format!("cuModuleLoadData(kernel set {})", c.set))?;
+        modules.push(module);
+        keys.push(c.key);
+    }
+    Ok((modules, keys.join("+")))
 }
 
 fn load_function(
@@ -512,5 +608,60 @@ impl Device for CudaDevice {
         }
         .result()
         .call("cuStreamBatchMemOp(preemption flags)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_pick_the_kernel_sets_they_launch_from() {
+        use KernelSet::*;
+        let d = CudaOptions::default();
+        assert_eq!(d.kernel_sets(9, 0), vec![Base, Tf32]);
+        let tall = CudaOptions {
+            tall_tiles: true,
+            ..d
+        };
+        assert_eq!(tall.kernel_sets(9, 0), vec![Base, Tf32, Tf32Wide]);
+        for t in [
+            TacticMode::Tune,
+            TacticMode::Round(1),
+            TacticMode::Random(3),
+        ] {
+            let o = CudaOptions { tactics: t, ..d };
+            assert_eq!(o.kernel_sets(8, 0), vec![Base, Tf32, Tf32Wide], "{t}");
+        }
+        let wg = CudaOptions { wgmma: true, ..d };
+        assert_eq!(wg.kernel_sets(9, 0), vec![Base, Tf32, Wgmma]);
+        // No wgmma off sm_90: the option is ignored there.
+        assert_eq!(wg.kernel_sets(8, 9), vec![Base, Tf32]);
+        for (p, set) in [(Precision::F32, F32), (Precision::Tf32x3, SplitTf32)] {
+            let o = CudaOptions {
+                precision: p,
+                wgmma: true,
+                tall_tiles: true,
+                tactics: TacticMode::Tune,
+                ..d
+            };
+            assert_eq!(o.kernel_sets(9, 0), vec![Base, set], "{p}");
+        }
+        // Every family a device's launch builder can pick for an option set
+        // is in one of its sets: the GEMM families of each precision.
+        for p in [Precision::Tf32, Precision::Tf32x3, Precision::F32] {
+            let o = CudaOptions { precision: p, ..d };
+            let sets = o.kernel_sets(9, 0);
+            for tile in [
+                crate::geometry::GemmTile::Medium,
+                crate::geometry::GemmTile::Large,
+            ] {
+                let conv = tile.conv_family(p);
+                assert!(sets.contains(&conv.set()), "{conv:?} for {p}");
+            }
+            let mm = crate::geometry::GemmTile::Medium.matmul_family(p);
+            assert!(sets.contains(&mm.set()), "{mm:?} for {p}");
+            assert!(sets.contains(&mm.with_tf32_weights().set()));
+        }
     }
 }

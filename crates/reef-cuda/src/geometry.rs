@@ -40,13 +40,26 @@ pub enum GemmTile {
     Wg,
     /// wgmma, 64 output channels x 64 pixels (`CfgWs`).
     WgS,
+    /// wgmma matmuls (sm_90a, TF32 matmuls only): 128 x 128 output tiles,
+    /// two 128-thread warpgroups, one block per SM (`WmCfg`).
+    WgMat,
 }
 
 impl GemmTile {
+    /// Every tile configuration.
+    pub const ALL: [GemmTile; 6] = [
+        GemmTile::Large,
+        GemmTile::Medium,
+        GemmTile::Tall,
+        GemmTile::Wg,
+        GemmTile::WgS,
+        GemmTile::WgMat,
+    ];
+
     /// Output tile (rows, columns).
     pub fn dims(self) -> (u64, u64) {
         match self {
-            GemmTile::Large => (128, 128),
+            GemmTile::Large | GemmTile::WgMat => (128, 128),
             GemmTile::Medium | GemmTile::WgS => (64, 64),
             GemmTile::Wg | GemmTile::Tall => (128, 64),
         }
@@ -60,6 +73,7 @@ impl GemmTile {
         match self {
             GemmTile::Large => LARGE_TILES_PER_SM * sms,
             GemmTile::Wg => 3 * sms,
+            GemmTile::WgMat => sms,
             GemmTile::Medium | GemmTile::Tall | GemmTile::WgS => TARGET_ITEMS_PER_SM * sms,
         }
     }
@@ -79,7 +93,9 @@ impl GemmTile {
     pub fn conv_family(self, precision: Precision) -> Family {
         match (self, precision) {
             (_, Precision::F32) => Family::ConvFfma,
-            (GemmTile::Large, Precision::Tf32) => Family::ConvTcL,
+            // WgMat is a matmul tile: a convolution never gets it
+            // (TileLimits::allows); its dimensions are the large tile's.
+            (GemmTile::Large | GemmTile::WgMat, Precision::Tf32) => Family::ConvTcL,
             (GemmTile::Medium, Precision::Tf32) => Family::ConvTc,
             (GemmTile::Tall, Precision::Tf32) => Family::ConvTcT,
             (GemmTile::Wg, Precision::Tf32) => Family::ConvWg,
@@ -89,13 +105,14 @@ impl GemmTile {
     }
 
     /// The matmul family of this tile in the given precision: the load-time
-    /// rules always pick [`GemmTile::Medium`]; TF32 matmuls also have a
-    /// [`GemmTile::Large`] kernel, which the tactic tuner may pick
-    /// ([`crate::tactics`]). Other tiles, and every tile in split TF32 or
-    /// f32, map to the 64 x 64 family.
+    /// rules pick [`GemmTile::Medium`], or [`GemmTile::WgMat`] with wgmma;
+    /// TF32 matmuls also have a [`GemmTile::Large`] kernel, which the tactic
+    /// tuner may pick ([`crate::tactics`]). Other tiles, and every tile in
+    /// split TF32 or f32, map to the 64 x 64 family.
     pub fn matmul_family(self, precision: Precision) -> Family {
         match (self, precision) {
             (GemmTile::Large, Precision::Tf32) => Family::MatMulTcL,
+            (GemmTile::WgMat, Precision::Tf32) => Family::MatMulWg,
             (_, Precision::Tf32) => Family::MatMulTc,
             (_, Precision::Tf32x3) => Family::MatMulTcX3,
             (_, Precision::F32) => Family::MatMulFfma,

@@ -5,6 +5,9 @@
 use crate::params::{EW_THREADS, GEMM_L_THREADS, GEMM_THREADS, ROW_THREADS};
 use reef_exec::Variant;
 
+/// Pipeline stages of the wgmma matmul (`REEF_WGM_STAGES` in `gemm.cu`).
+pub const WGM_STAGES: u32 = 8;
+
 /// The sources, concatenated in this order into one program (no `#include`).
 pub const SOURCES: [(&str, &str); 4] = [
     ("common.cu", include_str!("../kernels/common.cu")),
@@ -87,6 +90,83 @@ pub fn has_wgmma(major: i32, minor: i32) -> bool {
     (major, minor) == (9, 0)
 }
 
+/// A kernel set: the families compiled together into one kernel module
+/// (one NVRTC program over the whole source, with `-DREEF_SET_<NAME>`
+/// selecting the set's entry points). A device compiles and loads only the
+/// sets its options use ([`crate::CudaOptions::kernel_sets`]), so a first
+/// start does not compile GEMM families it never launches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KernelSet {
+    /// Element-wise, data-movement and row families, depthwise convolution
+    /// and `reef_hold`: every device.
+    Base,
+    /// The TF32 tensor-core GEMMs the load-time rules pick (64 x 64 and
+    /// 128 x 128 convolutions, 64 x 64 matmuls, with their rounded-weight
+    /// twins).
+    Tf32,
+    /// TF32 tiles only the tactic tuner or `REEF_TALL_TILES` picks (128 x
+    /// 64 convolutions, 128 x 128 matmuls).
+    Tf32Wide,
+    /// The experimental wgmma convolutions (sm_90 with `REEF_WGMMA=1`).
+    Wgmma,
+    /// Exact-f32 FFMA GEMMs (`REEF_PRECISION=f32`).
+    F32,
+    /// Split-TF32 GEMMs (`REEF_PRECISION=tf32x3`).
+    SplitTf32,
+}
+
+impl KernelSet {
+    /// Every set, in a fixed order.
+    pub const ALL: [KernelSet; 6] = [
+        KernelSet::Base,
+        KernelSet::Tf32,
+        KernelSet::Tf32Wide,
+        KernelSet::Wgmma,
+        KernelSet::F32,
+        KernelSet::SplitTf32,
+    ];
+
+    /// The set's name in logs and errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelSet::Base => "base",
+            KernelSet::Tf32 => "tf32",
+            KernelSet::Tf32Wide => "tf32-wide",
+            KernelSet::Wgmma => "wgmma",
+            KernelSet::F32 => "f32",
+            KernelSet::SplitTf32 => "tf32x3",
+        }
+    }
+
+    /// The preprocessor symbol that selects the set in the source.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            KernelSet::Base => "REEF_SET_BASE",
+            KernelSet::Tf32 => "REEF_SET_TF32",
+            KernelSet::Tf32Wide => "REEF_SET_TF32_WIDE",
+            KernelSet::Wgmma => "REEF_SET_WGMMA",
+            KernelSet::F32 => "REEF_SET_F32",
+            KernelSet::SplitTf32 => "REEF_SET_TF32X3",
+        }
+    }
+
+    /// The NVRTC option that compiles this set.
+    pub fn define(self) -> String {
+        format!("-D{}=1", self.symbol())
+    }
+
+    /// The families of this set.
+    pub fn families(self) -> impl Iterator<Item = Family> {
+        Family::ALL.into_iter().filter(move |f| f.set() == self)
+    }
+}
+
+impl std::fmt::Display for KernelSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A kernel family: one tile function, two entry points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
@@ -164,11 +244,17 @@ pub enum Family {
     MatMulTcL,
     /// [`Family::MatMulTcL`] with B (a weight) stored rounded to TF32.
     MatMulTcLW,
+    /// Batched matmul on TF32 wgmma (sm_90a), 128 x 128 tiles of two
+    /// warpgroups, both operands from shared memory, stages in dynamic
+    /// shared memory (`WmCfg`; `REEF_WGMMA=1`).
+    MatMulWg,
+    /// [`Family::MatMulWg`] with B (a weight) stored rounded to TF32.
+    MatMulWgW,
 }
 
 impl Family {
     /// Every family, in a fixed order ([`Family::index`]).
-    pub const ALL: [Family; 35] = [
+    pub const ALL: [Family; 37] = [
         Family::ConvTcL,
         Family::ConvTc,
         Family::ConvWg,
@@ -204,6 +290,8 @@ impl Family {
         Family::ConvTcTW,
         Family::MatMulTcL,
         Family::MatMulTcLW,
+        Family::MatMulWg,
+        Family::MatMulWgW,
     ];
 
     /// Position in [`Family::ALL`].
@@ -249,6 +337,29 @@ impl Family {
             Family::ConvTcTW => "conv_tc_t_w",
             Family::MatMulTcL => "matmul_tc_l",
             Family::MatMulTcLW => "matmul_tc_l_w",
+            Family::MatMulWg => "matmul_wg",
+            Family::MatMulWgW => "matmul_wg_w",
+        }
+    }
+
+    /// The kernel set whose module holds this family.
+    pub fn set(self) -> KernelSet {
+        match self {
+            Family::ConvTcL
+            | Family::ConvTcLW
+            | Family::ConvTc
+            | Family::ConvTcW
+            | Family::MatMulTc
+            | Family::MatMulTcW => KernelSet::Tf32,
+            Family::ConvTcT | Family::ConvTcTW | Family::MatMulTcL | Family::MatMulTcLW => {
+                KernelSet::Tf32Wide
+            }
+            Family::ConvWg | Family::ConvWgS | Family::MatMulWg | Family::MatMulWgW => {
+                KernelSet::Wgmma
+            }
+            Family::ConvFfma | Family::MatMulFfma => KernelSet::F32,
+            Family::ConvTcX3 | Family::MatMulTcX3 => KernelSet::SplitTf32,
+            _ => KernelSet::Base,
         }
     }
 
@@ -261,6 +372,7 @@ impl Family {
             Family::ConvTcT => Family::ConvTcTW,
             Family::MatMulTc => Family::MatMulTcW,
             Family::MatMulTcL => Family::MatMulTcLW,
+            Family::MatMulWg => Family::MatMulWgW,
             f => f,
         }
     }
@@ -273,12 +385,25 @@ impl Family {
         }
     }
 
+    /// Bytes of dynamic shared memory a launch of this family needs (its
+    /// stages, `WmCfg` in `gemm.cu`: [`WGM_STAGES`] of 128 x 16 A and B
+    /// floats); 0 for families on static shared memory alone.
+    pub fn dynamic_smem(self) -> u32 {
+        match self {
+            Family::MatMulWg | Family::MatMulWgW => WGM_STAGES * 2 * 128 * 16 * 4,
+            _ => 0,
+        }
+    }
+
     /// Threads per block (must match the kernel's `__launch_bounds__`).
     pub fn threads(self) -> u32 {
         match self {
-            Family::ConvTcL | Family::ConvTcLW | Family::MatMulTcL | Family::MatMulTcLW => {
-                GEMM_L_THREADS
-            }
+            Family::ConvTcL
+            | Family::ConvTcLW
+            | Family::MatMulTcL
+            | Family::MatMulTcLW
+            | Family::MatMulWg
+            | Family::MatMulWgW => GEMM_L_THREADS,
             Family::ConvTc
             | Family::ConvTcW
             | Family::ConvTcT
@@ -329,6 +454,76 @@ mod tests {
             assert!(f.threads() <= 1024 && f.threads() % 32 == 0);
         }
         assert_eq!(Family::Not.entry(Variant::Be), "lnot_be");
+    }
+
+    /// The kernel sets each line of the source is compiled in: the sets of
+    /// the enclosing `#if defined(REEF_SET_*)` regions (every set outside
+    /// them).
+    fn line_sets(src: &str) -> Vec<(String, Vec<KernelSet>)> {
+        let mut stack: Vec<Option<KernelSet>> = vec![];
+        let mut out = vec![];
+        for line in src.lines() {
+            let t = line.trim_start();
+            if t.starts_with("#if") {
+                let set = KernelSet::ALL
+                    .into_iter()
+                    .find(|s| t.starts_with(&format!("#if defined({})", s.symbol())));
+                stack.push(set);
+            } else if t.starts_with("#endif") {
+                stack.pop().expect("an #endif without its #if");
+            }
+            let inner: Vec<KernelSet> = stack.iter().flatten().copied().collect();
+            assert!(inner.len() <= 1, "nested kernel-set regions at {line:?}");
+            let sets = if inner.is_empty() {
+                KernelSet::ALL.to_vec()
+            } else {
+                inner
+            };
+            out.push((line.to_string(), sets));
+        }
+        assert!(stack.is_empty(), "an #if without its #endif");
+        out
+    }
+
+    #[test]
+    fn every_family_is_instantiated_in_its_kernel_set_only() {
+        let lines = line_sets(&program_source());
+        for f in Family::ALL {
+            let entries: Vec<&Vec<KernelSet>> = lines
+                .iter()
+                .filter(|(l, _)| {
+                    l.starts_with(&format!("REEF_FAMILY({}, ", f.base_name()))
+                        || l.starts_with(&format!("REEF_FAMILY_MB({}, ", f.base_name()))
+                })
+                .map(|(_, s)| s)
+                .collect();
+            assert_eq!(entries, vec![&vec![f.set()]], "{f:?}");
+            assert!(f.set().families().any(|g| g == f));
+        }
+        let hold: Vec<_> = lines
+            .iter()
+            .filter(|(l, _)| l.contains("void reef_hold("))
+            .collect();
+        assert_eq!(hold.len(), 1);
+        assert_eq!(hold[0].1, vec![KernelSet::Base]);
+        // Every set has a family, and its define names its symbol.
+        for s in KernelSet::ALL {
+            assert!(s.families().next().is_some(), "{s} is empty");
+            assert_eq!(s.define(), format!("-D{}=1", s.symbol()));
+        }
+    }
+
+    #[test]
+    fn the_wgmma_matmul_stages_match_the_kernels() {
+        let want = format!("#define REEF_WGM_STAGES {WGM_STAGES}");
+        assert!(program_source().contains(&want), "{want}");
+        // 227 KB is the most an sm_90 block may have.
+        assert!(Family::MatMulWg.dynamic_smem() <= 227 * 1024);
+        assert_eq!(
+            Family::MatMulWgW.dynamic_smem(),
+            Family::MatMulWg.dynamic_smem()
+        );
+        assert_eq!(Family::ConvTcL.dynamic_smem(), 0);
     }
 
     #[test]

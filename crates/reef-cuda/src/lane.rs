@@ -546,7 +546,7 @@ impl CudaLane {
         let mut params = launch.params;
         params.hdr_mut().flag = self.flag.ptr();
         hdr(params.hdr_mut());
-        let func = self.shared.func(family, variant);
+        let func = self.shared.func(family, variant)?;
         self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
         let bytes = params.bytes();
         let mut args = [bytes.as_ptr() as *mut c_void];
@@ -554,13 +554,14 @@ impl CudaLane {
         // layout `params` mirrors (see params.rs); cuLaunchKernel copies the
         // bytes before returning. Every address inside was validated against
         // the plan's buffers and points into live allocations of this context
-        // and model. Grid >= 1 and the block size matches __launch_bounds__.
+        // and model. Grid >= 1, the block size matches __launch_bounds__ and
+        // the dynamic shared memory is what the device allowed the function.
         unsafe {
             result::launch_kernel(
                 func.cu_function(),
                 (grid, 1, 1),
                 (family.threads(), 1, 1),
-                0,
+                family.dynamic_smem(),
                 self.stream.cu_stream(),
                 &mut args,
             )

@@ -280,7 +280,8 @@ impl<'a> Builder<'a> {
         self
     }
 
-    /// Lets TF32 convolutions use the wgmma families (sm_90a GPUs only).
+    /// Lets TF32 convolutions and matmuls use the wgmma families (sm_90a
+    /// GPUs only).
     pub fn wgmma(mut self, on: bool) -> Self {
         self.wgmma = on;
         self
@@ -666,15 +667,31 @@ impl<'a> Builder<'a> {
                     0
                 };
                 let out = self.buf(k, out_id, f32_, total)?;
-                let g = GemmGeom::choose_with(
-                    batch,
-                    u(m.m),
-                    u(m.n),
-                    u(m.k),
-                    false,
-                    self.sms,
-                    self.split_waves,
-                );
+                let g = if self.wgmma
+                    && self.precision == Precision::Tf32
+                    && m.m >= 128
+                    && m.n >= 128
+                {
+                    GemmGeom::with_tile(
+                        GemmTile::WgMat,
+                        batch,
+                        u(m.m),
+                        u(m.n),
+                        u(m.k),
+                        self.sms,
+                        self.split_waves,
+                    )
+                } else {
+                    GemmGeom::choose_with(
+                        batch,
+                        u(m.m),
+                        u(m.n),
+                        u(m.k),
+                        false,
+                        self.sms,
+                        self.split_waves,
+                    )
+                };
                 let problem = GemmProblem {
                     conv: false,
                     outer: batch,

@@ -58,9 +58,10 @@ pub mod tactics;
 mod tf32_weights;
 mod tune;
 
-pub use compile::{cache_dir, cache_key, compile_cubin, nvrtc_available};
+pub use compile::{cache_dir, cache_key, compile_cubin, nvrtc_available, SetCubin};
 pub use context::CudaTaskContext;
 pub use device::{cuda_available, precompile, CudaDevice, CudaOptions};
+pub use kernels::KernelSet;
 pub use lane::CudaLane;
 pub use model::CudaModel;
 pub use precision::{Precision, PrecisionError};

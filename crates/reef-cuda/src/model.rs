@@ -63,6 +63,9 @@ pub(crate) fn probe(
     tactics: Arc<Vec<Option<Tactic>>>,
 ) -> Result<((u64, u32), Built), ExecError> {
     let built = build_with(shared, plan, Addresses::PROBE, tf32_weights, tactics)?;
+    for l in &built.launches {
+        shared.check_loaded(l.family)?;
+    }
     let scratch = (
         built.workspace_bytes,
         built.counter_start.last().copied().unwrap_or(0),

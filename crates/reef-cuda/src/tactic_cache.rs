@@ -69,19 +69,12 @@ fn tile_name(t: GemmTile) -> &'static str {
         GemmTile::Tall => "tall",
         GemmTile::Wg => "wg",
         GemmTile::WgS => "wg_s",
+        GemmTile::WgMat => "wg_mat",
     }
 }
 
 fn tile_from_name(s: &str) -> Option<GemmTile> {
-    [
-        GemmTile::Large,
-        GemmTile::Medium,
-        GemmTile::Tall,
-        GemmTile::Wg,
-        GemmTile::WgS,
-    ]
-    .into_iter()
-    .find(|&t| tile_name(t) == s)
+    GemmTile::ALL.into_iter().find(|&t| tile_name(t) == s)
 }
 
 /// One line of the file (without the newline).

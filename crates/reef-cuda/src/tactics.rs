@@ -96,7 +96,7 @@ impl fmt::Display for TacticMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GemmProblem {
     /// A convolution (true) or a matmul: only convolutions have the 128 x
-    /// 64 and the wgmma kernels.
+    /// 64 tiles, and each has its own wgmma tiles.
     pub conv: bool,
     /// Independent products (groups or batch).
     pub outer: u64,
@@ -121,7 +121,7 @@ impl fmt::Display for Tactic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (bm, bn) = self.tile.dims();
         let kind = match self.tile {
-            GemmTile::Wg | GemmTile::WgS => " wgmma",
+            GemmTile::Wg | GemmTile::WgS | GemmTile::WgMat => " wgmma",
             _ => "",
         };
         write!(f, "{bm}x{bn}{kind} / {} splits", self.splits)
@@ -148,16 +148,17 @@ impl Tactic {
 pub struct TileLimits {
     /// The GEMM precision ([`GemmTile::large_ok`]: 128-row tiles in TF32 only).
     pub precision: Precision,
-    /// The wgmma convolution kernels may run (sm_90 with `REEF_WGMMA=1`).
+    /// The wgmma kernels may run (sm_90 with `REEF_WGMMA=1`).
     pub wgmma: bool,
 }
 
 impl TileLimits {
     /// Whether `p` may run with `tile`: 64 x 64 always; 128 x 128 for TF32
     /// GEMMs of 128 or more rows and columns; 128 x 64 for TF32
-    /// convolutions of 128 or more output channels; wgmma tiles for TF32
-    /// convolutions when [`TileLimits::wgmma`] (128-channel ones from 128
-    /// channels).
+    /// convolutions of 128 or more output channels; with
+    /// [`TileLimits::wgmma`], wgmma tiles for TF32 convolutions (128-channel
+    /// ones from 128 channels) and 128 x 128 wgmma tiles for TF32 matmuls of
+    /// 128 or more rows and columns.
     pub fn allows(&self, p: &GemmProblem, tile: GemmTile) -> bool {
         let tf32 = GemmTile::large_ok(self.precision);
         let tf32_conv = p.conv && tf32;
@@ -167,6 +168,7 @@ impl TileLimits {
             GemmTile::Large => tf32 && p.m >= 128 && p.n >= 128,
             GemmTile::WgS => tf32_conv && self.wgmma,
             GemmTile::Wg => tf32_conv && self.wgmma && p.m >= 128,
+            GemmTile::WgMat => tf32 && !p.conv && self.wgmma && p.m >= 128 && p.n >= 128,
         }
     }
 
@@ -213,6 +215,7 @@ pub fn candidates(p: &GemmProblem, default: Tactic, limits: &TileLimits, sms: u3
         GemmTile::Large,
         GemmTile::Wg,
         GemmTile::WgS,
+        GemmTile::WgMat,
     ];
     for tile in tiles {
         if !limits.allows(p, tile) {
@@ -386,9 +389,19 @@ mod tests {
                     assert!(c.iter().all(|t| t.tile == GemmTile::Medium), "{p:?}");
                 }
                 if !p.conv {
-                    assert!(c
-                        .iter()
-                        .all(|t| matches!(t.tile, GemmTile::Medium | GemmTile::Large)));
+                    assert!(c.iter().all(|t| matches!(
+                        t.tile,
+                        GemmTile::Medium | GemmTile::Large | GemmTile::WgMat
+                    )));
+                    // wgmma matmul tiles exactly where wgmma is on and the
+                    // matmul has 128 rows and columns.
+                    assert_eq!(
+                        c.iter().any(|t| t.tile == GemmTile::WgMat),
+                        limits.wgmma && p.m >= 128 && p.n >= 128,
+                        "{p:?}"
+                    );
+                } else {
+                    assert!(c.iter().all(|t| t.tile != GemmTile::WgMat), "{p:?}");
                 }
             }
         }

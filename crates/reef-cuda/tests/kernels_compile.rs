@@ -1,8 +1,9 @@
-//! Compiles the whole kernel module for sm_90 with NVRTC (the same code path
-//! a device uses, minus the device). Skips, saying so, when libnvrtc cannot
-//! be found (set LD_LIBRARY_PATH to the folder holding libnvrtc.so.13).
+//! Compiles every kernel set for sm_90 with NVRTC (the same code path a
+//! device uses, minus the device) and checks that each CUBIN holds exactly
+//! its set's entry points. Skips, saying so, when libnvrtc cannot be found
+//! (set LD_LIBRARY_PATH to the folder holding libnvrtc.so.13).
 
-use reef_cuda::kernels::{nvrtc_options, program_source, Family};
+use reef_cuda::kernels::{nvrtc_options, program_source, Family, KernelSet};
 
 #[test]
 fn kernels_compile() {
@@ -11,21 +12,43 @@ fn kernels_compile() {
         return;
     }
     let src = program_source();
-    let cubin = match reef_cuda::compile_cubin(&src, &nvrtc_options(9, 0)) {
-        Ok(c) => c,
-        Err(e) => panic!("kernel module failed to compile:\n{e}"),
-    };
-    // An ELF image naming every entry point.
-    assert_eq!(&cubin[..4], b"\x7fELF", "not a CUBIN");
-    let text = String::from_utf8_lossy(&cubin);
-    for f in Family::ALL {
-        for v in [reef_exec::Variant::Rt, reef_exec::Variant::Be] {
-            let name = f.entry(v);
-            assert!(
-                text.contains(&name),
-                "entry point {name} missing from the CUBIN"
-            );
+    // The sets compile at once, as on a device's first start.
+    let cubins: Vec<(KernelSet, Vec<u8>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = KernelSet::ALL
+            .into_iter()
+            .map(|set| {
+                let src = &src;
+                s.spawn(move || {
+                    let mut options = nvrtc_options(9, 0);
+                    options.push(set.define());
+                    match reef_cuda::compile_cubin(src, &options) {
+                        Ok(c) => (set, c),
+                        Err(e) => panic!("kernel set {set} failed to compile:\n{e}"),
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (set, cubin) in cubins {
+        // An ELF image naming every entry point of its set and no other.
+        assert_eq!(&cubin[..4], b"\x7fELF", "{set}: not a CUBIN");
+        let text = String::from_utf8_lossy(&cubin);
+        for f in Family::ALL {
+            for v in [reef_exec::Variant::Rt, reef_exec::Variant::Be] {
+                let name = format!("{}\0", f.entry(v));
+                assert_eq!(
+                    text.contains(&name),
+                    f.set() == set,
+                    "entry point {name:?} in the {set} CUBIN"
+                );
+            }
         }
+        assert_eq!(
+            text.contains("reef_hold\0"),
+            set == KernelSet::Base,
+            "{set}"
+        );
     }
 }
 

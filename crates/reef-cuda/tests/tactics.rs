@@ -4,6 +4,7 @@
 //! rejected by name.
 
 use reef_cuda::geometry::GemmTile;
+use reef_cuda::kernels::Family;
 use reef_cuda::launch::{Addresses, Builder, Built};
 use reef_cuda::params::Params;
 use reef_cuda::tactics::{candidates, random_pick, Tactic, TileLimits};
@@ -15,9 +16,19 @@ const ADDR: Addresses = Addresses::PROBE;
 const SMS: u32 = 132;
 
 fn build(plan: &reef_plan::Plan, p: Precision, tactics: Vec<Option<Tactic>>) -> Built {
+    build_wg(plan, p, false, tactics)
+}
+
+fn build_wg(
+    plan: &reef_plan::Plan,
+    p: Precision,
+    wgmma: bool,
+    tactics: Vec<Option<Tactic>>,
+) -> Built {
     Builder::new(plan, ADDR, p)
         .unwrap()
         .sms(SMS)
+        .wgmma(wgmma)
         .tactics(Arc::new(tactics))
         .build_all()
         .unwrap()
@@ -35,12 +46,9 @@ fn geometry_of(params: &Params) -> Option<(u32, u32, u32, i32)> {
 /// Builds `plan` once per candidate round (every GEMM with more than `r`
 /// candidates on its candidate `r`) and checks each launch against its
 /// tactic's geometry.
-fn every_candidate_builds(plan: &reef_plan::Plan, precision: Precision) -> usize {
-    let limits = TileLimits {
-        precision,
-        wgmma: false,
-    };
-    let rules = build(plan, precision, vec![]);
+fn every_candidate_builds(plan: &reef_plan::Plan, precision: Precision, wgmma: bool) -> usize {
+    let limits = TileLimits { precision, wgmma };
+    let rules = build_wg(plan, precision, wgmma, vec![]);
     let cands: Vec<Vec<Tactic>> = rules
         .gemms
         .iter()
@@ -51,7 +59,7 @@ fn every_candidate_builds(plan: &reef_plan::Plan, precision: Precision) -> usize
     let mut checked = 0;
     for r in 0..rounds {
         let tactics: Vec<Option<Tactic>> = cands.iter().map(|c| c.get(r).copied()).collect();
-        let built = build(plan, precision, tactics.clone());
+        let built = build_wg(plan, precision, wgmma, tactics.clone());
         let mut counters = 0u32;
         let mut workspace = 0u64;
         for (k, l) in built.launches.iter().enumerate() {
@@ -75,10 +83,14 @@ fn every_candidate_builds(plan: &reef_plan::Plan, precision: Precision) -> usize
                 "kernel {k} ({t})"
             );
             assert_eq!(u64::from(l.tiles), geom.items(), "kernel {k} ({t})");
+            let wide = matches!(t.tile, GemmTile::Large | GemmTile::WgMat);
+            assert_eq!(l.family.threads(), if wide { 256 } else { 128 });
             assert_eq!(
-                l.family.threads(),
-                if t.tile == GemmTile::Large { 256 } else { 128 }
+                matches!(l.family, Family::MatMulWg | Family::MatMulWgW),
+                t.tile == GemmTile::WgMat,
+                "kernel {k} ({t})"
             );
+            assert_eq!(l.family.dynamic_smem() > 0, t.tile == GemmTile::WgMat);
             counters += geom.counters() as u32;
             workspace = workspace.max(geom.workspace_bytes());
             checked += 1;
@@ -100,9 +112,11 @@ fn every_candidate_of_every_zoo_gemm_builds_with_its_geometry() {
         let g = reef_zoo::build(model, batch, 1).unwrap();
         let plan = reef_plan::compile(&g).unwrap();
         for p in [Precision::Tf32, Precision::F32] {
-            let n = every_candidate_builds(&plan, p);
+            let n = every_candidate_builds(&plan, p, false);
             assert!(n > 0, "{model} {p}");
         }
+        // With wgmma (sm_90): the conv wgmma tiles and the wgmma matmuls.
+        assert!(every_candidate_builds(&plan, Precision::Tf32, true) > 0);
     }
 }
 
@@ -194,4 +208,33 @@ fn a_random_mix_builds_and_bad_tactics_are_named() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("64 K splits"), "{err}");
+}
+
+#[test]
+fn with_wgmma_the_rules_run_bert_linear_layers_on_wgmma_matmuls() {
+    let g = reef_zoo::build("bert_base", 1, 1).unwrap();
+    let plan = reef_plan::compile(&g).unwrap();
+    let off = build(&plan, Precision::Tf32, vec![]);
+    let on = build_wg(&plan, Precision::Tf32, true, vec![]);
+    let mut wg = 0;
+    for (k, (a, b)) in off.launches.iter().zip(&on.launches).enumerate() {
+        let Some(c) = on.gemms[k] else { continue };
+        let big = !c.problem.conv && c.problem.m >= 128 && c.problem.n >= 128;
+        assert_eq!(c.rule.tile == GemmTile::WgMat, big, "kernel {k}");
+        if big {
+            wg += 1;
+            assert!(matches!(b.family, Family::MatMulWg | Family::MatMulWgW));
+            assert!(matches!(a.family, Family::MatMulTc | Family::MatMulTcW));
+            // The rounded-weights twin exactly where the 64 x 64 kernel has it.
+            assert_eq!(
+                b.family == Family::MatMulWgW,
+                a.family == Family::MatMulTcW,
+                "kernel {k}"
+            );
+        } else {
+            assert_eq!(a.family, b.family, "kernel {k}");
+        }
+    }
+    // Every encoder layer's Q/K/V, output and two FFN projections at least.
+    assert!(wg >= 12 * 4, "{wg} wgmma matmuls");
 }
