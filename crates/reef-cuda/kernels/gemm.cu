@@ -974,12 +974,17 @@ __device__ __forceinline__ void reef_wgmma_ss_n128(float* d, u64 da, u64 db) {
 // thread waits for step t - 1's. BE: the flag check of reef_pipeline at the
 // barrier; an abandoned tile first waits for its wgmmas, so nothing is left
 // in flight.
+// The block's dynamic shared memory (the wgmma matmul's stages).
+__device__ __forceinline__ float* reef_dyn_smem() {
+    extern __shared__ __align__(128) float reef_dyn[];
+    return reef_dyn;
+}
+
 template <class C, bool BE, bool BR, class L, class F>
 __device__ __forceinline__ bool reef_wgm_pipeline(L& ld, i32 kb, i32 ke, F step) {
 #if defined(REEF_HAS_WGMMA)
-    extern __shared__ __align__(128) float reef_dyn_smem[];
-    float* const As = reef_dyn_smem;
-    float* const Bs = reef_dyn_smem + C::A_FLOATS;
+    float* const As = reef_dyn_smem();
+    float* const Bs = As + C::A_FLOATS;
     constexpr int AHEAD = C::ST - 2;
     const i32 steps = ke > kb ? (ke - kb + GK - 1) / GK : 0;
     i32& reef_stop = reef_stop_word();
@@ -1036,14 +1041,20 @@ struct WgmCore {
     template <bool BE, class L>
     __device__ __forceinline__ static bool run(L& ld, i32 kb, i32 ke, float* acc) {
 #if defined(REEF_HAS_WGMMA)
-        const i32 wg = (i32)(threadIdx.x >> 7);
+        // Descriptors differ only in their start address (bits 0-13, in
+        // 16-byte units), so each is the base's plus an offset: shared
+        // addresses stay below 256 KB, and the field cannot carry over.
+        const float* const base = reef_dyn_smem();
+        const u64 d0 = reef_wg_desc(base, C::LBO, C::SBO);
+        const u32 a_row = (u32)C::a_at(64 * (i32)(threadIdx.x >> 7), 0);
         return reef_wgm_pipeline<C, BE, BR>(ld, kb, ke, [&](const float* as, const float* bs) {
+            const u32 ao = (u32)(as - base) + a_row, bo = (u32)(bs - base);
             asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
             for (int kk = 0; kk < GK; kk += 8) {
-                const u64 da = reef_wg_desc(as + C::a_at(64 * wg, kk), C::LBO, C::SBO);
-                const u64 db = reef_wg_desc(bs + C::a_at(0, kk), C::LBO, C::SBO);
-                reef_wgmma_ss_n128(acc, da, db);
+                // a_at(r, kk) = a_at(r, 0) + a_at(0, kk) for kk a multiple of 4.
+                const u32 kc = (u32)C::a_at(0, kk);
+                reef_wgmma_ss_n128(acc, d0 + ((ao + kc) >> 2), d0 + ((bo + kc) >> 2));
             }
             asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
         });
