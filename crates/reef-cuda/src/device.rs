@@ -22,9 +22,11 @@ pub struct CudaOptions {
     /// default; relative L2 error around 1e-3 against f32), split TF32 on
     /// tensor cores (close to f32) or exact f32 FFMA.
     pub precision: Precision,
-    /// Run TF32 convolutions on the experimental wgmma kernels where the
-    /// GPU has wgmma (sm_90); `REEF_WGMMA=1` sets it. Off by default: they
-    /// are slower than the `mma.sync` kernels on most layers (docs/PERF.md).
+    /// Run TF32 convolutions, and matmuls of 128 or more rows and columns,
+    /// on the experimental wgmma kernels where the GPU has wgmma (sm_90);
+    /// `REEF_WGMMA=1` sets it. Off by default: the convolutions are slower
+    /// than the `mma.sync` kernels on most layers, and the matmuls are not
+    /// measured yet (docs/PERF.md).
     pub wgmma: bool,
     /// Lean RT launches (default on; `REEF_RT_LEAN=0` turns them off): RT
     /// kernels skip the per-block done count and progress publication unless

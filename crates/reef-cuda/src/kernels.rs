@@ -107,7 +107,8 @@ pub enum KernelSet {
     /// TF32 tiles only the tactic tuner or `REEF_TALL_TILES` picks (128 x
     /// 64 convolutions, 128 x 128 matmuls).
     Tf32Wide,
-    /// The experimental wgmma convolutions (sm_90 with `REEF_WGMMA=1`).
+    /// The experimental wgmma convolutions and matmuls (sm_90 with
+    /// `REEF_WGMMA=1`).
     Wgmma,
     /// Exact-f32 FFMA GEMMs (`REEF_PRECISION=f32`).
     F32,

@@ -95,9 +95,10 @@ impl Precision {
 }
 
 /// The environment variable that turns the experimental wgmma convolution
-/// kernels on (`REEF_WGMMA=1`, sm_90 only). They are off by default: on the
-/// H100 they are slower than the `mma.sync` kernels on most layers (run 29,
-/// docs/PERF.md).
+/// and matmul kernels on (`REEF_WGMMA=1`, sm_90 only). They are off by
+/// default: on the H100 the convolutions are slower than the `mma.sync`
+/// kernels on most layers (run 29, docs/PERF.md), and the matmuls are not
+/// measured yet.
 pub const WGMMA_VAR: &str = "REEF_WGMMA";
 
 /// Whether `REEF_WGMMA` (given value, `None`: unset) turns wgmma kernels
