@@ -237,6 +237,35 @@ pub fn all(seed: u64) -> Result<Vec<Case>> {
             false,
             None,
         )?,
+        // 128 x 128 tiles (and, with REEF_WGMMA=1, the shared-memory wgmma
+        // tiles): a 1x1 whose pixels load as 16-byte rows (npix % 4 == 0)
+        // with a partial channel tile, and a 7x7 on the stepping loader.
+        conv(
+            r,
+            "conv1x1_160ch_rows",
+            [2, 40, 8, 8],
+            160,
+            1,
+            1,
+            0,
+            1,
+            1,
+            false,
+            Some(Op::Relu),
+        )?,
+        conv(
+            r,
+            "conv7x7_s2_144ch",
+            [1, 5, 31, 33],
+            144,
+            7,
+            2,
+            3,
+            1,
+            1,
+            false,
+            None,
+        )?,
         conv(
             r,
             "conv_odd_channels",

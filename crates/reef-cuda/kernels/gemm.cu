@@ -352,7 +352,14 @@ struct ConvLoad {
                 const i32 kr = (i32)(threadIdx.x / (C::BN / 4)) + j * C::BVK;
                 const i32 k = k0 + kr;
                 const bool ok = cok && k < kdim;
-                reef_cp16(bs + kr * C::BP + n4, ok ? xb + (i64)k * p.npix : x, ok);
+                if constexpr (C::BKM) {
+                    // K-major stage: four 4-byte copies per chunk.
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                        reef_cp4(bs + C::a_at(n4 + e, kr), ok ? xb + (i64)k * p.npix + e : x, ok);
+                } else {
+                    reef_cp16(bs + kr * C::BP + n4, ok ? xb + (i64)k * p.npix : x, ok);
+                }
             }
         } else if (p.ktab != 0) {
             // Table gather: K index k's entry holds its element offset from
@@ -366,7 +373,8 @@ struct ConvLoad {
             static_assert(C::BSC == 8, "eight entries per thread and step");
             const i32 n = (i32)(threadIdx.x % C::BN), kq = (i32)(threadIdx.x / C::BN);
             const uint4* kt = (const uint4*)((const u32*)p.ktab + k0 + kq * C::BSC);
-            float* bd = bs + kq * C::BSC * C::BP + n;
+            // Element j's place: Bs[k][n] (bd + j * BP), or K-major (BKM).
+            float* bd = C::BKM ? bs + C::a_at(n, kq * C::BSC) : bs + kq * C::BSC * C::BP + n;
             const uint4 e0 = __ldg(kt), e1 = __ldg(kt + 1);
             const u32 e[8] = {e0.x, e0.y, e0.z, e0.w, e1.x, e1.y, e1.z, e1.w};
 #pragma unroll
@@ -376,7 +384,9 @@ struct ConvLoad {
                 // nothing from xb (xpix + negpix).
                 const bool ok = __funnelshift_r(rsmask, rsmask, e[j]) & 1u;
                 const i32 boff = ok ? (i32)((e[j] >> 3) & ~3u) : negpix;
-                reef_cp4(bd + j * C::BP, (const float*)(xpix + (i64)boff), ok);
+                // K-major: the eight K indices lie in two core-matrix columns.
+                float* dst = C::BKM ? bs + C::a_at(n, kq * C::BSC + j) : bd + j * C::BP;
+                reef_cp4(dst, (const float*)(xpix + (i64)boff), ok);
             }
         } else {
             const i32 n = (i32)(threadIdx.x % C::BN), kq = (i32)(threadIdx.x / C::BN);
@@ -385,8 +395,8 @@ struct ConvLoad {
                 const i32 iy = iy0 + rr * p.dh;
                 const i32 ix = ix0 + ss * p.dw;
                 const bool ok = cok && kk < kdim && (u32)iy < (u32)p.h && (u32)ix < (u32)p.w_;
-                reef_cp4(bs + (kq + j * C::BKS) * C::BP + n,
-                         ok ? xb + ((i64)c * p.h + iy) * p.w_ + ix : x, ok);
+                float* dst = C::BKM ? bs + C::a_at(n, kq + j * C::BKS) : bs + (kq + j * C::BKS) * C::BP + n;
+                reef_cp4(dst, ok ? xb + ((i64)c * p.h + iy) * p.w_ + ix : x, ok);
                 kk += C::BKS;
                 ss += C::BKS;
                 while (ss >= p.s) {
@@ -398,6 +408,26 @@ struct ConvLoad {
                     ++c;
                 }
             }
+        }
+    }
+    // K-major (BKM) stages only: rounds this thread's B elements of a landed
+    // stage to TF32 in place, the elements `issue` copied in each path.
+    __device__ __forceinline__ void round_b(float* bs) const {
+        auto rnd = [](float* v) { *v = __uint_as_float(reef_tf32(*v)); };
+        if (bvec) {
+            const i32 n4 = (i32)(threadIdx.x % (C::BN / 4)) * 4;
+#pragma unroll
+            for (int j = 0; j < C::BVC; ++j) {
+                const i32 kr = (i32)(threadIdx.x / (C::BN / 4)) + j * C::BVK;
+#pragma unroll
+                for (int e = 0; e < 4; ++e) rnd(bs + C::a_at(n4 + e, kr));
+            }
+        } else {
+            const i32 n = (i32)(threadIdx.x % C::BN), kq = (i32)(threadIdx.x / C::BN);
+            const bool table = p.ktab != 0;
+#pragma unroll
+            for (int j = 0; j < C::BSC; ++j)
+                rnd(bs + C::a_at(n, table ? kq * C::BSC + j : kq + j * C::BKS));
         }
     }
     // Epilogue offsets (see reef_epilogue): output = row part + column
@@ -966,7 +996,7 @@ __device__ __forceinline__ void reef_wgmma_ss_n128(float* d, u64 da, u64 db) {
 
 // The K loop of the wgmma matmul: C::ST stages in dynamic shared memory.
 // Per K step t: wait for this thread's copies of stage t, round them to TF32
-// in place (A always, B unless stored rounded: BR) and fence them into the
+// in place (unless stored rounded: AR, BR) and fence them into the
 // async proxy that wgmma reads through; barrier; refill the stage of step
 // t - 2 with step t + ST - 2 (every warpgroup finished step t - 2's wgmmas
 // before this barrier: each waits for all but its latest group at the end
@@ -980,7 +1010,7 @@ __device__ __forceinline__ float* reef_dyn_smem() {
     return reef_dyn;
 }
 
-template <class C, bool BE, bool BR, class L, class F>
+template <class C, bool BE, bool AR, bool BR, class L, class F>
 __device__ __forceinline__ bool reef_wgm_pipeline(L& ld, i32 kb, i32 ke, F step) {
 #if defined(REEF_HAS_WGMMA)
     float* const As = reef_dyn_smem();
@@ -998,7 +1028,7 @@ __device__ __forceinline__ bool reef_wgm_pipeline(L& ld, i32 kb, i32 ke, F step)
     for (i32 t = 0; t < steps; ++t) {
         const i32 sc = t % C::ST;
         reef_cp_wait<AHEAD - 1>();
-        ld.al.round_tf32(As + sc * C::A_STAGE);
+        if constexpr (!AR) ld.al.round_tf32(As + sc * C::A_STAGE);
         if constexpr (!BR) ld.round_b(Bs + sc * C::B_STAGE);
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         if (BE && threadIdx.x == 0) {
@@ -1031,10 +1061,11 @@ __device__ __forceinline__ bool reef_wgm_pipeline(L& ld, i32 kb, i32 ke, F step)
 #endif
 }
 
-// wgmma matmul core: warpgroup g computes rows 64g .. 64g + 63 of the tile
-// and all 128 columns, GK / 8 m64n128k8 wgmmas per K step. BR: B is stored
-// rounded to TF32 (a weight, crate::tf32_weights).
-template <class C, bool BR>
+// wgmma core with both operands in shared memory: warpgroup g computes rows
+// 64g .. 64g + 63 of the tile and all 128 columns, GK / 8 m64n128k8 wgmmas
+// per K step. AR / BR: A / B is stored rounded to TF32 (a weight,
+// crate::tf32_weights): a convolution's A, a matmul's B.
+template <class C, bool AR, bool BR>
 struct WgmCore {
     static constexpr int E = C::BN / 2;
     static_assert(C::BM == 128 && C::BN == 128 && C::T == 256, "two warpgroups of m64n128");
@@ -1047,7 +1078,7 @@ struct WgmCore {
         const float* const base = reef_dyn_smem();
         const u64 d0 = reef_wg_desc(base, C::LBO, C::SBO);
         const u32 a_row = (u32)C::a_at(64 * (i32)(threadIdx.x >> 7), 0);
-        return reef_wgm_pipeline<C, BE, BR>(ld, kb, ke, [&](const float* as, const float* bs) {
+        return reef_wgm_pipeline<C, BE, AR, BR>(ld, kb, ke, [&](const float* as, const float* bs) {
             const u32 ao = (u32)(as - base) + a_row, bo = (u32)(bs - base);
             asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
@@ -1229,11 +1260,22 @@ __device__ __forceinline__ bool matmul_tc_l_w_tile(const MatMulParams& p, u32 t)
 // wgmma matmuls (sm_90a, REEF_WGMMA=1) and their rounded-B twin.
 template <bool BE>
 __device__ __forceinline__ bool matmul_wg_tile(const MatMulParams& p, u32 t) {
-    return reef_gemm_item<WmCfg, WgmCore<WmCfg, false>, MatMulLoad<WmCfg>, BE>(p, t);
+    return reef_gemm_item<WmCfg, WgmCore<WmCfg, false, false>, MatMulLoad<WmCfg>, BE>(p, t);
 }
 template <bool BE>
 __device__ __forceinline__ bool matmul_wg_w_tile(const MatMulParams& p, u32 t) {
-    return reef_gemm_item<WmCfg, WgmCore<WmCfg, true>, MatMulLoad<WmCfg>, BE>(p, t);
+    return reef_gemm_item<WmCfg, WgmCore<WmCfg, false, true>, MatMulLoad<WmCfg>, BE>(p, t);
+}
+// The same tiles for convolutions: 128 channels x 128 pixels, the gathered
+// im2col operand stored K-major (ConvLoad with WmCfg::BKM), and the `_w`
+// twin over weights stored rounded.
+template <bool BE>
+__device__ __forceinline__ bool conv_wgm_tile(const ConvParams& p, u32 t) {
+    return reef_gemm_item<WmCfg, WgmCore<WmCfg, false, false>, ConvLoad<WmCfg>, BE>(p, t);
+}
+template <bool BE>
+__device__ __forceinline__ bool conv_wgm_w_tile(const ConvParams& p, u32 t) {
+    return reef_gemm_item<WmCfg, WgmCore<WmCfg, true, false>, ConvLoad<WmCfg>, BE>(p, t);
 }
 
 // Split-TF32 ("3xTF32") instantiations of the tensor-core families.
@@ -1307,6 +1349,8 @@ REEF_FAMILY_MB(conv_wg_s, ConvParams, REEF_GEMM_THREADS, 4)
 // One 256-thread block per SM (its stages fill most of the shared memory).
 REEF_FAMILY_MB(matmul_wg, MatMulParams, REEF_GEMM_L_THREADS, 1)
 REEF_FAMILY_MB(matmul_wg_w, MatMulParams, REEF_GEMM_L_THREADS, 1)
+REEF_FAMILY_MB(conv_wgm, ConvParams, REEF_GEMM_L_THREADS, 1)
+REEF_FAMILY_MB(conv_wgm_w, ConvParams, REEF_GEMM_L_THREADS, 1)
 #endif
 #if defined(REEF_SET_F32)
 REEF_FAMILY_MB(conv_ffma, ConvParams, REEF_GEMM_THREADS, 4)

@@ -40,8 +40,9 @@ pub enum GemmTile {
     Wg,
     /// wgmma, 64 output channels x 64 pixels (`CfgWs`).
     WgS,
-    /// wgmma matmuls (sm_90a, TF32 matmuls only): 128 x 128 output tiles,
-    /// two 128-thread warpgroups, one block per SM (`WmCfg`).
+    /// wgmma with both operands in shared memory (sm_90a, TF32): 128 x 128
+    /// output tiles, two 128-thread warpgroups, one block per SM (`WmCfg`;
+    /// matmuls and convolutions).
     WgMat,
 }
 
@@ -93,9 +94,8 @@ impl GemmTile {
     pub fn conv_family(self, precision: Precision) -> Family {
         match (self, precision) {
             (_, Precision::F32) => Family::ConvFfma,
-            // WgMat is a matmul tile: a convolution never gets it
-            // (TileLimits::allows); its dimensions are the large tile's.
-            (GemmTile::Large | GemmTile::WgMat, Precision::Tf32) => Family::ConvTcL,
+            (GemmTile::Large, Precision::Tf32) => Family::ConvTcL,
+            (GemmTile::WgMat, Precision::Tf32) => Family::ConvWgm,
             (GemmTile::Medium, Precision::Tf32) => Family::ConvTc,
             (GemmTile::Tall, Precision::Tf32) => Family::ConvTcT,
             (GemmTile::Wg, Precision::Tf32) => Family::ConvWg,
@@ -253,11 +253,14 @@ impl GemmGeom {
         Self::with_tile(tile, outer, m, n, k, sms, waves)
     }
 
-    /// The geometry of a TF32 convolution on a GPU with wgmma: 128-channel
-    /// tiles when there are at least 128 output channels (per group), else
-    /// 64-channel tiles.
+    /// The geometry of a TF32 convolution on a GPU with wgmma: 128 x 128
+    /// tiles with both operands in shared memory when there are at least
+    /// 128 output channels (per group) and 128 output columns, else
+    /// 128-channel tiles from 128 channels, else 64-channel tiles.
     pub fn choose_wgmma(outer: u64, m: u64, n: u64, k: u64, sms: u32, waves: bool) -> Self {
-        let tile = if m >= 128 {
+        let tile = if m >= 128 && n >= 128 {
+            GemmTile::WgMat
+        } else if m >= 128 {
             GemmTile::Wg
         } else {
             GemmTile::WgS
@@ -342,17 +345,21 @@ mod tests {
 
     #[test]
     fn wgmma_tiles_follow_the_channel_count() {
-        // vgg19 conv 3x3 512->512 at 28x28, batch 1: M = 512, N = 784, K = 4608.
-        let g = GemmGeom::choose_wgmma(1, 512, 784, 4608, 132, false);
+        // vgg19 conv 3x3 512->512 at 28x28, batch 1: M = 512, N = 784, K =
+        // 4608: 128 x 128 tiles with both operands in shared memory, one
+        // block per SM.
+        let g = GemmGeom::choose_wgmma(1, 512, 784, 4608, 132, true);
+        assert_eq!(g.tile, GemmTile::WgMat);
+        assert_eq!((g.m_tiles, g.n_tiles, g.out_tiles), (4, 7, 28));
+        // 132 blocks resident: whole waves take 4 splits (112 items).
+        assert_eq!(g.splits, 4);
+        assert_eq!(g.workspace_bytes(), g.items() * 128 * 128 * 4);
+        assert_eq!(g.tile.conv_family(Precision::Tf32), Family::ConvWgm);
+        assert_eq!(g.tile.matmul_family(Precision::Tf32), Family::MatMulWg);
+        // ResNet layer4 at batch 1 (N = 49): 128-channel register-operand tiles.
+        let g = GemmGeom::choose_wgmma(1, 512, 49, 4608, 132, false);
         assert_eq!(g.tile, GemmTile::Wg);
-        assert_eq!((g.m_tiles, g.n_tiles, g.out_tiles), (4, 13, 52));
-        // 396 blocks resident (3 per SM): the fill rule splits 52 tiles 8
-        // ways (416 items, a second wave of 20); whole waves take 7 (364).
-        assert_eq!(g.splits, 8);
-        assert_eq!(
-            GemmGeom::choose_wgmma(1, 512, 784, 4608, 132, true).splits,
-            7
-        );
+        assert_eq!((g.m_tiles, g.n_tiles, g.out_tiles), (4, 1, 4));
         assert_eq!(g.workspace_bytes(), g.items() * 128 * 64 * 4);
         assert_eq!(g.tile.conv_family(Precision::Tf32), Family::ConvWg);
         // 64 output channels: 64-channel tiles.

@@ -251,11 +251,16 @@ pub enum Family {
     MatMulWg,
     /// [`Family::MatMulWg`] with B (a weight) stored rounded to TF32.
     MatMulWgW,
+    /// Implicit-GEMM convolution on the wgmma matmul's tiles (`WmCfg`): 128
+    /// channels x 128 pixels, the gathered operand stored K-major.
+    ConvWgm,
+    /// [`Family::ConvWgm`] over weights stored rounded to TF32.
+    ConvWgmW,
 }
 
 impl Family {
     /// Every family, in a fixed order ([`Family::index`]).
-    pub const ALL: [Family; 37] = [
+    pub const ALL: [Family; 39] = [
         Family::ConvTcL,
         Family::ConvTc,
         Family::ConvWg,
@@ -293,6 +298,8 @@ impl Family {
         Family::MatMulTcLW,
         Family::MatMulWg,
         Family::MatMulWgW,
+        Family::ConvWgm,
+        Family::ConvWgmW,
     ];
 
     /// Position in [`Family::ALL`].
@@ -340,6 +347,8 @@ impl Family {
             Family::MatMulTcLW => "matmul_tc_l_w",
             Family::MatMulWg => "matmul_wg",
             Family::MatMulWgW => "matmul_wg_w",
+            Family::ConvWgm => "conv_wgm",
+            Family::ConvWgmW => "conv_wgm_w",
         }
     }
 
@@ -355,9 +364,12 @@ impl Family {
             Family::ConvTcT | Family::ConvTcTW | Family::MatMulTcL | Family::MatMulTcLW => {
                 KernelSet::Tf32Wide
             }
-            Family::ConvWg | Family::ConvWgS | Family::MatMulWg | Family::MatMulWgW => {
-                KernelSet::Wgmma
-            }
+            Family::ConvWg
+            | Family::ConvWgS
+            | Family::MatMulWg
+            | Family::MatMulWgW
+            | Family::ConvWgm
+            | Family::ConvWgmW => KernelSet::Wgmma,
             Family::ConvFfma | Family::MatMulFfma => KernelSet::F32,
             Family::ConvTcX3 | Family::MatMulTcX3 => KernelSet::SplitTf32,
             _ => KernelSet::Base,
@@ -374,6 +386,7 @@ impl Family {
             Family::MatMulTc => Family::MatMulTcW,
             Family::MatMulTcL => Family::MatMulTcLW,
             Family::MatMulWg => Family::MatMulWgW,
+            Family::ConvWgm => Family::ConvWgmW,
             f => f,
         }
     }
@@ -391,7 +404,9 @@ impl Family {
     /// floats); 0 for families on static shared memory alone.
     pub fn dynamic_smem(self) -> u32 {
         match self {
-            Family::MatMulWg | Family::MatMulWgW => WGM_STAGES * 2 * 128 * 16 * 4,
+            Family::MatMulWg | Family::MatMulWgW | Family::ConvWgm | Family::ConvWgmW => {
+                WGM_STAGES * 2 * 128 * 16 * 4
+            }
             _ => 0,
         }
     }
@@ -404,7 +419,9 @@ impl Family {
             | Family::MatMulTcL
             | Family::MatMulTcLW
             | Family::MatMulWg
-            | Family::MatMulWgW => GEMM_L_THREADS,
+            | Family::MatMulWgW
+            | Family::ConvWgm
+            | Family::ConvWgmW => GEMM_L_THREADS,
             Family::ConvTc
             | Family::ConvTcW
             | Family::ConvTcT

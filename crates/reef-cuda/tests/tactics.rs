@@ -86,7 +86,10 @@ fn every_candidate_builds(plan: &reef_plan::Plan, precision: Precision, wgmma: b
             let wide = matches!(t.tile, GemmTile::Large | GemmTile::WgMat);
             assert_eq!(l.family.threads(), if wide { 256 } else { 128 });
             assert_eq!(
-                matches!(l.family, Family::MatMulWg | Family::MatMulWgW),
+                matches!(
+                    l.family,
+                    Family::MatMulWg | Family::MatMulWgW | Family::ConvWgm | Family::ConvWgmW
+                ),
                 t.tile == GemmTile::WgMat,
                 "kernel {k} ({t})"
             );
@@ -237,4 +240,28 @@ fn with_wgmma_the_rules_run_bert_linear_layers_on_wgmma_matmuls() {
     }
     // Every encoder layer's Q/K/V, output and two FFN projections at least.
     assert!(wg >= 12 * 4, "{wg} wgmma matmuls");
+}
+
+#[test]
+fn with_wgmma_the_rules_run_large_convolutions_on_shared_memory_wgmma_tiles() {
+    let g = reef_zoo::build("vgg19", 1, 1).unwrap();
+    let plan = reef_plan::compile(&g).unwrap();
+    let on = build_wg(&plan, Precision::Tf32, true, vec![]);
+    let mut wgm = 0;
+    for (k, l) in on.launches.iter().enumerate() {
+        let Some(c) = on.gemms[k] else { continue };
+        if !c.problem.conv {
+            continue;
+        }
+        let big = c.problem.m >= 128 && c.problem.n >= 128;
+        assert_eq!(
+            matches!(l.family, Family::ConvWgm | Family::ConvWgmW),
+            big,
+            "kernel {k} {:?}",
+            c.problem
+        );
+        wgm += usize::from(big);
+    }
+    // Every 3x3 convolution from 128 channels on (at 224..14 pixels square).
+    assert!(wgm >= 12, "{wgm}");
 }
