@@ -884,6 +884,21 @@ struct FfmaCore {
 // tile abandoned at a barrier leaves nothing in flight.
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define REEF_HAS_WGMMA 1
+// The f32 accumulator operands of an m64nN wgmma: N / 2 registers per
+// thread, as the "{%0,...}" list of the instruction and "+f" constraints.
+#define REEF_WG_D32                                                     \
+    "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"           \
+    "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, "
+#define REEF_WG_D64                                                     \
+    "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"           \
+    "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"  \
+    "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"  \
+    "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, "
+#define REEF_WG_ACC4(d, i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3])
+#define REEF_WG_ACC32(d)                                                                      \
+    REEF_WG_ACC4(d, 0), REEF_WG_ACC4(d, 4), REEF_WG_ACC4(d, 8), REEF_WG_ACC4(d, 12),          \
+        REEF_WG_ACC4(d, 16), REEF_WG_ACC4(d, 20), REEF_WG_ACC4(d, 24), REEF_WG_ACC4(d, 28)
+#define REEF_WG_ACC64(d) REEF_WG_ACC32(d), REEF_WG_ACC32((d + 32))
 __device__ __forceinline__ u64 reef_wg_desc(const float* p, u32 lbo, u32 sbo) {
     const u32 a = reef_smem(p);
     return (u64)((a >> 4) & 0x3FFF) | ((u64)((lbo >> 4) & 0x3FFF) << 16) |
@@ -893,32 +908,18 @@ __device__ __forceinline__ void reef_wgmma_n64(float* d, const u32* a, u64 desc)
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n64k8.f32.tf32.tf32 "
-        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
-        "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, "
+        REEF_WG_D32
         "{%32,%33,%34,%35}, %36, p, 1, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : REEF_WG_ACC32(d)
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
 }
 __device__ __forceinline__ void reef_wgmma_n128(float* d, const u32* a, u64 desc) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 "
-        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
-        "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
-        "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
-        "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, "
+        REEF_WG_D64
         "{%64,%65,%66,%67}, %68, p, 1, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : REEF_WG_ACC64(d)
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
 }
 #endif
@@ -977,19 +978,9 @@ __device__ __forceinline__ void reef_wgmma_ss_n128(float* d, u64 da, u64 db) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 "
-        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
-        "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
-        "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
-        "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, "
+        REEF_WG_D64
         "%64, %65, p, 1, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : REEF_WG_ACC64(d)
         : "l"(da), "l"(db));
 }
 #endif
@@ -1017,7 +1008,10 @@ __device__ __forceinline__ bool reef_wgm_pipeline(L& ld, i32 kb, i32 ke, F step)
     float* const Bs = As + C::A_FLOATS;
     constexpr int AHEAD = C::ST - 2;
     const i32 steps = ke > kb ? (ke - kb + GK - 1) / GK : 0;
-    i32& reef_stop = reef_stop_word();
+    // Two stop words, one per step parity: thread 0 writes step t's before
+    // barrier t and next writes it before barrier t + 2, which no thread
+    // passes before it has read step t's after barrier t.
+    __shared__ i32 reef_stops[2];
     i32 flag = 0;
     if (BE && threadIdx.x == 0) flag = *(volatile const i32*)ld.p.hdr.flag;
 #pragma unroll
@@ -1032,11 +1026,11 @@ __device__ __forceinline__ bool reef_wgm_pipeline(L& ld, i32 kb, i32 ke, F step)
         if constexpr (!BR) ld.round_b(Bs + sc * C::B_STAGE);
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         if (BE && threadIdx.x == 0) {
-            reef_stop = flag;
+            reef_stops[t & 1] = flag;
             flag = *(volatile const i32*)ld.p.hdr.flag;
         }
         __syncthreads();
-        if (BE && reef_stop != 0) {
+        if (BE && reef_stops[t & 1] != 0) {
             asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
             reef_cp_wait<0>();
             __syncthreads();
