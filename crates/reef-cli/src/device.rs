@@ -39,6 +39,26 @@ pub fn open(choice: DeviceChoice, cpu_threads: Option<usize>) -> Result<Arc<dyn 
     }
 }
 
+/// The checks of [`open_many`] that take no time: a device count of at
+/// least 1, GPU options that parse, and a GPU where one is required. A
+/// server runs them before it binds its endpoints, so that such mistakes
+/// fail at once; opening a GPU (which compiles its kernels the first time)
+/// happens after.
+pub fn precheck(choice: DeviceChoice, n: usize) -> Result<()> {
+    if n == 0 {
+        bail!("--devices must be at least 1");
+    }
+    if choice != DeviceChoice::Cpu {
+        if let Err(e) = reef_cuda::CudaOptions::from_env() {
+            bail!("CUDA device options: {e}");
+        }
+    }
+    if choice == DeviceChoice::Cuda && !reef_cuda::cuda_available() {
+        bail!("no usable CUDA device: no driver, no NVRTC or no GPU visible");
+    }
+    Ok(())
+}
+
 /// Opens `n` devices: GPUs 0..n, or, on the CPU backend, `n` emulated devices
 /// sharing the cores (each gets its own worker pool).
 pub fn open_many(choice: DeviceChoice, n: usize) -> Result<Vec<Arc<dyn Device>>> {

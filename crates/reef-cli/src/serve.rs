@@ -7,6 +7,7 @@
 use crate::device::{self, DeviceChoice};
 use crate::serve_config::{self, ServeSettings};
 use anyhow::{Context, Result};
+use reef_sched::starting::Starting;
 use reef_sched::{GraphSource, Mode, Priority, SchedConfig, Scheduler, Service};
 use reef_server::{ModelConfig, Server, ServerConfig};
 use serde::Deserialize;
@@ -128,7 +129,7 @@ fn zoo_configs(names: &[String], max_batch: usize) -> Result<Vec<ModelConfig>> {
 pub fn run(args: ServeArgs) -> Result<()> {
     let a = ServeSettings::resolve(args)?;
     let max_body_bytes = a.max_body_bytes()?;
-    let devs = device::open_many(a.device, a.devices)?;
+    device::precheck(a.device, a.devices)?;
     let cfg = SchedConfig {
         mode: a.mode,
         be_depth: a.be_depth,
@@ -144,18 +145,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .with_context(|| format!("reading model repository {}", dir.display()))?,
         None => zoo_configs(&a.models, a.max_batch)?,
     };
-    let names: Vec<String> = devs.iter().map(|d| d.name()).collect();
-    let scheds = devs
-        .into_iter()
-        .map(|d| Scheduler::new(d, cfg.clone()).map_err(|e| anyhow::anyhow!("{e}")))
-        .collect::<Result<Vec<_>>>()?;
-    let sched: Arc<dyn Service> = if scheds.len() == 1 {
-        scheds.into_iter().next().expect("one scheduler")
-    } else {
-        reef_sched::multi::MultiScheduler::new(scheds).map_err(|e| anyhow::anyhow!("{e}"))?
-    };
-    let dev_names = names.join(" + ");
-    tracing::info!(devices = %dev_names, mode = %a.mode, models = configs.len(), "starting");
     let server_cfg = ServerConfig {
         http_addr: a.http,
         grpc_addr: a.grpc,
@@ -174,35 +163,91 @@ pub fn run(args: ServeArgs) -> Result<()> {
         tracing::info!(threads = a.busy_poll, "front end busy-polling");
     }
     reef_server::spawn_busy_pollers(rt.handle(), a.busy_poll);
+    // The endpoints answer at once (live; not ready) while the device is
+    // opened (a GPU's first start compiles its kernel sets) and the
+    // scheduler built; then the models load one by one.
+    let starting = Starting::new();
+    let sched: Arc<dyn Service> = starting.clone();
+    let (device, devices, mode) = (a.device, a.devices, a.mode);
     rt.block_on(async move {
         let server = Server::bind(server_cfg).await?;
-        println!("reef serving on {dev_names}: HTTP {}, gRPC {} ({} mode)", server.http_addr(), server.grpc_addr(), a.mode);
-        let loader = sched.clone();
+        println!(
+            "reef serving: HTTP {}, gRPC {} ({mode} mode); preparing the device",
+            server.http_addr(),
+            server.grpc_addr()
+        );
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
         tokio::task::spawn_blocking(move || {
+            let t0 = std::time::Instant::now();
+            let (service, names) = match start_service(device, devices, cfg) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = failed_tx.send(e);
+                    return;
+                }
+            };
+            tracing::info!(devices = %names, mode = %mode, models = configs.len(), secs = t0.elapsed().as_secs_f64(), "device ready");
+            println!("reef ready on {names}");
+            starting.started(service.clone());
             for c in configs {
                 let t0 = std::time::Instant::now();
                 let source: Result<GraphSource, _> = c.graph_source();
-                let r = source.map_err(|e| e.to_string()).and_then(|s| loader.load_model(&c.name, s, c.priority).map_err(|e| e.to_string()));
+                let r = source.map_err(|e| e.to_string()).and_then(|s| service.load_model(&c.name, s, c.priority).map_err(|e| e.to_string()));
                 match r {
                     Ok(()) => tracing::info!(model = %c.name, secs = t0.elapsed().as_secs_f64(), "model ready"),
                     Err(e) => tracing::error!(model = %c.name, "not loaded: {e}"),
                 }
             }
         });
-        let shutdown = async {
+        let failure = Arc::new(std::sync::Mutex::new(None::<anyhow::Error>));
+        let failure_slot = failure.clone();
+        let shutdown = async move {
             let ctrl_c = tokio::signal::ctrl_c();
-            #[cfg(unix)]
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut term) => tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} },
-                Err(_) => {
-                    let _ = ctrl_c.await;
+            let signal = async {
+                #[cfg(unix)]
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut term) => tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} },
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                    }
+                }
+                #[cfg(not(unix))]
+                let _ = ctrl_c.await;
+            };
+            tokio::select! {
+                _ = signal => tracing::info!("shutting down: finishing RT work, cancelling BE work"),
+                Ok(e) = failed_rx => {
+                    tracing::error!("the device could not be prepared: {e:#}");
+                    *failure_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                 }
             }
-            #[cfg(not(unix))]
-            let _ = ctrl_c.await;
-            tracing::info!("shutting down: finishing RT work, cancelling BE work");
         };
         server.run(sched, shutdown).await?;
-        Ok::<_, anyhow::Error>(())
+        let failed = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match failed {
+            Some(e) => Err(e),
+            None => Ok::<_, anyhow::Error>(()),
+        }
     })
+}
+
+/// Opens the devices and builds one scheduler per device (a multi-device
+/// scheduler over several); returns it and the devices' names.
+fn start_service(
+    device: DeviceChoice,
+    devices: usize,
+    cfg: SchedConfig,
+) -> Result<(Arc<dyn Service>, String)> {
+    let devs = device::open_many(device, devices)?;
+    let names: Vec<String> = devs.iter().map(|d| d.name()).collect();
+    let scheds = devs
+        .into_iter()
+        .map(|d| Scheduler::new(d, cfg.clone()).map_err(|e| anyhow::anyhow!("{e}")))
+        .collect::<Result<Vec<_>>>()?;
+    let sched: Arc<dyn Service> = if scheds.len() == 1 {
+        scheds.into_iter().next().expect("one scheduler")
+    } else {
+        reef_sched::multi::MultiScheduler::new(scheds).map_err(|e| anyhow::anyhow!("{e}"))?
+    };
+    Ok((sched, names.join(" + ")))
 }

@@ -273,4 +273,9 @@ pub trait Service: Send + Sync {
     }
     /// Stops: finishes RT tasks, cancels BE tasks, answers everything queued.
     fn shutdown(&self);
+    /// Whether the service takes requests: false while it is still starting
+    /// ([`crate::starting::Starting`]); a started scheduler always does.
+    fn ready(&self) -> bool {
+        true
+    }
 }

@@ -9,6 +9,7 @@ mod engine;
 pub mod multi;
 pub mod padding;
 pub mod registry;
+pub mod starting;
 pub mod stats;
 mod task;
 

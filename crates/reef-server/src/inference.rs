@@ -85,7 +85,7 @@ pub fn prepare(
 ) -> Result<Prepared, RequestError> {
     let model = &info.name;
     if !state.is_ready() {
-        return Err(RequestError::not_ready("server is shutting down"));
+        return Err(state.not_ready_error());
     }
     if !info.ready {
         return Err(RequestError::not_ready(format!(

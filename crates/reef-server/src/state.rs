@@ -87,9 +87,20 @@ impl AppState {
         self
     }
 
-    /// True until shutdown begins.
+    /// True once the service has started, until shutdown begins.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst) && self.service.ready()
+    }
+
+    /// The 503 / UNAVAILABLE answer while [`AppState::is_ready`] is false:
+    /// the server is still starting (its device being prepared) or is
+    /// shutting down.
+    pub fn not_ready_error(&self) -> RequestError {
+        if self.ready.load(Ordering::SeqCst) {
+            RequestError::not_ready("the server is starting: its device is being prepared")
+        } else {
+            RequestError::not_ready("server is shutting down")
+        }
     }
 
     /// Marks the server as shutting down (readiness turns false, new
@@ -98,8 +109,12 @@ impl AppState {
         self.ready.store(false, Ordering::SeqCst);
     }
 
-    /// The model called `name`, or 404.
+    /// The model called `name`, or 404 (503 while the service is starting:
+    /// no model is known yet).
     pub fn model(&self, name: &str) -> Result<ModelInfo, RequestError> {
+        if !self.service.ready() {
+            return Err(self.not_ready_error());
+        }
         self.service
             .models()
             .into_iter()

@@ -676,3 +676,52 @@ async fn client_disconnect_cancels_and_shutdown_is_graceful() {
         "still accepting"
     );
 }
+
+#[tokio::test]
+async fn a_starting_server_is_live_not_ready_and_answers_503_until_its_service_starts() {
+    let starting = reef_sched::starting::Starting::new();
+    let s = start(starting.clone()).await;
+    assert_eq!(get(&format!("{}/v2/health/live", s.http)).await.0, 200);
+    assert_eq!(get(&format!("{}/v2/health/ready", s.http)).await.0, 503);
+    // Every model answers "not ready, starting" (503), never "unknown" (404).
+    let (st, body) = get(&format!("{}/v2/models/add/ready", s.http)).await;
+    assert_eq!(st, 503, "{body}");
+    let (st, body) = get(&format!("{}/v2/models/add", s.http)).await;
+    assert_eq!(st, 503, "{body}");
+    assert!(err(&body).contains("starting"), "{body}");
+    let a = rand_f32(7, 8);
+    let (st, body) = post(
+        &format!("{}/v2/models/add/infer", s.http),
+        &add_request(&a, &a, 2),
+    )
+    .await;
+    assert_eq!(st, 503, "{body}");
+    assert!(err(&body).contains("starting"), "{body}");
+    let mut grpc = reef_server::grpc_client(&s.grpc)
+        .await
+        .expect("gRPC client");
+    let ready = grpc
+        .server_ready(reef_server::proto::ServerReadyRequest {})
+        .await
+        .expect("ServerReady")
+        .into_inner();
+    assert!(!ready.ready);
+
+    // Handed over: ready, and the same requests are served.
+    starting.started(TestService::new());
+    assert_eq!(get(&format!("{}/v2/health/ready", s.http)).await.0, 200);
+    assert_eq!(get(&format!("{}/v2/models/add/ready", s.http)).await.0, 200);
+    let (st, body) = post(
+        &format!("{}/v2/models/add/infer", s.http),
+        &add_request(&a, &a, 2),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let ready = grpc
+        .server_ready(reef_server::proto::ServerReadyRequest {})
+        .await
+        .expect("ServerReady")
+        .into_inner();
+    assert!(ready.ready);
+    s.stop().await.unwrap();
+}

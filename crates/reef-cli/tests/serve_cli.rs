@@ -1,0 +1,166 @@
+//! `reef serve` as a process: it binds and answers health checks before its
+//! device is ready (ready only once it is), loads the zoo models in the
+//! background, stops cleanly on SIGTERM, and fails at once, naming what is
+//! wrong, on settings it cannot run with.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The status code of `GET path` on `addr` (HTTP/1.1, one connection).
+fn status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = String::new();
+    s.read_to_string(&mut head).ok()?;
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Polls `path` until it answers 200 (true) or `limit` passes (false).
+fn wait_for_200(addr: SocketAddr, path: &str, limit: Duration) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if status(addr, path) == Some(200) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn serve_answers_health_checks_loads_models_and_stops_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reef"))
+        .args([
+            "serve",
+            "--device",
+            "cpu",
+            "--models",
+            "resnet_tiny,bert_tiny",
+            "--http",
+            "127.0.0.1:0",
+            "--grpc",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start reef serve");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a first line").expect("utf-8");
+    // "reef serving: HTTP 127.0.0.1:PORT, gRPC 127.0.0.1:PORT (reset mode); ..."
+    let http: SocketAddr = first
+        .split("HTTP ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP address in {first:?}"));
+    assert!(first.contains("preparing the device"), "{first}");
+    assert_eq!(status(http, "/v2/health/live"), Some(200));
+    assert!(
+        wait_for_200(http, "/v2/health/ready", Duration::from_secs(120)),
+        "never ready"
+    );
+    let ready = lines.next().expect("a second line").expect("utf-8");
+    assert!(ready.starts_with("reef ready on "), "{ready}");
+    for m in ["resnet_tiny", "bert_tiny"] {
+        assert!(
+            wait_for_200(
+                http,
+                &format!("/v2/models/{m}/ready"),
+                Duration::from_secs(120)
+            ),
+            "{m} never ready"
+        );
+    }
+    // A model that is not served is unknown once the server is up.
+    assert_eq!(status(http, "/v2/models/vgg19/ready"), Some(404));
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    let t0 = Instant::now();
+    let code = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "still running after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(code.success(), "{code}");
+}
+
+/// Runs `reef serve` with `args` and `env`, expecting it to exit by itself
+/// within a minute; returns (success, stdout and stderr).
+fn serve_exits(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reef"))
+        .arg("serve")
+        .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start reef serve");
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("reef serve {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut text = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    (status.success(), text)
+}
+
+#[test]
+fn serve_fails_at_once_without_the_gpu_it_was_told_to_use() {
+    if reef_cuda::cuda_available() {
+        println!("SKIP: a GPU is present; this checks the failure without one");
+        return;
+    }
+    let (ok, out) = serve_exits(&["--device", "cuda", "--models", "resnet_tiny"], &[]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("no usable CUDA device"), "{out}");
+    // It failed before binding anything.
+    assert!(!out.contains("reef serving"), "{out}");
+}
+
+#[test]
+fn serve_names_a_bad_gpu_setting_before_binding() {
+    let (ok, out) = serve_exits(
+        &["--device", "auto", "--models", "resnet_tiny"],
+        &[("REEF_PRECISION", "fp7")],
+    );
+    assert!(!ok, "{out}");
+    assert!(out.contains("REEF_PRECISION"), "{out}");
+    assert!(!out.contains("reef serving"), "{out}");
+}
