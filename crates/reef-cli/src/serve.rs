@@ -169,7 +169,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let starting = Starting::new();
     let sched: Arc<dyn Service> = starting.clone();
     let (device, devices, mode) = (a.device, a.devices, a.mode);
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let server = Server::bind(server_cfg).await?;
         println!(
             "reef serving: HTTP {}, gRPC {} ({mode} mode); preparing the device",
@@ -228,7 +228,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
             Some(e) => Err(e),
             None => Ok::<_, anyhow::Error>(()),
         }
-    })
+    });
+    // A device still being prepared (kernels compiling) or models still
+    // loading when shutdown came: do not wait for them.
+    rt.shutdown_background();
+    result
 }
 
 /// Opens the devices and builds one scheduler per device (a multi-device

@@ -1,6 +1,6 @@
-//! NVRTC compilation of the kernel module to CUBIN, once per device
-//! architecture, with an on-disk cache keyed by the SHA-256 of the source,
-//! the options and the NVRTC version.
+//! NVRTC compilation of the kernel sets' modules to CUBIN, once per device
+//! architecture, with an on-disk cache keyed per set by the SHA-256 of the
+//! source, the options (the set's among them) and the NVRTC version.
 
 use crate::error::CudaCall;
 use crate::kernels::{self, KernelSet};

@@ -1,6 +1,6 @@
-//! [`CudaDevice`]: driver and NVRTC discovery, the kernel module (compiled
-//! once per architecture, cached on disk), per-family functions and the
-//! persistent-grid size of every BE kernel.
+//! [`CudaDevice`]: driver and NVRTC discovery, the kernel sets its options
+//! use (compiled once per architecture, cached on disk), per-family
+//! functions and the persistent-grid size of every BE kernel.
 
 use crate::compile;
 use crate::error::CudaCall;

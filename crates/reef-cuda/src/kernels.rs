@@ -1,6 +1,7 @@
-//! The kernel module: its CUDA C++ sources (`kernels/*.cu`, one NVRTC
-//! program), the NVRTC options, and the list of kernel families with their
-//! entry points and block sizes.
+//! The kernels: their CUDA C++ sources (`kernels/*.cu`, one program text,
+//! compiled once per kernel set), the NVRTC options, the kernel sets, and
+//! the list of kernel families with their entry points, block sizes and
+//! dynamic shared memory.
 
 use crate::params::{EW_THREADS, GEMM_L_THREADS, GEMM_THREADS, ROW_THREADS};
 use reef_exec::Variant;
