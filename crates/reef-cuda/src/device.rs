@@ -134,9 +134,7 @@ impl CudaOptions {
             tactics: TacticMode::from_var(var(TACTICS_VAR).as_deref())?,
         })
     }
-}
 
-impl CudaOptions {
     /// The kernel sets a device with these options launches from on a GPU
     /// of compute capability `major.minor`, in [`KernelSet::ALL`] order:
     /// the base set, the GEMM set of the precision, in TF32 the wide tiles
