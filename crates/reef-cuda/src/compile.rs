@@ -133,7 +133,9 @@ pub fn module_cubins(
     }
     let version = nvrtc_version()?;
     let dir = cache_dir();
-    let mut found = Vec::with_capacity(sets.len());
+    // Each set from the cache, or marked to compile: (its index, options, path).
+    let mut out = Vec::with_capacity(sets.len());
+    let mut missing = vec![];
     for &set in sets {
         let mut options = common.clone();
         options.push(set.define());
@@ -143,58 +145,38 @@ pub fn module_cubins(
             (Some(p), false) => std::fs::read(p).ok().filter(|b| !b.is_empty()),
             _ => None,
         };
-        if hit.is_some() {
-            tracing::debug!(set = %set, key = %key, "kernel cache hit");
+        match &hit {
+            Some(_) => tracing::debug!(set = %set, key = %key, "kernel cache hit"),
+            None => missing.push((out.len(), options, path)),
         }
-        found.push((set, options, key, path, hit));
+        out.push(SetCubin {
+            set,
+            cached: hit.is_some(),
+            cubin: hit.unwrap_or_default(),
+            key,
+        });
     }
-    let missing: Vec<&str> = found
-        .iter()
-        .filter(|f| f.4.is_none())
-        .map(|f| f.0.name())
-        .collect();
     if missing.is_empty() {
-        return Ok(found
-            .into_iter()
-            .map(|(set, _, key, _, hit)| SetCubin {
-                set,
-                cubin: hit.unwrap_or_default(),
-                key,
-                cached: true,
-            })
-            .collect());
+        return Ok(out);
     }
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new_spinner()
     } else {
         indicatif::ProgressBar::hidden()
     };
+    let names: Vec<&str> = missing.iter().map(|m| out[m.0].set.name()).collect();
     bar.set_message(format!(
         "compiling reef CUDA kernels ({}) for sm_{major}{minor}",
-        missing.join(", ")
+        names.join(", ")
     ));
     bar.enable_steady_tick(Duration::from_millis(100));
-    let compiled: Vec<Result<SetCubin, ExecError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = found
-            .into_iter()
-            .map(|(set, options, key, path, hit)| {
-                let source = &source;
-                scope.spawn(move || match hit {
-                    Some(cubin) => Ok(SetCubin {
-                        set,
-                        cubin,
-                        key,
-                        cached: true,
-                    }),
-                    None => compile_set(set, source, &options, path.as_deref(), major, minor).map(
-                        |cubin| SetCubin {
-                            set,
-                            cubin,
-                            key,
-                            cached: false,
-                        },
-                    ),
-                })
+    let compiled: Vec<Result<Vec<u8>, ExecError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = missing
+            .iter()
+            .map(|(i, options, path)| {
+                let (set, source) = (out[*i].set, &source);
+                scope
+                    .spawn(move || compile_set(set, source, options, path.as_deref(), major, minor))
             })
             .collect();
         handles
@@ -209,7 +191,10 @@ pub fn module_cubins(
             .collect()
     });
     bar.finish_and_clear();
-    compiled.into_iter().collect()
+    for ((i, _, _), cubin) in missing.iter().zip(compiled) {
+        out[*i].cubin = cubin?;
+    }
+    Ok(out)
 }
 
 /// Compiles one set and stores it at `path` (a failed store only warns).
