@@ -134,9 +134,7 @@ impl Service for SimService {
             let stats = TaskStats {
                 queued: started.saturating_duration_since(req.arrival),
                 latency: req.arrival.elapsed(),
-                preemptions: 0,
-                kernels_rerun: 0,
-                device: 0,
+                ..TaskStats::default()
             };
             let _ = tx.send(Ok(InferResponse {
                 outputs: Vec::new(),

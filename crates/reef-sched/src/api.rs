@@ -123,8 +123,13 @@ pub struct InferRequest {
 /// Timing and scheduling facts of one finished task.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct TaskStats {
-    /// Arrival to first kernel launch.
+    /// Arrival to the task's start on the device: waiting in the queue,
+    /// then writing the inputs (`input` of it). Its kernels launch next.
     pub queued: Duration,
+    /// Writing the inputs to the device (the end of `queued`).
+    pub input: Duration,
+    /// Reading the outputs back (the end of `latency`).
+    pub output: Duration,
     /// Arrival to result.
     pub latency: Duration,
     /// Times the task was preempted.

@@ -144,6 +144,7 @@ impl Service for Scheduler {
             tx,
             arrival: req.arrival,
             started: None,
+            input_time: std::time::Duration::ZERO,
             ctx: None,
             next: 0,
             end_mark: 0,

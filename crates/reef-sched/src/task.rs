@@ -6,7 +6,7 @@ use crate::registry::ModelEntry;
 use reef_exec::{Context, ModelHandle};
 use reef_model::Tensor;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// One request being scheduled.
@@ -19,6 +19,8 @@ pub(crate) struct Task {
     pub tx: oneshot::Sender<Result<InferResponse, SchedError>>,
     pub arrival: Instant,
     pub started: Option<Instant>,
+    /// Time spent writing the inputs in [`Task::start`].
+    pub input_time: Duration,
     pub ctx: Option<Box<dyn Context>>,
     /// Next kernel to enqueue.
     pub next: usize,
@@ -55,13 +57,16 @@ impl Task {
     /// Takes a context and writes the inputs.
     pub fn start(&mut self) -> Result<(), SchedError> {
         let mut ctx = self.entry.take_context(&self.handle, self.batch)?;
+        let writing = Instant::now();
         for (i, t) in self.inputs.iter().enumerate() {
             ctx.write_input(i, &t.to_bytes())
                 .map_err(|e| SchedError::Internal(format!("writing input {i}: {e}")))?;
         }
         self.inputs = Vec::new();
         self.ctx = Some(ctx);
-        self.started = Some(Instant::now());
+        let now = Instant::now();
+        self.input_time = now - writing;
+        self.started = Some(now);
         self.next = 0;
         self.needs_begin = true;
         Ok(())
@@ -70,7 +75,9 @@ impl Task {
     /// Reads the outputs, returns the context to the pool and answers.
     pub fn finish(mut self) -> Priority {
         let prio = self.priority;
+        let reading = Instant::now();
         let result = self.read_outputs();
+        let output = reading.elapsed();
         if let Some(ctx) = self.ctx.take() {
             self.entry.give_context(self.batch, ctx);
         }
@@ -79,6 +86,8 @@ impl Task {
                 .started
                 .unwrap_or(self.arrival)
                 .saturating_duration_since(self.arrival),
+            input: self.input_time,
+            output,
             latency: self.arrival.elapsed(),
             preemptions: self.preemptions,
             kernels_rerun: self.rerun,

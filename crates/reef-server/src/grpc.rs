@@ -1,5 +1,5 @@
-//! The KServe v2 gRPC front end (tonic), with Triton's repository and
-//! system shared memory RPCs (CUDA shared memory RPCs answer UNIMPLEMENTED).
+//! The KServe v2 gRPC front end (tonic), with Triton's repository,
+//! statistics and system shared memory RPCs (CUDA shared memory RPCs answer UNIMPLEMENTED).
 //! Outputs come back as `raw_output_contents` (an empty entry for an output
 //! written to system shared memory, so the entries stay parallel to
 //! `outputs`, as tritonclient indexes them); inputs may use
@@ -167,7 +167,7 @@ impl GrpcService {
             Some(req.outputs.iter().map(|o| o.name.clone()).collect())
         };
         let prepared = prepare(state, info, inputs, requested.as_deref(), priority, arrival)?;
-        let response = execute(state, &prepared).await?;
+        let response = execute(state, &prepared, outcome).await?;
         let mut outputs = Vec::with_capacity(prepared.outputs.len());
         let mut raw_out = Vec::with_capacity(prepared.outputs.len());
         for &idx in &prepared.outputs {
@@ -268,6 +268,17 @@ impl GrpcInferenceService for GrpcService {
         let config = crate::admin::model_config(&self.state, &r.name, &r.version)?;
         Ok(Response::new(ModelConfigResponse {
             config: Some(config.to_proto()),
+        }))
+    }
+
+    async fn model_statistics(
+        &self,
+        request: Request<ModelStatisticsRequest>,
+    ) -> Result<Response<ModelStatisticsResponse>, Status> {
+        let r = request.into_inner();
+        let stats = crate::model_stats::select(&self.state, &r.name, &r.version)?;
+        Ok(Response::new(ModelStatisticsResponse {
+            model_stats: stats.iter().map(|s| s.to_proto()).collect(),
         }))
     }
 

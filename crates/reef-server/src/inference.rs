@@ -11,12 +11,13 @@
 //! result is discarded). The request is then counted with outcome
 //! `client_gone`. Nothing in this crate needs to do more than drop the ticket.
 
+use crate::model_stats::Phases;
 use crate::request_error::{ErrorKind, RequestError};
 use crate::state::AppState;
 use reef_model::Tensor;
-use reef_sched::{InferRequest, InferResponse, ModelInfo, Priority};
+use reef_sched::{InferRequest, InferResponse, ModelInfo, Priority, TaskStats};
 use std::collections::HashSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A request or tensor parameter value, whatever the wire format.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +71,9 @@ pub struct Prepared {
     pub request: InferRequest,
     /// Indices into `info.outputs` of the outputs to return, in answer order.
     pub outputs: Vec<usize>,
+    /// Samples in the request: its batch size (1 for a model without a
+    /// batch dimension).
+    pub batch: usize,
 }
 
 /// Checks decoded inputs against the model and orders them as it expects.
@@ -193,6 +197,7 @@ pub fn prepare(
                 .collect::<Result<Vec<_>, _>>()?
         }
     };
+    let batch = batch.map_or(1, |(b, _)| b);
     let request = InferRequest {
         model: model.clone(),
         inputs: ordered,
@@ -203,17 +208,34 @@ pub fn prepare(
         info,
         request,
         outputs,
+        batch,
     })
 }
 
-/// Records the outcome of one request in the metrics; a request dropped
-/// before [`Outcome::finish`] (client gone) is counted as `client_gone`.
+/// Records the outcome of one request in the metrics and the model's
+/// statistics; a request dropped before [`Outcome::finish`] (client gone) is
+/// counted as `client_gone` and, for a known model, as a failure.
 pub struct Outcome<'a> {
     state: &'a AppState,
     model: String,
+    /// The model is known (the request named a served model).
+    known: bool,
     priority: String,
     arrival: Instant,
+    ran: Option<Ran>,
     done: bool,
+}
+
+/// What [`execute`] learned of a request the scheduler answered.
+struct Ran {
+    /// Arrival to submission (the front end's decoding).
+    decode: Duration,
+    /// The scheduler's account.
+    task: TaskStats,
+    /// When the answer came.
+    answered: Instant,
+    /// Samples.
+    batch: usize,
 }
 
 impl<'a> Outcome<'a> {
@@ -222,8 +244,10 @@ impl<'a> Outcome<'a> {
         Outcome {
             state,
             model: "<unknown>".into(),
+            known: false,
             priority: "unknown".into(),
             arrival,
+            ran: None,
             done: false,
         }
     }
@@ -231,25 +255,41 @@ impl<'a> Outcome<'a> {
     /// Labels the request with its (known) model and effective priority.
     pub fn label(&mut self, info: &ModelInfo, priority: Option<Priority>) {
         self.model = info.name.clone();
+        self.known = true;
         self.priority = priority.unwrap_or(info.default_priority).to_string();
     }
 
-    /// Counts the request and, on success, its latency.
+    /// Counts the request and, on success, its latency and phases.
     pub fn finish<T>(mut self, result: &Result<T, RequestError>) {
         self.done = true;
-        match result {
-            Ok(_) => {
+        let now = Instant::now();
+        let total = now - self.arrival;
+        match (result, self.ran.take()) {
+            (Ok(_), ran) => {
                 self.state
                     .metrics
                     .record(&self.model, &self.priority, "success");
+                self.state.metrics.observe_latency(&self.priority, total);
+                if let Some(r) = ran {
+                    let encode = now.saturating_duration_since(r.answered);
+                    let phases = Phases::of(r.decode, &r.task, encode, total);
+                    self.state
+                        .model_stats
+                        .success(&self.model, r.batch, &phases);
+                }
+            }
+            (Err(e), _) => {
                 self.state
                     .metrics
-                    .observe_latency(&self.priority, self.arrival.elapsed());
+                    .record(&self.model, &self.priority, e.kind.outcome());
+                self.failed(total);
             }
-            Err(e) => self
-                .state
-                .metrics
-                .record(&self.model, &self.priority, e.kind.outcome()),
+        }
+    }
+
+    fn failed(&self, elapsed: Duration) {
+        if self.known {
+            self.state.model_stats.failure(&self.model, elapsed);
         }
     }
 }
@@ -260,15 +300,22 @@ impl Drop for Outcome<'_> {
             self.state
                 .metrics
                 .record(&self.model, &self.priority, "client_gone");
+            self.failed(self.arrival.elapsed());
         }
     }
 }
 
-/// Submits a prepared request and waits for its answer.
+/// Submits a prepared request and waits for its answer, noting its timing
+/// in `outcome` for the model's statistics.
 ///
 /// Cancellation: dropping this future drops the ticket, which cancels an
 /// unfinished BE task (see the module documentation).
-pub async fn execute(state: &AppState, prepared: &Prepared) -> Result<InferResponse, RequestError> {
+pub async fn execute(
+    state: &AppState,
+    prepared: &Prepared,
+    outcome: &mut Outcome<'_>,
+) -> Result<InferResponse, RequestError> {
+    let decode = prepared.request.arrival.elapsed();
     let ticket = state.service.submit(prepared.request.clone())?;
     let response = match ticket.await {
         Ok(r) => r?,
@@ -287,5 +334,11 @@ pub async fn execute(state: &AppState, prepared: &Prepared) -> Result<InferRespo
             response.outputs.len()
         )));
     }
+    outcome.ran = Some(Ran {
+        decode,
+        task: response.stats.clone(),
+        answered: Instant::now(),
+        batch: prepared.batch,
+    });
     Ok(response)
 }

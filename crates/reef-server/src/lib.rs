@@ -22,6 +22,7 @@ pub mod grpc_codec;
 pub mod http;
 pub mod inference;
 pub mod metrics;
+pub mod model_stats;
 pub mod repository;
 pub mod request_error;
 pub mod runtime;

@@ -1,6 +1,7 @@
 //! State shared by the HTTP and gRPC front ends.
 
 use crate::metrics::Metrics;
+use crate::model_stats::ModelStatsRegistry;
 use crate::repository::{self, ModelConfig};
 use crate::request_error::RequestError;
 use crate::shm::ShmRegistry;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub service: Arc<dyn Service>,
     /// Metrics registry.
     pub metrics: Metrics,
+    /// Per-model statistics (Triton's statistics extension).
+    pub model_stats: ModelStatsRegistry,
     /// Model repository folder, if any.
     pub repository: Option<PathBuf>,
     /// Largest request body / message, bytes.
@@ -65,6 +68,7 @@ impl AppState {
         }
         AppState {
             metrics: Metrics::new(service.clone()),
+            model_stats: ModelStatsRegistry::default(),
             service,
             repository,
             max_body_bytes,

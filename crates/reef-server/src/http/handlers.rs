@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
 
-type AppStateRef = State<Arc<AppState>>;
+pub(super) type AppStateRef = State<Arc<AppState>>;
 
 /// GET /v2/health/live
 pub async fn live() -> Json<Value> {
@@ -187,7 +187,7 @@ async fn infer_inner(
             .map(|(&i, (_, mode))| (i, mode))
             .collect(),
     };
-    let response = execute(state, &prepared).await?;
+    let response = execute(state, &prepared, outcome).await?;
     infer::encode(&prepared.info, req.id.as_deref(), &modes, &response.outputs)
 }
 

@@ -1,10 +1,12 @@
 //! The KServe v2 REST front end (axum): health, metadata, Triton's model
 //! configuration, inference (JSON and Triton binary tensors), the
-//! model-repository and system shared memory extensions and `/metrics`.
+//! model-repository, statistics and system shared memory extensions and
+//! `/metrics`.
 
 mod body;
 mod handlers;
 pub mod infer;
+mod stats;
 
 use crate::request_error::RequestError;
 use crate::state::AppState;
@@ -17,6 +19,7 @@ pub const EXTENSIONS: &[&str] = &[
     "binary_tensor_data",
     "model_configuration",
     "model_repository",
+    "statistics",
     "system_shared_memory",
 ];
 
@@ -48,6 +51,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v2/models/{name}/versions/{version}/ready",
             get(handlers::model_ready_version),
+        )
+        .route("/v2/models/stats", get(stats::all))
+        .route("/v2/models/{name}/stats", get(stats::model))
+        .route(
+            "/v2/models/{name}/versions/{version}/stats",
+            get(stats::model_version),
         )
         .route("/v2/models/{name}/infer", post(handlers::infer))
         .route(

@@ -208,10 +208,12 @@ impl Service for TestService {
         }
         let arrival = req.arrival;
         tokio::spawn(async move {
+            let queued = arrival.elapsed();
             let result = compute(&req.model, &req.inputs).map(|outputs| InferResponse {
                 outputs,
                 priority,
                 stats: TaskStats {
+                    queued,
                     latency: arrival.elapsed(),
                     ..TaskStats::default()
                 },

@@ -13,7 +13,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-async fn connect(url: &str) -> GrpcInferenceServiceClient<Channel> {
+pub(crate) async fn connect(url: &str) -> GrpcInferenceServiceClient<Channel> {
     GrpcInferenceServiceClient::connect(url.to_string())
         .await
         .expect("connect")
@@ -45,7 +45,7 @@ fn input(
     }
 }
 
-fn add_raw(a: &[f32], b: &[f32], batch: i64) -> ModelInferRequest {
+pub(crate) fn add_raw(a: &[f32], b: &[f32], batch: i64) -> ModelInferRequest {
     ModelInferRequest {
         model_name: "add".into(),
         id: "g1".into(),

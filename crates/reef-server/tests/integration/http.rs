@@ -14,21 +14,21 @@ fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-async fn get(url: &str) -> (u16, Value) {
+pub(crate) async fn get(url: &str) -> (u16, Value) {
     let r = client().get(url).send().await.expect("GET");
     let status = r.status().as_u16();
     let body = r.bytes().await.expect("body");
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
-async fn post(url: &str, body: &Value) -> (u16, Value) {
+pub(crate) async fn post(url: &str, body: &Value) -> (u16, Value) {
     let r = client().post(url).json(body).send().await.expect("POST");
     let status = r.status().as_u16();
     let body = r.bytes().await.expect("body");
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
-fn err(v: &Value) -> String {
+pub(crate) fn err(v: &Value) -> String {
     v["error"]
         .as_str()
         .unwrap_or_else(|| panic!("no error message in {v}"))
@@ -43,7 +43,7 @@ fn f32_data(v: &Value) -> Vec<f32> {
         .collect()
 }
 
-fn add_request(a: &[f32], b: &[f32], batch: usize) -> Value {
+pub(crate) fn add_request(a: &[f32], b: &[f32], batch: usize) -> Value {
     json!({
         "id": "req-7",
         "inputs": [

@@ -8,3 +8,4 @@ mod http;
 mod python;
 mod repository;
 mod shm;
+mod stats;

@@ -272,3 +272,57 @@ def test_system_shared_memory(http, grpc, meta, protocol):
         client.unregister_system_shared_memory(out_name)
         shm.destroy_shared_memory_region(in_handle)
         shm.destroy_shared_memory_region(out_handle)
+
+
+def test_inference_statistics(http, grpc, meta):
+    """Triton's statistics extension: tritonclient reads the same counters over
+    both protocols, and they move by exactly the requests sent meanwhile."""
+    assert "statistics" in http.get_server_metadata()["extensions"]
+    assert "statistics" in grpc.get_server_metadata().extensions
+
+    def http_stat():
+        (s,) = http.get_inference_statistics(MODEL)["model_stats"]
+        assert s["name"] == MODEL
+        return s
+
+    before = http_stat()
+    data = random_inputs(meta, seed=5)
+    http_infer(http, meta, data, binary=True)
+    http_infer(http, meta, data, binary=False)
+    grpc_infer(grpc, meta, data)
+    t = meta["inputs"][0]
+    bad = [1] + [d + 1 if d > 0 else 1 for d in t["shape"][1:]] + [2]
+    x = grpcclient.InferInput(t["name"], bad, t["datatype"])
+    x.set_data_from_numpy(np.ones(bad, dtype=NP_TYPES[t["datatype"]]))
+    with pytest.raises(InferenceServerException):
+        grpc.infer(MODEL, [x])
+    after = http_stat()
+
+    def delta(path):
+        a, b = after, before
+        for k in path:
+            a, b = a[k], b[k]
+        return a - b
+
+    assert delta(["execution_count"]) == 3
+    assert delta(["inference_count"]) == 3
+    assert delta(["inference_stats", "success", "count"]) == 3
+    assert delta(["inference_stats", "fail", "count"]) == 1
+    phases = ["queue", "compute_input", "compute_infer", "compute_output"]
+    for k in phases:
+        assert delta(["inference_stats", k, "count"]) == 3
+    spent = sum(delta(["inference_stats", k, "ns"]) for k in phases)
+    assert 0 < spent <= delta(["inference_stats", "success", "ns"])
+    assert after["last_inference"] >= before["last_inference"]
+    assert after["last_inference"] > 0
+
+    g = grpc.get_inference_statistics(MODEL, as_json=True)["model_stats"][0]
+    # gRPC's JSON form spells 64-bit integers as strings.
+    assert int(g["execution_count"]) == after["execution_count"]
+    assert int(g["inference_stats"]["success"]["ns"]) == after["inference_stats"]["success"]["ns"]
+    names = [s["name"] for s in http.get_inference_statistics()["model_stats"]]
+    assert MODEL in names
+    for client in (http, grpc):
+        with pytest.raises(InferenceServerException) as e:
+            client.get_inference_statistics("no-such-model-here")
+        assert "no-such-model-here" in str(e.value)
