@@ -1,5 +1,6 @@
-//! The KServe v2 gRPC front end (tonic), with Triton's repository,
-//! statistics and system shared memory RPCs (CUDA shared memory RPCs answer UNIMPLEMENTED).
+//! The KServe v2 gRPC front end (tonic), with Triton's streaming inference
+//! (`grpc_stream`), repository, statistics and system shared memory RPCs
+//! (CUDA shared memory RPCs answer UNIMPLEMENTED).
 //! Outputs come back as `raw_output_contents` (an empty entry for an output
 //! written to system shared memory, so the entries stay parallel to
 //! `outputs`, as tritonclient indexes them); inputs may use
@@ -84,122 +85,131 @@ fn tensor_metadata(t: &TensorInfo) -> TensorMetadata {
     }
 }
 
-impl GrpcService {
-    async fn infer(
-        &self,
-        outcome: &mut Outcome<'_>,
-        req: ModelInferRequest,
-        arrival: Instant,
-    ) -> Result<ModelInferResponse, RequestError> {
-        let state = &self.state;
-        let info = state.model_version(&req.model_name, &req.model_version)?;
-        outcome.label(&info, None);
-        reject_request_shared_memory(&req.parameters)?;
-        let priority = match req.parameters.get(PRIORITY_PARAM) {
+/// Runs one inference request, counted in the metrics and statistics.
+pub(crate) async fn run_infer(
+    state: &AppState,
+    req: ModelInferRequest,
+) -> Result<ModelInferResponse, RequestError> {
+    let arrival = Instant::now();
+    let mut outcome = Outcome::new(state, arrival);
+    let result = infer(state, &mut outcome, req, arrival).await;
+    outcome.finish(&result);
+    result
+}
+
+async fn infer(
+    state: &AppState,
+    outcome: &mut Outcome<'_>,
+    req: ModelInferRequest,
+    arrival: Instant,
+) -> Result<ModelInferResponse, RequestError> {
+    let info = state.model_version(&req.model_name, &req.model_version)?;
+    outcome.label(&info, None);
+    reject_request_shared_memory(&req.parameters)?;
+    let priority = match req.parameters.get(PRIORITY_PARAM) {
+        None => None,
+        Some(p) => match param_value(p) {
+            Some(v) => parse_priority(&v)?,
             None => None,
-            Some(p) => match param_value(p) {
-                Some(v) => parse_priority(&v)?,
-                None => None,
-            },
-        };
-        outcome.label(&info, priority);
-        let mut targets = Vec::with_capacity(req.inputs.len());
-        for input in &req.inputs {
-            let what = format!("input '{}'", input.name);
-            targets.push(shm_target(state, &what, &input.parameters)?);
-        }
-        let raw = &req.raw_input_contents;
-        let not_shm = targets.iter().filter(|t| t.is_none()).count();
-        if !raw.is_empty() && raw.len() != not_shm {
-            return Err(RequestError::bad(format!(
-                "raw_input_contents has {} entries for {} inputs, {} of them in shared memory \
-                 (give one entry per input not in shared memory, or none)",
-                raw.len(),
-                req.inputs.len(),
-                req.inputs.len() - not_shm
-            )));
-        }
-        let mut raw_next = raw.iter();
-        let mut inputs = Vec::with_capacity(req.inputs.len());
-        for (input, target) in req.inputs.iter().zip(targets) {
-            let name = input.name.as_str();
-            let dtype = parse_datatype(name, &input.datatype)?;
-            let shape = parse_shape(name, &input.shape)?;
-            let tensor = if let Some(target) = target {
-                if input.contents.is_some() {
-                    return Err(RequestError::bad(format!(
-                        "input '{name}': has both contents and a shared memory region"
-                    )));
-                }
-                target.read_tensor(name, dtype, shape)?
-            } else if let Some(bytes) = raw_next.next() {
-                if input.contents.is_some() {
-                    return Err(RequestError::bad(format!(
-                        "input '{name}': has both contents and raw_input_contents"
-                    )));
-                }
-                tensor_from_raw(name, dtype, shape, bytes)?
-            } else if let Some(c) = &input.contents {
-                tensor_from_contents(name, dtype, shape, c)?
-            } else {
-                return Err(RequestError::bad(format!(
-                    "input '{name}': has no data (contents, raw_input_contents or shared memory)"
-                )));
-            };
-            inputs.push((input.name.clone(), tensor));
-        }
-        let mut out_targets = HashMap::new();
-        let requested: Option<Vec<String>> = if req.outputs.is_empty() {
-            None
-        } else {
-            for o in &req.outputs {
-                if o.parameters.contains_key("classification") {
-                    return Err(RequestError::bad(format!(
-                        "output '{}': classification is not supported",
-                        o.name
-                    )));
-                }
-                let what = format!("output '{}'", o.name);
-                if let Some(t) = shm_target(state, &what, &o.parameters)? {
-                    out_targets.insert(o.name.clone(), t);
-                }
-            }
-            Some(req.outputs.iter().map(|o| o.name.clone()).collect())
-        };
-        let prepared = prepare(state, info, inputs, requested.as_deref(), priority, arrival)?;
-        let response = execute(state, &prepared, outcome).await?;
-        let mut outputs = Vec::with_capacity(prepared.outputs.len());
-        let mut raw_out = Vec::with_capacity(prepared.outputs.len());
-        for &idx in &prepared.outputs {
-            let t = &response.outputs[idx];
-            let name = &prepared.info.outputs[idx].name;
-            let mut parameters = HashMap::new();
-            match out_targets.get(name) {
-                Some(target) => {
-                    let written = target.write_tensor(name, t)?;
-                    parameters =
-                        crate::grpc_codec::shm_params(target.region(), written, target.offset());
-                    raw_out.push(prost::bytes::Bytes::new());
-                }
-                None => raw_out.push(tensor_bytes(t)),
-            }
-            outputs.push(InferOutputTensor {
-                name: name.clone(),
-                datatype: t.dtype().kserve_name().into(),
-                shape: shape_i64(&t.shape),
-                parameters,
-                contents: None,
-            });
-        }
-        Ok(ModelInferResponse {
-            model_name: prepared.info.name.clone(),
-            model_version: MODEL_VERSION.into(),
-            id: req.id,
-            parameters: HashMap::new(),
-            outputs,
-            raw_output_contents: raw_out,
-        })
+        },
+    };
+    outcome.label(&info, priority);
+    let mut targets = Vec::with_capacity(req.inputs.len());
+    for input in &req.inputs {
+        let what = format!("input '{}'", input.name);
+        targets.push(shm_target(state, &what, &input.parameters)?);
     }
+    let raw = &req.raw_input_contents;
+    let not_shm = targets.iter().filter(|t| t.is_none()).count();
+    if !raw.is_empty() && raw.len() != not_shm {
+        return Err(RequestError::bad(format!(
+            "raw_input_contents has {} entries for {} inputs, {} of them in shared memory \
+                 (give one entry per input not in shared memory, or none)",
+            raw.len(),
+            req.inputs.len(),
+            req.inputs.len() - not_shm
+        )));
+    }
+    let mut raw_next = raw.iter();
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    for (input, target) in req.inputs.iter().zip(targets) {
+        let name = input.name.as_str();
+        let dtype = parse_datatype(name, &input.datatype)?;
+        let shape = parse_shape(name, &input.shape)?;
+        let tensor = if let Some(target) = target {
+            if input.contents.is_some() {
+                return Err(RequestError::bad(format!(
+                    "input '{name}': has both contents and a shared memory region"
+                )));
+            }
+            target.read_tensor(name, dtype, shape)?
+        } else if let Some(bytes) = raw_next.next() {
+            if input.contents.is_some() {
+                return Err(RequestError::bad(format!(
+                    "input '{name}': has both contents and raw_input_contents"
+                )));
+            }
+            tensor_from_raw(name, dtype, shape, bytes)?
+        } else if let Some(c) = &input.contents {
+            tensor_from_contents(name, dtype, shape, c)?
+        } else {
+            return Err(RequestError::bad(format!(
+                "input '{name}': has no data (contents, raw_input_contents or shared memory)"
+            )));
+        };
+        inputs.push((input.name.clone(), tensor));
+    }
+    let mut out_targets = HashMap::new();
+    let requested: Option<Vec<String>> = if req.outputs.is_empty() {
+        None
+    } else {
+        for o in &req.outputs {
+            if o.parameters.contains_key("classification") {
+                return Err(RequestError::bad(format!(
+                    "output '{}': classification is not supported",
+                    o.name
+                )));
+            }
+            let what = format!("output '{}'", o.name);
+            if let Some(t) = shm_target(state, &what, &o.parameters)? {
+                out_targets.insert(o.name.clone(), t);
+            }
+        }
+        Some(req.outputs.iter().map(|o| o.name.clone()).collect())
+    };
+    let prepared = prepare(state, info, inputs, requested.as_deref(), priority, arrival)?;
+    let response = execute(state, &prepared, outcome).await?;
+    let mut outputs = Vec::with_capacity(prepared.outputs.len());
+    let mut raw_out = Vec::with_capacity(prepared.outputs.len());
+    for &idx in &prepared.outputs {
+        let t = &response.outputs[idx];
+        let name = &prepared.info.outputs[idx].name;
+        let mut parameters = HashMap::new();
+        match out_targets.get(name) {
+            Some(target) => {
+                let written = target.write_tensor(name, t)?;
+                parameters =
+                    crate::grpc_codec::shm_params(target.region(), written, target.offset());
+                raw_out.push(prost::bytes::Bytes::new());
+            }
+            None => raw_out.push(tensor_bytes(t)),
+        }
+        outputs.push(InferOutputTensor {
+            name: name.clone(),
+            datatype: t.dtype().kserve_name().into(),
+            shape: shape_i64(&t.shape),
+            parameters,
+            contents: None,
+        });
+    }
+    Ok(ModelInferResponse {
+        model_name: prepared.info.name.clone(),
+        model_version: MODEL_VERSION.into(),
+        id: req.id,
+        parameters: HashMap::new(),
+        outputs,
+        raw_output_contents: raw_out,
+    })
 }
 
 #[tonic::async_trait]
@@ -286,19 +296,25 @@ impl GrpcInferenceService for GrpcService {
         &self,
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
-        let arrival = Instant::now();
-        let mut outcome = Outcome::new(&self.state, arrival);
-        let result = self
-            .infer(&mut outcome, request.into_inner(), arrival)
-            .await;
-        outcome.finish(&result);
-        match result {
+        match run_infer(&self.state, request.into_inner()).await {
             Ok(r) => Ok(Response::new(r)),
             Err(e) => {
                 tracing::debug!("gRPC inference request failed: {e}");
                 Err(e.into())
             }
         }
+    }
+
+    type ModelStreamInferStream = crate::grpc_stream::ResponseStream;
+
+    async fn model_stream_infer(
+        &self,
+        request: Request<tonic::Streaming<ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        Ok(Response::new(crate::grpc_stream::serve(
+            self.state.clone(),
+            request.into_inner(),
+        )))
     }
 
     async fn repository_index(

@@ -19,6 +19,7 @@ pub mod config;
 pub mod error;
 mod grpc;
 pub mod grpc_codec;
+mod grpc_stream;
 pub mod http;
 pub mod inference;
 pub mod metrics;

@@ -345,10 +345,10 @@ async fn grpc_errors() {
 
 /// Sends and receives raw bytes, to put a malformed message on the wire.
 #[derive(Debug, Clone, Copy)]
-struct RawCodec;
+pub(crate) struct RawCodec;
 
-struct RawEncoder;
-struct RawDecoder;
+pub(crate) struct RawEncoder;
+pub(crate) struct RawDecoder;
 
 impl Encoder for RawEncoder {
     type Item = Vec<u8>;

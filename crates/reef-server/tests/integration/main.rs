@@ -4,6 +4,7 @@
 mod common;
 mod curl;
 mod grpc;
+mod grpc_stream;
 mod http;
 mod python;
 mod repository;

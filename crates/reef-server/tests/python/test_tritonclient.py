@@ -326,3 +326,45 @@ def test_inference_statistics(http, grpc, meta):
         with pytest.raises(InferenceServerException) as e:
             client.get_inference_statistics("no-such-model-here")
         assert "no-such-model-here" in str(e.value)
+
+
+def grpc_inputs(meta, data):
+    inputs = []
+    for t in meta["inputs"]:
+        x = grpcclient.InferInput(t["name"], list(data[t["name"]].shape), t["datatype"])
+        x.set_data_from_numpy(data[t["name"]])
+        inputs.append(x)
+    return inputs
+
+
+def test_grpc_streaming_inference(http, grpc, meta):
+    """tritonclient's streaming API: every request on the stream is answered,
+    results match unary inference, and a bad request fails alone."""
+    import queue
+
+    answers = queue.Queue()
+    grpc.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        data = {f"r{i}": random_inputs(meta, seed=20 + i) for i in range(3)}
+        for rid, d in data.items():
+            grpc.async_stream_infer(MODEL, grpc_inputs(meta, d), request_id=rid)
+        t = meta["inputs"][0]
+        bad = [1] + [d + 1 if d > 0 else 1 for d in t["shape"][1:]] + [2]
+        x = grpcclient.InferInput(t["name"], bad, t["datatype"])
+        x.set_data_from_numpy(np.ones(bad, dtype=NP_TYPES[t["datatype"]]))
+        grpc.async_stream_infer(MODEL, [x], request_id="bad")
+        got, errors = {}, []
+        for _ in range(len(data) + 1):
+            result, error = answers.get(timeout=300)
+            if error is not None:
+                errors.append(str(error))
+            else:
+                got[result.get_response().id] = result
+    finally:
+        grpc.stop_stream()
+    assert sorted(got) == sorted(data)
+    assert len(errors) == 1 and t["name"] in errors[0], errors
+    for rid, d in data.items():
+        want = http_infer(http, meta, d, binary=True)
+        for o in meta["outputs"]:
+            assert rel_l2(got[rid].as_numpy(o["name"]), want[o["name"]]) < 1e-5
