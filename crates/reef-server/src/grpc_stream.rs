@@ -14,6 +14,9 @@
 //!   running are answered first; then the call ends with the decode error.
 //! - A client that goes away (the response stream is dropped) aborts the
 //!   running tasks, which drops their tickets and so cancels their BE tasks.
+//! - At server shutdown the stream stops reading, answers its running
+//!   requests (the scheduler finishes RT work and cancels BE work) and ends
+//!   with UNAVAILABLE, so an open stream does not hold up the shutdown.
 
 use crate::grpc::run_infer;
 use crate::proto::{ModelInferRequest, ModelInferResponse, ModelStreamInferResponse};
@@ -51,12 +54,24 @@ async fn drive(
     let mut running: JoinSet<ModelStreamInferResponse> = JoinSet::new();
     let mut reading = true;
     let mut ended: Option<Status> = None;
+    let mut shutdown = state.shutdown_signal();
     loop {
+        let stopping = *shutdown.borrow_and_update();
+        if reading && stopping {
+            reading = false;
+            ended = Some(Status::unavailable("server is shutting down"));
+        }
         if !reading && running.is_empty() {
             break;
         }
         tokio::select! {
             _ = tx.closed() => return,
+            // Wakes the loop, whose top notices the shutdown.
+            changed = shutdown.changed(), if reading => {
+                if changed.is_err() {
+                    reading = false;
+                }
+            }
             msg = incoming.message(), if reading && running.len() < STREAM_IN_FLIGHT => match msg {
                 Ok(Some(req)) => {
                     running.spawn(answer(state.clone(), req));

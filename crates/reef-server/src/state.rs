@@ -40,6 +40,9 @@ pub struct AppState {
     default_batch_limit: Option<usize>,
     /// False once shutdown began.
     ready: AtomicBool,
+    /// Turns true when shutdown begins (long-lived calls, such as inference
+    /// streams, watch it to wind down).
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -76,6 +79,7 @@ impl AppState {
             batch_limits: RwLock::new(limits),
             default_batch_limit: None,
             ready: AtomicBool::new(true),
+            shutdown: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -111,6 +115,12 @@ impl AppState {
     /// inference requests get 503 / UNAVAILABLE).
     pub fn set_not_ready(&self) {
         self.ready.store(false, Ordering::SeqCst);
+        self.shutdown.send_replace(true);
+    }
+
+    /// A receiver that sees `true` once shutdown has begun.
+    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
     }
 
     /// The model called `name`, or 404 (503 while the service is starting:

@@ -186,3 +186,45 @@ async fn malformed_message_ends_the_stream_after_earlier_answers() {
     assert!(e.message().contains("malformed protobuf"), "{e:?}");
     s.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn shutdown_answers_and_ends_an_open_stream() {
+    let svc = TestService::new();
+    let mut s = start(svc.clone()).await;
+    let mut c = connect(&s.grpc).await;
+    let (tx, rx) = mpsc::channel(4);
+    let mut answers = c
+        .model_stream_infer(ReceiverStream::new(rx))
+        .await
+        .expect("stream opened")
+        .into_inner();
+    tx.send(slow_request("pending")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The client keeps its side of the stream open throughout.
+    let began = std::time::Instant::now();
+    s.trigger_stop();
+    let limit = Duration::from_secs(10);
+    let first = tokio::time::timeout(limit, answers.next())
+        .await
+        .expect("the running request is answered at shutdown")
+        .expect("stream open")
+        .expect("an answer");
+    assert_eq!(first.infer_response.unwrap().id, "pending");
+    assert!(
+        first.error_message.contains("shutdown"),
+        "{}",
+        first.error_message
+    );
+    let end = tokio::time::timeout(limit, answers.next())
+        .await
+        .expect("the stream ends at shutdown")
+        .expect("a final status")
+        .expect_err("an error status");
+    assert_eq!(end.code(), Code::Unavailable, "{end:?}");
+    tokio::time::timeout(limit, s.join())
+        .await
+        .expect("the server stops without waiting out its grace period")
+        .unwrap();
+    assert!(began.elapsed() < limit);
+    drop(tx);
+}
