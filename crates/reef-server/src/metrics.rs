@@ -5,6 +5,7 @@
 //! [`Service::device_stats`](reef_sched::Service::device_stats), the same
 //! facts per device (`reef_device_*` series labelled `device="<index>"`).
 
+use crate::model_stats::ModelStatsRegistry;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -51,8 +52,9 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// A registry with the request metrics and a collector over `service`'s stats.
-    pub fn new(service: Arc<dyn Service>) -> Self {
+    /// A registry with the request metrics, a collector over `service`'s
+    /// stats and one over the per-model statistics.
+    pub fn new(service: Arc<dyn Service>, models: Arc<ModelStatsRegistry>) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -67,6 +69,7 @@ impl Metrics {
             latency.clone(),
         );
         registry.register_collector(Box::new(SchedCollector { service }));
+        registry.register_collector(Box::new(ModelCollector { models }));
         Metrics {
             registry,
             requests,
@@ -257,6 +260,65 @@ impl Collector for SchedCollector {
     }
 }
 
+/// Reads the per-model statistics at scrape time: the figures of Triton's
+/// statistics extension as counters labelled by model (as Triton's own
+/// `nv_inference_*` metrics are).
+struct ModelCollector {
+    models: Arc<ModelStatsRegistry>,
+}
+
+impl std::fmt::Debug for ModelCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ModelCollector")
+    }
+}
+
+impl Collector for ModelCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let all = self.models.all();
+        let model = |m: &crate::model_stats::ModelStat| vec![("model", m.name.clone())];
+        let counts =
+            |v: fn(&crate::model_stats::ModelStat) -> u64| -> Vec<Sample<ConstCounter<u64>>> {
+                all.iter()
+                    .map(|m| (model(m), ConstCounter::new(v(m))))
+                    .collect()
+            };
+        samples(
+            &mut encoder,
+            "reef_model_inferences",
+            "Samples inferred by model (a request of batch 8 counts 8)",
+            &counts(|m| m.inference_count),
+        )?;
+        samples(
+            &mut encoder,
+            "reef_model_executions",
+            "Successful model executions (requests) by model",
+            &counts(|m| m.execution_count),
+        )?;
+        let mut phases: Vec<Sample<ConstCounter<f64>>> = Vec::new();
+        for m in &all {
+            for (phase, d) in [
+                ("queue", m.queue),
+                ("compute_input", m.compute_input),
+                ("compute_infer", m.compute_infer),
+                ("compute_output", m.compute_output),
+            ] {
+                phases.push((
+                    vec![("model", m.name.clone()), ("phase", phase.to_string())],
+                    ConstCounter::new(d.ns as f64 * 1e-9),
+                ));
+            }
+        }
+        samples(
+            &mut encoder,
+            "reef_model_phase_seconds",
+            "Time successful requests spent in each phase, by model: queue, compute_input \
+             (decoding and writing inputs), compute_infer, compute_output (reading and encoding outputs)",
+            &phases,
+        )
+    }
+}
+
 /// One sample of a series: its labels and its value.
 type Sample<M> = (Vec<(&'static str, String)>, M);
 
@@ -405,7 +467,9 @@ mod tests {
 
     #[test]
     fn a_single_device_service_is_device_0() {
-        let text = Metrics::new(Arc::new(OneDevice)).render().expect("render");
+        let text = Metrics::new(Arc::new(OneDevice), Arc::default())
+            .render()
+            .expect("render");
         for want in [
             r#"reef_device_healthy{device="0",name="cpu (2 threads)"} 1"#,
             r#"reef_device_busy_fraction{device="0"} 0.5"#,

@@ -174,6 +174,18 @@ impl ModelStatsRegistry {
         }
     }
 
+    /// The statistics of every model that has answered or failed a
+    /// request, by name.
+    pub fn all(&self) -> Vec<ModelStat> {
+        let names: Vec<String> = {
+            let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+            models.keys().cloned().collect()
+        };
+        let mut all: Vec<ModelStat> = names.iter().map(|n| self.get(n)).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     fn with(&self, model: &str, f: impl FnOnce(&mut Entry)) {
         let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
         let e = models.entry(model.to_string()).or_insert_with(|| Entry {

@@ -26,8 +26,9 @@ pub struct AppState {
     pub service: Arc<dyn Service>,
     /// Metrics registry.
     pub metrics: Metrics,
-    /// Per-model statistics (Triton's statistics extension).
-    pub model_stats: ModelStatsRegistry,
+    /// Per-model statistics (Triton's statistics extension; also exported
+    /// as metrics).
+    pub model_stats: Arc<ModelStatsRegistry>,
     /// Model repository folder, if any.
     pub repository: Option<PathBuf>,
     /// Largest request body / message, bytes.
@@ -69,9 +70,10 @@ impl AppState {
                 Err(e) => tracing::warn!("model repository: {e}"),
             }
         }
+        let model_stats = Arc::new(ModelStatsRegistry::default());
         AppState {
-            metrics: Metrics::new(service.clone()),
-            model_stats: ModelStatsRegistry::default(),
+            metrics: Metrics::new(service.clone(), model_stats.clone()),
+            model_stats,
             service,
             repository,
             max_body_bytes,

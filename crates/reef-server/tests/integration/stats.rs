@@ -141,6 +141,34 @@ async fn model_statistics_over_http_and_grpc() {
         .collect();
     assert_eq!(sizes, vec![(1, 1), (2, 1), (3, 2)]);
 
+    // /metrics exports the same counters per model.
+    let text = reqwest::get(format!("{}/metrics", s.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metric = |line: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(line))
+            .unwrap_or_else(|| panic!("no {line} in\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(metric(r#"reef_model_executions_total{model="add"}"#), 4.0);
+    assert_eq!(metric(r#"reef_model_inferences_total{model="add"}"#), 9.0);
+    for k in ["queue", "compute_input", "compute_infer", "compute_output"] {
+        let secs = metric(&format!(
+            r#"reef_model_phase_seconds_total{{model="add",phase="{k}"}}"#
+        ));
+        let ns = count_ns(&is[k]).1 as f64;
+        assert!(
+            (secs - ns * 1e-9).abs() <= 1e-9 * ns.max(1.0),
+            "{k}: {secs} s, {ns} ns"
+        );
+    }
+
     // gRPC answers the same figures.
     let g = client
         .model_statistics(ModelStatisticsRequest {
