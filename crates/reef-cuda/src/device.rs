@@ -60,8 +60,9 @@ pub struct CudaOptions {
     /// `REEF_TALL_TILES=1` turns them on).
     pub tall_tiles: bool,
     /// How each convolution's and matmul's tile and K split are chosen
-    /// (`REEF_TACTICS`): the load-time rules (default), timed on the GPU at
-    /// model load (`tune`), or drawn at random (`random:SEED`, testing).
+    /// (`REEF_TACTICS`): timed on the GPU at model load and cached (`tune`,
+    /// the default), the load-time rules (`rules`), or drawn at random
+    /// (`random:SEED`, testing).
     pub tactics: TacticMode,
 }
 
@@ -78,7 +79,7 @@ impl Default for CudaOptions {
             split_waves: true,
             gather_table: true,
             tall_tiles: false,
-            tactics: TacticMode::Rules,
+            tactics: TacticMode::Tune,
         }
     }
 }
@@ -619,10 +620,16 @@ mod tests {
     fn options_pick_the_kernel_sets_they_launch_from() {
         use KernelSet::*;
         let d = CudaOptions::default();
-        assert_eq!(d.kernel_sets(9, 0), vec![Base, Tf32]);
+        // The default tunes tactics, whose candidates include the wide tiles.
+        assert_eq!(d.kernel_sets(9, 0), vec![Base, Tf32, Tf32Wide]);
+        let rules = CudaOptions {
+            tactics: TacticMode::Rules,
+            ..d
+        };
+        assert_eq!(rules.kernel_sets(9, 0), vec![Base, Tf32]);
         let tall = CudaOptions {
             tall_tiles: true,
-            ..d
+            ..rules
         };
         assert_eq!(tall.kernel_sets(9, 0), vec![Base, Tf32, Tf32Wide]);
         for t in [
@@ -633,7 +640,10 @@ mod tests {
             let o = CudaOptions { tactics: t, ..d };
             assert_eq!(o.kernel_sets(8, 0), vec![Base, Tf32, Tf32Wide], "{t}");
         }
-        let wg = CudaOptions { wgmma: true, ..d };
+        let wg = CudaOptions {
+            wgmma: true,
+            ..rules
+        };
         assert_eq!(wg.kernel_sets(9, 0), vec![Base, Tf32, Wgmma]);
         // No wgmma off sm_90: the option is ignored there.
         assert_eq!(wg.kernel_sets(8, 9), vec![Base, Tf32]);
