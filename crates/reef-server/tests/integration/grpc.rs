@@ -323,16 +323,7 @@ async fn grpc_errors() {
     );
 
     // Malformed protobuf through a raw codec.
-    let channel = Channel::from_shared(s.grpc.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut raw = tonic::client::Grpc::new(channel);
-    raw.ready().await.unwrap();
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-        "/inference.GRPCInferenceService/ModelInfer",
-    );
+    let (mut raw, path) = raw_client(&s.grpc, "ModelInfer").await;
     let garbage = vec![0x0a, 0xff, 0xff, 0xff, 0x0f, 1, 2];
     let e = raw
         .unary(tonic::Request::new(garbage), path, RawCodec)
@@ -341,6 +332,27 @@ async fn grpc_errors() {
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("malformed protobuf"), "{e:?}");
     s.stop().await.unwrap();
+}
+
+/// A ready client of raw messages ([`RawCodec`]) and the path of `method`.
+pub(crate) async fn raw_client(
+    url: &str,
+    method: &str,
+) -> (
+    tonic::client::Grpc<Channel>,
+    tonic::codegen::http::uri::PathAndQuery,
+) {
+    let channel = Channel::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raw = tonic::client::Grpc::new(channel);
+    raw.ready().await.unwrap();
+    let path = format!("/inference.GRPCInferenceService/{method}")
+        .parse()
+        .expect("a path");
+    (raw, path)
 }
 
 /// Sends and receives raw bytes, to put a malformed message on the wire.

@@ -3,9 +3,10 @@
 //! client that leaves cancelling its BE work, and a malformed message.
 
 use crate::common::{eventually, rand_f32, start, TestService};
-use crate::grpc::{add_raw, connect, RawCodec};
+use crate::grpc::{add_raw, connect, raw_client, RawCodec};
 use prost::Message;
 use reef_model::tensor::rel_l2;
+use reef_server::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use reef_server::proto::model_infer_request::InferInputTensor;
 use reef_server::proto::*;
 use std::collections::HashMap;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
+use tonic::transport::Channel;
 use tonic::Code;
 
 fn from_le(b: &[u8]) -> Vec<f32> {
@@ -43,6 +45,24 @@ fn slow_request(id: &str) -> ModelInferRequest {
         }],
         ..Default::default()
     }
+}
+
+/// A client with an open inference stream: its request sender and answers.
+async fn open_stream(
+    url: &str,
+) -> (
+    GrpcInferenceServiceClient<Channel>,
+    mpsc::Sender<ModelInferRequest>,
+    tonic::Streaming<ModelStreamInferResponse>,
+) {
+    let mut c = connect(url).await;
+    let (tx, rx) = mpsc::channel(4);
+    let answers = c
+        .model_stream_infer(ReceiverStream::new(rx))
+        .await
+        .expect("stream opened")
+        .into_inner();
+    (c, tx, answers)
 }
 
 #[tokio::test]
@@ -119,13 +139,7 @@ async fn stream_answers_every_request_by_id() {
 async fn stream_requests_run_concurrently_and_a_leaving_client_cancels_them() {
     let svc = TestService::new();
     let s = start(svc.clone()).await;
-    let mut c = connect(&s.grpc).await;
-    let (tx, rx) = mpsc::channel(4);
-    let mut answers = c
-        .model_stream_infer(ReceiverStream::new(rx))
-        .await
-        .expect("stream opened")
-        .into_inner();
+    let (c, tx, mut answers) = open_stream(&s.grpc).await;
     // A request that never finishes does not hold up the one after it.
     tx.send(slow_request("never")).await.unwrap();
     let (a, b) = (rand_f32(5, 4), rand_f32(6, 4));
@@ -151,16 +165,7 @@ async fn stream_requests_run_concurrently_and_a_leaving_client_cancels_them() {
 #[tokio::test]
 async fn malformed_message_ends_the_stream_after_earlier_answers() {
     let s = start(TestService::new()).await;
-    let channel = tonic::transport::Channel::from_shared(s.grpc.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut raw = tonic::client::Grpc::new(channel);
-    raw.ready().await.unwrap();
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-        "/inference.GRPCInferenceService/ModelStreamInfer",
-    );
+    let (mut raw, path) = raw_client(&s.grpc, "ModelStreamInfer").await;
     let (a, b) = (rand_f32(7, 4), rand_f32(8, 4));
     let good = with_id(add_raw(&a, &b, 1), "ok").encode_to_vec();
     let garbage = vec![0x0a, 0xff, 0xff, 0xff, 0x0f, 1, 2];
@@ -191,13 +196,7 @@ async fn malformed_message_ends_the_stream_after_earlier_answers() {
 async fn shutdown_answers_and_ends_an_open_stream() {
     let svc = TestService::new();
     let mut s = start(svc.clone()).await;
-    let mut c = connect(&s.grpc).await;
-    let (tx, rx) = mpsc::channel(4);
-    let mut answers = c
-        .model_stream_infer(ReceiverStream::new(rx))
-        .await
-        .expect("stream opened")
-        .into_inner();
+    let (_c, tx, mut answers) = open_stream(&s.grpc).await;
     tx.send(slow_request("pending")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     // The client keeps its side of the stream open throughout.
