@@ -1,0 +1,26 @@
+# Shared by the device scripts (run from the repository root on the GPU host,
+# e.g. through the `device` tool with $OUT set to a folder that comes back):
+# unpack the precompiled kernels, `step` and `pack`.
+#
+# Built on the CI box first (no GPU needed) and carried with the call:
+#   cargo build --release                                   # target/release/reef
+#   REEF_CACHE_DIR=/tmp/pack/cache reef compile --arch 9.0 --all-sets
+#   tar czf devrun/pack.tgz -C /tmp/pack cache              # every kernel set for sm_90
+#   cargo test --release -p reef-cuda --test gpu --no-run   # copy to devrun/bin/gpu_tests
+# (devrun/ is gitignored.)
+set -u
+mkdir -p /tmp/p && tar xzf devrun/pack.tgz -C /tmp/p && export REEF_CACHE_DIR=/tmp/p/cache
+export RUST_LOG=${RUST_LOG:-warn}
+R=./target/release/reef
+nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader | tee $OUT/gpu.txt
+# step NAME TIMEOUT CMD...: run CMD with a timeout, log to $OUT/NAME.log, record rc and seconds.
+step() {
+  local name=$1 t=$2; shift 2
+  local s=$(date +%s%N)
+  timeout $t "$@" > $OUT/$name.log 2>&1; local rc=$?
+  local e=$(date +%s%N)
+  printf '%-28s rc=%-4s %6.1fs\n' "$name" "$rc" "$(awk "BEGIN{print ($e-$s)/1e9}")" | tee -a $OUT/summary.txt
+  return 0
+}
+# pack: at the end, everything under $OUT into one archive (few files come back).
+pack() { (cd $OUT && tar czf /tmp/all.tgz . && rm -rf ./* && mv /tmp/all.tgz all.tgz); }
