@@ -217,9 +217,8 @@ pub fn prepare(
 /// counted as `client_gone` and, for a known model, as a failure.
 pub struct Outcome<'a> {
     state: &'a AppState,
-    model: String,
-    /// The model is known (the request named a served model).
-    known: bool,
+    /// The model, once the request named a served one.
+    model: Option<String>,
     priority: String,
     arrival: Instant,
     ran: Option<Ran>,
@@ -243,8 +242,7 @@ impl<'a> Outcome<'a> {
     pub fn new(state: &'a AppState, arrival: Instant) -> Self {
         Outcome {
             state,
-            model: "<unknown>".into(),
-            known: false,
+            model: None,
             priority: "unknown".into(),
             arrival,
             ran: None,
@@ -254,8 +252,7 @@ impl<'a> Outcome<'a> {
 
     /// Labels the request with its (known) model and effective priority.
     pub fn label(&mut self, info: &ModelInfo, priority: Option<Priority>) {
-        self.model = info.name.clone();
-        self.known = true;
+        self.model = Some(info.name.clone());
         self.priority = priority.unwrap_or(info.default_priority).to_string();
     }
 
@@ -268,29 +265,34 @@ impl<'a> Outcome<'a> {
             (Ok(_), ran) => {
                 self.state
                     .metrics
-                    .record(&self.model, &self.priority, "success");
+                    .record(self.label_model(), &self.priority, "success");
                 self.state.metrics.observe_latency(&self.priority, total);
                 if let Some(r) = ran {
                     let encode = now.saturating_duration_since(r.answered);
                     let phases = Phases::of(r.decode, &r.task, encode, total);
                     self.state
                         .model_stats
-                        .success(&self.model, r.batch, &phases);
+                        .success(self.label_model(), r.batch, &phases);
                 }
             }
             (Err(e), _) => {
                 self.state
                     .metrics
-                    .record(&self.model, &self.priority, e.kind.outcome());
+                    .record(self.label_model(), &self.priority, e.kind.outcome());
                 self.failed(total);
             }
         }
     }
 
     fn failed(&self, elapsed: Duration) {
-        if self.known {
-            self.state.model_stats.failure(&self.model, elapsed);
+        if let Some(model) = &self.model {
+            self.state.model_stats.failure(model, elapsed);
         }
+    }
+
+    /// The model's name as metrics label it.
+    fn label_model(&self) -> &str {
+        self.model.as_deref().unwrap_or("<unknown>")
     }
 }
 
@@ -299,7 +301,7 @@ impl Drop for Outcome<'_> {
         if !self.done {
             self.state
                 .metrics
-                .record(&self.model, &self.priority, "client_gone");
+                .record(self.label_model(), &self.priority, "client_gone");
             self.failed(self.arrival.elapsed());
         }
     }

@@ -120,6 +120,15 @@ struct Entry {
     batches: BTreeMap<u64, BatchStat>,
 }
 
+impl Entry {
+    fn snapshot(&self) -> ModelStat {
+        ModelStat {
+            batches: self.batches.values().copied().collect(),
+            ..self.stat.clone()
+        }
+    }
+}
+
 /// Statistics of every model that has answered a request.
 #[derive(Debug, Default)]
 pub struct ModelStatsRegistry {
@@ -162,26 +171,21 @@ impl ModelStatsRegistry {
     /// The statistics of `model` (all zero if it answered nothing yet).
     pub fn get(&self, model: &str) -> ModelStat {
         let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
-        match models.get(model) {
-            Some(e) => ModelStat {
-                batches: e.batches.values().copied().collect(),
-                ..e.stat.clone()
-            },
-            None => ModelStat {
+        models
+            .get(model)
+            .map(Entry::snapshot)
+            .unwrap_or_else(|| ModelStat {
                 name: model.to_string(),
                 ..ModelStat::default()
-            },
-        }
+            })
     }
 
     /// The statistics of every model that has answered or failed a
     /// request, by name.
     pub fn all(&self) -> Vec<ModelStat> {
-        let names: Vec<String> = {
-            let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
-            models.keys().cloned().collect()
-        };
-        let mut all: Vec<ModelStat> = names.iter().map(|n| self.get(n)).collect();
+        let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<ModelStat> = models.values().map(Entry::snapshot).collect();
+        drop(models);
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }

@@ -8,7 +8,6 @@ use crate::shm::ShmRegistry;
 use reef_sched::{ModelInfo, Service};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// The version every model is served as.
@@ -39,10 +38,8 @@ pub struct AppState {
     batch_limits: RwLock<HashMap<String, usize>>,
     /// Largest batch of the other models, when known.
     default_batch_limit: Option<usize>,
-    /// False once shutdown began.
-    ready: AtomicBool,
-    /// Turns true when shutdown begins (long-lived calls, such as inference
-    /// streams, watch it to wind down).
+    /// Turns true when shutdown begins: readiness reads it, and long-lived
+    /// calls (inference streams) watch it to wind down.
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
@@ -80,7 +77,6 @@ impl AppState {
             shm: ShmRegistry::new(false),
             batch_limits: RwLock::new(limits),
             default_batch_limit: None,
-            ready: AtomicBool::new(true),
             shutdown: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -99,14 +95,14 @@ impl AppState {
 
     /// True once the service has started, until shutdown begins.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && self.service.ready()
+        !self.shutting_down() && self.service.ready()
     }
 
     /// The 503 / UNAVAILABLE answer while [`AppState::is_ready`] is false:
     /// the server is still starting (its device being prepared) or is
     /// shutting down.
     pub fn not_ready_error(&self) -> RequestError {
-        if self.ready.load(Ordering::SeqCst) {
+        if !self.shutting_down() {
             RequestError::not_ready("the server is starting: its device is being prepared")
         } else {
             RequestError::not_ready("server is shutting down")
@@ -116,8 +112,11 @@ impl AppState {
     /// Marks the server as shutting down (readiness turns false, new
     /// inference requests get 503 / UNAVAILABLE).
     pub fn set_not_ready(&self) {
-        self.ready.store(false, Ordering::SeqCst);
         self.shutdown.send_replace(true);
+    }
+
+    fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
     }
 
     /// A receiver that sees `true` once shutdown has begun.
