@@ -1,7 +1,8 @@
 //! Selftest graphs for GEMMs of 128 or more rows and columns: each B operand
 //! mode of the matmul kernels (a weight stored K-major, activations along N,
 //! a transposed activation, and odd widths that gather) with partial tiles
-//! on both axes. The load-time rules run them on 64 x 64 tiles; the self-test's
+//! on both axes, and weights stored [K, N] that the GPU stores transposed
+//! (`REEF_K_MAJOR_WEIGHTS`). The load-time rules run them on 64 x 64 tiles; the self-test's
 //! tactic sweep also runs them on the 128 x 128 tiles the tuner may pick
 //! (see [`crate::cases`]).
 
@@ -69,7 +70,29 @@ pub fn all(r: &mut ChaCha8Rng) -> Result<Vec<Case>> {
         v.push(case("matmul_large_transposed", b)?);
     }
     {
-        // Odd widths: B rows of 131 elements cannot take 16-byte copies.
+        // A weight stored [K, N] (ONNX MatMul(x, W)), which the GPU stores
+        // K-major: M = 132, N = 136, K = 148, with a bias and GELU after.
+        let mut b = GraphBuilder::new("matmul_large_weight_nmajor");
+        let x = b.input("x", DType::F32, vec![132, 148])?;
+        let w = b.initializer("w", rand_tensor(r, &[148, 136]))?;
+        let bias = b.initializer("b", rand_tensor(r, &[136]))?;
+        let y = b.node("mm", Op::MatMul, &[x, w])?;
+        let y = b.node("bias", Op::Add, &[y, bias])?;
+        b.output(y);
+        v.push(case("matmul_large_weight_nmajor", b)?);
+    }
+    {
+        // Odd widths of an activation: B rows of 131 elements gather.
+        let mut b = GraphBuilder::new("matmul_large_odd_activation");
+        let x = b.input("x", DType::F32, vec![129, 33])?;
+        let y = b.input("y", DType::F32, vec![33, 131])?;
+        let z = b.node("mm", Op::MatMul, &[x, y])?;
+        b.output(z);
+        v.push(case("matmul_large_odd_activation", b)?);
+    }
+    {
+        // Odd widths: B rows of 131 elements cannot take 16-byte copies
+        // (gathered, or stored K-major in rows of 33).
         let mut b = GraphBuilder::new("matmul_large_odd");
         let x = b.input("x", DType::F32, vec![129, 33])?;
         let w = b.initializer("w", rand_tensor(r, &[33, 131]))?;

@@ -60,7 +60,7 @@ impl CudaTaskContext {
         let (scratch, _) = probe(
             &model.shared,
             model.plan(),
-            model.tf32_weights(),
+            model.weight_layout(),
             tactics.clone(),
         )?;
         Self::build(model, tactics, scratch)
@@ -93,7 +93,7 @@ impl CudaTaskContext {
             tile_counters: state.ptr() + tile_counters,
             workspace: workspace.ptr(),
         };
-        let built = build_with(&shared, &plan, addr, model.tf32_weights(), tactics)?;
+        let built = build_with(&shared, &plan, addr, model.weight_layout(), tactics)?;
         // The geometry depends on the plan, the SM count and the tactics
         // only, so it matches the probe build that sized the scratch;
         // checked anyway before any launch.

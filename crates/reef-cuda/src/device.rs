@@ -49,6 +49,11 @@ pub struct CudaOptions {
     /// off): in `tf32` precision, weights that only TF32 GEMMs read are
     /// stored rounded to TF32, and those kernels skip converting them.
     pub tf32_weights: bool,
+    /// K-major matmul weights (default on; `REEF_K_MAJOR_WEIGHTS=0` turns
+    /// them off): with [`CudaOptions::tf32_weights`], a matmul weight stored
+    /// row-major along N is stored transposed, so both GEMM operands load
+    /// along K.
+    pub k_major_weights: bool,
     /// Wave-aware K splits (default on; `REEF_SPLIT_WAVES=0` turns them off,
     /// see [`crate::geometry::split_k`]).
     pub split_waves: bool,
@@ -76,6 +81,7 @@ impl Default for CudaOptions {
             be_direct_all: true,
             flag_chunk: 1,
             tf32_weights: true,
+            k_major_weights: true,
             split_waves: true,
             gather_table: true,
             tall_tiles: false,
@@ -88,15 +94,16 @@ impl CudaOptions {
     /// The defaults, with the precision from `REEF_PRECISION` (`tf32`,
     /// `tf32x3` or `f32`; `REEF_TF32=0` is an alias of `f32`) and the
     /// switches `REEF_WGMMA`, `REEF_RT_LEAN`, `REEF_BE_DIRECT`,
-    /// `REEF_BE_DIRECT_ALL`, `REEF_TF32_WEIGHTS`, `REEF_SPLIT_WAVES`,
+    /// `REEF_BE_DIRECT_ALL`, `REEF_TF32_WEIGHTS`, `REEF_K_MAJOR_WEIGHTS`,
+    /// `REEF_SPLIT_WAVES`,
     /// `REEF_GATHER_TABLE`, `REEF_TALL_TILES`, `REEF_FLAG_CHUNK` and
     /// `REEF_TACTICS`. A value
     /// that does not parse is an error naming the variable.
     pub fn from_env() -> Result<Self, PrecisionError> {
         use crate::precision::{
             flag_chunk_from_var, switch_from_var, BE_DIRECT_ALL_VAR, BE_DIRECT_VAR, FLAG_CHUNK_VAR,
-            GATHER_TABLE_VAR, RT_LEAN_VAR, SPLIT_WAVES_VAR, TALL_TILES_VAR, TF32_WEIGHTS_VAR,
-            WGMMA_VAR,
+            GATHER_TABLE_VAR, K_MAJOR_WEIGHTS_VAR, RT_LEAN_VAR, SPLIT_WAVES_VAR, TALL_TILES_VAR,
+            TF32_WEIGHTS_VAR, WGMMA_VAR,
         };
         use crate::tactics::TACTICS_VAR;
         let var = |name: &str| std::env::var(name).ok();
@@ -116,6 +123,11 @@ impl CudaOptions {
                 TF32_WEIGHTS_VAR,
                 var(TF32_WEIGHTS_VAR).as_deref(),
                 d.tf32_weights,
+            )?,
+            k_major_weights: switch_from_var(
+                K_MAJOR_WEIGHTS_VAR,
+                var(K_MAJOR_WEIGHTS_VAR).as_deref(),
+                d.k_major_weights,
             )?,
             split_waves: switch_from_var(
                 SPLIT_WAVES_VAR,
@@ -211,6 +223,8 @@ pub(crate) struct DeviceShared {
     pub be_direct_all: bool,
     /// [`CudaOptions::tf32_weights`].
     pub tf32_weights: bool,
+    /// [`CudaOptions::k_major_weights`].
+    pub k_major_weights: bool,
     /// [`CudaOptions::split_waves`].
     pub split_waves: bool,
     /// [`CudaOptions::gather_table`].
@@ -334,6 +348,17 @@ impl CudaDevice {
                         "cuFuncSetAttribute({}, MAX_DYNAMIC_SHARED_SIZE_BYTES = {dynamic})",
                         family.entry(v)
                     ))?;
+                    // All of the unified L1 as shared memory, so that as
+                    // many blocks as the registers allow fit beside each
+                    // other (two of the wgmma matmul's RT blocks).
+                    f.set_attribute(
+                        sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+                        100,
+                    )
+                    .call(&format!(
+                        "cuFuncSetAttribute({}, PREFERRED_SHARED_MEMORY_CARVEOUT = 100)",
+                        family.entry(v)
+                    ))?;
                 }
             }
             let per_sm = be
@@ -363,9 +388,10 @@ impl CudaDevice {
             &sms.to_string(),
             &module_key,
             &format!(
-                "{} wgmma={wgmma} tf32_weights={} split_waves={} gather_table={} tall_tiles={}",
+                "{} wgmma={wgmma} tf32_weights={} k_major_weights={} split_waves={} gather_table={} tall_tiles={}",
                 options.precision,
                 options.tf32_weights,
+                options.k_major_weights,
                 options.split_waves,
                 options.gather_table,
                 options.tall_tiles
@@ -380,7 +406,8 @@ impl CudaDevice {
             device = %name, sms, arch = format!("sm_{major}{minor}"), precision = %options.precision,
             wgmma, rt_lean = options.rt_lean, be_direct = options.be_direct,
             be_direct_all = options.be_direct_all, flag_chunk = options.flag_chunk,
-            tf32_weights = options.tf32_weights, split_waves = options.split_waves,
+            tf32_weights = options.tf32_weights, k_major_weights = options.k_major_weights,
+            split_waves = options.split_waves,
             gather_table = options.gather_table, tall_tiles = options.tall_tiles,
             tactics = %options.tactics, "CUDA device ready"
         );
@@ -400,6 +427,7 @@ impl CudaDevice {
                 be_direct: options.be_direct,
                 be_direct_all: options.be_direct_all,
                 tf32_weights: options.tf32_weights,
+                k_major_weights: options.k_major_weights,
                 split_waves: options.split_waves,
                 gather_table: options.gather_table,
                 tall_tiles: options.tall_tiles,

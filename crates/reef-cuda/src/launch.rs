@@ -10,13 +10,13 @@ use crate::kernels::Family;
 use crate::params::*;
 use crate::precision::Precision;
 use crate::tactics::{GemmProblem, Tactic, TileLimits};
+use crate::weight_layout::WeightLayout;
 use reef_exec::ExecError;
 use reef_model::resize::ResizeMode;
 use reef_model::{DType, PadMode, PoolKind};
 use reef_plan::kernel::{BinOp, CmpOp, KernelOp, ReduceKind, UnaryOp};
 use reef_plan::plan::{BufferId, Loc};
 use reef_plan::Plan;
-use std::collections::HashSet;
 use std::sync::Arc;
 
 /// One launch: what to run, on how many tiles, with which parameters.
@@ -173,7 +173,7 @@ pub struct Builder<'a> {
     workspace_bytes: u64,
     counter_start: Vec<u32>,
     counters: u64,
-    tf32_weights: Arc<HashSet<BufferId>>,
+    layout: Arc<WeightLayout>,
     split_waves: bool,
     gather_table: bool,
     tall_tiles: bool,
@@ -228,7 +228,7 @@ impl<'a> Builder<'a> {
             workspace_bytes: 0,
             counter_start: Vec::with_capacity(plan.kernels.len() + 1),
             counters: 0,
-            tf32_weights: Arc::default(),
+            layout: Arc::default(),
             split_waves: true,
             gather_table: true,
             tall_tiles: false,
@@ -267,10 +267,11 @@ impl<'a> Builder<'a> {
         self
     }
 
-    /// Weight buffers the model stores rounded to TF32: TF32 GEMMs that read
-    /// them as their weight operand skip its conversion.
-    pub(crate) fn tf32_weights(mut self, set: Arc<HashSet<BufferId>>) -> Self {
-        self.tf32_weights = set;
+    /// How the model stores its weights: TF32 GEMMs that read a rounded
+    /// weight skip its conversion, and matmuls read K-major weights with
+    /// unit K stride.
+    pub(crate) fn weight_layout(mut self, layout: Arc<WeightLayout>) -> Self {
+        self.layout = layout;
         self
     }
 
@@ -410,7 +411,7 @@ impl<'a> Builder<'a> {
     /// `family`, or its twin that reads TF32-rounded weights when kernel
     /// `k`'s weight operand (input 1) is stored rounded.
     fn weights_family(&self, k: usize, family: Family) -> Result<Family, ExecError> {
-        Ok(if self.tf32_weights.contains(&self.input(k, 1)?) {
+        Ok(if self.layout.rounded.contains(&self.input(k, 1)?) {
             family.with_tf32_weights()
         } else {
             family
@@ -637,6 +638,8 @@ impl<'a> Builder<'a> {
                     .copied()
                     .zip(m.a_batch_strides.iter().copied())
                     .collect();
+                // B as stored: K-major where the weight layout transposed it.
+                let (ldb_k, ldb_n) = self.layout.b_strides(self.input(k, 1)?, m);
                 let mut b_dims: Vec<(usize, usize)> = m
                     .batch
                     .iter()
@@ -644,7 +647,7 @@ impl<'a> Builder<'a> {
                     .zip(m.b_batch_strides.iter().copied())
                     .collect();
                 a_dims.extend([(m.m, m.lda_m), (m.k, m.lda_k)]);
-                b_dims.extend([(m.k, m.ldb_k), (m.n, m.ldb_n)]);
+                b_dims.extend([(m.k, ldb_k), (m.n, ldb_n)]);
                 let need_a = if m.k == 0 { 0 } else { last(&a_dims) };
                 let need_b = if m.k == 0 { 0 } else { last(&b_dims) };
                 let a = self.buf(k, self.input(k, 0)?, f32_, need_a)?;
@@ -710,10 +713,10 @@ impl<'a> Builder<'a> {
                 let b_aligned = m.b_batch_strides.iter().all(|s| s % 4 == 0) && b % 16 == 0;
                 // B modes (see gemm.cu): 1 = 16-byte rows along N; 2 / 3 =
                 // K-major (unit K stride), 4- / 16-byte copies; 0 = gather.
-                let b_vec = if m.ldb_n == 1 && m.ldb_k % 4 == 0 && b_aligned {
+                let b_vec = if ldb_n == 1 && ldb_k % 4 == 0 && b_aligned {
                     1
-                } else if m.ldb_k == 1 && m.n > 1 {
-                    if m.ldb_n % 4 == 0 && b_aligned {
+                } else if ldb_k == 1 && m.n > 1 {
+                    if ldb_n % 4 == 0 && b_aligned {
                         3
                     } else {
                         2
@@ -748,8 +751,8 @@ impl<'a> Builder<'a> {
                     k: i("k", m.k)?,
                     lda_m: i("lda_m", m.lda_m)?,
                     lda_k: i("lda_k", m.lda_k)?,
-                    ldb_k: i("ldb_k", m.ldb_k)?,
-                    ldb_n: i("ldb_n", m.ldb_n)?,
+                    ldb_k: i("ldb_k", ldb_k)?,
+                    ldb_n: i("ldb_n", ldb_n)?,
                     bias_sm: i("bias stride", m.bias_stride_m)?,
                     bias_sn: i("bias stride", m.bias_stride_n)?,
                     bias_sb: i("bias batch stride", m.bias_stride_batch)?,

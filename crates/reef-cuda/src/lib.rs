@@ -32,7 +32,8 @@
 //!   - `f32`: exact f32 FFMA (no tensor cores; `REEF_TF32=0` is an alias).
 //!
 //!   In `tf32`, weights that only TF32 GEMMs read are stored rounded to
-//!   TF32 ([`tf32_weights`]), so those kernels skip their conversion.
+//!   TF32, so those kernels skip their conversion, and matmul weights are
+//!   stored K-major ([`weight_layout`]).
 //!
 //!   Each runs with a tile shape and a deterministic split of K chosen per
 //!   kernel ([`geometry`]), or, with `REEF_TACTICS=tune`, measured per
@@ -55,8 +56,8 @@ pub mod params;
 pub mod precision;
 pub mod tactic_cache;
 pub mod tactics;
-mod tf32_weights;
 mod tune;
+mod weight_layout;
 
 pub use compile::{cache_dir, cache_key, compile_cubin, nvrtc_available, SetCubin};
 pub use context::CudaTaskContext;

@@ -7,13 +7,11 @@ use crate::launch::{Addresses, Builder, Built, GemmChoice};
 use crate::memory::DeviceBuffer;
 use crate::precision::Precision;
 use crate::tactics::Tactic;
-use crate::tf32_weights;
 use crate::tune::TuneReport;
+use crate::weight_layout::WeightLayout;
 use cudarc::driver::result;
 use reef_exec::{Context, ExecError, ModelHandle, Plan};
-use reef_plan::plan::BufferId;
 use std::any::Any;
-use std::collections::HashSet;
 use std::sync::{Arc, Weak};
 
 /// A model loaded on a CUDA device.
@@ -23,8 +21,9 @@ pub struct CudaModel {
     weights: DeviceBuffer,
     /// Split-K scratch every context needs: (workspace bytes, tile counters).
     scratch: (u64, u32),
-    /// Weight buffers stored rounded to TF32 (`tf32` precision only).
-    tf32_weights: Arc<HashSet<BufferId>>,
+    /// How the weights are stored (rounded to TF32, K-major; `tf32`
+    /// precision only).
+    layout: Arc<WeightLayout>,
     /// Per-kernel GEMM tactics that replace the rules' ([`crate::tactics`]).
     tactics: Arc<Vec<Option<Tactic>>>,
     /// Per kernel, the GEMM problem and tactics of the probe build.
@@ -35,12 +34,12 @@ pub struct CudaModel {
 }
 
 /// Builds every launch of `plan` at `addr` with the device's options, the
-/// model's TF32-rounded weights and `tactics`.
+/// model's weight `layout` and `tactics`.
 pub(crate) fn build_with(
     shared: &DeviceShared,
     plan: &Plan,
     addr: Addresses,
-    tf32_weights: Arc<HashSet<BufferId>>,
+    layout: Arc<WeightLayout>,
     tactics: Arc<Vec<Option<Tactic>>>,
 ) -> Result<Built, ExecError> {
     Builder::new(plan, addr, shared.precision)?
@@ -49,7 +48,7 @@ pub(crate) fn build_with(
         .split_waves(shared.split_waves)
         .gather_table(shared.gather_table)
         .tall_tiles(shared.tall_tiles)
-        .tf32_weights(tf32_weights)
+        .weight_layout(layout)
         .tactics(tactics)
         .build_all()
 }
@@ -59,10 +58,10 @@ pub(crate) fn build_with(
 pub(crate) fn probe(
     shared: &DeviceShared,
     plan: &Plan,
-    tf32_weights: Arc<HashSet<BufferId>>,
+    layout: Arc<WeightLayout>,
     tactics: Arc<Vec<Option<Tactic>>>,
 ) -> Result<((u64, u32), Built), ExecError> {
-    let built = build_with(shared, plan, Addresses::PROBE, tf32_weights, tactics)?;
+    let built = build_with(shared, plan, Addresses::PROBE, layout, tactics)?;
     for l in &built.launches {
         shared.check_loaded(l.family)?;
     }
@@ -76,25 +75,25 @@ pub(crate) fn probe(
 impl CudaModel {
     /// Validates every kernel of `plan` and uploads its weights.
     pub(crate) fn load(shared: Arc<DeviceShared>, plan: Arc<Plan>) -> Result<Arc<Self>, ExecError> {
-        let tf32_weights = Arc::new(
+        let layout = Arc::new(
             if shared.precision == Precision::Tf32 && shared.tf32_weights {
-                tf32_weights::choose(&plan)
+                WeightLayout::choose(&plan, shared.k_major_weights)
             } else {
-                HashSet::new()
+                WeightLayout::default()
             },
         );
         // Validate all launches up front (with placeholder addresses), so a
         // bad plan fails here, before its weights are uploaded, and not on
         // a context or a launch.
         let tactics = Arc::<Vec<Option<Tactic>>>::default();
-        let probed = probe(&shared, &plan, tf32_weights.clone(), tactics.clone())?;
+        let probed = probe(&shared, &plan, layout.clone(), tactics.clone())?;
         let weights = DeviceBuffer::alloc(&shared.ctx, plan.weights.len())?;
-        let rounded;
-        let blob: &[u8] = if tf32_weights.is_empty() {
+        let laid_out;
+        let blob: &[u8] = if layout.is_empty() {
             &plan.weights
         } else {
-            rounded = tf32_weights::rounded_blob(&plan, &tf32_weights);
-            &rounded
+            laid_out = layout.blob(&plan);
+            &laid_out
         };
         if !blob.is_empty() {
             // SAFETY: the destination holds `plan.weights.len()` bytes, the
@@ -108,10 +107,11 @@ impl CudaModel {
         tracing::info!(
             model = %plan.name,
             weights = plan.weights.len(),
-            tf32_weights = tf32_weights.len(),
+            tf32_weights = layout.rounded.len(),
+            k_major_weights = layout.k_major.len(),
             "model loaded on CUDA"
         );
-        Self::assemble(shared, plan, weights, tf32_weights, tactics, probed, None)
+        Self::assemble(shared, plan, weights, layout, tactics, probed, None)
     }
 
     /// The model over resident `weights` with GEMM `tactics`, sized by
@@ -120,7 +120,7 @@ impl CudaModel {
         shared: Arc<DeviceShared>,
         plan: Arc<Plan>,
         weights: DeviceBuffer,
-        tf32_weights: Arc<HashSet<BufferId>>,
+        layout: Arc<WeightLayout>,
         tactics: Arc<Vec<Option<Tactic>>>,
         (scratch, built): ((u64, u32), Built),
         tune_report: Option<TuneReport>,
@@ -130,7 +130,7 @@ impl CudaModel {
             plan,
             weights,
             scratch,
-            tf32_weights,
+            layout,
             tactics,
             gemms: built.gemms,
             tune_report,
@@ -150,7 +150,7 @@ impl CudaModel {
         let probed = probe(
             &self.shared,
             &self.plan,
-            self.tf32_weights.clone(),
+            self.layout.clone(),
             tactics.clone(),
         )?;
         let me = Arc::try_unwrap(self).map_err(|_| {
@@ -160,18 +160,10 @@ impl CudaModel {
             shared,
             plan,
             weights,
-            tf32_weights,
+            layout,
             ..
         } = me;
-        Self::assemble(
-            shared,
-            plan,
-            weights,
-            tf32_weights,
-            tactics,
-            probed,
-            tune_report,
-        )
+        Self::assemble(shared, plan, weights, layout, tactics, probed, tune_report)
     }
 
     /// What the load-time tuner found (`REEF_TACTICS=tune`; None otherwise).
@@ -199,9 +191,9 @@ impl CudaModel {
         self.scratch
     }
 
-    /// The weight buffers stored rounded to TF32.
-    pub(crate) fn tf32_weights(&self) -> Arc<HashSet<BufferId>> {
-        self.tf32_weights.clone()
+    /// How the weights are stored.
+    pub(crate) fn weight_layout(&self) -> Arc<WeightLayout> {
+        self.layout.clone()
     }
 }
 

@@ -136,6 +136,13 @@ pub const BE_DIRECT_ALL_VAR: &str = "REEF_BE_DIRECT_ALL";
 /// converts its operands (the older behaviour, kept for comparison).
 pub const TF32_WEIGHTS_VAR: &str = "REEF_TF32_WEIGHTS";
 
+/// The environment variable that turns off K-major matmul weights
+/// (`REEF_K_MAJOR_WEIGHTS=0`): by default, in `tf32` precision with rounded
+/// weights, a matmul weight read row-major along N is stored transposed and
+/// read with unit K stride (`crate::weight_layout`); with it off, it is
+/// stored as the plan has it (the older layout, kept for comparison).
+pub const K_MAJOR_WEIGHTS_VAR: &str = "REEF_K_MAJOR_WEIGHTS";
+
 /// The environment variable that turns off wave-aware K splits
 /// (`REEF_SPLIT_WAVES=0`): by default a GEMM's K splits minimize whole waves
 /// of blocks times the K steps per split ([`crate::geometry::split_k`]);

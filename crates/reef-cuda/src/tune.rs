@@ -95,7 +95,7 @@ fn kernel_keys(model: &CudaModel) -> Result<Vec<String>, ExecError> {
     let (_, built) = probe(
         &model.shared,
         model.plan(),
-        model.tf32_weights(),
+        model.weight_layout(),
         Arc::default(),
     )?;
     Ok(built
