@@ -4,7 +4,7 @@ ptxas report (no GPU needed, only libnvrtc.so: e.g. the `nvidia-cuda-nvrtc`
 wheel, with its lib folder on LD_LIBRARY_PATH).
 
     python3 scripts/nvrtc_usage.py [--arch sm_90a] [--define NAME=VALUE ...]
-                                   [--sass PATH/TO/nvdisasm]
+                                   [--sass PATH/TO/nvdisasm [--sass-out FILE]]
 
 Compiles crates/reef-cuda/kernels/*.cu as one program, in the order and with
 the options of crates/reef-cuda/src/kernels.rs, and prints one line per
@@ -33,6 +33,7 @@ def main():
     ap.add_argument("--arch", default="sm_90a")
     ap.add_argument("--define", action="append", default=[])
     ap.add_argument("--sass", metavar="NVDISASM", help="nvdisasm binary: also report the K loops' SASS size")
+    ap.add_argument("--sass-out", metavar="PATH", help="with --sass: also write the whole disassembly to PATH")
     a = ap.parse_args()
     src = ""
     for name in SOURCES:
@@ -82,6 +83,8 @@ def main():
             f.write(cubin.raw)
             f.flush()
             sass = subprocess.run([a.sass, "-c", f.name], check=True, capture_output=True, text=True).stdout
+        if a.sass_out:
+            pathlib.Path(a.sass_out).write_text(sass)
         print_k_loops(sass)
 
 
@@ -99,7 +102,7 @@ def k_loops(sass):
             m = re.search(r"BRA\s+`\((\.L_x_\d+)\)", ins)
             if m and labels.get(m.group(1), i + 1) <= i:
                 body = instrs[labels[m.group(1)]:i + 1]
-                h = sum("HMMA" in x for x in body)
+                h = sum("HMMA" in x or "HGMMA" in x for x in body)
                 if h:
                     found.append((len(body), h))
         loops[name] = sorted(found)

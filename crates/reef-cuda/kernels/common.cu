@@ -101,6 +101,27 @@ __device__ __forceinline__ float reef_act(float x, i32 kind, float lo, float hi)
     }
 }
 
+// The GEMM epilogue's activation: none, ReLU and Clip inline, every other
+// kind through one out-of-line copy of reef_act. A GEMM thread applies the
+// activation to each of its 32-64 accumulator elements in a fully unrolled
+// loop, and reef_act inlined there (its switch, erf, exp and tanh per
+// element) made matmul_tc_rt 37,680 SASS instructions: a block fetched
+// most of them cold, and a small matmul (BERT's 12 x [128 x 128 x 64]
+// attention products, 4 K steps) spent its time waiting for instructions
+// (ncu, session 13: "no instruction" 6.9 of 13.6 cycles per issue, 26 us).
+// The same arithmetic either way: results are bit-identical.
+__device__ __noinline__ float reef_act_call(float x, i32 kind, float lo, float hi) {
+    return reef_act(x, kind, lo, hi);
+}
+__device__ __forceinline__ float reef_act_gemm(float x, i32 kind, float lo, float hi) {
+    switch (kind) {
+    case ACT_NONE: return x;
+    case ACT_RELU: return fmaxf(x, 0.0f);
+    case ACT_CLIP: return fminf(fmaxf(x, lo), hi);
+    default: return reef_act_call(x, kind, lo, hi);
+    }
+}
+
 // Called by every thread of an RT block (one tile per block) of a tracked
 // launch (hdr.done != 0: the task's last kernel, and RT kernels that padding
 // follows): counts the block done; the last block of the grid publishes
@@ -196,6 +217,8 @@ __device__ __forceinline__ void reef_be_finish(const Hdr& h, u32 mine) {
         RT_TILE;                                                                    \
         if (p.hdr.done != 0) reef_finish(p.hdr);                                    \
     }                                                                               \
+    REEF_BE_ENTRY(NAME, PT, BOUNDS, BE_TILE)
+#define REEF_BE_ENTRY(NAME, PT, BOUNDS, BE_TILE)                                      \
     extern "C" __global__ void BOUNDS NAME##_be(const PT p) {                       \
         __shared__ u32 reef_next;                                                   \
         const u64 t0 = (threadIdx.x == 0 && p.hdr.budget_ns != 0u) ? reef_now() : 0; \
@@ -233,6 +256,16 @@ __device__ __forceinline__ void reef_be_finish(const Hdr& h, u32 mine) {
 #define REEF_FAMILY_MB(NAME, PT, THREADS, MINB)                                  \
     REEF_ENTRIES(NAME, PT, __launch_bounds__(THREADS, MINB),                     \
                  NAME##_tile<false>(p, blockIdx.x), NAME##_tile<true>(p, t))
+// As REEF_FAMILY_MB with the BE variant budgeted for MINB_BE resident blocks
+// (its tile loop and exit paths need more registers than the RT variant).
+#define REEF_ENTRIES2(NAME, PT, RT_BOUNDS, BE_BOUNDS)                                \
+    extern "C" __global__ void RT_BOUNDS NAME##_rt(const PT p) {                     \
+        NAME##_tile<false>(p, blockIdx.x);                                           \
+        if (p.hdr.done != 0) reef_finish(p.hdr);                                     \
+    }                                                                                \
+    REEF_BE_ENTRY(NAME, PT, BE_BOUNDS, NAME##_tile<true>(p, t))
+#define REEF_FAMILY_MB2(NAME, PT, THREADS, MINB_RT, MINB_BE) \
+    REEF_ENTRIES2(NAME, PT, __launch_bounds__(THREADS, MINB_RT), __launch_bounds__(THREADS, MINB_BE))
 
 // Holds a stream for `ns` nanoseconds (one thread): launched ahead of a run
 // so that every kernel of the run is queued before the first one starts,

@@ -132,10 +132,11 @@ typedef WCfg<64> CfgWs;
 // no-swizzle core-matrix layout (B rows are the output columns), so every
 // wgmma reads A and B through descriptors and no fragment passes through
 // registers. ST stages of 16 KB live in dynamic shared memory (reef_cuda
-// Family::dynamic_smem: ST * 16 KB): ST - 2 K steps load while one computes
-// and the wgmmas of the one before drain (reef_wgm_pipeline).
+// Family::dynamic_smem: ST * 16 KB, two blocks per SM): ST - 2 K steps load
+// while one computes and the wgmmas of the one before drain
+// (reef_wgm_pipeline).
 #ifndef REEF_WGM_STAGES
-#define REEF_WGM_STAGES 8
+#define REEF_WGM_STAGES 6
 #endif
 struct WmCfg {
     static constexpr int BM = 128, BN = 128, ST = REEF_WGM_STAGES;
@@ -215,16 +216,29 @@ __device__ __forceinline__ void reef_cp_wait() {
 
 // A K-major tile loader (A of conv and matmul, B of matmul with unit K
 // stride): row r of the tile starts at arow (k = 0), element k at
-// arow + k * ldk, stored at smem[r * AP + k]. Chunk i of this thread covers
-// row (tid >> 2) + i * T/4, columns kc .. kc+3 of the K step.
+// arow + k * ldk, stored at C::a_at(r, k). Chunk i of this thread covers
+// row 8 (tid >> 5) + (tid & 7) + i * T/4, columns kc .. kc+3 of the K step
+// with kc = 4 ((tid >> 3) & 3): the eight threads of each quarter warp (one
+// shared-memory phase of 16-byte accesses) write one 4-column chunk of
+// eight consecutive rows, which lands in eight distinct 4-bank groups in
+// both layouts: rows AP = 20 words apart, and the wgmma core-matrix layout
+// (rows 4 words apart). Lanes (tid & 3, tid >> 2) wrote a row's four
+// chunks in one phase: 4-way bank conflicts in the core-matrix layout
+// (ncu, session 13: 16.9 wavefronts per 16-byte request instead of 4),
+// 2-way in the AP layout. The global side reads the same sectors.
 template <class C, int ROWS>
 struct RowLoad {
     static constexpr int CH = ROWS * GK / 4 / C::T;
     i32 roff[CH];  // element offset of each row from the operand; -1: row out of range
+    // The tile row of this thread's chunk i, and the chunk's first K column.
+    __device__ __forceinline__ static i32 row(int i) {
+        return (i32)(((threadIdx.x >> 5) << 3) + (threadIdx.x & 7)) + i * (C::T / 4);
+    }
+    __device__ __forceinline__ static i32 col() { return (i32)((threadIdx.x >> 3) & 3) * 4; }
     __device__ __forceinline__ void init(i64 row0, i32 rows_left, i32 ldm) {
 #pragma unroll
         for (int i = 0; i < CH; ++i) {
-            const i32 r = (i32)(threadIdx.x >> 2) + i * (C::T / 4);
+            const i32 r = row(i);
             // Offsets fit in i32: the host rejects buffers of 2^31 elements or more.
             roff[i] = r < rows_left ? (i32)(row0 + (i64)r * ldm) : -1;
         }
@@ -234,11 +248,11 @@ struct RowLoad {
     // and rows are 16-byte aligned) come from the params (constant bank).
     __device__ __forceinline__ void issue(float* as, i32 k0, const float* base, i32 ldk, i32 kdim,
                                           bool vec) const {
-        const i32 kc = (threadIdx.x & 3) * 4;
+        const i32 kc = col();
         const i32 k = k0 + kc;
 #pragma unroll
         for (int i = 0; i < CH; ++i) {
-            float* dst = as + C::a_at((i32)(threadIdx.x >> 2) + i * (C::T / 4), kc);
+            float* dst = as + C::a_at(row(i), kc);
             const bool rok = roff[i] >= 0;
             if (vec && k + 4 <= kdim) {
                 reef_cp16(dst, rok ? base + roff[i] + k : base, rok);
@@ -255,10 +269,10 @@ struct RowLoad {
     // wgmma core reads them straight from shared memory, and the tensor
     // cores would truncate the low mantissa bits instead of rounding).
     __device__ __forceinline__ void round_tf32(float* as) const {
-        const i32 kc = (threadIdx.x & 3) * 4;
+        const i32 kc = col();
 #pragma unroll
         for (int i = 0; i < CH; ++i) {
-            float4* v = (float4*)(as + C::a_at((i32)(threadIdx.x >> 2) + i * (C::T / 4), kc));
+            float4* v = (float4*)(as + C::a_at(row(i), kc));
             float4 x = *v;
             x.x = __uint_as_float(reef_tf32(x.x));
             x.y = __uint_as_float(reef_tf32(x.y));
@@ -454,7 +468,7 @@ struct ConvLoad {
     __device__ __forceinline__ void put(i32 o, float v, float b, float r) const {
         if (p.has_bias) v = v + b;
         if (p.has_residual) v = v + r;
-        ((float*)p.out)[o] = reef_act(v, p.act, p.act_lo, p.act_hi);
+        ((float*)p.out)[o] = reef_act_gemm(v, p.act, p.act_lo, p.act_hi);
     }
 };
 
@@ -585,7 +599,7 @@ struct MatMulLoad {
         v = p.alpha * v;
         if (p.has_bias) v = v + p.beta * b;
         if (p.has_residual) v = v + r;
-        ((float*)p.out)[o] = reef_act(v, p.act, p.act_lo, p.act_hi);
+        ((float*)p.out)[o] = reef_act_gemm(v, p.act, p.act_lo, p.act_hi);
     }
 };
 
@@ -1136,27 +1150,12 @@ __device__ __forceinline__ void reef_epilogue(const L& ld, const float* acc) {
     }
 }
 
-// One work item: split (w % splits) of output tile (w / splits). False: a
-// BE item abandoned at a raised flag (no partial, no arrival, no output).
-template <class C, class Core, class L, bool BE, class P>
-__device__ __forceinline__ bool reef_gemm_item(const P& p, u32 w) {
-    constexpr int E = Core::E;
+// Split-K: publishes this item's partial and counts its arrival; the block
+// that arrives last loads every split's partial and sums them into acc in
+// split order (true: acc holds the tile's sum, write the output).
+template <class C, int E, class P>
+__device__ __forceinline__ bool reef_split_reduce(const P& p, u32 tile, u32 sp, float* acc) {
     const u32 S = p.splits;
-    const u32 tile = w / S;
-    const u32 sp = w - tile * S;
-    L ld(p, tile);
-    const i32 kb = (i32)sp * p.ksplit;
-    const i32 ke = min(ld.kdim, kb + p.ksplit);
-    ld.start(kb);
-    float acc[E];
-#pragma unroll
-    for (int e = 0; e < E; ++e) acc[e] = 0.0f;
-    if (!Core::template run<BE>(ld, kb, ke, acc)) return false;
-    if (S == 1) {
-        reef_epilogue<Core>(ld, acc);
-        return true;
-    }
-    // Split-K: publish the partial, count the arrival; the last block reduces.
     __shared__ int reef_last;
     float* ws = (float*)p.ws + (u64)tile * S * (E * C::T) + threadIdx.x;
 #pragma unroll
@@ -1168,7 +1167,7 @@ __device__ __forceinline__ bool reef_gemm_item(const P& p, u32 w) {
         reef_last = prev + 1u == S;
     }
     __syncthreads();
-    if (!reef_last) return true;
+    if (!reef_last) return false;
     __threadfence();
     // Each element's sum runs in split order 0, 1, ..., S-1. The loads of
     // one split are issued for REEF_RED elements at once (independent), so
@@ -1187,10 +1186,33 @@ __device__ __forceinline__ bool reef_gemm_item(const P& p, u32 w) {
             for (int j = 0; j < G; ++j) acc[e0 + j] = acc[e0 + j] + part[j];
         }
     }
-    reef_epilogue<Core>(ld, acc);
-    if (threadIdx.x == 0) atomicExch((u32*)p.cnt + tile, 0u);
     return true;
 }
+
+// One work item: split (w % splits) of output tile (w / splits). False: a
+// BE item abandoned at a raised flag (no partial, no arrival, no output).
+template <class C, class Core, class L, bool BE, class P>
+__device__ __forceinline__ bool reef_gemm_item(const P& p, u32 w) {
+    constexpr int E = Core::E;
+    const u32 S = p.splits;
+    const u32 tile = w / S;
+    const u32 sp = w - tile * S;
+    L ld(p, tile);
+    const i32 kb = (i32)sp * p.ksplit;
+    const i32 ke = min(ld.kdim, kb + p.ksplit);
+    ld.start(kb);
+    float acc[E];
+#pragma unroll
+    for (int e = 0; e < E; ++e) acc[e] = 0.0f;
+    if (!Core::template run<BE>(ld, kb, ke, acc)) return false;
+    // One inlined copy of the epilogue (after the split-K reduction or
+    // straight from the K loop): it is the largest code of the kernel.
+    if (S > 1 && !reef_split_reduce<C, E>(p, tile, sp, acc)) return true;
+    reef_epilogue<Core>(ld, acc);
+    if (S > 1 && threadIdx.x == 0) atomicExch((u32*)p.cnt + tile, 0u);
+    return true;
+}
+
 
 template <bool BE>
 __device__ __forceinline__ bool conv_tc_l_tile(const ConvParams& p, u32 t) {
@@ -1340,9 +1362,13 @@ REEF_FAMILY_MB(matmul_tc_l_w, MatMulParams, REEF_GEMM_L_THREADS, 2)
 #if defined(REEF_SET_WGMMA)
 REEF_FAMILY_MB(conv_wg, ConvParams, REEF_GEMM_THREADS, 3)
 REEF_FAMILY_MB(conv_wg_s, ConvParams, REEF_GEMM_THREADS, 4)
-// One 256-thread block per SM (its stages fill most of the shared memory).
-REEF_FAMILY_MB(matmul_wg, MatMulParams, REEF_GEMM_L_THREADS, 1)
-REEF_FAMILY_MB(matmul_wg_w, MatMulParams, REEF_GEMM_L_THREADS, 1)
+// RT matmuls: two 256-thread blocks per SM (96 KB of stages each): while
+// one waits at its K step's barrier, the other's wgmmas run (ncu, session
+// 13: one block of eight stages left 84% of the issue slots with no
+// eligible warp). At 128 registers the BE variants spill (348 bytes; the
+// convolutions' RT variants too), so they keep one block per SM.
+REEF_FAMILY_MB2(matmul_wg, MatMulParams, REEF_GEMM_L_THREADS, 2, 1)
+REEF_FAMILY_MB2(matmul_wg_w, MatMulParams, REEF_GEMM_L_THREADS, 2, 1)
 REEF_FAMILY_MB(conv_wgm, ConvParams, REEF_GEMM_L_THREADS, 1)
 REEF_FAMILY_MB(conv_wgm_w, ConvParams, REEF_GEMM_L_THREADS, 1)
 #endif

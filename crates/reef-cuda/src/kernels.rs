@@ -7,7 +7,7 @@ use crate::params::{EW_THREADS, GEMM_L_THREADS, GEMM_THREADS, ROW_THREADS};
 use reef_exec::Variant;
 
 /// Pipeline stages of the wgmma matmul (`REEF_WGM_STAGES` in `gemm.cu`).
-pub const WGM_STAGES: u32 = 8;
+pub const WGM_STAGES: u32 = 6;
 
 /// The sources, concatenated in this order into one program (no `#include`).
 pub const SOURCES: [(&str, &str); 4] = [
