@@ -39,11 +39,22 @@ impl WeightLayout {
     /// `k_major` the matmul B weights that can be stored K-major.
     pub fn choose(plan: &Plan, k_major: bool) -> Self {
         let rounded = choose_rounded(plan);
+        // Rounding twice is harmless, transposing twice is not: a buffer
+        // whose bytes another rounded buffer also covers (an alias of the
+        // same weight) stays as it is.
+        let shared = |b: BufferId| {
+            let Some(r) = weight_range(plan, b) else {
+                return true;
+            };
+            rounded.iter().any(|&o| {
+                o != b && weight_range(plan, o).is_some_and(|x| x.start < r.end && r.start < x.end)
+            })
+        };
         let k_major = if k_major {
             rounded
                 .iter()
                 .copied()
-                .filter(|&b| k_major_shape(plan, b).is_some())
+                .filter(|&b| k_major_shape(plan, b).is_some() && !shared(b))
                 .collect()
         } else {
             HashSet::new()
@@ -316,8 +327,9 @@ mod tests {
     }
 
     /// Matmuls over weights stored [K, N] (ONNX `MatMul(x, W)`): two
-    /// layers, a weight both read by two matmuls, a batched weight, and a
-    /// weight that an Add also reads (which must stay as it is).
+    /// layers, a weight both read by two matmuls, a batched weight, a
+    /// weight that an Add also reads (which must stay as it is), and one
+    /// also read through a reshape.
     fn nmajor_graph() -> reef_model::Graph {
         use reef_model::{DType, GraphBuilder, Op};
         let mut b = GraphBuilder::new("nmajor");
@@ -334,6 +346,21 @@ mod tests {
         let h = b.node("sum", Op::Add, &[h, g]).unwrap();
         let y = b.node("mm3", Op::MatMul, &[h, w3]).unwrap();
         let z = b.node("mm4", Op::MatMul, &[x, w4]).unwrap();
+        // w5 [24, 20] read as B, and as [20, 24] through a reshape.
+        let w5 = b.initializer("w5", weight(&[24, 20], 5)).unwrap();
+        let shape = b
+            .initializer(
+                "w5_shape",
+                reef_model::Tensor::i64(vec![2], vec![20, 24]).unwrap(),
+            )
+            .unwrap();
+        let w5r = b
+            .node("w5_reshape", Op::Reshape { allowzero: false }, &[w5, shape])
+            .unwrap();
+        let u = b.node("mm5", Op::MatMul, &[x, w5]).unwrap();
+        let u = b.node("mm6", Op::MatMul, &[u, w5r]).unwrap();
+        let u = b.node("mm7", Op::MatMul, &[u, w5]).unwrap();
+        let y = b.node("plus_w5", Op::Add, &[y, u]).unwrap();
         let v = b.input("v", DType::F32, vec![24, 24]).unwrap();
         let v = b.node("add_w4", Op::Add, &[v, w4]).unwrap();
         b.output(y);
@@ -357,6 +384,25 @@ mod tests {
         assert!(names.iter().any(|n| n.contains("w1")), "{names:?}");
         assert!(names.iter().any(|n| n.contains("w3")), "{names:?}");
         assert!(!names.iter().any(|n| n.contains("w4")), "{names:?}");
+        // The compiler folds w5's reshape into a copy of its own; where
+        // the two are aliases of the same bytes, neither is transposed.
+        let id = |name: &str| plan.buffers.iter().position(|b| b.name == name);
+        let (w5, w5r) = (id("w5").expect("w5"), id("w5_reshape_out").expect("copy"));
+        assert!(layout.k_major.contains(&w5) && layout.k_major.contains(&w5r));
+        let mut aliased = plan.clone();
+        aliased.buffers[w5r].loc = aliased.buffers[w5].loc;
+        let alias_layout = WeightLayout::choose(&aliased, true);
+        assert!(!alias_layout.k_major.contains(&w5) && !alias_layout.k_major.contains(&w5r));
+        assert!(alias_layout.rounded.contains(&w5) && alias_layout.rounded.contains(&w5r));
+        assert_eq!(alias_layout.k_major.len(), layout.k_major.len() - 2);
+        // No transposed buffer shares a byte with another rounded one.
+        for &b in &layout.k_major {
+            let r = weight_range(&plan, b).expect("a weight");
+            for &o in layout.rounded.iter().filter(|&&o| o != b) {
+                let x = weight_range(&plan, o).expect("a weight");
+                assert!(x.end <= r.start || r.end <= x.start, "{b} and {o} overlap");
+            }
+        }
         for &b in &layout.k_major {
             let (k, n) = k_major_shape(&plan, b).expect("shape");
             let r = weight_range(&plan, b).expect("a weight");
