@@ -656,7 +656,9 @@ __device__ __forceinline__ bool reef_pipeline(L& ld, i32 kb, i32 ke, F step) {
     i32& reef_stop = reef_stop_word();
     i32 flag = 0;
     if (BE && threadIdx.x == 0) flag = *(volatile const i32*)ld.p.hdr.flag;
-#pragma unroll
+    // Not unrolled: one copy of the loader's code for the prologue's
+    // stages (each copy is code that a block fetches cold).
+#pragma unroll 1
     for (int s = 0; s < C::ST - 1; ++s) {
         if (s < steps) ld.issue(As + s * C::A_STAGE, Bs + s * C::B_STAGE, kb + s * GK);
         reef_cp_commit();
@@ -1028,7 +1030,7 @@ __device__ __forceinline__ bool reef_wgm_pipeline(L& ld, i32 kb, i32 ke, F step)
     __shared__ i32 reef_stops[2];
     i32 flag = 0;
     if (BE && threadIdx.x == 0) flag = *(volatile const i32*)ld.p.hdr.flag;
-#pragma unroll
+#pragma unroll 1
     for (int s = 0; s < AHEAD; ++s) {
         if (s < steps) ld.issue(As + s * C::A_STAGE, Bs + s * C::B_STAGE, kb + s * GK);
         reef_cp_commit();
