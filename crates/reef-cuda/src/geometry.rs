@@ -41,7 +41,8 @@ pub enum GemmTile {
     /// wgmma, 64 output channels x 64 pixels (`CfgWs`).
     WgS,
     /// wgmma with both operands in shared memory (sm_90a, TF32): 128 x 128
-    /// output tiles, two 128-thread warpgroups, two blocks per SM (`WmCfg`;
+    /// output tiles, two 128-thread warpgroups, one block per SM (two for
+    /// the matmul RT variant; `WmCfg`;
     /// matmuls and convolutions).
     WgMat,
 }
@@ -67,15 +68,16 @@ impl GemmTile {
     }
 
     /// Blocks of this tile the split rules count on being resident on a GPU
-    /// of `sms` SMs: two 256-thread large blocks per SM (registers; for
-    /// the wgmma matmul tiles also shared memory), three 128-channel wgmma
+    /// of `sms` SMs: two 256-thread large blocks per SM (registers), one
+    /// block of the shared-memory wgmma tiles (their convolution and BE
+    /// variants; the matmul RT variant fits two), three 128-channel wgmma
     /// blocks (registers), four of the 128-thread tiles.
     pub fn slots(self, sms: u32) -> u64 {
         let sms = u64::from(sms.max(1));
         match self {
             GemmTile::Large => LARGE_TILES_PER_SM * sms,
             GemmTile::Wg => 3 * sms,
-            GemmTile::WgMat => 2 * sms,
+            GemmTile::WgMat => sms,
             GemmTile::Medium | GemmTile::Tall | GemmTile::WgS => TARGET_ITEMS_PER_SM * sms,
         }
     }
