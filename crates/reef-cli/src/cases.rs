@@ -110,6 +110,86 @@ fn conv(
     })
 }
 
+/// `softmax(Q·Kᵀ / sqrt(d) + mask) · V` over `dims = [b, h, sq, sk, d, dv]`
+/// with BERT's head splits (Q, K and V given as `[b, s, h, d]`), the mask
+/// (shape `mask`, scaled to BERT's range) an input, and with `merge` the
+/// merge transpose after it.
+fn attention(
+    r: &mut ChaCha8Rng,
+    name: &str,
+    dims: [usize; 6],
+    mask: Option<&[usize]>,
+    merge: bool,
+) -> Result<Case> {
+    let [bn, h, sq, sk, d, dv] = dims;
+    let mut b = GraphBuilder::new(name);
+    let xq = b.input("q", DType::F32, vec![bn, sq, h, d])?;
+    let xk = b.input("k", DType::F32, vec![bn, sk, h, d])?;
+    let xv = b.input("v", DType::F32, vec![bn, sk, h, dv])?;
+    let tr = |b: &mut GraphBuilder, x, n: &str, perm: [usize; 4]| {
+        b.node(
+            n,
+            Op::Transpose {
+                perm: Some(perm.to_vec()),
+            },
+            &[x],
+        )
+    };
+    let q = tr(&mut b, xq, "q_heads", [0, 2, 1, 3])?;
+    let k = tr(&mut b, xk, "k_heads", [0, 2, 3, 1])?;
+    let v = tr(&mut b, xv, "v_heads", [0, 2, 1, 3])?;
+    let s = b.node("scores", Op::MatMul, &[q, k])?;
+    let c = b.initializer("scale", Tensor::scalar_f32((d as f32).sqrt()))?;
+    let mut s = b.node("scale", Op::Div, &[s, c])?;
+    if let Some(ms) = mask {
+        // Mostly small, some -1e4 ("masked out"), as BERT's mask is.
+        let n: usize = ms.iter().product();
+        let vals = (0..n)
+            .map(|_| {
+                if r.random_bool(0.2) {
+                    -1e4
+                } else {
+                    r.random_range(-1.0f32..1.0)
+                }
+            })
+            .collect();
+        let m = b.initializer("mask", Tensor::f32(ms.to_vec(), vals)?)?;
+        s = b.node("mask_add", Op::Add, &[s, m])?;
+    }
+    let p = b.node("softmax", Op::Softmax { axis: -1 }, &[s])?;
+    let mut y = b.node("context", Op::MatMul, &[p, v])?;
+    if merge {
+        y = tr(&mut b, y, "merge", [0, 2, 1, 3])?;
+    }
+    b.output(y);
+    Ok(Case {
+        name: name.into(),
+        graph: b.finish()?,
+        tf32: false,
+    })
+}
+
+/// Attention over one batch dim (`[heads, s, d]` operands, K given
+/// transposed as it is stored), scaled by a multiplication.
+fn attention_rank3(r: &mut ChaCha8Rng) -> Result<Case> {
+    let name = "attention_rank3";
+    let mut b = GraphBuilder::new(name);
+    let q = b.input("q", DType::F32, vec![6, 50, 32])?;
+    let k = b.input("k_t", DType::F32, vec![6, 32, 40])?;
+    let v = b.input("v", DType::F32, vec![6, 40, 48])?;
+    let s = b.node("scores", Op::MatMul, &[q, k])?;
+    let c = b.initializer("scale", Tensor::scalar_f32(r.random_range(0.1f32..0.3)))?;
+    let s = b.node("scale", Op::Mul, &[c, s])?;
+    let p = b.node("softmax", Op::Softmax { axis: -1 }, &[s])?;
+    let y = b.node("context", Op::MatMul, &[p, v])?;
+    b.output(y);
+    Ok(Case {
+        name: name.into(),
+        graph: b.finish()?,
+        tf32: false,
+    })
+}
+
 fn unary(name: &str, op: Op, shape: &[usize]) -> Result<Case> {
     let mut b = GraphBuilder::new(name);
     let x = b.input("x", DType::F32, shape.to_vec())?;
@@ -333,6 +413,28 @@ pub fn all(seed: u64) -> Result<Vec<Case>> {
             tf32: true,
         });
     }
+    // Fused attention (one kernel): BERT's shapes, then rows, keys and head
+    // lengths off every tile size, the longest rows, one batch dim, and a
+    // row-cycling mask.
+    for (name, dims, mask, merge) in [
+        (
+            "attention_bert",
+            [2, 4, 128, 128, 64, 64],
+            Some(vec![2, 1, 1, 128]),
+            true,
+        ),
+        (
+            "attention_odd",
+            [1, 3, 45, 77, 24, 40],
+            Some(vec![45, 77]),
+            true,
+        ),
+        ("attention_d128", [1, 2, 33, 70, 128, 128], None, false),
+        ("attention_one_key", [2, 2, 5, 1, 8, 8], None, true),
+    ] {
+        v.push(attention(r, name, dims, mask.as_deref(), merge)?);
+    }
+    v.push(attention_rank3(r)?);
     for (name, kind, k, s, p, ceil, cip) in [
         ("maxpool3x3_s2", PoolKind::Max, 3, 2, 1, false, false),
         ("avgpool3x3_s1_pad", PoolKind::Avg, 3, 1, 1, false, true),

@@ -3,18 +3,19 @@
 //! the list of kernel families with their entry points, block sizes and
 //! dynamic shared memory.
 
-use crate::params::{EW_THREADS, GEMM_L_THREADS, GEMM_THREADS, ROW_THREADS};
+use crate::params::{ATTENTION_THREADS, EW_THREADS, GEMM_L_THREADS, GEMM_THREADS, ROW_THREADS};
 use reef_exec::Variant;
 
 /// Pipeline stages of the wgmma matmul (`REEF_WGM_STAGES` in `gemm.cu`).
 pub const WGM_STAGES: u32 = 6;
 
 /// The sources, concatenated in this order into one program (no `#include`).
-pub const SOURCES: [(&str, &str); 4] = [
+pub const SOURCES: [(&str, &str); 5] = [
     ("common.cu", include_str!("../kernels/common.cu")),
     ("gemm.cu", include_str!("../kernels/gemm.cu")),
     ("elementwise.cu", include_str!("../kernels/elementwise.cu")),
     ("rows.cu", include_str!("../kernels/rows.cu")),
+    ("attention.cu", include_str!("../kernels/attention.cu")),
 ];
 
 /// The whole program text.
@@ -257,11 +258,13 @@ pub enum Family {
     ConvWgm,
     /// [`Family::ConvWgm`] over weights stored rounded to TF32.
     ConvWgmW,
+    /// Fused attention (scores, softmax and values in one kernel), f32.
+    Attention,
 }
 
 impl Family {
     /// Every family, in a fixed order ([`Family::index`]).
-    pub const ALL: [Family; 39] = [
+    pub const ALL: [Family; 40] = [
         Family::ConvTcL,
         Family::ConvTc,
         Family::ConvWg,
@@ -301,6 +304,7 @@ impl Family {
         Family::MatMulWgW,
         Family::ConvWgm,
         Family::ConvWgmW,
+        Family::Attention,
     ];
 
     /// Position in [`Family::ALL`].
@@ -350,6 +354,7 @@ impl Family {
             Family::MatMulWgW => "matmul_wg_w",
             Family::ConvWgm => "conv_wgm",
             Family::ConvWgmW => "conv_wgm_w",
+            Family::Attention => "attention",
         }
     }
 
@@ -438,6 +443,7 @@ impl Family {
             Family::Softmax | Family::LayerNorm | Family::Reduce | Family::ArgExtreme => {
                 ROW_THREADS
             }
+            Family::Attention => ATTENTION_THREADS,
             _ => EW_THREADS,
         }
     }

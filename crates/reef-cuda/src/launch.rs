@@ -14,7 +14,9 @@ use crate::weight_layout::WeightLayout;
 use reef_exec::ExecError;
 use reef_model::resize::ResizeMode;
 use reef_model::{DType, PadMode, PoolKind};
-use reef_plan::kernel::{BinOp, CmpOp, KernelOp, ReduceKind, UnaryOp};
+use reef_plan::kernel::{
+    BinOp, CmpOp, KernelOp, ReduceKind, SoftmaxMask, SoftmaxPre, UnaryOp, ATTENTION_MAX_D,
+};
 use reef_plan::plan::{BufferId, Loc};
 use reef_plan::Plan;
 use std::sync::Arc;
@@ -138,6 +140,25 @@ fn invalid(kernel: usize, msg: impl std::fmt::Display) -> ExecError {
 fn to_i32(kernel: usize, what: &str, v: impl TryInto<i32>) -> Result<i32, ExecError> {
     v.try_into()
         .map_err(|_| invalid(kernel, format!("{what} does not fit in i32")))
+}
+
+/// The mask layout of a prologue without a mask.
+const NO_MASK: SoftmaxMask = SoftmaxMask {
+    div: 1,
+    modulo: 1,
+    ld: 0,
+    col_stride: 0,
+};
+
+/// A softmax prologue's scale as the kernels' `(scale_op, scale)`: 0 none,
+/// 1 multiply, 2 divide.
+fn scale_code(kernel: usize, pre: &SoftmaxPre) -> Result<(i32, f32), ExecError> {
+    match pre.scale {
+        None => Ok((0, 1.0)),
+        Some((BinOp::Mul, c)) => Ok((1, c)),
+        Some((BinOp::Div, c)) => Ok((2, c)),
+        Some((op, _)) => Err(invalid(kernel, format!("softmax prologue scale {op:?}"))),
+    }
 }
 
 fn tiles_for(kernel: usize, n: u64) -> Result<u32, ExecError> {
@@ -1331,24 +1352,9 @@ impl<'a> Builder<'a> {
                         let need = u(m.extent(*outer, *axis));
                         (self.buf(k, self.input(k, 1)?, f32_, need)?, *m)
                     }
-                    None => (
-                        0,
-                        reef_plan::kernel::SoftmaxMask {
-                            div: 1,
-                            modulo: 1,
-                            ld: 0,
-                            col_stride: 0,
-                        },
-                    ),
+                    None => (0, NO_MASK),
                 };
-                let (scale_op, scale) = match pre.scale {
-                    None => (0, 1.0),
-                    Some((BinOp::Mul, c)) => (1, c),
-                    Some((BinOp::Div, c)) => (2, c),
-                    Some((op, _)) => {
-                        return Err(invalid(k, format!("softmax prologue scale {op:?}")))
-                    }
-                };
+                let (scale_op, scale) = scale_code(k, pre)?;
                 let tiles = tiles_for(k, rows)?;
                 let p = SoftmaxParams {
                     hdr: self.hdr(k, tiles),
@@ -1370,6 +1376,88 @@ impl<'a> Builder<'a> {
                     family: Family::Softmax,
                     tiles,
                     params: Params::Softmax(p),
+                })
+            }
+            KernelOp::Attention(a) => {
+                expect_inputs(3 + a.pre.mask.is_some() as usize)?;
+                let Some(total) = a.out_elems() else {
+                    return Err(invalid(k, "attention output size overflows"));
+                };
+                if total == 0 {
+                    return Ok(self.noop(k));
+                }
+                if a.sk == 0 || a.d > ATTENTION_MAX_D || a.dv > ATTENTION_MAX_D {
+                    return Err(invalid(
+                        k,
+                        format!(
+                            "attention over {} keys of length {} / {} (1 key at least, rows of at most {ATTENTION_MAX_D})",
+                            a.sk, a.d, a.dv
+                        ),
+                    ));
+                }
+                if !a.out_is_dense() {
+                    return Err(invalid(k, "attention output strides overlap"));
+                }
+                // Elements an operand of `rows x cols` per problem reaches.
+                let need = |st: &[usize; 4], rows: usize, cols: usize| -> u64 {
+                    [a.batch, a.heads, rows, cols]
+                        .iter()
+                        .zip(st)
+                        .map(|(&n, &s)| u(n - 1) * u(s))
+                        .sum::<u64>()
+                        + 1
+                };
+                let q = self.buf(k, self.input(k, 0)?, f32_, need(&a.q_strides, a.sq, a.d))?;
+                let kb = self.buf(k, self.input(k, 1)?, f32_, need(&a.k_strides, a.sk, a.d))?;
+                let v = self.buf(k, self.input(k, 2)?, f32_, need(&a.v_strides, a.sk, a.dv))?;
+                let out = self.buf(k, out_id, f32_, u(total))?;
+                let rows = a.batch * a.heads * a.sq;
+                let (mask, md) = match &a.pre.mask {
+                    Some(m) => {
+                        let need = u(m.extent(rows, a.sk));
+                        (self.buf(k, self.input(k, 3)?, f32_, need)?, *m)
+                    }
+                    None => (0, NO_MASK),
+                };
+                let (scale_op, scale) = scale_code(k, &a.pre)?;
+                let row_blocks = u(a.sq).div_ceil(ATTENTION_ROWS);
+                let tiles = tiles_for(k, u(a.batch * a.heads) * row_blocks)?;
+                let strides = |st: &[usize; 4], what: &str| -> Result<[i64; 4], ExecError> {
+                    let mut r = [0i64; 4];
+                    for (d, &x) in r.iter_mut().zip(st) {
+                        *d = i64::try_from(x)
+                            .map_err(|_| invalid(k, format!("{what} stride {x}")))?;
+                    }
+                    Ok(r)
+                };
+                let p = AttentionParams {
+                    hdr: self.hdr(k, tiles),
+                    q,
+                    k: kb,
+                    v,
+                    mask,
+                    out,
+                    qs: strides(&a.q_strides, "Q")?,
+                    ks: strides(&a.k_strides, "K")?,
+                    vs: strides(&a.v_strides, "V")?,
+                    os: strides(&a.out_strides, "output")?,
+                    heads: to_i32(k, "heads", a.heads)?,
+                    sq: to_i32(k, "query rows", a.sq)?,
+                    sk: to_i32(k, "keys", a.sk)?,
+                    d: to_i32(k, "key length", a.d)?,
+                    dv: to_i32(k, "value length", a.dv)?,
+                    row_blocks: to_i32(k, "row blocks", row_blocks)?,
+                    scale_op,
+                    scale,
+                    mask_div: to_i32(k, "mask div", md.div.max(1))?,
+                    mask_mod: to_i32(k, "mask modulo", md.modulo.max(1))?,
+                    mask_ld: to_i32(k, "mask ld", md.ld)?,
+                    mask_cs: to_i32(k, "mask column stride", md.col_stride)?,
+                };
+                Ok(Launch {
+                    family: Family::Attention,
+                    tiles,
+                    params: Params::Attention(p),
                 })
             }
             KernelOp::LayerNorm { rows, cols, eps } => {

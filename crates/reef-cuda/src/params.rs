@@ -17,6 +17,10 @@ pub const EW_THREADS: u32 = 256;
 pub const EW_TILE: u64 = 1024;
 /// Threads per block of the row families (`REEF_ROW_THREADS`).
 pub const ROW_THREADS: u32 = 256;
+/// Threads per block of the fused attention family (`REEF_ATT_THREADS`).
+pub const ATTENTION_THREADS: u32 = 128;
+/// Query rows per fused attention tile (`REEF_ATT_ROWS`).
+pub const ATTENTION_ROWS: u64 = 32;
 /// Threads per block of the 64 x 64 GEMM families (`REEF_GEMM_THREADS`, `CfgM`).
 pub const GEMM_THREADS: u32 = 128;
 /// Threads per block of the 128 x 128 GEMM families (`CfgL`).
@@ -450,6 +454,39 @@ pub struct SoftmaxParams {
     pub pad0: u32,
 }
 
+/// Fused attention (family attention): strides over `(b, h, row, col)`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+#[allow(missing_docs)]
+pub struct AttentionParams {
+    pub hdr: Hdr,
+    pub q: u64,
+    pub k: u64,
+    pub v: u64,
+    /// The prologue's mask (0: none).
+    pub mask: u64,
+    pub out: u64,
+    pub qs: [i64; 4],
+    pub ks: [i64; 4],
+    pub vs: [i64; 4],
+    pub os: [i64; 4],
+    pub heads: i32,
+    pub sq: i32,
+    pub sk: i32,
+    pub d: i32,
+    pub dv: i32,
+    /// Tiles per (batch, head) problem: `ceil(sq / ATTENTION_ROWS)`.
+    pub row_blocks: i32,
+    /// Prologue scale: 0 none, 1 `s * scale`, 2 `s / scale`.
+    pub scale_op: i32,
+    pub scale: f32,
+    /// Mask element of (row r, j): `((r / mask_div) % mask_mod) * mask_ld + j * mask_cs`.
+    pub mask_div: i32,
+    pub mask_mod: i32,
+    pub mask_ld: i32,
+    pub mask_cs: i32,
+}
+
 /// Layer normalisation (family layernorm).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
@@ -504,6 +541,7 @@ device_repr!(
     ResizeParams,
     ArgExtremeParams,
     SoftmaxParams,
+    AttentionParams,
     LayerNormParams,
     ReduceParams
 );
@@ -526,6 +564,7 @@ pub enum Params {
     Resize(ResizeParams),
     ArgExtreme(ArgExtremeParams),
     Softmax(SoftmaxParams),
+    Attention(AttentionParams),
     LayerNorm(LayerNormParams),
     Reduce(ReduceParams),
 }
@@ -548,6 +587,7 @@ impl Params {
             Params::Resize(p) => &mut p.hdr,
             Params::ArgExtreme(p) => &mut p.hdr,
             Params::Softmax(p) => &mut p.hdr,
+            Params::Attention(p) => &mut p.hdr,
             Params::LayerNorm(p) => &mut p.hdr,
             Params::Reduce(p) => &mut p.hdr,
         }
@@ -575,6 +615,7 @@ impl Params {
             Params::Resize(p) => bytemuck::bytes_of(p),
             Params::ArgExtreme(p) => bytemuck::bytes_of(p),
             Params::Softmax(p) => bytemuck::bytes_of(p),
+            Params::Attention(p) => bytemuck::bytes_of(p),
             Params::LayerNorm(p) => bytemuck::bytes_of(p),
             Params::Reduce(p) => bytemuck::bytes_of(p),
         }
@@ -612,6 +653,10 @@ mod tests {
         );
         assert_eq!(offset_of!(ResizeParams, scales), HDR_BYTES + 2 * 8 + 12 * 4);
         assert_eq!(size_of::<SoftmaxParams>(), HDR_BYTES + 3 * 8 + 10 * 4);
+        assert_eq!(
+            size_of::<AttentionParams>(),
+            HDR_BYTES + 5 * 8 + 16 * 8 + 12 * 4
+        );
         assert_eq!(size_of::<LayerNormParams>(), HDR_BYTES + 4 * 8 + 4 * 4);
         assert_eq!(size_of::<ReduceParams>(), HDR_BYTES + 2 * 8 + 4 * 4);
         assert_eq!(size_of::<ArgExtremeParams>(), HDR_BYTES + 2 * 8 + 4 * 4);

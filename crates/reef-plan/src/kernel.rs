@@ -202,7 +202,8 @@ impl SoftmaxMask {
         if rows == 0 || axis == 0 {
             return 0;
         }
-        let max_row = (rows - 1) / self.div.max(1) % self.modulo.max(1);
+        // Mask rows run 0..=(rows - 1) / div, cycled at modulo.
+        let max_row = ((rows - 1) / self.div.max(1)).min(self.modulo.max(1) - 1);
         max_row
             .saturating_mul(self.ld)
             .saturating_add((axis - 1).saturating_mul(self.col_stride))
@@ -614,6 +615,8 @@ pub enum KernelOp {
         /// Product of trailing dims.
         inner: usize,
     },
+    /// Fused attention (QK^T, scale, mask, softmax and PV in one kernel).
+    Attention(AttentionSpec),
     /// Type conversion of `n` elements; inputs `x`.
     Cast {
         /// From.
@@ -631,6 +634,7 @@ impl KernelOp {
         match self {
             KernelOp::Conv(_) => "conv",
             KernelOp::MatMul(_) => "matmul",
+            KernelOp::Attention(_) => "attention",
             KernelOp::Pool(_) => "pool",
             KernelOp::ChannelAffine { .. } => "channel_affine",
             KernelOp::Binary { .. } => "binary",
@@ -676,6 +680,10 @@ impl KernelOp {
                 };
                 format!("matmul {lead}[{}x{}x{}]", m.m, m.n, m.k)
             }
+            KernelOp::Attention(a) => format!(
+                "attention {}x{}x[{}x{}x{}/{}]",
+                a.batch, a.heads, a.sq, a.sk, a.d, a.dv
+            ),
             other => other.kind().to_string(),
         }
     }
@@ -687,8 +695,82 @@ impl KernelOp {
                 2 * (c.n * c.k * c.oh * c.ow) as u64 * (c.c / c.groups * c.r * c.s) as u64
             }
             KernelOp::MatMul(m) => 2 * (m.batch_count() * m.m * m.n) as u64 * m.k as u64,
+            KernelOp::Attention(a) => {
+                2 * (a.batch * a.heads * a.sq * a.sk) as u64 * (a.d + a.dv) as u64
+            }
             _ => 0,
         }
+    }
+}
+
+/// The longest query, key and value rows an [`AttentionSpec`] may have (the
+/// GPU kernel keeps a block's queries and one key chunk in shared memory).
+pub const ATTENTION_MAX_D: usize = 128;
+
+/// Fused scaled-dot-product attention over `batch x heads` problems: for
+/// query row `i` of problem `(b, h)`,
+/// `out[b, h, i, :] = Σ_j softmax_j(pre(q[b, h, i, :] · k[b, h, j, :])) · v[b, h, j, :]`
+/// where `pre` is the scale and mask of [`SoftmaxPre`] (mask row
+/// `(b · heads + h) · sq + i`, as the unfused softmax over `[.., sq, sk]`
+/// sees it). Every operand is read, and the output written, through element
+/// strides over `(b, h, row, col)`, so head splits and the merge transpose
+/// after it cost no copies. All arithmetic is f32 (no TF32 rounding).
+/// Inputs `q, k, v, [mask]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttentionSpec {
+    /// Leading problem dimension.
+    pub batch: usize,
+    /// Second problem dimension.
+    pub heads: usize,
+    /// Query rows per problem.
+    pub sq: usize,
+    /// Keys (and values) per problem.
+    pub sk: usize,
+    /// Query and key length.
+    pub d: usize,
+    /// Value (and output) length.
+    pub dv: usize,
+    /// Q's element strides over `(b, h, i, d)`.
+    pub q_strides: [usize; 4],
+    /// K's element strides over `(b, h, j, d)`.
+    pub k_strides: [usize; 4],
+    /// V's element strides over `(b, h, j, e)`.
+    pub v_strides: [usize; 4],
+    /// The output's element strides over `(b, h, i, e)`; a permutation of a
+    /// dense layout (validated: no two elements share a place).
+    pub out_strides: [usize; 4],
+    /// Scale and additive mask applied to each score first.
+    pub pre: SoftmaxPre,
+}
+
+impl AttentionSpec {
+    /// The output's elements (`batch · heads · sq · dv`).
+    pub fn out_elems(&self) -> Option<usize> {
+        [self.batch, self.heads, self.sq, self.dv]
+            .iter()
+            .try_fold(1usize, |a, &b| a.checked_mul(b))
+    }
+
+    /// Whether the output strides place every element of the
+    /// `[batch, heads, sq, dv]` output at its own offset below
+    /// [`AttentionSpec::out_elems`] (a permutation of a dense layout).
+    pub fn out_is_dense(&self) -> bool {
+        let dims = [self.batch, self.heads, self.sq, self.dv];
+        if dims.contains(&0) {
+            return true;
+        }
+        // Sorted by stride (size-1 dims anywhere), each stride must equal
+        // the product of the dims below it.
+        let mut order: Vec<usize> = (0..4).filter(|&i| dims[i] > 1).collect();
+        order.sort_by_key(|&i| self.out_strides[i]);
+        let mut expect = 1usize;
+        for i in order {
+            if self.out_strides[i] != expect {
+                return false;
+            }
+            expect = expect.saturating_mul(dims[i]);
+        }
+        true
     }
 }
 

@@ -3,6 +3,7 @@
 //! ordered list of [`Kernel`]s, REEF's "schedule", and its activations are
 //! placed in one arena by the memory planner. Backends execute a [`Plan`].
 
+pub mod attention_fusion;
 pub mod concat_inplace;
 pub mod error;
 pub mod graph_use;

@@ -103,6 +103,8 @@ struct Lowerer<'g> {
     bn_act: HashMap<ValueId, (Act, ValueId, String)>,
     /// Softmaxes that absorbed a scale and a mask (by softmax output).
     softmax_pre: HashMap<ValueId, crate::softmax_fusion::FusedSoftmax>,
+    /// Attentions run as one fused kernel, by the node where each runs.
+    attn: HashMap<NodeId, crate::attention_fusion::Group>,
     /// Sibling matmuls run as one batched launch, by the node where it runs.
     qkv: HashMap<NodeId, crate::qkv_fusion::Group>,
     /// Concatenations done in place.
@@ -111,6 +113,12 @@ struct Lowerer<'g> {
     concat_roots: Vec<Option<BufferId>>,
     /// Buffers that are slices of another: buffer -> (root, byte offset).
     sub_of: HashMap<BufferId, (BufferId, usize)>,
+}
+
+/// Whether attention runs as one fused kernel (`REEF_FUSE_ATTENTION=0`
+/// lowers it as two matmuls and a softmax, as before the fusion).
+fn fuse_attention() -> bool {
+    std::env::var("REEF_FUSE_ATTENTION").map_or(true, |v| v.trim() != "0")
 }
 
 /// Compiles a shaped graph into a plan. The batch size recorded is dim 0 of
@@ -136,6 +144,7 @@ pub fn compile(g: &Graph) -> Result<Plan> {
         views: HashMap::new(),
         bn_act: HashMap::new(),
         softmax_pre: HashMap::new(),
+        attn: HashMap::new(),
         qkv: HashMap::new(),
         concat_roots: vec![None; concat.families.len()],
         concat,
@@ -410,6 +419,79 @@ impl<'g> Lowerer<'g> {
         }
     }
 
+    /// One fused attention kernel for `a` (see [`crate::attention_fusion`]);
+    /// `node` names errors.
+    fn lower_attention(&mut self, node: &Node, a: &crate::attention_fusion::Group) -> Result<()> {
+        let cs = self.shape(a.ctx).to_vec();
+        let r = cs.len();
+        let batch = cs[..r - 2].to_vec();
+        let (bsz, heads) = match batch[..] {
+            [] => (1, 1),
+            [h] => (1, h),
+            [b, h] => (b, h),
+            _ => return Err(lower_err(node, "attention with more than two batch dims")),
+        };
+        // Strides over (b, h, row, col) from an operand's shape and layout.
+        let four = |shape: &[usize], st: &[usize], transposed: bool| -> [usize; 4] {
+            let bs = batch_strides_of(shape, st, &batch);
+            let (sb, sh) = match bs[..] {
+                [] => (0, 0),
+                [h] => (0, h),
+                [b, h, ..] => (b, h),
+            };
+            let n = shape.len();
+            let (row, col) = (st[n - 2], st[n - 1]);
+            if transposed {
+                [sb, sh, col, row]
+            } else {
+                [sb, sh, row, col]
+            }
+        };
+        let (qsrc, qst) = self.operand_view(a.q);
+        let (ksrc, kst) = self.operand_view(a.k);
+        let (vsrc, vst) = self.operand_view(a.v);
+        let q_strides = four(self.shape(a.q), &qst, false);
+        let k_strides = four(self.shape(a.k), &kst, true);
+        let v_strides = four(self.shape(a.v), &vst, false);
+        // The context element (.., i, e) in the written value's layout.
+        let cst = match &a.out_perm {
+            None => strides(&cs),
+            Some(perm) => {
+                let tst = strides(self.shape(a.out));
+                let mut c = vec![0; r];
+                for (k, &src) in perm.iter().enumerate() {
+                    c[src] = tst[k];
+                }
+                c
+            }
+        };
+        let out_strides = four(&cs, &cst, false);
+        let spec = AttentionSpec {
+            batch: bsz,
+            heads,
+            sq: cs[r - 2],
+            sk: self.shape(a.k)[self.shape(a.k).len() - 1],
+            d: self.shape(a.q)[self.shape(a.q).len() - 1],
+            dv: cs[r - 1],
+            q_strides,
+            k_strides,
+            v_strides,
+            out_strides,
+            pre: a.pre,
+        };
+        let mut inputs = vec![
+            self.buf(node, qsrc)?,
+            self.buf(node, ksrc)?,
+            self.buf(node, vsrc)?,
+        ];
+        if let Some(m) = a.mask {
+            inputs.push(self.buf(node, m)?);
+        }
+        let o = self.out_buf(a.out);
+        self.emit(&a.name, KernelOp::Attention(spec), inputs, o);
+        Ok(())
+    }
+
     /// The scalar value of a constant operand, if it is one.
     fn scalar(&self, v: Option<ValueId>) -> Option<f64> {
         let t = self.g.constant(v?)?;
@@ -580,6 +662,9 @@ impl<'g> Lowerer<'g> {
         let mut absorbed = vec![false; g.nodes.len()];
         self.plan_views(&mut absorbed);
         self.qkv = crate::qkv_fusion::plan(&self.uses, &mut absorbed);
+        if fuse_attention() {
+            self.attn = crate::attention_fusion::plan(&self.uses, &mut absorbed);
+        }
         let mut emit_at: HashMap<NodeId, (NodeId, Fusion, ValueId)> = HashMap::new();
         for (i, n) in g.nodes.iter().enumerate() {
             if absorbed[i] || !matches!(n.op, Op::Conv(_) | Op::Gemm { .. } | Op::MatMul) {
@@ -629,6 +714,9 @@ impl<'g> Lowerer<'g> {
         for (i, n) in g.nodes.iter().enumerate() {
             if let Some(group) = self.qkv.remove(&i) {
                 self.lower_siblings(&group)?;
+            }
+            if let Some(group) = self.attn.remove(&i) {
+                self.lower_attention(&g.nodes[i], &group)?;
             }
             if let Some((head, f, out)) = emit_at.remove(&i) {
                 self.lower_fused(&g.nodes[head], &f, out)?;

@@ -5,7 +5,7 @@
 use crate::graph_use::GraphUse;
 use crate::kernel::{BinOp, SoftmaxMask, SoftmaxPre};
 use reef_model::tensor::strides;
-use reef_model::{DType, Op, ValueId};
+use reef_model::{DType, NodeId, Op, ValueId};
 use std::collections::HashMap;
 
 /// A softmax with an absorbed prologue.
@@ -64,74 +64,92 @@ pub fn mask_layout(shape: &[usize], mshape: &[usize]) -> Option<SoftmaxMask> {
 /// marks the absorbed nodes in `absorbed` and returns the fused softmaxes by
 /// softmax output value.
 pub fn plan(u: &GraphUse, absorbed: &mut [bool]) -> HashMap<ValueId, FusedSoftmax> {
-    let g = u.g;
-    let producer = &u.producer;
     let mut out = HashMap::new();
-    for (si, s) in g.nodes.iter().enumerate() {
-        let Op::Softmax { axis } = s.op else { continue };
-        let (Some(x0), Some(&sout)) = (s.input(0), s.outputs.first()) else {
+    for si in 0..u.g.nodes.len() {
+        let Some((fused, taken)) = prologue(u, si, absorbed) else {
             continue;
         };
-        let rank = g.values[x0].shape.len() as i64;
-        if absorbed[si] || rank == 0 || (axis != -1 && axis != rank - 1) {
-            continue;
-        }
-        let shape = g.values[x0].shape.clone();
-        let f32_same = |v: ValueId| g.values[v].dtype == DType::F32 && g.values[v].shape == shape;
-        let mut cur = x0;
-        let mut consumer = si;
-        let mut pre = SoftmaxPre::default();
-        let mut mask = None;
-        let mut taken = vec![];
-        // `cur = a + m` (m broadcast to cur's shape).
-        if let Some(&p) = producer.get(&cur) {
-            let n = &g.nodes[p];
-            if n.op == Op::Add && !absorbed[p] && u.only_feeds(cur, consumer) {
-                if let (Some(a), Some(b)) = (n.input(0), n.input(1)) {
-                    let pick = [(a, b), (b, a)].into_iter().find_map(|(main, m)| {
-                        let layout = mask_layout(&shape, &g.values[m].shape)?;
-                        (f32_same(main) && g.values[m].dtype == DType::F32)
-                            .then_some((main, m, layout))
-                    });
-                    if let Some((main, m, layout)) = pick {
-                        pre.mask = Some(layout);
-                        mask = Some(m);
-                        taken.push(p);
-                        consumer = p;
-                        cur = main;
-                    }
-                }
-            }
-        }
-        // `cur = a / c` or `a * c`.
-        if let Some(&p) = producer.get(&cur) {
-            let n = &g.nodes[p];
-            if matches!(n.op, Op::Div | Op::Mul) && !absorbed[p] && u.only_feeds(cur, consumer) {
-                if let (Some(a), Some(b)) = (n.input(0), n.input(1)) {
-                    let scaled = match n.op {
-                        Op::Div => u.scalar(b).map(|c| (a, BinOp::Div, c)),
-                        _ => u
-                            .scalar(b)
-                            .map(|c| (a, BinOp::Mul, c))
-                            .or_else(|| u.scalar(a).map(|c| (b, BinOp::Mul, c))),
-                    };
-                    if let Some((main, op, c)) = scaled.filter(|s| f32_same(s.0)) {
-                        pre.scale = Some((op, c));
-                        taken.push(p);
-                        cur = main;
-                    }
-                }
-            }
-        }
         if taken.is_empty() {
             continue;
         }
         for p in taken {
             absorbed[p] = true;
         }
-        out.insert(sout, FusedSoftmax { x: cur, pre, mask });
+        if let Some(&sout) = u.g.nodes[si].outputs.first() {
+            out.insert(sout, fused);
+        }
     }
     out
+}
+
+/// The prologue node `si` would absorb when it is a softmax over the last
+/// axis that no other fusion took: the fused softmax (its input before the
+/// prologue, the scale and the mask) and the absorbed nodes, none when the
+/// softmax reads its input as it is.
+pub fn prologue(
+    u: &GraphUse,
+    si: NodeId,
+    absorbed: &[bool],
+) -> Option<(FusedSoftmax, Vec<NodeId>)> {
+    let g = u.g;
+    let producer = &u.producer;
+    let s = &g.nodes[si];
+    let Op::Softmax { axis } = s.op else {
+        return None;
+    };
+    let x0 = s.input(0)?;
+    s.outputs.first()?;
+    let rank = g.values[x0].shape.len() as i64;
+    if absorbed[si] || rank == 0 || (axis != -1 && axis != rank - 1) {
+        return None;
+    }
+    let shape = g.values[x0].shape.clone();
+    let f32_same = |v: ValueId| g.values[v].dtype == DType::F32 && g.values[v].shape == shape;
+    let mut cur = x0;
+    let mut consumer = si;
+    let mut pre = SoftmaxPre::default();
+    let mut mask = None;
+    let mut taken = vec![];
+    // `cur = a + m` (m broadcast to cur's shape).
+    if let Some(&p) = producer.get(&cur) {
+        let n = &g.nodes[p];
+        if n.op == Op::Add && !absorbed[p] && u.only_feeds(cur, consumer) {
+            if let (Some(a), Some(b)) = (n.input(0), n.input(1)) {
+                let pick = [(a, b), (b, a)].into_iter().find_map(|(main, m)| {
+                    let layout = mask_layout(&shape, &g.values[m].shape)?;
+                    (f32_same(main) && g.values[m].dtype == DType::F32).then_some((main, m, layout))
+                });
+                if let Some((main, m, layout)) = pick {
+                    pre.mask = Some(layout);
+                    mask = Some(m);
+                    taken.push(p);
+                    consumer = p;
+                    cur = main;
+                }
+            }
+        }
+    }
+    // `cur = a / c` or `a * c`.
+    if let Some(&p) = producer.get(&cur) {
+        let n = &g.nodes[p];
+        if matches!(n.op, Op::Div | Op::Mul) && !absorbed[p] && u.only_feeds(cur, consumer) {
+            if let (Some(a), Some(b)) = (n.input(0), n.input(1)) {
+                let scaled = match n.op {
+                    Op::Div => u.scalar(b).map(|c| (a, BinOp::Div, c)),
+                    _ => u
+                        .scalar(b)
+                        .map(|c| (a, BinOp::Mul, c))
+                        .or_else(|| u.scalar(a).map(|c| (b, BinOp::Mul, c))),
+                };
+                if let Some((main, op, c)) = scaled.filter(|s| f32_same(s.0)) {
+                    pre.scale = Some((op, c));
+                    taken.push(p);
+                    cur = main;
+                }
+            }
+        }
+    }
+    Some((FusedSoftmax { x: cur, pre, mask }, taken))
 }
 
 #[cfg(test)]

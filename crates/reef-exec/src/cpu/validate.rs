@@ -267,6 +267,34 @@ fn needs(k: &Kernel) -> Result<(Vec<Need>, Need)> {
             }
             Some((ins, f32s(out)))
         }
+        KernelOp::Attention(a) => {
+            let out = a.out_elems();
+            if out != Some(0) && a.sk == 0 {
+                return Err(bad(k, "attention over zero keys"));
+            }
+            if !a.out_is_dense() {
+                return Err(bad(
+                    k,
+                    format!(
+                        "output strides {:?} overlap or leave gaps in [{}, {}, {}, {}]",
+                        a.out_strides, a.batch, a.heads, a.sq, a.dv
+                    ),
+                ));
+            }
+            let op = |st: &[usize; 4], rows: usize, cols: usize| {
+                reach(&[a.batch, a.heads, rows, cols], st)
+            };
+            let mut ins = vec![
+                f32s(op(&a.q_strides, a.sq, a.d)),
+                f32s(op(&a.k_strides, a.sk, a.d)),
+                f32s(op(&a.v_strides, a.sk, a.dv)),
+            ];
+            if let Some(m) = &a.pre.mask {
+                let rows = mul(&[a.batch, a.heads, a.sq]);
+                ins.push(f32s(rows.map(|r| m.extent(r, a.sk))));
+            }
+            Some((ins, f32s(out)))
+        }
         KernelOp::Pool(p) => {
             if p.stride.contains(&0) || p.dilation.contains(&0) || p.kernel.contains(&0) {
                 return Err(bad(k, "zero window, stride or dilation"));

@@ -1,6 +1,7 @@
 //! The CPU implementations of every [`KernelOp`], and the dispatch from a
 //! plan's kernel to them.
 
+mod attention;
 mod conv;
 mod elementwise;
 mod layout;
@@ -61,6 +62,10 @@ pub(crate) fn run(
             let bias = opt(m.has_bias, 2)?;
             let res = opt(m.has_residual, 2 + usize::from(m.has_bias))?;
             matmul::matmul(m, f(0)?, f(1)?, bias, res, typed_mut(out)?, stop, tf32);
+        }
+        KernelOp::Attention(a) => {
+            let mask = if a.pre.mask.is_some() { f(3)? } else { &[] };
+            attention::attention(a, [f(0)?, f(1)?, f(2)?, mask], typed_mut(out)?, stop);
         }
         KernelOp::Pool(p) => pool::pool(p, f(0)?, typed_mut(out)?, stop),
         KernelOp::ChannelAffine {
