@@ -25,7 +25,7 @@ import sys
 import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SOURCES = ["common.cu", "gemm.cu", "elementwise.cu", "rows.cu"]
+SOURCES = ["common.cu", "gemm.cu", "elementwise.cu", "rows.cu", "attention.cu"]
 
 
 def main():

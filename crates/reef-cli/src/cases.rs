@@ -414,8 +414,9 @@ pub fn all(seed: u64) -> Result<Vec<Case>> {
         });
     }
     // Fused attention (one kernel): BERT's shapes, then rows, keys and head
-    // lengths off every tile size, the longest rows, one batch dim, and a
-    // row-cycling mask.
+    // lengths off every tile size, the longest rows, one batch dim, a
+    // row-cycling mask, and problems enough for full-height tiles with
+    // short and long value rows.
     for (name, dims, mask, merge) in [
         (
             "attention_bert",
@@ -431,6 +432,19 @@ pub fn all(seed: u64) -> Result<Vec<Case>> {
         ),
         ("attention_d128", [1, 2, 33, 70, 128, 128], None, false),
         ("attention_one_key", [2, 2, 5, 1, 8, 8], None, true),
+        // Enough problems for full 32-row tiles on an H100 (264 or more).
+        (
+            "attention_full_tiles",
+            [6, 12, 128, 96, 64, 64],
+            Some(vec![6, 1, 1, 96]),
+            true,
+        ),
+        (
+            "attention_full_wide",
+            [4, 8, 300, 50, 32, 96],
+            Some(vec![4, 1, 1, 50]),
+            true,
+        ),
     ] {
         v.push(attention(r, name, dims, mask.as_deref(), merge)?);
     }

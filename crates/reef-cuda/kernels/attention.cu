@@ -1,18 +1,27 @@
 // reef CUDA kernels: fused attention (family attention, reef_plan's
-// AttentionSpec). One tile is REEF_ATT_ROWS query rows of one (batch, head)
-// problem: the scores against each chunk of REEF_ATT_KEYS keys, the softmax
-// prologue (scale, mask), an online softmax (running max and sum), and the
-// probability-weighted values, all in f32 on FFMA. Scores and
-// probabilities stay in shared memory; the output is written once, through
-// strides (the merge transpose after the context product costs nothing).
-// Both variants run the same tile, so a BE kernel stopped between tiles
-// resumes with identical results.
+// AttentionSpec). One tile is 32 query rows (16 where 32-row tiles would
+// leave SMs idle) of one (batch, head) problem: the scores against each
+// chunk of REEF_ATT_KEYS keys, the softmax prologue (scale, mask), an
+// online softmax (running max and sum), and the probability-weighted
+// values, all in f32 on FFMA. Scores and probabilities stay in shared
+// memory; the output is written once, through strides (the merge transpose
+// after the context product costs nothing). Both variants run the same
+// tile, so a BE kernel stopped between tiles resumes with identical results;
+// a BE tile also stops between key chunks once the preemption flag is up
+// (it writes nothing until its last chunk, so it simply runs again).
 #if defined(REEF_SET_BASE)  // the base kernel set (gemm.cu: kernel sets)
 
-#define REEF_ATT_ROWS 32
 #define REEF_ATT_KEYS 32
 #define REEF_ATT_MAXD 128
 #define REEF_ATT_THREADS 128
+// Shared memory (dynamic; reef_cuda::params::ATTENTION_SMEM mirrors it):
+// Q transposed (qt[d][row], rows padded to 36), a key chunk transposed
+// (kt[d][key], keys padded to 33), a value chunk (v[key][e]) and a chunk's
+// probabilities (ps[key][row]).
+#define REEF_ATT_QT (REEF_ATT_MAXD * 36)
+#define REEF_ATT_KT (REEF_ATT_MAXD * (REEF_ATT_KEYS + 1))
+#define REEF_ATT_VS (REEF_ATT_KEYS * REEF_ATT_MAXD)
+#define REEF_ATT_PS (REEF_ATT_KEYS * 36)
 
 // Mirrors reef_cuda::params::AttentionParams. Strides over (b, h, row, col).
 struct AttentionParams {
@@ -20,9 +29,11 @@ struct AttentionParams {
     u64 q, k, v, mask, out;
     i64 qs[4], ks[4], vs[4], os[4];
     i32 heads, sq, sk, d, dv, row_blocks;
-    i32 scale_op;  // 0 none, 1 s * scale, 2 s / scale
+    i32 tile_rows;  // query rows per tile: 32, or 16 where tiles would be few
+    i32 scale_op;   // 0 none, 1 s * scale, 2 s / scale
     float scale;
     i32 mask_div, mask_mod, mask_ld, mask_cs;
+    u32 pad0;
 };
 
 // Sum and max over the 16 lanes of a half warp (one row group).
@@ -37,75 +48,124 @@ __device__ __forceinline__ float reef_half_sum(float x) {
     return x;
 }
 
-// Thread (ty, tx) = (tid / 16, tid % 16) owns query rows 4 ty .. 4 ty + 3,
-// the scores of keys tx and tx + 16 of each chunk, and the output elements
-// tx + 16 i (i < 8) of its rows.
-__device__ __forceinline__ void attention_tile(const AttentionParams& p, u32 t) {
-    // Q transposed (qt[d][row], rows padded to 36 so a row group's four
-    // rows are one aligned float4).
-    __shared__ __align__(16) float qt[REEF_ATT_MAXD][REEF_ATT_ROWS + 4];
-    // A key chunk transposed (kt[d * 33 + key]: stores along d and loads
-    // along keys both miss bank conflicts), then the value chunk
-    // (v[key * dv + e]).
-    __shared__ __align__(16) float kv[REEF_ATT_MAXD * (REEF_ATT_KEYS + 1)];
-    // A chunk's probabilities (ps[key][row]).
-    __shared__ __align__(16) float ps[REEF_ATT_KEYS][REEF_ATT_ROWS + 4];
+// Starts the copies of a block of `rmax` (at most 32) rows of `cols` floats
+// (element (r, c) at src[r * rs + c * cs], zero from row `rows` on) into
+// shared memory:
+// element (r, c) to dst[c * ld + r] (`transposed`) or dst[r * cols + c].
+// Thread tid takes elements tid + 128 i in row-major order, so a warp reads
+// along c. Nothing waits here (cp.async; the caller commits and waits).
+__device__ __forceinline__ void att_copy(float* dst, i32 ld, bool transposed, const float* src,
+                                         i64 rs, i64 cs, i32 rows, i32 rmax, i32 cols) {
+    i32 r = threadIdx.x / cols, c = threadIdx.x % cols;
+    const i32 dr = REEF_ATT_THREADS / cols, dc = REEF_ATT_THREADS % cols;
+    while (r < rmax) {
+        float* to = transposed ? dst + c * ld + r : dst + r * cols + c;
+        reef_cp4(to, src + (r < rows ? (i64)r * rs + (i64)c * cs : 0), r < rows);
+        r += dr;
+        c += dc;
+        if (c >= cols) {
+            c -= cols;
+            ++r;
+        }
+    }
+}
+
+// RPT consecutive floats from shared memory (aligned to RPT floats).
+template <int RPT>
+__device__ __forceinline__ void att_lds(const float* s, float (&x)[RPT]) {
+    if constexpr (RPT == 4) {
+        const float4 v = *(const float4*)s;
+        x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
+    } else {
+        const float2 v = *(const float2*)s;
+        x[0] = v.x, x[1] = v.y;
+    }
+}
+
+// One tile of 8 RPT query rows, NE x 16 >= dv output columns. Thread
+// (ty, tx) = (tid / 16, tid % 16) owns rows RPT ty .. RPT ty + RPT - 1, the
+// scores of keys tx and tx + 16 of each chunk, and output columns tx + 16 e.
+// Copies run a step ahead (cp.async groups): a chunk's values arrive while
+// its scores are computed, the next chunk's keys while its values are summed.
+// BE: the block also checks the preemption flag (loaded a chunk ahead)
+// before each key chunk, and gives the tile up (false: nothing written)
+// once it is up, so a running BE tile stops within one chunk.
+template <bool BE, int RPT, int NE>
+__device__ __forceinline__ bool attention_rows(const AttentionParams& p, u32 t) {
+    constexpr int TR = 8 * RPT;             // rows per tile
+    constexpr int LD = TR + 4;              // row stride of qt and ps (keeps RPT alignment)
+    constexpr int KLD = REEF_ATT_KEYS + 1;  // key chunk stride (no bank conflicts)
+    float* qt = reef_dyn_smem();
+    float* kt = qt + REEF_ATT_QT;
+    float* vs = kt + REEF_ATT_KT;
+    float* ps = vs + REEF_ATT_VS;
     const u32 bh = t / (u32)p.row_blocks;
-    const i32 row0 = (i32)(t % (u32)p.row_blocks) * REEF_ATT_ROWS;
+    const i32 row0 = (i32)(t % (u32)p.row_blocks) * TR;
     const i64 b = bh / (u32)p.heads, h = bh % (u32)p.heads;
-    const float* q = (const float*)p.q + b * p.qs[0] + h * p.qs[1];
+    const float* q = (const float*)p.q + b * p.qs[0] + h * p.qs[1] + (i64)row0 * p.qs[2];
     const float* k = (const float*)p.k + b * p.ks[0] + h * p.ks[1];
     const float* v = (const float*)p.v + b * p.vs[0] + h * p.vs[1];
     const i32 tid = threadIdx.x, ty = tid >> 4, tx = tid & 15;
-    for (i32 idx = tid; idx < p.d * REEF_ATT_ROWS; idx += REEF_ATT_THREADS) {
-        const i32 dd = idx % p.d, r = idx / p.d, i = row0 + r;
-        qt[dd][r] = i < p.sq ? q[(i64)i * p.qs[2] + (i64)dd * p.qs[3]] : 0.0f;
-    }
-    float m[4], l[4], o[4][8];
-    i64 mrow[4];
+    // Group 0: Q and the first keys; group 1: the first values.
+    att_copy(qt, LD, true, q, p.qs[2], p.qs[3], min(TR, p.sq - row0), TR, p.d);
+    att_copy(kt, KLD, true, k, p.ks[2], p.ks[3], min(REEF_ATT_KEYS, p.sk), 32, p.d);
+    reef_cp_commit();
+    att_copy(vs, 0, false, v, p.vs[2], p.vs[3], min(REEF_ATT_KEYS, p.sk), 32, p.dv);
+    reef_cp_commit();
+    float m[RPT], l[RPT], o[RPT][NE];
+    i64 mrow[RPT];
 #pragma unroll
-    for (int rr = 0; rr < 4; ++rr) {
+    for (int rr = 0; rr < RPT; ++rr) {
         m[rr] = -reef_inf();
         l[rr] = 0.0f;
 #pragma unroll
-        for (int e = 0; e < 8; ++e) o[rr][e] = 0.0f;
+        for (int e = 0; e < NE; ++e) o[rr][e] = 0.0f;
         // The unfused softmax's row index of this query row (rows past the
         // end read mask row 0, which every mask has).
-        const i32 i = row0 + 4 * ty + rr;
+        const i32 i = row0 + RPT * ty + rr;
         const i64 row = (i64)bh * p.sq + i;
         mrow[rr] = i < p.sq ? (row / p.mask_div) % p.mask_mod * (i64)p.mask_ld : 0;
     }
     const float* mask = (const float*)p.mask;
+    i32 flag = 0;
+    if (BE && tid == 0) flag = *(volatile const i32*)p.hdr.flag;
     for (i32 j0 = 0; j0 < p.sk; j0 += REEF_ATT_KEYS) {
-        __syncthreads();  // Q stored; the previous value chunk read
-        for (i32 idx = tid; idx < p.d * REEF_ATT_KEYS; idx += REEF_ATT_THREADS) {
-            const i32 dd = idx % p.d, key = idx / p.d, j = j0 + key;
-            kv[dd * (REEF_ATT_KEYS + 1) + key] =
-                j < p.sk ? k[(i64)j * p.ks[2] + (i64)dd * p.ks[3]] : 0.0f;
+        const i32 nk = min(REEF_ATT_KEYS, p.sk - j0), next = j0 + REEF_ATT_KEYS;
+        reef_cp_wait<1>();  // this chunk's keys (and Q) have landed
+        if constexpr (BE) {
+            const bool stop = __syncthreads_or(flag != 0);
+            if (tid == 0) flag = *(volatile const i32*)p.hdr.flag;
+            if (stop) {
+                reef_cp_wait<0>();
+                return false;
+            }
+        } else {
+            __syncthreads();
         }
-        __syncthreads();
-        float s[4][2];
+        float s[RPT][2];
 #pragma unroll
-        for (int rr = 0; rr < 4; ++rr) s[rr][0] = s[rr][1] = 0.0f;
+        for (int rr = 0; rr < RPT; ++rr) s[rr][0] = s[rr][1] = 0.0f;
 #pragma unroll 4
         for (i32 dd = 0; dd < p.d; ++dd) {
-            const float4 qv = *(const float4*)&qt[dd][4 * ty];
-            const float k0 = kv[dd * (REEF_ATT_KEYS + 1) + tx];
-            const float k1 = kv[dd * (REEF_ATT_KEYS + 1) + tx + 16];
-            s[0][0] = fmaf(qv.x, k0, s[0][0]);
-            s[0][1] = fmaf(qv.x, k1, s[0][1]);
-            s[1][0] = fmaf(qv.y, k0, s[1][0]);
-            s[1][1] = fmaf(qv.y, k1, s[1][1]);
-            s[2][0] = fmaf(qv.z, k0, s[2][0]);
-            s[2][1] = fmaf(qv.z, k1, s[2][1]);
-            s[3][0] = fmaf(qv.w, k0, s[3][0]);
-            s[3][1] = fmaf(qv.w, k1, s[3][1]);
+            float qv[RPT];
+            att_lds<RPT>(qt + dd * LD + RPT * ty, qv);
+            const float k0 = kt[dd * KLD + tx];
+            const float k1 = kt[dd * KLD + tx + 16];
+#pragma unroll
+            for (int rr = 0; rr < RPT; ++rr) {
+                s[rr][0] = fmaf(qv[rr], k0, s[rr][0]);
+                s[rr][1] = fmaf(qv[rr], k1, s[rr][1]);
+            }
         }
+        __syncthreads();  // every thread is done with the key chunk
+        if (next < p.sk)
+            att_copy(kt, KLD, true, k + (i64)next * p.ks[2], p.ks[2], p.ks[3],
+                     min(REEF_ATT_KEYS, p.sk - next), 32, p.d);
+        reef_cp_commit();
         // The prologue (the unfused softmax's f32 operations), then the
         // online softmax: rescale what came before to the new maximum.
-        float pr[4][2];
 #pragma unroll
-        for (int rr = 0; rr < 4; ++rr) {
+        for (int rr = 0; rr < RPT; ++rr) {
             float cm = -reef_inf();
 #pragma unroll
             for (int c = 0; c < 2; ++c) {
@@ -120,53 +180,58 @@ __device__ __forceinline__ void attention_tile(const AttentionParams& p, u32 t) 
             const float mn = fmaxf(m[rr], reef_half_max(cm));
             const float base = mn == -reef_inf() ? 0.0f : mn;
             const float alpha = expf(m[rr] - base);
-            pr[rr][0] = expf(s[rr][0] - base);
-            pr[rr][1] = expf(s[rr][1] - base);
-            l[rr] = l[rr] * alpha + pr[rr][0] + pr[rr][1];
+            const float p0 = expf(s[rr][0] - base), p1 = expf(s[rr][1] - base);
+            l[rr] = l[rr] * alpha + p0 + p1;
 #pragma unroll
-            for (int e = 0; e < 8; ++e) o[rr][e] = o[rr][e] * alpha;
+            for (int e = 0; e < NE; ++e) o[rr][e] = o[rr][e] * alpha;
             m[rr] = mn;
+            ps[tx * LD + RPT * ty + rr] = p0;
+            ps[(tx + 16) * LD + RPT * ty + rr] = p1;
         }
-        __syncthreads();  // every thread is done with the key chunk
-#pragma unroll
-        for (int rr = 0; rr < 4; ++rr) {
-            ps[tx][4 * ty + rr] = pr[rr][0];
-            ps[tx + 16][4 * ty + rr] = pr[rr][1];
-        }
-        for (i32 idx = tid; idx < p.dv * REEF_ATT_KEYS; idx += REEF_ATT_THREADS) {
-            const i32 e = idx % p.dv, key = idx / p.dv, j = j0 + key;
-            kv[key * p.dv + e] = j < p.sk ? v[(i64)j * p.vs[2] + (i64)e * p.vs[3]] : 0.0f;
-        }
+        reef_cp_wait<1>();  // this chunk's values have landed
         __syncthreads();
-        const i32 nk = min(REEF_ATT_KEYS, p.sk - j0);
+#pragma unroll 2
         for (i32 key = 0; key < nk; ++key) {
-            const float4 pv = *(const float4*)&ps[key][4 * ty];
-            const float* vrow = kv + key * p.dv;
+            float pv[RPT];
+            att_lds<RPT>(ps + key * LD + RPT * ty, pv);
+            const float* vrow = vs + key * p.dv;
 #pragma unroll
-            for (int e = 0; e < 8; ++e) {
+            for (int e = 0; e < NE; ++e) {
                 if (tx + 16 * e < p.dv) {
                     const float x = vrow[tx + 16 * e];
-                    o[0][e] = fmaf(pv.x, x, o[0][e]);
-                    o[1][e] = fmaf(pv.y, x, o[1][e]);
-                    o[2][e] = fmaf(pv.z, x, o[2][e]);
-                    o[3][e] = fmaf(pv.w, x, o[3][e]);
+#pragma unroll
+                    for (int rr = 0; rr < RPT; ++rr) o[rr][e] = fmaf(pv[rr], x, o[rr][e]);
                 }
             }
         }
+        __syncthreads();  // every thread is done with the values and ps
+        if (next < p.sk)
+            att_copy(vs, 0, false, v + (i64)next * p.vs[2], p.vs[2], p.vs[3],
+                     min(REEF_ATT_KEYS, p.sk - next), 32, p.dv);
+        reef_cp_commit();
     }
+    reef_cp_wait<0>();
     float* out = (float*)p.out + b * p.os[0] + h * p.os[1];
 #pragma unroll
-    for (int rr = 0; rr < 4; ++rr) {
+    for (int rr = 0; rr < RPT; ++rr) {
         const float sum = reef_half_sum(l[rr]);
-        const i32 i = row0 + 4 * ty + rr;
+        const i32 i = row0 + RPT * ty + rr;
         if (i >= p.sq) continue;
 #pragma unroll
-        for (int e = 0; e < 8; ++e) {
+        for (int e = 0; e < NE; ++e) {
             const i32 c = tx + 16 * e;
             if (c < p.dv) out[(i64)i * p.os[2] + (i64)c * p.os[3]] = o[rr][e] / sum;
         }
     }
+    return true;
 }
-REEF_FAMILY(attention, AttentionParams, REEF_ATT_THREADS)
+
+template <bool BE>
+__device__ __forceinline__ bool attention_tile(const AttentionParams& p, u32 t) {
+    if (p.tile_rows == 32)
+        return p.dv <= 64 ? attention_rows<BE, 4, 4>(p, t) : attention_rows<BE, 4, 8>(p, t);
+    return p.dv <= 64 ? attention_rows<BE, 2, 4>(p, t) : attention_rows<BE, 2, 8>(p, t);
+}
+REEF_FAMILY_MB(attention, AttentionParams, REEF_ATT_THREADS, 1)
 
 #endif  // REEF_SET_BASE

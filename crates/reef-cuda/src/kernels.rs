@@ -3,7 +3,9 @@
 //! the list of kernel families with their entry points, block sizes and
 //! dynamic shared memory.
 
-use crate::params::{ATTENTION_THREADS, EW_THREADS, GEMM_L_THREADS, GEMM_THREADS, ROW_THREADS};
+use crate::params::{
+    ATTENTION_SMEM, ATTENTION_THREADS, EW_THREADS, GEMM_L_THREADS, GEMM_THREADS, ROW_THREADS,
+};
 use reef_exec::Variant;
 
 /// Pipeline stages of the wgmma matmul (`REEF_WGM_STAGES` in `gemm.cu`).
@@ -405,14 +407,16 @@ impl Family {
         }
     }
 
-    /// Bytes of dynamic shared memory a launch of this family needs (its
-    /// stages, `WmCfg` in `gemm.cu`: [`WGM_STAGES`] of 128 x 16 A and B
-    /// floats); 0 for families on static shared memory alone.
+    /// Bytes of dynamic shared memory a launch of this family needs (the
+    /// wgmma families' stages, `WmCfg` in `gemm.cu`: [`WGM_STAGES`] of 128
+    /// x 16 A and B floats; the attention family's [`ATTENTION_SMEM`]); 0
+    /// for families on static shared memory alone.
     pub fn dynamic_smem(self) -> u32 {
         match self {
             Family::MatMulWg | Family::MatMulWgW | Family::ConvWgm | Family::ConvWgmW => {
                 WGM_STAGES * 2 * 128 * 16 * 4
             }
+            Family::Attention => ATTENTION_SMEM,
             _ => 0,
         }
     }

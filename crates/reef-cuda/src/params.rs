@@ -19,7 +19,12 @@ pub const EW_TILE: u64 = 1024;
 pub const ROW_THREADS: u32 = 256;
 /// Threads per block of the fused attention family (`REEF_ATT_THREADS`).
 pub const ATTENTION_THREADS: u32 = 128;
-/// Query rows per fused attention tile (`REEF_ATT_ROWS`).
+/// Dynamic shared memory of a fused attention block: Q transposed (128 x
+/// 36 floats), a key chunk transposed (128 x 33), a value chunk (32 x 128)
+/// and a chunk's probabilities (32 x 36) (`REEF_ATT_*` in `attention.cu`).
+pub const ATTENTION_SMEM: u32 = (128 * 36 + 128 * 33 + 32 * 128 + 32 * 36) * 4;
+/// Query rows per fused attention tile (the kernel's `tile_rows`: this, or
+/// half of it).
 pub const ATTENTION_ROWS: u64 = 32;
 /// Threads per block of the 64 x 64 GEMM families (`REEF_GEMM_THREADS`, `CfgM`).
 pub const GEMM_THREADS: u32 = 128;
@@ -475,8 +480,11 @@ pub struct AttentionParams {
     pub sk: i32,
     pub d: i32,
     pub dv: i32,
-    /// Tiles per (batch, head) problem: `ceil(sq / ATTENTION_ROWS)`.
+    /// Tiles per (batch, head) problem: `ceil(sq / tile_rows)`.
     pub row_blocks: i32,
+    /// Query rows per tile: [`ATTENTION_ROWS`], or half that where the
+    /// tiles would not fill the GPU twice.
+    pub tile_rows: i32,
     /// Prologue scale: 0 none, 1 `s * scale`, 2 `s / scale`.
     pub scale_op: i32,
     pub scale: f32,
@@ -485,6 +493,7 @@ pub struct AttentionParams {
     pub mask_mod: i32,
     pub mask_ld: i32,
     pub mask_cs: i32,
+    pub pad0: u32,
 }
 
 /// Layer normalisation (family layernorm).
