@@ -664,7 +664,12 @@ mod tests {
         assert_eq!(size_of::<SoftmaxParams>(), HDR_BYTES + 3 * 8 + 10 * 4);
         assert_eq!(
             size_of::<AttentionParams>(),
-            HDR_BYTES + 5 * 8 + 16 * 8 + 12 * 4
+            HDR_BYTES + 5 * 8 + 16 * 8 + 14 * 4
+        );
+        assert_eq!(offset_of!(AttentionParams, qs), HDR_BYTES + 5 * 8);
+        assert_eq!(
+            offset_of!(AttentionParams, heads),
+            HDR_BYTES + 5 * 8 + 16 * 8
         );
         assert_eq!(size_of::<LayerNormParams>(), HDR_BYTES + 4 * 8 + 4 * 4);
         assert_eq!(size_of::<ReduceParams>(), HDR_BYTES + 2 * 8 + 4 * 4);

@@ -792,6 +792,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_mask_extent_covers_its_highest_row_not_its_last() {
+        // Rows 0..3 cycle over mask rows 0, 1, 0: the last row reads mask
+        // row 0, yet row 1 is read too.
+        let m = SoftmaxMask {
+            div: 1,
+            modulo: 2,
+            ld: 10,
+            col_stride: 1,
+        };
+        assert_eq!(m.extent(3, 4), 10 + 3 + 1);
+        assert_eq!(m.extent(1, 4), 4);
+        assert_eq!(m.extent(0, 4), 0);
+        // Rows that never reach the last mask row.
+        let m = SoftmaxMask { modulo: 8, ..m };
+        assert_eq!(m.extent(3, 4), 2 * 10 + 3 + 1);
+    }
+
+    #[test]
+    fn attention_output_layouts_must_not_overlap() {
+        let a = |out_strides| AttentionSpec {
+            batch: 2,
+            heads: 3,
+            sq: 4,
+            sk: 5,
+            d: 6,
+            dv: 7,
+            q_strides: [0; 4],
+            k_strides: [0; 4],
+            v_strides: [0; 4],
+            out_strides,
+            pre: SoftmaxPre::default(),
+        };
+        // [b, h, i, e] dense, and BERT's merged [b, i, h, e].
+        assert!(a([84, 28, 7, 1]).out_is_dense());
+        assert!(a([84, 7, 21, 1]).out_is_dense());
+        assert_eq!(a([84, 7, 21, 1]).out_elems(), Some(168));
+        // Heads written over each other, or a gap between rows.
+        assert!(!a([84, 0, 7, 1]).out_is_dense());
+        assert!(!a([168, 56, 14, 1]).out_is_dense());
+    }
+
+    #[test]
     fn describe_names_the_op_and_its_sizes() {
         let conv = KernelOp::Conv(ConvSpec {
             n: 1,
