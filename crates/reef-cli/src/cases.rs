@@ -414,9 +414,10 @@ pub fn all(seed: u64) -> Result<Vec<Case>> {
         });
     }
     // Fused attention (one kernel): BERT's shapes, then rows, keys and head
-    // lengths off every tile size, the longest rows, one batch dim, a
-    // row-cycling mask, and problems enough for full-height tiles with
-    // short and long value rows.
+    // lengths off every tile and chunk size (odd chunk counts leave the
+    // second key group one chunk fewer, a single key none), the longest
+    // rows, one batch dim, a row-cycling mask, and many tiles with short
+    // and long value rows.
     for (name, dims, mask, merge) in [
         (
             "attention_bert",
@@ -432,7 +433,7 @@ pub fn all(seed: u64) -> Result<Vec<Case>> {
         ),
         ("attention_d128", [1, 2, 33, 70, 128, 128], None, false),
         ("attention_one_key", [2, 2, 5, 1, 8, 8], None, true),
-        // Enough problems for full 32-row tiles on an H100 (264 or more).
+        // Many tiles, with short and long value rows.
         (
             "attention_full_tiles",
             [6, 12, 128, 96, 64, 64],

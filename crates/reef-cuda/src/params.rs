@@ -17,15 +17,16 @@ pub const EW_THREADS: u32 = 256;
 pub const EW_TILE: u64 = 1024;
 /// Threads per block of the row families (`REEF_ROW_THREADS`).
 pub const ROW_THREADS: u32 = 256;
-/// Threads per block of the fused attention family (`REEF_ATT_THREADS`).
-pub const ATTENTION_THREADS: u32 = 128;
+/// Threads per block of the fused attention family (`REEF_ATT_THREADS`):
+/// two key groups of four warps.
+pub const ATTENTION_THREADS: u32 = 256;
 /// Dynamic shared memory of a fused attention block: Q transposed (128 x
-/// 36 floats), a key chunk transposed (128 x 33), a value chunk (32 x 128)
-/// and a chunk's probabilities (32 x 36) (`REEF_ATT_*` in `attention.cu`).
-pub const ATTENTION_SMEM: u32 = (128 * 36 + 128 * 33 + 32 * 128 + 32 * 36) * 4;
-/// Query rows per fused attention tile (the kernel's `tile_rows`: this, or
-/// half of it).
-pub const ATTENTION_ROWS: u64 = 32;
+/// 20 floats), then per key group a key chunk transposed (128 x 33), a
+/// value chunk (32 x 128), a chunk's probabilities (32 x 20) and the merge's
+/// 32 row maxima and sums (`REEF_ATT_*` in `attention.cu`).
+pub const ATTENTION_SMEM: u32 = (128 * 20 + 2 * (128 * 33 + 32 * 128 + 32 * 20 + 32)) * 4;
+/// Query rows per fused attention tile (`REEF_ATT_ROWS`).
+pub const ATTENTION_ROWS: u64 = 16;
 /// Threads per block of the 64 x 64 GEMM families (`REEF_GEMM_THREADS`, `CfgM`).
 pub const GEMM_THREADS: u32 = 128;
 /// Threads per block of the 128 x 128 GEMM families (`CfgL`).
@@ -480,11 +481,8 @@ pub struct AttentionParams {
     pub sk: i32,
     pub d: i32,
     pub dv: i32,
-    /// Tiles per (batch, head) problem: `ceil(sq / tile_rows)`.
+    /// Tiles per (batch, head) problem: `ceil(sq / ATTENTION_ROWS)`.
     pub row_blocks: i32,
-    /// Query rows per tile: [`ATTENTION_ROWS`], or half that where the
-    /// tiles would not fill the GPU twice.
-    pub tile_rows: i32,
     /// Prologue scale: 0 none, 1 `s * scale`, 2 `s / scale`.
     pub scale_op: i32,
     pub scale: f32,
@@ -493,7 +491,6 @@ pub struct AttentionParams {
     pub mask_mod: i32,
     pub mask_ld: i32,
     pub mask_cs: i32,
-    pub pad0: u32,
 }
 
 /// Layer normalisation (family layernorm).
@@ -664,7 +661,7 @@ mod tests {
         assert_eq!(size_of::<SoftmaxParams>(), HDR_BYTES + 3 * 8 + 10 * 4);
         assert_eq!(
             size_of::<AttentionParams>(),
-            HDR_BYTES + 5 * 8 + 16 * 8 + 14 * 4
+            HDR_BYTES + 5 * 8 + 16 * 8 + 12 * 4
         );
         assert_eq!(offset_of!(AttentionParams, qs), HDR_BYTES + 5 * 8);
         assert_eq!(
