@@ -1,6 +1,7 @@
 // reef CUDA kernels: fused attention (family attention, reef_plan's
-// AttentionSpec). One tile is 16 query rows of one (batch, head) problem,
-// run by two groups of four warps that split its keys: each group takes
+// AttentionSpec). One tile is 16 query rows of one (batch, head) problem
+// (32 where 32-row tiles fill the GPU twice), run by two groups of four
+// warps that split its keys: each group takes
 // every other chunk of REEF_ATT_KEYS keys, computes the scores, the softmax
 // prologue (scale, mask) and an online softmax (running max and sum) and
 // sums the probability-weighted values; at the end the two halves merge.
@@ -16,8 +17,8 @@
 #define REEF_ATT_MAXD 128
 #define REEF_ATT_THREADS 256
 #define REEF_ATT_GROUP 128  // threads per key group
-#define REEF_ATT_ROWS 16    // query rows per tile (8 row groups x 2 rows)
-#define REEF_ATT_LD (REEF_ATT_ROWS + 4)      // row stride of qt and ps
+#define REEF_ATT_ROWS 32    // most query rows per tile (8 row groups x 4 rows)
+#define REEF_ATT_LD (REEF_ATT_ROWS + 4)      // most row stride of qt and ps
 #define REEF_ATT_KLD (REEF_ATT_KEYS + 1)     // key stride of kt
 // Shared memory in floats (dynamic; reef_cuda::params::ATTENTION_SMEM
 // mirrors it): Q transposed (qt[d][row]), then per key group a key chunk
@@ -36,9 +37,11 @@ struct AttentionParams {
     u64 q, k, v, mask, out;
     i64 qs[4], ks[4], vs[4], os[4];
     i32 heads, sq, sk, d, dv, row_blocks;
-    i32 scale_op;  // 0 none, 1 s * scale, 2 s / scale
+    i32 tile_rows;  // query rows per tile: 16, or 32 where such tiles fill the GPU twice
+    i32 scale_op;   // 0 none, 1 s * scale, 2 s / scale
     float scale;
     i32 mask_div, mask_mod, mask_ld, mask_cs;
+    u32 pad0;
 };
 
 // Sum and max over the 16 lanes of a half warp (one row group).
@@ -93,17 +96,29 @@ __device__ __forceinline__ void att_copy(float* dst, i32 ld, bool transposed, co
     }
 }
 
-// One tile, NE x 16 >= dv output columns. Thread gt = tid % 128 of key
-// group g = tid / 128 is (ty, tx) = (gt / 16, gt % 16): it owns rows 2 ty
-// and 2 ty + 1, the scores of keys tx and tx + 16 of each of its group's
+// RPT consecutive floats from shared memory (aligned to RPT floats).
+template <int RPT>
+__device__ __forceinline__ void att_lds(const float* s, float (&x)[RPT]) {
+    if constexpr (RPT == 4) {
+        const float4 v = *(const float4*)s;
+        x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
+    } else {
+        const float2 v = *(const float2*)s;
+        x[0] = v.x, x[1] = v.y;
+    }
+}
+
+// One tile of 8 RPT rows, NE x 16 >= dv output columns. Thread gt = tid %
+// 128 of key group g = tid / 128 is (ty, tx) = (gt / 16, gt % 16): it owns
+// rows RPT ty .. RPT ty + RPT - 1, the scores of keys tx and tx + 16 of each of its group's
 // chunks, and output columns tx + 16 e. Copies run a step ahead (cp.async
 // groups): a chunk's values arrive while its scores are computed, the
 // group's next keys while its values are summed. BE: each group checks the
 // preemption flag (loaded a chunk ahead) before each chunk; a group that
 // sees it stops, and the tile is given up (false: nothing written).
-template <bool BE, int NE>
+template <bool BE, int RPT, int NE>
 __device__ __forceinline__ bool attention_rows(const AttentionParams& p, u32 t) {
-    constexpr int TR = REEF_ATT_ROWS, LD = REEF_ATT_LD, KLD = REEF_ATT_KLD;
+    constexpr int TR = 8 * RPT, LD = TR + 4, KLD = REEF_ATT_KLD;
     const i32 tid = threadIdx.x, g = tid / REEF_ATT_GROUP, gt = tid % REEF_ATT_GROUP;
     const i32 ty = gt >> 4, tx = gt & 15;
     float* qt = reef_dyn_smem();
@@ -131,17 +146,17 @@ __device__ __forceinline__ bool attention_rows(const AttentionParams& p, u32 t) 
         att_copy(vs, 0, false, v + (i64)j0 * p.vs[2], p.vs[2], p.vs[3],
                  min(REEF_ATT_KEYS, p.sk - j0), 32, p.dv, gt, REEF_ATT_GROUP);
     reef_cp_commit();
-    float m[2], l[2], o[2][NE];
-    i64 mrow[2];
+    float m[RPT], l[RPT], o[RPT][NE];
+    i64 mrow[RPT];
 #pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
+    for (int rr = 0; rr < RPT; ++rr) {
         m[rr] = -reef_inf();
         l[rr] = 0.0f;
 #pragma unroll
         for (int e = 0; e < NE; ++e) o[rr][e] = 0.0f;
         // The unfused softmax's row index of this query row (rows past the
         // end read mask row 0, which every mask has).
-        const i32 i = row0 + 2 * ty + rr;
+        const i32 i = row0 + RPT * ty + rr;
         const i64 row = (i64)bh * p.sq + i;
         mrow[rr] = i < p.sq ? (row / p.mask_div) % p.mask_mod * (i64)p.mask_ld : 0;
     }
@@ -161,16 +176,20 @@ __device__ __forceinline__ bool attention_rows(const AttentionParams& p, u32 t) 
         } else {
             att_group_sync(g);
         }
-        float s[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+        float s[RPT][2];
+#pragma unroll
+        for (int rr = 0; rr < RPT; ++rr) s[rr][0] = s[rr][1] = 0.0f;
 #pragma unroll 4
         for (i32 dd = 0; dd < p.d; ++dd) {
-            const float2 qv = *(const float2*)(qt + dd * LD + 2 * ty);
+            float qv[RPT];
+            att_lds<RPT>(qt + dd * LD + RPT * ty, qv);
             const float k0 = kt[dd * KLD + tx];
             const float k1 = kt[dd * KLD + tx + 16];
-            s[0][0] = fmaf(qv.x, k0, s[0][0]);
-            s[0][1] = fmaf(qv.x, k1, s[0][1]);
-            s[1][0] = fmaf(qv.y, k0, s[1][0]);
-            s[1][1] = fmaf(qv.y, k1, s[1][1]);
+#pragma unroll
+            for (int rr = 0; rr < RPT; ++rr) {
+                s[rr][0] = fmaf(qv[rr], k0, s[rr][0]);
+                s[rr][1] = fmaf(qv[rr], k1, s[rr][1]);
+            }
         }
         att_group_sync(g);  // every thread of the group is done with the keys
         if (next < p.sk)
@@ -180,7 +199,7 @@ __device__ __forceinline__ bool attention_rows(const AttentionParams& p, u32 t) 
         // The prologue (the unfused softmax's f32 operations), then the
         // online softmax: rescale what came before to the new maximum.
 #pragma unroll
-        for (int rr = 0; rr < 2; ++rr) {
+        for (int rr = 0; rr < RPT; ++rr) {
             float cm = -reef_inf();
 #pragma unroll
             for (int c = 0; c < 2; ++c) {
@@ -200,21 +219,22 @@ __device__ __forceinline__ bool attention_rows(const AttentionParams& p, u32 t) 
 #pragma unroll
             for (int e = 0; e < NE; ++e) o[rr][e] = o[rr][e] * alpha;
             m[rr] = mn;
-            ps[tx * LD + 2 * ty + rr] = p0;
-            ps[(tx + 16) * LD + 2 * ty + rr] = p1;
+            ps[tx * LD + RPT * ty + rr] = p0;
+            ps[(tx + 16) * LD + RPT * ty + rr] = p1;
         }
         reef_cp_wait<1>();  // this chunk's values have landed
         att_group_sync(g);
 #pragma unroll 2
         for (i32 key = 0; key < nk; ++key) {
-            const float2 pv = *(const float2*)(ps + key * LD + 2 * ty);
+            float pv[RPT];
+            att_lds<RPT>(ps + key * LD + RPT * ty, pv);
             const float* vrow = vs + key * p.dv;
 #pragma unroll
             for (int e = 0; e < NE; ++e) {
                 if (tx + 16 * e < p.dv) {
                     const float x = vrow[tx + 16 * e];
-                    o[0][e] = fmaf(pv.x, x, o[0][e]);
-                    o[1][e] = fmaf(pv.y, x, o[1][e]);
+#pragma unroll
+                    for (int rr = 0; rr < RPT; ++rr) o[rr][e] = fmaf(pv[rr], x, o[rr][e]);
                 }
             }
         }
@@ -228,18 +248,19 @@ __device__ __forceinline__ bool attention_rows(const AttentionParams& p, u32 t) 
     if (BE && __syncthreads_or(stopped)) return false;
     // Merge: group 1 leaves its rows' maxima, sums and outputs (in its value
     // buffer, [row][128]); group 0 rescales both halves to the larger maximum.
-    float sum[2];
+    float sum[RPT];
 #pragma unroll
-    for (int rr = 0; rr < 2; ++rr) sum[rr] = reef_half_sum(l[rr]);
+    for (int rr = 0; rr < RPT; ++rr) sum[rr] = reef_half_sum(l[rr]);
     if (g == 1) {
 #pragma unroll
-        for (int rr = 0; rr < 2; ++rr) {
+        for (int rr = 0; rr < RPT; ++rr) {
             if (tx == 0) {
-                ml[2 * ty + rr] = m[rr];
-                ml[TR + 2 * ty + rr] = sum[rr];
+                ml[RPT * ty + rr] = m[rr];
+                ml[TR + RPT * ty + rr] = sum[rr];
             }
 #pragma unroll
-            for (int e = 0; e < NE; ++e) vs[(2 * ty + rr) * REEF_ATT_MAXD + tx + 16 * e] = o[rr][e];
+            for (int e = 0; e < NE; ++e)
+                vs[(RPT * ty + rr) * REEF_ATT_MAXD + tx + 16 * e] = o[rr][e];
         }
     }
     __syncthreads();
@@ -248,8 +269,8 @@ __device__ __forceinline__ bool attention_rows(const AttentionParams& p, u32 t) 
     const float* o1 = vs + REEF_ATT_GROUP_SMEM;
     float* out = (float*)p.out + b * p.os[0] + h * p.os[1];
 #pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-        const i32 r = 2 * ty + rr, i = row0 + r;
+    for (int rr = 0; rr < RPT; ++rr) {
+        const i32 r = RPT * ty + rr, i = row0 + r;
         const float m1 = ml1[r], mm = fmaxf(m[rr], m1);
         const float base = mm == -reef_inf() ? 0.0f : mm;
         const float a0 = expf(m[rr] - base), a1 = expf(m1 - base);
@@ -268,8 +289,10 @@ __device__ __forceinline__ bool attention_rows(const AttentionParams& p, u32 t) 
 
 template <bool BE>
 __device__ __forceinline__ bool attention_tile(const AttentionParams& p, u32 t) {
-    return p.dv <= 64 ? attention_rows<BE, 4>(p, t) : attention_rows<BE, 8>(p, t);
+    if (p.tile_rows == 32)
+        return p.dv <= 64 ? attention_rows<BE, 4, 4>(p, t) : attention_rows<BE, 4, 8>(p, t);
+    return p.dv <= 64 ? attention_rows<BE, 2, 4>(p, t) : attention_rows<BE, 2, 8>(p, t);
 }
-REEF_FAMILY_MB(attention, AttentionParams, REEF_ATT_THREADS, 1)
+REEF_FAMILY_MB(attention, AttentionParams, REEF_ATT_THREADS, 2)
 
 #endif  // REEF_SET_BASE

@@ -1420,8 +1420,16 @@ impl<'a> Builder<'a> {
                     None => (0, NO_MASK),
                 };
                 let (scale_op, scale) = scale_code(k, &a.pre)?;
+                // Half-height tiles where full ones would not fill every SM
+                // twice (batch-1 BERT: 48 full tiles on 132 SMs).
                 let problems = u(a.batch * a.heads);
-                let row_blocks = u(a.sq).div_ceil(ATTENTION_ROWS);
+                let full = problems * u(a.sq).div_ceil(ATTENTION_ROWS);
+                let tile_rows = if full < 2 * u(self.sms as usize) {
+                    ATTENTION_ROWS / 2
+                } else {
+                    ATTENTION_ROWS
+                };
+                let row_blocks = u(a.sq).div_ceil(tile_rows);
                 let tiles = tiles_for(k, problems * row_blocks)?;
                 let strides = |st: &[usize; 4], what: &str| -> Result<[i64; 4], ExecError> {
                     let mut r = [0i64; 4];
@@ -1448,12 +1456,14 @@ impl<'a> Builder<'a> {
                     d: to_i32(k, "key length", a.d)?,
                     dv: to_i32(k, "value length", a.dv)?,
                     row_blocks: to_i32(k, "row blocks", row_blocks)?,
+                    tile_rows: tile_rows as i32,
                     scale_op,
                     scale,
                     mask_div: to_i32(k, "mask div", md.div.max(1))?,
                     mask_mod: to_i32(k, "mask modulo", md.modulo.max(1))?,
                     mask_ld: to_i32(k, "mask ld", md.ld)?,
                     mask_cs: to_i32(k, "mask column stride", md.col_stride)?,
+                    pad0: 0,
                 };
                 Ok(Launch {
                     family: Family::Attention,

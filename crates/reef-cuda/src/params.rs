@@ -21,12 +21,13 @@ pub const ROW_THREADS: u32 = 256;
 /// two key groups of four warps.
 pub const ATTENTION_THREADS: u32 = 256;
 /// Dynamic shared memory of a fused attention block: Q transposed (128 x
-/// 20 floats), then per key group a key chunk transposed (128 x 33), a
-/// value chunk (32 x 128), a chunk's probabilities (32 x 20) and the merge's
-/// 32 row maxima and sums (`REEF_ATT_*` in `attention.cu`).
-pub const ATTENTION_SMEM: u32 = (128 * 20 + 2 * (128 * 33 + 32 * 128 + 32 * 20 + 32)) * 4;
-/// Query rows per fused attention tile (`REEF_ATT_ROWS`).
-pub const ATTENTION_ROWS: u64 = 16;
+/// 36 floats), then per key group a key chunk transposed (128 x 33), a
+/// value chunk (32 x 128), a chunk's probabilities (32 x 36) and the merge's
+/// 32 row maxima and 32 sums (`REEF_ATT_*` in `attention.cu`).
+pub const ATTENTION_SMEM: u32 = (128 * 36 + 2 * (128 * 33 + 32 * 128 + 32 * 36 + 64)) * 4;
+/// Query rows of a full fused attention tile (`REEF_ATT_ROWS`); tiles have
+/// half that where full ones would not fill the GPU twice.
+pub const ATTENTION_ROWS: u64 = 32;
 /// Threads per block of the 64 x 64 GEMM families (`REEF_GEMM_THREADS`, `CfgM`).
 pub const GEMM_THREADS: u32 = 128;
 /// Threads per block of the 128 x 128 GEMM families (`CfgL`).
@@ -481,8 +482,10 @@ pub struct AttentionParams {
     pub sk: i32,
     pub d: i32,
     pub dv: i32,
-    /// Tiles per (batch, head) problem: `ceil(sq / ATTENTION_ROWS)`.
+    /// Tiles per (batch, head) problem: `ceil(sq / tile_rows)`.
     pub row_blocks: i32,
+    /// Query rows per tile: [`ATTENTION_ROWS`], or half that.
+    pub tile_rows: i32,
     /// Prologue scale: 0 none, 1 `s * scale`, 2 `s / scale`.
     pub scale_op: i32,
     pub scale: f32,
@@ -491,6 +494,7 @@ pub struct AttentionParams {
     pub mask_mod: i32,
     pub mask_ld: i32,
     pub mask_cs: i32,
+    pub pad0: u32,
 }
 
 /// Layer normalisation (family layernorm).
@@ -661,7 +665,7 @@ mod tests {
         assert_eq!(size_of::<SoftmaxParams>(), HDR_BYTES + 3 * 8 + 10 * 4);
         assert_eq!(
             size_of::<AttentionParams>(),
-            HDR_BYTES + 5 * 8 + 16 * 8 + 12 * 4
+            HDR_BYTES + 5 * 8 + 16 * 8 + 14 * 4
         );
         assert_eq!(offset_of!(AttentionParams, qs), HDR_BYTES + 5 * 8);
         assert_eq!(
