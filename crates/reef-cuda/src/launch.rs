@@ -1386,11 +1386,11 @@ impl<'a> Builder<'a> {
                 if total == 0 {
                     return Ok(self.noop(k));
                 }
-                if a.sk == 0 || a.d > ATTENTION_MAX_D || a.dv > ATTENTION_MAX_D {
+                if a.sk == 0 || a.d == 0 || a.d > ATTENTION_MAX_D || a.dv > ATTENTION_MAX_D {
                     return Err(invalid(
                         k,
                         format!(
-                            "attention over {} keys of length {} / {} (1 key at least, rows of at most {ATTENTION_MAX_D})",
+                            "attention over {} keys of length {} / {} (1 key at least, rows of 1 to {ATTENTION_MAX_D})",
                             a.sk, a.d, a.dv
                         ),
                     ));

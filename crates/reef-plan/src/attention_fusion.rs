@@ -91,12 +91,22 @@ pub fn plan(u: &GraphUse, absorbed: &mut [bool]) -> HashMap<NodeId, Group> {
         }
         let (sq, dv) = (cs[r - 2], cs[r - 1]);
         let (d, sk) = (qs[qs.len() - 1], ks[ks.len() - 1]);
+        // The scores have the context's batch dims (so the mask's rows are
+        // the kernel's), and there is a key to attend to (the kernel
+        // refuses none; the unfused ops give zeros).
         let rows_match = qs[qs.len() - 2] == sq
             && ks[ks.len() - 2] == d
             && vs[vs.len() - 2] == sk
             && vs[vs.len() - 1] == dv
+            && shape(fused.x).len() == r
             && shape(fused.x)[..r - 2] == cs[..r - 2];
-        if !rows_match || d == 0 || d > ATTENTION_MAX_D || dv == 0 || dv > ATTENTION_MAX_D {
+        if !rows_match
+            || sk == 0
+            || d == 0
+            || d > ATTENTION_MAX_D
+            || dv == 0
+            || dv > ATTENTION_MAX_D
+        {
             continue;
         }
         let mut members = vec![m1, si, m2];

@@ -695,9 +695,9 @@ impl KernelOp {
                 2 * (c.n * c.k * c.oh * c.ow) as u64 * (c.c / c.groups * c.r * c.s) as u64
             }
             KernelOp::MatMul(m) => 2 * (m.batch_count() * m.m * m.n) as u64 * m.k as u64,
-            KernelOp::Attention(a) => {
-                2 * (a.batch * a.heads * a.sq * a.sk) as u64 * (a.d + a.dv) as u64
-            }
+            KernelOp::Attention(a) => [a.batch, a.heads, a.sq, a.sk, a.d + a.dv]
+                .iter()
+                .fold(2u64, |x, &y| x.saturating_mul(y as u64)),
             _ => 0,
         }
     }
