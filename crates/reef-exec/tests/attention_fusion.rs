@@ -196,3 +196,55 @@ fn bad_attention_kernels_are_refused_by_name() {
     b.output(o, &[4]);
     assert!(device().load(b.build()).is_err());
 }
+
+/// `softmax(c · q·k) · v` over `[heads, s, d]` operands (one batch dim, K
+/// given transposed as stored, no mask, no merge transpose); `expose` also
+/// outputs the probabilities, which keeps the graph unfused.
+fn rank3_attention(dims: [usize; 5], expose: bool) -> reef_model::Graph {
+    let [h, sq, sk, d, dv] = dims;
+    let mut g = GraphBuilder::new("attention3");
+    let q = g.input("q", DType::F32, vec![h, sq, d]).unwrap();
+    let k = g.input("k_t", DType::F32, vec![h, d, sk]).unwrap();
+    let v = g.input("v", DType::F32, vec![h, sk, dv]).unwrap();
+    let s = g.node("scores", Op::MatMul, &[q, k]).unwrap();
+    let c = g.initializer("c", Tensor::scalar_f32(0.3)).unwrap();
+    let s = g.node("scale", Op::Mul, &[c, s]).unwrap();
+    let p = g.node("softmax", Op::Softmax { axis: -1 }, &[s]).unwrap();
+    let y = g.node("context", Op::MatMul, &[p, v]).unwrap();
+    g.output(y);
+    if expose {
+        g.output(p);
+    }
+    g.finish().unwrap()
+}
+
+#[test]
+fn attention_over_one_batch_dim_matches_the_unfused_plan() {
+    let mut r = rng(32);
+    let dims = [5, 33, 41, 12, 20];
+    let [h, sq, sk, d, dv] = dims;
+    let ins = [
+        bytes(&randn(&mut r, h * sq * d)),
+        bytes(&randn(&mut r, h * d * sk)),
+        bytes(&randn(&mut r, h * sk * dv)),
+    ];
+    let plan = std::sync::Arc::new(reef_plan::compile(&rank3_attention(dims, false)).unwrap());
+    let kinds: Vec<&str> = plan.kernels.iter().map(|k| k.op.kind()).collect();
+    assert_eq!(kinds, ["attention"]);
+    let KernelOp::Attention(a) = &plan.kernels[0].op else {
+        unreachable!()
+    };
+    assert_eq!(
+        (a.batch, a.heads, a.sq, a.sk, a.d, a.dv),
+        (1, h, sq, sk, d, dv)
+    );
+    // K is read as stored: [h, d, sk] with keys along the last axis.
+    assert_eq!(a.k_strides, [0, d * sk, 1, sk]);
+    let unfused = std::sync::Arc::new(reef_plan::compile(&rank3_attention(dims, true)).unwrap());
+    let got = f32s(&run_plan(&plan, &ins, Variant::Rt)[0]);
+    let want: Vec<f64> = f32s(&run_plan(&unfused, &ins, Variant::Rt)[0])
+        .iter()
+        .map(|&x| x as f64)
+        .collect();
+    assert!(rel_l2(&got, &want) < 1e-5, "{}", rel_l2(&got, &want));
+}
