@@ -161,6 +161,15 @@ fn scale_code(kernel: usize, pre: &SoftmaxPre) -> Result<(i32, f32), ExecError> 
     }
 }
 
+/// Elements a strided operand reaches: 1 + the highest element it reads,
+/// over `(length, stride)` dims (a dim of length 0 counts as 1).
+fn reach(dims: &[(usize, usize)]) -> u64 {
+    dims.iter()
+        .map(|&(len, st)| len.saturating_sub(1) as u64 * st as u64)
+        .sum::<u64>()
+        + 1
+}
+
 fn tiles_for(kernel: usize, n: u64) -> Result<u32, ExecError> {
     let t = n.max(1);
     if t > i32::MAX as u64 {
@@ -646,13 +655,6 @@ impl<'a> Builder<'a> {
                 if total == 0 {
                     return Ok(self.noop(k));
                 }
-                // Highest element each operand is read at (+1 = elements needed).
-                let last = |dims: &[(usize, usize)]| -> u64 {
-                    dims.iter()
-                        .map(|&(len, st)| u(len.saturating_sub(1)) * u(st))
-                        .sum::<u64>()
-                        + 1
-                };
                 let mut a_dims: Vec<(usize, usize)> = m
                     .batch
                     .iter()
@@ -669,14 +671,14 @@ impl<'a> Builder<'a> {
                     .collect();
                 a_dims.extend([(m.m, m.lda_m), (m.k, m.lda_k)]);
                 b_dims.extend([(m.k, ldb_k), (m.n, ldb_n)]);
-                let need_a = if m.k == 0 { 0 } else { last(&a_dims) };
-                let need_b = if m.k == 0 { 0 } else { last(&b_dims) };
+                let need_a = if m.k == 0 { 0 } else { reach(&a_dims) };
+                let need_b = if m.k == 0 { 0 } else { reach(&b_dims) };
                 let a = self.buf(k, self.input(k, 0)?, f32_, need_a)?;
                 let b = self.buf(k, self.input(k, 1)?, f32_, need_b)?;
                 let mut next = 2;
                 let bias = if m.has_bias {
                     next += 1;
-                    let need = last(&[
+                    let need = reach(&[
                         (m.batch_count(), m.bias_stride_batch),
                         (m.m, m.bias_stride_m),
                         (m.n, m.bias_stride_n),
@@ -1400,12 +1402,8 @@ impl<'a> Builder<'a> {
                 }
                 // Elements an operand of `rows x cols` per problem reaches.
                 let need = |st: &[usize; 4], rows: usize, cols: usize| -> u64 {
-                    [a.batch, a.heads, rows, cols]
-                        .iter()
-                        .zip(st)
-                        .map(|(&n, &s)| u(n - 1) * u(s))
-                        .sum::<u64>()
-                        + 1
+                    let dims = [a.batch, a.heads, rows, cols];
+                    reach(&std::array::from_fn::<_, 4, _>(|i| (dims[i], st[i])))
                 };
                 let q = self.buf(k, self.input(k, 0)?, f32_, need(&a.q_strides, a.sq, a.d))?;
                 let kb = self.buf(k, self.input(k, 1)?, f32_, need(&a.k_strides, a.sk, a.d))?;

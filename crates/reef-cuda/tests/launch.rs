@@ -7,7 +7,7 @@ use reef_cuda::params::Params;
 use reef_cuda::Precision;
 use reef_exec::{ExecError, Variant};
 use reef_model::{Act, DType};
-use reef_plan::kernel::{ConvSpec, KernelOp, MatMulSpec};
+use reef_plan::kernel::{AttentionSpec, ConvSpec, KernelOp, MatMulSpec, SoftmaxPre};
 mod common;
 
 use common::P;
@@ -364,6 +364,49 @@ fn matmul_checks_strided_extents() {
 
     // One element short of the last strided read of A.
     p.plan.buffers[a].len = 3 * 35 - 1;
+    assert!(Builder::new(&p.plan, ADDR, true)
+        .unwrap()
+        .build_all()
+        .is_err());
+}
+
+#[test]
+fn attention_checks_strided_extents_and_picks_its_tiles() {
+    let mut p = P::default();
+    // BERT's layout: Q, K and V heads read from [b, s, h, d] buffers, the
+    // output written merged; b = 2, h = 3, s = 40, d = 8.
+    let (b, h, s, d) = (2, 3, 40, 8);
+    let bufs: Vec<usize> = (0..4).map(|_| p.act(DType::F32, b * s * h * d)).collect();
+    let st = [s * h * d, d, h * d, 1];
+    let spec = AttentionSpec {
+        batch: b,
+        heads: h,
+        sq: s,
+        sk: s,
+        d,
+        dv: d,
+        q_strides: st,
+        k_strides: st,
+        v_strides: st,
+        out_strides: st,
+        pre: SoftmaxPre::default(),
+    };
+    p.kernel(KernelOp::Attention(spec), bufs[..3].to_vec(), bufs[3]);
+    let (l, _) = build(&p.plan, true);
+    assert_eq!(l[0].family, Family::Attention);
+    // 6 problems of 40 rows: 12 full tiles would not fill 132 SMs twice,
+    // so 16-row tiles (3 per problem).
+    assert_eq!(l[0].tiles, 18);
+    let Params::Attention(a) = l[0].params else {
+        panic!()
+    };
+    assert_eq!(
+        (a.row_blocks, a.tile_rows, a.qs[2], a.os[1]),
+        (3, 16, 24, 8)
+    );
+
+    // One element short of the last strided read of V.
+    p.plan.buffers[bufs[2]].len -= 1;
     assert!(Builder::new(&p.plan, ADDR, true)
         .unwrap()
         .build_all()
