@@ -38,23 +38,9 @@ struct AttentionParams {
     i64 qs[4], ks[4], vs[4], os[4];
     i32 heads, sq, sk, d, dv, row_blocks;
     i32 tile_rows;  // query rows per tile: 16, or 32 where such tiles fill the GPU twice
-    i32 scale_op;   // 0 none, 1 s * scale, 2 s / scale
-    float scale;
-    i32 mask_div, mask_mod, mask_ld, mask_cs;
+    Prologue pre;
     u32 pad0;
 };
-
-// Sum and max over the 16 lanes of a half warp (one row group).
-__device__ __forceinline__ float reef_half_max(float x) {
-#pragma unroll
-    for (int o = 8; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
-    return x;
-}
-__device__ __forceinline__ float reef_half_sum(float x) {
-#pragma unroll
-    for (int o = 8; o > 0; o >>= 1) x = x + __shfl_xor_sync(0xffffffffu, x, o);
-    return x;
-}
 
 // Barrier of key group g's 128 threads (named barrier 1 + g).
 __device__ __forceinline__ void att_group_sync(i32 g) {
@@ -158,7 +144,7 @@ __device__ __forceinline__ bool attention_rows(const AttentionParams& p, u32 t) 
         // end read mask row 0, which every mask has).
         const i32 i = row0 + RPT * ty + rr;
         const i64 row = (i64)bh * p.sq + i;
-        mrow[rr] = i < p.sq ? (row / p.mask_div) % p.mask_mod * (i64)p.mask_ld : 0;
+        mrow[rr] = i < p.sq ? reef_pre_mrow(p.pre, row) : 0;
     }
     const float* mask = (const float*)p.mask;
     i32 flag = 0;
@@ -204,14 +190,12 @@ __device__ __forceinline__ bool attention_rows(const AttentionParams& p, u32 t) 
 #pragma unroll
             for (int c = 0; c < 2; ++c) {
                 const i32 j = j0 + tx + 16 * c;
-                float x = s[rr][c];
-                if (p.scale_op == 1) x = x * p.scale;
-                else if (p.scale_op == 2) x = x / p.scale;
-                if (mask != nullptr && j < p.sk) x = x + mask[mrow[rr] + (i64)j * p.mask_cs];
+                float x = reef_pre_scale(p.pre, s[rr][c]);
+                if (mask != nullptr && j < p.sk) x = x + mask[mrow[rr] + (i64)j * p.pre.mask_cs];
                 s[rr][c] = j < p.sk ? x : -reef_inf();
                 cm = fmaxf(cm, s[rr][c]);
             }
-            const float mn = fmaxf(m[rr], reef_half_max(cm));
+            const float mn = fmaxf(m[rr], reef_warp_max<16>(cm));
             const float base = mn == -reef_inf() ? 0.0f : mn;
             const float alpha = expf(m[rr] - base);
             const float p0 = expf(s[rr][0] - base), p1 = expf(s[rr][1] - base);
@@ -250,7 +234,7 @@ __device__ __forceinline__ bool attention_rows(const AttentionParams& p, u32 t) 
     // buffer, [row][128]); group 0 rescales both halves to the larger maximum.
     float sum[RPT];
 #pragma unroll
-    for (int rr = 0; rr < RPT; ++rr) sum[rr] = reef_half_sum(l[rr]);
+    for (int rr = 0; rr < RPT; ++rr) sum[rr] = reef_warp_sum<16>(l[rr]);
     if (g == 1) {
 #pragma unroll
         for (int rr = 0; rr < RPT; ++rr) {

@@ -279,15 +279,37 @@ extern "C" __global__ void reef_hold(u64 ns) {
 
 // Deterministic block reductions (every thread gets the same bits: the xor
 // butterfly adds the same pairs in every lane, and IEEE + is commutative).
+// Sum / max over aligned groups of W lanes (W a power of two up to 32; every
+// lane of the warp takes part).
+template <int W = 32>
 __device__ __forceinline__ float reef_warp_sum(float v) {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    for (int o = W / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
+template <int W = 32>
 __device__ __forceinline__ float reef_warp_max(float v) {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    for (int o = W / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
+}
+
+// Mirrors reef_cuda::params::PrologueParams: a softmax prologue (scale, then
+// mask), shared by the softmax and attention kernels.
+struct Prologue {
+    i32 scale_op;  // 0 none, 1 x * scale, 2 x / scale
+    float scale;
+    i32 mask_div, mask_mod, mask_ld, mask_cs;  // mask (r, j) at ((r / div) % mod) * ld + j * cs
+};
+// x after the scale (the same f32 operation as the separate Mul / Div kernel).
+__device__ __forceinline__ float reef_pre_scale(const Prologue& p, float x) {
+    if (p.scale_op == 1) return x * p.scale;
+    if (p.scale_op == 2) return x / p.scale;
+    return x;
+}
+// Offset of softmax row r's mask row.
+__device__ __forceinline__ i64 reef_pre_mrow(const Prologue& p, i64 r) {
+    return r / p.mask_div % p.mask_mod * (i64)p.mask_ld;
 }
 // `sm` holds 32 floats; callable repeatedly (guards its own reuse).
 __device__ __forceinline__ float reef_block_sum(float v, float* sm) {

@@ -8,9 +8,7 @@ struct SoftmaxParams {
     Hdr hdr;
     u64 x, out, mask;
     i32 outer, axis, inner;
-    i32 scale_op;  // 0 none, 1 x * scale, 2 x / scale
-    float scale;
-    i32 mask_div, mask_mod, mask_ld, mask_cs;
+    Prologue pre;
     u32 pad0;
 };
 
@@ -18,10 +16,8 @@ struct SoftmaxParams {
 // the mask; the same f32 operations as the separate kernels). `mrow` is the
 // row's mask offset (mask set only when inner == 1).
 __device__ __forceinline__ float softmax_in(const SoftmaxParams& p, const float* x, i32 j, i64 mrow) {
-    float v = x[(i64)j * p.inner];
-    if (p.scale_op == 1) v = v * p.scale;
-    else if (p.scale_op == 2) v = v / p.scale;
-    if (p.mask != 0) v = v + ((const float*)p.mask)[mrow + (i64)j * p.mask_cs];
+    float v = reef_pre_scale(p.pre, x[(i64)j * p.inner]);
+    if (p.mask != 0) v = v + ((const float*)p.mask)[mrow + (i64)j * p.pre.mask_cs];
     return v;
 }
 
@@ -31,7 +27,7 @@ __device__ __forceinline__ void softmax_tile(const SoftmaxParams& p, u32 t) {
     const i64 base = o * p.axis * p.inner + i;
     const float* x = (const float*)p.x + base;
     float* y = (float*)p.out + base;
-    const i64 mrow = (i64)((o / p.mask_div) % p.mask_mod) * p.mask_ld;
+    const i64 mrow = reef_pre_mrow(p.pre, o);
     float m = -reef_inf();
     for (i32 j = threadIdx.x; j < p.axis; j += blockDim.x) m = fmaxf(m, softmax_in(p, x, j, mrow));
     m = reef_block_max(m, sm);

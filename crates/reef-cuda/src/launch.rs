@@ -150,15 +150,27 @@ const NO_MASK: SoftmaxMask = SoftmaxMask {
     col_stride: 0,
 };
 
-/// A softmax prologue's scale as the kernels' `(scale_op, scale)`: 0 none,
-/// 1 multiply, 2 divide.
-fn scale_code(kernel: usize, pre: &SoftmaxPre) -> Result<(i32, f32), ExecError> {
-    match pre.scale {
-        None => Ok((0, 1.0)),
-        Some((BinOp::Mul, c)) => Ok((1, c)),
-        Some((BinOp::Div, c)) => Ok((2, c)),
-        Some((op, _)) => Err(invalid(kernel, format!("softmax prologue scale {op:?}"))),
-    }
+/// A softmax prologue as the kernels read it (`md`: its mask's layout, or
+/// [`NO_MASK`]).
+fn prologue(
+    kernel: usize,
+    pre: &SoftmaxPre,
+    md: &SoftmaxMask,
+) -> Result<PrologueParams, ExecError> {
+    let (scale_op, scale) = match pre.scale {
+        None => (0, 1.0),
+        Some((BinOp::Mul, c)) => (1, c),
+        Some((BinOp::Div, c)) => (2, c),
+        Some((op, _)) => return Err(invalid(kernel, format!("softmax prologue scale {op:?}"))),
+    };
+    Ok(PrologueParams {
+        scale_op,
+        scale,
+        mask_div: to_i32(kernel, "mask div", md.div.max(1))?,
+        mask_mod: to_i32(kernel, "mask modulo", md.modulo.max(1))?,
+        mask_ld: to_i32(kernel, "mask ld", md.ld)?,
+        mask_cs: to_i32(kernel, "mask column stride", md.col_stride)?,
+    })
 }
 
 /// Elements a strided operand reaches: 1 + the highest element it reads,
@@ -1356,7 +1368,7 @@ impl<'a> Builder<'a> {
                     }
                     None => (0, NO_MASK),
                 };
-                let (scale_op, scale) = scale_code(k, pre)?;
+                let pre = prologue(k, pre, &md)?;
                 let tiles = tiles_for(k, rows)?;
                 let p = SoftmaxParams {
                     hdr: self.hdr(k, tiles),
@@ -1366,12 +1378,7 @@ impl<'a> Builder<'a> {
                     outer: to_i32(k, "outer", *outer)?,
                     axis: to_i32(k, "axis", *axis)?,
                     inner: to_i32(k, "inner", *inner)?,
-                    scale_op,
-                    scale,
-                    mask_div: to_i32(k, "mask div", md.div.max(1))?,
-                    mask_mod: to_i32(k, "mask modulo", md.modulo.max(1))?,
-                    mask_ld: to_i32(k, "mask ld", md.ld)?,
-                    mask_cs: to_i32(k, "mask column stride", md.col_stride)?,
+                    pre,
                     pad0: 0,
                 };
                 Ok(Launch {
@@ -1417,7 +1424,7 @@ impl<'a> Builder<'a> {
                     }
                     None => (0, NO_MASK),
                 };
-                let (scale_op, scale) = scale_code(k, &a.pre)?;
+                let pre = prologue(k, &a.pre, &md)?;
                 // Half-height tiles where full ones would not fill every SM
                 // twice (batch-1 BERT: 48 full tiles on 132 SMs).
                 let problems = u(a.batch * a.heads);
@@ -1455,12 +1462,7 @@ impl<'a> Builder<'a> {
                     dv: to_i32(k, "value length", a.dv)?,
                     row_blocks: to_i32(k, "row blocks", row_blocks)?,
                     tile_rows: tile_rows as i32,
-                    scale_op,
-                    scale,
-                    mask_div: to_i32(k, "mask div", md.div.max(1))?,
-                    mask_mod: to_i32(k, "mask modulo", md.modulo.max(1))?,
-                    mask_ld: to_i32(k, "mask ld", md.ld)?,
-                    mask_cs: to_i32(k, "mask column stride", md.col_stride)?,
+                    pre,
                     pad0: 0,
                 };
                 Ok(Launch {

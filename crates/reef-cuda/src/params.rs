@@ -450,15 +450,29 @@ pub struct SoftmaxParams {
     pub outer: i32,
     pub axis: i32,
     pub inner: i32,
-    /// Prologue scale: 0 none, 1 `x * scale`, 2 `x / scale`.
-    pub scale_op: i32,
-    pub scale: f32,
-    /// Mask element of (row r, j): `((r / mask_div) % mask_mod) * mask_ld + j * mask_cs`.
-    pub mask_div: i32,
-    pub mask_mod: i32,
-    pub mask_ld: i32,
-    pub mask_cs: i32,
+    pub pre: PrologueParams,
     pub pad0: u32,
+}
+
+/// A softmax prologue (scale, then mask) as the softmax and attention
+/// kernels read it: the row's input is `x * scale` or `x / scale`, plus the
+/// mask element of (row r, column j) at
+/// `((r / mask_div) % mask_mod) * mask_ld + j * mask_cs`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable, PartialEq)]
+pub struct PrologueParams {
+    /// Scale: 0 none, 1 multiply, 2 divide.
+    pub scale_op: i32,
+    /// The scale's constant.
+    pub scale: f32,
+    /// Rows that share one mask row.
+    pub mask_div: i32,
+    /// Mask rows before they repeat.
+    pub mask_mod: i32,
+    /// Elements between mask rows.
+    pub mask_ld: i32,
+    /// Elements between mask columns.
+    pub mask_cs: i32,
 }
 
 /// Fused attention (family attention): strides over `(b, h, row, col)`.
@@ -486,14 +500,7 @@ pub struct AttentionParams {
     pub row_blocks: i32,
     /// Query rows per tile: [`ATTENTION_ROWS`], or half that.
     pub tile_rows: i32,
-    /// Prologue scale: 0 none, 1 `s * scale`, 2 `s / scale`.
-    pub scale_op: i32,
-    pub scale: f32,
-    /// Mask element of (row r, j): `((r / mask_div) % mask_mod) * mask_ld + j * mask_cs`.
-    pub mask_div: i32,
-    pub mask_mod: i32,
-    pub mask_ld: i32,
-    pub mask_cs: i32,
+    pub pre: PrologueParams,
     pub pad0: u32,
 }
 
@@ -663,6 +670,14 @@ mod tests {
         );
         assert_eq!(offset_of!(ResizeParams, scales), HDR_BYTES + 2 * 8 + 12 * 4);
         assert_eq!(size_of::<SoftmaxParams>(), HDR_BYTES + 3 * 8 + 10 * 4);
+        // The prologue: six 4-byte fields right after the last i32 of each
+        // kernel's own fields, as `Prologue` sits in both C structs.
+        assert_eq!(size_of::<PrologueParams>(), 6 * 4);
+        assert_eq!(offset_of!(SoftmaxParams, pre), HDR_BYTES + 3 * 8 + 3 * 4);
+        assert_eq!(
+            offset_of!(AttentionParams, pre),
+            HDR_BYTES + 5 * 8 + 16 * 8 + 7 * 4
+        );
         assert_eq!(
             size_of::<AttentionParams>(),
             HDR_BYTES + 5 * 8 + 16 * 8 + 14 * 4
