@@ -207,19 +207,17 @@ __device__ __forceinline__ void reef_be_finish(const Hdr& h, u32 mine) {
     }
 }
 
-// The two entry points of a family. RT_TILE runs tile blockIdx.x; BE_TILE
-// runs tile t and is false when the tile was abandoned (a GEMM tile that saw
-// the flag between K steps), which marks the kernel and stops the block. A
-// direct BE block that does not run its tile (flag up at entry) marks the
-// kernel too.
-#define REEF_ENTRIES(NAME, PT, BOUNDS, RT_TILE, BE_TILE)                              \
-    extern "C" __global__ void BOUNDS NAME##_rt(const PT p) {                       \
+// The two entry points of a family, with their launch bounds. RT_TILE runs
+// tile blockIdx.x; BE_TILE runs tile t and is false when the tile was
+// abandoned (a GEMM tile that saw the flag between K steps), which marks the
+// kernel and stops the block. A direct BE block that does not run its tile
+// (flag up at entry) marks the kernel too.
+#define REEF_ENTRIES(NAME, PT, RT_BOUNDS, BE_BOUNDS, RT_TILE, BE_TILE)                \
+    extern "C" __global__ void RT_BOUNDS NAME##_rt(const PT p) {                    \
         RT_TILE;                                                                    \
         if (p.hdr.done != 0) reef_finish(p.hdr);                                    \
     }                                                                               \
-    REEF_BE_ENTRY(NAME, PT, BOUNDS, BE_TILE)
-#define REEF_BE_ENTRY(NAME, PT, BOUNDS, BE_TILE)                                      \
-    extern "C" __global__ void BOUNDS NAME##_be(const PT p) {                       \
+    extern "C" __global__ void BE_BOUNDS NAME##_be(const PT p) {                    \
         __shared__ u32 reef_next;                                                   \
         const u64 t0 = (threadIdx.x == 0 && p.hdr.budget_ns != 0u) ? reef_now() : 0; \
         const bool direct = p.hdr.guard == 0 && p.hdr.guard_tiles == REEF_DIRECT;   \
@@ -247,25 +245,18 @@ __device__ __forceinline__ void reef_be_finish(const Hdr& h, u32 mine) {
 
 // Families whose `void NAME_tile(p, t)` always runs a tile to its end.
 #define REEF_FAMILY_LB(NAME, PT, BOUNDS) \
-    REEF_ENTRIES(NAME, PT, BOUNDS, NAME##_tile(p, blockIdx.x), (NAME##_tile(p, t), true))
+    REEF_ENTRIES(NAME, PT, BOUNDS, BOUNDS, NAME##_tile(p, blockIdx.x), (NAME##_tile(p, t), true))
 #define REEF_FAMILY(NAME, PT, THREADS) REEF_FAMILY_LB(NAME, PT, __launch_bounds__(THREADS))
 
 // GEMM families: `template <bool BE> bool NAME_tile(p, t)`, whose BE
 // instantiation stops between K steps once the flag is up (returns false:
-// nothing written); registers budgeted for MINB resident blocks per SM.
-#define REEF_FAMILY_MB(NAME, PT, THREADS, MINB)                                  \
-    REEF_ENTRIES(NAME, PT, __launch_bounds__(THREADS, MINB),                     \
+// nothing written); registers budgeted for MINB_RT / MINB_BE resident blocks
+// per SM (a BE tile loop and its exit paths may need more registers than the
+// RT variant).
+#define REEF_FAMILY_MB2(NAME, PT, THREADS, MINB_RT, MINB_BE)                               \
+    REEF_ENTRIES(NAME, PT, __launch_bounds__(THREADS, MINB_RT), __launch_bounds__(THREADS, MINB_BE), \
                  NAME##_tile<false>(p, blockIdx.x), NAME##_tile<true>(p, t))
-// As REEF_FAMILY_MB with the BE variant budgeted for MINB_BE resident blocks
-// (its tile loop and exit paths need more registers than the RT variant).
-#define REEF_ENTRIES2(NAME, PT, RT_BOUNDS, BE_BOUNDS)                                \
-    extern "C" __global__ void RT_BOUNDS NAME##_rt(const PT p) {                     \
-        NAME##_tile<false>(p, blockIdx.x);                                           \
-        if (p.hdr.done != 0) reef_finish(p.hdr);                                     \
-    }                                                                                \
-    REEF_BE_ENTRY(NAME, PT, BE_BOUNDS, NAME##_tile<true>(p, t))
-#define REEF_FAMILY_MB2(NAME, PT, THREADS, MINB_RT, MINB_BE) \
-    REEF_ENTRIES2(NAME, PT, __launch_bounds__(THREADS, MINB_RT), __launch_bounds__(THREADS, MINB_BE))
+#define REEF_FAMILY_MB(NAME, PT, THREADS, MINB) REEF_FAMILY_MB2(NAME, PT, THREADS, MINB, MINB)
 
 // Holds a stream for `ns` nanoseconds (one thread): launched ahead of a run
 // so that every kernel of the run is queued before the first one starts,
