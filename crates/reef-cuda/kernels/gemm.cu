@@ -192,6 +192,26 @@ __device__ __forceinline__ void reef_mma_tf32(float* d, const u32* a, const u32*
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+// Four 8 x 8 b16 matrices from shared memory (ldmatrix .x4): lane l gives
+// the address of row l % 8 of matrix l / 8 (16 contiguous bytes, 16-byte
+// aligned), and d[j] receives 32-bit word l % 4 of row l / 4 of matrix j.
+// On f32 data each matrix is 8 rows x 4 words: exactly the (g, q) layout of
+// a TF32 mma.m16n8k8 fragment register, so one instruction loads a whole A
+// fragment (four registers) or the B fragments of two n8 tiles.
+__device__ __forceinline__ void reef_ldsm4(u32* d, const float* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+                 : "r"((u32)__cvta_generic_to_shared(p)));
+}
+
+// REEF_LDMATRIX=1 (`REEF_NVRTC_DEFINES=REEF_LDMATRIX=1`): TcCore loads its A
+// fragments, and K-major B fragments, with ldmatrix instead of one 4-byte
+// shared load per register: the same words into the same registers, so
+// the results are the same bits. Off by default until measured on a GPU.
+#ifndef REEF_LDMATRIX
+#define REEF_LDMATRIX 0
+#endif
+
 // ---- cp.async (sm_80+) ----
 __device__ __forceinline__ u32 reef_smem(const void* p) {
     return (u32)__cvta_generic_to_shared(p);
@@ -780,6 +800,18 @@ struct TcCore {
             for (int kk = 0; kk < GK; kk += 8) {
                 if constexpr (!X3) {
                     u32 af[C::MI][4], bf[C::NI][2];
+#if REEF_LDMATRIX
+                    // Matrix j of an A fragment: rows 8 (j & 1), K columns 4 (j >> 1).
+                    const i32 a_lane = ((lane & 7) + ((lane >> 3) & 1) * 8) * C::AP + (lane >> 4) * 4;
+#pragma unroll
+                    for (int mi = 0; mi < C::MI; ++mi) {
+                        reef_ldsm4(af[mi], as + a_lane + (wm0 + mi * 16) * C::AP + kk);
+                        if constexpr (!AR) {
+#pragma unroll
+                            for (int j = 0; j < 4; ++j) af[mi][j] = reef_tf32(__uint_as_float(af[mi][j]));
+                        }
+                    }
+#else
 #pragma unroll
                     for (int mi = 0; mi < C::MI; ++mi) {
                         const i32 r0 = (wm0 + mi * 16 + g) * C::AP + kk + q;
@@ -788,11 +820,27 @@ struct TcCore {
                         af[mi][2] = reef_tf32_op<AR>(as[r0 + 4]);
                         af[mi][3] = reef_tf32_op<AR>(as[r0 + 8 * C::AP + 4]);
                     }
+#endif
+                    if constexpr (KM && REEF_LDMATRIX) {
+                        // Matrix j of n8 tiles (ni, ni + 1): rows (n) of tile
+                        // ni + (j >> 1), K columns 4 (j & 1).
+                        static_assert(C::NI % 2 == 0, "B fragments load in pairs of n8 tiles");
+                        const i32 b_lane = ((lane & 7) + (lane >> 4) * 8) * C::AP + ((lane >> 3) & 1) * 4;
 #pragma unroll
-                    for (int ni = 0; ni < C::NI; ++ni) {
-                        const i32 c0 = (kk + q) * bsk + (wn0 + ni * 8 + g) * bsn;
-                        bf[ni][0] = reef_tf32_op<BR>(bs[c0]);
-                        bf[ni][1] = reef_tf32_op<BR>(bs[c0 + 4 * bsk]);
+                        for (int ni = 0; ni < C::NI; ni += 2) {
+                            u32 d[4];
+                            reef_ldsm4(d, bs + b_lane + (wn0 + ni * 8) * C::AP + kk);
+#pragma unroll
+                            for (int j = 0; j < 4; ++j)
+                                bf[ni + (j >> 1)][j & 1] = BR ? d[j] : reef_tf32(__uint_as_float(d[j]));
+                        }
+                    } else {
+#pragma unroll
+                        for (int ni = 0; ni < C::NI; ++ni) {
+                            const i32 c0 = (kk + q) * bsk + (wn0 + ni * 8 + g) * bsn;
+                            bf[ni][0] = reef_tf32_op<BR>(bs[c0]);
+                            bf[ni][1] = reef_tf32_op<BR>(bs[c0 + 4 * bsk]);
+                        }
                     }
 #pragma unroll
                     for (int mi = 0; mi < C::MI; ++mi)
