@@ -324,7 +324,7 @@ pub fn run(
             let inputs = random_inputs(&g, &mut rng);
             let mut ctx = h.context()?;
             for (i, t) in inputs.iter().enumerate() {
-                ctx.write_input(i, &t.to_bytes())?;
+                ctx.write_input(i, &t.bytes())?;
             }
             let mut times = |variant: Variant| -> Result<Vec<f64>> {
                 let mut lane = dev.lane(if variant == Variant::Rt {

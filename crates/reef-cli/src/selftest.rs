@@ -200,7 +200,7 @@ pub(crate) fn check_graph(
 fn fresh(ctx: &mut dyn reef_exec::Context, inputs: &[Tensor]) -> Result<()> {
     ctx.poison()?;
     for (i, t) in inputs.iter().enumerate() {
-        ctx.write_input(i, &t.to_bytes())?;
+        ctx.write_input(i, &t.bytes())?;
     }
     Ok(())
 }

@@ -109,7 +109,7 @@ pub fn run(a: VerifyArgs) -> Result<bool> {
                 io.shape
             );
         }
-        ctx.write_input(i, &t.to_bytes())?;
+        ctx.write_input(i, &t.bytes())?;
     }
     let mut lane = dev.lane(Priority::High)?;
     run_to_end(lane.as_mut(), ctx.as_mut(), 0, Variant::Rt)?;

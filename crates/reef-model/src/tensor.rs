@@ -267,11 +267,19 @@ impl Tensor {
 
     /// Raw little-endian bytes of the elements (bool as one byte each).
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.bytes().into_owned()
+    }
+
+    /// The bytes of [`Tensor::to_bytes`], borrowed from the tensor's buffer
+    /// where its elements already are those bytes (every dtype but bool):
+    /// no allocation and no copy, e.g. for an input written to a device.
+    pub fn bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        use std::borrow::Cow;
         match &self.data {
-            TensorData::F32(v) => bytemuck::cast_slice(v.as_slice()).to_vec(),
-            TensorData::I64(v) => bytemuck::cast_slice(v.as_slice()).to_vec(),
-            TensorData::I32(v) => bytemuck::cast_slice(v.as_slice()).to_vec(),
-            TensorData::Bool(v) => v.iter().map(|&b| b as u8).collect(),
+            TensorData::F32(v) => Cow::Borrowed(bytemuck::cast_slice(v.as_slice())),
+            TensorData::I64(v) => Cow::Borrowed(bytemuck::cast_slice(v.as_slice())),
+            TensorData::I32(v) => Cow::Borrowed(bytemuck::cast_slice(v.as_slice())),
+            TensorData::Bool(v) => Cow::Owned(v.iter().map(|&b| b as u8).collect()),
         }
     }
 

@@ -184,7 +184,7 @@ impl<'g> Lowerer<'g> {
     fn add_weight(&mut self, t: &Tensor, name: &str) -> BufferId {
         let off = align_up(self.plan.weights.len());
         self.plan.weights.resize(off, 0);
-        self.plan.weights.extend_from_slice(&t.to_bytes());
+        self.plan.weights.extend_from_slice(&t.bytes());
         self.new_buffer(t.dtype(), t.len(), Loc::Weight(off), name)
     }
 

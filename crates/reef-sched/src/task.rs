@@ -59,7 +59,7 @@ impl Task {
         let mut ctx = self.entry.take_context(&self.handle, self.batch)?;
         let writing = Instant::now();
         for (i, t) in self.inputs.iter().enumerate() {
-            ctx.write_input(i, &t.to_bytes())
+            ctx.write_input(i, &t.bytes())
                 .map_err(|e| SchedError::Internal(format!("writing input {i}: {e}")))?;
         }
         self.inputs = Vec::new();

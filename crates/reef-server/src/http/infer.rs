@@ -309,7 +309,7 @@ pub fn encode(
         match mode {
             OutputMode::Binary => {
                 any_binary = true;
-                let bytes = t.to_bytes();
+                let bytes = t.bytes();
                 o.insert(
                     "parameters".into(),
                     serde_json::json!({ "binary_data_size": bytes.len() }),
