@@ -349,6 +349,10 @@ impl Lane for CudaLane {
         Ok(self.retired)
     }
 
+    fn retired_seen(&self) -> u64 {
+        self.retired
+    }
+
     fn enqueued(&self) -> u64 {
         self.enqueued
     }

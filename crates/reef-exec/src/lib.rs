@@ -173,6 +173,11 @@ pub trait Lane: Send {
     fn enqueue(&mut self, ctx: &mut dyn Context, index: usize, variant: Variant) -> Result<()>;
     /// How many enqueued kernels have retired (completed or exited), without blocking.
     fn retired(&mut self) -> Result<u64>;
+    /// A lower bound of [`Lane::retired`] that asks the device nothing: the
+    /// count as of the last query (or the live count where reading it costs
+    /// no device call). For decisions that must not wait on the driver,
+    /// such as which lanes to flag when RT work arrives.
+    fn retired_seen(&self) -> u64;
     /// Total kernels enqueued so far.
     fn enqueued(&self) -> u64;
     /// Blocks until every enqueued kernel retired; reports a device fault.

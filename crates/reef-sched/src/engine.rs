@@ -475,7 +475,10 @@ impl Engine {
 
     /// Pauses every running BE task for RT work: lanes with BE kernels in
     /// flight get their flags raised together (not in `wait` mode) and a
-    /// drain starts ([`Engine::settle_drain`] ends it).
+    /// drain starts ([`Engine::settle_drain`] ends it). Nothing asks the
+    /// device before the flags go up: a lane counts as busy unless every
+    /// launch was already seen retired ([`Lane::retired_seen`]), so a lane
+    /// that finished since is flagged too and simply drains at once.
     fn pause_be(&mut self) -> Result<(), SchedError> {
         let noticed = Instant::now();
         let mut busy = Vec::new();
@@ -486,8 +489,8 @@ impl Engine {
             if t.paused {
                 continue;
             }
-            let lane = self.be_lanes[q].as_mut().expect("running task has a lane");
-            let in_flight = lane.enqueued() - lane.retired().map_err(internal)?;
+            let lane = self.be_lanes[q].as_ref().expect("running task has a lane");
+            let in_flight = lane.enqueued() - lane.retired_seen();
             t.paused = true;
             t.preempted = in_flight > 0;
             // Every retired launch completed (no flag was up): the first

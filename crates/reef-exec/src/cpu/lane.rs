@@ -328,6 +328,10 @@ impl Lane for CpuLane {
         Ok(self.shared.queue.lock().retired)
     }
 
+    fn retired_seen(&self) -> u64 {
+        self.shared.queue.lock().retired
+    }
+
     fn enqueued(&self) -> u64 {
         self.enqueued
     }
