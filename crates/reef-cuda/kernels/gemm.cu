@@ -14,7 +14,7 @@
 //   TF32 uses mma.sync m16n8k8 with cvt.rna operands. conv_tc_x3 and
 //   matmul_tc_x3 are the 64 x 64 tiles with the split-TF32 ("3xTF32") core
 //   (TcCore<C, true>: three mmas per fragment pair, close to f32 accuracy).
-//   The host (launch.rs) picks precision, configuration and splits per
+//   The host (reef_cuda::launch) picks precision, configuration and splits per
 //   kernel at model load.
 // - Work items. hdr.tiles = output tiles * splits; item w is split
 //   w % splits of output tile w / splits. RT: one block per item. BE:
@@ -27,7 +27,7 @@
 //   B with unit K stride (Gemm trans_b, e.g. nn.Linear weights), stored
 //   K-major in shared memory like A, 4- / 16-byte copies; 0 = a 4-byte
 //   gather with per-thread column state fixed for the tile: with the
-//   convolution's K-index table (params.ktab, launch.rs / gather.rs) each
+//   convolution's K-index table (params.ktab, reef_cuda::launch / gather.rs) each
 //   element is a table entry and a bit of the thread's (r, s) mask; without
 //   it the (c, r, s) split of K is stepped incrementally.
 // - Deterministic split-K. With splits > 1 every item stores its fp32 partial
@@ -58,7 +58,7 @@ struct ConvParams {
     u32 m_tiles, n_tiles, splits;
     i32 ksplit, a_vec, b_vec;
     u32 pad0;
-    u64 ktab;  // K-index gather table (launch.rs gather_entry), or 0
+    u64 ktab;  // K-index gather table (gather.rs), or 0
 };
 
 // Mirrors reef_cuda::params::MatMulParams.
@@ -159,8 +159,15 @@ struct WmCfg {
 static_assert(WmCfg::ST >= 3, "one stage computing, one draining, one loading");
 static_assert(WmCfg::T == REEF_GEMM_L_THREADS, "block size");
 
+// Pipeline stages of the 64 x 64 tiles (REEF_GEMM_STAGES, default 3; 4
+// stages take 40 KB of static shared memory, and four blocks still fit on an
+// SM): an experiment for small-M GEMMs whose blocks wait on their copies
+// (`REEF_NVRTC_DEFINES=REEF_GEMM_STAGES=4`), not measured on a GPU yet.
+#ifndef REEF_GEMM_STAGES
+#define REEF_GEMM_STAGES 3
+#endif
 typedef GCfg<128, 128, 64, 32, 2> CfgL;
-typedef GCfg<64, 64, 32, 32, 3> CfgM;
+typedef GCfg<64, 64, 32, 32, REEF_GEMM_STAGES> CfgM;
 // 128 output channels x 64 pixels, four warps of 64 x 32 (CfgL's warp tile
 // at CfgM's block size): twice the mma per B element gathered and per B
 // fragment loaded of CfgM, for convolutions with 128 or more channels.
