@@ -410,7 +410,7 @@ REEF_FAMILY(pad, PadParams, REEF_EW_THREADS)
 // Mirrors reef_cuda::params::ResizeParams; shapes and scales right-aligned
 // (leading axes of length 1, scale 1). mode 0 nearest, 1 linear; coord and
 // nearest are the codes of reef_model::resize's CoordMode and NearestMode
-// (launch.rs); interp: the axes a linear resize blends along (-1: none).
+// (reef_cuda::launch); interp: the axes a linear resize blends along (-1: none).
 struct ResizeParams {
     Hdr hdr;
     u64 x, out;
