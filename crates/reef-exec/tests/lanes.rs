@@ -108,6 +108,9 @@ fn preempt_mid_run_then_resume_is_bit_identical() {
             start.elapsed() < Duration::from_secs(60),
             "lane made no progress"
         );
+        // The count read without a query never runs ahead of the queried one.
+        let seen = lane.retired_seen();
+        assert!(seen <= lane.retired().expect("retired") && seen < n as u64);
         std::thread::sleep(Duration::from_micros(200));
     }
     let flag = lane.preempt_flag();
@@ -120,6 +123,7 @@ fn preempt_mid_run_then_resume_is_bit_identical() {
         n as u64,
         "every queued item retires"
     );
+    assert_eq!(lane.retired_seen(), n as u64);
     let stopped = ctx.progress().expect("progress");
     println!("preempted at kernel {stopped} of {n}");
     assert!(
