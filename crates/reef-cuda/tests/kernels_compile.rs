@@ -52,6 +52,34 @@ fn kernels_compile() {
     }
 }
 
+/// The kernel experiments selected by `REEF_NVRTC_DEFINES` (docs/PERF.md,
+/// Session 15) keep compiling: the GEMM sets with ldmatrix fragment loads
+/// and a fourth pipeline stage.
+#[test]
+fn kernel_experiments_compile() {
+    if !reef_cuda::nvrtc_available() {
+        println!("SKIP: NVRTC not found (put libnvrtc.so.13 on LD_LIBRARY_PATH)");
+        return;
+    }
+    let src = program_source();
+    std::thread::scope(|s| {
+        for set in [KernelSet::Tf32, KernelSet::Tf32Wide] {
+            let src = &src;
+            s.spawn(move || {
+                let mut options = nvrtc_options(9, 0);
+                options.push(set.define());
+                options.extend(
+                    reef_cuda::kernels::nvrtc_defines("REEF_LDMATRIX=1,REEF_GEMM_STAGES=4")
+                        .expect("valid defines"),
+                );
+                if let Err(e) = reef_cuda::compile_cubin(src, &options) {
+                    panic!("kernel set {set} with the experiments failed to compile:\n{e}");
+                }
+            });
+        }
+    });
+}
+
 #[test]
 fn compile_errors_carry_the_log() {
     if !reef_cuda::nvrtc_available() {
