@@ -310,6 +310,21 @@ struct RowLoad {
     }
 };
 
+// Rounds one shared-memory word to TF32 in place.
+__device__ __forceinline__ void reef_round_in_place(float* v) { *v = __uint_as_float(reef_tf32(*v)); }
+// K-major (BKM) B stages loaded in 4-column chunks (conv and matmul b_vec 1):
+// rounds this thread's elements of a landed stage to TF32 in place.
+template <class C>
+__device__ __forceinline__ void reef_round_b_chunks(float* bs) {
+    const i32 n4 = (i32)(threadIdx.x % (C::BN / 4)) * 4;
+#pragma unroll
+    for (int j = 0; j < C::BVC; ++j) {
+        const i32 kr = (i32)(threadIdx.x / (C::BN / 4)) + j * C::BVK;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) reef_round_in_place(bs + C::a_at(n4 + e, kr));
+    }
+}
+
 template <class C>
 struct ConvLoad {
     const ConvParams& p;
@@ -454,21 +469,14 @@ struct ConvLoad {
     // K-major (BKM) stages only: rounds this thread's B elements of a landed
     // stage to TF32 in place, the elements `issue` copied in each path.
     __device__ __forceinline__ void round_b(float* bs) const {
-        auto rnd = [](float* v) { *v = __uint_as_float(reef_tf32(*v)); };
         if (bvec) {
-            const i32 n4 = (i32)(threadIdx.x % (C::BN / 4)) * 4;
-#pragma unroll
-            for (int j = 0; j < C::BVC; ++j) {
-                const i32 kr = (i32)(threadIdx.x / (C::BN / 4)) + j * C::BVK;
-#pragma unroll
-                for (int e = 0; e < 4; ++e) rnd(bs + C::a_at(n4 + e, kr));
-            }
+            reef_round_b_chunks<C>(bs);
         } else {
             const i32 n = (i32)(threadIdx.x % C::BN), kq = (i32)(threadIdx.x / C::BN);
             const bool table = p.ktab != 0;
 #pragma unroll
             for (int j = 0; j < C::BSC; ++j)
-                rnd(bs + C::a_at(n, table ? kq * C::BSC + j : kq + j * C::BKS));
+                reef_round_in_place(bs + C::a_at(n, table ? kq * C::BSC + j : kq + j * C::BKS));
         }
     }
     // Epilogue offsets (see reef_epilogue): output = row part + column
@@ -589,21 +597,14 @@ struct MatMulLoad {
     // K-major (BKM) stages only: rounds this thread's B elements of a landed
     // stage to TF32 in place, the elements `issue` copied in each mode.
     __device__ __forceinline__ void round_b(float* bs) const {
-        auto rnd = [](float* v) { *v = __uint_as_float(reef_tf32(*v)); };
         if (p.b_vec >= 2) {
             bl.round_tf32(bs);
         } else if (p.b_vec == 1) {
-            const i32 n4 = (i32)(threadIdx.x % (C::BN / 4)) * 4;
-#pragma unroll
-            for (int j = 0; j < C::BVC; ++j) {
-                const i32 kr = (i32)(threadIdx.x / (C::BN / 4)) + j * C::BVK;
-#pragma unroll
-                for (int e = 0; e < 4; ++e) rnd(bs + C::a_at(n4 + e, kr));
-            }
+            reef_round_b_chunks<C>(bs);
         } else {
             const i32 n = (i32)(threadIdx.x % C::BN), kq = (i32)(threadIdx.x / C::BN);
 #pragma unroll
-            for (int j = 0; j < C::BSC; ++j) rnd(bs + C::a_at(n, kq + j * C::BKS));
+            for (int j = 0; j < C::BSC; ++j) reef_round_in_place(bs + C::a_at(n, kq + j * C::BKS));
         }
     }
     // Epilogue offsets (see ConvLoad::row_part).
