@@ -11,26 +11,7 @@ fn kernels_compile() {
         println!("SKIP: NVRTC not found (put libnvrtc.so.13 on LD_LIBRARY_PATH)");
         return;
     }
-    let src = program_source();
-    // The sets compile at once, as on a device's first start.
-    let cubins: Vec<(KernelSet, Vec<u8>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = KernelSet::ALL
-            .into_iter()
-            .map(|set| {
-                let src = &src;
-                s.spawn(move || {
-                    let mut options = nvrtc_options(9, 0);
-                    options.push(set.define());
-                    match reef_cuda::compile_cubin(src, &options) {
-                        Ok(c) => (set, c),
-                        Err(e) => panic!("kernel set {set} failed to compile:\n{e}"),
-                    }
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for (set, cubin) in cubins {
+    for (set, cubin) in compile_sets(&KernelSet::ALL, "") {
         // An ELF image naming every entry point of its set and no other.
         assert_eq!(&cubin[..4], b"\x7fELF", "{set}: not a CUBIN");
         let text = String::from_utf8_lossy(&cubin);
@@ -61,23 +42,36 @@ fn kernel_experiments_compile() {
         println!("SKIP: NVRTC not found (put libnvrtc.so.13 on LD_LIBRARY_PATH)");
         return;
     }
+    compile_sets(
+        &[KernelSet::Tf32, KernelSet::Tf32Wide],
+        "REEF_LDMATRIX=1,REEF_GEMM_STAGES=4",
+    );
+}
+
+/// Compiles `sets` for sm_90 with the extra `defines` (a
+/// `REEF_NVRTC_DEFINES` value), all at once as on a device's first start;
+/// panics with the compile log of a set that fails.
+fn compile_sets(sets: &[KernelSet], defines: &str) -> Vec<(KernelSet, Vec<u8>)> {
     let src = program_source();
+    let extra = reef_cuda::kernels::nvrtc_defines(defines).expect("valid defines");
     std::thread::scope(|s| {
-        for set in [KernelSet::Tf32, KernelSet::Tf32Wide] {
-            let src = &src;
-            s.spawn(move || {
-                let mut options = nvrtc_options(9, 0);
-                options.push(set.define());
-                options.extend(
-                    reef_cuda::kernels::nvrtc_defines("REEF_LDMATRIX=1,REEF_GEMM_STAGES=4")
-                        .expect("valid defines"),
-                );
-                if let Err(e) = reef_cuda::compile_cubin(src, &options) {
-                    panic!("kernel set {set} with the experiments failed to compile:\n{e}");
-                }
-            });
-        }
-    });
+        let handles: Vec<_> = sets
+            .iter()
+            .map(|&set| {
+                let (src, extra) = (&src, &extra);
+                s.spawn(move || {
+                    let mut options = nvrtc_options(9, 0);
+                    options.push(set.define());
+                    options.extend(extra.iter().cloned());
+                    match reef_cuda::compile_cubin(src, &options) {
+                        Ok(c) => (set, c),
+                        Err(e) => panic!("kernel set {set} ({defines:?}) failed to compile:\n{e}"),
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
 }
 
 #[test]
