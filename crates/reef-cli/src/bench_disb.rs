@@ -138,12 +138,7 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
         progress: opts.progress,
         ..RunOptions::default()
     };
-    reef_server::check_busy_pollers(opts.busy_poll)
-        .map_err(|e| anyhow::anyhow!("--busy-poll: {e}"))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    reef_server::spawn_busy_pollers(rt.handle(), opts.busy_poll);
+    let rt = reef_server::front_end_runtime(opts.busy_poll).context("--busy-poll")?;
     let devs = devices.clone();
     let be_depth = opts.be_depth;
     let via_grpc = opts.via_grpc;

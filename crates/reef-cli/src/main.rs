@@ -202,8 +202,9 @@ enum BenchCmd {
         /// regions; the copies count in the latency).
         #[arg(long, requires = "via_grpc")]
         shm: bool,
-        /// Runtime worker threads that busy-poll instead of sleeping (as
-        /// `reef serve --busy-poll`; each costs a host core).
+        /// Run the client and server side on this many runtime workers that
+        /// busy-poll instead of sleeping (as `reef serve --busy-poll`; each
+        /// costs a host core; 0: one sleeping worker per core).
         #[arg(long, default_value_t = 0)]
         busy_poll: usize,
         /// Devices: GPUs 0..N (or N emulated CPU devices), one scheduler each,

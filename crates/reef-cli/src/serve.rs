@@ -93,10 +93,11 @@ pub struct ServeArgs {
         default_missing_value = "true"
     )]
     pub allow_client_shm: Option<bool>,
-    /// Worker threads of the front end that busy-poll instead of sleeping:
-    /// each costs a host core at 100% and saves the thread wake-ups of a
-    /// request's hand-offs (hundreds of microseconds per request on a
-    /// virtualised host; docs/PERF.md) [default: 0].
+    /// Run the front end on this many worker threads that busy-poll
+    /// instead of sleeping: each costs a host core at 100% and saves the
+    /// thread wake-ups of a request's hand-offs (hundreds of microseconds
+    /// per request on a virtualised host; docs/PERF.md). 0: one sleeping
+    /// worker per core [default: 0].
     #[arg(long, env = "REEF_BUSY_POLL")]
     pub busy_poll: Option<usize>,
 }
@@ -156,13 +157,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         allow_client_shm: a.allow_client_shm,
         ..ServerConfig::default()
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = reef_server::front_end_runtime(a.busy_poll).context("starting the front end")?;
     if a.busy_poll > 0 {
         tracing::info!(threads = a.busy_poll, "front end busy-polling");
     }
-    reef_server::spawn_busy_pollers(rt.handle(), a.busy_poll);
     // The endpoints answer at once (live; not ready) while the device is
     // opened (a GPU's first start compiles its kernel sets) and the
     // scheduler built; then the models load one by one.

@@ -657,10 +657,6 @@ async fn run(a: Args) -> Result<(), BoxError> {
 
 fn main() -> Result<(), BoxError> {
     let a = args()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    reef_server::check_busy_pollers(a.busy_poll)?;
-    reef_server::spawn_busy_pollers(rt.handle(), a.busy_poll);
+    let rt = reef_server::front_end_runtime(a.busy_poll)?;
     rt.block_on(run(a))
 }

@@ -42,7 +42,7 @@ pub use config::{ServerConfig, DEFAULT_MAX_BODY_BYTES};
 pub use error::ServerError;
 pub use repository::{load_model, scan_repository, ModelConfig, ModelSource};
 pub use request_error::{ErrorKind, RequestError};
-pub use runtime::{check_busy_pollers, spawn_busy_pollers};
+pub use runtime::{check_busy_pollers, front_end_runtime};
 pub use server::{serve, Server, GRPC_CONNECTION_WINDOW, GRPC_MAX_FRAME, GRPC_STREAM_WINDOW};
 
 /// A gRPC client for a KServe v2 endpoint with TCP_NODELAY, flow-control
