@@ -299,7 +299,8 @@ fn check_preemption(
                 run_to_end(lane.as_mut(), ctx.as_mut(), p, Variant::Be)?;
             } else {
                 // Tile-level: kernel p keeps the tiles it completed.
-                lane.resume(ctx.as_mut())?;
+                let r = lane.resume(ctx.as_mut())?;
+                anyhow::ensure!(r == p, "resume reported kernel {r}, the progress {p}");
                 for i in p..n {
                     lane.enqueue(ctx.as_mut(), i, Variant::Be)?;
                 }
@@ -347,7 +348,11 @@ fn check_beside(
         for i in 0..n {
             rt_lane.enqueue(rt_ctx.as_mut(), i, Variant::Rt)?;
         }
-        be_lane.resume(be_ctx.as_mut())?;
+        let r = be_lane.resume(be_ctx.as_mut())?;
+        anyhow::ensure!(
+            r == p,
+            "resume beside RT reported kernel {r}, the progress {p}"
+        );
         for i in p..n {
             be_lane.enqueue(be_ctx.as_mut(), i, Variant::Be)?;
         }
@@ -402,7 +407,11 @@ fn check_padding(name: &str, g: &Graph, dut: &dyn Device, rng: &mut ChaCha8Rng) 
     rt_lane.synchronize()?;
     be_lane.synchronize()?;
     let padded = be_ctx.progress()?;
-    be_lane.resume(be_ctx.as_mut())?;
+    let r = be_lane.resume(be_ctx.as_mut())?;
+    anyhow::ensure!(
+        r == padded,
+        "resume after padding reported kernel {r}, the progress {padded}"
+    );
     for i in padded..n {
         be_lane.enqueue(be_ctx.as_mut(), i, Variant::Be)?;
     }

@@ -18,6 +18,27 @@ use std::sync::Arc;
 /// Offset of the done counters in the state buffer (the progress word is at 0).
 const COUNTERS_OFFSET: u64 = 256;
 
+/// A copy of a context's progress word and per-kernel done counters
+/// ([`CudaTaskContext::read_state`]).
+pub(crate) struct StateView {
+    /// The state buffer's first words: the progress word at 0, the counter
+    /// pairs from `COUNTERS_OFFSET / 4`.
+    words: Vec<u32>,
+}
+
+impl StateView {
+    /// The progress word: the first kernel not marked complete.
+    pub(crate) fn progress_word(&self) -> usize {
+        self.words[0] as usize
+    }
+
+    /// Kernel `index`'s done counter (tiles done, with `ABORTED_BIT` when a
+    /// block abandoned a tile midway). `index` must be below the kernel count.
+    pub(crate) fn done(&self, index: usize) -> u32 {
+        self.words[((COUNTERS_OFFSET + COUNTER_BYTES * index as u64) / 4) as usize]
+    }
+}
+
 /// A task context on a CUDA device.
 pub struct CudaTaskContext {
     model: Arc<dyn ModelHandle>,
@@ -172,21 +193,38 @@ impl CudaTaskContext {
         }
     }
 
-    /// The first kernel not known complete, once the lanes that ran the
-    /// context are idle: the device's progress word, which ordinary BE and
-    /// tracked RT kernels keep, plus one when the kernel at it was launched
-    /// direct and no block marked it aborted (a direct launch publishes
-    /// progress at its entry, not at its end, so a direct kernel that
-    /// completed shows as the word's own index).
-    pub(crate) fn exact_progress(&self) -> reef_exec::Result<usize> {
-        let p = self.read_word(self.progress_ptr())? as usize;
-        if p < self.launches.len() && self.direct[p] {
-            let done = self.read_word(self.counter_ptr(p))?;
-            if done & ABORTED_BIT == 0 {
-                return Ok(p + 1);
-            }
+    /// The progress word and every kernel's done counter, in one copy from
+    /// the device (the caller makes sure the lanes that write them are
+    /// idle). One round trip instead of one per word: resuming a task reads
+    /// the word, the direct kernel's counter and the first unfinished
+    /// kernel's counter, each a synchronous copy of its own before.
+    pub(crate) fn read_state(&self) -> reef_exec::Result<StateView> {
+        let n = self.launches.len();
+        let bytes = COUNTERS_OFFSET + COUNTER_BYTES * n as u64;
+        self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        let mut words = vec![0u32; (bytes / 4) as usize];
+        // SAFETY: the state buffer holds the progress word, the padding up to
+        // COUNTERS_OFFSET and n counter pairs from there (allocated so in
+        // `new`); `words` is exactly that long and stays borrowed until the
+        // synchronize below.
+        unsafe { result::memcpy_dtoh_async(&mut words, self.state.ptr(), self.stream.cu_stream()) }
+            .call("cuMemcpyDtoHAsync(state)")?;
+        self.stream.synchronize().call("cuStreamSynchronize")?;
+        Ok(StateView { words })
+    }
+
+    /// The first kernel not known complete, from a [`StateView`] read once
+    /// the lanes that ran the context are idle: the device's progress word,
+    /// which ordinary BE and tracked RT kernels keep, plus one when the
+    /// kernel at it was launched direct and no block marked it aborted (a
+    /// direct launch publishes progress at its entry, not at its end, so a
+    /// direct kernel that completed shows as the word's own index).
+    pub(crate) fn exact_progress_in(&self, state: &StateView) -> usize {
+        let p = state.progress_word();
+        if p < self.launches.len() && self.direct[p] && state.done(p) & ABORTED_BIT == 0 {
+            return p + 1;
         }
-        Ok(p)
+        p
     }
 
     /// Number of kernels.
@@ -202,20 +240,6 @@ impl CudaTaskContext {
     /// Device address of kernel `index`'s counter pair (done, claim cursor).
     pub(crate) fn counter_ptr(&self, index: usize) -> u64 {
         self.state.ptr() + COUNTERS_OFFSET + COUNTER_BYTES * index as u64
-    }
-
-    /// Reads one 32-bit device word of this context (its stream waits for
-    /// the context's earlier work on it; the caller makes sure the lanes that
-    /// write the word are idle).
-    pub(crate) fn read_word(&self, ptr: u64) -> reef_exec::Result<u32> {
-        self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        let mut word = [0u32; 1];
-        // SAFETY: `ptr` is a 4-byte word inside the context's state buffer;
-        // `word` stays borrowed until the synchronize below.
-        unsafe { result::memcpy_dtoh_async(&mut word, ptr, self.stream.cu_stream()) }
-            .call("cuMemcpyDtoHAsync(state word)")?;
-        self.stream.synchronize().call("cuStreamSynchronize")?;
-        Ok(word[0])
     }
 
     /// The split-K tile counters of kernels `from..`: (device address, count).
@@ -302,7 +326,7 @@ impl Context for CudaTaskContext {
     }
 
     fn progress(&mut self) -> reef_exec::Result<usize> {
-        self.exact_progress()
+        Ok(self.exact_progress_in(&self.read_state()?))
     }
 
     fn shape(&self, index: usize) -> Option<reef_exec::KernelShape> {

@@ -290,23 +290,25 @@ impl Lane for CudaLane {
     /// a tile midway (GEMM tiles stop between K steps once the flag is up;
     /// the kernel's done counter carries `ABORTED_BIT`), that tile is lost to
     /// the cursor, so the kernel runs again from its first tile (`begin`).
-    /// Waits for the lane to be idle.
-    fn resume(&mut self, ctx: &mut dyn Context) -> reef_exec::Result<()> {
+    /// Waits for the lane to be idle; the progress word and counters come
+    /// back in one copy ([`CudaTaskContext::read_state`]).
+    fn resume(&mut self, ctx: &mut dyn Context) -> reef_exec::Result<usize> {
         self.synchronize()?;
         let task = self.task(ctx)?;
         let n = task.kernel_count();
-        let word = task.read_word(task.progress_ptr())? as usize;
-        let p = task.exact_progress()?;
+        let state = task.read_state()?;
+        let word = state.progress_word();
+        let p = task.exact_progress_in(&state);
         if p >= n {
-            return Ok(());
+            return Ok(p);
         }
-        let done = task.read_word(task.counter_ptr(p))?;
-        if done & ABORTED_BIT != 0 {
+        if state.done(p) & ABORTED_BIT != 0 {
             tracing::debug!(
                 kernel = p,
                 "a tile was abandoned midway: the kernel runs again"
             );
-            return self.begin(ctx, p);
+            self.begin(ctx, p)?;
+            return Ok(p);
         }
         // The kernels after the first unfinished one ran no tile (it was cut
         // short only while the flag was up, so they met the flag at entry),
@@ -325,7 +327,7 @@ impl Lane for CudaLane {
                 .result()
                 .call("cuMemsetD32Async(progress)")?;
         }
-        Ok(())
+        Ok(p)
     }
 
     fn profile(&mut self, ctx: &mut dyn Context, reps: usize) -> reef_exec::Result<Vec<Duration>> {

@@ -562,7 +562,11 @@ fn preempted_split_k_convs_resume_bit_identically() {
         if delay_us == 150 {
             // Tile-level: the kernel keeps its completed tiles, or runs again
             // from its first tile when a block abandoned one midway.
-            lane.resume(ctx.as_mut()).unwrap();
+            assert_eq!(
+                lane.resume(ctx.as_mut()).unwrap(),
+                at,
+                "resume reports the progress"
+            );
             for i in at..len {
                 lane.enqueue(ctx.as_mut(), i, Variant::Be).unwrap();
             }

@@ -200,11 +200,12 @@ pub trait Lane: Send {
     /// Lets a context that was preempted (or padded) run BE kernels again
     /// from its progress on, keeping the tiles its first unfinished kernel
     /// completed where the backend tracks them (a backend that abandoned a
-    /// tile midway runs that kernel again from its first tile). The default
-    /// does nothing (state on the device is already consistent).
-    fn resume(&mut self, ctx: &mut dyn Context) -> Result<()> {
-        let _ = ctx;
-        Ok(())
+    /// tile midway runs that kernel again from its first tile). Returns the
+    /// context's progress ([`Context::progress`]): the kernel the task
+    /// resumes from, read with the same device round trip. The default only
+    /// reads the progress (state on the device is already consistent).
+    fn resume(&mut self, ctx: &mut dyn Context) -> Result<usize> {
+        ctx.progress()
     }
     /// Marks the start of RT kernel `index` of `ctx`, to be called right
     /// before enqueueing it; padding launches on other lanes follow the mark.

@@ -307,8 +307,8 @@ fn padding_launches_follow_the_rt_kernel_and_keep_results() {
         .unwrap();
     be_lane.synchronize().unwrap();
     assert_eq!(be_ctx.progress().unwrap(), 1);
-    // Resume and finish from the progress: the unpadded result.
-    be_lane.resume(be_ctx.as_mut()).unwrap();
+    // Resume and finish from the progress it reports: the unpadded result.
+    assert_eq!(be_lane.resume(be_ctx.as_mut()).unwrap(), 1);
     for i in 1..plan.kernels.len() {
         be_lane.enqueue(be_ctx.as_mut(), i, Variant::Be).unwrap();
     }

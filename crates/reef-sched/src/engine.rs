@@ -575,8 +575,9 @@ impl Engine {
     }
 
     /// Once no RT work is left (or, with `only_beside`, for the lanes chosen
-    /// to run beside it): lowers the flags, waits for padding launches, reads
-    /// each paused task's exact progress and lets its lane resume it. Returns
+    /// to run beside it): lowers the flags, waits for padding launches and
+    /// lets each paused task's lane resume it, which reads the task's exact
+    /// progress in the same round trip. Returns
     /// whether a task was resumed.
     fn unpause_be(&mut self, only_beside: bool) -> Result<bool, SchedError> {
         let mut resumed = false;
@@ -597,8 +598,7 @@ impl Engine {
                 self.flagged[q] = false;
             }
             let ctx = t.ctx.as_mut().expect("running");
-            let p = ctx.progress().map_err(internal)?;
-            lane.resume(ctx.as_mut()).map_err(internal)?;
+            let p = lane.resume(ctx.as_mut()).map_err(internal)?;
             if t.preempted {
                 let lost = t.next.saturating_sub(p);
                 t.rerun += lost as u32;

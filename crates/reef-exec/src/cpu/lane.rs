@@ -283,12 +283,13 @@ impl Lane for CpuLane {
         self.push(ctx, index, variant, None)
     }
 
-    fn resume(&mut self, ctx: &mut dyn Context) -> Result<()> {
+    fn resume(&mut self, ctx: &mut dyn Context) -> Result<usize> {
+        let p = ctx.progress()?;
         cpu_context(ctx)?
             .state()
             .halted
             .store(false, Ordering::Release);
-        Ok(())
+        Ok(p)
     }
 
     fn pad_slot(&mut self, ctx: &mut dyn Context, index: usize) -> Result<Option<PadSlot>> {
