@@ -55,6 +55,17 @@ pub fn latency_figures(latencies_ms: &[f64]) -> LatencyFigures {
     }
 }
 
+/// RT latency inside the service over the measured RT requests that
+/// reported it; `None` when none did.
+fn service_figures(records: &[RequestRecord]) -> Option<LatencyFigures> {
+    let v: Vec<f64> = records
+        .iter()
+        .filter(|r| r.priority == Priority::Rt && measured(r))
+        .filter_map(|r| r.service_ms)
+        .collect();
+    (!v.is_empty()).then(|| latency_figures(&v))
+}
+
 fn lag_figures(records: &[RequestRecord]) -> LagFigures {
     let mut v: Vec<f64> = records.iter().filter_map(|r| r.dispatch_lag_us).collect();
     if v.is_empty() {
@@ -160,6 +171,7 @@ pub fn summarize(
         errors,
         rt: latency_figures(&lat_of(&|r| r.priority == Priority::Rt)),
         be: latency_figures(&lat_of(&|r| r.priority == Priority::Be)),
+        rt_service: service_figures(&records),
         rt_throughput_rps: rps_of(&|r| r.priority == Priority::Rt),
         be_throughput_rps: rps_of(&|r| r.priority == Priority::Be),
         total_throughput_rps: rps_of(&|_| true),
@@ -386,6 +398,7 @@ mod tests {
             preemptions: 0,
             kernels_rerun: 0,
             dispatch_lag_us: None,
+            service_ms: None,
             device: None,
         };
         let alone = summarize("rt-alone", &w, 0.0, vec![rec(2.0), rec(2.0)], 0);
@@ -405,6 +418,50 @@ mod tests {
     }
 
     #[test]
+    fn service_figures_cover_the_measured_rt_requests_that_reported_them() {
+        let w = one_rt_task(0.1);
+        let rec = |p: Priority, arrival: f64, lat: f64, service: Option<f64>| RequestRecord {
+            task: 0,
+            priority: p,
+            arrival_ms: arrival,
+            latency_ms: lat,
+            ok: true,
+            error: None,
+            warmup: arrival < 100.0,
+            queued_ms: None,
+            preemptions: 0,
+            kernels_rerun: 0,
+            dispatch_lag_us: None,
+            service_ms: service,
+            device: None,
+        };
+        use Priority::{Be, Rt};
+        let m = summarize(
+            "reset",
+            &w,
+            0.1,
+            vec![
+                rec(Rt, 50.0, 9.0, Some(8.0)),  // warm-up: left out
+                rec(Rt, 200.0, 2.0, Some(1.5)), // counted
+                rec(Rt, 300.0, 3.0, Some(2.5)), // counted
+                rec(Rt, 400.0, 2.5, None),      // no account: left out
+                rec(Be, 500.0, 7.0, Some(6.0)), // BE: left out
+            ],
+            0,
+        );
+        let s = m
+            .rt_service
+            .expect("two RT requests reported their service time");
+        assert_eq!(s.count, 2);
+        assert!((s.mean_ms - 2.0).abs() < 1e-9, "{}", s.mean_ms);
+        assert!((s.max_ms - 2.5).abs() < 1e-9);
+        // The client-side figures still cover every measured RT request.
+        assert_eq!(m.rt.count, 3);
+        let none = summarize("reset", &w, 0.1, vec![rec(Rt, 200.0, 2.0, None)], 0);
+        assert!(none.rt_service.is_none());
+    }
+
+    #[test]
     fn per_device_figures_split_the_records_and_compare_like_devices() {
         let w = one_rt_task(0.1);
         let rec = |p: Priority, arrival: f64, lat: f64, device: Option<usize>| RequestRecord {
@@ -419,6 +476,7 @@ mod tests {
             preemptions: 0,
             kernels_rerun: 0,
             dispatch_lag_us: None,
+            service_ms: None,
             device,
         };
         use Priority::{Be, Rt};

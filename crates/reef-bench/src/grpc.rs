@@ -17,6 +17,7 @@ use reef_sched::{
 use reef_server::grpc_codec;
 use reef_server::proto::{self, grpc_inference_service_client::GrpcInferenceServiceClient};
 use reef_server::shm::ClientRegion;
+use reef_server::timing::{Timing, TIMING_PARAM};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tonic::transport::Channel;
@@ -145,7 +146,7 @@ async fn infer_via_shm(
     info: &ModelInfo,
     mut msg: proto::ModelInferRequest,
     inputs: &[Tensor],
-) -> Result<Vec<Tensor>, SchedError> {
+) -> Result<(Vec<Tensor>, Option<Timing>), SchedError> {
     let in_total: u64 = msg.raw_input_contents.iter().map(|b| b.len() as u64).sum();
     let outputs: Vec<(String, u64)> = info
         .outputs
@@ -160,11 +161,28 @@ async fn infer_via_shm(
             .map_err(|e| shm_error(&pair.input_name, e))?;
         let offsets = grpc_codec::outputs_to_shm(&mut msg, &outputs, &pair.output_name);
         let resp = client.model_infer(msg).await.map_err(status)?.into_inner();
-        grpc_codec::shm_output_tensors(&resp, &pair.output, &offsets).map_err(SchedError::Internal)
+        let tensors = grpc_codec::shm_output_tensors(&resp, &pair.output, &offsets)
+            .map_err(SchedError::Internal)?;
+        Ok((tensors, Timing::from_grpc(&resp.parameters)))
     }
     .await;
     pool.give_back(pair);
     result
+}
+
+/// The service's account of a request answered over gRPC: the server's own
+/// timing where it sent one, with `latency` the time inside the server
+/// (handler start to answer); all zero otherwise. Device 0: the protocol
+/// does not say which device answered, and this service reports a single
+/// device.
+fn service_stats(timing: Option<Timing>) -> TaskStats {
+    match timing {
+        Some(t) => TaskStats {
+            latency: t.server,
+            ..t.task
+        },
+        None => TaskStats::default(),
+    }
 }
 
 fn status(s: tonic::Status) -> SchedError {
@@ -257,34 +275,37 @@ impl Service for GrpcService {
             .ok_or_else(|| SchedError::UnknownModel(req.model.clone()))?;
         let names: Vec<String> = info.inputs.iter().map(|i| i.name.clone()).collect();
         // The tensors' buffers are shared with the message, not copied.
-        let msg = grpc_codec::infer_request(&req.model, &names, &req.inputs, req.priority);
+        let mut msg = grpc_codec::infer_request(&req.model, &names, &req.inputs, req.priority);
+        // Ask for the server's own timing of the request.
+        msg.parameters.insert(
+            TIMING_PARAM.to_string(),
+            proto::InferParameter {
+                parameter_choice: Some(proto::infer_parameter::ParameterChoice::BoolParam(true)),
+            },
+        );
         let (tx, rx) = tokio::sync::oneshot::channel();
         let priority = req.priority.unwrap_or(Priority::Be);
         let mut client = match priority {
             Priority::Rt => self.rt_client.clone(),
             Priority::Be => self.client.clone(),
         };
-        let arrival = req.arrival;
         let shm = self.shm.clone();
         let info = info.clone();
         self.handle.spawn(async move {
             let r = async {
-                let outputs = match &shm {
+                let (outputs, timing) = match &shm {
                     Some(pool) => infer_via_shm(pool, &mut client, &info, msg, &req.inputs).await?,
                     None => {
                         let resp = client.model_infer(msg).await.map_err(status)?.into_inner();
-                        grpc_codec::output_tensors(&resp).map_err(SchedError::Internal)?
+                        let tensors =
+                            grpc_codec::output_tensors(&resp).map_err(SchedError::Internal)?;
+                        (tensors, Timing::from_grpc(&resp.parameters))
                     }
                 };
                 Ok(InferResponse {
                     outputs,
                     priority,
-                    // Device 0: the protocol does not say which device
-                    // answered, and this service reports a single device.
-                    stats: TaskStats {
-                        latency: arrival.elapsed(),
-                        ..TaskStats::default()
-                    },
+                    stats: service_stats(timing),
                 })
             }
             .await;

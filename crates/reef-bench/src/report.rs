@@ -80,6 +80,25 @@ pub fn markdown(result: &WorkloadResult) -> String {
             let _ = writeln!(s, "- {} errors: {}", m.mode, list.join(", "));
         }
     }
+    let inside: Vec<_> = result
+        .modes
+        .iter()
+        .filter_map(|m| m.rt_service.as_ref().map(|f| (m, f)))
+        .collect();
+    if !inside.is_empty() {
+        let _ = writeln!(s);
+        for (m, f) in inside {
+            let _ = writeln!(
+                s,
+                "- {}: RT inside the service mean {:.3} ms, p99 {:.3} ms ({} requests); {:.3} ms of the RT mean outside it",
+                m.mode,
+                f.mean_ms,
+                f.p99_ms,
+                f.count,
+                m.rt.mean_ms - f.mean_ms
+            );
+        }
+    }
     let _ = writeln!(s);
     let _ = writeln!(
         s,

@@ -145,6 +145,10 @@ impl RunCtx {
             preemptions: stats.as_ref().map_or(0, |s| s.preemptions),
             kernels_rerun: stats.as_ref().map_or(0, |s| s.kernels_rerun),
             dispatch_lag_us: lag.map(|l| l.as_secs_f64() * 1e6),
+            service_ms: stats
+                .as_ref()
+                .filter(|s| !s.latency.is_zero())
+                .map(|s| s.latency.as_secs_f64() * 1000.0),
             device: stats.as_ref().filter(|_| self.multi).map(|s| s.device),
         };
         // The collector only goes away after a drain timeout; nothing to do then.

@@ -13,6 +13,7 @@
 //!   duration_s, warmup_s, measured_s: f64 (measured = duration - warmup),
 //!   submitted: u64, completed_ok: u64, errors: {kind: u64},
 //!   rt: LatencyFigures, be: LatencyFigures,
+//!   rt_service?: LatencyFigures (RT latency inside the service, from the records' service_ms),
 //!   rt_throughput_rps, be_throughput_rps, total_throughput_rps: f64,
 //!   preemptions: u64, kernels_rerun: u64   (summed over the requests' own stats),
 //!   sched: SchedFigures|null, dispatch_lag_us: LagFigures,
@@ -36,6 +37,8 @@
 //!   latency_ms: f64 (from the scheduled arrival to the answer), ok: bool, error: str|null,
 //!   warmup: bool, queued_ms: f64|null, preemptions: u32, kernels_rerun: u32,
 //!   dispatch_lag_us: f64|null (open loop: submit time minus scheduled arrival),
+//!   service_ms?: f64 (the service's own account: the scheduler's in process, the server's
+//!     through gRPC),
 //!   device?: usize (the device that answered; only on several devices) }
 //! Comparison { mode, baseline: str, rt_mean_ms, rt_p99_ms: f64,
 //!   baseline_rt_mean_ms, baseline_rt_p99_ms: f64|null,
@@ -112,6 +115,10 @@ pub struct ModeResult {
     pub rt: LatencyFigures,
     /// BE latency over all BE tasks.
     pub be: LatencyFigures,
+    /// RT latency inside the service, over the RT requests that reported it
+    /// ([`RequestRecord::service_ms`]); absent when none did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rt_service: Option<LatencyFigures>,
     /// RT answers per second in the window.
     pub rt_throughput_rps: f64,
     /// BE answers per second in the window.
@@ -318,6 +325,13 @@ pub struct RequestRecord {
     pub kernels_rerun: u32,
     /// Open loop: submit time minus scheduled arrival, microseconds.
     pub dispatch_lag_us: Option<f64>,
+    /// The service's own account of the request, ms: the scheduler's
+    /// arrival-to-answer in process; through a reef server, the time inside
+    /// the server (handler start to answer, its `reef_timing` response
+    /// parameters). `latency_ms` minus this is the hand-off and, through a
+    /// server, the client and the transport. `None` when not reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_ms: Option<f64>,
     /// The device that answered (multi-device runs; `None` otherwise and
     /// for failed requests).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -175,13 +175,33 @@ fn check_through_server(tag: &str, extra: &[&str]) {
     }
     let reset = &modes[1];
     assert!(reset["be_throughput_rps"].as_f64().unwrap() > 0.0);
-    // Per-request stats do not cross the protocol; the scheduler's own
-    // figures (read in process) do.
     assert!(
         reset["sched"]["preemptions"].as_u64().unwrap() > 0,
         "the scheduler behind the server never preempted: {}",
         reset["sched"]
     );
+    // Per-request stats cross the protocol (the `reef_timing` response
+    // parameters): the preempted BE requests say so, and every measured RT
+    // request reports its time inside the server, which lies within the
+    // client's latency.
+    assert!(
+        reset["preemptions"].as_u64().unwrap() > 0,
+        "no answer reported a preemption"
+    );
+    for m in modes {
+        let inside = &m["rt_service"];
+        assert_eq!(inside["count"], m["rt"]["count"], "{}: {inside}", m["mode"]);
+        let (srv, client) = (
+            inside["mean_ms"].as_f64().unwrap(),
+            m["rt"]["mean_ms"].as_f64().unwrap(),
+        );
+        assert!(
+            srv > 0.0 && srv <= client,
+            "{}: {srv} ms inside the server, {client} ms at the client",
+            m["mode"]
+        );
+    }
+    assert!(stdout.contains("RT inside the service"), "{stdout}");
     let _ = std::fs::remove_dir_all(&out);
 }
 

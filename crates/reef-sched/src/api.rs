@@ -121,7 +121,7 @@ pub struct InferRequest {
 }
 
 /// Timing and scheduling facts of one finished task.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct TaskStats {
     /// Arrival to the task's start on the device: waiting in the queue,
     /// then writing the inputs (`input` of it). Its kernels launch next.

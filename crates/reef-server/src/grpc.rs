@@ -23,6 +23,7 @@ use crate::state::{AppState, MODEL_VERSION, PLATFORM};
 use crate::tensor_codec::{
     parse_datatype, parse_shape, shape_i64, tensor_bytes, tensor_from_contents, tensor_from_raw,
 };
+use crate::timing::{Timing, TIMING_PARAM};
 use reef_sched::TensorInfo;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -114,6 +115,17 @@ async fn infer(
         },
     };
     outcome.label(&info, priority);
+    let timing = match req.parameters.get(TIMING_PARAM) {
+        None => false,
+        Some(p) => match param_value(p) {
+            Some(ParamValue::Bool(b)) => b,
+            other => {
+                return Err(RequestError::bad(format!(
+                    "parameter '{TIMING_PARAM}': expected a bool, got {other:?}"
+                )))
+            }
+        },
+    };
     let mut targets = Vec::with_capacity(req.inputs.len());
     for input in &req.inputs {
         let what = format!("input '{}'", input.name);
@@ -202,11 +214,20 @@ async fn infer(
             contents: None,
         });
     }
+    let parameters = if timing {
+        Timing {
+            server: arrival.elapsed(),
+            task: response.stats.clone(),
+        }
+        .to_grpc()
+    } else {
+        HashMap::new()
+    };
     Ok(ModelInferResponse {
         model_name: prepared.info.name.clone(),
         model_version: MODEL_VERSION.into(),
         id: req.id,
-        parameters: HashMap::new(),
+        parameters,
         outputs,
         raw_output_contents: raw_out,
     })

@@ -31,6 +31,7 @@ mod server;
 pub mod shm;
 pub mod state;
 pub mod tensor_codec;
+pub mod timing;
 
 /// Generated KServe v2 gRPC messages, server and client (package `inference`).
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

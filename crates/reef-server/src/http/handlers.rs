@@ -7,6 +7,7 @@ use crate::admin::{self, load_from_repository, repository_entries, unload, Trito
 use crate::inference::{execute, prepare, Outcome};
 use crate::request_error::RequestError;
 use crate::state::{AppState, MODEL_VERSION, PLATFORM};
+use crate::timing::Timing;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -188,7 +189,17 @@ async fn infer_inner(
             .collect(),
     };
     let response = execute(state, &prepared, outcome).await?;
-    infer::encode(&prepared.info, req.id.as_deref(), &modes, &response.outputs)
+    let timing = req.timing.then(|| Timing {
+        server: arrival.elapsed(),
+        task: response.stats.clone(),
+    });
+    infer::encode(
+        &prepared.info,
+        req.id.as_deref(),
+        &modes,
+        &response.outputs,
+        timing.as_ref(),
+    )
 }
 
 /// POST /v2/models/{name}/infer

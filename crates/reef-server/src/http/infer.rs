@@ -15,6 +15,7 @@ use crate::state::MODEL_VERSION;
 use crate::tensor_codec::{
     parse_datatype, parse_shape, shape_i64, tensor_from_json, tensor_from_raw, tensor_to_json,
 };
+use crate::timing::{Timing, TIMING_PARAM};
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -90,6 +91,8 @@ pub struct HttpInfer {
     pub binary_default: bool,
     /// Requested priority.
     pub priority: Option<Priority>,
+    /// The client asked for the server's timing (`reef_timing`).
+    pub timing: bool,
 }
 
 fn param(where_: &str, key: &str, v: &Value) -> Result<ParamValue, RequestError> {
@@ -191,6 +194,7 @@ pub fn decode(
     };
     let binary_default =
         bool_param("request", &req.parameters, "binary_data_output")?.unwrap_or(false);
+    let timing = bool_param("request", &req.parameters, TIMING_PARAM)?.unwrap_or(false);
 
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for input in &req.inputs {
@@ -285,16 +289,19 @@ pub fn decode(
         outputs,
         binary_default,
         priority,
+        timing,
     })
 }
 
 /// Encodes the answer: JSON only, or JSON header plus raw outputs; writes
-/// outputs bound for shared memory into their regions.
+/// outputs bound for shared memory into their regions. `timing` becomes the
+/// response's `parameters` when the client asked for it.
 pub fn encode(
     info: &ModelInfo,
     id: Option<&str>,
     outputs: &[(usize, OutputMode)],
     tensors: &[Tensor],
+    timing: Option<&Timing>,
 ) -> Result<Response, RequestError> {
     let mut binary: Vec<u8> = Vec::new();
     let mut outs = Vec::with_capacity(outputs.len());
@@ -337,6 +344,9 @@ pub fn encode(
     head.insert("model_version".into(), Value::from(MODEL_VERSION));
     if let Some(id) = id {
         head.insert("id".into(), Value::from(id));
+    }
+    if let Some(t) = timing {
+        head.insert("parameters".into(), Value::Object(t.to_json()));
     }
     head.insert("outputs".into(), Value::Array(outs));
     let json = serde_json::to_vec(&Value::Object(head))

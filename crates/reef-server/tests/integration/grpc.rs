@@ -247,6 +247,18 @@ async fn grpc_errors() {
         "input 'b': datatype INT32",
     );
     let mut req = add_raw(&a, &b, 2);
+    req.parameters.insert(
+        "reef_timing".into(),
+        InferParameter {
+            parameter_choice: Some(infer_parameter::ParameterChoice::Int64Param(1)),
+        },
+    );
+    check(
+        c.model_infer(req).await,
+        Code::InvalidArgument,
+        "parameter 'reef_timing': expected a bool",
+    );
+    let mut req = add_raw(&a, &b, 2);
     req.inputs[1].name = "bb".into();
     check(
         c.model_infer(req).await,

@@ -326,6 +326,49 @@ async fn priority_parameter() {
     s.stop().await.unwrap();
 }
 
+/// `reef_timing: true` gets the server's own account of the request back in
+/// the response parameters; without it the response has none; a value that
+/// is not a boolean is refused by name.
+#[tokio::test]
+async fn timing_parameter() {
+    let s = start(TestService::new()).await;
+    let (a, b) = (rand_f32(15, 4), rand_f32(16, 4));
+    let url = format!("{}/v2/models/add/infer", s.http);
+    let (st, plain) = post(&url, &add_request(&a, &b, 1)).await;
+    assert_eq!(st, 200, "{plain}");
+    assert!(plain.get("parameters").is_none(), "{plain}");
+    let mut req = add_request(&a, &b, 1);
+    req["parameters"] = json!({ "reef_timing": true });
+    let (st, r) = post(&url, &req).await;
+    assert_eq!(st, 200, "{r}");
+    let p = r["parameters"].as_object().expect("timing parameters");
+    for k in [
+        "reef_server_us",
+        "reef_scheduler_us",
+        "reef_queue_us",
+        "reef_input_us",
+        "reef_output_us",
+        "reef_preemptions",
+        "reef_kernels_rerun",
+    ] {
+        assert!(p[k].as_i64().is_some_and(|v| v >= 0), "{k}: {r}");
+    }
+    // The scheduler's account starts at the handler's start and ends before
+    // the answer is ready, so it lies within the server's.
+    assert!(
+        p["reef_scheduler_us"].as_i64() <= p["reef_server_us"].as_i64(),
+        "{r}"
+    );
+    // The answer itself is unchanged.
+    let sum: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+    assert!(rel_l2(&f32_data(&r["outputs"][0]["data"]), &sum) < 1e-7);
+    req["parameters"] = json!({ "reef_timing": "yes" });
+    let (st, r) = post(&url, &req).await;
+    assert_eq!(st, 400);
+    assert!(err(&r).contains("reef_timing"), "{r}");
+    s.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn bad_input_is_rejected_with_clear_messages() {
     let s = start(TestService::new()).await;

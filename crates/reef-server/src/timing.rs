@@ -1,0 +1,141 @@
+//! The server's own account of one inference, answered in the response's
+//! parameters when the request asks for it with `reef_timing: true` (gRPC and
+//! HTTP). A client then splits its latency into the time inside the server
+//! and the rest (its own work and the transport) request by request; clients
+//! that do not ask see the standard response.
+//!
+//! Response parameters (all int64): `reef_server_us` (the handler's start,
+//! after the transport delivered the request, to the answer ready for
+//! encoding),
+//! `reef_scheduler_us` (the handler's start to the scheduler's answer: the
+//! scheduler counts from the request's arrival, which the server sets there),
+//! `reef_queue_us`, `reef_input_us` and `reef_output_us` (the scheduler's
+//! phases, [`TaskStats`]), `reef_preemptions` and `reef_kernels_rerun`.
+
+use crate::proto::infer_parameter::ParameterChoice;
+use crate::proto::InferParameter;
+use reef_sched::TaskStats;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The request parameter (bool) that asks for the timing parameters.
+pub const TIMING_PARAM: &str = "reef_timing";
+
+const SERVER: &str = "reef_server_us";
+const SCHEDULER: &str = "reef_scheduler_us";
+const QUEUE: &str = "reef_queue_us";
+const INPUT: &str = "reef_input_us";
+const OUTPUT: &str = "reef_output_us";
+const PREEMPTIONS: &str = "reef_preemptions";
+const RERUN: &str = "reef_kernels_rerun";
+
+/// One request's timing as the server saw it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timing {
+    /// Handler start to the answer ready for encoding.
+    pub server: Duration,
+    /// The scheduler's account ([`TaskStats::latency`] runs from the
+    /// handler's start, the request's arrival, to the scheduler's answer).
+    pub task: TaskStats,
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl Timing {
+    /// The parameters, name and value.
+    fn entries(&self) -> [(&'static str, i64); 7] {
+        let t = &self.task;
+        [
+            (SERVER, micros(self.server)),
+            (SCHEDULER, micros(t.latency)),
+            (QUEUE, micros(t.queued)),
+            (INPUT, micros(t.input)),
+            (OUTPUT, micros(t.output)),
+            (PREEMPTIONS, i64::from(t.preemptions)),
+            (RERUN, i64::from(t.kernels_rerun)),
+        ]
+    }
+
+    /// As gRPC response parameters.
+    pub fn to_grpc(&self) -> HashMap<String, InferParameter> {
+        self.entries()
+            .into_iter()
+            .map(|(k, v)| {
+                let p = InferParameter {
+                    parameter_choice: Some(ParameterChoice::Int64Param(v)),
+                };
+                (k.to_string(), p)
+            })
+            .collect()
+    }
+
+    /// As the JSON `parameters` object of an HTTP response.
+    pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.entries()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(v)))
+            .collect()
+    }
+
+    /// Reads the timing back from gRPC response parameters; `None` when the
+    /// server sent none (it was not asked, or does not know the parameter).
+    pub fn from_grpc(params: &HashMap<String, InferParameter>) -> Option<Timing> {
+        let get = |k: &str| -> Option<i64> {
+            match params.get(k)?.parameter_choice.as_ref()? {
+                ParameterChoice::Int64Param(v) => Some(*v),
+                _ => None,
+            }
+        };
+        let us = |k: &str| get(k).map(|v| Duration::from_micros(v.max(0) as u64));
+        let count = |k: &str| get(k).map(|v| u32::try_from(v.max(0)).unwrap_or(u32::MAX));
+        Some(Timing {
+            server: us(SERVER)?,
+            task: TaskStats {
+                latency: us(SCHEDULER)?,
+                queued: us(QUEUE)?,
+                input: us(INPUT)?,
+                output: us(OUTPUT)?,
+                preemptions: count(PREEMPTIONS)?,
+                kernels_rerun: count(RERUN)?,
+                device: 0,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timing_survives_the_grpc_parameters_and_names_every_field_in_json() {
+        let t = Timing {
+            server: Duration::from_micros(1234),
+            task: TaskStats {
+                latency: Duration::from_micros(1100),
+                queued: Duration::from_micros(70),
+                input: Duration::from_micros(30),
+                output: Duration::from_micros(12),
+                preemptions: 2,
+                kernels_rerun: 5,
+                device: 0,
+            },
+        };
+        assert_eq!(Timing::from_grpc(&t.to_grpc()), Some(t.clone()));
+        let json = t.to_json();
+        assert_eq!(json["reef_server_us"], 1234);
+        assert_eq!(json["reef_scheduler_us"], 1100);
+        assert_eq!(json["reef_kernels_rerun"], 5);
+        assert_eq!(json.len(), 7);
+    }
+
+    #[test]
+    fn a_response_without_timing_reads_as_none() {
+        assert_eq!(Timing::from_grpc(&HashMap::new()), None);
+        let mut partial = Timing::default().to_grpc();
+        partial.remove(QUEUE);
+        assert_eq!(Timing::from_grpc(&partial), None);
+    }
+}
