@@ -383,23 +383,32 @@ mod tests {
         }
     }
 
-    #[test]
-    fn compare_reports_increases_over_the_baseline() {
-        let w = one_rt_task(0.0);
-        let rec = |lat: f64| RequestRecord {
+    /// A successful request of task 0 (warm-up before 100 ms) with no
+    /// scheduler facts; tests override the fields they vary.
+    fn record(p: Priority, arrival: f64, lat: f64) -> RequestRecord {
+        RequestRecord {
             task: 0,
-            priority: Priority::Rt,
-            arrival_ms: 1.0,
+            priority: p,
+            arrival_ms: arrival,
             latency_ms: lat,
             ok: true,
             error: None,
-            warmup: false,
+            warmup: arrival < 100.0,
             queued_ms: None,
             preemptions: 0,
             kernels_rerun: 0,
             dispatch_lag_us: None,
             service_ms: None,
             device: None,
+        }
+    }
+
+    #[test]
+    fn compare_reports_increases_over_the_baseline() {
+        let w = one_rt_task(0.0);
+        let rec = |lat: f64| RequestRecord {
+            warmup: false,
+            ..record(Priority::Rt, 1.0, lat)
         };
         let alone = summarize("rt-alone", &w, 0.0, vec![rec(2.0), rec(2.0)], 0);
         let busy = summarize("reef", &w, 0.0, vec![rec(2.0), rec(3.0)], 1);
@@ -421,19 +430,8 @@ mod tests {
     fn service_figures_cover_the_measured_rt_requests_that_reported_them() {
         let w = one_rt_task(0.1);
         let rec = |p: Priority, arrival: f64, lat: f64, service: Option<f64>| RequestRecord {
-            task: 0,
-            priority: p,
-            arrival_ms: arrival,
-            latency_ms: lat,
-            ok: true,
-            error: None,
-            warmup: arrival < 100.0,
-            queued_ms: None,
-            preemptions: 0,
-            kernels_rerun: 0,
-            dispatch_lag_us: None,
             service_ms: service,
-            device: None,
+            ..record(p, arrival, lat)
         };
         use Priority::{Be, Rt};
         let m = summarize(
@@ -465,19 +463,10 @@ mod tests {
     fn per_device_figures_split_the_records_and_compare_like_devices() {
         let w = one_rt_task(0.1);
         let rec = |p: Priority, arrival: f64, lat: f64, device: Option<usize>| RequestRecord {
-            task: 0,
-            priority: p,
-            arrival_ms: arrival,
-            latency_ms: lat,
             ok: device.is_some(),
             error: device.is_none().then(|| "internal".to_string()),
-            warmup: arrival < 100.0,
-            queued_ms: None,
-            preemptions: 0,
-            kernels_rerun: 0,
-            dispatch_lag_us: None,
-            service_ms: None,
             device,
+            ..record(p, arrival, lat)
         };
         use Priority::{Be, Rt};
         let busy = vec![
