@@ -431,3 +431,157 @@ async fn model_config_reports_the_default_batch_limit() {
         s.stop().await.unwrap();
     }
 }
+
+/// One random change to a request, of the kinds a faulty client makes.
+fn mutate(req: &mut ModelInferRequest, rng: &mut rand_chacha::ChaCha8Rng) {
+    use rand::Rng;
+    let pick =
+        |rng: &mut rand_chacha::ChaCha8Rng, v: &[&str]| v[rng.random_range(0..v.len())].to_string();
+    let param = |rng: &mut rand_chacha::ChaCha8Rng| {
+        use infer_parameter::ParameterChoice::*;
+        let choice = match rng.random_range(0..5) {
+            0 => BoolParam(rng.random()),
+            1 => Int64Param(rng.random_range(-3..4)),
+            2 => Uint64Param(rng.random_range(0..4)),
+            3 => DoubleParam(0.5),
+            _ => StringParam(["rt", "be", "true", "", "x"][rng.random_range(0..5)].into()),
+        };
+        InferParameter {
+            parameter_choice: Some(choice),
+        }
+    };
+    let keys = [
+        "priority",
+        "reef_timing",
+        "shared_memory_region",
+        "shared_memory_byte_size",
+        "classification",
+        "binary_data",
+    ];
+    let n_in = req.inputs.len().max(1);
+    let i = rng.random_range(0..n_in);
+    match rng.random_range(0..11) {
+        0 => req.model_name = pick(rng, &["add", "mixed", "nope", "", "broken", "loading"]),
+        1 => {
+            if let Some(t) = req.inputs.get_mut(i) {
+                let dims = rng.random_range(0..4);
+                t.shape = (0..dims)
+                    .map(|_| [-1, 0, 1, 2, 4, 1 << 40, i64::MAX][rng.random_range(0..7)])
+                    .collect();
+            }
+        }
+        2 => {
+            if let Some(t) = req.inputs.get_mut(i) {
+                t.datatype = pick(
+                    rng,
+                    &["FP32", "INT64", "INT32", "BOOL", "BYTES", "FP16", "x"],
+                );
+            }
+        }
+        3 => {
+            if let Some(t) = req.inputs.get_mut(i) {
+                t.name = pick(rng, &["a", "b", "x", "k", ""]);
+            }
+        }
+        4 => {
+            if rng.random() {
+                req.raw_input_contents.pop();
+            } else {
+                req.raw_input_contents
+                    .push(Bytes::from(vec![0u8; rng.random_range(0..40)]));
+            }
+        }
+        5 => {
+            if let Some(b) = req.raw_input_contents.get_mut(i) {
+                let keep = rng.random_range(0..=b.len() + 8);
+                let mut v = b.to_vec();
+                v.resize(keep, 7);
+                *b = Bytes::from(v);
+            }
+        }
+        6 => {
+            let k = pick(rng, &keys);
+            req.parameters.insert(k, param(rng));
+        }
+        7 => {
+            if let Some(t) = req.inputs.get_mut(i) {
+                let k = pick(rng, &keys);
+                t.parameters.insert(k, param(rng));
+            }
+        }
+        8 => {
+            if let Some(t) = req.inputs.get_mut(i) {
+                let n = rng.random_range(0..10);
+                t.contents = Some(InferTensorContents {
+                    fp32_contents: vec![1.5; n],
+                    int64_contents: vec![2; rng.random_range(0..3)],
+                    ..Default::default()
+                });
+            }
+        }
+        9 => {
+            let mut o = InferRequestedOutputTensor {
+                name: pick(rng, &["sum", "diff", "y", "", "nope"]),
+                parameters: HashMap::new(),
+            };
+            if rng.random() {
+                o.parameters.insert(pick(rng, &keys), param(rng));
+            }
+            req.outputs.push(o);
+        }
+        _ => {
+            if req.inputs.len() > 1 && rng.random() {
+                req.inputs.remove(i);
+            } else {
+                req.inputs.push(input("a", "FP32", &[1, 4], None));
+            }
+        }
+    }
+}
+
+/// A faulty client's requests (a valid one with one to three random
+/// changes) get an answer or a client-side error status, never an internal
+/// error or a dropped connection, and the server still answers a valid
+/// request correctly afterwards.
+#[tokio::test]
+async fn random_requests_get_answers_or_clear_errors() {
+    use rand::{Rng, SeedableRng};
+    let s = start(TestService::new()).await;
+    let mut c = connect(&s.grpc).await;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x0f2a);
+    let (a, b) = (rand_f32(71, 8), rand_f32(72, 8));
+    let mut answered = 0;
+    for round in 0..600 {
+        let mut req = add_raw(&a, &b, 2);
+        for _ in 0..rng.random_range(1..4) {
+            mutate(&mut req, &mut rng);
+        }
+        match c.model_infer(req.clone()).await {
+            Ok(_) => answered += 1,
+            Err(e) => {
+                assert!(
+                    matches!(
+                        e.code(),
+                        Code::InvalidArgument | Code::NotFound | Code::Unavailable
+                    ),
+                    "round {round}: {:?} '{}' for {req:?}",
+                    e.code(),
+                    e.message()
+                );
+                assert!(!e.message().is_empty(), "round {round}: no message");
+            }
+        }
+    }
+    assert!(
+        answered > 0,
+        "no random request was valid: the changes are too harsh"
+    );
+    let r = c
+        .model_infer(add_raw(&a, &b, 2))
+        .await
+        .unwrap()
+        .into_inner();
+    let sum: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+    assert!(rel_l2(&from_le(&r.raw_output_contents[0]), &sum) < 1e-7);
+    s.stop().await.unwrap();
+}
