@@ -16,6 +16,8 @@ use reef_server::tensor_codec::{
 };
 use serde_json::{json, Value};
 
+mod support;
+
 /// Dimensions as a client might send them: small, zero, negative or huge.
 fn dim() -> impl Strategy<Value = i64> {
     prop_oneof![
@@ -58,17 +60,7 @@ fn data() -> impl Strategy<Value = Value> {
 }
 
 fn parameters() -> impl Strategy<Value = Value> {
-    let key = prop::sample::select(vec![
-        "priority",
-        "reef_timing",
-        "binary_data_output",
-        "binary_data",
-        "binary_data_size",
-        "shared_memory_region",
-        "shared_memory_byte_size",
-        "shared_memory_offset",
-        "classification",
-    ]);
+    let key = prop::sample::select(support::PARAM_KEYS.to_vec());
     prop::collection::btree_map(key.prop_map(str::to_string), scalar(), 0..3)
         .prop_map(|m| Value::Object(m.into_iter().collect()))
 }

@@ -450,14 +450,7 @@ fn mutate(req: &mut ModelInferRequest, rng: &mut rand_chacha::ChaCha8Rng) {
             parameter_choice: Some(choice),
         }
     };
-    let keys = [
-        "priority",
-        "reef_timing",
-        "shared_memory_region",
-        "shared_memory_byte_size",
-        "classification",
-        "binary_data",
-    ];
+    let keys = crate::support::PARAM_KEYS;
     let n_in = req.inputs.len().max(1);
     let i = rng.random_range(0..n_in);
     match rng.random_range(0..11) {

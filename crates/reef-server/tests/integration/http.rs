@@ -768,3 +768,89 @@ async fn a_starting_server_is_live_not_ready_and_answers_503_until_its_service_s
     assert!(ready.ready);
     s.stop().await.unwrap();
 }
+
+/// A faulty client's HTTP inference requests (a valid JSON or binary request
+/// with one to three random changes to its header or body) get 200 or a
+/// 4xx/503 with an error message, never a 500 or a dropped connection, and
+/// the server still answers a valid request correctly afterwards.
+#[tokio::test]
+async fn random_requests_get_answers_or_clear_errors() {
+    use rand::{Rng, SeedableRng};
+    let s = start(TestService::new()).await;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x4f7);
+    let (a, b) = (rand_f32(81, 8), rand_f32(82, 8));
+    let url = format!("{}/v2/models/add/infer", s.http);
+    let scalars = [
+        json!(true),
+        json!(-1),
+        json!(3),
+        json!("rt"),
+        json!("x"),
+        json!(null),
+        json!(1e300),
+        json!([1, 2]),
+    ];
+    let keys = crate::support::PARAM_KEYS;
+    let mut answered = 0;
+    for round in 0..400 {
+        let binary = rng.random::<bool>();
+        let mut req = add_request(&a, &b, 2);
+        let mut tail: Vec<u8> = Vec::new();
+        if binary {
+            for (i, t) in [&a, &b].iter().enumerate() {
+                req["inputs"][i].as_object_mut().unwrap().remove("data");
+                req["inputs"][i]["parameters"] = json!({ "binary_data_size": 32 });
+                tail.extend(t.iter().flat_map(|x| x.to_le_bytes()));
+            }
+        }
+        for _ in 0..rng.random_range(1..4) {
+            let i = rng.random_range(0..2);
+            let v = scalars[rng.random_range(0..scalars.len())].clone();
+            let k = keys[rng.random_range(0..keys.len())];
+            match rng.random_range(0..8) {
+                0 => req["inputs"][i]["shape"] = json!([rng.random_range(-2..5), 1i64 << 40]),
+                1 => {
+                    req["inputs"][i]["datatype"] = json!(
+                        ["FP32", "INT64", "BOOL", "BYTES", "FP16", ""][rng.random_range(0..6)]
+                    )
+                }
+                2 => req["inputs"][i]["name"] = json!(["a", "b", "x", ""][rng.random_range(0..4)]),
+                3 => req["inputs"][i]["data"] = v,
+                4 => req["parameters"] = json!({ k: v }),
+                5 => req["inputs"][i]["parameters"] = json!({ k: v }),
+                6 => {
+                    let name = ["sum", "diff", "nope"][rng.random_range(0..3)];
+                    req["outputs"] = json!([{ "name": name, "parameters": { k: v } }])
+                }
+                _ => tail.truncate(rng.random_range(0..=tail.len())),
+            }
+        }
+        let resp = if binary {
+            post_binary(&url, &req, &tail).await
+        } else {
+            client().post(&url).json(&req).send().await.expect("POST")
+        };
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.expect("body");
+        if status == 200 {
+            answered += 1;
+            continue;
+        }
+        assert!(
+            (400..500).contains(&status) || status == 503,
+            "round {round}: status {status} for {req}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        assert!(!err(&v).is_empty(), "round {round}: no message");
+    }
+    assert!(
+        answered > 0,
+        "no random request was valid: the changes are too harsh"
+    );
+    let (st, r) = post(&url, &add_request(&a, &b, 2)).await;
+    assert_eq!(st, 200, "{r}");
+    let sum: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+    assert!(rel_l2(&f32_data(&r["outputs"][0]["data"]), &sum) < 1e-7);
+    s.stop().await.unwrap();
+}

@@ -10,3 +10,5 @@ mod python;
 mod repository;
 mod shm;
 mod stats;
+#[path = "../support/mod.rs"]
+mod support;
