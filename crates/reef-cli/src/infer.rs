@@ -1,12 +1,15 @@
 //! `reef infer`: a small KServe v2 gRPC client. It asks the server for the
 //! model's inputs, sends random inputs of the requested batch size (or
-//! repeats the request), and prints output shapes, a few values and latency.
+//! repeats the request), and prints output shapes, a few values and latency;
+//! with `--timing`, also the time inside the server (a reef server's
+//! `reef_timing` response parameters) and what lies outside it.
 
 use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reef_model::DType;
 use reef_server::proto;
+use reef_server::timing::{Timing, TIMING_PARAM};
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -30,6 +33,17 @@ pub struct InferArgs {
     /// Seed of the random inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Ask the server for its own timing of each request (the `reef_timing`
+    /// parameter of a reef server) and print the time inside the server and
+    /// the time outside it (this client and the transport).
+    #[arg(long)]
+    pub timing: bool,
+}
+
+/// Median of a list (sorted here); 0 when empty.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|x, y| x.total_cmp(y));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn random_bytes(dtype: DType, name: &str, n: usize, rng: &mut ChaCha8Rng) -> Result<Vec<u8>> {
@@ -102,7 +116,19 @@ pub fn run(a: InferArgs) -> Result<()> {
                 },
             );
         }
+        if a.timing {
+            parameters.insert(
+                TIMING_PARAM.to_string(),
+                proto::InferParameter {
+                    parameter_choice: Some(proto::infer_parameter::ParameterChoice::BoolParam(
+                        true,
+                    )),
+                },
+            );
+        }
         let mut lat = vec![];
+        // Per request with a server account: (server, scheduler, queue, outside), ms.
+        let mut inside: Vec<[f64; 4]> = vec![];
         let mut last = None;
         for _ in 0..a.count {
             let req = proto::ModelInferRequest {
@@ -120,7 +146,17 @@ pub fn run(a: InferArgs) -> Result<()> {
                 .await
                 .map_err(|s| anyhow::anyhow!("inference failed: {}", s.message()))?
                 .into_inner();
-            lat.push(t0.elapsed().as_secs_f64() * 1e3);
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            lat.push(ms);
+            if let Some(t) = Timing::from_grpc(&resp.parameters) {
+                let server = t.server.as_secs_f64() * 1e3;
+                inside.push([
+                    server,
+                    t.task.latency.as_secs_f64() * 1e3,
+                    t.task.queued.as_secs_f64() * 1e3,
+                    ms - server,
+                ]);
+            }
             last = Some(resp);
         }
         let resp = last.expect("count >= 1");
@@ -150,6 +186,18 @@ pub fn run(a: InferArgs) -> Result<()> {
             lat[0],
             lat[lat.len() - 1]
         );
+        if a.timing {
+            if inside.is_empty() {
+                println!("the server sent no timing (not a reef server?)");
+            } else {
+                let col = |i: usize| median(&mut inside.iter().map(|r| r[i]).collect::<Vec<_>>());
+                let (server, sched, queue, outside) = (col(0), col(1), col(2), col(3));
+                println!(
+                    "inside the server: median {server:.3} ms (scheduler {sched:.3} ms, of it queued \
+                     {queue:.3} ms); outside it (this client and the transport): median {outside:.3} ms"
+                );
+            }
+        }
         Ok(())
     })
 }

@@ -62,6 +62,12 @@ fn serve_answers_health_checks_loads_models_and_stops_on_sigterm() {
         .and_then(|r| r.split(',').next())
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP address in {first:?}"));
+    let grpc: SocketAddr = first
+        .split("gRPC ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no gRPC address in {first:?}"));
     assert!(first.contains("preparing the device"), "{first}");
     assert_eq!(status(http, "/v2/health/live"), Some(200));
     assert!(
@@ -82,6 +88,20 @@ fn serve_answers_health_checks_loads_models_and_stops_on_sigterm() {
     }
     // A model that is not served is unknown once the server is up.
     assert_eq!(status(http, "/v2/models/vgg19/ready"), Some(404));
+    // `reef infer` against it, with the server's own timing.
+    let out = Command::new(env!("CARGO_BIN_EXE_reef"))
+        .args(["infer", "resnet_tiny", "--count", "3", "--timing"])
+        .args(["--url", &format!("http://{grpc}")])
+        .output()
+        .expect("run reef infer");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("3 request(s): latency median"), "{text}");
+    assert!(text.contains("inside the server: median"), "{text}");
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
