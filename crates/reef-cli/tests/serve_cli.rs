@@ -34,6 +34,15 @@ fn wait_for_200(addr: SocketAddr, path: &str, limit: Duration) -> bool {
     false
 }
 
+/// The socket address that follows `label` in `line`, up to `end`.
+fn address_after(line: &str, label: &str, end: char) -> SocketAddr {
+    line.split(label)
+        .nth(1)
+        .and_then(|r| r.split(end).next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no {label}address in {line:?}"))
+}
+
 #[test]
 fn serve_answers_health_checks_loads_models_and_stops_on_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_reef"))
@@ -56,18 +65,8 @@ fn serve_answers_health_checks_loads_models_and_stops_on_sigterm() {
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let first = lines.next().expect("a first line").expect("utf-8");
     // "reef serving: HTTP 127.0.0.1:PORT, gRPC 127.0.0.1:PORT (reset mode); ..."
-    let http: SocketAddr = first
-        .split("HTTP ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP address in {first:?}"));
-    let grpc: SocketAddr = first
-        .split("gRPC ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no gRPC address in {first:?}"));
+    let http = address_after(&first, "HTTP ", ',');
+    let grpc = address_after(&first, "gRPC ", ' ');
     assert!(first.contains("preparing the device"), "{first}");
     assert_eq!(status(http, "/v2/health/live"), Some(200));
     assert!(
