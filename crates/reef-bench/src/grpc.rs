@@ -17,7 +17,7 @@ use reef_sched::{
 use reef_server::grpc_codec;
 use reef_server::proto::{self, grpc_inference_service_client::GrpcInferenceServiceClient};
 use reef_server::shm::ClientRegion;
-use reef_server::timing::{Timing, TIMING_PARAM};
+use reef_server::timing::{self, Timing};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tonic::transport::Channel;
@@ -277,12 +277,7 @@ impl Service for GrpcService {
         // The tensors' buffers are shared with the message, not copied.
         let mut msg = grpc_codec::infer_request(&req.model, &names, &req.inputs, req.priority);
         // Ask for the server's own timing of the request.
-        msg.parameters.insert(
-            TIMING_PARAM.to_string(),
-            proto::InferParameter {
-                parameter_choice: Some(proto::infer_parameter::ParameterChoice::BoolParam(true)),
-            },
-        );
+        timing::ask(&mut msg.parameters);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let priority = req.priority.unwrap_or(Priority::Be);
         let mut client = match priority {

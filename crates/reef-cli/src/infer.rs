@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reef_model::DType;
 use reef_server::proto;
-use reef_server::timing::{Timing, TIMING_PARAM};
+use reef_server::timing::{self, Timing};
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -117,14 +117,7 @@ pub fn run(a: InferArgs) -> Result<()> {
             );
         }
         if a.timing {
-            parameters.insert(
-                TIMING_PARAM.to_string(),
-                proto::InferParameter {
-                    parameter_choice: Some(proto::infer_parameter::ParameterChoice::BoolParam(
-                        true,
-                    )),
-                },
-            );
+            timing::ask(&mut parameters);
         }
         let mut lat = vec![];
         // Per request with a server account: (server, scheduler, queue, outside), ms.

@@ -21,6 +21,17 @@ use std::time::Duration;
 /// The request parameter (bool) that asks for the timing parameters.
 pub const TIMING_PARAM: &str = "reef_timing";
 
+/// Adds `reef_timing: true` to a gRPC request's parameters: the server
+/// then answers its [`Timing`] ([`Timing::from_grpc`] reads it back).
+pub fn ask(params: &mut HashMap<String, InferParameter>) {
+    params.insert(
+        TIMING_PARAM.to_string(),
+        InferParameter {
+            parameter_choice: Some(ParameterChoice::BoolParam(true)),
+        },
+    );
+}
+
 const SERVER: &str = "reef_server_us";
 const SCHEDULER: &str = "reef_scheduler_us";
 const QUEUE: &str = "reef_queue_us";
