@@ -65,6 +65,18 @@ pub struct ServeArgs {
     /// allowed to run beside RT work (0: no limit) [default: 0].
     #[arg(long, env = "REEF_BESIDE_MAX_TILE_US")]
     pub beside_max_tile_us: Option<u64>,
+    /// `reset` and `reef` modes: launch RT kernels right after raising the
+    /// BE preemption flags, before the BE lanes have drained; the running BE
+    /// blocks leave at their next tile and the RT stream's priority puts RT
+    /// blocks first (not with beside lanes) [default: false].
+    #[arg(
+        long,
+        env = "REEF_EARLY_RT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub early_rt: Option<bool>,
     /// Number of BE queues (1 to 32) [default: 8].
     #[arg(long, env = "REEF_BE_QUEUES")]
     pub be_queues: Option<usize>,
@@ -140,6 +152,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_batch: a.max_batch,
         beside_lanes: a.beside_lanes,
         beside_max_tile: a.beside_max_tile(),
+        early_rt: a.early_rt,
     };
     let configs = match &a.repository {
         Some(dir) => reef_server::scan_repository(dir)

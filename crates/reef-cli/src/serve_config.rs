@@ -112,6 +112,8 @@ pub struct ServeSettings {
     pub beside_lanes: usize,
     /// `reef` mode: longest BE tile beside RT work, us (0: no limit).
     pub beside_max_tile_us: u64,
+    /// `reset` / `reef` modes: RT kernels launched before the BE drain.
+    pub early_rt: bool,
     /// RT queue capacity.
     pub rt_capacity: usize,
     /// BE capacity per queue.
@@ -160,6 +162,7 @@ impl ServeSettings {
                 .beside_max_tile_us
                 .or(file.beside_max_tile_us)
                 .unwrap_or(0),
+            early_rt: cli.early_rt.or(file.early_rt).unwrap_or(false),
             rt_capacity: cli
                 .rt_capacity
                 .or(file.rt_capacity)
@@ -188,6 +191,15 @@ impl ServeSettings {
             return Err(ConfigError::Invalid {
                 key: "beside_lanes",
                 reason: format!("must be at most {MAX_BE_QUEUES}, got {}", s.beside_lanes),
+            });
+        }
+        if s.early_rt && (!matches!(s.mode, Mode::Reset | Mode::Reef) || s.beside_lanes > 0) {
+            return Err(ConfigError::Invalid {
+                key: "early_rt",
+                reason: format!(
+                    "needs the reset or reef mode without beside lanes (mode {}, beside_lanes {})",
+                    s.mode, s.beside_lanes
+                ),
             });
         }
         for (key, v) in [
@@ -361,6 +373,7 @@ busy_poll = 1
         assert_eq!((s.max_batch, s.devices), (64, 1));
         assert!(!s.allow_client_shm);
         assert_eq!((s.beside_lanes, s.beside_max_tile()), (0, None));
+        assert!(!s.early_rt);
     }
 
     #[test]
@@ -386,6 +399,35 @@ busy_poll = 1
             s.beside_max_tile(),
             Some(std::time::Duration::from_micros(30))
         );
+    }
+
+    #[test]
+    fn early_rt_from_flag_environment_or_file_and_its_bad_combinations() {
+        let s = ServeSettings::merge(
+            cli(&["--mode", "reset", "--early-rt"]),
+            ServeArgs::default(),
+        )
+        .unwrap();
+        assert!(s.early_rt);
+        let s =
+            ServeSettings::merge(cli(&[]), file_of("mode = \"reef\"\nearly_rt = true\n")).unwrap();
+        assert!(s.early_rt);
+        let s =
+            ServeSettings::merge(cli(&["--early-rt=false"]), file_of("early_rt = true\n")).unwrap();
+        assert!(!s.early_rt, "the flag over the file");
+        for (flags, file) in [
+            (&["--mode", "stream", "--early-rt"][..], ""),
+            (&["--mode", "wait", "--early-rt"][..], ""),
+            (&["--early-rt"][..], "mode = \"reef\"\nbeside_lanes = 1\n"),
+        ] {
+            let e = ServeSettings::merge(cli(flags), file_of(file))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("early_rt") && e.contains("reset or reef"),
+                "{flags:?} {file:?}: {e}"
+            );
+        }
     }
 
     #[test]

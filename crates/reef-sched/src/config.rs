@@ -33,6 +33,16 @@ pub struct SchedConfig {
     /// this waits for the RT work to end instead of running beside it (an RT
     /// block may have to wait for one BE tile). None: no limit.
     pub beside_max_tile: Option<Duration>,
+    /// `reset` and `reef` modes: launch the RT kernels right after raising
+    /// the BE flags instead of after the BE lanes drained. Running BE blocks
+    /// still stop at their next tile, and the RT stream's priority lets RT
+    /// blocks be dispatched before the BE kernels queued on the device
+    /// (which exit at entry once dispatched), so RT work no longer waits for
+    /// the drain's host round trip; the drain is observed while RT work
+    /// runs and settled before BE work resumes. The preemption latency then
+    /// includes the queued BE kernels that wait behind RT kernels. Not with
+    /// `beside_lanes` (those lanes resume right after the drain).
+    pub early_rt: bool,
 }
 
 impl Default for SchedConfig {
@@ -46,6 +56,7 @@ impl Default for SchedConfig {
             max_batch: 64,
             beside_lanes: 0,
             beside_max_tile: None,
+            early_rt: false,
         }
     }
 }
@@ -74,14 +85,25 @@ impl SchedConfig {
         if self.max_batch == 0 {
             return Err("max_batch must be at least 1".into());
         }
+        if self.early_rt && !matches!(self.mode, Mode::Reset | Mode::Reef) {
+            return Err(format!(
+                "early_rt needs the reset or reef mode, not {}",
+                self.mode
+            ));
+        }
+        if self.early_rt && self.beside_lanes > 0 {
+            return Err("early_rt and beside_lanes do not combine (beside lanes resume right after the drain)".into());
+        }
         Ok(())
     }
 }
 
 /// A scheduling mode with its padding policy, as benchmarks name the setups
 /// they compare: `reef`, `reef:beside1` (one BE lane beside RT work),
-/// `reef:beside5:tile20` (five, with BE tiles of at most 20 us). The beside
-/// options apply to `reef` mode only.
+/// `reef:beside5:tile20` (five, with BE tiles of at most 20 us), `reset:early`
+/// (RT kernels launched before the drain, [`SchedConfig::early_rt`]). The
+/// beside options apply to `reef` mode only, `early` to `reset` and `reef`
+/// without beside lanes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModeSpec {
     /// The mode.
@@ -90,6 +112,8 @@ pub struct ModeSpec {
     pub beside_lanes: usize,
     /// [`SchedConfig::beside_max_tile`].
     pub beside_max_tile: Option<Duration>,
+    /// [`SchedConfig::early_rt`].
+    pub early_rt: bool,
 }
 
 impl ModeSpec {
@@ -99,6 +123,7 @@ impl ModeSpec {
             mode: self.mode,
             beside_lanes: self.beside_lanes,
             beside_max_tile: self.beside_max_tile,
+            early_rt: self.early_rt,
             ..cfg
         }
     }
@@ -110,6 +135,7 @@ impl From<Mode> for ModeSpec {
             mode,
             beside_lanes: 0,
             beside_max_tile: None,
+            early_rt: false,
         }
     }
 }
@@ -127,6 +153,15 @@ impl std::str::FromStr for ModeSpec {
                         .map_err(|_| format!("'{opt}' in mode '{s}': '{n}' is not a whole number"))
                 })
             };
+            if lower == "early" {
+                if !matches!(spec.mode, Mode::Reset | Mode::Reef) {
+                    return Err(format!(
+                        "mode '{s}': 'early' needs the reset or reef mode (it launches RT work before the BE drain)"
+                    ));
+                }
+                spec.early_rt = true;
+                continue;
+            }
             if spec.mode != Mode::Reef {
                 return Err(format!(
                     "mode '{s}': '{opt}' needs the reef mode (beside options are reef's padding)"
@@ -148,12 +183,17 @@ impl std::str::FromStr for ModeSpec {
                 spec.beside_max_tile = Some(Duration::from_micros(n));
             } else {
                 return Err(format!(
-                    "mode '{s}': unknown option '{opt}' (expected besideN or tileN, e.g. reef:beside1:tile20)"
+                    "mode '{s}': unknown option '{opt}' (expected besideN, tileN or early, e.g. reef:beside1:tile20)"
                 ));
             }
         }
         if spec.beside_max_tile.is_some() && spec.beside_lanes == 0 {
             return Err(format!("mode '{s}': a tile limit needs besideN"));
+        }
+        if spec.early_rt && spec.beside_lanes > 0 {
+            return Err(format!(
+                "mode '{s}': 'early' and besideN do not combine (beside lanes resume right after the drain)"
+            ));
         }
         Ok(spec)
     }
@@ -168,6 +208,9 @@ impl std::fmt::Display for ModeSpec {
         if let Some(t) = self.beside_max_tile {
             write!(f, ":tile{}", t.as_micros())?;
         }
+        if self.early_rt {
+            write!(f, ":early")?;
+        }
         Ok(())
     }
 }
@@ -178,7 +221,14 @@ mod tests {
 
     #[test]
     fn mode_specs_round_trip() {
-        for s in ["reef", "reset", "reef:beside1", "reef:beside5:tile20"] {
+        for s in [
+            "reef",
+            "reset",
+            "reef:beside1",
+            "reef:beside5:tile20",
+            "reset:early",
+            "reef:early",
+        ] {
             let spec: ModeSpec = s.parse().unwrap();
             assert_eq!(spec.to_string(), s);
         }
@@ -188,6 +238,33 @@ mod tests {
         assert_eq!(cfg.mode, Mode::Reef);
         assert_eq!(cfg.beside_lanes, 2);
         assert_eq!(cfg.beside_max_tile, Some(Duration::from_micros(30)));
+        assert!(!cfg.early_rt);
+        let cfg = "Reset:EARLY"
+            .parse::<ModeSpec>()
+            .unwrap()
+            .apply(SchedConfig::default());
+        assert_eq!((cfg.mode, cfg.early_rt), (Mode::Reset, true));
+        assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn early_rt_needs_a_preemptive_mode_without_beside_lanes() {
+        for (mode, beside, ok) in [
+            (Mode::Reset, 0, true),
+            (Mode::Reef, 0, true),
+            (Mode::Reef, 1, false),
+            (Mode::Wait, 0, false),
+            (Mode::Stream, 0, false),
+            (Mode::Seq, 0, false),
+        ] {
+            let cfg = SchedConfig {
+                mode,
+                beside_lanes: beside,
+                early_rt: true,
+                ..SchedConfig::default()
+            };
+            assert_eq!(cfg.validate().is_ok(), ok, "{mode} beside {beside}");
+        }
     }
 
     #[test]
@@ -200,6 +277,9 @@ mod tests {
             ("reef:tile20", "needs besideN"),
             ("reef:beside1:tile0", "at least 1 us"),
             ("reef:fast", "unknown option 'fast'"),
+            ("wait:early", "needs the reset or reef mode"),
+            ("stream:early", "needs the reset or reef mode"),
+            ("reef:beside1:early", "do not combine"),
             ("turbo", "unknown mode"),
         ] {
             let e = s.parse::<ModeSpec>().unwrap_err();

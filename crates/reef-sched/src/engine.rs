@@ -21,7 +21,9 @@
 //! On RT arrival the scheduler raises the flags of every BE lane with
 //! kernels in flight in one device operation ([`Device::raise_preempt`]),
 //! polls those lanes until all are idle (this drain, from noticing the RT
-//! work, is the recorded preemption latency), then launches the RT kernels. BE tasks stay paused while RT work
+//! work, is the recorded preemption latency), then launches the RT kernels
+//! (with [`SchedConfig::early_rt`] it launches them first and watches the
+//! drain while they run). BE tasks stay paused while RT work
 //! remains; then each lane is synchronized, its task's exact progress read
 //! back, and the task fed again from there (the device keeps the tiles a
 //! preempted or padded kernel completed).
@@ -538,18 +540,7 @@ impl Engine {
         // (`wait` mode, or CPU workers that share the scheduler's cores)
         // stops hogging a core.
         const SPIN: Duration = Duration::from_micros(300);
-        while !d.lanes.is_empty() {
-            let mut left = Vec::with_capacity(d.lanes.len());
-            for &q in &d.lanes {
-                let lane = self.be_lanes[q].as_mut().expect("busy lane");
-                if !lane.is_idle().map_err(internal)? {
-                    left.push(q);
-                }
-            }
-            d.lanes = left;
-            if d.lanes.is_empty() {
-                break;
-            }
+        while !self.drain_pass(&mut d)? {
             if d.noticed.elapsed() <= SPIN {
                 std::thread::yield_now();
             } else {
@@ -560,6 +551,38 @@ impl Engine {
                 d.lanes.clear();
             }
         }
+        self.end_drain(d)
+    }
+
+    /// With [`SchedConfig::early_rt`], while RT work runs: one look at the
+    /// draining lanes, ending the preemption if all are idle.
+    fn poll_drain(&mut self) -> Result<(), SchedError> {
+        let Some(mut d) = self.drain.take() else {
+            return Ok(());
+        };
+        if self.drain_pass(&mut d)? {
+            self.end_drain(d)
+        } else {
+            self.drain = Some(d);
+            Ok(())
+        }
+    }
+
+    /// Drops the idle lanes from `d`; true when none is left.
+    fn drain_pass(&mut self, d: &mut Drain) -> Result<bool, SchedError> {
+        let mut left = Vec::with_capacity(d.lanes.len());
+        for &q in &d.lanes {
+            let lane = self.be_lanes[q].as_mut().expect("busy lane");
+            if !lane.is_idle().map_err(internal)? {
+                left.push(q);
+            }
+        }
+        d.lanes = left;
+        Ok(d.lanes.is_empty())
+    }
+
+    /// Records a finished drain; in `reef` mode lowers the flags.
+    fn end_drain(&mut self, d: Drain) -> Result<(), SchedError> {
         self.stats.record_preemption(d.noticed.elapsed(), 0);
         if self.cfg.mode == Mode::Reef {
             for q in 0..self.flagged.len() {
@@ -661,24 +684,37 @@ impl Engine {
             // kernels queue behind it, so killing BE work would gain nothing.
             self.launch_rt()?;
         } else if !self.rt_queue.is_empty() {
-            // Preempt first, then launch: the RT kernels find the SMs free.
-            // (Enqueueing the first RT kernel before the drain settles was
-            // measured worse on the H200, run 1 of session 5: the queued BE
-            // kernels, which exit at entry, then wait behind the
-            // higher-priority RT kernel, so the BE lanes go idle only after
-            // it ends, p50 108-162 us, and the next RT launches waited.)
             self.pause_be()?;
-            self.settle_drain()?;
-            if self.beside_mode() {
-                // Every lane is paused now; the next RT work favours others.
-                self.beside.fill(false);
-                self.pad_next = (self.pad_next + 1) % self.be_queues.len();
+            if self.cfg.early_rt {
+                // RT first: its blocks take the SMs as the running BE blocks
+                // leave at their next tile; the drain is watched while the
+                // RT work runs and settled before BE work resumes.
+                self.launch_rt()?;
+                self.poll_drain()?;
+            } else {
+                // Preempt first, then launch: the RT kernels find the SMs
+                // free. (Enqueueing only the first RT kernel before the drain
+                // settles was measured worse on the H200, run 1 of session
+                // 5: the queued BE kernels, which exit at entry, then wait
+                // behind the higher-priority RT kernel, so the BE lanes go
+                // idle only after it ends, p50 108-162 us, and the next RT
+                // launches waited for the drain.)
+                self.settle_drain()?;
+                if self.beside_mode() {
+                    // Every lane is paused now; the next RT work favours others.
+                    self.beside.fill(false);
+                    self.pad_next = (self.pad_next + 1) % self.be_queues.len();
+                }
+                self.launch_rt()?;
             }
-            self.launch_rt()?;
         }
         self.poll_rt()?;
+        if self.drain.is_some() {
+            self.poll_drain()?;
+        }
         if self.rt_running.is_empty() && self.rt_queue.is_empty() {
             self.beside.fill(false);
+            self.settle_drain()?;
             self.unpause_be(false)?;
             self.feed_be(false)?;
         } else if self.beside_mode() {

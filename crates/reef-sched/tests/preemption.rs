@@ -75,6 +75,19 @@ fn preempt_many(mode: Mode, target: u64, deadline: Duration, padding: bool) {
 
 /// [`preempt_many`] with `beside` BE lanes running beside RT work.
 fn preempt_many_beside(mode: Mode, target: u64, deadline: Duration, padding: bool, beside: usize) {
+    preempt_many_cfg(mode, target, deadline, padding, beside, false);
+}
+
+/// [`preempt_many_beside`], with RT kernels launched before the BE drain
+/// when `early` ([`SchedConfig::early_rt`]).
+fn preempt_many_cfg(
+    mode: Mode,
+    target: u64,
+    deadline: Duration,
+    padding: bool,
+    beside: usize,
+    early: bool,
+) {
     let _serial = serial();
     let dev: Arc<dyn Device> = Arc::new(
         CpuDevice::new(Some(2))
@@ -85,6 +98,7 @@ fn preempt_many_beside(mode: Mode, target: u64, deadline: Duration, padding: boo
         mode,
         be_queues: 3,
         beside_lanes: beside,
+        early_rt: early,
         ..SchedConfig::default()
     };
     let s = Scheduler::new(dev, cfg).expect("scheduler");
@@ -146,7 +160,7 @@ fn preempt_many_beside(mode: Mode, target: u64, deadline: Duration, padding: boo
         stop.store(true, Ordering::Relaxed);
         let st = s.stats();
         println!(
-            "{mode} (padding {padding}, beside {beside}): {} preemptions in {:.1}s, {rt_count} RT requests, {} BE answered, {} kernels re-run, {} RT kernels padded with {} launches, preemption latency p50 {:.0} us p99 {:.0} us max {:.0} us",
+            "{mode} (padding {padding}, beside {beside}, early RT {early}): {} preemptions in {:.1}s, {rt_count} RT requests, {} BE answered, {} kernels re-run, {} RT kernels padded with {} launches, preemption latency p50 {:.0} us p99 {:.0} us max {:.0} us",
             st.preemptions,
             t0.elapsed().as_secs_f64(),
             answered.load(Ordering::Relaxed),
@@ -223,6 +237,20 @@ fn reef_mode_with_be_beside_rt_is_bit_exact() {
     preempt_many_beside(Mode::Reef, 2_000, Duration::from_secs(120), false, 2);
 }
 
+/// RT kernels launched right after the flags go up, the drain watched while
+/// they run: BE results stay bit-identical and nothing is lost.
+#[test]
+fn reset_mode_early_rt_preemptions_are_bit_exact() {
+    preempt_many_cfg(Mode::Reset, 2_000, Duration::from_secs(120), false, 0, true);
+}
+
+/// The same with padding emulated: padding launches may now meet lanes whose
+/// flag is still up (they exit) or a drain not yet observed.
+#[test]
+fn reef_mode_early_rt_with_padding_is_bit_exact() {
+    preempt_many_cfg(Mode::Reef, 1_000, Duration::from_secs(120), true, 0, true);
+}
+
 #[test]
 fn wait_mode_preemptions_are_bit_exact() {
     preempt_many(Mode::Wait, 1_000, Duration::from_secs(120), false);
@@ -271,11 +299,22 @@ fn reef_mode_with_be_beside_rt_does_not_wait_for_a_whole_be_kernel() {
     rt_does_not_wait_cfg(Mode::Reef, false, 1);
 }
 
+/// RT kernels launched before the drain: RT still waits for one BE tile at
+/// most, and the BE kernel does not run to its end.
+#[test]
+fn reset_mode_early_rt_does_not_wait_for_a_whole_be_kernel() {
+    rt_does_not_wait_early(Mode::Reset, false, 0, true);
+}
+
 fn rt_does_not_wait_for_a_whole_be_kernel(mode: Mode, padding: bool) {
     rt_does_not_wait_cfg(mode, padding, 0);
 }
 
 fn rt_does_not_wait_cfg(mode: Mode, padding: bool, beside: usize) {
+    rt_does_not_wait_early(mode, padding, beside, false);
+}
+
+fn rt_does_not_wait_early(mode: Mode, padding: bool, beside: usize, early: bool) {
     let _serial = serial();
     let dev: Arc<dyn Device> = Arc::new(
         CpuDevice::new(Some(2))
@@ -287,6 +326,7 @@ fn rt_does_not_wait_cfg(mode: Mode, padding: bool, beside: usize) {
         SchedConfig {
             mode,
             beside_lanes: beside,
+            early_rt: early,
             ..SchedConfig::default()
         },
     )
@@ -330,7 +370,7 @@ fn rt_does_not_wait_cfg(mode: Mode, padding: bool, beside: usize) {
     }
     let st = s.stats();
     println!(
-        "{mode} (padding {padding}, beside {beside}): BE kernel alone {:?}; RT latencies while preempting {:?}; preemption max {:.0} us",
+        "{mode} (padding {padding}, beside {beside}, early RT {early}): BE kernel alone {:?}; RT latencies while preempting {:?}; preemption max {:.0} us",
         kernel, waits, st.preempt_latency_us.max
     );
     // RT requests come back well inside one BE kernel's time (the median:
