@@ -19,7 +19,7 @@ done
 echo "== selftest"; grep -E "FAIL|passed" $OUT/selftest.log | tail -5
 echo "== gpu_tests"; grep -E "test result|FAILED|panicked" $OUT/gpu_tests.log | tail -5
 for k in C_new C_head trace_new A_new E_new E_head; do
-  echo "== $k"; cat $OUT/$k/*.md 2>/dev/null | grep -E "^\| (rt-alone|reset|reef)" | cut -d'|' -f2,3,6,8,9,10,13,14
+  echo "== $k"; cat $OUT/$k/*.md 2>/dev/null | grep -E "^\| (rt-alone|reset|reef)" | cut -d'|' -f2,3,6,8,9,10,13,14; grep "RT queued" $OUT/$k/*.md 2>/dev/null | sed "s/(arrival[^)]*)//"
 done
 cat $OUT/summary.txt
 pack

@@ -55,13 +55,16 @@ pub fn latency_figures(latencies_ms: &[f64]) -> LatencyFigures {
     }
 }
 
-/// RT latency inside the service over the measured RT requests that
-/// reported it; `None` when none did.
-fn service_figures(records: &[RequestRecord]) -> Option<LatencyFigures> {
+/// Figures of one optional per-request time (`field`, ms) over the measured
+/// RT requests that reported it; `None` when none did.
+fn rt_figures_of(
+    records: &[RequestRecord],
+    field: fn(&RequestRecord) -> Option<f64>,
+) -> Option<LatencyFigures> {
     let v: Vec<f64> = records
         .iter()
         .filter(|r| r.priority == Priority::Rt && measured(r))
-        .filter_map(|r| r.service_ms)
+        .filter_map(field)
         .collect();
     (!v.is_empty()).then(|| latency_figures(&v))
 }
@@ -171,7 +174,8 @@ pub fn summarize(
         errors,
         rt: latency_figures(&lat_of(&|r| r.priority == Priority::Rt)),
         be: latency_figures(&lat_of(&|r| r.priority == Priority::Be)),
-        rt_service: service_figures(&records),
+        rt_service: rt_figures_of(&records, |r| r.service_ms),
+        rt_queued: rt_figures_of(&records, |r| r.queued_ms),
         rt_throughput_rps: rps_of(&|r| r.priority == Priority::Rt),
         be_throughput_rps: rps_of(&|r| r.priority == Priority::Be),
         total_throughput_rps: rps_of(&|_| true),
@@ -457,6 +461,36 @@ mod tests {
         assert_eq!(m.rt.count, 3);
         let none = summarize("reset", &w, 0.1, vec![rec(Rt, 200.0, 2.0, None)], 0);
         assert!(none.rt_service.is_none());
+    }
+
+    #[test]
+    fn queued_figures_cover_the_measured_rt_requests_that_reported_them() {
+        let w = one_rt_task(0.1);
+        let rec = |p: Priority, arrival: f64, queued: Option<f64>| RequestRecord {
+            queued_ms: queued,
+            ..record(p, arrival, 4.0)
+        };
+        use Priority::{Be, Rt};
+        let m = summarize(
+            "reset",
+            &w,
+            0.1,
+            vec![
+                rec(Rt, 50.0, Some(3.0)),  // warm-up: left out
+                rec(Rt, 200.0, Some(0.1)), // counted
+                rec(Rt, 300.0, Some(0.3)), // counted
+                rec(Rt, 400.0, None),      // no account: left out
+                rec(Be, 500.0, Some(2.0)), // BE: left out
+            ],
+            0,
+        );
+        let q = m
+            .rt_queued
+            .expect("two RT requests reported their queueing");
+        assert_eq!(q.count, 2);
+        assert!((q.mean_ms - 0.2).abs() < 1e-9, "{}", q.mean_ms);
+        assert!((q.max_ms - 0.3).abs() < 1e-9);
+        assert!(m.rt_service.is_none());
     }
 
     #[test]

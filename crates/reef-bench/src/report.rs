@@ -99,6 +99,21 @@ pub fn markdown(result: &WorkloadResult) -> String {
             );
         }
     }
+    let queued: Vec<_> = result
+        .modes
+        .iter()
+        .filter_map(|m| m.rt_queued.as_ref().map(|f| (m, f)))
+        .collect();
+    if !queued.is_empty() {
+        let _ = writeln!(s);
+        for (m, f) in queued {
+            let _ = writeln!(
+                s,
+                "- {}: RT queued (arrival to start on the device: queue, preemption, inputs) mean {:.3} ms, p99 {:.3} ms",
+                m.mode, f.mean_ms, f.p99_ms
+            );
+        }
+    }
     let _ = writeln!(s);
     let _ = writeln!(
         s,

@@ -14,6 +14,7 @@
 //!   submitted: u64, completed_ok: u64, errors: {kind: u64},
 //!   rt: LatencyFigures, be: LatencyFigures,
 //!   rt_service?: LatencyFigures (RT latency inside the service, from the records' service_ms),
+//!   rt_queued?: LatencyFigures (RT arrival to its start on the device, from the records' queued_ms),
 //!   rt_throughput_rps, be_throughput_rps, total_throughput_rps: f64,
 //!   preemptions: u64, kernels_rerun: u64   (summed over the requests' own stats),
 //!   sched: SchedFigures|null, dispatch_lag_us: LagFigures,
@@ -119,6 +120,11 @@ pub struct ModeResult {
     /// ([`RequestRecord::service_ms`]); absent when none did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rt_service: Option<LatencyFigures>,
+    /// RT time from arrival to the start on the device (queue, preemption,
+    /// inputs written), over the RT requests that reported it
+    /// ([`RequestRecord::queued_ms`]); absent when none did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rt_queued: Option<LatencyFigures>,
     /// RT answers per second in the window.
     pub rt_throughput_rps: f64,
     /// BE answers per second in the window.
