@@ -1,7 +1,8 @@
 #!/bin/bash
 # DISB A-E and the trace in reef's modes and PyTorch's CUDA-graph baselines,
 # one card (docs/RESULTS.md, Session 12). W= workloads, MODES= reef modes,
-# ENVS= environment for reef, SELFTEST=1 adds a selftest first.
+# ENVS= environment for reef, SELFTEST=1 adds a selftest first, TORCH=0 leaves
+# PyTorch out.
 source scripts/device/common.sh
 [ -f devrun/tactics.tgz ] && tar xzf devrun/tactics.tgz -C /tmp/p/cache
 W=${W:-A B C D E trace}
@@ -9,7 +10,7 @@ W=${W:-A B C D E trace}
 for w in $W; do
   step disb_$w 150 env ${ENVS:-} $R bench disb --workload workloads/$w.json --device cuda --duration 3 --warmup 1 --modes ${MODES:-stream,reset,reef} --quiet --out $OUT/disb_$w
 done
-for w in $W; do
+[ "${TORCH:-1}" = 1 ] && for w in $W; do
   step torch_$w 120 python3 scripts/torch_disb.py workloads/$w.json --policies seq,stream --variants graph --duration 3 --warmup 1 --out $OUT/torch_$w.json --markdown $OUT/torch_$w.md
 done
 [ -f $OUT/selftest.log ] && tail -3 $OUT/selftest.log

@@ -169,10 +169,14 @@ enum BenchCmd {
         /// Device.
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
         device: DeviceChoice,
-        /// Modes (comma separated). `reef` takes padding options after
-        /// colons: `reef:besideN` lets up to N BE lanes run beside RT work,
-        /// `:tileT` keeps BE kernels with tiles over T us off the device
-        /// meanwhile (e.g. `reef,reef:beside1,reef:beside5:tile20`).
+        /// Modes (comma separated), with options after colons. `reef`:
+        /// `reef:besideN` lets up to N BE lanes run beside RT work, `:tileT`
+        /// keeps BE kernels with tiles over T us off the device meanwhile
+        /// (e.g. `reef,reef:beside1,reef:beside5:tile20`). `reset` and
+        /// `reef`: `:drain` drains the BE lanes before launching RT work
+        /// (REEF's order; by default RT work is launched first). `wait`,
+        /// `reset`, `reef`: `:depthN` keeps N BE kernels in flight per lane
+        /// in this mode (e.g. `reset,reset:drain:depth2`).
         #[arg(
             long,
             value_delimiter = ',',
@@ -188,8 +192,8 @@ enum BenchCmd {
         /// Output directory for JSON, Markdown and SVG.
         #[arg(long, default_value = "disb-results")]
         out: PathBuf,
-        /// BE kernels in flight per BE lane.
-        #[arg(long, default_value_t = 2)]
+        /// BE kernels in flight per BE lane (where a mode names no `:depthN`).
+        #[arg(long, default_value_t = 4)]
         be_depth: usize,
         /// Hide the progress bar.
         #[arg(long)]
@@ -229,10 +233,14 @@ enum BenchCmd {
         /// The RT model.
         #[arg(long, default_value = "resnet50")]
         rt: String,
-        /// Modes (comma separated). `reef` takes padding options after
-        /// colons: `reef:besideN` lets up to N BE lanes run beside RT work,
-        /// `:tileT` keeps BE kernels with tiles over T us off the device
-        /// meanwhile (e.g. `reef,reef:beside1,reef:beside5:tile20`).
+        /// Modes (comma separated), with options after colons. `reef`:
+        /// `reef:besideN` lets up to N BE lanes run beside RT work, `:tileT`
+        /// keeps BE kernels with tiles over T us off the device meanwhile
+        /// (e.g. `reef,reef:beside1,reef:beside5:tile20`). `reset` and
+        /// `reef`: `:drain` drains the BE lanes before launching RT work
+        /// (REEF's order; by default RT work is launched first). `wait`,
+        /// `reset`, `reef`: `:depthN` keeps N BE kernels in flight per lane
+        /// in this mode (e.g. `reset,reset:drain:depth2`).
         #[arg(long, value_delimiter = ',', default_value = "wait,reset,reef")]
         modes: Vec<reef_sched::ModeSpec>,
         /// RT requests per run (half as many for RT alone).

@@ -377,6 +377,78 @@ fn check_beside(
     })
 }
 
+/// The scheduler's default preemption order (`SchedConfig::early_rt`): a
+/// BE run's flag is raised at a random point and an RT run of the model is
+/// launched at once, before the BE lane has drained; then the BE run is
+/// resumed from its progress. Both results must equal their runs alone bit
+/// for bit.
+fn check_early(
+    name: &str,
+    g: &Graph,
+    dut: &dyn Device,
+    trials: usize,
+    rng: &mut ChaCha8Rng,
+) -> Result<Row> {
+    let s = Subject::new(g, dut, rng)?;
+    let rt_golden = s.rt_golden(dut)?;
+    let (h, inputs, golden, full, n) = (s.h, s.inputs, s.golden, s.full, s.n);
+    let mut rt_lane = dut.lane(Priority::High)?;
+    let mut be_lane = dut.lane(Priority::Low)?;
+    let (mut rt_ctx, mut be_ctx) = (h.context()?, h.context()?);
+    let (mut preempted, mut mismatches) = (0, 0);
+    for _ in 0..trials.max(1) {
+        fresh(rt_ctx.as_mut(), &inputs)?;
+        fresh(be_ctx.as_mut(), &inputs)?;
+        be_lane.begin(be_ctx.as_mut(), 0)?;
+        let wait = Duration::from_secs_f64(rng.random_range(0.0..0.8) * full.as_secs_f64());
+        let t0 = Instant::now();
+        for i in 0..n {
+            be_lane.enqueue(be_ctx.as_mut(), i, Variant::Be)?;
+        }
+        while t0.elapsed() < wait {
+            std::hint::spin_loop();
+        }
+        dut.raise_preempt(&mut [be_lane.as_mut()])?;
+        rt_lane.begin(rt_ctx.as_mut(), 0)?;
+        for i in 0..n {
+            rt_lane.enqueue(rt_ctx.as_mut(), i, Variant::Rt)?;
+        }
+        rt_lane.synchronize()?;
+        be_lane.synchronize()?;
+        let p = be_ctx.progress()?;
+        be_lane.set_preempt(false)?;
+        preempted += usize::from(p < n);
+        let r = be_lane.resume(be_ctx.as_mut())?;
+        anyhow::ensure!(
+            r == p,
+            "resume after the RT run reported kernel {r}, the progress {p}"
+        );
+        for i in p..n {
+            be_lane.enqueue(be_ctx.as_mut(), i, Variant::Be)?;
+        }
+        be_lane.synchronize()?;
+        let q = be_ctx.progress()?;
+        anyhow::ensure!(
+            q == n,
+            "BE run resumed after RT ended at progress {q} of {n}"
+        );
+        if outputs_of(&h, be_ctx.as_mut())? != golden
+            || outputs_of(&h, rt_ctx.as_mut())? != rt_golden
+        {
+            mismatches += 1;
+        }
+    }
+    Ok(Row {
+        what: format!("early {name}"),
+        err: if mismatches == 0 { 0.0 } else { f64::INFINITY },
+        ok: mismatches == 0,
+        note: format!(
+            "{} runs, {preempted} flagged mid-run with RT launched before the drain; {mismatches} mismatches",
+            trials.max(1)
+        ),
+    })
+}
+
 /// Pads an RT run of the model with its own BE kernels (kernel `i` of the BE
 /// task beside RT kernel `i`, on a few blocks, so most stop part-done), then
 /// finishes the BE task from its progress: the result must equal the
@@ -582,6 +654,10 @@ pub fn run(dut: Arc<dyn Device>, opts: &Options) -> Result<bool> {
                         check_beside(m, &g, dut.as_ref(), opts.preemptions, &mut rng),
                         m,
                     );
+                    push(
+                        check_early(m, &g, dut.as_ref(), opts.preemptions, &mut rng),
+                        m,
+                    );
                 }
                 if gpu {
                     push(check_padding(m, &g, dut.as_ref(), &mut rng), m);
@@ -613,6 +689,17 @@ mod tests {
         let row = check_beside("resnet_tiny", &g, &dev, 4, &mut rng).unwrap();
         assert!(row.ok, "{}", row.note);
         assert!(row.note.starts_with("4 runs"), "{}", row.note);
+    }
+
+    #[test]
+    fn early_check_passes_on_the_cpu() {
+        let dev = CpuDevice::new(Some(2)).unwrap();
+        let g = reef_zoo::build("resnet_tiny", 1, 3).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let row = check_early("resnet_tiny", &g, &dev, 6, &mut rng).unwrap();
+        assert!(row.ok, "{}", row.note);
+        assert!(row.note.starts_with("6 runs"), "{}", row.note);
+        assert!(row.what == "early resnet_tiny");
     }
 
     /// The tf32 whole-model path on the CPU: a device in the reference's

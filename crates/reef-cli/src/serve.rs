@@ -53,7 +53,7 @@ pub struct ServeArgs {
     /// Largest request body, MiB [default: 64].
     #[arg(long, env = "REEF_MAX_BODY_MIB")]
     pub max_body_mib: Option<usize>,
-    /// BE kernels in flight per BE lane [default: 2].
+    /// BE kernels in flight per BE lane [default: 4].
     #[arg(long, env = "REEF_BE_DEPTH")]
     pub be_depth: Option<usize>,
     /// `reef` mode: BE lanes that keep running beside RT work, on
@@ -65,10 +65,11 @@ pub struct ServeArgs {
     /// allowed to run beside RT work (0: no limit) [default: 0].
     #[arg(long, env = "REEF_BESIDE_MAX_TILE_US")]
     pub beside_max_tile_us: Option<u64>,
-    /// `reset` and `reef` modes: launch RT kernels right after raising the
-    /// BE preemption flags, before the BE lanes have drained; the running BE
-    /// blocks leave at their next tile and the RT stream's priority puts RT
-    /// blocks first (not with beside lanes) [default: false].
+    /// `reset` and `reef` modes without beside lanes: launch RT kernels
+    /// right after raising the BE preemption flags, before the BE lanes have
+    /// drained (the running BE blocks leave at their next tile and the RT
+    /// stream's priority puts RT blocks first); false: REEF's order, the
+    /// drain first [default: true where it applies].
     #[arg(
         long,
         env = "REEF_EARLY_RT",

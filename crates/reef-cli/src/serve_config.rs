@@ -27,7 +27,7 @@ pub const DEFAULT_GRPC: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::
 /// Default largest request body, MiB.
 pub const DEFAULT_MAX_BODY_MIB: usize = 64;
 /// Default BE kernels in flight per BE lane.
-pub const DEFAULT_BE_DEPTH: usize = 2;
+pub const DEFAULT_BE_DEPTH: usize = 4;
 /// Default number of BE queues.
 pub const DEFAULT_BE_QUEUES: usize = 8;
 /// Default RT queue capacity.
@@ -112,7 +112,8 @@ pub struct ServeSettings {
     pub beside_lanes: usize,
     /// `reef` mode: longest BE tile beside RT work, us (0: no limit).
     pub beside_max_tile_us: u64,
-    /// `reset` / `reef` modes: RT kernels launched before the BE drain.
+    /// `reset` / `reef` modes without beside lanes: RT kernels launched
+    /// before the BE drain (default; false: drain first).
     pub early_rt: bool,
     /// RT queue capacity.
     pub rt_capacity: usize,
@@ -162,7 +163,7 @@ impl ServeSettings {
                 .beside_max_tile_us
                 .or(file.beside_max_tile_us)
                 .unwrap_or(0),
-            early_rt: cli.early_rt.or(file.early_rt).unwrap_or(false),
+            early_rt: cli.early_rt.or(file.early_rt).unwrap_or(true),
             rt_capacity: cli
                 .rt_capacity
                 .or(file.rt_capacity)
@@ -193,7 +194,10 @@ impl ServeSettings {
                 reason: format!("must be at most {MAX_BE_QUEUES}, got {}", s.beside_lanes),
             });
         }
-        if s.early_rt && (!matches!(s.mode, Mode::Reset | Mode::Reef) || s.beside_lanes > 0) {
+        // Asked for by name where it cannot apply: an error. (The default
+        // applies only where it can.)
+        let applies = matches!(s.mode, Mode::Reset | Mode::Reef) && s.beside_lanes == 0;
+        if cli.early_rt.or(file.early_rt) == Some(true) && !applies {
             return Err(ConfigError::Invalid {
                 key: "early_rt",
                 reason: format!(
@@ -368,12 +372,12 @@ busy_poll = 1
         assert_eq!(s.max_body_bytes().unwrap(), 64 << 20);
         assert_eq!(
             (s.be_depth, s.be_queues, s.rt_capacity, s.be_capacity),
-            (2, 8, 1024, 256)
+            (4, 8, 1024, 256)
         );
         assert_eq!((s.max_batch, s.devices), (64, 1));
         assert!(!s.allow_client_shm);
         assert_eq!((s.beside_lanes, s.beside_max_tile()), (0, None));
-        assert!(!s.early_rt);
+        assert!(s.early_rt);
     }
 
     #[test]
@@ -404,20 +408,22 @@ busy_poll = 1
     #[test]
     fn early_rt_from_flag_environment_or_file_and_its_bad_combinations() {
         let s = ServeSettings::merge(
-            cli(&["--mode", "reset", "--early-rt"]),
+            cli(&["--mode", "reset", "--early-rt=false"]),
             ServeArgs::default(),
         )
         .unwrap();
-        assert!(s.early_rt);
+        assert!(!s.early_rt);
         let s =
-            ServeSettings::merge(cli(&[]), file_of("mode = \"reef\"\nearly_rt = true\n")).unwrap();
-        assert!(s.early_rt);
-        let s =
-            ServeSettings::merge(cli(&["--early-rt=false"]), file_of("early_rt = true\n")).unwrap();
-        assert!(!s.early_rt, "the flag over the file");
+            ServeSettings::merge(cli(&[]), file_of("mode = \"reef\"\nearly_rt = false\n")).unwrap();
+        assert!(!s.early_rt);
+        let s = ServeSettings::merge(cli(&["--early-rt"]), file_of("early_rt = false\n")).unwrap();
+        assert!(s.early_rt, "the flag over the file");
+        // The default where it cannot apply is no error.
+        let s = ServeSettings::merge(cli(&["--mode", "wait"]), ServeArgs::default()).unwrap();
+        assert_eq!(s.mode, Mode::Wait);
         for (flags, file) in [
             (&["--mode", "stream", "--early-rt"][..], ""),
-            (&["--mode", "wait", "--early-rt"][..], ""),
+            (&["--mode", "wait", "--early-rt=true"][..], ""),
             (&["--early-rt"][..], "mode = \"reef\"\nbeside_lanes = 1\n"),
         ] {
             let e = ServeSettings::merge(cli(flags), file_of(file))

@@ -11,8 +11,11 @@ pub const MAX_BE_QUEUES: usize = 32;
 pub struct SchedConfig {
     /// Scheduling policy.
     pub mode: Mode,
-    /// BE kernels in flight per BE lane (REEF keeps this at 2 so that little
-    /// is buffered on the device when a preemption comes).
+    /// BE kernels in flight per BE lane. REEF keeps 2, so that little is
+    /// buffered on the device when a preemption comes; with
+    /// [`SchedConfig::early_rt`] RT work no longer waits for those kernels
+    /// to leave, and 4 gave 5-7% more BE throughput at no RT cost on the
+    /// H100 (docs/RESULTS.md, session 17), so 4 is the default.
     pub be_depth: usize,
     /// Number of BE queues (each with its own low-priority lane); BE models
     /// are spread over them.
@@ -33,15 +36,16 @@ pub struct SchedConfig {
     /// this waits for the RT work to end instead of running beside it (an RT
     /// block may have to wait for one BE tile). None: no limit.
     pub beside_max_tile: Option<Duration>,
-    /// `reset` and `reef` modes: launch the RT kernels right after raising
-    /// the BE flags instead of after the BE lanes drained. Running BE blocks
-    /// still stop at their next tile, and the RT stream's priority lets RT
-    /// blocks be dispatched before the BE kernels queued on the device
-    /// (which exit at entry once dispatched), so RT work no longer waits for
-    /// the drain's host round trip; the drain is observed while RT work
-    /// runs and settled before BE work resumes. The preemption latency then
-    /// includes the queued BE kernels that wait behind RT kernels. Not with
-    /// `beside_lanes` (those lanes resume right after the drain).
+    /// `reset` and `reef` modes without beside lanes (ignored in the other
+    /// setups): launch the RT kernels right after raising the BE flags
+    /// instead of after the BE lanes drained. Running BE blocks still stop at
+    /// their next tile, and the RT stream's priority lets RT blocks be
+    /// dispatched before the BE kernels queued on the device (which exit at
+    /// entry once dispatched), so RT work no longer waits for the drain and
+    /// its host round trip; the drain is watched while RT work runs and
+    /// settled before BE work resumes. The recorded preemption latency then
+    /// runs until the queued BE kernels, which wait behind the RT kernels,
+    /// have left. On by default (false: REEF's order, drain first).
     pub early_rt: bool,
 }
 
@@ -49,19 +53,25 @@ impl Default for SchedConfig {
     fn default() -> Self {
         SchedConfig {
             mode: Mode::Reset,
-            be_depth: 2,
+            be_depth: 4,
             be_queues: 4,
             rt_capacity: 1024,
             be_capacity: 256,
             max_batch: 64,
             beside_lanes: 0,
             beside_max_tile: None,
-            early_rt: false,
+            early_rt: true,
         }
     }
 }
 
 impl SchedConfig {
+    /// Whether RT work is launched before the BE drain:
+    /// [`SchedConfig::early_rt`] where it applies.
+    pub fn launches_rt_early(&self) -> bool {
+        self.early_rt && matches!(self.mode, Mode::Reset | Mode::Reef) && self.beside_lanes == 0
+    }
+
     /// Checks the limits; the error names the field.
     pub fn validate(&self) -> Result<(), String> {
         if self.be_depth == 0 {
@@ -85,25 +95,20 @@ impl SchedConfig {
         if self.max_batch == 0 {
             return Err("max_batch must be at least 1".into());
         }
-        if self.early_rt && !matches!(self.mode, Mode::Reset | Mode::Reef) {
-            return Err(format!(
-                "early_rt needs the reset or reef mode, not {}",
-                self.mode
-            ));
-        }
-        if self.early_rt && self.beside_lanes > 0 {
-            return Err("early_rt and beside_lanes do not combine (beside lanes resume right after the drain)".into());
-        }
         Ok(())
     }
 }
 
-/// A scheduling mode with its padding policy, as benchmarks name the setups
-/// they compare: `reef`, `reef:beside1` (one BE lane beside RT work),
-/// `reef:beside5:tile20` (five, with BE tiles of at most 20 us), `reset:early`
-/// (RT kernels launched before the drain, [`SchedConfig::early_rt`]). The
-/// beside options apply to `reef` mode only, `early` to `reset` and `reef`
-/// without beside lanes.
+/// A scheduling mode with its padding policy and preemption order, as
+/// benchmarks name the setups they compare: `reef`, `reef:beside1` (one BE
+/// lane beside RT work), `reef:beside5:tile20` (five, with BE tiles of at
+/// most 20 us), `reset:drain` (REEF's order: the BE drain before the RT
+/// launch; `reset` and `reef` launch RT work first, [`SchedConfig::early_rt`]),
+/// `reset:drain:depth2` (two BE kernels in flight per lane,
+/// [`SchedConfig::be_depth`]; without `depthN` the benchmark's setting
+/// holds). The beside options apply to `reef` mode only, `drain` and `early`
+/// to `reset` and `reef` without beside lanes, `depthN` to the modes that
+/// feed BE lanes kernel by kernel (`wait`, `reset`, `reef`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModeSpec {
     /// The mode.
@@ -112,20 +117,28 @@ pub struct ModeSpec {
     pub beside_lanes: usize,
     /// [`SchedConfig::beside_max_tile`].
     pub beside_max_tile: Option<Duration>,
-    /// [`SchedConfig::early_rt`].
+    /// [`SchedConfig::early_rt`] (true unless `drain` is named).
     pub early_rt: bool,
+    /// [`SchedConfig::be_depth`], when named (`depthN`).
+    pub be_depth: Option<usize>,
 }
 
 impl ModeSpec {
-    /// `cfg` in this mode with this padding policy.
+    /// `cfg` in this mode with this padding policy and preemption order.
     pub fn apply(&self, cfg: SchedConfig) -> SchedConfig {
         SchedConfig {
             mode: self.mode,
             beside_lanes: self.beside_lanes,
             beside_max_tile: self.beside_max_tile,
             early_rt: self.early_rt,
+            be_depth: self.be_depth.unwrap_or(cfg.be_depth),
             ..cfg
         }
+    }
+
+    /// Whether `drain` / `early` can apply.
+    fn orders_preemption(&self) -> bool {
+        matches!(self.mode, Mode::Reset | Mode::Reef) && self.beside_lanes == 0
     }
 }
 
@@ -135,7 +148,8 @@ impl From<Mode> for ModeSpec {
             mode,
             beside_lanes: 0,
             beside_max_tile: None,
-            early_rt: false,
+            early_rt: true,
+            be_depth: None,
         }
     }
 }
@@ -145,6 +159,7 @@ impl std::str::FromStr for ModeSpec {
     fn from_str(s: &str) -> Result<Self, String> {
         let mut parts = s.split(':');
         let mut spec = ModeSpec::from(parts.next().unwrap_or_default().parse::<Mode>()?);
+        let mut order: Option<&str> = None;
         for opt in parts {
             let lower = opt.to_ascii_lowercase();
             let number = |prefix: &str| -> Option<Result<u64, String>> {
@@ -153,13 +168,32 @@ impl std::str::FromStr for ModeSpec {
                         .map_err(|_| format!("'{opt}' in mode '{s}': '{n}' is not a whole number"))
                 })
             };
-            if lower == "early" {
+            if lower == "early" || lower == "drain" {
                 if !matches!(spec.mode, Mode::Reset | Mode::Reef) {
                     return Err(format!(
-                        "mode '{s}': 'early' needs the reset or reef mode (it launches RT work before the BE drain)"
+                        "mode '{s}': '{opt}' needs the reset or reef mode (it orders the RT launch and the BE drain)"
                     ));
                 }
-                spec.early_rt = true;
+                if order.is_some_and(|o| o != lower) {
+                    return Err(format!(
+                        "mode '{s}': 'early' and 'drain' contradict each other"
+                    ));
+                }
+                spec.early_rt = lower == "early";
+                order = Some(if spec.early_rt { "early" } else { "drain" });
+                continue;
+            }
+            if let Some(n) = number("depth") {
+                let n = n?;
+                if !matches!(spec.mode, Mode::Wait | Mode::Reset | Mode::Reef) {
+                    return Err(format!(
+                        "mode '{s}': '{opt}' needs the wait, reset or reef mode (the others launch whole BE tasks)"
+                    ));
+                }
+                if n == 0 {
+                    return Err(format!("mode '{s}': the BE depth must be at least 1"));
+                }
+                spec.be_depth = Some(n as usize);
                 continue;
             }
             if spec.mode != Mode::Reef {
@@ -183,17 +217,19 @@ impl std::str::FromStr for ModeSpec {
                 spec.beside_max_tile = Some(Duration::from_micros(n));
             } else {
                 return Err(format!(
-                    "mode '{s}': unknown option '{opt}' (expected besideN, tileN or early, e.g. reef:beside1:tile20)"
+                    "mode '{s}': unknown option '{opt}' (expected besideN, tileN, early, drain or depthN, e.g. reef:beside1:tile20)"
                 ));
             }
         }
         if spec.beside_max_tile.is_some() && spec.beside_lanes == 0 {
             return Err(format!("mode '{s}': a tile limit needs besideN"));
         }
-        if spec.early_rt && spec.beside_lanes > 0 {
-            return Err(format!(
-                "mode '{s}': 'early' and besideN do not combine (beside lanes resume right after the drain)"
-            ));
+        if spec.beside_lanes > 0 {
+            if let Some(o) = order {
+                return Err(format!(
+                    "mode '{s}': '{o}' and besideN do not combine (beside lanes resume right after the drain)"
+                ));
+            }
         }
         Ok(spec)
     }
@@ -208,8 +244,11 @@ impl std::fmt::Display for ModeSpec {
         if let Some(t) = self.beside_max_tile {
             write!(f, ":tile{}", t.as_micros())?;
         }
-        if self.early_rt {
-            write!(f, ":early")?;
+        if self.orders_preemption() && !self.early_rt {
+            write!(f, ":drain")?;
+        }
+        if let Some(d) = self.be_depth {
+            write!(f, ":depth{d}")?;
         }
         Ok(())
     }
@@ -226,8 +265,10 @@ mod tests {
             "reset",
             "reef:beside1",
             "reef:beside5:tile20",
-            "reset:early",
-            "reef:early",
+            "reset:drain",
+            "reef:drain:depth2",
+            "reset:depth8",
+            "wait:depth1",
         ] {
             let spec: ModeSpec = s.parse().unwrap();
             assert_eq!(spec.to_string(), s);
@@ -238,18 +279,27 @@ mod tests {
         assert_eq!(cfg.mode, Mode::Reef);
         assert_eq!(cfg.beside_lanes, 2);
         assert_eq!(cfg.beside_max_tile, Some(Duration::from_micros(30)));
-        assert!(!cfg.early_rt);
-        let cfg = "Reset:EARLY"
+        assert!(!cfg.launches_rt_early(), "beside lanes drain first");
+        // `early` is the default, so it is not written out.
+        let spec: ModeSpec = "Reset:EARLY".parse().unwrap();
+        assert_eq!(spec.to_string(), "reset");
+        let cfg = spec.apply(SchedConfig {
+            be_depth: 3,
+            ..SchedConfig::default()
+        });
+        assert!(cfg.launches_rt_early());
+        assert_eq!(cfg.be_depth, 3, "the setting holds without depthN");
+        let cfg = "reset:drain:depth2"
             .parse::<ModeSpec>()
             .unwrap()
             .apply(SchedConfig::default());
-        assert_eq!((cfg.mode, cfg.early_rt), (Mode::Reset, true));
-        assert!(cfg.validate().is_ok());
+        assert!(!cfg.launches_rt_early());
+        assert_eq!(cfg.be_depth, 2);
     }
 
     #[test]
-    fn early_rt_needs_a_preemptive_mode_without_beside_lanes() {
-        for (mode, beside, ok) in [
+    fn early_rt_applies_to_reset_and_reef_without_beside_lanes() {
+        for (mode, beside, early) in [
             (Mode::Reset, 0, true),
             (Mode::Reef, 0, true),
             (Mode::Reef, 1, false),
@@ -260,10 +310,18 @@ mod tests {
             let cfg = SchedConfig {
                 mode,
                 beside_lanes: beside,
-                early_rt: true,
                 ..SchedConfig::default()
             };
-            assert_eq!(cfg.validate().is_ok(), ok, "{mode} beside {beside}");
+            assert!(
+                cfg.validate().is_ok(),
+                "{mode}: the default is valid everywhere"
+            );
+            assert_eq!(cfg.launches_rt_early(), early, "{mode} beside {beside}");
+            let drain = SchedConfig {
+                early_rt: false,
+                ..cfg
+            };
+            assert!(!drain.launches_rt_early());
         }
     }
 
@@ -278,8 +336,13 @@ mod tests {
             ("reef:beside1:tile0", "at least 1 us"),
             ("reef:fast", "unknown option 'fast'"),
             ("wait:early", "needs the reset or reef mode"),
-            ("stream:early", "needs the reset or reef mode"),
+            ("stream:drain", "needs the reset or reef mode"),
             ("reef:beside1:early", "do not combine"),
+            ("reef:drain:beside1", "do not combine"),
+            ("reset:early:drain", "contradict"),
+            ("stream:depth2", "wait, reset or reef"),
+            ("reset:depth0", "at least 1"),
+            ("reset:depthx", "not a whole number"),
             ("turbo", "unknown mode"),
         ] {
             let e = s.parse::<ModeSpec>().unwrap_err();

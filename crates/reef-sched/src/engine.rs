@@ -19,11 +19,14 @@
 //!   queues behind it without a preemption).
 //!
 //! On RT arrival the scheduler raises the flags of every BE lane with
-//! kernels in flight in one device operation ([`Device::raise_preempt`]),
-//! polls those lanes until all are idle (this drain, from noticing the RT
-//! work, is the recorded preemption latency), then launches the RT kernels
-//! (with [`SchedConfig::early_rt`] it launches them first and watches the
-//! drain while they run). BE tasks stay paused while RT work
+//! kernels in flight in one device operation ([`Device::raise_preempt`]).
+//! By default ([`SchedConfig::early_rt`], `reset` and `reef` modes without
+//! beside lanes) it then launches the RT kernels at once and watches the
+//! lanes drain while they run; in REEF's order (`:drain`, and in `wait`
+//! mode) it polls those lanes until all are idle, then launches the RT
+//! kernels. Either way the drain, from noticing the RT work until every
+//! flagged lane is idle, is the recorded preemption latency. BE tasks stay
+//! paused while RT work
 //! remains; then each lane is synchronized, its task's exact progress read
 //! back, and the task fed again from there (the device keeps the tiles a
 //! preempted or padded kernel completed).
@@ -685,7 +688,7 @@ impl Engine {
             self.launch_rt()?;
         } else if !self.rt_queue.is_empty() {
             self.pause_be()?;
-            if self.cfg.early_rt {
+            if self.cfg.launches_rt_early() {
                 // RT first: its blocks take the SMs as the running BE blocks
                 // leave at their next tile; the drain is watched while the
                 // RT work runs and settled before BE work resumes.

@@ -75,11 +75,12 @@ fn preempt_many(mode: Mode, target: u64, deadline: Duration, padding: bool) {
 
 /// [`preempt_many`] with `beside` BE lanes running beside RT work.
 fn preempt_many_beside(mode: Mode, target: u64, deadline: Duration, padding: bool, beside: usize) {
-    preempt_many_cfg(mode, target, deadline, padding, beside, false);
+    preempt_many_cfg(mode, target, deadline, padding, beside, true);
 }
 
 /// [`preempt_many_beside`], with RT kernels launched before the BE drain
-/// when `early` ([`SchedConfig::early_rt`]).
+/// when `early` ([`SchedConfig::early_rt`], the default; false: the drain
+/// first, REEF's order).
 fn preempt_many_cfg(
     mode: Mode,
     target: u64,
@@ -237,18 +238,24 @@ fn reef_mode_with_be_beside_rt_is_bit_exact() {
     preempt_many_beside(Mode::Reef, 2_000, Duration::from_secs(120), false, 2);
 }
 
-/// RT kernels launched right after the flags go up, the drain watched while
-/// they run: BE results stay bit-identical and nothing is lost.
+/// REEF's order, the BE drain before the RT launch (`reset:drain`): BE
+/// results stay bit-identical and nothing is lost.
 #[test]
-fn reset_mode_early_rt_preemptions_are_bit_exact() {
-    preempt_many_cfg(Mode::Reset, 2_000, Duration::from_secs(120), false, 0, true);
+fn reset_mode_drain_first_preemptions_are_bit_exact() {
+    preempt_many_cfg(
+        Mode::Reset,
+        2_000,
+        Duration::from_secs(120),
+        false,
+        0,
+        false,
+    );
 }
 
-/// The same with padding emulated: padding launches may now meet lanes whose
-/// flag is still up (they exit) or a drain not yet observed.
+/// The same with padding emulated (padding launches follow a settled drain).
 #[test]
-fn reef_mode_early_rt_with_padding_is_bit_exact() {
-    preempt_many_cfg(Mode::Reef, 1_000, Duration::from_secs(120), true, 0, true);
+fn reef_mode_drain_first_with_padding_is_bit_exact() {
+    preempt_many_cfg(Mode::Reef, 1_000, Duration::from_secs(120), true, 0, false);
 }
 
 #[test]
@@ -299,11 +306,11 @@ fn reef_mode_with_be_beside_rt_does_not_wait_for_a_whole_be_kernel() {
     rt_does_not_wait_cfg(Mode::Reef, false, 1);
 }
 
-/// RT kernels launched before the drain: RT still waits for one BE tile at
-/// most, and the BE kernel does not run to its end.
+/// The drain before the RT launch (`reset:drain`): RT waits for one BE tile
+/// at most, and the BE kernel does not run to its end.
 #[test]
-fn reset_mode_early_rt_does_not_wait_for_a_whole_be_kernel() {
-    rt_does_not_wait_early(Mode::Reset, false, 0, true);
+fn reset_mode_drain_first_rt_does_not_wait_for_a_whole_be_kernel() {
+    rt_does_not_wait_early(Mode::Reset, false, 0, false);
 }
 
 fn rt_does_not_wait_for_a_whole_be_kernel(mode: Mode, padding: bool) {
@@ -311,7 +318,7 @@ fn rt_does_not_wait_for_a_whole_be_kernel(mode: Mode, padding: bool) {
 }
 
 fn rt_does_not_wait_cfg(mode: Mode, padding: bool, beside: usize) {
-    rt_does_not_wait_early(mode, padding, beside, false);
+    rt_does_not_wait_early(mode, padding, beside, true);
 }
 
 fn rt_does_not_wait_early(mode: Mode, padding: bool, beside: usize, early: bool) {
