@@ -332,22 +332,138 @@ fn check_beside(
     trials: usize,
     rng: &mut ChaCha8Rng,
 ) -> Result<Row> {
+    let cut = |l: Lanes<'_>, rng: &mut ChaCha8Rng| -> Result<usize> {
+        let p = kill_at_random(l.be_lane, l.be_ctx, l.n, l.full, rng)?;
+        launch_whole(l.rt_lane, l.rt_ctx, l.n, Variant::Rt)?;
+        Ok(p)
+    };
+    let row = check_with_rt(g, dut, trials, rng, cut)?;
+    Ok(Row {
+        what: format!("beside {name}"),
+        note: format!(
+            "{} runs, {} killed mid-run, then resumed beside RT; {} mismatches",
+            row.runs, row.cut, row.mismatches
+        ),
+        ..row.into()
+    })
+}
+
+/// The scheduler's default preemption order (`SchedConfig::early_rt`): a
+/// BE run's flag is raised at a random point and an RT run of the model is
+/// launched at once, before the BE lane has drained; then the BE run is
+/// resumed from its progress. Both results must equal their runs alone bit
+/// for bit.
+fn check_early(
+    name: &str,
+    g: &Graph,
+    dut: &dyn Device,
+    trials: usize,
+    rng: &mut ChaCha8Rng,
+) -> Result<Row> {
+    let cut = |l: Lanes<'_>, rng: &mut ChaCha8Rng| -> Result<usize> {
+        let wait = Duration::from_secs_f64(rng.random_range(0.0..0.8) * l.full.as_secs_f64());
+        let t0 = Instant::now();
+        launch_whole(l.be_lane, l.be_ctx, l.n, Variant::Be)?;
+        while t0.elapsed() < wait {
+            std::hint::spin_loop();
+        }
+        dut.raise_preempt(&mut [&mut *l.be_lane])?;
+        launch_whole(l.rt_lane, l.rt_ctx, l.n, Variant::Rt)?;
+        l.be_lane.synchronize()?;
+        let p = l.be_ctx.progress()?;
+        l.be_lane.set_preempt(false)?;
+        Ok(p)
+    };
+    let row = check_with_rt(g, dut, trials, rng, cut)?;
+    Ok(Row {
+        what: format!("early {name}"),
+        note: format!(
+            "{} runs, {} flagged mid-run with RT launched before the drain; {} mismatches",
+            row.runs, row.cut, row.mismatches
+        ),
+        ..row.into()
+    })
+}
+
+/// What a cut of a BE run works on: both lanes and contexts of one model,
+/// its kernel count and its BE run's time alone.
+struct Lanes<'a> {
+    rt_lane: &'a mut dyn reef_exec::Lane,
+    rt_ctx: &'a mut dyn reef_exec::Context,
+    be_lane: &'a mut dyn reef_exec::Lane,
+    be_ctx: &'a mut dyn reef_exec::Context,
+    n: usize,
+    full: Duration,
+}
+
+/// Counts of [`check_with_rt`].
+struct RtCheck {
+    runs: usize,
+    cut: usize,
+    mismatches: usize,
+}
+
+impl From<RtCheck> for Row {
+    fn from(c: RtCheck) -> Row {
+        Row {
+            what: String::new(),
+            err: if c.mismatches == 0 {
+                0.0
+            } else {
+                f64::INFINITY
+            },
+            ok: c.mismatches == 0,
+            note: String::new(),
+        }
+    }
+}
+
+/// Begins a run of `ctx` on `lane` and enqueues all `n` kernels as `variant`.
+fn launch_whole(
+    lane: &mut dyn reef_exec::Lane,
+    ctx: &mut dyn reef_exec::Context,
+    n: usize,
+    variant: Variant,
+) -> Result<()> {
+    lane.begin(ctx, 0)?;
+    for i in 0..n {
+        lane.enqueue(ctx, i, variant)?;
+    }
+    Ok(())
+}
+
+/// `trials` times: fresh inputs in an RT and a BE context of the model,
+/// `cut` stops the BE run at a random point with an RT run launched and
+/// returns the BE progress; the BE run is resumed from it beside the RT run.
+/// Both results must equal their runs alone bit for bit.
+fn check_with_rt(
+    g: &Graph,
+    dut: &dyn Device,
+    trials: usize,
+    rng: &mut ChaCha8Rng,
+    mut cut: impl FnMut(Lanes<'_>, &mut ChaCha8Rng) -> Result<usize>,
+) -> Result<RtCheck> {
     let s = Subject::new(g, dut, rng)?;
     let rt_golden = s.rt_golden(dut)?;
     let (h, inputs, golden, full, n) = (s.h, s.inputs, s.golden, s.full, s.n);
     let mut rt_lane = dut.lane(Priority::High)?;
     let mut be_lane = dut.lane(Priority::Low)?;
     let (mut rt_ctx, mut be_ctx) = (h.context()?, h.context()?);
-    let (mut preempted, mut mismatches) = (0, 0);
-    for _ in 0..trials.max(1) {
+    let runs = trials.max(1);
+    let (mut cuts, mut mismatches) = (0, 0);
+    for _ in 0..runs {
         fresh(rt_ctx.as_mut(), &inputs)?;
         fresh(be_ctx.as_mut(), &inputs)?;
-        let p = kill_at_random(be_lane.as_mut(), be_ctx.as_mut(), n, full, rng)?;
-        preempted += usize::from(p < n);
-        rt_lane.begin(rt_ctx.as_mut(), 0)?;
-        for i in 0..n {
-            rt_lane.enqueue(rt_ctx.as_mut(), i, Variant::Rt)?;
-        }
+        let lanes = Lanes {
+            rt_lane: rt_lane.as_mut(),
+            rt_ctx: rt_ctx.as_mut(),
+            be_lane: be_lane.as_mut(),
+            be_ctx: be_ctx.as_mut(),
+            n,
+            full,
+        };
+        let p = cut(lanes, rng)?;
+        cuts += usize::from(p < n);
         let r = be_lane.resume(be_ctx.as_mut())?;
         anyhow::ensure!(
             r == p,
@@ -366,86 +482,10 @@ fn check_beside(
             mismatches += 1;
         }
     }
-    Ok(Row {
-        what: format!("beside {name}"),
-        err: if mismatches == 0 { 0.0 } else { f64::INFINITY },
-        ok: mismatches == 0,
-        note: format!(
-            "{} runs, {preempted} killed mid-run, then resumed beside RT; {mismatches} mismatches",
-            trials.max(1)
-        ),
-    })
-}
-
-/// The scheduler's default preemption order (`SchedConfig::early_rt`): a
-/// BE run's flag is raised at a random point and an RT run of the model is
-/// launched at once, before the BE lane has drained; then the BE run is
-/// resumed from its progress. Both results must equal their runs alone bit
-/// for bit.
-fn check_early(
-    name: &str,
-    g: &Graph,
-    dut: &dyn Device,
-    trials: usize,
-    rng: &mut ChaCha8Rng,
-) -> Result<Row> {
-    let s = Subject::new(g, dut, rng)?;
-    let rt_golden = s.rt_golden(dut)?;
-    let (h, inputs, golden, full, n) = (s.h, s.inputs, s.golden, s.full, s.n);
-    let mut rt_lane = dut.lane(Priority::High)?;
-    let mut be_lane = dut.lane(Priority::Low)?;
-    let (mut rt_ctx, mut be_ctx) = (h.context()?, h.context()?);
-    let (mut preempted, mut mismatches) = (0, 0);
-    for _ in 0..trials.max(1) {
-        fresh(rt_ctx.as_mut(), &inputs)?;
-        fresh(be_ctx.as_mut(), &inputs)?;
-        be_lane.begin(be_ctx.as_mut(), 0)?;
-        let wait = Duration::from_secs_f64(rng.random_range(0.0..0.8) * full.as_secs_f64());
-        let t0 = Instant::now();
-        for i in 0..n {
-            be_lane.enqueue(be_ctx.as_mut(), i, Variant::Be)?;
-        }
-        while t0.elapsed() < wait {
-            std::hint::spin_loop();
-        }
-        dut.raise_preempt(&mut [be_lane.as_mut()])?;
-        rt_lane.begin(rt_ctx.as_mut(), 0)?;
-        for i in 0..n {
-            rt_lane.enqueue(rt_ctx.as_mut(), i, Variant::Rt)?;
-        }
-        rt_lane.synchronize()?;
-        be_lane.synchronize()?;
-        let p = be_ctx.progress()?;
-        be_lane.set_preempt(false)?;
-        preempted += usize::from(p < n);
-        let r = be_lane.resume(be_ctx.as_mut())?;
-        anyhow::ensure!(
-            r == p,
-            "resume after the RT run reported kernel {r}, the progress {p}"
-        );
-        for i in p..n {
-            be_lane.enqueue(be_ctx.as_mut(), i, Variant::Be)?;
-        }
-        be_lane.synchronize()?;
-        let q = be_ctx.progress()?;
-        anyhow::ensure!(
-            q == n,
-            "BE run resumed after RT ended at progress {q} of {n}"
-        );
-        if outputs_of(&h, be_ctx.as_mut())? != golden
-            || outputs_of(&h, rt_ctx.as_mut())? != rt_golden
-        {
-            mismatches += 1;
-        }
-    }
-    Ok(Row {
-        what: format!("early {name}"),
-        err: if mismatches == 0 { 0.0 } else { f64::INFINITY },
-        ok: mismatches == 0,
-        note: format!(
-            "{} runs, {preempted} flagged mid-run with RT launched before the drain; {mismatches} mismatches",
-            trials.max(1)
-        ),
+    Ok(RtCheck {
+        runs,
+        cut: cuts,
+        mismatches,
     })
 }
 
