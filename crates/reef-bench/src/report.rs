@@ -3,7 +3,7 @@
 //! total) and the JSON file.
 
 use crate::error::{BenchError, Result};
-use crate::schema::WorkloadResult;
+use crate::schema::{LatencyFigures, ModeResult, WorkloadResult};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -80,40 +80,31 @@ pub fn markdown(result: &WorkloadResult) -> String {
             let _ = writeln!(s, "- {} errors: {}", m.mode, list.join(", "));
         }
     }
-    let inside: Vec<_> = result
-        .modes
-        .iter()
-        .filter_map(|m| m.rt_service.as_ref().map(|f| (m, f)))
-        .collect();
-    if !inside.is_empty() {
-        let _ = writeln!(s);
-        for (m, f) in inside {
-            let _ = writeln!(
-                s,
-                "- {}: RT inside the service mean {:.3} ms, p99 {:.3} ms ({} requests); {:.3} ms of the RT mean outside it",
-                m.mode,
-                f.mean_ms,
-                f.p99_ms,
-                f.count,
-                m.rt.mean_ms - f.mean_ms
-            );
-        }
-    }
-    let queued: Vec<_> = result
-        .modes
-        .iter()
-        .filter_map(|m| m.rt_queued.as_ref().map(|f| (m, f)))
-        .collect();
-    if !queued.is_empty() {
-        let _ = writeln!(s);
-        for (m, f) in queued {
-            let _ = writeln!(
-                s,
-                "- {}: RT queued (arrival to start on the device: queue, preemption, inputs) mean {:.3} ms, p99 {:.3} ms",
-                m.mode, f.mean_ms, f.p99_ms
-            );
-        }
-    }
+    figure_lines(
+        &mut s,
+        result,
+        |m| m.rt_service.as_ref(),
+        |m, f| {
+            format!(
+            "RT inside the service mean {:.3} ms, p99 {:.3} ms ({} requests); {:.3} ms of the RT mean outside it",
+            f.mean_ms,
+            f.p99_ms,
+            f.count,
+            m.rt.mean_ms - f.mean_ms
+        )
+        },
+    );
+    figure_lines(
+        &mut s,
+        result,
+        |m| m.rt_queued.as_ref(),
+        |_, f| {
+            format!(
+            "RT queued (arrival to start on the device: queue, preemption, inputs) mean {:.3} ms, p99 {:.3} ms",
+            f.mean_ms, f.p99_ms
+        )
+        },
+    );
     let _ = writeln!(s);
     let _ = writeln!(
         s,
@@ -238,6 +229,28 @@ fn write(path: &Path, bytes: &[u8], action: &'static str) -> Result<()> {
 /// Writes the Markdown report.
 pub fn write_markdown(result: &WorkloadResult, path: &Path) -> Result<()> {
     write(path, markdown(result).as_bytes(), "writing Markdown report")
+}
+
+/// A paragraph with one line per mode that has the optional figures `of`,
+/// worded by `line`; nothing when no mode has them.
+fn figure_lines(
+    s: &mut String,
+    result: &WorkloadResult,
+    of: impl Fn(&ModeResult) -> Option<&LatencyFigures>,
+    line: impl Fn(&ModeResult, &LatencyFigures) -> String,
+) {
+    let with: Vec<_> = result
+        .modes
+        .iter()
+        .filter_map(|m| of(m).map(|f| (m, f)))
+        .collect();
+    if with.is_empty() {
+        return;
+    }
+    let _ = writeln!(s);
+    for (m, f) in with {
+        let _ = writeln!(s, "- {}: {}", m.mode, line(m, f));
+    }
 }
 
 /// Writes the JSON result; per-request records only when `with_records`.

@@ -337,15 +337,8 @@ fn check_beside(
         launch_whole(l.rt_lane, l.rt_ctx, l.n, Variant::Rt)?;
         Ok(p)
     };
-    let row = check_with_rt(g, dut, trials, rng, cut)?;
-    Ok(Row {
-        what: format!("beside {name}"),
-        note: format!(
-            "{} runs, {} killed mid-run, then resumed beside RT; {} mismatches",
-            row.runs, row.cut, row.mismatches
-        ),
-        ..row.into()
-    })
+    let how = "killed mid-run, then resumed beside RT";
+    check_with_rt(format!("beside {name}"), how, g, dut, trials, rng, cut)
 }
 
 /// The scheduler's default preemption order (`SchedConfig::early_rt`): a
@@ -374,15 +367,8 @@ fn check_early(
         l.be_lane.set_preempt(false)?;
         Ok(p)
     };
-    let row = check_with_rt(g, dut, trials, rng, cut)?;
-    Ok(Row {
-        what: format!("early {name}"),
-        note: format!(
-            "{} runs, {} flagged mid-run with RT launched before the drain; {} mismatches",
-            row.runs, row.cut, row.mismatches
-        ),
-        ..row.into()
-    })
+    let how = "flagged mid-run with RT launched before the drain";
+    check_with_rt(format!("early {name}"), how, g, dut, trials, rng, cut)
 }
 
 /// What a cut of a BE run works on: both lanes and contexts of one model,
@@ -394,28 +380,6 @@ struct Lanes<'a> {
     be_ctx: &'a mut dyn reef_exec::Context,
     n: usize,
     full: Duration,
-}
-
-/// Counts of [`check_with_rt`].
-struct RtCheck {
-    runs: usize,
-    cut: usize,
-    mismatches: usize,
-}
-
-impl From<RtCheck> for Row {
-    fn from(c: RtCheck) -> Row {
-        Row {
-            what: String::new(),
-            err: if c.mismatches == 0 {
-                0.0
-            } else {
-                f64::INFINITY
-            },
-            ok: c.mismatches == 0,
-            note: String::new(),
-        }
-    }
 }
 
 /// Begins a run of `ctx` on `lane` and enqueues all `n` kernels as `variant`.
@@ -435,14 +399,17 @@ fn launch_whole(
 /// `trials` times: fresh inputs in an RT and a BE context of the model,
 /// `cut` stops the BE run at a random point with an RT run launched and
 /// returns the BE progress; the BE run is resumed from it beside the RT run.
-/// Both results must equal their runs alone bit for bit.
+/// Both results must equal their runs alone bit for bit. The row is `what`,
+/// its note says how many runs were cut (`how`).
 fn check_with_rt(
+    what: String,
+    how: &str,
     g: &Graph,
     dut: &dyn Device,
     trials: usize,
     rng: &mut ChaCha8Rng,
     mut cut: impl FnMut(Lanes<'_>, &mut ChaCha8Rng) -> Result<usize>,
-) -> Result<RtCheck> {
+) -> Result<Row> {
     let s = Subject::new(g, dut, rng)?;
     let rt_golden = s.rt_golden(dut)?;
     let (h, inputs, golden, full, n) = (s.h, s.inputs, s.golden, s.full, s.n);
@@ -482,10 +449,11 @@ fn check_with_rt(
             mismatches += 1;
         }
     }
-    Ok(RtCheck {
-        runs,
-        cut: cuts,
-        mismatches,
+    Ok(Row {
+        what,
+        err: if mismatches == 0 { 0.0 } else { f64::INFINITY },
+        ok: mismatches == 0,
+        note: format!("{runs} runs, {cuts} {how}; {mismatches} mismatches"),
     })
 }
 
