@@ -687,27 +687,27 @@ pub fn run(dut: Arc<dyn Device>, opts: &Options) -> Result<bool> {
 mod tests {
     use super::*;
 
-    /// The beside check on the CPU backend: BE runs killed and resumed
-    /// beside an RT run (on the two pools) come out bit-identical.
+    /// The beside and early checks on the CPU backend: BE runs cut (killed,
+    /// or flagged with RT launched at once) and resumed beside an RT run (on
+    /// the two pools) come out bit-identical.
     #[test]
-    fn beside_check_passes_on_the_cpu() {
+    fn beside_and_early_checks_pass_on_the_cpu() {
+        type Check = fn(&str, &Graph, &dyn Device, usize, &mut ChaCha8Rng) -> Result<Row>;
         let dev = CpuDevice::new(Some(2)).unwrap();
         let g = reef_zoo::build("resnet_tiny", 1, 3).unwrap();
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let row = check_beside("resnet_tiny", &g, &dev, 4, &mut rng).unwrap();
-        assert!(row.ok, "{}", row.note);
-        assert!(row.note.starts_with("4 runs"), "{}", row.note);
-    }
-
-    #[test]
-    fn early_check_passes_on_the_cpu() {
-        let dev = CpuDevice::new(Some(2)).unwrap();
-        let g = reef_zoo::build("resnet_tiny", 1, 3).unwrap();
-        let mut rng = ChaCha8Rng::seed_from_u64(6);
-        let row = check_early("resnet_tiny", &g, &dev, 6, &mut rng).unwrap();
-        assert!(row.ok, "{}", row.note);
-        assert!(row.note.starts_with("6 runs"), "{}", row.note);
-        assert!(row.what == "early resnet_tiny");
+        let checks: [(Check, &str, usize); 2] =
+            [(check_beside, "beside", 4), (check_early, "early", 6)];
+        for (check, kind, runs) in checks {
+            let mut rng = ChaCha8Rng::seed_from_u64(5);
+            let row = check("resnet_tiny", &g, &dev, runs, &mut rng).unwrap();
+            assert!(row.ok, "{kind}: {}", row.note);
+            assert_eq!(row.what, format!("{kind} resnet_tiny"));
+            assert!(
+                row.note.starts_with(&format!("{runs} runs")),
+                "{}",
+                row.note
+            );
+        }
     }
 
     /// The tf32 whole-model path on the CPU: a device in the reference's
