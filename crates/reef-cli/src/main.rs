@@ -193,7 +193,7 @@ enum BenchCmd {
         #[arg(long, default_value = "disb-results")]
         out: PathBuf,
         /// BE kernels in flight per BE lane (where a mode names no `:depthN`).
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 2)]
         be_depth: usize,
         /// Hide the progress bar.
         #[arg(long)]

@@ -53,7 +53,7 @@ pub struct ServeArgs {
     /// Largest request body, MiB [default: 64].
     #[arg(long, env = "REEF_MAX_BODY_MIB")]
     pub max_body_mib: Option<usize>,
-    /// BE kernels in flight per BE lane [default: 4].
+    /// BE kernels in flight per BE lane [default: 2].
     #[arg(long, env = "REEF_BE_DEPTH")]
     pub be_depth: Option<usize>,
     /// `reef` mode: BE lanes that keep running beside RT work, on

@@ -27,7 +27,7 @@ pub const DEFAULT_GRPC: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::
 /// Default largest request body, MiB.
 pub const DEFAULT_MAX_BODY_MIB: usize = 64;
 /// Default BE kernels in flight per BE lane.
-pub const DEFAULT_BE_DEPTH: usize = 4;
+pub const DEFAULT_BE_DEPTH: usize = 2;
 /// Default number of BE queues.
 pub const DEFAULT_BE_QUEUES: usize = 8;
 /// Default RT queue capacity.
@@ -372,7 +372,7 @@ busy_poll = 1
         assert_eq!(s.max_body_bytes().unwrap(), 64 << 20);
         assert_eq!(
             (s.be_depth, s.be_queues, s.rt_capacity, s.be_capacity),
-            (4, 8, 1024, 256)
+            (2, 8, 1024, 256)
         );
         assert_eq!((s.max_batch, s.devices), (64, 1));
         assert!(!s.allow_client_shm);

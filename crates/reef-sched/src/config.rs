@@ -11,11 +11,12 @@ pub const MAX_BE_QUEUES: usize = 32;
 pub struct SchedConfig {
     /// Scheduling policy.
     pub mode: Mode,
-    /// BE kernels in flight per BE lane. REEF keeps 2, so that little is
-    /// buffered on the device when a preemption comes; with
+    /// BE kernels in flight per BE lane (REEF keeps 2, so that little is
+    /// buffered on the device when a preemption comes). With
     /// [`SchedConfig::early_rt`] RT work no longer waits for those kernels
-    /// to leave, and 4 gave 5-7% more BE throughput at no RT cost on the
-    /// H100 (docs/RESULTS.md, session 17), so 4 is the default.
+    /// to leave, and 4 raised BE throughput by 5-8% on the H100 in most
+    /// runs, but in one run of DISB C it cost RT 2-5 points against alone
+    /// (docs/RESULTS.md, session 17), so 2 stays the default.
     pub be_depth: usize,
     /// Number of BE queues (each with its own low-priority lane); BE models
     /// are spread over them.
@@ -53,7 +54,7 @@ impl Default for SchedConfig {
     fn default() -> Self {
         SchedConfig {
             mode: Mode::Reset,
-            be_depth: 4,
+            be_depth: 2,
             be_queues: 4,
             rt_capacity: 1024,
             be_capacity: 256,
