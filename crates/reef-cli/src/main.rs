@@ -241,7 +241,11 @@ enum BenchCmd {
         /// (REEF's order; by default RT work is launched first). `wait`,
         /// `reset`, `reef`: `:depthN` keeps N BE kernels in flight per lane
         /// in this mode (e.g. `reset,reset:drain:depth2`).
-        #[arg(long, value_delimiter = ',', default_value = "wait,reset,reef")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "wait,reset:drain,reef:drain,reset,reef"
+        )]
         modes: Vec<reef_sched::ModeSpec>,
         /// RT requests per run (half as many for RT alone).
         #[arg(long, default_value_t = 200)]
