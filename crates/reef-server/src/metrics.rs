@@ -227,7 +227,7 @@ impl Collector for SchedCollector {
         summary(
             &mut encoder,
             "reef_preemption_latency",
-            "Preemption latency (RT arrival to every BE lane idle)",
+            "Preemption latency (RT arrival to every flagged BE lane idle; with RT launched before the drain, the default, it includes the BE kernels queued behind the RT work)",
             &s.preempt_latency_us,
         )?;
         summary(
