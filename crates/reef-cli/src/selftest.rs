@@ -205,29 +205,30 @@ fn fresh(ctx: &mut dyn reef_exec::Context, inputs: &[Tensor]) -> Result<()> {
     Ok(())
 }
 
-/// Starts a whole BE run of `ctx` on `lane` and kills it at a random point
-/// within 80 % of `full` (the run's time alone); returns its progress, the
-/// first kernel not complete (the kernel count when the point fell after
-/// the run's end).
-fn kill_at_random(
+/// Starts a whole BE run of `ctx` on `lane` and raises its preemption flag
+/// at a random point within 80 % of `full` (the run's time alone), as the
+/// scheduler does (`Device::raise_preempt`); runs `then` (an RT launch, or
+/// nothing), waits for the BE lane and lowers the flag. Returns the BE
+/// progress, the first kernel not complete (the kernel count when the point
+/// fell after the run's end).
+fn cut_at_random(
+    dut: &dyn Device,
     lane: &mut dyn reef_exec::Lane,
     ctx: &mut dyn reef_exec::Context,
-    n: usize,
-    full: Duration,
+    (n, full): (usize, Duration),
     rng: &mut ChaCha8Rng,
+    then: impl FnOnce() -> Result<()>,
 ) -> Result<usize> {
-    lane.begin(ctx, 0)?;
     // The random point is measured from the first launch; spin (sleep
     // overshoots short waits) until it.
     let wait = Duration::from_secs_f64(rng.random_range(0.0..0.8) * full.as_secs_f64());
     let t0 = Instant::now();
-    for i in 0..n {
-        lane.enqueue(ctx, i, Variant::Be)?;
-    }
+    launch_whole(lane, ctx, n, Variant::Be)?;
     while t0.elapsed() < wait {
         std::hint::spin_loop();
     }
-    lane.set_preempt(true)?;
+    dut.raise_preempt(&mut [&mut *lane])?;
+    then()?;
     lane.synchronize()?;
     let p = ctx.progress()?;
     lane.set_preempt(false)?;
@@ -291,7 +292,7 @@ fn check_preemption(
     while preempted < trials && runs < 4 * trials.max(1) {
         runs += 1;
         fresh(ctx.as_mut(), &inputs)?;
-        let p = kill_at_random(lane.as_mut(), ctx.as_mut(), n, full, rng)?;
+        let p = cut_at_random(dut, lane.as_mut(), ctx.as_mut(), (n, full), rng, || Ok(()))?;
         if p < n {
             preempted += 1;
             if preempted % 2 == 0 {
@@ -333,7 +334,7 @@ fn check_beside(
     rng: &mut ChaCha8Rng,
 ) -> Result<Row> {
     let cut = |l: Lanes<'_>, rng: &mut ChaCha8Rng| -> Result<usize> {
-        let p = kill_at_random(l.be_lane, l.be_ctx, l.n, l.full, rng)?;
+        let p = cut_at_random(dut, l.be_lane, l.be_ctx, (l.n, l.full), rng, || Ok(()))?;
         launch_whole(l.rt_lane, l.rt_ctx, l.n, Variant::Rt)?;
         Ok(p)
     };
@@ -354,18 +355,9 @@ fn check_early(
     rng: &mut ChaCha8Rng,
 ) -> Result<Row> {
     let cut = |l: Lanes<'_>, rng: &mut ChaCha8Rng| -> Result<usize> {
-        let wait = Duration::from_secs_f64(rng.random_range(0.0..0.8) * l.full.as_secs_f64());
-        let t0 = Instant::now();
-        launch_whole(l.be_lane, l.be_ctx, l.n, Variant::Be)?;
-        while t0.elapsed() < wait {
-            std::hint::spin_loop();
-        }
-        dut.raise_preempt(&mut [&mut *l.be_lane])?;
-        launch_whole(l.rt_lane, l.rt_ctx, l.n, Variant::Rt)?;
-        l.be_lane.synchronize()?;
-        let p = l.be_ctx.progress()?;
-        l.be_lane.set_preempt(false)?;
-        Ok(p)
+        let (rt_lane, rt_ctx, n) = (l.rt_lane, l.rt_ctx, l.n);
+        let launch_rt = || launch_whole(rt_lane, rt_ctx, n, Variant::Rt);
+        cut_at_random(dut, l.be_lane, l.be_ctx, (n, l.full), rng, launch_rt)
     };
     let how = "flagged mid-run with RT launched before the drain";
     check_with_rt(format!("early {name}"), how, g, dut, trials, rng, cut)
