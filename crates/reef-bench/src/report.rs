@@ -80,6 +80,20 @@ pub fn markdown(result: &WorkloadResult) -> String {
             let _ = writeln!(s, "- {} errors: {}", m.mode, list.join(", "));
         }
     }
+    let rt_first: Vec<&str> = result
+        .modes
+        .iter()
+        .map(|m| m.mode.as_str())
+        .filter(|label| launches_rt_first(label))
+        .collect();
+    if !rt_first.is_empty() {
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "- {}: RT work launched before the BE drain; the preemption latency runs until the BE kernels queued behind the RT work have left (`:drain` modes wait for the drain first and measure it alone).",
+            rt_first.join(", ")
+        );
+    }
     figure_lines(
         &mut s,
         result,
@@ -231,6 +245,15 @@ pub fn write_markdown(result: &WorkloadResult, path: &Path) -> Result<()> {
     write(path, markdown(result).as_bytes(), "writing Markdown report")
 }
 
+/// Whether a mode label (`reset`, `reef:drain:depth2`, `torch-seq-graph`,
+/// ...) names a reef setup that launches RT work before the BE drain.
+fn launches_rt_first(label: &str) -> bool {
+    label.parse::<reef_sched::ModeSpec>().is_ok_and(|spec| {
+        spec.apply(reef_sched::SchedConfig::default())
+            .launches_rt_early()
+    })
+}
+
 /// A paragraph with one line per mode that has the optional figures `of`,
 /// worded by `line`; nothing when no mode has them.
 fn figure_lines(
@@ -279,4 +302,27 @@ pub fn read_json(path: &Path) -> Result<WorkloadResult> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::launches_rt_first;
+
+    #[test]
+    fn rt_first_labels_are_the_default_reset_and_reef_setups() {
+        for (label, want) in [
+            ("reset", true),
+            ("reef", true),
+            ("reset:depth4", true),
+            ("reset:drain", false),
+            ("reef:drain:depth2", false),
+            ("reef:beside1", false),
+            ("wait", false),
+            ("stream", false),
+            ("rt-alone", false),
+            ("torch-stream-graph", false),
+        ] {
+            assert_eq!(launches_rt_first(label), want, "{label}");
+        }
+    }
 }

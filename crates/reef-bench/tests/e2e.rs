@@ -153,6 +153,14 @@ async fn runner_figures_reports_and_plots() {
     reef_bench::plot::rt_latency_cdf(&res, &cdf).unwrap_or_else(|e| panic!("{e}"));
     reef_bench::plot::throughput_bars(&res, &bars).unwrap_or_else(|e| panic!("{e}"));
     let table = markdown(&res);
+    // `reef` launches RT work first: the table says what its preemption
+    // latency covers, once, naming the mode.
+    let note: Vec<&str> = table
+        .lines()
+        .filter(|l| l.contains("launched before the BE drain"))
+        .collect();
+    assert_eq!(note.len(), 1, "{table}");
+    assert!(note[0].starts_with("- reef:"), "{}", note[0]);
     assert_eq!(
         table.lines().filter(|l| l.starts_with("| ")).count(),
         4,
