@@ -134,10 +134,10 @@ fn filled<T: Pod>(
 /// `N`, in one pass: a plain copy when the host is little-endian and the
 /// buffer happens to be aligned for `T`, else a conversion per element into
 /// a vector reserved once, 256 elements at a time. (On the CI box, 600 KB
-/// take 14 us that way, as long as the aligned copy. The misaligned
-/// `memcpy` into a zeroed buffer this replaced took 33 us, and one `collect`
-/// over the whole buffer 230-310 us: the per-piece `extend` is what the
-/// compiler turns into a vector loop.) No zeroed allocation: `calloc` of
+/// take 26-29 us that way against 34-47 us for the misaligned `memcpy` into
+/// a zeroed buffer this replaced, docs/PERF.md session 17; one `collect`
+/// over the whole buffer took 230-310 us: the per-piece `extend` is what
+/// the compiler turns into a vector loop.) No zeroed allocation: `calloc` of
 /// this size maps fresh pages, and the page faults cost more than the copy.
 fn le_elements<T: Pod, const N: usize>(bytes: &[u8], from_le: fn([u8; N]) -> T) -> Vec<T> {
     if cfg!(target_endian = "little") {
