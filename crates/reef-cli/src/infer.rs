@@ -171,11 +171,11 @@ pub fn run(a: InferArgs) -> Result<()> {
                 head.join(", ")
             );
         }
-        lat.sort_by(|x, y| x.total_cmp(y));
+        let med = median(&mut lat);
         println!(
             "{} request(s): latency median {:.3} ms, min {:.3} ms, max {:.3} ms",
             lat.len(),
-            lat[lat.len() / 2],
+            med,
             lat[0],
             lat[lat.len() - 1]
         );
