@@ -693,7 +693,6 @@ impl Engine {
                 // leave at their next tile; the drain is watched while the
                 // RT work runs and settled before BE work resumes.
                 self.launch_rt()?;
-                self.poll_drain()?;
             } else {
                 // Preempt first, then launch: the RT kernels find the SMs
                 // free. (Enqueueing only the first RT kernel before the drain
@@ -712,9 +711,8 @@ impl Engine {
             }
         }
         self.poll_rt()?;
-        if self.drain.is_some() {
-            self.poll_drain()?;
-        }
+        // A drain left running by RT work launched first (none otherwise).
+        self.poll_drain()?;
         if self.rt_running.is_empty() && self.rt_queue.is_empty() {
             self.beside.fill(false);
             self.settle_drain()?;
