@@ -176,6 +176,9 @@ pub fn summarize(
         be: latency_figures(&lat_of(&|r| r.priority == Priority::Be)),
         rt_service: rt_figures_of(&records, |r| r.service_ms),
         rt_queued: rt_figures_of(&records, |r| r.queued_ms),
+        rt_client: rt_figures_of(&records, |r| r.client_ms),
+        rt_request: rt_figures_of(&records, |r| r.request_ms),
+        rt_response: rt_figures_of(&records, |r| r.response_ms),
         rt_throughput_rps: rps_of(&|r| r.priority == Priority::Rt),
         be_throughput_rps: rps_of(&|r| r.priority == Priority::Be),
         total_throughput_rps: rps_of(&|_| true),
@@ -403,6 +406,9 @@ mod tests {
             kernels_rerun: 0,
             dispatch_lag_us: None,
             service_ms: None,
+            client_ms: None,
+            request_ms: None,
+            response_ms: None,
             device: None,
         }
     }

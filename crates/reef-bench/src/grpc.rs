@@ -11,8 +11,8 @@
 use reef_model::DType;
 use reef_model::Tensor;
 use reef_sched::{
-    GraphSource, InferRequest, InferResponse, ModelInfo, Priority, SchedError, SchedStats, Service,
-    TaskStats, TensorInfo, Ticket,
+    GraphSource, InferRequest, InferResponse, ModelInfo, Priority, RemoteTiming, SchedError,
+    SchedStats, Service, TaskStats, TensorInfo, Ticket,
 };
 use reef_server::grpc_codec;
 use reef_server::proto::{self, grpc_inference_service_client::GrpcInferenceServiceClient};
@@ -20,6 +20,7 @@ use reef_server::shm::ClientRegion;
 use reef_server::timing::{self, Timing};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tonic::transport::Channel;
 
 /// A gRPC client presenting the [`Service`] interface. RT and BE requests
@@ -138,6 +139,9 @@ fn output_sizes(info: &ModelInfo, inputs: &[Tensor]) -> Result<Vec<u64>, SchedEr
         .collect()
 }
 
+/// A response's outputs, the server's timing, and when the call began.
+type Answer = (Vec<Tensor>, Option<Timing>, Instant);
+
 /// One inference through a shared memory pair: writes the inputs, calls,
 /// reads the outputs.
 async fn infer_via_shm(
@@ -146,7 +150,7 @@ async fn infer_via_shm(
     info: &ModelInfo,
     mut msg: proto::ModelInferRequest,
     inputs: &[Tensor],
-) -> Result<(Vec<Tensor>, Option<Timing>), SchedError> {
+) -> Result<Answer, SchedError> {
     let in_total: u64 = msg.raw_input_contents.iter().map(|b| b.len() as u64).sum();
     let outputs: Vec<(String, u64)> = info
         .outputs
@@ -160,10 +164,11 @@ async fn infer_via_shm(
         grpc_codec::inputs_to_shm(&mut msg, &pair.input, &pair.input_name)
             .map_err(|e| shm_error(&pair.input_name, e))?;
         let offsets = grpc_codec::outputs_to_shm(&mut msg, &outputs, &pair.output_name);
+        let sent = Instant::now();
         let resp = client.model_infer(msg).await.map_err(status)?.into_inner();
         let tensors = grpc_codec::shm_output_tensors(&resp, &pair.output, &offsets)
             .map_err(SchedError::Internal)?;
-        Ok((tensors, Timing::from_grpc(&resp.parameters)))
+        Ok((tensors, Timing::from_grpc(&resp.parameters), sent))
     }
     .await;
     pool.give_back(pair);
@@ -183,6 +188,18 @@ fn service_stats(timing: Option<Timing>) -> TaskStats {
         },
         None => TaskStats::default(),
     }
+}
+
+/// The handler's start and end on this host's clock, from the server's
+/// wall-clock start (where it sent one), for a call begun at `sent`.
+fn remote_timing(timing: Option<&Timing>, sent: Instant) -> Option<RemoteTiming> {
+    let t = timing?;
+    let handler_start = timing::instant_at(t.start_unix_ns?, sent, timing::unix_ns_at(sent));
+    Some(RemoteTiming {
+        sent,
+        handler_start,
+        handler_end: handler_start + t.server,
+    })
 }
 
 fn status(s: tonic::Status) -> SchedError {
@@ -288,18 +305,20 @@ impl Service for GrpcService {
         let info = info.clone();
         self.handle.spawn(async move {
             let r = async {
-                let (outputs, timing) = match &shm {
+                let (outputs, timing, sent) = match &shm {
                     Some(pool) => infer_via_shm(pool, &mut client, &info, msg, &req.inputs).await?,
                     None => {
+                        let sent = Instant::now();
                         let resp = client.model_infer(msg).await.map_err(status)?.into_inner();
                         let tensors =
                             grpc_codec::output_tensors(&resp).map_err(SchedError::Internal)?;
-                        (tensors, Timing::from_grpc(&resp.parameters))
+                        (tensors, Timing::from_grpc(&resp.parameters), sent)
                     }
                 };
                 Ok(InferResponse {
                     outputs,
                     priority,
+                    remote: remote_timing(timing.as_ref(), sent),
                     stats: service_stats(timing),
                 })
             }

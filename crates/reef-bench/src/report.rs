@@ -111,6 +111,21 @@ pub fn markdown(result: &WorkloadResult) -> String {
     figure_lines(
         &mut s,
         result,
+        |m| m.rt_request.as_ref(),
+        |m, f| {
+            let mean = |x: Option<&LatencyFigures>| x.map_or(f64::NAN, |x| x.mean_ms);
+            format!(
+            "RT outside the server, means: client {:.3} ms (arrival to the call), request {:.3} ms (the call to the handler's start), response {:.3} ms (the handler's answer to the runner); request p99 {:.3} ms",
+            mean(m.rt_client.as_ref()),
+            f.mean_ms,
+            mean(m.rt_response.as_ref()),
+            f.p99_ms
+        )
+        },
+    );
+    figure_lines(
+        &mut s,
+        result,
         |m| m.rt_queued.as_ref(),
         |_, f| {
             format!(

@@ -125,10 +125,12 @@ impl RunCtx {
     ) {
         let latency = Instant::now().saturating_duration_since(scheduled);
         let since = scheduled.saturating_duration_since(self.t0);
-        let (ok, error, stats) = match outcome {
-            Ok(resp) => (true, None, Some(resp.stats)),
-            Err(kind) => (false, Some(kind.to_string()), None),
+        let (ok, error, stats, remote) = match outcome {
+            Ok(resp) => (true, None, Some(resp.stats), resp.remote),
+            Err(kind) => (false, Some(kind.to_string()), None, None),
         };
+        let now = scheduled + latency;
+        let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1000.0;
         if !ok {
             self.counters.failed.fetch_add(1, Ordering::Relaxed);
         }
@@ -149,6 +151,9 @@ impl RunCtx {
                 .as_ref()
                 .filter(|s| !s.latency.is_zero())
                 .map(|s| s.latency.as_secs_f64() * 1000.0),
+            client_ms: remote.map(|r| ms(scheduled, r.sent)),
+            request_ms: remote.map(|r| ms(r.sent, r.handler_start)),
+            response_ms: remote.map(|r| ms(r.handler_end, now)),
             device: stats.as_ref().filter(|_| self.multi).map(|s| s.device),
         };
         // The collector only goes away after a drain timeout; nothing to do then.

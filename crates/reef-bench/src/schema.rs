@@ -15,6 +15,8 @@
 //!   rt: LatencyFigures, be: LatencyFigures,
 //!   rt_service?: LatencyFigures (RT latency inside the service, from the records' service_ms),
 //!   rt_queued?: LatencyFigures (RT arrival to its start on the device, from the records' queued_ms),
+//!   rt_client?, rt_request?, rt_response?: LatencyFigures (RT time outside a remote server, from
+//!     the records' client_ms, request_ms and response_ms),
 //!   rt_throughput_rps, be_throughput_rps, total_throughput_rps: f64,
 //!   preemptions: u64, kernels_rerun: u64   (summed over the requests' own stats),
 //!   sched: SchedFigures|null, dispatch_lag_us: LagFigures,
@@ -40,6 +42,9 @@
 //!   dispatch_lag_us: f64|null (open loop: submit time minus scheduled arrival),
 //!   service_ms?: f64 (the service's own account: the scheduler's in process, the server's
 //!     through gRPC),
+//!   client_ms?, request_ms?, response_ms?: f64 (through a server on the same host: the
+//!     scheduled arrival to the call, the call to the handler's start, the handler's answer to
+//!     the runner; with service_ms they add up to latency_ms),
 //!   device?: usize (the device that answered; only on several devices) }
 //! Comparison { mode, baseline: str, rt_mean_ms, rt_p99_ms: f64,
 //!   baseline_rt_mean_ms, baseline_rt_p99_ms: f64|null,
@@ -125,6 +130,18 @@ pub struct ModeResult {
     /// ([`RequestRecord::queued_ms`]); absent when none did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rt_queued: Option<LatencyFigures>,
+    /// RT time from the scheduled arrival to the client's call, over the RT
+    /// requests that crossed to a server ([`RequestRecord::client_ms`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rt_client: Option<LatencyFigures>,
+    /// RT time from the client's call to the server handler's start
+    /// ([`RequestRecord::request_ms`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rt_request: Option<LatencyFigures>,
+    /// RT time from the server handler's answer to the runner
+    /// ([`RequestRecord::response_ms`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rt_response: Option<LatencyFigures>,
     /// RT answers per second in the window.
     pub rt_throughput_rps: f64,
     /// BE answers per second in the window.
@@ -338,6 +355,18 @@ pub struct RequestRecord {
     /// server, the client and the transport. `None` when not reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_ms: Option<f64>,
+    /// Through a server on the same host: the scheduled arrival to the
+    /// client's call (runner dispatch, client tasks, shared memory writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ms: Option<f64>,
+    /// The client's call to the server handler's start: encoding, HTTP/2,
+    /// the transport, the server's decoding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_ms: Option<f64>,
+    /// The handler's answer to the runner: encoding, the transport back,
+    /// the client's decoding and hand-off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_ms: Option<f64>,
     /// The device that answered (multi-device runs; `None` otherwise and
     /// for failed requests).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -140,6 +140,7 @@ impl Service for SimService {
                 outputs: Vec::new(),
                 priority,
                 stats,
+                remote: None,
             }));
         });
         Ok(rx)

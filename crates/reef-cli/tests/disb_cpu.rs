@@ -201,7 +201,31 @@ fn check_through_server(tag: &str, extra: &[&str]) {
             m["mode"]
         );
     }
-    assert!(stdout.contains("RT inside the service"), "{stdout}");
+    // The rest is split in three legs on the client's clock (the server
+    // sends its handler's start): arrival to the call, the call to the
+    // handler, the handler's answer to the runner. With the time inside the
+    // server they add up to the client's latency, request by request, so
+    // their means add up to its mean (up to the two clocks' reads).
+    for m in modes {
+        let mean = |k: &str| {
+            assert_eq!(m[k]["count"], m["rt"]["count"], "{}: {k}", m["mode"]);
+            m[k]["mean_ms"].as_f64().unwrap()
+        };
+        let legs = [
+            mean("rt_client"),
+            mean("rt_request"),
+            mean("rt_service"),
+            mean("rt_response"),
+        ];
+        let total = m["rt"]["mean_ms"].as_f64().unwrap();
+        assert!(
+            legs.iter().all(|&l| l >= 0.0) && (legs.iter().sum::<f64>() - total).abs() < 0.02,
+            "{}: legs {legs:?} against the RT mean {total}",
+            m["mode"]
+        );
+        assert!(legs[1] > 0.0, "{}: the request took no time", m["mode"]);
+    }
+    assert!(stdout.contains("RT outside the server, means"), "{stdout}");
     let _ = std::fs::remove_dir_all(&out);
 }
 

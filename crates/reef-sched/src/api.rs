@@ -153,6 +153,23 @@ pub struct InferResponse {
     pub priority: Priority,
     /// Timing.
     pub stats: TaskStats,
+    /// Where the request was on the client's clock, when it crossed to a
+    /// remote service (`None` from an in-process scheduler).
+    pub remote: Option<RemoteTiming>,
+}
+
+/// A remote request's points of passage on the client's clock: the server
+/// reports its handler's start and end, and the client maps them onto its
+/// own [`Instant`]s (through the wall clock, so the figures hold where the
+/// client and the server share a host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteTiming {
+    /// The client began the call (the request leaves for the transport).
+    pub sent: Instant,
+    /// The server's handler started (the transport delivered the request).
+    pub handler_start: Instant,
+    /// The server's handler had the answer ready for encoding.
+    pub handler_end: Instant,
 }
 
 /// Why a request failed.

@@ -98,6 +98,7 @@ impl Task {
             outputs,
             priority: prio,
             stats,
+            remote: None,
         }));
         prio
     }

@@ -98,6 +98,7 @@ impl Service for InstantService {
                 latency: req.arrival.elapsed(),
                 ..TaskStats::default()
             },
+            remote: None,
         }));
         Ok(rx)
     }

@@ -215,11 +215,7 @@ async fn infer(
         });
     }
     let parameters = if timing {
-        Timing {
-            server: arrival.elapsed(),
-            task: response.stats.clone(),
-        }
-        .to_grpc()
+        Timing::of_handler(arrival, response.stats.clone()).to_grpc()
     } else {
         HashMap::new()
     };

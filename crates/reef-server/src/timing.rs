@@ -10,13 +10,16 @@
 //! `reef_scheduler_us` (the handler's start to the scheduler's answer: the
 //! scheduler counts from the request's arrival, which the server sets there),
 //! `reef_queue_us`, `reef_input_us` and `reef_output_us` (the scheduler's
-//! phases, [`TaskStats`]), `reef_preemptions` and `reef_kernels_rerun`.
+//! phases, [`TaskStats`]), `reef_preemptions` and `reef_kernels_rerun`, and
+//! `reef_start_unix_ns` (the handler's start on the server's wall clock, so
+//! that a client on the same host can place the handler on its own clock
+//! and split the rest into the request's way in and the answer's way back).
 
 use crate::proto::infer_parameter::ParameterChoice;
 use crate::proto::InferParameter;
 use reef_sched::TaskStats;
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The request parameter (bool) that asks for the timing parameters.
 pub const TIMING_PARAM: &str = "reef_timing";
@@ -39,6 +42,7 @@ const INPUT: &str = "reef_input_us";
 const OUTPUT: &str = "reef_output_us";
 const PREEMPTIONS: &str = "reef_preemptions";
 const RERUN: &str = "reef_kernels_rerun";
+const START: &str = "reef_start_unix_ns";
 
 /// One request's timing as the server saw it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -48,6 +52,30 @@ pub struct Timing {
     /// The scheduler's account ([`TaskStats::latency`] runs from the
     /// handler's start, the request's arrival, to the scheduler's answer).
     pub task: TaskStats,
+    /// The handler's start, nanoseconds since the Unix epoch on the
+    /// server's wall clock; `None` from a server that does not send it.
+    pub start_unix_ns: Option<i64>,
+}
+
+/// Nanoseconds since the Unix epoch at `at` (an instant in the past), on
+/// this host's wall clock; 0 for a clock set before 1970.
+pub fn unix_ns_at(at: Instant) -> i64 {
+    let now = SystemTime::now();
+    let then = now.checked_sub(at.elapsed()).unwrap_or(now);
+    then.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// The instant on this host's monotonic clock that was `unix_ns` on its
+/// wall clock, through the pair (`at`, `at_unix_ns`) read together.
+pub fn instant_at(unix_ns: i64, at: Instant, at_unix_ns: i64) -> Instant {
+    let delta = unix_ns.saturating_sub(at_unix_ns);
+    let d = Duration::from_nanos(delta.unsigned_abs());
+    if delta >= 0 {
+        at.checked_add(d).unwrap_or(at)
+    } else {
+        at.checked_sub(d).unwrap_or(at)
+    }
 }
 
 fn micros(d: Duration) -> i64 {
@@ -55,10 +83,20 @@ fn micros(d: Duration) -> i64 {
 }
 
 impl Timing {
+    /// The timing of a handler that started at `start` and has its answer
+    /// ready now, with the scheduler's account `task`.
+    pub fn of_handler(start: Instant, task: TaskStats) -> Timing {
+        Timing {
+            server: start.elapsed(),
+            task,
+            start_unix_ns: Some(unix_ns_at(start)),
+        }
+    }
+
     /// The parameters, name and value.
-    fn entries(&self) -> [(&'static str, i64); 7] {
+    fn entries(&self) -> Vec<(&'static str, i64)> {
         let t = &self.task;
-        [
+        let mut e = vec![
             (SERVER, micros(self.server)),
             (SCHEDULER, micros(t.latency)),
             (QUEUE, micros(t.queued)),
@@ -66,7 +104,9 @@ impl Timing {
             (OUTPUT, micros(t.output)),
             (PREEMPTIONS, i64::from(t.preemptions)),
             (RERUN, i64::from(t.kernels_rerun)),
-        ]
+        ];
+        e.extend(self.start_unix_ns.map(|ns| (START, ns)));
+        e
     }
 
     /// As gRPC response parameters.
@@ -112,6 +152,7 @@ impl Timing {
                 kernels_rerun: count(RERUN)?,
                 device: 0,
             },
+            start_unix_ns: get(START),
         })
     }
 }
@@ -133,13 +174,39 @@ mod tests {
                 kernels_rerun: 5,
                 device: 0,
             },
+            start_unix_ns: Some(1_796_000_000_123_456_789),
         };
         assert_eq!(Timing::from_grpc(&t.to_grpc()), Some(t.clone()));
         let json = t.to_json();
         assert_eq!(json["reef_server_us"], 1234);
         assert_eq!(json["reef_scheduler_us"], 1100);
         assert_eq!(json["reef_kernels_rerun"], 5);
-        assert_eq!(json.len(), 7);
+        assert_eq!(json["reef_start_unix_ns"], 1_796_000_000_123_456_789_i64);
+        assert_eq!(json.len(), 8);
+        // An older server's answer, without the start, still reads.
+        let mut old = t.to_grpc();
+        old.remove(START);
+        let read = Timing::from_grpc(&old).expect("timing without the start");
+        assert_eq!((read.server, read.start_unix_ns), (t.server, None));
+    }
+
+    #[test]
+    fn a_handler_start_maps_back_onto_the_monotonic_clock() {
+        let start = Instant::now();
+        std::thread::sleep(Duration::from_millis(3));
+        let t = Timing::of_handler(start, TaskStats::default());
+        assert!(t.server >= Duration::from_millis(3));
+        let at = Instant::now();
+        let mapped = instant_at(t.start_unix_ns.unwrap(), at, unix_ns_at(at));
+        // Two wall-clock reads apart: well under a millisecond either way.
+        let off = if mapped > start {
+            mapped - start
+        } else {
+            start - mapped
+        };
+        assert!(off < Duration::from_millis(1), "{off:?}");
+        let later = instant_at(unix_ns_at(at) + 2_000_000, at, unix_ns_at(at));
+        assert!(later > at && later - at <= Duration::from_millis(3));
     }
 
     #[test]

@@ -189,10 +189,9 @@ async fn infer_inner(
             .collect(),
     };
     let response = execute(state, &prepared, outcome).await?;
-    let timing = req.timing.then(|| Timing {
-        server: arrival.elapsed(),
-        task: response.stats.clone(),
-    });
+    let timing = req
+        .timing
+        .then(|| Timing::of_handler(arrival, response.stats.clone()));
     infer::encode(
         &prepared.info,
         req.id.as_deref(),

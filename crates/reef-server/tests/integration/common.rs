@@ -217,6 +217,7 @@ impl Service for TestService {
                     latency: arrival.elapsed(),
                     ..TaskStats::default()
                 },
+                remote: None,
             });
             let _ = tx.send(result);
         });
