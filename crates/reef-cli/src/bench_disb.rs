@@ -28,6 +28,8 @@ pub struct Options {
     pub out: PathBuf,
     /// BE kernels in flight per BE lane.
     pub be_depth: usize,
+    /// [`SchedConfig::idle_spin`] (`None`: the device decides).
+    pub idle_spin: Option<Duration>,
     /// Progress bar.
     pub progress: bool,
     /// Drive each mode through a reef server started in this process (gRPC
@@ -46,11 +48,11 @@ fn service_on(
     devices: &[Arc<dyn Device>],
     spec: ModeSpec,
     models: &[String],
-    be_depth: usize,
+    base: &SchedConfig,
 ) -> Result<Arc<dyn Service>> {
     let scheds = devices
         .iter()
-        .map(|d| scheduler_with(d, spec, models, be_depth))
+        .map(|d| scheduler_with(d, spec, models, base))
         .collect::<Result<Vec<_>>>()?;
     if scheds.len() == 1 {
         return Ok(scheds.into_iter().next().expect("one scheduler") as Arc<dyn Service>);
@@ -95,18 +97,17 @@ async fn through_server(
     })
 }
 
-/// A scheduler set up as `spec` on `device` with the zoo models `models`
-/// loaded, one BE queue per model.
+/// A scheduler set up as `spec` over `base` on `device` with the zoo
+/// models `models` loaded, one BE queue per model.
 pub fn scheduler_with(
     device: &Arc<dyn Device>,
     spec: ModeSpec,
     models: &[String],
-    be_depth: usize,
+    base: &SchedConfig,
 ) -> Result<Arc<Scheduler>> {
     let cfg = spec.apply(SchedConfig {
-        be_depth,
         be_queues: models.len().clamp(1, 32),
-        ..SchedConfig::default()
+        ..base.clone()
     });
     let s = Scheduler::new(device.clone(), cfg)?;
     for m in models {
@@ -140,7 +141,11 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
     };
     let rt = reef_server::front_end_runtime(opts.busy_poll).context("--busy-poll")?;
     let devs = devices.clone();
-    let be_depth = opts.be_depth;
+    let base = SchedConfig {
+        be_depth: opts.be_depth,
+        idle_spin: opts.idle_spin,
+        ..SchedConfig::default()
+    };
     let via_grpc = opts.via_grpc;
     let shm = opts.shm;
     let result = rt.block_on(async {
@@ -149,7 +154,7 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
             &opts.modes,
             |spec: ModeSpec| -> Result<Arc<dyn Service>, anyhow::Error> {
                 tokio::task::block_in_place(|| {
-                    let s = service_on(&devs, spec, &models, be_depth)?;
+                    let s = service_on(&devs, spec, &models, &base)?;
                     if via_grpc {
                         tokio::runtime::Handle::current().block_on(through_server(s, &models, shm))
                     } else {

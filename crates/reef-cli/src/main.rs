@@ -195,6 +195,11 @@ enum BenchCmd {
         /// BE kernels in flight per BE lane (where a mode names no `:depthN`).
         #[arg(long, default_value_t = 2)]
         be_depth: usize,
+        /// How long the scheduling thread polls for requests after its work
+        /// before it sleeps, ms (as `reef serve --idle-spin-ms`) [default:
+        /// 20 on a GPU, 0 on the CPU backend].
+        #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1000))]
+        idle_spin_ms: Option<u64>,
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
@@ -412,6 +417,7 @@ fn run(cli: Cli) -> Result<i32> {
                     warmup,
                     out,
                     be_depth,
+                    idle_spin_ms,
                     quiet,
                     via_grpc,
                     shm,
@@ -427,6 +433,7 @@ fn run(cli: Cli) -> Result<i32> {
                 warmup,
                 out,
                 be_depth,
+                idle_spin: idle_spin_ms.map(std::time::Duration::from_millis),
                 progress: !quiet,
                 via_grpc,
                 shm,

@@ -38,6 +38,9 @@ pub const DEFAULT_BE_CAPACITY: usize = 256;
 pub const DEFAULT_MAX_BATCH: usize = 64;
 /// Default number of devices.
 pub const DEFAULT_DEVICES: usize = 1;
+/// Longest `idle_spin_ms`: a scheduling thread polling longer than a second
+/// after its work is a mistake, not a setting.
+pub const MAX_IDLE_SPIN_MS: u64 = 1000;
 
 /// A bad configuration file or setting.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +130,9 @@ pub struct ServeSettings {
     pub allow_client_shm: bool,
     /// Busy-polling front-end threads.
     pub busy_poll: usize,
+    /// The scheduling threads' polling after their work, ms (`None`: the
+    /// device decides).
+    pub idle_spin_ms: Option<u64>,
 }
 
 impl ServeSettings {
@@ -182,7 +188,14 @@ impl ServeSettings {
                 .or(file.allow_client_shm)
                 .unwrap_or(false),
             busy_poll: cli.busy_poll.or(file.busy_poll).unwrap_or(0),
+            idle_spin_ms: cli.idle_spin_ms.or(file.idle_spin_ms),
         };
+        if let Some(ms) = s.idle_spin_ms.filter(|&ms| ms > MAX_IDLE_SPIN_MS) {
+            return Err(ConfigError::Invalid {
+                key: "idle_spin_ms",
+                reason: format!("must be at most {MAX_IDLE_SPIN_MS} (ms), got {ms}"),
+            });
+        }
         reef_server::check_busy_pollers(s.busy_poll).map_err(|reason| ConfigError::Invalid {
             key: "busy_poll",
             reason,
@@ -434,6 +447,21 @@ busy_poll = 1
                 "{flags:?} {file:?}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn idle_spin_is_left_to_the_device_unless_set_and_bounded() {
+        let s = ServeSettings::merge(cli(&[]), ServeArgs::default()).unwrap();
+        assert_eq!(s.idle_spin_ms, None);
+        let s = ServeSettings::merge(cli(&["--idle-spin-ms", "0"]), file_of("idle_spin_ms = 5\n"))
+            .unwrap();
+        assert_eq!(s.idle_spin_ms, Some(0), "the flag over the file");
+        let s = ServeSettings::merge(cli(&[]), file_of("idle_spin_ms = 5\n")).unwrap();
+        assert_eq!(s.idle_spin_ms, Some(5));
+        let e = ServeSettings::merge(cli(&["--idle-spin-ms", "1001"]), ServeArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("idle_spin_ms") && e.contains("1001"), "{e}");
     }
 
     #[test]

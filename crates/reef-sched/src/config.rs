@@ -6,6 +6,10 @@ use std::time::Duration;
 /// Most BE queues (and so BE lanes) a scheduler has.
 pub const MAX_BE_QUEUES: usize = 32;
 
+/// [`SchedConfig::idle_spin`] on a GPU when not set: long enough to span
+/// the gaps of periodic RT load at 50 requests per second or more.
+pub const DEFAULT_GPU_IDLE_SPIN: Duration = Duration::from_millis(20);
+
 /// How a scheduler behaves; every limit is configurable.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SchedConfig {
@@ -48,6 +52,13 @@ pub struct SchedConfig {
     /// runs until the queued BE kernels, which wait behind the RT kernels,
     /// have left. On by default (false: REEF's order, drain first).
     pub early_rt: bool,
+    /// How long the scheduling thread keeps polling its queue after it runs
+    /// out of work, before it sleeps on it. A sleeping thread's wake-up
+    /// lies on the next request's path; polling keeps it off at the cost of
+    /// one busy core while requests keep coming. `None`: the device
+    /// decides, [`DEFAULT_GPU_IDLE_SPIN`] on a GPU and zero on the CPU
+    /// backend (whose workers need the cores).
+    pub idle_spin: Option<Duration>,
 }
 
 impl Default for SchedConfig {
@@ -62,6 +73,7 @@ impl Default for SchedConfig {
             beside_lanes: 0,
             beside_max_tile: None,
             early_rt: true,
+            idle_spin: None,
         }
     }
 }
@@ -71,6 +83,14 @@ impl SchedConfig {
     /// [`SchedConfig::early_rt`] where it applies.
     pub fn launches_rt_early(&self) -> bool {
         self.early_rt && matches!(self.mode, Mode::Reset | Mode::Reef) && self.beside_lanes == 0
+    }
+
+    /// [`SchedConfig::idle_spin`] on a device of `kind`.
+    pub fn idle_spin_on(&self, kind: reef_exec::DeviceKind) -> Duration {
+        self.idle_spin.unwrap_or(match kind {
+            reef_exec::DeviceKind::Cuda => DEFAULT_GPU_IDLE_SPIN,
+            reef_exec::DeviceKind::Cpu => Duration::ZERO,
+        })
     }
 
     /// Checks the limits; the error names the field.
@@ -258,6 +278,20 @@ impl std::fmt::Display for ModeSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idle_spin_is_the_devices_unless_set() {
+        use reef_exec::DeviceKind::{Cpu, Cuda};
+        let d = SchedConfig::default();
+        assert_eq!(d.idle_spin_on(Cuda), DEFAULT_GPU_IDLE_SPIN);
+        assert_eq!(d.idle_spin_on(Cpu), Duration::ZERO);
+        let set = SchedConfig {
+            idle_spin: Some(Duration::from_millis(3)),
+            ..d
+        };
+        assert_eq!(set.idle_spin_on(Cpu), Duration::from_millis(3));
+        assert_eq!(set.idle_spin_on(Cuda), Duration::from_millis(3));
+    }
 
     #[test]
     fn mode_specs_round_trip() {

@@ -36,7 +36,7 @@ use crate::config::SchedConfig;
 use crate::padding;
 use crate::stats::Stats;
 use crate::task::Task;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use reef_exec::{Device, Lane, Variant};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -127,6 +127,26 @@ impl Engine {
         Ok(self.be_lanes[q].as_mut().expect("lane just created"))
     }
 
+    /// Out of work: polls the queue for [`SchedConfig::idle_spin`] (the
+    /// device decides by default) before the caller sleeps on it, so that a
+    /// request arriving soon after the last finds the thread awake. `None`
+    /// when nothing came (or the senders are gone).
+    fn poll_idle(&self) -> Option<Msg> {
+        let spin = self.cfg.idle_spin_on(self.device.kind());
+        if spin.is_zero() {
+            return None;
+        }
+        let t0 = Instant::now();
+        loop {
+            match self.rx.try_recv() {
+                Ok(m) => return Some(m),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) if t0.elapsed() >= spin => return None,
+                Err(TryRecvError::Empty) => std::thread::yield_now(),
+            }
+        }
+    }
+
     /// `reef` mode with BE lanes running beside RT work (instead of the
     /// planned padding).
     fn beside_mode(&self) -> bool {
@@ -182,10 +202,19 @@ impl Engine {
 
     /// Runs until shut down and drained.
     pub fn run(mut self) {
+        // Polls once per idle spell: a thread that found nothing sleeps
+        // until the next request, then polls again after its work.
+        let mut poll = true;
         loop {
             if !self.has_work() {
                 if self.shutting_down {
                     break;
+                }
+                if std::mem::take(&mut poll) {
+                    if let Some(m) = self.poll_idle() {
+                        self.accept(m);
+                        continue;
+                    }
                 }
                 match self.rx.recv_timeout(Duration::from_millis(50)) {
                     Ok(m) => self.accept(m),
@@ -196,6 +225,7 @@ impl Engine {
             while let Ok(m) = self.rx.try_recv() {
                 self.accept(m);
             }
+            poll = true;
             let now = Instant::now();
             if self.busy() {
                 let d = now.duration_since(self.last_tick).as_nanos() as u64;
