@@ -127,9 +127,12 @@ pub fn markdown(result: &WorkloadResult) -> String {
         &mut s,
         result,
         |m| m.rt_queued.as_ref(),
-        |_, f| {
+        |m, f| {
+            let input = m.rt_input.as_ref().map_or(String::new(), |i| {
+                format!("; writing the inputs mean {:.3} ms", i.mean_ms)
+            });
             format!(
-            "RT queued (arrival to start on the device: queue, preemption, inputs) mean {:.3} ms, p99 {:.3} ms",
+            "RT queued (arrival to start on the device: queue, preemption, inputs) mean {:.3} ms, p99 {:.3} ms{input}",
             f.mean_ms, f.p99_ms
         )
         },

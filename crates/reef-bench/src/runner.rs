@@ -144,6 +144,7 @@ impl RunCtx {
             error,
             warmup: since < self.warmup,
             queued_ms: stats.as_ref().map(|s| s.queued.as_secs_f64() * 1000.0),
+            input_ms: stats.as_ref().map(|s| s.input.as_secs_f64() * 1000.0),
             preemptions: stats.as_ref().map_or(0, |s| s.preemptions),
             kernels_rerun: stats.as_ref().map_or(0, |s| s.kernels_rerun),
             dispatch_lag_us: lag.map(|l| l.as_secs_f64() * 1e6),

@@ -15,6 +15,7 @@
 //!   rt: LatencyFigures, be: LatencyFigures,
 //!   rt_service?: LatencyFigures (RT latency inside the service, from the records' service_ms),
 //!   rt_queued?: LatencyFigures (RT arrival to its start on the device, from the records' queued_ms),
+//!   rt_input?: LatencyFigures (RT input writes, the end of rt_queued, from the records' input_ms),
 //!   rt_client?, rt_request?, rt_response?: LatencyFigures (RT time outside a remote server, from
 //!     the records' client_ms, request_ms and response_ms),
 //!   rt_throughput_rps, be_throughput_rps, total_throughput_rps: f64,
@@ -38,7 +39,8 @@
 //! LagFigures { count: u64, p50_us, p99_us, max_us: f64 }
 //! RequestRecord { task: usize, priority: "rt"|"be", arrival_ms: f64 (scheduled, from the start),
 //!   latency_ms: f64 (from the scheduled arrival to the answer), ok: bool, error: str|null,
-//!   warmup: bool, queued_ms: f64|null, preemptions: u32, kernels_rerun: u32,
+//!   warmup: bool, queued_ms: f64|null, input_ms?: f64 (writing the inputs, the end of
+//!     queued_ms), preemptions: u32, kernels_rerun: u32,
 //!   dispatch_lag_us: f64|null (open loop: submit time minus scheduled arrival),
 //!   service_ms?: f64 (the service's own account: the scheduler's in process, the server's
 //!     through gRPC),
@@ -130,6 +132,10 @@ pub struct ModeResult {
     /// ([`RequestRecord::queued_ms`]); absent when none did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rt_queued: Option<LatencyFigures>,
+    /// RT time writing the inputs to the device, the end of `rt_queued`
+    /// ([`RequestRecord::input_ms`]); absent when no request reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rt_input: Option<LatencyFigures>,
     /// RT time from the scheduled arrival to the client's call, over the RT
     /// requests that crossed to a server ([`RequestRecord::client_ms`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -342,6 +348,10 @@ pub struct RequestRecord {
     pub warmup: bool,
     /// Arrival to first kernel, as the scheduler reports it.
     pub queued_ms: Option<f64>,
+    /// Writing the inputs to the device (the end of `queued_ms`), as the
+    /// scheduler reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_ms: Option<f64>,
     /// Times this request was preempted.
     pub preemptions: u32,
     /// Kernels re-run for this request.

@@ -97,6 +97,20 @@ fn bench_disb_runs_a_tiny_workload_in_every_mode() {
             m["mode"],
             m["errors"]
         );
+        // The scheduler's account of the RT queueing: its input writes are
+        // the end of it.
+        let (queued, input) = (&m["rt_queued"], &m["rt_input"]);
+        assert_eq!(queued["count"], rt["count"], "{}: {queued}", m["mode"]);
+        assert_eq!(input["count"], rt["count"], "{}: {input}", m["mode"]);
+        let (q, i) = (
+            queued["mean_ms"].as_f64().unwrap(),
+            input["mean_ms"].as_f64().unwrap(),
+        );
+        assert!(
+            0.0 < i && i <= q && q <= mean,
+            "{}: input {i}, queued {q}",
+            m["mode"]
+        );
         // In seq mode RT always goes first: when a loaded machine makes the
         // RT requests arrive faster than they run, BE never gets a turn
         // (seen on the 2-core CI box while other builds ran), by design.
