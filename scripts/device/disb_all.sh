@@ -2,12 +2,12 @@
 # DISB A-E and the trace in reef's modes and PyTorch's CUDA-graph baselines,
 # one card (docs/RESULTS.md, Session 12). W= workloads, MODES= reef modes,
 # ENVS= environment for reef, SELFTEST=1 adds a selftest first, TORCH=0 leaves
-# PyTorch out.
+# PyTorch out, REEF=0 leaves reef out (PyTorch only).
 source scripts/device/common.sh
 [ -f devrun/tactics.tgz ] && tar xzf devrun/tactics.tgz -C /tmp/p/cache
 W=${W:-A B C D E trace}
 [ -n "${SELFTEST:-}" ] && step selftest 150 $R selftest --preemptions 2 --seed 41
-for w in $W; do
+[ "${REEF:-1}" = 1 ] && for w in $W; do
   step disb_$w 150 env ${ENVS:-} $R bench disb --workload workloads/$w.json --device cuda --duration 3 --warmup 1 --modes ${MODES:-stream,reset,reef} --quiet --out $OUT/disb_$w
 done
 [ "${TORCH:-1}" = 1 ] && for w in $W; do
