@@ -94,6 +94,10 @@ pub fn markdown(result: &WorkloadResult) -> String {
             rt_first.join(", ")
         );
     }
+    if let Some(note) = lag_note(&result.modes) {
+        let _ = writeln!(s);
+        let _ = writeln!(s, "{note}");
+    }
     figure_lines(
         &mut s,
         result,
@@ -274,6 +278,29 @@ fn launches_rt_first(label: &str) -> bool {
 
 /// A paragraph with one line per mode that has the optional figures `of`,
 /// worded by `line`; nothing when no mode has them.
+/// Dispatch lag (p99, us) above which the report warns: the benchmark's
+/// own open-loop threads submit within a few microseconds of an arrival on
+/// a quiet host.
+pub const LAG_WARN_US: f64 = 100.0;
+
+/// A line naming the modes whose open-loop dispatch lagged (p99 over
+/// [`LAG_WARN_US`]); `None` when none did. The lag counts against RT
+/// latency, so such a mode's comparison with RT alone says as much about
+/// the host as about the scheduler.
+pub fn lag_note(modes: &[ModeResult]) -> Option<String> {
+    let lagging: Vec<String> = modes
+        .iter()
+        .filter(|m| m.dispatch_lag_us.count > 0 && m.dispatch_lag_us.p99_us > LAG_WARN_US)
+        .map(|m| format!("{} {:.0} us", m.mode, m.dispatch_lag_us.p99_us))
+        .collect();
+    (!lagging.is_empty()).then(|| {
+        format!(
+            "- Dispatch lag p99 over {LAG_WARN_US:.0} us (the benchmark's own submit after the scheduled arrival, counted in RT latency): {}. The host delayed the benchmark's clients; compare these modes with care.",
+            lagging.join(", ")
+        )
+    })
+}
+
 fn figure_lines(
     s: &mut String,
     result: &WorkloadResult,
@@ -324,7 +351,62 @@ pub fn read_json(path: &Path) -> Result<WorkloadResult> {
 
 #[cfg(test)]
 mod tests {
-    use super::launches_rt_first;
+    use super::{lag_note, launches_rt_first};
+
+    #[test]
+    fn modes_whose_dispatch_lagged_are_named_and_others_not() {
+        use crate::schema::RequestRecord;
+        use crate::workload::{Load, TaskSpec, Workload};
+        use reef_sched::Priority;
+        let w = Workload {
+            name: "x".into(),
+            notes: None,
+            duration_s: 1.0,
+            warmup_s: Some(0.0),
+            tasks: vec![TaskSpec {
+                name: None,
+                model: "m".into(),
+                priority: Priority::Rt,
+                load: Load::Continuous,
+                batch_size: 1,
+                seed: None,
+            }],
+        };
+        let mode = |name: &str, lags: &[f64]| {
+            let records = lags
+                .iter()
+                .enumerate()
+                .map(|(i, &lag)| RequestRecord {
+                    task: 0,
+                    priority: Priority::Rt,
+                    arrival_ms: i as f64,
+                    latency_ms: 1.0,
+                    ok: true,
+                    error: None,
+                    warmup: false,
+                    queued_ms: None,
+                    input_ms: None,
+                    preemptions: 0,
+                    kernels_rerun: 0,
+                    dispatch_lag_us: Some(lag),
+                    service_ms: None,
+                    client_ms: None,
+                    request_ms: None,
+                    response_ms: None,
+                    device: None,
+                })
+                .collect();
+            crate::figures::summarize(name, &w, 0.0, records, 0)
+        };
+        let quiet = mode("reset", &[1.0, 3.0, 2.0]);
+        let noisy = mode("reef", &[1.0, 2500.0, 2.0]);
+        assert_eq!(lag_note(std::slice::from_ref(&quiet)), None);
+        let note = lag_note(&[quiet, noisy]).expect("a lagging mode");
+        assert!(
+            note.contains("reef 2500 us") && !note.contains("reset"),
+            "{note}"
+        );
+    }
 
     #[test]
     fn rt_first_labels_are_the_default_reset_and_reef_setups() {
