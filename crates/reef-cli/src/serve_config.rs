@@ -624,6 +624,23 @@ busy_poll = 1
         }
     }
 
+    /// The README's example file stays a valid configuration: every key it
+    /// shows exists, with a value of its type, and the settings resolve.
+    #[test]
+    fn the_readme_example_config_parses_and_resolves() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("# serve.toml")
+            .expect("README shows an example serve.toml");
+        let body = &readme[start..];
+        let text = &body[..body.find("```").expect("the example's code block ends")];
+        let file = parse(text, Path::new("README.md")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(file.idle_spin_ms, Some(20));
+        assert_eq!(file.be_depth, Some(2));
+        let s = ServeSettings::merge(cli(&[]), file).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.mode, Mode::Reset);
+    }
+
     #[test]
     fn syntax_error_names_file_and_line() {
         let e = parse("be_depth = 2\nbe_depth = 3\n", Path::new("s.toml")).unwrap_err();
