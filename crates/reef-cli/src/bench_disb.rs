@@ -30,6 +30,8 @@ pub struct Options {
     pub be_depth: usize,
     /// [`SchedConfig::idle_spin`] (`None`: the device decides).
     pub idle_spin: Option<Duration>,
+    /// [`SchedConfig::pinned_input_bytes`] (used by the server's decoding).
+    pub pinned_input_bytes: usize,
     /// Progress bar.
     pub progress: bool,
     /// Drive each mode through a reef server started in this process (gRPC
@@ -144,6 +146,7 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
     let base = SchedConfig {
         be_depth: opts.be_depth,
         idle_spin: opts.idle_spin,
+        pinned_input_bytes: opts.pinned_input_bytes,
         ..SchedConfig::default()
     };
     let via_grpc = opts.via_grpc;

@@ -200,6 +200,10 @@ enum BenchCmd {
         /// 20 on a GPU, 0 on the CPU backend].
         #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1000))]
         idle_spin_ms: Option<u64>,
+        /// With --via-grpc: the server decodes FP32 inputs into this many MiB
+        /// of pinned host buffers (as `reef serve --pinned-input-mib`; 0: off).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=65536))]
+        pinned_input_mib: u64,
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
@@ -418,6 +422,7 @@ fn run(cli: Cli) -> Result<i32> {
                     out,
                     be_depth,
                     idle_spin_ms,
+                    pinned_input_mib,
                     quiet,
                     via_grpc,
                     shm,
@@ -434,6 +439,7 @@ fn run(cli: Cli) -> Result<i32> {
                 out,
                 be_depth,
                 idle_spin: idle_spin_ms.map(std::time::Duration::from_millis),
+                pinned_input_bytes: (pinned_input_mib as usize) << 20,
                 progress: !quiet,
                 via_grpc,
                 shm,

@@ -41,6 +41,9 @@ pub const DEFAULT_DEVICES: usize = 1;
 /// Longest `idle_spin_ms`: a scheduling thread polling longer than a second
 /// after its work is a mistake, not a setting.
 pub const MAX_IDLE_SPIN_MS: u64 = 1000;
+/// Largest `pinned_input_mib` (64 GiB): page-locked memory is taken from
+/// the host for good, so a larger pool is a typo.
+pub const MAX_PINNED_INPUT_MIB: usize = 65536;
 
 /// A bad configuration file or setting.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +136,8 @@ pub struct ServeSettings {
     /// The scheduling threads' polling after their work, ms (`None`: the
     /// device decides).
     pub idle_spin_ms: Option<u64>,
+    /// Pinned input pool, MiB (0: none).
+    pub pinned_input_mib: usize,
 }
 
 impl ServeSettings {
@@ -189,7 +194,17 @@ impl ServeSettings {
                 .unwrap_or(false),
             busy_poll: cli.busy_poll.or(file.busy_poll).unwrap_or(0),
             idle_spin_ms: cli.idle_spin_ms.or(file.idle_spin_ms),
+            pinned_input_mib: cli.pinned_input_mib.or(file.pinned_input_mib).unwrap_or(0),
         };
+        if s.pinned_input_mib > MAX_PINNED_INPUT_MIB {
+            return Err(ConfigError::Invalid {
+                key: "pinned_input_mib",
+                reason: format!(
+                    "must be at most {MAX_PINNED_INPUT_MIB} (MiB), got {}",
+                    s.pinned_input_mib
+                ),
+            });
+        }
         if let Some(ms) = s.idle_spin_ms.filter(|&ms| ms > MAX_IDLE_SPIN_MS) {
             return Err(ConfigError::Invalid {
                 key: "idle_spin_ms",
@@ -462,6 +477,18 @@ busy_poll = 1
             .unwrap_err()
             .to_string();
         assert!(e.contains("idle_spin_ms") && e.contains("1001"), "{e}");
+    }
+
+    #[test]
+    fn the_pinned_input_pool_is_off_unless_set_and_bounded() {
+        let s = ServeSettings::merge(cli(&[]), ServeArgs::default()).unwrap();
+        assert_eq!(s.pinned_input_mib, 0);
+        let s = ServeSettings::merge(cli(&[]), file_of("pinned_input_mib = 256\n")).unwrap();
+        assert_eq!(s.pinned_input_mib, 256);
+        let e = ServeSettings::merge(cli(&["--pinned-input-mib", "70000"]), ServeArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pinned_input_mib") && e.contains("70000"), "{e}");
     }
 
     #[test]

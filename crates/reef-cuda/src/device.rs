@@ -283,6 +283,8 @@ impl DeviceShared {
 /// An NVIDIA GPU driven through the CUDA driver API.
 pub struct CudaDevice {
     shared: Arc<DeviceShared>,
+    /// The pinned input pool, made on first request.
+    host_pool: std::sync::OnceLock<Arc<reef_exec::host_pool::HostPool>>,
 }
 
 impl CudaDevice {
@@ -412,6 +414,7 @@ impl CudaDevice {
             tactics = %options.tactics, "CUDA device ready"
         );
         Ok(CudaDevice {
+            host_pool: std::sync::OnceLock::new(),
             shared: Arc::new(DeviceShared {
                 ctx,
                 _modules: modules,
@@ -591,6 +594,25 @@ impl Device for CudaDevice {
 
     fn lane(&self, priority: Priority) -> reef_exec::Result<Box<dyn reef_exec::Lane>> {
         Ok(Box::new(CudaLane::new(self.shared.clone(), priority)?))
+    }
+
+    /// One pool per device, made by the first call (whose `max_bytes`
+    /// holds); tensors of 64 KiB and up.
+    fn host_pool(&self, max_bytes: usize) -> Option<Arc<reef_exec::host_pool::HostPool>> {
+        (max_bytes > 0).then(|| {
+            self.host_pool
+                .get_or_init(|| {
+                    let pinner = crate::pinned::CudaPinner {
+                        ctx: self.shared.ctx.clone(),
+                    };
+                    Arc::new(reef_exec::host_pool::HostPool::new(
+                        Box::new(pinner),
+                        max_bytes,
+                        64 << 10,
+                    ))
+                })
+                .clone()
+        })
     }
 
     /// One `cuStreamBatchMemOp` on the control stream writes every lane's

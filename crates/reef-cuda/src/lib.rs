@@ -53,6 +53,7 @@ pub mod launch;
 mod memory;
 mod model;
 pub mod params;
+mod pinned;
 pub mod precision;
 pub mod tactic_cache;
 pub mod tactics;

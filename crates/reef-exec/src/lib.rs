@@ -30,6 +30,7 @@
 pub mod cpu;
 
 pub mod error;
+pub mod host_pool;
 pub mod run;
 
 pub use error::{ExecError, Result};
@@ -117,6 +118,14 @@ pub trait Device: Send + Sync {
             l.set_preempt(true)?;
         }
         Ok(())
+    }
+    /// A pool of at most `max_bytes` of pinned host buffers that this
+    /// device uploads inputs from directly ([`host_pool::HostPool`]);
+    /// `None` where uploads gain nothing from it (the default, and the CPU
+    /// backend).
+    fn host_pool(&self, max_bytes: usize) -> Option<Arc<host_pool::HostPool>> {
+        let _ = max_bytes;
+        None
     }
 }
 

@@ -134,6 +134,16 @@ impl Tensor {
         })
     }
 
+    /// An f32 tensor over a buffer shared with its maker (a pinned input
+    /// buffer, say); fails if `data` does not match `shape`.
+    pub fn f32_shared(shape: Vec<usize>, data: Arc<Vec<f32>>) -> Result<Tensor> {
+        Self::check(&shape, data.len())?;
+        Ok(Tensor {
+            shape,
+            data: TensorData::F32(data),
+        })
+    }
+
     /// An i64 tensor; fails if `data` does not match `shape`.
     pub fn i64(shape: Vec<usize>, data: Vec<i64>) -> Result<Tensor> {
         Self::check(&shape, data.len())?;

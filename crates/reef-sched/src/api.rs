@@ -1,6 +1,7 @@
 //! The scheduler's public API: what the server, the benchmark and the CLI use.
 
 use reef_model::{DType, Tensor};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -299,5 +300,11 @@ pub trait Service: Send + Sync {
     /// ([`crate::starting::Starting`]); a started scheduler always does.
     fn ready(&self) -> bool {
         true
+    }
+    /// Pinned host buffers that front ends decode input tensors into, so
+    /// that their upload is a direct copy ([`reef_exec::host_pool`]);
+    /// `None` when the service has none (the default).
+    fn host_pool(&self) -> Option<Arc<reef_exec::host_pool::HostPool>> {
+        None
     }
 }

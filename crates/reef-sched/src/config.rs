@@ -59,6 +59,11 @@ pub struct SchedConfig {
     /// decides, [`DEFAULT_GPU_IDLE_SPIN`] on a GPU and zero on the CPU
     /// backend (whose workers need the cores).
     pub idle_spin: Option<Duration>,
+    /// Most bytes of pinned host memory the device's input pool may hold
+    /// ([`reef_exec::host_pool`]; front ends decode inputs of 64 KiB and up
+    /// into it, and their uploads skip the driver's staging copy); 0: no
+    /// pool, inputs stay in ordinary memory (the default until measured).
+    pub pinned_input_bytes: usize,
 }
 
 impl Default for SchedConfig {
@@ -74,6 +79,7 @@ impl Default for SchedConfig {
             beside_max_tile: None,
             early_rt: true,
             idle_spin: None,
+            pinned_input_bytes: 0,
         }
     }
 }

@@ -15,6 +15,7 @@ mod task;
 
 pub use api::*;
 pub use config::{ModeSpec, SchedConfig};
+pub use reef_exec::host_pool::{HostPool, NoPin};
 
 use crate::engine::{Engine, Msg};
 use crate::registry::ModelEntry;
@@ -38,6 +39,8 @@ pub struct Scheduler {
     stats: Arc<Stats>,
     thread: Mutex<Option<JoinHandle<()>>>,
     stopped: AtomicBool,
+    /// The device's pinned input pool ([`SchedConfig::pinned_input_bytes`]).
+    host_pool: Option<Arc<reef_exec::host_pool::HostPool>>,
 }
 
 impl Scheduler {
@@ -49,6 +52,9 @@ impl Scheduler {
             cfg.mode.to_string(),
             cfg.be_queues,
         ));
+        let host_pool = (cfg.pinned_input_bytes > 0)
+            .then(|| device.host_pool(cfg.pinned_input_bytes))
+            .flatten();
         let (tx, rx) = crossbeam_channel::unbounded();
         let engine = Engine::new(device.clone(), cfg.clone(), stats.clone(), rx)?;
         let thread = std::thread::Builder::new()
@@ -64,6 +70,7 @@ impl Scheduler {
             stats,
             thread: Mutex::new(Some(thread)),
             stopped: AtomicBool::new(false),
+            host_pool,
         }))
     }
 
@@ -189,6 +196,10 @@ impl Service for Scheduler {
 
     fn stats(&self) -> SchedStats {
         self.stats.snapshot()
+    }
+
+    fn host_pool(&self) -> Option<Arc<reef_exec::host_pool::HostPool>> {
+        self.host_pool.clone()
     }
 
     fn shutdown(&self) {

@@ -500,6 +500,12 @@ impl Service for MultiScheduler {
             .collect()
     }
 
+    /// The first device's pool: its buffers are pinned for every device
+    /// of the process.
+    fn host_pool(&self) -> Option<Arc<reef_exec::host_pool::HostPool>> {
+        self.slots.first().and_then(|s| s.sched.host_pool())
+    }
+
     /// Shuts every device down (each answers everything it has queued).
     fn shutdown(&self) {
         for s in self.slots.iter() {

@@ -107,6 +107,10 @@ impl Service for Starting {
     fn ready(&self) -> bool {
         self.inner.get().is_some_and(|s| s.ready())
     }
+
+    fn host_pool(&self) -> Option<Arc<reef_exec::host_pool::HostPool>> {
+        self.inner.get().and_then(|s| s.host_pool())
+    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use crate::request_error::RequestError;
 use crate::shm::ShmTarget;
 use crate::state::{AppState, MODEL_VERSION, PLATFORM};
 use crate::tensor_codec::{
-    parse_datatype, parse_shape, shape_i64, tensor_bytes, tensor_from_contents, tensor_from_raw,
+    parse_datatype, parse_shape, shape_i64, tensor_bytes, tensor_from_contents, tensor_from_raw_in,
 };
 use crate::timing::{Timing, TIMING_PARAM};
 use reef_sched::TensorInfo;
@@ -143,6 +143,7 @@ async fn infer(
         )));
     }
     let mut raw_next = raw.iter();
+    let pool = state.service.host_pool();
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for (input, target) in req.inputs.iter().zip(targets) {
         let name = input.name.as_str();
@@ -154,14 +155,14 @@ async fn infer(
                     "input '{name}': has both contents and a shared memory region"
                 )));
             }
-            target.read_tensor(name, dtype, shape)?
+            target.read_tensor(pool.as_deref(), name, dtype, shape)?
         } else if let Some(bytes) = raw_next.next() {
             if input.contents.is_some() {
                 return Err(RequestError::bad(format!(
                     "input '{name}': has both contents and raw_input_contents"
                 )));
             }
-            tensor_from_raw(name, dtype, shape, bytes)?
+            tensor_from_raw_in(pool.as_deref(), name, dtype, shape, bytes)?
         } else if let Some(c) = &input.contents {
             tensor_from_contents(name, dtype, shape, c)?
         } else {

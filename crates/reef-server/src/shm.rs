@@ -22,6 +22,7 @@ use crate::inference::ParamValue;
 use crate::request_error::RequestError;
 use crate::tensor_codec::{tensor_bytes, tensor_from_reader};
 use reef_model::{DType, Tensor};
+use reef_sched::HostPool;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -359,16 +360,18 @@ impl ShmTarget {
     }
 
     /// Reads input `name` of type `dtype` and shape `shape` from the region,
-    /// straight into the tensor's buffer; the byte size must match.
+    /// straight into the tensor's buffer (a pinned one of `pool` where it
+    /// has room); the byte size must match.
     pub fn read_tensor(
         &self,
+        pool: Option<&HostPool>,
         name: &str,
         dtype: DType,
         shape: Vec<usize>,
     ) -> Result<Tensor, RequestError> {
         let what = format!("input '{name}'");
         let len = usize::try_from(self.byte_size).unwrap_or(usize::MAX);
-        tensor_from_reader(name, dtype, shape, len, |buf| {
+        tensor_from_reader(pool, name, dtype, shape, len, |buf| {
             let pos = self.region.span(&what, self.offset, buf.len() as u64)?;
             self.region
                 .file
@@ -462,7 +465,7 @@ impl ClientRegion {
         offset: u64,
     ) -> Result<Tensor, RequestError> {
         let len = reef_model::tensor::numel(&shape).saturating_mul(dtype.size());
-        tensor_from_reader(name, dtype, shape, len, |buf| {
+        tensor_from_reader(None, name, dtype, shape, len, |buf| {
             self.file.read_exact_at(buf, offset).map_err(|e| {
                 RequestError::bad(format!(
                     "tensor '{name}': shared memory '{}': {e}",
@@ -531,15 +534,15 @@ mod tests {
             _ => None,
         };
         let t = r.target("input 'x'", params).unwrap().unwrap();
-        let x = t.read_tensor("x", DType::F32, vec![2, 2]).unwrap();
+        let x = t.read_tensor(None, "x", DType::F32, vec![2, 2]).unwrap();
         assert_eq!(x.as_f32().unwrap(), &v);
         let y = Tensor::f32(vec![4], v.iter().map(|a| a * 2.0).collect()).unwrap();
         assert_eq!(t.write_tensor("y", &y).unwrap(), 16);
         let back = client.read_tensor("y", DType::F32, vec![4], 12).unwrap();
         assert_eq!(back.as_f32().unwrap(), y.as_f32().unwrap());
-        assert!(t.read_tensor("x", DType::F32, vec![3]).is_err());
+        assert!(t.read_tensor(None, "x", DType::F32, vec![3]).is_err());
         client.file.set_len(10).unwrap();
-        let e = t.read_tensor("x", DType::F32, vec![4]).unwrap_err();
+        let e = t.read_tensor(None, "x", DType::F32, vec![4]).unwrap_err();
         assert!(e.message.contains("truncated"), "{e:?}");
         assert_eq!(r.status(None).unwrap().len(), 1);
         r.unregister(Some("in")).unwrap();

@@ -8,6 +8,7 @@ use bytemuck::Pod;
 use prost::bytes::Bytes;
 use reef_model::tensor::numel;
 use reef_model::{DType, Tensor, TensorData};
+use reef_sched::HostPool;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -64,6 +65,38 @@ pub fn tensor_from_raw(
     made.map_err(|e| RequestError::bad(format!("tensor '{tensor}': {e}")))
 }
 
+/// [`tensor_from_raw`], with an FP32 tensor decoded into a pinned buffer of
+/// `pool` where it has one ([`reef_exec::host_pool`]: the device then
+/// uploads it without the driver's staging copy); other tensors, and all
+/// of them when the pool has no room, as [`tensor_from_raw`].
+pub fn tensor_from_raw_in(
+    pool: Option<&HostPool>,
+    tensor: &str,
+    dtype: DType,
+    shape: Vec<usize>,
+    bytes: &[u8],
+) -> Result<Tensor, RequestError> {
+    if let (Some(pool), DType::F32) = (pool, dtype) {
+        check_byte_size(tensor, dtype, &shape, bytes.len())?;
+        let pinned = if cfg!(target_endian = "big") {
+            None
+        } else if let Ok(aligned) = bytemuck::try_cast_slice::<u8, f32>(bytes) {
+            pool.copied(aligned)
+        } else {
+            pool.filled(bytes.len() / 4, |v| {
+                bytemuck::cast_slice_mut::<f32, u8>(v).copy_from_slice(bytes);
+                Ok::<(), RequestError>(())
+            })
+            .transpose()?
+        };
+        if let Some(buf) = pinned {
+            return Tensor::f32_shared(shape, buf)
+                .map_err(|e| RequestError::bad(format!("tensor '{tensor}': {e}")));
+        }
+    }
+    tensor_from_raw(tensor, dtype, shape, bytes)
+}
+
 /// Checks that a `dtype` tensor of `shape` takes exactly `len` bytes.
 fn check_byte_size(
     tensor: &str,
@@ -87,6 +120,7 @@ fn check_byte_size(
 /// [`tensor_from_raw`], FP32 / INT64 / INT32 tensors on little-endian hosts
 /// are filled in place (one copy); others go through a byte buffer.
 pub fn tensor_from_reader(
+    pool: Option<&HostPool>,
     tensor: &str,
     dtype: DType,
     shape: Vec<usize>,
@@ -95,6 +129,19 @@ pub fn tensor_from_reader(
 ) -> Result<Tensor, RequestError> {
     check_byte_size(tensor, dtype, &shape, len)?;
     let n = numel(&shape);
+    // FP32 into a pinned buffer where the pool has one (as
+    // `tensor_from_raw_in`); the pool calls `fill` only when it has room.
+    let mut fill = Some(fill);
+    if let (Some(pool), DType::F32, true) = (pool, dtype, cfg!(target_endian = "little")) {
+        let made = pool.filled(n, |v| {
+            (fill.take().expect("the pool fills once"))(bytemuck::cast_slice_mut(v))
+        });
+        if let Some(buf) = made {
+            return Tensor::f32_shared(shape, buf?)
+                .map_err(|e| RequestError::bad(format!("tensor '{tensor}': {e}")));
+        }
+    }
+    let fill = fill.expect("the pool had no room and left `fill` unused");
     let made = match dtype {
         DType::F32 if cfg!(target_endian = "little") => {
             Tensor::f32(shape, filled(tensor, n, fill)?)
@@ -348,6 +395,37 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
     use reef_model::tensor::rel_l2;
+
+    #[test]
+    fn reads_into_the_pool_match_plain_reads_and_failed_reads_give_the_buffer_back() {
+        let pool = HostPool::new(Box::new(reef_sched::NoPin), 1 << 20, 0);
+        let mut r = rng();
+        let src: Vec<u8> = (0..4 * 3000).map(|_| r.random()).collect();
+        let read = |p: Option<&HostPool>| {
+            tensor_from_reader(p, "x", DType::F32, vec![3, 1000], src.len(), |b| {
+                b.copy_from_slice(&src);
+                Ok(())
+            })
+            .expect("read")
+        };
+        let (plain, pooled) = (read(None), read(Some(&pool)));
+        assert_eq!(plain.bytes(), pooled.bytes());
+        assert_eq!(pool.buffers(), 1);
+        drop(pooled);
+        let e = tensor_from_reader(Some(&pool), "x", DType::F32, vec![3000], src.len(), |_| {
+            Err(RequestError::bad("the region shrank"))
+        })
+        .unwrap_err();
+        assert!(e.message.contains("shrank"), "{}", e.message);
+        // The buffer came back: the next read reuses it.
+        let again = read(Some(&pool));
+        assert_eq!(again.bytes(), plain.bytes());
+        assert_eq!(pool.buffers(), 1);
+        // A full pool falls back to ordinary memory with the same result.
+        let held: Vec<Tensor> = (0..20).map(|_| read(Some(&pool))).collect();
+        assert!(pool.buffers() < 20, "the pool stays within its limit");
+        assert!(held.iter().all(|t| t.bytes() == plain.bytes()));
+    }
 
     fn rng() -> ChaCha8Rng {
         ChaCha8Rng::seed_from_u64(0x7e45)

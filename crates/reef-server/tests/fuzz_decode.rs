@@ -8,11 +8,12 @@
 use axum::http::{HeaderMap, HeaderValue};
 use proptest::prelude::*;
 use reef_model::tensor::numel;
+use reef_sched::{HostPool, NoPin};
 use reef_server::http::infer::{decode, HEADER_LENGTH};
 use reef_server::proto::InferTensorContents;
 use reef_server::shm::ShmRegistry;
 use reef_server::tensor_codec::{
-    parse_datatype, parse_shape, tensor_from_contents, tensor_from_raw,
+    parse_datatype, parse_shape, tensor_from_contents, tensor_from_raw, tensor_from_raw_in,
 };
 use serde_json::{json, Value};
 
@@ -121,9 +122,36 @@ fn headers(json_len: Option<String>) -> HeaderMap {
     h
 }
 
-/// Every accepted input holds exactly the bytes its shape and type need.
+/// A pool of input buffers (not pinned: no GPU here) that takes tensors of
+/// every size, reused from case to case.
+fn pool() -> &'static HostPool {
+    static POOL: std::sync::OnceLock<HostPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| HostPool::new(Box::new(NoPin), 64 << 20, 0))
+}
+
+/// Every accepted input holds exactly the bytes its shape and type need,
+/// and decoding into the pool's buffers accepts and rejects the same
+/// requests with the same tensors.
 fn check_accepted(body: &[u8], h: &HeaderMap, shm: &ShmRegistry) {
-    if let Ok(req) = decode(h, body, shm) {
+    let plain = decode(h, body, shm, None);
+    let pooled = decode(h, body, shm, Some(pool()));
+    assert_eq!(
+        plain.is_ok(),
+        pooled.is_ok(),
+        "the pool changed the verdict"
+    );
+    if let (Ok(req), Ok(in_pool)) = (plain, pooled) {
+        // Bytes, not values: random bytes make NaNs, which equal nothing.
+        let view = |v: &[(String, reef_model::Tensor)]| -> Vec<_> {
+            v.iter()
+                .map(|(n, t)| (n.clone(), t.dtype(), t.shape.clone(), t.bytes().to_vec()))
+                .collect()
+        };
+        assert_eq!(
+            view(&req.inputs),
+            view(&in_pool.inputs),
+            "the pool changed a tensor"
+        );
         for (name, t) in &req.inputs {
             assert_eq!(
                 t.bytes().len(),
@@ -170,18 +198,29 @@ proptest! {
     fn raw_tensors_are_accepted_exactly_when_the_bytes_fit(
         dt in datatype(),
         shape in prop::collection::vec(dim(), 0..4),
-        bytes in prop::collection::vec(any::<u8>(), 0..64),
+        buf in prop::collection::vec(any::<u8>(), 0..64),
+        shift in 0usize..4,
     ) {
         let (Ok(dtype), Ok(shape)) = (parse_datatype("t", &dt), parse_shape("t", &shape)) else {
             return Ok(());
         };
+        // Shifted, so that the bytes are misaligned for their type too.
+        let bytes = &buf[shift.min(buf.len())..];
         let fits = numel(&shape).checked_mul(dtype.size()) == Some(bytes.len());
-        match tensor_from_raw("t", dtype, shape, &bytes) {
+        let pooled = tensor_from_raw_in(Some(pool()), "t", dtype, shape.clone(), bytes);
+        match tensor_from_raw("t", dtype, shape, bytes) {
             Ok(t) => {
                 prop_assert!(fits);
                 prop_assert_eq!(t.bytes().len(), bytes.len());
+                // The pool's buffer holds the same tensor.
+                let p = pooled.map_err(|e| TestCaseError::fail(e.message))?;
+                prop_assert_eq!((p.dtype(), &p.shape), (t.dtype(), &t.shape));
+                prop_assert_eq!(p.bytes(), t.bytes());
             }
-            Err(e) => prop_assert!(!fits || dtype.size() == 0, "{}", e.message),
+            Err(e) => {
+                prop_assert!(!fits || dtype.size() == 0, "{}", e.message);
+                prop_assert!(pooled.is_err(), "the pool accepted what the plain decode refused");
+            }
         }
     }
 

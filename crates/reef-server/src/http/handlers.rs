@@ -160,7 +160,12 @@ async fn infer_inner(
     let info = state.model_version(name, version)?;
     outcome.label(&info, None);
     let bytes = read_body(headers, body, state.max_body_bytes).await?;
-    let req = infer::decode(headers, &bytes, &state.shm)?;
+    let req = infer::decode(
+        headers,
+        &bytes,
+        &state.shm,
+        state.service.host_pool().as_deref(),
+    )?;
     drop(bytes);
     outcome.label(&info, req.priority);
     let names: Option<Vec<String>> = req

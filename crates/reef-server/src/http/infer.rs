@@ -13,13 +13,14 @@ use crate::request_error::RequestError;
 use crate::shm::{self, ShmRegistry, ShmTarget};
 use crate::state::MODEL_VERSION;
 use crate::tensor_codec::{
-    parse_datatype, parse_shape, shape_i64, tensor_from_json, tensor_from_raw, tensor_to_json,
+    parse_datatype, parse_shape, shape_i64, tensor_from_json, tensor_from_raw_in, tensor_to_json,
 };
 use crate::timing::{Timing, TIMING_PARAM};
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use reef_model::Tensor;
+use reef_sched::HostPool;
 use reef_sched::{ModelInfo, Priority};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -182,6 +183,7 @@ pub fn decode(
     headers: &HeaderMap,
     body: &[u8],
     shm: &ShmRegistry,
+    pool: Option<&HostPool>,
 ) -> Result<HttpInfer, RequestError> {
     let (json, mut binary) = split_body(headers, body)?;
     let has_binary_header = headers.contains_key(HEADER_LENGTH);
@@ -222,7 +224,7 @@ pub fn decode(
             )));
         }
         let tensor = match (size, &input.data, target) {
-            (None, None, Some(t)) => t.read_tensor(name, dtype, shape)?,
+            (None, None, Some(t)) => t.read_tensor(pool, name, dtype, shape)?,
             (Some(_), Some(_), _) => {
                 return Err(RequestError::bad(format!(
                     "{where_}: has both `data` and binary_data_size"
@@ -244,7 +246,7 @@ pub fn decode(
                 }
                 let (mine, rest) = binary.split_at(n);
                 binary = rest;
-                tensor_from_raw(name, dtype, shape, mine)?
+                tensor_from_raw_in(pool, name, dtype, shape, mine)?
             }
         };
         inputs.push((input.name.clone(), tensor));
