@@ -146,6 +146,29 @@ impl HostPool {
         Some(r.map(|()| out))
     }
 
+    /// Makes buffers of `len` elements until `count` of the pool's buffers
+    /// hold that many (within the limit), so that pinning, which takes the
+    /// driver a while, happens before requests need them (at model load).
+    /// Returns the number made.
+    pub fn prepare(&self, len: usize, count: usize) -> usize {
+        if len < self.min_elems.max(1) {
+            return 0;
+        }
+        let mut st = self.state.lock();
+        let have = st.entries.iter().filter(|e| e.pinned >= len).count();
+        let mut made = 0;
+        for _ in have..count {
+            match self.make(&mut st, len) {
+                Some(e) => {
+                    st.entries.push(e);
+                    made += 1;
+                }
+                None => break,
+            }
+        }
+        made
+    }
+
     /// Removes a free entry with room for `len` elements from the pool (the
     /// smallest that fits), or makes and pins a new one within the limit.
     fn take(&self, len: usize) -> Option<Entry> {
@@ -160,6 +183,11 @@ impl HostPool {
         if let Some(i) = best {
             return Some(st.entries.swap_remove(i));
         }
+        self.make(&mut st, len)
+    }
+
+    /// A new pinned entry for `len` elements, within the limit.
+    fn make(&self, st: &mut State, len: usize) -> Option<Entry> {
         let pinned = len.div_ceil(ROUND_ELEMS) * ROUND_ELEMS;
         let bytes = pinned * 4;
         if st.pinned_bytes + bytes > self.max_bytes {
@@ -266,6 +294,21 @@ mod tests {
         // Tensors outlive the pool as ordinary memory.
         assert_eq!(c[7], -7.0);
         assert_eq!(b.len(), 151_000);
+    }
+
+    #[test]
+    fn prepared_buffers_serve_requests_without_pinning_more() {
+        let (p, rec) = pool(8 << 20);
+        assert_eq!(p.prepare(150_528, 3), 3);
+        assert_eq!(p.prepare(150_528, 3), 0, "already there");
+        assert_eq!(p.prepare(10, 3), 0, "below the minimum");
+        assert_eq!(rec.ranges.lock().len(), 3);
+        let src = vec![1.5f32; 150_528];
+        let held: Vec<_> = (0..3).map(|_| p.copied(&src).expect("prepared")).collect();
+        assert_eq!(rec.ranges.lock().len(), 3, "no pinning on the request path");
+        assert!(held.iter().all(|b| **b == src));
+        // Within the limit only: 8 MiB hold 12 buffers of 640 KiB.
+        assert_eq!(p.prepare(150_528, 100), 9);
     }
 
     #[test]

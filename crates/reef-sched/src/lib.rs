@@ -29,6 +29,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+/// Pinned buffers made per FP32 model input at load (a few requests of the
+/// model in flight at once find theirs ready).
+const PREPARED_INPUT_BUFFERS: usize = 4;
+
 /// A scheduler for one device (implements [`Service`]).
 pub struct Scheduler {
     device: Arc<dyn Device>,
@@ -180,6 +184,19 @@ impl Service for Scheduler {
         let q = self.next_queue.fetch_add(1, Ordering::Relaxed) % self.cfg.be_queues;
         let profiling = self.cfg.mode == Mode::Reef;
         let entry = ModelEntry::load(&self.device, name, source, default_priority, q, profiling)?;
+        if let Some(pool) = &self.host_pool {
+            // Pin buffers for its FP32 inputs at batch 1 now, not on the
+            // first requests' path.
+            for t in entry
+                .info
+                .inputs
+                .iter()
+                .filter(|t| t.dtype == reef_model::DType::F32)
+            {
+                let elems = t.shape.iter().map(|&d| d.max(1) as usize).product();
+                pool.prepare(elems, PREPARED_INPUT_BUFFERS);
+            }
+        }
         self.models
             .write()
             .insert(name.to_string(), Arc::new(entry));

@@ -1,0 +1,98 @@
+//! The scheduler's pinned input pool (`SchedConfig::pinned_input_bytes`):
+//! off by default, and when on, buffers for every FP32 model input are made
+//! at model load (pinning stays off the requests' path), and tensors built
+//! in them are answered like any other. The CPU backend has no pool, so a
+//! CPU device that offers one (pinning nothing) stands in for a GPU.
+
+use reef_exec::cpu::CpuDevice;
+use reef_exec::host_pool::{HostPool, NoPin};
+use reef_exec::{Device, DeviceKind, ModelHandle, Plan, Priority as LanePriority};
+use reef_model::Tensor;
+use reef_sched::{GraphSource, InferRequest, Priority, SchedConfig, Scheduler, Service};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+/// A CPU device with a pool of unpinned buffers.
+struct WithPool {
+    cpu: CpuDevice,
+    pool: OnceLock<Arc<HostPool>>,
+}
+
+impl Device for WithPool {
+    fn name(&self) -> String {
+        self.cpu.name()
+    }
+    fn kind(&self) -> DeviceKind {
+        self.cpu.kind()
+    }
+    fn compute_units(&self) -> usize {
+        self.cpu.compute_units()
+    }
+    fn load(&self, plan: Arc<Plan>) -> reef_exec::Result<Arc<dyn ModelHandle>> {
+        self.cpu.load(plan)
+    }
+    fn lane(&self, p: LanePriority) -> reef_exec::Result<Box<dyn reef_exec::Lane>> {
+        self.cpu.lane(p)
+    }
+    fn host_pool(&self, max_bytes: usize) -> Option<Arc<HostPool>> {
+        Some(
+            self.pool
+                .get_or_init(|| Arc::new(HostPool::new(Box::new(NoPin), max_bytes, 0)))
+                .clone(),
+        )
+    }
+}
+
+fn scheduler(pinned_input_bytes: usize) -> Arc<Scheduler> {
+    let dev: Arc<dyn Device> = Arc::new(WithPool {
+        cpu: CpuDevice::new(Some(2)).expect("cpu device"),
+        pool: OnceLock::new(),
+    });
+    let cfg = SchedConfig {
+        pinned_input_bytes,
+        ..SchedConfig::default()
+    };
+    let s = Scheduler::new(dev, cfg).expect("scheduler");
+    let src: GraphSource =
+        Arc::new(|b| reef_zoo::build("resnet_tiny", b, 3).map_err(|e| e.to_string()));
+    s.load_model("resnet_tiny", src, Priority::Rt)
+        .expect("load");
+    s
+}
+
+#[test]
+fn the_pool_is_off_by_default_and_prepared_at_load_when_on() {
+    assert!(scheduler(0).host_pool().is_none(), "off unless configured");
+    let s = scheduler(16 << 20);
+    let pool = s.host_pool().expect("configured");
+    assert_eq!(
+        pool.buffers(),
+        4,
+        "buffers made for the model's input at load"
+    );
+    let info = s.models().into_iter().next().expect("one model");
+    let shape: Vec<usize> = info.inputs[0]
+        .shape
+        .iter()
+        .map(|&d| d.max(1) as usize)
+        .collect();
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = (0..n)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect();
+    let infer = |t: Tensor| {
+        s.infer_blocking(InferRequest {
+            model: "resnet_tiny".into(),
+            inputs: vec![t],
+            priority: Some(Priority::Rt),
+            arrival: Instant::now(),
+        })
+        .expect("answered")
+        .outputs
+    };
+    let plain = infer(Tensor::f32(shape.clone(), data.clone()).expect("sizes"));
+    let buf = pool.copied(&data).expect("a prepared buffer");
+    let pooled = infer(Tensor::f32_shared(shape, buf).expect("sizes"));
+    assert_eq!(plain, pooled, "a tensor in a pool buffer answers the same");
+    assert_eq!(pool.buffers(), 4, "served by a prepared buffer");
+}
