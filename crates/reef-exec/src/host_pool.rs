@@ -131,7 +131,11 @@ impl HostPool {
         if len < self.min_elems.max(1) {
             return None;
         }
-        let mut entry = self.take(len)?;
+        let mut lent = Lent {
+            pool: self,
+            entry: Some(self.take(len)?),
+        };
+        let entry = lent.entry.as_mut().expect("just taken");
         // The pool's clone was taken out with the entry, so this is the
         // only reference: the buffer can be written.
         let v = Arc::get_mut(&mut entry.buf).expect("a free buffer has no other owner");
@@ -142,7 +146,7 @@ impl HostPool {
         // stays the pinned memory.
         debug_assert!(v.len() <= entry.pinned && v.as_ptr() == ptr && v.capacity() == cap);
         let out = entry.buf.clone();
-        self.state.lock().entries.push(entry);
+        // `lent` gives the entry back (also if `write` panicked).
         Some(r.map(|()| out))
     }
 
@@ -204,6 +208,22 @@ impl HostPool {
             buf: Arc::new(v),
             pinned,
         })
+    }
+}
+
+/// An entry out of the pool while it is written; dropping it (after the
+/// write, or while unwinding from one) puts it back, so that a pinned
+/// buffer is never freed while registered.
+struct Lent<'a> {
+    pool: &'a HostPool,
+    entry: Option<Entry>,
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if let Some(e) = self.entry.take() {
+            self.pool.state.lock().entries.push(e);
+        }
     }
 }
 
@@ -294,6 +314,22 @@ mod tests {
         // Tensors outlive the pool as ordinary memory.
         assert_eq!(c[7], -7.0);
         assert_eq!(b.len(), 151_000);
+    }
+
+    #[test]
+    fn a_fill_that_panics_leaves_its_buffer_pinned_in_the_pool() {
+        let (p, rec) = pool(8 << 20);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            p.filled(100_000, |_| -> std::result::Result<(), ()> {
+                panic!("decoder bug")
+            })
+        }));
+        assert!(r.is_err());
+        assert_eq!(p.buffers(), 1, "the buffer is back in the pool");
+        assert_eq!(rec.ranges.lock().len(), 1, "and still pinned, not freed");
+        let b = p.copied(&vec![4.0f32; 100_000]).expect("reused");
+        assert_eq!(p.buffers(), 1);
+        assert_eq!(b[99_999], 4.0);
     }
 
     #[test]

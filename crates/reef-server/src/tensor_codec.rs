@@ -118,7 +118,8 @@ fn check_byte_size(
 /// Decodes `len` raw little-endian bytes that `fill` writes into the buffer
 /// it is given (shared memory reads): after the same checks as
 /// [`tensor_from_raw`], FP32 / INT64 / INT32 tensors on little-endian hosts
-/// are filled in place (one copy); others go through a byte buffer.
+/// are filled in place (one copy; FP32 into a pinned buffer of `pool` where
+/// it has one); others go through a byte buffer.
 pub fn tensor_from_reader(
     pool: Option<&HostPool>,
     tensor: &str,
