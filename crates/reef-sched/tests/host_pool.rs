@@ -4,13 +4,15 @@
 //! in them are answered like any other. The CPU backend has no pool, so a
 //! CPU device that offers one (pinning nothing) stands in for a GPU.
 
+mod common;
+
+use common::{infer, input_data, tiny_rt};
 use reef_exec::cpu::CpuDevice;
 use reef_exec::host_pool::{HostPool, NoPin};
 use reef_exec::{Device, DeviceKind, ModelHandle, Plan, Priority as LanePriority};
 use reef_model::Tensor;
-use reef_sched::{GraphSource, InferRequest, Priority, SchedConfig, Scheduler, Service};
+use reef_sched::{SchedConfig, Scheduler, Service};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 /// A CPU device with a pool of unpinned buffers.
 struct WithPool {
@@ -44,20 +46,15 @@ impl Device for WithPool {
 }
 
 fn scheduler(pinned_input_bytes: usize) -> Arc<Scheduler> {
-    let dev: Arc<dyn Device> = Arc::new(WithPool {
+    let dev = WithPool {
         cpu: CpuDevice::new(Some(2)).expect("cpu device"),
         pool: OnceLock::new(),
-    });
+    };
     let cfg = SchedConfig {
         pinned_input_bytes,
         ..SchedConfig::default()
     };
-    let s = Scheduler::new(dev, cfg).expect("scheduler");
-    let src: GraphSource =
-        Arc::new(|b| reef_zoo::build("resnet_tiny", b, 3).map_err(|e| e.to_string()));
-    s.load_model("resnet_tiny", src, Priority::Rt)
-        .expect("load");
-    s
+    tiny_rt(Arc::new(dev), cfg)
 }
 
 #[test]
@@ -70,29 +67,13 @@ fn the_pool_is_off_by_default_and_prepared_at_load_when_on() {
         4,
         "buffers made for the model's input at load"
     );
-    let info = s.models().into_iter().next().expect("one model");
-    let shape: Vec<usize> = info.inputs[0]
-        .shape
-        .iter()
-        .map(|&d| d.max(1) as usize)
-        .collect();
-    let n: usize = shape.iter().product();
-    let data: Vec<f32> = (0..n)
-        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
-        .collect();
-    let infer = |t: Tensor| {
-        s.infer_blocking(InferRequest {
-            model: "resnet_tiny".into(),
-            inputs: vec![t],
-            priority: Some(Priority::Rt),
-            arrival: Instant::now(),
-        })
-        .expect("answered")
-        .outputs
-    };
-    let plain = infer(Tensor::f32(shape.clone(), data.clone()).expect("sizes"));
+    let (shape, data) = input_data(&s, 7);
+    let plain = infer(
+        &s,
+        vec![Tensor::f32(shape.clone(), data.clone()).expect("sizes")],
+    );
     let buf = pool.copied(&data).expect("a prepared buffer");
-    let pooled = infer(Tensor::f32_shared(shape, buf).expect("sizes"));
+    let pooled = infer(&s, vec![Tensor::f32_shared(shape, buf).expect("sizes")]);
     assert_eq!(plain, pooled, "a tensor in a pool buffer answers the same");
     assert_eq!(pool.buffers(), 4, "served by a prepared buffer");
 }
