@@ -276,8 +276,6 @@ fn launches_rt_first(label: &str) -> bool {
     })
 }
 
-/// A paragraph with one line per mode that has the optional figures `of`,
-/// worded by `line`; nothing when no mode has them.
 /// Dispatch lag (p99, us) above which the report warns: the benchmark's
 /// own open-loop threads submit within a few microseconds of an arrival on
 /// a quiet host.
@@ -301,6 +299,8 @@ pub fn lag_note(modes: &[ModeResult]) -> Option<String> {
     })
 }
 
+/// A paragraph with one line per mode that has the optional figures `of`,
+/// worded by `line`; nothing when no mode has them.
 fn figure_lines(
     s: &mut String,
     result: &WorkloadResult,
