@@ -283,9 +283,14 @@ impl DeviceShared {
 /// An NVIDIA GPU driven through the CUDA driver API.
 pub struct CudaDevice {
     shared: Arc<DeviceShared>,
-    /// The pinned input pool, made on first request.
-    host_pool: std::sync::OnceLock<Arc<reef_exec::host_pool::HostPool>>,
 }
+
+/// The process's pinned input pool, made by the first device asked for it:
+/// its buffers are registered for every context (portable), so all devices
+/// share it, and a model loaded on several devices prepares its buffers
+/// once.
+static HOST_POOL: std::sync::OnceLock<Arc<reef_exec::host_pool::HostPool>> =
+    std::sync::OnceLock::new();
 
 impl CudaDevice {
     /// Opens GPU `ordinal` with options from the environment
@@ -414,7 +419,6 @@ impl CudaDevice {
             tactics = %options.tactics, "CUDA device ready"
         );
         Ok(CudaDevice {
-            host_pool: std::sync::OnceLock::new(),
             shared: Arc::new(DeviceShared {
                 ctx,
                 _modules: modules,
@@ -596,11 +600,11 @@ impl Device for CudaDevice {
         Ok(Box::new(CudaLane::new(self.shared.clone(), priority)?))
     }
 
-    /// One pool per device, made by the first call (whose `max_bytes`
-    /// holds); tensors of 64 KiB and up.
+    /// One pool for the process ([`HOST_POOL`]), made by the first call
+    /// (whose `max_bytes` holds); tensors of 64 KiB and up.
     fn host_pool(&self, max_bytes: usize) -> Option<Arc<reef_exec::host_pool::HostPool>> {
         (max_bytes > 0).then(|| {
-            self.host_pool
+            HOST_POOL
                 .get_or_init(|| {
                     let pinner = crate::pinned::CudaPinner {
                         ctx: self.shared.ctx.clone(),
