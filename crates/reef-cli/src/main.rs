@@ -198,11 +198,11 @@ enum BenchCmd {
         /// How long the scheduling thread polls for requests after its work
         /// before it sleeps, ms (as `reef serve --idle-spin-ms`) [default:
         /// 20 on a GPU, 0 on the CPU backend].
-        #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1000))]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(0..=serve_config::MAX_IDLE_SPIN_MS))]
         idle_spin_ms: Option<u64>,
         /// With --via-grpc: the server decodes FP32 inputs into this many MiB
         /// of pinned host buffers (as `reef serve --pinned-input-mib`; 0: off).
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=65536))]
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=serve_config::MAX_PINNED_INPUT_MIB as u64))]
         pinned_input_mib: u64,
         /// Hide the progress bar.
         #[arg(long)]

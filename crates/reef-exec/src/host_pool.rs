@@ -114,9 +114,9 @@ impl HostPool {
             v.extend_from_slice(src);
             Ok::<(), std::convert::Infallible>(())
         })
-        .map(|r| match r {
-            Ok(b) => b,
-            Err(never) => match never {},
+        .map(|r| {
+            let Ok(b) = r;
+            b
         })
     }
 

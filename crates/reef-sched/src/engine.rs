@@ -73,6 +73,9 @@ pub(crate) struct Engine {
     /// BE lanes that run beside the current RT work (`reef` mode with
     /// `beside_lanes`).
     beside: Vec<bool>,
+    /// How long to poll the queue after the work runs out
+    /// ([`SchedConfig::idle_spin`] on this device).
+    idle_spin: Duration,
 }
 
 /// A preemption in progress: the BE lanes that had kernels in flight when
@@ -95,6 +98,7 @@ impl Engine {
     ) -> Result<Engine, SchedError> {
         let rt_lane = device.lane(reef_exec::Priority::High).map_err(internal)?;
         let n = cfg.be_queues;
+        let idle_spin = cfg.idle_spin_on(device.kind());
         Ok(Engine {
             device,
             stats,
@@ -113,6 +117,7 @@ impl Engine {
             pad_next: 0,
             drain: None,
             beside: vec![false; n],
+            idle_spin,
         })
     }
 
@@ -132,7 +137,7 @@ impl Engine {
     /// request arriving soon after the last finds the thread awake. `None`
     /// when nothing came (or the senders are gone).
     fn poll_idle(&self) -> Option<Msg> {
-        let spin = self.cfg.idle_spin_on(self.device.kind());
+        let spin = self.idle_spin;
         if spin.is_zero() {
             return None;
         }
