@@ -3,10 +3,13 @@
 //! network front end exactly as it drives the in-process scheduler.
 //!
 //! With [`GrpcService::with_shared_memory`], tensors travel through Triton's
-//! system shared memory instead of the message: a pool of region pairs (one
-//! input and one output region each), every pair registered once, one pair
-//! per request in flight; the client writes the inputs into its pair before
-//! the call and reads the outputs back after it, inside the latency clock.
+//! system shared memory instead of the message, and with
+//! [`GrpcService::with_cuda_shared_memory`] through CUDA shared memory
+//! (device allocations the caller makes, exported as IPC handles; the
+//! server must run in another process): a pool of region pairs (one input
+//! and one output region each), every pair registered once, one pair per
+//! request in flight; the client writes the inputs into its pair before the
+//! call and reads the outputs back after it, inside the latency clock.
 
 use reef_model::DType;
 use reef_model::Tensor;
@@ -16,7 +19,7 @@ use reef_sched::{
 };
 use reef_server::grpc_codec;
 use reef_server::proto::{self, grpc_inference_service_client::GrpcInferenceServiceClient};
-use reef_server::shm::ClientRegion;
+use reef_server::shm::{ClientMemory, ClientRegion};
 use reef_server::timing::{self, Timing};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,20 +38,67 @@ pub struct GrpcService {
     stats_from: Option<Arc<dyn Service>>,
     /// Shared memory transport, when on.
     shm: Option<Arc<ShmPool>>,
+    /// The server's address (for unregistering at shutdown).
+    url: String,
+}
+
+/// Device memory a client exports for CUDA shared memory.
+pub trait CudaMemory: ClientMemory {
+    /// The allocation's CUDA IPC handle.
+    fn raw_handle(&self) -> Vec<u8>;
+    /// The GPU it lives on.
+    fn device_id(&self) -> i64;
+}
+
+/// Makes exported device memory of a byte size (the caller owns the GPU
+/// side; `reef bench disb` uses reef-cuda's `IpcBuffer`).
+pub type CudaAllocator = Arc<dyn Fn(u64) -> Result<Box<dyn CudaMemory>, String> + Send + Sync>;
+
+/// Which shared memory a pool's regions are.
+enum Transport {
+    System,
+    Cuda(CudaAllocator),
+}
+
+/// Client memory of either kind, as registered.
+enum Memory {
+    System(ClientRegion),
+    Cuda(Box<dyn CudaMemory>),
+}
+
+impl Memory {
+    fn get(&self) -> &dyn ClientMemory {
+        match self {
+            Memory::System(r) => r,
+            Memory::Cuda(m) => m.as_ref(),
+        }
+    }
 }
 
 /// One input and one output region, registered with the server.
 struct ShmPair {
     input_name: String,
     output_name: String,
-    input: ClientRegion,
-    output: ClientRegion,
+    input: Memory,
+    output: Memory,
 }
+
+/// Most region pairs one service registers: past it, a request waits for
+/// a pair to come back instead of registering another. Mapping a region
+/// costs the server far more than a request (`cuIpcOpenMemHandle`), so
+/// unbounded registrations under a backlog feed the backlog.
+pub const MAX_PAIRS: usize = 32;
 
 /// Region pairs not in use, and how to name new ones.
 struct ShmPool {
+    transport: Transport,
     free: Mutex<Vec<ShmPair>>,
+    /// Pairs registered (free or in use).
     made: AtomicUsize,
+    /// Names pairs uniquely.
+    serial: AtomicUsize,
+    /// Signalled when a pair comes back.
+    returned: tokio::sync::Notify,
     prefix: String,
 }
 
@@ -57,46 +107,91 @@ fn shm_error(what: &str, e: impl std::fmt::Display) -> SchedError {
 }
 
 impl ShmPool {
-    /// A free pair holding at least `input_bytes` / `output_bytes`, made
-    /// (and registered) or regrown when there is none.
+    /// The smallest free pair holding at least `input_bytes` /
+    /// `output_bytes`. When none does: a new pair (made and registered)
+    /// while fewer than [`MAX_PAIRS`] exist; else a free pair too small,
+    /// remade larger; else, every pair being in use, the next one to come
+    /// back. Requests of models with different sizes keep pairs of their
+    /// sizes.
     async fn take(
         &self,
         client: &mut GrpcInferenceServiceClient<Channel>,
         input_bytes: u64,
         output_bytes: u64,
     ) -> Result<ShmPair, SchedError> {
-        let found = self.free.lock().ok().and_then(|mut f| f.pop());
-        if let Some(p) = found {
-            if p.input.byte_size() >= input_bytes && p.output.byte_size() >= output_bytes {
-                return Ok(p);
+        loop {
+            enum Next {
+                Take(ShmPair),
+                Make,
+                Regrow(ShmPair),
+                Wait,
             }
-            for name in [&p.input_name, &p.output_name] {
-                client
-                    .system_shared_memory_unregister(proto::SystemSharedMemoryUnregisterRequest {
-                        name: name.clone(),
+            let next = {
+                let mut f = self
+                    .free
+                    .lock()
+                    .map_err(|_| SchedError::Internal("shared memory pool lock poisoned".into()))?;
+                let fits = |p: &ShmPair| {
+                    p.input.get().byte_size() >= input_bytes
+                        && p.output.get().byte_size() >= output_bytes
+                };
+                let best = (0..f.len())
+                    .filter(|&i| fits(&f[i]))
+                    .min_by_key(|&i| f[i].input.get().byte_size() + f[i].output.get().byte_size());
+                if let Some(i) = best {
+                    Next::Take(f.swap_remove(i))
+                } else if self
+                    .made
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |m| {
+                        (m < MAX_PAIRS).then_some(m + 1)
                     })
-                    .await
-                    .map_err(status)?;
+                    .is_ok()
+                {
+                    Next::Make
+                } else if let Some(p) = f.pop() {
+                    Next::Regrow(p)
+                } else {
+                    Next::Wait
+                }
+            };
+            match next {
+                Next::Take(p) => return Ok(p),
+                Next::Make => {
+                    let made = self.make_pair(client, input_bytes, output_bytes).await;
+                    if made.is_err() {
+                        self.made.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    return made;
+                }
+                Next::Regrow(p) => {
+                    let unregistered = self.unregister(client, &p).await;
+                    drop(p);
+                    let made = match unregistered {
+                        Ok(()) => self.make_pair(client, input_bytes, output_bytes).await,
+                        Err(e) => Err(e),
+                    };
+                    if made.is_err() {
+                        self.made.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    return made;
+                }
+                Next::Wait => self.returned.notified().await,
             }
         }
-        let n = self.made.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Makes and registers a pair of `input_bytes` / `output_bytes`.
+    async fn make_pair(
+        &self,
+        client: &mut GrpcInferenceServiceClient<Channel>,
+        input_bytes: u64,
+        output_bytes: u64,
+    ) -> Result<ShmPair, SchedError> {
+        let n = self.serial.fetch_add(1, Ordering::Relaxed);
         let input_name = format!("{}-{n}-in", self.prefix);
         let output_name = format!("{}-{n}-out", self.prefix);
-        let input = ClientRegion::create(&format!("/{input_name}"), input_bytes.max(1))
-            .map_err(|e| shm_error(&input_name, e))?;
-        let output = ClientRegion::create(&format!("/{output_name}"), output_bytes.max(1))
-            .map_err(|e| shm_error(&output_name, e))?;
-        for (name, r) in [(&input_name, &input), (&output_name, &output)] {
-            client
-                .system_shared_memory_register(proto::SystemSharedMemoryRegisterRequest {
-                    name: name.clone(),
-                    key: r.key().to_string(),
-                    offset: 0,
-                    byte_size: r.byte_size(),
-                })
-                .await
-                .map_err(status)?;
-        }
+        let input = self.make(client, &input_name, input_bytes.max(1)).await?;
+        let output = self.make(client, &output_name, output_bytes.max(1)).await?;
         Ok(ShmPair {
             input_name,
             output_name,
@@ -105,10 +200,76 @@ impl ShmPool {
         })
     }
 
+    /// Makes client memory of `bytes` bytes and registers it as `name`.
+    async fn make(
+        &self,
+        client: &mut GrpcInferenceServiceClient<Channel>,
+        name: &str,
+        bytes: u64,
+    ) -> Result<Memory, SchedError> {
+        match &self.transport {
+            Transport::System => {
+                let r = ClientRegion::create(&format!("/{name}"), bytes)
+                    .map_err(|e| shm_error(name, e))?;
+                client
+                    .system_shared_memory_register(proto::SystemSharedMemoryRegisterRequest {
+                        name: name.to_string(),
+                        key: r.key().to_string(),
+                        offset: 0,
+                        byte_size: r.byte_size(),
+                    })
+                    .await
+                    .map_err(status)?;
+                Ok(Memory::System(r))
+            }
+            Transport::Cuda(alloc) => {
+                let m = alloc(bytes).map_err(|e| shm_error(name, e))?;
+                client
+                    .cuda_shared_memory_register(proto::CudaSharedMemoryRegisterRequest {
+                        name: name.to_string(),
+                        raw_handle: m.raw_handle(),
+                        device_id: m.device_id(),
+                        byte_size: m.byte_size(),
+                    })
+                    .await
+                    .map_err(status)?;
+                Ok(Memory::Cuda(m))
+            }
+        }
+    }
+
+    /// Unregisters both regions of `pair` (before its memory is freed: the
+    /// server must unmap a device allocation first).
+    async fn unregister(
+        &self,
+        client: &mut GrpcInferenceServiceClient<Channel>,
+        pair: &ShmPair,
+    ) -> Result<(), SchedError> {
+        for name in [&pair.input_name, &pair.output_name] {
+            match &self.transport {
+                Transport::System => client
+                    .system_shared_memory_unregister(proto::SystemSharedMemoryUnregisterRequest {
+                        name: name.clone(),
+                    })
+                    .await
+                    .map(drop),
+                Transport::Cuda(_) => client
+                    .cuda_shared_memory_unregister(proto::CudaSharedMemoryUnregisterRequest {
+                        name: name.clone(),
+                    })
+                    .await
+                    .map(drop),
+            }
+            .map_err(status)?;
+        }
+        Ok(())
+    }
+
     fn give_back(&self, pair: ShmPair) {
         if let Ok(mut f) = self.free.lock() {
             f.push(pair);
         }
+        self.returned.notify_one();
     }
 }
 
@@ -161,12 +322,12 @@ async fn infer_via_shm(
     let out_total = outputs.iter().map(|(_, s)| s).sum();
     let pair = pool.take(client, in_total, out_total).await?;
     let result = async {
-        grpc_codec::inputs_to_shm(&mut msg, &pair.input, &pair.input_name)
+        grpc_codec::inputs_to_shm(&mut msg, pair.input.get(), &pair.input_name)
             .map_err(|e| shm_error(&pair.input_name, e))?;
         let offsets = grpc_codec::outputs_to_shm(&mut msg, &outputs, &pair.output_name);
         let sent = Instant::now();
         let resp = client.model_infer(msg).await.map_err(status)?.into_inner();
-        let tensors = grpc_codec::shm_output_tensors(&resp, &pair.output, &offsets)
+        let tensors = grpc_codec::shm_output_tensors(&resp, pair.output.get(), &offsets)
             .map_err(SchedError::Internal)?;
         Ok((tensors, Timing::from_grpc(&resp.parameters), sent))
     }
@@ -262,20 +423,119 @@ impl GrpcService {
             handle: tokio::runtime::Handle::current(),
             stats_from,
             shm: None,
+            url: url.to_string(),
         })
     }
 
     /// Sends inputs and receives outputs through system shared memory (the
     /// server must allow client shared memory); see the module docs.
-    pub fn with_shared_memory(mut self) -> Self {
+    pub fn with_shared_memory(self) -> Self {
+        self.with_transport(Transport::System)
+    }
+
+    /// Sends inputs and receives outputs through CUDA shared memory made by
+    /// `alloc` (the server must allow client shared memory and run in
+    /// another process); see the module docs. [`Service::shutdown`]
+    /// unregisters the regions before their memory is freed.
+    pub fn with_cuda_shared_memory(self, alloc: CudaAllocator) -> Self {
+        self.with_transport(Transport::Cuda(alloc))
+    }
+
+    fn with_transport(mut self, transport: Transport) -> Self {
         static POOLS: AtomicUsize = AtomicUsize::new(0);
         let n = POOLS.fetch_add(1, Ordering::Relaxed);
         self.shm = Some(Arc::new(ShmPool {
+            transport,
             free: Mutex::new(Vec::new()),
             made: AtomicUsize::new(0),
+            serial: AtomicUsize::new(0),
+            returned: tokio::sync::Notify::new(),
             prefix: format!("reef-bench-{}-{n}", std::process::id()),
         }));
         self
+    }
+
+    /// Registers `per_model` region pairs sized for one sample of each
+    /// model (at most [`MAX_PAIRS`] in all) before any request, so that
+    /// the server maps regions while no request waits on it. Returns the
+    /// number of pairs made; none without shared memory.
+    pub async fn prepare_shared_memory(&self, per_model: usize) -> Result<usize, SchedError> {
+        let Some(pool) = &self.shm else {
+            return Ok(0);
+        };
+        let mut client = self.client.clone();
+        let mut made = 0;
+        for info in &self.models {
+            let input: u64 = info
+                .inputs
+                .iter()
+                .map(|t| {
+                    let n: i64 = t.shape.iter().map(|&d| d.max(1)).product();
+                    n as u64 * t.dtype.size() as u64
+                })
+                .sum();
+            let output: u64 = output_sizes(info, &[])?.iter().sum();
+            for _ in 0..per_model {
+                if pool
+                    .made
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |m| {
+                        (m < MAX_PAIRS).then_some(m + 1)
+                    })
+                    .is_err()
+                {
+                    return Ok(made);
+                }
+                match pool.make_pair(&mut client, input, output).await {
+                    Ok(p) => pool.give_back(p),
+                    Err(e) => {
+                        pool.made.fetch_sub(1, Ordering::AcqRel);
+                        return Err(e);
+                    }
+                }
+                made += 1;
+            }
+        }
+        Ok(made)
+    }
+
+    /// Unregisters every free region pair and frees its memory. Runs on a
+    /// connection of its own, on a thread of its own, so that it works from
+    /// any context (a runtime's worker included).
+    fn release_regions(&self) {
+        let Some(pool) = &self.shm else { return };
+        let pairs: Vec<ShmPair> = pool
+            .free
+            .lock()
+            .map(|mut f| std::mem::take(&mut *f))
+            .unwrap_or_default();
+        if pairs.is_empty() {
+            return;
+        }
+        let url = self.url.clone();
+        let result = std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| SchedError::Internal(e.to_string()))?;
+                rt.block_on(async {
+                    let mut client = reef_server::grpc_client(&url)
+                        .await
+                        .map_err(|e| SchedError::Internal(format!("connecting to {url}: {e}")))?;
+                    for p in &pairs {
+                        pool.unregister(&mut client, p).await?;
+                    }
+                    Ok::<(), SchedError>(())
+                })
+            })
+            .join()
+        });
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("unregistering shared memory regions: {e}"),
+            Err(_) => tracing::warn!("unregistering shared memory regions: thread panicked"),
+        }
+        drop(pairs);
     }
 }
 
@@ -291,8 +551,19 @@ impl Service for GrpcService {
             .find(|m| m.name == req.model)
             .ok_or_else(|| SchedError::UnknownModel(req.model.clone()))?;
         let names: Vec<String> = info.inputs.iter().map(|i| i.name.clone()).collect();
+        let inputs = req
+            .inputs
+            .iter()
+            .map(|i| {
+                i.host().cloned().ok_or_else(|| {
+                    SchedError::InvalidInput(
+                        "a request to a remote server takes its inputs in host memory".into(),
+                    )
+                })
+            })
+            .collect::<Result<Vec<Tensor>, _>>()?;
         // The tensors' buffers are shared with the message, not copied.
-        let mut msg = grpc_codec::infer_request(&req.model, &names, &req.inputs, req.priority);
+        let mut msg = grpc_codec::infer_request(&req.model, &names, &inputs, req.priority);
         // Ask for the server's own timing of the request.
         timing::ask(&mut msg.parameters);
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -306,7 +577,7 @@ impl Service for GrpcService {
         self.handle.spawn(async move {
             let r = async {
                 let (outputs, timing, sent) = match &shm {
-                    Some(pool) => infer_via_shm(pool, &mut client, &info, msg, &req.inputs).await?,
+                    Some(pool) => infer_via_shm(pool, &mut client, &info, msg, &inputs).await?,
                     None => {
                         let sent = Instant::now();
                         let resp = client.model_infer(msg).await.map_err(status)?.into_inner();
@@ -347,7 +618,10 @@ impl Service for GrpcService {
             .unwrap_or_default()
     }
 
+    /// Unregisters the shared memory regions, then shuts the in-process
+    /// scheduler down (when there is one).
     fn shutdown(&self) {
+        self.release_regions();
         if let Some(s) = &self.stats_from {
             s.shutdown();
         }

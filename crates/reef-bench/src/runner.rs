@@ -26,7 +26,7 @@ use crate::schema::{ModeResult, RequestRecord, SchedFigures, WorkloadResult, SCH
 use crate::workload::Workload;
 use indicatif::{ProgressBar, ProgressStyle};
 use reef_model::Tensor;
-use reef_sched::{InferRequest, InferResponse, Mode, Priority, SchedError, Service, Ticket};
+use reef_sched::{InferRequest, InferResponse, Input, Mode, Priority, SchedError, Service, Ticket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -168,10 +168,10 @@ impl RunCtx {
         scheduled: Instant,
     ) -> std::result::Result<Ticket, SchedError> {
         self.counters.submitted.fetch_add(1, Ordering::Relaxed);
-        let inputs = task.pool[k % task.pool.len()].clone();
+        let inputs = task.pool[k % task.pool.len()].iter().cloned();
         self.service.submit(InferRequest {
             model: task.model.clone(),
-            inputs,
+            inputs: inputs.map(Input::from).collect(),
             priority: Some(task.priority),
             arrival: scheduled,
         })

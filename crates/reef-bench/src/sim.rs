@@ -86,8 +86,8 @@ impl SimService {
             )));
         }
         for (t, info) in req.inputs.iter().zip(&m.inputs) {
-            let fits = t.shape.len() == info.shape.len()
-                && t.shape
+            let fits = t.shape().len() == info.shape.len()
+                && t.shape()
                     .iter()
                     .zip(&info.shape)
                     .all(|(&a, &b)| b < 0 || a as i64 == b);
@@ -96,7 +96,7 @@ impl SimService {
                     "input '{}': got {} {:?}, expected {} {:?}",
                     info.name,
                     t.dtype(),
-                    t.shape,
+                    t.shape(),
                     info.dtype,
                     info.shape
                 )));

@@ -3,7 +3,9 @@
 //! schedulers with the workload's models loaded, and writes JSON, a Markdown
 //! table and SVG plots. Over several devices the JSON and the table also break
 //! every mode down per device (RT latency against rt-alone on the same
-//! device, BE and total throughput next to the totals).
+//! device, BE and total throughput next to the totals). With `--server` it
+//! drives a server running in another process instead (one mode, the
+//! server's), optionally through CUDA shared memory (`--cuda-shm`).
 
 use anyhow::{Context, Result};
 use reef_bench::{plot, report, run_workload, RunOptions, Workload};
@@ -41,7 +43,86 @@ pub struct Options {
     pub shm: bool,
     /// Busy-polling runtime worker threads (`reef serve --busy-poll`).
     pub busy_poll: usize,
+    /// Drive the server at this gRPC address (another process) instead of
+    /// schedulers of this process.
+    pub server: Option<String>,
+    /// With `server`: tensors travel by CUDA shared memory on GPU 0.
+    pub cuda_shm: bool,
 }
+
+/// Client memory for CUDA shared memory: an exported allocation on a GPU.
+struct IpcMemory(reef_cuda::ipc::IpcBuffer);
+
+impl reef_server::shm::ClientMemory for IpcMemory {
+    fn byte_size(&self) -> u64 {
+        self.0.byte_size() as u64
+    }
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.0
+            .write(offset as usize, bytes)
+            .map_err(std::io::Error::other)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.0
+            .read(offset as usize, buf)
+            .map_err(std::io::Error::other)
+    }
+    fn describe(&self) -> String {
+        format!(
+            "CUDA IPC memory of {} bytes on GPU {}",
+            self.0.byte_size(),
+            self.0.device()
+        )
+    }
+}
+
+impl reef_bench::grpc::CudaMemory for IpcMemory {
+    fn raw_handle(&self) -> Vec<u8> {
+        self.0.raw_handle().to_vec()
+    }
+    fn device_id(&self) -> i64 {
+        self.0.device() as i64
+    }
+}
+
+/// Connects to the server at `url` (another process) for one mode, passing
+/// tensors through system shared memory when `shm`, CUDA shared memory when
+/// `cuda_shm`.
+async fn remote(
+    url: &str,
+    models: &[String],
+    shm: bool,
+    cuda_shm: bool,
+) -> Result<Arc<dyn Service>> {
+    let client = reef_bench::grpc::GrpcService::connect(url, models, None).await?;
+    let client = if shm {
+        client.with_shared_memory()
+    } else if cuda_shm {
+        // Fail here, not on every request, where this process has no GPU.
+        reef_cuda::ipc::IpcBuffer::new(0, 1)
+            .map_err(|e| anyhow::anyhow!("--cuda-shm needs CUDA GPU 0 in this process: {e}"))?;
+        let alloc: reef_bench::grpc::CudaAllocator = Arc::new(|bytes| {
+            reef_cuda::ipc::IpcBuffer::new(0, bytes as usize)
+                .map(|b| Box::new(IpcMemory(b)) as Box<dyn reef_bench::grpc::CudaMemory>)
+                .map_err(|e| e.to_string())
+        });
+        client.with_cuda_shared_memory(alloc)
+    } else {
+        client
+    };
+    let t0 = std::time::Instant::now();
+    let pairs = client.prepare_shared_memory(SHM_PAIRS_PER_MODEL).await?;
+    if pairs > 0 {
+        eprintln!(
+            "registered {pairs} shared memory region pairs in {:.1} ms",
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    Ok(Arc::new(client))
+}
+
+/// Region pairs registered per model before a run through shared memory.
+const SHM_PAIRS_PER_MODEL: usize = 4;
 
 /// One scheduler per device, each with the models loaded; several devices
 /// are served as one [`MultiScheduler`](reef_sched::multi::MultiScheduler)
@@ -92,11 +173,12 @@ async fn through_server(
     });
     drop(stop_rx);
     let client = reef_bench::grpc::GrpcService::connect(&url, models, Some(sched)).await?;
-    Ok(if shm {
-        Arc::new(client.with_shared_memory())
-    } else {
-        Arc::new(client)
-    })
+    if !shm {
+        return Ok(Arc::new(client));
+    }
+    let client = client.with_shared_memory();
+    client.prepare_shared_memory(SHM_PAIRS_PER_MODEL).await?;
+    Ok(Arc::new(client))
 }
 
 /// A scheduler set up as `spec` over `base` on `device` with the zoo
@@ -125,7 +207,18 @@ pub fn scheduler_with(
 /// Runs the workload on `devices` (one scheduler each; requests spread over
 /// them); returns the Markdown table.
 pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
-    anyhow::ensure!(!devices.is_empty(), "no device to run on");
+    anyhow::ensure!(
+        !devices.is_empty() || opts.server.is_some(),
+        "no device to run on"
+    );
+    anyhow::ensure!(
+        !opts.shm || opts.via_grpc || opts.server.is_some(),
+        "--shm needs --via-grpc or --server"
+    );
+    anyhow::ensure!(
+        opts.server.is_none() || opts.modes.len() == 1,
+        "with --server, name the one mode the server runs (--modes, as `reef serve --mode`)"
+    );
     let mut w = Workload::load(&opts.workload)
         .with_context(|| format!("reading {}", opts.workload.display()))?;
     if let Some(d) = opts.duration {
@@ -151,12 +244,18 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
     };
     let via_grpc = opts.via_grpc;
     let shm = opts.shm;
+    let server = opts.server.clone();
+    let cuda_shm = opts.cuda_shm;
     let result = rt.block_on(async {
         run_workload(
             &w,
             &opts.modes,
             |spec: ModeSpec| -> Result<Arc<dyn Service>, anyhow::Error> {
                 tokio::task::block_in_place(|| {
+                    if let Some(url) = &server {
+                        return tokio::runtime::Handle::current()
+                            .block_on(remote(url, &models, shm, cuda_shm));
+                    }
                     let s = service_on(&devs, spec, &models, &base)?;
                     if via_grpc {
                         tokio::runtime::Handle::current().block_on(through_server(s, &models, shm))
@@ -171,17 +270,23 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
     })?;
     let mut result = result;
     let names: Vec<String> = devices.iter().map(|d| d.name()).collect();
-    result.device = Some(names.join(" + "));
+    result.device = Some(match &opts.server {
+        Some(url) => format!("server at {url}"),
+        None => names.join(" + "),
+    });
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
     let mut stem = w
         .name
         .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_");
-    if opts.via_grpc {
+    if opts.via_grpc || opts.server.is_some() {
         stem.push_str("-grpc");
     }
-    if opts.via_grpc && opts.shm {
+    if opts.shm {
         stem.push_str("-shm");
+    }
+    if opts.cuda_shm {
+        stem.push_str("-cudashm");
     }
     let path = |ext: &str| -> PathBuf { Path::new(&opts.out).join(format!("disb-{stem}.{ext}")) };
     report::write_json(&result, &path("json"), false)?;

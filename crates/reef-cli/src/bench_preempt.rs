@@ -57,7 +57,7 @@ fn source(name: &str) -> GraphSource {
 fn request(model: &str, inputs: &[Tensor], p: Priority) -> InferRequest {
     InferRequest {
         model: model.into(),
-        inputs: inputs.to_vec(),
+        inputs: inputs.iter().cloned().map(Into::into).collect(),
         priority: Some(p),
         arrival: Instant::now(),
     }

@@ -202,7 +202,7 @@ enum BenchCmd {
         idle_spin_ms: Option<u64>,
         /// With --via-grpc: the server decodes FP32 inputs into this many MiB
         /// of pinned host buffers (as `reef serve --pinned-input-mib`; 0: off).
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=serve_config::MAX_PINNED_INPUT_MIB as u64))]
+        #[arg(long, default_value_t = serve_config::DEFAULT_PINNED_INPUT_MIB as u64, value_parser = clap::value_parser!(u64).range(0..=serve_config::MAX_PINNED_INPUT_MIB as u64))]
         pinned_input_mib: u64,
         /// Hide the progress bar.
         #[arg(long)]
@@ -210,11 +210,23 @@ enum BenchCmd {
         /// Send every request through a reef server (gRPC on loopback) started in this process.
         #[arg(long)]
         via_grpc: bool,
-        /// With --via-grpc: tensors travel by system shared memory (each
-        /// request in flight uses its own registered input and output
-        /// regions; the copies count in the latency).
-        #[arg(long, requires = "via_grpc")]
+        /// With --via-grpc or --server: tensors travel by system shared
+        /// memory (each request in flight uses its own registered input and
+        /// output regions; the copies count in the latency).
+        #[arg(long, conflicts_with = "cuda_shm")]
         shm: bool,
+        /// Drive a reef (or Triton) server already running at this gRPC
+        /// address (e.g. http://127.0.0.1:8001, another process, serving
+        /// the workload's models) instead of schedulers in this process;
+        /// --modes names the one mode it runs, for the report.
+        #[arg(long, conflicts_with_all = ["via_grpc", "devices"])]
+        server: Option<String>,
+        /// With --server: tensors travel by CUDA shared memory (device
+        /// allocations on GPU 0 of this process, exported as IPC handles;
+        /// the server must allow client shared memory). The client's
+        /// upload and download count in the latency.
+        #[arg(long, requires = "server")]
+        cuda_shm: bool,
         /// Run the client and server side on this many runtime workers that
         /// busy-poll instead of sleeping (as `reef serve --busy-poll`; each
         /// costs a host core; 0: one sleeping worker per core).
@@ -428,9 +440,14 @@ fn run(cli: Cli) -> Result<i32> {
                     shm,
                     busy_poll,
                     devices,
+                    server,
+                    cuda_shm,
                 },
         } => {
-            let devs = device::open_many(device, devices)?;
+            let devs = match server {
+                Some(_) => Vec::new(),
+                None => device::open_many(device, devices)?,
+            };
             let opts = bench_disb::Options {
                 workload,
                 modes,
@@ -444,6 +461,8 @@ fn run(cli: Cli) -> Result<i32> {
                 via_grpc,
                 shm,
                 busy_poll,
+                server,
+                cuda_shm,
             };
             println!("{}", bench_disb::run(devs, &opts)?);
             Ok(0)

@@ -122,7 +122,7 @@ pub struct ServeArgs {
     /// Pinned host memory for request inputs, MiB (0 to 65536): the front
     /// end decodes FP32 inputs of 64 KiB and up into page-locked buffers,
     /// which the GPU uploads without the driver's staging copy (as
-    /// Triton's pinned memory pool); 0: off [default: 0].
+    /// Triton's pinned memory pool); 0: off [default: 256].
     #[arg(long, env = "REEF_PINNED_INPUT_MIB")]
     pub pinned_input_mib: Option<usize>,
 }

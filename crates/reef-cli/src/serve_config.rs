@@ -44,6 +44,8 @@ pub const MAX_IDLE_SPIN_MS: u64 = 1000;
 /// Largest `pinned_input_mib` (64 GiB): page-locked memory is taken from
 /// the host for good, so a larger pool is a typo.
 pub const MAX_PINNED_INPUT_MIB: usize = 65536;
+/// Default `pinned_input_mib`: the scheduler's default pool.
+pub const DEFAULT_PINNED_INPUT_MIB: usize = reef_sched::DEFAULT_PINNED_INPUT_BYTES >> 20;
 
 /// A bad configuration file or setting.
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +196,10 @@ impl ServeSettings {
                 .unwrap_or(false),
             busy_poll: cli.busy_poll.or(file.busy_poll).unwrap_or(0),
             idle_spin_ms: cli.idle_spin_ms.or(file.idle_spin_ms),
-            pinned_input_mib: cli.pinned_input_mib.or(file.pinned_input_mib).unwrap_or(0),
+            pinned_input_mib: cli
+                .pinned_input_mib
+                .or(file.pinned_input_mib)
+                .unwrap_or(DEFAULT_PINNED_INPUT_MIB),
         };
         if s.pinned_input_mib > MAX_PINNED_INPUT_MIB {
             return Err(ConfigError::Invalid {
@@ -480,11 +485,11 @@ busy_poll = 1
     }
 
     #[test]
-    fn the_pinned_input_pool_is_off_unless_set_and_bounded() {
+    fn the_pinned_input_pool_defaults_to_256_mib_and_is_bounded() {
         let s = ServeSettings::merge(cli(&[]), ServeArgs::default()).unwrap();
-        assert_eq!(s.pinned_input_mib, 0);
-        let s = ServeSettings::merge(cli(&[]), file_of("pinned_input_mib = 256\n")).unwrap();
         assert_eq!(s.pinned_input_mib, 256);
+        let s = ServeSettings::merge(cli(&[]), file_of("pinned_input_mib = 0\n")).unwrap();
+        assert_eq!(s.pinned_input_mib, 0);
         let e = ServeSettings::merge(cli(&["--pinned-input-mib", "70000"]), ServeArgs::default())
             .unwrap_err()
             .to_string();

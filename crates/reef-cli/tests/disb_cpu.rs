@@ -2,7 +2,11 @@
 //! tiny workload in every mode through the real scheduler and writes JSON,
 //! Markdown and SVG plots whose figures are consistent.
 
+mod serve_process;
+
+use serve_process::Serve;
 use std::process::Command;
+use std::time::Duration;
 
 /// Runs `reef bench disb` on the tiny workload on the CPU (2 s, 0.5 s
 /// warm-up) with `extra` arguments into a fresh folder named `tag`; returns
@@ -153,6 +157,76 @@ fn bench_disb_runs_through_the_grpc_server() {
 #[test]
 fn bench_disb_runs_through_the_grpc_server_with_shared_memory() {
     check_through_server("disb-grpc-shm-test", &["--shm"]);
+}
+
+/// `--server`: the workload driven into `reef serve` running as another
+/// process (reset mode, client shared memory allowed), once with tensors in
+/// the messages and once through system shared memory: every request
+/// answered over gRPC without errors, each with the server's own timing.
+/// `--cuda-shm` on a machine without a GPU fails, naming CUDA.
+#[test]
+fn bench_disb_drives_a_server_in_another_process() {
+    let serve = Serve::start(&[
+        "--device",
+        "cpu",
+        "--models",
+        "resnet_tiny,bert_tiny",
+        "--mode",
+        "reset",
+        "--allow-client-shm",
+    ]);
+    assert!(
+        serve.wait_ready(&["resnet_tiny", "bert_tiny"], Duration::from_secs(120)),
+        "the server never got ready"
+    );
+    let url = format!("http://{}", serve.grpc);
+    for (tag, extra) in [("disb-remote", None), ("disb-remote-shm", Some("--shm"))] {
+        let mut args = vec!["--modes", "reset", "--server", &url];
+        args.extend(extra);
+        let (out, stdout) = run_tiny_disb(tag, &args);
+        let json = result_json(&out);
+        assert!(
+            json["device"].as_str().unwrap().contains(&url),
+            "{}",
+            json["device"]
+        );
+        let modes = json["modes"].as_array().unwrap();
+        let names: Vec<&str> = modes.iter().map(|m| m["mode"].as_str().unwrap()).collect();
+        assert_eq!(names, ["rt-alone", "reset"], "{stdout}");
+        for m in modes {
+            assert!(m["rt"]["count"].as_u64().unwrap() > 0, "{}", m["mode"]);
+            assert_eq!(m["submitted"], m["completed_ok"], "{}", m["mode"]);
+            assert_eq!(m["rt_service"]["count"], m["rt"]["count"], "{}", m["mode"]);
+        }
+        assert!(modes[1]["be_throughput_rps"].as_f64().unwrap() > 0.0);
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    if !reef_cuda::cuda_available() {
+        let out = Command::new(env!("CARGO_BIN_EXE_reef"))
+            .args([
+                "bench",
+                "disb",
+                "--quiet",
+                "--modes",
+                "reset",
+                "--duration",
+                "1",
+            ])
+            .args(["--server", &url, "--cuda-shm", "--out"])
+            .arg(std::env::temp_dir().join(format!("reef-disb-cudashm-{}", std::process::id())))
+            .arg("--workload")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../workloads/tiny-A.json"
+            ))
+            .output()
+            .expect("run reef");
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--cuda-shm ran without a GPU");
+        assert!(text.to_lowercase().contains("cuda"), "{text}");
+    }
+    // The server is still up after all of it.
+    assert!(serve.wait_ready(&["resnet_tiny"], Duration::from_secs(5)));
 }
 
 /// Runs the tiny workload in reset mode through the server (plus `extra`

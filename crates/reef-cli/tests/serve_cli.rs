@@ -3,77 +3,28 @@
 //! background, stops cleanly on SIGTERM, and fails at once, naming what is
 //! wrong, on settings it cannot run with.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod serve_process;
+
+use serve_process::{status, wait_for_200, Serve};
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The status code of `GET path` on `addr` (HTTP/1.1, one connection).
-fn status(addr: SocketAddr, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut head = String::new();
-    s.read_to_string(&mut head).ok()?;
-    head.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Polls `path` until it answers 200 (true) or `limit` passes (false).
-fn wait_for_200(addr: SocketAddr, path: &str, limit: Duration) -> bool {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if status(addr, path) == Some(200) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
-/// The socket address that follows `label` in `line`, up to `end`.
-fn address_after(line: &str, label: &str, end: char) -> SocketAddr {
-    line.split(label)
-        .nth(1)
-        .and_then(|r| r.split(end).next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no {label}address in {line:?}"))
-}
-
 #[test]
 fn serve_answers_health_checks_loads_models_and_stops_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_reef"))
-        .args([
-            "serve",
-            "--device",
-            "cpu",
-            "--models",
-            "resnet_tiny,bert_tiny",
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start reef serve");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = lines.next().expect("a first line").expect("utf-8");
-    // "reef serving: HTTP 127.0.0.1:PORT, gRPC 127.0.0.1:PORT (reset mode); ..."
-    let http = address_after(&first, "HTTP ", ',');
-    let grpc = address_after(&first, "gRPC ", ' ');
-    assert!(first.contains("preparing the device"), "{first}");
+    let mut serve = Serve::start(&["--device", "cpu", "--models", "resnet_tiny,bert_tiny"]);
+    let (http, grpc) = (serve.http, serve.grpc);
+    assert!(
+        serve.first.contains("preparing the device"),
+        "{}",
+        serve.first
+    );
     assert_eq!(status(http, "/v2/health/live"), Some(200));
     assert!(
         wait_for_200(http, "/v2/health/ready", Duration::from_secs(120)),
         "never ready"
     );
-    let ready = lines.next().expect("a second line").expect("utf-8");
+    let ready = serve.lines.next().expect("a second line").expect("utf-8");
     assert!(ready.starts_with("reef ready on "), "{ready}");
     for m in ["resnet_tiny", "bert_tiny"] {
         assert!(
@@ -102,13 +53,13 @@ fn serve_answers_health_checks_loads_models_and_stops_on_sigterm() {
     assert!(text.contains("3 request(s): latency median"), "{text}");
     assert!(text.contains("inside the server: median"), "{text}");
     let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &serve.child.id().to_string()])
         .status()
         .expect("kill");
     assert!(term.success());
     let t0 = Instant::now();
     let code = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
+        if let Some(s) = serve.child.try_wait().expect("wait") {
             break s;
         }
         assert!(

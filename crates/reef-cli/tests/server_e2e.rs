@@ -100,7 +100,7 @@ async fn server_with_real_scheduler_matches_in_process_results() {
         let want = tokio::task::spawn_blocking(move || {
             s2.infer_blocking(InferRequest {
                 model: model.into(),
-                inputs: vec![x2],
+                inputs: vec![x2.into()],
                 priority: None,
                 arrival: Instant::now(),
             })

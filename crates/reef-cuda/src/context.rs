@@ -296,6 +296,35 @@ impl Context for CudaTaskContext {
         self.stream.synchronize().call("cuStreamSynchronize")
     }
 
+    /// Device to device from a [`crate::ipc::CudaIpcRegion`] (peer to
+    /// peer when it is mapped on another GPU); other regions through host
+    /// memory.
+    fn write_input_shared(
+        &mut self,
+        index: usize,
+        region: &dyn reef_exec::SharedRegion,
+        offset: usize,
+        len: usize,
+    ) -> reef_exec::Result<()> {
+        let (ptr, size) = self.io(self.plan.inputs.get(index), "input", index)?;
+        if len != size {
+            return Err(ExecError::Invalid(format!(
+                "input {index}: {len} bytes given, {size} expected"
+            )));
+        }
+        match region.as_any().downcast_ref::<crate::ipc::CudaIpcRegion>() {
+            Some(r) => r.copy_to(
+                &format!("input {index}"),
+                offset,
+                len,
+                &self.shared.ctx,
+                ptr,
+                self.stream.cu_stream(),
+            ),
+            None => reef_exec::shared::write_input_via_host(self, index, region, offset, len),
+        }
+    }
+
     fn read_output(&mut self, index: usize) -> reef_exec::Result<Vec<u8>> {
         let (ptr, size) = self.io(self.plan.outputs.get(index), "output", index)?;
         self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;

@@ -178,7 +178,7 @@ pub fn cuda_available() -> bool {
 }
 
 /// Loads the driver (if present) and returns the device count.
-fn driver_ready() -> Result<usize, ExecError> {
+pub(crate) fn driver_ready() -> Result<usize, ExecError> {
     // SAFETY: only tries to dlopen the library by name.
     if !unsafe { sys::is_culib_present() } {
         return Err(ExecError::Unavailable("libcuda not found".into()));
@@ -617,6 +617,20 @@ impl Device for CudaDevice {
                 })
                 .clone()
         })
+    }
+
+    /// Maps the client's allocation into this device's primary context
+    /// ([`crate::ipc::CudaIpcRegion`]).
+    fn open_shared(
+        &self,
+        raw_handle: &[u8],
+        byte_size: usize,
+    ) -> reef_exec::Result<Arc<dyn reef_exec::SharedRegion>> {
+        Ok(Arc::new(crate::ipc::CudaIpcRegion::open(
+            self.shared.ctx.clone(),
+            raw_handle,
+            byte_size,
+        )?))
     }
 
     /// One `cuStreamBatchMemOp` on the control stream writes every lane's

@@ -47,6 +47,7 @@ mod device;
 mod error;
 pub mod gather;
 pub mod geometry;
+pub mod ipc;
 pub mod kernels;
 mod lane;
 pub mod launch;

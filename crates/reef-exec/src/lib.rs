@@ -32,9 +32,11 @@ pub mod cpu;
 pub mod error;
 pub mod host_pool;
 pub mod run;
+pub mod shared;
 
 pub use error::{ExecError, Result};
 pub use reef_plan::Plan;
+pub use shared::SharedRegion;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -127,6 +129,17 @@ pub trait Device: Send + Sync {
         let _ = max_bytes;
         None
     }
+    /// Maps `byte_size` bytes of device memory that another process
+    /// exported as the CUDA IPC handle `raw_handle`
+    /// ([`shared::IPC_HANDLE_BYTES`] bytes) on this device. The default (the
+    /// CPU backend) has no device memory to share and says so.
+    fn open_shared(&self, raw_handle: &[u8], byte_size: usize) -> Result<Arc<dyn SharedRegion>> {
+        let _ = (raw_handle, byte_size);
+        Err(ExecError::Unavailable(format!(
+            "CUDA shared memory needs a CUDA device; this is {}",
+            self.name()
+        )))
+    }
 }
 
 /// A model resident on a device.
@@ -146,6 +159,19 @@ pub trait Context: Send {
     fn model(&self) -> &Arc<dyn ModelHandle>;
     /// Copies input `index` (raw little-endian bytes, exact size) in.
     fn write_input(&mut self, index: usize, bytes: &[u8]) -> Result<()>;
+    /// Copies input `index` from `len` bytes at `offset` of a shared device
+    /// region (exact size). The default reads them to host memory and calls
+    /// [`Context::write_input`]; a backend that can copy device to device
+    /// overrides it.
+    fn write_input_shared(
+        &mut self,
+        index: usize,
+        region: &dyn SharedRegion,
+        offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        shared::write_input_via_host(self, index, region, offset, len)
+    }
     /// Copies output `index` out (raw little-endian bytes). Call only after
     /// the lane that ran the task synchronized.
     fn read_output(&mut self, index: usize) -> Result<Vec<u8>>;

@@ -108,13 +108,76 @@ pub struct ModelInfo {
     pub ready: bool,
 }
 
+/// One input of a request: a tensor in host memory, or one already on a
+/// device in a region another process shares (Triton's CUDA shared memory).
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// In host memory.
+    Host(Tensor),
+    /// In a shared device region.
+    Shared(SharedInput),
+}
+
+/// A tensor in a shared device region: `dtype` and `shape`, its bytes at
+/// `offset` of `region`.
+#[derive(Debug, Clone)]
+pub struct SharedInput {
+    /// Element type.
+    pub dtype: DType,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// The region.
+    pub region: Arc<dyn reef_exec::SharedRegion>,
+    /// Offset of the tensor's first byte in the region.
+    pub offset: usize,
+}
+
+impl SharedInput {
+    /// The tensor's size in bytes.
+    pub fn byte_len(&self) -> usize {
+        reef_model::tensor::numel(&self.shape).saturating_mul(self.dtype.size())
+    }
+}
+
+impl Input {
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Input::Host(t) => t.dtype(),
+            Input::Shared(s) => s.dtype,
+        }
+    }
+
+    /// Shape.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Input::Host(t) => &t.shape,
+            Input::Shared(s) => &s.shape,
+        }
+    }
+
+    /// The tensor, where it is in host memory.
+    pub fn host(&self) -> Option<&Tensor> {
+        match self {
+            Input::Host(t) => Some(t),
+            Input::Shared(_) => None,
+        }
+    }
+}
+
+impl From<Tensor> for Input {
+    fn from(t: Tensor) -> Self {
+        Input::Host(t)
+    }
+}
+
 /// An inference request.
 #[derive(Debug, Clone)]
 pub struct InferRequest {
     /// Model name.
     pub model: String,
     /// Inputs in the model's input order.
-    pub inputs: Vec<Tensor>,
+    pub inputs: Vec<Input>,
     /// Priority; `None` takes the model's default.
     pub priority: Option<Priority>,
     /// When the request arrived (latency is measured from here).
@@ -306,5 +369,21 @@ pub trait Service: Send + Sync {
     /// `None` when the service has none (the default).
     fn host_pool(&self) -> Option<Arc<reef_exec::host_pool::HostPool>> {
         None
+    }
+    /// Maps `byte_size` bytes of device memory that another process
+    /// exported as the CUDA IPC handle `raw_handle` on device `device` (as
+    /// [`Service::device_stats`] numbers devices), for requests to name as
+    /// inputs ([`Input::Shared`]) and outputs. The default has no device to
+    /// map it on.
+    fn open_shared(
+        &self,
+        device: usize,
+        raw_handle: &[u8],
+        byte_size: usize,
+    ) -> Result<Arc<dyn reef_exec::SharedRegion>, SchedError> {
+        let _ = (device, raw_handle, byte_size);
+        Err(SchedError::InvalidInput(
+            "this service cannot map CUDA shared memory".into(),
+        ))
     }
 }

@@ -10,6 +10,10 @@ pub const MAX_BE_QUEUES: usize = 32;
 /// the gaps of periodic RT load at 50 requests per second or more.
 pub const DEFAULT_GPU_IDLE_SPIN: Duration = Duration::from_millis(20);
 
+/// Default [`SchedConfig::pinned_input_bytes`]: 256 MiB, as Triton's pinned
+/// memory pool. Only a GPU makes the pool; the CPU backend ignores it.
+pub const DEFAULT_PINNED_INPUT_BYTES: usize = 256 << 20;
+
 /// How a scheduler behaves; every limit is configurable.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SchedConfig {
@@ -62,7 +66,8 @@ pub struct SchedConfig {
     /// Most bytes of pinned host memory the device's input pool may hold
     /// ([`reef_exec::host_pool`]; front ends decode inputs of 64 KiB and up
     /// into it, and their uploads skip the driver's staging copy); 0: no
-    /// pool, inputs stay in ordinary memory (the default until measured).
+    /// pool, inputs stay in ordinary memory. Default
+    /// [`DEFAULT_PINNED_INPUT_BYTES`].
     pub pinned_input_bytes: usize,
 }
 
@@ -79,7 +84,7 @@ impl Default for SchedConfig {
             beside_max_tile: None,
             early_rt: true,
             idle_spin: None,
-            pinned_input_bytes: 0,
+            pinned_input_bytes: DEFAULT_PINNED_INPUT_BYTES,
         }
     }
 }

@@ -14,8 +14,9 @@ pub mod stats;
 mod task;
 
 pub use api::*;
-pub use config::{ModeSpec, SchedConfig};
+pub use config::{ModeSpec, SchedConfig, DEFAULT_PINNED_INPUT_BYTES};
 pub use reef_exec::host_pool::{HostPool, NoPin};
+pub use reef_exec::shared::{SharedRegion, IPC_HANDLE_BYTES};
 
 use crate::engine::{Engine, Msg};
 use crate::registry::ModelEntry;
@@ -217,6 +218,23 @@ impl Service for Scheduler {
 
     fn host_pool(&self) -> Option<Arc<reef_exec::host_pool::HostPool>> {
         self.host_pool.clone()
+    }
+
+    /// Device 0 is this scheduler's device.
+    fn open_shared(
+        &self,
+        device: usize,
+        raw_handle: &[u8],
+        byte_size: usize,
+    ) -> Result<Arc<dyn reef_exec::SharedRegion>, SchedError> {
+        if device != 0 {
+            return Err(SchedError::InvalidInput(format!(
+                "device {device} does not exist (this service has one device, 0)"
+            )));
+        }
+        self.device
+            .open_shared(raw_handle, byte_size)
+            .map_err(|e| SchedError::InvalidInput(e.to_string()))
     }
 
     fn shutdown(&self) {

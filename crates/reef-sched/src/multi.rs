@@ -506,6 +506,23 @@ impl Service for MultiScheduler {
         self.slots.first().and_then(|s| s.sched.host_pool())
     }
 
+    /// Maps the region on device `device`'s scheduler; a request routed to
+    /// another device copies from it peer to peer.
+    fn open_shared(
+        &self,
+        device: usize,
+        raw_handle: &[u8],
+        byte_size: usize,
+    ) -> Result<Arc<dyn reef_exec::SharedRegion>, SchedError> {
+        let slot = self.slots.get(device).ok_or_else(|| {
+            SchedError::InvalidInput(format!(
+                "device {device} does not exist (this service has devices 0 to {})",
+                self.slots.len() - 1
+            ))
+        })?;
+        slot.sched.open_shared(0, raw_handle, byte_size)
+    }
+
     /// Shuts every device down (each answers everything it has queued).
     fn shutdown(&self) {
         for s in self.slots.iter() {

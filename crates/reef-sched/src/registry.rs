@@ -1,11 +1,10 @@
 //! The models a scheduler serves: their graph sources, compiled plans per
 //! batch size, device handles and pools of reusable task contexts.
 
-use crate::api::{GraphSource, ModelInfo, Priority, SchedError, TensorInfo};
+use crate::api::{GraphSource, Input, ModelInfo, Priority, SchedError, TensorInfo};
 use crate::padding::Profile;
 use parking_lot::Mutex;
 use reef_exec::{Context, Device, ModelHandle};
-use reef_model::Tensor;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -137,7 +136,7 @@ impl ModelEntry {
     }
 
     /// Checks a request's inputs against the model; returns the batch size.
-    pub fn check_inputs(&self, inputs: &[Tensor], max_batch: usize) -> Result<usize, SchedError> {
+    pub fn check_inputs(&self, inputs: &[Input], max_batch: usize) -> Result<usize, SchedError> {
         let want = &self.info.inputs;
         if inputs.len() != want.len() {
             return Err(SchedError::InvalidInput(format!(
@@ -162,20 +161,37 @@ impl ModelEntry {
                     t.dtype().kserve_name()
                 )));
             }
-            let ok = t.shape.len() == w.shape.len()
-                && t.shape
+            let shape = t.shape();
+            let ok = shape.len() == w.shape.len()
+                && shape
                     .iter()
                     .zip(&w.shape)
                     .skip(1)
                     .all(|(&a, &b)| a as i64 == b)
-                && !t.shape.is_empty();
+                && !shape.is_empty();
             if !ok {
                 return Err(SchedError::InvalidInput(format!(
                     "input '{}' of model '{}' must have shape {:?} (-1 = batch), got {:?}",
-                    w.name, self.name, w.shape, t.shape
+                    w.name, self.name, w.shape, shape
                 )));
             }
-            let b = t.shape[0];
+            if let Input::Shared(s) = t {
+                let size = s.region.byte_size();
+                if s.offset
+                    .checked_add(s.byte_len())
+                    .is_none_or(|end| end > size)
+                {
+                    return Err(SchedError::InvalidInput(format!(
+                        "input '{}' of model '{}': offset {} + {} bytes exceeds its shared \
+                         region's {size} bytes",
+                        w.name,
+                        self.name,
+                        s.offset,
+                        s.byte_len()
+                    )));
+                }
+            }
+            let b = shape[0];
             if *batch.get_or_insert(b) != b {
                 return Err(SchedError::InvalidInput(format!(
                     "inputs of model '{}' disagree on the batch size",

@@ -111,6 +111,22 @@ impl Service for Starting {
     fn host_pool(&self) -> Option<Arc<reef_exec::host_pool::HostPool>> {
         self.inner.get().and_then(|s| s.host_pool())
     }
+
+    fn open_shared(
+        &self,
+        device: usize,
+        raw_handle: &[u8],
+        byte_size: usize,
+    ) -> Result<Arc<dyn reef_exec::SharedRegion>, SchedError> {
+        self.inner
+            .get()
+            .ok_or_else(|| {
+                SchedError::InvalidInput(
+                    "the server is still starting: no device to map CUDA shared memory on".into(),
+                )
+            })?
+            .open_shared(device, raw_handle, byte_size)
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! A task: one request on its way through the scheduler.
 
-use crate::api::{InferResponse, Priority, SchedError, TaskStats};
+use crate::api::{InferResponse, Input, Priority, SchedError, TaskStats};
 use crate::padding::Profile;
 use crate::registry::ModelEntry;
 use reef_exec::{Context, ModelHandle};
@@ -15,7 +15,7 @@ pub(crate) struct Task {
     pub handle: Arc<dyn ModelHandle>,
     pub batch: usize,
     pub priority: Priority,
-    pub inputs: Vec<Tensor>,
+    pub inputs: Vec<Input>,
     pub tx: oneshot::Sender<Result<InferResponse, SchedError>>,
     pub arrival: Instant,
     pub started: Option<Instant>,
@@ -58,9 +58,14 @@ impl Task {
     pub fn start(&mut self) -> Result<(), SchedError> {
         let mut ctx = self.entry.take_context(&self.handle, self.batch)?;
         let writing = Instant::now();
-        for (i, t) in self.inputs.iter().enumerate() {
-            ctx.write_input(i, &t.bytes())
-                .map_err(|e| SchedError::Internal(format!("writing input {i}: {e}")))?;
+        for (i, input) in self.inputs.iter().enumerate() {
+            match input {
+                Input::Host(t) => ctx.write_input(i, &t.bytes()),
+                Input::Shared(s) => {
+                    ctx.write_input_shared(i, s.region.as_ref(), s.offset, s.byte_len())
+                }
+            }
+            .map_err(|e| SchedError::Internal(format!("writing input {i}: {e}")))?;
         }
         self.inputs = Vec::new();
         self.ctx = Some(ctx);

@@ -1,5 +1,6 @@
 //! The scheduler's pinned input pool (`SchedConfig::pinned_input_bytes`):
-//! off by default, and when on, buffers for every FP32 model input are made
+//! 256 MiB by default where the device offers one (a GPU), off at 0, and
+//! when on, buffers for every FP32 model input are made
 //! at model load (pinning stays off the requests' path), and tensors built
 //! in them are answered like any other. The CPU backend has no pool, so a
 //! CPU device that offers one (pinning nothing) stands in for a GPU.
@@ -58,8 +59,17 @@ fn scheduler(pinned_input_bytes: usize) -> Arc<Scheduler> {
 }
 
 #[test]
-fn the_pool_is_off_by_default_and_prepared_at_load_when_on() {
-    assert!(scheduler(0).host_pool().is_none(), "off unless configured");
+fn the_pool_is_off_at_zero_and_prepared_at_load_when_on() {
+    assert_eq!(
+        SchedConfig::default().pinned_input_bytes,
+        reef_sched::DEFAULT_PINNED_INPUT_BYTES
+    );
+    let cpu = tiny_rt(
+        Arc::new(CpuDevice::new(Some(2)).expect("cpu device")),
+        SchedConfig::default(),
+    );
+    assert!(cpu.host_pool().is_none(), "the CPU backend makes no pool");
+    assert!(scheduler(0).host_pool().is_none(), "off at zero");
     let s = scheduler(16 << 20);
     let pool = s.host_pool().expect("configured");
     assert_eq!(

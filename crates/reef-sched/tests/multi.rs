@@ -68,7 +68,7 @@ fn inputs(s: &dyn Service, model: &str, batch: usize, rng: &mut ChaCha8Rng) -> V
 fn req(model: &str, inputs: Vec<Tensor>, p: Priority) -> InferRequest {
     InferRequest {
         model: model.into(),
-        inputs,
+        inputs: inputs.into_iter().map(Into::into).collect(),
         priority: Some(p),
         arrival: Instant::now(),
     }

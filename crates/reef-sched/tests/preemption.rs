@@ -61,7 +61,7 @@ fn random_inputs(s: &Scheduler, model: &str, rng: &mut ChaCha8Rng) -> Vec<Tensor
 fn req(model: &str, inputs: Vec<Tensor>, p: Priority) -> InferRequest {
     InferRequest {
         model: model.into(),
-        inputs,
+        inputs: inputs.into_iter().map(Into::into).collect(),
         priority: Some(p),
         arrival: Instant::now(),
     }

@@ -86,6 +86,7 @@ impl Service for InstantService {
         let x = req
             .inputs
             .first()
+            .and_then(reef_sched::Input::host)
             .and_then(Tensor::as_f32)
             .ok_or_else(|| SchedError::InvalidInput("one FP32 input expected".into()))?;
         let out = Tensor::f32(vec![1, CLASSES], answer(x))
@@ -234,7 +235,7 @@ impl Path {
             Path::Direct(s) => {
                 let ticket = s.submit(InferRequest {
                     model: MODEL.into(),
-                    inputs: vec![input.clone()],
+                    inputs: vec![input.clone().into()],
                     priority: Some(priority),
                     arrival: Instant::now(),
                 })?;

@@ -18,7 +18,7 @@ use crate::proto::model_metadata_response::TensorMetadata;
 use crate::proto::repository_index_response::ModelIndex;
 use crate::proto::*;
 use crate::request_error::RequestError;
-use crate::shm::ShmTarget;
+use crate::shm::{Kind, ShmTarget};
 use crate::state::{AppState, MODEL_VERSION, PLATFORM};
 use crate::tensor_codec::{
     parse_datatype, parse_shape, shape_i64, tensor_bytes, tensor_from_contents, tensor_from_raw_in,
@@ -155,16 +155,16 @@ async fn infer(
                     "input '{name}': has both contents and a shared memory region"
                 )));
             }
-            target.read_tensor(pool.as_deref(), name, dtype, shape)?
+            target.read_input(pool.as_deref(), name, dtype, shape)?
         } else if let Some(bytes) = raw_next.next() {
             if input.contents.is_some() {
                 return Err(RequestError::bad(format!(
                     "input '{name}': has both contents and raw_input_contents"
                 )));
             }
-            tensor_from_raw_in(pool.as_deref(), name, dtype, shape, bytes)?
+            tensor_from_raw_in(pool.as_deref(), name, dtype, shape, bytes)?.into()
         } else if let Some(c) = &input.contents {
-            tensor_from_contents(name, dtype, shape, c)?
+            tensor_from_contents(name, dtype, shape, c)?.into()
         } else {
             return Err(RequestError::bad(format!(
                 "input '{name}': has no data (contents, raw_input_contents or shared memory)"
@@ -411,7 +411,55 @@ impl GrpcInferenceService for GrpcService {
     ) -> Result<Response<SystemSharedMemoryUnregisterResponse>, Status> {
         let r = request.into_inner();
         let name = Some(r.name.as_str()).filter(|n| !n.is_empty());
-        self.state.shm.unregister(name)?;
+        self.state.shm.unregister(Kind::System, name)?;
         Ok(Response::new(SystemSharedMemoryUnregisterResponse {}))
+    }
+
+    async fn cuda_shared_memory_status(
+        &self,
+        request: Request<CudaSharedMemoryStatusRequest>,
+    ) -> Result<Response<CudaSharedMemoryStatusResponse>, Status> {
+        let r = request.into_inner();
+        let name = Some(r.name.as_str()).filter(|n| !n.is_empty());
+        let regions = self
+            .state
+            .shm
+            .cuda_status(name)?
+            .into_iter()
+            .map(|s| {
+                let status = cuda_shared_memory_status_response::RegionStatus {
+                    name: s.name.clone(),
+                    device_id: s.device_id,
+                    byte_size: s.byte_size,
+                };
+                (s.name, status)
+            })
+            .collect();
+        Ok(Response::new(CudaSharedMemoryStatusResponse { regions }))
+    }
+
+    async fn cuda_shared_memory_register(
+        &self,
+        request: Request<CudaSharedMemoryRegisterRequest>,
+    ) -> Result<Response<CudaSharedMemoryRegisterResponse>, Status> {
+        let r = request.into_inner();
+        self.state.shm.register_cuda(
+            self.state.service.as_ref(),
+            &r.name,
+            &r.raw_handle,
+            r.device_id,
+            r.byte_size,
+        )?;
+        Ok(Response::new(CudaSharedMemoryRegisterResponse {}))
+    }
+
+    async fn cuda_shared_memory_unregister(
+        &self,
+        request: Request<CudaSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<CudaSharedMemoryUnregisterResponse>, Status> {
+        let r = request.into_inner();
+        let name = Some(r.name.as_str()).filter(|n| !n.is_empty());
+        self.state.shm.unregister(Kind::Cuda, name)?;
+        Ok(Response::new(CudaSharedMemoryUnregisterResponse {}))
     }
 }

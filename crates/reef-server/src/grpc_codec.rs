@@ -150,13 +150,13 @@ pub fn shm_params(
 /// each input then naming its place. Returns the bytes used.
 pub fn inputs_to_shm(
     msg: &mut crate::proto::ModelInferRequest,
-    region: &crate::shm::ClientRegion,
+    region: &dyn crate::shm::ClientMemory,
     region_name: &str,
 ) -> std::io::Result<u64> {
     let raw = std::mem::take(&mut msg.raw_input_contents);
     let mut offset = 0;
     for (input, bytes) in msg.inputs.iter_mut().zip(&raw) {
-        region.write(offset, bytes)?;
+        region.write_at(offset, bytes)?;
         input.parameters = shm_params(region_name, bytes.len() as u64, offset);
         offset += bytes.len() as u64;
     }
@@ -193,7 +193,7 @@ pub fn outputs_to_shm(
 /// [`outputs_to_shm`]).
 pub fn shm_output_tensors(
     resp: &crate::proto::ModelInferResponse,
-    region: &crate::shm::ClientRegion,
+    region: &dyn crate::shm::ClientMemory,
     offsets: &[u64],
 ) -> Result<Vec<reef_model::Tensor>, String> {
     if resp.outputs.len() != offsets.len() {
@@ -210,8 +210,7 @@ pub fn shm_output_tensors(
             let dt = reef_model::DType::from_kserve(&o.datatype)
                 .ok_or_else(|| format!("output '{}': unknown datatype {}", o.name, o.datatype))?;
             let shape = o.shape.iter().map(|&d| d.max(0) as usize).collect();
-            region
-                .read_tensor(&o.name, dt, shape, offset)
+            crate::shm::read_client_tensor(region, &o.name, dt, shape, offset)
                 .map_err(|e| e.message)
         })
         .collect()

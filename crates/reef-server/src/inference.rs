@@ -14,8 +14,7 @@
 use crate::model_stats::Phases;
 use crate::request_error::{ErrorKind, RequestError};
 use crate::state::AppState;
-use reef_model::Tensor;
-use reef_sched::{InferRequest, InferResponse, ModelInfo, Priority, TaskStats};
+use reef_sched::{InferRequest, InferResponse, Input, ModelInfo, Priority, TaskStats};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -82,7 +81,7 @@ pub struct Prepared {
 pub fn prepare(
     state: &AppState,
     info: ModelInfo,
-    inputs: Vec<(String, Tensor)>,
+    inputs: Vec<(String, Input)>,
     requested: Option<&[String]>,
     priority: Option<Priority>,
     arrival: Instant,
@@ -103,7 +102,7 @@ pub fn prepare(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let mut slots: Vec<Option<Tensor>> = vec![None; info.inputs.len()];
+    let mut slots: Vec<Option<Input>> = vec![None; info.inputs.len()];
     for (name, tensor) in inputs {
         let idx = info
             .inputs
@@ -134,19 +133,20 @@ pub fn prepare(
                 want.dtype.kserve_name()
             )));
         }
-        let fits = t.shape.len() == want.shape.len()
-            && t.shape
+        let shape = t.shape();
+        let fits = shape.len() == want.shape.len()
+            && shape
                 .iter()
                 .zip(&want.shape)
                 .all(|(&got, &w)| w < 0 || got as i64 == w);
         if !fits {
             return Err(RequestError::bad(format!(
                 "input '{name}': shape {:?} does not match the model's {:?} (-1 is any size)",
-                t.shape, want.shape
+                shape, want.shape
             )));
         }
         if want.shape.first() == Some(&-1) {
-            let b = t.shape[0];
+            let b = shape[0];
             if b == 0 {
                 return Err(RequestError::bad(format!(
                     "input '{name}': batch size is 0"

@@ -1,7 +1,15 @@
-//! Triton's system shared memory extension: clients register POSIX shared
-//! memory objects as named regions, then name a region (with a byte size and
-//! an optional offset) on an input, which the server reads its tensor from,
-//! or on a requested output, which the server writes its result into.
+//! Triton's system and CUDA shared memory extensions: clients register
+//! POSIX shared memory objects, or device allocations exported as CUDA IPC
+//! handles, as named regions, then name a region (with a byte size and an
+//! optional offset) on an input, which the server reads its tensor from, or
+//! on a requested output, which the server writes its result into.
+//!
+//! A CUDA region is mapped by the service's device
+//! ([`reef_sched::Service::open_shared`]); an input in it stays on the
+//! device ([`reef_sched::Input::Shared`]) and reaches the model's buffer
+//! with a device-to-device copy, so the request carries no tensor bytes at
+//! all. Outputs are copied into it from host memory. Region names are one
+//! namespace over both kinds, as in Triton.
 //!
 //! reef allows no `unsafe` outside the CUDA boundary, so regions are not
 //! mapped: a region's object is opened as the file `/dev/shm/<key>` (where
@@ -11,18 +19,21 @@
 //! it at any time. Regions are held as `Arc`s, so unregistering one while a
 //! request uses it is safe (the request finishes with its handle).
 //!
-//! Client access is off unless the server is started with
-//! `--allow-client-shm` ([`crate::ServerConfig::allow_client_shm`]), as in
-//! Triton: a client that can register regions can make the server read and
+//! Client access (both kinds) is off unless the server is started with
+//! `--allow-client-shm` ([`crate::ServerConfig::allow_client_shm`]): a
+//! client that can register system regions can make the server read and
 //! write any file in `/dev/shm` it can open.
 //!
-//! [`ClientRegion`] is the client side, for benchmarks and tests.
+//! [`ClientRegion`] is the client side of system shared memory, for
+//! benchmarks and tests; [`ClientMemory`] is what clients of either kind
+//! write inputs into and read outputs from.
 
 use crate::inference::ParamValue;
 use crate::request_error::RequestError;
 use crate::tensor_codec::{tensor_bytes, tensor_from_reader};
+
 use reef_model::{DType, Tensor};
-use reef_sched::HostPool;
+use reef_sched::{HostPool, Input, Service, SharedInput, SharedRegion};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -60,17 +71,66 @@ pub fn key_path(key: &str) -> Result<PathBuf, RequestError> {
     Ok(PathBuf::from(SHM_DIR).join(name))
 }
 
-/// A registered region: `byte_size` bytes at `offset` in the object `key`.
+/// A registered region: `byte_size` bytes at `offset` in the object `key`
+/// (system), or the first `byte_size` bytes of a mapped device allocation
+/// (CUDA).
 #[derive(Debug)]
 pub struct Region {
     name: String,
-    key: String,
     offset: u64,
     byte_size: u64,
-    file: File,
+    backing: Backing,
 }
 
-/// A region as the status calls report it.
+/// What a region's bytes live in.
+#[derive(Debug)]
+enum Backing {
+    /// A POSIX shared memory object.
+    File { key: String, file: File },
+    /// Device memory another process exported, on device `device_id`.
+    Device {
+        device_id: u64,
+        region: Arc<dyn SharedRegion>,
+    },
+}
+
+/// The two kinds of region, for the calls that address one kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// System shared memory.
+    System,
+    /// CUDA shared memory.
+    Cuda,
+}
+
+impl Kind {
+    fn of(backing: &Backing) -> Kind {
+        match backing {
+            Backing::File { .. } => Kind::System,
+            Backing::Device { .. } => Kind::Cuda,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Kind::System => "system",
+            Kind::Cuda => "CUDA",
+        }
+    }
+}
+
+/// A CUDA region as the status calls report it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CudaRegionStatus {
+    /// Region name.
+    pub name: String,
+    /// Device the allocation lives on.
+    pub device_id: u64,
+    /// Size of the region, bytes.
+    pub byte_size: u64,
+}
+
+/// A system region as the status calls report it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RegionStatus {
     /// Region name.
@@ -84,11 +144,29 @@ pub struct RegionStatus {
 }
 
 impl Region {
+    fn key(&self) -> &str {
+        match &self.backing {
+            Backing::File { key, .. } => key,
+            Backing::Device { .. } => "",
+        }
+    }
+
     fn status(&self) -> RegionStatus {
         RegionStatus {
             name: self.name.clone(),
-            key: self.key.clone(),
+            key: self.key().to_string(),
             offset: self.offset,
+            byte_size: self.byte_size,
+        }
+    }
+
+    fn cuda_status(&self) -> CudaRegionStatus {
+        CudaRegionStatus {
+            name: self.name.clone(),
+            device_id: match &self.backing {
+                Backing::Device { device_id, .. } => *device_id,
+                Backing::File { .. } => 0,
+            },
             byte_size: self.byte_size,
         }
     }
@@ -105,28 +183,31 @@ impl Region {
             )));
         }
         let pos = self.offset + at;
-        let file_len = self.file.metadata().map(|m| m.len()).map_err(|e| {
+        let Backing::File { key, file } = &self.backing else {
+            return Ok(pos);
+        };
+        let file_len = file.metadata().map(|m| m.len()).map_err(|e| {
             RequestError::bad(format!(
-                "{what}: shared memory region '{}' (key '{}'): {e}",
-                self.name, self.key
+                "{what}: shared memory region '{}' (key '{key}'): {e}",
+                self.name
             ))
         })?;
         if pos + len > file_len {
             return Err(RequestError::bad(format!(
-                "{what}: shared memory region '{}' (key '{}') needs {} bytes but the object \
+                "{what}: shared memory region '{}' (key '{key}') needs {} bytes but the object \
                  now has only {file_len} (was it truncated?)",
                 self.name,
-                self.key,
                 pos + len
             )));
         }
         Ok(pos)
     }
 
-    fn io_error(&self, what: &str, e: std::io::Error) -> RequestError {
+    fn io_error(&self, what: &str, e: impl std::fmt::Display) -> RequestError {
         RequestError::bad(format!(
-            "{what}: shared memory region '{}' (key '{}'): {e}",
-            self.name, self.key
+            "{what}: {} shared memory region '{}': {e}",
+            Kind::of(&self.backing).label(),
+            self.name
         ))
     }
 }
@@ -215,49 +296,126 @@ impl ShmRegistry {
                 meta.len()
             )));
         }
-        let mut table = self.write_table()?;
-        if table.contains_key(name) {
-            return Err(RequestError::bad(format!(
-                "shared memory region '{name}' is already registered (unregister it first)"
-            )));
-        }
-        let region = Region {
+        self.insert(Region {
             name: name.to_string(),
-            key: key.to_string(),
             offset,
             byte_size,
-            file,
+            backing: Backing::File {
+                key: key.to_string(),
+                file,
+            },
+        })
+    }
+
+    /// Registers `byte_size` bytes of the device allocation that another
+    /// process exported as the CUDA IPC handle `raw_handle` on device
+    /// `device_id`, mapped by `service`, as region `name`.
+    pub fn register_cuda(
+        &self,
+        service: &dyn Service,
+        name: &str,
+        raw_handle: &[u8],
+        device_id: i64,
+        byte_size: u64,
+    ) -> Result<(), RequestError> {
+        self.check_allowed()?;
+        if name.is_empty() {
+            return Err(RequestError::bad("shared memory region name is empty"));
+        }
+        let cannot = |e: &dyn std::fmt::Display| {
+            RequestError::bad(format!(
+                "cannot register CUDA shared memory region '{name}' (device {device_id}): {e}"
+            ))
         };
-        table.insert(name.to_string(), Arc::new(region));
+        let device = usize::try_from(device_id).map_err(|_| cannot(&"device_id is negative"))?;
+        let size = usize::try_from(byte_size).map_err(|_| cannot(&"byte_size is too large"))?;
+        if self.read_table()?.contains_key(name) {
+            return Err(already(name));
+        }
+        let region = service
+            .open_shared(device, raw_handle, size)
+            .map_err(|e| cannot(&e))?;
+        self.insert(Region {
+            name: name.to_string(),
+            offset: 0,
+            byte_size,
+            backing: Backing::Device {
+                device_id: device as u64,
+                region,
+            },
+        })
+    }
+
+    fn insert(&self, region: Region) -> Result<(), RequestError> {
+        let mut table = self.write_table()?;
+        if table.contains_key(&region.name) {
+            return Err(already(&region.name));
+        }
+        table.insert(region.name.clone(), Arc::new(region));
         Ok(())
     }
 
-    /// Unregisters region `name`, or every region when `name` is `None`.
-    /// Unregistering a name that is not registered does nothing (as Triton).
-    pub fn unregister(&self, name: Option<&str>) -> Result<(), RequestError> {
+    /// Unregisters region `name` of kind `kind`, or every region of that
+    /// kind when `name` is `None`. Unregistering a name that is not
+    /// registered (as that kind) does nothing (as Triton).
+    pub fn unregister(&self, kind: Kind, name: Option<&str>) -> Result<(), RequestError> {
         self.check_allowed()?;
         let mut table = self.write_table()?;
         match name {
             Some(n) => {
-                table.remove(n);
+                if table.get(n).is_some_and(|r| Kind::of(&r.backing) == kind) {
+                    table.remove(n);
+                }
             }
-            None => table.clear(),
+            None => table.retain(|_, r| Kind::of(&r.backing) != kind),
         }
         Ok(())
     }
 
-    /// The status of region `name` (an error when unknown), or of every
-    /// region by name when `name` is `None`.
-    pub fn status(&self, name: Option<&str>) -> Result<Vec<RegionStatus>, RequestError> {
+    /// The regions of kind `kind` by name: region `name` (an error when it
+    /// is not registered as that kind), or all of them when `name` is
+    /// `None`.
+    fn of_kind(&self, kind: Kind, name: Option<&str>) -> Result<Vec<Arc<Region>>, RequestError> {
         self.check_allowed()?;
         let table = self.read_table()?;
         match name {
-            Some(n) => Ok(vec![self.lookup(&table, n)?.status()]),
+            Some(n) => {
+                let r = self.lookup(&table, n)?;
+                if Kind::of(&r.backing) != kind {
+                    return Err(RequestError::bad(format!(
+                        "shared memory region '{n}' is not a {} region",
+                        kind.label()
+                    )));
+                }
+                Ok(vec![r])
+            }
             None => {
-                let sorted: BTreeMap<_, _> = table.iter().collect();
-                Ok(sorted.values().map(|r| r.status()).collect())
+                let sorted: BTreeMap<_, _> = table
+                    .iter()
+                    .filter(|(_, r)| Kind::of(&r.backing) == kind)
+                    .collect();
+                Ok(sorted.into_values().cloned().collect())
             }
         }
+    }
+
+    /// The status of system region `name` (an error when unknown), or of
+    /// every system region by name when `name` is `None`.
+    pub fn status(&self, name: Option<&str>) -> Result<Vec<RegionStatus>, RequestError> {
+        Ok(self
+            .of_kind(Kind::System, name)?
+            .iter()
+            .map(|r| r.status())
+            .collect())
+    }
+
+    /// As [`ShmRegistry::status`], for CUDA regions.
+    pub fn cuda_status(&self, name: Option<&str>) -> Result<Vec<CudaRegionStatus>, RequestError> {
+        Ok(self
+            .of_kind(Kind::Cuda, name)?
+            .iter()
+            .map(|r| r.cuda_status())
+            .collect())
     }
 
     fn lookup(
@@ -266,10 +424,7 @@ impl ShmRegistry {
         name: &str,
     ) -> Result<Arc<Region>, RequestError> {
         table.get(name).cloned().ok_or_else(|| {
-            RequestError::bad(format!(
-                "shared memory region '{name}' is not registered (reef supports system \
-                 shared memory only; CUDA shared memory is not supported)"
-            ))
+            RequestError::bad(format!("shared memory region '{name}' is not registered"))
         })
     }
 
@@ -322,6 +477,12 @@ impl ShmRegistry {
     }
 }
 
+fn already(name: &str) -> RequestError {
+    RequestError::bad(format!(
+        "shared memory region '{name}' is already registered (unregister it first)"
+    ))
+}
+
 fn non_negative(what: &str, key: &str, v: &ParamValue) -> Result<u64, RequestError> {
     match v {
         ParamValue::Int(i) => u64::try_from(*i).ok(),
@@ -359,25 +520,46 @@ impl ShmTarget {
         self.byte_size
     }
 
-    /// Reads input `name` of type `dtype` and shape `shape` from the region,
-    /// straight into the tensor's buffer (a pinned one of `pool` where it
-    /// has room); the byte size must match.
-    pub fn read_tensor(
+    /// Input `name` of type `dtype` and shape `shape` from the region: from
+    /// a system region read straight into the tensor's buffer (a pinned one
+    /// of `pool` where it has room); in a CUDA region left where it is, for
+    /// the device to copy. The byte size must match.
+    pub fn read_input(
         &self,
         pool: Option<&HostPool>,
         name: &str,
         dtype: DType,
         shape: Vec<usize>,
-    ) -> Result<Tensor, RequestError> {
+    ) -> Result<Input, RequestError> {
         let what = format!("input '{name}'");
         let len = usize::try_from(self.byte_size).unwrap_or(usize::MAX);
-        tensor_from_reader(pool, name, dtype, shape, len, |buf| {
-            let pos = self.region.span(&what, self.offset, buf.len() as u64)?;
-            self.region
-                .file
-                .read_exact_at(buf, pos)
-                .map_err(|e| self.region.io_error(&what, e))
-        })
+        match &self.region.backing {
+            Backing::File { file, .. } => {
+                tensor_from_reader(pool, name, dtype, shape, len, |buf| {
+                    let pos = self.region.span(&what, self.offset, buf.len() as u64)?;
+                    file.read_exact_at(buf, pos)
+                        .map_err(|e| self.region.io_error(&what, e))
+                })
+                .map(Input::Host)
+            }
+            Backing::Device { region, .. } => {
+                let input = SharedInput {
+                    dtype,
+                    shape,
+                    region: region.clone(),
+                    offset: usize::try_from(self.offset).unwrap_or(usize::MAX),
+                };
+                let need = input.byte_len();
+                if need != len {
+                    return Err(RequestError::bad(format!(
+                        "{what}: {BYTE_SIZE_PARAM} is {len} but {} {:?} needs {need} bytes",
+                        dtype.kserve_name(),
+                        input.shape
+                    )));
+                }
+                Ok(Input::Shared(input))
+            }
+        }
     }
 
     /// Writes output `name` (raw little-endian bytes) into the region; the
@@ -394,10 +576,14 @@ impl ShmTarget {
             )));
         }
         let pos = self.region.span(&what, self.offset, len)?;
-        self.region
-            .file
-            .write_all_at(&bytes, pos)
-            .map_err(|e| self.region.io_error(&what, e))?;
+        match &self.region.backing {
+            Backing::File { file, .. } => file
+                .write_all_at(&bytes, pos)
+                .map_err(|e| self.region.io_error(&what, e))?,
+            Backing::Device { region, .. } => region
+                .write(pos as usize, &bytes)
+                .map_err(|e| self.region.io_error(&what, e))?,
+        }
         Ok(len)
     }
 }
@@ -464,16 +650,53 @@ impl ClientRegion {
         shape: Vec<usize>,
         offset: u64,
     ) -> Result<Tensor, RequestError> {
-        let len = reef_model::tensor::numel(&shape).saturating_mul(dtype.size());
-        tensor_from_reader(None, name, dtype, shape, len, |buf| {
-            self.file.read_exact_at(buf, offset).map_err(|e| {
-                RequestError::bad(format!(
-                    "tensor '{name}': shared memory '{}': {e}",
-                    self.key
-                ))
-            })
-        })
+        read_client_tensor(self, name, dtype, shape, offset)
     }
+}
+
+/// Client memory that a region is registered from (a system shared memory
+/// object, or a device allocation exported for CUDA shared memory): where
+/// a client writes its inputs and reads its outputs.
+pub trait ClientMemory: Send + Sync {
+    /// Size, bytes.
+    fn byte_size(&self) -> u64;
+    /// Writes `bytes` at `offset`.
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()>;
+    /// Fills `buf` from `offset`.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
+    /// What the memory is, for errors.
+    fn describe(&self) -> String;
+}
+
+impl ClientMemory for ClientRegion {
+    fn byte_size(&self) -> u64 {
+        self.byte_size
+    }
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.write(offset, bytes)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+    fn describe(&self) -> String {
+        format!("shared memory '{}'", self.key)
+    }
+}
+
+/// Reads a tensor of type `dtype` and shape `shape` at `offset` of client
+/// memory (straight into its buffer).
+pub fn read_client_tensor(
+    mem: &dyn ClientMemory,
+    name: &str,
+    dtype: DType,
+    shape: Vec<usize>,
+    offset: u64,
+) -> Result<Tensor, RequestError> {
+    let len = reef_model::tensor::numel(&shape).saturating_mul(dtype.size());
+    tensor_from_reader(None, name, dtype, shape, len, |buf| {
+        mem.read_at(offset, buf)
+            .map_err(|e| RequestError::bad(format!("tensor '{name}': {}: {e}", mem.describe())))
+    })
 }
 
 impl Drop for ClientRegion {
@@ -502,7 +725,7 @@ mod tests {
         let e = r.register("x", "/x", 0, 4).unwrap_err();
         assert!(e.message.contains("--allow-client-shm"));
         assert!(r.status(None).is_err());
-        assert!(r.unregister(None).is_err());
+        assert!(r.unregister(Kind::System, None).is_err());
         let params = |k: &str| match k {
             REGION_PARAM => Some(ParamValue::Str("x".into())),
             BYTE_SIZE_PARAM => Some(ParamValue::Int(4)),
@@ -534,18 +757,25 @@ mod tests {
             _ => None,
         };
         let t = r.target("input 'x'", params).unwrap().unwrap();
-        let x = t.read_tensor(None, "x", DType::F32, vec![2, 2]).unwrap();
+        let x = t.read_input(None, "x", DType::F32, vec![2, 2]).unwrap();
+        let x = x.host().expect("a system region reads to host memory");
         assert_eq!(x.as_f32().unwrap(), &v);
         let y = Tensor::f32(vec![4], v.iter().map(|a| a * 2.0).collect()).unwrap();
         assert_eq!(t.write_tensor("y", &y).unwrap(), 16);
         let back = client.read_tensor("y", DType::F32, vec![4], 12).unwrap();
         assert_eq!(back.as_f32().unwrap(), y.as_f32().unwrap());
-        assert!(t.read_tensor(None, "x", DType::F32, vec![3]).is_err());
+        assert!(t.read_input(None, "x", DType::F32, vec![3]).is_err());
         client.file.set_len(10).unwrap();
-        let e = t.read_tensor(None, "x", DType::F32, vec![4]).unwrap_err();
+        let e = t.read_input(None, "x", DType::F32, vec![4]).unwrap_err();
         assert!(e.message.contains("truncated"), "{e:?}");
         assert_eq!(r.status(None).unwrap().len(), 1);
-        r.unregister(Some("in")).unwrap();
+        r.unregister(Kind::Cuda, Some("in")).unwrap();
+        assert_eq!(
+            r.status(None).unwrap().len(),
+            1,
+            "a CUDA unregister spares system regions"
+        );
+        r.unregister(Kind::System, Some("in")).unwrap();
         assert!(r.status(Some("in")).is_err());
     }
 }

@@ -38,7 +38,7 @@ pub fn input_data(s: &Scheduler, seed: u64) -> (Vec<usize>, Vec<f32>) {
 pub fn infer(s: &Scheduler, inputs: Vec<Tensor>) -> Vec<Tensor> {
     s.infer_blocking(InferRequest {
         model: MODEL.into(),
-        inputs,
+        inputs: inputs.into_iter().map(Into::into).collect(),
         priority: Some(Priority::Rt),
         arrival: Instant::now(),
     })

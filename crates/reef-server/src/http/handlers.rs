@@ -6,6 +6,7 @@ use super::infer::{self, OutputMode};
 use crate::admin::{self, load_from_repository, repository_entries, unload, TritonModelConfig};
 use crate::inference::{execute, prepare, Outcome};
 use crate::request_error::RequestError;
+use crate::shm::Kind;
 use crate::state::{AppState, MODEL_VERSION, PLATFORM};
 use crate::timing::Timing;
 use axum::body::Body;
@@ -362,15 +363,17 @@ pub async fn shm_register(
     Ok(StatusCode::OK)
 }
 
-/// Unregisters region `name` (every region for `None`).
+/// Unregisters region `name` of kind `kind` (every region of that kind
+/// for `None`).
 async fn unregister_regions(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
+    kind: Kind,
     name: Option<&str>,
 ) -> Result<StatusCode, RequestError> {
     check_optional_json(state, headers, body).await?;
-    state.shm.unregister(name)?;
+    state.shm.unregister(kind, name)?;
     Ok(StatusCode::OK)
 }
 
@@ -380,7 +383,7 @@ pub async fn shm_unregister_all(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, RequestError> {
-    unregister_regions(&state, &headers, body, None).await
+    unregister_regions(&state, &headers, body, Kind::System, None).await
 }
 
 /// POST /v2/systemsharedmemory/region/{name}/unregister
@@ -390,5 +393,83 @@ pub async fn shm_unregister(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, RequestError> {
-    unregister_regions(&state, &headers, body, Some(&name)).await
+    unregister_regions(&state, &headers, body, Kind::System, Some(&name)).await
+}
+
+/// Body of POST /v2/cudasharedmemory/region/{name}/register.
+#[derive(Debug, Deserialize)]
+struct CudaRegisterRequest {
+    raw_handle: Base64Bytes,
+    device_id: i64,
+    byte_size: u64,
+}
+
+/// Binary data in JSON, as Triton writes it: `{"b64": "<base64>"}`.
+#[derive(Debug, Deserialize)]
+struct Base64Bytes {
+    b64: String,
+}
+
+/// GET /v2/cudasharedmemory/status
+pub async fn cuda_shm_status_all(State(state): AppStateRef) -> Result<Json<Value>, RequestError> {
+    Ok(Json(json!(state.shm.cuda_status(None)?)))
+}
+
+/// GET /v2/cudasharedmemory/region/{name}/status
+pub async fn cuda_shm_status(
+    State(state): AppStateRef,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, RequestError> {
+    Ok(Json(json!(state.shm.cuda_status(Some(&name))?)))
+}
+
+/// POST /v2/cudasharedmemory/region/{name}/register
+pub async fn cuda_shm_register(
+    State(state): AppStateRef,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, RequestError> {
+    use base64::Engine as _;
+    let bytes = read_body(&headers, body, state.max_body_bytes).await?;
+    let req: CudaRegisterRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        RequestError::bad(format!(
+            "malformed CUDA shared memory register request (expected {{\"raw_handle\": \
+             {{\"b64\": string}}, \"device_id\": integer, \"byte_size\": integer}}): {e}"
+        ))
+    })?;
+    let handle = base64::engine::general_purpose::STANDARD
+        .decode(req.raw_handle.b64.trim())
+        .map_err(|e| {
+            RequestError::bad(format!(
+                "CUDA shared memory region '{name}': raw_handle.b64 is not base64: {e}"
+            ))
+        })?;
+    state.shm.register_cuda(
+        state.service.as_ref(),
+        &name,
+        &handle,
+        req.device_id,
+        req.byte_size,
+    )?;
+    Ok(StatusCode::OK)
+}
+
+/// POST /v2/cudasharedmemory/unregister (every CUDA region)
+pub async fn cuda_shm_unregister_all(
+    State(state): AppStateRef,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, RequestError> {
+    unregister_regions(&state, &headers, body, Kind::Cuda, None).await
+}
+
+/// POST /v2/cudasharedmemory/region/{name}/unregister
+pub async fn cuda_shm_unregister(
+    State(state): AppStateRef,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, RequestError> {
+    unregister_regions(&state, &headers, body, Kind::Cuda, Some(&name)).await
 }

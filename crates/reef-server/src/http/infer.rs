@@ -21,6 +21,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use reef_model::Tensor;
 use reef_sched::HostPool;
+use reef_sched::Input;
 use reef_sched::{ModelInfo, Priority};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -85,7 +86,7 @@ pub struct HttpInfer {
     /// Client's request id, echoed back.
     pub id: Option<String>,
     /// Inputs by name.
-    pub inputs: Vec<(String, Tensor)>,
+    pub inputs: Vec<(String, Input)>,
     /// Requested outputs and how each comes back; `None` means all.
     pub outputs: Option<Vec<(String, OutputMode)>>,
     /// Default for outputs that do not say whether to return raw data.
@@ -224,14 +225,14 @@ pub fn decode(
             )));
         }
         let tensor = match (size, &input.data, target) {
-            (None, None, Some(t)) => t.read_tensor(pool, name, dtype, shape)?,
+            (None, None, Some(t)) => t.read_input(pool, name, dtype, shape)?,
             (Some(_), Some(_), _) => {
                 return Err(RequestError::bad(format!(
                     "{where_}: has both `data` and binary_data_size"
                 )))
             }
             (None, None, _) => return Err(RequestError::bad(format!("{where_}: has no `data`"))),
-            (None, Some(data), _) => tensor_from_json(name, dtype, shape, data)?,
+            (None, Some(data), _) => tensor_from_json(name, dtype, shape, data)?.into(),
             (Some(n), None, _) => {
                 if !has_binary_header {
                     return Err(RequestError::bad(format!(
@@ -246,7 +247,7 @@ pub fn decode(
                 }
                 let (mine, rest) = binary.split_at(n);
                 binary = rest;
-                tensor_from_raw_in(pool, name, dtype, shape, mine)?
+                tensor_from_raw_in(pool, name, dtype, shape, mine)?.into()
             }
         };
         inputs.push((input.name.clone(), tensor));

@@ -1,6 +1,6 @@
 //! The KServe v2 REST front end (axum): health, metadata, Triton's model
 //! configuration, inference (JSON and Triton binary tensors), the
-//! model-repository, statistics and system shared memory extensions and
+//! model-repository, statistics, system and CUDA shared memory extensions and
 //! `/metrics`.
 
 mod body;
@@ -17,19 +17,12 @@ use std::sync::Arc;
 /// Protocol extensions the HTTP and gRPC endpoints implement.
 pub const EXTENSIONS: &[&str] = &[
     "binary_tensor_data",
+    "cuda_shared_memory",
     "model_configuration",
     "model_repository",
     "statistics",
     "system_shared_memory",
 ];
-
-/// Triton's CUDA shared memory extension: not implemented by reef.
-async fn cuda_shm_unsupported() -> RequestError {
-    RequestError::bad(
-        "CUDA shared memory is not supported by reef (use system shared memory: \
-         v2/systemsharedmemory, with the server started with --allow-client-shm)",
-    )
-}
 
 /// The HTTP routes over shared state.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -93,8 +86,24 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(handlers::shm_unregister),
         )
         .route(
-            "/v2/cudasharedmemory/{*rest}",
-            get(cuda_shm_unsupported).post(cuda_shm_unsupported),
+            "/v2/cudasharedmemory/status",
+            get(handlers::cuda_shm_status_all),
+        )
+        .route(
+            "/v2/cudasharedmemory/region/{name}/status",
+            get(handlers::cuda_shm_status),
+        )
+        .route(
+            "/v2/cudasharedmemory/region/{name}/register",
+            post(handlers::cuda_shm_register),
+        )
+        .route(
+            "/v2/cudasharedmemory/unregister",
+            post(handlers::cuda_shm_unregister_all),
+        )
+        .route(
+            "/v2/cudasharedmemory/region/{name}/unregister",
+            post(handlers::cuda_shm_unregister),
         )
         .route("/metrics", get(handlers::metrics))
         .fallback(|uri: axum::http::Uri| async move {

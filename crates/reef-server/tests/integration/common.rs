@@ -5,8 +5,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reef_model::{DType, Tensor};
 use reef_sched::{
-    DeviceStats, GraphSource, InferRequest, InferResponse, LatencySummary, ModelInfo, Priority,
-    SchedError, SchedStats, Service, TaskStats, TensorInfo, Ticket,
+    DeviceStats, GraphSource, InferRequest, InferResponse, Input, LatencySummary, ModelInfo,
+    Priority, SchedError, SchedStats, Service, SharedRegion, TaskStats, TensorInfo, Ticket,
+    IPC_HANDLE_BYTES,
 };
 use reef_server::{Server, ServerConfig};
 use std::collections::HashMap;
@@ -52,8 +53,14 @@ pub const TEST_DEVICE_1: &str = "gpu \"1\" C:\\dev\nH100";
 /// - models loaded through `load_model`: x FP32 [-1,4] -> y = x
 ///
 /// Its statistics describe two devices (see `device_stats`) summing to the
-/// aggregate `stats`.
+/// aggregate `stats`. Its devices map "CUDA IPC handles" of memory made by
+/// [`TestService::export`] (host memory standing in for a client's device
+/// allocation), as a GPU service maps real ones.
 pub struct TestService {
+    /// Memory exported for CUDA shared memory, by handle.
+    exported: Mutex<HashMap<Vec<u8>, Arc<FakeDeviceMemory>>>,
+    /// Inputs that arrived as shared device regions (not host tensors).
+    pub shared_inputs: AtomicUsize,
     models: Mutex<Vec<ModelInfo>>,
     /// Priority of the last submitted request (as given).
     pub last_priority: Mutex<Option<Option<Priority>>>,
@@ -122,6 +129,8 @@ impl TestService {
             ),
         ];
         Arc::new(TestService {
+            exported: Mutex::new(HashMap::new()),
+            shared_inputs: AtomicUsize::new(0),
             models: Mutex::new(models),
             last_priority: Mutex::new(None),
             cancelled: Arc::new(AtomicUsize::new(0)),
@@ -130,6 +139,88 @@ impl TestService {
             stop: tokio::sync::watch::Sender::new(false),
         })
     }
+}
+
+/// Host memory standing in for a client's device allocation.
+#[derive(Debug)]
+pub struct FakeDeviceMemory {
+    bytes: Mutex<Vec<u8>>,
+}
+
+impl FakeDeviceMemory {
+    /// Writes `bytes` at `offset` (what the client's upload does).
+    pub fn write(&self, offset: usize, bytes: &[u8]) {
+        self.bytes.lock().unwrap()[offset..offset + bytes.len()].copy_from_slice(bytes);
+    }
+
+    /// Reads `len` bytes at `offset`.
+    pub fn read(&self, offset: usize, len: usize) -> Vec<u8> {
+        self.bytes.lock().unwrap()[offset..offset + len].to_vec()
+    }
+}
+
+/// The first `byte_size` bytes of an exported allocation, as a device maps
+/// them.
+#[derive(Debug)]
+struct FakeMapping {
+    memory: Arc<FakeDeviceMemory>,
+    byte_size: usize,
+}
+
+impl SharedRegion for FakeMapping {
+    fn byte_size(&self) -> usize {
+        self.byte_size
+    }
+
+    fn read(&self, offset: usize, out: &mut [u8]) -> reef_exec::Result<()> {
+        reef_exec::shared::check_span("read", self.byte_size, offset, out.len())?;
+        out.copy_from_slice(&self.memory.read(offset, out.len()));
+        Ok(())
+    }
+
+    fn write(&self, offset: usize, bytes: &[u8]) -> reef_exec::Result<()> {
+        reef_exec::shared::check_span("write", self.byte_size, offset, bytes.len())?;
+        self.memory.write(offset, bytes);
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl TestService {
+    /// Makes `byte_size` bytes of "device memory" filled with NaN bytes
+    /// and returns the handle a client registers for it.
+    pub fn export(&self, byte_size: usize) -> (Vec<u8>, Arc<FakeDeviceMemory>) {
+        let mut exported = self.exported.lock().unwrap();
+        let mut handle = vec![0x5a; IPC_HANDLE_BYTES];
+        handle[..8].copy_from_slice(&(exported.len() as u64).to_le_bytes());
+        let memory = Arc::new(FakeDeviceMemory {
+            bytes: Mutex::new(vec![0xff; byte_size]),
+        });
+        exported.insert(handle.clone(), memory.clone());
+        (handle, memory)
+    }
+}
+
+/// A request's inputs as host tensors (shared ones read from their region,
+/// as the device copies them).
+fn host_inputs(inputs: &[Input]) -> Result<Vec<Tensor>, SchedError> {
+    inputs
+        .iter()
+        .map(|i| match i {
+            Input::Host(t) => Ok(t.clone()),
+            Input::Shared(s) => {
+                let mut bytes = vec![0u8; s.byte_len()];
+                s.region
+                    .read(s.offset, &mut bytes)
+                    .map_err(|e| SchedError::Internal(e.to_string()))?;
+                Tensor::from_bytes(s.dtype, s.shape.clone(), &bytes)
+                    .map_err(|e| SchedError::Internal(e.to_string()))
+            }
+        })
+        .collect()
 }
 
 fn f32s(t: &Tensor) -> Vec<f32> {
@@ -188,6 +279,13 @@ impl Service for TestService {
             return Err(SchedError::NotReady(req.model));
         }
         let priority = req.priority.unwrap_or(info.default_priority);
+        let shared = req
+            .inputs
+            .iter()
+            .filter(|i| matches!(i, Input::Shared(_)))
+            .count();
+        self.shared_inputs.fetch_add(shared, Ordering::SeqCst);
+        let inputs = host_inputs(&req.inputs)?;
         let (tx, rx) = oneshot::channel();
         if req.model == "slow" {
             // Answered only at shutdown; a ticket dropped before counts as cancelled.
@@ -209,7 +307,7 @@ impl Service for TestService {
         let arrival = req.arrival;
         tokio::spawn(async move {
             let queued = arrival.elapsed();
-            let result = compute(&req.model, &req.inputs).map(|outputs| InferResponse {
+            let result = compute(&req.model, &inputs).map(|outputs| InferResponse {
                 outputs,
                 priority,
                 stats: TaskStats {
@@ -303,6 +401,35 @@ impl Service for TestService {
             device(0, "test device 0", true, 1, 2, [3, 1], 5, 0.125),
             device(1, TEST_DEVICE_1, false, 1, 3, [4, 10], 8, 0.375),
         ]
+    }
+
+    /// Devices 0 and 1 map memory made by [`TestService::export`].
+    fn open_shared(
+        &self,
+        device: usize,
+        raw_handle: &[u8],
+        byte_size: usize,
+    ) -> Result<Arc<dyn SharedRegion>, SchedError> {
+        let bad = |m: String| Err(SchedError::InvalidInput(m));
+        if device > 1 {
+            return bad(format!("device {device} does not exist (devices 0 to 1)"));
+        }
+        if raw_handle.len() != IPC_HANDLE_BYTES {
+            return bad(format!(
+                "a CUDA IPC memory handle has {IPC_HANDLE_BYTES} bytes, got {}",
+                raw_handle.len()
+            ));
+        }
+        let Some(memory) = self.exported.lock().unwrap().get(raw_handle).cloned() else {
+            return bad("cannot map the CUDA IPC handle (unknown handle)".into());
+        };
+        let len = memory.bytes.lock().unwrap().len();
+        if byte_size > len {
+            return bad(format!(
+                "byte size {byte_size} exceeds the shared allocation's {len} bytes"
+            ));
+        }
+        Ok(Arc::new(FakeMapping { memory, byte_size }))
     }
 
     fn shutdown(&self) {

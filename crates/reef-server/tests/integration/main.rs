@@ -2,6 +2,7 @@
 //! scheduler (see `common`).
 
 mod common;
+mod cuda_shm;
 mod curl;
 mod grpc;
 mod grpc_stream;

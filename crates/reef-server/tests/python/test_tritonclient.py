@@ -14,6 +14,7 @@ The server must allow client shared memory (--allow-client-shm): the system
 shared memory test runs tritonclient's own flow over HTTP and gRPC.
 """
 
+import base64
 import os
 
 import numpy as np
@@ -104,6 +105,28 @@ def test_server_health_and_metadata(http, grpc):
     assert "model_configuration" in g.extensions
     assert "system_shared_memory" in m["extensions"]
     assert "system_shared_memory" in g.extensions
+    assert "cuda_shared_memory" in m["extensions"]
+    assert "cuda_shared_memory" in g.extensions
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_cuda_shared_memory_requests(http, grpc, protocol):
+    """tritonclient's CUDA shared memory calls reach the server in its wire
+    format: the status lists no region, and a handle no device can map is
+    refused with a message saying so (mapping real handles needs a GPU:
+    scripts/device/cuda_shm_check.py does it there)."""
+    client = http if protocol == "http" else grpc
+    status = client.get_cuda_shared_memory_status()
+    assert (status == []) if protocol == "http" else (len(status.regions) == 0)
+    name = f"reef_cuda_{protocol}_{os.getpid()}"
+    handle = base64.b64encode(np.random.default_rng(5).bytes(64))
+    with pytest.raises(InferenceServerException) as e:
+        client.register_cuda_shared_memory(name, handle, 0, 64)
+    assert "cannot map" in str(e.value), str(e.value)
+    with pytest.raises(InferenceServerException) as e:
+        client.register_cuda_shared_memory(name, base64.b64encode(b"short"), 0, 64)
+    assert "64 bytes, got 5" in str(e.value), str(e.value)
+    client.unregister_cuda_shared_memory(name)
 
 
 def test_model_metadata(http, grpc, meta):

@@ -1,0 +1,305 @@
+//! CUDA IPC memory, both sides of Triton's CUDA shared memory.
+//!
+//! - [`CudaIpcRegion`]: the server side. A client's exported allocation,
+//!   mapped into a device's primary context with `cuIpcOpenMemHandle`;
+//!   contexts copy inputs from it device to device, front ends write
+//!   outputs into it. Unmapped (`cuIpcCloseMemHandle`) when the last holder
+//!   drops it, so a request in flight keeps its region mapped after an
+//!   unregister.
+//! - [`IpcBuffer`]: the client side, for benchmarks and tests: a
+//!   `cuMemAlloc` allocation on a GPU with its IPC handle, written and read
+//!   from host memory.
+//!
+//! The CUDA driver maps a handle only in a process other than the one that
+//! exported it (and in one context per device per exporting process).
+
+use crate::error::CudaCall;
+use cudarc::driver::{result, sys, CudaContext};
+use reef_exec::shared::{check_span, IPC_HANDLE_BYTES};
+use reef_exec::{ExecError, SharedRegion};
+use std::any::Any;
+use std::sync::Arc;
+
+/// A client's device allocation mapped into this process.
+pub struct CudaIpcRegion {
+    ctx: Arc<CudaContext>,
+    ptr: sys::CUdeviceptr,
+    byte_size: usize,
+}
+
+impl std::fmt::Debug for CudaIpcRegion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaIpcRegion")
+            .field("device", &self.ctx.ordinal())
+            .field("ptr", &format_args!("{:#x}", self.ptr))
+            .field("byte_size", &self.byte_size)
+            .finish()
+    }
+}
+
+/// The handle type from its raw bytes (exactly [`IPC_HANDLE_BYTES`]).
+fn handle_from(raw: &[u8]) -> reef_exec::Result<sys::CUipcMemHandle> {
+    if raw.len() != IPC_HANDLE_BYTES {
+        return Err(ExecError::Invalid(format!(
+            "a CUDA IPC memory handle has {IPC_HANDLE_BYTES} bytes, got {}",
+            raw.len()
+        )));
+    }
+    let mut reserved = [0 as std::ffi::c_char; IPC_HANDLE_BYTES];
+    for (r, &b) in reserved.iter_mut().zip(raw) {
+        *r = b as std::ffi::c_char;
+    }
+    Ok(sys::CUipcMemHandle_st { reserved })
+}
+
+impl CudaIpcRegion {
+    /// Maps the allocation of `raw_handle` into `ctx` and checks that it
+    /// holds `byte_size` bytes.
+    pub fn open(
+        ctx: Arc<CudaContext>,
+        raw_handle: &[u8],
+        byte_size: usize,
+    ) -> reef_exec::Result<Self> {
+        let handle = handle_from(raw_handle)?;
+        ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        let mut ptr: sys::CUdeviceptr = 0;
+        // SAFETY: `ptr` is a valid out-pointer; the driver validates the
+        // handle and fails on one it cannot map (garbage, same process, a
+        // freed allocation).
+        unsafe {
+            sys::cuIpcOpenMemHandle_v2(
+                &mut ptr,
+                handle,
+                sys::CUipcMem_flags::CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS as u32,
+            )
+        }
+        .result()
+        .map_err(|e| {
+            ExecError::Invalid(format!(
+                "cannot map the CUDA IPC handle on device {} (cuIpcOpenMemHandle: {e}; \
+                 the handle must come from cudaIpcGetMemHandle in another process, \
+                 for memory that is still allocated)",
+                ctx.ordinal()
+            ))
+        })?;
+        let region = CudaIpcRegion {
+            ctx,
+            ptr,
+            byte_size,
+        };
+        let mut base: sys::CUdeviceptr = 0;
+        let mut size = 0usize;
+        // SAFETY: out-pointers are valid; `ptr` is a mapped address.
+        unsafe { sys::cuMemGetAddressRange_v2(&mut base, &mut size, ptr) }
+            .result()
+            .call("cuMemGetAddressRange(shared region)")?;
+        let usable = (base + size as u64).saturating_sub(ptr) as usize;
+        if byte_size > usable {
+            // `region` drops here and unmaps the handle.
+            return Err(ExecError::Invalid(format!(
+                "byte size {byte_size} exceeds the shared allocation's {usable} bytes"
+            )));
+        }
+        Ok(region)
+    }
+
+    /// Device address of byte `offset` (checked by the caller).
+    fn at(&self, offset: usize) -> sys::CUdeviceptr {
+        self.ptr + offset as u64
+    }
+
+    /// Copies `len` bytes at `offset` to `dst` in `dst_ctx` on `stream`
+    /// (device to device in one context, peer to peer across devices),
+    /// then waits for the copy.
+    pub(crate) fn copy_to(
+        &self,
+        what: &str,
+        offset: usize,
+        len: usize,
+        dst_ctx: &CudaContext,
+        dst: sys::CUdeviceptr,
+        stream: sys::CUstream,
+    ) -> reef_exec::Result<()> {
+        check_span(what, self.byte_size, offset, len)?;
+        dst_ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        if len > 0 {
+            if dst_ctx.cu_ctx() == self.ctx.cu_ctx() {
+                // SAFETY: the span lies in the mapped region (checked
+                // above), the destination is the caller's allocation of
+                // `len` bytes, and the copy is waited for below.
+                unsafe { result::memcpy_dtod_async(dst, self.at(offset), len, stream) }
+                    .call("cuMemcpyDtoDAsync(shared input)")?;
+            } else {
+                // SAFETY: as above, across the two contexts.
+                unsafe {
+                    result::memcpy_peer_async(
+                        dst_ctx.cu_ctx(),
+                        dst,
+                        self.ctx.cu_ctx(),
+                        self.at(offset),
+                        len,
+                        stream,
+                    )
+                }
+                .call("cuMemcpyPeerAsync(shared input)")?;
+            }
+        }
+        // SAFETY: `stream` is the caller's live stream in `dst_ctx`.
+        unsafe { result::stream::synchronize(stream) }.call("cuStreamSynchronize")
+    }
+}
+
+impl SharedRegion for CudaIpcRegion {
+    fn byte_size(&self) -> usize {
+        self.byte_size
+    }
+
+    fn read(&self, offset: usize, out: &mut [u8]) -> reef_exec::Result<()> {
+        check_span("read", self.byte_size, offset, out.len())?;
+        self.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        // SAFETY: the span lies in the mapped region (checked above).
+        unsafe { result::memcpy_dtoh_sync(out, self.at(offset)) }
+            .call("cuMemcpyDtoH(shared region)")
+    }
+
+    fn write(&self, offset: usize, bytes: &[u8]) -> reef_exec::Result<()> {
+        check_span("write", self.byte_size, offset, bytes.len())?;
+        self.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        // SAFETY: the span lies in the mapped region (checked above).
+        unsafe { result::memcpy_htod_sync(self.at(offset), bytes) }
+            .call("cuMemcpyHtoD(shared region)")
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Drop for CudaIpcRegion {
+    fn drop(&mut self) {
+        let r = self
+            .ctx
+            .bind_to_thread()
+            .call("cuCtxSetCurrent")
+            .and_then(|()| {
+                // SAFETY: `ptr` came from cuIpcOpenMemHandle in this context and
+                // is closed once, here; no holder is left to use it.
+                unsafe { sys::cuIpcCloseMemHandle(self.ptr) }
+                    .result()
+                    .call("cuIpcCloseMemHandle")
+            });
+        if let Err(e) = r {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+/// A device allocation exported for another process (the client side of
+/// CUDA shared memory).
+pub struct IpcBuffer {
+    ctx: Arc<CudaContext>,
+    ptr: sys::CUdeviceptr,
+    byte_size: usize,
+    handle: [u8; IPC_HANDLE_BYTES],
+}
+
+impl std::fmt::Debug for IpcBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IpcBuffer")
+            .field("device", &self.ctx.ordinal())
+            .field("byte_size", &self.byte_size)
+            .finish()
+    }
+}
+
+impl IpcBuffer {
+    /// Allocates `byte_size` bytes (at least one) on GPU `ordinal` and
+    /// exports them.
+    pub fn new(ordinal: usize, byte_size: usize) -> reef_exec::Result<Self> {
+        crate::device::driver_ready()?;
+        let ctx = CudaContext::new(ordinal).call("cuDevicePrimaryCtxRetain")?;
+        ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        // SAFETY: a plain allocation in the bound context, freed on drop.
+        let ptr = unsafe { result::malloc_sync(byte_size.max(1)) }.call("cuMemAlloc")?;
+        let mut buf = IpcBuffer {
+            ctx,
+            ptr,
+            byte_size,
+            handle: [0; IPC_HANDLE_BYTES],
+        };
+        let mut handle = sys::CUipcMemHandle_st {
+            reserved: [0; IPC_HANDLE_BYTES],
+        };
+        // SAFETY: `ptr` is a live cuMemAlloc allocation; `handle` is a
+        // valid out-pointer.
+        unsafe { sys::cuIpcGetMemHandle(&mut handle, ptr) }
+            .result()
+            .call("cuIpcGetMemHandle")?;
+        for (h, &r) in buf.handle.iter_mut().zip(handle.reserved.iter()) {
+            *h = r as u8;
+        }
+        Ok(buf)
+    }
+
+    /// The raw IPC handle to register with a server.
+    pub fn raw_handle(&self) -> &[u8] {
+        &self.handle
+    }
+
+    /// The GPU it lives on.
+    pub fn device(&self) -> usize {
+        self.ctx.ordinal()
+    }
+
+    /// Size, bytes.
+    pub fn byte_size(&self) -> usize {
+        self.byte_size
+    }
+
+    /// Copies `bytes` from host memory to `offset`.
+    pub fn write(&self, offset: usize, bytes: &[u8]) -> reef_exec::Result<()> {
+        check_span("write", self.byte_size, offset, bytes.len())?;
+        self.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        // SAFETY: the span lies in the allocation (checked above).
+        unsafe { result::memcpy_htod_sync(self.ptr + offset as u64, bytes) }
+            .call("cuMemcpyHtoD(ipc buffer)")
+    }
+
+    /// Copies `out.len()` bytes at `offset` to host memory.
+    pub fn read(&self, offset: usize, out: &mut [u8]) -> reef_exec::Result<()> {
+        check_span("read", self.byte_size, offset, out.len())?;
+        self.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        // SAFETY: the span lies in the allocation (checked above).
+        unsafe { result::memcpy_dtoh_sync(out, self.ptr + offset as u64) }
+            .call("cuMemcpyDtoH(ipc buffer)")
+    }
+}
+
+impl Drop for IpcBuffer {
+    fn drop(&mut self) {
+        let r = self
+            .ctx
+            .bind_to_thread()
+            .call("cuCtxSetCurrent")
+            .and_then(|()| {
+                // SAFETY: `ptr` is this buffer's allocation, freed once, here.
+                unsafe { result::free_sync(self.ptr) }.call("cuMemFree(ipc buffer)")
+            });
+        if let Err(e) = r {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_have_64_bytes() {
+        assert!(handle_from(&[7u8; 64]).is_ok());
+        let e = handle_from(&[0u8; 63]).unwrap_err().to_string();
+        assert!(e.contains("64 bytes, got 63"), "{e}");
+        assert!(handle_from(&[]).is_err());
+    }
+}
