@@ -443,13 +443,9 @@ impl GrpcInferenceService for GrpcService {
         request: Request<CudaSharedMemoryRegisterRequest>,
     ) -> Result<Response<CudaSharedMemoryRegisterResponse>, Status> {
         let r = request.into_inner();
-        self.state.shm.register_cuda(
-            self.state.service.as_ref(),
-            &r.name,
-            &r.raw_handle,
-            r.device_id,
-            r.byte_size,
-        )?;
+        self.state
+            .register_cuda_region(r.name, r.raw_handle, r.device_id, r.byte_size)
+            .await?;
         Ok(Response::new(CudaSharedMemoryRegisterResponse {}))
     }
 
@@ -458,8 +454,8 @@ impl GrpcInferenceService for GrpcService {
         request: Request<CudaSharedMemoryUnregisterRequest>,
     ) -> Result<Response<CudaSharedMemoryUnregisterResponse>, Status> {
         let r = request.into_inner();
-        let name = Some(r.name.as_str()).filter(|n| !n.is_empty());
-        self.state.shm.unregister(Kind::Cuda, name)?;
+        let name = Some(r.name).filter(|n| !n.is_empty());
+        self.state.unregister_regions(Kind::Cuda, name).await?;
         Ok(Response::new(CudaSharedMemoryUnregisterResponse {}))
     }
 }

@@ -4,7 +4,7 @@ use crate::metrics::Metrics;
 use crate::model_stats::ModelStatsRegistry;
 use crate::repository::{self, ModelConfig};
 use crate::request_error::RequestError;
-use crate::shm::ShmRegistry;
+use crate::shm::{Kind, ShmRegistry};
 use reef_sched::{ModelInfo, Service};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -167,4 +167,49 @@ impl AppState {
             };
         }
     }
+}
+
+/// Shared memory calls that map or unmap device memory, run on a blocking
+/// thread: `cuIpcOpenMemHandle` took 10-25 ms on the H100 hosts, which
+/// must not stall a front-end worker (and the requests it serves).
+impl AppState {
+    /// [`ShmRegistry::register_cuda`] with this state's service.
+    pub async fn register_cuda_region(
+        self: &Arc<Self>,
+        name: String,
+        raw_handle: Vec<u8>,
+        device_id: i64,
+        byte_size: u64,
+    ) -> Result<(), RequestError> {
+        let state = self.clone();
+        blocking(move || {
+            state.shm.register_cuda(
+                state.service.as_ref(),
+                &name,
+                &raw_handle,
+                device_id,
+                byte_size,
+            )
+        })
+        .await
+    }
+
+    /// [`ShmRegistry::unregister`] (unmapping CUDA regions nothing else
+    /// holds).
+    pub async fn unregister_regions(
+        self: &Arc<Self>,
+        kind: Kind,
+        name: Option<String>,
+    ) -> Result<(), RequestError> {
+        let state = self.clone();
+        blocking(move || state.shm.unregister(kind, name.as_deref())).await
+    }
+}
+
+async fn blocking(
+    f: impl FnOnce() -> Result<(), RequestError> + Send + 'static,
+) -> Result<(), RequestError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RequestError::internal(format!("shared memory call failed: {e}")))?
 }

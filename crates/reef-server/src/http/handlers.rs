@@ -366,14 +366,16 @@ pub async fn shm_register(
 /// Unregisters region `name` of kind `kind` (every region of that kind
 /// for `None`).
 async fn unregister_regions(
-    state: &AppState,
+    state: &Arc<AppState>,
     headers: &HeaderMap,
     body: Body,
     kind: Kind,
     name: Option<&str>,
 ) -> Result<StatusCode, RequestError> {
     check_optional_json(state, headers, body).await?;
-    state.shm.unregister(kind, name)?;
+    state
+        .unregister_regions(kind, name.map(str::to_string))
+        .await?;
     Ok(StatusCode::OK)
 }
 
@@ -445,13 +447,9 @@ pub async fn cuda_shm_register(
                 "CUDA shared memory region '{name}': raw_handle.b64 is not base64: {e}"
             ))
         })?;
-    state.shm.register_cuda(
-        state.service.as_ref(),
-        &name,
-        &handle,
-        req.device_id,
-        req.byte_size,
-    )?;
+    state
+        .register_cuda_region(name, handle, req.device_id, req.byte_size)
+        .await?;
     Ok(StatusCode::OK)
 }
 
