@@ -24,3 +24,17 @@ step() {
 }
 # pack: at the end, everything under $OUT into one archive (few files come back).
 pack() { (cd $OUT && tar czf /tmp/all.tgz . && rm -rf ./* && mv /tmp/all.tgz all.tgz); }
+# serve_up MODELS [FLAGS...]: `reef serve` on 127.0.0.1:8000 / :8001 in the
+# background (SERVE holds its pid; log $OUT/serve.log), waiting until every
+# model of the comma-separated MODELS is ready.
+serve_up() {
+  local models=$1; shift
+  $R serve --device cuda --models $models --http 127.0.0.1:8000 --grpc 127.0.0.1:8001 "$@" > $OUT/serve.log 2>&1 &
+  SERVE=$!
+  local i
+  for i in $(seq 1 180); do
+    python3 -c "import urllib.request as u; [u.urlopen('http://127.0.0.1:8000/v2/models/%s/ready' % m, timeout=2) for m in '$models'.split(',')]" 2>/dev/null && break
+    sleep 1
+  done
+  echo "server ready after ${i}s"
+}

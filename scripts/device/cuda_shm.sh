@@ -17,13 +17,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 if [ "${SELFTEST:-1}" = 1 ]; then step selftest 300 $R selftest --device cuda; tail -1 $OUT/selftest.log; fi
 A="--workload workloads/$WL.json --duration 6 --warmup 1 --quiet --modes reset --busy-poll 2"
 step inproc_1 300 $R bench disb $A --device cuda --out $OUT/inproc_1
-$R serve --device cuda --models $MODELS --mode reset --allow-client-shm --busy-poll 2 --http 127.0.0.1:8000 --grpc 127.0.0.1:8001 > $OUT/serve.log 2>&1 &
-SERVE=$!
-for i in $(seq 1 180); do
-  python3 -c "import urllib.request as u; [u.urlopen('http://127.0.0.1:8000/v2/models/%s/ready' % m, timeout=2) for m in '$MODELS'.split(',')]" 2>/dev/null && break
-  sleep 1
-done
-echo "server ready after ${i}s"
+serve_up $MODELS --mode reset --allow-client-shm --busy-poll 2
 step check 120 python3 scripts/device/cuda_shm_check.py $CHECK
 grep -E "^(FAIL|SKIP|ALL|FAILED)" $OUT/check.log
 S="--server http://127.0.0.1:8001"

@@ -86,6 +86,18 @@ def agree(got, want, what):
     check(same or err <= 1e-6, f"{what}: {'bit-identical' if same else f'rel L2 {err:.2e}'}")
 
 
+def outputs_agree(dev_out, meta, want, out_sizes, label):
+    """The outputs the server wrote one after another into `dev_out`
+    against the plain answers `want`."""
+    raw = dev_out.cpu().numpy().tobytes()
+    at = 0
+    for o, size in zip(meta["outputs"], out_sizes):
+        w = want[o["name"]]
+        got = np.frombuffer(raw[at:at + size], dtype=w.dtype).reshape(w.shape)
+        agree(got, w, f"{label} {o['name']} against plain HTTP")
+        at += size
+
+
 def plain_http(model, meta, data):
     body = {"inputs": [
         {"name": k, "shape": list(v.shape), "datatype": t["datatype"], "data": v.ravel().tolist()}
@@ -136,13 +148,7 @@ def run_model(model, seed):
     st, r = call("POST", f"/v2/models/{model}/infer", body)
     check(st == 200, f"{model}: HTTP infer through CUDA shared memory ({st})")
     if st == 200:
-        raw = dev_out.cpu().numpy().tobytes()
-        at = 0
-        for o, size in zip(meta["outputs"], out_sizes):
-            w = want[o["name"]]
-            got = np.frombuffer(raw[at:at + size], dtype=w.dtype).reshape(w.shape)
-            agree(got, w, f"{model}: HTTP CUDA-shm output {o['name']} against plain HTTP")
-            at += size
+        outputs_agree(dev_out, meta, want, out_sizes, f"{model}: HTTP CUDA-shm output")
 
     try:
         import tritonclient.grpc as grpcclient
@@ -169,13 +175,7 @@ def run_model(model, seed):
             outputs.append(ro)
             at += size
         c.infer(model, inputs, outputs=outputs)
-        raw = dev_out.cpu().numpy().tobytes()
-        at = 0
-        for o, size in zip(meta["outputs"], out_sizes):
-            w = want[o["name"]]
-            got = np.frombuffer(raw[at:at + size], dtype=w.dtype).reshape(w.shape)
-            agree(got, w, f"{model}: tritonclient gRPC CUDA-shm output {o['name']} against plain HTTP")
-            at += size
+        outputs_agree(dev_out, meta, want, out_sizes, f"{model}: tritonclient gRPC CUDA-shm output")
         c.unregister_cuda_shared_memory(g_out)
         check(g_out not in c.get_cuda_shared_memory_status().regions, f"{model}: gRPC unregister")
     for name, *_ in list(regions.values()):

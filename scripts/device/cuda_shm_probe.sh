@@ -10,13 +10,7 @@
 source scripts/device/common.sh
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl > $OUT/pip.log 2>&1 && export PYTHONPATH=/tmp/site
 MODELS=vgg19,resnet152,densenet201,inception_v3,bert_base
-$R serve --device cuda --models $MODELS --mode reset --allow-client-shm --busy-poll 2 --http 127.0.0.1:8000 --grpc 127.0.0.1:8001 > $OUT/serve.log 2>&1 &
-SERVE=$!
-for i in $(seq 1 180); do
-  python3 -c "import urllib.request as u; [u.urlopen('http://127.0.0.1:8000/v2/models/%s/ready' % m, timeout=2) for m in '$MODELS'.split(',')]" 2>/dev/null && break
-  sleep 1
-done
-echo "server ready after ${i}s"
+serve_up $MODELS --mode reset --allow-client-shm --busy-poll 2
 S="--server http://127.0.0.1:8001 --duration 4 --warmup 1 --quiet --modes reset --busy-poll 2"
 RUNS=""
 run() { step $1 120 $R bench disb --workload workloads/$2.json $S $3 --out $OUT/$1; RUNS="$RUNS $1"; }

@@ -20,7 +20,9 @@ fn bench_preempt_reports_a_row_per_model_and_mode() {
             "--modes",
             "reset:drain,reset,reef:drain:depth1",
             "--requests",
-            "24",
+            // Enough that some RT request meets running BE work even on a
+            // busy CI box (24 once met none there).
+            "48",
             "--max-gap-ms",
             "3",
             "--json",

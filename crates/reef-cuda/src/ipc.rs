@@ -14,27 +14,88 @@
 //! exported it (and in one context per device per exporting process).
 
 use crate::error::CudaCall;
-use cudarc::driver::{result, sys, CudaContext};
+use cudarc::driver::{result, sys, CudaContext, DriverError};
 use reef_exec::shared::{check_span, IPC_HANDLE_BYTES};
 use reef_exec::{ExecError, SharedRegion};
 use std::any::Any;
 use std::sync::Arc;
 
-/// A client's device allocation mapped into this process.
-pub struct CudaIpcRegion {
+/// `byte_size` bytes of device memory at `ptr` in `ctx`, copied to and
+/// from host memory; released by its owner's `Drop`.
+struct DeviceBytes {
     ctx: Arc<CudaContext>,
     ptr: sys::CUdeviceptr,
     byte_size: usize,
 }
 
-impl std::fmt::Debug for CudaIpcRegion {
+impl std::fmt::Debug for DeviceBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CudaIpcRegion")
+        f.debug_struct("DeviceBytes")
             .field("device", &self.ctx.ordinal())
             .field("ptr", &format_args!("{:#x}", self.ptr))
             .field("byte_size", &self.byte_size)
             .finish()
     }
+}
+
+impl DeviceBytes {
+    /// Device address of byte `offset` (checked by the caller).
+    fn at(&self, offset: usize) -> sys::CUdeviceptr {
+        self.ptr + offset as u64
+    }
+
+    /// Copies `out.len()` bytes at `offset` to host memory; `what` names
+    /// the memory in errors.
+    fn read(&self, what: &str, offset: usize, out: &mut [u8]) -> reef_exec::Result<()> {
+        check_span(
+            &format!("read of {what}"),
+            self.byte_size,
+            offset,
+            out.len(),
+        )?;
+        self.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        // SAFETY: the span lies in the memory (checked above), which its
+        // owner keeps alive while `self` exists.
+        unsafe { result::memcpy_dtoh_sync(out, self.at(offset)) }
+            .call(&format!("cuMemcpyDtoH({what})"))
+    }
+
+    /// Copies `bytes` from host memory to `offset`.
+    fn write(&self, what: &str, offset: usize, bytes: &[u8]) -> reef_exec::Result<()> {
+        check_span(
+            &format!("write of {what}"),
+            self.byte_size,
+            offset,
+            bytes.len(),
+        )?;
+        self.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        // SAFETY: as in `read`.
+        unsafe { result::memcpy_htod_sync(self.at(offset), bytes) }
+            .call(&format!("cuMemcpyHtoD({what})"))
+    }
+
+    /// Runs `release` on the memory in its context (for `Drop`: a failure
+    /// is logged, not returned).
+    fn release(
+        &self,
+        call: &str,
+        release: impl FnOnce(sys::CUdeviceptr) -> Result<(), DriverError>,
+    ) {
+        let r = self
+            .ctx
+            .bind_to_thread()
+            .call("cuCtxSetCurrent")
+            .and_then(|()| release(self.ptr).call(call));
+        if let Err(e) = r {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+/// A client's device allocation mapped into this process.
+#[derive(Debug)]
+pub struct CudaIpcRegion {
+    mem: DeviceBytes,
 }
 
 /// The handle type from its raw bytes (exactly [`IPC_HANDLE_BYTES`]).
@@ -83,9 +144,11 @@ impl CudaIpcRegion {
             ))
         })?;
         let region = CudaIpcRegion {
-            ctx,
-            ptr,
-            byte_size,
+            mem: DeviceBytes {
+                ctx,
+                ptr,
+                byte_size,
+            },
         };
         let mut base: sys::CUdeviceptr = 0;
         let mut size = 0usize;
@@ -103,11 +166,6 @@ impl CudaIpcRegion {
         Ok(region)
     }
 
-    /// Device address of byte `offset` (checked by the caller).
-    fn at(&self, offset: usize) -> sys::CUdeviceptr {
-        self.ptr + offset as u64
-    }
-
     /// Copies `len` bytes at `offset` to `dst` in `dst_ctx` on `stream`
     /// (device to device in one context, peer to peer across devices),
     /// then waits for the copy.
@@ -120,14 +178,15 @@ impl CudaIpcRegion {
         dst: sys::CUdeviceptr,
         stream: sys::CUstream,
     ) -> reef_exec::Result<()> {
-        check_span(what, self.byte_size, offset, len)?;
+        let src = &self.mem;
+        check_span(what, src.byte_size, offset, len)?;
         dst_ctx.bind_to_thread().call("cuCtxSetCurrent")?;
         if len > 0 {
-            if dst_ctx.cu_ctx() == self.ctx.cu_ctx() {
+            if dst_ctx.cu_ctx() == src.ctx.cu_ctx() {
                 // SAFETY: the span lies in the mapped region (checked
                 // above), the destination is the caller's allocation of
                 // `len` bytes, and the copy is waited for below.
-                unsafe { result::memcpy_dtod_async(dst, self.at(offset), len, stream) }
+                unsafe { result::memcpy_dtod_async(dst, src.at(offset), len, stream) }
                     .call("cuMemcpyDtoDAsync(shared input)")?;
             } else {
                 // SAFETY: as above, across the two contexts.
@@ -135,8 +194,8 @@ impl CudaIpcRegion {
                     result::memcpy_peer_async(
                         dst_ctx.cu_ctx(),
                         dst,
-                        self.ctx.cu_ctx(),
-                        self.at(offset),
+                        src.ctx.cu_ctx(),
+                        src.at(offset),
                         len,
                         stream,
                     )
@@ -151,23 +210,15 @@ impl CudaIpcRegion {
 
 impl SharedRegion for CudaIpcRegion {
     fn byte_size(&self) -> usize {
-        self.byte_size
+        self.mem.byte_size
     }
 
     fn read(&self, offset: usize, out: &mut [u8]) -> reef_exec::Result<()> {
-        check_span("read", self.byte_size, offset, out.len())?;
-        self.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        // SAFETY: the span lies in the mapped region (checked above).
-        unsafe { result::memcpy_dtoh_sync(out, self.at(offset)) }
-            .call("cuMemcpyDtoH(shared region)")
+        self.mem.read("shared region", offset, out)
     }
 
     fn write(&self, offset: usize, bytes: &[u8]) -> reef_exec::Result<()> {
-        check_span("write", self.byte_size, offset, bytes.len())?;
-        self.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        // SAFETY: the span lies in the mapped region (checked above).
-        unsafe { result::memcpy_htod_sync(self.at(offset), bytes) }
-            .call("cuMemcpyHtoD(shared region)")
+        self.mem.write("shared region", offset, bytes)
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -177,39 +228,20 @@ impl SharedRegion for CudaIpcRegion {
 
 impl Drop for CudaIpcRegion {
     fn drop(&mut self) {
-        let r = self
-            .ctx
-            .bind_to_thread()
-            .call("cuCtxSetCurrent")
-            .and_then(|()| {
-                // SAFETY: `ptr` came from cuIpcOpenMemHandle in this context and
-                // is closed once, here; no holder is left to use it.
-                unsafe { sys::cuIpcCloseMemHandle(self.ptr) }
-                    .result()
-                    .call("cuIpcCloseMemHandle")
-            });
-        if let Err(e) = r {
-            tracing::warn!("{e}");
-        }
+        // SAFETY: the address came from cuIpcOpenMemHandle in this context
+        // and is closed once, here; no holder is left to use it.
+        self.mem.release("cuIpcCloseMemHandle", |ptr| unsafe {
+            sys::cuIpcCloseMemHandle(ptr).result()
+        });
     }
 }
 
 /// A device allocation exported for another process (the client side of
 /// CUDA shared memory).
+#[derive(Debug)]
 pub struct IpcBuffer {
-    ctx: Arc<CudaContext>,
-    ptr: sys::CUdeviceptr,
-    byte_size: usize,
+    mem: DeviceBytes,
     handle: [u8; IPC_HANDLE_BYTES],
-}
-
-impl std::fmt::Debug for IpcBuffer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IpcBuffer")
-            .field("device", &self.ctx.ordinal())
-            .field("byte_size", &self.byte_size)
-            .finish()
-    }
 }
 
 impl IpcBuffer {
@@ -222,9 +254,11 @@ impl IpcBuffer {
         // SAFETY: a plain allocation in the bound context, freed on drop.
         let ptr = unsafe { result::malloc_sync(byte_size.max(1)) }.call("cuMemAlloc")?;
         let mut buf = IpcBuffer {
-            ctx,
-            ptr,
-            byte_size,
+            mem: DeviceBytes {
+                ctx,
+                ptr,
+                byte_size,
+            },
             handle: [0; IPC_HANDLE_BYTES],
         };
         let mut handle = sys::CUipcMemHandle_st {
@@ -248,46 +282,31 @@ impl IpcBuffer {
 
     /// The GPU it lives on.
     pub fn device(&self) -> usize {
-        self.ctx.ordinal()
+        self.mem.ctx.ordinal()
     }
 
     /// Size, bytes.
     pub fn byte_size(&self) -> usize {
-        self.byte_size
+        self.mem.byte_size
     }
 
     /// Copies `bytes` from host memory to `offset`.
     pub fn write(&self, offset: usize, bytes: &[u8]) -> reef_exec::Result<()> {
-        check_span("write", self.byte_size, offset, bytes.len())?;
-        self.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        // SAFETY: the span lies in the allocation (checked above).
-        unsafe { result::memcpy_htod_sync(self.ptr + offset as u64, bytes) }
-            .call("cuMemcpyHtoD(ipc buffer)")
+        self.mem.write("IPC buffer", offset, bytes)
     }
 
     /// Copies `out.len()` bytes at `offset` to host memory.
     pub fn read(&self, offset: usize, out: &mut [u8]) -> reef_exec::Result<()> {
-        check_span("read", self.byte_size, offset, out.len())?;
-        self.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        // SAFETY: the span lies in the allocation (checked above).
-        unsafe { result::memcpy_dtoh_sync(out, self.ptr + offset as u64) }
-            .call("cuMemcpyDtoH(ipc buffer)")
+        self.mem.read("IPC buffer", offset, out)
     }
 }
 
 impl Drop for IpcBuffer {
     fn drop(&mut self) {
-        let r = self
-            .ctx
-            .bind_to_thread()
-            .call("cuCtxSetCurrent")
-            .and_then(|()| {
-                // SAFETY: `ptr` is this buffer's allocation, freed once, here.
-                unsafe { result::free_sync(self.ptr) }.call("cuMemFree(ipc buffer)")
-            });
-        if let Err(e) = r {
-            tracing::warn!("{e}");
-        }
+        // SAFETY: the address is this buffer's allocation, freed once, here.
+        self.mem.release("cuMemFree(IPC buffer)", |ptr| unsafe {
+            result::free_sync(ptr)
+        });
     }
 }
 

@@ -8,7 +8,7 @@
 //! INVALID_ARGUMENT naming the problem, the server answering normally
 //! afterwards; and all of it refused without `allow_client_shm`.
 
-use crate::common::{rand_f32, start_with, TestService};
+use crate::common::{rand_f32, start_with, Running, TestService};
 use crate::shm::{
     error_of, from_le, grpc, grpc_error_of, grpc_still_answers, http_get, http_post,
     http_still_answers, input, json_f32, le, start_shm,
@@ -22,6 +22,15 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use tonic::transport::Channel;
+
+/// The server over `svc`, client shared memory allowed.
+async fn start_allowing(svc: std::sync::Arc<TestService>) -> Running {
+    let config = ServerConfig {
+        allow_client_shm: true,
+        ..ServerConfig::localhost_ephemeral()
+    };
+    start_with(svc, config).await
+}
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -51,11 +60,7 @@ async fn grpc_register(
 #[tokio::test]
 async fn http_register_status_infer_unregister() {
     let svc = TestService::new();
-    let config = ServerConfig {
-        allow_client_shm: true,
-        ..ServerConfig::localhost_ephemeral()
-    };
-    let s = start_with(svc.clone(), config).await;
+    let s = start_allowing(svc.clone()).await;
     let (_, meta) = http_get(&format!("{}/v2", s.http)).await;
     assert!(meta["extensions"]
         .as_array()
@@ -163,11 +168,7 @@ async fn http_register_status_infer_unregister() {
 #[tokio::test]
 async fn grpc_register_status_infer_unregister() {
     let svc = TestService::new();
-    let config = ServerConfig {
-        allow_client_shm: true,
-        ..ServerConfig::localhost_ephemeral()
-    };
-    let s = start_with(svc.clone(), config).await;
+    let s = start_allowing(svc.clone()).await;
     let mut c = grpc(&s.grpc).await;
     let meta = c
         .server_metadata(ServerMetadataRequest {})
@@ -261,11 +262,7 @@ async fn grpc_register_status_infer_unregister() {
 #[tokio::test]
 async fn bad_registrations_and_requests_are_named() {
     let svc = TestService::new();
-    let config = ServerConfig {
-        allow_client_shm: true,
-        ..ServerConfig::localhost_ephemeral()
-    };
-    let s = start_with(svc.clone(), config).await;
+    let s = start_allowing(svc.clone()).await;
     let mut c = grpc(&s.grpc).await;
     let (handle, _mem) = svc.export(64);
     let reg = |name: &str| format!("{}/v2/cudasharedmemory/region/{name}/register", s.http);
