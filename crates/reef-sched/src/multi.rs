@@ -516,8 +516,8 @@ impl Service for MultiScheduler {
     ) -> Result<Arc<dyn reef_exec::SharedRegion>, SchedError> {
         let slot = self.slots.get(device).ok_or_else(|| {
             SchedError::InvalidInput(format!(
-                "device {device} does not exist (this service has devices 0 to {})",
-                self.slots.len() - 1
+                "device {device} does not exist (this service has {} devices, numbered from 0)",
+                self.slots.len()
             ))
         })?;
         slot.sched.open_shared(0, raw_handle, byte_size)

@@ -111,4 +111,20 @@ fn the_cpu_backend_maps_no_ipc_handles() {
     assert!(e.contains("needs a CUDA device"), "{e}");
     let e = s.open_shared(1, &[0u8; 64], 16).unwrap_err().to_string();
     assert!(e.contains("device 1 does not exist"), "{e}");
+    // Over several devices, the region goes to the one named.
+    let multi = reef_sched::multi::MultiScheduler::new(vec![scheduler(), scheduler()])
+        .expect("two devices");
+    let e = multi
+        .open_shared(1, &[0u8; 64], 16)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("needs a CUDA device"), "{e}");
+    let e = multi
+        .open_shared(2, &[0u8; 64], 16)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("device 2 does not exist") && e.contains("2 devices"),
+        "{e}"
+    );
 }

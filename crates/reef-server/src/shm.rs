@@ -327,6 +327,13 @@ impl ShmRegistry {
                 "cannot register CUDA shared memory region '{name}' (device {device_id}): {e}"
             ))
         };
+        if raw_handle.len() != reef_sched::IPC_HANDLE_BYTES {
+            return Err(cannot(&format_args!(
+                "raw_handle must be a CUDA IPC memory handle of {} bytes, got {}",
+                reef_sched::IPC_HANDLE_BYTES,
+                raw_handle.len()
+            )));
+        }
         let device = usize::try_from(device_id).map_err(|_| cannot(&"device_id is negative"))?;
         let size = usize::try_from(byte_size).map_err(|_| cannot(&"byte_size is too large"))?;
         if self.read_table()?.contains_key(name) {
