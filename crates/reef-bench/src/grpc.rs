@@ -498,6 +498,14 @@ impl GrpcService {
         Ok(made)
     }
 
+    /// Region pairs registered now (free or in use); 0 without shared
+    /// memory.
+    pub fn shared_memory_pairs(&self) -> usize {
+        self.shm
+            .as_ref()
+            .map_or(0, |p| p.made.load(Ordering::Acquire))
+    }
+
     /// Unregisters every free region pair and frees its memory. Runs on a
     /// connection of its own, on a thread of its own, so that it works from
     /// any context (a runtime's worker included).

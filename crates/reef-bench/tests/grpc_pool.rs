@@ -1,0 +1,95 @@
+//! The gRPC client's shared memory pool against a real server and the CPU
+//! backend: pairs registered before the run, at most `MAX_PAIRS` of them
+//! under a burst of twice as many requests (the rest wait for a pair to
+//! come back), every answer equal to the in-process one, and the regions
+//! unregistered at shutdown.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use reef_bench::grpc::{GrpcService, MAX_PAIRS};
+use reef_exec::cpu::CpuDevice;
+use reef_model::Tensor;
+use reef_sched::{GraphSource, InferRequest, Priority, SchedConfig, Scheduler, Service};
+use reef_server::proto;
+use reef_server::{Server, ServerConfig};
+use std::sync::Arc;
+use std::time::Instant;
+
+const MODEL: &str = "resnet_tiny";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_caps_its_pairs_and_answers_every_request() {
+    let dev = Arc::new(CpuDevice::new(Some(2)).expect("cpu device"));
+    let sched = Scheduler::new(dev, SchedConfig::default()).expect("scheduler");
+    let src: GraphSource = Arc::new(|b| reef_zoo::build(MODEL, b, 3).map_err(|e| e.to_string()));
+    sched.load_model(MODEL, src, Priority::Rt).expect("load");
+    let config = ServerConfig {
+        allow_client_shm: true,
+        ..ServerConfig::localhost_ephemeral()
+    };
+    let server = Server::bind(config).await.expect("bind");
+    let url = format!("http://{}", server.grpc_addr());
+    let service: Arc<dyn Service> = sched.clone();
+    tokio::spawn(server.run(service, std::future::pending::<()>()));
+
+    let info = sched.models().into_iter().next().expect("one model");
+    let shape: Vec<usize> = info.inputs[0]
+        .shape
+        .iter()
+        .map(|&d| d.max(1) as usize)
+        .collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let data = (0..shape.iter().product::<usize>())
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    let x = Tensor::f32(shape, data).expect("sizes");
+    let request = || InferRequest {
+        model: MODEL.into(),
+        inputs: vec![x.clone().into()],
+        priority: Some(Priority::Be),
+        arrival: Instant::now(),
+    };
+    let in_process = sched.clone();
+    let req = request();
+    let want = tokio::task::spawn_blocking(move || in_process.infer_blocking(req))
+        .await
+        .expect("joined")
+        .expect("answered in process")
+        .outputs;
+
+    let client = GrpcService::connect(&url, &[MODEL.to_string()], None)
+        .await
+        .expect("connect")
+        .with_shared_memory();
+    assert_eq!(client.prepare_shared_memory(2).await.expect("prepared"), 2);
+    assert_eq!(client.shared_memory_pairs(), 2);
+    let tickets: Vec<_> = (0..2 * MAX_PAIRS)
+        .map(|_| client.submit(request()).expect("submitted"))
+        .collect();
+    for t in tickets {
+        let got = t.await.expect("ticket").expect("answered").outputs;
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.bytes(), w.bytes(), "through shared memory as in process");
+        }
+    }
+    let pairs = client.shared_memory_pairs();
+    println!(
+        "{pairs} region pairs for {} requests at once",
+        2 * MAX_PAIRS
+    );
+    assert!((2..=MAX_PAIRS).contains(&pairs), "{pairs} pairs");
+
+    // Shutdown unregisters every region with the server.
+    client.shutdown();
+    let mut c = reef_server::grpc_client(&url).await.expect("connect");
+    let status = c
+        .system_shared_memory_status(proto::SystemSharedMemoryStatusRequest {
+            name: String::new(),
+        })
+        .await
+        .expect("status")
+        .into_inner();
+    assert!(status.regions.is_empty(), "{:?}", status.regions.keys());
+    sched.shutdown();
+}
