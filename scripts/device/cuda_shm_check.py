@@ -4,8 +4,9 @@ client does): for each model named on the command line, random inputs go
 once as JSON data (plain HTTP) and once left on the GPU in registered CUDA
 regions, with the outputs written into a NaN-poisoned CUDA region; both
 answers must agree (bit for bit, or to 1e-6 relative L2). Over HTTP with
-the standard library, and over gRPC with stock tritonclient when it can be
-imported. Also status and unregister. Prints PASS / FAIL lines; exits 1 on
+the standard library, over gRPC with stock tritonclient when it can be
+imported, and through tritonclient's own cuda_shared_memory module (which
+needs cuda-python) when that can be imported. Also status and unregister. Prints PASS / FAIL lines; exits 1 on
 any failure.
 
 Usage: REEF_HTTP=127.0.0.1:8000 REEF_GRPC=127.0.0.1:8001 python3 cuda_shm_check.py MODEL...
@@ -98,6 +99,53 @@ def outputs_agree(dev_out, meta, want, out_sizes, label):
         at += size
 
 
+def tritonclient_regions(model, meta, data, want):
+    """Triton's own client flow: tritonclient.utils.cuda_shared_memory makes
+    one region per tensor (cudaMalloc through cuda-python), its raw handle
+    is registered over gRPC, and the outputs are read back with
+    get_contents_as_numpy."""
+    try:
+        import tritonclient.grpc as grpcclient
+        import tritonclient.utils.cuda_shared_memory as cudashm
+    except Exception as e:  # noqa: BLE001
+        print(f"SKIP {model}: tritonclient.utils.cuda_shared_memory not importable: {e!r}")
+        return
+    c = grpcclient.InferenceServerClient(GRPC)
+    made, inputs, outputs = [], [], []
+    try:
+        for t in meta["inputs"]:
+            x = data[t["name"]]
+            name = f"{model}_tc_in_{t['name']}"
+            h = cudashm.create_shared_memory_region(name, x.nbytes, 0)
+            made.append((name, h))
+            cudashm.set_shared_memory_region(h, [x])
+            c.register_cuda_shared_memory(name, cudashm.get_raw_handle(h), 0, x.nbytes)
+            i = grpcclient.InferInput(t["name"], list(x.shape), t["datatype"])
+            i.set_shared_memory(name, x.nbytes)
+            inputs.append(i)
+        out_handles = []
+        for o in meta["outputs"]:
+            w = want[o["name"]]
+            name = f"{model}_tc_out_{o['name']}"
+            h = cudashm.create_shared_memory_region(name, w.nbytes, 0)
+            made.append((name, h))
+            cudashm.set_shared_memory_region(h, [np.full(w.nbytes, 0xFF, dtype=np.uint8)])
+            c.register_cuda_shared_memory(name, cudashm.get_raw_handle(h), 0, w.nbytes)
+            r = grpcclient.InferRequestedOutput(o["name"])
+            r.set_shared_memory(name, w.nbytes)
+            outputs.append(r)
+            out_handles.append((o["name"], h))
+        c.infer(model, inputs, outputs=outputs)
+        for oname, h in out_handles:
+            w = want[oname]
+            got = cudashm.get_contents_as_numpy(h, w.dtype, list(w.shape))
+            agree(np.asarray(got), w, f"{model}: tritonclient cuda_shared_memory output {oname} against plain HTTP")
+    finally:
+        for name, h in made:
+            c.unregister_cuda_shared_memory(name)
+            cudashm.destroy_shared_memory_region(h)
+
+
 def plain_http(model, meta, data):
     body = {"inputs": [
         {"name": k, "shape": list(v.shape), "datatype": t["datatype"], "data": v.ravel().tolist()}
@@ -178,6 +226,7 @@ def run_model(model, seed):
         outputs_agree(dev_out, meta, want, out_sizes, f"{model}: tritonclient gRPC CUDA-shm output")
         c.unregister_cuda_shared_memory(g_out)
         check(g_out not in c.get_cuda_shared_memory_status().regions, f"{model}: gRPC unregister")
+    tritonclient_regions(model, meta, data, want)
     for name, *_ in list(regions.values()):
         call("POST", f"/v2/cudasharedmemory/region/{name}/unregister", {})
     call("POST", f"/v2/cudasharedmemory/region/{out_region}/unregister", {})

@@ -218,7 +218,9 @@ enum BenchCmd {
         /// Drive a reef (or Triton) server already running at this gRPC
         /// address (e.g. http://127.0.0.1:8001, another process, serving
         /// the workload's models) instead of schedulers in this process;
-        /// --modes names the one mode it runs, for the report.
+        /// --modes names the one mode it runs, for the report. This process
+        /// opens no device for it (--device is not used; --cuda-shm
+        /// allocates on GPU 0).
         #[arg(long, conflicts_with_all = ["via_grpc", "devices"])]
         server: Option<String>,
         /// With --server: tensors travel by CUDA shared memory (device

@@ -95,9 +95,10 @@ pub struct ServeArgs {
     /// device that holds their model, RT first [default: 1].
     #[arg(long, env = "REEF_DEVICES")]
     pub devices: Option<usize>,
-    /// Let clients register system shared memory regions and pass tensors
-    /// through them (Triton's flag; the server then reads and writes any
-    /// /dev/shm object a client names) [default: false].
+    /// Let clients register system and CUDA shared memory regions and pass
+    /// tensors through them (the server then reads and writes any /dev/shm
+    /// object a client names, and maps device memory a client exports as a
+    /// CUDA IPC handle) [default: false].
     #[arg(
         long,
         env = "REEF_ALLOW_CLIENT_SHM",

@@ -26,8 +26,8 @@ pub struct ServerConfig {
     /// service's limit, reported in Triton's model configuration. `None`:
     /// unknown (reported as 0, no batching declared).
     pub default_max_batch: Option<usize>,
-    /// Whether clients may register and use system shared memory regions
-    /// (Triton's `--allow-client-shm`; see [`crate::shm`]). Off by default.
+    /// Whether clients may register and use system and CUDA shared memory
+    /// regions (see [`crate::shm`]). Off by default.
     pub allow_client_shm: bool,
 }
 

@@ -11,8 +11,8 @@
 //! all. Outputs are copied into it from host memory. Region names are one
 //! namespace over both kinds, as in Triton.
 //!
-//! reef allows no `unsafe` outside the CUDA boundary, so regions are not
-//! mapped: a region's object is opened as the file `/dev/shm/<key>` (where
+//! reef allows no `unsafe` outside the CUDA boundary, so system regions are
+//! not mapped: a region's object is opened as the file `/dev/shm/<key>` (where
 //! glibc's `shm_open` puts it) and read and written with `pread` / `pwrite`
 //! ([`FileExt`]), one copy each way. The file stays open while the region is
 //! registered; every access re-checks its length, since a client may shrink
@@ -31,7 +31,6 @@
 use crate::inference::ParamValue;
 use crate::request_error::RequestError;
 use crate::tensor_codec::{tensor_bytes, tensor_from_reader};
-
 use reef_model::{DType, Tensor};
 use reef_sched::{HostPool, Input, Service, SharedInput, SharedRegion};
 use std::collections::{BTreeMap, HashMap};
