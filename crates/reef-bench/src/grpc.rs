@@ -140,13 +140,7 @@ impl ShmPool {
                     .min_by_key(|&i| f[i].input.get().byte_size() + f[i].output.get().byte_size());
                 if let Some(i) = best {
                     Next::Take(f.swap_remove(i))
-                } else if self
-                    .made
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |m| {
-                        (m < MAX_PAIRS).then_some(m + 1)
-                    })
-                    .is_ok()
-                {
+                } else if self.reserve() {
                     Next::Make
                 } else if let Some(p) = f.pop() {
                     Next::Regrow(p)
@@ -156,28 +150,44 @@ impl ShmPool {
             };
             match next {
                 Next::Take(p) => return Ok(p),
-                Next::Make => {
-                    let made = self.make_pair(client, input_bytes, output_bytes).await;
-                    if made.is_err() {
-                        self.made.fetch_sub(1, Ordering::AcqRel);
-                    }
-                    return made;
-                }
+                Next::Make => return self.make_reserved(client, input_bytes, output_bytes).await,
                 Next::Regrow(p) => {
+                    // The old pair's slot goes to the new one.
                     let unregistered = self.unregister(client, &p).await;
                     drop(p);
-                    let made = match unregistered {
-                        Ok(()) => self.make_pair(client, input_bytes, output_bytes).await,
-                        Err(e) => Err(e),
-                    };
-                    if made.is_err() {
+                    if let Err(e) = unregistered {
                         self.made.fetch_sub(1, Ordering::AcqRel);
+                        return Err(e);
                     }
-                    return made;
+                    return self.make_reserved(client, input_bytes, output_bytes).await;
                 }
                 Next::Wait => self.returned.notified().await,
             }
         }
+    }
+
+    /// Counts one more pair if fewer than [`MAX_PAIRS`] exist.
+    fn reserve(&self) -> bool {
+        self.made
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |m| {
+                (m < MAX_PAIRS).then_some(m + 1)
+            })
+            .is_ok()
+    }
+
+    /// [`ShmPool::make_pair`] for a pair already counted
+    /// ([`ShmPool::reserve`]); a failure gives the count back.
+    async fn make_reserved(
+        &self,
+        client: &mut GrpcInferenceServiceClient<Channel>,
+        input_bytes: u64,
+        output_bytes: u64,
+    ) -> Result<ShmPair, SchedError> {
+        let made = self.make_pair(client, input_bytes, output_bytes).await;
+        if made.is_err() {
+            self.made.fetch_sub(1, Ordering::AcqRel);
+        }
+        made
     }
 
     /// Makes and registers a pair of `input_bytes` / `output_bytes`.
@@ -476,22 +486,11 @@ impl GrpcService {
                 .sum();
             let output: u64 = output_sizes(info, &[])?.iter().sum();
             for _ in 0..per_model {
-                if pool
-                    .made
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |m| {
-                        (m < MAX_PAIRS).then_some(m + 1)
-                    })
-                    .is_err()
-                {
+                if !pool.reserve() {
                     return Ok(made);
                 }
-                match pool.make_pair(&mut client, input, output).await {
-                    Ok(p) => pool.give_back(p),
-                    Err(e) => {
-                        pool.made.fetch_sub(1, Ordering::AcqRel);
-                        return Err(e);
-                    }
-                }
+                let pair = pool.make_reserved(&mut client, input, output).await?;
+                pool.give_back(pair);
                 made += 1;
             }
         }

@@ -57,6 +57,18 @@ async fn grpc_register(
     .map(|_| ())
 }
 
+/// Every CUDA region, as the gRPC status call lists them.
+async fn cuda_status(
+    c: &mut GrpcInferenceServiceClient<Channel>,
+) -> CudaSharedMemoryStatusResponse {
+    c.cuda_shared_memory_status(CudaSharedMemoryStatusRequest {
+        name: String::new(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
 #[tokio::test]
 async fn http_register_status_infer_unregister() {
     let svc = TestService::new();
@@ -186,13 +198,7 @@ async fn grpc_register_status_infer_unregister() {
     grpc_register(&mut c, "out", &out_handle, 0, 64)
         .await
         .unwrap();
-    let st = c
-        .cuda_shared_memory_status(CudaSharedMemoryStatusRequest {
-            name: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let st = cuda_status(&mut c).await;
     assert_eq!(st.regions.len(), 2);
     let out = &st.regions["out"];
     assert_eq!(
@@ -247,13 +253,7 @@ async fn grpc_register_status_infer_unregister() {
     })
     .await
     .unwrap();
-    let st = c
-        .cuda_shared_memory_status(CudaSharedMemoryStatusRequest {
-            name: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let st = cuda_status(&mut c).await;
     assert!(st.regions.is_empty());
     grpc_still_answers(&mut c).await;
     s.stop().await.unwrap();
