@@ -404,6 +404,7 @@ mod tests {
             warmup: arrival < 100.0,
             queued_ms: None,
             input_ms: None,
+            output_ms: None,
             preemptions: 0,
             kernels_rerun: 0,
             dispatch_lag_us: None,

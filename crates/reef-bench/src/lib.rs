@@ -1,11 +1,13 @@
 //! reef's DISB benchmark (the workloads REEF was evaluated with): workload
 //! files ([`workload`]), a load generator that drives any
-//! [`reef_sched::Service`] ([`runner`]), the figures ([`figures`]) in a JSON
+//! [`reef_sched::Service`] ([`runner`]), the figures ([`figures`]), the throughput ceiling of exclusive RT
+//! ([`ceiling`]) in a JSON
 //! schema shared with `scripts/torch_disb.py` ([`schema`]), Markdown and JSON
 //! reports ([`report`]) and SVG plots ([`plot`]). [`sim`] holds a simulated
 //! service for tests and dry runs.
 
 pub mod arrivals;
+pub mod ceiling;
 pub mod error;
 pub mod figures;
 pub mod grpc;
@@ -18,13 +20,14 @@ pub mod sim;
 pub mod trace;
 pub mod workload;
 
+pub use ceiling::BE_ALONE;
 pub use error::{BenchError, Result};
 pub use figures::{
     compare, compare_devices, latency_figures, per_device, percentile_sorted, summarize,
 };
 pub use runner::{assemble, run_mode, run_workload, RunOptions, RT_ALONE};
 pub use schema::{
-    Comparison, DeviceComparison, DeviceResult, LatencyFigures, ModeResult, RequestRecord,
-    TaskResult, WorkloadResult, SCHEMA,
+    Comparison, DeviceComparison, DeviceResult, ExclusiveCeiling, LatencyFigures, ModeResult,
+    RequestRecord, TaskResult, WorkloadResult, SCHEMA,
 };
 pub use workload::{Load, TaskSpec, Workload};

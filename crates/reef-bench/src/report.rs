@@ -2,7 +2,9 @@
 //! row per mode and device, and the throughput of each device next to the
 //! total) and the JSON file.
 
+use crate::ceiling::BE_ALONE;
 use crate::error::{BenchError, Result};
+use crate::runner::RT_ALONE;
 use crate::schema::{LatencyFigures, ModeResult, WorkloadResult};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -94,6 +96,10 @@ pub fn markdown(result: &WorkloadResult) -> String {
             rt_first.join(", ")
         );
     }
+    if let Some(note) = ceiling_note(result) {
+        let _ = writeln!(s);
+        let _ = writeln!(s, "{note}");
+    }
     if let Some(note) = lag_note(&result.modes) {
         let _ = writeln!(s);
         let _ = writeln!(s, "{note}");
@@ -151,6 +157,47 @@ pub fn markdown(result: &WorkloadResult) -> String {
     );
     s.push_str(&per_device_markdown(result));
     s
+}
+
+/// The throughput ceiling of exclusive RT ([`crate::ceiling`]), set beside
+/// `stream`'s total, and each measured mode's total as a share of it;
+/// `None` without the ceiling.
+fn ceiling_note(result: &WorkloadResult) -> Option<String> {
+    let c = result.ceiling?;
+    let stream = result
+        .modes
+        .iter()
+        .find(|m| m.mode == "stream")
+        .filter(|m| m.total_throughput_rps > 0.0)
+        .map_or(String::new(), |m| {
+            format!(
+                " ({:.1}% of `stream`'s {:.1})",
+                100.0 * c.total_rps / m.total_throughput_rps,
+                m.total_throughput_rps
+            )
+        });
+    let reached: Vec<String> = result
+        .modes
+        .iter()
+        .filter(|m| m.mode != RT_ALONE && m.mode != BE_ALONE && c.total_rps > 0.0)
+        .map(|m| {
+            format!(
+                "{} {:.1}%",
+                m.mode,
+                100.0 * m.total_throughput_rps / c.total_rps
+            )
+        })
+        .collect();
+    Some(format!(
+        "- Exclusive-RT ceiling: RT alone held the device {:.1}% of its window and BE alone ran {:.1} req/s, so a mode that runs no BE work beside RT work reaches at most {:.1} + {:.1} x {:.3} = {:.1} req/s in total{stream}. Total throughput against it: {}.",
+        100.0 * c.rt_occupancy,
+        c.be_alone_rps,
+        c.rt_rps,
+        c.be_alone_rps,
+        1.0 - c.rt_occupancy,
+        c.total_rps,
+        reached.join(", ")
+    ))
 }
 
 /// The per-device section of the Markdown report (empty when no mode ran on
@@ -386,6 +433,7 @@ mod tests {
                     warmup: false,
                     queued_ms: None,
                     input_ms: None,
+                    output_ms: None,
                     preemptions: 0,
                     kernels_rerun: 0,
                     dispatch_lag_us: Some(lag),

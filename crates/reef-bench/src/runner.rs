@@ -10,7 +10,8 @@
 //! - [`run_workload`] takes a factory `FnMut(M) -> Result<Arc<dyn Service>, E>`
 //!   over setups `M` (a [`Mode`], or a [`reef_sched::ModeSpec`]: a mode with
 //!   its padding policy), measures "rt-alone" (the workload without its BE
-//!   tasks, in [`RunOptions::rt_alone`] mode) and then every requested setup,
+//!   tasks, in [`RunOptions::rt_alone`] mode), optionally "be-alone" (its RT
+//!   tasks removed, [`RunOptions::be_alone`]) and then every requested setup,
 //!   each on a fresh service that it shuts down after the run, labelled as
 //!   the setup displays, and compares them.
 //!
@@ -19,6 +20,7 @@
 //! ([`reef_sched::TaskStats::device`]) and each mode's figures are broken down
 //! per device, each device compared with the same device of "rt-alone".
 
+use crate::ceiling::{exclusive_ceiling, BE_ALONE};
 use crate::error::{BenchError, Result};
 use crate::figures::{compare, compare_devices, per_device, summarize};
 use crate::inputs::input_pool;
@@ -56,6 +58,11 @@ pub struct RunOptions {
     pub progress: bool,
     /// Mode of the "rt-alone" baseline in [`run_workload`]; `None` skips it.
     pub rt_alone: Option<Mode>,
+    /// Mode of the "be-alone" baseline (the workload's BE tasks alone,
+    /// measured after rt-alone) in [`run_workload`]; with rt-alone it gives
+    /// the throughput ceiling of exclusive RT ([`crate::ceiling`]). `None`
+    /// (the default) skips it.
+    pub be_alone: Option<Mode>,
 }
 
 impl Default for RunOptions {
@@ -70,6 +77,7 @@ impl Default for RunOptions {
             retry_backoff: Duration::from_millis(1),
             progress: true,
             rt_alone: Some(Mode::Reset),
+            be_alone: None,
         }
     }
 }
@@ -145,6 +153,7 @@ impl RunCtx {
             warmup: since < self.warmup,
             queued_ms: stats.as_ref().map(|s| s.queued.as_secs_f64() * 1000.0),
             input_ms: stats.as_ref().map(|s| s.input.as_secs_f64() * 1000.0),
+            output_ms: stats.as_ref().map(|s| s.output.as_secs_f64() * 1000.0),
             preemptions: stats.as_ref().map_or(0, |s| s.preemptions),
             kernels_rerun: stats.as_ref().map_or(0, |s| s.kernels_rerun),
             dispatch_lag_us: lag.map(|l| l.as_secs_f64() * 1e6),
@@ -455,6 +464,7 @@ pub fn assemble(
 ) -> WorkloadResult {
     let comparison = compare(&modes, RT_ALONE);
     let device_comparison = compare_devices(&modes, RT_ALONE);
+    let ceiling = exclusive_ceiling(&modes, RT_ALONE);
     WorkloadResult {
         schema: SCHEMA.to_string(),
         generator: generator.to_string(),
@@ -467,11 +477,13 @@ pub fn assemble(
         modes,
         comparison,
         device_comparison,
+        ceiling,
     }
 }
 
-/// Runs "rt-alone" (when `opts.rt_alone` is set and the workload has RT tasks)
-/// and then each of `modes`, each on a fresh service from `factory`, which is
+/// Runs "rt-alone" (when `opts.rt_alone` is set and the workload has RT tasks),
+/// "be-alone" (when `opts.be_alone` is set and it has BE tasks) and then each
+/// of `modes`, each on a fresh service from `factory`, which is
 /// shut down after its run. The factory is called on the async task; wrap
 /// long blocking work in `tokio::task::block_in_place`.
 pub async fn run_workload<M, F, E>(
@@ -492,6 +504,13 @@ where
         (Some(mode), Some(alone)) => plan.push((RT_ALONE.to_string(), M::from(mode), alone)),
         (Some(_), None) => {
             tracing::warn!(workload = %workload.name, "no RT task: rt-alone skipped")
+        }
+        (None, _) => {}
+    }
+    match (opts.be_alone, workload.be_only()) {
+        (Some(mode), Some(alone)) => plan.push((BE_ALONE.to_string(), M::from(mode), alone)),
+        (Some(_), None) => {
+            tracing::warn!(workload = %workload.name, "no BE task: be-alone skipped")
         }
         (None, _) => {}
     }

@@ -6,7 +6,8 @@
 //!   schema: "reef-disb-result/1", generator: str, device: str|null, started_unix_s: f64,
 //!   workload: Workload (the workload file as run),
 //!   modes: [ModeResult], comparison: [Comparison],
-//!   device_comparison?: [DeviceComparison] (only when a mode ran on several devices) }
+//!   device_comparison?: [DeviceComparison] (only when a mode ran on several devices),
+//!   ceiling?: ExclusiveCeiling (only with both the "rt-alone" and "be-alone" baselines) }
 //! ModeResult {
 //!   mode: str ("reef", "reset", ..., "rt-alone", "torch-seq-graph", ...),
 //!   scheduler: str|null (the scheduler's own mode name), device: str|null,
@@ -40,7 +41,8 @@
 //! RequestRecord { task: usize, priority: "rt"|"be", arrival_ms: f64 (scheduled, from the start),
 //!   latency_ms: f64 (from the scheduled arrival to the answer), ok: bool, error: str|null,
 //!   warmup: bool, queued_ms: f64|null, input_ms?: f64 (writing the inputs, the end of
-//!     queued_ms), preemptions: u32, kernels_rerun: u32,
+//!     queued_ms), output_ms?: f64 (reading the outputs, the end of service_ms),
+//!   preemptions: u32, kernels_rerun: u32,
 //!   dispatch_lag_us: f64|null (open loop: submit time minus scheduled arrival),
 //!   service_ms?: f64 (the service's own account: the scheduler's in process, the server's
 //!     through gRPC),
@@ -52,6 +54,9 @@
 //!   baseline_rt_mean_ms, baseline_rt_p99_ms: f64|null,
 //!   rt_mean_increase_pct, rt_p99_increase_pct: f64|null,
 //!   be_throughput_rps, total_throughput_rps: f64 }
+//! ExclusiveCeiling { rt_occupancy: f64 (the fraction of rt-alone's window its RT work held
+//!   the device), rt_rps, be_alone_rps: f64 (the baselines' throughputs),
+//!   total_rps: f64 (rt_rps + be_alone_rps * (1 - rt_occupancy)) }
 //! DeviceComparison { device: usize, ...Comparison (this mode's figures on that device against
 //!   the baseline's figures on the same device) }
 //! ```
@@ -96,6 +101,24 @@ pub struct WorkloadResult {
     /// "rt-alone" baseline's on the same device (empty on one device).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub device_comparison: Vec<DeviceComparison>,
+    /// The most a mode that runs no BE work beside RT work can reach, from
+    /// the "rt-alone" and "be-alone" baselines (see [`crate::ceiling`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceiling: Option<ExclusiveCeiling>,
+}
+
+/// The throughput ceiling of exclusive RT (see [`crate::ceiling`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ExclusiveCeiling {
+    /// Fraction of rt-alone's measured window in which its RT work held the
+    /// device (from the first kernel's launch to the outputs' read).
+    pub rt_occupancy: f64,
+    /// rt-alone's RT throughput, req/s.
+    pub rt_rps: f64,
+    /// be-alone's BE throughput, req/s.
+    pub be_alone_rps: f64,
+    /// `rt_rps + be_alone_rps * (1 - rt_occupancy)`, req/s.
+    pub total_rps: f64,
 }
 
 /// Figures of one mode (one run of the workload).
@@ -352,6 +375,10 @@ pub struct RequestRecord {
     /// scheduler reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_ms: Option<f64>,
+    /// Reading the outputs back (the end of the service's time), as the
+    /// scheduler reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_ms: Option<f64>,
     /// Times this request was preempted.
     pub preemptions: u32,
     /// Kernels re-run for this request.

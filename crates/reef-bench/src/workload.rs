@@ -256,12 +256,23 @@ impl Workload {
     /// The same workload with the BE tasks removed ("rt-alone" baseline).
     /// `None` when it has no RT task.
     pub fn rt_only(&self) -> Option<Workload> {
-        // Seeds are pinned so that the RT tasks keep their arrivals and inputs.
+        self.only(Priority::Rt)
+    }
+
+    /// The same workload with the RT tasks removed ("be-alone" baseline).
+    /// `None` when it has no BE task.
+    pub fn be_only(&self) -> Option<Workload> {
+        self.only(Priority::Be)
+    }
+
+    /// The tasks of one priority, `None` when there are none. Seeds are
+    /// pinned so that the tasks keep their arrivals and inputs.
+    fn only(&self, priority: Priority) -> Option<Workload> {
         let tasks: Vec<TaskSpec> = self
             .tasks
             .iter()
             .enumerate()
-            .filter(|(_, t)| t.priority == Priority::Rt)
+            .filter(|(_, t)| t.priority == priority)
             .map(|(i, t)| TaskSpec {
                 seed: Some(self.seed_for(i)),
                 ..t.clone()

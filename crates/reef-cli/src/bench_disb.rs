@@ -34,6 +34,8 @@ pub struct Options {
     pub idle_spin: Option<Duration>,
     /// [`SchedConfig::pinned_input_bytes`] (used by the server's decoding).
     pub pinned_input_bytes: usize,
+    /// Also measure the BE tasks alone (the exclusive-RT ceiling).
+    pub be_alone: bool,
     /// Progress bar.
     pub progress: bool,
     /// Drive each mode through a reef server started in this process (gRPC
@@ -232,6 +234,7 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
     let run_opts = RunOptions {
         warmup: opts.warmup.map(Duration::from_secs_f64),
         progress: opts.progress,
+        be_alone: opts.be_alone.then_some(reef_sched::Mode::Reset),
         ..RunOptions::default()
     };
     let rt = reef_server::front_end_runtime(opts.busy_poll).context("--busy-poll")?;

@@ -204,6 +204,11 @@ enum BenchCmd {
         /// of pinned host buffers (as `reef serve --pinned-input-mib`; 0: off).
         #[arg(long, default_value_t = serve_config::DEFAULT_PINNED_INPUT_MIB as u64, value_parser = clap::value_parser!(u64).range(0..=serve_config::MAX_PINNED_INPUT_MIB as u64))]
         pinned_input_mib: u64,
+        /// Also run the workload's BE tasks alone ("be-alone", after
+        /// rt-alone, in `reset` mode): the report then gives the throughput
+        /// ceiling of any mode that runs no BE work beside RT work.
+        #[arg(long)]
+        be_alone: bool,
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
@@ -437,6 +442,7 @@ fn run(cli: Cli) -> Result<i32> {
                     be_depth,
                     idle_spin_ms,
                     pinned_input_mib,
+                    be_alone,
                     quiet,
                     via_grpc,
                     shm,
@@ -459,6 +465,7 @@ fn run(cli: Cli) -> Result<i32> {
                 be_depth,
                 idle_spin: idle_spin_ms.map(std::time::Duration::from_millis),
                 pinned_input_bytes: (pinned_input_mib as usize) << 20,
+                be_alone,
                 progress: !quiet,
                 via_grpc,
                 shm,

@@ -144,6 +144,40 @@ fn bench_disb_runs_a_tiny_workload_in_every_mode() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// `--be-alone` runs the BE tasks alone after rt-alone, and the JSON and the
+/// table carry the exclusive-RT ceiling computed from the two baselines.
+#[test]
+fn bench_disb_be_alone_gives_the_exclusive_ceiling() {
+    let (out, stdout) = run_tiny_disb("disb-be-alone", &["--modes", "reset", "--be-alone"]);
+    let json = result_json(&out);
+    let modes = json["modes"].as_array().unwrap();
+    let names: Vec<&str> = modes.iter().map(|m| m["mode"].as_str().unwrap()).collect();
+    assert_eq!(names, ["rt-alone", "be-alone", "reset"]);
+    let f = |m: &serde_json::Value, k: &str| m[k].as_f64().unwrap_or(f64::NAN);
+    let (alone, be) = (&modes[0], &modes[1]);
+    assert_eq!(be["rt"]["count"], 0, "be-alone ran RT work: {}", be["rt"]);
+    assert!(
+        f(be, "be_throughput_rps") > 0.0,
+        "be-alone: no BE throughput"
+    );
+    let c = &json["ceiling"];
+    let occ = f(c, "rt_occupancy");
+    assert!(occ > 0.0 && occ < 1.0, "occupancy {occ}");
+    assert_eq!(f(c, "rt_rps"), f(alone, "rt_throughput_rps"));
+    assert_eq!(f(c, "be_alone_rps"), f(be, "be_throughput_rps"));
+    let want = f(c, "rt_rps") + f(c, "be_alone_rps") * (1.0 - occ);
+    assert!((f(c, "total_rps") - want).abs() < 1e-9, "{c}");
+    // RT alone cannot hold the device longer than its requests took.
+    let rt_time = f(alone, "rt_throughput_rps") * f(&alone["rt"], "mean_ms") / 1000.0;
+    assert!(
+        occ <= rt_time * 1.05,
+        "occupancy {occ} against RT time {rt_time}"
+    );
+    assert!(stdout.contains("Exclusive-RT ceiling"), "{stdout}");
+    assert!(stdout.contains("reset "), "{stdout}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 /// The same workload through a reef server on loopback (`--via-grpc`): every
 /// request answered over gRPC (RT and BE on their own connections), no
 /// errors, and the scheduler behind the server preempted.

@@ -1,0 +1,161 @@
+//! The throughput ceiling of exclusive RT.
+//!
+//! A mode that runs no BE work while RT work is on the device (`wait`,
+//! `reset`, and `reef` where padding finds nothing) can at best run BE work
+//! at its unshared rate in the time RT work leaves free. With two baselines
+//! of the same workload, "rt-alone" (its RT tasks only) and "be-alone" (its
+//! BE tasks only), that bound is
+//!
+//! ```text
+//! total <= rt_rps + be_alone_rps * (1 - rt_occupancy)
+//! ```
+//!
+//! where `rt_occupancy` is the fraction of rt-alone's measured window in
+//! which an RT task held the device: the sum over its RT requests completed
+//! in the window of the time from the first kernel's launch to the outputs
+//! being read (the scheduler's `service - queued - output`). RT tasks run one
+//! at a time (one RT queue), so these spans do not overlap. Set beside
+//! `stream` (BE work beside RT work, without preemption), the ceiling says
+//! how much of `stream`'s throughput any exclusive mode can keep; the rest
+//! needs BE work beside RT work (padding).
+
+use crate::schema::{ExclusiveCeiling, ModeResult, RequestRecord};
+use reef_sched::Priority;
+
+/// Label of the BE-alone baseline.
+pub const BE_ALONE: &str = "be-alone";
+
+/// The time one RT request held the device, ms: service minus queued minus
+/// output; `None` when the service did not report its phases.
+fn device_span(r: &RequestRecord) -> Option<f64> {
+    let service = r.service_ms?;
+    let queued = r.queued_ms?;
+    Some((service - queued - r.output_ms.unwrap_or(0.0)).max(0.0))
+}
+
+/// The fraction of `mode`'s measured window in which its RT requests held
+/// the device (see the module documentation); `None` when no RT request
+/// completed in the window or one of them lacks the service's phases.
+pub fn rt_occupancy(mode: &ModeResult) -> Option<f64> {
+    let (warmup_ms, duration_ms) = (mode.warmup_s * 1000.0, mode.duration_s * 1000.0);
+    let spans: Option<Vec<f64>> = mode
+        .records
+        .iter()
+        .filter(|r| r.ok && r.priority == Priority::Rt)
+        .filter(|r| {
+            let done = r.arrival_ms + r.latency_ms;
+            done >= warmup_ms && done <= duration_ms
+        })
+        .map(device_span)
+        .collect();
+    let spans = spans?;
+    if spans.is_empty() || mode.measured_s <= 0.0 {
+        return None;
+    }
+    Some((spans.iter().sum::<f64>() / (mode.measured_s * 1000.0)).min(1.0))
+}
+
+/// The ceiling from the modes labelled `rt_alone` and [`BE_ALONE`]; `None`
+/// when either is missing or rt-alone's occupancy is unknown.
+pub fn exclusive_ceiling(modes: &[ModeResult], rt_alone: &str) -> Option<ExclusiveCeiling> {
+    let rt = modes.iter().find(|m| m.mode == rt_alone)?;
+    let be = modes.iter().find(|m| m.mode == BE_ALONE)?;
+    let occ = rt_occupancy(rt)?;
+    Some(ExclusiveCeiling {
+        rt_occupancy: occ,
+        rt_rps: rt.rt_throughput_rps,
+        be_alone_rps: be.be_throughput_rps,
+        total_rps: rt.rt_throughput_rps + be.be_throughput_rps * (1.0 - occ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::figures::summarize;
+    use crate::workload::{Load, TaskSpec, Workload};
+
+    fn workload(duration_s: f64) -> Workload {
+        Workload {
+            name: "w".into(),
+            notes: None,
+            duration_s,
+            warmup_s: Some(0.0),
+            tasks: vec![TaskSpec {
+                name: None,
+                model: "m".into(),
+                priority: Priority::Rt,
+                load: Load::Continuous,
+                batch_size: 1,
+                seed: None,
+            }],
+        }
+    }
+
+    fn rec(p: Priority, arrival: f64, service: f64, queued: f64, output: f64) -> RequestRecord {
+        RequestRecord {
+            task: 0,
+            priority: p,
+            arrival_ms: arrival,
+            latency_ms: service,
+            ok: true,
+            error: None,
+            warmup: false,
+            queued_ms: Some(queued),
+            input_ms: None,
+            output_ms: Some(output),
+            preemptions: 0,
+            kernels_rerun: 0,
+            dispatch_lag_us: None,
+            service_ms: Some(service),
+            client_ms: None,
+            request_ms: None,
+            response_ms: None,
+            device: None,
+        }
+    }
+
+    #[test]
+    fn occupancy_sums_the_device_spans_in_the_window() {
+        // 1 s window; RT requests every 100 ms, each 4 ms in service of which
+        // 0.5 queued and 0.5 reading outputs: 3 ms on the device.
+        let records: Vec<RequestRecord> = (0..10)
+            .map(|i| rec(Priority::Rt, i as f64 * 100.0, 4.0, 0.5, 0.5))
+            .collect();
+        let m = summarize("rt-alone", &workload(1.0), 0.0, records, 0);
+        let occ = rt_occupancy(&m).unwrap_or(f64::NAN);
+        assert!((occ - 0.03).abs() < 1e-12, "{occ}");
+    }
+
+    #[test]
+    fn occupancy_needs_the_phases_of_every_request() {
+        let mut records: Vec<RequestRecord> = (0..3)
+            .map(|i| rec(Priority::Rt, i as f64 * 100.0, 4.0, 0.5, 0.5))
+            .collect();
+        records[1].queued_ms = None;
+        let m = summarize("rt-alone", &workload(1.0), 0.0, records, 0);
+        assert_eq!(rt_occupancy(&m), None);
+    }
+
+    #[test]
+    fn ceiling_adds_be_alone_in_the_time_rt_leaves() {
+        // rt-alone: 10 RT req/s, 50 ms each on the device: occupancy 0.5.
+        let rt: Vec<RequestRecord> = (0..10)
+            .map(|i| rec(Priority::Rt, i as f64 * 100.0, 50.0, 0.0, 0.0))
+            .collect();
+        // be-alone: 40 BE answers in the 1 s window.
+        let be: Vec<RequestRecord> = (0..40)
+            .map(|i| rec(Priority::Be, i as f64 * 24.0, 10.0, 0.0, 0.0))
+            .collect();
+        let modes = vec![
+            summarize("rt-alone", &workload(1.0), 0.0, rt, 0),
+            summarize(BE_ALONE, &workload(1.0), 0.0, be, 0),
+        ];
+        let c = exclusive_ceiling(&modes, "rt-alone").unwrap_or_else(|| panic!("both baselines"));
+        assert!((c.rt_occupancy - 0.5).abs() < 1e-12, "{c:?}");
+        assert!((c.rt_rps - 10.0).abs() < 1e-12, "{c:?}");
+        assert!((c.be_alone_rps - 40.0).abs() < 1e-12, "{c:?}");
+        assert!((c.total_rps - 30.0).abs() < 1e-12, "{c:?}");
+        assert_eq!(exclusive_ceiling(&modes[..1], "rt-alone"), None);
+    }
+}
