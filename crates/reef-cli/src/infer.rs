@@ -18,7 +18,8 @@ use std::time::Instant;
 pub struct InferArgs {
     /// Model name.
     pub model: String,
-    /// Server gRPC address.
+    /// Server gRPC address (`http://HOST:PORT`, or `unix:PATH` for the
+    /// socket of `reef serve --grpc-uds PATH`).
     #[arg(long, default_value = "http://127.0.0.1:8001", env = "REEF_GRPC_URL")]
     pub url: String,
     /// Priority (rt or be); default the model's.

@@ -221,7 +221,8 @@ enum BenchCmd {
         #[arg(long, conflicts_with = "cuda_shm")]
         shm: bool,
         /// Drive a reef (or Triton) server already running at this gRPC
-        /// address (e.g. http://127.0.0.1:8001, another process, serving
+        /// address (e.g. http://127.0.0.1:8001, or unix:PATH for the
+        /// socket of `reef serve --grpc-uds PATH`; another process, serving
         /// the workload's models) instead of schedulers in this process;
         /// --modes names the one mode it runs, for the report. This process
         /// opens no device for it (--device is not used; --cuda-shm

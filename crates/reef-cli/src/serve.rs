@@ -43,6 +43,18 @@ pub struct ServeArgs {
     /// gRPC listen address [default: 127.0.0.1:8001].
     #[arg(long, env = "REEF_GRPC_ADDR")]
     pub grpc: Option<SocketAddr>,
+    /// Also serve HTTP on this Unix domain socket (e.g. for `curl
+    /// --unix-socket`); a stale socket file is replaced, and the file is
+    /// removed at shutdown.
+    #[arg(long, env = "REEF_HTTP_UDS", value_name = "PATH")]
+    pub http_uds: Option<PathBuf>,
+    /// Also serve gRPC on this Unix domain socket (clients connect to
+    /// `unix:PATH`; gRPC's C core, under Python's grpcio and tritonclient,
+    /// must also set the channel argument `grpc.default_authority` to
+    /// `localhost`); a stale socket file is replaced, and the file is
+    /// removed at shutdown.
+    #[arg(long, env = "REEF_GRPC_UDS", value_name = "PATH")]
+    pub grpc_uds: Option<PathBuf>,
     /// Model repository (one folder per model with a config.toml); without
     /// it every zoo model is served under its zoo name.
     #[arg(long, env = "REEF_MODEL_REPOSITORY")]
@@ -178,6 +190,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let server_cfg = ServerConfig {
         http_addr: a.http,
         grpc_addr: a.grpc,
+        http_uds: a.http_uds.clone(),
+        grpc_uds: a.grpc_uds.clone(),
         max_body_bytes,
         model_repository: a.repository.clone(),
         // Zoo models report the scheduler's limit (repository models carry
@@ -196,12 +210,17 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let starting = Starting::new();
     let sched: Arc<dyn Service> = starting.clone();
     let (device, devices, mode) = (a.device, a.devices, a.mode);
+    let unix_sockets: String = [("HTTP", &a.http_uds), ("gRPC", &a.grpc_uds)]
+        .iter()
+        .filter_map(|(what, p)| p.as_ref().map(|p| format!(", {what} unix:{}", p.display())))
+        .collect();
     let result = rt.block_on(async move {
         let server = Server::bind(server_cfg).await?;
         println!(
-            "reef serving: HTTP {}, gRPC {} ({mode} mode); preparing the device",
+            "reef serving: HTTP {}, gRPC {}{} ({mode} mode); preparing the device",
             server.http_addr(),
-            server.grpc_addr()
+            server.grpc_addr(),
+            unix_sockets
         );
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
         tokio::task::spawn_blocking(move || {

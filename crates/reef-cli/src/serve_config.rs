@@ -5,8 +5,8 @@
 //! setting comes from, in order of precedence: the command line, its
 //! `REEF_*` environment variable, the file, the built-in default. Unknown
 //! keys and values of the wrong type are errors naming the file, the key and
-//! the reason. A relative `repository` in the file is resolved against the
-//! file's folder.
+//! the reason. A relative `repository`, `http_uds` or `grpc_uds` in the file
+//! is resolved against the file's folder.
 
 use crate::device::DeviceChoice;
 use crate::serve::ServeArgs;
@@ -106,6 +106,10 @@ pub struct ServeSettings {
     pub http: SocketAddr,
     /// gRPC listen address.
     pub grpc: SocketAddr,
+    /// HTTP Unix domain socket.
+    pub http_uds: Option<PathBuf>,
+    /// gRPC Unix domain socket.
+    pub grpc_uds: Option<PathBuf>,
     /// Model repository folder.
     pub repository: Option<PathBuf>,
     /// Zoo models to serve (empty: all).
@@ -160,6 +164,8 @@ impl ServeSettings {
             mode: cli.mode.or(file.mode).unwrap_or(DEFAULT_MODE),
             http: cli.http.or(file.http).unwrap_or(DEFAULT_HTTP),
             grpc: cli.grpc.or(file.grpc).unwrap_or(DEFAULT_GRPC),
+            http_uds: cli.http_uds.or(file.http_uds),
+            grpc_uds: cli.grpc_uds.or(file.grpc_uds),
             repository: cli.repository.or(file.repository),
             models: cli.models.or(file.models).unwrap_or_default(),
             max_body_mib: cli
@@ -285,8 +291,8 @@ pub fn load(file: &Path) -> Result<ServeArgs, ConfigError> {
     parse(&text, file)
 }
 
-/// Parses configuration text (`file` names it in errors and anchors a
-/// relative `repository`).
+/// Parses configuration text (`file` names it in errors and anchors
+/// relative paths).
 pub fn parse(text: &str, file: &Path) -> Result<ServeArgs, ConfigError> {
     let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Syntax {
         file: file.to_path_buf(),
@@ -304,10 +310,10 @@ pub fn parse(text: &str, file: &Path) -> Result<ServeArgs, ConfigError> {
             reason: inner.message().to_string(),
         }
     })?;
-    if let Some(repo) = &args.repository {
-        if repo.is_relative() {
-            if let Some(dir) = file.parent() {
-                args.repository = Some(dir.join(repo));
+    if let Some(dir) = file.parent() {
+        for path in [&mut args.repository, &mut args.http_uds, &mut args.grpc_uds] {
+            if let Some(p) = path.as_ref().filter(|p| p.is_relative()) {
+                *path = Some(dir.join(p));
             }
         }
     }
@@ -378,6 +384,8 @@ mode = "reef"
 http = "0.0.0.0:9000"
 grpc = "0.0.0.0:9001"
 repository = "models"
+grpc_uds = "run/reef-grpc.sock"
+http_uds = "/run/reef-http.sock"
 models = ["resnet_tiny", "vgg_tiny"]
 max_body_mib = 16
 be_depth = 3
@@ -400,6 +408,7 @@ busy_poll = 1
         assert_eq!(s.http, DEFAULT_HTTP);
         assert_eq!(s.grpc, DEFAULT_GRPC);
         assert_eq!(s.repository, None);
+        assert_eq!((s.http_uds.as_ref(), s.grpc_uds.as_ref()), (None, None));
         assert!(s.models.is_empty());
         assert_eq!(s.max_body_mib, DEFAULT_MAX_BODY_MIB);
         assert_eq!(s.max_body_bytes().unwrap(), 64 << 20);
@@ -422,6 +431,11 @@ busy_poll = 1
         assert_eq!(s.grpc, "0.0.0.0:9001".parse::<SocketAddr>().unwrap());
         // Relative to the file's folder.
         assert_eq!(s.repository, Some(PathBuf::from("/etc/reef/models")));
+        assert_eq!(
+            s.grpc_uds,
+            Some(PathBuf::from("/etc/reef/run/reef-grpc.sock"))
+        );
+        assert_eq!(s.http_uds, Some(PathBuf::from("/run/reef-http.sock")));
         assert_eq!(s.models, vec!["resnet_tiny", "vgg_tiny"]);
         assert_eq!(s.max_body_mib, 16);
         assert_eq!(

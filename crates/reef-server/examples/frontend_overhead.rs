@@ -11,8 +11,11 @@
 //! ```text
 //! cargo run -p reef-server --release --example frontend_overhead -- \
 //!     [--requests N] [--be-clients K] [--interval-us U] [--only grpc|http|direct|shared] \
-//!     [--stages] [--shm]
+//!     [--stages] [--shm] [--uds]
 //! ```
+//!
+//! `--uds` sends the gRPC paths over the server's Unix domain socket
+//! (`ServerConfig::grpc_uds`) instead of loopback TCP.
 //!
 //! The gRPC client is the one the DISB benchmark uses (`reef_server::grpc_client`
 //! and the `reef_server::grpc_codec` request helpers), sharing one connection
@@ -540,6 +543,8 @@ struct Args {
     shm: bool,
     /// Busy-polling runtime workers (`reef serve --busy-poll`).
     busy_poll: usize,
+    /// gRPC over a Unix domain socket.
+    uds: bool,
 }
 
 fn args() -> Result<Args, BoxError> {
@@ -551,6 +556,7 @@ fn args() -> Result<Args, BoxError> {
         only: None,
         shm: false,
         busy_poll: 0,
+        uds: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -566,6 +572,7 @@ fn args() -> Result<Args, BoxError> {
             "--interval-us" => a.interval = Duration::from_micros(value()?),
             "--stages" => a.stages = true,
             "--shm" => a.shm = true,
+            "--uds" => a.uds = true,
             "--busy-poll" => a.busy_poll = value()? as usize,
             "--only" => a.only = Some(it.next().ok_or("--only needs a value")?.to_lowercase()),
             other => return Err(format!("unknown argument '{other}'").into()),
@@ -577,16 +584,21 @@ fn args() -> Result<Args, BoxError> {
 async fn run(a: Args) -> Result<(), BoxError> {
     let instant = Arc::new(InstantService::new());
     let service: Arc<dyn Service> = instant.clone();
+    let socket = a
+        .uds
+        .then(|| std::env::temp_dir().join(format!("reef-frontend-{}.sock", std::process::id())));
     let config = ServerConfig {
         allow_client_shm: a.shm,
+        grpc_uds: socket.clone(),
         ..ServerConfig::localhost_ephemeral()
     };
     let server = Server::bind(config).await?;
     let http_base = format!("http://{}", server.http_addr());
-    let (grpc_url, http_url) = (
-        format!("http://{}", server.grpc_addr()),
-        format!("{http_base}/v2/models/{MODEL}/infer"),
-    );
+    let grpc_url = match &socket {
+        Some(p) => format!("unix:{}", p.display()),
+        None => format!("http://{}", server.grpc_addr()),
+    };
+    let http_url = format!("{http_base}/v2/models/{MODEL}/infer");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let svc = service.clone();
     let serving = tokio::spawn(async move {
@@ -617,7 +629,7 @@ async fn run(a: Args) -> Result<(), BoxError> {
         ));
     }
     println!(
-        "{} RT requests per row ({} us apart), input {:?} FP32 ({} bytes), output {CLASSES} FP32",
+        "{} RT requests per row ({} us apart), input {:?} FP32 ({} bytes), output {CLASSES} FP32; gRPC at {grpc_url}",
         a.requests,
         a.interval.as_micros(),
         INPUT_SHAPE,

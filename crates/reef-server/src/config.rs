@@ -14,6 +14,11 @@ pub struct ServerConfig {
     pub http_addr: SocketAddr,
     /// gRPC address; port 0 picks a free port.
     pub grpc_addr: SocketAddr,
+    /// Also serve HTTP on this Unix domain socket (see
+    /// [`crate::unix_socket`]).
+    pub http_uds: Option<PathBuf>,
+    /// Also serve gRPC on this Unix domain socket.
+    pub grpc_uds: Option<PathBuf>,
     /// Largest HTTP request body and gRPC message, bytes (larger: 413 /
     /// RESOURCE_EXHAUSTED or OUT_OF_RANGE).
     pub max_body_bytes: usize,
@@ -37,6 +42,8 @@ impl Default for ServerConfig {
         ServerConfig {
             http_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8000)),
             grpc_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8001)),
+            http_uds: None,
+            grpc_uds: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             model_repository: None,
             shutdown_grace: Duration::from_secs(30),

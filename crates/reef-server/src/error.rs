@@ -36,6 +36,16 @@ pub enum ServerError {
         /// Underlying error.
         source: std::io::Error,
     },
+    /// A Unix domain socket could not be opened.
+    #[error("cannot listen on the Unix socket {} ({what}): {reason}", path.display())]
+    BindUnix {
+        /// The socket file asked for.
+        path: PathBuf,
+        /// Which endpoint (http or grpc).
+        what: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// An endpoint failed while serving.
     #[error("{what} server failed: {reason}")]
     Serve {

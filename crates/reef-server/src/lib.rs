@@ -32,6 +32,8 @@ pub mod shm;
 pub mod state;
 pub mod tensor_codec;
 pub mod timing;
+#[cfg(unix)]
+mod unix_socket;
 
 /// Generated KServe v2 gRPC messages, server and client (package `inference`).
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -48,20 +50,44 @@ pub use server::{serve, Server, GRPC_CONNECTION_WINDOW, GRPC_MAX_FRAME, GRPC_STR
 
 /// A gRPC client for a KServe v2 endpoint with TCP_NODELAY, flow-control
 /// windows sized for tensors and large HTTP/2 frames (used by `reef infer`
-/// and the benchmark).
+/// and the benchmark). `url` is `http://HOST:PORT`, or `unix:PATH` (also
+/// `unix://PATH`, as gRPC spells it) for a server's Unix domain socket.
 pub async fn grpc_client(
     url: &str,
 ) -> Result<
     proto::grpc_inference_service_client::GrpcInferenceServiceClient<tonic::transport::Channel>,
     tonic::transport::Error,
 > {
-    let ch = tonic::transport::Endpoint::from_shared(url.to_string())?
+    let unix_path = url
+        .strip_prefix("unix://")
+        .or_else(|| url.strip_prefix("unix:"));
+    // A Unix socket's endpoint still needs an http URI; its authority is unused.
+    let uri = if unix_path.is_some() {
+        "http://localhost".to_string()
+    } else {
+        url.to_string()
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(uri)?
         .tcp_nodelay(true)
         .initial_stream_window_size(GRPC_STREAM_WINDOW)
         .initial_connection_window_size(GRPC_CONNECTION_WINDOW)
-        .max_frame_size(GRPC_MAX_FRAME)
-        .connect()
-        .await?;
+        .max_frame_size(GRPC_MAX_FRAME);
+    let ch = match unix_path {
+        #[cfg(unix)]
+        Some(path) => {
+            let path = std::path::PathBuf::from(path);
+            endpoint
+                .connect_with_connector(tower::service_fn(move |_: tonic::codegen::http::Uri| {
+                    let path = path.clone();
+                    async move {
+                        let stream = tokio::net::UnixStream::connect(&path).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                }))
+                .await?
+        }
+        _ => endpoint.connect().await?,
+    };
     Ok(
         proto::grpc_inference_service_client::GrpcInferenceServiceClient::new(ch)
             .max_decoding_message_size(256 << 20)

@@ -1,7 +1,9 @@
 //! Running both endpoints and shutting down gracefully: on the shutdown
 //! signal the server reports not-ready, stops accepting connections, calls
 //! [`Service::shutdown`] (which answers every queued request) and waits for
-//! in-flight requests up to [`ServerConfig::shutdown_grace`].
+//! in-flight requests up to [`ServerConfig::shutdown_grace`]. With
+//! [`ServerConfig::http_uds`] / [`ServerConfig::grpc_uds`] the same endpoints
+//! also listen on Unix domain sockets.
 
 /// HTTP/2 stream flow-control window of the gRPC endpoint, bytes.
 pub const GRPC_STREAM_WINDOW: u32 = 8 << 20;
@@ -23,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 
 /// A server whose sockets are bound (so ephemeral ports are known) but which
@@ -35,6 +37,10 @@ pub struct Server {
     grpc: TcpListener,
     http_addr: SocketAddr,
     grpc_addr: SocketAddr,
+    #[cfg(unix)]
+    http_unix: Option<crate::unix_socket::UnixEndpoint>,
+    #[cfg(unix)]
+    grpc_unix: Option<crate::unix_socket::UnixEndpoint>,
 }
 
 async fn bind(
@@ -50,45 +56,80 @@ async fn bind(
     Ok((listener, local))
 }
 
-type Endpoint = JoinHandle<Result<(), String>>;
-
-fn endpoint_result(
+/// Binds the Unix socket `path` of endpoint `what`, where one is asked for.
+#[cfg(unix)]
+async fn bind_unix(
+    path: Option<&std::path::Path>,
     what: &'static str,
-    r: Result<Result<(), String>, tokio::task::JoinError>,
-) -> Result<(), ServerError> {
-    match r {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(reason)) => Err(ServerError::Serve { what, reason }),
-        Err(e) => Err(ServerError::Serve {
+) -> Result<Option<crate::unix_socket::UnixEndpoint>, ServerError> {
+    match path {
+        Some(p) => Ok(Some(crate::unix_socket::bind(p, what).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Refuses a Unix socket on a host without them.
+#[cfg(not(unix))]
+fn refuse_unix(path: Option<&std::path::Path>, what: &'static str) -> Result<(), ServerError> {
+    match path {
+        Some(p) => Err(ServerError::BindUnix {
+            path: p.to_path_buf(),
             what,
+            reason: "Unix domain sockets need a Unix host".into(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// One serving endpoint's task: its name and how it ended.
+type Endpoint = (&'static str, Result<(), String>);
+
+fn endpoint_result(r: Result<Endpoint, tokio::task::JoinError>) -> Result<(), ServerError> {
+    match r {
+        Ok((_, Ok(()))) => Ok(()),
+        Ok((what, Err(reason))) => Err(ServerError::Serve { what, reason }),
+        Err(e) => Err(ServerError::Serve {
+            what: "endpoint",
             reason: e.to_string(),
         }),
     }
 }
 
-fn unexpected(
-    what: &'static str,
-    r: Result<Result<(), String>, tokio::task::JoinError>,
-) -> ServerError {
-    endpoint_result(what, r)
-        .err()
-        .unwrap_or(ServerError::Serve {
-            what,
-            reason: "stopped unexpectedly".into(),
-        })
+/// An endpoint that stopped before shutdown was asked for.
+fn unexpected(r: Result<Endpoint, tokio::task::JoinError>) -> ServerError {
+    let what = r.as_ref().map_or("endpoint", |(what, _)| *what);
+    endpoint_result(r).err().unwrap_or(ServerError::Serve {
+        what,
+        reason: "stopped unexpectedly".into(),
+    })
 }
 
 impl Server {
-    /// Binds the HTTP and gRPC sockets.
+    /// Binds the HTTP and gRPC sockets (and the Unix sockets the
+    /// configuration names).
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         let (http, http_addr) = bind(config.http_addr, "http").await?;
         let (grpc, grpc_addr) = bind(config.grpc_addr, "grpc").await?;
+        #[cfg(unix)]
+        let (http_unix, grpc_unix) = (
+            bind_unix(config.http_uds.as_deref(), "http").await?,
+            bind_unix(config.grpc_uds.as_deref(), "grpc").await?,
+        );
+        #[cfg(not(unix))]
+        {
+            refuse_unix(config.http_uds.as_deref(), "http")?;
+            refuse_unix(config.grpc_uds.as_deref(), "grpc")?;
+        }
         Ok(Server {
             config,
             http,
             grpc,
             http_addr,
             grpc_addr,
+            #[cfg(unix)]
+            http_unix,
+            #[cfg(unix)]
+            grpc_unix,
         })
     }
 
@@ -122,6 +163,7 @@ impl Server {
             // An error means the sender is gone, which also means stop.
             let _ = rx.wait_for(|s| *s).await;
         };
+        let mut endpoints: JoinSet<Endpoint> = JoinSet::new();
 
         let router = crate::http::router(state.clone());
         let listener = self.http.tap_io(|tcp| {
@@ -129,12 +171,13 @@ impl Server {
                 tracing::debug!("TCP_NODELAY: {e}");
             }
         });
-        let http_signal = stopped(stop_rx.clone());
-        let mut http: Endpoint = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(http_signal)
-                .await
-                .map_err(|e| e.to_string())
+        let signal = stopped(stop_rx.clone());
+        let http_router = router.clone();
+        endpoints.spawn(async move {
+            let r = axum::serve(listener, http_router)
+                .with_graceful_shutdown(signal)
+                .await;
+            ("http", r.map_err(|e| e.to_string()))
         });
 
         let grpc_service = crate::grpc::service(state.clone(), self.config.max_body_bytes);
@@ -148,32 +191,50 @@ impl Server {
                 }
             })
         });
-        let grpc_signal = stopped(stop_rx);
-        let mut grpc: Endpoint = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                // Windows sized for image tensors (the HTTP/2 default is 64 KiB).
-                .initial_stream_window_size(Some(GRPC_STREAM_WINDOW))
-                .initial_connection_window_size(Some(GRPC_CONNECTION_WINDOW))
-                .max_frame_size(Some(GRPC_MAX_FRAME))
-                .add_service(grpc_service)
-                .serve_with_incoming_shutdown(incoming, grpc_signal)
-                .await
-                .map_err(|e| e.to_string())
+        let signal = stopped(stop_rx.clone());
+        let svc = grpc_service.clone();
+        endpoints.spawn(async move {
+            let r = grpc_builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, signal)
+                .await;
+            ("grpc", r.map_err(|e| e.to_string()))
         });
+
+        let mut socket_files = Vec::new();
+        #[cfg(unix)]
+        {
+            if let Some(ep) = self.http_unix {
+                let signal = stopped(stop_rx.clone());
+                tracing::info!(path = %ep.path.display(), "HTTP on a Unix socket");
+                socket_files.push(ep.path);
+                endpoints.spawn(async move {
+                    let r = axum::serve(ep.listener, router)
+                        .with_graceful_shutdown(signal)
+                        .await;
+                    ("http (unix socket)", r.map_err(|e| e.to_string()))
+                });
+            }
+            if let Some(ep) = self.grpc_unix {
+                let signal = stopped(stop_rx.clone());
+                tracing::info!(path = %ep.path.display(), "gRPC on a Unix socket");
+                socket_files.push(ep.path);
+                let incoming = tokio_stream::wrappers::UnixListenerStream::new(ep.listener);
+                endpoints.spawn(async move {
+                    let r = grpc_builder()
+                        .add_service(grpc_service)
+                        .serve_with_incoming_shutdown(incoming, signal)
+                        .await;
+                    ("grpc (unix socket)", r.map_err(|e| e.to_string()))
+                });
+            }
+        }
         tracing::info!(http = %self.http_addr, grpc = %self.grpc_addr, "reef server listening");
 
         let mut early: Option<ServerError> = None;
-        let (mut http_done, mut grpc_done) = (false, false);
         tokio::select! {
             _ = shutdown => tracing::info!("shutdown requested"),
-            r = &mut http => {
-                http_done = true;
-                early = Some(unexpected("http", r));
-            }
-            r = &mut grpc => {
-                grpc_done = true;
-                early = Some(unexpected("grpc", r));
-            }
+            Some(r) = endpoints.join_next() => early = Some(unexpected(r)),
         }
 
         state.set_not_ready();
@@ -184,33 +245,40 @@ impl Server {
         }
         let grace = self.config.shutdown_grace;
         let finished = async {
-            let h = if http_done {
-                Ok(())
-            } else {
-                endpoint_result("http", (&mut http).await)
-            };
-            let g = if grpc_done {
-                Ok(())
-            } else {
-                endpoint_result("grpc", (&mut grpc).await)
-            };
-            h.and(g)
+            let mut result = Ok(());
+            while let Some(r) = endpoints.join_next().await {
+                result = result.and(endpoint_result(r));
+            }
+            result
         };
         let result = match tokio::time::timeout(grace, finished).await {
             Ok(r) => r,
             Err(_) => {
                 tracing::warn!("in-flight requests still running after {grace:?}; dropping them");
-                http.abort();
-                grpc.abort();
+                endpoints.abort_all();
                 Ok(())
             }
         };
+        #[cfg(unix)]
+        for path in &socket_files {
+            crate::unix_socket::remove(path);
+        }
+        drop(socket_files);
         tracing::info!("reef server stopped");
         match early {
             Some(e) => Err(e),
             None => result,
         }
     }
+}
+
+/// The gRPC endpoint's transport settings: flow-control windows sized for
+/// image tensors (the HTTP/2 default is 64 KiB) and large frames.
+fn grpc_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(GRPC_STREAM_WINDOW))
+        .initial_connection_window_size(Some(GRPC_CONNECTION_WINDOW))
+        .max_frame_size(Some(GRPC_MAX_FRAME))
 }
 
 /// Binds `config`'s addresses and serves `service` over HTTP and gRPC until

@@ -13,3 +13,4 @@ mod shm;
 mod stats;
 #[path = "../support/mod.rs"]
 mod support;
+mod unix_socket;

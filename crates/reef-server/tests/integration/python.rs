@@ -4,7 +4,7 @@
 //! gives `add` a batch limit, so the model-configuration checks see both a
 //! batching model (`add`) and one without a known limit (`mixed`). The
 //! server allows client shared memory, for tritonclient's system shared
-//! memory flow.
+//! memory flow, and listens for gRPC on a Unix socket too.
 
 use crate::common::{batch_limit_repository, start_with, TestService};
 use reef_sched::Priority;
@@ -30,9 +30,12 @@ async fn tritonclient_python_suite() {
     }
     const ADD_MAX_BATCH: usize = 6;
     let repo = batch_limit_repository("add", ADD_MAX_BATCH, Priority::Rt);
+    let sockets = tempfile::tempdir().expect("temp dir");
+    let grpc_uds = sockets.path().join("reef-grpc.sock");
     let config = ServerConfig {
         model_repository: repo.as_ref().map(|r| r.path().to_path_buf()),
         allow_client_shm: true,
+        grpc_uds: Some(grpc_uds.clone()),
         ..ServerConfig::localhost_ephemeral()
     };
     let s = start_with(TestService::new(), config).await;
@@ -53,6 +56,7 @@ async fn tritonclient_python_suite() {
             .arg(&script)
             .env("REEF_HTTP_URL", &http)
             .env("REEF_GRPC_URL", &grpc)
+            .env("REEF_GRPC_UDS", &grpc_uds)
             .env("REEF_TEST_MODEL", model)
             .env("REEF_TEST_MAX_BATCH", max_batch)
             .env("REEF_TEST_PRIORITY", priority)
