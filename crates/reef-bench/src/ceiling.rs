@@ -11,10 +11,13 @@
 //! ```
 //!
 //! where `rt_occupancy` is the fraction of rt-alone's measured window in
-//! which an RT task held the device: the sum over its RT requests completed
-//! in the window of the time from the first kernel's launch to the outputs
-//! being read (the scheduler's `service - queued - output`). RT tasks run one
-//! at a time (one RT queue), so these spans do not overlap. Set beside
+//! which RT work held the device: the union over its RT requests of the
+//! spans from the first kernel's launch to the outputs being read (the
+//! scheduler's `service - queued - output`, ending where the scheduler
+//! answered), clipped to the window. The union matters: the scheduler
+//! launches an RT task while the one before it still runs, so their spans
+//! overlap. "be-alone" runs in `stream` mode, BE work held back by nothing,
+//! so `be_alone_rps` is the most the device gives the BE tasks. Set beside
 //! `stream` (BE work beside RT work, without preemption), the ceiling says
 //! how much of `stream`'s throughput any exclusive mode can keep; the rest
 //! needs BE work beside RT work (padding).
@@ -25,34 +28,55 @@ use reef_sched::Priority;
 /// Label of the BE-alone baseline.
 pub const BE_ALONE: &str = "be-alone";
 
-/// The time one RT request held the device, ms: service minus queued minus
-/// output; `None` when the service did not report its phases.
-fn device_span(r: &RequestRecord) -> Option<f64> {
+/// The span in which one RT request held the device, ms from the run's
+/// start: it ends where the scheduler answered less the output read (in
+/// process the service's time runs from the scheduled arrival; through a
+/// server, the handler's answer is `response_ms` before the runner's) and
+/// lasts `service - queued - output`. `None` when the service did not
+/// report its phases.
+fn device_span(r: &RequestRecord) -> Option<(f64, f64)> {
     let service = r.service_ms?;
     let queued = r.queued_ms?;
-    Some((service - queued - r.output_ms.unwrap_or(0.0)).max(0.0))
+    let output = r.output_ms.unwrap_or(0.0);
+    let answered = match r.response_ms {
+        Some(response) => r.arrival_ms + r.latency_ms - response,
+        None => r.arrival_ms + service,
+    };
+    let end = answered - output;
+    Some((end - (service - queued - output).max(0.0), end))
+}
+
+/// Total length of the union of `spans` clipped to `[lo, hi]`.
+fn union_length(mut spans: Vec<(f64, f64)>, lo: f64, hi: f64) -> f64 {
+    spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut total = 0.0;
+    let mut reach = lo;
+    for (start, end) in spans {
+        let (start, end) = (start.max(reach), end.min(hi));
+        if end > start {
+            total += end - start;
+            reach = end;
+        }
+    }
+    total
 }
 
 /// The fraction of `mode`'s measured window in which its RT requests held
 /// the device (see the module documentation); `None` when no RT request
-/// completed in the window or one of them lacks the service's phases.
+/// completed or one of them lacks the service's phases.
 pub fn rt_occupancy(mode: &ModeResult) -> Option<f64> {
     let (warmup_ms, duration_ms) = (mode.warmup_s * 1000.0, mode.duration_s * 1000.0);
-    let spans: Option<Vec<f64>> = mode
+    let spans: Option<Vec<(f64, f64)>> = mode
         .records
         .iter()
         .filter(|r| r.ok && r.priority == Priority::Rt)
-        .filter(|r| {
-            let done = r.arrival_ms + r.latency_ms;
-            done >= warmup_ms && done <= duration_ms
-        })
         .map(device_span)
         .collect();
     let spans = spans?;
-    if spans.is_empty() || mode.measured_s <= 0.0 {
+    if spans.is_empty() || duration_ms <= warmup_ms {
         return None;
     }
-    Some((spans.iter().sum::<f64>() / (mode.measured_s * 1000.0)).min(1.0))
+    Some(union_length(spans, warmup_ms, duration_ms) / (duration_ms - warmup_ms))
 }
 
 /// The ceiling from the modes labelled `rt_alone` and [`BE_ALONE`]; `None`
@@ -125,6 +149,36 @@ mod tests {
         let m = summarize("rt-alone", &workload(1.0), 0.0, records, 0);
         let occ = rt_occupancy(&m).unwrap_or(f64::NAN);
         assert!((occ - 0.03).abs() < 1e-12, "{occ}");
+    }
+
+    #[test]
+    fn overlapping_spans_count_once_and_the_window_clips() {
+        // Two requests at 100 ms: one on the device 100.5..103.5, the other
+        // launched behind it, 100.5..106.5; union 6 ms. One more at 998 ms
+        // runs past the 1 s end (998.5..1001.5): 1.5 ms of it counts.
+        let records = vec![
+            rec(Priority::Rt, 100.0, 4.0, 0.5, 0.5),
+            rec(Priority::Rt, 100.0, 7.0, 0.5, 0.5),
+            rec(Priority::Rt, 998.0, 4.0, 0.5, 0.5),
+            rec(Priority::Be, 0.0, 900.0, 0.0, 0.0),
+        ];
+        let m = summarize("rt-alone", &workload(1.0), 0.0, records, 0);
+        let occ = rt_occupancy(&m).unwrap_or(f64::NAN);
+        assert!((occ - 0.0075).abs() < 1e-12, "{occ}");
+    }
+
+    #[test]
+    fn a_remote_span_ends_at_the_handlers_answer() {
+        // Through a server: 1 ms to reach it, 3 ms inside (0.5 queued,
+        // 0.5 output), 1 ms back: on the device from 101.5 to 103.5 ms.
+        let mut r = rec(Priority::Rt, 100.0, 5.0, 0.5, 0.5);
+        r.service_ms = Some(3.0);
+        r.response_ms = Some(1.0);
+        assert_eq!(device_span(&r), Some((101.5, 103.5)));
+        assert_eq!(
+            union_length(vec![(1.0, 3.0), (2.0, 4.0), (0.0, 0.5)], 0.0, 10.0),
+            3.5
+        );
     }
 
     #[test]

@@ -234,7 +234,7 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
     let run_opts = RunOptions {
         warmup: opts.warmup.map(Duration::from_secs_f64),
         progress: opts.progress,
-        be_alone: opts.be_alone.then_some(reef_sched::Mode::Reset),
+        be_alone: opts.be_alone.then_some(reef_sched::Mode::Stream),
         ..RunOptions::default()
     };
     let rt = reef_server::front_end_runtime(opts.busy_poll).context("--busy-poll")?;
