@@ -128,6 +128,7 @@ mod tests {
             queued_ms: Some(queued),
             input_ms: None,
             output_ms: Some(output),
+            first_kernel_ms: None,
             preemptions: 0,
             kernels_rerun: 0,
             dispatch_lag_us: None,

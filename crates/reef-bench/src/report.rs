@@ -147,6 +147,31 @@ pub fn markdown(result: &WorkloadResult) -> String {
         )
         },
     );
+    let alone_first = result
+        .modes
+        .iter()
+        .find(|m| m.mode == RT_ALONE)
+        .and_then(|m| m.rt_first_kernel.clone());
+    figure_lines(
+        &mut s,
+        result,
+        |m| m.rt_first_kernel.as_ref(),
+        |_, f| {
+            let wait = alone_first.as_ref().map_or(String::new(), |a| {
+                format!(
+                    "; over rt-alone's: p50 {:+.1} us, p99 {:+.1} us",
+                    (f.p50_ms - a.p50_ms) * 1e3,
+                    (f.p99_ms - a.p99_ms) * 1e3
+                )
+            });
+            format!(
+                "RT first kernel on the device (from the device reaching the task on an idle RT lane; {} tasks) p50 {:.1} us, p99 {:.1} us{wait}",
+                f.count,
+                f.p50_ms * 1e3,
+                f.p99_ms * 1e3
+            )
+        },
+    );
     let _ = writeln!(s);
     let _ = writeln!(
         s,
@@ -434,6 +459,7 @@ mod tests {
                     queued_ms: None,
                     input_ms: None,
                     output_ms: None,
+                    first_kernel_ms: None,
                     preemptions: 0,
                     kernels_rerun: 0,
                     dispatch_lag_us: Some(lag),

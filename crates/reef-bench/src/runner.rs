@@ -154,6 +154,10 @@ impl RunCtx {
             queued_ms: stats.as_ref().map(|s| s.queued.as_secs_f64() * 1000.0),
             input_ms: stats.as_ref().map(|s| s.input.as_secs_f64() * 1000.0),
             output_ms: stats.as_ref().map(|s| s.output.as_secs_f64() * 1000.0),
+            first_kernel_ms: stats
+                .as_ref()
+                .and_then(|s| s.first_kernel)
+                .map(|d| d.as_secs_f64() * 1000.0),
             preemptions: stats.as_ref().map_or(0, |s| s.preemptions),
             kernels_rerun: stats.as_ref().map_or(0, |s| s.kernels_rerun),
             dispatch_lag_us: lag.map(|l| l.as_secs_f64() * 1e6),

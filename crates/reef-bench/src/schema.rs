@@ -17,6 +17,7 @@
 //!   rt_service?: LatencyFigures (RT latency inside the service, from the records' service_ms),
 //!   rt_queued?: LatencyFigures (RT arrival to its start on the device, from the records' queued_ms),
 //!   rt_input?: LatencyFigures (RT input writes, the end of rt_queued, from the records' input_ms),
+//!   rt_first_kernel?: LatencyFigures (RT first kernels on the device, from first_kernel_ms),
 //!   rt_client?, rt_request?, rt_response?: LatencyFigures (RT time outside a remote server, from
 //!     the records' client_ms, request_ms and response_ms),
 //!   rt_throughput_rps, be_throughput_rps, total_throughput_rps: f64,
@@ -42,6 +43,8 @@
 //!   latency_ms: f64 (from the scheduled arrival to the answer), ok: bool, error: str|null,
 //!   warmup: bool, queued_ms: f64|null, input_ms?: f64 (writing the inputs, the end of
 //!     queued_ms), output_ms?: f64 (reading the outputs, the end of service_ms),
+//!   first_kernel_ms?: f64 (an RT task's first kernel on the device, from the device reaching
+//!     the task on an idle RT lane),
 //!   preemptions: u32, kernels_rerun: u32,
 //!   dispatch_lag_us: f64|null (open loop: submit time minus scheduled arrival),
 //!   service_ms?: f64 (the service's own account: the scheduler's in process, the server's
@@ -163,6 +166,12 @@ pub struct ModeResult {
     /// requests that crossed to a server ([`RequestRecord::client_ms`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rt_client: Option<LatencyFigures>,
+    /// RT tasks' first kernel on the device, from the device reaching the
+    /// task on an idle RT lane to the kernel's end
+    /// ([`RequestRecord::first_kernel_ms`]; beside rt-alone's, RT's wait
+    /// for BE work); absent when the service timed none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rt_first_kernel: Option<LatencyFigures>,
     /// RT time from the client's call to the server handler's start
     /// ([`RequestRecord::request_ms`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -379,6 +388,11 @@ pub struct RequestRecord {
     /// scheduler reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_ms: Option<f64>,
+    /// The device's time from reaching the task to the end of its first
+    /// kernel, where the scheduler timed it
+    /// ([`reef_sched::TaskStats::first_kernel`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_kernel_ms: Option<f64>,
     /// Times this request was preempted.
     pub preemptions: u32,
     /// Kernels re-run for this request.

@@ -2,7 +2,10 @@
 //! (closed loop, saturating) and each preemptive mode, RT requests of one RT
 //! model arrive at random gaps; the scheduler's preemption-latency histogram
 //! (RT noticed -> every BE lane idle), the RT latency against RT alone, the
-//! BE throughput and the padding counters are reported.
+//! RT tasks' first kernel on the device against RT alone (on a GPU: the
+//! device's time from reaching the RT task to its first kernel's end, so the
+//! excess is what RT waited for BE blocks to leave), the BE throughput and
+//! the padding counters are reported.
 
 use crate::cases::random_inputs;
 use anyhow::{Context as _, Result};
@@ -43,6 +46,12 @@ struct Row {
     rt_mean_ms: f64,
     rt_p99_ms: f64,
     rt_alone_p99_ms: f64,
+    /// RT first kernel on the device, p50 / p99 (us), under BE load and
+    /// alone; NaN where the device has no timer.
+    first_kernel_p50_us: f64,
+    first_kernel_p99_us: f64,
+    first_kernel_alone_p50_us: f64,
+    first_kernel_alone_p99_us: f64,
     be_per_s: f64,
     padded_kernels: u64,
     pad_launches: u64,
@@ -73,7 +82,18 @@ fn mean_p99(mut v: Vec<f64>) -> (f64, f64) {
     (mean, v[i])
 }
 
-/// RT latencies (ms) of `n` requests at random gaps, with `be` running.
+/// p50 and p99 (nearest rank) of `v`; NaN for an empty one.
+fn p50_p99(mut v: Vec<f64>) -> (f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
+    (at(0.5), at(0.99))
+}
+
+/// RT latencies (ms) of `n` requests at random gaps, and the first-kernel
+/// times (us) of those the scheduler timed.
 fn rt_run(
     s: &Scheduler,
     rt: &str,
@@ -81,8 +101,9 @@ fn rt_run(
     n: usize,
     max_gap: f64,
     rng: &mut ChaCha8Rng,
-) -> Result<Vec<f64>> {
+) -> Result<(Vec<f64>, Vec<f64>)> {
     let mut lat = Vec::with_capacity(n);
+    let mut first = Vec::with_capacity(n);
     for _ in 0..n {
         let gap = rng.random_range(max_gap / 4.0..=max_gap);
         std::thread::sleep(Duration::from_secs_f64(gap / 1e3));
@@ -90,8 +111,9 @@ fn rt_run(
             .infer_blocking(request(rt, inputs, Priority::Rt))
             .with_context(|| format!("RT request to {rt}"))?;
         lat.push(r.stats.latency.as_secs_f64() * 1e3);
+        first.extend(r.stats.first_kernel.map(|d| d.as_secs_f64() * 1e6));
     }
-    Ok(lat)
+    Ok((lat, first))
 }
 
 fn one(dev: &Arc<dyn Device>, opts: &Options, be: &str, mode: ModeSpec) -> Result<Row> {
@@ -124,7 +146,7 @@ fn one(dev: &Arc<dyn Device>, opts: &Options, be: &str, mode: ModeSpec) -> Resul
     let stop = AtomicBool::new(false);
     let be_done = AtomicU64::new(0);
     let t0 = Instant::now();
-    let loaded = std::thread::scope(|scope| -> Result<Vec<f64>> {
+    let loaded = std::thread::scope(|scope| -> Result<(Vec<f64>, Vec<f64>)> {
         let client = scope.spawn(|| -> Result<()> {
             while !stop.load(Ordering::Relaxed) {
                 s.infer_blocking(request(be, &be_in, Priority::Be))?;
@@ -151,8 +173,8 @@ fn one(dev: &Arc<dyn Device>, opts: &Options, be: &str, mode: ModeSpec) -> Resul
     let wall = t0.elapsed().as_secs_f64();
     let st = s.stats();
     s.shutdown();
-    let (am, ap) = mean_p99(alone);
-    let (lm, lp) = mean_p99(loaded);
+    let ((am, ap), (fa50, fa99)) = (mean_p99(alone.0), p50_p99(alone.1));
+    let ((lm, lp), (fl50, fl99)) = (mean_p99(loaded.0), p50_p99(loaded.1));
     Ok(Row {
         be_model: be.to_string(),
         mode: mode.to_string(),
@@ -164,6 +186,10 @@ fn one(dev: &Arc<dyn Device>, opts: &Options, be: &str, mode: ModeSpec) -> Resul
         rt_alone_p99_ms: ap,
         rt_mean_ms: lm,
         rt_p99_ms: lp,
+        first_kernel_p50_us: fl50,
+        first_kernel_p99_us: fl99,
+        first_kernel_alone_p50_us: fa50,
+        first_kernel_alone_p99_us: fa99,
         be_per_s: be_done.load(Ordering::Relaxed) as f64 / wall,
         padded_kernels: st.padded_kernels,
         pad_launches: st.pad_launches,
@@ -193,12 +219,12 @@ pub fn run(dev: Arc<dyn Device>, opts: &Options) -> Result<()> {
         }
     }
     println!(
-        "\n| BE model | mode | preemptions | preempt p50 us | p99 us | max us | RT mean ms (alone) | RT p99 ms (alone) | BE req/s | padded RT kernels | pad launches |"
+        "\n| BE model | mode | preemptions | preempt p50 us | p99 us | max us | RT mean ms (alone) | RT p99 ms (alone) | RT first kernel p50 / p99 us (alone) | BE req/s | padded RT kernels | pad launches |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.3} ({:.3}) {:+.1}% | {:.3} ({:.3}) | {:.1} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.3} ({:.3}) {:+.1}% | {:.3} ({:.3}) | {:.1} / {:.1} ({:.1} / {:.1}) | {:.1} | {} | {} |",
             r.be_model,
             r.mode,
             r.preemptions,
@@ -210,6 +236,10 @@ pub fn run(dev: Arc<dyn Device>, opts: &Options) -> Result<()> {
             (r.rt_mean_ms / r.rt_alone_mean_ms - 1.0) * 100.0,
             r.rt_p99_ms,
             r.rt_alone_p99_ms,
+            r.first_kernel_p50_us,
+            r.first_kernel_p99_us,
+            r.first_kernel_alone_p50_us,
+            r.first_kernel_alone_p99_us,
             r.be_per_s,
             r.padded_kernels,
             r.pad_launches

@@ -248,7 +248,9 @@ enum BenchCmd {
         devices: usize,
     },
     /// Preemption microbenchmark: preemption latency (p50/p99/max), RT
-    /// latency against RT alone and BE throughput, per BE model and mode.
+    /// latency against RT alone, the RT tasks' first kernel on the device
+    /// against RT alone (on a GPU, its excess is RT's wait for BE blocks to
+    /// leave) and BE throughput, per BE model and mode.
     Preempt {
         /// Device.
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]

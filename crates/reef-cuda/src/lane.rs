@@ -31,6 +31,8 @@ pub struct CudaLane {
     free: Vec<sys::CUevent>,
     enqueued: u64,
     retired: u64,
+    /// Made on the first [`Lane::start_timer`].
+    timer: Option<crate::timer::StreamTimer>,
 }
 
 // SAFETY: CUevent handles are plain driver handles usable from any thread
@@ -66,6 +68,7 @@ impl CudaLane {
             free: Vec::new(),
             enqueued: 0,
             retired: 0,
+            timer: None,
         })
     }
 
@@ -212,6 +215,34 @@ impl Lane for CudaLane {
                     self.launch(launch, variant, grid, |_| {})
                 }
             }
+        }
+    }
+
+    fn start_timer(&mut self) -> reef_exec::Result<()> {
+        let stream = self.stream.cu_stream();
+        match &mut self.timer {
+            Some(t) => t.start(stream),
+            None => {
+                let mut t = crate::timer::StreamTimer::new(self.shared.clone())?;
+                t.start(stream)?;
+                self.timer = Some(t);
+                Ok(())
+            }
+        }
+    }
+
+    fn stop_timer(&mut self) -> reef_exec::Result<()> {
+        let stream = self.stream.cu_stream();
+        match &mut self.timer {
+            Some(t) => t.stop(stream),
+            None => Ok(()),
+        }
+    }
+
+    fn read_timer(&mut self) -> reef_exec::Result<Option<Duration>> {
+        match &mut self.timer {
+            Some(t) => t.read(),
+            None => Ok(None),
         }
     }
 

@@ -58,6 +58,7 @@ mod pinned;
 pub mod precision;
 pub mod tactic_cache;
 pub mod tactics;
+mod timer;
 mod tune;
 mod weight_layout;
 

@@ -418,6 +418,47 @@ fn preempted_lanes_report_exact_progress_and_resume() {
         .all(|(a, b)| a.to_bits() == b.to_bits()));
 }
 
+#[test]
+fn the_lane_timer_times_the_kernels_between_its_marks() {
+    let Some(dev) = device(true) else { return };
+    let mut rng = StdRng::seed_from_u64(9);
+    let (len, elems) = (8usize, 1 << 22);
+    let p = chain(len, elems);
+    let xv: Vec<f32> = random(&mut rng, elems)
+        .iter()
+        .map(|v| v.abs() + 0.1)
+        .collect();
+    let model = dev.load(Arc::new(p.plan.clone())).unwrap();
+    let mut ctx = model.context().unwrap();
+    ctx.write_input(0, &bytes(&xv)).unwrap();
+    let mut lane = dev.lane(Priority::High).unwrap();
+    assert_eq!(lane.read_timer().unwrap(), None, "no timer started");
+    let mut time = |upto: usize| {
+        lane.start_timer().unwrap();
+        lane.begin(ctx.as_mut(), 0).unwrap();
+        for i in 0..len {
+            lane.enqueue(ctx.as_mut(), i, Variant::Rt).unwrap();
+            if i + 1 == upto {
+                lane.stop_timer().unwrap();
+            }
+        }
+        let t0 = std::time::Instant::now();
+        lane.synchronize().unwrap();
+        let host = t0.elapsed();
+        let d = lane.read_timer().unwrap().expect("the stop was reached");
+        assert_eq!(lane.read_timer().unwrap(), None, "a timing is read once");
+        (d, host)
+    };
+    let _ = time(1); // warm-up
+    let (one, _) = time(1);
+    let (all, host) = time(len);
+    println!("first kernel {one:?}, all {len} kernels {all:?} (host wait {host:?})");
+    // Each kernel streams 32 MiB in and out: microseconds, not nothing.
+    assert!(one > std::time::Duration::from_micros(2), "{one:?}");
+    assert!(all > one * 3, "{all:?} against {one:?}");
+    assert!(all < std::time::Duration::from_secs(1), "{all:?}");
+}
+
 /// A batched matmul case: A stored [batch, m, k] (or [batch, k, m] when
 /// `a_t`), B shared [k, n] (or [n, k] when `b_t`, as nn.Linear weights);
 /// out = A B + bias[n] (no activation).

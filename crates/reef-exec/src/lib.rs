@@ -242,6 +242,27 @@ pub trait Lane: Send {
     fn resume(&mut self, ctx: &mut dyn Context) -> Result<usize> {
         ctx.progress()
     }
+    /// Starts a device timer at this point of the lane's queue (a timing
+    /// still unread is dropped). With [`Lane::stop_timer`] after the next
+    /// launches and [`Lane::read_timer`] once they ran, it gives the
+    /// device's time between the two points: for an RT task launched on an
+    /// idle lane, how long its first kernel took from the moment the device
+    /// reached the task, its wait for BE blocks to leave included. The
+    /// default does nothing (no device timer).
+    fn start_timer(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Stops the timer [`Lane::start_timer`] started, at this point of the
+    /// queue. The default does nothing.
+    fn stop_timer(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// The timed span once the device passed the stop (then the timer is
+    /// free again); `None` before that, without a stopped timer, or where
+    /// the backend has no device timer (the default).
+    fn read_timer(&mut self) -> Result<Option<Duration>> {
+        Ok(None)
+    }
     /// Marks the start of RT kernel `index` of `ctx`, to be called right
     /// before enqueueing it; padding launches on other lanes follow the mark.
     /// None: this backend cannot pad.

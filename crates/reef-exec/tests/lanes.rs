@@ -316,3 +316,57 @@ fn padding_launches_follow_the_rt_kernel_and_keep_results() {
     assert_eq!(be_ctx.progress().unwrap(), plan.kernels.len());
     assert_eq!(be_ctx.read_output(0).unwrap(), want[0]);
 }
+
+/// The lane timer spans from the lane taking up the launch after the start
+/// mark to the retirement of the last launch before the stop mark, also
+/// when that launch retired before the stop was placed; a timing is read
+/// once; a stop with nothing queued since the start times nothing.
+#[test]
+fn the_lane_timer_spans_the_launches_between_its_marks() {
+    let plan = chain(12);
+    let dev = device();
+    let model = dev.load(plan).expect("load");
+    let mut ctx = model.context().expect("ctx");
+    ctx.write_input(0, &input()).expect("input");
+    let mut lane = dev.lane(Priority::High).expect("lane");
+    let n = model.plan().kernels.len();
+    assert_eq!(lane.read_timer().expect("read"), None);
+    let mut timed = |upto: usize, sleep_before_stop: bool| -> (Option<Duration>, Duration) {
+        lane.start_timer().expect("start");
+        lane.begin(ctx.as_mut(), 0).expect("begin");
+        let t0 = Instant::now();
+        for i in 0..n {
+            lane.enqueue(ctx.as_mut(), i, Variant::Rt).expect("enqueue");
+            if i + 1 == upto {
+                if sleep_before_stop {
+                    // Let the lane retire the launch before the stop is placed.
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                lane.stop_timer().expect("stop");
+            }
+        }
+        lane.synchronize().expect("sync");
+        let host = t0.elapsed();
+        let span = lane.read_timer().expect("read");
+        assert_eq!(lane.read_timer().expect("read again"), None);
+        (span, host)
+    };
+    let (one, host) = timed(1, false);
+    let one = one.expect("the first kernel was timed");
+    let (all, _) = timed(n, false);
+    let all = all.expect("every kernel was timed");
+    println!("first kernel {one:?}, all {n} {all:?}, host {host:?}");
+    assert!(one > Duration::ZERO && one < all, "{one:?} against {all:?}");
+    assert!(all <= host * 2, "{all:?} against the host's {host:?}");
+    let (late, _) = timed(1, true);
+    let late = late.expect("a stop placed after its launch retired still times it");
+    assert!(
+        late < Duration::from_millis(300),
+        "{late:?} counts the host's sleep"
+    );
+    // A stop with no launch since the start: nothing to time.
+    lane.start_timer().expect("start");
+    lane.stop_timer().expect("stop");
+    lane.synchronize().expect("sync");
+    assert_eq!(lane.read_timer().expect("read"), None);
+}

@@ -363,6 +363,12 @@ impl Engine {
         let mut launched = false;
         while let Some(t) = self.rt_queue.pop_front() {
             if let Some(mut t) = self.start(t) {
+                // On an idle RT lane the device reaches the task at once:
+                // time its first kernel from there (TaskStats::first_kernel).
+                t.timed = self.rt_running.is_empty();
+                if t.timed {
+                    self.rt_lane.start_timer().map_err(internal)?;
+                }
                 // Pad only an RT task that starts on an idle RT lane: padding
                 // launches are then matched with this task's kernels, and no
                 // earlier padding can run late beside another RT kernel.
@@ -389,10 +395,14 @@ impl Engine {
             self.rt_lane.begin(ctx.as_mut(), t.next).map_err(internal)?;
             t.needs_begin = false;
         }
+        let first = t.next;
         for i in t.next..t.handle.plan().kernels.len() {
             self.rt_lane
                 .enqueue(ctx.as_mut(), i, Variant::Rt)
                 .map_err(internal)?;
+            if t.timed && i == first {
+                self.rt_lane.stop_timer().map_err(internal)?;
+            }
         }
         t.next = t.kernels();
         t.end_mark = self.rt_lane.enqueued();
@@ -417,6 +427,7 @@ impl Engine {
             t.needs_begin = false;
         }
         let mut slots = Vec::new();
+        let first = t.next;
         for i in t.next..t.handle.plan().kernels.len() {
             if any_be {
                 if let Some(free) = padding::idle_units(&prof, i, units) {
@@ -428,6 +439,9 @@ impl Engine {
             self.rt_lane
                 .enqueue(ctx.as_mut(), i, Variant::Rt)
                 .map_err(internal)?;
+            if t.timed && i == first {
+                self.rt_lane.stop_timer().map_err(internal)?;
+            }
         }
         t.next = t.kernels();
         t.end_mark = self.rt_lane.enqueued();
@@ -483,7 +497,10 @@ impl Engine {
         }
         let done = self.rt_lane.retired().map_err(internal)?;
         while self.rt_running.front().is_some_and(|t| t.end_mark <= done) {
-            let t = self.rt_running.pop_front().expect("checked front");
+            let mut t = self.rt_running.pop_front().expect("checked front");
+            if t.timed {
+                t.first_kernel = self.rt_lane.read_timer().map_err(internal)?;
+            }
             self.complete(t);
         }
         Ok(())

@@ -148,6 +148,8 @@ impl Service for Scheduler {
             preempted: false,
             pad_pos: 0.0,
             pad_known: 0,
+            timed: false,
+            first_kernel: None,
             entry,
             handle,
             batch,

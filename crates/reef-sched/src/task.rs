@@ -42,6 +42,10 @@ pub(crate) struct Task {
     pub pad_pos: f64,
     /// Kernels known complete when it was paused.
     pub pad_known: usize,
+    /// Its first kernel is timed on the RT lane ([`TaskStats::first_kernel`]).
+    pub timed: bool,
+    /// The timed span, read when the task completed.
+    pub first_kernel: Option<Duration>,
 }
 
 impl Task {
@@ -96,6 +100,7 @@ impl Task {
             latency: self.arrival.elapsed(),
             preemptions: self.preemptions,
             kernels_rerun: self.rerun,
+            first_kernel: self.first_kernel,
             // A scheduler drives one device; a multi-device router renumbers.
             device: 0,
         };

@@ -10,7 +10,9 @@
 //! `reef_scheduler_us` (the handler's start to the scheduler's answer: the
 //! scheduler counts from the request's arrival, which the server sets there),
 //! `reef_queue_us`, `reef_input_us` and `reef_output_us` (the scheduler's
-//! phases, [`TaskStats`]), `reef_preemptions` and `reef_kernels_rerun`, and
+//! phases, [`TaskStats`]), `reef_preemptions` and `reef_kernels_rerun`,
+//! `reef_first_kernel_ns` (where the scheduler timed the task's first
+//! kernel on the device, [`TaskStats::first_kernel`]), and
 //! `reef_start_unix_ns` (the handler's start on the server's wall clock, so
 //! that a client on the same host can place the handler on its own clock
 //! and split the rest into the request's way in and the answer's way back).
@@ -43,6 +45,7 @@ const OUTPUT: &str = "reef_output_us";
 const PREEMPTIONS: &str = "reef_preemptions";
 const RERUN: &str = "reef_kernels_rerun";
 const START: &str = "reef_start_unix_ns";
+const FIRST_KERNEL: &str = "reef_first_kernel_ns";
 
 /// One request's timing as the server saw it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -106,6 +109,12 @@ impl Timing {
             (RERUN, i64::from(t.kernels_rerun)),
         ];
         e.extend(self.start_unix_ns.map(|ns| (START, ns)));
+        e.extend(t.first_kernel.map(|d| {
+            (
+                FIRST_KERNEL,
+                i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+            )
+        }));
         e
     }
 
@@ -150,6 +159,7 @@ impl Timing {
                 output: us(OUTPUT)?,
                 preemptions: count(PREEMPTIONS)?,
                 kernels_rerun: count(RERUN)?,
+                first_kernel: get(FIRST_KERNEL).map(|v| Duration::from_nanos(v.max(0) as u64)),
                 device: 0,
             },
             start_unix_ns: get(START),
@@ -172,6 +182,7 @@ mod tests {
                 output: Duration::from_micros(12),
                 preemptions: 2,
                 kernels_rerun: 5,
+                first_kernel: Some(Duration::from_nanos(41_250)),
                 device: 0,
             },
             start_unix_ns: Some(1_796_000_000_123_456_789),
@@ -182,7 +193,18 @@ mod tests {
         assert_eq!(json["reef_scheduler_us"], 1100);
         assert_eq!(json["reef_kernels_rerun"], 5);
         assert_eq!(json["reef_start_unix_ns"], 1_796_000_000_123_456_789_i64);
-        assert_eq!(json.len(), 8);
+        assert_eq!(json["reef_first_kernel_ns"], 41_250);
+        assert_eq!(json.len(), 9);
+        // Without a timed first kernel the parameter is left out.
+        let untimed = Timing {
+            task: TaskStats {
+                first_kernel: None,
+                ..t.task.clone()
+            },
+            ..t.clone()
+        };
+        assert!(!untimed.to_json().contains_key("reef_first_kernel_ns"));
+        assert_eq!(Timing::from_grpc(&untimed.to_grpc()), Some(untimed));
         // An older server's answer, without the start, still reads.
         let mut old = t.to_grpc();
         old.remove(START);

@@ -13,7 +13,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One queued launch.
 struct Item {
@@ -46,7 +46,27 @@ struct Queue {
     /// empty and nothing runs, so BE tiles stay off the cores between its
     /// kernels too.
     rt_busy: bool,
+    timer: Timer,
 }
+
+/// The lane's timer ([`Lane::start_timer`]), in launch numbers (the count
+/// of launches queued before the mark).
+#[derive(Default)]
+struct Timer {
+    /// Starts when launch `start_at` begins to run.
+    start_at: Option<u64>,
+    /// Stops when `stop_at` launches have retired.
+    stop_at: Option<u64>,
+    started: Option<Instant>,
+    /// Retirements since the start, before the stop was placed (the lane's
+    /// thread may retire the stop's launch before the host places it).
+    ends: Vec<(u64, Instant)>,
+    /// The timed span, until read.
+    span: Option<Duration>,
+}
+
+/// Most retirements [`Timer::ends`] keeps.
+const TIMER_ENDS: usize = 64;
 
 struct Shared {
     queue: Mutex<Queue>,
@@ -128,6 +148,9 @@ fn lane_main(shared: &Shared) {
             loop {
                 if !q.shutdown {
                     if let Some(item) = q.items.pop_front() {
+                        if q.timer.start_at == Some(q.retired) && q.timer.started.is_none() {
+                            q.timer.started = Some(Instant::now());
+                        }
                         break item;
                     }
                 }
@@ -160,6 +183,15 @@ fn lane_main(shared: &Shared) {
         }
         let mut q = shared.queue.lock();
         q.retired += 1;
+        let retired = q.retired;
+        let t = &mut q.timer;
+        if t.stop_at == Some(retired) {
+            let started = t.started;
+            *t = Timer::default();
+            t.span = started.map(|s| s.elapsed());
+        } else if t.started.is_some() && t.stop_at.is_none() && t.ends.len() < TIMER_ENDS {
+            t.ends.push((retired, Instant::now()));
+        }
         if let Err(e) = outcome {
             q.fault.get_or_insert_with(|| e.to_string());
         }
@@ -351,6 +383,42 @@ impl Lane for CpuLane {
     fn set_preempt(&mut self, on: bool) -> Result<()> {
         self.shared.preempt.store(on, Ordering::Release);
         Ok(())
+    }
+
+    /// The span runs from the lane's thread taking up the next launch to
+    /// the retirement of the last launch queued before [`Lane::stop_timer`].
+    fn start_timer(&mut self) -> Result<()> {
+        self.shared.queue.lock().timer = Timer {
+            start_at: Some(self.enqueued),
+            ..Timer::default()
+        };
+        Ok(())
+    }
+
+    fn stop_timer(&mut self) -> Result<()> {
+        let mut q = self.shared.queue.lock();
+        let t = &mut q.timer;
+        match t.start_at {
+            Some(start) if self.enqueued > start && t.stop_at.is_none() => {
+                let stop = self.enqueued;
+                // Already retired: the span ends at that retirement.
+                if let Some(&(_, end)) = t.ends.iter().find(|(n, _)| *n == stop) {
+                    let started = t.started;
+                    *t = Timer::default();
+                    t.span = started.map(|s| end.saturating_duration_since(s));
+                } else {
+                    t.stop_at = Some(stop);
+                    t.ends.clear();
+                }
+            }
+            // Nothing queued since the start, or stopped already.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn read_timer(&mut self) -> Result<Option<Duration>> {
+        Ok(self.shared.queue.lock().timer.span.take())
     }
 }
 

@@ -1,5 +1,7 @@
 //! Shared by the scheduler's single-model tests: a scheduler serving the
 //! tiny ResNet as an RT model, random inputs for it, and a blocking call.
+// Each test binary uses a part of this module.
+#![allow(dead_code)]
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
