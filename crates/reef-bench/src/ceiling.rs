@@ -97,46 +97,19 @@ pub fn exclusive_ceiling(modes: &[ModeResult], rt_alone: &str) -> Option<Exclusi
 mod tests {
     use super::*;
     use crate::figures::summarize;
-    use crate::workload::{Load, TaskSpec, Workload};
+    use crate::test_support::{one_rt_task, record};
 
-    fn workload(duration_s: f64) -> Workload {
-        Workload {
-            name: "w".into(),
-            notes: None,
-            duration_s,
-            warmup_s: Some(0.0),
-            tasks: vec![TaskSpec {
-                name: None,
-                model: "m".into(),
-                priority: Priority::Rt,
-                load: Load::Continuous,
-                batch_size: 1,
-                seed: None,
-            }],
-        }
+    fn workload(duration_s: f64) -> crate::workload::Workload {
+        one_rt_task(duration_s, 0.0)
     }
 
     fn rec(p: Priority, arrival: f64, service: f64, queued: f64, output: f64) -> RequestRecord {
         RequestRecord {
-            task: 0,
-            priority: p,
-            arrival_ms: arrival,
-            latency_ms: service,
-            ok: true,
-            error: None,
             warmup: false,
             queued_ms: Some(queued),
-            input_ms: None,
             output_ms: Some(output),
-            first_kernel_ms: None,
-            preemptions: 0,
-            kernels_rerun: 0,
-            dispatch_lag_us: None,
             service_ms: Some(service),
-            client_ms: None,
-            request_ms: None,
-            response_ms: None,
-            device: None,
+            ..record(p, arrival, service)
         }
     }
 

@@ -334,6 +334,7 @@ fn comparison(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{one_rt_task, record};
     use rand::{Rng, SeedableRng};
 
     /// Independent percentile: the smallest value v with at least q*n values <= v.
@@ -375,52 +376,9 @@ mod tests {
     }
 
     /// A 1 s workload of one closed-loop RT task, with `warmup_s` of warm-up.
-    fn one_rt_task(warmup_s: f64) -> Workload {
-        Workload {
-            name: "x".into(),
-            notes: None,
-            duration_s: 1.0,
-            warmup_s: Some(warmup_s),
-            tasks: vec![crate::workload::TaskSpec {
-                name: None,
-                model: "m".into(),
-                priority: Priority::Rt,
-                load: crate::workload::Load::Continuous,
-                batch_size: 1,
-                seed: None,
-            }],
-        }
-    }
-
-    /// A successful request of task 0 (warm-up before 100 ms) with no
-    /// scheduler facts; tests override the fields they vary.
-    fn record(p: Priority, arrival: f64, lat: f64) -> RequestRecord {
-        RequestRecord {
-            task: 0,
-            priority: p,
-            arrival_ms: arrival,
-            latency_ms: lat,
-            ok: true,
-            error: None,
-            warmup: arrival < 100.0,
-            queued_ms: None,
-            input_ms: None,
-            output_ms: None,
-            first_kernel_ms: None,
-            preemptions: 0,
-            kernels_rerun: 0,
-            dispatch_lag_us: None,
-            service_ms: None,
-            client_ms: None,
-            request_ms: None,
-            response_ms: None,
-            device: None,
-        }
-    }
-
     #[test]
     fn compare_reports_increases_over_the_baseline() {
-        let w = one_rt_task(0.0);
+        let w = one_rt_task(1.0, 0.0);
         let rec = |lat: f64| RequestRecord {
             warmup: false,
             ..record(Priority::Rt, 1.0, lat)
@@ -443,7 +401,7 @@ mod tests {
 
     #[test]
     fn service_figures_cover_the_measured_rt_requests_that_reported_them() {
-        let w = one_rt_task(0.1);
+        let w = one_rt_task(1.0, 0.1);
         let rec = |p: Priority, arrival: f64, lat: f64, service: Option<f64>| RequestRecord {
             service_ms: service,
             ..record(p, arrival, lat)
@@ -476,7 +434,7 @@ mod tests {
 
     #[test]
     fn queued_figures_cover_the_measured_rt_requests_that_reported_them() {
-        let w = one_rt_task(0.1);
+        let w = one_rt_task(1.0, 0.1);
         let rec = |p: Priority, arrival: f64, queued: Option<f64>| RequestRecord {
             queued_ms: queued,
             ..record(p, arrival, 4.0)
@@ -506,7 +464,7 @@ mod tests {
 
     #[test]
     fn per_device_figures_split_the_records_and_compare_like_devices() {
-        let w = one_rt_task(0.1);
+        let w = one_rt_task(1.0, 0.1);
         let rec = |p: Priority, arrival: f64, lat: f64, device: Option<usize>| RequestRecord {
             ok: device.is_some(),
             error: device.is_none().then(|| "internal".to_string()),

@@ -313,14 +313,37 @@ fn output_sizes(info: &ModelInfo, inputs: &[Tensor]) -> Result<Vec<u64>, SchedEr
 /// A response's outputs, the server's timing, and when the call began.
 type Answer = (Vec<Tensor>, Option<Timing>, Instant);
 
+/// Runs the copies `f` into or out of `pair` on this task, or with
+/// `offload` on the runtime's blocking pool, and hands the pair back with
+/// their result.
+async fn copy_with<T: Send + 'static>(
+    offload: bool,
+    pair: ShmPair,
+    f: impl FnOnce(&ShmPair) -> T + Send + 'static,
+) -> Result<(ShmPair, T), SchedError> {
+    if !offload {
+        let t = f(&pair);
+        return Ok((pair, t));
+    }
+    tokio::task::spawn_blocking(move || {
+        let t = f(&pair);
+        (pair, t)
+    })
+    .await
+    .map_err(|e| SchedError::Internal(format!("shared memory copy task: {e}")))
+}
+
 /// One inference through a shared memory pair: writes the inputs, calls,
-/// reads the outputs.
+/// reads the outputs. A BE request's copies (synchronous; a device copy
+/// with CUDA shared memory) run on the blocking pool, so that an RT
+/// request's never wait behind them on the runtime's workers.
 async fn infer_via_shm(
     pool: &ShmPool,
     client: &mut GrpcInferenceServiceClient<Channel>,
     info: &ModelInfo,
     mut msg: proto::ModelInferRequest,
     inputs: &[Tensor],
+    priority: Priority,
 ) -> Result<Answer, SchedError> {
     let in_total: u64 = msg.raw_input_contents.iter().map(|b| b.len() as u64).sum();
     let outputs: Vec<(String, u64)> = info
@@ -330,20 +353,37 @@ async fn infer_via_shm(
         .zip(output_sizes(info, inputs)?)
         .collect();
     let out_total = outputs.iter().map(|(_, s)| s).sum();
+    let offload = priority == Priority::Be;
     let pair = pool.take(client, in_total, out_total).await?;
-    let result = async {
+    let (pair, written) = copy_with(offload, pair, move |pair| {
         grpc_codec::inputs_to_shm(&mut msg, pair.input.get(), &pair.input_name)
             .map_err(|e| shm_error(&pair.input_name, e))?;
         let offsets = grpc_codec::outputs_to_shm(&mut msg, &outputs, &pair.output_name);
-        let sent = Instant::now();
-        let resp = client.model_infer(msg).await.map_err(status)?.into_inner();
-        let tensors = grpc_codec::shm_output_tensors(&resp, pair.output.get(), &offsets)
-            .map_err(SchedError::Internal)?;
-        Ok((tensors, Timing::from_grpc(&resp.parameters), sent))
-    }
-    .await;
+        Ok::<_, SchedError>((msg, offsets))
+    })
+    .await?;
+    let (msg, offsets) = match written {
+        Ok(w) => w,
+        Err(e) => {
+            pool.give_back(pair);
+            return Err(e);
+        }
+    };
+    let sent = Instant::now();
+    let resp = match client.model_infer(msg).await {
+        Ok(r) => r.into_inner(),
+        Err(s) => {
+            pool.give_back(pair);
+            return Err(status(s));
+        }
+    };
+    let timing = Timing::from_grpc(&resp.parameters);
+    let (pair, tensors) = copy_with(offload, pair, move |pair| {
+        grpc_codec::shm_output_tensors(&resp, pair.output.get(), &offsets)
+    })
+    .await?;
     pool.give_back(pair);
-    result
+    Ok((tensors.map_err(SchedError::Internal)?, timing, sent))
 }
 
 /// The service's account of a request answered over gRPC: the server's own
@@ -584,7 +624,9 @@ impl Service for GrpcService {
         self.handle.spawn(async move {
             let r = async {
                 let (outputs, timing, sent) = match &shm {
-                    Some(pool) => infer_via_shm(pool, &mut client, &info, msg, &inputs).await?,
+                    Some(pool) => {
+                        infer_via_shm(pool, &mut client, &info, msg, &inputs, priority).await?
+                    }
                     None => {
                         let sent = Instant::now();
                         let resp = client.model_infer(msg).await.map_err(status)?.into_inner();

@@ -17,6 +17,8 @@ pub mod report;
 pub mod runner;
 pub mod schema;
 pub mod sim;
+#[cfg(test)]
+mod test_support;
 pub mod trace;
 pub mod workload;
 

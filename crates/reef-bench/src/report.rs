@@ -428,46 +428,17 @@ mod tests {
     #[test]
     fn modes_whose_dispatch_lagged_are_named_and_others_not() {
         use crate::schema::RequestRecord;
-        use crate::workload::{Load, TaskSpec, Workload};
+        use crate::test_support::{one_rt_task, record};
         use reef_sched::Priority;
-        let w = Workload {
-            name: "x".into(),
-            notes: None,
-            duration_s: 1.0,
-            warmup_s: Some(0.0),
-            tasks: vec![TaskSpec {
-                name: None,
-                model: "m".into(),
-                priority: Priority::Rt,
-                load: Load::Continuous,
-                batch_size: 1,
-                seed: None,
-            }],
-        };
+        let w = one_rt_task(1.0, 0.0);
         let mode = |name: &str, lags: &[f64]| {
             let records = lags
                 .iter()
                 .enumerate()
                 .map(|(i, &lag)| RequestRecord {
-                    task: 0,
-                    priority: Priority::Rt,
-                    arrival_ms: i as f64,
-                    latency_ms: 1.0,
-                    ok: true,
-                    error: None,
                     warmup: false,
-                    queued_ms: None,
-                    input_ms: None,
-                    output_ms: None,
-                    first_kernel_ms: None,
-                    preemptions: 0,
-                    kernels_rerun: 0,
                     dispatch_lag_us: Some(lag),
-                    service_ms: None,
-                    client_ms: None,
-                    request_ms: None,
-                    response_ms: None,
-                    device: None,
+                    ..record(Priority::Rt, i as f64, 1.0)
                 })
                 .collect();
             crate::figures::summarize(name, &w, 0.0, records, 0)

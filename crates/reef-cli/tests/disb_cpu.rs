@@ -8,6 +8,14 @@ use serve_process::Serve;
 use std::process::Command;
 use std::time::Duration;
 
+/// The tests here run one at a time: each runs `reef bench disb` (and
+/// some a server) on every core, and several at once on a 2-core CI box
+/// starved the BE work of one of them (no BE answer in a run).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs `reef bench disb` on the tiny workload on the CPU (2 s, 0.5 s
 /// warm-up) with `extra` arguments into a fresh folder named `tag`; returns
 /// the folder and stdout, failing the test if the command fails.
@@ -55,6 +63,7 @@ fn result_json(out: &std::path::Path) -> serde_json::Value {
 
 #[test]
 fn bench_disb_runs_a_tiny_workload_in_every_mode() {
+    let _serial = serial();
     let (out, stdout) = run_tiny_disb("disb-test", &[]);
     println!("{stdout}");
     for f in [
@@ -148,6 +157,7 @@ fn bench_disb_runs_a_tiny_workload_in_every_mode() {
 /// table carry the exclusive-RT ceiling computed from the two baselines.
 #[test]
 fn bench_disb_be_alone_gives_the_exclusive_ceiling() {
+    let _serial = serial();
     let (out, stdout) = run_tiny_disb("disb-be-alone", &["--modes", "reset", "--be-alone"]);
     let json = result_json(&out);
     let modes = json["modes"].as_array().unwrap();
@@ -183,6 +193,7 @@ fn bench_disb_be_alone_gives_the_exclusive_ceiling() {
 /// errors, and the scheduler behind the server preempted.
 #[test]
 fn bench_disb_runs_through_the_grpc_server() {
+    let _serial = serial();
     check_through_server("disb-grpc-test", &[]);
 }
 
@@ -190,6 +201,7 @@ fn bench_disb_runs_through_the_grpc_server() {
 /// shared memory regions registered with the server.
 #[test]
 fn bench_disb_runs_through_the_grpc_server_with_shared_memory() {
+    let _serial = serial();
     check_through_server("disb-grpc-shm-test", &["--shm"]);
 }
 
@@ -200,6 +212,7 @@ fn bench_disb_runs_through_the_grpc_server_with_shared_memory() {
 /// `--cuda-shm` on a machine without a GPU fails, naming CUDA.
 #[test]
 fn bench_disb_drives_a_server_in_another_process() {
+    let _serial = serial();
     let serve = Serve::start(&[
         "--device",
         "cpu",
@@ -356,6 +369,7 @@ fn check_through_server(tag: &str, extra: &[&str]) {
 /// done, and the result names both devices.
 #[test]
 fn bench_disb_runs_over_two_devices() {
+    let _serial = serial();
     let (out, stdout) = run_tiny_disb("disb-two-devices", &["--modes", "reset", "--devices", "2"]);
     println!("{stdout}");
     let json = result_json(&out);
@@ -454,6 +468,7 @@ fn check_per_device(json: &serde_json::Value, stdout: &str) {
 /// RT work (the CPU device plans no padding).
 #[test]
 fn bench_disb_compares_padding_policies() {
+    let _serial = serial();
     let (out, stdout) = run_tiny_disb("disb-beside", &["--modes", "reef,reef:beside1:tile100000"]);
     let json = result_json(&out);
     let modes = json["modes"].as_array().unwrap();
@@ -466,10 +481,14 @@ fn bench_disb_compares_padding_policies() {
     for m in &modes[1..] {
         assert!(
             m["be_throughput_rps"].as_f64().unwrap() > 0.0,
-            "{}",
+            "{}: no BE answer in the window",
             m["mode"]
         );
-        assert!(m["preemptions"].as_u64().unwrap() > 0, "{}", m["mode"]);
+        assert!(
+            m["preemptions"].as_u64().unwrap() > 0,
+            "{}: no preemption",
+            m["mode"]
+        );
     }
     let _ = std::fs::remove_dir_all(&out);
 }

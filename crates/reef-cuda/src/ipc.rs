@@ -14,18 +14,20 @@
 //! exported it (and in one context per device per exporting process).
 
 use crate::error::CudaCall;
-use cudarc::driver::{result, sys, CudaContext, DriverError};
+use cudarc::driver::{result, sys, CudaContext, CudaStream, DriverError};
 use reef_exec::shared::{check_span, IPC_HANDLE_BYTES};
 use reef_exec::{ExecError, SharedRegion};
 use std::any::Any;
 use std::sync::Arc;
 
 /// `byte_size` bytes of device memory at `ptr` in `ctx`, copied to and
-/// from host memory; released by its owner's `Drop`.
+/// from host memory (on `stream` where there is one, else on the context's
+/// legacy default stream); released by its owner's `Drop`.
 struct DeviceBytes {
     ctx: Arc<CudaContext>,
     ptr: sys::CUdeviceptr,
     byte_size: usize,
+    stream: Option<Arc<CudaStream>>,
 }
 
 impl std::fmt::Debug for DeviceBytes {
@@ -54,10 +56,19 @@ impl DeviceBytes {
             out.len(),
         )?;
         self.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        // SAFETY: the span lies in the memory (checked above), which its
-        // owner keeps alive while `self` exists.
-        unsafe { result::memcpy_dtoh_sync(out, self.at(offset)) }
-            .call(&format!("cuMemcpyDtoH({what})"))
+        match &self.stream {
+            Some(s) => {
+                // SAFETY: the span lies in the memory (checked above), which
+                // its owner keeps alive while `self` exists; `out` stays
+                // borrowed until the synchronize below.
+                unsafe { result::memcpy_dtoh_async(out, self.at(offset), s.cu_stream()) }
+                    .call(&format!("cuMemcpyDtoHAsync({what})"))?;
+                s.synchronize().call("cuStreamSynchronize(IPC copies)")
+            }
+            // SAFETY: as above.
+            None => unsafe { result::memcpy_dtoh_sync(out, self.at(offset)) }
+                .call(&format!("cuMemcpyDtoH({what})")),
+        }
     }
 
     /// Copies `bytes` from host memory to `offset`.
@@ -69,9 +80,18 @@ impl DeviceBytes {
             bytes.len(),
         )?;
         self.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        // SAFETY: as in `read`.
-        unsafe { result::memcpy_htod_sync(self.at(offset), bytes) }
-            .call(&format!("cuMemcpyHtoD({what})"))
+        match &self.stream {
+            Some(s) => {
+                // SAFETY: as in `read`; `bytes` stays borrowed until the
+                // synchronize below.
+                unsafe { result::memcpy_htod_async(self.at(offset), bytes, s.cu_stream()) }
+                    .call(&format!("cuMemcpyHtoDAsync({what})"))?;
+                s.synchronize().call("cuStreamSynchronize(IPC copies)")
+            }
+            // SAFETY: as in `read`.
+            None => unsafe { result::memcpy_htod_sync(self.at(offset), bytes) }
+                .call(&format!("cuMemcpyHtoD({what})")),
+        }
     }
 
     /// Runs `release` on the memory in its context (for `Drop`: a failure
@@ -148,6 +168,8 @@ impl CudaIpcRegion {
                 ctx,
                 ptr,
                 byte_size,
+                // The front end's output copies: small, one per request.
+                stream: None,
             },
         };
         let mut base: sys::CUdeviceptr = 0;
@@ -251,6 +273,10 @@ impl IpcBuffer {
         crate::device::driver_ready()?;
         let ctx = CudaContext::new(ordinal).call("cuDevicePrimaryCtxRetain")?;
         ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        // Copies on a stream of the buffer's own, so that copies to and from
+        // different buffers (one thread each) overlap instead of queueing on
+        // the context's legacy default stream.
+        let stream = ctx.new_stream().call("cuStreamCreate(IPC buffer)")?;
         // SAFETY: a plain allocation in the bound context, freed on drop.
         let ptr = unsafe { result::malloc_sync(byte_size.max(1)) }.call("cuMemAlloc")?;
         let mut buf = IpcBuffer {
@@ -258,6 +284,7 @@ impl IpcBuffer {
                 ctx,
                 ptr,
                 byte_size,
+                stream: Some(stream),
             },
             handle: [0; IPC_HANDLE_BYTES],
         };
