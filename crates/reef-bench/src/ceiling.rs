@@ -80,10 +80,14 @@ pub fn rt_occupancy(mode: &ModeResult) -> Option<f64> {
 }
 
 /// The ceiling from the modes labelled `rt_alone` and [`BE_ALONE`]; `None`
-/// when either is missing or rt-alone's occupancy is unknown.
+/// when either is missing, rt-alone's occupancy is unknown, or rt-alone ran
+/// on several devices (one device's occupancy says nothing of the others').
 pub fn exclusive_ceiling(modes: &[ModeResult], rt_alone: &str) -> Option<ExclusiveCeiling> {
     let rt = modes.iter().find(|m| m.mode == rt_alone)?;
     let be = modes.iter().find(|m| m.mode == BE_ALONE)?;
+    if !rt.devices.is_empty() {
+        return None;
+    }
     let occ = rt_occupancy(rt)?;
     Some(ExclusiveCeiling {
         rt_occupancy: occ,
@@ -185,5 +189,9 @@ mod tests {
         assert!((c.be_alone_rps - 40.0).abs() < 1e-12, "{c:?}");
         assert!((c.total_rps - 30.0).abs() < 1e-12, "{c:?}");
         assert_eq!(exclusive_ceiling(&modes[..1], "rt-alone"), None);
+        // Several devices: no ceiling from one device's occupancy.
+        let mut multi = modes.clone();
+        multi[0].devices = vec![crate::schema::DeviceResult::default(); 2];
+        assert_eq!(exclusive_ceiling(&multi, "rt-alone"), None);
     }
 }

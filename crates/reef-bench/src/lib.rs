@@ -1,10 +1,10 @@
 //! reef's DISB benchmark (the workloads REEF was evaluated with): workload
 //! files ([`workload`]), a load generator that drives any
-//! [`reef_sched::Service`] ([`runner`]), the figures ([`figures`]), the throughput ceiling of exclusive RT
-//! ([`ceiling`]) in a JSON
-//! schema shared with `scripts/torch_disb.py` ([`schema`]), Markdown and JSON
-//! reports ([`report`]) and SVG plots ([`plot`]). [`sim`] holds a simulated
-//! service for tests and dry runs.
+//! [`reef_sched::Service`] ([`runner`]), the figures ([`figures`]) and the
+//! throughput ceiling of exclusive RT ([`ceiling`]) in a JSON schema shared
+//! with `scripts/torch_disb.py` ([`schema`]), Markdown and JSON reports
+//! ([`report`]) and SVG plots ([`plot`]). [`sim`] holds a simulated service
+//! for tests and dry runs.
 
 pub mod arrivals;
 pub mod ceiling;

@@ -156,8 +156,9 @@ pub fn markdown(result: &WorkloadResult) -> String {
         &mut s,
         result,
         |m| m.rt_first_kernel.as_ref(),
-        |_, f| {
-            let wait = alone_first.as_ref().map_or(String::new(), |a| {
+        |m, f| {
+            let against = alone_first.as_ref().filter(|_| m.mode != RT_ALONE);
+            let wait = against.map_or(String::new(), |a| {
                 format!(
                     "; over rt-alone's: p50 {:+.1} us, p99 {:+.1} us",
                     (f.p50_ms - a.p50_ms) * 1e3,

@@ -205,9 +205,10 @@ enum BenchCmd {
         #[arg(long, default_value_t = serve_config::DEFAULT_PINNED_INPUT_MIB as u64, value_parser = clap::value_parser!(u64).range(0..=serve_config::MAX_PINNED_INPUT_MIB as u64))]
         pinned_input_mib: u64,
         /// Also run the workload's BE tasks alone ("be-alone", after
-        /// rt-alone, in `stream` mode: nothing holds them back): the report
-        /// then gives the throughput ceiling of any mode that runs no BE work
-        /// beside RT work.
+        /// rt-alone, in `stream` mode: nothing holds them back; with
+        /// --server, in the server's mode): the report then gives the
+        /// throughput ceiling of any mode that runs no BE work beside RT
+        /// work (on one device).
         #[arg(long)]
         be_alone: bool,
         /// Hide the progress bar.

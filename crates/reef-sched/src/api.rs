@@ -200,9 +200,9 @@ pub struct TaskStats {
     pub preemptions: u32,
     /// Kernels run more than once because of preemption.
     pub kernels_rerun: u32,
-    /// An RT task launched on an idle RT lane, where the backend has a
-    /// device timer (CUDA): the device's time from reaching the task to the
-    /// end of its first kernel. Beside its value for the same model alone,
+    /// An RT task launched on an idle RT lane, where the backend has a lane
+    /// timer (CUDA's timing events; the CPU backend's lane clock): the
+    /// device's time from reaching the task to the end of its first kernel. Beside its value for the same model alone,
     /// it shows how long the RT work waited for BE blocks to leave the
     /// compute units (what a preemption costs RT). `None` otherwise.
     pub first_kernel: Option<Duration>,

@@ -365,9 +365,13 @@ impl Engine {
             if let Some(mut t) = self.start(t) {
                 // On an idle RT lane the device reaches the task at once:
                 // time its first kernel from there (TaskStats::first_kernel).
+                // A timer that fails only costs the figure, not the task.
                 t.timed = self.rt_running.is_empty();
                 if t.timed {
-                    self.rt_lane.start_timer().map_err(internal)?;
+                    if let Err(e) = self.rt_lane.start_timer() {
+                        tracing::warn!("RT first-kernel timer not started: {e}");
+                        t.timed = false;
+                    }
                 }
                 // Pad only an RT task that starts on an idle RT lane: padding
                 // launches are then matched with this task's kernels, and no
@@ -401,12 +405,21 @@ impl Engine {
                 .enqueue(ctx.as_mut(), i, Variant::Rt)
                 .map_err(internal)?;
             if t.timed && i == first {
-                self.rt_lane.stop_timer().map_err(internal)?;
+                Self::stop_timer(self.rt_lane.as_mut(), &mut t.timed);
             }
         }
         t.next = t.kernels();
         t.end_mark = self.rt_lane.enqueued();
         Ok(())
+    }
+
+    /// Stops a task's first-kernel timer on `lane` after its first kernel
+    /// (a failure is logged and leaves the task untimed: `timed` false).
+    fn stop_timer(lane: &mut dyn Lane, timed: &mut bool) {
+        if let Err(e) = lane.stop_timer() {
+            tracing::warn!("RT first-kernel timer not stopped: {e}");
+            *timed = false;
+        }
     }
 
     /// Launches an RT task's kernels, marking those worth padding, then the
@@ -440,7 +453,7 @@ impl Engine {
                 .enqueue(ctx.as_mut(), i, Variant::Rt)
                 .map_err(internal)?;
             if t.timed && i == first {
-                self.rt_lane.stop_timer().map_err(internal)?;
+                Self::stop_timer(self.rt_lane.as_mut(), &mut t.timed);
             }
         }
         t.next = t.kernels();
@@ -499,7 +512,10 @@ impl Engine {
         while self.rt_running.front().is_some_and(|t| t.end_mark <= done) {
             let mut t = self.rt_running.pop_front().expect("checked front");
             if t.timed {
-                t.first_kernel = self.rt_lane.read_timer().map_err(internal)?;
+                t.first_kernel = self.rt_lane.read_timer().unwrap_or_else(|e| {
+                    tracing::warn!("RT first-kernel timer not read: {e}");
+                    None
+                });
             }
             self.complete(t);
         }
