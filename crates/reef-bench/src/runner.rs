@@ -504,19 +504,18 @@ where
     workload.validate()?;
     let started = SystemTime::now();
     let mut plan: Vec<(String, M, Workload)> = Vec::new();
-    match (opts.rt_alone, workload.rt_only()) {
-        (Some(mode), Some(alone)) => plan.push((RT_ALONE.to_string(), M::from(mode), alone)),
-        (Some(_), None) => {
-            tracing::warn!(workload = %workload.name, "no RT task: rt-alone skipped")
+    let baselines = [
+        (RT_ALONE, opts.rt_alone, workload.rt_only(), "RT"),
+        (BE_ALONE, opts.be_alone, workload.be_only(), "BE"),
+    ];
+    for (label, mode, alone, kind) in baselines {
+        match (mode, alone) {
+            (Some(mode), Some(alone)) => plan.push((label.to_string(), M::from(mode), alone)),
+            (Some(_), None) => {
+                tracing::warn!(workload = %workload.name, "no {kind} task: {label} skipped")
+            }
+            (None, _) => {}
         }
-        (None, _) => {}
-    }
-    match (opts.be_alone, workload.be_only()) {
-        (Some(mode), Some(alone)) => plan.push((BE_ALONE.to_string(), M::from(mode), alone)),
-        (Some(_), None) => {
-            tracing::warn!(workload = %workload.name, "no BE task: be-alone skipped")
-        }
-        (None, _) => {}
     }
     plan.extend(modes.iter().map(|m| (m.to_string(), *m, workload.clone())));
     let mut results = Vec::with_capacity(plan.len());

@@ -220,15 +220,13 @@ impl Lane for CudaLane {
 
     fn start_timer(&mut self) -> reef_exec::Result<()> {
         let stream = self.stream.cu_stream();
-        match &mut self.timer {
-            Some(t) => t.start(stream),
-            None => {
-                let mut t = crate::timer::StreamTimer::new(self.shared.clone())?;
-                t.start(stream)?;
-                self.timer = Some(t);
-                Ok(())
-            }
-        }
+        let timer = match &mut self.timer {
+            Some(t) => t,
+            None => self
+                .timer
+                .insert(crate::timer::StreamTimer::new(self.shared.clone())?),
+        };
+        timer.start(stream)
     }
 
     fn stop_timer(&mut self) -> reef_exec::Result<()> {

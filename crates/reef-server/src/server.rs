@@ -201,7 +201,8 @@ impl Server {
             ("grpc", r.map_err(|e| e.to_string()))
         });
 
-        let mut socket_files = Vec::new();
+        #[cfg_attr(not(unix), allow(unused_mut))]
+        let mut socket_files: Vec<std::path::PathBuf> = Vec::new();
         #[cfg(unix)]
         {
             if let Some(ep) = self.http_unix {
@@ -263,7 +264,6 @@ impl Server {
         for path in &socket_files {
             crate::unix_socket::remove(path);
         }
-        drop(socket_files);
         tracing::info!("reef server stopped");
         match early {
             Some(e) => Err(e),

@@ -58,15 +58,13 @@ struct Timer {
     /// Stops when `stop_at` launches have retired.
     stop_at: Option<u64>,
     started: Option<Instant>,
-    /// Retirements since the start, before the stop was placed (the lane's
-    /// thread may retire the stop's launch before the host places it).
-    ends: Vec<(u64, Instant)>,
+    /// The latest retirement since the start. The lane's thread may retire
+    /// the stop's launch before the host places the stop; that launch is
+    /// then the latest retired (no later one was queued yet).
+    last_end: Option<Instant>,
     /// The timed span, until read.
     span: Option<Duration>,
 }
-
-/// Most retirements [`Timer::ends`] keeps.
-const TIMER_ENDS: usize = 64;
 
 struct Shared {
     queue: Mutex<Queue>,
@@ -189,8 +187,8 @@ fn lane_main(shared: &Shared) {
             let started = t.started;
             *t = Timer::default();
             t.span = started.map(|s| s.elapsed());
-        } else if t.started.is_some() && t.stop_at.is_none() && t.ends.len() < TIMER_ENDS {
-            t.ends.push((retired, Instant::now()));
+        } else if t.started.is_some() && t.stop_at.is_none() {
+            t.last_end = Some(Instant::now());
         }
         if let Err(e) = outcome {
             q.fault.get_or_insert_with(|| e.to_string());
@@ -397,18 +395,20 @@ impl Lane for CpuLane {
 
     fn stop_timer(&mut self) -> Result<()> {
         let mut q = self.shared.queue.lock();
+        let retired = q.retired;
         let t = &mut q.timer;
         match t.start_at {
             Some(start) if self.enqueued > start && t.stop_at.is_none() => {
                 let stop = self.enqueued;
-                // Already retired: the span ends at that retirement.
-                if let Some(&(_, end)) = t.ends.iter().find(|(n, _)| *n == stop) {
-                    let started = t.started;
+                if retired >= stop {
+                    // Already retired: the span ends at that retirement.
+                    let (started, end) = (t.started, t.last_end);
                     *t = Timer::default();
-                    t.span = started.map(|s| end.saturating_duration_since(s));
+                    t.span = started
+                        .zip(end)
+                        .map(|(s, e)| e.saturating_duration_since(s));
                 } else {
                     t.stop_at = Some(stop);
-                    t.ends.clear();
                 }
             }
             // Nothing queued since the start, or stopped already.
