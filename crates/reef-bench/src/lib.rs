@@ -10,9 +10,9 @@ pub mod arrivals;
 pub mod ceiling;
 pub mod error;
 pub mod figures;
-pub mod grpc;
 pub mod inputs;
 pub mod plot;
+pub mod remote;
 pub mod report;
 pub mod runner;
 pub mod schema;
@@ -20,6 +20,7 @@ pub mod sim;
 #[cfg(test)]
 mod test_support;
 pub mod trace;
+mod wire;
 pub mod workload;
 
 pub use ceiling::BE_ALONE;

@@ -8,6 +8,7 @@
 //! server's), optionally through CUDA shared memory (`--cuda-shm`).
 
 use anyhow::{Context, Result};
+use reef_bench::remote::{Protocol, RemoteService};
 use reef_bench::{plot, report, run_workload, RunOptions, Workload};
 use reef_exec::Device;
 use reef_sched::{GraphSource, ModeSpec, Priority, SchedConfig, Scheduler, Service};
@@ -38,14 +39,16 @@ pub struct Options {
     pub be_alone: bool,
     /// Progress bar.
     pub progress: bool,
-    /// Drive each mode through a reef server started in this process (gRPC
-    /// on loopback) instead of calling the scheduler directly.
-    pub via_grpc: bool,
-    /// With `via_grpc`: tensors travel by system shared memory.
+    /// Drive each mode through a reef server started in this process (on
+    /// loopback, over `protocol`) instead of calling the scheduler directly.
+    pub via_server: bool,
+    /// The protocol of `via_server` and `server`.
+    pub protocol: Protocol,
+    /// With `via_server` or `server`: tensors travel by system shared memory.
     pub shm: bool,
     /// Busy-polling runtime worker threads (`reef serve --busy-poll`).
     pub busy_poll: usize,
-    /// Drive the server at this gRPC address (another process) instead of
+    /// Drive the server at this address (another process) instead of
     /// schedulers of this process.
     pub server: Option<String>,
     /// With `server`: tensors travel by CUDA shared memory on GPU 0.
@@ -78,7 +81,7 @@ impl reef_server::shm::ClientMemory for IpcMemory {
     }
 }
 
-impl reef_bench::grpc::CudaMemory for IpcMemory {
+impl reef_bench::remote::CudaMemory for IpcMemory {
     fn raw_handle(&self) -> Vec<u8> {
         self.0.raw_handle().to_vec()
     }
@@ -87,25 +90,27 @@ impl reef_bench::grpc::CudaMemory for IpcMemory {
     }
 }
 
-/// Connects to the server at `url` (another process) for one mode, passing
+/// Connects to the server at `url` (another process, speaking `protocol`)
+/// for one mode, passing
 /// tensors through system shared memory when `shm`, CUDA shared memory when
 /// `cuda_shm`.
 async fn remote(
     url: &str,
+    protocol: Protocol,
     models: &[String],
     shm: bool,
     cuda_shm: bool,
 ) -> Result<Arc<dyn Service>> {
-    let client = reef_bench::grpc::GrpcService::connect(url, models, None).await?;
+    let client = RemoteService::connect(url, protocol, models, None).await?;
     let client = if shm {
         client.with_shared_memory()
     } else if cuda_shm {
         // Fail here, not on every request, where this process has no GPU.
         reef_cuda::ipc::IpcBuffer::new(0, 1)
             .map_err(|e| anyhow::anyhow!("--cuda-shm needs CUDA GPU 0 in this process: {e}"))?;
-        let alloc: reef_bench::grpc::CudaAllocator = Arc::new(|bytes| {
+        let alloc: reef_bench::remote::CudaAllocator = Arc::new(|bytes| {
             reef_cuda::ipc::IpcBuffer::new(0, bytes as usize)
-                .map(|b| Box::new(IpcMemory(b)) as Box<dyn reef_bench::grpc::CudaMemory>)
+                .map(|b| Box::new(IpcMemory(b)) as Box<dyn reef_bench::remote::CudaMemory>)
                 .map_err(|e| e.to_string())
         });
         client.with_cuda_shared_memory(alloc)
@@ -149,10 +154,12 @@ fn service_on(
 }
 
 /// Starts a server on loopback ports for `sched` (allowing client shared
-/// memory) and connects a gRPC client service to it (stats and shutdown go
-/// to the scheduler), passing tensors through shared memory when `shm`.
+/// memory) and connects a client service of `protocol` to it (stats and
+/// shutdown go to the scheduler), passing tensors through shared memory
+/// when `shm`.
 async fn through_server(
     sched: Arc<dyn Service>,
+    protocol: Protocol,
     models: &[String],
     shm: bool,
 ) -> Result<Arc<dyn Service>> {
@@ -161,7 +168,10 @@ async fn through_server(
         ..reef_server::ServerConfig::localhost_ephemeral()
     };
     let server = reef_server::Server::bind(config).await?;
-    let url = format!("http://{}", server.grpc_addr());
+    let url = match protocol {
+        Protocol::Grpc => format!("http://{}", server.grpc_addr()),
+        Protocol::Http => format!("http://{}", server.http_addr()),
+    };
     let svc: Arc<dyn Service> = sched.clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -174,7 +184,7 @@ async fn through_server(
         }
     });
     drop(stop_rx);
-    let client = reef_bench::grpc::GrpcService::connect(&url, models, Some(sched)).await?;
+    let client = RemoteService::connect(&url, protocol, models, Some(sched)).await?;
     if !shm {
         return Ok(Arc::new(client));
     }
@@ -214,8 +224,8 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
         "no device to run on"
     );
     anyhow::ensure!(
-        !opts.shm || opts.via_grpc || opts.server.is_some(),
-        "--shm needs --via-grpc or --server"
+        !opts.shm || opts.via_server || opts.server.is_some(),
+        "--shm needs --via-server or --server"
     );
     anyhow::ensure!(
         opts.server.is_none() || opts.modes.len() == 1,
@@ -245,7 +255,8 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
         pinned_input_bytes: opts.pinned_input_bytes,
         ..SchedConfig::default()
     };
-    let via_grpc = opts.via_grpc;
+    let via_server = opts.via_server;
+    let protocol = opts.protocol;
     let shm = opts.shm;
     let server = opts.server.clone();
     let cuda_shm = opts.cuda_shm;
@@ -257,11 +268,12 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
                 tokio::task::block_in_place(|| {
                     if let Some(url) = &server {
                         return tokio::runtime::Handle::current()
-                            .block_on(remote(url, &models, shm, cuda_shm));
+                            .block_on(remote(url, protocol, &models, shm, cuda_shm));
                     }
                     let s = service_on(&devs, spec, &models, &base)?;
-                    if via_grpc {
-                        tokio::runtime::Handle::current().block_on(through_server(s, &models, shm))
+                    if via_server {
+                        tokio::runtime::Handle::current()
+                            .block_on(through_server(s, protocol, &models, shm))
                     } else {
                         Ok(s)
                     }
@@ -274,7 +286,7 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
     let mut result = result;
     let names: Vec<String> = devices.iter().map(|d| d.name()).collect();
     result.device = Some(match &opts.server {
-        Some(url) => format!("server at {url}"),
+        Some(url) => format!("{protocol} server at {url}"),
         None => names.join(" + "),
     });
     std::fs::create_dir_all(&opts.out)
@@ -282,8 +294,9 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
     let mut stem = w
         .name
         .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_");
-    if opts.via_grpc || opts.server.is_some() {
-        stem.push_str("-grpc");
+    if opts.via_server || opts.server.is_some() {
+        stem.push('-');
+        stem.push_str(&opts.protocol.to_string());
     }
     if opts.shm {
         stem.push_str("-shm");

@@ -200,7 +200,7 @@ enum BenchCmd {
         /// 20 on a GPU, 0 on the CPU backend].
         #[arg(long, value_parser = clap::value_parser!(u64).range(0..=serve_config::MAX_IDLE_SPIN_MS))]
         idle_spin_ms: Option<u64>,
-        /// With --via-grpc: the server decodes FP32 inputs into this many MiB
+        /// With --via-server: the server decodes FP32 inputs into this many MiB
         /// of pinned host buffers (as `reef serve --pinned-input-mib`; 0: off).
         #[arg(long, default_value_t = serve_config::DEFAULT_PINNED_INPUT_MIB as u64, value_parser = clap::value_parser!(u64).range(0..=serve_config::MAX_PINNED_INPUT_MIB as u64))]
         pinned_input_mib: u64,
@@ -214,22 +214,28 @@ enum BenchCmd {
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
-        /// Send every request through a reef server (gRPC on loopback) started in this process.
-        #[arg(long)]
-        via_grpc: bool,
-        /// With --via-grpc or --server: tensors travel by system shared
+        /// Send every request through a reef server started in this
+        /// process (on loopback, over --protocol).
+        #[arg(long, alias = "via-grpc")]
+        via_server: bool,
+        /// The protocol of --via-server and --server: KServe v2 over gRPC,
+        /// or over HTTP/1.1 (JSON with Triton's binary tensors).
+        #[arg(long, default_value = "grpc")]
+        protocol: reef_bench::remote::Protocol,
+        /// With --via-server or --server: tensors travel by system shared
         /// memory (each request in flight uses its own registered input and
         /// output regions; the copies count in the latency).
         #[arg(long, conflicts_with = "cuda_shm")]
         shm: bool,
-        /// Drive a reef (or Triton) server already running at this gRPC
-        /// address (e.g. http://127.0.0.1:8001, or unix:PATH for the
-        /// socket of `reef serve --grpc-uds PATH`; another process, serving
+        /// Drive a reef (or Triton) server already running at this address
+        /// of --protocol (gRPC: e.g. http://127.0.0.1:8001, or unix:PATH
+        /// for the socket of `reef serve --grpc-uds PATH`; HTTP:
+        /// http://127.0.0.1:8000, or the socket of --http-uds; another process, serving
         /// the workload's models) instead of schedulers in this process;
         /// --modes names the one mode it runs, for the report. This process
         /// opens no device for it (--device is not used; --cuda-shm
         /// allocates on GPU 0).
-        #[arg(long, conflicts_with_all = ["via_grpc", "devices"])]
+        #[arg(long, conflicts_with_all = ["via_server", "devices"])]
         server: Option<String>,
         /// With --server: tensors travel by CUDA shared memory (device
         /// allocations on GPU 0 of this process, exported as IPC handles;
@@ -449,7 +455,8 @@ fn run(cli: Cli) -> Result<i32> {
                     pinned_input_mib,
                     be_alone,
                     quiet,
-                    via_grpc,
+                    via_server,
+                    protocol,
                     shm,
                     busy_poll,
                     devices,
@@ -472,7 +479,8 @@ fn run(cli: Cli) -> Result<i32> {
                 pinned_input_bytes: (pinned_input_mib as usize) << 20,
                 be_alone,
                 progress: !quiet,
-                via_grpc,
+                via_server,
+                protocol,
                 shm,
                 busy_poll,
                 server,

@@ -188,16 +188,17 @@ fn bench_disb_be_alone_gives_the_exclusive_ceiling() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-/// The same workload through a reef server on loopback (`--via-grpc`): every
-/// request answered over gRPC (RT and BE on their own connections), no
-/// errors, and the scheduler behind the server preempted.
+/// The same workload through a reef server on loopback (`--via-server`,
+/// gRPC by default): every request answered over gRPC (RT and BE on their
+/// own connections), no errors, and the scheduler behind the server
+/// preempted.
 #[test]
 fn bench_disb_runs_through_the_grpc_server() {
     let _serial = serial();
     check_through_server("disb-grpc-test", &[]);
 }
 
-/// `--via-grpc --shm`: the same, with every tensor passed through system
+/// `--via-server --shm`: the same, with every tensor passed through system
 /// shared memory regions registered with the server.
 #[test]
 fn bench_disb_runs_through_the_grpc_server_with_shared_memory() {
@@ -205,14 +206,27 @@ fn bench_disb_runs_through_the_grpc_server_with_shared_memory() {
     check_through_server("disb-grpc-shm-test", &["--shm"]);
 }
 
+/// `--via-server --protocol http`: the same over HTTP/1.1 (Triton's binary
+/// tensors), with the tensors in the messages and then through system
+/// shared memory.
+#[test]
+fn bench_disb_runs_through_the_http_server() {
+    let _serial = serial();
+    check_through_server("disb-http-test", &["--protocol", "http"]);
+    check_through_server("disb-http-shm-test", &["--protocol", "http", "--shm"]);
+}
+
 /// `--server`: the workload driven into `reef serve` running as another
-/// process (reset mode, client shared memory allowed), once with tensors in
-/// the messages and once through system shared memory: every request
-/// answered over gRPC without errors, each with the server's own timing.
+/// process (reset mode, client shared memory allowed), over gRPC once with
+/// tensors in the messages and once through system shared memory, and over
+/// HTTP on the server's Unix socket through system shared memory: every
+/// request answered without errors, each with the server's own timing.
 /// `--cuda-shm` on a machine without a GPU fails, naming CUDA.
 #[test]
 fn bench_disb_drives_a_server_in_another_process() {
     let _serial = serial();
+    let socket = std::env::temp_dir().join(format!("reef-disb-http-{}.sock", std::process::id()));
+    let socket_arg = socket.display().to_string();
     let serve = Serve::start(&[
         "--device",
         "cpu",
@@ -221,19 +235,30 @@ fn bench_disb_drives_a_server_in_another_process() {
         "--mode",
         "reset",
         "--allow-client-shm",
+        "--http-uds",
+        &socket_arg,
     ]);
     assert!(
         serve.wait_ready(&["resnet_tiny", "bert_tiny"], Duration::from_secs(120)),
         "the server never got ready"
     );
     let url = format!("http://{}", serve.grpc);
-    for (tag, extra) in [("disb-remote", None), ("disb-remote-shm", Some("--shm"))] {
-        let mut args = vec!["--modes", "reset", "--server", &url];
-        args.extend(extra);
+    let http_uds = format!("unix:{socket_arg}");
+    for (tag, server, extra) in [
+        ("disb-remote", &url, &[][..]),
+        ("disb-remote-shm", &url, &["--shm"][..]),
+        (
+            "disb-remote-http-uds-shm",
+            &http_uds,
+            &["--protocol", "http", "--shm"][..],
+        ),
+    ] {
+        let mut args = vec!["--modes", "reset", "--server", server];
+        args.extend_from_slice(extra);
         let (out, stdout) = run_tiny_disb(tag, &args);
         let json = result_json(&out);
         assert!(
-            json["device"].as_str().unwrap().contains(&url),
+            json["device"].as_str().unwrap().contains(server.as_str()),
             "{}",
             json["device"]
         );
@@ -279,7 +304,7 @@ fn bench_disb_drives_a_server_in_another_process() {
 /// Runs the tiny workload in reset mode through the server (plus `extra`
 /// flags) and checks every request was answered without errors.
 fn check_through_server(tag: &str, extra: &[&str]) {
-    let mut args = vec!["--modes", "reset", "--via-grpc"];
+    let mut args = vec!["--modes", "reset", "--via-server"];
     args.extend_from_slice(extra);
     let (out, stdout) = run_tiny_disb(tag, &args);
     println!("{stdout}");

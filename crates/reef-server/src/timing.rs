@@ -142,12 +142,20 @@ impl Timing {
     /// Reads the timing back from gRPC response parameters; `None` when the
     /// server sent none (it was not asked, or does not know the parameter).
     pub fn from_grpc(params: &HashMap<String, InferParameter>) -> Option<Timing> {
-        let get = |k: &str| -> Option<i64> {
-            match params.get(k)?.parameter_choice.as_ref()? {
-                ParameterChoice::Int64Param(v) => Some(*v),
-                _ => None,
-            }
-        };
+        Timing::from_params(|k| match params.get(k)?.parameter_choice.as_ref()? {
+            ParameterChoice::Int64Param(v) => Some(*v),
+            _ => None,
+        })
+    }
+
+    /// Reads the timing back from an HTTP response's JSON `parameters`;
+    /// `None` when the server sent none.
+    pub fn from_json(params: &serde_json::Map<String, serde_json::Value>) -> Option<Timing> {
+        Timing::from_params(|k| params.get(k)?.as_i64())
+    }
+
+    /// The timing from its parameters, read by name with `get`.
+    fn from_params(get: impl Fn(&str) -> Option<i64>) -> Option<Timing> {
         let us = |k: &str| get(k).map(|v| Duration::from_micros(v.max(0) as u64));
         let count = |k: &str| get(k).map(|v| u32::try_from(v.max(0)).unwrap_or(u32::MAX));
         Some(Timing {
@@ -189,6 +197,8 @@ mod tests {
         };
         assert_eq!(Timing::from_grpc(&t.to_grpc()), Some(t.clone()));
         let json = t.to_json();
+        assert_eq!(Timing::from_json(&json), Some(t.clone()));
+        assert_eq!(Timing::from_json(&serde_json::Map::new()), None);
         assert_eq!(json["reef_server_us"], 1234);
         assert_eq!(json["reef_scheduler_us"], 1100);
         assert_eq!(json["reef_kernels_rerun"], 5);

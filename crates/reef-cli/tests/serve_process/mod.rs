@@ -38,7 +38,8 @@ pub fn address_after(line: &str, label: &str, end: char) -> SocketAddr {
     line.split(label)
         .nth(1)
         .and_then(|r| r.split(end).next())
-        .and_then(|a| a.parse().ok())
+        // A Unix socket may follow: "gRPC 127.0.0.1:PORT, HTTP unix:PATH".
+        .and_then(|a| a.trim_end_matches(',').parse().ok())
         .unwrap_or_else(|| panic!("no {label}address in {line:?}"))
 }
 

@@ -1,12 +1,13 @@
-//! The gRPC client's shared memory pool against a real server and the CPU
-//! backend: pairs registered before the run, at most `MAX_PAIRS` of them
-//! under a burst of twice as many requests (the rest wait for a pair to
-//! come back), every answer equal to the in-process one, and the regions
-//! unregistered at shutdown.
+//! The remote client (gRPC and HTTP) against a real server and the CPU
+//! backend: its shared memory pool registers pairs before the run, at most
+//! `MAX_PAIRS` of them under a burst of twice as many requests (the rest
+//! wait for a pair to come back), every answer equals the in-process one
+//! (through shared memory and in the messages), the regions are
+//! unregistered at shutdown, and an unknown model is named.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use reef_bench::grpc::{GrpcService, MAX_PAIRS};
+use reef_bench::remote::{Protocol, RemoteService, MAX_PAIRS};
 use reef_exec::cpu::CpuDevice;
 use reef_model::Tensor;
 use reef_sched::{GraphSource, InferRequest, Priority, SchedConfig, Scheduler, Service};
@@ -18,7 +19,16 @@ use std::time::Instant;
 const MODEL: &str = "resnet_tiny";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_pool_caps_its_pairs_and_answers_every_request() {
+async fn the_grpc_pool_caps_its_pairs_and_answers_every_request() {
+    the_pool_caps_its_pairs_and_answers_every_request(Protocol::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_pool_caps_its_pairs_and_answers_every_request() {
+    the_pool_caps_its_pairs_and_answers_every_request(Protocol::Http).await;
+}
+
+async fn the_pool_caps_its_pairs_and_answers_every_request(protocol: Protocol) {
     let dev = Arc::new(CpuDevice::new(Some(2)).expect("cpu device"));
     let sched = Scheduler::new(dev, SchedConfig::default()).expect("scheduler");
     let src: GraphSource = Arc::new(|b| reef_zoo::build(MODEL, b, 3).map_err(|e| e.to_string()));
@@ -28,7 +38,11 @@ async fn the_pool_caps_its_pairs_and_answers_every_request() {
         ..ServerConfig::localhost_ephemeral()
     };
     let server = Server::bind(config).await.expect("bind");
-    let url = format!("http://{}", server.grpc_addr());
+    let grpc_url = format!("http://{}", server.grpc_addr());
+    let url = match protocol {
+        Protocol::Grpc => grpc_url.clone(),
+        Protocol::Http => format!("http://{}", server.http_addr()),
+    };
     let service: Arc<dyn Service> = sched.clone();
     tokio::spawn(server.run(service, std::future::pending::<()>()));
 
@@ -57,7 +71,39 @@ async fn the_pool_caps_its_pairs_and_answers_every_request() {
         .expect("answered in process")
         .outputs;
 
-    let client = GrpcService::connect(&url, &[MODEL.to_string()], None)
+    // An unknown model fails the connection, naming it.
+    let err = RemoteService::connect(&url, protocol, &["no_such_model".to_string()], None)
+        .await
+        .err()
+        .expect("an unknown model is refused");
+    assert!(err.to_string().contains("no_such_model"), "{err}");
+
+    // Tensors in the messages.
+    let plain = RemoteService::connect(&url, protocol, &[MODEL.to_string()], None)
+        .await
+        .expect("connect");
+    for priority in [Priority::Rt, Priority::Be] {
+        let got = plain
+            .submit(InferRequest {
+                priority: Some(priority),
+                ..request()
+            })
+            .expect("submitted")
+            .await
+            .expect("ticket")
+            .expect("answered");
+        assert!(got.remote.is_some(), "the server's timing came back");
+        assert_eq!(got.outputs.len(), want.len());
+        for (g, w) in got.outputs.iter().zip(&want) {
+            assert_eq!(
+                g.bytes(),
+                w.bytes(),
+                "{protocol}: in the message as in process"
+            );
+        }
+    }
+
+    let client = RemoteService::connect(&url, protocol, &[MODEL.to_string()], None)
         .await
         .expect("connect")
         .with_shared_memory();
@@ -70,7 +116,11 @@ async fn the_pool_caps_its_pairs_and_answers_every_request() {
         let got = t.await.expect("ticket").expect("answered").outputs;
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(&want) {
-            assert_eq!(g.bytes(), w.bytes(), "through shared memory as in process");
+            assert_eq!(
+                g.bytes(),
+                w.bytes(),
+                "{protocol}: through shared memory as in process"
+            );
         }
     }
     let pairs = client.shared_memory_pairs();
@@ -82,7 +132,7 @@ async fn the_pool_caps_its_pairs_and_answers_every_request() {
 
     // Shutdown unregisters every region with the server.
     client.shutdown();
-    let mut c = reef_server::grpc_client(&url).await.expect("connect");
+    let mut c = reef_server::grpc_client(&grpc_url).await.expect("connect");
     let status = c
         .system_shared_memory_status(proto::SystemSharedMemoryStatusRequest {
             name: String::new(),

@@ -1,37 +1,39 @@
 //! A [`Service`] that forwards every request to a reef (or any KServe v2)
-//! server over gRPC, so the DISB runner can drive a workload through the
-//! network front end exactly as it drives the in-process scheduler.
+//! server over gRPC or HTTP ([`Protocol`]), so the DISB runner can drive a
+//! workload through the network front end exactly as it drives the
+//! in-process scheduler.
 //!
-//! With [`GrpcService::with_shared_memory`], tensors travel through Triton's
-//! system shared memory instead of the message, and with
-//! [`GrpcService::with_cuda_shared_memory`] through CUDA shared memory
+//! With [`RemoteService::with_shared_memory`], tensors travel through
+//! Triton's system shared memory instead of the message, and with
+//! [`RemoteService::with_cuda_shared_memory`] through CUDA shared memory
 //! (device allocations the caller makes, exported as IPC handles; the
 //! server must run in another process): a pool of region pairs (one input
 //! and one output region each), every pair registered once, one pair per
 //! request in flight; the client writes the inputs into its pair before the
 //! call and reads the outputs back after it, inside the latency clock.
 
-use reef_model::DType;
+use crate::wire::{Call, CallInput, Data, Reply, ShmPlace, Wire};
 use reef_model::Tensor;
 use reef_sched::{
     GraphSource, InferRequest, InferResponse, ModelInfo, Priority, RemoteTiming, SchedError,
-    SchedStats, Service, TaskStats, TensorInfo, Ticket,
+    SchedStats, Service, TaskStats, Ticket,
 };
-use reef_server::grpc_codec;
-use reef_server::proto::{self, grpc_inference_service_client::GrpcInferenceServiceClient};
 use reef_server::shm::{ClientMemory, ClientRegion};
+use reef_server::tensor_codec;
 use reef_server::timing::{self, Timing};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tonic::transport::Channel;
 
-/// A gRPC client presenting the [`Service`] interface. RT and BE requests
-/// travel on separate HTTP/2 connections, so an RT request never queues
-/// behind a BE request's frames (as separate clients would be).
-pub struct GrpcService {
-    client: GrpcInferenceServiceClient<Channel>,
-    rt_client: GrpcInferenceServiceClient<Channel>,
+pub use crate::wire::Protocol;
+
+/// A KServe v2 client (gRPC or HTTP) presenting the [`Service`] interface.
+/// RT and BE requests travel on separate connections, so an RT request
+/// never queues behind a BE request's bytes (as separate clients would).
+pub struct RemoteService {
+    wire: Wire,
+    rt_wire: Wire,
+    protocol: Protocol,
     models: Vec<ModelInfo>,
     handle: tokio::runtime::Handle,
     /// Where statistics come from (the server's scheduler, when in-process).
@@ -115,7 +117,7 @@ impl ShmPool {
     /// sizes.
     async fn take(
         &self,
-        client: &mut GrpcInferenceServiceClient<Channel>,
+        wire: &Wire,
         input_bytes: u64,
         output_bytes: u64,
     ) -> Result<ShmPair, SchedError> {
@@ -150,16 +152,16 @@ impl ShmPool {
             };
             match next {
                 Next::Take(p) => return Ok(p),
-                Next::Make => return self.make_reserved(client, input_bytes, output_bytes).await,
+                Next::Make => return self.make_reserved(wire, input_bytes, output_bytes).await,
                 Next::Regrow(p) => {
                     // The old pair's slot goes to the new one.
-                    let unregistered = self.unregister(client, &p).await;
+                    let unregistered = self.unregister(wire, &p).await;
                     drop(p);
                     if let Err(e) = unregistered {
                         self.made.fetch_sub(1, Ordering::AcqRel);
                         return Err(e);
                     }
-                    return self.make_reserved(client, input_bytes, output_bytes).await;
+                    return self.make_reserved(wire, input_bytes, output_bytes).await;
                 }
                 Next::Wait => self.returned.notified().await,
             }
@@ -179,11 +181,11 @@ impl ShmPool {
     /// ([`ShmPool::reserve`]); a failure gives the count back.
     async fn make_reserved(
         &self,
-        client: &mut GrpcInferenceServiceClient<Channel>,
+        wire: &Wire,
         input_bytes: u64,
         output_bytes: u64,
     ) -> Result<ShmPair, SchedError> {
-        let made = self.make_pair(client, input_bytes, output_bytes).await;
+        let made = self.make_pair(wire, input_bytes, output_bytes).await;
         if made.is_err() {
             self.made.fetch_sub(1, Ordering::AcqRel);
         }
@@ -193,15 +195,15 @@ impl ShmPool {
     /// Makes and registers a pair of `input_bytes` / `output_bytes`.
     async fn make_pair(
         &self,
-        client: &mut GrpcInferenceServiceClient<Channel>,
+        wire: &Wire,
         input_bytes: u64,
         output_bytes: u64,
     ) -> Result<ShmPair, SchedError> {
         let n = self.serial.fetch_add(1, Ordering::Relaxed);
         let input_name = format!("{}-{n}-in", self.prefix);
         let output_name = format!("{}-{n}-out", self.prefix);
-        let input = self.make(client, &input_name, input_bytes.max(1)).await?;
-        let output = self.make(client, &output_name, output_bytes.max(1)).await?;
+        let input = self.make(wire, &input_name, input_bytes.max(1)).await?;
+        let output = self.make(wire, &output_name, output_bytes.max(1)).await?;
         Ok(ShmPair {
             input_name,
             output_name,
@@ -211,38 +213,18 @@ impl ShmPool {
     }
 
     /// Makes client memory of `bytes` bytes and registers it as `name`.
-    async fn make(
-        &self,
-        client: &mut GrpcInferenceServiceClient<Channel>,
-        name: &str,
-        bytes: u64,
-    ) -> Result<Memory, SchedError> {
+    async fn make(&self, wire: &Wire, name: &str, bytes: u64) -> Result<Memory, SchedError> {
         match &self.transport {
             Transport::System => {
                 let r = ClientRegion::create(&format!("/{name}"), bytes)
                     .map_err(|e| shm_error(name, e))?;
-                client
-                    .system_shared_memory_register(proto::SystemSharedMemoryRegisterRequest {
-                        name: name.to_string(),
-                        key: r.key().to_string(),
-                        offset: 0,
-                        byte_size: r.byte_size(),
-                    })
-                    .await
-                    .map_err(status)?;
+                wire.register_system(name, r.key(), r.byte_size()).await?;
                 Ok(Memory::System(r))
             }
             Transport::Cuda(alloc) => {
                 let m = alloc(bytes).map_err(|e| shm_error(name, e))?;
-                client
-                    .cuda_shared_memory_register(proto::CudaSharedMemoryRegisterRequest {
-                        name: name.to_string(),
-                        raw_handle: m.raw_handle(),
-                        device_id: m.device_id(),
-                        byte_size: m.byte_size(),
-                    })
-                    .await
-                    .map_err(status)?;
+                wire.register_cuda(name, m.raw_handle(), m.device_id(), m.byte_size())
+                    .await?;
                 Ok(Memory::Cuda(m))
             }
         }
@@ -250,27 +232,10 @@ impl ShmPool {
 
     /// Unregisters both regions of `pair` (before its memory is freed: the
     /// server must unmap a device allocation first).
-    async fn unregister(
-        &self,
-        client: &mut GrpcInferenceServiceClient<Channel>,
-        pair: &ShmPair,
-    ) -> Result<(), SchedError> {
+    async fn unregister(&self, wire: &Wire, pair: &ShmPair) -> Result<(), SchedError> {
+        let cuda = matches!(self.transport, Transport::Cuda(_));
         for name in [&pair.input_name, &pair.output_name] {
-            match &self.transport {
-                Transport::System => client
-                    .system_shared_memory_unregister(proto::SystemSharedMemoryUnregisterRequest {
-                        name: name.clone(),
-                    })
-                    .await
-                    .map(drop),
-                Transport::Cuda(_) => client
-                    .cuda_shared_memory_unregister(proto::CudaSharedMemoryUnregisterRequest {
-                        name: name.clone(),
-                    })
-                    .await
-                    .map(drop),
-            }
-            .map_err(status)?;
+            wire.unregister(name, cuda).await?;
         }
         Ok(())
     }
@@ -339,54 +304,113 @@ async fn copy_with<T: Send + 'static>(
 /// request's never wait behind them on the runtime's workers.
 async fn infer_via_shm(
     pool: &ShmPool,
-    client: &mut GrpcInferenceServiceClient<Channel>,
+    wire: &Wire,
     info: &ModelInfo,
-    mut msg: proto::ModelInferRequest,
-    inputs: &[Tensor],
+    mut call: Call,
+    inputs: Vec<Tensor>,
     priority: Priority,
 ) -> Result<Answer, SchedError> {
-    let in_total: u64 = msg.raw_input_contents.iter().map(|b| b.len() as u64).sum();
+    let in_total: u64 = inputs.iter().map(byte_len).sum();
     let outputs: Vec<(String, u64)> = info
         .outputs
         .iter()
         .map(|o| o.name.clone())
-        .zip(output_sizes(info, inputs)?)
+        .zip(output_sizes(info, &inputs)?)
         .collect();
     let out_total = outputs.iter().map(|(_, s)| s).sum();
     let offload = priority == Priority::Be;
-    let pair = pool.take(client, in_total, out_total).await?;
+    let pair = pool.take(wire, in_total, out_total).await?;
     let (pair, written) = copy_with(offload, pair, move |pair| {
-        grpc_codec::inputs_to_shm(&mut msg, pair.input.get(), &pair.input_name)
-            .map_err(|e| shm_error(&pair.input_name, e))?;
-        let offsets = grpc_codec::outputs_to_shm(&mut msg, &outputs, &pair.output_name);
-        Ok::<_, SchedError>((msg, offsets))
+        let mut at = 0;
+        let mut places = Vec::with_capacity(inputs.len());
+        for t in &inputs {
+            let bytes = tensor_codec::tensor_bytes(t);
+            pair.input
+                .get()
+                .write_at(at, &bytes)
+                .map_err(|e| shm_error(&pair.input_name, e))?;
+            places.push(ShmPlace {
+                region: pair.input_name.clone(),
+                offset: at,
+                byte_size: bytes.len() as u64,
+            });
+            at += bytes.len() as u64;
+        }
+        Ok::<_, SchedError>(places)
     })
     .await?;
-    let (msg, offsets) = match written {
-        Ok(w) => w,
+    let places = match written {
+        Ok(p) => p,
         Err(e) => {
             pool.give_back(pair);
             return Err(e);
         }
     };
+    for (input, place) in call.inputs.iter_mut().zip(places) {
+        input.data = Data::Shm(place);
+    }
+    let mut at = 0;
+    call.outputs = outputs
+        .into_iter()
+        .map(|(name, byte_size)| {
+            let place = ShmPlace {
+                region: pair.output_name.clone(),
+                offset: at,
+                byte_size,
+            };
+            at += byte_size;
+            (name, place)
+        })
+        .collect();
+    let offsets: Vec<u64> = call.outputs.iter().map(|(_, p)| p.offset).collect();
     let sent = Instant::now();
-    let resp = match client.model_infer(msg).await {
-        Ok(r) => r.into_inner(),
-        Err(s) => {
+    let reply = match wire.infer(call).await {
+        Ok(r) => r,
+        Err(e) => {
             pool.give_back(pair);
-            return Err(status(s));
+            return Err(e);
         }
     };
-    let timing = Timing::from_grpc(&resp.parameters);
+    let timing = reply.timing.clone();
     let (pair, tensors) = copy_with(offload, pair, move |pair| {
-        grpc_codec::shm_output_tensors(&resp, pair.output.get(), &offsets)
+        shm_outputs(&reply, pair.output.get(), &offsets)
     })
     .await?;
     pool.give_back(pair);
-    Ok((tensors.map_err(SchedError::Internal)?, timing, sent))
+    Ok((tensors?, timing, sent))
 }
 
-/// The service's account of a request answered over gRPC: the server's own
+/// A tensor's size, bytes.
+fn byte_len(t: &Tensor) -> u64 {
+    (t.len() * t.dtype().size()) as u64
+}
+
+/// The outputs of `reply`, which the server wrote into `region` at
+/// `offsets` (in the order they were asked for).
+fn shm_outputs(
+    reply: &Reply,
+    region: &dyn ClientMemory,
+    offsets: &[u64],
+) -> Result<Vec<Tensor>, SchedError> {
+    if reply.outputs.len() != offsets.len() {
+        return Err(SchedError::Internal(format!(
+            "{} outputs in the answer, {} asked for",
+            reply.outputs.len(),
+            offsets.len()
+        )));
+    }
+    reply
+        .outputs
+        .iter()
+        .zip(offsets)
+        .map(|(o, &offset)| {
+            reef_server::shm::read_client_tensor(region, &o.name, o.dtype, o.shape.clone(), offset)
+                .map_err(|e| SchedError::Internal(e.message))
+        })
+        .collect()
+}
+
+/// The service's account of a request answered remotely: the server's own
 /// timing where it sent one, with `latency` the time inside the server
 /// (handler start to answer); all zero otherwise. Device 0: the protocol
 /// does not say which device answered, and this service reports a single
@@ -413,62 +437,33 @@ fn remote_timing(timing: Option<&Timing>, sent: Instant) -> Option<RemoteTiming>
     })
 }
 
-fn status(s: tonic::Status) -> SchedError {
-    use tonic::Code;
-    let m = s.message().to_string();
-    match s.code() {
-        Code::NotFound => SchedError::UnknownModel(m),
-        Code::InvalidArgument => SchedError::InvalidInput(m),
-        Code::Unavailable => SchedError::Overloaded(m),
-        Code::Cancelled => SchedError::Cancelled(m),
-        _ => SchedError::Internal(format!("{:?}: {m}", s.code())),
-    }
-}
-
-impl GrpcService {
+impl RemoteService {
     /// Connects to `url` and reads the metadata of `models`. `stats_from`
     /// supplies scheduler statistics (preemptions) when the server runs in
     /// this process.
     pub async fn connect(
         url: &str,
+        protocol: Protocol,
         models: &[String],
         stats_from: Option<Arc<dyn Service>>,
-    ) -> Result<GrpcService, SchedError> {
-        let connect = || async {
-            reef_server::grpc_client(url)
-                .await
-                .map_err(|e| SchedError::Internal(format!("connecting to {url}: {e}")))
-        };
-        let mut client = connect().await?;
-        let rt_client = connect().await?;
+    ) -> Result<RemoteService, SchedError> {
+        let wire = Wire::connect(url, protocol).await?;
+        let rt_wire = Wire::connect(url, protocol).await?;
         let mut infos = vec![];
         for m in models {
-            let meta = client
-                .model_metadata(proto::ModelMetadataRequest {
-                    name: m.clone(),
-                    version: String::new(),
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            let conv = |t: &proto::model_metadata_response::TensorMetadata| -> Result<TensorInfo, SchedError> {
-                Ok(TensorInfo {
-                    name: t.name.clone(),
-                    dtype: DType::from_kserve(&t.datatype).ok_or_else(|| SchedError::Internal(format!("type {}", t.datatype)))?,
-                    shape: t.shape.clone(),
-                })
-            };
+            let (inputs, outputs) = wire.metadata(m).await?;
             infos.push(ModelInfo {
-                name: meta.name.clone(),
+                name: m.clone(),
                 default_priority: Priority::Be,
-                inputs: meta.inputs.iter().map(conv).collect::<Result<_, _>>()?,
-                outputs: meta.outputs.iter().map(conv).collect::<Result<_, _>>()?,
+                inputs,
+                outputs,
                 ready: true,
             });
         }
-        Ok(GrpcService {
-            client,
-            rt_client,
+        Ok(RemoteService {
+            wire,
+            rt_wire,
+            protocol,
             models: infos,
             handle: tokio::runtime::Handle::current(),
             stats_from,
@@ -513,7 +508,6 @@ impl GrpcService {
         let Some(pool) = &self.shm else {
             return Ok(0);
         };
-        let mut client = self.client.clone();
         let mut made = 0;
         for info in &self.models {
             let input: u64 = info
@@ -529,7 +523,7 @@ impl GrpcService {
                 if !pool.reserve() {
                     return Ok(made);
                 }
-                let pair = pool.make_reserved(&mut client, input, output).await?;
+                let pair = pool.make_reserved(&self.wire, input, output).await?;
                 pool.give_back(pair);
                 made += 1;
             }
@@ -558,7 +552,7 @@ impl GrpcService {
         if pairs.is_empty() {
             return;
         }
-        let url = self.url.clone();
+        let (url, protocol) = (self.url.clone(), self.protocol);
         let result = std::thread::scope(|s| {
             s.spawn(|| {
                 let rt = tokio::runtime::Builder::new_current_thread()
@@ -566,11 +560,9 @@ impl GrpcService {
                     .build()
                     .map_err(|e| SchedError::Internal(e.to_string()))?;
                 rt.block_on(async {
-                    let mut client = reef_server::grpc_client(&url)
-                        .await
-                        .map_err(|e| SchedError::Internal(format!("connecting to {url}: {e}")))?;
+                    let wire = Wire::connect(&url, protocol).await?;
                     for p in &pairs {
-                        pool.unregister(&mut client, p).await?;
+                        pool.unregister(&wire, p).await?;
                     }
                     Ok::<(), SchedError>(())
                 })
@@ -586,7 +578,7 @@ impl GrpcService {
     }
 }
 
-impl Service for GrpcService {
+impl Service for RemoteService {
     fn models(&self) -> Vec<ModelInfo> {
         self.models.clone()
     }
@@ -597,8 +589,7 @@ impl Service for GrpcService {
             .iter()
             .find(|m| m.name == req.model)
             .ok_or_else(|| SchedError::UnknownModel(req.model.clone()))?;
-        let names: Vec<String> = info.inputs.iter().map(|i| i.name.clone()).collect();
-        let inputs = req
+        let tensors = req
             .inputs
             .iter()
             .map(|i| {
@@ -609,15 +600,29 @@ impl Service for GrpcService {
                 })
             })
             .collect::<Result<Vec<Tensor>, _>>()?;
-        // The tensors' buffers are shared with the message, not copied.
-        let mut msg = grpc_codec::infer_request(&req.model, &names, &inputs, req.priority);
-        // Ask for the server's own timing of the request.
-        timing::ask(&mut msg.parameters);
+        let call = Call {
+            model: req.model.clone(),
+            inputs: info
+                .inputs
+                .iter()
+                .zip(&tensors)
+                .map(|(i, t)| CallInput {
+                    name: i.name.clone(),
+                    dtype: t.dtype(),
+                    shape: t.shape.clone(),
+                    data: Data::Inline(t.clone()),
+                })
+                .collect(),
+            outputs: vec![],
+            priority: req.priority,
+            // Ask for the server's own timing of the request.
+            timing: true,
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let priority = req.priority.unwrap_or(Priority::Be);
-        let mut client = match priority {
-            Priority::Rt => self.rt_client.clone(),
-            Priority::Be => self.client.clone(),
+        let wire = match priority {
+            Priority::Rt => self.rt_wire.clone(),
+            Priority::Be => self.wire.clone(),
         };
         let shm = self.shm.clone();
         let info = info.clone();
@@ -625,14 +630,18 @@ impl Service for GrpcService {
             let r = async {
                 let (outputs, timing, sent) = match &shm {
                     Some(pool) => {
-                        infer_via_shm(pool, &mut client, &info, msg, &inputs, priority).await?
+                        infer_via_shm(pool, &wire, &info, call, tensors, priority).await?
                     }
                     None => {
+                        drop(tensors);
                         let sent = Instant::now();
-                        let resp = client.model_infer(msg).await.map_err(status)?.into_inner();
-                        let tensors =
-                            grpc_codec::output_tensors(&resp).map_err(SchedError::Internal)?;
-                        (tensors, Timing::from_grpc(&resp.parameters), sent)
+                        let reply = wire.infer(call).await?;
+                        let tensors = reply
+                            .outputs
+                            .iter()
+                            .map(|o| o.tensor())
+                            .collect::<Result<Vec<_>, _>>()?;
+                        (tensors, reply.timing, sent)
                     }
                 };
                 Ok(InferResponse {
