@@ -5,7 +5,9 @@
 //! RT tasks' first kernel on the device against RT alone (on a GPU: the
 //! device's time from reaching the RT task to its first kernel's end, so the
 //! excess is what RT waited for BE blocks to leave), the BE throughput and
-//! the padding counters are reported.
+//! the padding counters are reported. With `--time-drains` each drain is
+//! also timed on the device, which splits the preemption latency into the
+//! device's part and the host's.
 
 use crate::cases::random_inputs;
 use anyhow::{Context as _, Result};
@@ -30,6 +32,8 @@ pub struct Options {
     pub requests: usize,
     /// Largest random gap between RT requests (ms); the smallest is a quarter.
     pub max_gap_ms: f64,
+    /// [`SchedConfig::time_drains`]: the drains timed on the device too.
+    pub time_drains: bool,
     /// Where to write the JSON (optional).
     pub json: Option<std::path::PathBuf>,
 }
@@ -42,6 +46,11 @@ struct Row {
     preempt_p50_us: f64,
     preempt_p99_us: f64,
     preempt_max_us: f64,
+    /// The drains as the device timed them (with `--time-drains`), p50 /
+    /// p99 / max (us); NaN without.
+    drain_device_p50_us: f64,
+    drain_device_p99_us: f64,
+    drain_device_max_us: f64,
     rt_alone_mean_ms: f64,
     rt_mean_ms: f64,
     rt_p99_ms: f64,
@@ -92,6 +101,15 @@ fn p50_p99(mut v: Vec<f64>) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
+/// `v` from a summary of `count` samples; NaN for none.
+fn summary_or_nan(count: u64, v: f64) -> f64 {
+    if count == 0 {
+        f64::NAN
+    } else {
+        v
+    }
+}
+
 /// RT latencies (ms) of `n` requests at random gaps, and the first-kernel
 /// times (us) of those the scheduler timed.
 fn rt_run(
@@ -121,6 +139,7 @@ fn one(dev: &Arc<dyn Device>, opts: &Options, be: &str, mode: ModeSpec) -> Resul
         dev.clone(),
         mode.apply(SchedConfig {
             be_queues: 1,
+            time_drains: opts.time_drains,
             ..SchedConfig::default()
         }),
     )?;
@@ -182,6 +201,9 @@ fn one(dev: &Arc<dyn Device>, opts: &Options, be: &str, mode: ModeSpec) -> Resul
         preempt_p50_us: st.preempt_latency_us.p50,
         preempt_p99_us: st.preempt_latency_us.p99,
         preempt_max_us: st.preempt_latency_us.max,
+        drain_device_p50_us: summary_or_nan(st.drain_device_us.count, st.drain_device_us.p50),
+        drain_device_p99_us: summary_or_nan(st.drain_device_us.count, st.drain_device_us.p99),
+        drain_device_max_us: summary_or_nan(st.drain_device_us.count, st.drain_device_us.max),
         rt_alone_mean_ms: am,
         rt_alone_p99_ms: ap,
         rt_mean_ms: lm,
@@ -219,18 +241,27 @@ pub fn run(dev: Arc<dyn Device>, opts: &Options) -> Result<()> {
         }
     }
     println!(
-        "\n| BE model | mode | preemptions | preempt p50 us | p99 us | max us | RT mean ms (alone) | RT p99 ms (alone) | RT first kernel p50 / p99 us (alone) | BE req/s | padded RT kernels | pad launches |"
+        "\n| BE model | mode | preemptions | preempt p50 us | p99 us | max us | device drain p50 / p99 / max us | RT mean ms (alone) | RT p99 ms (alone) | RT first kernel p50 / p99 us (alone) | BE req/s | padded RT kernels | pad launches |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
+        let drain = if r.drain_device_p50_us.is_nan() {
+            "-".to_string()
+        } else {
+            format!(
+                "{:.1} / {:.1} / {:.1}",
+                r.drain_device_p50_us, r.drain_device_p99_us, r.drain_device_max_us
+            )
+        };
         println!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.3} ({:.3}) {:+.1}% | {:.3} ({:.3}) | {:.1} / {:.1} ({:.1} / {:.1}) | {:.1} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {:.3} ({:.3}) {:+.1}% | {:.3} ({:.3}) | {:.1} / {:.1} ({:.1} / {:.1}) | {:.1} | {} | {} |",
             r.be_model,
             r.mode,
             r.preemptions,
             r.preempt_p50_us,
             r.preempt_p99_us,
             r.preempt_max_us,
+            drain,
             r.rt_mean_ms,
             r.rt_alone_mean_ms,
             (r.rt_mean_ms / r.rt_alone_mean_ms - 1.0) * 100.0,

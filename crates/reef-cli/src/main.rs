@@ -292,6 +292,11 @@ enum BenchCmd {
         /// Largest gap between RT requests, ms (gaps are uniform in [max/4, max]).
         #[arg(long, default_value_t = 8.0)]
         max_gap_ms: f64,
+        /// Also time every drain on the device (flag written to the last
+        /// flagged lane's end): the rest of the preemption latency is the
+        /// host's (the flag write's submission, seeing the lanes idle).
+        #[arg(long)]
+        time_drains: bool,
         /// Write the rows as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -498,6 +503,7 @@ fn run(cli: Cli) -> Result<i32> {
                     modes,
                     requests,
                     max_gap_ms,
+                    time_drains,
                     json,
                 },
         } => {
@@ -516,6 +522,7 @@ fn run(cli: Cli) -> Result<i32> {
                 modes,
                 requests,
                 max_gap_ms,
+                time_drains,
                 json,
             };
             bench_preempt::run(dev, &opts)?;

@@ -181,6 +181,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         early_rt: a.early_rt,
         idle_spin: a.idle_spin_ms.map(std::time::Duration::from_millis),
         pinned_input_bytes: a.pinned_input_mib << 20,
+        // A benchmark's diagnostic (`reef bench preempt --time-drains`).
+        time_drains: false,
     };
     let configs = match &a.repository {
         Some(dir) => reef_server::scan_repository(dir)

@@ -33,6 +33,8 @@ pub struct CudaLane {
     retired: u64,
     /// Made on the first [`Lane::start_timer`].
     timer: Option<crate::timer::StreamTimer>,
+    /// Made on the first [`Lane::start_drain_timer`].
+    drain_timer: Option<crate::timer::StreamTimer>,
 }
 
 // SAFETY: CUevent handles are plain driver handles usable from any thread
@@ -69,6 +71,7 @@ impl CudaLane {
             enqueued: 0,
             retired: 0,
             timer: None,
+            drain_timer: None,
         })
     }
 
@@ -215,6 +218,28 @@ impl Lane for CudaLane {
                     self.launch(launch, variant, grid, |_| {})
                 }
             }
+        }
+    }
+
+    /// The start is an event on the control stream, right behind the flag
+    /// write [`Device::raise_preempt`](reef_exec::Device::raise_preempt)
+    /// put there; the stop an event on this lane's stream, behind its last
+    /// launch.
+    fn start_drain_timer(&mut self) -> reef_exec::Result<()> {
+        let timer = match &mut self.drain_timer {
+            Some(t) => t,
+            None => self
+                .drain_timer
+                .insert(crate::timer::StreamTimer::new(self.shared.clone())?),
+        };
+        timer.start(self.shared.control.cu_stream())?;
+        timer.stop(self.stream.cu_stream())
+    }
+
+    fn read_drain_timer(&mut self) -> reef_exec::Result<Option<Duration>> {
+        match &mut self.drain_timer {
+            Some(t) => t.read(),
+            None => Ok(None),
         }
     }
 

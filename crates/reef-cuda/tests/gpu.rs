@@ -459,6 +459,53 @@ fn the_lane_timer_times_the_kernels_between_its_marks() {
     assert!(all < std::time::Duration::from_secs(1), "{all:?}");
 }
 
+#[test]
+fn the_drain_timer_times_a_flagged_lane_to_its_end() {
+    let Some(dev) = device(true) else { return };
+    let mut rng = StdRng::seed_from_u64(13);
+    let (len, elems) = (40usize, 1 << 22);
+    let p = chain(len, elems);
+    let xv: Vec<f32> = random(&mut rng, elems)
+        .iter()
+        .map(|v| v.abs() + 0.1)
+        .collect();
+    let model = dev.load(Arc::new(p.plan.clone())).unwrap();
+    let mut ctx = model.context().unwrap();
+    ctx.write_input(0, &bytes(&xv)).unwrap();
+    let mut lane = dev.lane(Priority::Low).unwrap();
+    assert_eq!(lane.read_drain_timer().unwrap(), None, "no drain timed");
+    // The lane's remaining work, flagged (`raise`) or left to run.
+    let mut drain = |raise: bool| {
+        lane.begin(ctx.as_mut(), 0).unwrap();
+        for i in 0..len {
+            lane.enqueue(ctx.as_mut(), i, Variant::Be).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+        if raise {
+            dev.raise_preempt(&mut [&mut *lane]).unwrap();
+        }
+        lane.start_drain_timer().unwrap();
+        let t0 = std::time::Instant::now();
+        lane.synchronize().unwrap();
+        let host = t0.elapsed();
+        let d = lane.read_drain_timer().unwrap().expect("the lane is idle");
+        assert_eq!(lane.read_drain_timer().unwrap(), None, "read once");
+        lane.set_preempt(false).unwrap();
+        (d, host)
+    };
+    let _ = drain(true); // warm-up
+    let (flagged, host) = drain(true);
+    let (unflagged, _) = drain(false);
+    println!("drain flagged {flagged:?} (host wait {host:?}), unflagged {unflagged:?}");
+    // The flag cuts the 40 kernels of 32 MiB in and out short; the device's
+    // time lies within the host's wait plus the flag's submission.
+    assert!(flagged * 4 < unflagged, "{flagged:?} against {unflagged:?}");
+    assert!(
+        flagged < host + std::time::Duration::from_millis(1),
+        "{flagged:?} against {host:?}"
+    );
+}
+
 /// A batched matmul case: A stored [batch, m, k] (or [batch, k, m] when
 /// `a_t`), B shared [k, n] (or [n, k] when `b_t`, as nn.Linear weights);
 /// out = A B + bias[n] (no activation).

@@ -242,6 +242,20 @@ pub trait Lane: Send {
     fn resume(&mut self, ctx: &mut dyn Context) -> Result<usize> {
         ctx.progress()
     }
+    /// Times the drain of this lane, whose flag [`Device::raise_preempt`]
+    /// has just raised: from the flag's write on the device to the end of
+    /// the lane's last enqueued launch (zero if that ended first). Read it
+    /// with [`Lane::read_drain_timer`] once the lane is idle. A drain still
+    /// unread is dropped. The default does nothing (no device timer).
+    fn start_drain_timer(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// The drain [`Lane::start_drain_timer`] timed, once the lane is idle
+    /// (then the timer is free again); `None` before that, without a
+    /// start, or where the backend has no timer (the default).
+    fn read_drain_timer(&mut self) -> Result<Option<Duration>> {
+        Ok(None)
+    }
     /// Starts a device timer at this point of the lane's queue (a timing
     /// still unread is dropped). With [`Lane::stop_timer`] after the next
     /// launches and [`Lane::read_timer`] once they ran, it gives the

@@ -290,6 +290,13 @@ pub struct SchedStats {
     /// idle, the drain alone), microseconds:
     /// count, p50, p99, max.
     pub preempt_latency_us: LatencySummary,
+    /// The same drains as the device timed them (from the flags' write on
+    /// the device to the last flagged lane's end), microseconds; empty
+    /// unless [`SchedConfig::time_drains`](crate::SchedConfig::time_drains)
+    /// is on and the device has timers. What `preempt_latency_us` adds to
+    /// it is the host's part: the flag write's submission and seeing the
+    /// lanes idle.
+    pub drain_device_us: LatencySummary,
     /// Padding-selection latency, microseconds.
     pub padding_latency_us: LatencySummary,
     /// RT kernels launched with BE padding beside them (`reef` mode).

@@ -69,6 +69,13 @@ pub struct SchedConfig {
     /// pool, inputs stay in ordinary memory. Default
     /// [`DEFAULT_PINNED_INPUT_BYTES`].
     pub pinned_input_bytes: usize,
+    /// Time each preemption's drain on the device too
+    /// ([`Lane::start_drain_timer`](reef_exec::Lane::start_drain_timer):
+    /// from the flags' write on the device to the last flagged lane's end),
+    /// reported as [`SchedStats::drain_device_us`](crate::SchedStats::drain_device_us)
+    /// beside the host's view. Costs the raise a few driver calls; off by
+    /// default.
+    pub time_drains: bool,
 }
 
 impl Default for SchedConfig {
@@ -85,6 +92,7 @@ impl Default for SchedConfig {
             early_rt: true,
             idle_spin: None,
             pinned_input_bytes: DEFAULT_PINNED_INPUT_BYTES,
+            time_drains: false,
         }
     }
 }

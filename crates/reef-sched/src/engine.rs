@@ -83,6 +83,9 @@ pub(crate) struct Engine {
 struct Drain {
     lanes: Vec<usize>,
     noticed: Instant,
+    /// Lanes whose drain is timed on the device
+    /// ([`SchedConfig::time_drains`]).
+    timed: Vec<usize>,
 }
 
 fn internal(e: impl std::fmt::Display) -> SchedError {
@@ -590,9 +593,20 @@ impl Engine {
                 self.flagged[q] = true;
             }
         }
+        let mut timed = Vec::new();
+        if self.cfg.time_drains && self.cfg.mode != Mode::Wait {
+            for &q in &busy {
+                let lane = self.be_lanes[q].as_mut().expect("busy lane");
+                match lane.start_drain_timer() {
+                    Ok(()) => timed.push(q),
+                    Err(e) => tracing::warn!(lane = q, "drain timer: {e}"),
+                }
+            }
+        }
         self.drain = Some(Drain {
             lanes: busy,
             noticed,
+            timed,
         });
         Ok(())
     }
@@ -655,6 +669,19 @@ impl Engine {
     /// Records a finished drain; in `reef` mode lowers the flags.
     fn end_drain(&mut self, d: Drain) -> Result<(), SchedError> {
         self.stats.record_preemption(d.noticed.elapsed(), 0);
+        // Every lane is idle now: the device drain is the slowest lane's.
+        let mut device: Option<Duration> = None;
+        for &q in &d.timed {
+            let lane = self.be_lanes[q].as_mut().expect("busy lane");
+            match lane.read_drain_timer() {
+                Ok(Some(t)) => device = Some(device.map_or(t, |m| m.max(t))),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(lane = q, "drain timer: {e}"),
+            }
+        }
+        if let Some(t) = device {
+            self.stats.record_drain_device(t);
+        }
         if self.cfg.mode == Mode::Reef {
             for q in 0..self.flagged.len() {
                 if self.flagged[q] {

@@ -21,6 +21,7 @@ pub struct Stats {
     pub(crate) pad_launches: AtomicU64,
     pub(crate) start: Instant,
     preempt: Mutex<Histogram<u64>>,
+    drain_device: Mutex<Histogram<u64>>,
     padding: Mutex<Histogram<u64>>,
 }
 
@@ -56,6 +57,7 @@ impl Stats {
             pad_launches: AtomicU64::new(0),
             start: Instant::now(),
             preempt: Mutex::new(hist()),
+            drain_device: Mutex::new(hist()),
             padding: Mutex::new(hist()),
         }
     }
@@ -65,6 +67,14 @@ impl Stats {
         self.preemptions.fetch_add(1, Ordering::Relaxed);
         self.kernels_rerun.fetch_add(rerun, Ordering::Relaxed);
         let _ = self.preempt.lock().record((d.as_nanos() as u64).max(1));
+    }
+
+    /// Records one preemption's drain as the device timed it.
+    pub(crate) fn record_drain_device(&self, d: Duration) {
+        let _ = self
+            .drain_device
+            .lock()
+            .record((d.as_nanos() as u64).max(1));
     }
 
     /// Records one padding selection's latency.
@@ -91,6 +101,7 @@ impl Stats {
             preemptions: self.preemptions.load(Ordering::Relaxed),
             kernels_rerun: self.kernels_rerun.load(Ordering::Relaxed),
             preempt_latency_us: summary(&self.preempt.lock()),
+            drain_device_us: summary(&self.drain_device.lock()),
             padding_latency_us: summary(&self.padding.lock()),
             padded_kernels: self.padded_kernels.load(Ordering::Relaxed),
             pad_launches: self.pad_launches.load(Ordering::Relaxed),

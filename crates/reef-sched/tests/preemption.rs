@@ -75,12 +75,14 @@ fn preempt_many(mode: Mode, target: u64, deadline: Duration, padding: bool) {
 
 /// [`preempt_many`] with `beside` BE lanes running beside RT work.
 fn preempt_many_beside(mode: Mode, target: u64, deadline: Duration, padding: bool, beside: usize) {
-    preempt_many_cfg(mode, target, deadline, padding, beside, true);
+    preempt_many_cfg(mode, target, deadline, padding, beside, true, false);
 }
 
 /// [`preempt_many_beside`], with RT kernels launched before the BE drain
 /// when `early` ([`SchedConfig::early_rt`], the default; false: the drain
-/// first, REEF's order).
+/// first, REEF's order), and with every drain also timed by the lanes when
+/// `time_drains` ([`SchedConfig::time_drains`]): then each preemption has
+/// its lanes' time, within the scheduler's own.
 fn preempt_many_cfg(
     mode: Mode,
     target: u64,
@@ -88,6 +90,7 @@ fn preempt_many_cfg(
     padding: bool,
     beside: usize,
     early: bool,
+    time_drains: bool,
 ) {
     let _serial = serial();
     let dev: Arc<dyn Device> = Arc::new(
@@ -100,6 +103,7 @@ fn preempt_many_cfg(
         be_queues: 3,
         beside_lanes: beside,
         early_rt: early,
+        time_drains,
         ..SchedConfig::default()
     };
     let s = Scheduler::new(dev, cfg).expect("scheduler");
@@ -196,6 +200,27 @@ fn preempt_many_cfg(
         answered.load(Ordering::Relaxed),
         "a request went unanswered"
     );
+    let (host, lanes) = (&st.preempt_latency_us, &st.drain_device_us);
+    if time_drains && mode != Mode::Wait {
+        // A drain with BE work in flight gets its lanes' time; one whose
+        // lanes had gone idle before the flags went up may read zero.
+        assert!(
+            lanes.count > 0 && lanes.count <= host.count,
+            "{} drains timed for {} preemptions",
+            lanes.count,
+            host.count
+        );
+        // Each drain's lane time lies inside the scheduler's (the timer
+        // starts after the RT task was noticed and stops before the
+        // scheduler sees the lanes idle); 1% for the histograms' rounding.
+        assert!(
+            lanes.max <= host.max * 1.01,
+            "lanes {lanes:?}, scheduler {host:?}"
+        );
+        println!("drains: scheduler {host:?}, lanes {lanes:?}");
+    } else {
+        assert_eq!(lanes.count, 0, "drains timed without time_drains");
+    }
     if mode != Mode::Wait {
         assert!(st.kernels_rerun > 0, "preemptions never cut a kernel short");
     }
@@ -246,7 +271,8 @@ fn reef_mode_with_be_beside_rt_is_bit_exact() {
 }
 
 /// REEF's order, the BE drain before the RT launch (`reset:drain`): BE
-/// results stay bit-identical and nothing is lost.
+/// results stay bit-identical and nothing is lost; the drains are timed by
+/// the lanes too.
 #[test]
 fn reset_mode_drain_first_preemptions_are_bit_exact() {
     preempt_many_cfg(
@@ -256,13 +282,22 @@ fn reset_mode_drain_first_preemptions_are_bit_exact() {
         false,
         0,
         false,
+        true,
     );
 }
 
 /// The same with padding emulated (padding launches follow a settled drain).
 #[test]
 fn reef_mode_drain_first_with_padding_is_bit_exact() {
-    preempt_many_cfg(Mode::Reef, 1_000, Duration::from_secs(120), true, 0, false);
+    preempt_many_cfg(
+        Mode::Reef,
+        1_000,
+        Duration::from_secs(120),
+        true,
+        0,
+        false,
+        false,
+    );
 }
 
 #[test]

@@ -47,6 +47,15 @@ struct Queue {
     /// kernels too.
     rt_busy: bool,
     timer: Timer,
+    drain: Option<DrainTimer>,
+}
+
+/// A drain being timed ([`Lane::start_drain_timer`]): from the flag's
+/// raise to the retirement of launch `upto`.
+struct DrainTimer {
+    start: Instant,
+    upto: u64,
+    end: Option<Instant>,
 }
 
 /// The lane's timer ([`Lane::start_timer`]), in launch numbers (the count
@@ -182,6 +191,11 @@ fn lane_main(shared: &Shared) {
         let mut q = shared.queue.lock();
         q.retired += 1;
         let retired = q.retired;
+        if let Some(d) = &mut q.drain {
+            if d.end.is_none() && retired >= d.upto {
+                d.end = Some(Instant::now());
+            }
+        }
         let t = &mut q.timer;
         if t.stop_at == Some(retired) {
             let started = t.started;
@@ -381,6 +395,36 @@ impl Lane for CpuLane {
     fn set_preempt(&mut self, on: bool) -> Result<()> {
         self.shared.preempt.store(on, Ordering::Release);
         Ok(())
+    }
+
+    /// The flag is a host word: the drain runs from this call to the
+    /// retirement of the last launch queued before it.
+    fn start_drain_timer(&mut self) -> Result<()> {
+        let mut q = self.shared.queue.lock();
+        let start = Instant::now();
+        let idle = q.retired >= self.enqueued;
+        q.drain = Some(DrainTimer {
+            start,
+            upto: self.enqueued,
+            end: idle.then_some(start),
+        });
+        Ok(())
+    }
+
+    fn read_drain_timer(&mut self) -> Result<Option<Duration>> {
+        let mut q = self.shared.queue.lock();
+        match &q.drain {
+            Some(DrainTimer {
+                start,
+                end: Some(end),
+                ..
+            }) => {
+                let span = end.saturating_duration_since(*start);
+                q.drain = None;
+                Ok(Some(span))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The span runs from the lane's thread taking up the next launch to
