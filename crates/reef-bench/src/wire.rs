@@ -186,30 +186,21 @@ impl Wire {
         }
     }
 
-    /// POSTs `body` (JSON) to `path`; the answer's JSON (empty for none).
+    /// POSTs `body` (JSON) to `path`; the answer's JSON (null for none).
     async fn post_json(&self, path: &str, body: Value) -> Result<Value, SchedError> {
         let Wire::Http { client, base } = self else {
             return Err(SchedError::Internal("not an HTTP connection".into()));
         };
-        let r = client
+        let req = client
             .post(format!("{base}{path}"))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|e| internal(&format!("POST {path}"), e))?;
-        let status = r.status();
-        let bytes = r
-            .bytes()
-            .await
-            .map_err(|e| internal(&format!("POST {path}"), e))?;
-        if !status.is_success() {
-            return Err(http_status(status, &bytes));
-        }
+            .body(body.to_string());
+        let what = format!("POST {path}");
+        let (_, bytes) = exchange(req, &what).await?;
         if bytes.is_empty() {
             return Ok(Value::Null);
         }
-        serde_json::from_slice(&bytes).map_err(|e| internal(&format!("POST {path}: answer"), e))
+        serde_json::from_slice(&bytes).map_err(|e| internal(&format!("{what}: answer"), e))
     }
 
     /// The model's input and output tensors.
@@ -249,21 +240,10 @@ impl Wire {
             }
             Wire::Http { client, base } => {
                 let path = format!("/v2/models/{model}");
-                let r = client
-                    .get(format!("{base}{path}"))
-                    .send()
-                    .await
-                    .map_err(|e| internal(&format!("GET {path}"), e))?;
-                let status = r.status();
-                let bytes = r
-                    .bytes()
-                    .await
-                    .map_err(|e| internal(&format!("GET {path}"), e))?;
-                if !status.is_success() {
-                    return Err(http_status(status, &bytes));
-                }
+                let what = format!("GET {path}");
+                let (_, bytes) = exchange(client.get(format!("{base}{path}")), &what).await?;
                 let meta: Value = serde_json::from_slice(&bytes)
-                    .map_err(|e| internal(&format!("GET {path}: answer"), e))?;
+                    .map_err(|e| internal(&format!("{what}: answer"), e))?;
                 let conv = |key: &str| -> Result<Vec<TensorInfo>, SchedError> {
                     let ts = meta[key].as_array().ok_or_else(|| {
                         SchedError::Internal(format!("GET {path}: no '{key}' list"))
@@ -405,28 +385,31 @@ impl Wire {
                         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream"),
                     None => req.header(reqwest::header::CONTENT_TYPE, "application/json"),
                 };
-                let r = req
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| internal(&format!("POST {path}"), e))?;
-                let status = r.status();
-                let json_len = r
-                    .headers()
-                    .get(reef_server::http::infer::HEADER_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<usize>().ok());
-                let bytes = r
-                    .bytes()
-                    .await
-                    .map_err(|e| internal(&format!("POST {path}"), e))?;
-                if !status.is_success() {
-                    return Err(http_status(status, &bytes));
-                }
+                let (json_len, bytes) = exchange(req.body(body), &format!("POST {path}")).await?;
                 http_reply(bytes, json_len)
             }
         }
     }
+}
+
+/// Sends `req` (`what` names it in errors): the answer's JSON header
+/// length (Triton's binary data) and its body, or the server's error.
+async fn exchange(
+    req: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<(Option<usize>, bytes::Bytes), SchedError> {
+    let r = req.send().await.map_err(|e| internal(what, e))?;
+    let status = r.status();
+    let json_len = r
+        .headers()
+        .get(reef_server::http::infer::HEADER_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let bytes = r.bytes().await.map_err(|e| internal(what, e))?;
+    if !status.is_success() {
+        return Err(http_status(status, &bytes));
+    }
+    Ok((json_len, bytes))
 }
 
 /// The gRPC ModelInfer request for `call`.
