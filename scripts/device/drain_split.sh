@@ -10,7 +10,7 @@
 # devrun/pack.tgz.
 source scripts/device/common.sh
 step gpu_tests 120 devrun/bin/gpu_tests --test-threads 1 --nocapture
-step selftest 240 $R selftest --preemptions 2 --seed 2106
+step selftest 200 $R selftest --preemptions 2 --seed 2106
 step preempt 300 $R bench preempt --device cuda --modes reset:drain,reset:drain:depth1,reset,wait \
   --time-drains --requests 80 --max-gap-ms 6 --json $OUT/preempt.json
 echo "== gpu_tests"; grep -E "test result|FAILED|panicked|drain flagged" $OUT/gpu_tests.log | tail -4
