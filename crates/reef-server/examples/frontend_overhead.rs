@@ -14,8 +14,9 @@
 //!     [--stages] [--shm] [--uds]
 //! ```
 //!
-//! `--uds` sends the gRPC paths over the server's Unix domain socket
-//! (`ServerConfig::grpc_uds`) instead of loopback TCP.
+//! `--uds` sends the gRPC and HTTP paths over the server's Unix domain
+//! sockets (`ServerConfig::grpc_uds`, `ServerConfig::http_uds`) instead of
+//! loopback TCP.
 //!
 //! The gRPC client is the one the DISB benchmark uses (`reef_server::grpc_client`
 //! and the `reef_server::grpc_codec` request helpers), sharing one connection
@@ -584,16 +585,36 @@ fn args() -> Result<Args, BoxError> {
 async fn run(a: Args) -> Result<(), BoxError> {
     let instant = Arc::new(InstantService::new());
     let service: Arc<dyn Service> = instant.clone();
-    let socket = a
-        .uds
-        .then(|| std::env::temp_dir().join(format!("reef-frontend-{}.sock", std::process::id())));
+    let socket_for = |what: &str| {
+        a.uds.then(|| {
+            std::env::temp_dir().join(format!("reef-frontend-{what}-{}.sock", std::process::id()))
+        })
+    };
+    let (socket, http_socket) = (socket_for("grpc"), socket_for("http"));
     let config = ServerConfig {
         allow_client_shm: a.shm,
         grpc_uds: socket.clone(),
+        http_uds: http_socket.clone(),
         ..ServerConfig::localhost_ephemeral()
     };
     let server = Server::bind(config).await?;
-    let http_base = format!("http://{}", server.http_addr());
+    // Over the socket the URL's authority is unused.
+    let http_base = match &http_socket {
+        Some(_) => "http://localhost".to_string(),
+        None => format!("http://{}", server.http_addr()),
+    };
+    let http_at = match &http_socket {
+        Some(p) => format!("unix:{}", p.display()),
+        None => http_base.clone(),
+    };
+    let http_client = || -> Result<reqwest::Client, BoxError> {
+        let b = reqwest::Client::builder().no_proxy();
+        let b = match &http_socket {
+            Some(p) => b.unix_socket(p.as_path()),
+            None => b,
+        };
+        Ok(b.build()?)
+    };
     let grpc_url = match &socket {
         Some(p) => format!("unix:{}", p.display()),
         None => format!("http://{}", server.grpc_addr()),
@@ -617,23 +638,19 @@ async fn run(a: Args) -> Result<(), BoxError> {
     let mut paths = vec![
         Path::Direct(service.clone()),
         Path::Grpc(grpc.clone()),
-        Path::Http(reqwest::Client::new(), http_url.clone()),
+        Path::Http(http_client()?, http_url.clone()),
     ];
     if a.shm {
         paths.push(Path::GrpcShm(grpc, None));
-        paths.push(Path::HttpShm(
-            reqwest::Client::new(),
-            http_url,
-            http_base,
-            None,
-        ));
+        paths.push(Path::HttpShm(http_client()?, http_url, http_base, None));
     }
     println!(
-        "{} RT requests per row ({} us apart), input {:?} FP32 ({} bytes), output {CLASSES} FP32; gRPC at {grpc_url}",
+        "{} RT requests per row ({} us apart), input {:?} FP32 ({} bytes), output {CLASSES} FP32; gRPC at {grpc_url}, HTTP at {}",
         a.requests,
         a.interval.as_micros(),
         INPUT_SHAPE,
-        inputs[0].len() * 4
+        inputs[0].len() * 4,
+        http_at
     );
     println!(
         "{:<28} {:>10} {:>10} {:>10} {:>10} {:>12}  p50 in/out us",
