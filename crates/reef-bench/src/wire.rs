@@ -416,8 +416,8 @@ async fn exchange(
 fn grpc_request(call: Call) -> proto::ModelInferRequest {
     use proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
     let mut raw = vec![];
-    let names: Vec<String> = call.inputs.iter().map(|i| i.name.clone()).collect();
-    let mut msg = grpc_codec::infer_request(&call.model, &names, &[], call.priority);
+    // The model and priority; the inputs follow.
+    let mut msg = grpc_codec::infer_request(&call.model, &[], &[], call.priority);
     msg.inputs = call
         .inputs
         .into_iter()
