@@ -418,19 +418,30 @@ fn preempted_lanes_report_exact_progress_and_resume() {
         .all(|(a, b)| a.to_bits() == b.to_bits()));
 }
 
-#[test]
-fn the_lane_timer_times_the_kernels_between_its_marks() {
-    let Some(dev) = device(true) else { return };
-    let mut rng = StdRng::seed_from_u64(9);
-    let (len, elems) = (8usize, 1 << 22);
-    let p = chain(len, elems);
+/// A task context of a [`chain`] of `len` kernels over `elems` elements,
+/// loaded on `dev`, its input random and positive (from `seed`).
+fn chain_context(
+    dev: &CudaDevice,
+    seed: u64,
+    len: usize,
+    elems: usize,
+) -> Box<dyn reef_exec::Context> {
+    let mut rng = StdRng::seed_from_u64(seed);
     let xv: Vec<f32> = random(&mut rng, elems)
         .iter()
         .map(|v| v.abs() + 0.1)
         .collect();
-    let model = dev.load(Arc::new(p.plan.clone())).unwrap();
+    let model = dev.load(Arc::new(chain(len, elems).plan)).unwrap();
     let mut ctx = model.context().unwrap();
     ctx.write_input(0, &bytes(&xv)).unwrap();
+    ctx
+}
+
+#[test]
+fn the_lane_timer_times_the_kernels_between_its_marks() {
+    let Some(dev) = device(true) else { return };
+    let (len, elems) = (8usize, 1 << 22);
+    let mut ctx = chain_context(&dev, 9, len, elems);
     let mut lane = dev.lane(Priority::High).unwrap();
     assert_eq!(lane.read_timer().unwrap(), None, "no timer started");
     let mut time = |upto: usize| {
@@ -462,19 +473,11 @@ fn the_lane_timer_times_the_kernels_between_its_marks() {
 #[test]
 fn the_drain_timer_times_a_flagged_lane_to_its_end() {
     let Some(dev) = device(true) else { return };
-    let mut rng = StdRng::seed_from_u64(13);
     // 40 kernels of 64 MiB in and out: a millisecond and more to run, where
     // a flagged lane's drain (every queued kernel dispatched and leaving at
     // its entry check) takes tens of microseconds.
     let (len, elems) = (40usize, 1 << 24);
-    let p = chain(len, elems);
-    let xv: Vec<f32> = random(&mut rng, elems)
-        .iter()
-        .map(|v| v.abs() + 0.1)
-        .collect();
-    let model = dev.load(Arc::new(p.plan.clone())).unwrap();
-    let mut ctx = model.context().unwrap();
-    ctx.write_input(0, &bytes(&xv)).unwrap();
+    let mut ctx = chain_context(&dev, 13, len, elems);
     let mut lane = dev.lane(Priority::Low).unwrap();
     assert_eq!(lane.read_drain_timer().unwrap(), None, "no drain timed");
     // The lane's remaining work, flagged (`raise`) or left to run.
