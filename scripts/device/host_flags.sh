@@ -17,14 +17,14 @@ step gpu_tests 150 devrun/bin/gpu_tests --test-threads 1 --nocapture
 P="bench preempt --device cuda --modes reset:drain,reset:drain:depth1,reset --requests 40 --max-gap-ms 6"
 step preempt_dev1 200 $R $P --json $OUT/preempt_dev1.json
 step preempt_host 200 env REEF_HOST_FLAGS=1 RUST_LOG=warn,reef_cuda=info $R $P --json $OUT/preempt_host.json
-step preempt_dev2 200 $R $P --json $OUT/preempt_dev2.json
 M="bench models --device cuda --models resnet152,densenet201,vgg19,inception_v3,bert_base --batches 1 --iters 20"
 step models_dev 150 $R $M
 step models_host 150 env REEF_HOST_FLAGS=1 $R $M
+step selftest_host 200 env REEF_HOST_FLAGS=1 $R selftest --models resnet50,vgg19,bert_base --preemptions 2 --seed 2206
 D="bench disb --workload workloads/A.json --device cuda --duration 3 --warmup 1 --modes reset,reset:drain"
 step disb_dev 120 $R $D --out $OUT/disb_dev
 step disb_host 120 env REEF_HOST_FLAGS=1 $R $D --out $OUT/disb_host
-step selftest_host 200 env REEF_HOST_FLAGS=1 $R selftest --models resnet50,vgg19,bert_base --preemptions 2 --seed 2206
+step preempt_dev2 200 $R $P --json $OUT/preempt_dev2.json
 echo "== mapped_flag"; cat $OUT/mapped_flag.log | tail -15
 echo "== gpu_tests"; grep -E "test result|FAILED|panicked" $OUT/gpu_tests.log | tail -4
 for f in preempt_dev1 preempt_host preempt_dev2; do echo "== $f"; grep "^|" $OUT/$f.log; done
