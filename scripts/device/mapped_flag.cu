@@ -6,9 +6,13 @@
 //   3. what an entry check (and a per-step check) costs a kernel of many
 //      short blocks, device flag against mapped flag;
 //   4. preemption from the host's side: a busy low-priority kernel whose
-//      blocks check the flag, raised by a stream write on a high-priority
-//      stream (device flag) or by a plain host store (mapped flag), timed
-//      from the raise to the stream idle as the host sees it.
+//      blocks check a device-memory flag, raised by a stream write at the
+//      raise, by a front-end relay (a stream wait on a mapped word, armed
+//      beforehand) or by a relay kernel polling a mapped word, timed from
+//      the raise to the stream idle as the host sees it; and what a pending
+//      relay costs a kernel of many short blocks.
+// (Session 22, call 1 ran the first version, whose test 4 had BE blocks
+// read a mapped flag directly: 4.1 ms from raise to idle.)
 // Build and run on the GPU host: nvcc -O2 -arch=sm_90 mapped_flag.cu -lcuda
 #include <cuda.h>
 #include <cuda_runtime.h>
@@ -106,6 +110,19 @@ __global__ void busy(const int* flag, int steps, u64 step_ns, int* sink) {
         __syncthreads();
     }
     if (acc == -1.0f) *sink = 1;
+}
+
+// The relay kernel: one warp polls the mapped word (a read every ~0.5 us)
+// until it is up, then raises the device flag; gives up after `limit_ns`.
+__global__ void relay_k(const int* word, int* dflag, u64 limit_ns) {
+    if (threadIdx.x != 0) return;
+    u64 t0 = now_ns();
+    while (ld_vol(word) == 0) {
+        if (now_ns() - t0 > limit_ns) return;
+        __nanosleep(256);
+    }
+    *(volatile int*)dflag = 1;
+    __threadfence();
 }
 
 static double pct(std::vector<double> v, double p) {
@@ -219,43 +236,107 @@ int main() {
         }
     }
 
-    // 4.
+    // 4. Raise -> BE stream idle on the host's clock, three ways of raising a
+    // device-memory flag: (0) a stream write on a high-priority stream, the
+    // host's driver call at the raise (reef's way); (1) a relay armed
+    // beforehand on the GPU's front end: a stream wait on a mapped word, then
+    // the stream write, the raise a host store to the word; (2) a relay
+    // kernel (one warp) polling the mapped word and writing the flag, the
+    // raise a host store. BE kernels read only the device flag.
     {
         CUstream hi_d = (CUstream)hi;
+        cudaStream_t relay;
+        CK(cudaStreamCreateWithPriority(&relay, cudaStreamNonBlocking, greatest));
+        CUstream relay_d = (CUstream)relay;
+        volatile int* word = hmem + 48;
+        CUdeviceptr word_d = (CUdeviceptr)(hmem_d + 48);
         int* sink;
         CK(cudaMalloc(&sink, 4));
-        for (int which = 0; which < 2; ++which) {
-            std::vector<double> lat;
+        const char* names[3] = {"stream write at the raise", "front-end relay (wait on mapped word)",
+                                "relay kernel (one warp polls the mapped word)"};
+        for (int which = 0; which < 3; ++which) {
+            std::vector<double> lat, call;
+            int done_early = 0;
             for (int r = 0; r < 60; ++r) {
                 CK(cudaMemset(dflag, 0, 4));
-                *hflag = 0;
+                *word = 0;
                 __sync_synchronize();
                 CK(cudaDeviceSynchronize());
-                const int* f = which ? hflag_d : dflag;
-                // 132 SMs x 8 blocks x 4 waves, steps of 2 us, 40 steps (80 us a block).
-                busy<<<132 * 8 * 4, 128, 0, lo>>>(f, 40, 2000, sink);
+                if (which == 1) {
+                    CKD(cuStreamWaitValue32(relay_d, word_d, 1, CU_STREAM_WAIT_VALUE_GEQ));
+                    CKD(cuStreamWriteValue32(relay_d, (CUdeviceptr)dflag, 1, 0));
+                } else if (which == 2) {
+                    relay_k<<<1, 32, 0, relay>>>(hmem_d + 48, dflag, 20000000ull);
+                    CK(cudaGetLastError());
+                }
+                // 20 waves of 16 blocks of 128 threads on each of 132 SMs, steps of
+                // 2 us, 40 steps (80 us a block): about 1.6 ms unflagged.
+                busy<<<132 * 16 * 20, 128, 0, lo>>>(dflag, 40, 2000, sink);
                 CK(cudaGetLastError());
                 double until = now_us() + 300 + (r % 7) * 23;
                 while (now_us() < until) {
                 }
+                if (cudaStreamQuery(lo) != cudaErrorNotReady) ++done_early;
                 double t0 = now_us();
-                if (which) {
-                    *hflag = 1;
-                    __sync_synchronize();
-                } else {
+                if (which == 0) {
                     CKD(cuStreamWriteValue32(hi_d, (CUdeviceptr)dflag, 1, 0));
+                } else {
+                    *word = 1;
+                    __sync_synchronize();
                 }
+                double tc = now_us();
                 cudaError_t q;
                 while ((q = cudaStreamQuery(lo)) == cudaErrorNotReady) {
                 }
                 CK(q);
                 double t1 = now_us();
-                if (r >= 10) lat.push_back(t1 - t0);
+                if (r >= 10) {
+                    lat.push_back(t1 - t0);
+                    call.push_back(tc - t0);
+                }
+                CK(cudaStreamSynchronize(relay));
             }
-            printf("preemption (raise -> BE stream idle, host clock), %s flag: p50 %.1f p99 %.1f max %.1f us\n",
-                   which ? "mapped, host store" : "device, stream write", pct(lat, 0.5),
-                   pct(lat, 0.99), pct(lat, 1.0));
+            printf("preemption (raise -> BE stream idle, host clock), %s: p50 %.1f p99 %.1f max %.1f us"
+                   " (the raise itself p50 %.2f us; %d of 60 kernels done before it)\n",
+                   names[which], pct(lat, 0.5), pct(lat, 0.99), pct(lat, 1.0), pct(call, 0.5),
+                   done_early);
         }
+        // What a polling relay warp, or a pending front-end wait, costs other
+        // kernels: 16384 short blocks on the low-priority stream.
+        const int nblocks = 16384;
+        size_t n = (size_t)nblocks * 1024;
+        float *x, *y;
+        CK(cudaMalloc(&x, n * 4));
+        CK(cudaMalloc(&y, n * 4));
+        CK(cudaMemset(x, 0, n * 4));
+        cudaEvent_t e0, e1;
+        CK(cudaEventCreate(&e0));
+        CK(cudaEventCreate(&e1));
+        const char* beside[3] = {"nothing", "a pending front-end wait", "a polling relay warp"};
+        for (int which = 0; which < 3; ++which) {
+            std::vector<double> ms;
+            for (int r = 0; r < 21; ++r) {
+                *word = 0;
+                __sync_synchronize();
+                if (which == 1) CKD(cuStreamWaitValue32(relay_d, word_d, 1, CU_STREAM_WAIT_VALUE_GEQ));
+                if (which == 2) relay_k<<<1, 32, 0, relay>>>(hmem_d + 48, sink, 20000000ull);
+                CK(cudaGetLastError());
+                CK(cudaEventRecord(e0, lo));
+                blocks<<<nblocks, 256, 0, lo>>>(dflag, x, y, 1);
+                CK(cudaGetLastError());
+                CK(cudaEventRecord(e1, lo));
+                CK(cudaEventSynchronize(e1));
+                *word = 1;
+                __sync_synchronize();
+                CK(cudaStreamSynchronize(relay));
+                float t;
+                CK(cudaEventElapsedTime(&t, e0, e1));
+                if (r) ms.push_back(t * 1000.0);
+            }
+            printf("16384 blocks x 1 step, device flag, beside %s: median %.1f us\n", beside[which],
+                   pct(ms, 0.5));
+        }
+        CK(cudaMemset(dflag, 0, 4));
     }
     CK(cudaDeviceSynchronize());
     printf("ok\n");

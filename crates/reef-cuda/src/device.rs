@@ -45,10 +45,6 @@ pub struct CudaOptions {
     /// (`REEF_FLAG_CHUNK`, 1..=64, default 1): 1 at every step; N between
     /// chunks of N steps, which makes BE GEMMs faster and the drain slower.
     pub flag_chunk: u32,
-    /// Preemption flags in host-mapped pinned memory, raised by a host store
-    /// (`REEF_HOST_FLAGS=1`; off by default: experimental, see
-    /// [`crate::precision::HOST_FLAGS_VAR`]).
-    pub host_flags: bool,
     /// TF32-rounded weights (default on; `REEF_TF32_WEIGHTS=0` turns them
     /// off): in `tf32` precision, weights that only TF32 GEMMs read are
     /// stored rounded to TF32, and those kernels skip converting them.
@@ -84,7 +80,6 @@ impl Default for CudaOptions {
             be_direct: true,
             be_direct_all: true,
             flag_chunk: 1,
-            host_flags: false,
             tf32_weights: true,
             k_major_weights: true,
             split_waves: true,
@@ -101,14 +96,14 @@ impl CudaOptions {
     /// switches `REEF_WGMMA`, `REEF_RT_LEAN`, `REEF_BE_DIRECT`,
     /// `REEF_BE_DIRECT_ALL`, `REEF_TF32_WEIGHTS`, `REEF_K_MAJOR_WEIGHTS`,
     /// `REEF_SPLIT_WAVES`,
-    /// `REEF_GATHER_TABLE`, `REEF_TALL_TILES`, `REEF_FLAG_CHUNK`,
-    /// `REEF_HOST_FLAGS` and `REEF_TACTICS`. A value
+    /// `REEF_GATHER_TABLE`, `REEF_TALL_TILES`, `REEF_FLAG_CHUNK` and
+    /// `REEF_TACTICS`. A value
     /// that does not parse is an error naming the variable.
     pub fn from_env() -> Result<Self, PrecisionError> {
         use crate::precision::{
             flag_chunk_from_var, switch_from_var, BE_DIRECT_ALL_VAR, BE_DIRECT_VAR, FLAG_CHUNK_VAR,
-            GATHER_TABLE_VAR, HOST_FLAGS_VAR, K_MAJOR_WEIGHTS_VAR, RT_LEAN_VAR, SPLIT_WAVES_VAR,
-            TALL_TILES_VAR, TF32_WEIGHTS_VAR, WGMMA_VAR,
+            GATHER_TABLE_VAR, K_MAJOR_WEIGHTS_VAR, RT_LEAN_VAR, SPLIT_WAVES_VAR, TALL_TILES_VAR,
+            TF32_WEIGHTS_VAR, WGMMA_VAR,
         };
         use crate::tactics::TACTICS_VAR;
         let var = |name: &str| std::env::var(name).ok();
@@ -124,11 +119,6 @@ impl CudaOptions {
                 d.be_direct_all,
             )?,
             flag_chunk: flag_chunk_from_var(var(FLAG_CHUNK_VAR).as_deref())?,
-            host_flags: switch_from_var(
-                HOST_FLAGS_VAR,
-                var(HOST_FLAGS_VAR).as_deref(),
-                d.host_flags,
-            )?,
             tf32_weights: switch_from_var(
                 TF32_WEIGHTS_VAR,
                 var(TF32_WEIGHTS_VAR).as_deref(),
@@ -231,8 +221,6 @@ pub(crate) struct DeviceShared {
     pub be_direct: bool,
     /// [`CudaOptions::be_direct_all`].
     pub be_direct_all: bool,
-    /// [`CudaOptions::host_flags`].
-    pub host_flags: bool,
     /// [`CudaOptions::tf32_weights`].
     pub tf32_weights: bool,
     /// [`CudaOptions::k_major_weights`].
@@ -425,7 +413,7 @@ impl CudaDevice {
             device = %name, sms, arch = format!("sm_{major}{minor}"), precision = %options.precision,
             wgmma, rt_lean = options.rt_lean, be_direct = options.be_direct,
             be_direct_all = options.be_direct_all, flag_chunk = options.flag_chunk,
-            host_flags = options.host_flags, tf32_weights = options.tf32_weights, k_major_weights = options.k_major_weights,
+            tf32_weights = options.tf32_weights, k_major_weights = options.k_major_weights,
             split_waves = options.split_waves,
             gather_table = options.gather_table, tall_tiles = options.tall_tiles,
             tactics = %options.tactics, "CUDA device ready"
@@ -445,7 +433,6 @@ impl CudaDevice {
                 rt_lean: options.rt_lean,
                 be_direct: options.be_direct,
                 be_direct_all: options.be_direct_all,
-                host_flags: options.host_flags,
                 tf32_weights: options.tf32_weights,
                 k_major_weights: options.k_major_weights,
                 split_waves: options.split_waves,

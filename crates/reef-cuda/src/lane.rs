@@ -1,13 +1,16 @@
-//! [`CudaLane`]: a prioritized CUDA stream with its preemption flag
-//! ([`Flag`]: an i32 in device memory written on the device's high-priority
-//! control stream, or, with `REEF_HOST_FLAGS`, in host-mapped memory written
-//! by the host), and a pool of events that tracks retired launches.
+//! [`CudaLane`]: a prioritized CUDA stream with its preemption flag (an i32
+//! in device memory, written on the device's high-priority control stream),
+//! and a pool of events that tracks retired launches. The flag is never
+//! host-mapped: a raise would then be a mere host store, but the BE blocks'
+//! reads of it cross PCIe one after another (about 1 us each across the
+//! whole GPU), which made BE models 38-242x slower on the H100
+//! (docs/PERF.md, Session 22).
 
 use crate::context::CudaTaskContext;
 use crate::device::DeviceShared;
 use crate::error::CudaCall;
-use crate::flag::Flag;
 use crate::launch::{Launch, ABORTED_BIT, COUNTER_BYTES};
+use crate::memory::DeviceBuffer;
 use crate::params::Hdr;
 use cudarc::driver::{result, sys, CudaStream};
 use reef_exec::{Context, ExecError, Lane, PadSlot, Priority, Variant};
@@ -21,7 +24,7 @@ pub struct CudaLane {
     shared: Arc<DeviceShared>,
     priority: Priority,
     stream: Arc<CudaStream>,
-    flag: Flag,
+    flag: DeviceBuffer,
     /// Set by `pad_slot(i)`: the next RT launch (kernel `i`) is tracked
     /// (counts its blocks done), since padding launches watch its counter.
     guard_next: Option<usize>,
@@ -54,7 +57,12 @@ impl CudaLane {
         let stream = ctx
             .new_stream_with_priority(prio)
             .call("cuStreamCreateWithPriority(lane)")?;
-        let flag = Flag::new(&shared, shared.host_flags)?;
+        let flag = DeviceBuffer::alloc(ctx, 4)?;
+        let control = &shared.control;
+        // SAFETY: the flag allocation holds at least one u32.
+        unsafe { sys::cuMemsetD32Async(flag.ptr(), 0, 1, control.cu_stream()).result() }
+            .call("cuMemsetD32Async(flag)")?;
+        control.synchronize().call("cuStreamSynchronize(control)")?;
         Ok(CudaLane {
             shared,
             priority,
@@ -219,8 +227,7 @@ impl Lane for CudaLane {
     /// The start is an event on the control stream, right behind the flag
     /// write [`Device::raise_preempt`](reef_exec::Device::raise_preempt)
     /// put there; the stop an event on this lane's stream, behind its last
-    /// launch. (A mapped flag is up before the start event's record reaches
-    /// the GPU, so its drain reads a little short.)
+    /// launch.
     fn start_drain_timer(&mut self) -> reef_exec::Result<()> {
         let timer = match &mut self.drain_timer {
             Some(t) => t,
@@ -433,7 +440,7 @@ impl Lane for CudaLane {
     }
 
     fn flag_address(&self) -> Option<u64> {
-        self.flag.stream_address()
+        Some(self.flag.ptr())
     }
 
     fn run_device_timed(
@@ -454,26 +461,20 @@ impl Lane for CudaLane {
         self.device_timed(ctx, variant, true)
     }
 
-    /// A device flag: raising writes it on the device's high-priority
-    /// control stream and returns at once (the lane's kernels see it when it
-    /// lands; a synchronize of the lane waits for them). Clearing writes it
-    /// on the control stream too, after any raise (one stream keeps them in
-    /// order), and makes the lane's stream wait for that write, so every
-    /// later launch of the lane sees the flag down, without a host wait. A
-    /// mapped flag: a host store either way, visible before any later launch.
+    /// Raising writes the flag on the device's high-priority control stream
+    /// and returns at once (the lane's kernels see it when it lands; a
+    /// synchronize of the lane waits for them). Clearing writes it on the
+    /// control stream too, after any raise (one stream keeps them in order),
+    /// and makes the lane's stream wait for that write, so every later
+    /// launch of the lane sees the flag down, without a host wait.
     fn set_preempt(&mut self, on: bool) -> reef_exec::Result<()> {
-        let addr = match &self.flag {
-            Flag::Mapped(word) => {
-                word.store(on as u32);
-                return Ok(());
-            }
-            Flag::Device(b) => b.ptr(),
-        };
         self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
         let control = &self.shared.control;
         // SAFETY: the flag allocation holds at least one u32.
-        unsafe { sys::cuMemsetD32Async(addr, on as u32, 1, control.cu_stream()).result() }
-            .call("cuMemsetD32Async(preemption flag)")?;
+        unsafe {
+            sys::cuMemsetD32Async(self.flag.ptr(), on as u32, 1, control.cu_stream()).result()
+        }
+        .call("cuMemsetD32Async(preemption flag)")?;
         if !on {
             self.stream
                 .wait(
@@ -606,7 +607,7 @@ impl CudaLane {
     ) -> reef_exec::Result<()> {
         let family = launch.family;
         let mut params = launch.params;
-        params.hdr_mut().flag = self.flag.device_ptr();
+        params.hdr_mut().flag = self.flag.ptr();
         hdr(params.hdr_mut());
         let func = self.shared.func(family, variant)?;
         self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;

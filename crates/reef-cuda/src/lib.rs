@@ -45,7 +45,6 @@ mod compile;
 mod context;
 mod device;
 mod error;
-mod flag;
 pub mod gather;
 pub mod geometry;
 pub mod ipc;

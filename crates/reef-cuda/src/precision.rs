@@ -163,13 +163,6 @@ pub const TALL_TILES_VAR: &str = "REEF_TALL_TILES";
 /// (the older loader, kept for comparison).
 pub const GATHER_TABLE_VAR: &str = "REEF_GATHER_TABLE";
 
-/// The environment variable that puts every lane's preemption flag in
-/// host-mapped pinned memory (`REEF_HOST_FLAGS=1`, experimental): a raise is
-/// then a host store, visible to the device at once, instead of a stream
-/// write on the control stream, and every flag read of a BE kernel crosses
-/// PCIe (crate::flag).
-pub const HOST_FLAGS_VAR: &str = "REEF_HOST_FLAGS";
-
 /// The environment variable that sets how often BE GEMM tiles check the
 /// preemption flag (`REEF_FLAG_CHUNK=N`, 1..=64, default 1): every N K steps,
 /// between chunks of N steps. Larger N makes BE GEMMs faster and the

@@ -14,18 +14,21 @@ use reef_plan::kernel::{ConvSpec, KernelOp, MatMulSpec, UnaryOp};
 use std::sync::Arc;
 
 fn device(precision: impl Into<Precision>) -> Option<CudaDevice> {
-    device_with(CudaOptions {
-        precision: precision.into(),
-        ..CudaOptions::default()
-    })
-}
-
-fn device_with(options: CudaOptions) -> Option<CudaDevice> {
     if !cuda_available() {
         println!("SKIP: no CUDA device");
         return None;
     }
-    Some(CudaDevice::with_options(0, options).expect("device opens"))
+    let precision = precision.into();
+    Some(
+        CudaDevice::with_options(
+            0,
+            CudaOptions {
+                precision,
+                ..CudaOptions::default()
+            },
+        )
+        .expect("device opens"),
+    )
 }
 
 /// Relative L2 tolerance of one GEMM kernel against an f64 reference.
@@ -365,24 +368,6 @@ fn chain(len: usize, elems: usize) -> P {
 #[test]
 fn preempted_lanes_report_exact_progress_and_resume() {
     let Some(dev) = device(true) else { return };
-    preempt_and_resume(&dev);
-}
-
-#[test]
-fn lanes_with_host_mapped_flags_preempt_and_resume_too() {
-    let Some(dev) = device_with(CudaOptions {
-        host_flags: true,
-        ..CudaOptions::default()
-    }) else {
-        return;
-    };
-    preempt_and_resume(&dev);
-}
-
-/// A chain of BE kernels on one lane: flagged before it runs (nothing
-/// completes), flagged midway (progress is exact) and resumed from there,
-/// bit-identical to an RT run.
-fn preempt_and_resume(dev: &CudaDevice) {
     let mut rng = StdRng::seed_from_u64(5);
     let (len, elems) = (40usize, 1 << 22);
     let p = chain(len, elems);
@@ -390,7 +375,7 @@ fn preempt_and_resume(dev: &CudaDevice) {
         .iter()
         .map(|v| v.abs() + 0.1)
         .collect();
-    let reference = run(dev, &p, std::slice::from_ref(&xv), Variant::Rt);
+    let reference = run(&dev, &p, std::slice::from_ref(&xv), Variant::Rt);
 
     let model = dev.load(Arc::new(p.plan.clone())).unwrap();
     let mut ctx = model.context().unwrap();
