@@ -11,7 +11,7 @@
 #  6. the selftest with host flags on three models.
 # Carry target/release/reef, devrun/bin/gpu_tests, devrun/pack.tgz.
 # Ran once, on binary 810b469 (REEF_HOST_FLAGS, removed after this call:
-# BE 38-242x slower with mapped flags; docs/PERF.md, Session 22).
+# BE 36-228x slower with mapped flags; docs/PERF.md, Session 22).
 source scripts/device/common.sh
 step nvcc 120 nvcc -O2 -arch=sm_90 -o /tmp/mapped_flag scripts/device/mapped_flag.cu -lcuda
 step mapped_flag 90 /tmp/mapped_flag

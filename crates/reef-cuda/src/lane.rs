@@ -3,7 +3,7 @@
 //! and a pool of events that tracks retired launches. The flag is never
 //! host-mapped: a raise would then be a mere host store, but the BE blocks'
 //! reads of it cross PCIe one after another (about 1 us each across the
-//! whole GPU), which made BE models 38-242x slower on the H100
+//! whole GPU), which made BE models 36-228x slower on the H100
 //! (docs/PERF.md, Session 22).
 
 use crate::context::CudaTaskContext;
