@@ -153,7 +153,6 @@ int main() {
     for (int i = 0; i < 64; ++i) hmem[i] = 0;
     int* hmem_d;
     CK(cudaHostGetDevicePointer(&hmem_d, hmem, 0));
-    volatile int* hflag = hmem;
     int* hflag_d = hmem_d;
     u64* out;
     CK(cudaMallocManaged(&out, 16));
@@ -269,9 +268,11 @@ int main() {
                     relay_k<<<1, 32, 0, relay>>>(hmem_d + 48, dflag, 20000000ull);
                     CK(cudaGetLastError());
                 }
-                // 20 waves of 16 blocks of 128 threads on each of 132 SMs, steps of
-                // 2 us, 40 steps (80 us a block): about 1.6 ms unflagged.
-                busy<<<132 * 16 * 20, 128, 0, lo>>>(dflag, 40, 2000, sink);
+                // One wave: 16 blocks of 128 threads on each of 132 SMs, 400 steps
+                // of 2 us (0.8 ms unflagged), so the drain is the raise reaching
+                // the blocks and their current step (call 2's 20 waves made it
+                // the dispatch of ~40000 queued blocks, about 30 us).
+                busy<<<132 * 16, 128, 0, lo>>>(dflag, 400, 2000, sink);
                 CK(cudaGetLastError());
                 double until = now_us() + 300 + (r % 7) * 23;
                 while (now_us() < until) {
@@ -312,6 +313,9 @@ int main() {
         cudaEvent_t e0, e1;
         CK(cudaEventCreate(&e0));
         CK(cudaEventCreate(&e1));
+        // (Call 2 left the flag up here, so it timed blocks that left at once.)
+        CK(cudaMemset(dflag, 0, 4));
+        CK(cudaDeviceSynchronize());
         const char* beside[3] = {"nothing", "a pending front-end wait", "a polling relay warp"};
         for (int which = 0; which < 3; ++which) {
             std::vector<double> ms;
