@@ -10,7 +10,9 @@
 //      raise, by a front-end relay (a stream wait on a mapped word, armed
 //      beforehand) or by a relay kernel polling a mapped word, timed from
 //      the raise to the stream idle as the host sees it; and what a pending
-//      relay costs a kernel of many short blocks.
+//      relay costs a kernel of many short blocks;
+//   5. the host told by the last BE block to leave (a count in device
+//      memory, a posted write to a mapped word) against cudaStreamQuery.
 // (Session 22, call 1 ran the first version, whose test 4 had BE blocks
 // read a mapped flag directly: 4.1 ms from raise to idle.)
 // Build and run on the GPU host: nvcc -O2 -arch=sm_90 mapped_flag.cu -lcuda
@@ -123,6 +125,35 @@ __global__ void relay_k(const int* word, int* dflag, u64 limit_ns) {
     }
     *(volatile int*)dflag = 1;
     __threadfence();
+}
+
+// 5. As `busy`, and every block counts itself in `live` (device memory) at
+// entry and out at exit; the block that leaves last while the flag is up
+// tells the host in a mapped word (a posted write over PCIe), so the host
+// learns that no BE block is left on the SMs without waiting for the
+// stream's completion.
+__global__ void busy_counted(const int* flag, int steps, u64 step_ns, int* live,
+                             volatile int* told, int seq, int* sink) {
+    __shared__ int stop;
+    if (threadIdx.x == 0) atomicAdd(live, 1);
+    float acc = threadIdx.x;
+    for (int s = 0; s < steps; ++s) {
+        if (threadIdx.x == 0) stop = ld_vol(flag);
+        __syncthreads();
+        if (stop) break;
+        u64 t0 = now_ns();
+        while (now_ns() - t0 < step_ns) acc = acc * 1.0001f + 0.5f;
+        __syncthreads();
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        if (atomicSub(live, 1) == 1 && ld_vol(flag) != 0) {
+            *told = seq;
+            __threadfence_system();
+        }
+    }
+    if (acc == -1.0f) *sink = 1;
 }
 
 static double pct(std::vector<double> v, double p) {
@@ -340,6 +371,58 @@ int main() {
             printf("16384 blocks x 1 step, device flag, beside %s: median %.1f us\n", beside[which],
                    pct(ms, 0.5));
         }
+        CK(cudaMemset(dflag, 0, 4));
+    }
+    // 5. Raise (a stream write, as reef does) -> the last BE block's word
+    // seen by the host, against -> the stream idle by cudaStreamQuery.
+    {
+        CUstream hi_d = (CUstream)hi;
+        int *live, *sink;
+        CK(cudaMalloc(&live, 4));
+        CK(cudaMalloc(&sink, 4));
+        volatile int* told = hmem + 56;
+        std::vector<double> word_lat, idle_lat;
+        int missed = 0;
+        for (int r = 0; r < 60; ++r) {
+            CK(cudaMemset(dflag, 0, 4));
+            CK(cudaMemset(live, 0, 4));
+            *told = 0;
+            __sync_synchronize();
+            CK(cudaDeviceSynchronize());
+            busy_counted<<<132 * 16, 128, 0, lo>>>(dflag, 400, 2000, live, hmem_d + 56, r + 1, sink);
+            CK(cudaGetLastError());
+            double until = now_us() + 300 + (r % 7) * 23;
+            while (now_us() < until) {
+            }
+            double t0 = now_us();
+            CKD(cuStreamWriteValue32(hi_d, (CUdeviceptr)dflag, 1, 0));
+            double tw = -1;
+            while (now_us() - t0 < 5000) {
+                if (*told == r + 1) {
+                    tw = now_us();
+                    break;
+                }
+            }
+            cudaError_t q;
+            while ((q = cudaStreamQuery(lo)) == cudaErrorNotReady) {
+            }
+            CK(q);
+            double t1 = now_us();
+            if (r >= 10) {
+                if (tw < 0) {
+                    ++missed;
+                } else {
+                    word_lat.push_back(tw - t0);
+                }
+                idle_lat.push_back(t1 - t0);
+            }
+        }
+        if (!word_lat.empty())
+            printf("raise -> last BE block's word seen by the host: p50 %.1f p99 %.1f max %.1f us "
+                   "(%d of 50 never told)\n",
+                   pct(word_lat, 0.5), pct(word_lat, 0.99), pct(word_lat, 1.0), missed);
+        printf("raise -> stream idle (cudaStreamQuery, after the word): p50 %.1f p99 %.1f max %.1f us\n",
+               pct(idle_lat, 0.5), pct(idle_lat, 0.99), pct(idle_lat, 1.0));
         CK(cudaMemset(dflag, 0, 4));
     }
     CK(cudaDeviceSynchronize());
