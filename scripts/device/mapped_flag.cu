@@ -114,8 +114,9 @@ __global__ void busy(const int* flag, int steps, u64 step_ns, int* sink) {
     if (acc == -1.0f) *sink = 1;
 }
 
-// The relay kernel: one warp polls the mapped word (a read every ~0.5 us)
-// until it is up, then raises the device flag; gives up after `limit_ns`.
+// The relay kernel: one thread polls the mapped word (a ~1 us PCIe read, then
+// a 256 ns sleep) until it is up, then raises the device flag; gives up after
+// `limit_ns`.
 __global__ void relay_k(const int* word, int* dflag, u64 limit_ns) {
     if (threadIdx.x != 0) return;
     u64 t0 = now_ns();
