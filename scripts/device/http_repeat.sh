@@ -1,7 +1,7 @@
 #!/bin/bash
 # Session 21, call 2 (after drain_split.sh, call2.sh): HTTP against gRPC
-# on the server's Unix sockets again, on another host: DISB A (`reset`, 6 s after 1 s of warm-up) driven into
-# `reef serve` in another process through CUDA shared memory, two pairs
+# on the server's Unix sockets again, on another host: DISB A (`reset`,
+# 6 s after 1 s of warm-up) driven into `reef serve` in another process through CUDA shared memory, two pairs
 # interleaved, one busy-polling worker on each side; in process before and
 # after. Carry target/release/reef and devrun/pack.tgz.
 source scripts/device/common.sh
