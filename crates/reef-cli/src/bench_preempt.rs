@@ -46,6 +46,10 @@ struct Row {
     preempt_p50_us: f64,
     preempt_p99_us: f64,
     preempt_max_us: f64,
+    /// The scheduler's raise (RT noticed -> flags handed to the driver),
+    /// p50 / p99 (us).
+    raise_p50_us: f64,
+    raise_p99_us: f64,
     /// The drains as the device timed them (with `--time-drains`), p50 /
     /// p99 / max (us); NaN without.
     drain_device_p50_us: f64,
@@ -201,6 +205,8 @@ fn one(dev: &Arc<dyn Device>, opts: &Options, be: &str, mode: ModeSpec) -> Resul
         preempt_p50_us: st.preempt_latency_us.p50,
         preempt_p99_us: st.preempt_latency_us.p99,
         preempt_max_us: st.preempt_latency_us.max,
+        raise_p50_us: st.preempt_raise_us.p50,
+        raise_p99_us: st.preempt_raise_us.p99,
         drain_device_p50_us: summary_or_nan(st.drain_device_us.count, st.drain_device_us.p50),
         drain_device_p99_us: summary_or_nan(st.drain_device_us.count, st.drain_device_us.p99),
         drain_device_max_us: summary_or_nan(st.drain_device_us.count, st.drain_device_us.max),
@@ -241,9 +247,9 @@ pub fn run(dev: Arc<dyn Device>, opts: &Options) -> Result<()> {
         }
     }
     println!(
-        "\n| BE model | mode | preemptions | preempt p50 us | p99 us | max us | device drain p50 / p99 / max us | RT mean ms (alone) | RT p99 ms (alone) | RT first kernel p50 / p99 us (alone) | BE req/s | padded RT kernels | pad launches |"
+        "\n| BE model | mode | preemptions | preempt p50 us | p99 us | max us | raise p50 / p99 us | device drain p50 / p99 / max us | RT mean ms (alone) | RT p99 ms (alone) | RT first kernel p50 / p99 us (alone) | BE req/s | padded RT kernels | pad launches |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let drain = if r.drain_device_p50_us.is_nan() {
             "-".to_string()
@@ -254,13 +260,15 @@ pub fn run(dev: Arc<dyn Device>, opts: &Options) -> Result<()> {
             )
         };
         println!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {:.3} ({:.3}) {:+.1}% | {:.3} ({:.3}) | {:.1} / {:.1} ({:.1} / {:.1}) | {:.1} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} / {:.1} | {} | {:.3} ({:.3}) {:+.1}% | {:.3} ({:.3}) | {:.1} / {:.1} ({:.1} / {:.1}) | {:.1} | {} | {} |",
             r.be_model,
             r.mode,
             r.preemptions,
             r.preempt_p50_us,
             r.preempt_p99_us,
             r.preempt_max_us,
+            r.raise_p50_us,
+            r.raise_p99_us,
             drain,
             r.rt_mean_ms,
             r.rt_alone_mean_ms,

@@ -24,16 +24,20 @@ typedef unsigned short u16;
 #define REEF_GEMM_THREADS 128    // 64 x 64 GEMM tiles (CfgM)
 #define REEF_GEMM_L_THREADS 256  // 128 x 128 GEMM tiles (CfgL)
 
-// Mirrors reef_cuda::params::Hdr (48 bytes).
+// Mirrors reef_cuda::params::Hdr (64 bytes).
 struct Hdr {
     u64 flag;      // device i32: the lane's preemption flag (BE only)
     u64 done;      // device u32 pair: [0] tiles (RT: blocks) done, [1] BE claim cursor
+                   // (direct BE launches with a told word: blocks left)
     u64 progress;  // device u32: the context's progress word
     u64 guard;     // padding launches: the padded RT kernel's done counter; else 0
     u32 kernel_index;
     u32 tiles;
     u32 guard_tiles;  // padding: the padded RT kernel's block count; other BE launches: REEF_DIRECT or 0
     u32 budget_ns;    // padding: a block claims no tile after this long (0: no limit)
+    u64 told;      // direct BE launches: the lane's host-mapped told word (u32), or 0
+    u32 seq;       // the launch's number on its lane, written to `told` by the last block out
+    u32 spare;
 };
 
 // `guard_tiles` of a BE launch that is not padding (guard == 0): a direct
@@ -192,6 +196,17 @@ __device__ __forceinline__ u32 reef_enter(const Hdr& h) {
     return blockIdx.x;
 }
 
+// A direct BE block on its way out, once every thread of it left its tile
+// (thread 0): counts the block out in the claim cursor's word (unused by
+// direct launches), and the grid's last block out writes the launch's number
+// to the lane's told word in host memory (a posted PCIe write). The host then
+// knows the kernel has left the SMs without asking the stream
+// (CudaLane::drained), whether the flag stopped it or it ran to its end.
+// One returning atomic per block, at its end.
+__device__ __forceinline__ void reef_tell(const Hdr& h) {
+    if (atomicAdd((u32*)h.done + 1, 1u) + 1u == gridDim.x) *(volatile u32*)h.told = h.seq;
+}
+
 // Called by every thread of a BE block when it claims no more tiles: adds the
 // block's completed tiles; the block that completes the kernel's last tile
 // publishes progress = index + 1 (atomicMax: never moves progress back).
@@ -241,6 +256,7 @@ __device__ __forceinline__ void reef_be_finish(const Hdr& h, u32 mine) {
             __syncthreads();                                                        \
         }                                                                           \
         if (!direct) reef_be_finish(p.hdr, mine);                                   \
+        else if (p.hdr.told != 0 && threadIdx.x == 0) reef_tell(p.hdr);             \
     }
 
 // Families whose `void NAME_tile(p, t)` always runs a tile to its end.

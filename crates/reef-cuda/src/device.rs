@@ -41,6 +41,12 @@ pub struct CudaOptions {
     /// `REEF_BE_DIRECT_ALL=0` turns it off): one block per tile, however
     /// many waves, instead of persistent blocks claiming tiles.
     pub be_direct_all: bool,
+    /// The told word (default on; `REEF_BE_TOLD=0` turns it off): every
+    /// lane has a host-mapped word, and the last block of each direct BE
+    /// launch to leave the GPU writes the launch's number there, so the
+    /// host sees a drained lane with a load instead of a stream query
+    /// ([`reef_exec::Lane::drained`]).
+    pub be_told: bool,
     /// How often BE GEMM tiles check the preemption flag, in K steps
     /// (`REEF_FLAG_CHUNK`, 1..=64, default 1): 1 at every step; N between
     /// chunks of N steps, which makes BE GEMMs faster and the drain slower.
@@ -79,6 +85,7 @@ impl Default for CudaOptions {
             rt_lean: true,
             be_direct: true,
             be_direct_all: true,
+            be_told: true,
             flag_chunk: 1,
             tf32_weights: true,
             k_major_weights: true,
@@ -94,16 +101,16 @@ impl CudaOptions {
     /// The defaults, with the precision from `REEF_PRECISION` (`tf32`,
     /// `tf32x3` or `f32`; `REEF_TF32=0` is an alias of `f32`) and the
     /// switches `REEF_WGMMA`, `REEF_RT_LEAN`, `REEF_BE_DIRECT`,
-    /// `REEF_BE_DIRECT_ALL`, `REEF_TF32_WEIGHTS`, `REEF_K_MAJOR_WEIGHTS`,
+    /// `REEF_BE_DIRECT_ALL`, `REEF_BE_TOLD`, `REEF_TF32_WEIGHTS`, `REEF_K_MAJOR_WEIGHTS`,
     /// `REEF_SPLIT_WAVES`,
     /// `REEF_GATHER_TABLE`, `REEF_TALL_TILES`, `REEF_FLAG_CHUNK` and
     /// `REEF_TACTICS`. A value
     /// that does not parse is an error naming the variable.
     pub fn from_env() -> Result<Self, PrecisionError> {
         use crate::precision::{
-            flag_chunk_from_var, switch_from_var, BE_DIRECT_ALL_VAR, BE_DIRECT_VAR, FLAG_CHUNK_VAR,
-            GATHER_TABLE_VAR, K_MAJOR_WEIGHTS_VAR, RT_LEAN_VAR, SPLIT_WAVES_VAR, TALL_TILES_VAR,
-            TF32_WEIGHTS_VAR, WGMMA_VAR,
+            flag_chunk_from_var, switch_from_var, BE_DIRECT_ALL_VAR, BE_DIRECT_VAR, BE_TOLD_VAR,
+            FLAG_CHUNK_VAR, GATHER_TABLE_VAR, K_MAJOR_WEIGHTS_VAR, RT_LEAN_VAR, SPLIT_WAVES_VAR,
+            TALL_TILES_VAR, TF32_WEIGHTS_VAR, WGMMA_VAR,
         };
         use crate::tactics::TACTICS_VAR;
         let var = |name: &str| std::env::var(name).ok();
@@ -118,6 +125,7 @@ impl CudaOptions {
                 var(BE_DIRECT_ALL_VAR).as_deref(),
                 d.be_direct_all,
             )?,
+            be_told: switch_from_var(BE_TOLD_VAR, var(BE_TOLD_VAR).as_deref(), d.be_told)?,
             flag_chunk: flag_chunk_from_var(var(FLAG_CHUNK_VAR).as_deref())?,
             tf32_weights: switch_from_var(
                 TF32_WEIGHTS_VAR,
@@ -221,6 +229,8 @@ pub(crate) struct DeviceShared {
     pub be_direct: bool,
     /// [`CudaOptions::be_direct_all`].
     pub be_direct_all: bool,
+    /// [`CudaOptions::be_told`].
+    pub be_told: bool,
     /// [`CudaOptions::tf32_weights`].
     pub tf32_weights: bool,
     /// [`CudaOptions::k_major_weights`].
@@ -412,7 +422,8 @@ impl CudaDevice {
         tracing::info!(
             device = %name, sms, arch = format!("sm_{major}{minor}"), precision = %options.precision,
             wgmma, rt_lean = options.rt_lean, be_direct = options.be_direct,
-            be_direct_all = options.be_direct_all, flag_chunk = options.flag_chunk,
+            be_direct_all = options.be_direct_all, be_told = options.be_told,
+            flag_chunk = options.flag_chunk,
             tf32_weights = options.tf32_weights, k_major_weights = options.k_major_weights,
             split_waves = options.split_waves,
             gather_table = options.gather_table, tall_tiles = options.tall_tiles,
@@ -433,6 +444,7 @@ impl CudaDevice {
                 rt_lean: options.rt_lean,
                 be_direct: options.be_direct,
                 be_direct_all: options.be_direct_all,
+                be_told: options.be_told,
                 tf32_weights: options.tf32_weights,
                 k_major_weights: options.k_major_weights,
                 split_waves: options.split_waves,

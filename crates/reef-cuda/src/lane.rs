@@ -1,6 +1,8 @@
 //! [`CudaLane`]: a prioritized CUDA stream with its preemption flag (an i32
 //! in device memory, written on the device's high-priority control stream),
-//! and a pool of events that tracks retired launches. The flag is never
+//! a pool of events that tracks retired launches, and (with
+//! [`CudaOptions::be_told`](crate::CudaOptions::be_told)) a [`ToldWord`] that
+//! says when the last BE launch has left the GPU. The flag is never
 //! host-mapped: a raise would then be a mere host store, but the BE blocks'
 //! reads of it cross PCIe one after another (about 1 us each across the
 //! whole GPU), which made BE models 36-228x slower on the H100
@@ -12,6 +14,7 @@ use crate::error::CudaCall;
 use crate::launch::{Launch, ABORTED_BIT, COUNTER_BYTES};
 use crate::memory::DeviceBuffer;
 use crate::params::Hdr;
+use crate::told::ToldWord;
 use cudarc::driver::{result, sys, CudaStream};
 use reef_exec::{Context, ExecError, Lane, PadSlot, Priority, Variant};
 use std::collections::VecDeque;
@@ -38,6 +41,14 @@ pub struct CudaLane {
     timer: Option<crate::timer::StreamTimer>,
     /// Made on the first [`Lane::start_drain_timer`].
     drain_timer: Option<crate::timer::StreamTimer>,
+    /// Written by the last block of each direct BE launch to leave
+    /// ([`CudaOptions::be_told`](crate::CudaOptions::be_told)).
+    told: Option<ToldWord>,
+    /// The number the told word will hold once the lane's last stream
+    /// operation, a direct BE launch, has left the GPU; None when the last
+    /// operation was anything else (the lane then answers
+    /// [`Lane::drained`] from its stream).
+    told_last: Option<u32>,
 }
 
 // SAFETY: CUevent handles are plain driver handles usable from any thread
@@ -63,6 +74,11 @@ impl CudaLane {
         unsafe { sys::cuMemsetD32Async(flag.ptr(), 0, 1, control.cu_stream()).result() }
             .call("cuMemsetD32Async(flag)")?;
         control.synchronize().call("cuStreamSynchronize(control)")?;
+        let told = if shared.be_told && priority == Priority::Low {
+            Some(ToldWord::new(&shared)?)
+        } else {
+            None
+        };
         Ok(CudaLane {
             shared,
             priority,
@@ -75,6 +91,8 @@ impl CudaLane {
             retired: 0,
             timer: None,
             drain_timer: None,
+            told,
+            told_last: None,
         })
     }
 
@@ -94,7 +112,8 @@ impl CudaLane {
     /// Zeroes, on the lane's stream, the done counters and claim cursors of
     /// kernels `from..` and their split-K tile counters (a preempted kernel
     /// leaves partial arrivals behind).
-    fn zero_counters(&self, task: &CudaTaskContext, from: usize) -> Result<(), ExecError> {
+    fn zero_counters(&mut self, task: &CudaTaskContext, from: usize) -> Result<(), ExecError> {
+        self.told_last = None;
         let n = task.kernel_count();
         let counters = task.counter_ptr(from);
         let (tiles, ntiles) = task.tile_counters_from(from);
@@ -213,9 +232,20 @@ impl Lane for CudaLane {
                 if direct {
                     task.mark_direct(index);
                     let grid = launch.grid(Variant::Rt, resident);
+                    // The launch's number on this lane, as `launch` counts.
+                    let seq = self.enqueued.wrapping_add(1) as u32;
+                    let told = self.told.as_ref().map(ToldWord::device_ptr);
                     self.launch(launch, variant, grid, |h| {
                         h.guard_tiles = DIRECT_MODE;
-                    })
+                        if let Some(addr) = told {
+                            h.told = addr;
+                            h.seq = seq;
+                        }
+                    })?;
+                    if told.is_some() {
+                        self.told_last = Some(seq);
+                    }
+                    Ok(())
                 } else {
                     let grid = launch.grid(variant, resident);
                     self.launch(launch, variant, grid, |_| {})
@@ -239,9 +269,14 @@ impl Lane for CudaLane {
         timer.stop(self.stream.cu_stream())
     }
 
+    /// Waits for the stop event first: a lane drained by its told word may
+    /// not have reached it yet.
     fn read_drain_timer(&mut self) -> reef_exec::Result<Option<Duration>> {
         match &mut self.drain_timer {
-            Some(t) => t.read(),
+            Some(t) => {
+                t.wait()?;
+                t.read()
+            }
             None => Ok(None),
         }
     }
@@ -439,6 +474,18 @@ impl Lane for CudaLane {
         }
     }
 
+    /// With a told word, and a direct BE launch as the lane's last stream
+    /// operation: whether the word holds that launch's number (a load of
+    /// host memory); otherwise [`Lane::is_idle`].
+    fn drained(&mut self) -> reef_exec::Result<bool> {
+        match (&self.told, self.told_last) {
+            (Some(word), Some(seq)) if word.load() == seq => Ok(true),
+            (Some(_), Some(_)) if self.enqueued == self.retired => Ok(true),
+            (Some(_), Some(_)) => Ok(false),
+            _ => self.is_idle(),
+        }
+    }
+
     fn flag_address(&self) -> Option<u64> {
         Some(self.flag.ptr())
     }
@@ -607,6 +654,7 @@ impl CudaLane {
     ) -> reef_exec::Result<()> {
         let family = launch.family;
         let mut params = launch.params;
+        self.told_last = None;
         params.hdr_mut().flag = self.flag.ptr();
         hdr(params.hdr_mut());
         let func = self.shared.func(family, variant)?;

@@ -59,6 +59,7 @@ pub mod precision;
 pub mod tactic_cache;
 pub mod tactics;
 mod timer;
+mod told;
 mod tune;
 mod weight_layout;
 

@@ -59,10 +59,20 @@ pub struct Hdr {
     /// Padding launches: a block claims no tile after this many nanoseconds
     /// (0: no limit).
     pub budget_ns: u32,
+    /// Direct BE launches with the lane's told word
+    /// ([`CudaOptions::be_told`](crate::CudaOptions::be_told)): its device
+    /// address (a host-mapped u32), which the grid's last block to leave
+    /// sets to [`Hdr::seq`]; 0 for every other launch.
+    pub told: u64,
+    /// The launch's number on its lane (what the last block writes to the
+    /// told word).
+    pub seq: u32,
+    /// Unused (keeps the header a multiple of 8 bytes).
+    pub spare: u32,
 }
 
 /// Size of [`Hdr`] in bytes (the C struct's, too).
-pub const HDR_BYTES: usize = 4 * 8 + 4 * 4;
+pub const HDR_BYTES: usize = 5 * 8 + 6 * 4;
 
 /// Activation encoding shared by the kernels: (code, lo, hi).
 pub fn act_code(act: reef_model::Act) -> (i32, f32, f32) {
@@ -694,18 +704,19 @@ mod tests {
 
     #[test]
     fn layouts_start_with_the_header_and_are_8_aligned() {
-        assert_eq!(offset_of!(ConvParams, x), 48);
-        assert_eq!(offset_of!(ConvParams, ws), 88);
-        assert_eq!(offset_of!(ConvParams, n), 104);
-        assert_eq!(offset_of!(ConvParams, splits), 104 + 27 * 4);
-        assert_eq!(offset_of!(MatMulParams, batch), 104);
-        assert_eq!(offset_of!(MatMulParams, nbatch), 104 + 72);
-        assert_eq!(offset_of!(MatMulParams, splits), 104 + 72 + 19 * 4);
-        assert_eq!(offset_of!(CopyParams, offset), 64);
-        assert_eq!(offset_of!(CopyParams, strides), 72);
-        assert_eq!(offset_of!(CopyParams, shape), 120);
-        assert_eq!(offset_of!(BcastParams, shape), 80);
+        assert_eq!(offset_of!(ConvParams, x), 64);
+        assert_eq!(offset_of!(ConvParams, ws), 104);
+        assert_eq!(offset_of!(ConvParams, n), 120);
+        assert_eq!(offset_of!(ConvParams, splits), 120 + 27 * 4);
+        assert_eq!(offset_of!(MatMulParams, batch), 120);
+        assert_eq!(offset_of!(MatMulParams, nbatch), 120 + 72);
+        assert_eq!(offset_of!(MatMulParams, splits), 120 + 72 + 19 * 4);
+        assert_eq!(offset_of!(CopyParams, offset), 80);
+        assert_eq!(offset_of!(CopyParams, strides), 88);
+        assert_eq!(offset_of!(CopyParams, shape), 136);
+        assert_eq!(offset_of!(BcastParams, shape), 96);
         assert_eq!(offset_of!(Hdr, kernel_index), 32);
+        assert_eq!(offset_of!(Hdr, told), 48);
         for (size, align) in [
             (size_of::<ConvParams>(), align_of::<ConvParams>()),
             (size_of::<MatMulParams>(), align_of::<MatMulParams>()),

@@ -77,6 +77,17 @@ impl StreamTimer {
         Ok(())
     }
 
+    /// Blocks until a recorded stop has been reached on the device (no-op
+    /// otherwise).
+    pub(crate) fn wait(&mut self) -> Result<(), ExecError> {
+        if self.state != State::Stopped {
+            return Ok(());
+        }
+        self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        // SAFETY: `stop` is a live, recorded event of this context.
+        unsafe { result::event::synchronize(self.stop) }.call("cuEventSynchronize(timer stop)")
+    }
+
     /// The time from start to stop once the stop has been reached on the
     /// device (then the timer is idle again); `None` before, or without a
     /// stop.

@@ -512,6 +512,60 @@ fn the_drain_timer_times_a_flagged_lane_to_its_end() {
     );
 }
 
+#[test]
+fn the_told_word_says_when_a_lane_drained_and_never_early() {
+    let Some(dev) = device(true) else { return };
+    // 40 kernels of 64 MiB in and out: milliseconds of work.
+    let (len, elems) = (40usize, 1 << 24);
+    let mut ctx = chain_context(&dev, 17, len, elems);
+    let mut lane = dev.lane(Priority::Low).unwrap();
+    let wait = |lane: &mut Box<dyn reef_exec::Lane>, drained: bool| {
+        let t0 = std::time::Instant::now();
+        loop {
+            let done = if drained {
+                lane.drained().unwrap()
+            } else {
+                lane.is_idle().unwrap()
+            };
+            if done {
+                return t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(5),
+                "never drained"
+            );
+        }
+    };
+    for raise in [false, true, false, true] {
+        lane.begin(ctx.as_mut(), 0).unwrap();
+        for i in 0..len {
+            lane.enqueue(ctx.as_mut(), i, Variant::Be).unwrap();
+        }
+        assert!(!lane.drained().unwrap(), "drained with 40 kernels queued");
+        if raise {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            dev.raise_preempt(&mut [&mut *lane]).unwrap();
+        }
+        let told = wait(&mut lane, true);
+        // Drained means the last launch left the GPU: the stream has
+        // nothing left to run but its own bookkeeping.
+        let idle = wait(&mut lane, false);
+        println!("raise {raise}: drained after {told:?}, stream idle {idle:?} later");
+        assert!(
+            idle < std::time::Duration::from_millis(1),
+            "the stream ran on for {idle:?} after the lane drained"
+        );
+        lane.synchronize().unwrap();
+        let at = ctx.progress().unwrap();
+        if raise {
+            assert!(at < len, "the flag stopped nothing ({at} of {len})");
+            lane.set_preempt(false).unwrap();
+        } else {
+            assert_eq!(at, len, "drained before the last kernel completed");
+        }
+    }
+}
+
 /// A batched matmul case: A stored [batch, m, k] (or [batch, k, m] when
 /// `a_t`), B shared [k, n] (or [n, k] when `b_t`, as nn.Linear weights);
 /// out = A B + bias[n] (no activation).

@@ -223,6 +223,17 @@ pub trait Lane: Send {
     fn is_idle(&mut self) -> Result<bool> {
         Ok(self.retired()? == self.enqueued())
     }
+    /// Whether every kernel launched on this lane has left the device's
+    /// compute units, without blocking: what ends a preemption's drain.
+    /// Weaker than [`Lane::is_idle`]: the stream may still be finishing its
+    /// bookkeeping and nothing is marked retired, so reading the lane's
+    /// results or resuming its task still waits for [`Lane::synchronize`].
+    /// Lowering its flag is safe once drained (no kernel of the lane reads
+    /// the flag any more). The default is [`Lane::is_idle`]; the CUDA lane
+    /// reads a word its BE kernels' last blocks write to host memory.
+    fn drained(&mut self) -> Result<bool> {
+        self.is_idle()
+    }
     /// The device address of this lane's preemption flag, for backends that
     /// raise several lanes' flags in one operation
     /// ([`Device::raise_preempt`]); None where flags are not device words.

@@ -290,6 +290,11 @@ pub struct SchedStats {
     /// idle, the drain alone), microseconds:
     /// count, p50, p99, max.
     pub preempt_latency_us: LatencySummary,
+    /// The scheduler's own start of each of those preemptions: from the RT
+    /// task noticed to the flags' raise handed to the driver (in `wait`
+    /// mode, which raises no flag, to the lanes chosen), microseconds.
+    /// The rest of `preempt_latency_us` is the drain and seeing it end.
+    pub preempt_raise_us: LatencySummary,
     /// The same drains as the device timed them (from the flags' write on
     /// the device to the last flagged lane's end), microseconds; empty
     /// unless [`SchedConfig::time_drains`](crate::SchedConfig::time_drains)

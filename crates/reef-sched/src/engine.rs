@@ -23,9 +23,10 @@
 //! By default ([`SchedConfig::early_rt`], `reset` and `reef` modes without
 //! beside lanes) it then launches the RT kernels at once and watches the
 //! lanes drain while they run; in REEF's order (`:drain`, and in `wait`
-//! mode) it polls those lanes until all are idle, then launches the RT
+//! mode) it polls those lanes until all are drained, then launches the RT
 //! kernels. Either way the drain, from noticing the RT work until every
-//! flagged lane is idle, is the recorded preemption latency. BE tasks stay
+//! flagged lane is drained (its kernels have left the device:
+//! [`Lane::drained`]), is the recorded preemption latency. BE tasks stay
 //! paused while RT work
 //! remains; then each lane is synchronized, its task's exact progress read
 //! back, and the task fed again from there (the device keeps the tiles a
@@ -593,6 +594,7 @@ impl Engine {
                 self.flagged[q] = true;
             }
         }
+        self.stats.record_raise(noticed.elapsed());
         let mut timed = Vec::new();
         if self.cfg.time_drains && self.cfg.mode != Mode::Wait {
             for &q in &busy {
@@ -612,7 +614,7 @@ impl Engine {
     }
 
     /// Ends the preemption in progress, if any: polls its lanes until every
-    /// one is idle (all of them at once, so the slowest sets the time) and
+    /// one is drained (all of them at once, so the slowest sets the time) and
     /// records the time since the RT work was noticed. In `reef` mode the
     /// flags come down again at once (padding launches need them down; the
     /// lanes' later launches are ordered after the clear).
@@ -640,7 +642,7 @@ impl Engine {
     }
 
     /// With [`SchedConfig::early_rt`], while RT work runs: one look at the
-    /// draining lanes, ending the preemption if all are idle.
+    /// draining lanes, ending the preemption if all are drained.
     fn poll_drain(&mut self) -> Result<(), SchedError> {
         let Some(mut d) = self.drain.take() else {
             return Ok(());
@@ -653,12 +655,13 @@ impl Engine {
         }
     }
 
-    /// Drops the idle lanes from `d`; true when none is left.
+    /// Drops the drained lanes from `d` ([`Lane::drained`]: every kernel
+    /// has left the device); true when none is left.
     fn drain_pass(&mut self, d: &mut Drain) -> Result<bool, SchedError> {
         let mut left = Vec::with_capacity(d.lanes.len());
         for &q in &d.lanes {
             let lane = self.be_lanes[q].as_mut().expect("busy lane");
-            if !lane.is_idle().map_err(internal)? {
+            if !lane.drained().map_err(internal)? {
                 left.push(q);
             }
         }
@@ -669,7 +672,8 @@ impl Engine {
     /// Records a finished drain; in `reef` mode lowers the flags.
     fn end_drain(&mut self, d: Drain) -> Result<(), SchedError> {
         self.stats.record_preemption(d.noticed.elapsed(), 0);
-        // Every lane is idle now: the device drain is the slowest lane's.
+        // Every lane is drained now: the device drain is the slowest lane's
+        // (reading a lane's timer waits for its stop event).
         let mut device: Option<Duration> = None;
         for &q in &d.timed {
             let lane = self.be_lanes[q].as_mut().expect("busy lane");

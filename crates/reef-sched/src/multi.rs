@@ -473,6 +473,7 @@ impl Service for MultiScheduler {
             preemptions: all.iter().map(|s| s.preemptions).sum(),
             kernels_rerun: all.iter().map(|s| s.kernels_rerun).sum(),
             preempt_latency_us: most(|s| s.preempt_latency_us),
+            preempt_raise_us: most(|s| s.preempt_raise_us),
             drain_device_us: most(|s| s.drain_device_us),
             padding_latency_us: most(|s| s.padding_latency_us),
             padded_kernels: all.iter().map(|s| s.padded_kernels).sum(),

@@ -21,6 +21,7 @@ pub struct Stats {
     pub(crate) pad_launches: AtomicU64,
     pub(crate) start: Instant,
     preempt: Mutex<Histogram<u64>>,
+    raise: Mutex<Histogram<u64>>,
     drain_device: Mutex<Histogram<u64>>,
     padding: Mutex<Histogram<u64>>,
 }
@@ -57,6 +58,7 @@ impl Stats {
             pad_launches: AtomicU64::new(0),
             start: Instant::now(),
             preempt: Mutex::new(hist()),
+            raise: Mutex::new(hist()),
             drain_device: Mutex::new(hist()),
             padding: Mutex::new(hist()),
         }
@@ -67,6 +69,11 @@ impl Stats {
         self.preemptions.fetch_add(1, Ordering::Relaxed);
         self.kernels_rerun.fetch_add(rerun, Ordering::Relaxed);
         let _ = self.preempt.lock().record((d.as_nanos() as u64).max(1));
+    }
+
+    /// Records how long one preemption took to raise its flags.
+    pub(crate) fn record_raise(&self, d: Duration) {
+        let _ = self.raise.lock().record((d.as_nanos() as u64).max(1));
     }
 
     /// Records one preemption's drain as the device timed it.
@@ -101,6 +108,7 @@ impl Stats {
             preemptions: self.preemptions.load(Ordering::Relaxed),
             kernels_rerun: self.kernels_rerun.load(Ordering::Relaxed),
             preempt_latency_us: summary(&self.preempt.lock()),
+            preempt_raise_us: summary(&self.raise.lock()),
             drain_device_us: summary(&self.drain_device.lock()),
             padding_latency_us: summary(&self.padding.lock()),
             padded_kernels: self.padded_kernels.load(Ordering::Relaxed),

@@ -371,6 +371,7 @@ impl Service for TestService {
                 p99: 90.0,
                 max: 120.0,
             },
+            preempt_raise_us: LatencySummary::default(),
             drain_device_us: LatencySummary::default(),
             padding_latency_us: LatencySummary::default(),
             busy_fraction: 0.25,
