@@ -47,6 +47,9 @@ pub struct CudaOptions {
     /// host sees a drained lane with a load instead of a stream query
     /// ([`reef_exec::Lane::drained`]).
     pub be_told: bool,
+    /// The driver call that raises the flags (`REEF_RAISE`, default one
+    /// `cuStreamBatchMemOp` for all of them).
+    pub raise: crate::precision::RaiseOp,
     /// How often BE GEMM tiles check the preemption flag, in K steps
     /// (`REEF_FLAG_CHUNK`, 1..=64, default 1): 1 at every step; N between
     /// chunks of N steps, which makes BE GEMMs faster and the drain slower.
@@ -86,6 +89,7 @@ impl Default for CudaOptions {
             be_direct: true,
             be_direct_all: true,
             be_told: true,
+            raise: crate::precision::RaiseOp::Batch,
             flag_chunk: 1,
             tf32_weights: true,
             k_major_weights: true,
@@ -101,7 +105,7 @@ impl CudaOptions {
     /// The defaults, with the precision from `REEF_PRECISION` (`tf32`,
     /// `tf32x3` or `f32`; `REEF_TF32=0` is an alias of `f32`) and the
     /// switches `REEF_WGMMA`, `REEF_RT_LEAN`, `REEF_BE_DIRECT`,
-    /// `REEF_BE_DIRECT_ALL`, `REEF_BE_TOLD`, `REEF_TF32_WEIGHTS`, `REEF_K_MAJOR_WEIGHTS`,
+    /// `REEF_BE_DIRECT_ALL`, `REEF_BE_TOLD`, `REEF_RAISE`, `REEF_TF32_WEIGHTS`, `REEF_K_MAJOR_WEIGHTS`,
     /// `REEF_SPLIT_WAVES`,
     /// `REEF_GATHER_TABLE`, `REEF_TALL_TILES`, `REEF_FLAG_CHUNK` and
     /// `REEF_TACTICS`. A value
@@ -109,8 +113,8 @@ impl CudaOptions {
     pub fn from_env() -> Result<Self, PrecisionError> {
         use crate::precision::{
             flag_chunk_from_var, switch_from_var, BE_DIRECT_ALL_VAR, BE_DIRECT_VAR, BE_TOLD_VAR,
-            FLAG_CHUNK_VAR, GATHER_TABLE_VAR, K_MAJOR_WEIGHTS_VAR, RT_LEAN_VAR, SPLIT_WAVES_VAR,
-            TALL_TILES_VAR, TF32_WEIGHTS_VAR, WGMMA_VAR,
+            FLAG_CHUNK_VAR, GATHER_TABLE_VAR, K_MAJOR_WEIGHTS_VAR, RAISE_VAR, RT_LEAN_VAR,
+            SPLIT_WAVES_VAR, TALL_TILES_VAR, TF32_WEIGHTS_VAR, WGMMA_VAR,
         };
         use crate::tactics::TACTICS_VAR;
         let var = |name: &str| std::env::var(name).ok();
@@ -126,6 +130,7 @@ impl CudaOptions {
                 d.be_direct_all,
             )?,
             be_told: switch_from_var(BE_TOLD_VAR, var(BE_TOLD_VAR).as_deref(), d.be_told)?,
+            raise: crate::precision::raise_from_var(var(RAISE_VAR).as_deref())?,
             flag_chunk: flag_chunk_from_var(var(FLAG_CHUNK_VAR).as_deref())?,
             tf32_weights: switch_from_var(
                 TF32_WEIGHTS_VAR,
@@ -231,6 +236,8 @@ pub(crate) struct DeviceShared {
     pub be_direct_all: bool,
     /// [`CudaOptions::be_told`].
     pub be_told: bool,
+    /// [`CudaOptions::raise`].
+    pub raise: crate::precision::RaiseOp,
     /// [`CudaOptions::tf32_weights`].
     pub tf32_weights: bool,
     /// [`CudaOptions::k_major_weights`].
@@ -423,6 +430,7 @@ impl CudaDevice {
             device = %name, sms, arch = format!("sm_{major}{minor}"), precision = %options.precision,
             wgmma, rt_lean = options.rt_lean, be_direct = options.be_direct,
             be_direct_all = options.be_direct_all, be_told = options.be_told,
+            raise = ?options.raise,
             flag_chunk = options.flag_chunk,
             tf32_weights = options.tf32_weights, k_major_weights = options.k_major_weights,
             split_waves = options.split_waves,
@@ -445,6 +453,7 @@ impl CudaDevice {
                 be_direct: options.be_direct,
                 be_direct_all: options.be_direct_all,
                 be_told: options.be_told,
+                raise: options.raise,
                 tf32_weights: options.tf32_weights,
                 k_major_weights: options.k_major_weights,
                 split_waves: options.split_waves,
@@ -647,10 +656,12 @@ impl Device for CudaDevice {
 
     /// One `cuStreamBatchMemOp` on the control stream writes every lane's
     /// flag (one driver call instead of one per lane); lanes without a device
-    /// flag are raised one by one.
+    /// flag are raised one by one, as every lane is with `REEF_RAISE=write`
+    /// (`cuStreamWriteValue32`) or `memset` (`cuMemsetD32Async`).
     fn raise_preempt(&self, lanes: &mut [&mut dyn reef_exec::Lane]) -> reef_exec::Result<()> {
+        use crate::precision::RaiseOp;
         let flags: Option<Vec<u64>> = lanes.iter().map(|l| l.flag_address()).collect();
-        let Some(flags) = flags else {
+        let Some(flags) = flags.filter(|_| self.shared.raise != RaiseOp::Memset) else {
             for l in lanes.iter_mut() {
                 l.set_preempt(true)?;
             }
@@ -660,6 +671,23 @@ impl Device for CudaDevice {
             return Ok(());
         }
         self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        if self.shared.raise == RaiseOp::Write {
+            for &addr in &flags {
+                // SAFETY: `addr` is a live 4-byte flag allocation of this
+                // context (its lane is borrowed for the call).
+                unsafe {
+                    sys::cuStreamWriteValue32_v2(
+                        self.shared.control.cu_stream(),
+                        addr,
+                        1,
+                        sys::CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT as u32,
+                    )
+                }
+                .result()
+                .call("cuStreamWriteValue32(preemption flag)")?;
+            }
+            return Ok(());
+        }
         let mut ops: Vec<sys::CUstreamBatchMemOpParams> = flags
             .iter()
             .map(|&addr| {
