@@ -41,11 +41,15 @@ pub struct CudaOptions {
     /// `REEF_BE_DIRECT_ALL=0` turns it off): one block per tile, however
     /// many waves, instead of persistent blocks claiming tiles.
     pub be_direct_all: bool,
-    /// The told word (default on; `REEF_BE_TOLD=0` turns it off): every
-    /// lane has a host-mapped word, and the last block of each direct BE
-    /// launch to leave the GPU writes the launch's number there, so the
+    /// The told word (default off; `REEF_BE_TOLD=1` turns it on): every
+    /// BE lane has a host-mapped word, and the last block of each direct
+    /// BE launch to leave the GPU writes the launch's number there, so the
     /// host sees a drained lane with a load instead of a stream query
-    /// ([`reef_exec::Lane::drained`]).
+    /// ([`reef_exec::Lane::drained`]). On the H100 it took 1-6 us off each
+    /// preemption's p50 in REEF's order (`:drain`), and cost BE models
+    /// 0.3-4% of their latency and DISB A 2-5% of its BE throughput
+    /// (docs/PERF.md, Session 23), so it is for users who drain first and
+    /// want the shortest drain.
     pub be_told: bool,
     /// The driver call that raises the flags (`REEF_RAISE`, default one
     /// `cuStreamBatchMemOp` for all of them).
@@ -88,7 +92,7 @@ impl Default for CudaOptions {
             rt_lean: true,
             be_direct: true,
             be_direct_all: true,
-            be_told: true,
+            be_told: false,
             raise: crate::precision::RaiseOp::Batch,
             flag_chunk: 1,
             tf32_weights: true,

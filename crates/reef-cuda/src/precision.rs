@@ -129,11 +129,11 @@ pub const BE_DIRECT_VAR: &str = "REEF_BE_DIRECT";
 /// older behaviour, kept for comparison).
 pub const BE_DIRECT_ALL_VAR: &str = "REEF_BE_DIRECT_ALL";
 
-/// The environment variable that turns off the BE kernels' told word
-/// (`REEF_BE_TOLD=0`): by default the last block of a direct BE launch to
-/// leave writes the launch's number to a host-mapped word of its lane, so a
-/// drain ends when the host reads it; with it off, the scheduler asks the
-/// lane's stream (`cuStreamQuery`) and the kernels skip the count.
+/// The environment variable that turns on the BE kernels' told word
+/// (`REEF_BE_TOLD=1`): the last block of a direct BE launch to leave
+/// writes the launch's number to a host-mapped word of its lane, so a
+/// drain ends when the host reads it. Off by default: the scheduler asks
+/// the lane's stream (`cuStreamQuery`) and the kernels skip the count.
 pub const BE_TOLD_VAR: &str = "REEF_BE_TOLD";
 
 /// The environment variable that turns off TF32-rounded weights
