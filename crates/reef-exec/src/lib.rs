@@ -230,7 +230,8 @@ pub trait Lane: Send {
     /// results or resuming its task still waits for [`Lane::synchronize`].
     /// Lowering its flag is safe once drained (no kernel of the lane reads
     /// the flag any more). The default is [`Lane::is_idle`]; the CUDA lane
-    /// reads a word its BE kernels' last blocks write to host memory.
+    /// with its told word on reads a word its BE kernels' last blocks
+    /// write to host memory.
     fn drained(&mut self) -> Result<bool> {
         self.is_idle()
     }
