@@ -52,7 +52,7 @@ pub struct CudaOptions {
     /// want the shortest drain.
     pub be_told: bool,
     /// The driver call that raises the flags (`REEF_RAISE`, default one
-    /// `cuStreamBatchMemOp` for all of them).
+    /// `cuMemsetD32Async` per flag on the control stream).
     pub raise: crate::precision::RaiseOp,
     /// How often BE GEMM tiles check the preemption flag, in K steps
     /// (`REEF_FLAG_CHUNK`, 1..=64, default 1): 1 at every step; N between
@@ -93,7 +93,7 @@ impl Default for CudaOptions {
             be_direct: true,
             be_direct_all: true,
             be_told: false,
-            raise: crate::precision::RaiseOp::Batch,
+            raise: crate::precision::RaiseOp::Memset,
             flag_chunk: 1,
             tf32_weights: true,
             k_major_weights: true,
@@ -658,10 +658,11 @@ impl Device for CudaDevice {
         )?))
     }
 
-    /// One `cuStreamBatchMemOp` on the control stream writes every lane's
-    /// flag (one driver call instead of one per lane); lanes without a device
-    /// flag are raised one by one, as every lane is with `REEF_RAISE=write`
-    /// (`cuStreamWriteValue32`) or `memset` (`cuMemsetD32Async`).
+    /// By default each lane's flag is written by one `cuMemsetD32Async` on
+    /// the control stream ([`Lane::set_preempt`](reef_exec::Lane::set_preempt));
+    /// with `REEF_RAISE=batch` one `cuStreamBatchMemOp` writes them all,
+    /// with `write` one `cuStreamWriteValue32` each. Lanes without a device
+    /// flag are always raised one by one.
     fn raise_preempt(&self, lanes: &mut [&mut dyn reef_exec::Lane]) -> reef_exec::Result<()> {
         use crate::precision::RaiseOp;
         let flags: Option<Vec<u64>> = lanes.iter().map(|l| l.flag_address()).collect();

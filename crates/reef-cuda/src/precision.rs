@@ -194,34 +194,36 @@ pub fn flag_chunk_from_var(v: Option<&str>) -> Result<u32, PrecisionError> {
 }
 
 /// The environment variable that picks the driver call raising the
-/// preemption flags (`REEF_RAISE=batch|write|memset`, default `batch`).
+/// preemption flags (`REEF_RAISE=memset|batch|write`, default `memset`).
 pub const RAISE_VAR: &str = "REEF_RAISE";
 
 /// How [`Device::raise_preempt`](reef_exec::Device::raise_preempt) writes
 /// the flags on the control stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RaiseOp {
-    /// One `cuStreamBatchMemOp` for every flag (the default).
+    /// One `cuMemsetD32Async` per flag (the default: its preemption p50 was
+    /// 0.5-4 us under `Batch` in every row of two H100 runs, docs/PERF.md,
+    /// Session 23).
     #[default]
+    Memset,
+    /// One `cuStreamBatchMemOp` for every flag.
     Batch,
     /// One `cuStreamWriteValue32` per flag.
     Write,
-    /// One `cuMemsetD32Async` per flag.
-    Memset,
 }
 
 /// `REEF_RAISE` (given value, `None`: unset): unset or empty gives
-/// [`RaiseOp::Batch`]; anything but `batch`, `write` or `memset` is an
+/// [`RaiseOp::Memset`]; anything but `memset`, `batch` or `write` is an
 /// error naming the variable.
 pub fn raise_from_var(v: Option<&str>) -> Result<RaiseOp, PrecisionError> {
     match v.map(|s| s.trim().to_ascii_lowercase()).as_deref() {
-        None | Some("") | Some("batch") => Ok(RaiseOp::Batch),
+        None | Some("") | Some("memset") => Ok(RaiseOp::Memset),
+        Some("batch") => Ok(RaiseOp::Batch),
         Some("write") => Ok(RaiseOp::Write),
-        Some("memset") => Ok(RaiseOp::Memset),
         Some(_) => Err(PrecisionError {
             var: RAISE_VAR,
             value: v.unwrap_or_default().trim().to_string(),
-            accepted: "batch, write or memset",
+            accepted: "memset, batch or write",
         }),
     }
 }
@@ -305,10 +307,10 @@ mod tests {
     #[test]
     fn raise_op_parses_and_names_bad_values() {
         use super::{raise_from_var, RaiseOp};
-        assert_eq!(raise_from_var(None).unwrap(), RaiseOp::Batch);
-        assert_eq!(raise_from_var(Some(" ")).unwrap(), RaiseOp::Batch);
+        assert_eq!(raise_from_var(None).unwrap(), RaiseOp::Memset);
+        assert_eq!(raise_from_var(Some(" ")).unwrap(), RaiseOp::Memset);
         assert_eq!(raise_from_var(Some("Write")).unwrap(), RaiseOp::Write);
-        assert_eq!(raise_from_var(Some("memset")).unwrap(), RaiseOp::Memset);
+        assert_eq!(raise_from_var(Some("batch")).unwrap(), RaiseOp::Batch);
         let e = raise_from_var(Some("poke")).unwrap_err();
         assert_eq!((e.var, e.value.as_str()), ("REEF_RAISE", "poke"));
     }

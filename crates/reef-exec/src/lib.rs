@@ -112,9 +112,9 @@ pub trait Device: Send + Sync {
     /// A new lane with its own preemption flag.
     fn lane(&self, priority: Priority) -> Result<Box<dyn Lane>>;
     /// Raises the preemption flags of several lanes of this device at once
-    /// (what an RT arrival does to every busy BE lane). A backend that can
-    /// write them in one device operation does; the default raises them one
-    /// by one with [`Lane::set_preempt`]. Clearing stays per lane.
+    /// (what an RT arrival does to every busy BE lane), in the backend's
+    /// fastest way; the default raises them one by one with
+    /// [`Lane::set_preempt`]. Clearing stays per lane.
     fn raise_preempt(&self, lanes: &mut [&mut dyn Lane]) -> Result<()> {
         for l in lanes.iter_mut() {
             l.set_preempt(true)?;

@@ -19,7 +19,7 @@
 //!   queues behind it without a preemption).
 //!
 //! On RT arrival the scheduler raises the flags of every BE lane with
-//! kernels in flight in one device operation ([`Device::raise_preempt`]).
+//! kernels in flight together ([`Device::raise_preempt`]).
 //! By default ([`SchedConfig::early_rt`], `reset` and `reef` modes without
 //! beside lanes) it then launches the RT kernels at once and watches the
 //! lanes drain while they run; in REEF's order (`:drain`, and in `wait`
