@@ -300,7 +300,9 @@ pub struct SchedStats {
     /// unless [`SchedConfig::time_drains`](crate::SchedConfig::time_drains)
     /// is on and the device has timers. What `preempt_latency_us` adds to
     /// it is the host's part: the flag write's submission and seeing the
-    /// lanes idle.
+    /// lanes idle. (With the CUDA told word on, a lane can count as drained
+    /// before its stream reaches the timer's stop, so a drain's device time
+    /// may exceed its recorded latency by that margin.)
     pub drain_device_us: LatencySummary,
     /// Padding-selection latency, microseconds.
     pub padding_latency_us: LatencySummary,

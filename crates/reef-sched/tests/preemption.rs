@@ -201,6 +201,16 @@ fn preempt_many_cfg(
         "a request went unanswered"
     );
     let (host, lanes) = (&st.preempt_latency_us, &st.drain_device_us);
+    // Every preemption raised once, inside its own span.
+    let raise = &st.preempt_raise_us;
+    assert_eq!(
+        raise.count, host.count,
+        "raises {raise:?}, preemptions {host:?}"
+    );
+    assert!(
+        raise.max <= host.max * 1.01,
+        "raises {raise:?}, preemptions {host:?}"
+    );
     if time_drains && mode != Mode::Wait {
         // A drain with BE work in flight gets its lanes' time; one whose
         // lanes had gone idle before the flags went up may read zero.

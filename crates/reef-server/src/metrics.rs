@@ -227,8 +227,14 @@ impl Collector for SchedCollector {
         summary(
             &mut encoder,
             "reef_preemption_latency",
-            "Preemption latency (RT arrival to every flagged BE lane idle; with RT launched before the drain, the default, it includes the BE kernels queued behind the RT work)",
+            "Preemption latency (RT arrival to every flagged BE lane drained; with RT launched before the drain, the default, it includes the BE kernels queued behind the RT work)",
             &s.preempt_latency_us,
+        )?;
+        summary(
+            &mut encoder,
+            "reef_preemption_raise_latency",
+            "The scheduler's part of each preemption before the drain: RT arrival to the BE flags' raise handed to the driver",
+            &s.preempt_raise_us,
         )?;
         summary(
             &mut encoder,

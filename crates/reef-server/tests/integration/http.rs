@@ -594,6 +594,7 @@ async fn metrics_endpoint() {
         "reef_pad_launches_total 23",
         r#"reef_preemption_latency_microseconds{stat="p99"} 90"#,
         "reef_preemption_latency_samples_total 13",
+        r#"reef_preemption_raise_latency_microseconds{stat="p99"} 9"#,
         "reef_device_busy_fraction 0.25",
         r#"reef_scheduler_info{device="test device",mode="reef"} 1"#,
     ] {
