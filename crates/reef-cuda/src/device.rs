@@ -45,8 +45,8 @@ pub struct CudaOptions {
     /// BE lane has a host-mapped word, and the last block of each direct
     /// BE launch to leave the GPU writes the launch's number there, so the
     /// host sees a drained lane with a load instead of a stream query
-    /// ([`reef_exec::Lane::drained`]). On the H100 it took 1-6 us off each
-    /// preemption's p50 in REEF's order (`:drain`), and cost BE models
+    /// ([`reef_exec::Lane::drained`]). On the H100 it took 1-6 us off the
+    /// preemption p50 in REEF's order (`:drain`), and cost BE models
     /// 0.3-4% of their latency and DISB A 2-5% of its BE throughput
     /// (docs/PERF.md, Session 23), so it is for users who drain first and
     /// want the shortest drain.
@@ -109,11 +109,11 @@ impl CudaOptions {
     /// The defaults, with the precision from `REEF_PRECISION` (`tf32`,
     /// `tf32x3` or `f32`; `REEF_TF32=0` is an alias of `f32`) and the
     /// switches `REEF_WGMMA`, `REEF_RT_LEAN`, `REEF_BE_DIRECT`,
-    /// `REEF_BE_DIRECT_ALL`, `REEF_BE_TOLD`, `REEF_RAISE`, `REEF_TF32_WEIGHTS`, `REEF_K_MAJOR_WEIGHTS`,
-    /// `REEF_SPLIT_WAVES`,
-    /// `REEF_GATHER_TABLE`, `REEF_TALL_TILES`, `REEF_FLAG_CHUNK` and
-    /// `REEF_TACTICS`. A value
-    /// that does not parse is an error naming the variable.
+    /// `REEF_BE_DIRECT_ALL`, `REEF_BE_TOLD`, `REEF_TF32_WEIGHTS`,
+    /// `REEF_K_MAJOR_WEIGHTS`, `REEF_SPLIT_WAVES`, `REEF_GATHER_TABLE`,
+    /// `REEF_TALL_TILES`, and the settings `REEF_RAISE`, `REEF_FLAG_CHUNK`
+    /// and `REEF_TACTICS`. A value that does not parse is an error naming
+    /// the variable.
     pub fn from_env() -> Result<Self, PrecisionError> {
         use crate::precision::{
             flag_chunk_from_var, switch_from_var, BE_DIRECT_ALL_VAR, BE_DIRECT_VAR, BE_TOLD_VAR,

@@ -202,7 +202,7 @@ pub const RAISE_VAR: &str = "REEF_RAISE";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RaiseOp {
     /// One `cuMemsetD32Async` per flag (the default: its preemption p50 was
-    /// 0.5-4 us under `Batch` in every row of two H100 runs, docs/PERF.md,
+    /// 0-4 us under `Batch`'s in every row of two H100 calls, docs/PERF.md,
     /// Session 23).
     #[default]
     Memset,
