@@ -665,8 +665,11 @@ impl Device for CudaDevice {
     /// flag are always raised one by one.
     fn raise_preempt(&self, lanes: &mut [&mut dyn reef_exec::Lane]) -> reef_exec::Result<()> {
         use crate::precision::RaiseOp;
-        let flags: Option<Vec<u64>> = lanes.iter().map(|l| l.flag_address()).collect();
-        let Some(flags) = flags.filter(|_| self.shared.raise != RaiseOp::Memset) else {
+        let flags: Option<Vec<u64>> = match self.shared.raise {
+            RaiseOp::Memset => None,
+            RaiseOp::Batch | RaiseOp::Write => lanes.iter().map(|l| l.flag_address()).collect(),
+        };
+        let Some(flags) = flags else {
             for l in lanes.iter_mut() {
                 l.set_preempt(true)?;
             }

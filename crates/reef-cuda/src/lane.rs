@@ -479,9 +479,7 @@ impl Lane for CudaLane {
     /// host memory); otherwise [`Lane::is_idle`].
     fn drained(&mut self) -> reef_exec::Result<bool> {
         match (&self.told, self.told_last) {
-            (Some(word), Some(seq)) if word.load() == seq => Ok(true),
-            (Some(_), Some(_)) if self.enqueued == self.retired => Ok(true),
-            (Some(_), Some(_)) => Ok(false),
+            (Some(word), Some(seq)) => Ok(word.load() == seq || self.enqueued == self.retired),
             _ => self.is_idle(),
         }
     }
