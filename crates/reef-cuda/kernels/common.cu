@@ -282,6 +282,58 @@ extern "C" __global__ void reef_hold(u64 ns) {
     const u64 t0 = reef_now();
     while (reef_now() - t0 < ns) __nanosleep(1000);
 }
+
+// The preemption relay (`REEF_RAISE=relay`, relay.rs): one thread polls a
+// command word in host-mapped memory and raises the lane flags it names, so
+// that a raise is a host store instead of a driver call. The command: bits
+// 0-15 and 48-63 hold the same sequence number (a read torn by a concurrent
+// host store never matches), bits 16-47 the mask of `flags` to raise. The
+// state words (host-mapped): [0] the phase (1 running, 2 leaving, 3 gone),
+// [1] the last sequence number served, written after its flags are visible.
+// It runs `life_ns` (or until `quit` is set) and then says it is leaving,
+// serves what the host posted before that, and says it is gone.
+#define REEF_RELAY_LANES 32
+struct RelayParams {
+    u64 cmd;
+    u64 quit;
+    u64 state;
+    u64 life_ns;
+    u64 flags[REEF_RELAY_LANES];
+};
+
+__device__ __forceinline__ u32 reef_relay_serve(const RelayParams& r, u32 last) {
+    u64 c = *(volatile u64*)r.cmd;
+    while ((u32)(c & 0xffffu) != (u32)(c >> 48)) c = *(volatile u64*)r.cmd;
+    const u32 seq = (u32)(c & 0xffffu);
+    if (seq == last) return last;
+    const u32 mask = (u32)(c >> 16);
+    for (u32 i = 0; i < REEF_RELAY_LANES; ++i)
+        if ((mask >> i) & 1u) *(volatile u32*)r.flags[i] = 1u;
+    __threadfence_system();
+    ((volatile u32*)r.state)[1] = seq;
+    __threadfence_system();
+    return seq;
+}
+
+extern "C" __global__ void __launch_bounds__(32) reef_relay(const RelayParams r) {
+    if (threadIdx.x != 0) return;
+    volatile u32* phase = (volatile u32*)r.state;
+    *phase = 1u;
+    __threadfence_system();
+    const u64 t0 = reef_now();
+    u32 last = 0;
+    for (u32 i = 0;; ++i) {
+        last = reef_relay_serve(r, last);
+        if (reef_now() - t0 >= r.life_ns) break;
+        if ((i & 63u) == 0 && *(volatile u32*)r.quit != 0u) break;
+        __nanosleep(128);
+    }
+    *phase = 2u;
+    __threadfence_system();
+    reef_relay_serve(r, last);
+    *phase = 3u;
+    __threadfence_system();
+}
 #endif
 
 // Deterministic block reductions (every thread gets the same bits: the xor

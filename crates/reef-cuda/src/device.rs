@@ -211,6 +211,9 @@ pub(crate) fn driver_ready() -> Result<usize, ExecError> {
 
 /// State shared by a device, its models, contexts and lanes.
 pub(crate) struct DeviceShared {
+    /// The preemption relay (`REEF_RAISE=relay`). First, so that it drops
+    /// first: its drop waits for its kernels while the module is loaded.
+    pub relay: Option<parking_lot::Mutex<crate::relay::Relay>>,
     pub ctx: Arc<CudaContext>,
     /// The loaded kernel modules, one per kernel set.
     _modules: Vec<Arc<CudaModule>>,
@@ -409,6 +412,18 @@ impl CudaDevice {
         let control = ctx
             .new_stream_with_priority(priorities.1)
             .call("cuStreamCreateWithPriority(control)")?;
+        let relay = if options.raise == crate::precision::RaiseOp::Relay {
+            let func = modules[0]
+                .load_function("reef_relay")
+                .call("cuModuleGetFunction(reef_relay)")?;
+            Some(parking_lot::Mutex::new(crate::relay::Relay::new(
+                &ctx,
+                func,
+                priorities.1,
+            )?))
+        } else {
+            None
+        };
         // What changes a kernel's launch beyond its plan: the GPU, the
         // compiled module and the options the launch builder reads.
         let tactic_scope = scope_key(&[
@@ -443,6 +458,7 @@ impl CudaDevice {
         );
         Ok(CudaDevice {
             shared: Arc::new(DeviceShared {
+                relay,
                 ctx,
                 _modules: modules,
                 sets,
@@ -470,6 +486,12 @@ impl CudaDevice {
                 hold,
             }),
         })
+    }
+
+    /// How the preemption relay's raises went so far; `None` without the
+    /// relay (`REEF_RAISE` other than `relay`).
+    pub fn relay_counts(&self) -> Option<crate::relay::RelayCounts> {
+        self.shared.relay.as_ref().map(|r| r.lock().counts())
     }
 
     /// The arithmetic of convolutions and matmuls on this device.
@@ -661,12 +683,27 @@ impl Device for CudaDevice {
     /// By default each lane's flag is written by one `cuMemsetD32Async` on
     /// the control stream ([`Lane::set_preempt`](reef_exec::Lane::set_preempt));
     /// with `REEF_RAISE=batch` one `cuStreamBatchMemOp` writes them all,
-    /// with `write` one `cuStreamWriteValue32` each. Lanes without a device
-    /// flag are always raised one by one.
+    /// with `write` one `cuStreamWriteValue32` each; with `relay` a host
+    /// store asks the running relay kernel to write them
+    /// ([`crate::relay`]), and the lanes it cannot raise get the memset.
+    /// Lanes without a device flag are always raised one by one.
     fn raise_preempt(&self, lanes: &mut [&mut dyn reef_exec::Lane]) -> reef_exec::Result<()> {
         use crate::precision::RaiseOp;
+        if let Some(relay) = &self.shared.relay {
+            let flags: Vec<u64> = lanes
+                .iter()
+                .map(|l| l.flag_address().unwrap_or(0))
+                .collect();
+            let raised = relay.lock().raise(&flags);
+            for (l, done) in lanes.iter_mut().zip(raised) {
+                if !done {
+                    l.set_preempt(true)?;
+                }
+            }
+            return Ok(());
+        }
         let flags: Option<Vec<u64>> = match self.shared.raise {
-            RaiseOp::Memset => None,
+            RaiseOp::Memset | RaiseOp::Relay => None,
             RaiseOp::Batch | RaiseOp::Write => lanes.iter().map(|l| l.flag_address()).collect(),
         };
         let Some(flags) = flags else {

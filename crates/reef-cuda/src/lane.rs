@@ -79,6 +79,9 @@ impl CudaLane {
         } else {
             None
         };
+        if let (Some(relay), Priority::Low) = (&shared.relay, priority) {
+            relay.lock().register(flag.ptr());
+        }
         Ok(CudaLane {
             shared,
             priority,
@@ -221,6 +224,9 @@ impl Lane for CudaLane {
                 })
             }
             Variant::Be => {
+                if let Some(relay) = &self.shared.relay {
+                    relay.lock().keep()?;
+                }
                 // Direct: every tile has its block on the GPU at once, and
                 // no padding launch used the kernel's cursor since `begin`
                 // (its later launches finish from the cursor).
@@ -511,8 +517,13 @@ impl Lane for CudaLane {
     /// synchronize of the lane waits for them). Clearing writes it on the
     /// control stream too, after any raise (one stream keeps them in order),
     /// and makes the lane's stream wait for that write, so every later
-    /// launch of the lane sees the flag down, without a host wait.
+    /// launch of the lane sees the flag down, without a host wait. With the
+    /// relay, clearing first waits until no relayed raise is left to land
+    /// ([`crate::relay`]).
     fn set_preempt(&mut self, on: bool) -> reef_exec::Result<()> {
+        if let (Some(relay), false) = (&self.shared.relay, on) {
+            relay.lock().settle()?;
+        }
         self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
         let control = &self.shared.control;
         // SAFETY: the flag allocation holds at least one u32.
@@ -795,6 +806,14 @@ impl Drop for CudaLane {
         }
         if let Err(e) = self.stream.synchronize() {
             tracing::error!(error = %e, "lane synchronize on drop failed");
+        }
+        if let Some(relay) = &self.shared.relay {
+            // No relayed raise may land on the flag once it is freed.
+            let mut relay = relay.lock();
+            if let Err(e) = relay.settle() {
+                tracing::error!(error = %e, "relay settle on lane drop failed");
+            }
+            relay.unregister(self.flag.ptr());
         }
         for ev in self
             .free

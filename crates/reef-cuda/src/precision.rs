@@ -194,7 +194,8 @@ pub fn flag_chunk_from_var(v: Option<&str>) -> Result<u32, PrecisionError> {
 }
 
 /// The environment variable that picks the driver call raising the
-/// preemption flags (`REEF_RAISE=memset|batch|write`, default `memset`).
+/// preemption flags (`REEF_RAISE=memset|batch|write|relay`, default
+/// `memset`).
 pub const RAISE_VAR: &str = "REEF_RAISE";
 
 /// How [`Device::raise_preempt`](reef_exec::Device::raise_preempt) writes
@@ -210,20 +211,24 @@ pub enum RaiseOp {
     Batch,
     /// One `cuStreamWriteValue32` per flag.
     Write,
+    /// A host store that a polling relay kernel turns into the flag writes
+    /// (`relay.rs`); `Memset` whenever no relay instance is running.
+    Relay,
 }
 
 /// `REEF_RAISE` (given value, `None`: unset): unset or empty gives
-/// [`RaiseOp::Memset`]; anything but `memset`, `batch` or `write` is an
+/// [`RaiseOp::Memset`]; anything but `memset`, `batch`, `write` or `relay` is an
 /// error naming the variable.
 pub fn raise_from_var(v: Option<&str>) -> Result<RaiseOp, PrecisionError> {
     match v.map(|s| s.trim().to_ascii_lowercase()).as_deref() {
         None | Some("") | Some("memset") => Ok(RaiseOp::Memset),
         Some("batch") => Ok(RaiseOp::Batch),
         Some("write") => Ok(RaiseOp::Write),
+        Some("relay") => Ok(RaiseOp::Relay),
         Some(_) => Err(PrecisionError {
             var: RAISE_VAR,
             value: v.unwrap_or_default().trim().to_string(),
-            accepted: "memset, batch or write",
+            accepted: "memset, batch, write or relay",
         }),
     }
 }
@@ -311,6 +316,7 @@ mod tests {
         assert_eq!(raise_from_var(Some(" ")).unwrap(), RaiseOp::Memset);
         assert_eq!(raise_from_var(Some("Write")).unwrap(), RaiseOp::Write);
         assert_eq!(raise_from_var(Some("batch")).unwrap(), RaiseOp::Batch);
+        assert_eq!(raise_from_var(Some("relay ")).unwrap(), RaiseOp::Relay);
         let e = raise_from_var(Some("poke")).unwrap_err();
         assert_eq!((e.var, e.value.as_str()), ("REEF_RAISE", "poke"));
     }

@@ -571,6 +571,98 @@ fn the_told_word_says_when_a_lane_drained_and_never_early() {
     }
 }
 
+#[test]
+fn the_relay_raises_flags_and_never_after_their_clear() {
+    let Some(dev) = device_with(CudaOptions {
+        raise: reef_cuda::precision::RaiseOp::Relay,
+        ..CudaOptions::default()
+    }) else {
+        return;
+    };
+    // 40 kernels of 64 MiB in and out: milliseconds of work.
+    let (len, elems) = (40usize, 1 << 24);
+    let mut rng = StdRng::seed_from_u64(23);
+    let p = chain(len, elems);
+    let xv: Vec<f32> = random(&mut rng, elems)
+        .iter()
+        .map(|v| v.abs() + 0.1)
+        .collect();
+    let reference = run(&dev, &p, std::slice::from_ref(&xv), Variant::Rt);
+    let model = dev.load(Arc::new(p.plan.clone())).unwrap();
+    let mut ctx = model.context().unwrap();
+    let mut lane = dev.lane(Priority::Low).unwrap();
+    let before = dev.relay_counts().expect("the relay is on");
+
+    // Preempted mid-run by relayed raises, resumed until complete: the
+    // result is the unpreempted one's, bit for bit.
+    let mut preempted = 0;
+    for round in 0..20 {
+        ctx.write_input(0, &bytes(&xv)).unwrap();
+        let mut at = 0;
+        lane.begin(ctx.as_mut(), 0).unwrap();
+        for i in 0..len {
+            lane.enqueue(ctx.as_mut(), i, Variant::Be).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100 + 37 * round));
+        dev.raise_preempt(&mut [&mut *lane]).unwrap();
+        lane.synchronize().unwrap();
+        let stopped = ctx.progress().unwrap();
+        preempted += usize::from(stopped < len);
+        while at < len {
+            at = ctx.progress().unwrap();
+            lane.set_preempt(false).unwrap();
+            lane.begin(ctx.as_mut(), at).unwrap();
+            for i in at..len {
+                lane.enqueue(ctx.as_mut(), i, Variant::Be).unwrap();
+            }
+            lane.synchronize().unwrap();
+            at = ctx.progress().unwrap();
+        }
+        let got = f32s(&ctx.read_output(0).unwrap());
+        assert!(
+            got.iter()
+                .zip(&reference[0])
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "round {round}: the resumed result differs"
+        );
+    }
+    let mid = dev.relay_counts().unwrap();
+    println!("relay, preempting: {before:?} -> {mid:?}; {preempted} of 20 rounds stopped early");
+    assert!(
+        mid.relayed >= before.relayed + 10,
+        "few raises were relayed: {mid:?}"
+    );
+    assert!(
+        preempted >= 10,
+        "relayed raises stopped {preempted} of 20 runs"
+    );
+
+    // Raise and clear at once, then run kernels behind the clear: a relayed
+    // raise landing after the clear would stop them.
+    for round in 0..300 {
+        lane.begin(ctx.as_mut(), 0).unwrap();
+        lane.enqueue(ctx.as_mut(), 0, Variant::Be).unwrap();
+        dev.raise_preempt(&mut [&mut *lane]).unwrap();
+        lane.set_preempt(false).unwrap();
+        lane.begin(ctx.as_mut(), 0).unwrap();
+        for i in 0..3 {
+            lane.enqueue(ctx.as_mut(), i, Variant::Be).unwrap();
+        }
+        lane.synchronize().unwrap();
+        assert_eq!(
+            ctx.progress().unwrap(),
+            3,
+            "round {round}: a kernel behind the clear stopped"
+        );
+    }
+    let end = dev.relay_counts().unwrap();
+    println!("relay, raise then clear: {mid:?} -> {end:?}");
+    assert!(
+        end.relayed >= mid.relayed + 150,
+        "few raises were relayed: {end:?}"
+    );
+}
+
 /// A batched matmul case: A stored [batch, m, k] (or [batch, k, m] when
 /// `a_t`), B shared [k, n] (or [n, k] when `b_t`, as nn.Linear weights);
 /// out = A B + bias[n] (no activation).
