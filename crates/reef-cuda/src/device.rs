@@ -213,7 +213,7 @@ pub(crate) fn driver_ready() -> Result<usize, ExecError> {
 pub(crate) struct DeviceShared {
     /// The preemption relay (`REEF_RAISE=relay`). First, so that it drops
     /// first: its drop waits for its kernels while the module is loaded.
-    pub relay: Option<parking_lot::Mutex<crate::relay::Relay>>,
+    pub relay: Option<parking_lot::Mutex<crate::relay::CudaRelay>>,
     pub ctx: Arc<CudaContext>,
     /// The loaded kernel modules, one per kernel set.
     _modules: Vec<Arc<CudaModule>>,
@@ -416,11 +416,11 @@ impl CudaDevice {
             let func = modules[0]
                 .load_function("reef_relay")
                 .call("cuModuleGetFunction(reef_relay)")?;
-            Some(parking_lot::Mutex::new(crate::relay::Relay::new(
-                &ctx,
-                func,
-                priorities.1,
-            )?))
+            Some(parking_lot::Mutex::new(crate::relay::CudaRelay::new(
+                crate::relay::PinnedWords::new(&ctx)?,
+                crate::relay::CudaSpawn::new(&ctx, func, priorities.1)?,
+                crate::relay::Timing::GPU,
+            )))
         } else {
             None
         };

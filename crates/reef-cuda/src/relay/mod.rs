@@ -30,14 +30,18 @@
 //!
 //! The flags an instance may raise are the BE lanes' flags that existed at
 //! its launch (at most [`RELAY_LANES`]); a lane made later is raised with the
-//! driver until the next instance.
+//! driver until the next instance. The protocol here is the host's half; the
+//! words live behind [`Words`] and instances start through [`Spawn`], so the
+//! tests run it against a thread that does what the kernel does.
 
-use crate::error::CudaCall;
-use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaStream};
+mod cuda;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use cuda::{CudaRelay, CudaSpawn, PinnedWords};
+
 use reef_exec::ExecError;
-use std::ffi::c_void;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Lane flags one relay instance can raise (`REEF_RELAY_LANES` in
@@ -45,38 +49,79 @@ use std::time::{Duration, Instant};
 pub(crate) const RELAY_LANES: usize = 32;
 /// How long an instance runs.
 pub(crate) const LIFE: Duration = Duration::from_millis(5);
-/// No post goes to an instance launched longer ago than this (it might
-/// leave before reading it; it would then be raised with the driver after
-/// a wait).
-const USABLE: Duration = Duration::from_millis(4);
-/// Longest wait for an instance to serve a post or to leave: far beyond a
-/// healthy one's microseconds, short of hanging the scheduler.
-const SETTLE_LIMIT: Duration = Duration::from_millis(200);
 /// Bytes of mapped memory per instance slot: the command word, the quit
 /// word and the state words each on their own 64-byte line.
-const SLOT_BYTES: usize = 192;
+pub(crate) const SLOT_BYTES: usize = 192;
+/// Offsets in a slot.
 const CMD: usize = 0;
 const QUIT: usize = 64;
 const STATE: usize = 128;
-/// Phases the kernel writes to its first state word.
+/// Phases an instance writes to its first state word.
 const RUNNING: u32 = 1;
+const LEAVING: u32 = 2;
 const GONE: u32 = 3;
 
 /// The kernel's parameters (`RelayParams` in common.cu).
 #[repr(C)]
-#[derive(Clone, Copy)]
-struct RelayParams {
-    cmd: u64,
-    quit: u64,
-    state: u64,
-    life_ns: u64,
-    flags: [u64; RELAY_LANES],
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RelayParams {
+    pub cmd: u64,
+    pub quit: u64,
+    pub state: u64,
+    pub life_ns: u64,
+    pub flags: [u64; RELAY_LANES],
 }
 
 /// The command word: the sequence number in bits 0-15 and 48-63, the mask
 /// in bits 16-47.
 fn command(seq: u16, mask: u32) -> u64 {
     u64::from(seq) | u64::from(mask) << 16 | u64::from(seq) << 48
+}
+
+/// The relay's words in memory both sides see: `2 * SLOT_BYTES` bytes.
+pub(crate) trait Words: Send {
+    /// The u32 at byte `offset` (a multiple of 4).
+    fn u32_at(&self, offset: usize) -> &AtomicU32;
+    /// The u64 at byte `offset` (a multiple of 8).
+    fn u64_at(&self, offset: usize) -> &AtomicU64;
+    /// The address the relay kernel reads the first byte at.
+    fn device_base(&self) -> u64;
+}
+
+/// Starts relay instances.
+pub(crate) trait Spawn: Send {
+    /// Starts an instance in `slot` (0 or 1) with `params`; instances of
+    /// one slot run one after another.
+    fn spawn(&mut self, slot: usize, params: &RelayParams) -> Result<(), ExecError>;
+    /// Waits until every instance started has ended.
+    fn finish(&mut self) -> Result<(), ExecError>;
+}
+
+/// How long instances live and are used.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    /// An instance's life.
+    pub life: Duration,
+    /// The age at which [`Relay::keep`] starts the next instance.
+    pub renew: Duration,
+    /// No post goes to an instance started longer ago than this: it might
+    /// leave before reading it (the raise would then fall back after a
+    /// wait).
+    pub usable: Duration,
+    /// Longest wait for an instance to serve a post or to leave (an error
+    /// after it).
+    pub settle_limit: Duration,
+}
+
+impl Timing {
+    /// The GPU's: a [`LIFE`] of 5 ms, renewed at half, used until 4 ms; a
+    /// healthy instance serves within microseconds, so 200 ms is a fault.
+    pub const GPU: Timing = Timing {
+        life: LIFE,
+        renew: Duration::from_micros(2500),
+        usable: Duration::from_millis(4),
+        settle_limit: Duration::from_millis(200),
+    };
 }
 
 /// How raises went, for logs and tests.
@@ -89,11 +134,24 @@ pub struct RelayCounts {
     /// Raises made with the driver call: no instance was running (or one
     /// left before it read the post), or a lane had no slot in it.
     pub driver: u64,
+    /// Raises posted as their instance was leaving (served anyway, or
+    /// then made with the driver).
+    pub late: u64,
 }
 
-/// One launched instance.
+/// A short busy wait, then giving the core away: instances answer within
+/// microseconds on a GPU, a thread standing in for one may need the core.
+fn pause(t0: Instant) {
+    if t0.elapsed() < Duration::from_micros(50) {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+/// One started instance.
 struct Instance {
-    launched: Instant,
+    started: Instant,
     flags: [u64; RELAY_LANES],
     /// Slots of `flags` in use.
     used: usize,
@@ -104,97 +162,52 @@ struct Instance {
     told_to_quit: bool,
 }
 
-/// The device's relay: two instance slots, each with its stream and its
-/// mapped words, and the BE lanes' flags.
-pub(crate) struct Relay {
-    ctx: Arc<CudaContext>,
-    func: CudaFunction,
-    streams: [Arc<CudaStream>; 2],
-    host: *mut u8,
-    dev: u64,
+/// The host's half of the relay: two instance slots and the BE lanes'
+/// flags.
+pub(crate) struct Relay<W: Words, S: Spawn> {
+    words: W,
+    spawner: S,
+    timing: Timing,
     slots: [Option<Instance>; 2],
-    /// The slot launched last.
+    /// The slot started last.
     newest: usize,
     /// The live BE lanes' flags.
     lanes: Vec<u64>,
     counts: RelayCounts,
 }
 
-// SAFETY: `host` points to a pinned allocation this value owns and frees once
-// (Drop); it is only accessed through atomics. The device wraps the relay in
-// a mutex, so one thread uses it at a time.
-unsafe impl Send for Relay {}
-
-impl Relay {
-    /// Makes the relay of a device: its streams at `priority` (the
-    /// greatest), and its mapped words. Nothing is launched yet.
-    pub fn new(
-        ctx: &Arc<CudaContext>,
-        func: CudaFunction,
-        priority: i32,
-    ) -> Result<Relay, ExecError> {
-        ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        let mut streams = Vec::with_capacity(2);
-        for _ in 0..2 {
-            streams.push(
-                ctx.new_stream_with_priority(priority)
-                    .call("cuStreamCreateWithPriority(relay)")?,
-            );
+impl<W: Words, S: Spawn> Relay<W, S> {
+    /// A relay over `words` (zeroed here) that starts instances with
+    /// `spawner`. Nothing is started yet.
+    pub fn new(words: W, spawner: S, timing: Timing) -> Self {
+        for off in (0..2 * SLOT_BYTES).step_by(4) {
+            words.u32_at(off).store(0, Ordering::SeqCst);
         }
-        let mut host: *mut c_void = std::ptr::null_mut();
-        // SAFETY: `host` is a valid out-pointer; the allocation is freed once
-        // in Drop.
-        unsafe {
-            sys::cuMemHostAlloc(
-                &mut host,
-                2 * SLOT_BYTES,
-                sys::CU_MEMHOSTALLOC_DEVICEMAP | sys::CU_MEMHOSTALLOC_PORTABLE,
-            )
-        }
-        .result()
-        .call("cuMemHostAlloc(relay words)")?;
-        let mut relay = Relay {
-            ctx: ctx.clone(),
-            func,
-            streams: [streams[0].clone(), streams[1].clone()],
-            host: host.cast::<u8>(),
-            dev: 0,
+        Relay {
+            words,
+            spawner,
+            timing,
             slots: [None, None],
             newest: 1,
             lanes: Vec::new(),
             counts: RelayCounts::default(),
-        };
-        // SAFETY: `host` holds 2 * SLOT_BYTES bytes owned by `relay`.
-        unsafe { std::ptr::write_bytes(relay.host, 0, 2 * SLOT_BYTES) };
-        let mut dev: sys::CUdeviceptr = 0;
-        // SAFETY: `host` is a live DEVICEMAP allocation of this process;
-        // `dev` is a valid out-pointer.
-        unsafe { sys::cuMemHostGetDevicePointer_v2(&mut dev, host, 0) }
-            .result()
-            .call("cuMemHostGetDevicePointer(relay words)")?;
-        relay.dev = dev;
-        Ok(relay)
+        }
     }
 
-    fn word32(&self, slot: usize, offset: usize) -> &AtomicU32 {
-        debug_assert!(slot < 2 && offset + 8 <= SLOT_BYTES);
-        // SAFETY: in bounds of the live, 64-byte aligned allocation (page
-        // aligned, offsets multiples of 4); the device writes these words
-        // whole, the host only through atomics.
-        unsafe { AtomicU32::from_ptr(self.host.add(slot * SLOT_BYTES + offset).cast::<u32>()) }
+    fn word(&self, slot: usize, offset: usize) -> &AtomicU32 {
+        self.words.u32_at(slot * SLOT_BYTES + offset)
     }
 
     fn cmd(&self, slot: usize) -> &AtomicU64 {
-        // SAFETY: as `word32`; the command word is 8-byte aligned.
-        unsafe { AtomicU64::from_ptr(self.host.add(slot * SLOT_BYTES + CMD).cast::<u64>()) }
+        self.words.u64_at(slot * SLOT_BYTES + CMD)
     }
 
     fn phase(&self, slot: usize) -> u32 {
-        self.word32(slot, STATE).load(Ordering::SeqCst)
+        self.word(slot, STATE).load(Ordering::SeqCst)
     }
 
     fn served(&self, slot: usize) -> u16 {
-        self.word32(slot, STATE + 4).load(Ordering::SeqCst) as u16
+        self.word(slot, STATE + 4).load(Ordering::SeqCst) as u16
     }
 
     /// Counts so far.
@@ -202,7 +215,7 @@ impl Relay {
         self.counts
     }
 
-    /// A BE lane's flag, which instances launched from now on can raise.
+    /// A BE lane's flag, which instances started from now on can raise.
     pub fn register(&mut self, flag: u64) {
         if !self.lanes.contains(&flag) {
             self.lanes.push(flag);
@@ -215,72 +228,52 @@ impl Relay {
         self.lanes.retain(|&f| f != flag);
     }
 
-    /// Called with each BE launch: launches an instance when none was
-    /// launched in the last half [`LIFE`], and tells an older one to quit
-    /// once the newest runs.
+    /// Called with each BE launch: starts an instance when none was started
+    /// in the last [`Timing::renew`], and tells an older one to quit once
+    /// the newest runs.
     pub fn keep(&mut self) -> Result<(), ExecError> {
         let newest = self.newest;
+        let other = 1 - newest;
         let renew = match &self.slots[newest] {
-            Some(i) => i.launched.elapsed() >= LIFE / 2,
+            Some(i) => i.started.elapsed() >= self.timing.renew,
             None => true,
         };
-        if renew {
-            let other = 1 - newest;
-            // A gone instance never writes again, served or not.
-            let free = self.slots[other].is_none() || self.phase(other) == GONE;
-            if free {
-                self.launch(other)?;
-                return Ok(());
-            }
+        // A gone instance never writes again, served or not.
+        if renew && (self.slots[other].is_none() || self.phase(other) == GONE) {
+            return self.start(other);
         }
-        let other = 1 - newest;
         if self.slots[newest].is_some() && self.phase(newest) == RUNNING {
             if let Some(old) = self.slots[other].as_mut() {
                 if !old.told_to_quit {
                     old.told_to_quit = true;
-                    self.word32(other, QUIT).store(1, Ordering::SeqCst);
+                    self.word(other, QUIT).store(1, Ordering::SeqCst);
                 }
             }
         }
         Ok(())
     }
 
-    fn launch(&mut self, slot: usize) -> Result<(), ExecError> {
+    fn start(&mut self, slot: usize) -> Result<(), ExecError> {
         let mut flags = [0u64; RELAY_LANES];
         let used = self.lanes.len().min(RELAY_LANES);
         flags[..used].copy_from_slice(&self.lanes[..used]);
         self.cmd(slot).store(command(0, 0), Ordering::SeqCst);
-        self.word32(slot, QUIT).store(0, Ordering::SeqCst);
-        self.word32(slot, STATE).store(0, Ordering::SeqCst);
-        self.word32(slot, STATE + 4).store(0, Ordering::SeqCst);
-        let base = self.dev + (slot * SLOT_BYTES) as u64;
-        let mut params = RelayParams {
+        self.word(slot, QUIT).store(0, Ordering::SeqCst);
+        self.word(slot, STATE).store(0, Ordering::SeqCst);
+        self.word(slot, STATE + 4).store(0, Ordering::SeqCst);
+        let base = self.words.device_base() + (slot * SLOT_BYTES) as u64;
+        let params = RelayParams {
             cmd: base + CMD as u64,
             quit: base + QUIT as u64,
             state: base + STATE as u64,
-            life_ns: LIFE.as_nanos() as u64,
+            life_ns: self.timing.life.as_nanos() as u64,
             flags,
         };
-        self.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        let mut args = [(&mut params as *mut RelayParams).cast::<c_void>()];
-        // SAFETY: reef_relay takes one by-value RelayParams, whose C layout
-        // this struct mirrors (a layout test checks the size); the driver
-        // copies it before returning. Its addresses are this slot's mapped
-        // words (live until Drop, which waits for the kernels) and live lane
-        // flags (a lane settles the relay before its flag is freed).
-        unsafe {
-            result::launch_kernel(
-                self.func.cu_function(),
-                (1, 1, 1),
-                (32, 1, 1),
-                0,
-                self.streams[slot].cu_stream(),
-                &mut args,
-            )
-        }
-        .map_err(|e| ExecError::Cuda(format!("cuLaunchKernel(reef_relay): {e}")))?;
+        // Marked as started first: should the start fail, the slot still
+        // counts as busy until its phase reads gone (it never will), and no
+        // post goes to it (it never runs).
         self.slots[slot] = Some(Instance {
-            launched: Instant::now(),
+            started: Instant::now(),
             flags,
             used,
             seq: 0,
@@ -288,6 +281,7 @@ impl Relay {
             told_to_quit: false,
         });
         self.newest = slot;
+        self.spawner.spawn(slot, &params)?;
         self.counts.launched += 1;
         Ok(())
     }
@@ -315,16 +309,16 @@ impl Relay {
         }
         let seq = (inst.seq % u16::MAX) + 1;
         // A post the instance has not served yet is still owed: the new
-        // word (which replaces it) raises its lanes too.
+        // word replaces it, so it raises that post's lanes too.
         let owed = if inst.unsettled && self.served(slot) != inst.seq {
-            self.cmd(slot).load(Ordering::SeqCst) >> 16
+            (self.cmd(slot).load(Ordering::SeqCst) >> 16) as u32
         } else {
             0
         };
-        // SeqCst store then SeqCst load: the store is visible before the
-        // phase is read (x86: a locked exchange).
+        // SeqCst store, then SeqCst load: the post is visible before the
+        // phase is read (on x86 the store is a locked exchange).
         self.cmd(slot)
-            .store(command(seq, mask | owed as u32), Ordering::SeqCst);
+            .store(command(seq, mask | owed), Ordering::SeqCst);
         let inst = self.slots[slot].as_mut().expect("picked slot");
         inst.seq = seq;
         inst.unsettled = true;
@@ -333,11 +327,12 @@ impl Relay {
             return raised;
         }
         // It was leaving: its last read may have come before the post.
+        self.counts.late += 1;
         let t0 = Instant::now();
-        while self.phase(slot) != GONE && t0.elapsed() < SETTLE_LIMIT {
-            std::hint::spin_loop();
+        while self.phase(slot) == LEAVING && t0.elapsed() < self.timing.settle_limit {
+            pause(t0);
         }
-        if self.phase(slot) == GONE && self.served(slot) == seq {
+        if self.served(slot) == seq {
             self.counts.relayed += 1;
             return raised;
         }
@@ -348,12 +343,13 @@ impl Relay {
         vec![false; flags.len()]
     }
 
-    /// The newest running instance launched less than [`USABLE`] ago.
+    /// The newest running instance started less than [`Timing::usable`]
+    /// ago.
     fn pick(&self) -> Option<usize> {
         [self.newest, 1 - self.newest].into_iter().find(|&s| {
             self.slots[s]
                 .as_ref()
-                .is_some_and(|i| i.launched.elapsed() < USABLE)
+                .is_some_and(|i| i.started.elapsed() < self.timing.usable)
                 && self.phase(s) == RUNNING
         })
     }
@@ -371,19 +367,17 @@ impl Relay {
             }
             let seq = inst.seq;
             let t0 = Instant::now();
-            loop {
-                if self.served(slot) == seq || self.phase(slot) == GONE {
-                    break;
-                }
-                if t0.elapsed() > SETTLE_LIMIT {
+            while self.served(slot) != seq && self.phase(slot) != GONE {
+                if t0.elapsed() > self.timing.settle_limit {
                     return Err(ExecError::Cuda(format!(
-                        "the preemption relay served no raise for {SETTLE_LIMIT:?} \
+                        "the preemption relay served no raise for {:?} \
                          (phase {}, served {}, posted {seq})",
+                        self.timing.settle_limit,
                         self.phase(slot),
                         self.served(slot)
                     )));
                 }
-                std::hint::spin_loop();
+                pause(t0);
             }
             self.slots[slot].as_mut().expect("slot").unsettled = false;
         }
@@ -391,50 +385,16 @@ impl Relay {
     }
 }
 
-impl Drop for Relay {
+impl<W: Words, S: Spawn> Drop for Relay<W, S> {
+    /// Tells every instance to quit and waits for them (the words must
+    /// outlive their readers).
     fn drop(&mut self) {
         for slot in 0..2 {
-            self.word32(slot, QUIT).store(1, Ordering::SeqCst);
+            self.word(slot, QUIT).store(1, Ordering::SeqCst);
         }
         tracing::info!(counts = ?self.counts, "preemption relay");
-        let r = self
-            .ctx
-            .bind_to_thread()
-            .call("cuCtxSetCurrent")
-            .and_then(|()| {
-                for s in &self.streams {
-                    s.synchronize().call("cuStreamSynchronize(relay)")?;
-                }
-                // SAFETY: `host` came from cuMemHostAlloc and is freed once,
-                // here, after both streams (every instance) finished.
-                unsafe { sys::cuMemFreeHost(self.host.cast::<c_void>()) }
-                    .result()
-                    .call("cuMemFreeHost(relay words)")
-            });
-        if let Err(e) = r {
+        if let Err(e) = self.spawner.finish() {
             tracing::warn!("{e}");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_command_repeats_its_number_around_the_mask() {
-        let c = command(0x1234, 0x8000_0001);
-        assert_eq!(c & 0xffff, 0x1234);
-        assert_eq!(c >> 48, 0x1234);
-        assert_eq!((c >> 16) as u32, 0x8000_0001);
-        assert_eq!(command(7, 0) >> 16 & 0xffff_ffff, 0);
-    }
-
-    #[test]
-    fn params_match_the_kernels_layout() {
-        // Four u64 then REEF_RELAY_LANES u64 flags, as in common.cu.
-        assert_eq!(std::mem::size_of::<RelayParams>(), 8 * (4 + RELAY_LANES));
-        let src = include_str!("../kernels/common.cu");
-        assert!(src.contains(&format!("#define REEF_RELAY_LANES {RELAY_LANES}")));
     }
 }
