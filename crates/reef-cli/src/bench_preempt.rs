@@ -69,6 +69,8 @@ struct Row {
     padded_kernels: u64,
     pad_launches: u64,
     kernels_rerun: u64,
+    /// The slowest preemptions with the BE kernels they waited on.
+    slowest_drains: Vec<reef_sched::SlowDrain>,
 }
 
 fn source(name: &str) -> GraphSource {
@@ -222,6 +224,7 @@ fn one(dev: &Arc<dyn Device>, opts: &Options, be: &str, mode: ModeSpec) -> Resul
         padded_kernels: st.padded_kernels,
         pad_launches: st.pad_launches,
         kernels_rerun: st.kernels_rerun,
+        slowest_drains: st.slowest_drains,
     })
 }
 
@@ -283,6 +286,30 @@ pub fn run(dev: Arc<dyn Device>, opts: &Options) -> Result<()> {
             r.padded_kernels,
             r.pad_launches
         );
+    }
+    println!(
+        "\nSlowest preemptions per row: us, then each flagged lane's oldest BE kernel in flight"
+    );
+    for r in &rows {
+        let worst: Vec<String> = r
+            .slowest_drains
+            .iter()
+            .take(4)
+            .map(|d| {
+                let lanes: Vec<String> = d
+                    .lanes
+                    .iter()
+                    .map(|w| {
+                        format!(
+                            "{} #{} {} ({}, {} in flight)",
+                            w.model, w.kernel, w.name, w.op, w.in_flight
+                        )
+                    })
+                    .collect();
+                format!("{:.0}: {}", d.us, lanes.join(" + "))
+            })
+            .collect();
+        println!("- {} {}: {}", r.be_model, r.mode, worst.join("; "));
     }
     if let Some(p) = &opts.json {
         std::fs::write(p, serde_json::to_string_pretty(&rows)?)

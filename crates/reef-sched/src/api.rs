@@ -312,6 +312,40 @@ pub struct SchedStats {
     pub pad_launches: u64,
     /// Fraction of wall time since start the device had a task running.
     pub busy_fraction: f64,
+    /// The slowest preemptions so far (at most [`SLOWEST_DRAINS`]),
+    /// slowest first, each with what its flagged lanes had in flight: which
+    /// kernels set the tail of `preempt_latency_us`.
+    pub slowest_drains: Vec<SlowDrain>,
+}
+
+/// How many of the slowest preemptions [`SchedStats::slowest_drains`]
+/// keeps.
+pub const SLOWEST_DRAINS: usize = 16;
+
+/// One of the slowest preemptions ([`SchedStats::slowest_drains`]).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SlowDrain {
+    /// Its latency (as in [`SchedStats::preempt_latency_us`]),
+    /// microseconds.
+    pub us: f64,
+    /// What each flagged lane had in flight when the flags went up.
+    pub lanes: Vec<DrainedWork>,
+}
+
+/// A flagged lane's work at a preemption.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DrainedWork {
+    /// The BE task's model.
+    pub model: String,
+    /// The task's oldest kernel that may not have finished (its index in
+    /// the model's plan).
+    pub kernel: usize,
+    /// That kernel's name (the graph nodes it came from).
+    pub name: String,
+    /// That kernel's op (`KernelOp::kind`).
+    pub op: String,
+    /// Launches the lane had in flight.
+    pub in_flight: u64,
 }
 
 /// Statistics of one device of a [`Service`] (one entry per device; a

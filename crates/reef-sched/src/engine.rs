@@ -84,9 +84,34 @@ pub(crate) struct Engine {
 struct Drain {
     lanes: Vec<usize>,
     noticed: Instant,
+    /// What each flagged lane had in flight, described only if the drain is
+    /// among the slowest ([`SchedStats::slowest_drains`]).
+    work: Vec<InFlight>,
     /// Lanes whose drain is timed on the device
     /// ([`SchedConfig::time_drains`]).
     timed: Vec<usize>,
+}
+
+/// A flagged lane's BE task at a preemption: its model and the kernels
+/// from `first` on that it had in flight.
+struct InFlight {
+    model: Arc<crate::registry::ModelEntry>,
+    handle: Arc<dyn reef_exec::ModelHandle>,
+    first: usize,
+    in_flight: u64,
+}
+
+impl InFlight {
+    fn describe(&self) -> crate::api::DrainedWork {
+        let kernel = self.handle.plan().kernels.get(self.first);
+        crate::api::DrainedWork {
+            model: self.model.name.clone(),
+            kernel: self.first,
+            name: kernel.map(|k| k.name.clone()).unwrap_or_default(),
+            op: kernel.map(|k| k.op.kind().to_string()).unwrap_or_default(),
+            in_flight: self.in_flight,
+        }
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> SchedError {
@@ -559,6 +584,7 @@ impl Engine {
     fn pause_be(&mut self) -> Result<(), SchedError> {
         let noticed = Instant::now();
         let mut busy = Vec::new();
+        let mut work = Vec::new();
         for q in 0..self.be_running.len() {
             let Some(t) = self.be_running[q].as_mut() else {
                 continue;
@@ -576,6 +602,12 @@ impl Engine {
             t.pad_pos = t.pad_known as f64;
             if in_flight > 0 {
                 busy.push(q);
+                work.push(InFlight {
+                    model: t.entry.clone(),
+                    handle: t.handle.clone(),
+                    first: t.pad_known,
+                    in_flight,
+                });
             }
         }
         if busy.is_empty() {
@@ -608,6 +640,7 @@ impl Engine {
         self.drain = Some(Drain {
             lanes: busy,
             noticed,
+            work,
             timed,
         });
         Ok(())
@@ -671,7 +704,14 @@ impl Engine {
 
     /// Records a finished drain; in `reef` mode lowers the flags.
     fn end_drain(&mut self, d: Drain) -> Result<(), SchedError> {
-        self.stats.record_preemption(d.noticed.elapsed(), 0);
+        let latency = d.noticed.elapsed();
+        self.stats.record_preemption(latency, 0);
+        if self.stats.is_slow_drain(latency) {
+            self.stats.record_slow_drain(crate::api::SlowDrain {
+                us: latency.as_secs_f64() * 1e6,
+                lanes: d.work.iter().map(InFlight::describe).collect(),
+            });
+        }
         // Every lane is drained now: the device drain is the slowest lane's
         // (reading a lane's timer waits for its stop event).
         let mut device: Option<Duration> = None;

@@ -446,8 +446,9 @@ impl Service for MultiScheduler {
     /// The sum over devices of queue depths, completions, preemptions and
     /// re-run kernels; `busy_fraction` is the mean over devices; the latency
     /// summaries are those of the device with the most samples (summaries of
-    /// different histograms cannot be merged exactly). `device` lists the
-    /// devices; `mode` is the first device's mode.
+    /// different histograms cannot be merged exactly); the slowest drains
+    /// are the slowest of all devices. `device` lists the devices; `mode` is
+    /// the first device's mode.
     fn stats(&self) -> SchedStats {
         let all: Vec<SchedStats> = self.slots.iter().map(|s| s.sched.stats()).collect();
         let most = |f: fn(&SchedStats) -> LatencySummary| {
@@ -480,6 +481,12 @@ impl Service for MultiScheduler {
             pad_launches: all.iter().map(|s| s.pad_launches).sum(),
             busy_fraction: all.iter().map(|s| s.busy_fraction).sum::<f64>()
                 / all.len().max(1) as f64,
+            slowest_drains: {
+                let mut v: Vec<_> = all.iter().flat_map(|s| s.slowest_drains.clone()).collect();
+                v.sort_by(|a, b| b.us.total_cmp(&a.us));
+                v.truncate(crate::api::SLOWEST_DRAINS);
+                v
+            },
         }
     }
 

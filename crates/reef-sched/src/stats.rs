@@ -1,7 +1,7 @@
 //! Scheduler counters and latency histograms, shared between the scheduling
 //! thread (writer) and front ends (readers of snapshots).
 
-use crate::api::{LatencySummary, SchedStats};
+use crate::api::{LatencySummary, SchedStats, SlowDrain, SLOWEST_DRAINS};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -24,6 +24,8 @@ pub struct Stats {
     raise: Mutex<Histogram<u64>>,
     drain_device: Mutex<Histogram<u64>>,
     padding: Mutex<Histogram<u64>>,
+    /// The slowest preemptions, slowest first.
+    slowest: Mutex<Vec<SlowDrain>>,
 }
 
 fn hist() -> Histogram<u64> {
@@ -61,6 +63,7 @@ impl Stats {
             raise: Mutex::new(hist()),
             drain_device: Mutex::new(hist()),
             padding: Mutex::new(hist()),
+            slowest: Mutex::new(Vec::new()),
         }
     }
 
@@ -82,6 +85,24 @@ impl Stats {
             .drain_device
             .lock()
             .record((d.as_nanos() as u64).max(1));
+    }
+
+    /// Whether a preemption of `d` is among the slowest so far (then
+    /// [`Stats::record_slow_drain`] keeps it).
+    pub(crate) fn is_slow_drain(&self, d: Duration) -> bool {
+        let slowest = self.slowest.lock();
+        slowest.len() < SLOWEST_DRAINS
+            || slowest.last().is_some_and(|s| d.as_secs_f64() * 1e6 > s.us)
+    }
+
+    /// Keeps `drain` if it is among the slowest so far.
+    pub(crate) fn record_slow_drain(&self, drain: SlowDrain) {
+        let mut slowest = self.slowest.lock();
+        let at = slowest.partition_point(|s| s.us >= drain.us);
+        if at < SLOWEST_DRAINS {
+            slowest.insert(at, drain);
+            slowest.truncate(SLOWEST_DRAINS);
+        }
     }
 
     /// Records one padding selection's latency.
@@ -114,6 +135,36 @@ impl Stats {
             padded_kernels: self.padded_kernels.load(Ordering::Relaxed),
             pad_launches: self.pad_launches.load(Ordering::Relaxed),
             busy_fraction: (self.busy_ns.load(Ordering::Relaxed) as f64 / wall).min(1.0),
+            slowest_drains: self.slowest.lock().clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slowest_drains_are_kept_slowest_first() {
+        let stats = Stats::new("cpu".into(), "reset".into(), 1);
+        let us = |v: u64| Duration::from_micros(v);
+        for v in (1..=40).map(|i| (i * 37) % 41) {
+            if stats.is_slow_drain(us(v)) {
+                stats.record_slow_drain(SlowDrain {
+                    us: v as f64,
+                    lanes: Vec::new(),
+                });
+            }
+        }
+        let kept: Vec<f64> = stats
+            .snapshot()
+            .slowest_drains
+            .iter()
+            .map(|s| s.us)
+            .collect();
+        let want: Vec<f64> = (25..=40).rev().map(|v| v as f64).collect();
+        assert_eq!(kept, want);
+        assert!(!stats.is_slow_drain(us(25)));
+        assert!(stats.is_slow_drain(us(26)));
     }
 }

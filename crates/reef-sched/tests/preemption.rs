@@ -211,6 +211,29 @@ fn preempt_many_cfg(
         raise.max <= host.max * 1.01,
         "raises {raise:?}, preemptions {host:?}"
     );
+    // The slowest drains, slowest first, the first the histogram's maximum
+    // (to its three significant digits), each naming the BE kernels it
+    // waited on.
+    let slow = &st.slowest_drains;
+    assert!(!slow.is_empty() && slow.len() <= reef_sched::SLOWEST_DRAINS);
+    assert!(slow.windows(2).all(|w| w[0].us >= w[1].us), "{slow:?}");
+    assert!(
+        (slow[0].us - host.max).abs() <= host.max * 0.01 + 1.0,
+        "slowest {} us, histogram max {} us",
+        slow[0].us,
+        host.max
+    );
+    for d in slow {
+        assert!(!d.lanes.is_empty(), "{d:?}");
+        for w in &d.lanes {
+            let case = cases.iter().find(|c| c.0 == w.model);
+            assert!(case.is_some(), "a drain names model {}", w.model);
+            assert!(
+                w.in_flight > 0 && !w.name.is_empty() && !w.op.is_empty(),
+                "{w:?}"
+            );
+        }
+    }
     if time_drains && mode != Mode::Wait {
         // A drain with BE work in flight gets its lanes' time; one whose
         // lanes had gone idle before the flags went up may read zero.
