@@ -417,7 +417,7 @@ impl CudaDevice {
                 .load_function("reef_relay")
                 .call("cuModuleGetFunction(reef_relay)")?;
             Some(parking_lot::Mutex::new(crate::relay::CudaRelay::new(
-                crate::relay::PinnedWords::new(&ctx)?,
+                crate::relay::relay_words(&ctx)?,
                 crate::relay::CudaSpawn::new(&ctx, func, priorities.1)?,
                 crate::relay::Timing::GPU,
             )))

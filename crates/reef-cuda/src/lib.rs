@@ -51,6 +51,7 @@ pub mod ipc;
 pub mod kernels;
 mod lane;
 pub mod launch;
+mod mapped;
 mod memory;
 mod model;
 pub mod params;

@@ -365,17 +365,8 @@ fn chain(len: usize, elems: usize) -> P {
 #[test]
 fn preempted_lanes_report_exact_progress_and_resume() {
     let Some(dev) = device(true) else { return };
-    let mut rng = StdRng::seed_from_u64(5);
     let (len, elems) = (40usize, 1 << 22);
-    let p = chain(len, elems);
-    let xv: Vec<f32> = random(&mut rng, elems)
-        .iter()
-        .map(|v| v.abs() + 0.1)
-        .collect();
-    let reference = run(&dev, &p, std::slice::from_ref(&xv), Variant::Rt);
-
-    let model = dev.load(Arc::new(p.plan.clone())).unwrap();
-    let mut ctx = model.context().unwrap();
+    let (mut ctx, xv, reference) = chain_with_reference(&dev, 5, len, elems);
     ctx.write_input(0, &bytes(&xv)).unwrap();
     let mut lane = dev.lane(Priority::Low).unwrap();
 
@@ -411,7 +402,7 @@ fn preempted_lanes_report_exact_progress_and_resume() {
     let got = f32s(&ctx.read_output(0).unwrap());
     assert!(got
         .iter()
-        .zip(&reference[0])
+        .zip(&reference)
         .all(|(a, b)| a.to_bits() == b.to_bits()));
 }
 
@@ -423,15 +414,37 @@ fn chain_context(
     len: usize,
     elems: usize,
 ) -> Box<dyn reef_exec::Context> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let xv: Vec<f32> = random(&mut rng, elems)
-        .iter()
-        .map(|v| v.abs() + 0.1)
-        .collect();
+    let xv = positive_input(seed, elems);
     let model = dev.load(Arc::new(chain(len, elems).plan)).unwrap();
     let mut ctx = model.context().unwrap();
     ctx.write_input(0, &bytes(&xv)).unwrap();
     ctx
+}
+
+/// `elems` random positive values (from `seed`): a [`chain`]'s input.
+fn positive_input(seed: u64, elems: usize) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    random(&mut rng, elems)
+        .iter()
+        .map(|v| v.abs() + 0.1)
+        .collect()
+}
+
+/// A [`chain`] of `len` kernels over `elems` elements loaded on `dev` (a
+/// fresh task context, its input not yet written), a random positive input
+/// (from `seed`) and the chain's RT result for it.
+fn chain_with_reference(
+    dev: &CudaDevice,
+    seed: u64,
+    len: usize,
+    elems: usize,
+) -> (Box<dyn reef_exec::Context>, Vec<f32>, Vec<f32>) {
+    let p = chain(len, elems);
+    let xv = positive_input(seed, elems);
+    let reference = run(dev, &p, std::slice::from_ref(&xv), Variant::Rt).remove(0);
+    let model = dev.load(Arc::new(p.plan)).unwrap();
+    let ctx = model.context().unwrap();
+    (ctx, xv, reference)
 }
 
 #[test]
@@ -581,15 +594,7 @@ fn the_relay_raises_flags_and_never_after_their_clear() {
     };
     // 40 kernels of 64 MiB in and out: milliseconds of work.
     let (len, elems) = (40usize, 1 << 24);
-    let mut rng = StdRng::seed_from_u64(23);
-    let p = chain(len, elems);
-    let xv: Vec<f32> = random(&mut rng, elems)
-        .iter()
-        .map(|v| v.abs() + 0.1)
-        .collect();
-    let reference = run(&dev, &p, std::slice::from_ref(&xv), Variant::Rt);
-    let model = dev.load(Arc::new(p.plan.clone())).unwrap();
-    let mut ctx = model.context().unwrap();
+    let (mut ctx, xv, reference) = chain_with_reference(&dev, 23, len, elems);
     let mut lane = dev.lane(Priority::Low).unwrap();
     let before = dev.relay_counts().expect("the relay is on");
 
@@ -621,7 +626,7 @@ fn the_relay_raises_flags_and_never_after_their_clear() {
         let got = f32s(&ctx.read_output(0).unwrap());
         assert!(
             got.iter()
-                .zip(&reference[0])
+                .zip(&reference)
                 .all(|(a, b)| a.to_bits() == b.to_bits()),
             "round {round}: the resumed result differs"
         );
@@ -825,7 +830,7 @@ fn preempted_split_k_convs_resume_bit_identically() {
         let got = f32s(&ctx.read_output(0).unwrap());
         assert!(
             got.iter()
-                .zip(&reference[0])
+                .zip(&reference)
                 .all(|(a, b)| a.to_bits() == b.to_bits()),
             "resumed result differs after preemption at {at}"
         );

@@ -38,7 +38,7 @@ mod cuda;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use cuda::{CudaRelay, CudaSpawn, PinnedWords};
+pub(crate) use cuda::{relay_words, CudaRelay, CudaSpawn};
 
 use reef_exec::ExecError;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
