@@ -71,6 +71,8 @@ struct Row {
     kernels_rerun: u64,
     /// The slowest preemptions with the BE kernels they waited on.
     slowest_drains: Vec<reef_sched::SlowDrain>,
+    /// The device's own counts during the row ([`Device::counters`]).
+    device_counters: std::collections::BTreeMap<String, u64>,
 }
 
 fn source(name: &str) -> GraphSource {
@@ -149,6 +151,7 @@ fn one(dev: &Arc<dyn Device>, opts: &Options, be: &str, mode: ModeSpec) -> Resul
             ..SchedConfig::default()
         }),
     )?;
+    let counted = dev.counters();
     s.load_model(&opts.rt_model, source(&opts.rt_model), Priority::Rt)?;
     s.load_model(be, source(be), Priority::Be)?;
     let mut rng = ChaCha8Rng::seed_from_u64(3);
@@ -225,6 +228,14 @@ fn one(dev: &Arc<dyn Device>, opts: &Options, be: &str, mode: ModeSpec) -> Resul
         pad_launches: st.pad_launches,
         kernels_rerun: st.kernels_rerun,
         slowest_drains: st.slowest_drains,
+        device_counters: dev
+            .counters()
+            .into_iter()
+            .map(|(name, v)| {
+                let before = counted.iter().find(|c| c.0 == name).map_or(0, |c| c.1);
+                (name.to_string(), v.saturating_sub(before))
+            })
+            .collect(),
     })
 }
 
@@ -310,6 +321,17 @@ pub fn run(dev: Arc<dyn Device>, opts: &Options) -> Result<()> {
             })
             .collect();
         println!("- {} {}: {}", r.be_model, r.mode, worst.join("; "));
+    }
+    if rows.iter().any(|r| !r.device_counters.is_empty()) {
+        println!("\nDevice counters per row");
+        for r in &rows {
+            let c: Vec<String> = r
+                .device_counters
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            println!("- {} {}: {}", r.be_model, r.mode, c.join(", "));
+        }
     }
     if let Some(p) = &opts.json {
         std::fs::write(p, serde_json::to_string_pretty(&rows)?)

@@ -666,6 +666,19 @@ impl Device for CudaDevice {
         })
     }
 
+    /// With the relay (`REEF_RAISE=relay`): its instances launched and its
+    /// raises relayed, made by the driver, and posted late.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        self.relay_counts().map_or_else(Vec::new, |c| {
+            vec![
+                ("relay_launched", c.launched),
+                ("relay_relayed", c.relayed),
+                ("relay_driver", c.driver),
+                ("relay_late", c.late),
+            ]
+        })
+    }
+
     /// Maps the client's allocation into this device's primary context
     /// ([`crate::ipc::CudaIpcRegion`]).
     fn open_shared(

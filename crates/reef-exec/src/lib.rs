@@ -140,6 +140,12 @@ pub trait Device: Send + Sync {
             self.name()
         )))
     }
+    /// The backend's own event counts so far, by name (the CUDA device's
+    /// preemption relay: raises relayed and raised by the driver), for
+    /// benchmarks to report; none by default.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// A model resident on a device.
