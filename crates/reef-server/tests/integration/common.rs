@@ -383,6 +383,7 @@ impl Service for TestService {
             busy_fraction: 0.25,
             padded_kernels: 19,
             pad_launches: 23,
+            slowest_drains: Vec::new(),
         }
     }
 
