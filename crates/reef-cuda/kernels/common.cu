@@ -283,7 +283,7 @@ extern "C" __global__ void reef_hold(u64 ns) {
     while (reef_now() - t0 < ns) __nanosleep(1000);
 }
 
-// The preemption relay (`REEF_RAISE=relay`, relay.rs): one thread polls a
+// The preemption relay (`REEF_RAISE=relay`, src/relay/): one thread polls a
 // command word in host-mapped memory and raises the lane flags it names, so
 // that a raise is a host store instead of a driver call. The command: bits
 // 0-15 and 48-63 hold the same sequence number (a read torn by a concurrent

@@ -584,7 +584,6 @@ impl Engine {
     fn pause_be(&mut self) -> Result<(), SchedError> {
         let noticed = Instant::now();
         let mut busy = Vec::new();
-        let mut work = Vec::new();
         for q in 0..self.be_running.len() {
             let Some(t) = self.be_running[q].as_mut() else {
                 continue;
@@ -602,12 +601,6 @@ impl Engine {
             t.pad_pos = t.pad_known as f64;
             if in_flight > 0 {
                 busy.push(q);
-                work.push(InFlight {
-                    model: t.entry.clone(),
-                    handle: t.handle.clone(),
-                    first: t.pad_known,
-                    in_flight,
-                });
             }
         }
         if busy.is_empty() {
@@ -627,6 +620,21 @@ impl Engine {
             }
         }
         self.stats.record_raise(noticed.elapsed());
+        // After the raise, off its path: what each flagged lane had in
+        // flight, for the slowest drains.
+        let work = busy
+            .iter()
+            .filter_map(|&q| {
+                let t = self.be_running[q].as_ref()?;
+                let lane = self.be_lanes[q].as_ref()?;
+                Some(InFlight {
+                    model: t.entry.clone(),
+                    handle: t.handle.clone(),
+                    first: t.pad_known,
+                    in_flight: lane.enqueued() - lane.retired_seen(),
+                })
+            })
+            .collect();
         let mut timed = Vec::new();
         if self.cfg.time_drains && self.cfg.mode != Mode::Wait {
             for &q in &busy {
