@@ -830,7 +830,7 @@ fn preempted_split_k_convs_resume_bit_identically() {
         let got = f32s(&ctx.read_output(0).unwrap());
         assert!(
             got.iter()
-                .zip(&reference)
+                .zip(&reference[0])
                 .all(|(a, b)| a.to_bits() == b.to_bits()),
             "resumed result differs after preemption at {at}"
         );
