@@ -584,6 +584,7 @@ impl Engine {
     fn pause_be(&mut self) -> Result<(), SchedError> {
         let noticed = Instant::now();
         let mut busy = Vec::new();
+        let mut flights = Vec::new();
         for q in 0..self.be_running.len() {
             let Some(t) = self.be_running[q].as_mut() else {
                 continue;
@@ -601,6 +602,7 @@ impl Engine {
             t.pad_pos = t.pad_known as f64;
             if in_flight > 0 {
                 busy.push(q);
+                flights.push(in_flight);
             }
         }
         if busy.is_empty() {
@@ -621,17 +623,17 @@ impl Engine {
         }
         self.stats.record_raise(noticed.elapsed());
         // After the raise, off its path: what each flagged lane had in
-        // flight, for the slowest drains.
+        // flight when the flags went up, for the slowest drains.
         let work = busy
             .iter()
-            .filter_map(|&q| {
+            .zip(&flights)
+            .filter_map(|(&q, &in_flight)| {
                 let t = self.be_running[q].as_ref()?;
-                let lane = self.be_lanes[q].as_ref()?;
                 Some(InFlight {
                     model: t.entry.clone(),
                     handle: t.handle.clone(),
                     first: t.pad_known,
-                    in_flight: lane.enqueued() - lane.retired_seen(),
+                    in_flight,
                 })
             })
             .collect();

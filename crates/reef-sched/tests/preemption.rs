@@ -420,11 +420,18 @@ fn rt_does_not_wait_early(mode: Mode, padding: bool, beside: usize, early: bool)
         .unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let x = random_inputs(&s, "big", &mut rng);
-    // How long the BE kernel takes alone.
-    let t0 = Instant::now();
-    s.infer_blocking(req("big", x.clone(), Priority::Be))
-        .unwrap();
-    let kernel = t0.elapsed();
+    // How long the BE kernel takes alone: the quickest of three runs (a
+    // first run on a busy machine read 3x the usual, and RT requests timed
+    // from it then arrived after the kernel had ended).
+    let kernel = (0..3)
+        .map(|_| {
+            let t0 = Instant::now();
+            s.infer_blocking(req("big", x.clone(), Priority::Be))
+                .unwrap();
+            t0.elapsed()
+        })
+        .min()
+        .expect("three runs");
     let rt_in = random_inputs(&s, "rt", &mut rng);
     let mut waits = vec![];
     // An RT request that arrives after the BE kernel ended preempts nothing
