@@ -152,9 +152,8 @@ fn pause(t0: Instant) {
 /// One started instance.
 struct Instance {
     started: Instant,
-    flags: [u64; RELAY_LANES],
-    /// Slots of `flags` in use.
-    used: usize,
+    /// The lane flags it can raise, by mask bit.
+    flags: Vec<u64>,
     /// The last sequence number posted (0: none).
     seq: u16,
     /// Whether a post is not yet known served (or the instance gone).
@@ -177,12 +176,9 @@ pub(crate) struct Relay<W: Words, S: Spawn> {
 }
 
 impl<W: Words, S: Spawn> Relay<W, S> {
-    /// A relay over `words` (zeroed here) that starts instances with
-    /// `spawner`. Nothing is started yet.
+    /// A relay over `words` that starts instances with `spawner`. Nothing
+    /// is started yet (each start writes its slot's words first).
     pub fn new(words: W, spawner: S, timing: Timing) -> Self {
-        for off in (0..2 * SLOT_BYTES).step_by(4) {
-            words.u32_at(off).store(0, Ordering::SeqCst);
-        }
         Relay {
             words,
             spawner,
@@ -254,9 +250,16 @@ impl<W: Words, S: Spawn> Relay<W, S> {
     }
 
     fn start(&mut self, slot: usize) -> Result<(), ExecError> {
+        let lanes = &self.lanes[..self.lanes.len().min(RELAY_LANES)];
         let mut flags = [0u64; RELAY_LANES];
-        let used = self.lanes.len().min(RELAY_LANES);
-        flags[..used].copy_from_slice(&self.lanes[..used]);
+        flags[..lanes.len()].copy_from_slice(lanes);
+        let instance = Instance {
+            started: Instant::now(),
+            flags: lanes.to_vec(),
+            seq: 0,
+            unsettled: false,
+            told_to_quit: false,
+        };
         self.cmd(slot).store(command(0, 0), Ordering::SeqCst);
         self.word(slot, QUIT).store(0, Ordering::SeqCst);
         self.word(slot, STATE).store(0, Ordering::SeqCst);
@@ -272,14 +275,7 @@ impl<W: Words, S: Spawn> Relay<W, S> {
         // Marked as started first: should the start fail, the slot still
         // counts as busy until its phase reads gone (it never will), and no
         // post goes to it (it never runs).
-        self.slots[slot] = Some(Instance {
-            started: Instant::now(),
-            flags,
-            used,
-            seq: 0,
-            unsettled: false,
-            told_to_quit: false,
-        });
+        self.slots[slot] = Some(instance);
         self.newest = slot;
         self.spawner.spawn(slot, &params)?;
         self.counts.launched += 1;
@@ -298,7 +294,7 @@ impl<W: Words, S: Spawn> Relay<W, S> {
         let inst = self.slots[slot].as_ref().expect("picked slot");
         let mut mask = 0u32;
         for (f, r) in flags.iter().zip(raised.iter_mut()) {
-            if let Some(i) = inst.flags[..inst.used].iter().position(|g| g == f) {
+            if let Some(i) = inst.flags.iter().position(|g| g == f) {
                 mask |= 1 << i;
                 *r = true;
             }
