@@ -73,6 +73,38 @@ struct Row {
     slowest_drains: Vec<reef_sched::SlowDrain>,
     /// The device's own counts during the row ([`Device::counters`]).
     device_counters: std::collections::BTreeMap<String, u64>,
+    /// The device's own histograms during the row ([`Device::histograms`]:
+    /// the drain probe, when compiled in).
+    device_histograms: Vec<HistogramRow>,
+}
+
+/// One of the device's histograms over a row.
+#[derive(Debug, serde::Serialize)]
+struct HistogramRow {
+    name: &'static str,
+    count: u64,
+    /// Upper bucket edges, us.
+    p50_us: f64,
+    p99_us: f64,
+    max_us: f64,
+    bucket_ns: u64,
+    /// Counts by bucket.
+    counts: Vec<u64>,
+}
+
+impl HistogramRow {
+    fn new(h: reef_exec::DeviceHistogram) -> Self {
+        let us = |q| h.quantile_ns(q).map_or(f64::NAN, |ns| ns as f64 / 1e3);
+        HistogramRow {
+            name: h.name,
+            count: h.total(),
+            p50_us: us(0.5),
+            p99_us: us(0.99),
+            max_us: us(1.0),
+            bucket_ns: h.bucket_ns,
+            counts: h.counts,
+        }
+    }
 }
 
 fn source(name: &str) -> GraphSource {
@@ -152,6 +184,7 @@ fn one(dev: &Arc<dyn Device>, opts: &Options, be: &str, mode: ModeSpec) -> Resul
         }),
     )?;
     let counted = dev.counters();
+    let histograms = dev.histograms()?;
     s.load_model(&opts.rt_model, source(&opts.rt_model), Priority::Rt)?;
     s.load_model(be, source(be), Priority::Be)?;
     let mut rng = ChaCha8Rng::seed_from_u64(3);
@@ -234,6 +267,17 @@ fn one(dev: &Arc<dyn Device>, opts: &Options, be: &str, mode: ModeSpec) -> Resul
             .map(|(name, v)| {
                 let before = counted.iter().find(|c| c.0 == name).map_or(0, |c| c.1);
                 (name.to_string(), v.saturating_sub(before))
+            })
+            .collect(),
+        device_histograms: dev
+            .histograms()?
+            .into_iter()
+            .map(|h| {
+                let since = match histograms.iter().find(|b| b.name == h.name) {
+                    Some(b) => h.since(b),
+                    None => h,
+                };
+                HistogramRow::new(since)
             })
             .collect(),
     })
@@ -331,6 +375,17 @@ pub fn run(dev: Arc<dyn Device>, opts: &Options) -> Result<()> {
                 .map(|(k, v)| format!("{k} {v}"))
                 .collect();
             println!("- {} {}: {}", r.be_model, r.mode, c.join(", "));
+        }
+    }
+    if rows.iter().any(|r| !r.device_histograms.is_empty()) {
+        println!("\nDevice histograms per row: count, p50 / p99 / max us (bucket upper edges)");
+        for r in &rows {
+            for h in &r.device_histograms {
+                println!(
+                    "- {} {} {}: {}, {:.2} / {:.2} / {:.2}",
+                    r.be_model, r.mode, h.name, h.count, h.p50_us, h.p99_us, h.max_us
+                );
+            }
         }
     }
     if let Some(p) = &opts.json {

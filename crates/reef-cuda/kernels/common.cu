@@ -151,6 +151,64 @@ __device__ __forceinline__ u64 reef_now() {
     return t;
 }
 
+// The drain probe (compiled only with REEF_NVRTC_DEFINES=REEF_DRAIN_PROBE,
+// src/probe.rs): where a preemption's device time goes, as histograms in a
+// device buffer whose address the host writes into each module's
+// `reef_probe_buf`. Words: [0] the device time of the relay's latest raise
+// (written before its flag writes), [1] the latest exit of a block that
+// left with its flag up, then REEF_PROBE_SERIES histograms of
+// REEF_PROBE_BUCKETS u32 counts, REEF_PROBE_BUCKET_NS wide (the last one
+// counts everything beyond): 0 drain (per raise, its last flagged block out,
+// recorded at the next raise), 1 notice (a block saw the flag: at a K-step
+// check, a claim or a direct block's entry), 2 exit (a block left with the
+// flag up), 3 step (at a K-step stop, the time since the block's previous
+// check). Times are from the raise; only relayed raises set it
+// (REEF_RAISE=relay). The probe's own loads, stores and atomics perturb what
+// it measures a little; it is a diagnostic, not a build to serve with.
+#ifdef REEF_DRAIN_PROBE
+#define REEF_PROBE_SERIES 4
+#define REEF_PROBE_BUCKETS 256
+#define REEF_PROBE_BUCKET_NS 250
+__device__ u64 reef_probe_buf;
+__device__ __forceinline__ void reef_probe_add(u32 series, u64 ns) {
+    u64* w = (u64*)reef_probe_buf;
+    if (w == 0) return;
+    const u64 b = min(ns / REEF_PROBE_BUCKET_NS, (u64)(REEF_PROBE_BUCKETS - 1));
+    atomicAdd((u32*)(w + 2) + series * REEF_PROBE_BUCKETS + b, 1u);
+}
+// Records `now` less the latest raise in `series` (nothing before a raise).
+__device__ __forceinline__ void reef_probe_since(u32 series, u64 now) {
+    u64* w = (u64*)reef_probe_buf;
+    if (w == 0) return;
+    const u64 r = *(volatile u64*)w;
+    if (r != 0 && now >= r) reef_probe_add(series, now - r);
+}
+// A block leaving (thread 0, after its last tile): an exit, if its flag is up.
+__device__ __forceinline__ void reef_probe_exit(const u64 flag) {
+    u64* w = (u64*)reef_probe_buf;
+    if (w == 0 || *(volatile const i32*)flag == 0) return;
+    const u64 now = reef_now();
+    reef_probe_since(2, now);
+    atomicMax(w + 1, now);
+}
+// The relay, about to raise: closes the previous raise's drain, stamps this one.
+__device__ __forceinline__ void reef_probe_raise() {
+    u64* w = (u64*)reef_probe_buf;
+    if (w == 0) return;
+    const u64 last = atomicExch(w + 1, 0ull);
+    const u64 r = *(volatile u64*)w;
+    if (r != 0 && last >= r) reef_probe_add(0, last - r);
+    *(volatile u64*)w = reef_now();
+    __threadfence();
+}
+#define REEF_PROBE_NOTICE() reef_probe_since(1, reef_now())
+#define REEF_PROBE_EXIT(h) \
+    if (threadIdx.x == 0) reef_probe_exit((h).flag)
+#else
+#define REEF_PROBE_NOTICE() ((void)0)
+#define REEF_PROBE_EXIT(h) ((void)0)
+#endif
+
 // Set in a BE kernel's done counter by a block that abandoned a tile midway
 // (GEMM tiles watch the flag between K steps): the done count can then never
 // equal the tile count, so the kernel never publishes progress, and
@@ -175,10 +233,12 @@ __device__ __forceinline__ u32 reef_claim(const Hdr& h, u64 t0) {
     const i32 flag = *(volatile const i32*)h.flag;
     if (h.guard != 0) {
         const u32 progress = *(volatile const u32*)h.progress;
+        if (flag != 0) REEF_PROBE_NOTICE();
         if (flag != 0 || progress < h.kernel_index) return REEF_NO_TILE;
         if (*(volatile const u32*)h.guard >= h.guard_tiles) return REEF_NO_TILE;
         if (h.budget_ns != 0 && reef_now() - t0 >= (u64)h.budget_ns) return REEF_NO_TILE;
     } else if (flag != 0) {
+        REEF_PROBE_NOTICE();
         return REEF_NO_TILE;
     }
     return atomicAdd((u32*)h.done + 1, 1u);
@@ -191,7 +251,10 @@ __device__ __forceinline__ u32 reef_claim(const Hdr& h, u64 t0) {
 // without REEF_ABORTED (CudaTaskContext::exact_progress).
 __device__ __forceinline__ u32 reef_enter(const Hdr& h) {
     const i32 flag = *(volatile const i32*)h.flag;
-    if (flag != 0) return REEF_NO_TILE;
+    if (flag != 0) {
+        REEF_PROBE_NOTICE();
+        return REEF_NO_TILE;
+    }
     if (blockIdx.x == 0) atomicMax((u32*)h.progress, h.kernel_index);
     return blockIdx.x;
 }
@@ -257,6 +320,7 @@ __device__ __forceinline__ void reef_be_finish(const Hdr& h, u32 mine) {
         }                                                                           \
         if (!direct) reef_be_finish(p.hdr, mine);                                   \
         else if (p.hdr.told != 0 && threadIdx.x == 0) reef_tell(p.hdr);             \
+        REEF_PROBE_EXIT(p.hdr);                                                     \
     }
 
 // Families whose `void NAME_tile(p, t)` always runs a tile to its end.
@@ -290,14 +354,16 @@ extern "C" __global__ void reef_hold(u64 ns) {
 // host store never matches), bits 16-47 the mask of `flags` to raise. The
 // state words (host-mapped): [0] the phase (1 running, 2 leaving, 3 gone),
 // [1] the last sequence number served, written after its flags are visible.
-// It runs `life_ns` (or until `quit` is set) and then says it is leaving,
-// serves what the host posted before that, and says it is gone.
+// It runs `life_ns` (or until `quit` is set, or with `once` until it has
+// served a raise) and then says it is leaving, serves what the host posted
+// before that, and says it is gone.
 #define REEF_RELAY_LANES 32
 struct RelayParams {
     u64 cmd;
     u64 quit;
     u64 state;
     u64 life_ns;
+    u64 once;  // nonzero: leave after the first raise served
     u64 flags[REEF_RELAY_LANES];
 };
 
@@ -306,6 +372,9 @@ __device__ __forceinline__ u32 reef_relay_serve(const RelayParams& r, u32 last) 
     while ((u32)(c & 0xffffu) != (u32)(c >> 48)) c = *(volatile u64*)r.cmd;
     const u32 seq = (u32)(c & 0xffffu);
     if (seq == last) return last;
+#ifdef REEF_DRAIN_PROBE
+    reef_probe_raise();
+#endif
     const u32 mask = (u32)(c >> 16);
     for (u32 i = 0; i < REEF_RELAY_LANES; ++i)
         if ((mask >> i) & 1u) *(volatile u32*)r.flags[i] = 1u;
@@ -323,7 +392,9 @@ extern "C" __global__ void __launch_bounds__(32) reef_relay(const RelayParams r)
     const u64 t0 = reef_now();
     u32 last = 0;
     for (u32 i = 0;; ++i) {
+        const u32 before = last;
         last = reef_relay_serve(r, last);
+        if (r.once != 0u && last != before) break;
         if (reef_now() - t0 >= r.life_ns) break;
         if ((i & 63u) == 0 && *(volatile u32*)r.quit != 0u) break;
         __nanosleep(128);

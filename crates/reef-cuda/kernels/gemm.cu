@@ -737,12 +737,23 @@ __device__ __forceinline__ bool reef_pipeline(L& ld, i32 kb, i32 ke, F step) {
         }
     }
 #else
+#ifdef REEF_DRAIN_PROBE
+    u64 probe_t = 0;  // thread 0: the time of its previous check
+#endif
     for (i32 t = 0; t < steps; ++t) {
         arrive(t);
         const bool check = BE && REEF_FLAG_CHUNK == 1;
         if (check && threadIdx.x == 0) {
             reef_stop = flag;
             flag = *(volatile const i32*)ld.p.hdr.flag;
+#ifdef REEF_DRAIN_PROBE
+            const u64 now = reef_now();
+            if (reef_stop != 0) {
+                reef_probe_since(1, now);
+                if (probe_t != 0) reef_probe_add(3, now - probe_t);
+            }
+            probe_t = now;
+#endif
         }
         __syncthreads();
         if (check && reef_stop != 0) {

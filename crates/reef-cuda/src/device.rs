@@ -214,6 +214,9 @@ pub(crate) struct DeviceShared {
     /// The preemption relay (`REEF_RAISE=relay`). First, so that it drops
     /// first: its drop waits for its kernels while the module is loaded.
     pub relay: Option<parking_lot::Mutex<crate::relay::CudaRelay>>,
+    /// The drain probe, when the kernels were compiled with it
+    /// (`REEF_DRAIN_PROBE`).
+    probe: Option<crate::probe::DrainProbe>,
     pub ctx: Arc<CudaContext>,
     /// The loaded kernel modules, one per kernel set.
     _modules: Vec<Arc<CudaModule>>,
@@ -412,18 +415,23 @@ impl CudaDevice {
         let control = ctx
             .new_stream_with_priority(priorities.1)
             .call("cuStreamCreateWithPriority(control)")?;
-        let relay = if options.raise == crate::precision::RaiseOp::Relay {
-            let func = modules[0]
-                .load_function("reef_relay")
-                .call("cuModuleGetFunction(reef_relay)")?;
-            Some(parking_lot::Mutex::new(crate::relay::CudaRelay::new(
-                crate::relay::relay_words(&ctx)?,
-                crate::relay::CudaSpawn::new(&ctx, func, priorities.1)?,
-                crate::relay::Timing::GPU,
-            )))
-        } else {
-            None
+        let relay = match options.raise.relay_once() {
+            Some(once) => {
+                let func = modules[0]
+                    .load_function("reef_relay")
+                    .call("cuModuleGetFunction(reef_relay)")?;
+                Some(parking_lot::Mutex::new(crate::relay::CudaRelay::new(
+                    crate::relay::relay_words(&ctx)?,
+                    crate::relay::CudaSpawn::new(&ctx, func, priorities.1)?,
+                    crate::relay::Timing {
+                        once,
+                        ..crate::relay::Timing::GPU
+                    },
+                )))
+            }
+            None => None,
         };
+        let probe = crate::probe::DrainProbe::attach(&ctx, &modules, &control)?;
         // What changes a kernel's launch beyond its plan: the GPU, the
         // compiled module and the options the launch builder reads.
         let tactic_scope = scope_key(&[
@@ -459,6 +467,7 @@ impl CudaDevice {
         Ok(CudaDevice {
             shared: Arc::new(DeviceShared {
                 relay,
+                probe,
                 ctx,
                 _modules: modules,
                 sets,
@@ -668,6 +677,13 @@ impl Device for CudaDevice {
 
     /// With the relay (`REEF_RAISE=relay`): its instances launched and its
     /// raises relayed, made by the driver, and posted late.
+    fn histograms(&self) -> reef_exec::Result<Vec<reef_exec::DeviceHistogram>> {
+        match &self.shared.probe {
+            Some(p) => p.read(&self.shared.ctx),
+            None => Ok(Vec::new()),
+        }
+    }
+
     fn counters(&self) -> Vec<(&'static str, u64)> {
         self.relay_counts().map_or_else(Vec::new, |c| {
             vec![
@@ -716,7 +732,7 @@ impl Device for CudaDevice {
             return Ok(());
         }
         let flags: Option<Vec<u64>> = match self.shared.raise {
-            RaiseOp::Memset | RaiseOp::Relay => None,
+            RaiseOp::Memset | RaiseOp::Relay | RaiseOp::RelayOnce => None,
             RaiseOp::Batch | RaiseOp::Write => lanes.iter().map(|l| l.flag_address()).collect(),
         };
         let Some(flags) = flags else {

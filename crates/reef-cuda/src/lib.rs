@@ -57,6 +57,7 @@ mod model;
 pub mod params;
 mod pinned;
 pub mod precision;
+mod probe;
 mod relay;
 pub mod tactic_cache;
 pub mod tactics;

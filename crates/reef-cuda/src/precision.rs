@@ -217,10 +217,27 @@ pub enum RaiseOp {
     /// the drain-first preemption p50 by up to 3 us, but cost BE 0.4-4% of
     /// its throughput (docs/PERF.md, Session 24), so it is not the default.
     Relay,
+    /// As [`RaiseOp::Relay`], but an instance leaves once it has served a
+    /// raise (`relay-once`): no relay block is resident while the RT work
+    /// that raised it runs, and the next BE launch starts the next one.
+    RelayOnce,
+}
+
+impl RaiseOp {
+    /// Whether the raise runs a relay, and whether its instances leave
+    /// after one raise (`None`: no relay).
+    pub fn relay_once(self) -> Option<bool> {
+        match self {
+            RaiseOp::Relay => Some(false),
+            RaiseOp::RelayOnce => Some(true),
+            RaiseOp::Memset | RaiseOp::Batch | RaiseOp::Write => None,
+        }
+    }
 }
 
 /// `REEF_RAISE` (given value, `None`: unset): unset or empty gives
-/// [`RaiseOp::Memset`]; anything but `memset`, `batch`, `write` or `relay` is an
+/// [`RaiseOp::Memset`]; anything but `memset`, `batch`, `write`, `relay` or
+/// `relay-once` is an
 /// error naming the variable.
 pub fn raise_from_var(v: Option<&str>) -> Result<RaiseOp, PrecisionError> {
     match v.map(|s| s.trim().to_ascii_lowercase()).as_deref() {
@@ -228,10 +245,11 @@ pub fn raise_from_var(v: Option<&str>) -> Result<RaiseOp, PrecisionError> {
         Some("batch") => Ok(RaiseOp::Batch),
         Some("write") => Ok(RaiseOp::Write),
         Some("relay") => Ok(RaiseOp::Relay),
+        Some("relay-once") => Ok(RaiseOp::RelayOnce),
         Some(_) => Err(PrecisionError {
             var: RAISE_VAR,
             value: v.unwrap_or_default().trim().to_string(),
-            accepted: "memset, batch, write or relay",
+            accepted: "memset, batch, write, relay or relay-once",
         }),
     }
 }
@@ -320,6 +338,13 @@ mod tests {
         assert_eq!(raise_from_var(Some("Write")).unwrap(), RaiseOp::Write);
         assert_eq!(raise_from_var(Some("batch")).unwrap(), RaiseOp::Batch);
         assert_eq!(raise_from_var(Some("relay ")).unwrap(), RaiseOp::Relay);
+        assert_eq!(
+            raise_from_var(Some("Relay-Once")).unwrap(),
+            RaiseOp::RelayOnce
+        );
+        assert_eq!(RaiseOp::RelayOnce.relay_once(), Some(true));
+        assert_eq!(RaiseOp::Relay.relay_once(), Some(false));
+        assert_eq!(RaiseOp::Memset.relay_once(), None);
         let e = raise_from_var(Some("poke")).unwrap_err();
         assert_eq!((e.var, e.value.as_str()), ("REEF_RAISE", "poke"));
     }

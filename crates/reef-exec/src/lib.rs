@@ -146,6 +146,64 @@ pub trait Device: Send + Sync {
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+    /// The backend's own histograms so far (the CUDA device's drain probe,
+    /// compiled in with `REEF_NVRTC_DEFINES=REEF_DRAIN_PROBE`), for
+    /// benchmarks to report as differences between two reads; none by
+    /// default.
+    fn histograms(&self) -> Result<Vec<DeviceHistogram>> {
+        Ok(Vec::new())
+    }
+}
+
+/// Counts of a backend's own measurements in equal buckets
+/// ([`Device::histograms`]); the last bucket also counts everything beyond.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceHistogram {
+    /// What it measures.
+    pub name: &'static str,
+    /// Each bucket's width, nanoseconds.
+    pub bucket_ns: u64,
+    /// Counts by bucket.
+    pub counts: Vec<u64>,
+}
+
+impl DeviceHistogram {
+    /// The counts added since `before` (an earlier read of the same
+    /// histogram; counts only grow).
+    pub fn since(&self, before: &DeviceHistogram) -> DeviceHistogram {
+        DeviceHistogram {
+            counts: self
+                .counts
+                .iter()
+                .zip(before.counts.iter().chain(std::iter::repeat(&0)))
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect(),
+            ..self.clone()
+        }
+    }
+
+    /// How many were counted.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The upper edge of the bucket holding quantile `q` (0..=1),
+    /// nanoseconds; `None` when nothing was counted.
+    pub fn quantile_ns(&self, q: f64) -> Option<u64> {
+        let total = self.total();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some((i as u64 + 1) * self.bucket_ns);
+            }
+        }
+        Some(self.counts.len() as u64 * self.bucket_ns)
+    }
 }
 
 /// A model resident on a device.
@@ -366,5 +424,39 @@ pub trait Lane: Send {
                 v[v.len() / 2]
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeviceHistogram;
+
+    fn hist(counts: Vec<u64>) -> DeviceHistogram {
+        DeviceHistogram {
+            name: "h",
+            bucket_ns: 250,
+            counts,
+        }
+    }
+
+    #[test]
+    fn a_histograms_quantiles_are_its_buckets_upper_edges() {
+        let h = hist(vec![0, 50, 48, 0, 2]);
+        assert_eq!(h.total(), 100);
+        assert_eq!(h.quantile_ns(0.0), Some(500));
+        assert_eq!(h.quantile_ns(0.5), Some(500));
+        assert_eq!(h.quantile_ns(0.51), Some(750));
+        assert_eq!(h.quantile_ns(0.98), Some(750));
+        assert_eq!(h.quantile_ns(0.99), Some(1250));
+        assert_eq!(h.quantile_ns(1.0), Some(1250));
+        assert_eq!(hist(vec![0; 4]).quantile_ns(0.5), None);
+    }
+
+    #[test]
+    fn since_takes_an_earlier_read_away() {
+        let before = hist(vec![1, 2, 3]);
+        let after = hist(vec![1, 5, 4]);
+        assert_eq!(after.since(&before).counts, vec![0, 3, 1]);
+        assert_eq!(after.since(&hist(vec![])).counts, after.counts);
     }
 }

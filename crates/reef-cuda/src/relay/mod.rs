@@ -69,6 +69,7 @@ pub(crate) struct RelayParams {
     pub quit: u64,
     pub state: u64,
     pub life_ns: u64,
+    pub once: u64,
     pub flags: [u64; RELAY_LANES],
 }
 
@@ -111,6 +112,10 @@ pub(crate) struct Timing {
     /// Longest wait for an instance to serve a post or to leave (an error
     /// after it).
     pub settle_limit: Duration,
+    /// Instances leave once they have served a raise (`REEF_RAISE=relay-once`):
+    /// none stays resident beside the RT work that raised it, and the next
+    /// [`Relay::keep`] starts another.
+    pub once: bool,
 }
 
 impl Timing {
@@ -121,6 +126,7 @@ impl Timing {
         renew: Duration::from_micros(2500),
         usable: Duration::from_millis(4),
         settle_limit: Duration::from_millis(200),
+        once: false,
     };
 }
 
@@ -225,13 +231,13 @@ impl<W: Words, S: Spawn> Relay<W, S> {
     }
 
     /// Called with each BE launch: starts an instance when none was started
-    /// in the last [`Timing::renew`], and tells an older one to quit once
-    /// the newest runs.
+    /// in the last [`Timing::renew`] or the newest is gone, and tells an
+    /// older one to quit once the newest runs.
     pub fn keep(&mut self) -> Result<(), ExecError> {
         let newest = self.newest;
         let other = 1 - newest;
         let renew = match &self.slots[newest] {
-            Some(i) => i.started.elapsed() >= self.timing.renew,
+            Some(i) => i.started.elapsed() >= self.timing.renew || self.phase(newest) == GONE,
             None => true,
         };
         // A gone instance never writes again, served or not.
@@ -239,14 +245,19 @@ impl<W: Words, S: Spawn> Relay<W, S> {
             return self.start(other);
         }
         if self.slots[newest].is_some() && self.phase(newest) == RUNNING {
-            if let Some(old) = self.slots[other].as_mut() {
-                if !old.told_to_quit {
-                    old.told_to_quit = true;
-                    self.word(other, QUIT).store(1, Ordering::SeqCst);
-                }
-            }
+            self.quit(other);
         }
         Ok(())
+    }
+
+    /// Tells the instance of `slot`, if any, to quit (once).
+    fn quit(&mut self, slot: usize) {
+        if let Some(inst) = self.slots[slot].as_mut() {
+            if !inst.told_to_quit {
+                inst.told_to_quit = true;
+                self.word(slot, QUIT).store(1, Ordering::SeqCst);
+            }
+        }
     }
 
     fn start(&mut self, slot: usize) -> Result<(), ExecError> {
@@ -270,6 +281,7 @@ impl<W: Words, S: Spawn> Relay<W, S> {
             quit: base + QUIT as u64,
             state: base + STATE as u64,
             life_ns: self.timing.life.as_nanos() as u64,
+            once: u64::from(self.timing.once),
             flags,
         };
         // Marked as started first: should the start fail, the slot still
@@ -318,6 +330,11 @@ impl<W: Words, S: Spawn> Relay<W, S> {
         let inst = self.slots[slot].as_mut().expect("picked slot");
         inst.seq = seq;
         inst.unsettled = true;
+        if self.timing.once {
+            // The picked instance leaves after this raise; so should the
+            // other, rather than stay resident beside the RT work.
+            self.quit(1 - slot);
+        }
         if self.phase(slot) == RUNNING {
             self.counts.relayed += 1;
             return raised;

@@ -89,7 +89,11 @@ fn emulate(sh: &Shared, p: &RelayParams) {
     let t0 = Instant::now();
     let mut last = 0;
     for i in 0u32.. {
+        let before = last;
         last = serve(sh, p, last);
+        if p.once != 0 && last != before {
+            break;
+        }
         if t0.elapsed() >= Duration::from_nanos(p.life_ns) {
             break;
         }
@@ -221,14 +225,25 @@ fn relayed_raises_land_before_a_clear_and_never_after_it() {
         renew: Duration::from_millis(1),
         usable: Duration::from_micros(1500),
         settle_limit: Duration::from_secs(20),
+        once: false,
     };
     // Posts right up to the end of an instance's life meet it leaving.
     let edge = Timing {
         usable: Duration::from_millis(2),
         ..short
     };
+    // Instances that leave after one raise meet posts as they leave far
+    // more often.
+    let once = Timing { once: true, ..edge };
     let mut total = RelayCounts::default();
-    for (seed, timing) in [(1, short), (2, edge), (3, edge), (4, edge)] {
+    for (seed, timing) in [
+        (1, short),
+        (2, edge),
+        (3, edge),
+        (4, edge),
+        (5, once),
+        (6, once),
+    ] {
         let c = scheduler(seed, timing, 4000);
         println!("seed {seed}: {c:?}");
         assert!(c.launched > 1 && c.relayed > 0, "seed {seed}: {c:?}");
@@ -253,9 +268,10 @@ fn the_command_repeats_its_number_around_the_mask() {
 
 #[test]
 fn params_match_the_kernels_layout() {
-    // Four u64 then REEF_RELAY_LANES u64 flags, as in common.cu.
-    assert_eq!(std::mem::size_of::<RelayParams>(), 8 * (4 + RELAY_LANES));
+    // Five u64 then REEF_RELAY_LANES u64 flags, as in common.cu.
+    assert_eq!(std::mem::size_of::<RelayParams>(), 8 * (5 + RELAY_LANES));
     let src = include_str!("../../kernels/common.cu");
+    assert!(src.contains("    u64 once;"));
     assert!(src.contains(&format!("#define REEF_RELAY_LANES {RELAY_LANES}")));
 }
 
@@ -278,4 +294,47 @@ fn a_relay_that_never_runs_leaves_every_raise_to_the_driver() {
     relay.settle().unwrap();
     let c = relay.counts();
     assert_eq!((c.launched, c.relayed, c.driver), (1, 0, 1));
+}
+
+#[test]
+fn a_relay_run_once_leaves_after_a_raise_and_the_next_launch_starts_another() {
+    let shared = Shared::new(2);
+    let timing = Timing {
+        once: true,
+        settle_limit: Duration::from_secs(20),
+        ..Timing::GPU
+    };
+    let mut relay = relay(&shared, 7, timing);
+    relay.register(addr(0));
+    relay.register(addr(1));
+    relay.keep().unwrap();
+    let running = |relay: &Relay<TestWords, TestSpawn>| {
+        let t0 = Instant::now();
+        while relay.pick().is_none() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "no instance ran");
+            std::thread::yield_now();
+        }
+    };
+    running(&relay);
+    assert_eq!(relay.raise(&[addr(1)]), vec![true]);
+    relay.settle().unwrap();
+    assert_eq!((shared.flag(0), shared.flag(1)), (0, 1));
+    // It left: the next raise finds none until a BE launch starts one.
+    let t0 = Instant::now();
+    while relay.phase(relay.newest) != GONE {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the instance stayed"
+        );
+        std::thread::yield_now();
+    }
+    assert_eq!(relay.raise(&[addr(0)]), vec![false]);
+    shared.flags[1].store(0, Ordering::SeqCst);
+    relay.keep().unwrap();
+    running(&relay);
+    assert_eq!(relay.raise(&[addr(0)]), vec![true]);
+    relay.settle().unwrap();
+    assert_eq!((shared.flag(0), shared.flag(1)), (1, 0));
+    let c = relay.counts();
+    assert_eq!((c.launched, c.relayed, c.driver), (2, 2, 1), "{c:?}");
 }
