@@ -3,8 +3,8 @@
 # (`REEF_RAISE=relay-once`); the drain probe (kernels compiled with
 # REEF_DRAIN_PROBE) in the drain-first modes with the relay and the told
 # word; then the relay run once against the relay and the memset in
-# `reef bench preempt` (drain first and RT first, alternating order) and in
-# DISB C. Carry target/release/reef, devrun/bin/gpu_tests and a
+# `reef bench preempt` (drain first and RT first, alternating order;
+# RAISES lists them) and, with DISB=1, in DISB C. Carry target/release/reef, devrun/bin/gpu_tests and a
 # devrun/pack.tgz that holds both the default sets (--all-sets) and the
 # probe's (REEF_NVRTC_DEFINES=REEF_DRAIN_PROBE reef compile).
 source scripts/device/common.sh
@@ -14,11 +14,11 @@ P="bench preempt --device cuda --requests 150 --max-gap-ms 6"
 step probe 200 env REEF_NVRTC_DEFINES=REEF_DRAIN_PROBE REEF_RAISE=relay REEF_BE_TOLD=1 \
   $R $P --modes reset:drain,reset:drain:depth1 --json $OUT/probe.json
 i=0
-for r in memset relay relay-once relay-once relay memset; do
+for r in ${RAISES:-memset relay-once relay-once memset}; do
   i=$((i+1))
   step ab${i}_$r 150 env REEF_RAISE=$r $R $P --modes reset:drain,reset --json $OUT/ab${i}_$r.json
 done
-for i in 1 2; do for r in relay-once memset; do
+[ "${DISB:-0}" = 1 ] && for i in 1 2; do for r in relay-once memset; do
   step disb_C_${r}$i 150 env REEF_RAISE=$r $R bench disb --workload workloads/C.json --device cuda \
     --duration 3 --warmup 1 --modes reef,reset --quiet --out $OUT/disb_C_${r}$i
 done; done

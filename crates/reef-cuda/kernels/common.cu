@@ -162,11 +162,12 @@ __device__ __forceinline__ u64 reef_now() {
 // recorded at the next raise), 1 notice (a block saw the flag: at a K-step
 // check, a claim or a direct block's entry), 2 exit (a block left with the
 // flag up), 3 step (at a K-step stop, the time since the block's previous
-// check). Times are from the raise; only relayed raises set it
+// check), 4 ran out (as 2, for blocks that never saw the flag: their tiles
+// ran to their ends). Times are from the raise; only relayed raises set it
 // (REEF_RAISE=relay). The probe's own loads, stores and atomics perturb what
 // it measures a little; it is a diagnostic, not a build to serve with.
 #ifdef REEF_DRAIN_PROBE
-#define REEF_PROBE_SERIES 4
+#define REEF_PROBE_SERIES 5
 #define REEF_PROBE_BUCKETS 256
 #define REEF_PROBE_BUCKET_NS 250
 __device__ u64 reef_probe_buf;
@@ -183,12 +184,23 @@ __device__ __forceinline__ void reef_probe_since(u32 series, u64 now) {
     const u64 r = *(volatile u64*)w;
     if (r != 0 && now >= r) reef_probe_add(series, now - r);
 }
+// Whether the block's thread 0 saw its flag (it alone reads and writes it).
+__device__ __forceinline__ u32& reef_probe_seen() {
+    __shared__ u32 seen;
+    return seen;
+}
+// A block's thread 0 saw its flag.
+__device__ __forceinline__ void reef_probe_notice(u64 now) {
+    reef_probe_seen() = 1u;
+    reef_probe_since(1, now);
+}
 // A block leaving (thread 0, after its last tile): an exit, if its flag is up.
 __device__ __forceinline__ void reef_probe_exit(const u64 flag) {
     u64* w = (u64*)reef_probe_buf;
     if (w == 0 || *(volatile const i32*)flag == 0) return;
     const u64 now = reef_now();
     reef_probe_since(2, now);
+    if (reef_probe_seen() == 0u) reef_probe_since(4, now);
     atomicMax(w + 1, now);
 }
 // The relay, about to raise: closes the previous raise's drain, stamps this one.
@@ -201,11 +213,14 @@ __device__ __forceinline__ void reef_probe_raise() {
     *(volatile u64*)w = reef_now();
     __threadfence();
 }
-#define REEF_PROBE_NOTICE() reef_probe_since(1, reef_now())
+#define REEF_PROBE_NOTICE() reef_probe_notice(reef_now())
+#define REEF_PROBE_START() \
+    if (threadIdx.x == 0) reef_probe_seen() = 0u
 #define REEF_PROBE_EXIT(h) \
     if (threadIdx.x == 0) reef_probe_exit((h).flag)
 #else
 #define REEF_PROBE_NOTICE() ((void)0)
+#define REEF_PROBE_START() ((void)0)
 #define REEF_PROBE_EXIT(h) ((void)0)
 #endif
 
@@ -300,6 +315,7 @@ __device__ __forceinline__ void reef_be_finish(const Hdr& h, u32 mine) {
         const u64 t0 = (threadIdx.x == 0 && p.hdr.budget_ns != 0u) ? reef_now() : 0; \
         const bool direct = p.hdr.guard == 0 && p.hdr.guard_tiles == REEF_DIRECT;   \
         u32 mine = 0;                                                               \
+        REEF_PROBE_START();                                                         \
         for (u32 it = 0;; ++it) {                                                   \
             if (threadIdx.x == 0)                                                   \
                 reef_next = !direct ? reef_claim(p.hdr, t0)                         \

@@ -749,7 +749,7 @@ __device__ __forceinline__ bool reef_pipeline(L& ld, i32 kb, i32 ke, F step) {
 #ifdef REEF_DRAIN_PROBE
             const u64 now = reef_now();
             if (reef_stop != 0) {
-                reef_probe_since(1, now);
+                reef_probe_notice(now);
                 if (probe_t != 0) reef_probe_add(3, now - probe_t);
             }
             probe_t = now;

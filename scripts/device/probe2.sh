@@ -1,0 +1,29 @@
+#!/bin/bash
+# Session 25, call 3: the gpu tests and the selftest on the final kernel
+# source; the drain probe (with its "ran out" series) with multi-wave BE
+# kernels launched direct (the default) and as persistent grids
+# (REEF_BE_DIRECT_ALL=0), relay and told word on; then the two launch
+# kinds with the defaults in `reef bench preempt`, alternating. Carry as
+# probe.sh.
+source scripts/device/common.sh
+step gpu_tests 150 devrun/bin/gpu_tests --test-threads 1 --nocapture
+step selftest 200 $R selftest --preemptions 2 --seed 2503
+P="bench preempt --device cuda --requests 150 --max-gap-ms 6"
+PR="REEF_NVRTC_DEFINES=REEF_DRAIN_PROBE REEF_RAISE=relay REEF_BE_TOLD=1"
+step probe_direct 200 env $PR $R $P --modes reset:drain,reset:drain:depth1 --json $OUT/probe_direct.json
+step probe_claim 200 env $PR REEF_BE_DIRECT_ALL=0 $R $P --modes reset:drain,reset:drain:depth1 --json $OUT/probe_claim.json
+i=0
+for d in 1 0 0 1; do
+  i=$((i+1))
+  step ab${i}_all$d 150 env REEF_BE_DIRECT_ALL=$d $R $P --modes reset:drain,reset --json $OUT/ab${i}_all$d.json
+done
+
+echo "== gpu_tests"; grep -E "test result|FAILED|panicked" $OUT/gpu_tests.log | tail -4
+echo "== selftest"; grep -E "FAIL|passed" $OUT/selftest.log | tail -4
+for f in probe_direct probe_claim; do
+  echo "== $f"; grep "^|" $OUT/$f.log | cut -d'|' -f2-8,13 | tail -n +3
+  grep -A70 "^Device histograms" $OUT/$f.log | grep "^- " | grep -E "drain:|notice:|ran out:" | cut -c1-160
+done
+for f in $(ls $OUT | grep -E "^ab[0-9]_.*\.log$" | sort); do echo "== $f"; grep "^|" $OUT/$f | cut -d'|' -f2-8,10,13 | tail -n +3; done
+cat $OUT/summary.txt
+pack
