@@ -219,7 +219,9 @@ pub enum RaiseOp {
     Relay,
     /// As [`RaiseOp::Relay`], but an instance leaves once it has served a
     /// raise (`relay-once`): no relay block is resident while the RT work
-    /// that raised it runs, and the next BE launch starts the next one.
+    /// that raised it runs, and the next BE launch starts the next one. On
+    /// the H100 it relayed every raise and cost BE 0.2-2.1% of its
+    /// throughput, half the relay's cost (docs/PERF.md, Session 25).
     RelayOnce,
 }
 
