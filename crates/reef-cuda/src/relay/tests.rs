@@ -299,10 +299,14 @@ fn a_relay_that_never_runs_leaves_every_raise_to_the_driver() {
 #[test]
 fn a_relay_run_once_leaves_after_a_raise_and_the_next_launch_starts_another() {
     let shared = Shared::new(2);
+    // Lives far longer than the test: an instance leaves only after its
+    // raise, however slowly the threads standing in for it are scheduled.
     let timing = Timing {
-        once: true,
+        life: Duration::from_secs(120),
+        renew: Duration::from_secs(60),
+        usable: Duration::from_secs(100),
         settle_limit: Duration::from_secs(20),
-        ..Timing::GPU
+        once: true,
     };
     let mut relay = relay(&shared, 7, timing);
     relay.register(addr(0));
