@@ -164,7 +164,7 @@ __device__ __forceinline__ u64 reef_now() {
 // flag up), 3 step (at a K-step stop, the time since the block's previous
 // check), 4 ran out (as 2, for blocks that never saw the flag: their tiles
 // ran to their ends). Times are from the raise; only relayed raises set it
-// (REEF_RAISE=relay). The probe's own loads, stores and atomics perturb what
+// (REEF_RAISE=relay or relay-once). The probe's own loads, stores and atomics perturb what
 // it measures a little; it is a diagnostic, not a build to serve with.
 #ifdef REEF_DRAIN_PROBE
 #define REEF_PROBE_SERIES 5

@@ -211,8 +211,9 @@ pub(crate) fn driver_ready() -> Result<usize, ExecError> {
 
 /// State shared by a device, its models, contexts and lanes.
 pub(crate) struct DeviceShared {
-    /// The preemption relay (`REEF_RAISE=relay`). First, so that it drops
-    /// first: its drop waits for its kernels while the module is loaded.
+    /// The preemption relay (`REEF_RAISE=relay` or `relay-once`). First, so
+    /// that it drops first: its drop waits for its kernels while the module
+    /// is loaded.
     pub relay: Option<parking_lot::Mutex<crate::relay::CudaRelay>>,
     /// The drain probe, when the kernels were compiled with it
     /// (`REEF_DRAIN_PROBE`).
@@ -498,7 +499,7 @@ impl CudaDevice {
     }
 
     /// How the preemption relay's raises went so far; `None` without the
-    /// relay (`REEF_RAISE` other than `relay`).
+    /// relay (`REEF_RAISE` other than `relay` or `relay-once`).
     pub fn relay_counts(&self) -> Option<crate::relay::RelayCounts> {
         self.shared.relay.as_ref().map(|r| r.lock().counts())
     }
@@ -675,8 +676,8 @@ impl Device for CudaDevice {
         })
     }
 
-    /// With the relay (`REEF_RAISE=relay`): its instances launched and its
-    /// raises relayed, made by the driver, and posted late.
+    /// With the drain probe compiled in (`REEF_DRAIN_PROBE`): its
+    /// histograms ([`crate::probe`]).
     fn histograms(&self) -> reef_exec::Result<Vec<reef_exec::DeviceHistogram>> {
         match &self.shared.probe {
             Some(p) => p.read(&self.shared.ctx),
@@ -684,6 +685,9 @@ impl Device for CudaDevice {
         }
     }
 
+    /// With the relay (`REEF_RAISE=relay` or `relay-once`): its instances
+    /// launched and its raises relayed, made by the driver, and posted
+    /// late.
     fn counters(&self) -> Vec<(&'static str, u64)> {
         self.relay_counts().map_or_else(Vec::new, |c| {
             vec![
