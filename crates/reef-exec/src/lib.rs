@@ -403,10 +403,17 @@ pub trait Lane: Send {
         Ok(None)
     }
     /// Times the RT variant of every kernel of `ctx` run alone, `reps` times
-    /// (median per kernel). The default times each kernel on the host around
-    /// a synchronize; backends with device timers override it.
+    /// (median per kernel), after one untimed run (a freshly loaded model's
+    /// first run pays for first touches of its buffers, not its kernels).
+    /// The default times each kernel on the host around a synchronize;
+    /// backends with device timers override it.
     fn profile(&mut self, ctx: &mut dyn Context, reps: usize) -> Result<Vec<Duration>> {
         let n = ctx.model().plan().kernels.len();
+        self.begin(ctx, 0)?;
+        for i in 0..n {
+            self.enqueue(ctx, i, Variant::Rt)?;
+        }
+        self.synchronize()?;
         let mut times = vec![Vec::with_capacity(reps); n];
         for _ in 0..reps.max(1) {
             self.begin(ctx, 0)?;
