@@ -158,7 +158,10 @@ __device__ __forceinline__ bool attention_rows(const AttentionParams& p, u32 t) 
         if constexpr (BE) {
             stopped = att_group_or(g, flag != 0);
             if (gt == 0) flag = *(volatile const i32*)p.hdr.flag;
-            if (stopped) break;
+            if (stopped) {
+                if (threadIdx.x == 0) REEF_PROBE_NOTICE();
+                break;
+            }
         } else {
             att_group_sync(g);
         }

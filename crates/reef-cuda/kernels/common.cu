@@ -163,11 +163,13 @@ __device__ __forceinline__ u64 reef_now() {
 // check, a claim or a direct block's entry), 2 exit (a block left with the
 // flag up), 3 step (at a K-step stop, the time since the block's previous
 // check), 4 ran out (as 2, for blocks that never saw the flag: their tiles
-// ran to their ends). Times are from the raise; only relayed raises set it
+// ran to their ends), 5 late start (as 4, for those of them that started
+// after the raise: they read the flag down at their entry). Times are from
+// the raise; only relayed raises set it
 // (REEF_RAISE=relay or relay-once). The probe's own loads, stores and atomics perturb what
 // it measures a little; it is a diagnostic, not a build to serve with.
 #ifdef REEF_DRAIN_PROBE
-#define REEF_PROBE_SERIES 5
+#define REEF_PROBE_SERIES 6
 #define REEF_PROBE_BUCKETS 256
 #define REEF_PROBE_BUCKET_NS 250
 __device__ u64 reef_probe_buf;
@@ -189,6 +191,11 @@ __device__ __forceinline__ u32& reef_probe_seen() {
     __shared__ u32 seen;
     return seen;
 }
+// The block's start (thread 0).
+__device__ __forceinline__ u64& reef_probe_start() {
+    __shared__ u64 start;
+    return start;
+}
 // A block's thread 0 saw its flag.
 __device__ __forceinline__ void reef_probe_notice(u64 now) {
     reef_probe_seen() = 1u;
@@ -200,7 +207,10 @@ __device__ __forceinline__ void reef_probe_exit(const u64 flag) {
     if (w == 0 || *(volatile const i32*)flag == 0) return;
     const u64 now = reef_now();
     reef_probe_since(2, now);
-    if (reef_probe_seen() == 0u) reef_probe_since(4, now);
+    if (reef_probe_seen() == 0u) {
+        reef_probe_since(4, now);
+        if (reef_probe_start() > *(volatile u64*)w) reef_probe_since(5, now);
+    }
     atomicMax(w + 1, now);
 }
 // The relay, about to raise: closes the previous raise's drain, stamps this one.
@@ -214,8 +224,11 @@ __device__ __forceinline__ void reef_probe_raise() {
     __threadfence();
 }
 #define REEF_PROBE_NOTICE() reef_probe_notice(reef_now())
-#define REEF_PROBE_START() \
-    if (threadIdx.x == 0) reef_probe_seen() = 0u
+#define REEF_PROBE_START()                  \
+    if (threadIdx.x == 0) {                 \
+        reef_probe_seen() = 0u;             \
+        reef_probe_start() = reef_now();    \
+    }
 #define REEF_PROBE_EXIT(h) \
     if (threadIdx.x == 0) reef_probe_exit((h).flag)
 #else

@@ -1221,33 +1221,66 @@ __device__ __forceinline__ void reef_epilogue(const L& ld, const float* acc) {
 
 // Split-K: publishes this item's partial and counts its arrival; the block
 // that arrives last loads every split's partial and sums them into acc in
-// split order (true: acc holds the tile's sum, write the output).
-template <class C, int E, class P>
-__device__ __forceinline__ bool reef_split_reduce(const P& p, u32 tile, u32 sp, float* acc) {
+// split order. Returns REEF_RED_LAST when acc holds the tile's sum (write the
+// output), REEF_RED_EARLY for the other splits (nothing more to do), and, in
+// BE variants, REEF_RED_STOPPED when the flag went up during the sum.
+//
+// The sum takes about E / REEF_RED * S load latencies, each split's loads in
+// series: with many splits, tens of microseconds, as long as many K steps.
+// BE: thread 0 publishes the flag before each split's loads, as loaded at the
+// previous one (the K loop's way; two words by parity, so that its next
+// write comes after every thread read this one), and the whole block stops
+// at the same split. A stopped sum is a tile abandoned midway (nothing
+// written; the kernel runs again from its first tile, whose `begin` zeroes
+// the arrivals). REEF_REDUCE_CHECK=0 (REEF_NVRTC_DEFINES) compiles the checks
+// out, to measure them.
+#ifndef REEF_REDUCE_CHECK
+#define REEF_REDUCE_CHECK 1
+#endif
+#define REEF_RED_EARLY 0
+#define REEF_RED_LAST 1
+#define REEF_RED_STOPPED 2
+template <class C, int E, bool BE, class P>
+__device__ __forceinline__ int reef_split_reduce(const P& p, u32 tile, u32 sp, float* acc) {
     const u32 S = p.splits;
     __shared__ int reef_last;
+    __shared__ i32 reef_red_stops[2];
     float* ws = (float*)p.ws + (u64)tile * S * (E * C::T) + threadIdx.x;
 #pragma unroll
     for (int e = 0; e < E; ++e) __stcg(ws + (sp * E + e) * C::T, acc[e]);
     __threadfence();
     __syncthreads();
+    constexpr bool check = BE && REEF_REDUCE_CHECK != 0;
+    i32 flag = 0;
     if (threadIdx.x == 0) {
         const u32 prev = atomicAdd((u32*)p.cnt + tile, 1u);
         reef_last = prev + 1u == S;
+        if (check) flag = *(volatile const i32*)p.hdr.flag;
     }
     __syncthreads();
-    if (!reef_last) return false;
+    if (!reef_last) return REEF_RED_EARLY;
     __threadfence();
     // Each element's sum runs in split order 0, 1, ..., S-1. The loads of
     // one split are issued for REEF_RED elements at once (independent), so
     // the reduction costs about E / REEF_RED * S load latencies, not E * S.
     constexpr int G = E < REEF_RED ? E : REEF_RED;
     static_assert(E % G == 0, "reduction groups");
+    u32 n = 0;  // the checks so far (their parity picks the word)
 #pragma unroll
     for (int e0 = 0; e0 < E; e0 += G) {
 #pragma unroll
         for (int j = 0; j < G; ++j) acc[e0 + j] = __ldcg(ws + (e0 + j) * C::T);
         for (u32 s = 1; s < S; ++s) {
+            if constexpr (check) {
+                if (threadIdx.x == 0) {
+                    reef_red_stops[n & 1] = flag;
+                    if (flag != 0) REEF_PROBE_NOTICE();
+                    flag = *(volatile const i32*)p.hdr.flag;
+                }
+                __syncthreads();
+                if (reef_red_stops[n & 1] != 0) return REEF_RED_STOPPED;
+                ++n;
+            }
             float part[G];
 #pragma unroll
             for (int j = 0; j < G; ++j) part[j] = __ldcg(ws + (s * E + e0 + j) * C::T);
@@ -1255,7 +1288,7 @@ __device__ __forceinline__ bool reef_split_reduce(const P& p, u32 tile, u32 sp, 
             for (int j = 0; j < G; ++j) acc[e0 + j] = acc[e0 + j] + part[j];
         }
     }
-    return true;
+    return REEF_RED_LAST;
 }
 
 // One work item: split (w % splits) of output tile (w / splits). False: a
@@ -1276,7 +1309,10 @@ __device__ __forceinline__ bool reef_gemm_item(const P& p, u32 w) {
     if (!Core::template run<BE>(ld, kb, ke, acc)) return false;
     // One inlined copy of the epilogue (after the split-K reduction or
     // straight from the K loop): it is the largest code of the kernel.
-    if (S > 1 && !reef_split_reduce<C, E>(p, tile, sp, acc)) return true;
+    if (S > 1) {
+        const int r = reef_split_reduce<C, E, BE>(p, tile, sp, acc);
+        if (r != REEF_RED_LAST) return r == REEF_RED_EARLY;
+    }
     reef_epilogue<Core>(ld, acc);
     if (S > 1 && threadIdx.x == 0) atomicExch((u32*)p.cnt + tile, 0u);
     return true;

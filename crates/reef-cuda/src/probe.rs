@@ -2,7 +2,8 @@
 //! goes. Kernels compiled with `REEF_NVRTC_DEFINES=REEF_DRAIN_PROBE`
 //! (common.cu) count, in a device buffer this module allocates, how long
 //! after the relay's raise each BE block noticed its flag and left (and
-//! left without noticing it: its tile ran to its end), how long the K step
+//! left without noticing it: its tile ran to its end, and of those, the
+//! blocks that started after the raise), how long the K step
 //! a block stopped in took, and per raise when its last block left. Only
 //! relayed raises (`REEF_RAISE=relay` or `relay-once`) stamp the raise, so
 //! the probe reads nothing with the driver's raise. It is a
@@ -18,12 +19,13 @@ use std::sync::Arc;
 /// The module global that holds the buffer's address.
 const SYMBOL: &str = "reef_probe_buf";
 /// Histograms, buckets and bucket width (`REEF_PROBE_*` in common.cu).
-const SERIES: [&str; 5] = [
+const SERIES: [&str; 6] = [
     "drain: raise to its last flagged block out",
     "notice: raise to a block seeing its flag",
     "exit: raise to a flagged block out",
     "step: the K step a block stopped in",
     "ran out: raise to a flagged block out that never saw its flag",
+    "late start: as ran out, for blocks that started after the raise",
 ];
 const BUCKETS: usize = 256;
 const BUCKET_NS: u64 = 250;
@@ -127,7 +129,7 @@ mod tests {
         counts[BUCKETS + 1] = 2;
         counts[3 * BUCKETS + BUCKETS - 1] = 1;
         let h = split(&counts);
-        assert_eq!(h.len(), 5);
+        assert_eq!(h.len(), SERIES.len());
         assert_eq!(h[0].counts[3], 7);
         assert_eq!(h[1].quantile_ns(1.0), Some(500));
         assert_eq!(h[3].quantile_ns(0.5), Some(BUCKETS as u64 * BUCKET_NS));
