@@ -4,16 +4,19 @@
 # and told word) with the checks compiled out and in; then `reef bench
 # preempt` with the defaults, out / in / in / out. Carry as probe.sh (the
 # pack holds the default sets and REEF_REDUCE_CHECK=0, each with and without
-# REEF_DRAIN_PROBE).
+# REEF_DRAIN_PROBE). PROBES (default "off on") and ABS (default
+# "off on on off") pick the runs.
 source scripts/device/common.sh
 step gpu_tests 150 devrun/bin/gpu_tests --test-threads 1 --nocapture
 step selftest 200 $R selftest --preemptions 2 --seed 2601
 P="bench preempt --device cuda --requests 150 --max-gap-ms 6"
 PR="REEF_RAISE=relay REEF_BE_TOLD=1"
-step probe_off 200 env $PR REEF_NVRTC_DEFINES=REEF_DRAIN_PROBE,REEF_REDUCE_CHECK=0 $R $P --modes reset:drain,reset:drain:depth1 --json $OUT/probe_off.json
-step probe_on 200 env $PR REEF_NVRTC_DEFINES=REEF_DRAIN_PROBE $R $P --modes reset:drain,reset:drain:depth1 --json $OUT/probe_on.json
+for c in ${PROBES-off on}; do
+  if [ $c = off ]; then D=REEF_DRAIN_PROBE,REEF_REDUCE_CHECK=0; else D=REEF_DRAIN_PROBE; fi
+  step probe_$c 200 env $PR REEF_NVRTC_DEFINES=$D $R $P --modes reset:drain,reset:drain:depth1 --json $OUT/probe_$c.json
+done
 i=0
-for c in off on on off; do
+for c in ${ABS-off on on off}; do
   i=$((i+1))
   if [ $c = off ]; then D="REEF_NVRTC_DEFINES=REEF_REDUCE_CHECK=0"; else D="REEF_NVRTC_DEFINES="; fi
   step ab${i}_$c 150 env $D $R $P --modes reset:drain,reset:drain:depth1 --json $OUT/ab${i}_$c.json
@@ -21,7 +24,7 @@ done
 
 echo "== gpu_tests"; grep -E "test result|FAILED|panicked" $OUT/gpu_tests.log | tail -4
 echo "== selftest"; grep -E "FAIL|passed" $OUT/selftest.log | tail -4
-for f in probe_off probe_on; do
+for f in $(ls $OUT | grep -E "^probe_.*\.log$" | sed 's/\.log$//'); do
   echo "== $f"; grep "^|" $OUT/$f.log | cut -d'|' -f2-8,13 | tail -n +3
   grep -A80 "^Device histograms" $OUT/$f.log | grep "^- " | grep -E "drain:|ran out:|late start:" | cut -c1-150
 done
