@@ -1,24 +1,26 @@
 #!/bin/bash
-# Session 26, call 2: the split-K sum's flag checks (REEF_REDUCE_CHECK).
-# The gpu tests and the selftest on the new kernels; the drain probe (relay
-# and told word) with the checks compiled out and in; then `reef bench
-# preempt` with the defaults, out / in / in / out. Carry as probe.sh (the
-# pack holds the default sets and REEF_REDUCE_CHECK=0, each with and without
-# REEF_DRAIN_PROBE). PROBES (default "off on") and ABS (default
+# The split-K sum's flag checks (REEF_REDUCE_CHECK=1, off by default;
+# written in Session 26, not yet run: no machine could be started). The gpu
+# tests and the selftest with the checks compiled in; the drain probe (relay
+# and told word) with them out and in; then `reef bench preempt` with the
+# defaults, out / in / in / out. Carry as probe.sh; the pack needs the
+# default sets, REEF_REDUCE_CHECK=1, REEF_DRAIN_PROBE and
+# REEF_DRAIN_PROBE,REEF_REDUCE_CHECK=1 (`reef compile --arch 9.0` with each
+# as REEF_NVRTC_DEFINES). PROBES (default "off on") and ABS (default
 # "off on on off") pick the runs.
 source scripts/device/common.sh
-step gpu_tests 150 devrun/bin/gpu_tests --test-threads 1 --nocapture
-step selftest 200 $R selftest --preemptions 2 --seed 2601
+step gpu_tests 150 env REEF_NVRTC_DEFINES=REEF_REDUCE_CHECK=1 devrun/bin/gpu_tests --test-threads 1 --nocapture
+step selftest 200 env REEF_NVRTC_DEFINES=REEF_REDUCE_CHECK=1 $R selftest --preemptions 2 --seed 2601
 P="bench preempt --device cuda --requests 150 --max-gap-ms 6"
 PR="REEF_RAISE=relay REEF_BE_TOLD=1"
 for c in ${PROBES-off on}; do
-  if [ $c = off ]; then D=REEF_DRAIN_PROBE,REEF_REDUCE_CHECK=0; else D=REEF_DRAIN_PROBE; fi
+  if [ $c = on ]; then D=REEF_DRAIN_PROBE,REEF_REDUCE_CHECK=1; else D=REEF_DRAIN_PROBE; fi
   step probe_$c 200 env $PR REEF_NVRTC_DEFINES=$D $R $P --modes reset:drain,reset:drain:depth1 --json $OUT/probe_$c.json
 done
 i=0
 for c in ${ABS-off on on off}; do
   i=$((i+1))
-  if [ $c = off ]; then D="REEF_NVRTC_DEFINES=REEF_REDUCE_CHECK=0"; else D="REEF_NVRTC_DEFINES="; fi
+  if [ $c = on ]; then D="REEF_NVRTC_DEFINES=REEF_REDUCE_CHECK=1"; else D="REEF_NVRTC_DEFINES="; fi
   step ab${i}_$c 150 env $D $R $P --modes reset:drain,reset:drain:depth1 --json $OUT/ab${i}_$c.json
 done
 

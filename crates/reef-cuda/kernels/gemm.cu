@@ -1227,15 +1227,17 @@ __device__ __forceinline__ void reef_epilogue(const L& ld, const float* acc) {
 //
 // The sum takes about E / REEF_RED * S load latencies, each split's loads in
 // series: with many splits, tens of microseconds, as long as many K steps.
-// BE: thread 0 publishes the flag before each split's loads, as loaded at the
-// previous one (the K loop's way; two words by parity, so that its next
-// write comes after every thread read this one), and the whole block stops
-// at the same split. A stopped sum is a tile abandoned midway (nothing
-// written; the kernel runs again from its first tile, whose `begin` zeroes
-// the arrivals). REEF_REDUCE_CHECK=0 (REEF_NVRTC_DEFINES) compiles the checks
-// out, to measure them.
+// With REEF_REDUCE_CHECK=1 (REEF_NVRTC_DEFINES), a BE sum watches the flag:
+// thread 0 publishes it before each split's loads, as loaded at the previous
+// one (the K loop's way; two words by parity, so that its next write comes
+// after every thread read this one), and the whole block stops at the same
+// split. A stopped sum is a tile abandoned midway (nothing written; the
+// kernel runs again from its first tile, whose `begin` zeroes the
+// arrivals). Off by default until a GPU has checked and timed it (Session
+// 26 could start no machine for it); off, the kernels' machine code is the
+// code before it.
 #ifndef REEF_REDUCE_CHECK
-#define REEF_REDUCE_CHECK 1
+#define REEF_REDUCE_CHECK 0
 #endif
 #define REEF_RED_EARLY 0
 #define REEF_RED_LAST 1
@@ -1309,9 +1311,13 @@ __device__ __forceinline__ bool reef_gemm_item(const P& p, u32 w) {
     if (!Core::template run<BE>(ld, kb, ke, acc)) return false;
     // One inlined copy of the epilogue (after the split-K reduction or
     // straight from the K loop): it is the largest code of the kernel.
-    if (S > 1) {
-        const int r = reef_split_reduce<C, E, BE>(p, tile, sp, acc);
-        if (r != REEF_RED_LAST) return r == REEF_RED_EARLY;
+    if constexpr (BE && REEF_REDUCE_CHECK != 0) {
+        if (S > 1) {
+            const int r = reef_split_reduce<C, E, BE>(p, tile, sp, acc);
+            if (r != REEF_RED_LAST) return r == REEF_RED_EARLY;
+        }
+    } else if (S > 1 && reef_split_reduce<C, E, BE>(p, tile, sp, acc) == REEF_RED_EARLY) {
+        return true;
     }
     reef_epilogue<Core>(ld, acc);
     if (S > 1 && threadIdx.x == 0) atomicExch((u32*)p.cnt + tile, 0u);
