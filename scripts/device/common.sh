@@ -22,6 +22,28 @@ step() {
   printf '%-28s rc=%-4s %6.1fs\n' "$name" "$rc" "$(awk "BEGIN{print ($e-$s)/1e9}")" | tee -a $OUT/summary.txt
   return 0
 }
+# report_checks: the gpu tests' and the selftest's verdicts from their logs.
+report_checks() {
+  echo "== gpu_tests"; grep -E "test result|FAILED|panicked" $OUT/gpu_tests.log | tail -4
+  echo "== selftest"; grep -E "FAIL|passed" $OUT/selftest.log | tail -4
+}
+# report_probes SERIES NAMES...: each `reef bench preempt` probe log's table
+# and the device histograms whose names match the regex SERIES.
+report_probes() {
+  local series=$1 f; shift
+  for f in "$@"; do
+    echo "== $f"; grep "^|" $OUT/$f.log | cut -d'|' -f2-8,13 | tail -n +3
+    grep -A80 "^Device histograms" $OUT/$f.log | grep "^- " | grep -E "$series" | cut -c1-160
+  done
+}
+# report_abs: the tables of the abN_*.log runs, then the steps' times.
+report_abs() {
+  local f
+  for f in $(ls $OUT | grep -E "^ab[0-9]_.*\.log$" | sort); do
+    echo "== $f"; grep "^|" $OUT/$f | cut -d'|' -f2-8,10,13 | tail -n +3
+  done
+  cat $OUT/summary.txt
+}
 # pack: at the end, everything under $OUT into one archive (few files come back).
 pack() { (cd $OUT && tar czf /tmp/all.tgz . && rm -rf ./* && mv /tmp/all.tgz all.tgz); }
 # serve_up MODELS [FLAGS...]: `reef serve` on 127.0.0.1:8000 / :8001 in the

@@ -21,12 +21,7 @@ for d in ${ALTS-1 0}; do
   step ab${i}_all$d 150 env REEF_BE_DIRECT_ALL=$d $R $P --modes reset:drain,reset --json $OUT/ab${i}_all$d.json
 done
 
-echo "== gpu_tests"; grep -E "test result|FAILED|panicked" $OUT/gpu_tests.log | tail -4
-echo "== selftest"; grep -E "FAIL|passed" $OUT/selftest.log | tail -4
-for f in probe_direct probe_claim; do
-  echo "== $f"; grep "^|" $OUT/$f.log | cut -d'|' -f2-8,13 | tail -n +3
-  grep -A70 "^Device histograms" $OUT/$f.log | grep "^- " | grep -E "drain:|notice:|ran out:" | cut -c1-160
-done
-for f in $(ls $OUT | grep -E "^ab[0-9]_.*\.log$" | sort); do echo "== $f"; grep "^|" $OUT/$f | cut -d'|' -f2-8,10,13 | tail -n +3; done
-cat $OUT/summary.txt
+report_checks
+report_probes "drain:|notice:|ran out:" probe_direct probe_claim
+report_abs
 pack

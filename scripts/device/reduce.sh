@@ -24,12 +24,7 @@ for c in ${ABS-off on on off}; do
   step ab${i}_$c 150 env $D $R $P --modes reset:drain,reset:drain:depth1 --json $OUT/ab${i}_$c.json
 done
 
-echo "== gpu_tests"; grep -E "test result|FAILED|panicked" $OUT/gpu_tests.log | tail -4
-echo "== selftest"; grep -E "FAIL|passed" $OUT/selftest.log | tail -4
-for f in $(ls $OUT | grep -E "^probe_.*\.log$" | sed 's/\.log$//'); do
-  echo "== $f"; grep "^|" $OUT/$f.log | cut -d'|' -f2-8,13 | tail -n +3
-  grep -A80 "^Device histograms" $OUT/$f.log | grep "^- " | grep -E "drain:|ran out:|late start:" | cut -c1-150
-done
-for f in $(ls $OUT | grep -E "^ab[0-9]_.*\.log$" | sort); do echo "== $f"; grep "^|" $OUT/$f | cut -d'|' -f2-8,10,13 | tail -n +3; done
-cat $OUT/summary.txt
+report_checks
+report_probes "drain:|ran out:|late start:" $(ls $OUT | grep -E "^probe_.*\.log$" | sed 's/\.log$//')
+report_abs
 pack
