@@ -1234,8 +1234,8 @@ __device__ __forceinline__ void reef_epilogue(const L& ld, const float* acc) {
 // split. A stopped sum is a tile abandoned midway (nothing written; the
 // kernel runs again from its first tile, whose `begin` zeroes the
 // arrivals). Off by default until a GPU has checked and timed it (Session
-// 26 could start no machine for it); off, the kernels' machine code is the
-// code before it.
+// 26 could start no machine for it); off, the default (TF32) kernel sets
+// compile to the machine code they had before it.
 #ifndef REEF_REDUCE_CHECK
 #define REEF_REDUCE_CHECK 0
 #endif
