@@ -71,6 +71,16 @@ fn req(model: &str, inputs: Vec<Tensor>, p: Priority) -> InferRequest {
 /// kernel profiles again.
 const REPROFILE: Duration = Duration::from_secs(15);
 
+/// Loads (or loads anew, measuring their kernel profiles again) the BE
+/// models `be` and the RT model resnet_tiny.
+fn load_models(s: &Scheduler, be: &[&'static str]) {
+    for &m in be {
+        s.load_model(m, zoo(m), Priority::Be).expect("load");
+    }
+    s.load_model("resnet_tiny", zoo("resnet_tiny"), Priority::Rt)
+        .expect("load");
+}
+
 /// Runs BE clients of several models against a stream of RT requests until
 /// `target` preemptions happened; checks every BE answer bit for bit.
 fn preempt_many(mode: Mode, target: u64, deadline: Duration, padding: bool) {
@@ -112,11 +122,7 @@ fn preempt_many_cfg(
     };
     let s = Scheduler::new(dev, cfg).expect("scheduler");
     let be_models = ["bert_tiny", "mobilenet_tiny", "densenet_tiny"];
-    for m in be_models {
-        s.load_model(m, zoo(m), Priority::Be).expect("load");
-    }
-    s.load_model("resnet_tiny", zoo("resnet_tiny"), Priority::Rt)
-        .expect("load");
+    load_models(&s, &be_models);
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     // References: unpreempted runs (no RT traffic yet).
     let cases: Vec<(&str, Vec<Tensor>, Vec<Tensor>)> = be_models
@@ -167,14 +173,14 @@ fn preempt_many_cfg(
             st.preemptions >= target && (!wants_padding || st.padded_kernels > 0)
         };
         let mut profiled = Instant::now();
-        while !done(&s.stats()) && t0.elapsed() < deadline {
-            if wants_padding && s.stats().padded_kernels == 0 && profiled.elapsed() > REPROFILE {
+        loop {
+            let st = s.stats();
+            if done(&st) || t0.elapsed() >= deadline {
+                break;
+            }
+            if wants_padding && st.padded_kernels == 0 && profiled.elapsed() > REPROFILE {
                 println!("no RT kernel padded in {REPROFILE:?}: measuring the profiles again");
-                for m in be_models {
-                    s.load_model(m, zoo(m), Priority::Be).expect("reload");
-                }
-                s.load_model("resnet_tiny", zoo("resnet_tiny"), Priority::Rt)
-                    .expect("reload");
+                load_models(&s, &be_models);
                 profiled = Instant::now();
             }
             let r = s
