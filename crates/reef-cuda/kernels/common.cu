@@ -164,12 +164,16 @@ __device__ __forceinline__ u64 reef_now() {
 // flag up), 3 step (at a K-step stop, the time since the block's previous
 // check), 4 ran out (as 2, for blocks that never saw the flag: their tiles
 // ran to their ends), 5 late start (as 4, for those of them that started
-// after the raise: they read the flag down at their entry). Times are from
+// after the raise: they read the flag down at their entry), and 6-9 as 4 by
+// where the block's last GEMM item was at the raise (REEF_PROBE_MARK): 6 in
+// its K loop (its last steps ran without another check), 7 past the loop,
+// publishing its split-K partial or summing the partials, 8 in its epilogue
+// or leaving, 9 no GEMM item (the other families). Times are from
 // the raise; only relayed raises set it
 // (REEF_RAISE=relay or relay-once). The probe's own loads, stores and atomics perturb what
 // it measures a little; it is a diagnostic, not a build to serve with.
 #ifdef REEF_DRAIN_PROBE
-#define REEF_PROBE_SERIES 6
+#define REEF_PROBE_SERIES 10
 #define REEF_PROBE_BUCKETS 256
 #define REEF_PROBE_BUCKET_NS 250
 __device__ u64 reef_probe_buf;
@@ -196,6 +200,12 @@ __device__ __forceinline__ u64& reef_probe_start() {
     __shared__ u64 start;
     return start;
 }
+// The block's GEMM item marks (thread 0): [0] its K loop done, [1] its
+// split-K part done (0: not yet, or no GEMM item).
+__device__ __forceinline__ u64* reef_probe_marks() {
+    __shared__ u64 marks[2];
+    return marks;
+}
 // A block's thread 0 saw its flag.
 __device__ __forceinline__ void reef_probe_notice(u64 now) {
     reef_probe_seen() = 1u;
@@ -209,7 +219,11 @@ __device__ __forceinline__ void reef_probe_exit(const u64 flag) {
     reef_probe_since(2, now);
     if (reef_probe_seen() == 0u) {
         reef_probe_since(4, now);
-        if (reef_probe_start() > *(volatile u64*)w) reef_probe_since(5, now);
+        const u64 r = *(volatile u64*)w;
+        if (reef_probe_start() > r) reef_probe_since(5, now);
+        const u64* m = reef_probe_marks();
+        const u32 at = m[0] == 0 ? 9u : r < m[0] ? 6u : (m[1] == 0 || r < m[1]) ? 7u : 8u;
+        reef_probe_since(at, now);
     }
     atomicMax(w + 1, now);
 }
@@ -228,12 +242,21 @@ __device__ __forceinline__ void reef_probe_raise() {
     if (threadIdx.x == 0) {                 \
         reef_probe_seen() = 0u;             \
         reef_probe_start() = reef_now();    \
+        reef_probe_marks()[0] = 0;          \
+        reef_probe_marks()[1] = 0;          \
+    }
+// Mark 0 (K loop done; clears mark 1) or 1 (split-K part done).
+#define REEF_PROBE_MARK(i)                                 \
+    if (threadIdx.x == 0) {                                \
+        reef_probe_marks()[i] = reef_now();                \
+        if ((i) == 0) reef_probe_marks()[1] = 0;           \
     }
 #define REEF_PROBE_EXIT(h) \
     if (threadIdx.x == 0) reef_probe_exit((h).flag)
 #else
 #define REEF_PROBE_NOTICE() ((void)0)
 #define REEF_PROBE_START() ((void)0)
+#define REEF_PROBE_MARK(i) ((void)0)
 #define REEF_PROBE_EXIT(h) ((void)0)
 #endif
 

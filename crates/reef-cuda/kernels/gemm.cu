@@ -1227,17 +1227,18 @@ __device__ __forceinline__ void reef_epilogue(const L& ld, const float* acc) {
 //
 // The sum takes about E / REEF_RED * S load latencies, each split's loads in
 // series: with many splits, tens of microseconds, as long as many K steps.
-// With REEF_REDUCE_CHECK=1 (REEF_NVRTC_DEFINES), a BE sum watches the flag:
-// thread 0 publishes it before each split's loads, as loaded at the previous
-// one (the K loop's way; two words by parity, so that its next write comes
-// after every thread read this one), and the whole block stops at the same
-// split. A stopped sum is a tile abandoned midway (nothing written; the
-// kernel runs again from its first tile, whose `begin` zeroes the
-// arrivals). Off by default until a GPU has checked and timed it (Session
-// 26 could start no machine for it); off, the default (TF32) kernel sets
-// compile to the machine code they had before it.
+// A BE sum watches the flag (REEF_REDUCE_CHECK, default 1): thread 0
+// publishes it before each split's loads, as loaded at the previous one (the
+// K loop's way; two words by parity, so that its next write comes after
+// every thread read this one), and the whole block stops at the same split.
+// A stopped sum is a tile abandoned midway (nothing written; the kernel runs
+// again from its first tile, whose `begin` zeroes the arrivals). On the H100
+// (Session 27, docs/PERF.md) it cut the drain probe's depth-1 drain p99 from
+// 10.75-23.5 us to 6.25-13.5 us, for 1.5-2% of BE throughput.
+// REEF_NVRTC_DEFINES=REEF_REDUCE_CHECK=0 compiles the unchecked sum (the
+// RT variants' machine code is the same either way).
 #ifndef REEF_REDUCE_CHECK
-#define REEF_REDUCE_CHECK 0
+#define REEF_REDUCE_CHECK 1
 #endif
 #define REEF_RED_EARLY 0
 #define REEF_RED_LAST 1
@@ -1309,6 +1310,7 @@ __device__ __forceinline__ bool reef_gemm_item(const P& p, u32 w) {
 #pragma unroll
     for (int e = 0; e < E; ++e) acc[e] = 0.0f;
     if (!Core::template run<BE>(ld, kb, ke, acc)) return false;
+    REEF_PROBE_MARK(0);
     // One inlined copy of the epilogue (after the split-K reduction or
     // straight from the K loop): it is the largest code of the kernel.
     if constexpr (BE && REEF_REDUCE_CHECK != 0) {
@@ -1319,6 +1321,7 @@ __device__ __forceinline__ bool reef_gemm_item(const P& p, u32 w) {
     } else if (S > 1 && reef_split_reduce<C, E, BE>(p, tile, sp, acc) == REEF_RED_EARLY) {
         return true;
     }
+    REEF_PROBE_MARK(1);
     reef_epilogue<Core>(ld, acc);
     if (S > 1 && threadIdx.x == 0) atomicExch((u32*)p.cnt + tile, 0u);
     return true;

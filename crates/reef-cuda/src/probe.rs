@@ -19,13 +19,17 @@ use std::sync::Arc;
 /// The module global that holds the buffer's address.
 const SYMBOL: &str = "reef_probe_buf";
 /// Histograms, buckets and bucket width (`REEF_PROBE_*` in common.cu).
-const SERIES: [&str; 6] = [
+const SERIES: [&str; 10] = [
     "drain: raise to its last flagged block out",
     "notice: raise to a block seeing its flag",
     "exit: raise to a flagged block out",
     "step: the K step a block stopped in",
     "ran out: raise to a flagged block out that never saw its flag",
     "late start: as ran out, for blocks that started after the raise",
+    "ran out in the K loop: as ran out, the raise during its GEMM item's K loop",
+    "ran out in split-K: as ran out, the raise while it published or summed partials",
+    "ran out in the epilogue: as ran out, the raise in its epilogue or on its way out",
+    "ran out, no GEMM: as ran out, for blocks of the other families",
 ];
 const BUCKETS: usize = 256;
 const BUCKET_NS: u64 = 250;
