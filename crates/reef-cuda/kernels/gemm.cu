@@ -675,6 +675,19 @@ __device__ __forceinline__ i32& reef_stop_word() {
     __shared__ i32 reef_stop;
     return reef_stop;
 }
+// REEF_END_CHECK=1 (REEF_NVRTC_DEFINES; off by default until measured): a
+// BE K loop also stops at its end on the flag it loaded at its last step
+// (otherwise unused), so that a block whose last check came just before a
+// raise leaves before its split-K partial and epilogue instead of running
+// them. Its own word: a warp may still read the last step's stop word
+// when thread 0 writes this one.
+#ifndef REEF_END_CHECK
+#define REEF_END_CHECK 0
+#endif
+__device__ __forceinline__ i32& reef_end_word() {
+    __shared__ i32 reef_end;
+    return reef_end;
+}
 
 template <class C, bool BE, class L, class F>
 __device__ __forceinline__ bool reef_pipeline(L& ld, i32 kb, i32 ke, F step) {
@@ -765,6 +778,14 @@ __device__ __forceinline__ bool reef_pipeline(L& ld, i32 kb, i32 ke, F step) {
     }
 #endif
     reef_cp_wait<0>();
+    if constexpr (BE && REEF_END_CHECK != 0) {
+        if (threadIdx.x == 0) {
+            reef_end_word() = flag;
+            if (flag != 0) REEF_PROBE_NOTICE();
+        }
+        __syncthreads();
+        return reef_end_word() == 0;
+    }
     __syncthreads();
     return true;
 }
