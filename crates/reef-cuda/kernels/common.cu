@@ -168,12 +168,15 @@ __device__ __forceinline__ u64 reef_now() {
 // where the block's last GEMM item was at the raise (REEF_PROBE_MARK): 6 in
 // its K loop (its last steps ran without another check), 7 past the loop,
 // publishing its split-K partial or summing the partials, 8 in its epilogue
-// or leaving, 9 no GEMM item (the other families). Times are from
+// or leaving, 9 no GEMM item (the other families); and for blocks that
+// leave with their flag down after a GEMM item that reached its epilogue,
+// how long 10 its split-K part (partial, arrival, sum) and 11 its epilogue
+// and its way out took. Times are from
 // the raise; only relayed raises set it
 // (REEF_RAISE=relay or relay-once). The probe's own loads, stores and atomics perturb what
 // it measures a little; it is a diagnostic, not a build to serve with.
 #ifdef REEF_DRAIN_PROBE
-#define REEF_PROBE_SERIES 10
+#define REEF_PROBE_SERIES 12
 #define REEF_PROBE_BUCKETS 256
 #define REEF_PROBE_BUCKET_NS 250
 __device__ u64 reef_probe_buf;
@@ -214,8 +217,16 @@ __device__ __forceinline__ void reef_probe_notice(u64 now) {
 // A block leaving (thread 0, after its last tile): an exit, if its flag is up.
 __device__ __forceinline__ void reef_probe_exit(const u64 flag) {
     u64* w = (u64*)reef_probe_buf;
-    if (w == 0 || *(volatile const i32*)flag == 0) return;
+    if (w == 0) return;
     const u64 now = reef_now();
+    if (*(volatile const i32*)flag == 0) {
+        const u64* m = reef_probe_marks();
+        if (m[0] != 0 && m[1] != 0) {
+            reef_probe_add(10, m[1] - m[0]);
+            reef_probe_add(11, now - m[1]);
+        }
+        return;
+    }
     reef_probe_since(2, now);
     if (reef_probe_seen() == 0u) {
         reef_probe_since(4, now);

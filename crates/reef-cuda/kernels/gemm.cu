@@ -1215,9 +1215,22 @@ struct WgmCore {
 // pointer). Offsets fit in i32: the host rejects buffers of 2^31 elements.
 #define REEF_EPI 8
 #define REEF_RED 32
-template <class Core, class L>
-__device__ __forceinline__ void reef_epilogue(const L& ld, const float* acc) {
+//
+// CHECK (BE variants with REEF_EPI_CHECK=1, REEF_NVRTC_DEFINES; off by
+// default until measured): every thread loads the flag before its first
+// group's loads and, once it is up, writes nothing and marks the kernel
+// aborted (the kernel then runs again from its first tile, as after an
+// abandoned K loop). No barrier: the threads of a warp read the flag in one
+// load, so a warp writes all of its part or none of it, and any warp that
+// skips marks the kernel.
+#ifndef REEF_EPI_CHECK
+#define REEF_EPI_CHECK 0
+#endif
+template <class Core, bool CHECK = false, class L>
+__device__ __forceinline__ void reef_epilogue(const L& ld, const float* acc, u64 flag = 0, u64 done = 0) {
     static_assert(Core::E % REEF_EPI == 0, "epilogue groups");
+    i32 stop = 0;
+    if constexpr (CHECK) stop = *(volatile const i32*)flag;
     i32 ro[Core::RS], rb[Core::RS], co[Core::CS], cb[Core::CS];
 #pragma unroll
     for (int i = 0; i < Core::RS; ++i) ld.row_part(Core::row(i), ro[i], rb[i]);
@@ -1231,6 +1244,12 @@ __device__ __forceinline__ void reef_epilogue(const L& ld, const float* acc) {
             const int e = e0 + j, ri = Core::rs(e), ci = Core::cs(e);
             const bool ok = ro[ri] >= 0 && co[ci] >= 0;
             ld.fetch(ok, ro[ri] + co[ci], rb[ri] + cb[ci], b[j], r[j]);
+        }
+        if constexpr (CHECK) {
+            if (e0 == 0 && stop != 0) {
+                if ((threadIdx.x & 31) == 0) atomicOr((u32*)done, REEF_ABORTED);
+                return;
+            }
         }
 #pragma unroll
         for (int j = 0; j < REEF_EPI; ++j) {
@@ -1343,7 +1362,7 @@ __device__ __forceinline__ bool reef_gemm_item(const P& p, u32 w) {
         return true;
     }
     REEF_PROBE_MARK(1);
-    reef_epilogue<Core>(ld, acc);
+    reef_epilogue<Core, BE && REEF_EPI_CHECK != 0>(ld, acc, p.hdr.flag, p.hdr.done);
     if (S > 1 && threadIdx.x == 0) atomicExch((u32*)p.cnt + tile, 0u);
     return true;
 }

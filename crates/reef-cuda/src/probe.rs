@@ -19,7 +19,7 @@ use std::sync::Arc;
 /// The module global that holds the buffer's address.
 const SYMBOL: &str = "reef_probe_buf";
 /// Histograms, buckets and bucket width (`REEF_PROBE_*` in common.cu).
-const SERIES: [&str; 10] = [
+const SERIES: [&str; 12] = [
     "drain: raise to its last flagged block out",
     "notice: raise to a block seeing its flag",
     "exit: raise to a flagged block out",
@@ -30,6 +30,8 @@ const SERIES: [&str; 10] = [
     "ran out in split-K: as ran out, the raise while it published or summed partials",
     "ran out in the epilogue: as ran out, the raise in its epilogue or on its way out",
     "ran out, no GEMM: as ran out, for blocks of the other families",
+    "split-K part: a GEMM item's partial, arrival and sum, flag down",
+    "epilogue and out: a GEMM item's epilogue and the block's way out, flag down",
 ];
 const BUCKETS: usize = 256;
 const BUCKET_NS: u64 = 250;
