@@ -1,15 +1,15 @@
 #!/bin/bash
 # Session 27, call 3: where the late leavers' time goes, and two more
 # checks. The gpu tests and the selftest with the K loop's end check and
-# the epilogue's check compiled in (REEF_END_CHECK=1,REEF_EPI_CHECK=1); the
+# the epilogue's check compiled in (REEF_END_CHECK=1,REEF_EPI_CHECK=2: every group); the
 # drain probe (relay and told word) with the defaults (its new series: the
 # split-K part's and the epilogue's durations with the flag down) and with
 # both checks; `reef bench preempt` with the defaults and with both checks
 # (ABS, in order: def / chk). The pack needs the default sets,
-# REEF_DRAIN_PROBE, REEF_DRAIN_PROBE,REEF_END_CHECK=1,REEF_EPI_CHECK=1 and
-# REEF_END_CHECK=1,REEF_EPI_CHECK=1.
+# REEF_DRAIN_PROBE, REEF_DRAIN_PROBE,REEF_END_CHECK=1,REEF_EPI_CHECK=2 and
+# REEF_END_CHECK=1,REEF_EPI_CHECK=2.
 source scripts/device/common.sh
-C=REEF_END_CHECK=1,REEF_EPI_CHECK=1
+C=REEF_END_CHECK=1,REEF_EPI_CHECK=${EPI:-2}
 step gpu_tests 150 env REEF_NVRTC_DEFINES=$C devrun/bin/gpu_tests --test-threads 1 --nocapture
 step selftest 200 env REEF_NVRTC_DEFINES=$C $R selftest --preemptions 2 --seed 2703
 P="bench preempt --device cuda --requests 150 --max-gap-ms 6"

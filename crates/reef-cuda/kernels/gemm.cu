@@ -1216,13 +1216,13 @@ struct WgmCore {
 #define REEF_EPI 8
 #define REEF_RED 32
 //
-// CHECK (BE variants with REEF_EPI_CHECK=1, REEF_NVRTC_DEFINES; off by
-// default until measured): every thread loads the flag before its first
-// group's loads and, once it is up, writes nothing and marks the kernel
-// aborted (the kernel then runs again from its first tile, as after an
-// abandoned K loop). No barrier: the threads of a warp read the flag in one
-// load, so a warp writes all of its part or none of it, and any warp that
-// skips marks the kernel.
+// CHECK (BE variants with REEF_EPI_CHECK, REEF_NVRTC_DEFINES; off by
+// default until measured): every thread loads the flag with its first
+// group's loads (REEF_EPI_CHECK=1) or with every group's (2) and, once it
+// is up, writes no more and marks the kernel aborted (the kernel then runs
+// again from its first tile, as after an abandoned K loop; kernels are
+// idempotent, so a tile written in part is rewritten). No barrier: any
+// warp that stops marks the kernel itself.
 #ifndef REEF_EPI_CHECK
 #define REEF_EPI_CHECK 0
 #endif
@@ -1230,7 +1230,6 @@ template <class Core, bool CHECK = false, class L>
 __device__ __forceinline__ void reef_epilogue(const L& ld, const float* acc, u64 flag = 0, u64 done = 0) {
     static_assert(Core::E % REEF_EPI == 0, "epilogue groups");
     i32 stop = 0;
-    if constexpr (CHECK) stop = *(volatile const i32*)flag;
     i32 ro[Core::RS], rb[Core::RS], co[Core::CS], cb[Core::CS];
 #pragma unroll
     for (int i = 0; i < Core::RS; ++i) ld.row_part(Core::row(i), ro[i], rb[i]);
@@ -1239,6 +1238,9 @@ __device__ __forceinline__ void reef_epilogue(const L& ld, const float* acc, u64
 #pragma unroll
     for (int e0 = 0; e0 < Core::E; e0 += REEF_EPI) {
         float b[REEF_EPI], r[REEF_EPI];
+        if constexpr (CHECK) {
+            if (e0 == 0 || REEF_EPI_CHECK > 1) stop = *(volatile const i32*)flag;
+        }
 #pragma unroll
         for (int j = 0; j < REEF_EPI; ++j) {
             const int e = e0 + j, ri = Core::rs(e), ci = Core::cs(e);
@@ -1246,7 +1248,7 @@ __device__ __forceinline__ void reef_epilogue(const L& ld, const float* acc, u64
             ld.fetch(ok, ro[ri] + co[ci], rb[ri] + cb[ci], b[j], r[j]);
         }
         if constexpr (CHECK) {
-            if (e0 == 0 && stop != 0) {
+            if (stop != 0) {
                 if ((threadIdx.x & 31) == 0) atomicOr((u32*)done, REEF_ABORTED);
                 return;
             }
