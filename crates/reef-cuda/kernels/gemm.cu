@@ -675,14 +675,17 @@ __device__ __forceinline__ i32& reef_stop_word() {
     __shared__ i32 reef_stop;
     return reef_stop;
 }
-// REEF_END_CHECK=1 (REEF_NVRTC_DEFINES; off by default until measured): a
-// BE K loop also stops at its end on the flag it loaded at its last step
-// (otherwise unused), so that a block whose last check came just before a
-// raise leaves before its split-K partial and epilogue instead of running
-// them. Its own word: a warp may still read the last step's stop word
-// when thread 0 writes this one.
+// REEF_END_CHECK (default 1; REEF_NVRTC_DEFINES=REEF_END_CHECK=0 compiles
+// it out): a BE K loop also stops at its end on the flag it loaded at its
+// last step (otherwise unused), so that a block whose last check came just
+// before a raise leaves before its split-K partial and epilogue instead of
+// running them. Its own word: a warp may still read the last step's stop
+// word when thread 0 writes this one. With the epilogue's check
+// (REEF_EPI_CHECK) it took the drain probe's device drain p99 on the H100
+// from 11.75-21.5 to 9.25-14.25 us with two BE kernels in flight (Session
+// 27, call 3, docs/PERF.md), at no BE cost beyond the runs' scatter.
 #ifndef REEF_END_CHECK
-#define REEF_END_CHECK 0
+#define REEF_END_CHECK 1
 #endif
 __device__ __forceinline__ i32& reef_end_word() {
     __shared__ i32 reef_end;
@@ -1216,15 +1219,17 @@ struct WgmCore {
 #define REEF_EPI 8
 #define REEF_RED 32
 //
-// CHECK (BE variants with REEF_EPI_CHECK, REEF_NVRTC_DEFINES; off by
-// default until measured): every thread loads the flag with its first
-// group's loads (REEF_EPI_CHECK=1) or with every group's (2) and, once it
-// is up, writes no more and marks the kernel aborted (the kernel then runs
-// again from its first tile, as after an abandoned K loop; kernels are
-// idempotent, so a tile written in part is rewritten). No barrier: any
-// warp that stops marks the kernel itself.
+// CHECK (BE variants; REEF_EPI_CHECK, default 2): every thread loads the
+// flag with every group's loads (REEF_EPI_CHECK=1: with its first group's
+// only; 0: no check) and, once it is up, writes no more and marks the
+// kernel aborted (the kernel then runs again from its first tile, as after
+// an abandoned K loop; kernels are idempotent, so a tile written in part is
+// rewritten). No barrier: any warp that stops marks the kernel itself. A
+// BE epilogue with its way out took 4.75-10.25 us at its p50 on the H100
+// (vgg19 8.5, p99 19.25; Session 27, call 3): without the check, a block
+// in it at a raise ran it to its end.
 #ifndef REEF_EPI_CHECK
-#define REEF_EPI_CHECK 0
+#define REEF_EPI_CHECK 2
 #endif
 template <class Core, bool CHECK = false, class L>
 __device__ __forceinline__ void reef_epilogue(const L& ld, const float* acc, u64 flag = 0, u64 done = 0) {
@@ -1276,7 +1281,7 @@ __device__ __forceinline__ void reef_epilogue(const L& ld, const float* acc, u64
 // A stopped sum is a tile abandoned midway (nothing written; the kernel runs
 // again from its first tile, whose `begin` zeroes the arrivals). On the H100
 // (Session 27, docs/PERF.md) it cut the drain probe's depth-1 drain p99 from
-// 10.75-23.5 us to 6.25-13.5 us, for 1.5-2% of BE throughput.
+// 10.75-23.5 us to 6.25-13.5 us, for 0-2% of BE throughput.
 // REEF_NVRTC_DEFINES=REEF_REDUCE_CHECK=0 compiles the unchecked sum (the
 // RT variants' machine code is the same either way).
 #ifndef REEF_REDUCE_CHECK
