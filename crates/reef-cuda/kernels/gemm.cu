@@ -499,6 +499,15 @@ struct ConvLoad {
         b = (ok && p.has_bias) ? ((const float*)p.bias)[bo] : 0.0f;
         r = (ok && p.has_residual) ? ((const float*)p.residual)[o] : 0.0f;
     }
+    // The bias is the output channel's: its offset is the row part alone
+    // (REEF_EPI_HOIST loads a thread's rows' biases once, before its stores).
+    static constexpr bool BIAS_BY_ROW = true;
+    __device__ __forceinline__ float bias_of(bool ok, i32 bo) const {
+        return (ok && p.has_bias) ? ((const float*)p.bias)[bo] : 0.0f;
+    }
+    __device__ __forceinline__ float residual_of(bool ok, i32 o) const {
+        return (ok && p.has_residual) ? ((const float*)p.residual)[o] : 0.0f;
+    }
     // Writes act(v + bias + residual), added in that order.
     __device__ __forceinline__ void put(i32 o, float v, float b, float r) const {
         if (p.has_bias) v = v + b;
@@ -622,6 +631,10 @@ struct MatMulLoad {
         b = (ok && p.has_bias) ? ((const float*)p.bias)[bo] : 0.0f;
         r = (ok && p.has_residual) ? ((const float*)p.residual)[o] : 0.0f;
     }
+    // The bias offset has a row part and a column part (strides).
+    static constexpr bool BIAS_BY_ROW = false;
+    __device__ __forceinline__ float bias_of(bool, i32) const { return 0.0f; }
+    __device__ __forceinline__ float residual_of(bool, i32) const { return 0.0f; }
     // Writes act(alpha * v + beta * bias + residual).
     __device__ __forceinline__ void put(i32 o, float v, float b, float r) const {
         v = p.alpha * v;
@@ -1231,15 +1244,30 @@ struct WgmCore {
 #ifndef REEF_EPI_CHECK
 #define REEF_EPI_CHECK 2
 #endif
+//
+// REEF_EPI_HOIST=1 (REEF_NVRTC_DEFINES; off by default, not yet measured):
+// where the bias is the row's alone (convolutions), a thread loads its
+// rows' biases once, all before its first store, so that a group without
+// a residual waits for no load (each group's loads otherwise complete
+// before its stores: up to eight load round trips in series per thread).
+#ifndef REEF_EPI_HOIST
+#define REEF_EPI_HOIST 0
+#endif
 template <class Core, bool CHECK = false, class L>
 __device__ __forceinline__ void reef_epilogue(const L& ld, const float* acc, u64 flag = 0, u64 done = 0) {
     static_assert(Core::E % REEF_EPI == 0, "epilogue groups");
+    constexpr bool hoist = REEF_EPI_HOIST != 0 && L::BIAS_BY_ROW;
     i32 stop = 0;
     i32 ro[Core::RS], rb[Core::RS], co[Core::CS], cb[Core::CS];
 #pragma unroll
     for (int i = 0; i < Core::RS; ++i) ld.row_part(Core::row(i), ro[i], rb[i]);
 #pragma unroll
     for (int j = 0; j < Core::CS; ++j) ld.col_part(Core::col(j), co[j], cb[j]);
+    float brow[hoist ? Core::RS : 1];
+    if constexpr (hoist) {
+#pragma unroll
+        for (int i = 0; i < Core::RS; ++i) brow[i] = ld.bias_of(ro[i] >= 0, rb[i]);
+    }
 #pragma unroll
     for (int e0 = 0; e0 < Core::E; e0 += REEF_EPI) {
         float b[REEF_EPI], r[REEF_EPI];
@@ -1250,7 +1278,12 @@ __device__ __forceinline__ void reef_epilogue(const L& ld, const float* acc, u64
         for (int j = 0; j < REEF_EPI; ++j) {
             const int e = e0 + j, ri = Core::rs(e), ci = Core::cs(e);
             const bool ok = ro[ri] >= 0 && co[ci] >= 0;
-            ld.fetch(ok, ro[ri] + co[ci], rb[ri] + cb[ci], b[j], r[j]);
+            if constexpr (hoist) {
+                b[j] = brow[ri];
+                r[j] = ld.residual_of(ok, ro[ri] + co[ci]);
+            } else {
+                ld.fetch(ok, ro[ri] + co[ci], rb[ri] + cb[ci], b[j], r[j]);
+            }
         }
         if constexpr (CHECK) {
             if (stop != 0) {
