@@ -3,8 +3,10 @@
 //! (common.cu) count, in a device buffer this module allocates, how long
 //! after the relay's raise each BE block noticed its flag and left (and
 //! left without noticing it: its tile ran to its end, and of those, the
-//! blocks that started after the raise), how long the K step
-//! a block stopped in took, and per raise when its last block left. Only
+//! blocks that started after the raise, and where their last GEMM item
+//! was at the raise), how long the K step a block stopped in took, how
+//! long a GEMM item's split-K part and epilogue take with the flag down,
+//! and per raise when its last block left. Only
 //! relayed raises (`REEF_RAISE=relay` or `relay-once`) stamp the raise, so
 //! the probe reads nothing with the driver's raise. It is a
 //! diagnostic: its atomics perturb what they time a little, and a build
