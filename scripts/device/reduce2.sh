@@ -8,7 +8,9 @@
 # in / out / out / in. The pack needs the default sets, REEF_DRAIN_PROBE,
 # REEF_DRAIN_PROBE,REEF_END_CHECK=1, REEF_REDUCE_CHECK=0 and
 # REEF_END_CHECK=1 (`reef compile --arch 9.0` with each as
-# REEF_NVRTC_DEFINES).
+# REEF_NVRTC_DEFINES). Ran on binary 94f830d; later binaries' defaults
+# also hold the end and epilogue checks: to rerun it with them, add
+# REEF_END_CHECK=0,REEF_EPI_CHECK=0 to every define set (the pack's too).
 source scripts/device/common.sh
 defines() { case $1 in on) echo "";; off) echo REEF_REDUCE_CHECK=0;; end) echo REEF_END_CHECK=1;; esac; }
 step gpu_tests 150 devrun/bin/gpu_tests --test-threads 1 --nocapture

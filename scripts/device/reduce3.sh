@@ -7,20 +7,23 @@
 # both checks; `reef bench preempt` with the defaults and with both checks
 # (ABS, in order: def / chk). The pack needs the default sets,
 # REEF_DRAIN_PROBE, REEF_DRAIN_PROBE,REEF_END_CHECK=1,REEF_EPI_CHECK=2 and
-# REEF_END_CHECK=1,REEF_EPI_CHECK=2.
+# REEF_END_CHECK=1,REEF_EPI_CHECK=2. Ran on binary d79c5be; with later
+# binaries, whose defaults hold both checks, "def" is the same as "chk"
+# unless DEF=REEF_END_CHECK=0,REEF_EPI_CHECK=0 names them off (and the pack
+# holds that set, with and without REEF_DRAIN_PROBE).
 source scripts/device/common.sh
 C=REEF_END_CHECK=1,REEF_EPI_CHECK=${EPI:-2}
 step gpu_tests 150 env REEF_NVRTC_DEFINES=$C devrun/bin/gpu_tests --test-threads 1 --nocapture
 step selftest 200 env REEF_NVRTC_DEFINES=$C $R selftest --preemptions 2 --seed 2703
 P="bench preempt --device cuda --requests 150 --max-gap-ms 6"
 for c in def chk; do
-  D=REEF_DRAIN_PROBE; [ $c = chk ] && D=REEF_DRAIN_PROBE,$C
+  D=REEF_DRAIN_PROBE${DEF:+,$DEF}; [ $c = chk ] && D=REEF_DRAIN_PROBE,$C
   step probe_$c 200 env REEF_RAISE=relay REEF_BE_TOLD=1 REEF_NVRTC_DEFINES=$D $R $P --modes reset:drain,reset:drain:depth1 --json $OUT/probe_$c.json
 done
 i=0
 for c in ${ABS-def chk chk def}; do
   i=$((i+1))
-  D=; [ $c = chk ] && D=$C
+  D=${DEF:-}; [ $c = chk ] && D=$C
   step ab${i}_$c 150 env REEF_NVRTC_DEFINES=$D $R $P --modes reset:drain,reset:drain:depth1 --json $OUT/ab${i}_$c.json
 done
 

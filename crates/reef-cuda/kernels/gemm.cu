@@ -495,19 +495,19 @@ struct ConvLoad {
         b = 0;
     }
     // The bias and residual of an element (0 where absent or !ok).
-    __device__ __forceinline__ void fetch(bool ok, i32 o, i32 bo, float& b, float& r) const {
-        b = (ok && p.has_bias) ? ((const float*)p.bias)[bo] : 0.0f;
-        r = (ok && p.has_residual) ? ((const float*)p.residual)[o] : 0.0f;
-    }
-    // The bias is the output channel's: its offset is the row part alone
-    // (REEF_EPI_HOIST loads a thread's rows' biases once, before its stores).
-    static constexpr bool BIAS_BY_ROW = true;
     __device__ __forceinline__ float bias_of(bool ok, i32 bo) const {
         return (ok && p.has_bias) ? ((const float*)p.bias)[bo] : 0.0f;
     }
     __device__ __forceinline__ float residual_of(bool ok, i32 o) const {
         return (ok && p.has_residual) ? ((const float*)p.residual)[o] : 0.0f;
     }
+    __device__ __forceinline__ void fetch(bool ok, i32 o, i32 bo, float& b, float& r) const {
+        b = bias_of(ok, bo);
+        r = residual_of(ok, o);
+    }
+    // The bias is the output channel's: its offset is the row part alone
+    // (REEF_EPI_HOIST loads a thread's rows' biases once, before its stores).
+    static constexpr bool BIAS_BY_ROW = true;
     // Writes act(v + bias + residual), added in that order.
     __device__ __forceinline__ void put(i32 o, float v, float b, float r) const {
         if (p.has_bias) v = v + b;
@@ -633,8 +633,6 @@ struct MatMulLoad {
     }
     // The bias offset has a row part and a column part (strides).
     static constexpr bool BIAS_BY_ROW = false;
-    __device__ __forceinline__ float bias_of(bool, i32) const { return 0.0f; }
-    __device__ __forceinline__ float residual_of(bool, i32) const { return 0.0f; }
     // Writes act(alpha * v + beta * bias + residual).
     __device__ __forceinline__ void put(i32 o, float v, float b, float r) const {
         v = p.alpha * v;
