@@ -50,6 +50,10 @@ struct Row {
     /// p50 / p99 (us).
     raise_p50_us: f64,
     raise_p99_us: f64,
+    /// Per preemption the longest time between two of the scheduler's
+    /// looks at the draining lanes, p50 / p99 (us).
+    poll_gap_p50_us: f64,
+    poll_gap_p99_us: f64,
     /// The drains as the device timed them (with `--time-drains`), p50 /
     /// p99 / max (us); NaN without.
     drain_device_p50_us: f64,
@@ -245,6 +249,8 @@ fn one(dev: &Arc<dyn Device>, opts: &Options, be: &str, mode: ModeSpec) -> Resul
         preempt_max_us: st.preempt_latency_us.max,
         raise_p50_us: st.preempt_raise_us.p50,
         raise_p99_us: st.preempt_raise_us.p99,
+        poll_gap_p50_us: st.drain_poll_gap_us.p50,
+        poll_gap_p99_us: st.drain_poll_gap_us.p99,
         drain_device_p50_us: summary_or_nan(st.drain_device_us.count, st.drain_device_us.p50),
         drain_device_p99_us: summary_or_nan(st.drain_device_us.count, st.drain_device_us.p99),
         drain_device_max_us: summary_or_nan(st.drain_device_us.count, st.drain_device_us.max),
@@ -305,9 +311,9 @@ pub fn run(dev: Arc<dyn Device>, opts: &Options) -> Result<()> {
         }
     }
     println!(
-        "\n| BE model | mode | preemptions | preempt p50 us | p99 us | max us | raise p50 / p99 us | device drain p50 / p99 / max us | RT mean ms (alone) | RT p99 ms (alone) | RT first kernel p50 / p99 us (alone) | BE req/s | padded RT kernels | pad launches |"
+        "\n| BE model | mode | preemptions | preempt p50 us | p99 us | max us | raise p50 / p99 us | poll gap p50 / p99 us | device drain p50 / p99 / max us | RT mean ms (alone) | RT p99 ms (alone) | RT first kernel p50 / p99 us (alone) | BE req/s | padded RT kernels | pad launches |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let drain = if r.drain_device_p50_us.is_nan() {
             "-".to_string()
@@ -318,7 +324,7 @@ pub fn run(dev: Arc<dyn Device>, opts: &Options) -> Result<()> {
             )
         };
         println!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} / {:.1} | {} | {:.3} ({:.3}) {:+.1}% | {:.3} ({:.3}) | {:.1} / {:.1} ({:.1} / {:.1}) | {:.1} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} / {:.1} | {:.1} / {:.1} | {} | {:.3} ({:.3}) {:+.1}% | {:.3} ({:.3}) | {:.1} / {:.1} ({:.1} / {:.1}) | {:.1} | {} | {} |",
             r.be_model,
             r.mode,
             r.preemptions,
@@ -327,6 +333,8 @@ pub fn run(dev: Arc<dyn Device>, opts: &Options) -> Result<()> {
             r.preempt_max_us,
             r.raise_p50_us,
             r.raise_p99_us,
+            r.poll_gap_p50_us,
+            r.poll_gap_p99_us,
             drain,
             r.rt_mean_ms,
             r.rt_alone_mean_ms,
@@ -343,7 +351,7 @@ pub fn run(dev: Arc<dyn Device>, opts: &Options) -> Result<()> {
         );
     }
     println!(
-        "\nSlowest preemptions per row: us, then each flagged lane's oldest BE kernel in flight"
+        "\nSlowest preemptions per row: us (its raise and longest poll gap, us), then each flagged lane's oldest BE kernel in flight"
     );
     for r in &rows {
         let worst: Vec<String> = r
@@ -361,7 +369,13 @@ pub fn run(dev: Arc<dyn Device>, opts: &Options) -> Result<()> {
                         )
                     })
                     .collect();
-                format!("{:.0}: {}", d.us, lanes.join(" + "))
+                format!(
+                    "{:.0} ({:.1}, {:.1}): {}",
+                    d.us,
+                    d.raise_us,
+                    d.max_poll_gap_us,
+                    lanes.join(" + ")
+                )
             })
             .collect();
         println!("- {} {}: {}", r.be_model, r.mode, worst.join("; "));

@@ -8,7 +8,7 @@ use crate::device::{self, DeviceChoice};
 use crate::serve_config::{self, ServeSettings};
 use anyhow::{Context, Result};
 use reef_sched::starting::Starting;
-use reef_sched::{GraphSource, Mode, Priority, SchedConfig, Scheduler, Service};
+use reef_sched::{GraphSource, Mode, PollPause, Priority, SchedConfig, Scheduler, Service};
 use reef_server::{ModelConfig, Server, ServerConfig};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -132,6 +132,14 @@ pub struct ServeArgs {
     /// core [default: 20 on a GPU, 0 on the CPU backend].
     #[arg(long, env = "REEF_IDLE_SPIN_MS")]
     pub idle_spin_ms: Option<u64>,
+    /// How each scheduling thread waits between its looks at the queue and
+    /// the device while it polls: `spin` keeps the core (no turn for the
+    /// operating system to run another thread in the middle of a
+    /// preemption), `yield` gives it up each time [default: spin on a GPU,
+    /// yield on the CPU backend].
+    #[arg(long, env = "REEF_POLL_PAUSE")]
+    #[serde(default, deserialize_with = "serve_config::de_poll_pause")]
+    pub poll_pause: Option<PollPause>,
     /// Pinned host memory for request inputs, MiB (0 to 65536): the front
     /// end decodes FP32 inputs of 64 KiB and up into page-locked buffers,
     /// which the GPU uploads without the driver's staging copy (as
@@ -180,6 +188,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         beside_max_tile: a.beside_max_tile(),
         early_rt: a.early_rt,
         idle_spin: a.idle_spin_ms.map(std::time::Duration::from_millis),
+        poll_pause: a.poll_pause,
         pinned_input_bytes: a.pinned_input_mib << 20,
         // A benchmark's diagnostic (`reef bench preempt --time-drains`).
         time_drains: false,

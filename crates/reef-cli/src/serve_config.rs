@@ -11,7 +11,7 @@
 use crate::device::DeviceChoice;
 use crate::serve::ServeArgs;
 use reef_sched::config::MAX_BE_QUEUES;
-use reef_sched::Mode;
+use reef_sched::{Mode, PollPause};
 use serde::{Deserialize, Deserializer};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -142,6 +142,9 @@ pub struct ServeSettings {
     /// The scheduling threads' polling after their work, ms (`None`: the
     /// device decides).
     pub idle_spin_ms: Option<u64>,
+    /// How the scheduling threads wait between looks (`None`: the device
+    /// decides).
+    pub poll_pause: Option<PollPause>,
     /// Pinned input pool, MiB (0: none).
     pub pinned_input_mib: usize,
 }
@@ -202,6 +205,7 @@ impl ServeSettings {
                 .unwrap_or(false),
             busy_poll: cli.busy_poll.or(file.busy_poll).unwrap_or(0),
             idle_spin_ms: cli.idle_spin_ms.or(file.idle_spin_ms),
+            poll_pause: cli.poll_pause.or(file.poll_pause),
             pinned_input_mib: cli
                 .pinned_input_mib
                 .or(file.pinned_input_mib)
@@ -345,6 +349,11 @@ pub fn de_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Mode>, D::Error
     parse_str(d, str::parse::<Mode>)
 }
 
+/// `poll_pause = "yield"` or `"spin"` in the configuration file.
+pub fn de_poll_pause<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PollPause>, D::Error> {
+    parse_str(d, str::parse::<PollPause>)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,6 +490,30 @@ busy_poll = 1
                 "{flags:?} {file:?}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn poll_pause_from_flag_or_file_and_bad_words_named() {
+        let s = ServeSettings::merge(cli(&[]), ServeArgs::default()).unwrap();
+        assert_eq!(s.poll_pause, None, "the device decides");
+        let s = ServeSettings::merge(
+            cli(&["--poll-pause", "yield"]),
+            file_of("poll_pause = \"spin\"\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            s.poll_pause,
+            Some(PollPause::Yield),
+            "the flag over the file"
+        );
+        let s = ServeSettings::merge(cli(&[]), file_of("poll_pause = \"Spin\"\n")).unwrap();
+        assert_eq!(s.poll_pause, Some(PollPause::Spin));
+        let (line, key, reason, _) = key_error("poll_pause = \"nap\"\n");
+        assert_eq!((line, key.as_str()), (Some(1), "poll_pause"));
+        assert!(
+            reason.contains("nap") && reason.contains("yield or spin"),
+            "{reason}"
+        );
     }
 
     #[test]

@@ -304,6 +304,12 @@ pub struct SchedStats {
     /// before its stream reaches the timer's stop, so a drain's device time
     /// may exceed its recorded latency by that margin.)
     pub drain_device_us: LatencySummary,
+    /// Per preemption, the longest time between two looks at its draining
+    /// lanes (the first from the raise), microseconds. Drain first, the
+    /// scheduler looks in a tight loop, so a long gap is its thread kept
+    /// from the core (or one look that took long); with RT work launched
+    /// first it looks once per pass of its loop, between RT launches.
+    pub drain_poll_gap_us: LatencySummary,
     /// Padding-selection latency, microseconds.
     pub padding_latency_us: LatencySummary,
     /// RT kernels launched with BE padding beside them (`reef` mode).
@@ -328,6 +334,13 @@ pub struct SlowDrain {
     /// Its latency (as in [`SchedStats::preempt_latency_us`]),
     /// microseconds.
     pub us: f64,
+    /// Its raise (as in [`SchedStats::preempt_raise_us`]), microseconds.
+    pub raise_us: f64,
+    /// How many times the scheduler looked at the flagged lanes.
+    pub polls: u32,
+    /// The longest time between two of those looks (the first counted from
+    /// the raise), microseconds ([`SchedStats::drain_poll_gap_us`]).
+    pub max_poll_gap_us: f64,
     /// What each flagged lane had in flight when the flags went up.
     pub lanes: Vec<DrainedWork>,
 }

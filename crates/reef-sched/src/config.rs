@@ -14,6 +14,49 @@ pub const DEFAULT_GPU_IDLE_SPIN: Duration = Duration::from_millis(20);
 /// memory pool. Only a GPU makes the pool; the CPU backend ignores it.
 pub const DEFAULT_PINNED_INPUT_BYTES: usize = 256 << 20;
 
+/// How the scheduling thread waits between two looks at its queue and the
+/// device while it polls ([`SchedConfig::poll_pause`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum PollPause {
+    /// `sched_yield` between looks: the core goes to any thread waiting for
+    /// it (the CPU backend's workers share the scheduler's cores).
+    Yield,
+    /// A spin-loop hint between looks: the thread keeps its core, so the
+    /// operating system has no turn to hand it to another thread at a
+    /// preemption.
+    Spin,
+}
+
+impl PollPause {
+    /// Waits once between two looks.
+    pub fn pause(self) {
+        match self {
+            PollPause::Yield => std::thread::yield_now(),
+            PollPause::Spin => std::hint::spin_loop(),
+        }
+    }
+}
+
+impl std::str::FromStr for PollPause {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "yield" => Ok(PollPause::Yield),
+            "spin" => Ok(PollPause::Spin),
+            _ => Err(format!("unknown poll pause '{s}' (expected yield or spin)")),
+        }
+    }
+}
+
+impl std::fmt::Display for PollPause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PollPause::Yield => "yield",
+            PollPause::Spin => "spin",
+        })
+    }
+}
+
 /// How a scheduler behaves; every limit is configurable.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SchedConfig {
@@ -63,6 +106,13 @@ pub struct SchedConfig {
     /// decides, [`DEFAULT_GPU_IDLE_SPIN`] on a GPU and zero on the CPU
     /// backend (whose workers need the cores).
     pub idle_spin: Option<Duration>,
+    /// How the scheduling thread waits between looks while it polls (with
+    /// work in flight, through a drain, and for [`SchedConfig::idle_spin`]).
+    /// `None`: the device decides, [`PollPause::Spin`] on a GPU (the thread
+    /// busy-polls there either way; a yield only gives the kernel a turn to
+    /// run another thread in the middle of a preemption) and
+    /// [`PollPause::Yield`] on the CPU backend (its workers need the cores).
+    pub poll_pause: Option<PollPause>,
     /// Most bytes of pinned host memory the device's input pool may hold
     /// ([`reef_exec::host_pool`]; front ends decode inputs of 64 KiB and up
     /// into it, and their uploads skip the driver's staging copy); 0: no
@@ -91,6 +141,7 @@ impl Default for SchedConfig {
             beside_max_tile: None,
             early_rt: true,
             idle_spin: None,
+            poll_pause: None,
             pinned_input_bytes: DEFAULT_PINNED_INPUT_BYTES,
             time_drains: false,
         }
@@ -109,6 +160,14 @@ impl SchedConfig {
         self.idle_spin.unwrap_or(match kind {
             reef_exec::DeviceKind::Cuda => DEFAULT_GPU_IDLE_SPIN,
             reef_exec::DeviceKind::Cpu => Duration::ZERO,
+        })
+    }
+
+    /// [`SchedConfig::poll_pause`] on a device of `kind`.
+    pub fn poll_pause_on(&self, kind: reef_exec::DeviceKind) -> PollPause {
+        self.poll_pause.unwrap_or(match kind {
+            reef_exec::DeviceKind::Cuda => PollPause::Spin,
+            reef_exec::DeviceKind::Cpu => PollPause::Yield,
         })
     }
 
@@ -146,9 +205,12 @@ impl SchedConfig {
 /// launch; `reset` and `reef` launch RT work first, [`SchedConfig::early_rt`]),
 /// `reset:drain:depth2` (two BE kernels in flight per lane,
 /// [`SchedConfig::be_depth`]; without `depthN` the benchmark's setting
-/// holds). The beside options apply to `reef` mode only, `drain` and `early`
-/// to `reset` and `reef` without beside lanes, `depthN` to the modes that
-/// feed BE lanes kernel by kernel (`wait`, `reset`, `reef`).
+/// holds), `reset:drain:yield` (the scheduling thread yields its core
+/// between polls, [`SchedConfig::poll_pause`]; `spin` keeps it; without
+/// either the device decides). The beside options apply to `reef` mode
+/// only, `drain` and `early` to `reset` and `reef` without beside lanes,
+/// `depthN` to the modes that feed BE lanes kernel by kernel (`wait`,
+/// `reset`, `reef`), `yield` and `spin` to every mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModeSpec {
     /// The mode.
@@ -161,6 +223,8 @@ pub struct ModeSpec {
     pub early_rt: bool,
     /// [`SchedConfig::be_depth`], when named (`depthN`).
     pub be_depth: Option<usize>,
+    /// [`SchedConfig::poll_pause`], when named (`yield` or `spin`).
+    pub poll_pause: Option<PollPause>,
 }
 
 impl ModeSpec {
@@ -172,6 +236,7 @@ impl ModeSpec {
             beside_max_tile: self.beside_max_tile,
             early_rt: self.early_rt,
             be_depth: self.be_depth.unwrap_or(cfg.be_depth),
+            poll_pause: self.poll_pause.or(cfg.poll_pause),
             ..cfg
         }
     }
@@ -190,6 +255,7 @@ impl From<Mode> for ModeSpec {
             beside_max_tile: None,
             early_rt: true,
             be_depth: None,
+            poll_pause: None,
         }
     }
 }
@@ -221,6 +287,15 @@ impl std::str::FromStr for ModeSpec {
                 }
                 spec.early_rt = lower == "early";
                 order = Some(if spec.early_rt { "early" } else { "drain" });
+                continue;
+            }
+            if let Ok(pause) = lower.parse::<PollPause>() {
+                if spec.poll_pause.is_some_and(|p| p != pause) {
+                    return Err(format!(
+                        "mode '{s}': 'yield' and 'spin' contradict each other"
+                    ));
+                }
+                spec.poll_pause = Some(pause);
                 continue;
             }
             if let Some(n) = number("depth") {
@@ -257,7 +332,7 @@ impl std::str::FromStr for ModeSpec {
                 spec.beside_max_tile = Some(Duration::from_micros(n));
             } else {
                 return Err(format!(
-                    "mode '{s}': unknown option '{opt}' (expected besideN, tileN, early, drain or depthN, e.g. reef:beside1:tile20)"
+                    "mode '{s}': unknown option '{opt}' (expected besideN, tileN, early, drain, depthN, yield or spin, e.g. reef:beside1:tile20)"
                 ));
             }
         }
@@ -290,6 +365,9 @@ impl std::fmt::Display for ModeSpec {
         if let Some(d) = self.be_depth {
             write!(f, ":depth{d}")?;
         }
+        if let Some(p) = self.poll_pause {
+            write!(f, ":{p}")?;
+        }
         Ok(())
     }
 }
@@ -313,6 +391,30 @@ mod tests {
     }
 
     #[test]
+    fn poll_pause_is_the_devices_unless_set_or_named() {
+        use reef_exec::DeviceKind::{Cpu, Cuda};
+        let d = SchedConfig::default();
+        assert_eq!(d.poll_pause_on(Cuda), PollPause::Spin);
+        assert_eq!(d.poll_pause_on(Cpu), PollPause::Yield);
+        let named = "reset:drain:yield"
+            .parse::<ModeSpec>()
+            .unwrap()
+            .apply(d.clone());
+        assert_eq!(named.poll_pause_on(Cuda), PollPause::Yield);
+        let set = SchedConfig {
+            poll_pause: Some(PollPause::Spin),
+            ..d
+        };
+        assert_eq!(set.poll_pause_on(Cpu), PollPause::Spin);
+        let kept = "reset".parse::<ModeSpec>().unwrap().apply(set);
+        assert_eq!(
+            kept.poll_pause,
+            Some(PollPause::Spin),
+            "unnamed keeps the setting"
+        );
+    }
+
+    #[test]
     fn mode_specs_round_trip() {
         for s in [
             "reef",
@@ -323,6 +425,9 @@ mod tests {
             "reef:drain:depth2",
             "reset:depth8",
             "wait:depth1",
+            "reset:drain:depth1:yield",
+            "reef:spin",
+            "stream:yield",
         ] {
             let spec: ModeSpec = s.parse().unwrap();
             assert_eq!(spec.to_string(), s);
@@ -397,6 +502,7 @@ mod tests {
             ("stream:depth2", "wait, reset or reef"),
             ("reset:depth0", "at least 1"),
             ("reset:depthx", "not a whole number"),
+            ("reset:yield:spin", "contradict"),
             ("turbo", "unknown mode"),
         ] {
             let e = s.parse::<ModeSpec>().unwrap_err();

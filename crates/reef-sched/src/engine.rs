@@ -33,7 +33,7 @@
 //! preempted or padded kernel completed).
 
 use crate::api::{Mode, Priority, SchedError};
-use crate::config::SchedConfig;
+use crate::config::{PollPause, SchedConfig};
 use crate::padding;
 use crate::stats::Stats;
 use crate::task::Task;
@@ -77,6 +77,9 @@ pub(crate) struct Engine {
     /// How long to poll the queue after the work runs out
     /// ([`SchedConfig::idle_spin`] on this device).
     idle_spin: Duration,
+    /// How the thread waits between looks ([`SchedConfig::poll_pause`] on
+    /// this device).
+    poll_pause: PollPause,
 }
 
 /// A preemption in progress: the BE lanes that had kernels in flight when
@@ -90,6 +93,14 @@ struct Drain {
     /// Lanes whose drain is timed on the device
     /// ([`SchedConfig::time_drains`]).
     timed: Vec<usize>,
+    /// From `noticed` to the raise handed over.
+    raise: Duration,
+    /// Looks at the lanes so far, the last one's time, and the longest
+    /// time between two looks (a long one is the thread kept from its
+    /// core, or a look that took long).
+    polls: u32,
+    last_poll: Instant,
+    max_gap: Duration,
 }
 
 /// A flagged lane's BE task at a preemption: its model and the kernels
@@ -128,6 +139,7 @@ impl Engine {
         let rt_lane = device.lane(reef_exec::Priority::High).map_err(internal)?;
         let n = cfg.be_queues;
         let idle_spin = cfg.idle_spin_on(device.kind());
+        let poll_pause = cfg.poll_pause_on(device.kind());
         Ok(Engine {
             device,
             stats,
@@ -147,6 +159,7 @@ impl Engine {
             drain: None,
             beside: vec![false; n],
             idle_spin,
+            poll_pause,
         })
     }
 
@@ -176,7 +189,7 @@ impl Engine {
                 Ok(m) => return Some(m),
                 Err(TryRecvError::Disconnected) => return None,
                 Err(TryRecvError::Empty) if t0.elapsed() >= spin => return None,
-                Err(TryRecvError::Empty) => std::thread::yield_now(),
+                Err(TryRecvError::Empty) => self.poll_pause.pause(),
             }
         }
     }
@@ -279,7 +292,7 @@ impl Engine {
                 self.fail_all(e);
             }
             if self.busy() {
-                std::thread::yield_now();
+                self.poll_pause.pause();
             }
         }
     }
@@ -621,7 +634,8 @@ impl Engine {
                 self.flagged[q] = true;
             }
         }
-        self.stats.record_raise(noticed.elapsed());
+        let raise = noticed.elapsed();
+        self.stats.record_raise(raise);
         // After the raise, off its path: what each flagged lane had in
         // flight when the flags went up, for the slowest drains.
         let work = busy
@@ -652,6 +666,10 @@ impl Engine {
             noticed,
             work,
             timed,
+            raise,
+            polls: 0,
+            last_poll: noticed + raise,
+            max_gap: Duration::ZERO,
         });
         Ok(())
     }
@@ -666,13 +684,13 @@ impl Engine {
             return Ok(());
         };
         // Poll for up to SPIN (a GPU drain takes tens of microseconds),
-        // yielding between polls, then block on each lane left: a long drain
-        // (`wait` mode, or CPU workers that share the scheduler's cores)
-        // stops hogging a core.
+        // pausing between polls (a yield where CPU workers share the
+        // scheduler's cores), then block on each lane left: a long drain
+        // (`wait` mode, or CPU workers) stops hogging a core.
         const SPIN: Duration = Duration::from_micros(300);
         while !self.drain_pass(&mut d)? {
             if d.noticed.elapsed() <= SPIN {
-                std::thread::yield_now();
+                self.poll_pause.pause();
             } else {
                 for &q in &d.lanes {
                     let lane = self.be_lanes[q].as_mut().expect("busy lane");
@@ -701,6 +719,10 @@ impl Engine {
     /// Drops the drained lanes from `d` ([`Lane::drained`]: every kernel
     /// has left the device); true when none is left.
     fn drain_pass(&mut self, d: &mut Drain) -> Result<bool, SchedError> {
+        let now = Instant::now();
+        d.max_gap = d.max_gap.max(now.duration_since(d.last_poll));
+        d.last_poll = now;
+        d.polls += 1;
         let mut left = Vec::with_capacity(d.lanes.len());
         for &q in &d.lanes {
             let lane = self.be_lanes[q].as_mut().expect("busy lane");
@@ -716,9 +738,14 @@ impl Engine {
     fn end_drain(&mut self, d: Drain) -> Result<(), SchedError> {
         let latency = d.noticed.elapsed();
         self.stats.record_preemption(latency, 0);
+        self.stats.record_poll_gap(d.max_gap);
         if self.stats.is_slow_drain(latency) {
+            let us = |t: Duration| t.as_secs_f64() * 1e6;
             self.stats.record_slow_drain(crate::api::SlowDrain {
-                us: latency.as_secs_f64() * 1e6,
+                us: us(latency),
+                raise_us: us(d.raise),
+                polls: d.polls,
+                max_poll_gap_us: us(d.max_gap),
                 lanes: d.work.iter().map(InFlight::describe).collect(),
             });
         }

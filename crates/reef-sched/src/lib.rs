@@ -14,7 +14,7 @@ pub mod stats;
 mod task;
 
 pub use api::*;
-pub use config::{ModeSpec, SchedConfig, DEFAULT_PINNED_INPUT_BYTES};
+pub use config::{ModeSpec, PollPause, SchedConfig, DEFAULT_PINNED_INPUT_BYTES};
 pub use reef_exec::host_pool::{HostPool, NoPin};
 pub use reef_exec::shared::{SharedRegion, IPC_HANDLE_BYTES};
 

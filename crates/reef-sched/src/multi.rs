@@ -476,6 +476,7 @@ impl Service for MultiScheduler {
             preempt_latency_us: most(|s| s.preempt_latency_us),
             preempt_raise_us: most(|s| s.preempt_raise_us),
             drain_device_us: most(|s| s.drain_device_us),
+            drain_poll_gap_us: most(|s| s.drain_poll_gap_us),
             padding_latency_us: most(|s| s.padding_latency_us),
             padded_kernels: all.iter().map(|s| s.padded_kernels).sum(),
             pad_launches: all.iter().map(|s| s.pad_launches).sum(),

@@ -23,6 +23,7 @@ pub struct Stats {
     preempt: Mutex<Histogram<u64>>,
     raise: Mutex<Histogram<u64>>,
     drain_device: Mutex<Histogram<u64>>,
+    poll_gap: Mutex<Histogram<u64>>,
     padding: Mutex<Histogram<u64>>,
     /// The slowest preemptions, slowest first.
     slowest: Mutex<Vec<SlowDrain>>,
@@ -62,6 +63,7 @@ impl Stats {
             preempt: Mutex::new(hist()),
             raise: Mutex::new(hist()),
             drain_device: Mutex::new(hist()),
+            poll_gap: Mutex::new(hist()),
             padding: Mutex::new(hist()),
             slowest: Mutex::new(Vec::new()),
         }
@@ -85,6 +87,12 @@ impl Stats {
             .drain_device
             .lock()
             .record((d.as_nanos() as u64).max(1));
+    }
+
+    /// Records one preemption's longest time between two looks at its
+    /// lanes.
+    pub(crate) fn record_poll_gap(&self, d: Duration) {
+        let _ = self.poll_gap.lock().record((d.as_nanos() as u64).max(1));
     }
 
     /// Whether a preemption of `d` is among the slowest so far (then
@@ -131,6 +139,7 @@ impl Stats {
             preempt_latency_us: summary(&self.preempt.lock()),
             preempt_raise_us: summary(&self.raise.lock()),
             drain_device_us: summary(&self.drain_device.lock()),
+            drain_poll_gap_us: summary(&self.poll_gap.lock()),
             padding_latency_us: summary(&self.padding.lock()),
             padded_kernels: self.padded_kernels.load(Ordering::Relaxed),
             pad_launches: self.pad_launches.load(Ordering::Relaxed),
@@ -152,7 +161,7 @@ mod tests {
             if stats.is_slow_drain(us(v)) {
                 stats.record_slow_drain(SlowDrain {
                     us: v as f64,
-                    lanes: Vec::new(),
+                    ..SlowDrain::default()
                 });
             }
         }
