@@ -508,8 +508,6 @@ struct ConvLoad {
     // The bias is the output channel's: its offset is the row part alone
     // (REEF_EPI_HOIST loads a thread's rows' biases once, before its stores).
     static constexpr bool BIAS_BY_ROW = true;
-    static constexpr bool MAYBE_BIAS_BY_COL = false;
-    __device__ __forceinline__ bool bias_by_col() const { return false; }
     // Writes act(v + bias + residual), added in that order.
     __device__ __forceinline__ void put(i32 o, float v, float b, float r) const {
         if (p.has_bias) v = v + b;
@@ -639,13 +637,11 @@ struct MatMulLoad {
         b = bias_of(ok, bo);
         r = residual_of(ok, o);
     }
-    // The bias offset has a row part and a column part (strides). Without a
-    // row stride (a linear layer's bias over its output features) every
-    // row of a thread reads the same column biases (REEF_EPI_HOIST loads
-    // them once, before its stores).
+    // The bias offset has a row part and a column part (strides): its
+    // loads stay in the epilogue's groups. (Loading a thread's column
+    // biases once where the row stride is 0 made bert_base 5.6% slower at
+    // batch 1 on the H100, Session 28.)
     static constexpr bool BIAS_BY_ROW = false;
-    static constexpr bool MAYBE_BIAS_BY_COL = true;
-    __device__ __forceinline__ bool bias_by_col() const { return p.bias_sm == 0; }
     // Writes act(alpha * v + beta * bias + residual).
     __device__ __forceinline__ void put(i32 o, float v, float b, float r) const {
         v = p.alpha * v;
@@ -1257,13 +1253,12 @@ struct WgmCore {
 #endif
 //
 // HOIST (REEF_EPI_HOIST, default 1; 0 compiles it out): where the bias is
-// the row's alone (convolutions) or the column's alone (matmuls without a
-// bias row stride: linear layers), a thread loads its rows' or columns'
-// biases once, all before its first store, so that a group without a
-// residual waits for no load (each group's loads otherwise complete
-// before its stores: up to eight load round trips in series per thread).
-// The convolutions' hoist cut RT latency at batch 1 by 1.7-5.4% (vgg19,
-// resnet50, resnet152, densenet201, inception_v3; H100, Session 28).
+// the row's alone (convolutions), a thread loads its rows' biases once,
+// all before its first store, so that a group without a residual waits
+// for no load (each group's loads otherwise complete before its stores:
+// up to eight load round trips in series per thread). It cut RT latency
+// at batch 1 by 1.7-5.4% (vgg19, resnet50, resnet152, densenet201,
+// inception_v3) in one H100 call and by 0.8-3.0% in another (Session 28).
 #ifndef REEF_EPI_HOIST
 #define REEF_EPI_HOIST 1
 #endif
@@ -1271,7 +1266,6 @@ template <class Core, bool CHECK = false, class L>
 __device__ __forceinline__ void reef_epilogue(const L& ld, const float* acc, u64 flag = 0, u64 done = 0) {
     static_assert(Core::E % REEF_EPI == 0, "epilogue groups");
     constexpr bool hoist = REEF_EPI_HOIST != 0 && L::BIAS_BY_ROW;
-    constexpr bool hoist_col = REEF_EPI_HOIST != 0 && L::MAYBE_BIAS_BY_COL;
     i32 stop = 0;
     i32 ro[Core::RS], rb[Core::RS], co[Core::CS], cb[Core::CS];
 #pragma unroll
@@ -1282,16 +1276,6 @@ __device__ __forceinline__ void reef_epilogue(const L& ld, const float* acc, u64
     if constexpr (hoist) {
 #pragma unroll
         for (int i = 0; i < Core::RS; ++i) brow[i] = ld.bias_of(ro[i] >= 0, rb[i]);
-    }
-    // With no row stride every row's bias offset part is rb[0].
-    float bcol[hoist_col ? Core::CS : 1];
-    bool by_col = false;
-    if constexpr (hoist_col) {
-        by_col = ld.bias_by_col();
-        if (by_col) {
-#pragma unroll
-            for (int j = 0; j < Core::CS; ++j) bcol[j] = ld.bias_of(co[j] >= 0, rb[0] + cb[j]);
-        }
     }
 #pragma unroll
     for (int e0 = 0; e0 < Core::E; e0 += REEF_EPI) {
@@ -1305,9 +1289,6 @@ __device__ __forceinline__ void reef_epilogue(const L& ld, const float* acc, u64
             const bool ok = ro[ri] >= 0 && co[ci] >= 0;
             if constexpr (hoist) {
                 b[j] = brow[ri];
-                r[j] = ld.residual_of(ok, ro[ri] + co[ci]);
-            } else if (hoist_col && by_col) {
-                b[j] = bcol[ci];
                 r[j] = ld.residual_of(ok, ro[ri] + co[ci]);
             } else {
                 ld.fetch(ok, ro[ri] + co[ci], rb[ri] + cb[ci], b[j], r[j]);
