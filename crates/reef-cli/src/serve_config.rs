@@ -127,6 +127,9 @@ pub struct ServeSettings {
     /// `reset` / `reef` modes without beside lanes: RT kernels launched
     /// before the BE drain (default; false: drain first).
     pub early_rt: bool,
+    /// BE lanes made for quick drains (`None`: where RT work waits for the
+    /// drain).
+    pub quick_drain: Option<bool>,
     /// RT queue capacity.
     pub rt_capacity: usize,
     /// BE capacity per queue.
@@ -186,6 +189,7 @@ impl ServeSettings {
                 .or(file.beside_max_tile_us)
                 .unwrap_or(0),
             early_rt: cli.early_rt.or(file.early_rt).unwrap_or(true),
+            quick_drain: cli.quick_drain.or(file.quick_drain),
             rt_capacity: cli
                 .rt_capacity
                 .or(file.rt_capacity)
@@ -490,6 +494,16 @@ busy_poll = 1
                 "{flags:?} {file:?}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn quick_drain_from_flag_or_file() {
+        let s = ServeSettings::merge(cli(&[]), ServeArgs::default()).unwrap();
+        assert_eq!(s.quick_drain, None, "the order decides");
+        let s = ServeSettings::merge(cli(&["--quick-drain"]), file_of("quick_drain = false\n")).unwrap();
+        assert_eq!(s.quick_drain, Some(true), "the flag over the file");
+        let s = ServeSettings::merge(cli(&[]), file_of("quick_drain = false\n")).unwrap();
+        assert_eq!(s.quick_drain, Some(false));
     }
 
     #[test]

@@ -211,10 +211,16 @@ pub(crate) fn driver_ready() -> Result<usize, ExecError> {
 
 /// State shared by a device, its models, contexts and lanes.
 pub(crate) struct DeviceShared {
-    /// The preemption relay (`REEF_RAISE=relay` or `relay-once`). First, so
-    /// that it drops first: its drop waits for its kernels while the module
-    /// is loaded.
-    pub relay: Option<parking_lot::Mutex<crate::relay::CudaRelay>>,
+    /// The preemption relay: every BE lane's with `REEF_RAISE=relay` or
+    /// `relay-once` ([`DeviceShared::relay_all`]), otherwise the lanes made
+    /// for quick drains ([`reef_exec::LaneOptions::quick_drain`]), run once
+    /// per raise. Nothing runs until a lane's BE launch starts an instance.
+    /// First, so that it drops first: its drop waits for its kernels while
+    /// the module is loaded.
+    pub relay: parking_lot::Mutex<crate::relay::CudaRelay>,
+    /// Whether every BE lane's flag is raised through the relay
+    /// (`REEF_RAISE=relay` or `relay-once`).
+    pub relay_all: bool,
     /// The drain probe, when the kernels were compiled with it
     /// (`REEF_DRAIN_PROBE`).
     probe: Option<crate::probe::DrainProbe>,
@@ -416,21 +422,21 @@ impl CudaDevice {
         let control = ctx
             .new_stream_with_priority(priorities.1)
             .call("cuStreamCreateWithPriority(control)")?;
-        let relay = match options.raise.relay_once() {
-            Some(once) => {
-                let func = modules[0]
-                    .load_function("reef_relay")
-                    .call("cuModuleGetFunction(reef_relay)")?;
-                Some(parking_lot::Mutex::new(crate::relay::CudaRelay::new(
-                    crate::relay::relay_words(&ctx)?,
-                    crate::relay::CudaSpawn::new(&ctx, func, priorities.1)?,
-                    crate::relay::Timing {
-                        once,
-                        ..crate::relay::Timing::GPU
-                    },
-                )))
-            }
-            None => None,
+        // Quick-drain lanes use the relay run once (`relay-once` cost BE
+        // half of what `relay` did on the H100, Session 25).
+        let relay_all = options.raise.relay_once().is_some();
+        let relay = {
+            let func = modules[0]
+                .load_function("reef_relay")
+                .call("cuModuleGetFunction(reef_relay)")?;
+            parking_lot::Mutex::new(crate::relay::CudaRelay::new(
+                crate::relay::relay_words(&ctx)?,
+                crate::relay::CudaSpawn::new(&ctx, func, priorities.1)?,
+                crate::relay::Timing {
+                    once: options.raise.relay_once().unwrap_or(true),
+                    ..crate::relay::Timing::GPU
+                },
+            ))
         };
         let probe = crate::probe::DrainProbe::attach(&ctx, &modules, &control)?;
         // What changes a kernel's launch beyond its plan: the GPU, the
@@ -468,6 +474,7 @@ impl CudaDevice {
         Ok(CudaDevice {
             shared: Arc::new(DeviceShared {
                 relay,
+                relay_all,
                 probe,
                 ctx,
                 _modules: modules,
@@ -498,10 +505,12 @@ impl CudaDevice {
         })
     }
 
-    /// How the preemption relay's raises went so far; `None` without the
-    /// relay (`REEF_RAISE` other than `relay` or `relay-once`).
+    /// How the preemption relay's raises went so far; `None` while it is
+    /// unused (`REEF_RAISE` other than `relay` or `relay-once`, and no lane
+    /// made for quick drains has started an instance).
     pub fn relay_counts(&self) -> Option<crate::relay::RelayCounts> {
-        self.shared.relay.as_ref().map(|r| r.lock().counts())
+        let c = self.shared.relay.lock().counts();
+        (self.shared.relay_all || c.launched > 0).then_some(c)
     }
 
     /// The arithmetic of convolutions and matmuls on this device.
@@ -654,7 +663,21 @@ impl Device for CudaDevice {
     }
 
     fn lane(&self, priority: Priority) -> reef_exec::Result<Box<dyn reef_exec::Lane>> {
-        Ok(Box::new(CudaLane::new(self.shared.clone(), priority)?))
+        self.lane_with(priority, reef_exec::LaneOptions::default())
+    }
+
+    /// A BE lane made for quick drains gets a told word and has its flag
+    /// raised through the preemption relay, run once per raise.
+    fn lane_with(
+        &self,
+        priority: Priority,
+        options: reef_exec::LaneOptions,
+    ) -> reef_exec::Result<Box<dyn reef_exec::Lane>> {
+        Ok(Box::new(CudaLane::new(
+            self.shared.clone(),
+            priority,
+            options,
+        )?))
     }
 
     /// One pool for the process ([`HOST_POOL`]), made by the first call
@@ -716,18 +739,22 @@ impl Device for CudaDevice {
     /// By default each lane's flag is written by one `cuMemsetD32Async` on
     /// the control stream ([`Lane::set_preempt`](reef_exec::Lane::set_preempt));
     /// with `REEF_RAISE=batch` one `cuStreamBatchMemOp` writes them all,
-    /// with `write` one `cuStreamWriteValue32` each; with `relay` a host
-    /// store asks the running relay kernel to write them
+    /// with `write` one `cuStreamWriteValue32` each; where any lane's flag
+    /// is the relay's (`relay`, `relay-once`, or a lane made for quick
+    /// drains) a host store asks the running relay kernel to write them
     /// ([`crate::relay`]), and the lanes it cannot raise get the memset.
     /// Lanes without a device flag are always raised one by one.
     fn raise_preempt(&self, lanes: &mut [&mut dyn reef_exec::Lane]) -> reef_exec::Result<()> {
         use crate::precision::RaiseOp;
-        if let Some(relay) = &self.shared.relay {
-            let flags: Vec<u64> = lanes
-                .iter()
-                .map(|l| l.flag_address().unwrap_or(0))
-                .collect();
-            let raised = relay.lock().raise(&flags);
+        let flags: Vec<u64> = lanes
+            .iter()
+            .map(|l| l.flag_address().unwrap_or(0))
+            .collect();
+        let relayed = {
+            let mut relay = self.shared.relay.lock();
+            relay.serves_any(&flags).then(|| relay.raise(&flags))
+        };
+        if let Some(raised) = relayed {
             for (l, done) in lanes.iter_mut().zip(raised) {
                 if !done {
                     l.set_preempt(true)?;

@@ -1,8 +1,9 @@
 //! [`CudaLane`]: a prioritized CUDA stream with its preemption flag (an i32
 //! in device memory, written on the device's high-priority control stream),
 //! a pool of events that tracks retired launches, and (with
-//! [`CudaOptions::be_told`](crate::CudaOptions::be_told)) a [`ToldWord`] that
-//! says when the last BE launch has left the GPU. The flag is never
+//! [`CudaOptions::be_told`](crate::CudaOptions::be_told), or for a quick
+//! drain, [`LaneOptions::quick_drain`]) a [`ToldWord`] that says when the
+//! last BE launch has left the GPU. The flag is never
 //! host-mapped: a raise would then be a mere host store, but the BE blocks'
 //! reads of it cross PCIe one after another (about 1 us each across the
 //! whole GPU), which made BE models 36-228x slower on the H100
@@ -16,7 +17,7 @@ use crate::memory::DeviceBuffer;
 use crate::params::Hdr;
 use crate::told::ToldWord;
 use cudarc::driver::{result, sys, CudaStream};
-use reef_exec::{Context, ExecError, Lane, PadSlot, Priority, Variant};
+use reef_exec::{Context, ExecError, Lane, LaneOptions, PadSlot, Priority, Variant};
 use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -42,8 +43,12 @@ pub struct CudaLane {
     /// Made on the first [`Lane::start_drain_timer`].
     drain_timer: Option<crate::timer::StreamTimer>,
     /// Written by the last block of each direct BE launch to leave
-    /// ([`CudaOptions::be_told`](crate::CudaOptions::be_told)).
+    /// ([`CudaOptions::be_told`](crate::CudaOptions::be_told) or
+    /// [`LaneOptions::quick_drain`]).
     told: Option<ToldWord>,
+    /// Whether the preemption relay raises this lane's flag (its flag is
+    /// registered with it, and its BE launches keep an instance running).
+    relayed: bool,
     /// The number the told word will hold once the lane's last stream
     /// operation, a direct BE launch, has left the GPU; None when the last
     /// operation was anything else (the lane then answers
@@ -57,7 +62,11 @@ pub struct CudaLane {
 unsafe impl Send for CudaLane {}
 
 impl CudaLane {
-    pub(crate) fn new(shared: Arc<DeviceShared>, priority: Priority) -> Result<Self, ExecError> {
+    pub(crate) fn new(
+        shared: Arc<DeviceShared>,
+        priority: Priority,
+        options: LaneOptions,
+    ) -> Result<Self, ExecError> {
         let ctx = &shared.ctx;
         ctx.bind_to_thread().call("cuCtxSetCurrent")?;
         let (least, greatest) = shared.priorities;
@@ -74,13 +83,15 @@ impl CudaLane {
         unsafe { sys::cuMemsetD32Async(flag.ptr(), 0, 1, control.cu_stream()).result() }
             .call("cuMemsetD32Async(flag)")?;
         control.synchronize().call("cuStreamSynchronize(control)")?;
-        let told = if shared.be_told && priority == Priority::Low {
+        let be = priority == Priority::Low;
+        let told = if be && (shared.be_told || options.quick_drain) {
             Some(ToldWord::new(&shared)?)
         } else {
             None
         };
-        if let (Some(relay), Priority::Low) = (&shared.relay, priority) {
-            relay.lock().register(flag.ptr());
+        let relayed = be && (shared.relay_all || options.quick_drain);
+        if relayed {
+            shared.relay.lock().register(flag.ptr());
         }
         Ok(CudaLane {
             shared,
@@ -96,6 +107,7 @@ impl CudaLane {
             drain_timer: None,
             told,
             told_last: None,
+            relayed,
         })
     }
 
@@ -224,8 +236,8 @@ impl Lane for CudaLane {
                 })
             }
             Variant::Be => {
-                if let Some(relay) = &self.shared.relay {
-                    relay.lock().keep()?;
+                if self.relayed {
+                    self.shared.relay.lock().keep()?;
                 }
                 // Direct: every tile has its block on the GPU at once, and
                 // no padding launch used the kernel's cursor since `begin`
@@ -521,8 +533,8 @@ impl Lane for CudaLane {
     /// relay, clearing first waits until no relayed raise is left to land
     /// ([`crate::relay`]).
     fn set_preempt(&mut self, on: bool) -> reef_exec::Result<()> {
-        if let (Some(relay), false) = (&self.shared.relay, on) {
-            relay.lock().settle()?;
+        if !on {
+            self.shared.relay.lock().settle()?;
         }
         self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
         let control = &self.shared.control;
@@ -807,9 +819,9 @@ impl Drop for CudaLane {
         if let Err(e) = self.stream.synchronize() {
             tracing::error!(error = %e, "lane synchronize on drop failed");
         }
-        if let Some(relay) = &self.shared.relay {
+        if self.relayed {
             // No relayed raise may land on the flag once it is freed.
-            let mut relay = relay.lock();
+            let mut relay = self.shared.relay.lock();
             if let Err(e) = relay.settle() {
                 tracing::error!(error = %e, "relay settle on lane drop failed");
             }

@@ -217,7 +217,7 @@ pub(crate) fn tune(model: Arc<CudaModel>) -> Result<(Arc<CudaModel>, TuneReport)
     let rounds = to_time.iter().map(Vec::len).max().unwrap_or(0);
     let mut times: Vec<Vec<Option<f64>>> = to_time.iter().map(|c| vec![None; c.len()]).collect();
     if rounds > 1 {
-        let mut lane = CudaLane::new(model.shared.clone(), Priority::High)?;
+        let mut lane = CudaLane::new(model.shared.clone(), Priority::High, Default::default())?;
         // A first pass over the rules' tactics, not kept: the GPU leaves
         // its idle clocks and the functions load before anything is timed,
         // so that round 0 (the baseline every candidate must beat) is not

@@ -99,6 +99,18 @@ pub enum DeviceKind {
     Cuda,
 }
 
+/// What a lane is made for, beyond its priority ([`Device::lane_with`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LaneOptions {
+    /// RT work waits for this BE lane's drains (the scheduler's drain-first
+    /// order): the backend may spend some of the lane's throughput to
+    /// shorten them. The CUDA backend then gives the lane a told word and
+    /// raises its flag through the preemption relay, run once per raise
+    /// (both cost BE throughput, about 2% each on the H100); the CPU
+    /// backend ignores it.
+    pub quick_drain: bool,
+}
+
 /// A compute device: loads models and makes lanes.
 pub trait Device: Send + Sync {
     /// Human-readable description (e.g. "NVIDIA H100 80GB HBM3, 132 SMs").
@@ -111,6 +123,12 @@ pub trait Device: Send + Sync {
     fn load(&self, plan: Arc<Plan>) -> Result<Arc<dyn ModelHandle>>;
     /// A new lane with its own preemption flag.
     fn lane(&self, priority: Priority) -> Result<Box<dyn Lane>>;
+    /// A new lane made for `options`; the default ignores them
+    /// ([`Device::lane`]).
+    fn lane_with(&self, priority: Priority, options: LaneOptions) -> Result<Box<dyn Lane>> {
+        let _ = options;
+        self.lane(priority)
+    }
     /// Raises the preemption flags of several lanes of this device at once
     /// (what an RT arrival does to every busy BE lane), in the backend's
     /// fastest way; the default raises them one by one with

@@ -113,6 +113,16 @@ pub struct SchedConfig {
     /// run another thread in the middle of a preemption) and
     /// [`PollPause::Yield`] on the CPU backend (its workers need the cores).
     pub poll_pause: Option<PollPause>,
+    /// Make the BE lanes for quick drains
+    /// ([`reef_exec::LaneOptions::quick_drain`]: on a GPU a told word per
+    /// lane and flags raised through the preemption relay; together they
+    /// cut the drain-first preemption p99 on the H100 from 16.6-26.7 us to
+    /// 10.7-20.1 and cost BE about 4% of its throughput, docs/PERF.md,
+    /// Session 28). `None`: where RT work waits for the drain, that is
+    /// `reset` and `reef` with the drain first
+    /// ([`SchedConfig::launches_rt_early`] false; beside lanes too); RT
+    /// work launched first does not wait for it.
+    pub quick_drain: Option<bool>,
     /// Most bytes of pinned host memory the device's input pool may hold
     /// ([`reef_exec::host_pool`]; front ends decode inputs of 64 KiB and up
     /// into it, and their uploads skip the driver's staging copy); 0: no
@@ -142,6 +152,7 @@ impl Default for SchedConfig {
             early_rt: true,
             idle_spin: None,
             poll_pause: None,
+            quick_drain: None,
             pinned_input_bytes: DEFAULT_PINNED_INPUT_BYTES,
             time_drains: false,
         }
@@ -161,6 +172,13 @@ impl SchedConfig {
             reef_exec::DeviceKind::Cuda => DEFAULT_GPU_IDLE_SPIN,
             reef_exec::DeviceKind::Cpu => Duration::ZERO,
         })
+    }
+
+    /// [`SchedConfig::quick_drain`], or where RT work waits for the drain.
+    pub fn quick_drain_on(&self) -> bool {
+        self.quick_drain.unwrap_or(
+            matches!(self.mode, Mode::Reset | Mode::Reef) && !self.launches_rt_early(),
+        )
     }
 
     /// [`SchedConfig::poll_pause`] on a device of `kind`.
@@ -207,10 +225,13 @@ impl SchedConfig {
 /// [`SchedConfig::be_depth`]; without `depthN` the benchmark's setting
 /// holds), `reset:drain:yield` (the scheduling thread yields its core
 /// between polls, [`SchedConfig::poll_pause`]; `spin` keeps it; without
-/// either the device decides). The beside options apply to `reef` mode
-/// only, `drain` and `early` to `reset` and `reef` without beside lanes,
-/// `depthN` to the modes that feed BE lanes kernel by kernel (`wait`,
-/// `reset`, `reef`), `yield` and `spin` to every mode.
+/// either the device decides), `reset:drain:plain` (BE lanes not made for
+/// quick drains, [`SchedConfig::quick_drain`]; `quick` makes them so;
+/// without either, the order decides). The beside options apply to `reef`
+/// mode only, `drain` and `early` to `reset` and `reef` without beside
+/// lanes, `depthN` to the modes that feed BE lanes kernel by kernel
+/// (`wait`, `reset`, `reef`), `quick` and `plain` to `reset` and `reef`,
+/// `yield` and `spin` to every mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModeSpec {
     /// The mode.
@@ -225,6 +246,8 @@ pub struct ModeSpec {
     pub be_depth: Option<usize>,
     /// [`SchedConfig::poll_pause`], when named (`yield` or `spin`).
     pub poll_pause: Option<PollPause>,
+    /// [`SchedConfig::quick_drain`], when named (`quick` or `plain`).
+    pub quick_drain: Option<bool>,
 }
 
 impl ModeSpec {
@@ -237,6 +260,7 @@ impl ModeSpec {
             early_rt: self.early_rt,
             be_depth: self.be_depth.unwrap_or(cfg.be_depth),
             poll_pause: self.poll_pause.or(cfg.poll_pause),
+            quick_drain: self.quick_drain.or(cfg.quick_drain),
             ..cfg
         }
     }
@@ -256,6 +280,7 @@ impl From<Mode> for ModeSpec {
             early_rt: true,
             be_depth: None,
             poll_pause: None,
+            quick_drain: None,
         }
     }
 }
@@ -287,6 +312,19 @@ impl std::str::FromStr for ModeSpec {
                 }
                 spec.early_rt = lower == "early";
                 order = Some(if spec.early_rt { "early" } else { "drain" });
+                continue;
+            }
+            if lower == "quick" || lower == "plain" {
+                if !matches!(spec.mode, Mode::Reset | Mode::Reef) {
+                    return Err(format!(
+                        "mode '{s}': '{opt}' needs the reset or reef mode (the modes that raise preemption flags)"
+                    ));
+                }
+                let quick = lower == "quick";
+                if spec.quick_drain.is_some_and(|q| q != quick) {
+                    return Err(format!("mode '{s}': 'quick' and 'plain' contradict each other"));
+                }
+                spec.quick_drain = Some(quick);
                 continue;
             }
             if let Ok(pause) = lower.parse::<PollPause>() {
@@ -332,7 +370,7 @@ impl std::str::FromStr for ModeSpec {
                 spec.beside_max_tile = Some(Duration::from_micros(n));
             } else {
                 return Err(format!(
-                    "mode '{s}': unknown option '{opt}' (expected besideN, tileN, early, drain, depthN, yield or spin, e.g. reef:beside1:tile20)"
+                    "mode '{s}': unknown option '{opt}' (expected besideN, tileN, early, drain, depthN, quick, plain, yield or spin, e.g. reef:beside1:tile20)"
                 ));
             }
         }
@@ -364,6 +402,9 @@ impl std::fmt::Display for ModeSpec {
         }
         if let Some(d) = self.be_depth {
             write!(f, ":depth{d}")?;
+        }
+        if let Some(q) = self.quick_drain {
+            write!(f, ":{}", if q { "quick" } else { "plain" })?;
         }
         if let Some(p) = self.poll_pause {
             write!(f, ":{p}")?;
@@ -415,6 +456,25 @@ mod tests {
     }
 
     #[test]
+    fn quick_drains_where_rt_waits_for_the_drain_unless_named() {
+        let on = |s: &str| s.parse::<ModeSpec>().unwrap().apply(SchedConfig::default()).quick_drain_on();
+        for (spec, want) in [
+            ("reset", false),
+            ("reef", false),
+            ("reset:drain", true),
+            ("reef:drain", true),
+            ("reef:beside2", true),
+            ("wait", false),
+            ("stream", false),
+            ("seq", false),
+            ("reset:drain:plain", false),
+            ("reset:quick", true),
+        ] {
+            assert_eq!(on(spec), want, "{spec}");
+        }
+    }
+
+    #[test]
     fn mode_specs_round_trip() {
         for s in [
             "reef",
@@ -426,6 +486,8 @@ mod tests {
             "reset:depth8",
             "wait:depth1",
             "reset:drain:depth1:yield",
+            "reset:drain:plain",
+            "reef:quick:spin",
             "reef:spin",
             "stream:yield",
         ] {
@@ -503,6 +565,8 @@ mod tests {
             ("reset:depth0", "at least 1"),
             ("reset:depthx", "not a whole number"),
             ("reset:yield:spin", "contradict"),
+            ("reset:quick:plain", "contradict"),
+            ("wait:quick", "needs the reset or reef mode"),
             ("turbo", "unknown mode"),
         ] {
             let e = s.parse::<ModeSpec>().unwrap_err();

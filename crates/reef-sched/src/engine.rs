@@ -165,9 +165,12 @@ impl Engine {
 
     fn be_lane(&mut self, q: usize) -> Result<&mut Box<dyn Lane>, SchedError> {
         if self.be_lanes[q].is_none() {
+            let options = reef_exec::LaneOptions {
+                quick_drain: self.cfg.quick_drain_on(),
+            };
             self.be_lanes[q] = Some(
                 self.device
-                    .lane(reef_exec::Priority::Low)
+                    .lane_with(reef_exec::Priority::Low, options)
                     .map_err(internal)?,
             );
         }

@@ -224,6 +224,11 @@ impl<W: Words, S: Spawn> Relay<W, S> {
         }
     }
 
+    /// Whether any of `flags` is a registered lane's (0: none).
+    pub fn serves_any(&self, flags: &[u64]) -> bool {
+        flags.iter().any(|f| *f != 0 && self.lanes.contains(f))
+    }
+
     /// Forgets a lane's flag. Call [`Relay::settle`] first: no post may
     /// still be about to write it.
     pub fn unregister(&mut self, flag: u64) {
