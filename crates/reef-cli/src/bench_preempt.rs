@@ -69,6 +69,17 @@ struct Row {
     first_kernel_p99_us: f64,
     first_kernel_alone_p50_us: f64,
     first_kernel_alone_p99_us: f64,
+    /// RT arrival to its start on the device (queue, raise, inputs), p50 /
+    /// p99 (us), under BE load and alone.
+    rt_queued_p50_us: f64,
+    rt_queued_p99_us: f64,
+    rt_queued_alone_p50_us: f64,
+    rt_queued_alone_p99_us: f64,
+    /// The scheduling thread's write of a BE task's inputs and read of its
+    /// outputs, mean per BE task (us): time in which it notices no RT
+    /// arrival.
+    be_input_mean_us: f64,
+    be_output_mean_us: f64,
     be_per_s: f64,
     padded_kernels: u64,
     pad_launches: u64,
@@ -154,8 +165,17 @@ fn summary_or_nan(count: u64, v: f64) -> f64 {
     }
 }
 
-/// RT latencies (ms) of `n` requests at random gaps, and the first-kernel
-/// times (us) of those the scheduler timed.
+/// What `n` RT requests at random gaps measured.
+struct RtRun {
+    /// Latencies, ms.
+    lat: Vec<f64>,
+    /// First-kernel times of the tasks the scheduler timed, us.
+    first: Vec<f64>,
+    /// Arrival to start on the device (the scheduler's queue, the
+    /// preemption's raise, the inputs' write), us.
+    queued: Vec<f64>,
+}
+
 fn rt_run(
     s: &Scheduler,
     rt: &str,
@@ -163,9 +183,10 @@ fn rt_run(
     n: usize,
     max_gap: f64,
     rng: &mut ChaCha8Rng,
-) -> Result<(Vec<f64>, Vec<f64>)> {
+) -> Result<RtRun> {
     let mut lat = Vec::with_capacity(n);
     let mut first = Vec::with_capacity(n);
+    let mut queued = Vec::with_capacity(n);
     for _ in 0..n {
         let gap = rng.random_range(max_gap / 4.0..=max_gap);
         std::thread::sleep(Duration::from_secs_f64(gap / 1e3));
@@ -174,8 +195,9 @@ fn rt_run(
             .with_context(|| format!("RT request to {rt}"))?;
         lat.push(r.stats.latency.as_secs_f64() * 1e3);
         first.extend(r.stats.first_kernel.map(|d| d.as_secs_f64() * 1e6));
+        queued.push(r.stats.queued.as_secs_f64() * 1e6);
     }
-    Ok((lat, first))
+    Ok(RtRun { lat, first, queued })
 }
 
 fn one(dev: &Arc<dyn Device>, opts: &Options, be: &str, mode: ModeSpec) -> Result<Row> {
@@ -210,12 +232,17 @@ fn one(dev: &Arc<dyn Device>, opts: &Options, be: &str, mode: ModeSpec) -> Resul
     let before = s.stats();
     let stop = AtomicBool::new(false);
     let be_done = AtomicU64::new(0);
+    // The scheduling thread's host work per BE task: its inputs' write and
+    // its outputs' read, ns summed.
+    let be_io_ns = [AtomicU64::new(0), AtomicU64::new(0)];
     let t0 = Instant::now();
-    let loaded = std::thread::scope(|scope| -> Result<(Vec<f64>, Vec<f64>)> {
+    let loaded = std::thread::scope(|scope| -> Result<RtRun> {
         let client = scope.spawn(|| -> Result<()> {
             while !stop.load(Ordering::Relaxed) {
-                s.infer_blocking(request(be, &be_in, Priority::Be))?;
+                let r = s.infer_blocking(request(be, &be_in, Priority::Be))?;
                 be_done.fetch_add(1, Ordering::Relaxed);
+                be_io_ns[0].fetch_add(r.stats.input.as_nanos() as u64, Ordering::Relaxed);
+                be_io_ns[1].fetch_add(r.stats.output.as_nanos() as u64, Ordering::Relaxed);
             }
             Ok(())
         });
@@ -238,8 +265,12 @@ fn one(dev: &Arc<dyn Device>, opts: &Options, be: &str, mode: ModeSpec) -> Resul
     let wall = t0.elapsed().as_secs_f64();
     let st = s.stats();
     s.shutdown();
-    let ((am, ap), (fa50, fa99)) = (mean_p99(alone.0), p50_p99(alone.1));
-    let ((lm, lp), (fl50, fl99)) = (mean_p99(loaded.0), p50_p99(loaded.1));
+    let ((am, ap), (fa50, fa99)) = (mean_p99(alone.lat), p50_p99(alone.first));
+    let ((lm, lp), (fl50, fl99)) = (mean_p99(loaded.lat), p50_p99(loaded.first));
+    let (qa50, qa99) = p50_p99(alone.queued);
+    let (ql50, ql99) = p50_p99(loaded.queued);
+    let be_n = be_done.load(Ordering::Relaxed).max(1) as f64;
+    let be_io_us = |i: usize| be_io_ns[i].load(Ordering::Relaxed) as f64 / be_n / 1e3;
     Ok(Row {
         be_model: be.to_string(),
         mode: mode.to_string(),
@@ -262,6 +293,12 @@ fn one(dev: &Arc<dyn Device>, opts: &Options, be: &str, mode: ModeSpec) -> Resul
         first_kernel_p99_us: fl99,
         first_kernel_alone_p50_us: fa50,
         first_kernel_alone_p99_us: fa99,
+        rt_queued_p50_us: ql50,
+        rt_queued_p99_us: ql99,
+        rt_queued_alone_p50_us: qa50,
+        rt_queued_alone_p99_us: qa99,
+        be_input_mean_us: be_io_us(0),
+        be_output_mean_us: be_io_us(1),
         be_per_s: be_done.load(Ordering::Relaxed) as f64 / wall,
         padded_kernels: st.padded_kernels,
         pad_launches: st.pad_launches,

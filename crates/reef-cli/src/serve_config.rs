@@ -500,7 +500,8 @@ busy_poll = 1
     fn quick_drain_from_flag_or_file() {
         let s = ServeSettings::merge(cli(&[]), ServeArgs::default()).unwrap();
         assert_eq!(s.quick_drain, None, "the order decides");
-        let s = ServeSettings::merge(cli(&["--quick-drain"]), file_of("quick_drain = false\n")).unwrap();
+        let s = ServeSettings::merge(cli(&["--quick-drain"]), file_of("quick_drain = false\n"))
+            .unwrap();
         assert_eq!(s.quick_drain, Some(true), "the flag over the file");
         let s = ServeSettings::merge(cli(&[]), file_of("quick_drain = false\n")).unwrap();
         assert_eq!(s.quick_drain, Some(false));

@@ -176,9 +176,8 @@ impl SchedConfig {
 
     /// [`SchedConfig::quick_drain`], or where RT work waits for the drain.
     pub fn quick_drain_on(&self) -> bool {
-        self.quick_drain.unwrap_or(
-            matches!(self.mode, Mode::Reset | Mode::Reef) && !self.launches_rt_early(),
-        )
+        self.quick_drain
+            .unwrap_or(matches!(self.mode, Mode::Reset | Mode::Reef) && !self.launches_rt_early())
     }
 
     /// [`SchedConfig::poll_pause`] on a device of `kind`.
@@ -322,7 +321,9 @@ impl std::str::FromStr for ModeSpec {
                 }
                 let quick = lower == "quick";
                 if spec.quick_drain.is_some_and(|q| q != quick) {
-                    return Err(format!("mode '{s}': 'quick' and 'plain' contradict each other"));
+                    return Err(format!(
+                        "mode '{s}': 'quick' and 'plain' contradict each other"
+                    ));
                 }
                 spec.quick_drain = Some(quick);
                 continue;
@@ -457,7 +458,12 @@ mod tests {
 
     #[test]
     fn quick_drains_where_rt_waits_for_the_drain_unless_named() {
-        let on = |s: &str| s.parse::<ModeSpec>().unwrap().apply(SchedConfig::default()).quick_drain_on();
+        let on = |s: &str| {
+            s.parse::<ModeSpec>()
+                .unwrap()
+                .apply(SchedConfig::default())
+                .quick_drain_on()
+        };
         for (spec, want) in [
             ("reset", false),
             ("reef", false),
