@@ -122,12 +122,14 @@ impl HistogramRow {
     }
 }
 
-fn source(name: &str) -> GraphSource {
+/// A zoo model's graph source (weights of seed 7).
+pub(crate) fn source(name: &str) -> GraphSource {
     let n = name.to_string();
     Arc::new(move |b| reef_zoo::build(&n, b, 7).map_err(|e| e.to_string()))
 }
 
-fn request(model: &str, inputs: &[Tensor], p: Priority) -> InferRequest {
+/// A request of `model` with `inputs`, arriving now.
+pub(crate) fn request(model: &str, inputs: &[Tensor], p: Priority) -> InferRequest {
     InferRequest {
         model: model.into(),
         inputs: inputs.iter().cloned().map(Into::into).collect(),

@@ -666,6 +666,34 @@ pub fn run(dut: Arc<dyn Device>, opts: &Options) -> Result<bool> {
             Err(e) => push(Err(e), m),
         }
     }
+    if opts.preemptions > 0 && !names.is_empty() {
+        // RT and BE through the scheduler: a CNN as RT, BERT (the largest
+        // BE outputs) as BE where the list has them.
+        let pick = |want: &str, or: &String| {
+            names
+                .iter()
+                .find(|n| n.as_str() == want)
+                .unwrap_or(or)
+                .clone()
+        };
+        let rt = pick("resnet50", &names[0]);
+        let be = pick("bert_base", &names[names.len() - 1]);
+        for mode in ["reset", "reset:drain", "reef", "wait"] {
+            let what = format!("scheduler {mode}");
+            let spec = mode.parse().map_err(anyhow::Error::msg)?;
+            push(
+                crate::selftest_sched::check_scheduler(
+                    &dut,
+                    spec,
+                    (&rt, &be),
+                    20,
+                    Duration::from_millis(4),
+                    &mut rng,
+                ),
+                &what,
+            );
+        }
+    }
     let failed = rows.iter().filter(|r| !r.ok).count();
     println!(
         "selftest: {} passed, {} failed",

@@ -203,6 +203,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         idle_spin: a.idle_spin_ms.map(std::time::Duration::from_millis),
         poll_pause: a.poll_pause,
         quick_drain: a.quick_drain,
+        // The device decides (a thread of its own on a GPU).
+        be_io_thread: None,
         pinned_input_bytes: a.pinned_input_mib << 20,
         // A benchmark's diagnostic (`reef bench preempt --time-drains`).
         time_drains: false,

@@ -123,6 +123,13 @@ pub struct SchedConfig {
     /// ([`SchedConfig::launches_rt_early`] false; beside lanes too); RT
     /// work launched first does not wait for it.
     pub quick_drain: Option<bool>,
+    /// Write BE tasks' inputs and read their outputs on a thread of their
+    /// own (`wait`, `reset` and `reef` modes), not on the scheduling
+    /// thread, which then notices RT arrivals while they run. `None`: the
+    /// device decides, on a GPU (where a BE task's I/O took up to 236 us of
+    /// the scheduling thread, docs/PERF.md, Session 28) but not on the CPU
+    /// backend (whose workers need the cores).
+    pub be_io_thread: Option<bool>,
     /// Most bytes of pinned host memory the device's input pool may hold
     /// ([`reef_exec::host_pool`]; front ends decode inputs of 64 KiB and up
     /// into it, and their uploads skip the driver's staging copy); 0: no
@@ -153,6 +160,7 @@ impl Default for SchedConfig {
             idle_spin: None,
             poll_pause: None,
             quick_drain: None,
+            be_io_thread: None,
             pinned_input_bytes: DEFAULT_PINNED_INPUT_BYTES,
             time_drains: false,
         }
@@ -178,6 +186,12 @@ impl SchedConfig {
     pub fn quick_drain_on(&self) -> bool {
         self.quick_drain
             .unwrap_or(matches!(self.mode, Mode::Reset | Mode::Reef) && !self.launches_rt_early())
+    }
+
+    /// [`SchedConfig::be_io_thread`] on a device of `kind`.
+    pub fn be_io_thread_on(&self, kind: reef_exec::DeviceKind) -> bool {
+        self.be_io_thread
+            .unwrap_or(kind == reef_exec::DeviceKind::Cuda)
     }
 
     /// [`SchedConfig::poll_pause`] on a device of `kind`.
@@ -226,11 +240,14 @@ impl SchedConfig {
 /// between polls, [`SchedConfig::poll_pause`]; `spin` keeps it; without
 /// either the device decides), `reset:drain:plain` (BE lanes not made for
 /// quick drains, [`SchedConfig::quick_drain`]; `quick` makes them so;
-/// without either, the order decides). The beside options apply to `reef`
+/// without either, the order decides), `reset:inline` (BE inputs and
+/// outputs copied on the scheduling thread, [`SchedConfig::be_io_thread`];
+/// `io` on a thread of their own; without either, the device decides). The beside options apply to `reef`
 /// mode only, `drain` and `early` to `reset` and `reef` without beside
 /// lanes, `depthN` to the modes that feed BE lanes kernel by kernel
 /// (`wait`, `reset`, `reef`), `quick` and `plain` to `reset` and `reef`,
-/// `yield` and `spin` to every mode.
+/// `io` and `inline` to `wait`, `reset` and `reef`, `yield` and `spin` to
+/// every mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModeSpec {
     /// The mode.
@@ -247,6 +264,8 @@ pub struct ModeSpec {
     pub poll_pause: Option<PollPause>,
     /// [`SchedConfig::quick_drain`], when named (`quick` or `plain`).
     pub quick_drain: Option<bool>,
+    /// [`SchedConfig::be_io_thread`], when named (`io` or `inline`).
+    pub be_io_thread: Option<bool>,
 }
 
 impl ModeSpec {
@@ -260,6 +279,7 @@ impl ModeSpec {
             be_depth: self.be_depth.unwrap_or(cfg.be_depth),
             poll_pause: self.poll_pause.or(cfg.poll_pause),
             quick_drain: self.quick_drain.or(cfg.quick_drain),
+            be_io_thread: self.be_io_thread.or(cfg.be_io_thread),
             ..cfg
         }
     }
@@ -280,6 +300,7 @@ impl From<Mode> for ModeSpec {
             be_depth: None,
             poll_pause: None,
             quick_drain: None,
+            be_io_thread: None,
         }
     }
 }
@@ -328,6 +349,21 @@ impl std::str::FromStr for ModeSpec {
                 spec.quick_drain = Some(quick);
                 continue;
             }
+            if lower == "io" || lower == "inline" {
+                if !matches!(spec.mode, Mode::Wait | Mode::Reset | Mode::Reef) {
+                    return Err(format!(
+                        "mode '{s}': '{opt}' needs the wait, reset or reef mode (the others copy on the scheduling thread)"
+                    ));
+                }
+                let io = lower == "io";
+                if spec.be_io_thread.is_some_and(|q| q != io) {
+                    return Err(format!(
+                        "mode '{s}': 'io' and 'inline' contradict each other"
+                    ));
+                }
+                spec.be_io_thread = Some(io);
+                continue;
+            }
             if let Ok(pause) = lower.parse::<PollPause>() {
                 if spec.poll_pause.is_some_and(|p| p != pause) {
                     return Err(format!(
@@ -371,7 +407,7 @@ impl std::str::FromStr for ModeSpec {
                 spec.beside_max_tile = Some(Duration::from_micros(n));
             } else {
                 return Err(format!(
-                    "mode '{s}': unknown option '{opt}' (expected besideN, tileN, early, drain, depthN, quick, plain, yield or spin, e.g. reef:beside1:tile20)"
+                    "mode '{s}': unknown option '{opt}' (expected besideN, tileN, early, drain, depthN, quick, plain, io, inline, yield or spin, e.g. reef:beside1:tile20)"
                 ));
             }
         }
@@ -406,6 +442,9 @@ impl std::fmt::Display for ModeSpec {
         }
         if let Some(q) = self.quick_drain {
             write!(f, ":{}", if q { "quick" } else { "plain" })?;
+        }
+        if let Some(io) = self.be_io_thread {
+            write!(f, ":{}", if io { "io" } else { "inline" })?;
         }
         if let Some(p) = self.poll_pause {
             write!(f, ":{p}")?;
@@ -494,6 +533,8 @@ mod tests {
             "reset:drain:depth1:yield",
             "reset:drain:plain",
             "reef:quick:spin",
+            "reset:drain:quick:inline",
+            "wait:io:yield",
             "reef:spin",
             "stream:yield",
         ] {
@@ -573,6 +614,8 @@ mod tests {
             ("reset:yield:spin", "contradict"),
             ("reset:quick:plain", "contradict"),
             ("wait:quick", "needs the reset or reef mode"),
+            ("reset:io:inline", "contradict"),
+            ("stream:io", "wait, reset or reef"),
             ("turbo", "unknown mode"),
         ] {
             let e = s.parse::<ModeSpec>().unwrap_err();

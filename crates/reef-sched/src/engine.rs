@@ -33,6 +33,7 @@
 //! preempted or padded kernel completed).
 
 use crate::api::{Mode, Priority, SchedError};
+use crate::be_io::BeIo;
 use crate::config::{PollPause, SchedConfig};
 use crate::padding;
 use crate::stats::Stats;
@@ -80,6 +81,12 @@ pub(crate) struct Engine {
     /// How the thread waits between looks ([`SchedConfig::poll_pause`] on
     /// this device).
     poll_pause: PollPause,
+    /// Writes BE tasks' inputs and reads their outputs off this thread
+    /// (`wait`, `reset` and `reef` modes, [`SchedConfig::be_io_thread`] on
+    /// this device); `None`: this thread does.
+    be_io: Option<BeIo>,
+    /// BE queues whose next task is with `be_io`, starting.
+    starting: Vec<bool>,
 }
 
 /// A preemption in progress: the BE lanes that had kernels in flight when
@@ -140,6 +147,14 @@ impl Engine {
         let n = cfg.be_queues;
         let idle_spin = cfg.idle_spin_on(device.kind());
         let poll_pause = cfg.poll_pause_on(device.kind());
+        let be_io =
+            if cfg.be_io_thread_on(device.kind()) {
+                Some(BeIo::new().map_err(|e| {
+                    SchedError::Internal(format!("starting the BE I/O thread: {e}"))
+                })?)
+            } else {
+                None
+            };
         Ok(Engine {
             device,
             stats,
@@ -160,6 +175,8 @@ impl Engine {
             beside: vec![false; n],
             idle_spin,
             poll_pause,
+            be_io,
+            starting: vec![false; n],
         })
     }
 
@@ -208,7 +225,27 @@ impl Engine {
     }
 
     fn has_work(&self) -> bool {
-        self.busy() || !self.rt_queue.is_empty() || self.be_queues.iter().any(|q| !q.is_empty())
+        self.busy()
+            || self.is_starting()
+            || !self.rt_queue.is_empty()
+            || self.be_queues.iter().any(|q| !q.is_empty())
+    }
+
+    /// Whether a BE task is with the I/O worker, starting.
+    fn is_starting(&self) -> bool {
+        self.starting.iter().any(|&s| s)
+    }
+
+    /// Takes the BE tasks the I/O worker has started onto their lanes.
+    fn collect_started(&mut self) {
+        let Some(io) = &self.be_io else {
+            return;
+        };
+        let started: Vec<_> = io.started().collect();
+        for (q, t) in started {
+            self.starting[q] = false;
+            self.be_running[q] = t;
+        }
     }
 
     fn accept(&mut self, msg: Msg) {
@@ -275,6 +312,7 @@ impl Engine {
             while let Ok(m) = self.rx.try_recv() {
                 self.accept(m);
             }
+            self.collect_started();
             poll = true;
             let now = Instant::now();
             if self.busy() {
@@ -294,9 +332,14 @@ impl Engine {
                 tracing::error!("scheduler step failed: {e}");
                 self.fail_all(e);
             }
-            if self.busy() {
+            if self.busy() || self.is_starting() {
                 self.poll_pause.pause();
             }
+        }
+        // Every BE task handed to the I/O worker is answered before the
+        // thread ends.
+        if let Some(io) = self.be_io.as_mut() {
+            io.shutdown();
         }
     }
 
@@ -319,10 +362,12 @@ impl Engine {
     fn cancel_running_be(&mut self) {
         for q in 0..self.be_running.len() {
             if self.be_running[q].is_some() {
-                let lane = self.be_lanes[q].as_mut().expect("running task has a lane");
-                let _ = lane.set_preempt(true);
-                let _ = lane.synchronize();
-                let _ = lane.set_preempt(false);
+                // A task the I/O worker started may not have its lane yet.
+                if let Some(lane) = self.be_lanes[q].as_mut() {
+                    let _ = lane.set_preempt(true);
+                    let _ = lane.synchronize();
+                    let _ = lane.set_preempt(false);
+                }
                 self.flagged[q] = false;
                 if let Some(t) = self.be_running[q].take() {
                     t.fail(
@@ -605,7 +650,11 @@ impl Engine {
             let Some(t) = self.be_running[q].as_mut() else {
                 continue;
             };
-            if t.paused {
+            // A task not begun on its lane since it started (the I/O
+            // worker started it while RT work ran) has nothing in flight,
+            // and its context's progress is still its last user's: resuming
+            // it would read that as its own.
+            if t.paused || t.needs_begin {
                 continue;
             }
             let lane = self.be_lanes[q].as_ref().expect("running task has a lane");
@@ -910,11 +959,11 @@ impl Engine {
     }
 
     /// Keeps every BE lane (with `only_beside`, every lane chosen to run
-    /// beside RT work) at most `be_depth` kernels deep; finishes tasks.
-    /// Beside RT work no BE task starts or is answered: uploading inputs and
-    /// reading outputs would hold up this thread, which must notice the RT
-    /// work's end and new RT arrivals at once; both wait for the RT work to
-    /// end.
+    /// beside RT work) at most `be_depth` kernels deep; hands new tasks and
+    /// finished ones to the I/O worker ([`BeIo`]), which writes their
+    /// inputs and reads their outputs off this thread. Beside RT work no BE
+    /// task starts or is answered: their copies would share the host link
+    /// with the RT work's; both wait for the RT work to end.
     fn feed_be(&mut self, only_beside: bool) -> Result<(), SchedError> {
         let depth = self.cfg.be_depth as u64;
         let max_tile = if only_beside {
@@ -927,12 +976,20 @@ impl Engine {
                 continue;
             }
             if self.be_running[q].is_none() {
-                if only_beside {
+                if only_beside || self.starting[q] {
                     continue;
                 }
                 let Some(t) = self.be_queues[q].pop_front() else {
                     continue;
                 };
+                if let Some(io) = &self.be_io {
+                    // The I/O worker writes its inputs; it runs once back
+                    // (`collect_started`).
+                    self.dequeued(&t);
+                    self.starting[q] = true;
+                    io.start(q, t);
+                    continue;
+                }
                 self.be_running[q] = self.start(t);
                 if self.be_running[q].is_none() {
                     continue;
@@ -978,7 +1035,15 @@ impl Engine {
                     .map_err(internal)?;
                 if p >= n {
                     let t = self.be_running[q].take().expect("checked");
-                    self.complete(t);
+                    match &self.be_io {
+                        Some(io) => {
+                            // Counted here, answered by the I/O worker once
+                            // it has read the outputs.
+                            self.stats.completed[1].fetch_add(1, Ordering::Relaxed);
+                            io.finish(t);
+                        }
+                        None => self.complete(t),
+                    }
                 } else {
                     // A kernel exited early without a preemption we know of.
                     let t = self.be_running[q].as_mut().expect("checked");

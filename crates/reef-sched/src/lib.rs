@@ -4,6 +4,7 @@
 //! [`Service`] trait; [`Scheduler`] is the implementation.
 
 pub mod api;
+mod be_io;
 pub mod config;
 mod engine;
 pub mod multi;
