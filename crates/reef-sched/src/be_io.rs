@@ -8,15 +8,21 @@
 //! Session 28). RT tasks keep their I/O on the scheduling thread (it is on
 //! their own path).
 //!
-//! Jobs run one at a time in the order given. A started task comes back
+//! Jobs run one at a time in the order given. After each job the worker
+//! keeps polling for the next for `spin` (the scheduling thread's
+//! [`SchedConfig::idle_spin`](crate::SchedConfig::idle_spin)), pausing as
+//! that thread does, before it sleeps: a BE task's hand-offs then skip the
+//! thread's wake-up. A started task comes back
 //! through [`BeIo::started`] with its queue; a task that fails to start or
 //! whose client went away is answered here and comes back as `None`. A
 //! finished task is answered here. [`BeIo::shutdown`] waits until every job
 //! given is done, so nothing accepted goes unanswered.
 
+use crate::config::PollPause;
 use crate::task::Task;
-use crossbeam_channel::{unbounded, Receiver, Sender};
+use crossbeam_channel::{unbounded, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 enum Job {
     /// Take a context and write the inputs of the task of BE queue `q`.
@@ -33,14 +39,28 @@ pub(crate) struct BeIo {
 }
 
 impl BeIo {
-    /// Starts the worker thread.
-    pub fn new() -> std::io::Result<BeIo> {
+    /// Starts the worker thread, polling `spin` after each job with
+    /// `pause` between looks.
+    pub fn new(pause: PollPause, spin: Duration) -> std::io::Result<BeIo> {
         let (jobs, rx) = unbounded::<Job>();
         let (done, started) = unbounded();
         let thread = std::thread::Builder::new()
             .name("reef-be-io".into())
             .spawn(move || {
-                for job in rx {
+                let mut last = Instant::now();
+                loop {
+                    let job = match rx.try_recv() {
+                        Ok(job) => job,
+                        Err(TryRecvError::Empty) if last.elapsed() < spin => {
+                            pause.pause();
+                            continue;
+                        }
+                        Err(TryRecvError::Empty) => match rx.recv() {
+                            Ok(job) => job,
+                            Err(_) => break,
+                        },
+                        Err(TryRecvError::Disconnected) => break,
+                    };
                     match job {
                         Job::Start(q, mut t) => {
                             let t = if t.cancelled() {
@@ -62,6 +82,7 @@ impl BeIo {
                             t.finish();
                         }
                     }
+                    last = Instant::now();
                 }
             })?;
         Ok(BeIo {

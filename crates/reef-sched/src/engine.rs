@@ -149,7 +149,7 @@ impl Engine {
         let poll_pause = cfg.poll_pause_on(device.kind());
         let be_io =
             if cfg.be_io_thread_on(device.kind()) {
-                Some(BeIo::new().map_err(|e| {
+                Some(BeIo::new(poll_pause, idle_spin).map_err(|e| {
                     SchedError::Internal(format!("starting the BE I/O thread: {e}"))
                 })?)
             } else {
