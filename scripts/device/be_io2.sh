@@ -1,9 +1,9 @@
 #!/bin/bash
-# Session 28, call 5: BE inputs and outputs copied on a thread of their own
-# (`io`, now the GPU's default) against on the scheduling thread (`inline`):
-# the I/O thread now polls for its next job as the scheduling thread does; the selftest (RT and BE through the scheduler, every answer
-# against the device alone's); `reef bench preempt` with both, in `reset`,
-# `reef` and `reset:drain`; DISB C and E in `reset` and `reef` with both.
+# Session 28, call 5: as call 4 (scripts/device/be_io.sh), with the I/O
+# thread now polling for its next job as the scheduling thread does: the
+# selftest (RT and BE through the scheduler, every answer against the
+# device alone's); `reef bench preempt` with `io` and `inline` in `reset`
+# and `reset:drain`; DISB C in `reset` and `reef` with both.
 # The pack needs the default sets (`reef compile --arch 9.0 --all-sets`).
 source scripts/device/common.sh
 step selftest 200 $R selftest --preemptions 2 --seed 2807

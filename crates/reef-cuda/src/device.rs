@@ -49,7 +49,9 @@ pub struct CudaOptions {
     /// preemption p50 in REEF's order (`:drain`), and cost BE models
     /// 0.3-4% of their latency and DISB A 2-5% of its BE throughput
     /// (docs/PERF.md, Session 23), so it is for users who drain first and
-    /// want the shortest drain.
+    /// want the shortest drain. Lanes made for quick drains
+    /// ([`reef_exec::LaneOptions::quick_drain`], which the scheduler asks
+    /// for where RT work waits for the drain) have one either way.
     pub be_told: bool,
     /// The driver call that raises the flags (`REEF_RAISE`, default one
     /// `cuMemsetD32Async` per flag on the control stream).

@@ -221,7 +221,9 @@ pub enum RaiseOp {
     /// raise (`relay-once`): no relay block is resident while the RT work
     /// that raised it runs, and the next BE launch starts the next one. On
     /// the H100 it relayed every raise and cost BE 0.2-2.1% of its
-    /// throughput, half the relay's cost (docs/PERF.md, Session 25).
+    /// throughput, half the relay's cost (docs/PERF.md, Session 25). Lanes
+    /// made for quick drains ([`reef_exec::LaneOptions::quick_drain`]) are
+    /// raised this way whatever this setting.
     RelayOnce,
 }
 
