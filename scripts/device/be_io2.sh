@@ -13,17 +13,7 @@ for w in C; do
 done
 
 grep -E "^scheduler|FAIL|passed" $OUT/selftest.log | tail -6
-echo "== table (BE model, mode: preempt p50/p99, RT vs alone, RT p99 vs alone, BE/s, RT queued p99 / alone us, BE in / out us)"
-python3 - "$OUT/table.json" <<'PY'
-import json, sys
-fl = lambda x: float("nan") if x is None else x
-for r in json.load(open(sys.argv[1])):
-    rt = (r["rt_mean_ms"] / r["rt_alone_mean_ms"] - 1) * 100
-    rt99 = (r["rt_p99_ms"] / r["rt_alone_p99_ms"] - 1) * 100
-    print("%-12s %-18s %6.1f %6.1f | %+5.1f%% %+5.1f%% | %6.1f | %5.0f / %5.0f | %4.0f / %4.0f" % (
-        r["be_model"][:12], r["mode"], fl(r["preempt_p50_us"]), fl(r["preempt_p99_us"]), rt, rt99, r["be_per_s"],
-        fl(r["rt_queued_p99_us"]), fl(r["rt_queued_alone_p99_us"]), fl(r["be_input_mean_us"]), fl(r["be_output_mean_us"])))
-PY
+report_preempt table
 for w in C; do grep "^|" $OUT/disb_$w/disb-$w.md; done
 cat $OUT/summary.txt
 pack

@@ -60,3 +60,25 @@ serve_up() {
   done
   echo "server ready after ${i}s"
 }
+# report_preempt NAME...: each `reef bench preempt --json $OUT/NAME.json` row in
+# one line: BE model, mode, preemption p50 / p99 / max, raise p50 / p99 and the
+# longest poll gap's p99 (us); RT mean and p99 against alone; BE req/s; RT
+# queued p99 loaded / alone (us); the scheduling thread's BE input / output
+# time per task (us).
+report_preempt() {
+  local f
+  for f in "$@"; do
+    echo "== $f (BE model, mode: preempt p50/p99/max, raise p50/p99, gap p99, RT vs alone, RT p99 vs alone, BE/s, RT queued p99 / alone us, BE in / out us)"
+    python3 - "$OUT/$f.json" <<'PY'
+import json, sys
+fl = lambda x: float("nan") if x is None else x
+for r in json.load(open(sys.argv[1])):
+    rt = (r["rt_mean_ms"] / r["rt_alone_mean_ms"] - 1) * 100
+    rt99 = (r["rt_p99_ms"] / r["rt_alone_p99_ms"] - 1) * 100
+    print("%-12s %-18s %6.1f %6.1f %6.1f | %4.1f %4.1f | %5.1f | %+5.1f%% %+5.1f%% | %6.1f | %5.0f / %5.0f | %4.0f / %4.0f" % (
+        r["be_model"][:12], r["mode"], fl(r["preempt_p50_us"]), fl(r["preempt_p99_us"]), fl(r["preempt_max_us"]),
+        fl(r["raise_p50_us"]), fl(r["raise_p99_us"]), fl(r.get("poll_gap_p99_us")), rt, rt99, r["be_per_s"],
+        fl(r.get("rt_queued_p99_us")), fl(r.get("rt_queued_alone_p99_us")), fl(r.get("be_input_mean_us")), fl(r.get("be_output_mean_us"))))
+PY
+  done
+}

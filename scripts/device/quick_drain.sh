@@ -19,20 +19,7 @@ step disb_c 200 $R bench disb --workload workloads/C.json --device cuda --durati
 
 report_checks
 grep -E "FAIL|passed" $OUT/selftest_quick.log | tail -2
-for f in table again; do
-  echo "== $f (BE model, mode: preempt p50/p99/max, raise p50/p99, gap p99, RT vs alone, RT p99 vs alone, BE/s, RT queued p99 / alone us, BE in / out us)"
-  python3 - "$OUT/$f.json" <<'EOF'
-import json, sys
-fl = lambda x: float("nan") if x is None else x
-for r in json.load(open(sys.argv[1])):
-    rt = (r["rt_mean_ms"] / r["rt_alone_mean_ms"] - 1) * 100
-    rt99 = (r["rt_p99_ms"] / r["rt_alone_p99_ms"] - 1) * 100
-    print("%-12s %-18s %6.1f %6.1f %6.1f | %4.1f %4.1f | %5.1f | %+5.1f%% %+5.1f%% | %6.1f | %5.0f / %5.0f | %4.0f / %4.0f" % (
-        r["be_model"][:12], r["mode"], fl(r["preempt_p50_us"]), fl(r["preempt_p99_us"]), fl(r["preempt_max_us"]),
-        fl(r["raise_p50_us"]), fl(r["raise_p99_us"]), fl(r["poll_gap_p99_us"]), rt, rt99, r["be_per_s"],
-        fl(r["rt_queued_p99_us"]), fl(r["rt_queued_alone_p99_us"]), fl(r["be_input_mean_us"]), fl(r["be_output_mean_us"])))
-EOF
-done
+report_preempt table again
 grep "^|" $OUT/disb_c/disb-C.md
 cat $OUT/summary.txt
 pack

@@ -334,34 +334,28 @@ impl std::str::FromStr for ModeSpec {
                 order = Some(if spec.early_rt { "early" } else { "drain" });
                 continue;
             }
-            if lower == "quick" || lower == "plain" {
-                if !matches!(spec.mode, Mode::Reset | Mode::Reef) {
-                    return Err(format!(
-                        "mode '{s}': '{opt}' needs the reset or reef mode (the modes that raise preemption flags)"
-                    ));
-                }
-                let quick = lower == "quick";
-                if spec.quick_drain.is_some_and(|q| q != quick) {
-                    return Err(format!(
-                        "mode '{s}': 'quick' and 'plain' contradict each other"
-                    ));
-                }
-                spec.quick_drain = Some(quick);
+            let reset_or_reef = matches!(spec.mode, Mode::Reset | Mode::Reef);
+            if set_switch(
+                &mut spec.quick_drain,
+                (&lower, ("quick", "plain")),
+                (
+                    reset_or_reef,
+                    "the reset or reef mode (the modes that raise preemption flags)",
+                ),
+                (s, opt),
+            )? {
                 continue;
             }
-            if lower == "io" || lower == "inline" {
-                if !matches!(spec.mode, Mode::Wait | Mode::Reset | Mode::Reef) {
-                    return Err(format!(
-                        "mode '{s}': '{opt}' needs the wait, reset or reef mode (the others copy on the scheduling thread)"
-                    ));
-                }
-                let io = lower == "io";
-                if spec.be_io_thread.is_some_and(|q| q != io) {
-                    return Err(format!(
-                        "mode '{s}': 'io' and 'inline' contradict each other"
-                    ));
-                }
-                spec.be_io_thread = Some(io);
+            let fed = reset_or_reef || spec.mode == Mode::Wait;
+            if set_switch(
+                &mut spec.be_io_thread,
+                (&lower, ("io", "inline")),
+                (
+                    fed,
+                    "the wait, reset or reef mode (the others copy on the scheduling thread)",
+                ),
+                (s, opt),
+            )? {
                 continue;
             }
             if let Ok(pause) = lower.parse::<PollPause>() {
@@ -423,6 +417,32 @@ impl std::str::FromStr for ModeSpec {
         }
         Ok(spec)
     }
+}
+
+/// A mode spec's yes/no option: when `lower` is `on` or `off`, sets `field`
+/// (true for `on`) and returns true, or names what is wrong: the option
+/// outside the modes it `needs` (`allowed` false), or both words in one
+/// spec `s`. False for any other word.
+fn set_switch(
+    field: &mut Option<bool>,
+    (lower, (on, off)): (&str, (&str, &str)),
+    (allowed, needs): (bool, &str),
+    (s, opt): (&str, &str),
+) -> Result<bool, String> {
+    if lower != on && lower != off {
+        return Ok(false);
+    }
+    if !allowed {
+        return Err(format!("mode '{s}': '{opt}' needs {needs}"));
+    }
+    let value = lower == on;
+    if field.is_some_and(|v| v != value) {
+        return Err(format!(
+            "mode '{s}': '{on}' and '{off}' contradict each other"
+        ));
+    }
+    *field = Some(value);
+    Ok(true)
 }
 
 impl std::fmt::Display for ModeSpec {

@@ -379,6 +379,7 @@ impl Service for TestService {
                 max: 11.0,
             },
             drain_device_us: LatencySummary::default(),
+            drain_poll_gap_us: LatencySummary::default(),
             padding_latency_us: LatencySummary::default(),
             busy_fraction: 0.25,
             padded_kernels: 19,
