@@ -103,6 +103,19 @@ pub struct ServeArgs {
         default_missing_value = "true"
     )]
     pub quick_drain: Option<bool>,
+    /// Write BE requests' inputs and read their outputs on a thread of
+    /// their own (one per device, polling like the scheduling thread and so
+    /// another busy core on a GPU), so that the scheduling thread notices
+    /// RT requests meanwhile [default: true on a GPU, false on the CPU
+    /// backend].
+    #[arg(
+        long,
+        env = "REEF_BE_IO_THREAD",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub be_io_thread: Option<bool>,
     /// Number of BE queues (1 to 32) [default: 8].
     #[arg(long, env = "REEF_BE_QUEUES")]
     pub be_queues: Option<usize>,
@@ -203,8 +216,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         idle_spin: a.idle_spin_ms.map(std::time::Duration::from_millis),
         poll_pause: a.poll_pause,
         quick_drain: a.quick_drain,
-        // The device decides (a thread of its own on a GPU).
-        be_io_thread: None,
+        be_io_thread: a.be_io_thread,
         pinned_input_bytes: a.pinned_input_mib << 20,
         // A benchmark's diagnostic (`reef bench preempt --time-drains`).
         time_drains: false,

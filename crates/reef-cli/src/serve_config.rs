@@ -130,6 +130,8 @@ pub struct ServeSettings {
     /// BE lanes made for quick drains (`None`: where RT work waits for the
     /// drain).
     pub quick_drain: Option<bool>,
+    /// BE I/O on a thread of its own (`None`: the device decides).
+    pub be_io_thread: Option<bool>,
     /// RT queue capacity.
     pub rt_capacity: usize,
     /// BE capacity per queue.
@@ -190,6 +192,7 @@ impl ServeSettings {
                 .unwrap_or(0),
             early_rt: cli.early_rt.or(file.early_rt).unwrap_or(true),
             quick_drain: cli.quick_drain.or(file.quick_drain),
+            be_io_thread: cli.be_io_thread.or(file.be_io_thread),
             rt_capacity: cli
                 .rt_capacity
                 .or(file.rt_capacity)
@@ -505,6 +508,20 @@ busy_poll = 1
         assert_eq!(s.quick_drain, Some(true), "the flag over the file");
         let s = ServeSettings::merge(cli(&[]), file_of("quick_drain = false\n")).unwrap();
         assert_eq!(s.quick_drain, Some(false));
+    }
+
+    #[test]
+    fn be_io_thread_from_flag_or_file() {
+        let s = ServeSettings::merge(cli(&[]), ServeArgs::default()).unwrap();
+        assert_eq!(s.be_io_thread, None, "the device decides");
+        let s = ServeSettings::merge(
+            cli(&["--be-io-thread=false"]),
+            file_of("be_io_thread = true\n"),
+        )
+        .unwrap();
+        assert_eq!(s.be_io_thread, Some(false), "the flag over the file");
+        let s = ServeSettings::merge(cli(&[]), file_of("be_io_thread = true\n")).unwrap();
+        assert_eq!(s.be_io_thread, Some(true));
     }
 
     #[test]
