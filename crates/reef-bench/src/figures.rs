@@ -181,6 +181,7 @@ pub fn summarize(
         rt_client: rt_figures_of(&records, |r| r.client_ms),
         rt_request: rt_figures_of(&records, |r| r.request_ms),
         rt_response: rt_figures_of(&records, |r| r.response_ms),
+        rt_readback: rt_figures_of(&records, |r| r.readback_ms),
         rt_throughput_rps: rps_of(&|r| r.priority == Priority::Rt),
         be_throughput_rps: rps_of(&|r| r.priority == Priority::Be),
         total_throughput_rps: rps_of(&|_| true),

@@ -11,6 +11,8 @@
 //! and one output region each), every pair registered once, one pair per
 //! request in flight; the client writes the inputs into its pair before the
 //! call and reads the outputs back after it, inside the latency clock.
+//! [`RemoteService::with_cuda_inputs_system_outputs`] mixes the two: inputs
+//! in CUDA shared memory, outputs in system shared memory.
 
 use crate::wire::{Call, CallInput, Data, Reply, ShmPlace, Wire};
 use reef_model::Tensor;
@@ -56,10 +58,11 @@ pub trait CudaMemory: ClientMemory {
 /// side; `reef bench disb` uses reef-cuda's `IpcBuffer`).
 pub type CudaAllocator = Arc<dyn Fn(u64) -> Result<Box<dyn CudaMemory>, String> + Send + Sync>;
 
-/// Which shared memory a pool's regions are.
-enum Transport {
-    System,
-    Cuda(CudaAllocator),
+/// Which shared memory a pool's input and output regions are: CUDA
+/// memory made by the allocator, or system shared memory (`None`).
+struct Transport {
+    inputs: Option<CudaAllocator>,
+    outputs: Option<CudaAllocator>,
 }
 
 /// Client memory of either kind, as registered.
@@ -202,8 +205,10 @@ impl ShmPool {
         let n = self.serial.fetch_add(1, Ordering::Relaxed);
         let input_name = format!("{}-{n}-in", self.prefix);
         let output_name = format!("{}-{n}-out", self.prefix);
-        let input = self.make(wire, &input_name, input_bytes.max(1)).await?;
-        let output = self.make(wire, &output_name, output_bytes.max(1)).await?;
+        let t = &self.transport;
+        let input = make_region(wire, t.inputs.as_ref(), &input_name, input_bytes.max(1)).await?;
+        let output =
+            make_region(wire, t.outputs.as_ref(), &output_name, output_bytes.max(1)).await?;
         Ok(ShmPair {
             input_name,
             output_name,
@@ -212,30 +217,15 @@ impl ShmPool {
         })
     }
 
-    /// Makes client memory of `bytes` bytes and registers it as `name`.
-    async fn make(&self, wire: &Wire, name: &str, bytes: u64) -> Result<Memory, SchedError> {
-        match &self.transport {
-            Transport::System => {
-                let r = ClientRegion::create(&format!("/{name}"), bytes)
-                    .map_err(|e| shm_error(name, e))?;
-                wire.register_system(name, r.key(), r.byte_size()).await?;
-                Ok(Memory::System(r))
-            }
-            Transport::Cuda(alloc) => {
-                let m = alloc(bytes).map_err(|e| shm_error(name, e))?;
-                wire.register_cuda(name, m.raw_handle(), m.device_id(), m.byte_size())
-                    .await?;
-                Ok(Memory::Cuda(m))
-            }
-        }
-    }
-
     /// Unregisters both regions of `pair` (before its memory is freed: the
     /// server must unmap a device allocation first).
     async fn unregister(&self, wire: &Wire, pair: &ShmPair) -> Result<(), SchedError> {
-        let cuda = matches!(self.transport, Transport::Cuda(_));
-        for name in [&pair.input_name, &pair.output_name] {
-            wire.unregister(name, cuda).await?;
+        for (name, memory) in [
+            (&pair.input_name, &pair.input),
+            (&pair.output_name, &pair.output),
+        ] {
+            wire.unregister(name, matches!(memory, Memory::Cuda(_)))
+                .await?;
         }
         Ok(())
     }
@@ -245,6 +235,30 @@ impl ShmPool {
             f.push(pair);
         }
         self.returned.notify_one();
+    }
+}
+
+/// Makes client memory of `bytes` bytes, device memory from `cuda` or
+/// else a system shared memory object, and registers it as `name`.
+async fn make_region(
+    wire: &Wire,
+    cuda: Option<&CudaAllocator>,
+    name: &str,
+    bytes: u64,
+) -> Result<Memory, SchedError> {
+    match cuda {
+        None => {
+            let r =
+                ClientRegion::create(&format!("/{name}"), bytes).map_err(|e| shm_error(name, e))?;
+            wire.register_system(name, r.key(), r.byte_size()).await?;
+            Ok(Memory::System(r))
+        }
+        Some(alloc) => {
+            let m = alloc(bytes).map_err(|e| shm_error(name, e))?;
+            wire.register_cuda(name, m.raw_handle(), m.device_id(), m.byte_size())
+                .await?;
+            Ok(Memory::Cuda(m))
+        }
     }
 }
 
@@ -275,8 +289,9 @@ fn output_sizes(info: &ModelInfo, inputs: &[Tensor]) -> Result<Vec<u64>, SchedEr
         .collect()
 }
 
-/// A response's outputs, the server's timing, and when the call began.
-type Answer = (Vec<Tensor>, Option<Timing>, Instant);
+/// A response's outputs, the server's timing, when the call began and when
+/// the reply arrived.
+type Answer = (Vec<Tensor>, Option<Timing>, Instant, Instant);
 
 /// Runs the copies `f` into or out of `pair` on this task, or with
 /// `offload` on the runtime's blocking pool, and hands the pair back with
@@ -371,13 +386,14 @@ async fn infer_via_shm(
             return Err(e);
         }
     };
+    let replied = Instant::now();
     let timing = reply.timing.clone();
     let (pair, tensors) = copy_with(offload, pair, move |pair| {
         shm_outputs(&reply, pair.output.get(), &offsets)
     })
     .await?;
     pool.give_back(pair);
-    Ok((tensors?, timing, sent))
+    Ok((tensors?, timing, sent, replied))
 }
 
 /// A tensor's size, bytes.
@@ -426,14 +442,16 @@ fn service_stats(timing: Option<Timing>) -> TaskStats {
 }
 
 /// The handler's start and end on this host's clock, from the server's
-/// wall-clock start (where it sent one), for a call begun at `sent`.
-fn remote_timing(timing: Option<&Timing>, sent: Instant) -> Option<RemoteTiming> {
+/// wall-clock start (where it sent one), for a call begun at `sent` and
+/// answered at `replied`.
+fn remote_timing(timing: Option<&Timing>, sent: Instant, replied: Instant) -> Option<RemoteTiming> {
     let t = timing?;
     let handler_start = timing::instant_at(t.start_unix_ns?, sent, timing::unix_ns_at(sent));
     Some(RemoteTiming {
         sent,
         handler_start,
         handler_end: handler_start + t.server,
+        replied,
     })
 }
 
@@ -475,7 +493,10 @@ impl RemoteService {
     /// Sends inputs and receives outputs through system shared memory (the
     /// server must allow client shared memory); see the module docs.
     pub fn with_shared_memory(self) -> Self {
-        self.with_transport(Transport::System)
+        self.with_transport(Transport {
+            inputs: None,
+            outputs: None,
+        })
     }
 
     /// Sends inputs and receives outputs through CUDA shared memory made by
@@ -483,7 +504,23 @@ impl RemoteService {
     /// another process); see the module docs. [`Service::shutdown`]
     /// unregisters the regions before their memory is freed.
     pub fn with_cuda_shared_memory(self, alloc: CudaAllocator) -> Self {
-        self.with_transport(Transport::Cuda(alloc))
+        self.with_transport(Transport {
+            inputs: Some(alloc.clone()),
+            outputs: Some(alloc),
+        })
+    }
+
+    /// Sends inputs through CUDA shared memory made by `alloc` (as
+    /// [`RemoteService::with_cuda_shared_memory`]) and receives outputs
+    /// through system shared memory: the server writes each output into
+    /// host memory the client reads directly, as the in-process scheduler
+    /// hands its outputs over in host memory, instead of copying it into
+    /// the client's device memory for the client to copy back.
+    pub fn with_cuda_inputs_system_outputs(self, alloc: CudaAllocator) -> Self {
+        self.with_transport(Transport {
+            inputs: Some(alloc),
+            outputs: None,
+        })
     }
 
     fn with_transport(mut self, transport: Transport) -> Self {
@@ -628,7 +665,7 @@ impl Service for RemoteService {
         let info = info.clone();
         self.handle.spawn(async move {
             let r = async {
-                let (outputs, timing, sent) = match &shm {
+                let (outputs, timing, sent, replied) = match &shm {
                     Some(pool) => {
                         infer_via_shm(pool, &wire, &info, call, tensors, priority).await?
                     }
@@ -636,18 +673,19 @@ impl Service for RemoteService {
                         drop(tensors);
                         let sent = Instant::now();
                         let reply = wire.infer(call).await?;
+                        let replied = Instant::now();
                         let tensors = reply
                             .outputs
                             .iter()
                             .map(|o| o.tensor())
                             .collect::<Result<Vec<_>, _>>()?;
-                        (tensors, reply.timing, sent)
+                        (tensors, reply.timing, sent, replied)
                     }
                 };
                 Ok(InferResponse {
                     outputs,
                     priority,
-                    remote: remote_timing(timing.as_ref(), sent),
+                    remote: remote_timing(timing.as_ref(), sent, replied),
                     stats: service_stats(timing),
                 })
             }

@@ -125,10 +125,11 @@ pub fn markdown(result: &WorkloadResult) -> String {
         |m, f| {
             let mean = |x: Option<&LatencyFigures>| x.map_or(f64::NAN, |x| x.mean_ms);
             format!(
-            "RT outside the server, means: client {:.3} ms (arrival to the call), request {:.3} ms (the call to the handler's start), response {:.3} ms (the handler's answer to the runner); request p99 {:.3} ms",
+            "RT outside the server, means: client {:.3} ms (arrival to the call), request {:.3} ms (the call to the handler's start), response {:.3} ms (the handler's answer to the runner, of which {:.3} ms reading the outputs after the reply); request p99 {:.3} ms",
             mean(m.rt_client.as_ref()),
             f.mean_ms,
             mean(m.rt_response.as_ref()),
+            mean(m.rt_readback.as_ref()),
             f.p99_ms
         )
         },

@@ -168,6 +168,7 @@ impl RunCtx {
             client_ms: remote.map(|r| ms(scheduled, r.sent)),
             request_ms: remote.map(|r| ms(r.sent, r.handler_start)),
             response_ms: remote.map(|r| ms(r.handler_end, now)),
+            readback_ms: remote.map(|r| ms(r.replied, now)),
             device: stats.as_ref().filter(|_| self.multi).map(|s| s.device),
         };
         // The collector only goes away after a drain timeout; nothing to do then.

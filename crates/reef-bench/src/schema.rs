@@ -19,7 +19,8 @@
 //!   rt_input?: LatencyFigures (RT input writes, the end of rt_queued, from the records' input_ms),
 //!   rt_first_kernel?: LatencyFigures (RT first kernels on the device, from first_kernel_ms),
 //!   rt_client?, rt_request?, rt_response?: LatencyFigures (RT time outside a remote server, from
-//!     the records' client_ms, request_ms and response_ms),
+//!     the records' client_ms, request_ms and response_ms), rt_readback?: LatencyFigures (the
+//!     part of rt_response after the reply arrived, from readback_ms),
 //!   rt_throughput_rps, be_throughput_rps, total_throughput_rps: f64,
 //!   preemptions: u64, kernels_rerun: u64   (summed over the requests' own stats),
 //!   sched: SchedFigures|null, dispatch_lag_us: LagFigures,
@@ -51,7 +52,8 @@
 //!     through gRPC),
 //!   client_ms?, request_ms?, response_ms?: f64 (through a server on the same host: the
 //!     scheduled arrival to the call, the call to the handler's start, the handler's answer to
-//!     the runner; with service_ms they add up to latency_ms),
+//!     the runner; with service_ms they add up to latency_ms), readback_ms?: f64 (the end of
+//!     response_ms: the reply's arrival to the runner, the client reading the outputs),
 //!   device?: usize (the device that answered; only on several devices) }
 //! Comparison { mode, baseline: str, rt_mean_ms, rt_p99_ms: f64,
 //!   baseline_rt_mean_ms, baseline_rt_p99_ms: f64|null,
@@ -180,6 +182,10 @@ pub struct ModeResult {
     /// ([`RequestRecord::response_ms`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rt_response: Option<LatencyFigures>,
+    /// The end of `rt_response` after the reply reached the client: its
+    /// output reads ([`RequestRecord::readback_ms`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rt_readback: Option<LatencyFigures>,
     /// RT answers per second in the window.
     pub rt_throughput_rps: f64,
     /// BE answers per second in the window.
@@ -418,6 +424,10 @@ pub struct RequestRecord {
     /// the client's decoding and hand-off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_ms: Option<f64>,
+    /// The end of `response_ms`: the reply's arrival at the client to the
+    /// runner (reading the outputs out of shared memory or the message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readback_ms: Option<f64>,
     /// The device that answered (multi-device runs; `None` otherwise and
     /// for failed requests).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -45,6 +45,7 @@ pub(crate) fn record(p: Priority, arrival: f64, lat: f64) -> RequestRecord {
         client_ms: None,
         request_ms: None,
         response_ms: None,
+        readback_ms: None,
         device: None,
     }
 }

@@ -53,6 +53,8 @@ pub struct Options {
     pub server: Option<String>,
     /// With `server`: tensors travel by CUDA shared memory on GPU 0.
     pub cuda_shm: bool,
+    /// With `cuda_shm`: outputs travel by system shared memory instead.
+    pub host_outputs: bool,
 }
 
 /// Client memory for CUDA shared memory: an exported allocation on a GPU.
@@ -93,13 +95,14 @@ impl reef_bench::remote::CudaMemory for IpcMemory {
 /// Connects to the server at `url` (another process, speaking `protocol`)
 /// for one mode, passing
 /// tensors through system shared memory when `shm`, CUDA shared memory when
-/// `cuda_shm`.
+/// `cuda_shm` (outputs through system shared memory when `host_outputs`).
 async fn remote(
     url: &str,
     protocol: Protocol,
     models: &[String],
     shm: bool,
     cuda_shm: bool,
+    host_outputs: bool,
 ) -> Result<Arc<dyn Service>> {
     let client = RemoteService::connect(url, protocol, models, None).await?;
     let client = if shm {
@@ -113,7 +116,11 @@ async fn remote(
                 .map(|b| Box::new(IpcMemory(b)) as Box<dyn reef_bench::remote::CudaMemory>)
                 .map_err(|e| e.to_string())
         });
-        client.with_cuda_shared_memory(alloc)
+        if host_outputs {
+            client.with_cuda_inputs_system_outputs(alloc)
+        } else {
+            client.with_cuda_shared_memory(alloc)
+        }
     } else {
         client
     };
@@ -260,6 +267,8 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
     let shm = opts.shm;
     let server = opts.server.clone();
     let cuda_shm = opts.cuda_shm;
+    let host_outputs = opts.host_outputs;
+    anyhow::ensure!(!host_outputs || cuda_shm, "--host-outputs needs --cuda-shm");
     let result = rt.block_on(async {
         run_workload(
             &w,
@@ -267,8 +276,14 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
             |spec: ModeSpec| -> Result<Arc<dyn Service>, anyhow::Error> {
                 tokio::task::block_in_place(|| {
                     if let Some(url) = &server {
-                        return tokio::runtime::Handle::current()
-                            .block_on(remote(url, protocol, &models, shm, cuda_shm));
+                        return tokio::runtime::Handle::current().block_on(remote(
+                            url,
+                            protocol,
+                            &models,
+                            shm,
+                            cuda_shm,
+                            host_outputs,
+                        ));
                     }
                     let s = service_on(&devs, spec, &models, &base)?;
                     if via_server {
@@ -303,6 +318,9 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
     }
     if opts.cuda_shm {
         stem.push_str("-cudashm");
+    }
+    if opts.host_outputs {
+        stem.push_str("-hostout");
     }
     let path = |ext: &str| -> PathBuf { Path::new(&opts.out).join(format!("disb-{stem}.{ext}")) };
     report::write_json(&result, &path("json"), false)?;

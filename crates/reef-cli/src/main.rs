@@ -244,6 +244,12 @@ enum BenchCmd {
         /// upload and download count in the latency.
         #[arg(long, requires = "server")]
         cuda_shm: bool,
+        /// With --cuda-shm: outputs come back through system shared memory
+        /// instead (the server writes them into host memory the client
+        /// reads directly, as the in-process scheduler answers in host
+        /// memory); inputs still travel by CUDA shared memory.
+        #[arg(long, requires = "cuda_shm")]
+        host_outputs: bool,
         /// Run the client and server side on this many runtime workers that
         /// busy-poll instead of sleeping (as `reef serve --busy-poll`; each
         /// costs a host core; 0: one sleeping worker per core).
@@ -468,6 +474,7 @@ fn run(cli: Cli) -> Result<i32> {
                     devices,
                     server,
                     cuda_shm,
+                    host_outputs,
                 },
         } => {
             let devs = match server {
@@ -491,6 +498,7 @@ fn run(cli: Cli) -> Result<i32> {
                 busy_poll,
                 server,
                 cuda_shm,
+                host_outputs,
             };
             println!("{}", bench_disb::run(devs, &opts)?);
             Ok(0)

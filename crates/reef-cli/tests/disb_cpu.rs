@@ -384,6 +384,14 @@ fn check_through_server(tag: &str, extra: &[&str]) {
             m["mode"]
         );
         assert!(legs[1] > 0.0, "{}: the request took no time", m["mode"]);
+        // The output reads after the reply are the end of the response leg.
+        let readback = mean("rt_readback");
+        assert!(
+            readback > 0.0 && readback <= legs[3],
+            "{}: readback {readback} ms against a response leg of {} ms",
+            m["mode"],
+            legs[3]
+        );
     }
     assert!(stdout.contains("RT outside the server, means"), "{stdout}");
     let _ = std::fs::remove_dir_all(&out);

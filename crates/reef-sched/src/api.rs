@@ -240,6 +240,9 @@ pub struct RemoteTiming {
     pub handler_start: Instant,
     /// The server's handler had the answer ready for encoding.
     pub handler_end: Instant,
+    /// The reply reached the client, before the client read its outputs
+    /// (out of shared memory, or out of the message).
+    pub replied: Instant,
 }
 
 /// Why a request failed.
