@@ -5,7 +5,8 @@
 # the outputs either through CUDA shared memory too (`--cuda-shm`) or
 # through system shared memory (`--cuda-shm --host-outputs`), interleaved;
 # gRPC with host outputs once; in process before and after. DISB D in
-# `reset` and `reef` with BE I/O on its thread and inline, twice. Then the
+# `reset` and `reef` with BE I/O on its thread and inline, twice. Issue
+# 3's drain-first row again (`reset:drain`, 200 requests). Then the
 # selftest with the default kernels and with the FP32, 3xTF32 and wgmma
 # sets. Carry target/release/reef and devrun/pack.tgz.
 source scripts/device/common.sh
@@ -28,6 +29,7 @@ for i in 1 2; do
   step disb_D$i 300 $R bench disb --workload workloads/D.json --device cuda --duration 3 --warmup 1 --quiet \
     --modes reset,reset:inline,reef,reef:inline --out $OUT/disb_D$i
 done
+step drain 200 $R bench preempt --device cuda --max-gap-ms 6 --requests 200 --modes reset:drain --json $OUT/drain.json
 step selftest 200 $R selftest --preemptions 2 --seed 2901
 step selftest_f32 200 env REEF_PRECISION=f32 $R selftest --preemptions 1 --seed 2902
 step selftest_tf32x3 200 env REEF_PRECISION=tf32x3 $R selftest --preemptions 1 --seed 2903
@@ -36,6 +38,7 @@ for d in $RUNS inproc_A2 inproc_C1; do
   echo "== $d"; grep -E "^\| (rt-alone|reset) |outside the server, means" $OUT/$d/*.md | cut -c1-330
 done
 for i in 1 2; do echo "== disb_D$i"; grep -E "^\| " $OUT/disb_D$i/*.md | head -8 | cut -c1-200; done
+report_preempt drain
 for f in selftest selftest_f32 selftest_tf32x3 selftest_wgmma; do
   echo "== $f"; grep -E "^scheduler|FAIL|passed" $OUT/$f.log | tail -4
 done
