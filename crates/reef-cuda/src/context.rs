@@ -63,6 +63,9 @@ pub struct CudaTaskContext {
     /// since the last `begin` covering it.
     direct: Vec<bool>,
     stream: Arc<CudaStream>,
+    /// The page-locked buffer of staged input uploads, made at the first
+    /// ([`crate::CudaOptions::staged_inputs`]).
+    staging: Option<crate::staging::Staging>,
 }
 
 impl CudaTaskContext {
@@ -154,7 +157,28 @@ impl CudaTaskContext {
             direct: vec![false; launches.len()],
             launches,
             stream,
+            staging: None,
         })
+    }
+
+    /// Writes an input through the context's staging buffer
+    /// ([`crate::staging`]), made (or remade larger) for the largest input
+    /// of the plan at the first call.
+    fn staged_write(&mut self, dst: u64, bytes: &[u8]) -> Result<(), ExecError> {
+        if self.staging.as_ref().is_none_or(|s| s.len() < bytes.len()) {
+            let largest = self
+                .plan
+                .inputs
+                .iter()
+                .filter_map(|b| self.plan.buffers.get(b.buffer).map(|buf| buf.bytes()))
+                .max()
+                .unwrap_or(0)
+                .max(bytes.len());
+            self.staging = None;
+            self.staging = Some(crate::staging::Staging::new(&self.shared.ctx, largest)?);
+        }
+        let staging = self.staging.as_mut().expect("made above");
+        staging.upload(dst, bytes, self.stream.cu_stream())
     }
 
     /// The launch of kernel `index`, or an error naming the index.
@@ -287,6 +311,9 @@ impl Context for CudaTaskContext {
             )));
         }
         self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        if self.shared.staged_inputs && size >= crate::staging::STAGE_MIN_BYTES {
+            return self.staged_write(ptr, bytes);
+        }
         if size > 0 {
             // SAFETY: the destination lies inside the arena (validated at
             // load); `bytes` stays borrowed until the synchronize below.
