@@ -143,7 +143,7 @@ impl CudaTaskContext {
         }
         stream.synchronize().call("cuStreamSynchronize")?;
         let model: Arc<dyn ModelHandle> = model;
-        Ok(CudaTaskContext {
+        let mut task = CudaTaskContext {
             model,
             shared,
             plan,
@@ -158,22 +158,31 @@ impl CudaTaskContext {
             launches,
             stream,
             staging: None,
-        })
+        };
+        // Made now, not at the first request: pinning takes milliseconds.
+        let largest = task.largest_input();
+        if task.shared.staged_inputs && largest >= crate::staging::STAGE_MIN_BYTES {
+            task.staging = Some(crate::staging::Staging::new(&task.shared.ctx, largest)?);
+        }
+        Ok(task)
+    }
+
+    /// The byte size of the plan's largest input.
+    fn largest_input(&self) -> usize {
+        self.plan
+            .inputs
+            .iter()
+            .filter_map(|b| self.plan.buffers.get(b.buffer).map(|buf| buf.bytes()))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Writes an input through the context's staging buffer
-    /// ([`crate::staging`]), made (or remade larger) for the largest input
-    /// of the plan at the first call.
+    /// ([`crate::staging`]), made with the context for its largest input
+    /// (remade here should an input not fit).
     fn staged_write(&mut self, dst: u64, bytes: &[u8]) -> Result<(), ExecError> {
         if self.staging.as_ref().is_none_or(|s| s.len() < bytes.len()) {
-            let largest = self
-                .plan
-                .inputs
-                .iter()
-                .filter_map(|b| self.plan.buffers.get(b.buffer).map(|buf| buf.bytes()))
-                .max()
-                .unwrap_or(0)
-                .max(bytes.len());
+            let largest = self.largest_input().max(bytes.len());
             self.staging = None;
             self.staging = Some(crate::staging::Staging::new(&self.shared.ctx, largest)?);
         }
