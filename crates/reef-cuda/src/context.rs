@@ -63,9 +63,6 @@ pub struct CudaTaskContext {
     /// since the last `begin` covering it.
     direct: Vec<bool>,
     stream: Arc<CudaStream>,
-    /// The page-locked buffer of staged input uploads, made at the first
-    /// ([`crate::CudaOptions::staged_inputs`]).
-    staging: Option<crate::staging::Staging>,
 }
 
 impl CudaTaskContext {
@@ -143,7 +140,7 @@ impl CudaTaskContext {
         }
         stream.synchronize().call("cuStreamSynchronize")?;
         let model: Arc<dyn ModelHandle> = model;
-        let mut task = CudaTaskContext {
+        Ok(CudaTaskContext {
             model,
             shared,
             plan,
@@ -157,37 +154,7 @@ impl CudaTaskContext {
             direct: vec![false; launches.len()],
             launches,
             stream,
-            staging: None,
-        };
-        // Made now, not at the first request: pinning takes milliseconds.
-        let largest = task.largest_input();
-        if task.shared.staged_inputs && largest >= crate::staging::STAGE_MIN_BYTES {
-            task.staging = Some(crate::staging::Staging::new(&task.shared.ctx, largest)?);
-        }
-        Ok(task)
-    }
-
-    /// The byte size of the plan's largest input.
-    fn largest_input(&self) -> usize {
-        self.plan
-            .inputs
-            .iter()
-            .filter_map(|b| self.plan.buffers.get(b.buffer).map(|buf| buf.bytes()))
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// Writes an input through the context's staging buffer
-    /// ([`crate::staging`]), made with the context for its largest input
-    /// (remade here should an input not fit).
-    fn staged_write(&mut self, dst: u64, bytes: &[u8]) -> Result<(), ExecError> {
-        if self.staging.as_ref().is_none_or(|s| s.len() < bytes.len()) {
-            let largest = self.largest_input().max(bytes.len());
-            self.staging = None;
-            self.staging = Some(crate::staging::Staging::new(&self.shared.ctx, largest)?);
-        }
-        let staging = self.staging.as_mut().expect("made above");
-        staging.upload(dst, bytes, self.stream.cu_stream())
+        })
     }
 
     /// The launch of kernel `index`, or an error naming the index.
@@ -320,9 +287,6 @@ impl Context for CudaTaskContext {
             )));
         }
         self.shared.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        if self.shared.staged_inputs && size >= crate::staging::STAGE_MIN_BYTES {
-            return self.staged_write(ptr, bytes);
-        }
         if size > 0 {
             // SAFETY: the destination lies inside the arena (validated at
             // load); `bytes` stays borrowed until the synchronize below.

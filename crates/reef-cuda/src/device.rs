@@ -79,12 +79,6 @@ pub struct CudaOptions {
     /// (experimental, off by default until measured on a GPU;
     /// `REEF_TALL_TILES=1` turns them on).
     pub tall_tiles: bool,
-    /// Staged input uploads (`REEF_STAGED_INPUTS`, default off until
-    /// measured): a context copies an input of 64 KiB or more into a
-    /// page-locked buffer of its own, chunk by chunk, each chunk's DMA
-    /// starting while the next is copied, instead of handing the pageable
-    /// memory to the driver (see the `staging` module).
-    pub staged_inputs: bool,
     /// How each convolution's and matmul's tile and K split are chosen
     /// (`REEF_TACTICS`): timed on the GPU at model load and cached (`tune`,
     /// the default), the load-time rules (`rules`), or drawn at random
@@ -108,7 +102,6 @@ impl Default for CudaOptions {
             split_waves: true,
             gather_table: true,
             tall_tiles: false,
-            staged_inputs: false,
             tactics: TacticMode::Tune,
         }
     }
@@ -120,14 +113,14 @@ impl CudaOptions {
     /// switches `REEF_WGMMA`, `REEF_RT_LEAN`, `REEF_BE_DIRECT`,
     /// `REEF_BE_DIRECT_ALL`, `REEF_BE_TOLD`, `REEF_TF32_WEIGHTS`,
     /// `REEF_K_MAJOR_WEIGHTS`, `REEF_SPLIT_WAVES`, `REEF_GATHER_TABLE`,
-    /// `REEF_TALL_TILES`, `REEF_STAGED_INPUTS`, and the settings `REEF_RAISE`, `REEF_FLAG_CHUNK`
+    /// `REEF_TALL_TILES`, and the settings `REEF_RAISE`, `REEF_FLAG_CHUNK`
     /// and `REEF_TACTICS`. A value that does not parse is an error naming
     /// the variable.
     pub fn from_env() -> Result<Self, PrecisionError> {
         use crate::precision::{
             flag_chunk_from_var, switch_from_var, BE_DIRECT_ALL_VAR, BE_DIRECT_VAR, BE_TOLD_VAR,
             FLAG_CHUNK_VAR, GATHER_TABLE_VAR, K_MAJOR_WEIGHTS_VAR, RAISE_VAR, RT_LEAN_VAR,
-            SPLIT_WAVES_VAR, STAGED_INPUTS_VAR, TALL_TILES_VAR, TF32_WEIGHTS_VAR, WGMMA_VAR,
+            SPLIT_WAVES_VAR, TALL_TILES_VAR, TF32_WEIGHTS_VAR, WGMMA_VAR,
         };
         use crate::tactics::TACTICS_VAR;
         let var = |name: &str| std::env::var(name).ok();
@@ -169,11 +162,6 @@ impl CudaOptions {
                 TALL_TILES_VAR,
                 var(TALL_TILES_VAR).as_deref(),
                 d.tall_tiles,
-            )?,
-            staged_inputs: switch_from_var(
-                STAGED_INPUTS_VAR,
-                var(STAGED_INPUTS_VAR).as_deref(),
-                d.staged_inputs,
             )?,
             tactics: TacticMode::from_var(var(TACTICS_VAR).as_deref())?,
         })
@@ -261,8 +249,6 @@ pub(crate) struct DeviceShared {
     pub wgmma: bool,
     /// [`CudaOptions::rt_lean`].
     pub rt_lean: bool,
-    /// [`CudaOptions::staged_inputs`].
-    pub staged_inputs: bool,
     /// [`CudaOptions::be_direct`].
     pub be_direct: bool,
     /// [`CudaOptions::be_direct_all`].
@@ -512,7 +498,6 @@ impl CudaDevice {
                 split_waves: options.split_waves,
                 gather_table: options.gather_table,
                 tall_tiles: options.tall_tiles,
-                staged_inputs: options.staged_inputs,
                 tactics: options.tactics,
                 tactic_cache,
                 tactic_scope,

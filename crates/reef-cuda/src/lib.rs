@@ -59,7 +59,6 @@ mod pinned;
 pub mod precision;
 mod probe;
 mod relay;
-mod staging;
 pub mod tactic_cache;
 pub mod tactics;
 mod timer;

@@ -157,10 +157,6 @@ pub const K_MAJOR_WEIGHTS_VAR: &str = "REEF_K_MAJOR_WEIGHTS";
 /// older rule, kept for comparison).
 pub const SPLIT_WAVES_VAR: &str = "REEF_SPLIT_WAVES";
 
-/// Staged input uploads (`1` on, `0` off; see
-/// [`crate::CudaOptions::staged_inputs`]).
-pub const STAGED_INPUTS_VAR: &str = "REEF_STAGED_INPUTS";
-
 /// The environment variable that turns on 128 x 64 convolution tiles
 /// (`REEF_TALL_TILES=1`, experimental): a TF32 convolution with 128 or more
 /// output channels (whole 128-channel tiles, or at least 512) then runs

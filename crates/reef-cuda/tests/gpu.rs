@@ -1021,39 +1021,3 @@ fn gather_elements_matches_the_reference() {
     assert_eq!(rt, be, "RT and BE differ");
     assert_eq!(rt[0], want, "GatherElements differs from the reference");
 }
-
-/// Staged input uploads (`REEF_STAGED_INPUTS`): inputs copied through a
-/// context's page-locked buffer in chunks give the same results, bit for
-/// bit, as the driver's own copy from pageable memory: a size below the
-/// staging threshold, one chunk, ragged last chunks, and one context
-/// running twice (its buffer reused for a second input).
-#[test]
-fn staged_input_uploads_match_the_drivers_copies() {
-    let Some(plain) = device_with(CudaOptions::default()) else {
-        return;
-    };
-    let staged = device_with(CudaOptions {
-        staged_inputs: true,
-        ..CudaOptions::default()
-    })
-    .expect("device opens");
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    for (seed, elems) in [(1u64, 1_000usize), (2, 32_768), (3, 150_001), (4, 262_147)] {
-        let p = chain(1, elems);
-        let want = run(&plain, &p, &[positive_input(seed, elems)], Variant::Rt).remove(0);
-        let got = run(&staged, &p, &[positive_input(seed, elems)], Variant::Rt).remove(0);
-        assert_eq!(bits(&got), bits(&want), "{elems} elements");
-        let model = staged.load(Arc::new(p.plan.clone())).unwrap();
-        let mut ctx = model.context().unwrap();
-        for s in [seed + 100, seed + 200] {
-            let x = positive_input(s, elems);
-            let want = run(&plain, &p, std::slice::from_ref(&x), Variant::Rt).remove(0);
-            ctx.poison().unwrap();
-            ctx.write_input(0, &bytes(&x)).unwrap();
-            let mut lane = staged.lane(Priority::Low).unwrap();
-            reef_exec::run::run_to_end(lane.as_mut(), ctx.as_mut(), 0, Variant::Rt).unwrap();
-            let got = f32s(&ctx.read_output(0).unwrap());
-            assert_eq!(bits(&got), bits(&want), "{elems} elements, input {s}");
-        }
-    }
-}
