@@ -249,23 +249,32 @@ pub fn per_device(mode: &ModeResult, devices: usize) -> Vec<DeviceResult> {
 /// RT mean and p99 of every mode against the mode labelled `baseline`
 /// (normally `"rt-alone"`). Increases are `None` when the baseline is missing
 /// or measured no RT request. The baseline itself is listed too (0% increase).
+/// Each mean increase carries its 95% confidence half-width where both
+/// sides kept their records ([`crate::spread`]).
 pub fn compare(results: &[ModeResult], baseline: &str) -> Vec<Comparison> {
-    let base = results
-        .iter()
-        .find(|m| m.mode == baseline)
-        .map(|b| &b.rt)
-        .filter(|rt| rt.count > 0);
+    let base_mode = results.iter().find(|m| m.mode == baseline);
+    let base = base_mode.map(|b| &b.rt).filter(|rt| rt.count > 0);
     results
         .iter()
         .map(|m| {
-            comparison(
+            let mut c = comparison(
                 &m.mode,
                 baseline,
                 &m.rt,
                 base,
                 m.be_throughput_rps,
                 m.total_throughput_rps,
-            )
+            );
+            let spread = base_mode
+                .filter(|_| m.mode != baseline)
+                .and_then(|b| crate::spread::rt_mean_spread(&m.records, &b.records));
+            if let (Some(s), Some(b)) = (spread, base) {
+                if b.mean_ms > 0.0 {
+                    c.rt_mean_increase_ci95_pct = Some(100.0 * s.half_width_ms / b.mean_ms);
+                    c.rt_mean_pairs = s.pairs;
+                }
+            }
+            c
         })
         .collect()
 }
@@ -327,6 +336,8 @@ fn comparison(
         baseline_rt_p99_ms: base.map(|b| b.p99_ms),
         rt_mean_increase_pct: measured.and_then(|b| pct(rt.mean_ms, b.mean_ms)),
         rt_p99_increase_pct: measured.and_then(|b| pct(rt.p99_ms, b.p99_ms)),
+        rt_mean_increase_ci95_pct: None,
+        rt_mean_pairs: 0,
         be_throughput_rps,
         total_throughput_rps,
     }
@@ -391,6 +402,15 @@ mod tests {
         assert_eq!(c[0].rt_mean_increase_pct, Some(0.0));
         assert!((c[1].rt_mean_increase_pct.unwrap_or(0.0) - 25.0).abs() < 1e-9);
         assert!((c[1].rt_p99_increase_pct.unwrap_or(0.0) - 50.0).abs() < 1e-9);
+        // The increase's 95% half-width: both requests pair with the
+        // baseline's (same task and arrival), differences 0 and 1 ms
+        // (variance 0.5): 1.96 * sqrt(0.5 / 2) ms of a 2 ms mean. None for
+        // the baseline itself.
+        assert_eq!(c[0].rt_mean_increase_ci95_pct, None);
+        assert_eq!(c[1].rt_mean_pairs, 2);
+        let want = 100.0 * 1.959_964 * (0.5f64 / 2.0).sqrt() / 2.0;
+        let got = c[1].rt_mean_increase_ci95_pct.expect("an interval");
+        assert!((got - want).abs() < 1e-6, "{got} against {want}");
         let none = compare(
             &c.iter()
                 .map(|_| summarize("reef", &w, 0.0, vec![], 0))

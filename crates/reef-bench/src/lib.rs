@@ -3,8 +3,9 @@
 //! [`reef_sched::Service`] ([`runner`]), the figures ([`figures`]) and the
 //! throughput ceiling of exclusive RT ([`ceiling`]) in a JSON schema shared
 //! with `scripts/torch_disb.py` ([`schema`]), Markdown and JSON reports
-//! ([`report`]) and SVG plots ([`plot`]). [`sim`] holds a simulated service
-//! for tests and dry runs.
+//! ([`report`]) and SVG plots ([`plot`]), with the confidence of each RT
+//! mean increase ([`spread`]). [`sim`] holds a simulated service for tests
+//! and dry runs.
 
 pub mod arrivals;
 pub mod ceiling;
@@ -17,6 +18,7 @@ pub mod report;
 pub mod runner;
 pub mod schema;
 pub mod sim;
+pub mod spread;
 #[cfg(test)]
 mod test_support;
 pub mod trace;

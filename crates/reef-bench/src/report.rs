@@ -17,9 +17,18 @@ fn pct(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_string(), |x| format!("{x:+.1}%"))
 }
 
+/// An increase with its 95% half-width where known: `+1.2% ±0.9`.
+fn pct_ci(v: Option<f64>, ci: Option<f64>) -> String {
+    match (v, ci) {
+        (Some(x), Some(h)) => format!("{x:+.1}% ±{h:.1}"),
+        _ => pct(v),
+    }
+}
+
 /// The Markdown report: a header naming the workload and device, then one row
-/// per mode with RT mean/p50/p95/p99/max (ms), the increase of the RT mean and
-/// p99 over RT alone, BE and total throughput (req/s), preemptions and the
+/// per mode with RT mean/p50/p95/p99/max (ms), the increase of the RT mean
+/// (with its 95% confidence half-width, [`crate::spread`]) and p99 over RT
+/// alone, BE and total throughput (req/s), preemptions and the
 /// preemption latency p50/p99 (us), then any errors. When modes ran on
 /// several devices, [`per_device_markdown`] follows.
 pub fn markdown(result: &WorkloadResult) -> String {
@@ -60,7 +69,10 @@ pub fn markdown(result: &WorkloadResult) -> String {
             m.rt.p95_ms,
             m.rt.p99_ms,
             m.rt.max_ms,
-            pct(cmp.and_then(|c| c.rt_mean_increase_pct)),
+            pct_ci(
+                cmp.and_then(|c| c.rt_mean_increase_pct),
+                cmp.and_then(|c| c.rt_mean_increase_ci95_pct)
+            ),
             pct(cmp.and_then(|c| c.rt_p99_increase_pct)),
             m.be_throughput_rps,
             m.total_throughput_rps,

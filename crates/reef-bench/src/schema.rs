@@ -58,6 +58,8 @@
 //! Comparison { mode, baseline: str, rt_mean_ms, rt_p99_ms: f64,
 //!   baseline_rt_mean_ms, baseline_rt_p99_ms: f64|null,
 //!   rt_mean_increase_pct, rt_p99_increase_pct: f64|null,
+//!   rt_mean_increase_ci95_pct: f64|null (95% half-width of rt_mean_increase_pct, points; paired
+//!     by task and scheduled arrival where requests pair up), rt_mean_pairs: u64,
 //!   be_throughput_rps, total_throughput_rps: f64 }
 //! ExclusiveCeiling { rt_occupancy: f64 (the fraction of rt-alone's window its RT work held
 //!   the device), rt_rps, be_alone_rps: f64 (the baselines' throughputs),
@@ -453,6 +455,17 @@ pub struct Comparison {
     pub rt_mean_increase_pct: Option<f64>,
     /// `100 * (p99 / baseline p99 - 1)`.
     pub rt_p99_increase_pct: Option<f64>,
+    /// Half-width of the 95% confidence interval of
+    /// `rt_mean_increase_pct`, in percentage points of the baseline mean
+    /// ([`crate::spread`]): from the differences of requests paired with
+    /// the baseline's (same task, same scheduled arrival) where they pair
+    /// up, else from the two samples' variances.
+    #[serde(default)]
+    pub rt_mean_increase_ci95_pct: Option<f64>,
+    /// RT requests paired with the baseline's for that interval (0 when
+    /// it comes from unpaired samples or is absent).
+    #[serde(default)]
+    pub rt_mean_pairs: u64,
     /// BE throughput of this mode.
     pub be_throughput_rps: f64,
     /// Total throughput of this mode.
