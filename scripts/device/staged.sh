@@ -1,5 +1,6 @@
 #!/bin/bash
-# Session 29, call 2: staged input uploads (`REEF_STAGED_INPUTS=1`: a
+# Session 29, call 2 (needs the binary of f30e465: the option was taken
+# out after this run, see docs/PERF.md): staged input uploads (`REEF_STAGED_INPUTS=1`: a
 # context copies an input of 64 KiB or more into a page-locked buffer of
 # its own in 128 KiB chunks, each chunk's DMA starting while the next is
 # copied) against the driver's copy from pageable memory: the gpu tests
