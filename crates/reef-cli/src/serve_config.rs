@@ -246,7 +246,7 @@ impl ServeSettings {
         }
         // Asked for by name where it cannot apply: an error. (The default
         // applies only where it can.)
-        let applies = matches!(s.mode, Mode::Reset | Mode::Reef) && s.beside_lanes == 0;
+        let applies = s.mode.raises_flags() && s.beside_lanes == 0;
         if cli.early_rt.or(file.early_rt) == Some(true) && !applies {
             return Err(ConfigError::Invalid {
                 key: "early_rt",

@@ -51,6 +51,20 @@ pub enum Mode {
     Reef,
 }
 
+impl Mode {
+    /// Whether the mode preempts BE work and so feeds BE lanes a few
+    /// kernels at a time (`wait`, `reset`, `reef`); the others launch whole
+    /// BE tasks.
+    pub fn preempts(self) -> bool {
+        matches!(self, Mode::Wait | Mode::Reset | Mode::Reef)
+    }
+
+    /// Whether the mode raises device preemption flags (`reset`, `reef`).
+    pub fn raises_flags(self) -> bool {
+        matches!(self, Mode::Reset | Mode::Reef)
+    }
+}
+
 impl std::str::FromStr for Mode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

@@ -171,7 +171,7 @@ impl SchedConfig {
     /// Whether RT work is launched before the BE drain:
     /// [`SchedConfig::early_rt`] where it applies.
     pub fn launches_rt_early(&self) -> bool {
-        self.early_rt && matches!(self.mode, Mode::Reset | Mode::Reef) && self.beside_lanes == 0
+        self.early_rt && self.mode.raises_flags() && self.beside_lanes == 0
     }
 
     /// [`SchedConfig::idle_spin`] on a device of `kind`.
@@ -185,7 +185,7 @@ impl SchedConfig {
     /// [`SchedConfig::quick_drain`], or where RT work waits for the drain.
     pub fn quick_drain_on(&self) -> bool {
         self.quick_drain
-            .unwrap_or(matches!(self.mode, Mode::Reset | Mode::Reef) && !self.launches_rt_early())
+            .unwrap_or(self.mode.raises_flags() && !self.launches_rt_early())
     }
 
     /// [`SchedConfig::be_io_thread`] on a device of `kind`.
@@ -286,7 +286,7 @@ impl ModeSpec {
 
     /// Whether `drain` / `early` can apply.
     fn orders_preemption(&self) -> bool {
-        matches!(self.mode, Mode::Reset | Mode::Reef) && self.beside_lanes == 0
+        self.mode.raises_flags() && self.beside_lanes == 0
     }
 }
 
@@ -320,7 +320,7 @@ impl std::str::FromStr for ModeSpec {
                 })
             };
             if lower == "early" || lower == "drain" {
-                if !matches!(spec.mode, Mode::Reset | Mode::Reef) {
+                if !spec.mode.raises_flags() {
                     return Err(format!(
                         "mode '{s}': '{opt}' needs the reset or reef mode (it orders the RT launch and the BE drain)"
                     ));
@@ -334,24 +334,22 @@ impl std::str::FromStr for ModeSpec {
                 order = Some(if spec.early_rt { "early" } else { "drain" });
                 continue;
             }
-            let reset_or_reef = matches!(spec.mode, Mode::Reset | Mode::Reef);
             if set_switch(
                 &mut spec.quick_drain,
                 (&lower, ("quick", "plain")),
                 (
-                    reset_or_reef,
+                    spec.mode.raises_flags(),
                     "the reset or reef mode (the modes that raise preemption flags)",
                 ),
                 (s, opt),
             )? {
                 continue;
             }
-            let fed = reset_or_reef || spec.mode == Mode::Wait;
             if set_switch(
                 &mut spec.be_io_thread,
                 (&lower, ("io", "inline")),
                 (
-                    fed,
+                    spec.mode.preempts(),
                     "the wait, reset or reef mode (the others copy on the scheduling thread)",
                 ),
                 (s, opt),
@@ -369,7 +367,7 @@ impl std::str::FromStr for ModeSpec {
             }
             if let Some(n) = number("depth") {
                 let n = n?;
-                if !matches!(spec.mode, Mode::Wait | Mode::Reset | Mode::Reef) {
+                if !spec.mode.preempts() {
                     return Err(format!(
                         "mode '{s}': '{opt}' needs the wait, reset or reef mode (the others launch whole BE tasks)"
                     ));

@@ -148,9 +148,8 @@ impl Engine {
         let idle_spin = cfg.idle_spin_on(device.kind());
         let poll_pause = cfg.poll_pause_on(device.kind());
         // Only the modes that feed BE lanes kernel by kernel use it.
-        let fed = matches!(cfg.mode, Mode::Wait | Mode::Reset | Mode::Reef);
         let be_io =
-            if fed && cfg.be_io_thread_on(device.kind()) {
+            if cfg.mode.preempts() && cfg.be_io_thread_on(device.kind()) {
                 Some(BeIo::new(poll_pause, idle_spin).map_err(|e| {
                     SchedError::Internal(format!("starting the BE I/O thread: {e}"))
                 })?)
