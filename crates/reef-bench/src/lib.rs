@@ -11,6 +11,7 @@ pub mod arrivals;
 pub mod ceiling;
 pub mod error;
 pub mod figures;
+mod http_client;
 pub mod inputs;
 pub mod plot;
 pub mod remote;

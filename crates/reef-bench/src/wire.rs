@@ -4,6 +4,10 @@
 //! registration, and inference described without either protocol's
 //! message types ([`Call`], [`Reply`]).
 
+use crate::http_client::HttpClient;
+use bytes::Bytes;
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use hyper::{Method, StatusCode};
 use reef_model::{DType, Tensor};
 use reef_sched::{Priority, SchedError, TensorInfo};
 use reef_server::grpc_codec;
@@ -11,6 +15,7 @@ use reef_server::proto::{self, grpc_inference_service_client::GrpcInferenceServi
 use reef_server::tensor_codec;
 use reef_server::timing::{Timing, TIMING_PARAM};
 use serde_json::{json, Map, Value};
+use std::sync::Arc;
 use tonic::transport::Channel;
 
 /// The protocol a remote client speaks.
@@ -105,15 +110,11 @@ pub(crate) struct Reply {
     pub timing: Option<Timing>,
 }
 
-/// A connection to the server: a gRPC channel, or an HTTP client and the
-/// server's base URL.
+/// A connection to the server: a gRPC channel, or an HTTP client.
 #[derive(Clone)]
 pub(crate) enum Wire {
     Grpc(GrpcInferenceServiceClient<Channel>),
-    Http {
-        client: reqwest::Client,
-        base: String,
-    },
+    Http(Arc<HttpClient>),
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> SchedError {
@@ -134,7 +135,7 @@ fn grpc_status(s: tonic::Status) -> SchedError {
 
 /// An HTTP error answer as the scheduler's error, with the server's message
 /// (its JSON `error`, else the body).
-fn http_status(status: reqwest::StatusCode, body: &[u8]) -> SchedError {
+fn http_status(status: StatusCode, body: &[u8]) -> SchedError {
     let m = serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
@@ -148,55 +149,36 @@ fn http_status(status: reqwest::StatusCode, body: &[u8]) -> SchedError {
     }
 }
 
-/// The server's URL on a Unix socket (`unix:PATH` or `unix://PATH`).
-fn unix_path(url: &str) -> Option<&str> {
-    url.strip_prefix("unix://")
-        .or_else(|| url.strip_prefix("unix:"))
-}
-
 impl Wire {
     /// Connects to `url` (`http://HOST:PORT`, or `unix:PATH` for the
     /// server's Unix domain socket of that protocol). HTTP connections are
     /// made on first use, kept alive and reused (one per request in
-    /// flight); proxies from the environment are not used.
+    /// flight; [`HttpClient`]).
     pub async fn connect(url: &str, protocol: Protocol) -> Result<Wire, SchedError> {
         match protocol {
             Protocol::Grpc => reef_server::grpc_client(url)
                 .await
                 .map(Wire::Grpc)
                 .map_err(|e| internal(&format!("connecting to {url}"), e)),
-            Protocol::Http => {
-                let builder = reqwest::Client::builder().no_proxy().tcp_nodelay(true);
-                let (builder, base) = match unix_path(url) {
-                    Some(path) => (builder.unix_socket(path), "http://localhost".to_string()),
-                    None if url.starts_with("http://") => {
-                        (builder, url.trim_end_matches('/').to_string())
-                    }
-                    None => {
-                        return Err(SchedError::InvalidInput(format!(
-                            "server URL '{url}': expected http://HOST:PORT or unix:PATH"
-                        )))
-                    }
-                };
-                let client = builder
-                    .build()
-                    .map_err(|e| internal("making the HTTP client", e))?;
-                Ok(Wire::Http { client, base })
-            }
+            Protocol::Http => HttpClient::new(url)
+                .map(|c| Wire::Http(Arc::new(c)))
+                .map_err(|e| SchedError::InvalidInput(e.to_string())),
         }
     }
 
     /// POSTs `body` (JSON) to `path`; the answer's JSON (null for none).
     async fn post_json(&self, path: &str, body: Value) -> Result<Value, SchedError> {
-        let Wire::Http { client, base } = self else {
+        let Wire::Http(client) = self else {
             return Err(SchedError::Internal("not an HTTP connection".into()));
         };
-        let req = client
-            .post(format!("{base}{path}"))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string());
         let what = format!("POST {path}");
-        let (_, bytes) = exchange(req, &what).await?;
+        let req = Exchange {
+            method: Method::POST,
+            path,
+            headers: vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            body: Bytes::from(body.to_string()),
+        };
+        let (_, bytes) = exchange(client, req, &what).await?;
         if bytes.is_empty() {
             return Ok(Value::Null);
         }
@@ -238,10 +220,16 @@ impl Wire {
                 };
                 Ok((conv(&meta.inputs)?, conv(&meta.outputs)?))
             }
-            Wire::Http { client, base } => {
+            Wire::Http(client) => {
                 let path = format!("/v2/models/{model}");
                 let what = format!("GET {path}");
-                let (_, bytes) = exchange(client.get(format!("{base}{path}")), &what).await?;
+                let req = Exchange {
+                    method: Method::GET,
+                    path: &path,
+                    headers: vec![],
+                    body: Bytes::new(),
+                };
+                let (_, bytes) = exchange(client, req, &what).await?;
                 let meta: Value = serde_json::from_slice(&bytes)
                     .map_err(|e| internal(&format!("{what}: answer"), e))?;
                 let conv = |key: &str| -> Result<Vec<TensorInfo>, SchedError> {
@@ -287,7 +275,7 @@ impl Wire {
                 .await
                 .map(drop)
                 .map_err(grpc_status),
-            Wire::Http { .. } => self
+            Wire::Http(_) => self
                 .post_json(
                     &format!("/v2/systemsharedmemory/region/{name}/register"),
                     json!({"key": key, "offset": 0, "byte_size": byte_size}),
@@ -318,7 +306,7 @@ impl Wire {
                 .await
                 .map(drop)
                 .map_err(grpc_status),
-            Wire::Http { .. } => {
+            Wire::Http(_) => {
                 use base64::Engine;
                 let b64 = base64::engine::general_purpose::STANDARD.encode(&handle);
                 self.post_json(
@@ -351,7 +339,7 @@ impl Wire {
                 .await
                 .map(drop)
                 .map_err(grpc_status),
-            (Wire::Http { .. }, cuda) => {
+            (Wire::Http(_), cuda) => {
                 let kind = if cuda { "cuda" } else { "system" };
                 self.post_json(
                     &format!("/v2/{kind}sharedmemory/region/{name}/unregister"),
@@ -375,41 +363,63 @@ impl Wire {
                     .into_inner();
                 grpc_reply(resp)
             }
-            Wire::Http { client, base } => {
+            Wire::Http(client) => {
                 let path = format!("/v2/models/{}/infer", call.model);
                 let (body, json_len) = http_request(&call)?;
-                let mut req = client.post(format!("{base}{path}"));
-                req = match json_len {
-                    Some(n) => req
-                        .header(reef_server::http::infer::HEADER_LENGTH, n)
-                        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream"),
-                    None => req.header(reqwest::header::CONTENT_TYPE, "application/json"),
+                let headers = match json_len {
+                    Some(n) => vec![
+                        (
+                            HeaderName::from_static(reef_server::http::infer::HEADER_LENGTH),
+                            HeaderValue::from(n),
+                        ),
+                        (
+                            CONTENT_TYPE,
+                            HeaderValue::from_static("application/octet-stream"),
+                        ),
+                    ],
+                    None => vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
                 };
-                let (json_len, bytes) = exchange(req.body(body), &format!("POST {path}")).await?;
+                let req = Exchange {
+                    method: Method::POST,
+                    path: &path,
+                    headers,
+                    body: Bytes::from(body),
+                };
+                let (json_len, bytes) = exchange(client, req, &format!("POST {path}")).await?;
                 http_reply(bytes, json_len)
             }
         }
     }
 }
 
+/// One HTTP request of the client.
+struct Exchange<'a> {
+    method: Method,
+    path: &'a str,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Bytes,
+}
+
 /// Sends `req` (`what` names it in errors): the answer's JSON header
 /// length (Triton's binary data) and its body, or the server's error.
 async fn exchange(
-    req: reqwest::RequestBuilder,
+    client: &HttpClient,
+    req: Exchange<'_>,
     what: &str,
-) -> Result<(Option<usize>, bytes::Bytes), SchedError> {
-    let r = req.send().await.map_err(|e| internal(what, e))?;
-    let status = r.status();
-    let json_len = r
-        .headers()
+) -> Result<(Option<usize>, Bytes), SchedError> {
+    let a = client
+        .send(req.method, req.path, &req.headers, req.body)
+        .await
+        .map_err(|e| internal(what, e))?;
+    if !a.status.is_success() {
+        return Err(http_status(a.status, &a.body));
+    }
+    let json_len = a
+        .headers
         .get(reef_server::http::infer::HEADER_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    let bytes = r.bytes().await.map_err(|e| internal(what, e))?;
-    if !status.is_success() {
-        return Err(http_status(status, &bytes));
-    }
-    Ok((json_len, bytes))
+    Ok((json_len, a.body))
 }
 
 /// The gRPC ModelInfer request for `call`.
