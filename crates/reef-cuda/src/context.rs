@@ -9,7 +9,7 @@ use crate::memory::DeviceBuffer;
 use crate::model::CudaModel;
 use crate::model::{build_with, probe};
 use crate::tactics::Tactic;
-use cudarc::driver::{result, CudaStream};
+use cudarc::driver::{result, CudaEvent, CudaStream};
 use reef_exec::{Context, ExecError, ModelHandle, Plan};
 use reef_plan::plan::{IoBinding, Loc};
 use std::any::Any;
@@ -63,6 +63,11 @@ pub struct CudaTaskContext {
     /// since the last `begin` covering it.
     direct: Vec<bool>,
     stream: Arc<CudaStream>,
+    /// Recorded on `stream` behind an input copy that was queued, not
+    /// waited for (from CUDA shared memory); made on first use.
+    inputs_copied: Option<CudaEvent>,
+    /// The next lane to begin the task waits for `inputs_copied` first.
+    inputs_pending: bool,
 }
 
 impl CudaTaskContext {
@@ -154,7 +159,31 @@ impl CudaTaskContext {
             direct: vec![false; launches.len()],
             launches,
             stream,
+            inputs_copied: None,
+            inputs_pending: false,
         })
+    }
+
+    /// The event behind the input copies still queued on the context's
+    /// stream, once: a lane beginning the task makes its stream wait for
+    /// it (`CudaLane::begin`).
+    pub(crate) fn take_pending_inputs(&mut self) -> Option<&CudaEvent> {
+        if !std::mem::take(&mut self.inputs_pending) {
+            return None;
+        }
+        self.inputs_copied.as_ref()
+    }
+
+    /// Records that input copies are queued on the context's stream.
+    fn inputs_queued(&mut self) -> Result<(), ExecError> {
+        if self.inputs_copied.is_none() {
+            self.inputs_copied = Some(self.shared.ctx.new_event(None).call("cuEventCreate")?);
+        }
+        if let Some(e) = &self.inputs_copied {
+            e.record(&self.stream).call("cuEventRecord(inputs)")?;
+        }
+        self.inputs_pending = true;
+        Ok(())
     }
 
     /// The launch of kernel `index`, or an error naming the index.
@@ -296,9 +325,11 @@ impl Context for CudaTaskContext {
         self.stream.synchronize().call("cuStreamSynchronize")
     }
 
-    /// Device to device from a [`crate::ipc::CudaIpcRegion`] (peer to
-    /// peer when it is mapped on another GPU); other regions through host
-    /// memory.
+    /// Device to device from a [`crate::ipc::CudaIpcRegion`], queued on
+    /// the context's stream without a wait (the lane that begins the task
+    /// waits for it on the device, [`CudaTaskContext::take_pending_inputs`]);
+    /// peer to peer, waited for, when it is mapped on another GPU; other
+    /// regions through host memory.
     fn write_input_shared(
         &mut self,
         index: usize,
@@ -313,14 +344,20 @@ impl Context for CudaTaskContext {
             )));
         }
         match region.as_any().downcast_ref::<crate::ipc::CudaIpcRegion>() {
-            Some(r) => r.copy_to(
-                &format!("input {index}"),
-                offset,
-                len,
-                &self.shared.ctx,
-                ptr,
-                self.stream.cu_stream(),
-            ),
+            Some(r) => {
+                let queued = r.copy_to(
+                    &format!("input {index}"),
+                    offset,
+                    len,
+                    &self.shared.ctx,
+                    ptr,
+                    self.stream.cu_stream(),
+                )?;
+                if queued {
+                    self.inputs_queued()?;
+                }
+                Ok(())
+            }
             None => reef_exec::shared::write_input_via_host(self, index, region, offset, len),
         }
     }

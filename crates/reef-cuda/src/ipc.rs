@@ -2,7 +2,8 @@
 //!
 //! - [`CudaIpcRegion`]: the server side. A client's exported allocation,
 //!   mapped into a device's primary context with `cuIpcOpenMemHandle`;
-//!   contexts copy inputs from it device to device, front ends write
+//!   contexts copy inputs from it device to device (queued, not waited
+//!   for: the kernels that read them follow on the lane), front ends write
 //!   outputs into it. Unmapped (`cuIpcCloseMemHandle`) when the last holder
 //!   drops it, so a request in flight keeps its region mapped after an
 //!   unregister.
@@ -188,9 +189,12 @@ impl CudaIpcRegion {
         Ok(region)
     }
 
-    /// Copies `len` bytes at `offset` to `dst` in `dst_ctx` on `stream`
-    /// (device to device in one context, peer to peer across devices),
-    /// then waits for the copy.
+    /// Copies `len` bytes at `offset` to `dst` in `dst_ctx` on `stream`.
+    /// Device to device in one context the copy is only queued, and the
+    /// answer is `true`: the caller orders the copy's readers after it on
+    /// `stream` (the region stays mapped until it has run: `Drop` waits for
+    /// the context first). Peer to peer across devices it is waited for,
+    /// and the answer is `false`.
     pub(crate) fn copy_to(
         &self,
         what: &str,
@@ -199,18 +203,23 @@ impl CudaIpcRegion {
         dst_ctx: &CudaContext,
         dst: sys::CUdeviceptr,
         stream: sys::CUstream,
-    ) -> reef_exec::Result<()> {
+    ) -> reef_exec::Result<bool> {
         let src = &self.mem;
         check_span(what, src.byte_size, offset, len)?;
         dst_ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        if len > 0 {
-            if dst_ctx.cu_ctx() == src.ctx.cu_ctx() {
+        if dst_ctx.cu_ctx() == src.ctx.cu_ctx() {
+            if len > 0 {
                 // SAFETY: the span lies in the mapped region (checked
                 // above), the destination is the caller's allocation of
-                // `len` bytes, and the copy is waited for below.
+                // `len` bytes, and the mapping outlives the queued copy
+                // (`Drop` synchronizes the context before unmapping).
                 unsafe { result::memcpy_dtod_async(dst, src.at(offset), len, stream) }
                     .call("cuMemcpyDtoDAsync(shared input)")?;
-            } else {
+            }
+            return Ok(true);
+        }
+        if len > 0 {
+            {
                 // SAFETY: as above, across the two contexts.
                 unsafe {
                     result::memcpy_peer_async(
@@ -226,7 +235,8 @@ impl CudaIpcRegion {
             }
         }
         // SAFETY: `stream` is the caller's live stream in `dst_ctx`.
-        unsafe { result::stream::synchronize(stream) }.call("cuStreamSynchronize")
+        unsafe { result::stream::synchronize(stream) }.call("cuStreamSynchronize")?;
+        Ok(false)
     }
 }
 
@@ -250,10 +260,15 @@ impl SharedRegion for CudaIpcRegion {
 
 impl Drop for CudaIpcRegion {
     fn drop(&mut self) {
+        // Copies out of the region may still be queued (`copy_to`): the
+        // context's work finishes before the unmap. Only the last holder
+        // of a region unmaps it, after an unregister, so this wait is rare.
         // SAFETY: the address came from cuIpcOpenMemHandle in this context
-        // and is closed once, here; no holder is left to use it.
+        // and is closed once, here; no holder is left to queue more copies.
         self.mem.release("cuIpcCloseMemHandle", |ptr| unsafe {
-            sys::cuIpcCloseMemHandle(ptr).result()
+            sys::cuCtxSynchronize()
+                .result()
+                .and_then(|()| sys::cuIpcCloseMemHandle(ptr).result())
         });
     }
 }

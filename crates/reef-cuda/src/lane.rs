@@ -200,6 +200,9 @@ impl Lane for CudaLane {
                 "begin at {from} of {n} kernels"
             )));
         }
+        if let Some(copied) = task.take_pending_inputs() {
+            self.stream.wait(copied).call("cuStreamWaitEvent(inputs)")?;
+        }
         self.zero_counters(task, from)?;
         task.clear_marks(from);
         let progress = task.progress_ptr();
