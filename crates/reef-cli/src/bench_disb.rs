@@ -48,6 +48,9 @@ pub struct Options {
     pub shm: bool,
     /// Busy-polling runtime worker threads (`reef serve --busy-poll`).
     pub busy_poll: usize,
+    /// Open-loop clients spin this long before each arrival
+    /// ([`RunOptions::spin`]).
+    pub dispatch_spin: Duration,
     /// Drive the server at this address (another process) instead of
     /// schedulers of this process.
     pub server: Option<String>,
@@ -252,6 +255,7 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
         warmup: opts.warmup.map(Duration::from_secs_f64),
         progress: opts.progress,
         be_alone: opts.be_alone.then_some(reef_sched::Mode::Stream),
+        spin: opts.dispatch_spin,
         ..RunOptions::default()
     };
     let rt = reef_server::front_end_runtime(opts.busy_poll).context("--busy-poll")?;

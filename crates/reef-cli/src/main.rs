@@ -255,6 +255,12 @@ enum BenchCmd {
         /// costs a host core; 0: one sleeping worker per core).
         #[arg(long, default_value_t = 0)]
         busy_poll: usize,
+        /// Each open-loop client sleeps until this long before its next
+        /// arrival, then spins, microseconds. A sleep that overshoots past
+        /// the arrival counts against RT latency (the dispatch lag); on a
+        /// virtual machine's sleeping cores it reached 1-2 ms at p99.
+        #[arg(long, default_value_t = 2000)]
+        dispatch_spin_us: u64,
         /// Devices: GPUs 0..N (or N emulated CPU devices), one scheduler each,
         /// every model on every device, requests to the least-loaded device
         /// (as `reef serve --devices N`).
@@ -471,6 +477,7 @@ fn run(cli: Cli) -> Result<i32> {
                     protocol,
                     shm,
                     busy_poll,
+                    dispatch_spin_us,
                     devices,
                     server,
                     cuda_shm,
@@ -496,6 +503,7 @@ fn run(cli: Cli) -> Result<i32> {
                 protocol,
                 shm,
                 busy_poll,
+                dispatch_spin: std::time::Duration::from_micros(dispatch_spin_us),
                 server,
                 cuda_shm,
                 host_outputs,
