@@ -98,10 +98,10 @@ fn raw_client(path: &Path, n: usize) -> std::io::Result<Vec<f64>> {
     Ok(out)
 }
 
-async fn reqwest_client(path: &Path, n: usize) -> Result<Vec<f64>, BoxError> {
+async fn reqwest_client(path: PathBuf, n: usize) -> Result<Vec<f64>, BoxError> {
     let client = reqwest::Client::builder()
         .no_proxy()
-        .unix_socket(path)
+        .unix_socket(path.as_path())
         .build()?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -114,8 +114,8 @@ async fn reqwest_client(path: &Path, n: usize) -> Result<Vec<f64>, BoxError> {
     Ok(out)
 }
 
-async fn hyper_client(path: &Path, n: usize) -> Result<Vec<f64>, BoxError> {
-    let io = hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?);
+async fn hyper_client(path: PathBuf, n: usize) -> Result<Vec<f64>, BoxError> {
+    let io = hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(&path).await?);
     let (mut send, conn) = hyper::client::conn::http1::handshake(io).await?;
     tokio::spawn(conn);
     let mut out = Vec::with_capacity(n);
@@ -133,6 +133,15 @@ async fn hyper_client(path: &Path, n: usize) -> Result<Vec<f64>, BoxError> {
         out.push(t0.elapsed().as_secs_f64() * 1e6);
     }
     Ok(out)
+}
+
+/// Runs a client on a worker of `rt` (not on this thread, which would
+/// park between polls and pay a wake-up in every round trip).
+fn on_worker(
+    rt: &tokio::runtime::Runtime,
+    client: impl std::future::Future<Output = Result<Vec<f64>, BoxError>> + Send + 'static,
+) -> Result<Vec<f64>, BoxError> {
+    rt.block_on(async move { tokio::spawn(client).await.map_err(|e| e.to_string())? })
 }
 
 fn args() -> Result<(usize, usize, usize), BoxError> {
@@ -177,19 +186,9 @@ fn main() -> Result<(), BoxError> {
         "round", "client", "p50 us", "p90 us", "p99 us"
     );
     for round in 1..=rounds {
-        let p = sock.clone();
-        let r = client_rt.block_on(async move {
-            tokio::spawn(async move { reqwest_client(&p, n).await })
-                .await
-                .map_err(|e| e.to_string())?
-        })?;
+        let r = on_worker(&client_rt, reqwest_client(sock.clone(), n))?;
         println!("{round:<8} {:<28} {}", "reqwest", summary(r));
-        let p = sock.clone();
-        let h = client_rt.block_on(async move {
-            tokio::spawn(async move { hyper_client(&p, n).await })
-                .await
-                .map_err(|e| e.to_string())?
-        })?;
+        let h = on_worker(&client_rt, hyper_client(sock.clone(), n))?;
         println!("{round:<8} {:<28} {}", "hyper connection", summary(h));
         let raw = raw_client(&sock, n)?;
         println!(
