@@ -176,12 +176,12 @@ impl CudaTaskContext {
 
     /// Records that input copies are queued on the context's stream.
     fn inputs_queued(&mut self) -> Result<(), ExecError> {
-        if self.inputs_copied.is_none() {
-            self.inputs_copied = Some(self.shared.ctx.new_event(None).call("cuEventCreate")?);
-        }
-        if let Some(e) = &self.inputs_copied {
-            e.record(&self.stream).call("cuEventRecord(inputs)")?;
-        }
+        let event = match self.inputs_copied.take() {
+            Some(e) => e,
+            None => self.shared.ctx.new_event(None).call("cuEventCreate")?,
+        };
+        let event = self.inputs_copied.insert(event);
+        event.record(&self.stream).call("cuEventRecord(inputs)")?;
         self.inputs_pending = true;
         Ok(())
     }

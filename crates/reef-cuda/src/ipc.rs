@@ -219,20 +219,18 @@ impl CudaIpcRegion {
             return Ok(true);
         }
         if len > 0 {
-            {
-                // SAFETY: as above, across the two contexts.
-                unsafe {
-                    result::memcpy_peer_async(
-                        dst_ctx.cu_ctx(),
-                        dst,
-                        src.ctx.cu_ctx(),
-                        src.at(offset),
-                        len,
-                        stream,
-                    )
-                }
-                .call("cuMemcpyPeerAsync(shared input)")?;
+            // SAFETY: as above, across the two contexts; waited for below.
+            unsafe {
+                result::memcpy_peer_async(
+                    dst_ctx.cu_ctx(),
+                    dst,
+                    src.ctx.cu_ctx(),
+                    src.at(offset),
+                    len,
+                    stream,
+                )
             }
+            .call("cuMemcpyPeerAsync(shared input)")?;
         }
         // SAFETY: `stream` is the caller's live stream in `dst_ctx`.
         unsafe { result::stream::synchronize(stream) }.call("cuStreamSynchronize")?;
