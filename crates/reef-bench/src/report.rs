@@ -116,6 +116,10 @@ pub fn markdown(result: &WorkloadResult) -> String {
         let _ = writeln!(s);
         let _ = writeln!(s, "{note}");
     }
+    if let Some(note) = stall_note(&result.modes) {
+        let _ = writeln!(s);
+        let _ = writeln!(s, "{note}");
+    }
     figure_lines(
         &mut s,
         result,
@@ -385,6 +389,48 @@ pub fn lag_note(modes: &[ModeResult]) -> Option<String> {
     })
 }
 
+/// A scheduling pass (us) at least this long is named in the report: it
+/// held every RT launch behind it.
+pub const STALL_NOTE_US: f64 = 1000.0;
+
+/// A line naming, per mode, the scheduling loop's slowest pass where it
+/// took [`STALL_NOTE_US`] or more, with its longest phase, and the task
+/// contexts made while serving; `None` when no mode had either.
+pub fn stall_note(modes: &[ModeResult]) -> Option<String> {
+    let held: Vec<String> = modes
+        .iter()
+        .filter_map(|m| {
+            let sched = m.sched.as_ref()?;
+            let mut parts = Vec::new();
+            if let Some(t) = sched
+                .slowest_steps
+                .first()
+                .filter(|t| t.us >= STALL_NOTE_US)
+            {
+                let phase = t.longest_phase().map_or(String::new(), |(p, us)| {
+                    format!(", {p} {:.2} ms", us / 1000.0)
+                });
+                parts.push(format!(
+                    "a {:.2} ms pass at {:.0} ms{phase}",
+                    t.us / 1000.0,
+                    t.at_ms
+                ));
+            }
+            if sched.contexts_made > 0 {
+                parts.push(format!("{} contexts made", sched.contexts_made));
+            }
+            (!parts.is_empty()).then(|| format!("{} {}", m.mode, parts.join(", ")))
+        })
+        .collect();
+    (!held.is_empty()).then(|| {
+        format!(
+            "- The scheduling thread: its slowest pass where one took {:.0} ms or more, and the task contexts made while serving, warm-up included (each allocates device memory on the scheduling or BE I/O thread): {}.",
+            STALL_NOTE_US / 1000.0,
+            held.join("; ")
+        )
+    })
+}
+
 /// A paragraph with one line per mode that has the optional figures `of`,
 /// worded by `line`; nothing when no mode has them.
 fn figure_lines(
@@ -437,7 +483,7 @@ pub fn read_json(path: &Path) -> Result<WorkloadResult> {
 
 #[cfg(test)]
 mod tests {
-    use super::{lag_note, launches_rt_first};
+    use super::{lag_note, launches_rt_first, stall_note};
 
     #[test]
     fn modes_whose_dispatch_lagged_are_named_and_others_not() {
@@ -463,6 +509,46 @@ mod tests {
         let note = lag_note(&[quiet, noisy]).expect("a lagging mode");
         assert!(
             note.contains("reef 2500 us") && !note.contains("reset"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn slow_scheduling_passes_and_contexts_made_are_named() {
+        use crate::schema::{SchedFigures, SlowStepFigures};
+        use crate::test_support::{one_rt_task, record};
+        use reef_sched::Priority;
+        let w = one_rt_task(1.0, 0.0);
+        let mode = |name: &str, steps: Vec<SlowStepFigures>, made: u64| {
+            let mut m =
+                crate::figures::summarize(name, &w, 0.0, vec![record(Priority::Rt, 0.0, 1.0)], 0);
+            m.sched = Some(SchedFigures {
+                slowest_steps: steps,
+                contexts_made: made,
+                ..SchedFigures::default()
+            });
+            m
+        };
+        let step = |us: f64, phases: &[(&str, f64)]| SlowStepFigures {
+            us,
+            at_ms: 4200.0,
+            phases: phases.iter().map(|(p, t)| (p.to_string(), *t)).collect(),
+            ..SlowStepFigures::default()
+        };
+        let quick = mode("reset", vec![step(300.0, &[("poll_rt", 300.0)])], 0);
+        assert_eq!(stall_note(std::slice::from_ref(&quick)), None);
+        let held = mode(
+            "reef",
+            vec![step(
+                21000.0,
+                &[("start_rt", 20500.0), ("launch_rt", 500.0)],
+            )],
+            3,
+        );
+        let note = stall_note(&[quick, held]).expect("a held pass");
+        assert!(
+            note.contains("reef a 21.00 ms pass at 4200 ms, start_rt 20.50 ms, 3 contexts made")
+                && !note.contains("reset"),
             "{note}"
         );
     }

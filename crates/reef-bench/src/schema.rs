@@ -37,7 +37,10 @@
 //!   throughput_rps: f64, latency: LatencyFigures }
 //! SchedFigures { preemptions: u64, kernels_rerun: u64, completed_rt: u64, completed_be: u64,
 //!   preempt_latency_us: Summary, padding_latency_us: Summary, busy_fraction: f64,
-//!   padded_kernels: u64, pad_launches: u64 (0 when absent) }
+//!   padded_kernels: u64, pad_launches: u64 (0 when absent), contexts_made: u64 (0 when absent),
+//!   slowest_steps: [SlowStepFigures] (empty when absent) }
+//! SlowStepFigures { us: f64 (one pass of the scheduling loop), at_ms: f64 (since the scheduler
+//!   started), rt_queued: usize, rt_running: usize, phases: [[str, f64 (us)]] }
 //! Summary { count: u64, mean, p50, p99, max: f64 }
 //! LagFigures { count: u64, p50_us, p99_us, max_us: f64 }
 //! RequestRecord { task: usize, priority: "rt"|"be", arrival_ms: f64 (scheduled, from the start),
@@ -311,6 +314,38 @@ pub struct SchedFigures {
     /// launched beside RT work (`reef` mode).
     #[serde(default)]
     pub pad_launches: u64,
+    /// Task contexts made while serving (the model's pool had none free).
+    #[serde(default)]
+    pub contexts_made: u64,
+    /// The scheduling loop's slowest passes, slowest first.
+    #[serde(default)]
+    pub slowest_steps: Vec<SlowStepFigures>,
+}
+
+/// One of the scheduling loop's slowest passes (mirrors
+/// `reef_sched::SlowStep`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SlowStepFigures {
+    /// The pass, microseconds.
+    pub us: f64,
+    /// When it began, milliseconds since the scheduler started.
+    pub at_ms: f64,
+    /// RT tasks queued when it began.
+    pub rt_queued: usize,
+    /// RT tasks on the RT lane when it began.
+    pub rt_running: usize,
+    /// Its phases in order, microseconds each.
+    pub phases: Vec<(String, f64)>,
+}
+
+impl SlowStepFigures {
+    /// The phase that took longest, with its time (microseconds).
+    pub fn longest_phase(&self) -> Option<(&str, f64)> {
+        self.phases
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(p, us)| (p.as_str(), *us))
+    }
 }
 
 /// A latency summary (mirrors `reef_sched::LatencySummary`, which is not deserializable).
@@ -352,6 +387,18 @@ impl From<&reef_sched::SchedStats> for SchedFigures {
             busy_fraction: s.busy_fraction,
             padded_kernels: s.padded_kernels,
             pad_launches: s.pad_launches,
+            contexts_made: s.contexts_made,
+            slowest_steps: s
+                .slowest_steps
+                .iter()
+                .map(|t| SlowStepFigures {
+                    us: t.us,
+                    at_ms: t.at_ms,
+                    rt_queued: t.rt_queued,
+                    rt_running: t.rt_running,
+                    phases: t.phases.clone(),
+                })
+                .collect(),
         }
     }
 }

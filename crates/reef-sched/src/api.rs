@@ -339,6 +339,35 @@ pub struct SchedStats {
     /// slowest first, each with what its flagged lanes had in flight: which
     /// kernels set the tail of `preempt_latency_us`.
     pub slowest_drains: Vec<SlowDrain>,
+    /// Task contexts (a model's device memory for one task in flight) made
+    /// while serving because the model's pool had none free: each one
+    /// allocates on the scheduling thread (RT) or the BE I/O thread.
+    pub contexts_made: u64,
+    /// The scheduling loop's slowest passes so far (at most
+    /// [`SLOWEST_STEPS`]), slowest first, each split into its phases: where
+    /// the thread that launches RT work was held (`stream`, `wait`,
+    /// `reset` and `reef` modes; a `seq` pass runs a whole task).
+    pub slowest_steps: Vec<SlowStep>,
+}
+
+/// How many of the scheduling loop's slowest passes
+/// [`SchedStats::slowest_steps`] keeps.
+pub const SLOWEST_STEPS: usize = 8;
+
+/// One of the scheduling loop's slowest passes ([`SchedStats::slowest_steps`]).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SlowStep {
+    /// The pass, microseconds.
+    pub us: f64,
+    /// When it began, milliseconds since the scheduler started.
+    pub at_ms: f64,
+    /// RT tasks queued and running when it began.
+    pub rt_queued: usize,
+    /// RT tasks on the RT lane when it began.
+    pub rt_running: usize,
+    /// Its phases in order, each with its time in microseconds (phases
+    /// that took under a microsecond are left out).
+    pub phases: Vec<(String, f64)>,
 }
 
 /// How many of the slowest preemptions [`SchedStats::slowest_drains`]

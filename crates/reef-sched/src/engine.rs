@@ -37,6 +37,7 @@ use crate::be_io::BeIo;
 use crate::config::{PollPause, SchedConfig};
 use crate::padding;
 use crate::stats::Stats;
+use crate::step_clock::StepClock;
 use crate::task::Task;
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use reef_exec::{Device, Lane, Variant};
@@ -87,6 +88,8 @@ pub(crate) struct Engine {
     be_io: Option<BeIo>,
     /// BE queues whose next task is with `be_io`, starting.
     starting: Vec<bool>,
+    /// Times the loop's current pass in phases (the slowest are kept).
+    clock: StepClock,
 }
 
 /// A preemption in progress: the BE lanes that had kernels in flight when
@@ -178,6 +181,7 @@ impl Engine {
             poll_pause,
             be_io,
             starting: vec![false; n],
+            clock: StepClock::new(),
         })
     }
 
@@ -244,6 +248,9 @@ impl Engine {
         };
         let started: Vec<_> = io.started().collect();
         for (q, t) in started {
+            if t.as_ref().is_some_and(|t| t.made_context) {
+                self.stats.contexts_made.fetch_add(1, Ordering::Relaxed);
+            }
             self.starting[q] = false;
             self.be_running[q] = t;
         }
@@ -324,11 +331,16 @@ impl Engine {
             if self.shutting_down {
                 self.cancel_running_be();
             }
+            self.clock.begin(self.rt_queue.len(), self.rt_running.len());
             let r = match self.cfg.mode {
                 Mode::Seq => self.step_seq(),
                 Mode::Stream => self.step_stream(),
                 Mode::Wait | Mode::Reset | Mode::Reef => self.step_preemptive(),
             };
+            // A `seq` pass runs a whole task: not a stall.
+            if self.cfg.mode != Mode::Seq {
+                self.clock.finish(&self.stats);
+            }
             if let Err(e) = r {
                 tracing::error!("scheduler step failed: {e}");
                 self.fail_all(e);
@@ -395,7 +407,12 @@ impl Engine {
             return None;
         }
         match t.start() {
-            Ok(()) => Some(t),
+            Ok(()) => {
+                if t.made_context {
+                    self.stats.contexts_made.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(t)
+            }
             Err(e) => {
                 t.fail(e, false);
                 None
@@ -453,7 +470,9 @@ impl Engine {
     fn launch_rt(&mut self) -> Result<bool, SchedError> {
         let mut launched = false;
         while let Some(t) = self.rt_queue.pop_front() {
-            if let Some(mut t) = self.start(t) {
+            let started = self.start(t);
+            self.clock.mark("start_rt");
+            if let Some(mut t) = started {
                 // On an idle RT lane the device reaches the task at once:
                 // time its first kernel from there (TaskStats::first_kernel).
                 // A timer that fails only costs the figure, not the task.
@@ -478,6 +497,7 @@ impl Engine {
                 }
                 self.rt_running.push_back(t);
                 launched = true;
+                self.clock.mark("launch_rt");
             }
         }
         Ok(launched)
@@ -616,6 +636,7 @@ impl Engine {
     fn step_stream(&mut self) -> Result<(), SchedError> {
         self.launch_rt()?;
         self.poll_rt()?;
+        self.clock.mark("poll_rt");
         for q in 0..self.be_queues.len() {
             if self.be_running[q].is_none() {
                 if let Some(t) = self.be_queues[q].pop_front() {
@@ -917,6 +938,7 @@ impl Engine {
             self.launch_rt()?;
         } else if !self.rt_queue.is_empty() {
             self.pause_be()?;
+            self.clock.mark("pause_be");
             if self.cfg.launches_rt_early() {
                 // RT first: its blocks take the SMs as the running BE blocks
                 // leave at their next tile; the drain is watched while the
@@ -931,6 +953,7 @@ impl Engine {
                 // idle only after it ends, p50 108-162 us, and the next RT
                 // launches waited for the drain.)
                 self.settle_drain()?;
+                self.clock.mark("settle_drain");
                 if self.beside_mode() {
                     // Every lane is paused now; the next RT work favours others.
                     self.beside.fill(false);
@@ -940,18 +963,25 @@ impl Engine {
             }
         }
         self.poll_rt()?;
+        self.clock.mark("poll_rt");
         // A drain left running by RT work launched first (none otherwise).
         self.poll_drain()?;
+        self.clock.mark("poll_drain");
         if self.rt_running.is_empty() && self.rt_queue.is_empty() {
             self.beside.fill(false);
             self.settle_drain()?;
+            self.clock.mark("settle_drain");
             self.unpause_be(false)?;
+            self.clock.mark("unpause_be");
             self.feed_be(false)?;
+            self.clock.mark("feed_be");
         } else if self.beside_mode() {
             let t0 = Instant::now();
             self.refresh_beside();
             let resumed = self.unpause_be(true)?;
+            self.clock.mark("unpause_be");
             self.feed_be(true)?;
+            self.clock.mark("feed_be");
             if resumed {
                 self.stats.record_padding(t0.elapsed());
             }

@@ -12,6 +12,7 @@ pub mod padding;
 pub mod registry;
 pub mod starting;
 pub mod stats;
+mod step_clock;
 mod task;
 
 pub use api::*;
@@ -151,6 +152,7 @@ impl Service for Scheduler {
             pad_known: 0,
             timed: false,
             first_kernel: None,
+            made_context: false,
             entry,
             handle,
             batch,

@@ -444,10 +444,11 @@ impl Service for MultiScheduler {
     }
 
     /// The sum over devices of queue depths, completions, preemptions and
-    /// re-run kernels; `busy_fraction` is the mean over devices; the latency
-    /// summaries are those of the device with the most samples (summaries of
-    /// different histograms cannot be merged exactly); the slowest drains
-    /// are the slowest of all devices. `device` lists the devices; `mode` is
+    /// re-run kernels and contexts made; `busy_fraction` is the mean over
+    /// devices; the latency summaries are those of the device with the most
+    /// samples (summaries of different histograms cannot be merged exactly);
+    /// the slowest drains and scheduling passes are the slowest of all
+    /// devices. `device` lists the devices; `mode` is
     /// the first device's mode.
     fn stats(&self) -> SchedStats {
         let all: Vec<SchedStats> = self.slots.iter().map(|s| s.sched.stats()).collect();
@@ -486,6 +487,13 @@ impl Service for MultiScheduler {
                 let mut v: Vec<_> = all.iter().flat_map(|s| s.slowest_drains.clone()).collect();
                 v.sort_by(|a, b| b.us.total_cmp(&a.us));
                 v.truncate(crate::api::SLOWEST_DRAINS);
+                v
+            },
+            contexts_made: all.iter().map(|s| s.contexts_made).sum(),
+            slowest_steps: {
+                let mut v: Vec<_> = all.iter().flat_map(|s| s.slowest_steps.clone()).collect();
+                v.sort_by(|a, b| b.us.total_cmp(&a.us));
+                v.truncate(crate::api::SLOWEST_STEPS);
                 v
             },
         }

@@ -112,18 +112,22 @@ impl ModelEntry {
         Ok(self.handles.lock().entry(batch).or_insert(h).clone())
     }
 
-    /// A context for the batch size (from the pool, or new).
+    /// A context for the batch size, from the pool, or new (then `true`:
+    /// a new one allocates device memory on the caller's thread).
     pub fn take_context(
         &self,
         handle: &Arc<dyn ModelHandle>,
         batch: usize,
-    ) -> Result<Box<dyn Context>, SchedError> {
+    ) -> Result<(Box<dyn Context>, bool), SchedError> {
         if let Some(c) = self.contexts.lock().get_mut(&batch).and_then(|v| v.pop()) {
-            return Ok(c);
+            return Ok((c, false));
         }
-        handle
+        let t0 = std::time::Instant::now();
+        let c = handle
             .context()
-            .map_err(|e| SchedError::Internal(format!("model '{}': {e}", self.name)))
+            .map_err(|e| SchedError::Internal(format!("model '{}': {e}", self.name)))?;
+        tracing::debug!(model = %self.name, batch, us = t0.elapsed().as_micros() as u64, "task context made");
+        Ok((c, true))
     }
 
     /// Returns a context to the pool.

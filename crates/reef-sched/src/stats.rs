@@ -1,7 +1,7 @@
 //! Scheduler counters and latency histograms, shared between the scheduling
 //! thread (writer) and front ends (readers of snapshots).
 
-use crate::api::{LatencySummary, SchedStats, SlowDrain, SLOWEST_DRAINS};
+use crate::api::{LatencySummary, SchedStats, SlowDrain, SlowStep, SLOWEST_DRAINS, SLOWEST_STEPS};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -27,6 +27,27 @@ pub struct Stats {
     padding: Mutex<Histogram<u64>>,
     /// The slowest preemptions, slowest first.
     slowest: Mutex<Vec<SlowDrain>>,
+    /// Task contexts made while serving ([`SchedStats::contexts_made`]).
+    pub(crate) contexts_made: AtomicU64,
+    /// The scheduling loop's slowest passes, slowest first.
+    slowest_steps: Mutex<Vec<SlowStep>>,
+}
+
+/// Whether a sample of `us` makes the list `kept` (slowest first, at most
+/// `cap` long, each entry's time from `us_of`).
+fn among_slowest<T>(kept: &[T], cap: usize, us: f64, us_of: impl Fn(&T) -> f64) -> bool {
+    kept.len() < cap || kept.last().is_some_and(|s| us > us_of(s))
+}
+
+/// Inserts `item` into `kept` in its place (slowest first) and keeps at
+/// most `cap` entries.
+fn keep_slowest<T>(kept: &mut Vec<T>, cap: usize, item: T, us_of: impl Fn(&T) -> f64) {
+    let us = us_of(&item);
+    let at = kept.partition_point(|s| us_of(s) >= us);
+    if at < cap {
+        kept.insert(at, item);
+        kept.truncate(cap);
+    }
 }
 
 fn hist() -> Histogram<u64> {
@@ -66,6 +87,8 @@ impl Stats {
             poll_gap: Mutex::new(hist()),
             padding: Mutex::new(hist()),
             slowest: Mutex::new(Vec::new()),
+            contexts_made: AtomicU64::new(0),
+            slowest_steps: Mutex::new(Vec::new()),
         }
     }
 
@@ -98,19 +121,35 @@ impl Stats {
     /// Whether a preemption of `d` is among the slowest so far (then
     /// [`Stats::record_slow_drain`] keeps it).
     pub(crate) fn is_slow_drain(&self, d: Duration) -> bool {
-        let slowest = self.slowest.lock();
-        slowest.len() < SLOWEST_DRAINS
-            || slowest.last().is_some_and(|s| d.as_secs_f64() * 1e6 > s.us)
+        among_slowest(
+            &self.slowest.lock(),
+            SLOWEST_DRAINS,
+            d.as_secs_f64() * 1e6,
+            |s| s.us,
+        )
     }
 
     /// Keeps `drain` if it is among the slowest so far.
     pub(crate) fn record_slow_drain(&self, drain: SlowDrain) {
-        let mut slowest = self.slowest.lock();
-        let at = slowest.partition_point(|s| s.us >= drain.us);
-        if at < SLOWEST_DRAINS {
-            slowest.insert(at, drain);
-            slowest.truncate(SLOWEST_DRAINS);
-        }
+        keep_slowest(&mut self.slowest.lock(), SLOWEST_DRAINS, drain, |s| s.us);
+    }
+
+    /// Whether a scheduling pass of `d` is among the slowest so far (then
+    /// [`Stats::record_slow_step`] keeps it).
+    pub(crate) fn is_slow_step(&self, d: Duration) -> bool {
+        among_slowest(
+            &self.slowest_steps.lock(),
+            SLOWEST_STEPS,
+            d.as_secs_f64() * 1e6,
+            |s| s.us,
+        )
+    }
+
+    /// Keeps `step` if it is among the slowest passes so far.
+    pub(crate) fn record_slow_step(&self, step: SlowStep) {
+        keep_slowest(&mut self.slowest_steps.lock(), SLOWEST_STEPS, step, |s| {
+            s.us
+        });
     }
 
     /// Records one padding selection's latency.
@@ -145,6 +184,8 @@ impl Stats {
             pad_launches: self.pad_launches.load(Ordering::Relaxed),
             busy_fraction: (self.busy_ns.load(Ordering::Relaxed) as f64 / wall).min(1.0),
             slowest_drains: self.slowest.lock().clone(),
+            contexts_made: self.contexts_made.load(Ordering::Relaxed),
+            slowest_steps: self.slowest_steps.lock().clone(),
         }
     }
 }
@@ -175,5 +216,28 @@ mod tests {
         assert_eq!(kept, want);
         assert!(!stats.is_slow_drain(us(25)));
         assert!(stats.is_slow_drain(us(26)));
+    }
+
+    #[test]
+    fn the_slowest_steps_are_kept_slowest_first() {
+        let stats = Stats::new("cpu".into(), "reef".into(), 1);
+        let us = |v: u64| Duration::from_micros(v);
+        for v in [5u64, 90, 12, 40, 7, 300, 41, 2, 66, 18, 1, 250] {
+            if stats.is_slow_step(us(v)) {
+                stats.record_slow_step(SlowStep {
+                    us: v as f64,
+                    ..SlowStep::default()
+                });
+            }
+        }
+        let kept: Vec<f64> = stats
+            .snapshot()
+            .slowest_steps
+            .iter()
+            .map(|s| s.us)
+            .collect();
+        assert_eq!(kept, vec![300.0, 250.0, 90.0, 66.0, 41.0, 40.0, 18.0, 12.0]);
+        assert!(!stats.is_slow_step(us(12)));
+        assert!(stats.is_slow_step(us(13)));
     }
 }

@@ -21,6 +21,9 @@ pub(crate) struct Task {
     pub started: Option<Instant>,
     /// Time spent writing the inputs in [`Task::start`].
     pub input_time: Duration,
+    /// [`Task::start`] made the task's context (the model's pool had
+    /// none free).
+    pub made_context: bool,
     pub ctx: Option<Box<dyn Context>>,
     /// Next kernel to enqueue.
     pub next: usize,
@@ -60,7 +63,8 @@ impl Task {
 
     /// Takes a context and writes the inputs.
     pub fn start(&mut self) -> Result<(), SchedError> {
-        let mut ctx = self.entry.take_context(&self.handle, self.batch)?;
+        let (mut ctx, made) = self.entry.take_context(&self.handle, self.batch)?;
+        self.made_context = made;
         let writing = Instant::now();
         for (i, input) in self.inputs.iter().enumerate() {
             match input {
