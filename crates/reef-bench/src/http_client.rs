@@ -19,11 +19,39 @@ use std::sync::Mutex;
 
 /// Where the server listens.
 #[derive(Debug, Clone)]
-enum Target {
+pub(crate) enum Target {
     /// `HOST:PORT` over TCP.
     Tcp(String),
     /// A Unix domain socket.
     Unix(PathBuf),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp(a) => f.write_str(a),
+            Target::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// The server at `url` (`http://HOST:PORT[/]` or `unix:PATH` /
+/// `unix://PATH`) and the `Host` header's value for it.
+pub(crate) fn parse_url(url: &str) -> Result<(Target, String), HttpError> {
+    if let Some(path) = url
+        .strip_prefix("unix://")
+        .or_else(|| url.strip_prefix("unix:"))
+    {
+        return Ok((Target::Unix(PathBuf::from(path)), "localhost".to_string()));
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(HttpError::Url(url.to_string()));
+    };
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') {
+        return Err(HttpError::Url(url.to_string()));
+    }
+    Ok((Target::Tcp(authority.to_string()), authority.to_string()))
 }
 
 /// An HTTP/1.1 client of one server, reusing its connections.
@@ -65,20 +93,7 @@ impl HttpClient {
     /// A client of the server at `url` (`http://HOST:PORT[/]` or
     /// `unix:PATH` / `unix://PATH`). Connects on first use.
     pub fn new(url: &str) -> Result<HttpClient, HttpError> {
-        let (target, host) = if let Some(path) = url
-            .strip_prefix("unix://")
-            .or_else(|| url.strip_prefix("unix:"))
-        {
-            (Target::Unix(PathBuf::from(path)), "localhost".to_string())
-        } else if let Some(rest) = url.strip_prefix("http://") {
-            let authority = rest.trim_end_matches('/');
-            if authority.is_empty() || authority.contains('/') {
-                return Err(HttpError::Url(url.to_string()));
-            }
-            (Target::Tcp(authority.to_string()), authority.to_string())
-        } else {
-            return Err(HttpError::Url(url.to_string()));
-        };
+        let (target, host) = parse_url(url)?;
         let host = HeaderValue::from_str(&host).map_err(|_| HttpError::Url(url.to_string()))?;
         Ok(HttpClient {
             target,
@@ -90,10 +105,7 @@ impl HttpClient {
     /// Opens a new connection and starts its task.
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, HttpError> {
         let connect_error = |source| HttpError::Connect {
-            target: match &self.target {
-                Target::Tcp(a) => a.clone(),
-                Target::Unix(p) => format!("unix:{}", p.display()),
-            },
+            target: self.target.to_string(),
             source,
         };
         match &self.target {

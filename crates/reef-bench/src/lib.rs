@@ -9,6 +9,7 @@
 
 pub mod arrivals;
 pub mod ceiling;
+mod direct;
 pub mod error;
 pub mod figures;
 mod http_client;

@@ -14,6 +14,7 @@
 //! [`RemoteService::with_cuda_inputs_system_outputs`] mixes the two: inputs
 //! in CUDA shared memory, outputs in system shared memory.
 
+use crate::direct::{DirectHttp, RawAnswer};
 use crate::wire::{Call, CallInput, Data, Reply, ShmPlace, Wire};
 use reef_model::Tensor;
 use reef_sched::{
@@ -44,6 +45,46 @@ pub struct RemoteService {
     shm: Option<Arc<ShmPool>>,
     /// The server's address (for unregistering at shutdown).
     url: String,
+    /// RT requests go out on the submitting thread through this client
+    /// ([`RemoteService::with_direct_rt`]); `None`: through the runtime.
+    direct: Option<Arc<DirectHttp>>,
+}
+
+/// How a [`RemoteService`] sends its RT requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RtClient {
+    /// `direct` over HTTP, `runtime` over gRPC.
+    #[default]
+    Auto,
+    /// On the submitting thread ([`RemoteService::with_direct_rt`]; HTTP
+    /// only).
+    Direct,
+    /// Through the client's runtime, as BE requests go.
+    Runtime,
+}
+
+impl std::fmt::Display for RtClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RtClient::Auto => "auto",
+            RtClient::Direct => "direct",
+            RtClient::Runtime => "runtime",
+        })
+    }
+}
+
+impl std::str::FromStr for RtClient {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(RtClient::Auto),
+            "direct" => Ok(RtClient::Direct),
+            "runtime" => Ok(RtClient::Runtime),
+            other => Err(format!(
+                "unknown RT client '{other}' (auto, direct or runtime)"
+            )),
+        }
+    }
 }
 
 /// Device memory a client exports for CUDA shared memory.
@@ -230,6 +271,19 @@ impl ShmPool {
         Ok(())
     }
 
+    /// The smallest free pair holding at least `input_bytes` /
+    /// `output_bytes`, if one is free now.
+    fn try_take(&self, input_bytes: u64, output_bytes: u64) -> Option<ShmPair> {
+        let mut f = self.free.lock().ok()?;
+        let best = (0..f.len())
+            .filter(|&i| {
+                f[i].input.get().byte_size() >= input_bytes
+                    && f[i].output.get().byte_size() >= output_bytes
+            })
+            .min_by_key(|&i| f[i].input.get().byte_size() + f[i].output.get().byte_size())?;
+        Some(f.swap_remove(best))
+    }
+
     fn give_back(&self, pair: ShmPair) {
         if let Ok(mut f) = self.free.lock() {
             f.push(pair);
@@ -313,54 +367,36 @@ async fn copy_with<T: Send + 'static>(
     .map_err(|e| SchedError::Internal(format!("shared memory copy task: {e}")))
 }
 
-/// One inference through a shared memory pair: writes the inputs, calls,
-/// reads the outputs. A BE request's copies (synchronous; a device copy
-/// with CUDA shared memory) run on the blocking pool, so that an RT
-/// request's never wait behind them on the runtime's workers.
-async fn infer_via_shm(
-    pool: &ShmPool,
-    wire: &Wire,
-    info: &ModelInfo,
-    mut call: Call,
-    inputs: Vec<Tensor>,
-    priority: Priority,
-) -> Result<Answer, SchedError> {
-    let in_total: u64 = inputs.iter().map(byte_len).sum();
-    let outputs: Vec<(String, u64)> = info
-        .outputs
-        .iter()
-        .map(|o| o.name.clone())
-        .zip(output_sizes(info, &inputs)?)
-        .collect();
-    let out_total = outputs.iter().map(|(_, s)| s).sum();
-    let offload = priority == Priority::Be;
-    let pair = pool.take(wire, in_total, out_total).await?;
-    let (pair, written) = copy_with(offload, pair, move |pair| {
-        let mut at = 0;
-        let mut places = Vec::with_capacity(inputs.len());
-        for t in &inputs {
-            let bytes = tensor_codec::tensor_bytes(t);
-            pair.input
-                .get()
-                .write_at(at, &bytes)
-                .map_err(|e| shm_error(&pair.input_name, e))?;
-            places.push(ShmPlace {
-                region: pair.input_name.clone(),
-                offset: at,
-                byte_size: bytes.len() as u64,
-            });
-            at += bytes.len() as u64;
-        }
-        Ok::<_, SchedError>(places)
-    })
-    .await?;
-    let places = match written {
-        Ok(p) => p,
-        Err(e) => {
-            pool.give_back(pair);
-            return Err(e);
-        }
-    };
+/// Writes `inputs` into `pair`'s input region, one after another: where
+/// each went.
+fn write_inputs(pair: &ShmPair, inputs: &[Tensor]) -> Result<Vec<ShmPlace>, SchedError> {
+    let mut at = 0;
+    let mut places = Vec::with_capacity(inputs.len());
+    for t in inputs {
+        let bytes = tensor_codec::tensor_bytes(t);
+        pair.input
+            .get()
+            .write_at(at, &bytes)
+            .map_err(|e| shm_error(&pair.input_name, e))?;
+        places.push(ShmPlace {
+            region: pair.input_name.clone(),
+            offset: at,
+            byte_size: bytes.len() as u64,
+        });
+        at += bytes.len() as u64;
+    }
+    Ok(places)
+}
+
+/// Points `call`'s inputs at `places` and its outputs (`outputs`: names
+/// and sizes) at `pair`'s output region, one after another; returns the
+/// outputs' offsets.
+fn place_call(
+    call: &mut Call,
+    pair: &ShmPair,
+    places: Vec<ShmPlace>,
+    outputs: Vec<(String, u64)>,
+) -> Vec<u64> {
     for (input, place) in call.inputs.iter_mut().zip(places) {
         input.data = Data::Shm(place);
     }
@@ -377,7 +413,47 @@ async fn infer_via_shm(
             (name, place)
         })
         .collect();
-    let offsets: Vec<u64> = call.outputs.iter().map(|(_, p)| p.offset).collect();
+    call.outputs.iter().map(|(_, p)| p.offset).collect()
+}
+
+/// The byte sizes `inputs` need and the names and sizes of `info`'s
+/// outputs for them.
+fn shm_sizes(info: &ModelInfo, inputs: &[Tensor]) -> Result<(u64, Vec<(String, u64)>), SchedError> {
+    let in_total: u64 = inputs.iter().map(byte_len).sum();
+    let outputs: Vec<(String, u64)> = info
+        .outputs
+        .iter()
+        .map(|o| o.name.clone())
+        .zip(output_sizes(info, inputs)?)
+        .collect();
+    Ok((in_total, outputs))
+}
+
+/// One inference through a shared memory pair: writes the inputs, calls,
+/// reads the outputs. A BE request's copies (synchronous; a device copy
+/// with CUDA shared memory) run on the blocking pool, so that an RT
+/// request's never wait behind them on the runtime's workers.
+async fn infer_via_shm(
+    pool: &ShmPool,
+    wire: &Wire,
+    info: &ModelInfo,
+    mut call: Call,
+    inputs: Vec<Tensor>,
+    priority: Priority,
+) -> Result<Answer, SchedError> {
+    let (in_total, outputs) = shm_sizes(info, &inputs)?;
+    let out_total = outputs.iter().map(|(_, s)| s).sum();
+    let offload = priority == Priority::Be;
+    let pair = pool.take(wire, in_total, out_total).await?;
+    let (pair, written) = copy_with(offload, pair, move |pair| write_inputs(pair, &inputs)).await?;
+    let places = match written {
+        Ok(p) => p,
+        Err(e) => {
+            pool.give_back(pair);
+            return Err(e);
+        }
+    };
+    let offsets = place_call(&mut call, &pair, places, outputs);
     let sent = Instant::now();
     let reply = match wire.infer(call).await {
         Ok(r) => r,
@@ -455,6 +531,53 @@ fn remote_timing(timing: Option<&Timing>, sent: Instant, replied: Instant) -> Op
     })
 }
 
+/// The answer to a request from its outputs, the server's timing, when it
+/// was sent and when the reply arrived.
+fn response(
+    outputs: Vec<Tensor>,
+    timing: Option<Timing>,
+    sent: Instant,
+    replied: Instant,
+    priority: Priority,
+) -> InferResponse {
+    InferResponse {
+        outputs,
+        priority,
+        remote: remote_timing(timing.as_ref(), sent, replied),
+        stats: service_stats(timing),
+    }
+}
+
+/// A direct client's answer as the scheduler's: the server's error, or the
+/// outputs (read from `pair`'s output region at `offsets` where they went
+/// through shared memory, else from the answer).
+fn direct_response(
+    answer: Result<RawAnswer, String>,
+    what: &str,
+    pair: Option<&ShmPair>,
+    offsets: Option<&[u64]>,
+    sent: Instant,
+    replied: Instant,
+    priority: Priority,
+) -> Result<InferResponse, SchedError> {
+    let a = answer.map_err(|e| SchedError::Internal(format!("{what}: {e}")))?;
+    if !(200..300).contains(&a.status) {
+        let status = hyper::StatusCode::from_u16(a.status)
+            .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+        return Err(crate::wire::http_status(status, &a.body));
+    }
+    let reply = crate::wire::http_reply(a.body, a.json_len)?;
+    let outputs = match (pair, offsets) {
+        (Some(pair), Some(offsets)) => shm_outputs(&reply, pair.output.get(), offsets)?,
+        _ => reply
+            .outputs
+            .iter()
+            .map(|o| o.tensor())
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    Ok(response(outputs, reply.timing, sent, replied, priority))
+}
+
 impl RemoteService {
     /// Connects to `url` and reads the metadata of `models`. `stats_from`
     /// supplies scheduler statistics (preemptions) when the server runs in
@@ -487,6 +610,7 @@ impl RemoteService {
             stats_from,
             shm: None,
             url: url.to_string(),
+            direct: None,
         })
     }
 
@@ -521,6 +645,107 @@ impl RemoteService {
             inputs: Some(alloc),
             outputs: None,
         })
+    }
+
+    /// Sends RT requests as `how` says ([`RtClient`]).
+    pub fn with_rt_client(self, how: RtClient) -> Result<Self, SchedError> {
+        match (how, self.protocol) {
+            (RtClient::Direct, _) | (RtClient::Auto, Protocol::Http) => self.with_direct_rt(),
+            _ => Ok(self),
+        }
+    }
+
+    /// Sends RT requests on the thread that submits them, through a direct
+    /// HTTP/1.1 client whose reader thread spins for their answers
+    /// (reef-bench's `direct` module), instead of through the runtime: an
+    /// RT arrival goes out the moment its open-loop thread submits it,
+    /// with its input upload on that thread too. HTTP only; BE requests
+    /// keep the runtime's path. Where no free shared memory pair fits, an
+    /// RT request takes the runtime's path as well (which makes one).
+    pub fn with_direct_rt(mut self) -> Result<Self, SchedError> {
+        if self.protocol != Protocol::Http {
+            return Err(SchedError::InvalidInput(
+                "direct RT requests speak HTTP only (--protocol http)".into(),
+            ));
+        }
+        let client =
+            DirectHttp::new(&self.url).map_err(|e| SchedError::InvalidInput(e.to_string()))?;
+        self.direct = Some(Arc::new(client));
+        Ok(self)
+    }
+
+    /// Sends RT request `call` through `direct` on this thread, with
+    /// `pair` (taken for it) when tensors travel through shared memory;
+    /// the answer reaches `tx` from the direct client's reader thread.
+    #[allow(clippy::too_many_arguments)]
+    fn send_direct(
+        &self,
+        direct: &DirectHttp,
+        info: &ModelInfo,
+        mut call: Call,
+        tensors: Vec<Tensor>,
+        pair: Option<ShmPair>,
+        priority: Priority,
+        tx: tokio::sync::oneshot::Sender<Result<InferResponse, SchedError>>,
+    ) {
+        let pool = self.shm.clone();
+        let give_back = move |pair: Option<ShmPair>| {
+            if let (Some(pool), Some(pair)) = (&pool, pair) {
+                pool.give_back(pair);
+            }
+        };
+        let mut offsets = None;
+        let prepared = (|| {
+            if let Some(pair) = &pair {
+                let (_, outputs) = shm_sizes(info, &tensors)?;
+                let places = write_inputs(pair, &tensors)?;
+                offsets = Some(place_call(&mut call, pair, places, outputs));
+            }
+            crate::wire::http_request(&call)
+        })();
+        let path = format!("/v2/models/{}/infer", call.model);
+        let (body, json_len) = match prepared {
+            Ok(b) => b,
+            Err(e) => {
+                give_back(pair);
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        let headers: Vec<(&str, String)> = match json_len {
+            Some(n) => vec![
+                (reef_server::http::infer::HEADER_LENGTH, n.to_string()),
+                ("content-type", "application/octet-stream".into()),
+            ],
+            None => vec![("content-type", "application/json".into())],
+        };
+        // The reader thread owns the pair and the sender from here on; a
+        // failed send hands them back through the same completion.
+        let slot = Arc::new(Mutex::new(Some((pair, tx, give_back))));
+        let taken = slot.clone();
+        let what = format!("POST {path}");
+        let done = Box::new(move |answer: Result<RawAnswer, String>, sent, replied| {
+            let Some((pair, tx, give_back)) = taken.lock().ok().and_then(|mut s| s.take()) else {
+                return;
+            };
+            let r = direct_response(
+                answer,
+                &what,
+                pair.as_ref(),
+                offsets.as_deref(),
+                sent,
+                replied,
+                priority,
+            );
+            give_back(pair);
+            let _ = tx.send(r);
+        });
+        if let Err(e) = direct.post(&path, &headers, &body, done) {
+            if let Some((pair, tx, give_back)) = slot.lock().ok().and_then(|mut s| s.take()) {
+                give_back(pair);
+                let _ = tx.send(Err(SchedError::Internal(format!("POST {path}: {e}"))));
+            }
+        }
     }
 
     fn with_transport(mut self, transport: Transport) -> Self {
@@ -661,6 +886,19 @@ impl Service for RemoteService {
             Priority::Rt => self.rt_wire.clone(),
             Priority::Be => self.wire.clone(),
         };
+        if let (Priority::Rt, Some(direct)) = (priority, &self.direct) {
+            let pair = match &self.shm {
+                None => Some(None),
+                Some(pool) => shm_sizes(info, &tensors).ok().and_then(|(i, outs)| {
+                    pool.try_take(i, outs.iter().map(|(_, s)| s).sum())
+                        .map(Some)
+                }),
+            };
+            if let Some(pair) = pair {
+                self.send_direct(direct, info, call, tensors, pair, priority, tx);
+                return Ok(rx);
+            }
+        }
         let shm = self.shm.clone();
         let info = info.clone();
         self.handle.spawn(async move {
@@ -682,12 +920,7 @@ impl Service for RemoteService {
                         (tensors, reply.timing, sent, replied)
                     }
                 };
-                Ok(InferResponse {
-                    outputs,
-                    priority,
-                    remote: remote_timing(timing.as_ref(), sent, replied),
-                    stats: service_stats(timing),
-                })
+                Ok(response(outputs, timing, sent, replied, priority))
             }
             .await;
             let _ = tx.send(r);

@@ -135,7 +135,7 @@ fn grpc_status(s: tonic::Status) -> SchedError {
 
 /// An HTTP error answer as the scheduler's error, with the server's message
 /// (its JSON `error`, else the body).
-fn http_status(status: StatusCode, body: &[u8]) -> SchedError {
+pub(crate) fn http_status(status: StatusCode, body: &[u8]) -> SchedError {
     let m = serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
@@ -507,7 +507,7 @@ fn shm_json(p: &ShmPlace) -> Value {
 
 /// The HTTP body for `call` and, when it carries binary tensors (or asks
 /// for them back), the length of its JSON header.
-fn http_request(call: &Call) -> Result<(Vec<u8>, Option<usize>), SchedError> {
+pub(crate) fn http_request(call: &Call) -> Result<(Vec<u8>, Option<usize>), SchedError> {
     let mut binary: Vec<bytes::Bytes> = vec![];
     let inputs: Vec<Value> = call
         .inputs
@@ -566,7 +566,7 @@ fn http_request(call: &Call) -> Result<(Vec<u8>, Option<usize>), SchedError> {
 
 /// A [`Reply`] from an HTTP answer: a JSON header of `json_len` bytes (the
 /// whole body without it) followed by the outputs' binary data.
-fn http_reply(body: bytes::Bytes, json_len: Option<usize>) -> Result<Reply, SchedError> {
+pub(crate) fn http_reply(body: bytes::Bytes, json_len: Option<usize>) -> Result<Reply, SchedError> {
     let head_len = json_len.unwrap_or(body.len());
     let head = body
         .get(..head_len)

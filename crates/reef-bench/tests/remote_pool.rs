@@ -28,7 +28,10 @@ async fn the_http_pool_caps_its_pairs_and_answers_every_request() {
     the_pool_caps_its_pairs_and_answers_every_request(Protocol::Http).await;
 }
 
-async fn the_pool_caps_its_pairs_and_answers_every_request(protocol: Protocol) {
+/// A CPU scheduler with the model behind a real server on loopback: the
+/// scheduler, the URL of `protocol`, the gRPC URL, an input and the
+/// in-process answer to it.
+async fn setup(protocol: Protocol) -> (Arc<Scheduler>, String, String, Tensor, Vec<Tensor>) {
     let dev = Arc::new(CpuDevice::new(Some(2)).expect("cpu device"));
     let sched = Scheduler::new(dev, SchedConfig::default()).expect("scheduler");
     let src: GraphSource = Arc::new(|b| reef_zoo::build(MODEL, b, 3).map_err(|e| e.to_string()));
@@ -57,19 +60,28 @@ async fn the_pool_caps_its_pairs_and_answers_every_request(protocol: Protocol) {
         .map(|_| rng.random_range(-1.0f32..1.0))
         .collect();
     let x = Tensor::f32(shape, data).expect("sizes");
-    let request = || InferRequest {
-        model: MODEL.into(),
-        inputs: vec![x.clone().into()],
-        priority: Some(Priority::Be),
-        arrival: Instant::now(),
-    };
     let in_process = sched.clone();
-    let req = request();
+    let req = request(&x, Priority::Be);
     let want = tokio::task::spawn_blocking(move || in_process.infer_blocking(req))
         .await
         .expect("joined")
         .expect("answered in process")
         .outputs;
+    (sched, url, grpc_url, x, want)
+}
+
+fn request(x: &Tensor, priority: Priority) -> InferRequest {
+    InferRequest {
+        model: MODEL.into(),
+        inputs: vec![x.clone().into()],
+        priority: Some(priority),
+        arrival: Instant::now(),
+    }
+}
+
+async fn the_pool_caps_its_pairs_and_answers_every_request(protocol: Protocol) {
+    let (sched, url, grpc_url, x, want) = setup(protocol).await;
+    let request = || request(&x, Priority::Be);
 
     // An unknown model fails the connection, naming it.
     let err = RemoteService::connect(&url, protocol, &["no_such_model".to_string()], None)
@@ -141,5 +153,63 @@ async fn the_pool_caps_its_pairs_and_answers_every_request(protocol: Protocol) {
         .expect("status")
         .into_inner();
     assert!(status.regions.is_empty(), "{:?}", status.regions.keys());
+    sched.shutdown();
+}
+
+/// RT requests sent on the submitting thread (`with_direct_rt`, HTTP):
+/// in the messages and through shared memory, eight at once where two
+/// region pairs are free (the rest take the runtime's path, which makes
+/// pairs), each answer equal to the in-process one; a malformed request's
+/// error comes back named; gRPC refuses the direct client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_rt_requests_answer_as_in_process() {
+    let (sched, url, grpc_url, x, want) = setup(Protocol::Http).await;
+    let plain = RemoteService::connect(&url, Protocol::Http, &[MODEL.to_string()], None)
+        .await
+        .expect("connect")
+        .with_direct_rt()
+        .expect("direct");
+    let shm = RemoteService::connect(&url, Protocol::Http, &[MODEL.to_string()], None)
+        .await
+        .expect("connect")
+        .with_shared_memory()
+        .with_direct_rt()
+        .expect("direct");
+    assert_eq!(shm.prepare_shared_memory(2).await.expect("prepared"), 2);
+    for (how, client) in [("in the messages", &plain), ("through shared memory", &shm)] {
+        let tickets: Vec<_> = (0..8)
+            .map(|_| client.submit(request(&x, Priority::Rt)).expect("submitted"))
+            .collect();
+        for t in tickets {
+            let got = t.await.expect("ticket").expect("answered");
+            let remote = got.remote.expect("the server's timing came back");
+            assert!(remote.replied >= remote.sent);
+            assert_eq!(got.outputs.len(), want.len());
+            for (g, w) in got.outputs.iter().zip(&want) {
+                assert_eq!(g.bytes(), w.bytes(), "direct RT {how}: as in process");
+            }
+        }
+    }
+    // A wrong input shape: the server's 400 comes back as invalid input.
+    let bad = Tensor::f32(vec![1, 2], vec![0.5, -0.5]).expect("sizes");
+    let err = plain
+        .submit(request(&bad, Priority::Rt))
+        .expect("submitted")
+        .await
+        .expect("ticket")
+        .expect_err("a wrong shape is refused");
+    assert!(
+        matches!(err, reef_sched::SchedError::InvalidInput(_)),
+        "{err}"
+    );
+    shm.shutdown();
+    let grpc = RemoteService::connect(&grpc_url, Protocol::Grpc, &[MODEL.to_string()], None)
+        .await
+        .expect("connect");
+    let err = grpc
+        .with_direct_rt()
+        .err()
+        .expect("gRPC has no direct client");
+    assert!(err.to_string().contains("HTTP only"), "{err}");
     sched.shutdown();
 }

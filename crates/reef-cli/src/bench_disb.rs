@@ -8,7 +8,7 @@
 //! server's), optionally through CUDA shared memory (`--cuda-shm`).
 
 use anyhow::{Context, Result};
-use reef_bench::remote::{Protocol, RemoteService};
+use reef_bench::remote::{Protocol, RemoteService, RtClient};
 use reef_bench::{plot, report, run_workload, RunOptions, Workload};
 use reef_exec::Device;
 use reef_sched::{GraphSource, ModeSpec, Priority, SchedConfig, Scheduler, Service};
@@ -58,6 +58,8 @@ pub struct Options {
     pub cuda_shm: bool,
     /// With `cuda_shm`: outputs travel by system shared memory instead.
     pub host_outputs: bool,
+    /// With `via_server` or `server`: how the client sends RT requests.
+    pub rt_client: RtClient,
 }
 
 /// Client memory for CUDA shared memory: an exported allocation on a GPU.
@@ -106,8 +108,11 @@ async fn remote(
     shm: bool,
     cuda_shm: bool,
     host_outputs: bool,
+    rt_client: RtClient,
 ) -> Result<Arc<dyn Service>> {
-    let client = RemoteService::connect(url, protocol, models, None).await?;
+    let client = RemoteService::connect(url, protocol, models, None)
+        .await?
+        .with_rt_client(rt_client)?;
     let client = if shm {
         client.with_shared_memory()
     } else if cuda_shm {
@@ -172,6 +177,7 @@ async fn through_server(
     protocol: Protocol,
     models: &[String],
     shm: bool,
+    rt_client: RtClient,
 ) -> Result<Arc<dyn Service>> {
     let config = reef_server::ServerConfig {
         allow_client_shm: true,
@@ -194,7 +200,9 @@ async fn through_server(
         }
     });
     drop(stop_rx);
-    let client = RemoteService::connect(&url, protocol, models, Some(sched)).await?;
+    let client = RemoteService::connect(&url, protocol, models, Some(sched))
+        .await?
+        .with_rt_client(rt_client)?;
     if !shm {
         return Ok(Arc::new(client));
     }
@@ -272,6 +280,7 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
     let server = opts.server.clone();
     let cuda_shm = opts.cuda_shm;
     let host_outputs = opts.host_outputs;
+    let rt_client = opts.rt_client;
     anyhow::ensure!(!host_outputs || cuda_shm, "--host-outputs needs --cuda-shm");
     let result = rt.block_on(async {
         run_workload(
@@ -287,12 +296,13 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
                             shm,
                             cuda_shm,
                             host_outputs,
+                            rt_client,
                         ));
                     }
                     let s = service_on(&devs, spec, &models, &base)?;
                     if via_server {
                         tokio::runtime::Handle::current()
-                            .block_on(through_server(s, protocol, &models, shm))
+                            .block_on(through_server(s, protocol, &models, shm, rt_client))
                     } else {
                         Ok(s)
                     }
@@ -304,8 +314,17 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
     })?;
     let mut result = result;
     let names: Vec<String> = devices.iter().map(|d| d.name()).collect();
+    let rt_client = match (opts.rt_client, protocol) {
+        (RtClient::Auto, Protocol::Http) => RtClient::Direct,
+        (RtClient::Auto, Protocol::Grpc) => RtClient::Runtime,
+        (c, _) => c,
+    };
     result.device = Some(match &opts.server {
-        Some(url) => format!("{protocol} server at {url}"),
+        Some(url) => format!("{protocol} server at {url}, RT client {rt_client}"),
+        None if opts.via_server => format!(
+            "{} through a {protocol} server, RT client {rt_client}",
+            names.join(" + ")
+        ),
         None => names.join(" + "),
     });
     std::fs::create_dir_all(&opts.out)

@@ -250,6 +250,14 @@ enum BenchCmd {
         /// memory); inputs still travel by CUDA shared memory.
         #[arg(long, requires = "cuda_shm")]
         host_outputs: bool,
+        /// With --via-server or --server: how RT requests go out. `direct`:
+        /// the open-loop thread that owns an arrival writes it on a
+        /// kept-alive HTTP connection itself (its input upload too) and a
+        /// reader thread spins for the answers, as a latency-minded client
+        /// would; `runtime`: through the client's async runtime, as BE
+        /// requests; `auto`: direct over HTTP, runtime over gRPC.
+        #[arg(long, default_value = "auto")]
+        rt_client: reef_bench::remote::RtClient,
         /// Run the client and server side on this many runtime workers that
         /// busy-poll instead of sleeping (as `reef serve --busy-poll`; each
         /// costs a host core; 0: one sleeping worker per core).
@@ -482,6 +490,7 @@ fn run(cli: Cli) -> Result<i32> {
                     server,
                     cuda_shm,
                     host_outputs,
+                    rt_client,
                 },
         } => {
             let devs = match server {
@@ -507,6 +516,7 @@ fn run(cli: Cli) -> Result<i32> {
                 server,
                 cuda_shm,
                 host_outputs,
+                rt_client,
             };
             println!("{}", bench_disb::run(devs, &opts)?);
             Ok(0)

@@ -219,6 +219,11 @@ impl Collector for SchedCollector {
                 "BE kernels launched as padding: planned, or beside RT work (reef mode)",
                 s.pad_launches,
             ),
+            (
+                "reef_task_contexts_made",
+                "Task contexts (a model's device memory for one task in flight) made while serving because the model's pool had none free",
+                s.contexts_made,
+            ),
         ] {
             let c = ConstCounter::new(v);
             let m = encoder.encode_descriptor(name, help, None, c.metric_type())?;

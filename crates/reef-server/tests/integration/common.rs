@@ -385,6 +385,8 @@ impl Service for TestService {
             padded_kernels: 19,
             pad_launches: 23,
             slowest_drains: Vec::new(),
+            contexts_made: 29,
+            slowest_steps: Vec::new(),
         }
     }
 

@@ -592,6 +592,7 @@ async fn metrics_endpoint() {
         "reef_kernels_rerun_total 17",
         "reef_padded_rt_kernels_total 19",
         "reef_pad_launches_total 23",
+        "reef_task_contexts_made_total 29",
         r#"reef_preemption_latency_microseconds{stat="p99"} 90"#,
         "reef_preemption_latency_samples_total 13",
         r#"reef_preemption_raise_latency_microseconds{stat="p99"} 9"#,
