@@ -1,9 +1,9 @@
 #!/bin/bash
 # Session 31, call 4 (issue 4): the direct RT client against the runtime's
-# path, interleaved and repeated (A three times, B twice, D once), into one `reef serve` (HTTP on its Unix socket, inputs through
-# CUDA shared memory, outputs through system shared memory, one
-# busy-polling worker on each side), `reset`, 3 s after 1 s; in process
-# before and after. Carry target/release/reef, devrun/pack.tgz.
+# path, interleaved and repeated (A three times, B twice, D once), into
+# one `reef serve` (HTTP on its Unix socket, inputs through CUDA shared
+# memory, outputs through system shared memory, one busy-polling worker
+# on each side), `reset`, 3 s after 1 s; in process before and after. Carry target/release/reef, devrun/pack.tgz.
 source scripts/device/common.sh
 A="--duration 3 --warmup 1 --quiet --modes reset --busy-poll 1"
 H="--server unix:/tmp/reef-http.sock --protocol http --cuda-shm --host-outputs"
