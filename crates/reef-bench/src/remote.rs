@@ -53,22 +53,19 @@ pub struct RemoteService {
 /// How a [`RemoteService`] sends its RT requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RtClient {
-    /// `direct` over HTTP, `runtime` over gRPC.
+    /// Through the client's runtime, as BE requests go.
     #[default]
-    Auto,
+    Runtime,
     /// On the submitting thread ([`RemoteService::with_direct_rt`]; HTTP
     /// only).
     Direct,
-    /// Through the client's runtime, as BE requests go.
-    Runtime,
 }
 
 impl std::fmt::Display for RtClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            RtClient::Auto => "auto",
-            RtClient::Direct => "direct",
             RtClient::Runtime => "runtime",
+            RtClient::Direct => "direct",
         })
     }
 }
@@ -77,12 +74,9 @@ impl std::str::FromStr for RtClient {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s.to_ascii_lowercase().as_str() {
-            "auto" => Ok(RtClient::Auto),
-            "direct" => Ok(RtClient::Direct),
             "runtime" => Ok(RtClient::Runtime),
-            other => Err(format!(
-                "unknown RT client '{other}' (auto, direct or runtime)"
-            )),
+            "direct" => Ok(RtClient::Direct),
+            other => Err(format!("unknown RT client '{other}' (runtime or direct)")),
         }
     }
 }
@@ -649,9 +643,9 @@ impl RemoteService {
 
     /// Sends RT requests as `how` says ([`RtClient`]).
     pub fn with_rt_client(self, how: RtClient) -> Result<Self, SchedError> {
-        match (how, self.protocol) {
-            (RtClient::Direct, _) | (RtClient::Auto, Protocol::Http) => self.with_direct_rt(),
-            _ => Ok(self),
+        match how {
+            RtClient::Direct => self.with_direct_rt(),
+            RtClient::Runtime => Ok(self),
         }
     }
 

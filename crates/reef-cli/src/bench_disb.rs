@@ -314,11 +314,7 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
     })?;
     let mut result = result;
     let names: Vec<String> = devices.iter().map(|d| d.name()).collect();
-    let rt_client = match (opts.rt_client, protocol) {
-        (RtClient::Auto, Protocol::Http) => RtClient::Direct,
-        (RtClient::Auto, Protocol::Grpc) => RtClient::Runtime,
-        (c, _) => c,
-    };
+    let rt_client = opts.rt_client;
     result.device = Some(match &opts.server {
         Some(url) => format!("{protocol} server at {url}, RT client {rt_client}"),
         None if opts.via_server => format!(

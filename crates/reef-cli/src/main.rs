@@ -250,13 +250,14 @@ enum BenchCmd {
         /// memory); inputs still travel by CUDA shared memory.
         #[arg(long, requires = "cuda_shm")]
         host_outputs: bool,
-        /// With --via-server or --server: how RT requests go out. `direct`:
-        /// the open-loop thread that owns an arrival writes it on a
-        /// kept-alive HTTP connection itself (its input upload too) and a
-        /// reader thread spins for the answers, as a latency-minded client
-        /// would; `runtime`: through the client's async runtime, as BE
-        /// requests; `auto`: direct over HTTP, runtime over gRPC.
-        #[arg(long, default_value = "auto")]
+        /// With --via-server or --server: how RT requests go out.
+        /// `runtime`: through the client's async runtime, as BE requests;
+        /// `direct` (HTTP only): the open-loop thread that owns an arrival
+        /// uploads its inputs and writes it on a kept-alive connection
+        /// itself, and a reader thread polls for the answers (faster where
+        /// several RT models arrive at once, slower for one; docs/PERF.md,
+        /// Session 31).
+        #[arg(long, default_value = "runtime")]
         rt_client: reef_bench::remote::RtClient,
         /// Run the client and server side on this many runtime workers that
         /// busy-poll instead of sleeping (as `reef serve --busy-poll`; each

@@ -216,6 +216,49 @@ fn bench_disb_runs_through_the_http_server() {
     check_through_server("disb-http-shm-test", &["--protocol", "http", "--shm"]);
 }
 
+/// `--rt-client direct`: RT requests written on the open-loop threads and
+/// their answers polled by the direct client's reader, every request
+/// answered with the legs adding up, the report naming the client; over
+/// gRPC the flag is refused, naming why.
+#[test]
+fn bench_disb_sends_rt_requests_directly_over_http() {
+    let _serial = serial();
+    let device = check_through_server(
+        "disb-http-direct-test",
+        &["--protocol", "http", "--shm", "--rt-client", "direct"],
+    );
+    assert!(device.contains("RT client direct"), "{device}");
+    let out = Command::new(env!("CARGO_BIN_EXE_reef"))
+        .args([
+            "bench",
+            "disb",
+            "--quiet",
+            "--modes",
+            "reset",
+            "--duration",
+            "1",
+        ])
+        .args([
+            "--via-server",
+            "--protocol",
+            "grpc",
+            "--rt-client",
+            "direct",
+            "--out",
+        ])
+        .arg(std::env::temp_dir().join(format!("reef-disb-grpc-direct-{}", std::process::id())))
+        .arg("--workload")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../workloads/tiny-A.json"
+        ))
+        .output()
+        .expect("run reef");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a direct gRPC client ran");
+    assert!(text.contains("HTTP only"), "{text}");
+}
+
 /// `--server`: the workload driven into `reef serve` running as another
 /// process (reset mode, client shared memory allowed), over gRPC once with
 /// tensors in the messages and once through system shared memory, and over
@@ -303,7 +346,7 @@ fn bench_disb_drives_a_server_in_another_process() {
 
 /// Runs the tiny workload in reset mode through the server (plus `extra`
 /// flags) and checks every request was answered without errors.
-fn check_through_server(tag: &str, extra: &[&str]) {
+fn check_through_server(tag: &str, extra: &[&str]) -> String {
     let mut args = vec!["--modes", "reset", "--via-server"];
     args.extend_from_slice(extra);
     let (out, stdout) = run_tiny_disb(tag, &args);
@@ -395,6 +438,7 @@ fn check_through_server(tag: &str, extra: &[&str]) {
     }
     assert!(stdout.contains("RT outside the server, means"), "{stdout}");
     let _ = std::fs::remove_dir_all(&out);
+    json["device"].as_str().unwrap_or_default().to_string()
 }
 
 /// `--devices 2`: the workload over two emulated CPU devices (one scheduler
