@@ -1,11 +1,12 @@
 //! The benchmark's direct HTTP/1.1 client for RT requests: the thread that
 //! submits a request writes it on a kept-alive connection itself (no task
 //! hand-off, no client runtime on the way out), and one reader thread
-//! spins over the connections with a request in flight and hands each
-//! answer to its completion. This is how a latency-minded client talks to
-//! a server on its own host: the open-loop thread that owns an RT arrival
-//! sends it the moment it is due, as the in-process scheduler's caller
-//! submits it (issue 4 weighs the two).
+//! polls the connections with a request in flight and hands each
+//! answer to its completion: the shape of a latency-minded client on the
+//! server's host, where the open-loop thread that owns an RT arrival sends
+//! it the moment it is due, as the in-process scheduler's caller submits
+//! it (issue 4 weighs the two; docs/PERF.md, Session 31, found it
+//! faster where several RT models arrive at once and slower for one).
 //!
 //! The reader polls (yielding its core between looks) only while answers
 //! are outstanding and parks when none is; a request's submission unparks
@@ -271,7 +272,7 @@ impl Drop for DirectHttp {
     }
 }
 
-/// The reader thread: spins over the requests in flight, completing each
+/// The reader thread: polls the requests in flight, completing each
 /// as its answer is whole, and parks while none is.
 fn read_answers(rx: mpsc::Receiver<Pending>, idle: Arc<Mutex<Vec<Conn>>>) {
     let mut out: Vec<Pending> = Vec::new();

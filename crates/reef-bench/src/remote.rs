@@ -650,7 +650,7 @@ impl RemoteService {
     }
 
     /// Sends RT requests on the thread that submits them, through a direct
-    /// HTTP/1.1 client whose reader thread spins for their answers
+    /// HTTP/1.1 client whose reader thread polls for their answers
     /// (reef-bench's `direct` module), instead of through the runtime: an
     /// RT arrival goes out the moment its open-loop thread submits it,
     /// with its input upload on that thread too. HTTP only; BE requests
@@ -713,8 +713,9 @@ impl RemoteService {
             ],
             None => vec![("content-type", "application/json".into())],
         };
-        // The reader thread owns the pair and the sender from here on; a
-        // failed send hands them back through the same completion.
+        // The completion takes the pair and the sender out of the slot on
+        // the reader thread; where the request could not be sent, they are
+        // taken back here.
         let slot = Arc::new(Mutex::new(Some((pair, tx, give_back))));
         let taken = slot.clone();
         let what = format!("POST {path}");
