@@ -16,6 +16,33 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Runs `reef bench disb` on the tiny workload (1 s, `reset`) with `extra`,
+/// which must make it fail; its standard error.
+fn refused_disb(tag: &str, extra: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_reef"))
+        .args([
+            "bench",
+            "disb",
+            "--quiet",
+            "--modes",
+            "reset",
+            "--duration",
+            "1",
+        ])
+        .args(extra)
+        .arg("--out")
+        .arg(std::env::temp_dir().join(format!("reef-disb-{tag}-{}", std::process::id())))
+        .arg("--workload")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../workloads/tiny-A.json"
+        ))
+        .output()
+        .expect("run reef");
+    assert!(!out.status.success(), "reef bench disb {extra:?} ran");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Runs `reef bench disb` on the tiny workload on the CPU (2 s, 0.5 s
 /// warm-up) with `extra` arguments into a fresh folder named `tag`; returns
 /// the folder and stdout, failing the test if the command fails.
@@ -228,34 +255,16 @@ fn bench_disb_sends_rt_requests_directly_over_http() {
         &["--protocol", "http", "--shm", "--rt-client", "direct"],
     );
     assert!(device.contains("RT client direct"), "{device}");
-    let out = Command::new(env!("CARGO_BIN_EXE_reef"))
-        .args([
-            "bench",
-            "disb",
-            "--quiet",
-            "--modes",
-            "reset",
-            "--duration",
-            "1",
-        ])
-        .args([
+    let text = refused_disb(
+        "grpc-direct",
+        &[
             "--via-server",
             "--protocol",
             "grpc",
             "--rt-client",
             "direct",
-            "--out",
-        ])
-        .arg(std::env::temp_dir().join(format!("reef-disb-grpc-direct-{}", std::process::id())))
-        .arg("--workload")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../workloads/tiny-A.json"
-        ))
-        .output()
-        .expect("run reef");
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a direct gRPC client ran");
+        ],
+    );
     assert!(text.contains("HTTP only"), "{text}");
 }
 
@@ -317,27 +326,7 @@ fn bench_disb_drives_a_server_in_another_process() {
         let _ = std::fs::remove_dir_all(&out);
     }
     if !reef_cuda::cuda_available() {
-        let out = Command::new(env!("CARGO_BIN_EXE_reef"))
-            .args([
-                "bench",
-                "disb",
-                "--quiet",
-                "--modes",
-                "reset",
-                "--duration",
-                "1",
-            ])
-            .args(["--server", &url, "--cuda-shm", "--out"])
-            .arg(std::env::temp_dir().join(format!("reef-disb-cudashm-{}", std::process::id())))
-            .arg("--workload")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../workloads/tiny-A.json"
-            ))
-            .output()
-            .expect("run reef");
-        let text = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "--cuda-shm ran without a GPU");
+        let text = refused_disb("cudashm", &["--server", &url, "--cuda-shm"]);
         assert!(text.to_lowercase().contains("cuda"), "{text}");
     }
     // The server is still up after all of it.
