@@ -218,14 +218,15 @@ impl DirectHttp {
     /// POSTs `body` to `path` with `headers` (besides Host and
     /// Content-Length) on this thread and returns when it is written;
     /// `done` gets the answer on the reader thread. A connection the server
-    /// closed while idle is replaced once.
+    /// closed while idle is replaced once. Where the request could not be
+    /// sent, `done` comes back with the reason.
     pub fn post(
         &self,
         path: &str,
         headers: &[(&str, String)],
         body: &[u8],
         done: Done,
-    ) -> Result<(), String> {
+    ) -> Result<(), (String, Done)> {
         let mut bytes = format!(
             "POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n",
             self.host,
@@ -241,16 +242,22 @@ impl DirectHttp {
         let sent = Instant::now();
         let conn = match reused {
             Some(mut c) => match c.write_all(&bytes) {
-                Ok(()) => c,
+                Ok(()) => Ok(c),
                 // The server may have closed an idle connection: nothing of
                 // the request reached it, so it goes again on a new one.
-                Err(_) => self.fresh(&bytes)?,
+                Err(_) => self.fresh(&bytes),
             },
-            None => self.fresh(&bytes)?,
+            None => self.fresh(&bytes),
         };
-        let tx = self.tx.as_ref().ok_or("the direct client is shut down")?;
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => return Err((e, done)),
+        };
+        let Some(tx) = &self.tx else {
+            return Err(("the direct client is shut down".into(), done));
+        };
         tx.send(Pending { conn, sent, done })
-            .map_err(|_| "the RT reader thread is gone".to_string())?;
+            .map_err(|e| ("the RT reader thread is gone".to_string(), e.0.done))?;
         self.reader.unpark();
         Ok(())
     }
@@ -435,6 +442,7 @@ mod tests {
                             tx.send((a.status, a.body == want)).unwrap();
                         }),
                     )
+                    .map_err(|(e, _)| e)
                     .unwrap();
             }
             for _ in 0..4 {
@@ -472,6 +480,7 @@ mod tests {
                         tx.send(a.map(|a| (a.body.to_vec(), a.keep_alive))).unwrap();
                     }),
                 )
+                .map_err(|(e, _)| e)
                 .unwrap();
             let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
             assert_eq!(got, Ok((vec![k; 3], false)));
@@ -487,7 +496,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("none.sock");
         let client = DirectHttp::new(&format!("unix:{}", path.display())).unwrap();
-        let e = client
+        let (e, _) = client
             .post("/x", &[], b"", Box::new(|_, _, _| {}))
             .unwrap_err();
         assert!(e.contains("none.sock"), "{e}");

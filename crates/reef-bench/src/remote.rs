@@ -669,16 +669,16 @@ impl RemoteService {
     }
 
     /// Sends RT request `call` through `direct` on this thread, with
-    /// `pair` (taken for it) when tensors travel through shared memory;
-    /// the answer reaches `tx` from the direct client's reader thread.
-    #[allow(clippy::too_many_arguments)]
+    /// `shm` (the pair taken for it and the outputs' names and sizes) when
+    /// tensors travel through shared memory; the answer reaches `tx` from
+    /// the direct client's reader thread (or from this one, where it could
+    /// not be sent).
     fn send_direct(
         &self,
         direct: &DirectHttp,
-        info: &ModelInfo,
         mut call: Call,
         tensors: Vec<Tensor>,
-        pair: Option<ShmPair>,
+        shm: Option<(ShmPair, Vec<(String, u64)>)>,
         priority: Priority,
         tx: tokio::sync::oneshot::Sender<Result<InferResponse, SchedError>>,
     ) {
@@ -688,17 +688,18 @@ impl RemoteService {
                 pool.give_back(pair);
             }
         };
-        let mut offsets = None;
-        let prepared = (|| {
-            if let Some(pair) = &pair {
-                let (_, outputs) = shm_sizes(info, &tensors)?;
-                let places = write_inputs(pair, &tensors)?;
-                offsets = Some(place_call(&mut call, pair, places, outputs));
+        // Where the outputs go in the pair's output region, once the inputs
+        // are in its input region.
+        let (pair, offsets) = match shm {
+            Some((pair, outputs)) => {
+                let offsets = write_inputs(&pair, &tensors)
+                    .map(|places| Some(place_call(&mut call, &pair, places, outputs)));
+                (Some(pair), offsets)
             }
-            crate::wire::http_request(&call)
-        })();
-        let path = format!("/v2/models/{}/infer", call.model);
-        let (body, json_len) = match prepared {
+            None => (None, Ok(None)),
+        };
+        let prepared = offsets.and_then(|o| Ok((o, crate::wire::http_request(&call)?)));
+        let (offsets, (body, json_len)) = match prepared {
             Ok(b) => b,
             Err(e) => {
                 give_back(pair);
@@ -706,6 +707,7 @@ impl RemoteService {
                 return;
             }
         };
+        let path = format!("/v2/models/{}/infer", call.model);
         let headers: Vec<(&str, String)> = match json_len {
             Some(n) => vec![
                 (reef_server::http::infer::HEADER_LENGTH, n.to_string()),
@@ -713,16 +715,8 @@ impl RemoteService {
             ],
             None => vec![("content-type", "application/json".into())],
         };
-        // The completion takes the pair and the sender out of the slot on
-        // the reader thread; where the request could not be sent, they are
-        // taken back here.
-        let slot = Arc::new(Mutex::new(Some((pair, tx, give_back))));
-        let taken = slot.clone();
         let what = format!("POST {path}");
-        let done = Box::new(move |answer: Result<RawAnswer, String>, sent, replied| {
-            let Some((pair, tx, give_back)) = taken.lock().ok().and_then(|mut s| s.take()) else {
-                return;
-            };
+        let done: crate::direct::Done = Box::new(move |answer, sent, replied| {
             let r = direct_response(
                 answer,
                 &what,
@@ -735,11 +729,9 @@ impl RemoteService {
             give_back(pair);
             let _ = tx.send(r);
         });
-        if let Err(e) = direct.post(&path, &headers, &body, done) {
-            if let Some((pair, tx, give_back)) = slot.lock().ok().and_then(|mut s| s.take()) {
-                give_back(pair);
-                let _ = tx.send(Err(SchedError::Internal(format!("POST {path}: {e}"))));
-            }
+        if let Err((e, done)) = direct.post(&path, &headers, &body, done) {
+            let now = Instant::now();
+            done(Err(e), now, now);
         }
     }
 
@@ -882,15 +874,16 @@ impl Service for RemoteService {
             Priority::Be => self.wire.clone(),
         };
         if let (Priority::Rt, Some(direct)) = (priority, &self.direct) {
-            let pair = match &self.shm {
+            // Without a free pair that fits, the runtime's path makes one.
+            let shm = match &self.shm {
                 None => Some(None),
-                Some(pool) => shm_sizes(info, &tensors).ok().and_then(|(i, outs)| {
-                    pool.try_take(i, outs.iter().map(|(_, s)| s).sum())
-                        .map(Some)
+                Some(pool) => shm_sizes(info, &tensors).ok().and_then(|(i, outputs)| {
+                    let o = outputs.iter().map(|(_, s)| s).sum();
+                    pool.try_take(i, o).map(|pair| Some((pair, outputs)))
                 }),
             };
-            if let Some(pair) = pair {
-                self.send_direct(direct, info, call, tensors, pair, priority, tx);
+            if let Some(shm) = shm {
+                self.send_direct(direct, call, tensors, shm, priority, tx);
                 return Ok(rx);
             }
         }
