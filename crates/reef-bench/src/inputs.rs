@@ -10,6 +10,7 @@ use crate::error::{BenchError, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
+use reef_exec::host_pool::HostPool;
 use reef_model::{DType, Tensor};
 use reef_sched::{ModelInfo, TensorInfo};
 
@@ -95,4 +96,63 @@ pub fn input_pool(
                 .collect()
         })
         .collect()
+}
+
+/// Moves every f32 tensor of `sets` that `host` takes (64 KiB and up on a
+/// GPU's pool) into one of its pinned buffers, so that its uploads, in
+/// process or by a client into CUDA shared memory, are direct DMA instead
+/// of the driver's staged copy from pageable memory. Returns how many
+/// tensors moved and how many f32 tensors stayed (the pool was full or the
+/// tensor small).
+pub fn pin_inputs(sets: &mut [Vec<Tensor>], host: &HostPool) -> (usize, usize) {
+    let (mut moved, mut stayed) = (0, 0);
+    for t in sets.iter_mut().flatten() {
+        let Some(data) = t.as_f32() else { continue };
+        match host.copied(data) {
+            Some(buf) => {
+                // Same shape, same elements: cannot fail.
+                if let Ok(p) = Tensor::f32_shared(t.shape.clone(), buf) {
+                    *t = p;
+                    moved += 1;
+                }
+            }
+            None => stayed += 1,
+        }
+    }
+    (moved, stayed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reef_exec::host_pool::NoPin;
+
+    #[test]
+    fn large_f32_inputs_move_into_the_pool_with_their_values() {
+        let host = HostPool::new(Box::new(NoPin), 1 << 20, 64 << 10);
+        let big: Vec<f32> = (0..20_000).map(|i| (i as f32).sin()).collect();
+        let mut sets = vec![
+            vec![
+                Tensor::f32(vec![1, 20_000], big.clone()).unwrap(),
+                Tensor::f32(vec![4], vec![1.5, -2.0, 3.25, 0.5]).unwrap(),
+                Tensor::i64(vec![2], vec![7, 9]).unwrap(),
+            ],
+            vec![Tensor::f32(vec![20_000], big.iter().map(|v| -v).collect()).unwrap()],
+        ];
+        let before = sets.clone();
+        let (moved, stayed) = pin_inputs(&mut sets, &host);
+        assert_eq!((moved, stayed), (2, 1), "two large f32 tensors, one small");
+        assert_eq!(host.buffers(), 2);
+        assert_eq!(sets, before, "shapes and values unchanged");
+        // The tensors hold the pool's two buffers: another request for one
+        // makes a third.
+        assert!(host.copied(&big).is_some());
+        assert_eq!(host.buffers(), 3, "the pinned buffers are in use");
+        // 80 KB pin 128 KiB (64 KiB steps): a pool of 128 KiB holds one.
+        let small_host = HostPool::new(Box::new(NoPin), 128 << 10, 64 << 10);
+        let mut again = before.clone();
+        let (moved, stayed) = pin_inputs(&mut again, &small_host);
+        assert_eq!((moved, stayed), (1, 2), "the pool holds one buffer");
+        assert_eq!(again, before);
+    }
 }

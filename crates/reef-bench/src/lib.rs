@@ -32,7 +32,7 @@ pub use error::{BenchError, Result};
 pub use figures::{
     compare, compare_devices, latency_figures, per_device, percentile_sorted, summarize,
 };
-pub use runner::{assemble, run_mode, run_workload, RunOptions, RT_ALONE};
+pub use runner::{assemble, run_mode, run_workload, PinnedInputs, RunOptions, RT_ALONE};
 pub use schema::{
     Comparison, DeviceComparison, DeviceResult, ExclusiveCeiling, LatencyFigures, ModeResult,
     RequestRecord, TaskResult, WorkloadResult, SCHEMA,

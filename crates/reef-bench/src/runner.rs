@@ -23,10 +23,11 @@
 use crate::ceiling::{exclusive_ceiling, BE_ALONE};
 use crate::error::{BenchError, Result};
 use crate::figures::{compare, compare_devices, per_device, summarize};
-use crate::inputs::input_pool;
+use crate::inputs::{input_pool, pin_inputs};
 use crate::schema::{ModeResult, RequestRecord, SchedFigures, WorkloadResult, SCHEMA};
 use crate::workload::Workload;
 use indicatif::{ProgressBar, ProgressStyle};
+use reef_exec::host_pool::HostPool;
 use reef_model::Tensor;
 use reef_sched::{InferRequest, InferResponse, Input, Mode, Priority, SchedError, Service, Ticket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -66,6 +67,21 @@ pub struct RunOptions {
     /// the throughput ceiling of exclusive RT ([`crate::ceiling`]). `None`
     /// (the default) skips it.
     pub be_alone: Option<Mode>,
+    /// Put the tasks' f32 inputs in this pool's pinned buffers
+    /// ([`crate::inputs::pin_inputs`]); `None` (the default): ordinary
+    /// memory, as most clients hold their data.
+    pub pinned_inputs: Option<PinnedInputs>,
+}
+
+/// A pool of pinned host buffers for the benchmark's inputs
+/// ([`RunOptions::pinned_inputs`]).
+#[derive(Clone)]
+pub struct PinnedInputs(pub Arc<HostPool>);
+
+impl std::fmt::Debug for PinnedInputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PinnedInputs({} buffers)", self.0.buffers())
+    }
 }
 
 impl Default for RunOptions {
@@ -81,6 +97,7 @@ impl Default for RunOptions {
             progress: true,
             rt_alone: Some(Mode::Reset),
             be_alone: None,
+            pinned_inputs: None,
         }
     }
 }
@@ -309,13 +326,19 @@ pub async fn run_mode(
                         .collect::<Vec<_>>()
                         .join(", "),
                 })?;
-        let pool = input_pool(
+        let mut pool = input_pool(
             info,
             t.batch_size,
             opts.dynamic_dim,
             opts.input_pool,
             workload.seed_for(i),
         )?;
+        if let Some(PinnedInputs(host)) = &opts.pinned_inputs {
+            let (_, stayed) = pin_inputs(&mut pool, host);
+            if stayed > 0 {
+                tracing::warn!(task = i, model = %t.model, stayed, "inputs left in ordinary memory: the pinned pool is full or they are small");
+            }
+        }
         tasks.push(Arc::new(TaskCtx {
             index: i,
             model: t.model.clone(),

@@ -9,7 +9,7 @@
 
 use anyhow::{Context, Result};
 use reef_bench::remote::{Protocol, RemoteService, RtClient};
-use reef_bench::{plot, report, run_workload, RunOptions, Workload};
+use reef_bench::{plot, report, run_workload, PinnedInputs, RunOptions, Workload};
 use reef_exec::Device;
 use reef_sched::{GraphSource, ModeSpec, Priority, SchedConfig, Scheduler, Service};
 use std::path::{Path, PathBuf};
@@ -60,6 +60,42 @@ pub struct Options {
     pub host_outputs: bool,
     /// With `via_server` or `server`: how the client sends RT requests.
     pub rt_client: RtClient,
+    /// Hold the inputs in pinned host memory ([`RunOptions::pinned_inputs`]):
+    /// in process on a GPU, or with `server` and `cuda_shm`.
+    pub pinned_inputs: bool,
+}
+
+/// Most pinned memory the benchmark's inputs take (the scheduler's default
+/// pool size).
+const PINNED_INPUT_BYTES: usize = reef_sched::DEFAULT_PINNED_INPUT_BYTES;
+
+/// The pool of pinned buffers for the inputs where `opts` asks for one.
+fn pinned_inputs(devices: &[Arc<dyn Device>], opts: &Options) -> Result<Option<PinnedInputs>> {
+    if !opts.pinned_inputs {
+        return Ok(None);
+    }
+    anyhow::ensure!(
+        !opts.via_server && !opts.shm,
+        "--pinned-inputs: with --via-server or --shm the inputs travel in messages or system shared memory, not from pinned memory"
+    );
+    let pool = if opts.server.is_some() {
+        anyhow::ensure!(
+            opts.cuda_shm,
+            "--pinned-inputs with --server needs --cuda-shm (the client's uploads are what it speeds up)"
+        );
+        reef_cuda::host_pool(0, PINNED_INPUT_BYTES)
+            .map_err(|e| anyhow::anyhow!("--pinned-inputs needs CUDA GPU 0 in this process: {e}"))?
+    } else {
+        devices
+            .first()
+            .and_then(|d| d.host_pool(PINNED_INPUT_BYTES))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--pinned-inputs needs a GPU (the CPU backend reads inputs where they are)"
+                )
+            })?
+    };
+    Ok(Some(PinnedInputs(pool)))
 }
 
 /// Client memory for CUDA shared memory: an exported allocation on a GPU.
@@ -260,6 +296,7 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
     w.validate()?;
     let models = w.models();
     let run_opts = RunOptions {
+        pinned_inputs: pinned_inputs(&devices, opts)?,
         warmup: opts.warmup.map(Duration::from_secs_f64),
         progress: opts.progress,
         be_alone: opts.be_alone.then_some(reef_sched::Mode::Stream),
@@ -315,14 +352,18 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
     let mut result = result;
     let names: Vec<String> = devices.iter().map(|d| d.name()).collect();
     let rt_client = opts.rt_client;
-    result.device = Some(match &opts.server {
+    let mut device = match &opts.server {
         Some(url) => format!("{protocol} server at {url}, RT client {rt_client}"),
         None if opts.via_server => format!(
             "{} through a {protocol} server, RT client {rt_client}",
             names.join(" + ")
         ),
         None => names.join(" + "),
-    });
+    };
+    if opts.pinned_inputs {
+        device.push_str(", inputs in pinned memory");
+    }
+    result.device = Some(device);
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
     let mut stem = w
@@ -340,6 +381,9 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
     }
     if opts.host_outputs {
         stem.push_str("-hostout");
+    }
+    if opts.pinned_inputs {
+        stem.push_str("-pinned");
     }
     let path = |ext: &str| -> PathBuf { Path::new(&opts.out).join(format!("disb-{stem}.{ext}")) };
     report::write_json(&result, &path("json"), false)?;

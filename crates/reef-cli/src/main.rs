@@ -259,6 +259,13 @@ enum BenchCmd {
         /// Session 31).
         #[arg(long, default_value = "runtime")]
         rt_client: reef_bench::remote::RtClient,
+        /// Hold the benchmark's FP32 inputs (64 KiB and up) in pinned host
+        /// memory, as a client whose data lands in page-locked buffers: the
+        /// scheduler's uploads in process, or the client's into CUDA shared
+        /// memory with --server --cuda-shm, are then direct DMA instead of
+        /// the driver's staged copy. Needs a GPU in this process.
+        #[arg(long, conflicts_with_all = ["via_server", "shm"])]
+        pinned_inputs: bool,
         /// Run the client and server side on this many runtime workers that
         /// busy-poll instead of sleeping (as `reef serve --busy-poll`; each
         /// costs a host core; 0: one sleeping worker per core).
@@ -492,6 +499,7 @@ fn run(cli: Cli) -> Result<i32> {
                     cuda_shm,
                     host_outputs,
                     rt_client,
+                    pinned_inputs,
                 },
         } => {
             let devs = match server {
@@ -518,6 +526,7 @@ fn run(cli: Cli) -> Result<i32> {
                 cuda_shm,
                 host_outputs,
                 rt_client,
+                pinned_inputs,
             };
             println!("{}", bench_disb::run(devs, &opts)?);
             Ok(0)

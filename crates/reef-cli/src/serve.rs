@@ -172,6 +172,12 @@ pub struct ServeArgs {
     /// Triton's pinned memory pool); 0: off [default: 256].
     #[arg(long, env = "REEF_PINNED_INPUT_MIB")]
     pub pinned_input_mib: Option<usize>,
+    /// Task contexts (a model's device memory for one request in flight)
+    /// made for each model when it loads, 0 to 8, so that the first
+    /// requests do not wait for them; more are made as more requests of a
+    /// model run at once [default: 2].
+    #[arg(long, env = "REEF_CONTEXTS_AT_LOAD")]
+    pub contexts_at_load: Option<usize>,
 }
 
 fn zoo_configs(names: &[String], max_batch: usize) -> Result<Vec<ModelConfig>> {
@@ -220,6 +226,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         pinned_input_bytes: a.pinned_input_mib << 20,
         // A benchmark's diagnostic (`reef bench preempt --time-drains`).
         time_drains: false,
+        contexts_at_load: a.contexts_at_load,
     };
     let configs = match &a.repository {
         Some(dir) => reef_server::scan_repository(dir)

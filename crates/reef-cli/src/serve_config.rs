@@ -152,6 +152,8 @@ pub struct ServeSettings {
     pub poll_pause: Option<PollPause>,
     /// Pinned input pool, MiB (0: none).
     pub pinned_input_mib: usize,
+    /// Task contexts made per model at load.
+    pub contexts_at_load: usize,
 }
 
 impl ServeSettings {
@@ -217,7 +219,21 @@ impl ServeSettings {
                 .pinned_input_mib
                 .or(file.pinned_input_mib)
                 .unwrap_or(DEFAULT_PINNED_INPUT_MIB),
+            contexts_at_load: cli
+                .contexts_at_load
+                .or(file.contexts_at_load)
+                .unwrap_or(reef_sched::DEFAULT_CONTEXTS_AT_LOAD),
         };
+        if s.contexts_at_load > reef_sched::MAX_POOLED_CONTEXTS {
+            return Err(ConfigError::Invalid {
+                key: "contexts_at_load",
+                reason: format!(
+                    "must be at most {} (the contexts a model keeps), got {}",
+                    reef_sched::MAX_POOLED_CONTEXTS,
+                    s.contexts_at_load
+                ),
+            });
+        }
         if s.pinned_input_mib > MAX_PINNED_INPUT_MIB {
             return Err(ConfigError::Invalid {
                 key: "pinned_input_mib",
@@ -573,6 +589,24 @@ busy_poll = 1
             .unwrap_err()
             .to_string();
         assert!(e.contains("pinned_input_mib") && e.contains("70000"), "{e}");
+    }
+
+    #[test]
+    fn contexts_at_load_default_to_two_and_are_bounded_by_the_pool() {
+        let s = ServeSettings::merge(cli(&[]), ServeArgs::default()).unwrap();
+        assert_eq!(s.contexts_at_load, 2);
+        let s = ServeSettings::merge(cli(&[]), file_of("contexts_at_load = 0\n")).unwrap();
+        assert_eq!(s.contexts_at_load, 0);
+        let s = ServeSettings::merge(
+            cli(&["--contexts-at-load", "5"]),
+            file_of("contexts_at_load = 1\n"),
+        )
+        .unwrap();
+        assert_eq!(s.contexts_at_load, 5, "the command line over the file");
+        let e = ServeSettings::merge(cli(&["--contexts-at-load", "9"]), ServeArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("contexts_at_load") && e.contains('9'), "{e}");
     }
 
     #[test]

@@ -268,6 +268,30 @@ fn bench_disb_sends_rt_requests_directly_over_http() {
     assert!(text.contains("HTTP only"), "{text}");
 }
 
+/// `--pinned-inputs` is refused, naming why, where no GPU reads the inputs
+/// (the CPU backend), where they do not travel from pinned memory (through
+/// messages or system shared memory) and against a server without CUDA
+/// shared memory.
+#[test]
+fn bench_disb_refuses_pinned_inputs_where_they_cannot_apply() {
+    if !reef_cuda::cuda_available() {
+        let text = refused_disb("pinned-cpu", &["--device", "cpu", "--pinned-inputs"]);
+        assert!(text.contains("--pinned-inputs needs a GPU"), "{text}");
+    } else {
+        println!("a GPU is present: the CPU-only refusal is not checked");
+    }
+    let text = refused_disb("pinned-via", &["--via-server", "--pinned-inputs"]);
+    assert!(
+        text.contains("--pinned-inputs") && text.contains("--via-server"),
+        "{text}"
+    );
+    let text = refused_disb(
+        "pinned-server",
+        &["--server", "http://127.0.0.1:9", "--pinned-inputs"],
+    );
+    assert!(text.contains("needs --cuda-shm"), "{text}");
+}
+
 /// `--server`: the workload driven into `reef serve` running as another
 /// process (reset mode, client shared memory allowed), over gRPC once with
 /// tensors in the messages and once through system shared memory, and over

@@ -694,7 +694,7 @@ impl Device for CudaDevice {
                     Arc::new(reef_exec::host_pool::HostPool::new(
                         Box::new(pinner),
                         max_bytes,
-                        64 << 10,
+                        crate::pinned::MIN_PINNED_BYTES,
                     ))
                 })
                 .clone()

@@ -72,6 +72,7 @@ pub use device::{cuda_available, precompile, CudaDevice, CudaOptions};
 pub use kernels::KernelSet;
 pub use lane::CudaLane;
 pub use model::CudaModel;
+pub use pinned::host_pool;
 pub use precision::{Precision, PrecisionError};
 pub use relay::RelayCounts;
 pub use tactics::TacticMode;

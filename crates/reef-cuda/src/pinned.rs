@@ -7,6 +7,10 @@ use cudarc::driver::{sys, CudaContext};
 use reef_exec::host_pool::Pinner;
 use std::sync::Arc;
 
+/// The smallest tensor a pool pins: below 64 KiB the staged copy costs
+/// little more than a direct one.
+pub(crate) const MIN_PINNED_BYTES: usize = 64 << 10;
+
 /// Registers host ranges with the CUDA driver.
 pub(crate) struct CudaPinner {
     pub ctx: Arc<CudaContext>,
@@ -45,4 +49,22 @@ impl Pinner for CudaPinner {
             tracing::warn!("{e}");
         }
     }
+}
+
+/// A pool of pinned host buffers (at most `max_bytes`, for tensors of 64
+/// KiB and up) registered in device `ordinal`'s primary context: for a
+/// process that is not serving on the device, such as a client that copies
+/// its inputs into CUDA shared memory or a benchmark that holds its inputs
+/// in pinned memory.
+pub fn host_pool(
+    ordinal: usize,
+    max_bytes: usize,
+) -> reef_exec::Result<Arc<reef_exec::host_pool::HostPool>> {
+    crate::device::driver_ready()?;
+    let ctx = CudaContext::new(ordinal).call("cuDevicePrimaryCtxRetain")?;
+    Ok(Arc::new(reef_exec::host_pool::HostPool::new(
+        Box::new(CudaPinner { ctx }),
+        max_bytes,
+        MIN_PINNED_BYTES,
+    )))
 }

@@ -14,6 +14,15 @@ pub const DEFAULT_GPU_IDLE_SPIN: Duration = Duration::from_millis(20);
 /// memory pool. Only a GPU makes the pool; the CPU backend ignores it.
 pub const DEFAULT_PINNED_INPUT_BYTES: usize = 256 << 20;
 
+/// Default [`SchedConfig::contexts_at_load`]: one context for an RT task and
+/// one for a BE task of each model.
+pub const DEFAULT_CONTEXTS_AT_LOAD: usize = 2;
+
+/// Most task contexts a model keeps for reuse per batch size (more are
+/// freed when their task ends), and so the most
+/// [`SchedConfig::contexts_at_load`] may ask for.
+pub const MAX_POOLED_CONTEXTS: usize = 8;
+
 /// How the scheduling thread waits between two looks at its queue and the
 /// device while it polls ([`SchedConfig::poll_pause`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -143,6 +152,14 @@ pub struct SchedConfig {
     /// beside the host's view. Costs the raise a few driver calls; off by
     /// default.
     pub time_drains: bool,
+    /// Task contexts (a model's device memory for one task in flight) made
+    /// for batch 1 when a model is loaded, so that the first requests do not
+    /// allocate them on the scheduling thread (on the H100 five RT tasks that
+    /// made theirs took 4.3-6.1 ms to start, against 0.5-1.0 ms with pooled
+    /// ones, docs/PERF.md, Session 31); more are made when more tasks of
+    /// the model run at once. At most [`MAX_POOLED_CONTEXTS`]. Default
+    /// [`DEFAULT_CONTEXTS_AT_LOAD`].
+    pub contexts_at_load: usize,
 }
 
 impl Default for SchedConfig {
@@ -163,6 +180,7 @@ impl Default for SchedConfig {
             be_io_thread: None,
             pinned_input_bytes: DEFAULT_PINNED_INPUT_BYTES,
             time_drains: false,
+            contexts_at_load: DEFAULT_CONTEXTS_AT_LOAD,
         }
     }
 }
@@ -224,6 +242,12 @@ impl SchedConfig {
         }
         if self.max_batch == 0 {
             return Err("max_batch must be at least 1".into());
+        }
+        if self.contexts_at_load > MAX_POOLED_CONTEXTS {
+            return Err(format!(
+                "contexts_at_load must be in 0..={MAX_POOLED_CONTEXTS}, got {}",
+                self.contexts_at_load
+            ));
         }
         Ok(())
     }

@@ -16,7 +16,10 @@ mod step_clock;
 mod task;
 
 pub use api::*;
-pub use config::{ModeSpec, PollPause, SchedConfig, DEFAULT_PINNED_INPUT_BYTES};
+pub use config::{
+    ModeSpec, PollPause, SchedConfig, DEFAULT_CONTEXTS_AT_LOAD, DEFAULT_PINNED_INPUT_BYTES,
+    MAX_POOLED_CONTEXTS,
+};
 pub use reef_exec::host_pool::{HostPool, NoPin};
 pub use reef_exec::shared::{SharedRegion, IPC_HANDLE_BYTES};
 
@@ -190,6 +193,9 @@ impl Service for Scheduler {
         let q = self.next_queue.fetch_add(1, Ordering::Relaxed) % self.cfg.be_queues;
         let profiling = self.cfg.mode == Mode::Reef;
         let entry = ModelEntry::load(&self.device, name, source, default_priority, q, profiling)?;
+        // The first tasks' contexts now, not on the scheduling thread when
+        // they start.
+        entry.prepare_contexts(&self.device, self.cfg.contexts_at_load)?;
         if let Some(pool) = &self.host_pool {
             // Pin buffers for its FP32 inputs at batch 1 now, not on the
             // first requests' path.

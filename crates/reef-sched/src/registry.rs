@@ -2,6 +2,7 @@
 //! batch size, device handles and pools of reusable task contexts.
 
 use crate::api::{GraphSource, Input, ModelInfo, Priority, SchedError, TensorInfo};
+use crate::config::MAX_POOLED_CONTEXTS;
 use crate::padding::Profile;
 use parking_lot::Mutex;
 use reef_exec::{Context, Device, ModelHandle};
@@ -122,21 +123,52 @@ impl ModelEntry {
         if let Some(c) = self.contexts.lock().get_mut(&batch).and_then(|v| v.pop()) {
             return Ok((c, false));
         }
+        Ok((self.make_context(handle, batch)?, true))
+    }
+
+    /// A new context for the batch size.
+    fn make_context(
+        &self,
+        handle: &Arc<dyn ModelHandle>,
+        batch: usize,
+    ) -> Result<Box<dyn Context>, SchedError> {
         let t0 = std::time::Instant::now();
         let c = handle
             .context()
             .map_err(|e| SchedError::Internal(format!("model '{}': {e}", self.name)))?;
         tracing::debug!(model = %self.name, batch, us = t0.elapsed().as_micros() as u64, "task context made");
-        Ok((c, true))
+        Ok(c)
     }
 
-    /// Returns a context to the pool.
+    /// Returns a context to the pool (kept while the pool holds fewer than
+    /// [`MAX_POOLED_CONTEXTS`] for the batch size, freed otherwise).
     pub fn give_context(&self, batch: usize, ctx: Box<dyn Context>) {
         let mut pool = self.contexts.lock();
         let v = pool.entry(batch).or_default();
-        if v.len() < 8 {
+        if v.len() < MAX_POOLED_CONTEXTS {
             v.push(ctx);
         }
+    }
+
+    /// Makes contexts for batch 1 until the pool holds `n` (at most
+    /// [`MAX_POOLED_CONTEXTS`]), so that the first tasks find theirs.
+    pub fn prepare_contexts(&self, device: &Arc<dyn Device>, n: usize) -> Result<(), SchedError> {
+        let n = n.min(MAX_POOLED_CONTEXTS);
+        let have = self.contexts.lock().get(&1).map_or(0, Vec::len);
+        if have >= n {
+            return Ok(());
+        }
+        let handle = self.handle(device, 1)?;
+        for _ in have..n {
+            let ctx = self.make_context(&handle, 1)?;
+            self.give_context(1, ctx);
+        }
+        Ok(())
+    }
+
+    /// The number of pooled contexts for a batch size.
+    pub fn pooled_contexts(&self, batch: usize) -> usize {
+        self.contexts.lock().get(&batch).map_or(0, Vec::len)
     }
 
     /// Checks a request's inputs against the model; returns the batch size.
