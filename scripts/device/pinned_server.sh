@@ -1,0 +1,63 @@
+#!/bin/bash
+# Session 32, call 1: the self-test; then issue 4 with the benchmark's
+# inputs in pinned memory (`--pinned-inputs`) against ordinary memory, in
+# process and through one `reef serve` (HTTP on its Unix socket, inputs by
+# CUDA shared memory, outputs by system shared memory, one busy-polling
+# worker a side), `reset`, A (twice), D and E, 3 s after 1 s; the GPU's
+# clocks sampled every 20 ms throughout (steps.txt holds each step's start).
+# Carry target/release/reef, devrun/pack.tgz.
+source scripts/device/common.sh
+nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,utilization.gpu,power.draw --format=csv,noheader -lms 20 > $OUT/clocks.csv &
+SMI=$!
+st() { echo "$1 $(date +%s.%N)" >> $OUT/steps.txt; step "$@"; }
+st selftest 120 $R selftest --preemptions 2 --seed 3201
+A="--duration 3 --warmup 1 --quiet --modes reset --busy-poll 1"
+H="--server unix:/tmp/reef-http.sock --protocol http --cuda-shm --host-outputs"
+for w in A D E A; do
+  for p in plain pinned; do
+    f=""; [ $p = pinned ] && f=--pinned-inputs
+    n=in_${p}_$w; [ -d $OUT/$n ] && n=${n}2
+    st $n 90 $R bench disb $A --workload workloads/$w.json --device cuda $f --out $OUT/$n
+  done
+done
+st serve_start 1 true
+serve_up vgg19,resnet152,densenet201,inception_v3,bert_base --mode reset --allow-client-shm --busy-poll 1 \
+  --http-uds /tmp/reef-http.sock
+for w in A D E A; do
+  for p in pinned plain; do
+    f=""; [ $p = pinned ] && f=--pinned-inputs
+    n=srv_${p}_$w; [ -d $OUT/$n ] && n=${n}2
+    st $n 60 $R bench disb $A --workload workloads/$w.json $H $f --out $OUT/$n
+  done
+done
+kill -TERM $SERVE; wait $SERVE
+kill $SMI
+python3 - $OUT <<'PY'
+import json, glob, sys, os
+out = sys.argv[1]
+def load(d):
+    f = glob.glob(out + '/' + d + '/*.json')
+    if not f:
+        return None
+    j = json.load(open(f[0]))
+    r = {m['mode']: m for m in j['modes']}
+    r['cmp'] = {c['mode']: c for c in j['comparison']}
+    return r
+g = lambda m, k: m[k]['mean_ms'] if m.get(k) else float('nan')
+print('run | RT alone ms | reset RT ms | vs alone (95%) | client / request / response (readback) | queued | input | BE/s | contexts made')
+for d in sorted(os.listdir(out)):
+    r = load(d) if os.path.isdir(out + '/' + d) else None
+    if not r:
+        continue
+    a, m = r.get('rt-alone'), r['reset']
+    c = r['cmp'].get('reset') or {}
+    s = m.get('sched') or {}
+    print('%-18s | %.3f | %.3f | %s | %.3f / %.3f / %.3f (%.3f) | %.3f | %.3f | %.1f | %s' % (
+        d, a['rt']['mean_ms'] if a else float('nan'), m['rt']['mean_ms'],
+        '%+.1f%% ±%.1f' % (c.get('rt_mean_increase_pct') or float('nan'), c.get('rt_mean_increase_ci95_pct') or float('nan')),
+        g(m, 'rt_client'), g(m, 'rt_request'), g(m, 'rt_response'), g(m, 'rt_readback'),
+        g(m, 'rt_queued'), g(m, 'rt_input'), m['be_throughput_rps'], s.get('contexts_made')))
+PY
+report_checks
+cat $OUT/summary.txt
+pack
