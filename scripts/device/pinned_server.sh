@@ -1,10 +1,13 @@
 #!/bin/bash
-# Session 32, call 1: the self-test; then issue 4 with the benchmark's
-# inputs in pinned memory (`--pinned-inputs`) against ordinary memory, in
-# process and through one `reef serve` (HTTP on its Unix socket, inputs by
-# CUDA shared memory, outputs by system shared memory, one busy-polling
-# worker a side), `reset`, A (twice), D and E, 3 s after 1 s; the GPU's
-# clocks sampled every 20 ms throughout (steps.txt holds each step's start).
+# Session 32's call (not run: no device could be had; for the next one):
+# the self-test; then issue 4 with the benchmark's inputs in pinned memory
+# (`--pinned-inputs`) against ordinary memory, in process and through one
+# `reef serve` (HTTP on its Unix socket, inputs by CUDA shared memory,
+# outputs by system shared memory, one busy-polling worker a side),
+# `reset`, A (twice), D and E, 3 s after 1 s; through the server the RT
+# requests go through the runtime's HTTP client and through the polling
+# client (`--rt-client poll`); the GPU's clocks sampled every 20 ms
+# throughout (steps.txt holds each step's start).
 # Carry target/release/reef, devrun/pack.tgz.
 source scripts/device/common.sh
 nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,utilization.gpu,power.draw --format=csv,noheader -lms 20 > $OUT/clocks.csv &
@@ -23,11 +26,12 @@ done
 st serve_start 1 true
 serve_up vgg19,resnet152,densenet201,inception_v3,bert_base --mode reset --allow-client-shm --busy-poll 1 \
   --http-uds /tmp/reef-http.sock
-for w in A D E A; do
+for run in "A runtime" "A poll" "D runtime" "D poll" "E runtime" "E poll" "A poll" "A runtime"; do
+  set -- $run
   for p in pinned plain; do
     f=""; [ $p = pinned ] && f=--pinned-inputs
-    n=srv_${p}_$w; [ -d $OUT/$n ] && n=${n}2
-    st $n 60 $R bench disb $A --workload workloads/$w.json $H $f --out $OUT/$n
+    n=srv_${2}_${p}_$1; [ -d $OUT/$n ] && n=${n}2
+    st $n 60 $R bench disb $A --workload workloads/$1.json $H --rt-client $2 $f --out $OUT/$n
   done
 done
 kill -TERM $SERVE; wait $SERVE

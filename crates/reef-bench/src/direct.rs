@@ -227,29 +227,9 @@ impl DirectHttp {
         body: &[u8],
         done: Done,
     ) -> Result<(), (String, Done)> {
-        let mut bytes = format!(
-            "POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n",
-            self.host,
-            body.len()
-        );
-        for (k, v) in headers {
-            bytes.push_str(&format!("{k}: {v}\r\n"));
-        }
-        bytes.push_str("\r\n");
-        let mut bytes = bytes.into_bytes();
-        bytes.extend_from_slice(body);
-        let reused = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let bytes = self.request_bytes(path, headers, body);
         let sent = Instant::now();
-        let conn = match reused {
-            Some(mut c) => match c.write_all(&bytes) {
-                Ok(()) => Ok(c),
-                // The server may have closed an idle connection: nothing of
-                // the request reached it, so it goes again on a new one.
-                Err(_) => self.fresh(&bytes),
-            },
-            None => self.fresh(&bytes),
-        };
-        let conn = match conn {
+        let conn = match self.send(&bytes) {
             Ok(c) => c,
             Err(e) => return Err((e, done)),
         };
@@ -260,6 +240,76 @@ impl DirectHttp {
             .map_err(|e| ("the RT reader thread is gone".to_string(), e.0.done))?;
         self.reader.unpark();
         Ok(())
+    }
+
+    /// POSTs as [`DirectHttp::post`] from the calling task, which then
+    /// polls its connection for the answer itself, yielding between looks
+    /// (no reader thread, no hand-off): the answer, when the request was
+    /// written and when its answer was whole.
+    pub async fn exchange(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> (Result<RawAnswer, String>, Instant, Instant) {
+        let bytes = self.request_bytes(path, headers, body);
+        let sent = Instant::now();
+        let mut conn = match self.send(&bytes) {
+            Ok(c) => c,
+            Err(e) => return (Err(e), sent, Instant::now()),
+        };
+        loop {
+            match conn.poll_answer() {
+                Ok(None) => {
+                    // As the reader thread: the core goes to the answer's
+                    // producers where the host's cores are all busy, and the
+                    // runtime's other tasks run in between.
+                    std::thread::yield_now();
+                    tokio::task::yield_now().await;
+                }
+                Ok(Some(answer)) => {
+                    let replied = Instant::now();
+                    if answer.keep_alive {
+                        self.idle
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(conn);
+                    }
+                    return (Ok(answer), sent, replied);
+                }
+                Err(e) => return (Err(e), sent, Instant::now()),
+            }
+        }
+    }
+
+    /// The bytes of a POST of `body` to `path` with `headers`.
+    fn request_bytes(&self, path: &str, headers: &[(&str, String)], body: &[u8]) -> Vec<u8> {
+        let mut head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n",
+            self.host,
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(body);
+        bytes
+    }
+
+    /// Writes `bytes` on an idle connection, or a new one; the connection.
+    fn send(&self, bytes: &[u8]) -> Result<Conn, String> {
+        let reused = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match reused {
+            Some(mut c) => match c.write_all(bytes) {
+                Ok(()) => Ok(c),
+                // The server may have closed an idle connection: nothing of
+                // the request reached it, so it goes again on a new one.
+                Err(_) => self.fresh(bytes),
+            },
+            None => self.fresh(bytes),
+        }
     }
 
     /// A new connection with `bytes` written on it.

@@ -45,9 +45,14 @@ pub struct RemoteService {
     shm: Option<Arc<ShmPool>>,
     /// The server's address (for unregistering at shutdown).
     url: String,
-    /// RT requests go out on the submitting thread through this client
-    /// ([`RemoteService::with_direct_rt`]); `None`: through the runtime.
+    /// RT requests go out through this client
+    /// ([`RemoteService::with_direct_rt`], [`RemoteService::with_polling_rt`]);
+    /// `None`: through the runtime's HTTP or gRPC client.
     direct: Option<Arc<DirectHttp>>,
+    /// With `direct`: RT requests are written and their answers polled for
+    /// by a task on the runtime ([`RemoteService::with_polling_rt`]), not on
+    /// the submitting thread and the direct client's reader.
+    rt_polls: bool,
 }
 
 /// How a [`RemoteService`] sends its RT requests.
@@ -59,6 +64,10 @@ pub enum RtClient {
     /// On the submitting thread ([`RemoteService::with_direct_rt`]; HTTP
     /// only).
     Direct,
+    /// By a runtime task that writes the request and polls its connection
+    /// for the answer itself ([`RemoteService::with_polling_rt`]; HTTP
+    /// only).
+    Poll,
 }
 
 impl std::fmt::Display for RtClient {
@@ -66,6 +75,7 @@ impl std::fmt::Display for RtClient {
         f.write_str(match self {
             RtClient::Runtime => "runtime",
             RtClient::Direct => "direct",
+            RtClient::Poll => "poll",
         })
     }
 }
@@ -76,7 +86,10 @@ impl std::str::FromStr for RtClient {
         match s.to_ascii_lowercase().as_str() {
             "runtime" => Ok(RtClient::Runtime),
             "direct" => Ok(RtClient::Direct),
-            other => Err(format!("unknown RT client '{other}' (runtime or direct)")),
+            "poll" => Ok(RtClient::Poll),
+            other => Err(format!(
+                "unknown RT client '{other}' (runtime, direct or poll)"
+            )),
         }
     }
 }
@@ -572,6 +585,85 @@ fn direct_response(
     Ok(response(outputs, reply.timing, sent, replied, priority))
 }
 
+/// An inference request as the direct client POSTs it.
+struct InferPost {
+    path: String,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+}
+
+impl InferPost {
+    /// `call` as an HTTP POST (Triton's binary tensors where it carries
+    /// tensors inline).
+    fn of(call: &Call) -> Result<InferPost, SchedError> {
+        let (body, json_len) = crate::wire::http_request(call)?;
+        let headers = match json_len {
+            Some(n) => vec![
+                (reef_server::http::infer::HEADER_LENGTH, n.to_string()),
+                ("content-type", "application/octet-stream".into()),
+            ],
+            None => vec![("content-type", "application/json".into())],
+        };
+        Ok(InferPost {
+            path: format!("/v2/models/{}/infer", call.model),
+            headers,
+            body,
+        })
+    }
+}
+
+/// One RT inference from a runtime task through `direct`'s polling
+/// exchange ([`RemoteService::with_polling_rt`]): the inputs written into
+/// a pair of `shm` (taken, registered through `wire` where none is free)
+/// or carried in the message, the request written, the answer polled for,
+/// the outputs read.
+async fn infer_polling(
+    direct: &DirectHttp,
+    shm: Option<&ShmPool>,
+    wire: &Wire,
+    info: &ModelInfo,
+    mut call: Call,
+    tensors: Vec<Tensor>,
+) -> Result<InferResponse, SchedError> {
+    let (pair, offsets) = match shm {
+        Some(pool) => {
+            let (in_total, outputs) = shm_sizes(info, &tensors)?;
+            let out_total = outputs.iter().map(|(_, s)| s).sum();
+            let pair = pool.take(wire, in_total, out_total).await?;
+            match write_inputs(&pair, &tensors) {
+                Ok(places) => {
+                    let offsets = place_call(&mut call, &pair, places, outputs);
+                    (Some(pair), Some(offsets))
+                }
+                Err(e) => {
+                    pool.give_back(pair);
+                    return Err(e);
+                }
+            }
+        }
+        None => (None, None),
+    };
+    drop(tensors);
+    let r = async {
+        let post = InferPost::of(&call)?;
+        let (answer, sent, replied) = direct.exchange(&post.path, &post.headers, &post.body).await;
+        direct_response(
+            answer,
+            &format!("POST {}", post.path),
+            pair.as_ref(),
+            offsets.as_deref(),
+            sent,
+            replied,
+            Priority::Rt,
+        )
+    }
+    .await;
+    if let (Some(pool), Some(pair)) = (shm, pair) {
+        pool.give_back(pair);
+    }
+    r
+}
+
 impl RemoteService {
     /// Connects to `url` and reads the metadata of `models`. `stats_from`
     /// supplies scheduler statistics (preemptions) when the server runs in
@@ -605,6 +697,7 @@ impl RemoteService {
             shm: None,
             url: url.to_string(),
             direct: None,
+            rt_polls: false,
         })
     }
 
@@ -645,8 +738,22 @@ impl RemoteService {
     pub fn with_rt_client(self, how: RtClient) -> Result<Self, SchedError> {
         match how {
             RtClient::Direct => self.with_direct_rt(),
+            RtClient::Poll => self.with_polling_rt(),
             RtClient::Runtime => Ok(self),
         }
+    }
+
+    /// Sends RT requests from a task on the client's runtime that uploads
+    /// the inputs, writes the request on a kept-alive HTTP/1.1 connection
+    /// and polls that connection for the answer itself, yielding to the
+    /// runtime's other tasks between looks: the runtime path's upload and
+    /// readback, without hyper's connection task between the request and
+    /// the socket. The task keeps a runtime worker busy while its answer is
+    /// out. HTTP only; BE requests keep the runtime's HTTP client.
+    pub fn with_polling_rt(self) -> Result<Self, SchedError> {
+        let mut s = self.with_direct_rt()?;
+        s.rt_polls = true;
+        Ok(s)
     }
 
     /// Sends RT requests on the thread that submits them, through a direct
@@ -698,8 +805,8 @@ impl RemoteService {
             }
             None => (None, Ok(None)),
         };
-        let prepared = offsets.and_then(|o| Ok((o, crate::wire::http_request(&call)?)));
-        let (offsets, (body, json_len)) = match prepared {
+        let prepared = offsets.and_then(|o| Ok((o, InferPost::of(&call)?)));
+        let (offsets, post) = match prepared {
             Ok(b) => b,
             Err(e) => {
                 give_back(pair);
@@ -707,15 +814,7 @@ impl RemoteService {
                 return;
             }
         };
-        let path = format!("/v2/models/{}/infer", call.model);
-        let headers: Vec<(&str, String)> = match json_len {
-            Some(n) => vec![
-                (reef_server::http::infer::HEADER_LENGTH, n.to_string()),
-                ("content-type", "application/octet-stream".into()),
-            ],
-            None => vec![("content-type", "application/json".into())],
-        };
-        let what = format!("POST {path}");
+        let what = format!("POST {}", post.path);
         let done: crate::direct::Done = Box::new(move |answer, sent, replied| {
             let r = direct_response(
                 answer,
@@ -729,7 +828,7 @@ impl RemoteService {
             give_back(pair);
             let _ = tx.send(r);
         });
-        if let Err((e, done)) = direct.post(&path, &headers, &body, done) {
+        if let Err((e, done)) = direct.post(&post.path, &post.headers, &post.body, done) {
             let now = Instant::now();
             done(Err(e), now, now);
         }
@@ -873,6 +972,14 @@ impl Service for RemoteService {
             Priority::Rt => self.rt_wire.clone(),
             Priority::Be => self.wire.clone(),
         };
+        if let (Priority::Rt, Some(direct), true) = (priority, &self.direct, self.rt_polls) {
+            let (direct, shm, info) = (direct.clone(), self.shm.clone(), info.clone());
+            self.handle.spawn(async move {
+                let r = infer_polling(&direct, shm.as_deref(), &wire, &info, call, tensors).await;
+                let _ = tx.send(r);
+            });
+            return Ok(rx);
+        }
         if let (Priority::Rt, Some(direct)) = (priority, &self.direct) {
             // Without a free pair that fits, the runtime's path makes one.
             let shm = match &self.shm {

@@ -7,7 +7,7 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use reef_bench::remote::{Protocol, RemoteService, MAX_PAIRS};
+use reef_bench::remote::{Protocol, RemoteService, RtClient, MAX_PAIRS};
 use reef_exec::cpu::CpuDevice;
 use reef_model::Tensor;
 use reef_sched::{GraphSource, InferRequest, Priority, SchedConfig, Scheduler, Service};
@@ -163,20 +163,32 @@ async fn the_pool_caps_its_pairs_and_answers_every_request(protocol: Protocol) {
 /// error comes back named; gRPC refuses the direct client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_rt_requests_answer_as_in_process() {
+    rt_requests_answer_as_in_process(RtClient::Direct).await;
+}
+
+/// RT requests written and polled for by runtime tasks
+/// (`with_polling_rt`, HTTP): the same checks; eight at once over two
+/// prepared pairs make more pairs on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polled_rt_requests_answer_as_in_process() {
+    rt_requests_answer_as_in_process(RtClient::Poll).await;
+}
+
+async fn rt_requests_answer_as_in_process(how: RtClient) {
     let (sched, url, grpc_url, x, want) = setup(Protocol::Http).await;
     let plain = RemoteService::connect(&url, Protocol::Http, &[MODEL.to_string()], None)
         .await
         .expect("connect")
-        .with_direct_rt()
-        .expect("direct");
+        .with_rt_client(how)
+        .expect("HTTP takes every RT client");
     let shm = RemoteService::connect(&url, Protocol::Http, &[MODEL.to_string()], None)
         .await
         .expect("connect")
         .with_shared_memory()
-        .with_direct_rt()
-        .expect("direct");
+        .with_rt_client(how)
+        .expect("HTTP takes every RT client");
     assert_eq!(shm.prepare_shared_memory(2).await.expect("prepared"), 2);
-    for (how, client) in [("in the messages", &plain), ("through shared memory", &shm)] {
+    for (way, client) in [("in the messages", &plain), ("through shared memory", &shm)] {
         let tickets: Vec<_> = (0..8)
             .map(|_| client.submit(request(&x, Priority::Rt)).expect("submitted"))
             .collect();
@@ -186,7 +198,7 @@ async fn direct_rt_requests_answer_as_in_process() {
             assert!(remote.replied >= remote.sent);
             assert_eq!(got.outputs.len(), want.len());
             for (g, w) in got.outputs.iter().zip(&want) {
-                assert_eq!(g.bytes(), w.bytes(), "direct RT {how}: as in process");
+                assert_eq!(g.bytes(), w.bytes(), "{how} RT {way}: as in process");
             }
         }
     }
@@ -207,9 +219,9 @@ async fn direct_rt_requests_answer_as_in_process() {
         .await
         .expect("connect");
     let err = grpc
-        .with_direct_rt()
+        .with_rt_client(how)
         .err()
-        .expect("gRPC has no direct client");
+        .expect("gRPC has no direct or polling client");
     assert!(err.to_string().contains("HTTP only"), "{err}");
     sched.shutdown();
 }

@@ -256,7 +256,10 @@ enum BenchCmd {
         /// uploads its inputs and writes it on a kept-alive connection
         /// itself, and a reader thread polls for the answers (faster where
         /// several RT models arrive at once, slower for one; docs/PERF.md,
-        /// Session 31).
+        /// Session 31); `poll` (HTTP only): a runtime task uploads the
+        /// inputs, writes the request on a kept-alive connection itself and
+        /// polls that connection for the answer (no HTTP library between
+        /// it and the socket; it holds a runtime worker meanwhile).
         #[arg(long, default_value = "runtime")]
         rt_client: reef_bench::remote::RtClient,
         /// Hold the benchmark's FP32 inputs (64 KiB and up) in pinned host

@@ -244,17 +244,20 @@ fn bench_disb_runs_through_the_http_server() {
 }
 
 /// `--rt-client direct`: RT requests written on the open-loop threads and
-/// their answers polled by the direct client's reader, every request
+/// their answers polled by the direct client's reader; `--rt-client poll`:
+/// written by runtime tasks that poll for their answers; every request
 /// answered with the legs adding up, the report naming the client; over
 /// gRPC the flag is refused, naming why.
 #[test]
 fn bench_disb_sends_rt_requests_directly_over_http() {
     let _serial = serial();
-    let device = check_through_server(
-        "disb-http-direct-test",
-        &["--protocol", "http", "--shm", "--rt-client", "direct"],
-    );
-    assert!(device.contains("RT client direct"), "{device}");
+    for client in ["direct", "poll"] {
+        let device = check_through_server(
+            &format!("disb-http-{client}-test"),
+            &["--protocol", "http", "--shm", "--rt-client", client],
+        );
+        assert!(device.contains(&format!("RT client {client}")), "{device}");
+    }
     let text = refused_disb(
         "grpc-direct",
         &[
