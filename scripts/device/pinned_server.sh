@@ -6,13 +6,13 @@
 # outputs by system shared memory, one busy-polling worker a side),
 # `reset`, A (twice), D and E, 3 s after 1 s; through the server the RT
 # requests go through the runtime's HTTP client and through the polling
-# client (`--rt-client poll`); the GPU's clocks sampled every 20 ms
-# throughout (steps.txt holds each step's start).
-# Carry target/release/reef, devrun/pack.tgz.
+# client (`--rt-client poll`). Each mode's SM clock (NVML, every 5 ms)
+# is in its JSON (`sm_clock`) and in the table below.
+# Carry target/release/reef, devrun/pack.tgz and devrun/bin/gpu_tests
+# (`cargo test --release -p reef-cuda --test gpu --no-run`, copied).
 source scripts/device/common.sh
-nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,utilization.gpu,power.draw --format=csv,noheader -lms 20 > $OUT/clocks.csv &
-SMI=$!
-st() { echo "$1 $(date +%s.%N)" >> $OUT/steps.txt; step "$@"; }
+st() { step "$@"; }
+st gpu_tests 180 devrun/bin/gpu_tests --test-threads 1 --nocapture
 st selftest 120 $R selftest --preemptions 2 --seed 3201
 A="--duration 3 --warmup 1 --quiet --modes reset --busy-poll 1"
 H="--server unix:/tmp/reef-http.sock --protocol http --cuda-shm --host-outputs"
@@ -35,7 +35,6 @@ for run in "A runtime" "A poll" "D runtime" "D poll" "E runtime" "E poll" "A pol
   done
 done
 kill -TERM $SERVE; wait $SERVE
-kill $SMI
 python3 - $OUT <<'PY'
 import json, glob, sys, os
 out = sys.argv[1]
@@ -48,7 +47,7 @@ def load(d):
     r['cmp'] = {c['mode']: c for c in j['comparison']}
     return r
 g = lambda m, k: m[k]['mean_ms'] if m.get(k) else float('nan')
-print('run | RT alone ms | reset RT ms | vs alone (95%) | client / request / response (readback) | queued | input | BE/s | contexts made')
+print('run | RT alone ms | reset RT ms | vs alone (95%) | client / request / response (readback) | queued | input | BE/s | contexts made | SM MHz alone / reset (mean, min)')
 for d in sorted(os.listdir(out)):
     r = load(d) if os.path.isdir(out + '/' + d) else None
     if not r:
@@ -56,11 +55,12 @@ for d in sorted(os.listdir(out)):
     a, m = r.get('rt-alone'), r['reset']
     c = r['cmp'].get('reset') or {}
     s = m.get('sched') or {}
-    print('%-18s | %.3f | %.3f | %s | %.3f / %.3f / %.3f (%.3f) | %.3f | %.3f | %.1f | %s' % (
+    clk = lambda x: '%.0f, %.0f' % (x['sm_clock']['mean_mhz'], x['sm_clock']['min_mhz']) if x and x.get('sm_clock') else '-'
+    print('%-18s | %.3f | %.3f | %s | %.3f / %.3f / %.3f (%.3f) | %.3f | %.3f | %.1f | %s | %s / %s' % (
         d, a['rt']['mean_ms'] if a else float('nan'), m['rt']['mean_ms'],
         '%+.1f%% ±%.1f' % (c.get('rt_mean_increase_pct') or float('nan'), c.get('rt_mean_increase_ci95_pct') or float('nan')),
         g(m, 'rt_client'), g(m, 'rt_request'), g(m, 'rt_response'), g(m, 'rt_readback'),
-        g(m, 'rt_queued'), g(m, 'rt_input'), m['be_throughput_rps'], s.get('contexts_made')))
+        g(m, 'rt_queued'), g(m, 'rt_input'), m['be_throughput_rps'], s.get('contexts_made'), clk(a), clk(m)))
 PY
 report_checks
 cat $OUT/summary.txt

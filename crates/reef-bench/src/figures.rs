@@ -188,6 +188,7 @@ pub fn summarize(
         preemptions: records.iter().map(|r| u64::from(r.preemptions)).sum(),
         kernels_rerun: records.iter().map(|r| u64::from(r.kernels_rerun)).sum(),
         sched: None,
+        sm_clock: None,
         dispatch_lag_us: lag_figures(&records),
         tasks,
         records,

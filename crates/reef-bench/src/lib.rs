@@ -5,10 +5,11 @@
 //! with `scripts/torch_disb.py` ([`schema`]), Markdown and JSON reports
 //! ([`report`]) and SVG plots ([`plot`]), with the confidence of each RT
 //! mean increase ([`spread`]). [`sim`] holds a simulated service for tests
-//! and dry runs.
+//! and dry runs; [`clock`] the GPU's SM clock over each mode.
 
 pub mod arrivals;
 pub mod ceiling;
+pub mod clock;
 mod direct;
 pub mod error;
 pub mod figures;

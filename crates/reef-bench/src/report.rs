@@ -120,6 +120,10 @@ pub fn markdown(result: &WorkloadResult) -> String {
         let _ = writeln!(s);
         let _ = writeln!(s, "{note}");
     }
+    if let Some(note) = clock_note(&result.modes) {
+        let _ = writeln!(s);
+        let _ = writeln!(s, "{note}");
+    }
     figure_lines(
         &mut s,
         result,
@@ -431,6 +435,27 @@ pub fn stall_note(modes: &[ModeResult]) -> Option<String> {
     })
 }
 
+/// The GPU's SM clock over each mode's measured window, where sampled.
+pub fn clock_note(modes: &[ModeResult]) -> Option<String> {
+    let clocks: Vec<String> = modes
+        .iter()
+        .filter_map(|m| {
+            let c = m.sm_clock.as_ref()?;
+            Some(format!(
+                "{} {:.0} / {:.0} / {:.0}",
+                m.mode, c.mean_mhz, c.p10_mhz, c.min_mhz
+            ))
+        })
+        .collect();
+    (!clocks.is_empty()).then(|| {
+        format!(
+            "- SM clock over the measured window, MHz (mean / p10 / min of samples every {} ms): {}.",
+            crate::clock::SAMPLE_PERIOD_MS,
+            clocks.join("; ")
+        )
+    })
+}
+
 /// A paragraph with one line per mode that has the optional figures `of`,
 /// worded by `line`; nothing when no mode has them.
 fn figure_lines(
@@ -483,7 +508,29 @@ pub fn read_json(path: &Path) -> Result<WorkloadResult> {
 
 #[cfg(test)]
 mod tests {
-    use super::{lag_note, launches_rt_first, stall_note};
+    use super::{clock_note, lag_note, launches_rt_first, stall_note};
+
+    #[test]
+    fn sampled_clocks_are_named_per_mode() {
+        use crate::clock::ClockFigures;
+        use crate::test_support::{one_rt_task, record};
+        use reef_sched::Priority;
+        let w = one_rt_task(1.0, 0.0);
+        let mode = |name: &str, clock: Option<&[u32]>| {
+            let mut m =
+                crate::figures::summarize(name, &w, 0.0, vec![record(Priority::Rt, 0.0, 1.0)], 0);
+            m.sm_clock = clock.and_then(ClockFigures::of);
+            m
+        };
+        let unsampled = mode("reset", None);
+        assert_eq!(clock_note(std::slice::from_ref(&unsampled)), None);
+        let idle = mode("rt-alone", Some(&[1980, 345, 1980, 1980]));
+        let note = clock_note(&[idle, unsampled]).expect("one mode sampled");
+        assert!(
+            note.contains("rt-alone 1571 / 345 / 345") && !note.contains("reset"),
+            "{note}"
+        );
+    }
 
     #[test]
     fn modes_whose_dispatch_lagged_are_named_and_others_not() {

@@ -21,6 +21,7 @@
 //! per device, each device compared with the same device of "rt-alone".
 
 use crate::ceiling::{exclusive_ceiling, BE_ALONE};
+use crate::clock::{Clock, ClockFigures};
 use crate::error::{BenchError, Result};
 use crate::figures::{compare, compare_devices, per_device, summarize};
 use crate::inputs::{input_pool, pin_inputs};
@@ -71,6 +72,10 @@ pub struct RunOptions {
     /// ([`crate::inputs::pin_inputs`]); `None` (the default): ordinary
     /// memory, as most clients hold their data.
     pub pinned_inputs: Option<PinnedInputs>,
+    /// Sample the GPU's SM clock over each mode's measured window into
+    /// [`ModeResult::sm_clock`](crate::ModeResult::sm_clock); `None` (the
+    /// default): no samples.
+    pub clock: Option<Clock>,
 }
 
 /// A pool of pinned host buffers for the benchmark's inputs
@@ -98,6 +103,7 @@ impl Default for RunOptions {
             rt_alone: Some(Mode::Reset),
             be_alone: None,
             pinned_inputs: None,
+            clock: None,
         }
     }
 }
@@ -463,6 +469,10 @@ pub async fn run_mode(
         drain_timeouts,
     );
     result.sched = Some(SchedFigures::from(&stats));
+    result.sm_clock = opts
+        .clock
+        .as_ref()
+        .and_then(|Clock(c)| ClockFigures::of(&c.sm_mhz_between(t0 + warmup, end)));
     result.scheduler = (!stats.mode.is_empty()).then(|| stats.mode.clone());
     result.device = (!stats.device.is_empty()).then(|| stats.device.clone());
     if devices > 1 {

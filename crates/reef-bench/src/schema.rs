@@ -23,7 +23,8 @@
 //!     part of rt_response after the reply arrived, from readback_ms),
 //!   rt_throughput_rps, be_throughput_rps, total_throughput_rps: f64,
 //!   preemptions: u64, kernels_rerun: u64   (summed over the requests' own stats),
-//!   sched: SchedFigures|null, dispatch_lag_us: LagFigures,
+//!   sched: SchedFigures|null, sm_clock?: ClockFigures (the GPU's SM clock over the measured
+//!     window, where sampled), dispatch_lag_us: LagFigures,
 //!   tasks: [TaskResult], records?: [RequestRecord] (only when asked for),
 //!   devices?: [DeviceResult] (only when the service had several devices) }
 //! DeviceResult { device: usize (index, as the router numbers devices), name: str|null,
@@ -43,6 +44,7 @@
 //!   started), rt_queued: usize, rt_running: usize, phases: [[str, f64 (us)]] }
 //! Summary { count: u64, mean, p50, p99, max: f64 }
 //! LagFigures { count: u64, p50_us, p99_us, max_us: f64 }
+//! ClockFigures { samples: u64, mean_mhz, p10_mhz, p50_mhz, min_mhz, max_mhz: f64 }
 //! RequestRecord { task: usize, priority: "rt"|"be", arrival_ms: f64 (scheduled, from the start),
 //!   latency_ms: f64 (from the scheduled arrival to the answer), ok: bool, error: str|null,
 //!   warmup: bool, queued_ms: f64|null, input_ms?: f64 (writing the inputs, the end of
@@ -203,6 +205,10 @@ pub struct ModeResult {
     pub kernels_rerun: u64,
     /// The scheduler's counters after the run (none for PyTorch).
     pub sched: Option<SchedFigures>,
+    /// The GPU's SM clock over the measured window, where the run was given
+    /// a clock source ([`crate::RunOptions::clock`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sm_clock: Option<crate::clock::ClockFigures>,
     /// How late open-loop requests were submitted after their scheduled arrival.
     pub dispatch_lag_us: LagFigures,
     /// Per task.

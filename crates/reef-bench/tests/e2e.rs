@@ -240,3 +240,46 @@ async fn errors_are_counted_and_unknown_models_refused() {
         other => panic!("expected UnknownModel, got {:?}", other.map(|m| m.mode)),
     }
 }
+
+/// A clock source that answers with fixed samples and keeps the windows
+/// it was asked for.
+struct FakeClock(std::sync::Mutex<Vec<(std::time::Instant, std::time::Instant)>>);
+
+impl reef_bench::clock::ClockSource for FakeClock {
+    fn sm_mhz_between(&self, from: std::time::Instant, to: std::time::Instant) -> Vec<u32> {
+        self.0.lock().unwrap().push((from, to));
+        vec![1980, 1410, 1980]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_mode_samples_the_clock_over_its_measured_window() {
+    let mut w = workload();
+    w.duration_s = 0.6;
+    w.warmup_s = Some(0.2);
+    let fake = Arc::new(FakeClock(std::sync::Mutex::new(Vec::new())));
+    let opts = RunOptions {
+        clock: Some(reef_bench::clock::Clock(fake.clone())),
+        ..quiet()
+    };
+    let before = std::time::Instant::now();
+    let m = run_mode(&w, "reset", service(None), &opts)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let after = std::time::Instant::now();
+    let c = m.sm_clock.expect("sampled");
+    assert_eq!((c.samples, c.min_mhz, c.max_mhz), (3, 1410.0, 1980.0));
+    let windows = fake.0.lock().unwrap().clone();
+    assert_eq!(windows.len(), 1, "one window per mode");
+    let (from, to) = windows[0];
+    assert!(from >= before + Duration::from_millis(200) && to <= after);
+    let measured = to - from;
+    assert!(
+        measured == Duration::from_millis(400),
+        "the window is the duration less the warm-up: {measured:?}"
+    );
+    let unsampled = run_mode(&w, "reset", service(None), &quiet())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(unsampled.sm_clock.is_none());
+}

@@ -65,6 +65,38 @@ pub struct Options {
     pub pinned_inputs: bool,
 }
 
+/// The SM clock of GPU 0 through NVML, for the report.
+struct NvmlClock(reef_cuda::clocks::ClockSampler);
+
+impl reef_bench::clock::ClockSource for NvmlClock {
+    fn sm_mhz_between(&self, from: std::time::Instant, to: std::time::Instant) -> Vec<u32> {
+        self.0.between(from, to)
+    }
+}
+
+/// A sampler of GPU 0's SM clock where the run uses a GPU (in process, or a
+/// server on this host); none, with the reason logged, where NVML cannot
+/// read it.
+fn clock_source(devices: &[Arc<dyn Device>], opts: &Options) -> Option<reef_bench::clock::Clock> {
+    let on_gpu = match &opts.server {
+        Some(_) => reef_cuda::cuda_available(),
+        None => devices
+            .first()
+            .is_some_and(|d| d.kind() == reef_exec::DeviceKind::Cuda),
+    };
+    if !on_gpu {
+        return None;
+    }
+    let period = Duration::from_millis(reef_bench::clock::SAMPLE_PERIOD_MS);
+    match reef_cuda::clocks::ClockSampler::start(0, period) {
+        Ok(s) => Some(reef_bench::clock::Clock(Arc::new(NvmlClock(s)))),
+        Err(e) => {
+            tracing::info!("no SM clock samples: {e}");
+            None
+        }
+    }
+}
+
 /// Most pinned memory the benchmark's inputs take (the scheduler's default
 /// pool size).
 const PINNED_INPUT_BYTES: usize = reef_sched::DEFAULT_PINNED_INPUT_BYTES;
@@ -297,6 +329,7 @@ pub fn run(devices: Vec<Arc<dyn Device>>, opts: &Options) -> Result<String> {
     let models = w.models();
     let run_opts = RunOptions {
         pinned_inputs: pinned_inputs(&devices, opts)?,
+        clock: clock_source(&devices, opts),
         warmup: opts.warmup.map(Duration::from_secs_f64),
         progress: opts.progress,
         be_alone: opts.be_alone.then_some(reef_sched::Mode::Stream),

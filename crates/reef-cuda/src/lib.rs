@@ -41,6 +41,7 @@
 //!   use a per-context workspace and per-tile arrival counters (zeroed by
 //!   `Lane::begin` like the done counters).
 
+pub mod clocks;
 mod compile;
 mod context;
 mod device;

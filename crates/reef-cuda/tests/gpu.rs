@@ -1021,3 +1021,28 @@ fn gather_elements_matches_the_reference() {
     assert_eq!(rt, be, "RT and BE differ");
     assert_eq!(rt[0], want, "GatherElements differs from the reference");
 }
+
+/// The SM clock sampler reads GPU 0's clock through NVML at its period, and
+/// hands back the samples of a window (none before it started).
+#[test]
+fn the_clock_sampler_reads_the_sm_clock() {
+    if !cuda_available() {
+        println!("SKIP: no CUDA device");
+        return;
+    }
+    let before = std::time::Instant::now();
+    let s = reef_cuda::clocks::ClockSampler::start(0, std::time::Duration::from_millis(2))
+        .expect("NVML reads the clock");
+    let from = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    let to = std::time::Instant::now();
+    let got = s.between(from, to);
+    assert!(got.len() >= 5, "{} samples in 60 ms at 2 ms", got.len());
+    assert!(
+        got.iter().all(|&mhz| (100..=4000).contains(&mhz)),
+        "{got:?}"
+    );
+    assert!(s
+        .between(before - std::time::Duration::from_secs(1), before)
+        .is_empty());
+}

@@ -31,3 +31,15 @@ fn device_is_unavailable_without_a_gpu() {
 fn options_default_to_tf32() {
     assert_eq!(CudaOptions::default().precision, Precision::Tf32);
 }
+
+#[test]
+fn the_clock_sampler_fails_naming_why_without_a_gpu() {
+    if cuda_available() {
+        println!("SKIP: a GPU is present; this test checks the no-GPU path");
+        return;
+    }
+    let err = reef_cuda::clocks::ClockSampler::start(0, std::time::Duration::from_millis(5))
+        .err()
+        .expect("no clock without a GPU");
+    assert!(!err.is_empty());
+}
