@@ -434,3 +434,61 @@ async fn curl_drives_the_rest_endpoint() {
 
     s.stop().await.expect("clean shutdown");
 }
+
+/// Overload and a client that leaves, through curl: a model whose queue is
+/// full answers 429 with the reason; a curl that gives up on a request
+/// (`--max-time`, exit code 28) has it dropped and counted as
+/// `client_gone`, and the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_sees_overload_and_leaving_cancels() {
+    if !curl_available() {
+        println!("SKIP: curl not found");
+        return;
+    }
+    let svc = TestService::new();
+    let s = start_with(svc.clone(), ServerConfig::localhost_ephemeral()).await;
+    let mut curl = Curl::new();
+    let body = json!({ "inputs": [{ "name": "x", "shape": [1, 2], "datatype": "FP32", "data": [0.5, -1.5] }] });
+    let body = serde_json::to_vec(&body).expect("JSON");
+    let four = json!({ "inputs": [{ "name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0.5, -1.5, 2.0, 0.25] }] });
+    let busy = curl
+        .post_json(
+            &format!("{}/v2/models/busy/infer", s.http),
+            &serde_json::to_vec(&four).expect("JSON"),
+        )
+        .await;
+    assert_eq!(busy.status, 429, "{}", String::from_utf8_lossy(&busy.body));
+    assert!(!busy.error().is_empty());
+
+    let url = format!("{}/v2/models/slow/infer", s.http);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "0.3", "-X", "POST"])
+            .args(["-H", "Content-Type: application/json", "--data-binary"])
+            .arg(String::from_utf8(body).expect("UTF-8"))
+            .arg(&url)
+            .output()
+    })
+    .await
+    .expect("curl thread")
+    .expect("run curl");
+    assert_eq!(out.status.code(), Some(28), "curl timed out");
+    assert!(
+        crate::common::eventually(|| svc.cancelled.load(std::sync::atomic::Ordering::SeqCst) == 1)
+            .await,
+        "the request was not dropped"
+    );
+    let metrics = curl.get(&format!("{}/metrics", s.http)).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains(r#"reef_requests_total{model="slow",priority="be",outcome="client_gone"} 1"#),
+        "{text}"
+    );
+    assert_eq!(
+        curl.get(&format!("{}/v2/health/ready", s.http))
+            .await
+            .status,
+        200
+    );
+    s.stop().await.unwrap();
+}

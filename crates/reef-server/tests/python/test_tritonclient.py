@@ -425,3 +425,73 @@ def test_grpc_streaming_inference(http, grpc, meta):
         want = http_infer(http, meta, d, binary=True)
         for o in meta["outputs"]:
             assert rel_l2(got[rid].as_numpy(o["name"]), want[o["name"]]) < 1e-5
+
+
+def client_gone(model):
+    """The server's count of `model`'s requests whose client left before the
+    answer (Prometheus, /metrics)."""
+    import urllib.request
+
+    text = urllib.request.urlopen("http://%s/metrics" % HTTP_URL, timeout=30).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("reef_requests_total{") and 'model="%s"' % model in line and 'outcome="client_gone"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_client_that_gives_up_cancels_its_request(protocol):
+    """A client whose deadline passes (gRPC's client_timeout) or whose
+    connection times out (HTTP's network_timeout) leaves; the server drops
+    the request (the `slow` model answers only at shutdown), counts it as
+    `client_gone` and keeps serving."""
+    import time
+
+    before = client_gone("slow")
+    x = np.array([[0.5, -1.5]], dtype=np.float32)
+    if protocol == "grpc":
+        c = grpcclient.InferenceServerClient(url=GRPC_URL)
+        i = grpcclient.InferInput("x", [1, 2], "FP32")
+        i.set_data_from_numpy(x)
+        with pytest.raises(InferenceServerException) as e:
+            c.infer("slow", [i], client_timeout=0.3)
+        # DEADLINE_EXCEEDED, or CANCELLED "Timeout expired" where the
+        # client's own timer fires first.
+        msg = str(e.value).lower()
+        assert "deadline" in msg or "timeout" in msg, str(e.value)
+    else:
+        c = httpclient.InferenceServerClient(url=HTTP_URL, network_timeout=0.3)
+        i = httpclient.InferInput("x", [1, 2], "FP32")
+        i.set_data_from_numpy(x)
+        with pytest.raises(Exception):
+            c.infer("slow", [i])
+    c.close()
+    deadline = time.time() + 30
+    while client_gone("slow") < before + 1 and time.time() < deadline:
+        time.sleep(0.05)
+    assert client_gone("slow") == before + 1
+    fresh = httpclient.InferenceServerClient(url=HTTP_URL)
+    assert fresh.is_server_ready()
+    fresh.close()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_overload_is_refused_by_name(protocol):
+    """A model whose queue is full (`busy`) refuses at once: 429 over HTTP,
+    UNAVAILABLE over gRPC, with the reason; the server keeps serving."""
+    x = np.array([[0.5, -1.5, 2.0, 0.25]], dtype=np.float32)
+    if protocol == "grpc":
+        c = grpcclient.InferenceServerClient(url=GRPC_URL)
+        i = grpcclient.InferInput("x", [1, 4], "FP32")
+    else:
+        c = httpclient.InferenceServerClient(url=HTTP_URL)
+        i = httpclient.InferInput("x", [1, 4], "FP32")
+    i.set_data_from_numpy(x)
+    with pytest.raises(InferenceServerException) as e:
+        c.infer("busy", [i])
+    status = str(e.value.status())
+    assert ("429" in status) if protocol == "http" else ("UNAVAILABLE" in status), status
+    assert e.value.message(), "the refusal names its reason"
+    assert c.is_server_ready()
+    c.close()
