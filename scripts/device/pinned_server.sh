@@ -7,7 +7,9 @@
 # `reset`, A (twice), D and E, 3 s after 1 s; through the server the RT
 # requests go through the runtime's HTTP client and through the polling
 # client (`--rt-client poll`). Each mode's SM clock (NVML, every 5 ms)
-# is in its JSON (`sm_clock`) and in the table below.
+# is in its JSON (`sm_clock`) and in the table below. Also A's BE task
+# alone in `stream`, `reset`, `reset:depth4` and `reef` (the cost of the
+# BE lanes' depth with no RT work).
 # Carry target/release/reef, devrun/pack.tgz and devrun/bin/gpu_tests
 # (`cargo test --release -p reef-cuda --test gpu --no-run`, copied).
 source scripts/device/common.sh
@@ -23,6 +25,14 @@ for w in A D E A; do
     st $n 90 $R bench disb $A --workload workloads/$w.json --device cuda $f --out $OUT/$n
   done
 done
+# BE alone in each mode (A's resnet152 without the RT task): what the BE
+# lanes' depth of two kernels costs with no preemption at all.
+python3 -c "
+import json; w = json.load(open('workloads/A.json'))
+w['name'] = 'A-be'; w['tasks'] = [t for t in w['tasks'] if t['priority'] == 'be']
+json.dump(w, open('/tmp/A-be.json', 'w'))"
+st be_only_A 90 $R bench disb --duration 3 --warmup 1 --quiet --busy-poll 1 --workload /tmp/A-be.json \
+  --device cuda --modes stream,reset,reset:depth4,reef --out $OUT/be_only_A
 st serve_start 1 true
 serve_up vgg19,resnet152,densenet201,inception_v3,bert_base --mode reset --allow-client-shm --busy-poll 1 \
   --http-uds /tmp/reef-http.sock
@@ -62,6 +72,7 @@ for d in sorted(os.listdir(out)):
         g(m, 'rt_client'), g(m, 'rt_request'), g(m, 'rt_response'), g(m, 'rt_readback'),
         g(m, 'rt_queued'), g(m, 'rt_input'), m['be_throughput_rps'], s.get('contexts_made'), clk(a), clk(m)))
 PY
+echo "== BE alone (A's resnet152), req/s by mode"; grep "^|" $OUT/be_only_A.log | cut -d'|' -f2,10 | tail -n +3
 report_checks
 cat $OUT/summary.txt
 pack
