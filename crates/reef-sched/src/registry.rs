@@ -166,11 +166,6 @@ impl ModelEntry {
         Ok(())
     }
 
-    /// The number of pooled contexts for a batch size.
-    pub fn pooled_contexts(&self, batch: usize) -> usize {
-        self.contexts.lock().get(&batch).map_or(0, Vec::len)
-    }
-
     /// Checks a request's inputs against the model; returns the batch size.
     pub fn check_inputs(&self, inputs: &[Input], max_batch: usize) -> Result<usize, SchedError> {
         let want = &self.info.inputs;
