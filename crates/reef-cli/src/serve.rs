@@ -227,6 +227,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         // A benchmark's diagnostic (`reef bench preempt --time-drains`).
         time_drains: false,
         contexts_at_load: a.contexts_at_load,
+        // A benchmark's option (`reef bench disb --modes reset:late`), not
+        // yet measured on a GPU.
+        late_raise: false,
     };
     let configs = match &a.repository {
         Some(dir) => reef_server::scan_repository(dir)

@@ -160,6 +160,15 @@ pub struct SchedConfig {
     /// the model run at once. At most [`MAX_POOLED_CONTEXTS`]. Default
     /// [`DEFAULT_CONTEXTS_AT_LOAD`].
     pub contexts_at_load: usize,
+    /// With RT work launched first ([`SchedConfig::launches_rt_early`]):
+    /// start the arriving RT tasks (their inputs written, their contexts
+    /// taken) before raising the BE flags, so that BE work keeps the device
+    /// through the RT inputs' upload (60-160 us from pageable memory on the
+    /// H100 hosts, docs/PERF.md, Sessions 19 and 29) instead of leaving it
+    /// idle; the
+    /// RT task's first kernel then waits for the running BE blocks' next
+    /// tile. Off by default (not yet measured on a GPU).
+    pub late_raise: bool,
 }
 
 impl Default for SchedConfig {
@@ -181,6 +190,7 @@ impl Default for SchedConfig {
             pinned_input_bytes: DEFAULT_PINNED_INPUT_BYTES,
             time_drains: false,
             contexts_at_load: DEFAULT_CONTEXTS_AT_LOAD,
+            late_raise: false,
         }
     }
 }
@@ -190,6 +200,12 @@ impl SchedConfig {
     /// [`SchedConfig::early_rt`] where it applies.
     pub fn launches_rt_early(&self) -> bool {
         self.early_rt && self.mode.raises_flags() && self.beside_lanes == 0
+    }
+
+    /// Whether the BE flags go up after the RT tasks' inputs are written:
+    /// [`SchedConfig::late_raise`] where RT work is launched first.
+    pub fn raises_after_inputs(&self) -> bool {
+        self.late_raise && self.launches_rt_early()
     }
 
     /// [`SchedConfig::idle_spin`] on a device of `kind`.
@@ -266,12 +282,15 @@ impl SchedConfig {
 /// quick drains, [`SchedConfig::quick_drain`]; `quick` makes them so;
 /// without either, the order decides), `reset:inline` (BE inputs and
 /// outputs copied on the scheduling thread, [`SchedConfig::be_io_thread`];
-/// `io` on a thread of their own; without either, the device decides). The beside options apply to `reef`
-/// mode only, `drain` and `early` to `reset` and `reef` without beside
-/// lanes, `depthN` to the modes that feed BE lanes kernel by kernel
-/// (`wait`, `reset`, `reef`), `quick` and `plain` to `reset` and `reef`,
-/// `io` and `inline` to `wait`, `reset` and `reef`, `yield` and `spin` to
-/// every mode.
+/// `io` on a thread of their own; without either, the device decides),
+/// `reset:late` (the BE flags raised after the RT inputs are written,
+/// [`SchedConfig::late_raise`]; `prompt` at once, the default). The beside
+/// options apply to `reef` mode only, `drain` and `early` to `reset` and
+/// `reef` without beside lanes, `late` to those with RT launched first,
+/// `depthN` to the modes that feed BE lanes kernel by kernel (`wait`,
+/// `reset`, `reef`), `quick` and `plain` to `reset` and `reef`, `io` and
+/// `inline` to `wait`, `reset` and `reef`, `yield` and `spin` to every
+/// mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModeSpec {
     /// The mode.
@@ -290,6 +309,8 @@ pub struct ModeSpec {
     pub quick_drain: Option<bool>,
     /// [`SchedConfig::be_io_thread`], when named (`io` or `inline`).
     pub be_io_thread: Option<bool>,
+    /// [`SchedConfig::late_raise`], when named (`late` or `prompt`).
+    pub late_raise: Option<bool>,
 }
 
 impl ModeSpec {
@@ -304,6 +325,7 @@ impl ModeSpec {
             poll_pause: self.poll_pause.or(cfg.poll_pause),
             quick_drain: self.quick_drain.or(cfg.quick_drain),
             be_io_thread: self.be_io_thread.or(cfg.be_io_thread),
+            late_raise: self.late_raise.unwrap_or(cfg.late_raise),
             ..cfg
         }
     }
@@ -325,6 +347,7 @@ impl From<Mode> for ModeSpec {
             poll_pause: None,
             quick_drain: None,
             be_io_thread: None,
+            late_raise: None,
         }
     }
 }
@@ -380,6 +403,17 @@ impl std::str::FromStr for ModeSpec {
             )? {
                 continue;
             }
+            if set_switch(
+                &mut spec.late_raise,
+                (&lower, ("late", "prompt")),
+                (
+                    spec.mode.raises_flags(),
+                    "the reset or reef mode (the modes that raise preemption flags)",
+                ),
+                (s, opt),
+            )? {
+                continue;
+            }
             if let Ok(pause) = lower.parse::<PollPause>() {
                 if spec.poll_pause.is_some_and(|p| p != pause) {
                     return Err(format!(
@@ -423,7 +457,7 @@ impl std::str::FromStr for ModeSpec {
                 spec.beside_max_tile = Some(Duration::from_micros(n));
             } else {
                 return Err(format!(
-                    "mode '{s}': unknown option '{opt}' (expected besideN, tileN, early, drain, depthN, quick, plain, io, inline, yield or spin, e.g. reef:beside1:tile20)"
+                    "mode '{s}': unknown option '{opt}' (expected besideN, tileN, early, drain, depthN, quick, plain, io, inline, late, prompt, yield or spin, e.g. reef:beside1:tile20)"
                 ));
             }
         }
@@ -436,6 +470,11 @@ impl std::str::FromStr for ModeSpec {
                     "mode '{s}': '{o}' and besideN do not combine (beside lanes resume right after the drain)"
                 ));
             }
+        }
+        if spec.late_raise == Some(true) && !(spec.early_rt && spec.orders_preemption()) {
+            return Err(format!(
+                "mode '{s}': 'late' needs RT work launched first (reset or reef, without drain or besideN)"
+            ));
         }
         Ok(spec)
     }
@@ -487,6 +526,9 @@ impl std::fmt::Display for ModeSpec {
         }
         if let Some(io) = self.be_io_thread {
             write!(f, ":{}", if io { "io" } else { "inline" })?;
+        }
+        if let Some(late) = self.late_raise {
+            write!(f, ":{}", if late { "late" } else { "prompt" })?;
         }
         if let Some(p) = self.poll_pause {
             write!(f, ":{p}")?;
@@ -579,6 +621,9 @@ mod tests {
             "wait:io:yield",
             "reef:spin",
             "stream:yield",
+            "reset:late",
+            "reef:depth4:late",
+            "reset:drain:prompt",
         ] {
             let spec: ModeSpec = s.parse().unwrap();
             assert_eq!(spec.to_string(), s);
@@ -605,6 +650,16 @@ mod tests {
             .apply(SchedConfig::default());
         assert!(!cfg.launches_rt_early());
         assert_eq!(cfg.be_depth, 2);
+        // `late` raises the BE flags after the RT inputs, RT still first.
+        let late = |s: &str| {
+            s.parse::<ModeSpec>()
+                .unwrap()
+                .apply(SchedConfig::default())
+                .raises_after_inputs()
+        };
+        assert!(late("reset:late") && late("reef:late"));
+        assert!(!late("reset") && !late("reef:prompt"));
+        assert!(!SchedConfig::default().raises_after_inputs());
     }
 
     #[test]
@@ -657,6 +712,10 @@ mod tests {
             ("reset:quick:plain", "contradict"),
             ("wait:quick", "needs the reset or reef mode"),
             ("reset:io:inline", "contradict"),
+            ("reset:late:prompt", "contradict"),
+            ("stream:late", "needs the reset or reef mode"),
+            ("reset:drain:late", "needs RT work launched first"),
+            ("reef:late:beside1", "needs RT work launched first"),
             ("stream:io", "wait, reset or reef"),
             ("turbo", "unknown mode"),
         ] {

@@ -472,35 +472,51 @@ impl Engine {
         while let Some(t) = self.rt_queue.pop_front() {
             let started = self.start(t);
             self.clock.mark("start_rt");
-            if let Some(mut t) = started {
-                // On an idle RT lane the device reaches the task at once:
-                // time its first kernel from there (TaskStats::first_kernel).
-                // A timer that fails only costs the figure, not the task.
-                t.timed = self.rt_running.is_empty();
-                if t.timed {
-                    if let Err(e) = self.rt_lane.start_timer() {
-                        tracing::warn!("RT first-kernel timer not started: {e}");
-                        t.timed = false;
-                    }
-                }
-                // Pad only an RT task that starts on an idle RT lane: padding
-                // launches are then matched with this task's kernels, and no
-                // earlier padding can run late beside another RT kernel.
-                if self.cfg.mode == Mode::Reef
-                    && !self.beside_mode()
-                    && t.profile.is_some()
-                    && self.rt_running.is_empty()
-                {
-                    self.launch_rt_padded(&mut t)?;
-                } else {
-                    self.launch_rt_plain(&mut t)?;
-                }
-                self.rt_running.push_back(t);
+            if let Some(t) = started {
+                self.launch_started_rt(t)?;
                 launched = true;
-                self.clock.mark("launch_rt");
             }
         }
         Ok(launched)
+    }
+
+    /// Starts every queued RT task (inputs written, context taken) without
+    /// launching it: the tasks that started, in arrival order.
+    fn start_queued_rt(&mut self) -> Vec<Task> {
+        let queued: Vec<Task> = self.rt_queue.drain(..).collect();
+        let started = queued.into_iter().filter_map(|t| self.start(t)).collect();
+        self.clock.mark("start_rt");
+        started
+    }
+
+    /// Launches a started RT task's kernels on the RT lane, padded in
+    /// `reef` mode.
+    fn launch_started_rt(&mut self, mut t: Task) -> Result<(), SchedError> {
+        // On an idle RT lane the device reaches the task at once: time its
+        // first kernel from there (TaskStats::first_kernel). A timer that
+        // fails only costs the figure, not the task.
+        t.timed = self.rt_running.is_empty();
+        if t.timed {
+            if let Err(e) = self.rt_lane.start_timer() {
+                tracing::warn!("RT first-kernel timer not started: {e}");
+                t.timed = false;
+            }
+        }
+        // Pad only an RT task that starts on an idle RT lane: padding
+        // launches are then matched with this task's kernels, and no
+        // earlier padding can run late beside another RT kernel.
+        if self.cfg.mode == Mode::Reef
+            && !self.beside_mode()
+            && t.profile.is_some()
+            && self.rt_running.is_empty()
+        {
+            self.launch_rt_padded(&mut t)?;
+        } else {
+            self.launch_rt_plain(&mut t)?;
+        }
+        self.rt_running.push_back(t);
+        self.clock.mark("launch_rt");
+        Ok(())
     }
 
     /// Enqueues every remaining kernel of RT task `t` on the RT lane.
@@ -936,6 +952,15 @@ impl Engine {
             // RT work is running and BE lanes run beside it: the new RT
             // kernels queue behind it, so killing BE work would gain nothing.
             self.launch_rt()?;
+        } else if !self.rt_queue.is_empty() && self.cfg.raises_after_inputs() {
+            // The RT tasks' inputs first, while BE work keeps the device;
+            // then the raise, and the RT kernels right behind it.
+            let started = self.start_queued_rt();
+            self.pause_be()?;
+            self.clock.mark("pause_be");
+            for t in started {
+                self.launch_started_rt(t)?;
+            }
         } else if !self.rt_queue.is_empty() {
             self.pause_be()?;
             self.clock.mark("pause_be");

@@ -89,23 +89,25 @@ fn preempt_many(mode: Mode, target: u64, deadline: Duration, padding: bool) {
 
 /// [`preempt_many`] with `beside` BE lanes running beside RT work.
 fn preempt_many_beside(mode: Mode, target: u64, deadline: Duration, padding: bool, beside: usize) {
-    preempt_many_cfg(mode, target, deadline, padding, beside, true, false);
+    let cfg = SchedConfig {
+        mode,
+        beside_lanes: beside,
+        ..SchedConfig::default()
+    };
+    preempt_many_cfg(cfg, target, deadline, padding);
 }
 
-/// [`preempt_many_beside`], with RT kernels launched before the BE drain
-/// when `early` ([`SchedConfig::early_rt`], the default; false: the drain
-/// first, REEF's order), and with every drain also timed by the lanes when
-/// `time_drains` ([`SchedConfig::time_drains`]): then each preemption has
-/// its lanes' time, within the scheduler's own.
-fn preempt_many_cfg(
-    mode: Mode,
-    target: u64,
-    deadline: Duration,
-    padding: bool,
-    beside: usize,
-    early: bool,
-    time_drains: bool,
-) {
+/// [`preempt_many`] with the mode, beside lanes, order and drain timing of
+/// `cfg`: RT kernels launched before the BE drain when
+/// [`SchedConfig::early_rt`] (the default; false: the drain first, REEF's
+/// order), the BE flags raised after the RT inputs with
+/// [`SchedConfig::late_raise`], and every drain also timed by the lanes
+/// with [`SchedConfig::time_drains`] (then each preemption has its lanes'
+/// time, within the scheduler's own).
+fn preempt_many_cfg(cfg: SchedConfig, target: u64, deadline: Duration, padding: bool) {
+    let (mode, beside, early, time_drains) =
+        (cfg.mode, cfg.beside_lanes, cfg.early_rt, cfg.time_drains);
+    let late = cfg.late_raise;
     let _serial = serial();
     let dev: Arc<dyn Device> = Arc::new(
         CpuDevice::new(Some(2))
@@ -113,12 +115,8 @@ fn preempt_many_cfg(
             .with_padding(padding),
     );
     let cfg = SchedConfig {
-        mode,
         be_queues: 3,
-        beside_lanes: beside,
-        early_rt: early,
-        time_drains,
-        ..SchedConfig::default()
+        ..cfg
     };
     let s = Scheduler::new(dev, cfg).expect("scheduler");
     let be_models = ["bert_tiny", "mobilenet_tiny", "densenet_tiny"];
@@ -194,7 +192,7 @@ fn preempt_many_cfg(
         stop.store(true, Ordering::Relaxed);
         let st = s.stats();
         println!(
-            "{mode} (padding {padding}, beside {beside}, early RT {early}): {} preemptions in {:.1}s, {rt_count} RT requests, {} BE answered, {} kernels re-run, {} RT kernels padded with {} launches, preemption latency p50 {:.0} us p99 {:.0} us max {:.0} us",
+            "{mode} (padding {padding}, beside {beside}, early RT {early}, late raise {late}): {} preemptions in {:.1}s, {rt_count} RT requests, {} BE answered, {} kernels re-run, {} RT kernels padded with {} launches, preemption latency p50 {:.0} us p99 {:.0} us max {:.0} us",
             st.preemptions,
             t0.elapsed().as_secs_f64(),
             answered.load(Ordering::Relaxed),
@@ -331,13 +329,15 @@ fn reef_mode_with_be_beside_rt_is_bit_exact() {
 #[test]
 fn reset_mode_drain_first_preemptions_are_bit_exact() {
     preempt_many_cfg(
-        Mode::Reset,
+        SchedConfig {
+            mode: Mode::Reset,
+            early_rt: false,
+            time_drains: true,
+            ..SchedConfig::default()
+        },
         2_000,
         Duration::from_secs(120),
         false,
-        0,
-        false,
-        true,
     );
 }
 
@@ -345,12 +345,30 @@ fn reset_mode_drain_first_preemptions_are_bit_exact() {
 #[test]
 fn reef_mode_drain_first_with_padding_is_bit_exact() {
     preempt_many_cfg(
-        Mode::Reef,
+        SchedConfig {
+            mode: Mode::Reef,
+            early_rt: false,
+            ..SchedConfig::default()
+        },
         1_000,
         Duration::from_secs(120),
         true,
-        0,
-        false,
+    );
+}
+
+/// The BE flags raised after the RT inputs are written (`reset:late`): BE
+/// work runs on through the RT tasks' starts, results stay bit-identical
+/// and nothing is lost.
+#[test]
+fn reset_mode_late_raise_preemptions_are_bit_exact() {
+    preempt_many_cfg(
+        SchedConfig {
+            mode: Mode::Reset,
+            late_raise: true,
+            ..SchedConfig::default()
+        },
+        2_000,
+        Duration::from_secs(120),
         false,
     );
 }
@@ -410,6 +428,20 @@ fn reset_mode_drain_first_rt_does_not_wait_for_a_whole_be_kernel() {
     rt_does_not_wait_early(Mode::Reset, false, 0, false);
 }
 
+/// The BE flags raised after the RT inputs are written (`reset:late`): the
+/// same bound.
+#[test]
+fn reset_mode_late_raise_rt_does_not_wait_for_a_whole_be_kernel() {
+    rt_does_not_wait_with(
+        SchedConfig {
+            mode: Mode::Reset,
+            late_raise: true,
+            ..SchedConfig::default()
+        },
+        false,
+    );
+}
+
 fn rt_does_not_wait_for_a_whole_be_kernel(mode: Mode, padding: bool) {
     rt_does_not_wait_cfg(mode, padding, 0);
 }
@@ -419,22 +451,23 @@ fn rt_does_not_wait_cfg(mode: Mode, padding: bool, beside: usize) {
 }
 
 fn rt_does_not_wait_early(mode: Mode, padding: bool, beside: usize, early: bool) {
+    let cfg = SchedConfig {
+        mode,
+        beside_lanes: beside,
+        early_rt: early,
+        ..SchedConfig::default()
+    };
+    rt_does_not_wait_with(cfg, padding);
+}
+
+fn rt_does_not_wait_with(cfg: SchedConfig, padding: bool) {
     let _serial = serial();
     let dev: Arc<dyn Device> = Arc::new(
         CpuDevice::new(Some(2))
             .expect("cpu device")
             .with_padding(padding),
     );
-    let s = Scheduler::new(
-        dev,
-        SchedConfig {
-            mode,
-            beside_lanes: beside,
-            early_rt: early,
-            ..SchedConfig::default()
-        },
-    )
-    .expect("scheduler");
+    let s = Scheduler::new(dev, cfg.clone()).expect("scheduler");
     let g = big_conv();
     s.load_model("big", Arc::new(move |_| Ok(g.clone())), Priority::Be)
         .unwrap();
@@ -481,8 +514,8 @@ fn rt_does_not_wait_early(mode: Mode, padding: bool, beside: usize, early: bool)
     }
     let st = s.stats();
     println!(
-        "{mode} (padding {padding}, beside {beside}, early RT {early}): BE kernel alone {:?}; RT latencies while preempting {:?}; preemption max {:.0} us",
-        kernel, waits, st.preempt_latency_us.max
+        "{} (padding {padding}, beside {}, early RT {}, late raise {}): BE kernel alone {:?}; RT latencies while preempting {:?}; preemption max {:.0} us",
+        cfg.mode, cfg.beside_lanes, cfg.early_rt, cfg.late_raise, kernel, waits, st.preempt_latency_us.max
     );
     // RT requests come back well inside one BE kernel's time (the median:
     // the maximum on a shared CI machine also measures the OS scheduler).
