@@ -5,7 +5,7 @@
 //! busy neighbour).
 
 use crate::error::CudaCall;
-use cudarc::driver::{sys, CudaContext};
+use cudarc::driver::{result, sys};
 use nvml_wrapper::enum_wrappers::device::Clock;
 use nvml_wrapper::Nvml;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,14 +78,20 @@ impl Drop for ClockSampler {
     }
 }
 
-/// CUDA device `ordinal`'s PCI bus id (`0000:1B:00.0`).
+/// CUDA device `ordinal`'s PCI bus id (`0000:1B:00.0`), without making a
+/// context on it (a client that serves nothing holds no GPU memory for it).
 fn pci_bus_id(ordinal: usize) -> reef_exec::Result<String> {
-    crate::device::driver_ready()?;
-    let ctx = CudaContext::new(ordinal).call("cuDevicePrimaryCtxRetain")?;
+    let count = crate::device::driver_ready()?;
+    if ordinal >= count {
+        return Err(reef_exec::ExecError::Unavailable(format!(
+            "no CUDA device {ordinal} ({count} present)"
+        )));
+    }
+    let dev = result::device::get(ordinal as i32).call("cuDeviceGet")?;
     let mut buf = [0 as std::ffi::c_char; 32];
-    // SAFETY: `buf` is a writable buffer of the length passed; the device
-    // handle comes from a live context.
-    unsafe { sys::cuDeviceGetPCIBusId(buf.as_mut_ptr(), buf.len() as i32, ctx.cu_device()) }
+    // SAFETY: `buf` is a writable buffer of the length passed; `dev` is a
+    // device handle the driver just gave.
+    unsafe { sys::cuDeviceGetPCIBusId(buf.as_mut_ptr(), buf.len() as i32, dev) }
         .result()
         .call("cuDeviceGetPCIBusId")?;
     // SAFETY: the driver wrote a NUL-terminated string into `buf`.
