@@ -269,12 +269,7 @@ impl DirectHttp {
                 }
                 Ok(Some(answer)) => {
                     let replied = Instant::now();
-                    if answer.keep_alive {
-                        self.idle
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(conn);
-                    }
+                    keep_if_alive(&self.idle, conn, &answer);
                     return (Ok(answer), sent, replied);
                 }
                 Err(e) => return (Err(e), sent, Instant::now()),
@@ -329,6 +324,13 @@ impl Drop for DirectHttp {
     }
 }
 
+/// Puts `conn` back among the idle connections where `answer` left it open.
+fn keep_if_alive(idle: &Mutex<Vec<Conn>>, conn: Conn, answer: &RawAnswer) {
+    if answer.keep_alive {
+        idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+    }
+}
+
 /// The reader thread: polls the requests in flight, completing each
 /// as its answer is whole, and parks while none is.
 fn read_answers(rx: mpsc::Receiver<Pending>, idle: Arc<Mutex<Vec<Conn>>>) {
@@ -356,9 +358,7 @@ fn read_answers(rx: mpsc::Receiver<Pending>, idle: Arc<Mutex<Vec<Conn>>>) {
                 Ok(Some(answer)) => {
                     let replied = Instant::now();
                     let p = out.swap_remove(i);
-                    if answer.keep_alive {
-                        idle.lock().unwrap_or_else(|e| e.into_inner()).push(p.conn);
-                    }
+                    keep_if_alive(&idle, p.conn, &answer);
                     (p.done)(Ok(answer), p.sent, replied);
                 }
                 Err(e) => {

@@ -423,9 +423,12 @@ fn place_call(
     call.outputs.iter().map(|(_, p)| p.offset).collect()
 }
 
-/// The byte sizes `inputs` need and the names and sizes of `info`'s
-/// outputs for them.
-fn shm_sizes(info: &ModelInfo, inputs: &[Tensor]) -> Result<(u64, Vec<(String, u64)>), SchedError> {
+/// The bytes `inputs` need, the bytes of `info`'s outputs for them, and
+/// those outputs' names and sizes.
+type ShmSizes = (u64, u64, Vec<(String, u64)>);
+
+/// [`ShmSizes`] of `inputs` to `info`.
+fn shm_sizes(info: &ModelInfo, inputs: &[Tensor]) -> Result<ShmSizes, SchedError> {
     let in_total: u64 = inputs.iter().map(byte_len).sum();
     let outputs: Vec<(String, u64)> = info
         .outputs
@@ -433,7 +436,20 @@ fn shm_sizes(info: &ModelInfo, inputs: &[Tensor]) -> Result<(u64, Vec<(String, u
         .map(|o| o.name.clone())
         .zip(output_sizes(info, inputs)?)
         .collect();
-    Ok((in_total, outputs))
+    let out_total = outputs.iter().map(|(_, s)| s).sum();
+    Ok((in_total, out_total, outputs))
+}
+
+/// Writes `inputs` into `pair` and points `call` at them and its outputs
+/// (`outputs`) at the pair's output region: where each output goes.
+fn fill_pair(
+    pair: &ShmPair,
+    call: &mut Call,
+    inputs: &[Tensor],
+    outputs: Vec<(String, u64)>,
+) -> Result<Vec<u64>, SchedError> {
+    let places = write_inputs(pair, inputs)?;
+    Ok(place_call(call, pair, places, outputs))
 }
 
 /// One inference through a shared memory pair: writes the inputs, calls,
@@ -448,8 +464,7 @@ async fn infer_via_shm(
     inputs: Vec<Tensor>,
     priority: Priority,
 ) -> Result<Answer, SchedError> {
-    let (in_total, outputs) = shm_sizes(info, &inputs)?;
-    let out_total = outputs.iter().map(|(_, s)| s).sum();
+    let (in_total, out_total, outputs) = shm_sizes(info, &inputs)?;
     let offload = priority == Priority::Be;
     let pair = pool.take(wire, in_total, out_total).await?;
     let (pair, written) = copy_with(offload, pair, move |pair| write_inputs(pair, &inputs)).await?;
@@ -627,14 +642,10 @@ async fn infer_polling(
 ) -> Result<InferResponse, SchedError> {
     let (pair, offsets) = match shm {
         Some(pool) => {
-            let (in_total, outputs) = shm_sizes(info, &tensors)?;
-            let out_total = outputs.iter().map(|(_, s)| s).sum();
+            let (in_total, out_total, outputs) = shm_sizes(info, &tensors)?;
             let pair = pool.take(wire, in_total, out_total).await?;
-            match write_inputs(&pair, &tensors) {
-                Ok(places) => {
-                    let offsets = place_call(&mut call, &pair, places, outputs);
-                    (Some(pair), Some(offsets))
-                }
+            match fill_pair(&pair, &mut call, &tensors, outputs) {
+                Ok(offsets) => (Some(pair), Some(offsets)),
                 Err(e) => {
                     pool.give_back(pair);
                     return Err(e);
@@ -799,8 +810,7 @@ impl RemoteService {
         // are in its input region.
         let (pair, offsets) = match shm {
             Some((pair, outputs)) => {
-                let offsets = write_inputs(&pair, &tensors)
-                    .map(|places| Some(place_call(&mut call, &pair, places, outputs)));
+                let offsets = fill_pair(&pair, &mut call, &tensors, outputs).map(Some);
                 (Some(pair), offsets)
             }
             None => (None, Ok(None)),
@@ -984,8 +994,7 @@ impl Service for RemoteService {
             // Without a free pair that fits, the runtime's path makes one.
             let shm = match &self.shm {
                 None => Some(None),
-                Some(pool) => shm_sizes(info, &tensors).ok().and_then(|(i, outputs)| {
-                    let o = outputs.iter().map(|(_, s)| s).sum();
+                Some(pool) => shm_sizes(info, &tensors).ok().and_then(|(i, o, outputs)| {
                     pool.try_take(i, o).map(|pair| Some((pair, outputs)))
                 }),
             };
