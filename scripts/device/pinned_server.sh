@@ -12,13 +12,17 @@
 # BE lanes' depth with no RT work).
 # Carry target/release/reef, devrun/pack.tgz and devrun/bin/gpu_tests
 # (`cargo test --release -p reef-cuda --test gpu --no-run`, copied).
+# Two calls, each within the device's 10 minutes: `pinned_server.sh local`
+# (checks, in process, late raise, BE alone) and `pinned_server.sh server`.
 source scripts/device/common.sh
 st() { step "$@"; }
+PART=${1:-local}
+if [ $PART = local ]; then
 st gpu_tests 180 devrun/bin/gpu_tests --test-threads 1 --nocapture
 st selftest 120 $R selftest --preemptions 2 --seed 3201
 A="--duration 3 --warmup 1 --quiet --modes reset --busy-poll 1"
 H="--server unix:/tmp/reef-http.sock --protocol http --cuda-shm --host-outputs"
-for w in A D E A; do
+for w in A D E; do
   for p in plain pinned; do
     f=""; [ $p = pinned ] && f=--pinned-inputs
     n=in_${p}_$w; [ -d $OUT/$n ] && n=${n}2
@@ -38,6 +42,8 @@ for w in A B; do
   st late_$w 120 $R bench disb --duration 3 --warmup 1 --quiet --busy-poll 1 --workload workloads/$w.json \
     --device cuda --modes reset,reset:late,reef,reef:late --out $OUT/late_$w
 done
+fi
+if [ $PART = server ]; then
 st serve_start 1 true
 serve_up vgg19,resnet152,densenet201,inception_v3,bert_base --mode reset --allow-client-shm --busy-poll 1 \
   --http-uds /tmp/reef-http.sock
@@ -50,6 +56,7 @@ for run in "A runtime" "A poll" "D runtime" "D poll" "E runtime" "E poll" "A pol
   done
 done
 kill -TERM $SERVE; wait $SERVE
+fi
 python3 - $OUT <<'PY'
 import json, glob, sys, os
 out = sys.argv[1]
@@ -77,8 +84,8 @@ for d in sorted(os.listdir(out)):
         g(m, 'rt_client'), g(m, 'rt_request'), g(m, 'rt_response'), g(m, 'rt_readback'),
         g(m, 'rt_queued'), g(m, 'rt_input'), m['be_throughput_rps'], s.get('contexts_made'), clk(a), clk(m)))
 PY
-for w in A B; do echo "== late raise, $w"; grep "^|" $OUT/late_$w.log | cut -d'|' -f2,3,8,10,11 | tail -n +3; done
-echo "== BE alone (A's resnet152), req/s by mode"; grep "^|" $OUT/be_only_A.log | cut -d'|' -f2,10 | tail -n +3
-report_checks
+[ $PART = local ] && for w in A B; do echo "== late raise, $w"; grep "^|" $OUT/late_$w.log | cut -d'|' -f2,3,8,10,11 | tail -n +3; done
+[ $PART = local ] && echo "== BE alone (A's resnet152), req/s by mode" && grep "^|" $OUT/be_only_A.log | cut -d'|' -f2,10 | tail -n +3
+[ $PART = local ] && report_checks
 cat $OUT/summary.txt
 pack
