@@ -37,10 +37,12 @@ w['name'] = 'A-be'; w['tasks'] = [t for t in w['tasks'] if t['priority'] == 'be'
 json.dump(w, open('/tmp/A-be.json', 'w'))"
 st be_only_A 90 $R bench disb --duration 3 --warmup 1 --quiet --busy-poll 1 --workload /tmp/A-be.json \
   --device cuda --modes stream,reset,reset:depth4,reef --out $OUT/be_only_A
-# The BE flags raised after the RT inputs (`:late`) against at once, A and B.
+# The BE flags raised after the RT inputs (`:late`) against at once, A and B;
+# with `stream` and one BE lane beside RT work (last measured in Session 12,
+# 92.6% of `stream` on A, with slower kernels).
 for w in A B; do
   st late_$w 120 $R bench disb --duration 3 --warmup 1 --quiet --busy-poll 1 --workload workloads/$w.json \
-    --device cuda --modes reset,reset:late,reef,reef:late --out $OUT/late_$w
+    --device cuda --modes stream,reset,reset:late,reef,reef:late,reef:beside1,reef:beside1:tile20 --out $OUT/late_$w
 done
 fi
 if [ $PART = server ]; then
@@ -84,7 +86,7 @@ for d in sorted(os.listdir(out)):
         g(m, 'rt_client'), g(m, 'rt_request'), g(m, 'rt_response'), g(m, 'rt_readback'),
         g(m, 'rt_queued'), g(m, 'rt_input'), m['be_throughput_rps'], s.get('contexts_made'), clk(a), clk(m)))
 PY
-[ $PART = local ] && for w in A B; do echo "== late raise, $w"; grep "^|" $OUT/late_$w.log | cut -d'|' -f2,3,8,10,11 | tail -n +3; done
+[ $PART = local ] && for w in A B; do echo "== late raise, $w"; grep "^|" $OUT/late_$w.log; done
 [ $PART = local ] && echo "== BE alone (A's resnet152), req/s by mode" && grep "^|" $OUT/be_only_A.log | cut -d'|' -f2,10 | tail -n +3
 [ $PART = local ] && report_checks
 cat $OUT/summary.txt
