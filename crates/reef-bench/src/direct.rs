@@ -19,7 +19,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{self, TryRecvError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The header giving the length of a Triton binary answer's JSON part.
@@ -166,34 +166,50 @@ pub(crate) struct DirectHttp {
     target: Target,
     host: String,
     idle: Arc<Mutex<Vec<Conn>>>,
+    /// The reader thread and its queue, started by the first
+    /// [`DirectHttp::post`] (a client that only polls never starts one).
+    reader: OnceLock<Reader>,
+}
+
+/// The reader thread's handle and the queue of requests it completes.
+struct Reader {
     tx: Option<mpsc::Sender<Pending>>,
-    reader: std::thread::Thread,
+    thread: std::thread::Thread,
 }
 
 impl DirectHttp {
-    /// A client of the server at `url` (`http://HOST:PORT` or `unix:PATH`);
-    /// starts its reader thread. Connects on first use.
+    /// A client of the server at `url` (`http://HOST:PORT` or `unix:PATH`).
+    /// Connects, and starts its reader thread, on first use.
     pub fn new(url: &str) -> Result<DirectHttp, HttpError> {
         let (target, host) = parse_url(url)?;
-        let idle = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel::<Pending>();
-        let back = idle.clone();
-        let reader = std::thread::Builder::new()
-            .name("reef-bench-rt-reader".into())
-            .spawn(move || read_answers(rx, back))
-            .map_err(|source| HttpError::Connect {
-                target: "the RT reader thread".into(),
-                source,
-            })?
-            .thread()
-            .clone();
         Ok(DirectHttp {
             target,
             host,
-            idle,
-            tx: Some(tx),
-            reader,
+            idle: Arc::new(Mutex::new(Vec::new())),
+            reader: OnceLock::new(),
         })
+    }
+
+    /// The reader thread, started on the first call.
+    fn reader(&self) -> Result<&Reader, String> {
+        if let Some(r) = self.reader.get() {
+            return Ok(r);
+        }
+        let (tx, rx) = mpsc::channel::<Pending>();
+        let back = self.idle.clone();
+        let thread = std::thread::Builder::new()
+            .name("reef-bench-rt-reader".into())
+            .spawn(move || read_answers(rx, back))
+            .map_err(|e| format!("starting the RT reader thread: {e}"))?
+            .thread()
+            .clone();
+        // A racing first call may have set it: its thread is used and this
+        // one, whose queue is dropped here, ends at its next look.
+        let _ = self.reader.set(Reader {
+            tx: Some(tx),
+            thread,
+        });
+        Ok(self.reader.get().expect("set above or by a racing call"))
     }
 
     fn connect(&self) -> Result<Conn, String> {
@@ -227,18 +243,22 @@ impl DirectHttp {
         body: &[u8],
         done: Done,
     ) -> Result<(), (String, Done)> {
+        let reader = match self.reader() {
+            Ok(r) => r,
+            Err(e) => return Err((e, done)),
+        };
         let bytes = self.request_bytes(path, headers, body);
         let sent = Instant::now();
         let conn = match self.send(&bytes) {
             Ok(c) => c,
             Err(e) => return Err((e, done)),
         };
-        let Some(tx) = &self.tx else {
+        let Some(tx) = &reader.tx else {
             return Err(("the direct client is shut down".into(), done));
         };
         tx.send(Pending { conn, sent, done })
             .map_err(|e| ("the RT reader thread is gone".to_string(), e.0.done))?;
-        self.reader.unpark();
+        reader.thread.unpark();
         Ok(())
     }
 
@@ -319,8 +339,10 @@ impl DirectHttp {
 impl Drop for DirectHttp {
     fn drop(&mut self) {
         // The reader ends once its outstanding answers are in.
-        self.tx = None;
-        self.reader.unpark();
+        if let Some(r) = self.reader.get_mut() {
+            r.tx = None;
+            r.thread.unpark();
+        }
     }
 }
 
@@ -509,6 +531,42 @@ mod tests {
         // one of them had answered three times).
         let conns = server.join().unwrap();
         assert!((3..8).contains(&conns), "{conns} connections");
+    }
+
+    #[test]
+    fn the_reader_thread_starts_with_the_first_post_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lazy.sock");
+        let (server, stop) = echo_server(&path, 100);
+        let client = DirectHttp::new(&format!("unix:{}", path.display())).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for k in 0..3u8 {
+            let (a, sent, replied) = rt.block_on(client.exchange("/echo", &[], &[k; 5]));
+            let a = a.expect("an answer");
+            assert_eq!((a.status, &a.body[..]), (200, &[k; 5][..]));
+            assert!(replied >= sent);
+        }
+        assert!(client.reader.get().is_none(), "polling started a reader");
+        let (tx, rx) = mpsc::channel();
+        client
+            .post(
+                "/echo",
+                &[],
+                &[9; 4],
+                Box::new(move |a, _, _| tx.send(a.map(|a| a.body)).unwrap()),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        let body = rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+        assert_eq!(&body[..], &[9; 4][..]);
+        assert!(client.reader.get().is_some());
+        drop(client);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(UnixStream::connect(&path).unwrap());
+        // One kept-alive connection served all four requests.
+        assert_eq!(server.join().unwrap(), 1);
     }
 
     #[test]
