@@ -165,9 +165,8 @@ pub struct SchedConfig {
     /// taken) before raising the BE flags, so that BE work keeps the device
     /// through the RT inputs' upload (60-160 us from pageable memory on the
     /// H100 hosts, docs/PERF.md, Sessions 19 and 29) instead of leaving it
-    /// idle; the
-    /// RT task's first kernel then waits for the running BE blocks' next
-    /// tile. Off by default (not yet measured on a GPU).
+    /// idle; the RT task's first kernel then waits for the running BE
+    /// blocks' next tile. Off by default (not yet measured on a GPU).
     pub late_raise: bool,
 }
 
