@@ -122,7 +122,10 @@ pub(crate) fn blocks(m: usize, n: usize, k: usize) -> (usize, usize) {
     if m * n <= elems {
         return (m.max(1), n.max(1));
     }
-    let cb = n.clamp(1, 128);
+    // Square-ish tiles: the operands each tile packs (k * (rows + cols))
+    // are least for a given tile area when rows and cols are alike.
+    let side = ((elems as f64).sqrt() as usize).max(8);
+    let cb = tiles::round8(side.min(n).max(1));
     let rb = tiles::round8((elems / cb).clamp(1, m.max(1)));
     (rb, cb)
 }
@@ -206,4 +209,35 @@ pub(crate) fn matmul(
             }
         });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_are_square_ish_within_the_flop_target() {
+        // BERT's FFN output product at batch 1: [128 x 3072] x [3072 x 768].
+        for (m, n, k) in [(128, 768, 3072), (1024, 768, 768), (128, 2304, 768)] {
+            let (rb, cb) = blocks(m, n, k);
+            assert!(rb % 8 == 0 && cb % 8 == 0, "{m}x{n}x{k}: {rb} x {cb}");
+            assert!(
+                2 * rb * cb * k <= TARGET_FLOPS + 2 * 8 * cb * k,
+                "{m}x{n}x{k}: {rb} x {cb} is over the target"
+            );
+            // The operands a tile packs, k * (rb + cb), within 1.5x of a
+            // square tile of the same area.
+            let square = 2.0 * ((rb * cb) as f64).sqrt();
+            assert!(
+                ((rb + cb) as f64) < 1.5 * square,
+                "{m}x{n}x{k}: {rb} x {cb} is not square-ish"
+            );
+        }
+        // A product small enough for one tile stays whole.
+        assert_eq!(blocks(16, 24, 64), (16, 24));
+        // A narrow output keeps its width.
+        let (rb, cb) = blocks(4096, 8, 4096);
+        assert_eq!(cb, 8);
+        assert!(rb >= 8);
+    }
 }
