@@ -75,6 +75,48 @@ def kernel_profile(fn, top):
         print(f"  {t:>9.1f} us {100 * t / total:>5.1f}%  {name[:110]}")
     return [{"kernel": n, "us": t} for n, t in ks]
 
+def layer_profile(model, fn, reps=5):
+    """Device time of each leaf module (every CUDA kernel launched inside
+    its forward, summed), the median of `reps` profiled eager passes after
+    warm-up. Module names are torchvision's / transformers' (e.g.
+    `features.25`), the names reef's zoo gives its layers."""
+    from torch.profiler import profile, ProfilerActivity, record_function
+    open_ranges, hooks = {}, []
+    for name, mod in model.named_modules():
+        if name and not list(mod.children()):
+            def pre(m, args, name=name):
+                r = record_function("layer:" + name)
+                r.__enter__()
+                open_ranges[name] = r
+            def post(m, args, out, name=name):
+                open_ranges.pop(name).__exit__(None, None, None)
+            hooks.append(mod.register_forward_pre_hook(pre))
+            hooks.append(mod.register_forward_hook(post))
+    try:
+        for _ in range(3):
+            fn()
+        torch.cuda.synchronize()
+        runs = []
+        for _ in range(reps):
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                fn()
+                torch.cuda.synchronize()
+            per = {}
+            for e in prof.key_averages():
+                if e.key.startswith("layer:"):
+                    t = getattr(e, "device_time_total", None)
+                    if t is None:
+                        t = e.cuda_time_total
+                    # Total over the pass: a module may run more than once
+                    # (torchvision ResNet blocks call one ReLU three times).
+                    per[e.key[len("layer:"):]] = t
+            runs.append(per)
+    finally:
+        for h in hooks:
+            h.remove()
+    names = sorted({n for r in runs for n in r})
+    return {n: statistics.median([r.get(n, 0.0) for r in runs]) for n in names}
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="resnet18,resnet50,resnet152,vgg19,densenet201,inception_v3,mobilenet_v2,mobilenet_v3_large,bert_base")
@@ -82,6 +124,8 @@ def main():
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--kernels", type=int, default=0,
                     help="also profile one eager pass and print the N slowest kernels")
+    ap.add_argument("--layers", action="store_true",
+                    help="also time each leaf module's kernels (eager, profiler) for scripts/layer_compare.py")
     ap.add_argument("--json")
     a = ap.parse_args()
     torch.backends.cudnn.benchmark = True
@@ -117,6 +161,13 @@ def main():
             if a.kernels > 0:
                 with torch.inference_mode():
                     row["kernel_profile"] = kernel_profile(lambda: model(*inputs), a.kernels)
+            if a.layers:
+                try:  # report and go on: the timings above stand without it
+                    with torch.inference_mode():
+                        row["layer_us"] = layer_profile(model, lambda: model(*inputs))
+                    print(f"  {len(row['layer_us'])} layers sum to {sum(row['layer_us'].values()) / 1e3:.3f} ms")
+                except Exception as e:
+                    print(f"{name} batch {b}: layer profile failed: {type(e).__name__}: {e}".splitlines()[0])
             rows.append(row)
         del model
         torch.cuda.empty_cache()
