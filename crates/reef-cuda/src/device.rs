@@ -278,6 +278,9 @@ pub(crate) struct DeviceShared {
     pub control: Arc<CudaStream>,
     /// `reef_hold`: holds a stream for a given time (device timing runs).
     pub hold: CudaFunction,
+    /// Weight blobs on the device, shared by the models of one plan blob
+    /// (one model at several batch sizes).
+    pub resident_weights: crate::resident::ResidentWeights<crate::memory::DeviceBuffer>,
 }
 
 impl DeviceShared {
@@ -503,6 +506,7 @@ impl CudaDevice {
                 tactic_scope,
                 control,
                 hold,
+                resident_weights: Default::default(),
             }),
         })
     }

@@ -60,6 +60,7 @@ mod pinned;
 pub mod precision;
 mod probe;
 mod relay;
+mod resident;
 pub mod tactic_cache;
 pub mod tactics;
 mod timer;

@@ -18,7 +18,9 @@ use std::sync::{Arc, Weak};
 pub struct CudaModel {
     pub(crate) shared: Arc<DeviceShared>,
     plan: Arc<Plan>,
-    weights: DeviceBuffer,
+    /// The weight blob, shared with the models loaded from the same host
+    /// blob in the same layout ([`crate::resident`]).
+    weights: Arc<DeviceBuffer>,
     /// Split-K scratch every context needs: (workspace bytes, tile counters).
     scratch: (u64, u32),
     /// How the weights are stored (rounded to TF32, K-major; `tf32`
@@ -87,6 +89,16 @@ impl CudaModel {
         // a context or a launch.
         let tactics = Arc::<Vec<Option<Tactic>>>::default();
         let probed = probe(&shared, &plan, layout.clone(), tactics.clone())?;
+        let key = layout.key(&plan);
+        if let Some(weights) = shared.resident_weights.find(&plan.weights, &key) {
+            tracing::info!(
+                model = %plan.name,
+                batch = plan.batch,
+                weights = plan.weights.len(),
+                "model loaded on CUDA, its weights already resident"
+            );
+            return Self::assemble(shared, plan, weights, layout, tactics, probed, None);
+        }
         let weights = DeviceBuffer::alloc(&shared.ctx, plan.weights.len())?;
         let laid_out;
         let blob: &[u8] = if layout.is_empty() {
@@ -106,11 +118,14 @@ impl CudaModel {
         shared.ctx.synchronize().call("cuCtxSynchronize")?;
         tracing::info!(
             model = %plan.name,
+            batch = plan.batch,
             weights = plan.weights.len(),
             tf32_weights = layout.rounded.len(),
             k_major_weights = layout.k_major.len(),
             "model loaded on CUDA"
         );
+        let weights = Arc::new(weights);
+        shared.resident_weights.insert(&plan.weights, key, &weights);
         Self::assemble(shared, plan, weights, layout, tactics, probed, None)
     }
 
@@ -119,7 +134,7 @@ impl CudaModel {
     fn assemble(
         shared: Arc<DeviceShared>,
         plan: Arc<Plan>,
-        weights: DeviceBuffer,
+        weights: Arc<DeviceBuffer>,
         layout: Arc<WeightLayout>,
         tactics: Arc<Vec<Option<Tactic>>>,
         (scratch, built): ((u64, u32), Built),

@@ -34,6 +34,16 @@ pub(crate) struct WeightLayout {
     pub k_major: HashSet<BufferId>,
 }
 
+/// A [`WeightLayout`] applied to one plan, in byte ranges of its blob
+/// ([`WeightLayout::key`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LayoutKey {
+    /// Ranges rounded to TF32, sorted.
+    rounded: Vec<(usize, usize)>,
+    /// Ranges stored transposed: (start, end, k, n), sorted.
+    transposed: Vec<(usize, usize, usize, usize)>,
+}
+
 impl WeightLayout {
     /// The layout of `plan`'s weights: rounding where allowed, and with
     /// `k_major` the matmul B weights that can be stored K-major.
@@ -77,10 +87,39 @@ impl WeightLayout {
         self.rounded.is_empty() && self.k_major.is_empty()
     }
 
+    /// What this layout does to `plan`'s blob, in byte ranges: two plans
+    /// whose blobs hold the same bytes and whose keys are equal have the
+    /// same laid-out blob ([`WeightLayout::blob`]), whatever their buffer
+    /// numbering.
+    pub fn key(&self, plan: &Plan) -> LayoutKey {
+        let mut rounded: Vec<(usize, usize)> = self
+            .rounded
+            .iter()
+            .filter_map(|&b| weight_range(plan, b))
+            .map(|r| (r.start, r.end))
+            .collect();
+        rounded.sort_unstable();
+        rounded.dedup();
+        let mut transposed: Vec<(usize, usize, usize, usize)> = self
+            .k_major
+            .iter()
+            .filter_map(|&b| {
+                let (k, n) = k_major_shape(plan, b)?;
+                let r = weight_range(plan, b)?;
+                Some((r.start, r.end, k, n))
+            })
+            .collect();
+        transposed.sort_unstable();
+        LayoutKey {
+            rounded,
+            transposed,
+        }
+    }
+
     /// The plan's weight blob with this layout's buffers rounded and
     /// transposed.
     pub fn blob(&self, plan: &Plan) -> Vec<u8> {
-        let mut blob = plan.weights.clone();
+        let mut blob = plan.weights.to_vec();
         for &b in &self.rounded {
             let Some(bytes) = weight_range(plan, b).and_then(|r| blob.get_mut(r)) else {
                 continue;
@@ -264,7 +303,7 @@ mod tests {
     /// [`WeightLayout::b_strides`].
     fn as_laid_out(plan: &Plan, layout: &WeightLayout) -> Plan {
         let mut out = plan.clone();
-        out.weights = layout.blob(plan);
+        out.weights = layout.blob(plan).into();
         for k in &mut out.kernels {
             let b = k.inputs.get(1).copied();
             if let (KernelOp::MatMul(m), Some(b)) = (&mut k.op, b) {
@@ -444,7 +483,7 @@ mod tests {
         // A layout that transposes the blob but keeps the plan's strides
         // computes something else: the check above can fail.
         let mut wrong = as_laid_out(&plan, &rounded_only);
-        wrong.weights = layout.blob(&plan);
+        wrong.weights = layout.blob(&plan).into();
         let bad = run_cpu(wrong);
         let off: f64 = want
             .iter()

@@ -986,7 +986,8 @@ fn gather_elements_matches_the_reference() {
     let ib = p.weight(DType::I64, n);
     if let reef_plan::plan::Loc::Weight(off) = p.plan.buffers[ib].loc {
         for (i, v) in idx.iter().enumerate() {
-            p.plan.weights[off + 8 * i..off + 8 * i + 8].copy_from_slice(&v.to_le_bytes());
+            std::sync::Arc::make_mut(&mut p.plan.weights)[off + 8 * i..off + 8 * i + 8]
+                .copy_from_slice(&v.to_le_bytes());
         }
     }
     let out = p.act(DType::F32, n);

@@ -3,6 +3,7 @@
 
 use crate::kernel::Kernel;
 use reef_model::DType;
+use std::sync::Arc;
 
 /// Index of a buffer in [`Plan::buffers`].
 pub type BufferId = usize;
@@ -64,7 +65,10 @@ pub struct Plan {
     /// Every buffer the kernels touch.
     pub buffers: Vec<Buffer>,
     /// Packed weights (little-endian bytes, each buffer [`ALIGN`]ed).
-    pub weights: Vec<u8>,
+    /// Plans of one model compiled for different batch sizes hold the
+    /// same bytes and may share one blob ([`Plan::share_weights`]);
+    /// devices then keep one resident copy for all of them.
+    pub weights: Arc<Vec<u8>>,
     /// Bytes of activation arena one task needs.
     pub arena_bytes: usize,
     /// Graph inputs.
@@ -77,6 +81,25 @@ impl Plan {
     /// Total floating-point operations of one run.
     pub fn flops(&self) -> u64 {
         self.kernels.iter().map(|k| k.op.flops()).sum()
+    }
+
+    /// Makes this plan hold `other`'s weight blob instead of its own copy
+    /// when the two are byte for byte equal (as the plans of one model at
+    /// different batch sizes are). Returns whether the plans now share it.
+    pub fn share_weights(&mut self, other: &Plan) -> bool {
+        if self.shares_weights(other) {
+            return true;
+        }
+        if self.weights != other.weights {
+            return false;
+        }
+        self.weights = other.weights.clone();
+        true
+    }
+
+    /// Whether this plan and `other` hold one weight blob (not two copies).
+    pub fn shares_weights(&self, other: &Plan) -> bool {
+        Arc::ptr_eq(&self.weights, &other.weights)
     }
 
     /// A one-line summary.
@@ -96,4 +119,32 @@ impl Plan {
 /// Rounds `x` up to a multiple of [`ALIGN`].
 pub fn align_up(x: usize) -> usize {
     x.div_ceil(ALIGN) * ALIGN
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(weights: &[u8]) -> Plan {
+        Plan {
+            weights: Arc::new(weights.to_vec()),
+            ..Plan::default()
+        }
+    }
+
+    #[test]
+    fn equal_weights_are_shared_and_different_ones_are_not() {
+        let a = plan(&[1, 2, 3, 4]);
+        let mut b = plan(&[1, 2, 3, 4]);
+        assert!(!b.shares_weights(&a), "two copies before");
+        assert!(b.share_weights(&a));
+        assert!(b.shares_weights(&a) && Arc::strong_count(&a.weights) == 2);
+        assert!(b.share_weights(&a), "sharing again is a no-op");
+        let mut c = plan(&[1, 2, 3, 5]);
+        assert!(!c.share_weights(&a));
+        assert!(!c.shares_weights(&a));
+        assert_eq!(*c.weights, vec![1, 2, 3, 5], "left as it was");
+        let mut d = plan(&[1, 2, 3]);
+        assert!(!d.share_weights(&a), "a prefix is not equal");
+    }
 }

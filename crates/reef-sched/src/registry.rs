@@ -40,7 +40,7 @@ impl ModelEntry {
         be_queue: usize,
         profiling: bool,
     ) -> Result<ModelEntry, SchedError> {
-        let handle = compile_load(device, name, &source, 1)?;
+        let handle = load(device, name, compile(name, &source, 1)?)?;
         let plan = handle.plan();
         let io = |b: &reef_plan::IoBinding| TensorInfo {
             name: b.name.clone(),
@@ -99,16 +99,28 @@ impl ModelEntry {
         self.profiles.lock().get(&batch).cloned()
     }
 
-    /// The device handle for a batch size, compiled on first use.
+    /// The device handle for a batch size, compiled on first use. A new
+    /// batch size's plan takes the weight blob of one already loaded when
+    /// the bytes are equal (they are for every zoo model), so the host and
+    /// the device hold one copy of the weights for all batch sizes.
     pub fn handle(
         &self,
         device: &Arc<dyn Device>,
         batch: usize,
     ) -> Result<Arc<dyn ModelHandle>, SchedError> {
-        if let Some(h) = self.handles.lock().get(&batch) {
-            return Ok(h.clone());
+        let loaded = {
+            let handles = self.handles.lock();
+            if let Some(h) = handles.get(&batch) {
+                return Ok(h.clone());
+            }
+            handles.values().next().cloned()
+        };
+        let mut plan = compile(&self.name, &self.source, batch)?;
+        if let Some(other) = loaded {
+            let shared = plan.share_weights(other.plan());
+            tracing::debug!(model = %self.name, batch, shared, "weights of a new batch size");
         }
-        let h = compile_load(device, &self.name, &self.source, batch)?;
+        let h = load(device, &self.name, plan)?;
         self.profile_into(device, batch, &h);
         Ok(self.handles.lock().entry(batch).or_insert(h).clone())
     }
@@ -240,18 +252,76 @@ impl ModelEntry {
     }
 }
 
-fn compile_load(
-    device: &Arc<dyn Device>,
-    name: &str,
-    source: &GraphSource,
-    batch: usize,
-) -> Result<Arc<dyn ModelHandle>, SchedError> {
+/// Builds and compiles the model's graph for a batch size.
+fn compile(name: &str, source: &GraphSource, batch: usize) -> Result<reef_plan::Plan, SchedError> {
     let graph =
         source(batch).map_err(|e| SchedError::InvalidInput(format!("model '{name}': {e}")))?;
     let plan = reef_plan::compile(&graph)
         .map_err(|e| SchedError::InvalidInput(format!("model '{name}': {e}")))?;
     tracing::info!(model = name, "{}", plan.summary());
+    Ok(plan)
+}
+
+/// Loads a compiled plan on the device.
+fn load(
+    device: &Arc<dyn Device>,
+    name: &str,
+    plan: reef_plan::Plan,
+) -> Result<Arc<dyn ModelHandle>, SchedError> {
     device
         .load(Arc::new(plan))
         .map_err(|e| SchedError::Internal(format!("model '{name}': {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reef_exec::cpu::{CpuDevice, CpuModel};
+    use reef_exec::{run::run_to_end, Variant};
+    use reef_model::Tensor;
+
+    /// Runs `h` on `device` with `input` (f32) and returns its first output.
+    fn run(device: &Arc<dyn Device>, h: &Arc<dyn ModelHandle>, input: &[f32]) -> Vec<f32> {
+        let mut ctx = h.context().expect("context");
+        let shape = h.plan().inputs[0].shape.clone();
+        let t = Tensor::f32(shape, input.to_vec()).expect("input shape");
+        ctx.write_input(0, &t.bytes()).expect("write");
+        let mut lane = device.lane(reef_exec::Priority::High).expect("lane");
+        let done = run_to_end(lane.as_mut(), ctx.as_mut(), 0, Variant::Rt).expect("run");
+        assert_eq!(done, h.plan().kernels.len());
+        let bytes = ctx.read_output(0).expect("read");
+        let out = &h.plan().outputs[0];
+        let t = Tensor::from_bytes(out.dtype, out.shape.clone(), &bytes).expect("output");
+        t.as_f32().expect("f32 output").to_vec()
+    }
+
+    #[test]
+    fn batch_sizes_share_one_weight_blob_and_compute_the_same_rows() {
+        let device: Arc<dyn Device> = Arc::new(CpuDevice::new(Some(2)).expect("cpu"));
+        let source: GraphSource =
+            Arc::new(|b| reef_zoo::build("resnet_tiny", b, 0).map_err(|e| e.to_string()));
+        let entry =
+            ModelEntry::load(&device, "resnet_tiny", source, Priority::Be, 0, false).expect("load");
+        let h1 = entry.handle(&device, 1).expect("batch 1");
+        let h3 = entry.handle(&device, 3).expect("batch 3");
+        assert!(h3.plan().shares_weights(h1.plan()), "one host blob");
+        let cpu1 = h1.as_any().downcast_ref::<CpuModel>().expect("a CPU model");
+        let cpu3 = h3.as_any().downcast_ref::<CpuModel>().expect("a CPU model");
+        assert!(cpu3.shares_weights_with(cpu1), "one blob read by both");
+        // Fresh random images: batch 3 computes each row as batch 1 does.
+        let per = h1.plan().inputs[0].shape.iter().product::<usize>();
+        let seed: u64 = rand::random();
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
+        let images: Vec<f32> = (0..3 * per)
+            .map(|_| rand::Rng::random_range(&mut rng, -1.0f32..1.0))
+            .collect();
+        let batched = run(&device, &h3, &images);
+        let classes = batched.len() / 3;
+        for (i, image) in images.chunks(per).enumerate() {
+            let alone = run(&device, &h1, image);
+            let row = &batched[i * classes..(i + 1) * classes];
+            let err = reef_model::tensor::rel_l2(row, &alone);
+            assert!(err < 1e-5, "row {i} (seed {seed}): relative error {err}");
+        }
+    }
 }

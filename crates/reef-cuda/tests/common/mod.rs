@@ -17,8 +17,7 @@ impl P {
     /// A zero-filled weight buffer.
     pub fn weight(&mut self, dtype: DType, len: usize) -> usize {
         let off = self.plan.weights.len();
-        self.plan
-            .weights
+        std::sync::Arc::make_mut(&mut self.plan.weights)
             .resize(off + align_up(len * dtype.size()), 0);
         self.push(dtype, len, Loc::Weight(off))
     }
@@ -28,7 +27,8 @@ impl P {
         let id = self.weight(DType::F32, data.len());
         if let Loc::Weight(off) = self.plan.buffers[id].loc {
             for (i, v) in data.iter().enumerate() {
-                self.plan.weights[off + 4 * i..off + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
+                std::sync::Arc::make_mut(&mut self.plan.weights)[off + 4 * i..off + 4 * i + 4]
+                    .copy_from_slice(&v.to_le_bytes());
             }
         }
         id

@@ -99,7 +99,7 @@ impl CpuDevice {
     /// Loads a plan, returning the concrete model type.
     pub fn load_cpu(&self, plan: Arc<Plan>) -> Result<Arc<CpuModel>> {
         validate::plan(&plan)?;
-        let weights = aligned_copy(&plan.weights);
+        let weights = WeightStore::for_plan(&plan);
         tracing::debug!(model = %plan.name, "loaded on CPU: {}", plan.summary());
         Ok(Arc::new_cyclic(|me| CpuModel {
             plan,
@@ -153,10 +153,29 @@ impl Device for CpuDevice {
     }
 }
 
+/// Where a CPU model's weights live.
+enum WeightStore {
+    /// The plan's own blob, which is 8-byte aligned (every element type's
+    /// alignment): models whose plans share a blob share it here too.
+    Plan,
+    /// An aligned copy (the plan's blob is not aligned).
+    Copy(Vec<u64>),
+}
+
+impl WeightStore {
+    fn for_plan(plan: &Plan) -> WeightStore {
+        if plan.weights.as_ptr().align_offset(8) == 0 {
+            WeightStore::Plan
+        } else {
+            WeightStore::Copy(aligned_copy(&plan.weights))
+        }
+    }
+}
+
 /// A plan resident on the CPU: the plan and its weights in aligned storage.
 pub struct CpuModel {
     plan: Arc<Plan>,
-    weights: Vec<u64>,
+    weights: WeightStore,
     me: Weak<CpuModel>,
     /// Contexts report kernel shapes (padding emulation, see [`CpuDevice::with_padding`]).
     padding: bool,
@@ -167,7 +186,17 @@ pub struct CpuModel {
 impl CpuModel {
     /// The weight blob as bytes.
     pub(crate) fn weight_bytes(&self) -> &[u8] {
-        bytes_of(&self.weights, self.plan.weights.len())
+        match &self.weights {
+            WeightStore::Plan => &self.plan.weights,
+            WeightStore::Copy(words) => bytes_of(words, self.plan.weights.len()),
+        }
+    }
+
+    /// Whether this model and `other` read one copy of their weights (their
+    /// plans share a blob, [`Plan::share_weights`]).
+    pub fn shares_weights_with(&self, other: &CpuModel) -> bool {
+        let (a, b) = (self.weight_bytes(), other.weight_bytes());
+        !a.is_empty() && std::ptr::eq(a, b)
     }
 
     /// A fresh context with the concrete type.

@@ -28,9 +28,10 @@ impl PlanBuilder {
 
     /// A buffer in the weight blob holding `bytes`.
     pub fn weight(&mut self, name: &str, dtype: DType, bytes: &[u8]) -> BufferId {
-        let off = align_up(self.plan.weights.len());
-        self.plan.weights.resize(off, 0);
-        self.plan.weights.extend_from_slice(bytes);
+        let weights = std::sync::Arc::make_mut(&mut self.plan.weights);
+        let off = align_up(weights.len());
+        weights.resize(off, 0);
+        weights.extend_from_slice(bytes);
         self.push(name, dtype, bytes.len() / dtype.size(), Loc::Weight(off))
     }
 

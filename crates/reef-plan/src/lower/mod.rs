@@ -21,6 +21,7 @@ use reef_model::shape::{broadcast, norm_axis, slice_params};
 use reef_model::tensor::{numel, strides};
 use reef_model::{Act, DType, Graph, Node, NodeId, Op, Tensor, ValueId};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 fn lower_err(node: &Node, reason: impl Into<String>) -> PlanError {
     PlanError::Lower {
@@ -188,9 +189,10 @@ impl<'g> Lowerer<'g> {
     }
 
     fn add_weight(&mut self, t: &Tensor, name: &str) -> BufferId {
-        let off = align_up(self.plan.weights.len());
-        self.plan.weights.resize(off, 0);
-        self.plan.weights.extend_from_slice(&t.bytes());
+        let weights = Arc::make_mut(&mut self.plan.weights);
+        let off = align_up(weights.len());
+        weights.resize(off, 0);
+        weights.extend_from_slice(&t.bytes());
         self.new_buffer(t.dtype(), t.len(), Loc::Weight(off), name)
     }
 
