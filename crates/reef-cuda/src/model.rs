@@ -196,6 +196,13 @@ impl CudaModel {
         &self.gemms
     }
 
+    /// Whether this model and `other` read one device copy of their weights
+    /// (loaded from plans that share a blob, [`reef_plan::Plan::share_weights`],
+    /// in the same layout).
+    pub fn shares_weights_with(&self, other: &CudaModel) -> bool {
+        Arc::ptr_eq(&self.weights, &other.weights)
+    }
+
     /// Device address of the weight blob.
     pub(crate) fn weights_ptr(&self) -> u64 {
         self.weights.ptr()

@@ -1047,3 +1047,57 @@ fn the_clock_sampler_reads_the_sm_clock() {
         .between(before - std::time::Duration::from_secs(1), before)
         .is_empty());
 }
+
+/// The CUDA model behind a handle.
+fn cuda_model(m: &Arc<dyn reef_exec::ModelHandle>) -> &reef_cuda::CudaModel {
+    m.as_any()
+        .downcast_ref::<reef_cuda::CudaModel>()
+        .expect("a CUDA model")
+}
+
+/// Runs a loaded model on fresh `input`; returns its first output.
+fn run_model(dev: &CudaDevice, model: &Arc<dyn reef_exec::ModelHandle>, input: &[f32]) -> Vec<f32> {
+    let mut ctx = model.context().expect("context");
+    ctx.poison().unwrap();
+    ctx.write_input(0, &bytes(input)).unwrap();
+    let mut lane = dev.lane(Priority::High).unwrap();
+    let n = model.plan().kernels.len();
+    let done = reef_exec::run::run_to_end(lane.as_mut(), ctx.as_mut(), 0, Variant::Rt).unwrap();
+    assert_eq!(done, n);
+    f32s(&ctx.read_output(0).unwrap())
+}
+
+#[test]
+fn batch_sizes_share_one_device_copy_of_the_weights() {
+    let Some(dev) = device(Precision::Tf32) else {
+        return;
+    };
+    let plan = |b| reef_plan::compile(&reef_zoo::build("resnet_tiny", b, 0).unwrap()).unwrap();
+    let p1 = plan(1);
+    let mut p3 = plan(3);
+    assert!(p3.share_weights(&p1));
+    let (m1, m3) = (
+        dev.load(Arc::new(p1)).expect("load b1"),
+        dev.load(Arc::new(p3)).expect("load b3"),
+    );
+    assert!(
+        cuda_model(&m3).shares_weights_with(cuda_model(&m1)),
+        "one upload"
+    );
+    // A plan with its own copy of equal bytes is uploaded again.
+    let m1b = dev.load(Arc::new(plan(1))).expect("load b1 again");
+    assert!(!cuda_model(&m1b).shares_weights_with(cuda_model(&m1)));
+    let mut rng = StdRng::seed_from_u64(rand::random());
+    let per = m1.plan().inputs[0].shape.iter().product::<usize>();
+    let images = random(&mut rng, 3 * per);
+    let batched = run_model(&dev, &m3, &images);
+    let classes = batched.len() / 3;
+    for (i, image) in images.chunks(per).enumerate() {
+        let alone: Vec<f64> = run_model(&dev, &m1, image)
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let err = rel_l2(&batched[i * classes..(i + 1) * classes], &alone);
+        assert!(err < 1e-3, "row {i}: relative error {err}");
+    }
+}
