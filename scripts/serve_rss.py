@@ -6,6 +6,7 @@ and after each request, with each request's time.
 
     python3 scripts/serve_rss.py target/release/reef resnet50
 """
+import json, subprocess, sys, time, urllib.request, random
 binary, model = sys.argv[1], sys.argv[2]
 p = subprocess.Popen([binary, "serve", "--models", model, "--http", "127.0.0.1:8010", "--grpc", "127.0.0.1:8011"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 def rss():
