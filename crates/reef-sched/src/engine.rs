@@ -289,10 +289,9 @@ impl Engine {
     }
 
     fn dequeued(&self, t: &Task) {
-        match t.priority {
-            Priority::Rt => self.stats.rt_depth.fetch_sub(1, Ordering::Relaxed),
-            Priority::Be => self.stats.be_depth[t.entry.be_queue].fetch_sub(1, Ordering::Relaxed),
-        };
+        self.stats
+            .depth(t.priority, t.entry.be_queue)
+            .fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Runs until shut down and drained.

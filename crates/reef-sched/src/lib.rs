@@ -7,6 +7,7 @@ pub mod api;
 mod be_io;
 pub mod config;
 mod engine;
+mod loader;
 pub mod multi;
 pub mod padding;
 pub mod registry;
@@ -24,6 +25,7 @@ pub use reef_exec::host_pool::{HostPool, NoPin};
 pub use reef_exec::shared::{SharedRegion, IPC_HANDLE_BYTES};
 
 use crate::engine::{Engine, Msg};
+use crate::loader::{Job, Loader};
 use crate::registry::ModelEntry;
 use crate::stats::Stats;
 use crate::task::Task;
@@ -39,6 +41,19 @@ use std::thread::JoinHandle;
 /// model in flight at once find theirs ready).
 const PREPARED_INPUT_BUFFERS: usize = 4;
 
+/// Where [`Scheduler::submit_with`] compiles a model for a batch size it
+/// has not run yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NewBatch {
+    /// On the loader thread; the request waits there and `submit` returns
+    /// at once (a load failure is the request's answer).
+    Loader,
+    /// On the submitting thread, so that a load failure is `submit`'s
+    /// error ([`MultiScheduler`](multi::MultiScheduler) retries those on
+    /// another device).
+    Inline,
+}
+
 /// A scheduler for one device (implements [`Service`]).
 pub struct Scheduler {
     device: Arc<dyn Device>,
@@ -51,6 +66,9 @@ pub struct Scheduler {
     stopped: AtomicBool,
     /// The device's pinned input pool ([`SchedConfig::pinned_input_bytes`]).
     host_pool: Option<Arc<reef_exec::host_pool::HostPool>>,
+    /// Compiles models for new batch sizes off the submitting thread
+    /// (started with the first such request).
+    loader: Mutex<Option<Loader>>,
 }
 
 impl Scheduler {
@@ -81,6 +99,7 @@ impl Scheduler {
             thread: Mutex::new(Some(thread)),
             stopped: AtomicBool::new(false),
             host_pool,
+            loader: Mutex::new(None),
         }))
     }
 
@@ -92,6 +111,91 @@ impl Scheduler {
     /// The device it drives.
     pub fn device(&self) -> &Arc<dyn Device> {
         &self.device
+    }
+
+    /// [`Service::submit`], with a choice of where a batch size the model
+    /// has not run yet is compiled.
+    pub(crate) fn submit_with(
+        &self,
+        req: InferRequest,
+        new_batch: NewBatch,
+    ) -> Result<Ticket, SchedError> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(SchedError::Cancelled("server is shutting down".into()));
+        }
+        let entry = self
+            .models
+            .read()
+            .get(&req.model)
+            .cloned()
+            .ok_or_else(|| SchedError::UnknownModel(req.model.clone()))?;
+        let batch = entry.check_inputs(&req.inputs, self.cfg.max_batch)?;
+        let priority = req.priority.unwrap_or(entry.default_priority);
+        let depth = self.stats.depth(priority, entry.be_queue);
+        let capacity = match priority {
+            Priority::Rt => self.cfg.rt_capacity,
+            Priority::Be => self.cfg.be_capacity,
+        };
+        if depth.fetch_add(1, Ordering::AcqRel) >= capacity {
+            depth.fetch_sub(1, Ordering::AcqRel);
+            return Err(SchedError::Overloaded(format!(
+                "{priority} queue of model '{}' is full ({capacity} waiting)",
+                req.model
+            )));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let handle = match (entry.loaded_handle(batch), new_batch) {
+            (Some(h), _) => h,
+            (None, NewBatch::Inline) => match entry.handle(&self.device, batch) {
+                Ok(h) => h,
+                Err(e) => {
+                    depth.fetch_sub(1, Ordering::AcqRel);
+                    return Err(e);
+                }
+            },
+            (None, NewBatch::Loader) => {
+                // A batch size not compiled yet: the loader compiles it (seconds
+                // on a GPU) while this thread goes on.
+                let job = Job {
+                    entry,
+                    batch,
+                    priority,
+                    inputs: req.inputs,
+                    arrival: req.arrival,
+                    tx,
+                };
+                return match self.load_later(job) {
+                    Ok(()) => Ok(rx),
+                    Err(e) => {
+                        depth.fetch_sub(1, Ordering::AcqRel);
+                        Err(e)
+                    }
+                };
+            }
+        };
+        let task = Task::new(entry, handle, batch, priority, req.inputs, req.arrival, tx);
+        if self.tx.send(Msg::Task(Box::new(task))).is_err() {
+            depth.fetch_sub(1, Ordering::AcqRel);
+            return Err(SchedError::Cancelled("scheduler stopped".into()));
+        }
+        Ok(rx)
+    }
+
+    /// Hands a request whose batch size is not compiled yet to the loader
+    /// (started here the first time).
+    fn load_later(&self, job: Job) -> Result<(), SchedError> {
+        let mut loader = self.loader.lock();
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(SchedError::Cancelled("server is shutting down".into()));
+        }
+        if loader.is_none() {
+            let l = Loader::start(self.device.clone(), self.stats.clone(), self.tx.clone())
+                .map_err(|e| SchedError::Internal(format!("starting the model loader: {e}")))?;
+            *loader = Some(l);
+        }
+        let l = loader.as_ref().expect("started above");
+        l.submit(job)
+            .map_err(|_| SchedError::Cancelled("server is shutting down".into()))
     }
 
     /// Blocks until a request's result is available (for non-async callers).
@@ -116,67 +220,7 @@ impl Service for Scheduler {
     }
 
     fn submit(&self, req: InferRequest) -> Result<Ticket, SchedError> {
-        if self.stopped.load(Ordering::Acquire) {
-            return Err(SchedError::Cancelled("server is shutting down".into()));
-        }
-        let entry = self
-            .models
-            .read()
-            .get(&req.model)
-            .cloned()
-            .ok_or_else(|| SchedError::UnknownModel(req.model.clone()))?;
-        let batch = entry.check_inputs(&req.inputs, self.cfg.max_batch)?;
-        let priority = req.priority.unwrap_or(entry.default_priority);
-        let depth = match priority {
-            Priority::Rt => (&self.stats.rt_depth, self.cfg.rt_capacity),
-            Priority::Be => (&self.stats.be_depth[entry.be_queue], self.cfg.be_capacity),
-        };
-        if depth.0.fetch_add(1, Ordering::AcqRel) >= depth.1 {
-            depth.0.fetch_sub(1, Ordering::AcqRel);
-            return Err(SchedError::Overloaded(format!(
-                "{priority} queue of model '{}' is full ({} waiting)",
-                req.model, depth.1
-            )));
-        }
-        let handle = match entry.handle(&self.device, batch) {
-            Ok(h) => h,
-            Err(e) => {
-                depth.0.fetch_sub(1, Ordering::AcqRel);
-                return Err(e);
-            }
-        };
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let profile = entry.profile(batch);
-        let task = Task {
-            profile,
-            paused: false,
-            preempted: false,
-            pad_pos: 0.0,
-            pad_known: 0,
-            timed: false,
-            first_kernel: None,
-            made_context: false,
-            entry,
-            handle,
-            batch,
-            priority,
-            inputs: req.inputs,
-            tx,
-            arrival: req.arrival,
-            started: None,
-            input_time: std::time::Duration::ZERO,
-            ctx: None,
-            next: 0,
-            end_mark: 0,
-            needs_begin: true,
-            preemptions: 0,
-            rerun: 0,
-        };
-        if self.tx.send(Msg::Task(Box::new(task))).is_err() {
-            depth.0.fetch_sub(1, Ordering::AcqRel);
-            return Err(SchedError::Cancelled("scheduler stopped".into()));
-        }
-        Ok(rx)
+        self.submit_with(req, NewBatch::Loader)
     }
 
     fn load_model(
@@ -249,8 +293,23 @@ impl Service for Scheduler {
     }
 
     fn shutdown(&self) {
-        if self.stopped.swap(true, Ordering::AcqRel) {
-            return;
+        // The loader first: it stops taking jobs before `stopped` shows
+        // (whoever sees the scheduler stopped sees the loader stopping), and
+        // a compile under way hands its task over while the scheduling
+        // thread still answers it.
+        let loader = {
+            let mut loader = self.loader.lock();
+            if self.stopped.load(Ordering::Acquire) {
+                return;
+            }
+            if let Some(l) = loader.as_ref() {
+                l.stop();
+            }
+            self.stopped.store(true, Ordering::Release);
+            loader.take()
+        };
+        if let Some(mut l) = loader {
+            l.shutdown();
         }
         let _ = self.tx.send(Msg::Shutdown);
         if let Some(t) = self.thread.lock().take() {

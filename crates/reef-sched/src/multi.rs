@@ -29,7 +29,7 @@ use crate::api::{
     DeviceStats, GraphSource, InferRequest, InferResponse, LatencySummary, ModelInfo, Priority,
     SchedError, SchedStats, Service, Ticket,
 };
-use crate::Scheduler;
+use crate::{NewBatch, Scheduler};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -389,7 +389,9 @@ impl Service for MultiScheduler {
             // Count it before submitting so that concurrent submits see it.
             slot.in_flight[c].fetch_add(1, Ordering::AcqRel);
             self.pending.fetch_add(1, Ordering::AcqRel);
-            match slot.sched.submit(attempt) {
+            // A batch size new to the device compiles here, so that a
+            // device fault at its load moves the request to another device.
+            match slot.sched.submit_with(attempt, NewBatch::Inline) {
                 Ok(t) => return Ok(self.forward(t, d, c)),
                 Err(e) => {
                     slot.in_flight[c].fetch_sub(1, Ordering::AcqRel);

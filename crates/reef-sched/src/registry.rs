@@ -99,6 +99,11 @@ impl ModelEntry {
         self.profiles.lock().get(&batch).cloned()
     }
 
+    /// The device handle for a batch size if it is compiled already.
+    pub fn loaded_handle(&self, batch: usize) -> Option<Arc<dyn ModelHandle>> {
+        self.handles.lock().get(&batch).cloned()
+    }
+
     /// The device handle for a batch size, compiled on first use. A new
     /// batch size's plan takes the weight blob of one already loaded when
     /// the bytes are equal (they are for every zoo model), so the host and

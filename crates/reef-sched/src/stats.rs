@@ -92,6 +92,15 @@ impl Stats {
         }
     }
 
+    /// The queue depth counter a request of `priority` counts in (BE: its
+    /// model's queue `be_queue`).
+    pub(crate) fn depth(&self, priority: crate::api::Priority, be_queue: usize) -> &AtomicUsize {
+        match priority {
+            crate::api::Priority::Rt => &self.rt_depth,
+            crate::api::Priority::Be => &self.be_depth[be_queue],
+        }
+    }
+
     /// Records one preemption's latency.
     pub(crate) fn record_preemption(&self, d: Duration, rerun: u64) {
         self.preemptions.fetch_add(1, Ordering::Relaxed);

@@ -52,6 +52,44 @@ pub(crate) struct Task {
 }
 
 impl Task {
+    /// A task for a request of `batch` rows of `entry`, on `handle` (the
+    /// model compiled for that batch size), answering on `tx`.
+    pub fn new(
+        entry: Arc<ModelEntry>,
+        handle: Arc<dyn ModelHandle>,
+        batch: usize,
+        priority: Priority,
+        inputs: Vec<Input>,
+        arrival: Instant,
+        tx: oneshot::Sender<Result<InferResponse, SchedError>>,
+    ) -> Task {
+        Task {
+            profile: entry.profile(batch),
+            paused: false,
+            preempted: false,
+            pad_pos: 0.0,
+            pad_known: 0,
+            timed: false,
+            first_kernel: None,
+            made_context: false,
+            entry,
+            handle,
+            batch,
+            priority,
+            inputs,
+            tx,
+            arrival,
+            started: None,
+            input_time: Duration::ZERO,
+            ctx: None,
+            next: 0,
+            end_mark: 0,
+            needs_begin: true,
+            preemptions: 0,
+            rerun: 0,
+        }
+    }
+
     pub fn kernels(&self) -> usize {
         self.handle.plan().kernels.len()
     }
