@@ -6,10 +6,14 @@
 # shared memory outputs), pinned and pageable inputs, the runtime's RT
 # client and the polling one; A's BE task alone at depth 2 and 4.
 # The longer version of the same is pinned_server.sh (two calls).
-# Carry target/release/reef and devrun/pack.tgz.
+# Carry target/release/reef and devrun/pack.tgz (and devrun/bin/gpu_tests
+# for the weight-sharing test).
 source scripts/device/common.sh
 st() { step "$@"; }
 st selftest 150 $R selftest --preemptions 2 --seed 3301
+# Session 34: one device copy of the weights across batch sizes (carry
+# devrun/bin/gpu_tests, rebuilt after fa9f682, to run it).
+[ -x devrun/bin/gpu_tests ] && st gpu_share 30 devrun/bin/gpu_tests batch_sizes_share --test-threads 1 --nocapture
 for w in A B; do
   st late_$w 75 $R bench disb --duration 3 --warmup 1 --quiet --busy-poll 1 --workload workloads/$w.json \
     --device cuda --modes stream,reset,reset:late,reef,reef:beside1 --out $OUT/late_$w
@@ -56,5 +60,6 @@ PY
 for w in A B; do echo "== $w"; grep "^|" $OUT/late_$w.log; grep -i "sm clock" $OUT/late_$w.log; done
 echo "== BE alone (A's resnet152)"; grep "^|" $OUT/be_only_A.log | cut -d'|' -f2,10
 echo "== selftest"; grep -E "FAIL|passed" $OUT/selftest.log | tail -4
+[ -f $OUT/gpu_share.log ] && { echo "== gpu test: weights shared across batch sizes"; grep -E "test result|FAILED|panicked|SKIP" $OUT/gpu_share.log | tail -3; }
 cat $OUT/summary.txt
 pack
