@@ -50,7 +50,7 @@ pub(crate) enum NewBatch {
     Loader,
     /// On the submitting thread, so that a load failure is `submit`'s
     /// error ([`MultiScheduler`](multi::MultiScheduler) retries those on
-    /// another device).
+    /// another device, from a routing thread of its own).
     Inline,
 }
 
@@ -179,6 +179,21 @@ impl Scheduler {
             return Err(SchedError::Cancelled("scheduler stopped".into()));
         }
         Ok(rx)
+    }
+
+    /// Whether `req` can start without a compile: its model is compiled for
+    /// its batch size (also true when the request is invalid, so that its
+    /// submit fails at once).
+    pub(crate) fn compiled_for(&self, req: &InferRequest) -> bool {
+        let Some(entry) = self.models.read().get(&req.model).cloned() else {
+            return true;
+        };
+        let batch = req
+            .inputs
+            .first()
+            .and_then(|i| i.shape().first().copied())
+            .unwrap_or(1);
+        batch == 0 || batch > self.cfg.max_batch || entry.loaded_handle(batch).is_some()
     }
 
     /// Hands a request whose batch size is not compiled yet to the loader

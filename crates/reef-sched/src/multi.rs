@@ -87,6 +87,8 @@ pub struct MultiScheduler {
     forwarder: tokio::runtime::Handle,
     /// Dropping it tells the forwarding thread to exit once `pending` is zero.
     _stop: tokio::sync::oneshot::Sender<()>,
+    /// Itself, for the threads that route requests needing a compile.
+    me: std::sync::Weak<MultiScheduler>,
 }
 
 /// Rewrites an error of device `device` so that its message names the device,
@@ -135,7 +137,7 @@ impl MultiScheduler {
             .collect();
         let pending = Arc::new(AtomicUsize::new(0));
         let (forwarder, stop) = start_forwarder(pending.clone())?;
-        Ok(Arc::new(MultiScheduler {
+        Ok(Arc::new_cyclic(|me| MultiScheduler {
             slots: Arc::new(slots),
             placement: RwLock::new(placement),
             placing: Mutex::new(()),
@@ -143,6 +145,7 @@ impl MultiScheduler {
             pending,
             forwarder,
             _stop: stop,
+            me: me.clone(),
         }))
     }
 
@@ -274,6 +277,107 @@ impl MultiScheduler {
         c.into_iter().map(|(_, _, d)| d).collect()
     }
 
+    /// Submits to the first of `candidates` that takes the request. A
+    /// device whose submit fails with [`SchedError::Internal`] is taken out
+    /// of rotation and the next candidate tried; a full device
+    /// ([`SchedError::Overloaded`]) is skipped for this request only. A batch
+    /// size new to a device is compiled here, on this thread, so that a
+    /// device fault at its load moves the request on.
+    fn route(
+        &self,
+        req: InferRequest,
+        place: &Placement,
+        candidates: Vec<usize>,
+    ) -> Result<Ticket, SchedError> {
+        let c = class(req.priority.unwrap_or(place.default_priority));
+        let n = candidates.len();
+        let model = req.model.clone();
+        let mut req = Some(req);
+        let mut last = None;
+        for (k, d) in candidates.into_iter().enumerate() {
+            // Copy the inputs only while another device may need them.
+            let attempt = match (k + 1 == n, req.take()) {
+                (true, Some(r)) => r,
+                (false, Some(r)) => {
+                    let a = r.clone();
+                    req = Some(r);
+                    a
+                }
+                (_, None) => break,
+            };
+            let slot = &self.slots[d];
+            // Count it before submitting so that concurrent submits see it.
+            slot.in_flight[c].fetch_add(1, Ordering::AcqRel);
+            self.pending.fetch_add(1, Ordering::AcqRel);
+            match slot.sched.submit_with(attempt, NewBatch::Inline) {
+                Ok(t) => return Ok(self.forward(t, d, c)),
+                Err(e) => {
+                    slot.in_flight[c].fetch_sub(1, Ordering::AcqRel);
+                    self.pending.fetch_sub(1, Ordering::AcqRel);
+                    match e {
+                        SchedError::Internal(ref m) => {
+                            tracing::error!(device = d, "device fault, out of rotation: {m}");
+                            slot.healthy.store(false, Ordering::Release);
+                            last = Some(on_device(d, e));
+                        }
+                        SchedError::Overloaded(_) => last = Some(on_device(d, e)),
+                        e => return Err(on_device(d, e)),
+                    }
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            SchedError::Internal(format!(
+                "no healthy device holds model '{model}' (placed on devices {:?})",
+                place.devices
+            ))
+        }))
+    }
+
+    /// [`MultiScheduler::route`] on a thread of its own, for a request whose
+    /// first device must compile its model for the request's batch size
+    /// (seconds on a GPU): the caller gets its ticket at once, and the
+    /// answer, or the routing's error, comes through it.
+    fn route_later(
+        self: Arc<Self>,
+        req: InferRequest,
+        place: Placement,
+        candidates: Vec<usize>,
+    ) -> Result<Ticket, SchedError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // The forwarding runtime stays up until the answer is passed on.
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        let pending = Pending(self.pending.clone());
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("reef-multi-route".into())
+            .spawn(move || {
+                let mut tx = tx;
+                match me.route(req, &place, candidates) {
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                    Ok(ticket) => {
+                        me.forwarder.spawn(async move {
+                            let _pending = pending;
+                            tokio::select! {
+                                r = ticket => {
+                                    let _ = tx.send(r.unwrap_or_else(|_| {
+                                        Err(SchedError::Internal("the device dropped the request".into()))
+                                    }));
+                                }
+                                // The client dropped its ticket: dropping
+                                // `ticket` cancels.
+                                _ = tx.closed() => {}
+                            }
+                        });
+                    }
+                }
+            })
+            .map_err(|e| SchedError::Internal(format!("starting a routing thread: {e}")))?;
+        Ok(rx)
+    }
+
     /// Wraps a device ticket so that the device's in-flight count drops when
     /// it resolves.
     fn forward(&self, inner: Ticket, device: usize, class: usize) -> Ticket {
@@ -314,6 +418,15 @@ impl MultiScheduler {
         ticket
             .blocking_recv()
             .map_err(|_| SchedError::Internal("scheduler dropped the request".into()))?
+    }
+}
+
+/// One unit of the forwarding runtime's `pending` count, given back on drop.
+struct Pending(Arc<AtomicUsize>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -367,53 +480,14 @@ impl Service for MultiScheduler {
             .get(&req.model)
             .cloned()
             .ok_or_else(|| SchedError::UnknownModel(req.model.clone()))?;
-        let p = req.priority.unwrap_or(place.default_priority);
-        let c = class(p);
         let candidates = self.candidates(&place.devices);
-        let n = candidates.len();
-        let model = req.model.clone();
-        let mut req = Some(req);
-        let mut last = None;
-        for (k, d) in candidates.into_iter().enumerate() {
-            // Copy the inputs only while another device may need them.
-            let attempt = match (k + 1 == n, req.take()) {
-                (true, Some(r)) => r,
-                (false, Some(r)) => {
-                    let a = r.clone();
-                    req = Some(r);
-                    a
-                }
-                (_, None) => break,
-            };
-            let slot = &self.slots[d];
-            // Count it before submitting so that concurrent submits see it.
-            slot.in_flight[c].fetch_add(1, Ordering::AcqRel);
-            self.pending.fetch_add(1, Ordering::AcqRel);
-            // A batch size new to the device compiles here, so that a
-            // device fault at its load moves the request to another device.
-            match slot.sched.submit_with(attempt, NewBatch::Inline) {
-                Ok(t) => return Ok(self.forward(t, d, c)),
-                Err(e) => {
-                    slot.in_flight[c].fetch_sub(1, Ordering::AcqRel);
-                    self.pending.fetch_sub(1, Ordering::AcqRel);
-                    match e {
-                        SchedError::Internal(ref m) => {
-                            tracing::error!(device = d, "device fault, out of rotation: {m}");
-                            slot.healthy.store(false, Ordering::Release);
-                            last = Some(on_device(d, e));
-                        }
-                        SchedError::Overloaded(_) => last = Some(on_device(d, e)),
-                        e => return Err(on_device(d, e)),
-                    }
-                }
-            }
+        let needs_compile = candidates
+            .first()
+            .is_some_and(|&d| !self.slots[d].sched.compiled_for(&req));
+        match (needs_compile, self.me.upgrade()) {
+            (true, Some(me)) => me.route_later(req, place, candidates),
+            _ => self.route(req, &place, candidates),
         }
-        Err(last.unwrap_or_else(|| {
-            SchedError::Internal(format!(
-                "no healthy device holds model '{model}' (placed on devices {:?})",
-                place.devices
-            ))
-        }))
     }
 
     /// Loads (or reloads) the model on every device.

@@ -174,3 +174,30 @@ fn a_shutdown_answers_the_requests_waiting_for_a_compile() {
         other => panic!("expected a cancellation, got {:?}", other.map(|_| ())),
     }
 }
+
+#[test]
+fn a_multi_device_scheduler_compiles_off_the_submitting_thread_too() {
+    let (s, go) = scheduler(SchedConfig::default());
+    let m = reef_sched::multi::MultiScheduler::new(vec![s]).expect("multi");
+    let mut rng = ChaCha8Rng::seed_from_u64(rand::random());
+    let (tx, rx) = mpsc::channel();
+    let m2 = m.clone();
+    let x = images(&mut rng, 2);
+    std::thread::spawn(move || {
+        let _ = tx.send(m2.submit(request(x, Priority::Be)));
+    });
+    let waiting = rx
+        .recv_timeout(PATIENCE)
+        .expect("submit returned while the compile waits")
+        .expect("accepted");
+    // Batch 1 is compiled: it runs while batch 2 waits.
+    let one = wait(
+        m.submit(request(images(&mut rng, 1), Priority::Rt))
+            .expect("ok"),
+    );
+    assert!(one.is_ok());
+    go.send(()).expect("gate");
+    let two = wait(waiting).expect("batch 2 ran");
+    assert_eq!(two.outputs[0].shape[0], 2);
+    assert_eq!(two.stats.device, 0, "the answer names its device");
+}
