@@ -22,6 +22,9 @@ pub struct ModelEntry {
     /// BE queue its BE requests go to.
     pub be_queue: usize,
     handles: Mutex<HashMap<usize, Arc<dyn ModelHandle>>>,
+    /// One lock per batch size being compiled: concurrent first requests of
+    /// a batch size wait for one compile instead of each running one.
+    compiling: Mutex<HashMap<usize, Arc<Mutex<()>>>>,
     contexts: Mutex<HashMap<usize, Vec<Box<dyn Context>>>>,
     /// Kernel profiles per batch size (only when `profiling`).
     profiles: Mutex<HashMap<usize, Arc<Profile>>>,
@@ -66,6 +69,7 @@ impl ModelEntry {
             info,
             be_queue,
             handles: Mutex::new(HashMap::new()),
+            compiling: Mutex::new(HashMap::new()),
             contexts: Mutex::new(HashMap::new()),
             profiles: Mutex::new(HashMap::new()),
             profiling,
@@ -113,9 +117,15 @@ impl ModelEntry {
         device: &Arc<dyn Device>,
         batch: usize,
     ) -> Result<Arc<dyn ModelHandle>, SchedError> {
+        if let Some(h) = self.loaded_handle(batch) {
+            return Ok(h);
+        }
+        let lock = self.compiling.lock().entry(batch).or_default().clone();
+        let _compiling = lock.lock();
         let loaded = {
             let handles = self.handles.lock();
             if let Some(h) = handles.get(&batch) {
+                // Compiled by the caller this one waited for.
                 return Ok(h.clone());
             }
             handles.values().next().cloned()
@@ -298,6 +308,36 @@ mod tests {
         let out = &h.plan().outputs[0];
         let t = Tensor::from_bytes(out.dtype, out.shape.clone(), &bytes).expect("output");
         t.as_f32().expect("f32 output").to_vec()
+    }
+
+    #[test]
+    fn concurrent_first_requests_of_a_batch_size_compile_it_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let device: Arc<dyn Device> = Arc::new(CpuDevice::new(Some(2)).expect("cpu"));
+        let builds = Arc::new(AtomicUsize::new(0));
+        let counted = builds.clone();
+        let source: GraphSource = Arc::new(move |b| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            // Slow enough that the callers overlap.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            reef_zoo::build("resnet_tiny", b, 0).map_err(|e| e.to_string())
+        });
+        let entry = Arc::new(
+            ModelEntry::load(&device, "resnet_tiny", source, Priority::Be, 0, false).expect("load"),
+        );
+        assert_eq!(builds.load(Ordering::SeqCst), 1, "batch 1 at load");
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                let (entry, device) = (entry.clone(), device.clone());
+                std::thread::spawn(move || entry.handle(&device, 4).expect("batch 4"))
+            })
+            .collect();
+        let got: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect();
+        assert_eq!(builds.load(Ordering::SeqCst), 2, "batch 4 built once");
+        assert!(got.iter().all(|h| Arc::ptr_eq(h, &got[0])), "one handle");
     }
 
     #[test]
