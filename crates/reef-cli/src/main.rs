@@ -11,6 +11,7 @@ mod compile_cmd;
 mod device;
 mod infer;
 mod selftest;
+mod selftest_batch;
 mod selftest_sched;
 mod serve;
 mod serve_config;

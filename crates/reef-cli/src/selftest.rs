@@ -666,6 +666,18 @@ pub fn run(dut: Arc<dyn Device>, opts: &Options) -> Result<bool> {
             Err(e) => push(Err(e), m),
         }
     }
+    if let Some(first) = names.first() {
+        // A batch of three through the scheduler, its model compiled for
+        // it beside batch 1 with the same weights.
+        let m = names
+            .iter()
+            .find(|n| n.as_str() == "resnet50")
+            .unwrap_or(first);
+        push(
+            crate::selftest_batch::check_batches(&dut, m, 3, tol, &mut rng),
+            &format!("{m} batch 3"),
+        );
+    }
     if opts.preemptions > 0 && !names.is_empty() {
         // RT and BE through the scheduler: a CNN as RT, BERT (the largest
         // BE outputs) as BE where the list has them.
