@@ -277,7 +277,9 @@ impl MultiScheduler {
         c.into_iter().map(|(_, _, d)| d).collect()
     }
 
-    /// Submits to the first of `candidates` that takes the request. A
+    /// Submits to the first of `candidates` that takes the request and
+    /// returns the device's ticket with the device and the request's class
+    /// (counted in flight there: [`MultiScheduler::forward`] passes it on). A
     /// device whose submit fails with [`SchedError::Internal`] is taken out
     /// of rotation and the next candidate tried; a full device
     /// ([`SchedError::Overloaded`]) is skipped for this request only. A batch
@@ -288,7 +290,7 @@ impl MultiScheduler {
         req: InferRequest,
         place: &Placement,
         candidates: Vec<usize>,
-    ) -> Result<Ticket, SchedError> {
+    ) -> Result<(Ticket, usize, usize), SchedError> {
         let c = class(req.priority.unwrap_or(place.default_priority));
         let n = candidates.len();
         let model = req.model.clone();
@@ -310,7 +312,7 @@ impl MultiScheduler {
             slot.in_flight[c].fetch_add(1, Ordering::AcqRel);
             self.pending.fetch_add(1, Ordering::AcqRel);
             match slot.sched.submit_with(attempt, NewBatch::Inline) {
-                Ok(t) => return Ok(self.forward(t, d, c)),
+                Ok(t) => return Ok((t, d, c)),
                 Err(e) => {
                     slot.in_flight[c].fetch_sub(1, Ordering::AcqRel);
                     self.pending.fetch_sub(1, Ordering::AcqRel);
@@ -345,33 +347,12 @@ impl MultiScheduler {
         candidates: Vec<usize>,
     ) -> Result<Ticket, SchedError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        // The forwarding runtime stays up until the answer is passed on.
-        self.pending.fetch_add(1, Ordering::AcqRel);
-        let pending = Pending(self.pending.clone());
-        let me = self.clone();
         std::thread::Builder::new()
             .name("reef-multi-route".into())
-            .spawn(move || {
-                let mut tx = tx;
-                match me.route(req, &place, candidates) {
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                    }
-                    Ok(ticket) => {
-                        me.forwarder.spawn(async move {
-                            let _pending = pending;
-                            tokio::select! {
-                                r = ticket => {
-                                    let _ = tx.send(r.unwrap_or_else(|_| {
-                                        Err(SchedError::Internal("the device dropped the request".into()))
-                                    }));
-                                }
-                                // The client dropped its ticket: dropping
-                                // `ticket` cancels.
-                                _ = tx.closed() => {}
-                            }
-                        });
-                    }
+            .spawn(move || match self.route(req, &place, candidates) {
+                Ok((ticket, d, c)) => self.forward_into(ticket, d, c, tx),
+                Err(e) => {
+                    let _ = tx.send(Err(e));
                 }
             })
             .map_err(|e| SchedError::Internal(format!("starting a routing thread: {e}")))?;
@@ -381,13 +362,25 @@ impl MultiScheduler {
     /// Wraps a device ticket so that the device's in-flight count drops when
     /// it resolves.
     fn forward(&self, inner: Ticket, device: usize, class: usize) -> Ticket {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.forward_into(inner, device, class, tx);
+        rx
+    }
+
+    /// [`MultiScheduler::forward`] into the client's end `tx`.
+    fn forward_into(
+        &self,
+        inner: Ticket,
+        device: usize,
+        class: usize,
+        mut tx: tokio::sync::oneshot::Sender<Result<InferResponse, SchedError>>,
+    ) {
         let guard = InFlight {
             slots: self.slots.clone(),
             device,
             class,
             pending: self.pending.clone(),
         };
-        let (mut tx, rx) = tokio::sync::oneshot::channel();
         self.forwarder.spawn(async move {
             let _guard = guard;
             let mut inner = inner;
@@ -409,7 +402,6 @@ impl MultiScheduler {
                 }));
             }
         });
-        rx
     }
 
     /// Blocks until a request's result is available (for non-async callers).
@@ -418,15 +410,6 @@ impl MultiScheduler {
         ticket
             .blocking_recv()
             .map_err(|_| SchedError::Internal("scheduler dropped the request".into()))?
-    }
-}
-
-/// One unit of the forwarding runtime's `pending` count, given back on drop.
-struct Pending(Arc<AtomicUsize>);
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -486,7 +469,9 @@ impl Service for MultiScheduler {
             .is_some_and(|&d| !self.slots[d].sched.compiled_for(&req));
         match (needs_compile, self.me.upgrade()) {
             (true, Some(me)) => me.route_later(req, place, candidates),
-            _ => self.route(req, &place, candidates),
+            _ => self
+                .route(req, &place, candidates)
+                .map(|(t, d, c)| self.forward(t, d, c)),
         }
     }
 
